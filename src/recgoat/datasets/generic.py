@@ -1,0 +1,161 @@
+"""The generic layout: an interactions file, an optional items table and an optional image folder.
+
+Interactions may be CSV, TSV or Parquet; column names are given or guessed (``user``/``userId``/
+``user_id``…). Images are ``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``) or a path column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recgoat.errors import DataError
+
+GUESSES = {
+    "user": ["user", "user_id", "userid", "uid", "reviewerid", "user_id:token", "userID"],
+    "item": ["item", "item_id", "itemid", "iid", "movieid", "asin", "parent_asin", "item_id:token", "itemID"],
+    "rating": ["rating", "score", "overall", "stars", "rating:float"],
+    "timestamp": ["timestamp", "time", "ts", "unixreviewtime", "date", "timestamp:float"],
+}
+TEXT_CANDIDATES = ["title", "brand", "categories", "category", "genres", "year", "description",
+                   "overview", "tags", "features"]
+
+
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet file with clear errors for missing, empty or malformed files."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            if sep is None:
+                sep = "\t" if path.suffix in (".tsv", ".inter", ".tab") else ","
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.ParserError as e:
+        raise DataError(path, f"malformed line: {str(e).strip()}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "file is empty") from None
+    except (OSError, ValueError) as e:
+        raise DataError(path, f"cannot be read: {e}") from None
+    if len(df) == 0:
+        raise DataError(path, "file has a header but no rows")
+    return df
+
+
+def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, required: bool) -> str | None:
+    if given is not None:
+        if given not in df.columns:
+            raise DataError(path, f"missing column {given!r} (for {role}); columns are {list(df.columns)}")
+        return given
+    lower = {c.lower(): c for c in df.columns}
+    for g in GUESSES[role]:
+        if g.lower() in lower:
+            return lower[g.lower()]
+    if required:
+        raise DataError(path, f"missing column for {role}: none of {GUESSES[role]} among {list(df.columns)}")
+    return None
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path, dtype) -> np.ndarray:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(path, f"column {col!r} has {int(bad.sum())} missing or non-numeric values "
+                              f"(first at data row {first + 1}: {df[col].iloc[first]!r})")
+    return values.to_numpy(dtype)
+
+
+def read_interactions(path: str | Path, user_col: str | None = None, item_col: str | None = None,
+                      rating_col: str | None = None, timestamp_col: str | None = None,
+                      sep: str | None = None) -> pd.DataFrame:
+    """Interactions with standard columns ``user``, ``item`` (str) and ``rating``/``timestamp`` if present."""
+    path = Path(path)
+    df = read_table(path, sep)
+    cols = {
+        "user": guess_column(df, "user", user_col, path, True),
+        "item": guess_column(df, "item", item_col, path, True),
+        "rating": guess_column(df, "rating", rating_col, path, False),
+        "timestamp": guess_column(df, "timestamp", timestamp_col, path, False),
+    }
+    out = pd.DataFrame({"user": df[cols["user"]].astype(str), "item": df[cols["item"]].astype(str)})
+    for role in ("user", "item"):
+        empty = out[role].isin(["", "nan", "None"]) | df[cols[role]].isna()
+        if empty.any():
+            first = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(path, f"column {cols[role]!r} has {int(empty.sum())} empty {role} ids "
+                                  f"(first at data row {first + 1})")
+    if cols["rating"]:
+        out["rating"] = _numeric(df, cols["rating"], path, np.float32)
+    if cols["timestamp"]:
+        ts = df[cols["timestamp"]]
+        numeric = pd.to_numeric(ts, errors="coerce")
+        if numeric.notna().all():
+            out["timestamp"] = numeric.to_numpy(np.int64)
+        else:
+            parsed = pd.to_datetime(ts, errors="coerce", utc=True)
+            if parsed.isna().any():
+                first = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+                raise DataError(path, f"column {cols['timestamp']!r} has unparseable timestamps "
+                                      f"(first at data row {first + 1}: {ts.iloc[first]!r})")
+            out["timestamp"] = (parsed.astype("int64") // 10**9).to_numpy(np.int64)
+    return out
+
+
+def read_items(path: str | Path, item_col: str | None = None, image_dir: str | Path | None = None,
+               image_col: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Item table with ``item_id`` (str), text fields, and ``image`` (path) when images are known."""
+    path = Path(path)
+    df = read_table(path)
+    col = guess_column(df, "item", item_col, path, True)
+    df = df.rename(columns={col: "item_id"})
+    df["item_id"] = df["item_id"].astype(str)
+    text_fields = [c for c in df.columns if c.lower() in TEXT_CANDIDATES]
+    if image_col is not None:
+        if image_col not in df.columns:
+            raise DataError(path, f"missing image column {image_col!r}")
+        df["image"] = df[image_col]
+    elif image_dir is not None:
+        df["image"] = find_images(df["item_id"], image_dir)
+    return df, text_fields
+
+
+def find_images(item_ids: pd.Series, image_dir: str | Path) -> pd.Series:
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise DataError(image_dir, "image folder not found")
+    by_stem: dict[str, str] = {}
+    for p in image_dir.iterdir():
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
+            by_stem.setdefault(p.stem, str(p.resolve()))
+    return item_ids.astype(str).map(by_stem)
+
+
+def load_generic(root: str | Path, interactions: str | None = None, items: str | None = None,
+                 image_dir: str | None = None, **columns) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """Read a folder in the generic layout: ``interactions.{csv,tsv,parquet}``, ``items.*``, ``images/``."""
+    root = Path(root)
+
+    def pick(stem: str, given: str | None) -> Path | None:
+        if given is not None:
+            return root / given
+        for ext in (".csv", ".tsv", ".parquet"):
+            if (root / f"{stem}{ext}").exists():
+                return root / f"{stem}{ext}"
+        return None
+
+    inter_path = pick("interactions", interactions)
+    if inter_path is None:
+        raise DataError(root, "no interactions.csv, .tsv or .parquet in this folder")
+    inter = read_interactions(inter_path, **{k: v for k, v in columns.items() if k.endswith("_col")})
+    items_path = pick("items", items)
+    item_df, text_fields = None, []
+    if items_path is not None:
+        img = root / (image_dir or "images")
+        item_df, text_fields = read_items(items_path, image_dir=img if img.is_dir() else None)
+    return inter, item_df, text_fields

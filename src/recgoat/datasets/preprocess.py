@@ -1,0 +1,152 @@
+"""Preprocessing and splitting, all vectorised and seeded.
+
+Raw interactions (original ids) → rating threshold → deduplication → iterative k-core → id remapping
+→ per-user split (random 8:1:1 as MMRec, temporal, or leave-one-out).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recgoat.datasets.dataset import Dataset
+from recgoat.errors import DataError
+
+
+@dataclass
+class PrepareConfig:
+    """How raw interactions become a split dataset."""
+
+    min_rating: float | None = None  # keep ratings >= this (implicit feedback); None keeps all
+    dedup: bool = True  # keep one interaction per (user, item): the latest when timestamps exist
+    k_core: int = 5  # iteratively drop users and items with fewer interactions (0 or 1 disables)
+    split: str = "random"  # random | temporal | loo | none
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2026
+
+
+def filter_rating(df: pd.DataFrame, min_rating: float | None) -> pd.DataFrame:
+    if min_rating is None or "rating" not in df.columns:
+        return df
+    return df[df["rating"] >= min_rating]
+
+
+def deduplicate(df: pd.DataFrame) -> pd.DataFrame:
+    if "timestamp" in df.columns:
+        df = df.sort_values("timestamp", kind="stable")
+    return df.drop_duplicates(["user", "item"], keep="last")
+
+
+def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Drop users and items with fewer than ``k`` interactions until none is left to drop."""
+    if k <= 1:
+        return df
+    while True:
+        uc = df["user"].map(df["user"].value_counts())
+        ic = df["item"].map(df["item"].value_counts())
+        keep = (uc >= k) & (ic >= k)
+        if keep.all():
+            return df
+        df = df[keep]
+
+
+def remap(df: pd.DataFrame, items: pd.DataFrame | None, keep_all_items: bool = False):
+    """Dense internal ids. Returns (interactions, user_ids, item_ids, items aligned to internal ids)."""
+    user_ids, u_idx = np.unique(df["user"].astype(str).to_numpy(), return_inverse=True)
+    item_strs = df["item"].astype(str).to_numpy()
+    if keep_all_items and items is not None:
+        item_ids = np.unique(np.concatenate([items["item_id"].astype(str).to_numpy(), item_strs]))
+    else:
+        item_ids = np.unique(item_strs)
+    i_idx = np.searchsorted(item_ids, item_strs)
+    out = df.copy()
+    out["user"] = u_idx.astype(np.int64)
+    out["item"] = i_idx.astype(np.int64)
+    aligned = None
+    if items is not None:
+        meta = items.copy()
+        meta["item_id"] = meta["item_id"].astype(str)
+        meta = meta.drop_duplicates("item_id").set_index("item_id")
+        aligned = meta.reindex(item_ids).reset_index().rename(columns={"index": "item_id"})
+    return out.reset_index(drop=True), user_ids.astype(object), item_ids.astype(object), aligned
+
+
+def _rank_within_user(users: np.ndarray, order_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: its 0-based rank inside its user's rows (by ``order_key``) and the user's count."""
+    order = np.lexsort((order_key, users))
+    sorted_users = users[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
+    counts_per_group = np.diff(np.r_[starts, len(users)])
+    group_start = np.repeat(starts, counts_per_group)
+    rank = np.empty(len(users), np.int64)
+    rank[order] = np.arange(len(users)) - group_start
+    count = np.empty(len(users), np.int64)
+    count[order] = np.repeat(counts_per_group, counts_per_group)
+    return rank, count
+
+
+def assign_split(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int = 2026) -> pd.Series:
+    """Per-user split labels.
+
+    ``random``: each user's interactions are shuffled and cut 8:1:1 (MMRec's protocol; the training
+    part gets at least one interaction). ``temporal``: the same cut in time order (latest → test).
+    ``loo``: the latest (or a random one without timestamps) → test, the one before → valid.
+    """
+    users = df["user"].to_numpy()
+    rng = np.random.default_rng(seed)
+    if how == "random":
+        key = rng.random(len(df))
+    elif how in ("temporal", "loo"):
+        if "timestamp" not in df.columns:
+            if how == "temporal":
+                raise DataError(None, "a temporal split needs a timestamp column")
+            key = rng.random(len(df))
+        else:
+            # ties broken at random but reproducibly
+            key = df["timestamp"].to_numpy(np.float64) + rng.random(len(df)) * 1e-3
+    else:
+        raise ValueError(f"unknown split {how!r}; expected random, temporal or loo")
+    rank, count = _rank_within_user(users, key)
+    labels = np.full(len(df), "train", dtype=object)
+    if how == "loo":
+        labels[(rank == count - 1) & (count >= 3)] = "test"
+        labels[(rank == count - 2) & (count >= 3)] = "valid"
+    else:
+        r_train, r_valid, _ = ratios
+        n_train = np.maximum(np.floor(count * r_train + 1e-9).astype(np.int64), 1)
+        n_valid = np.floor(count * r_valid + 1e-9).astype(np.int64)
+        labels[(rank >= n_train) & (rank < n_train + n_valid)] = "valid"
+        labels[rank >= n_train + n_valid] = "test"
+    return pd.Series(pd.Categorical(labels, categories=["train", "valid", "test"]), index=df.index)
+
+
+def prepare(
+    name: str,
+    interactions: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    text_fields: list[str] | None = None,
+    config: PrepareConfig | None = None,
+    info: dict | None = None,
+) -> Dataset:
+    """Turn raw interactions (original ids in ``user``/``item``) into a split :class:`Dataset`."""
+    cfg = config or PrepareConfig()
+    df = interactions
+    n_raw = len(df)
+    df = filter_rating(df, cfg.min_rating)
+    if cfg.dedup:
+        df = deduplicate(df)
+    df = k_core(df, cfg.k_core)
+    if len(df) == 0:
+        raise DataError(None, f"no interactions left after filtering ({n_raw} raw, k_core={cfg.k_core}, "
+                              f"min_rating={cfg.min_rating})")
+    df, user_ids, item_ids, aligned = remap(df, items)
+    if cfg.split != "none":
+        df["split"] = assign_split(df, cfg.split, cfg.ratios, cfg.seed)
+    df = df.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
+    meta = dict(info or {})
+    meta["prepare"] = {"min_rating": cfg.min_rating, "dedup": cfg.dedup, "k_core": cfg.k_core,
+                       "split": cfg.split, "ratios": list(cfg.ratios), "seed": cfg.seed,
+                       "raw_interactions": n_raw}
+    return Dataset(name=name, interactions=df, user_ids=user_ids, item_ids=item_ids, items=aligned,
+                   text_fields=list(text_fields or []), info=meta)

@@ -99,8 +99,10 @@ def read_interactions(path: str | Path, user_col: str | None = None, item_col: s
             out["timestamp"] = numeric.to_numpy(np.int64)
         else:
             parsed = pd.to_datetime(ts, errors="coerce", utc=True)
+            # report the first value that is neither a number nor a date (not a valid number before it)
+            bad = parsed.isna() & numeric.isna()
             if parsed.isna().any():
-                first = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+                first = int(np.flatnonzero((bad if bad.any() else parsed.isna()).to_numpy())[0])
                 raise DataError(path, f"column {cols['timestamp']!r} has unparseable timestamps "
                                       f"(first at data row {first + 1}: {ts.iloc[first]!r})")
             out["timestamp"] = (parsed.astype("int64") // 10**9).to_numpy(np.int64)

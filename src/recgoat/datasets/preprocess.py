@@ -89,8 +89,9 @@ def _rank_within_user(users: np.ndarray, order_key: np.ndarray) -> tuple[np.ndar
 def assign_split(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int = 2026) -> pd.Series:
     """Per-user split labels.
 
-    ``random``: each user's interactions are shuffled and cut 8:1:1 (MMRec's protocol; the training
-    part gets at least one interaction). ``temporal``: the same cut in time order (latest → test).
+    ``random``: each user's interactions are shuffled and cut 8:1:1 (MMRec's protocol: users with
+    fewer than 10 give exactly one valid and one test; training keeps at least one interaction).
+    ``temporal``: the same cut in time order (latest → test).
     ``loo``: the latest (or a random one without timestamps) → test, the one before → valid.
     """
     users = df["user"].to_numpy()
@@ -113,9 +114,18 @@ def assign_split(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int =
         labels[(rank == count - 1) & (count >= 3)] = "test"
         labels[(rank == count - 2) & (count >= 3)] = "valid"
     else:
-        r_train, r_valid, _ = ratios
-        n_train = np.maximum(np.floor(count * r_train + 1e-9).astype(np.int64), 1)
-        n_valid = np.floor(count * r_valid + 1e-9).astype(np.int64)
+        # MMRec's rule: hold out floor(20%) shared valid/test (valid gets the smaller half); users too
+        # small for that still give one valid and one test item, keeping at least one for training.
+        r_train, r_valid, r_test = ratios
+        held = np.floor(count * (1.0 - r_train) + 1e-9).astype(np.int64)
+        n_valid = np.floor(held * (r_valid / max(r_valid + r_test, 1e-12)) + 1e-9).astype(np.int64)
+        n_test = held - n_valid
+        if r_test > 0:
+            n_test = np.minimum(np.maximum(n_test, 1), count - 1)
+        if r_valid > 0:
+            n_valid = np.maximum(n_valid, 1)
+        n_valid = np.clip(n_valid, 0, count - 1 - n_test)
+        n_train = count - n_valid - n_test
         labels[(rank >= n_train) & (rank < n_train + n_valid)] = "valid"
         labels[rank >= n_train + n_valid] = "test"
     return pd.Series(pd.Categorical(labels, categories=["train", "valid", "test"]), index=df.index)

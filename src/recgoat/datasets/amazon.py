@@ -1,0 +1,229 @@
+"""Amazon review data as published by McAuley et al., in its three releases.
+
+- 2014: ``reviews_<Cat>.json.gz`` (JSON lines: reviewerID, asin, overall, unixReviewTime) and
+  ``meta_<Cat>.json.gz`` whose lines are *Python literals* (asin, title, brand, categories as a list
+  of lists, description, imUrl), read with :func:`ast.literal_eval`, never ``eval``.
+- 2018: ``<Cat>.json.gz`` (same review fields, JSON) and ``meta_<Cat>.json.gz`` (JSON lines: category
+  and description lists, brand, title, feature list, imageURLHighRes/imageURL lists).
+- 2023: ``<Cat>.jsonl(.gz)`` (user_id, parent_asin/asin, rating, timestamp in milliseconds) and
+  ``meta_<Cat>.jsonl(.gz)`` (parent_asin, title, store, categories, description and features lists,
+  images as dicts with large/hi_res/thumb URLs).
+
+The format is recognised from the fields of each record, so the three can be read by one reader.
+Files are streamed line by line (they reach several GB); frames are built once at the end.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from recgoat.datasets.dataset import Dataset
+from recgoat.datasets.preprocess import PrepareConfig, prepare
+from recgoat.errors import DataError
+
+TEXT_COLUMNS = ["title", "brand", "categories", "description", "features"]
+ITEM_COLUMNS = ["item_id", *TEXT_COLUMNS, "image"]
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """A text stream over ``path``, gunzipped when the file starts with the gzip magic bytes."""
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty")
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+
+
+def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line; JSON, or a Python literal where allowed."""
+    use_literal = False  # switches on after the first line that only parses as a literal
+    try:
+        with _open_text(path) as fh:
+            for n, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                rec: Any = None
+                if not use_literal:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        if not literal_ok:
+                            raise DataError(path, f"malformed line {n}: not valid JSON ({e.msg})") from None
+                        use_literal = True
+                if use_literal:
+                    try:
+                        rec = ast.literal_eval(line)
+                    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+                        raise DataError(path, f"malformed line {n}: neither JSON nor a Python literal "
+                                              f"({type(e).__name__})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(path, f"malformed line {n}: expected an object, got "
+                                          f"{type(rec).__name__}")
+                yield n, rec
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(path, f"cannot be read: {e}") from None
+
+
+def _first(rec: dict, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        v = rec.get(k)
+        if v is not None:
+            return v
+    return None
+
+
+def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """Interactions (user, item, rating, timestamp in seconds) and the release they look like."""
+    path = Path(path)
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[Any] = []
+    times: list[Any] = []
+    release = None
+    for n, rec in _records(path, literal_ok=False):
+        if release is None:
+            release = "2023" if "user_id" in rec else "2014/2018"
+        user = _first(rec, ("user_id", "reviewerID"))
+        item = _first(rec, ("parent_asin", "asin"))
+        rating = _first(rec, ("rating", "overall"))
+        ts = _first(rec, ("timestamp", "unixReviewTime"))
+        for field, value in (("user (user_id/reviewerID)", user), ("item (parent_asin/asin)", item),
+                             ("rating (rating/overall)", rating), ("time (timestamp/unixReviewTime)", ts)):
+            if value is None or value == "":
+                raise DataError(path, f"malformed line {n}: missing or empty {field}")
+        users.append(str(user))
+        items.append(str(item))
+        ratings.append(rating)
+        times.append(ts)
+    if not users:
+        raise DataError(path, "no reviews in this file")
+    df = pd.DataFrame({"user": users, "item": items})
+    for col, values in (("rating", ratings), ("timestamp", times)):
+        num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+        if num.isna().any():
+            first = int(np.flatnonzero(num.isna().to_numpy())[0])
+            raise DataError(path, f"{int(num.isna().sum())} reviews have a non-numeric or NaN {col} "
+                                  f"(first: review {first + 1}, value {values[first]!r})")
+        df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
+    ts = df["timestamp"].to_numpy()
+    # 2023 timestamps are milliseconds; store seconds like every other loader
+    df["timestamp"] = (ts // 1000 if release == "2023" else ts).astype(np.int64)
+    return df, release
+
+
+_WS = re.compile(r"\s+")
+
+
+def _text(value: Any, sep: str = " ") -> str | None:
+    """Plain text from a string or a (nested) list of strings; None when empty."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        parts = [p for p in (_text(v, sep) for v in value) if p]
+        return sep.join(parts) or None
+    s = _WS.sub(" ", str(value)).strip()
+    return s or None
+
+
+def _categories(value: Any) -> str | None:
+    """``|``-joined unique categories from a list or 2014's list of lists, in first-seen order."""
+    if not value:
+        return None
+    flat: list[Any] = []
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        flat.extend(v if isinstance(v, (list, tuple)) else [v])
+    seen = dict.fromkeys(s for s in (_text(v) for v in flat) if s)
+    return "|".join(seen) or None
+
+
+def _image(rec: dict) -> str | None:
+    """One image URL: 2014 imUrl, 2018 high-res then normal lists, 2023 large/hi_res/thumb dicts."""
+    if rec.get("imUrl"):
+        return str(rec["imUrl"])
+    for key in ("imageURLHighRes", "imageURL"):
+        urls = rec.get(key)
+        if isinstance(urls, list) and urls:
+            return str(urls[0])
+    images = rec.get("images")
+    if isinstance(images, list):
+        # the MAIN picture first when variants are labelled
+        ordered = sorted((im for im in images if isinstance(im, dict)), key=lambda im: im.get("variant") != "MAIN")
+        for im in ordered:
+            url = _first(im, ("large", "hi_res", "thumb"))
+            if url:
+                return str(url)
+    return None
+
+
+_FIELDS: dict[str, Callable[[dict], Any]] = {
+    "item_id": lambda r: _first(r, ("parent_asin", "asin")),
+    "title": lambda r: _text(r.get("title")),
+    "brand": lambda r: _text(_first(r, ("brand", "store"))),
+    "categories": lambda r: _categories(_first(r, ("categories", "category")) or r.get("main_category")),
+    "description": lambda r: _text(r.get("description")),
+    "features": lambda r: _text(_first(r, ("features", "feature")), sep="; "),
+    "image": _image,
+}
+
+
+def read_meta(path: str | Path) -> pd.DataFrame:
+    """Item table (``item_id``, title, brand, categories, description, features, image)."""
+    path = Path(path)
+    columns: dict[str, list[Any]] = {c: [] for c in ITEM_COLUMNS}
+    for n, rec in _records(path, literal_ok=True):
+        item = columns["item_id"]
+        for col, get in _FIELDS.items():
+            columns[col].append(get(rec))
+        if not item[-1]:
+            raise DataError(path, f"malformed line {n}: missing or empty item id (parent_asin/asin)")
+        item[-1] = str(item[-1])
+    if not columns["item_id"]:
+        raise DataError(path, "no items in this file")
+    return pd.DataFrame(columns).drop_duplicates("item_id", keep="first").reset_index(drop=True)
+
+
+def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """Raw interactions (original ids), item table and its text fields for any of the three releases."""
+    inter, release = read_reviews(reviews_path)
+    if meta_path is None:
+        return inter, None, []
+    items = read_meta(meta_path)
+    text_fields = [c for c in TEXT_COLUMNS if items[c].notna().any()]
+    keep = ["item_id", *text_fields] + (["image"] if items["image"].notna().any() else [])
+    return inter, items[keep], text_fields
+
+
+def category_name(reviews_path: str | Path) -> str:
+    """``reviews_Baby_5.json.gz`` / ``Baby.json.gz`` / ``Baby_Products.jsonl`` → ``amazon-baby…``."""
+    stem = Path(reviews_path).name
+    stem = re.sub(r"(\.jsonl?|\.gz)+$", "", stem)
+    stem = re.sub(r"^reviews_", "", stem)
+    stem = re.sub(r"_5$", "", stem)
+    return "amazon-" + stem.lower().replace("_", "-")
+
+
+def load_amazon(reviews_path: str | Path, meta_path: str | Path | None = None,
+                config: PrepareConfig | None = None, name: str | None = None) -> Dataset:
+    """Read and prepare an Amazon category.
+
+    Default preparation follows MMRec: every review counts as an implicit interaction, 5-core,
+    random 8:1:1 per user.
+    """
+    inter, items, fields = read_amazon(reviews_path, meta_path)
+    info = {"source": str(Path(reviews_path).resolve()), "layout": "amazon",
+            "meta": str(Path(meta_path).resolve()) if meta_path is not None else None}
+    cfg = config or PrepareConfig(min_rating=None, k_core=5, split="random")
+    return prepare(name or category_name(reviews_path), inter, items, fields, cfg, info)

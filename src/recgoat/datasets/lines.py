@@ -1,0 +1,108 @@
+"""The one-line-per-user layout (LightGCN, NGCF and their forks).
+
+A folder holds ``train.txt``, an optional ``valid.txt`` and ``test.txt``; each line is
+``user item item …`` (dense integer ids, whitespace separated). A user with no items in a split may
+appear alone on a line. The data is already split, so loading does no filtering.
+"""
+from __future__ import annotations
+
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recgoat.datasets.dataset import SPLITS, Dataset
+from recgoat.errors import DataError
+from recgoat.io import atomic_path
+
+FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+REQUIRED = ("train", "test")
+
+
+def read_lines_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, items) of every pair in one file, plus every user named (even those with no items)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot be read: {e}") from None
+    # Splitting each line is the one per-line step; the rest works on flat arrays.
+    rows = [line.split() for line in text.splitlines()]
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    tokens = pd.Series(list(chain.from_iterable(rows)), dtype=object)
+    if len(tokens) == 0:
+        raise DataError(path, "file is empty")
+    ok = tokens.str.fullmatch(r"\d+").to_numpy(bool)
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
+        line_no = int(np.searchsorted(np.cumsum(lengths), bad, side="right")) + 1
+        raise DataError(path, f"malformed line {line_no}: {tokens.iloc[bad]!r} is not a non-negative "
+                              f"integer id (expected 'user item item …')")
+    values = tokens.to_numpy().astype(np.int64)
+    nonblank = lengths > 0
+    starts = np.r_[0, np.cumsum(lengths)[:-1]][nonblank]
+    named_users = values[starts]
+    n_items_per_line = lengths[nonblank] - 1
+    users = np.repeat(named_users, n_items_per_line)
+    is_item = np.ones(len(values), bool)
+    is_item[starts] = False
+    return users, values[is_item], named_users
+
+
+def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
+    """Read a ``train.txt``/``valid.txt``/``test.txt`` folder into a split :class:`Dataset`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found")
+    frames, all_users = [], []
+    for split in SPLITS:
+        path = folder / FILES[split]
+        if not path.exists():
+            if split in REQUIRED:
+                raise DataError(path, "file not found (the line layout needs train.txt and test.txt)")
+            continue
+        users, items, named = read_lines_file(path)
+        all_users.append(named)
+        frames.append(pd.DataFrame({"user": users, "item": items,
+                                    "split": np.full(len(users), split, dtype=object)}))
+    inter = pd.concat(frames, ignore_index=True)
+    if len(inter) == 0:
+        raise DataError(folder / FILES["train"], "no interactions in any split")
+    inter["split"] = pd.Categorical(inter["split"], categories=list(SPLITS))
+    n_users = int(max(u.max() for u in all_users)) + 1
+    n_items = int(inter["item"].max()) + 1
+    item_ids = np.arange(n_items).astype(str).astype(object)
+    return Dataset(name=name or folder.name, interactions=inter,
+                   user_ids=np.arange(n_users).astype(str).astype(object), item_ids=item_ids,
+                   items=pd.DataFrame({"item_id": item_ids}), text_fields=[],
+                   info={"source": str(folder.resolve()), "layout": "lines"})
+
+
+def save_lines(dataset: Dataset, folder: str | Path) -> Path:
+    """Write ``dataset`` as ``train.txt``/``valid.txt``/``test.txt`` with internal ids.
+
+    Items keep time order within a user when timestamps exist. Every user gets a line in
+    ``train.txt`` (alone if needed) so that the number of users survives a round trip.
+    """
+    folder = Path(folder)
+    if not dataset.has_split:
+        raise DataError(None, f"dataset {dataset.name!r} has no split; the line layout needs one")
+    df = dataset.interactions
+    order = ["user", "timestamp"] if "timestamp" in df.columns else ["user"]
+    df = df.sort_values(order, kind="stable")
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        part = df[df["split"].astype(str) == split]
+        if split == "valid" and len(part) == 0:
+            continue
+        joined = part["item"].astype(str).groupby(part["user"].to_numpy(), sort=True).agg(" ".join)
+        if split == "train":
+            joined = joined.reindex(np.arange(dataset.n_users), fill_value="")
+        users = pd.Series(joined.index.astype(str), index=joined.index)
+        lines = (users + np.where(joined.str.len() > 0, " ", "") + joined).tolist()
+        with atomic_path(folder / FILES[split]) as tmp:
+            tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
+    return folder

@@ -1,0 +1,184 @@
+"""MMRec's dataset layout, read and written.
+
+A folder ``data/<name>/`` holds ``<name>.inter`` (tab-separated; ``userID``, ``itemID``, optional
+``rating`` and ``timestamp``, and ``x_label`` with 0/1/2 = train/valid/test; ids are already dense
+integers), optional ``text_feat.npy`` / ``image_feat.npy`` (one row per item id) and optional
+``u_id_mapping.csv`` / ``i_id_mapping.csv`` (tab-separated: original id, dense id) that give back the
+original user and item ids.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recgoat.datasets.dataset import SPLITS, Dataset
+from recgoat.datasets.generic import _numeric, read_table
+from recgoat.errors import DataError
+from recgoat.io import atomic_path
+
+FEATURE_FILES = {"text": "text_feat.npy", "image": "image_feat.npy"}
+MAPPING_FILES = {"user": ("u_id_mapping.csv", "userID"), "item": ("i_id_mapping.csv", "itemID")}
+
+
+def find_inter(folder: Path, name: str | None) -> Path:
+    """The ``.inter`` file of a folder: ``<name>.inter``, or the only one there."""
+    if name is not None:
+        path = folder / f"{name}.inter"
+        if not path.exists():
+            raise DataError(path, "file not found")
+        return path
+    found = sorted(folder.glob("*.inter"))
+    if not found:
+        raise DataError(folder, "no <name>.inter file in this folder (MMRec layout)")
+    if len(found) > 1:
+        same = folder / f"{folder.name}.inter"
+        if same.exists():
+            return same
+        raise DataError(folder, f"several .inter files ({', '.join(p.name for p in found)}); pass name=")
+    return found[0]
+
+
+def _dense_ids(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    """Integer ids ≥ 0, or a DataError naming the first bad row."""
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() | (values < 0) | (values != np.floor(values))
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        what = "empty" if pd.isna(raw.iloc[first]) else f"{raw.iloc[first]!r}"
+        raise DataError(path, f"column {col!r} has {int(bad.sum())} ids that are not integers ≥ 0 "
+                              f"(first at data row {first + 1}: {what})")
+    return values.to_numpy(np.int64)
+
+
+def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
+    """Original ids (as str) indexed by dense id, from MMRec's mapping file when there is one."""
+    fname, dense_col = MAPPING_FILES[kind]
+    path = folder / fname
+    if not path.exists():
+        return None
+    df = read_table(path, sep="\t")
+    if dense_col not in df.columns or len(df.columns) < 2:
+        raise DataError(path, f"missing column {dense_col!r}; columns are {list(df.columns)}")
+    orig_col = next(c for c in df.columns if c != dense_col)
+    dense = _dense_ids(df, dense_col, path)
+    n = int(dense.max()) + 1
+    if len(np.unique(dense)) != len(dense) or n != len(dense):
+        raise DataError(path, f"column {dense_col!r} is not a permutation of 0..{len(dense) - 1}")
+    if n < n_seen:
+        raise DataError(path, f"maps {n} {kind}s but the .inter file uses {kind} id {n_seen - 1} "
+                              f"(unknown {kind} id)")
+    out = np.empty(n, dtype=object)
+    out[dense] = df[orig_col].astype(str).to_numpy()
+    return out
+
+
+def read_mmrec_features(folder: str | Path, n_items: int) -> dict[str, np.ndarray]:
+    """``{"text": …, "image": …}`` for the feature files present, checked against ``n_items`` rows."""
+    folder = Path(folder)
+    out: dict[str, np.ndarray] = {}
+    for key, fname in FEATURE_FILES.items():
+        path = folder / fname
+        if not path.exists():
+            continue
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(path, f"cannot be read as a .npy array: {e}") from None
+        if arr.ndim != 2:
+            raise DataError(path, f"expected a 2-D array (items × dims), got shape {arr.shape}")
+        if arr.shape[0] != n_items:
+            raise DataError(path, f"has {arr.shape[0]} rows but the dataset has {n_items} items")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(path, f"expected numbers, got dtype {arr.dtype}")
+        nan_rows = ~np.isfinite(arr).all(axis=1)
+        if nan_rows.any():
+            raise DataError(path, f"{int(nan_rows.sum())} rows hold NaN or infinite values "
+                                  f"(first: item {int(np.flatnonzero(nan_rows)[0])})")
+        out[key] = arr
+    return out
+
+
+def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
+    """Read an MMRec folder into a split :class:`Dataset` (split from ``x_label``), validating features."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found")
+    path = find_inter(folder, name)
+    name = name or path.stem
+    df = read_table(path, sep="\t")
+    for col in ("userID", "itemID", "x_label"):
+        if col not in df.columns:
+            raise DataError(path, f"missing column {col!r}; columns are {list(df.columns)}")
+    users = _dense_ids(df, "userID", path)
+    items = _dense_ids(df, "itemID", path)
+    labels = _dense_ids(df, "x_label", path)
+    if (labels > 2).any():
+        first = int(np.flatnonzero(labels > 2)[0])
+        raise DataError(path, f"column 'x_label' must be 0, 1 or 2 (train/valid/test); "
+                              f"data row {first + 1} has {labels[first]}")
+    inter = pd.DataFrame({"user": users, "item": items})
+    if "rating" in df.columns:
+        inter["rating"] = _numeric(df, "rating", path, np.float32)
+    if "timestamp" in df.columns:
+        inter["timestamp"] = _numeric(df, "timestamp", path, np.float64).astype(np.int64)
+    inter["split"] = pd.Categorical.from_codes(labels, categories=list(SPLITS))
+
+    user_ids = _read_mapping(folder, "user", int(users.max()) + 1)
+    item_ids = _read_mapping(folder, "item", int(items.max()) + 1)
+    if user_ids is None:
+        user_ids = np.arange(int(users.max()) + 1).astype(str).astype(object)
+    if item_ids is None:
+        item_ids = np.arange(int(items.max()) + 1).astype(str).astype(object)
+    features = read_mmrec_features(folder, len(item_ids))  # validates rows and NaNs up front
+    info = {"source": str(folder.resolve()), "layout": "mmrec",
+            "features": {k: str((folder / FEATURE_FILES[k]).resolve()) for k in features}}
+    return Dataset(name=name, interactions=inter, user_ids=user_ids, item_ids=item_ids,
+                   items=pd.DataFrame({"item_id": item_ids}), text_fields=[], info=info)
+
+
+def save_mmrec(dataset: Dataset, folder: str | Path,
+               features: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``dataset`` in MMRec's layout; ``features`` maps ``text``/``image`` to (items × dims) arrays.
+
+    Returns the path of the written ``.inter`` file.
+    """
+    folder = Path(folder)
+    if not dataset.has_split:
+        raise DataError(None, f"dataset {dataset.name!r} has no split; MMRec's x_label needs one")
+    features = features or {}
+    unknown = set(features) - set(FEATURE_FILES)
+    if unknown:
+        raise ValueError(f"unknown feature keys {sorted(unknown)}; expected {sorted(FEATURE_FILES)}")
+    for key, arr in features.items():
+        if np.ndim(arr) != 2 or len(arr) != dataset.n_items:
+            raise DataError(FEATURE_FILES[key], f"has shape {np.shape(arr)} but the dataset has "
+                                                f"{dataset.n_items} items")
+    df = dataset.interactions
+    split = df["split"].astype(str)
+    if not split.isin(SPLITS).all():
+        raise DataError(None, f"split column holds values other than {SPLITS}")
+    out = pd.DataFrame({"userID": df["user"].to_numpy(np.int64), "itemID": df["item"].to_numpy(np.int64)})
+    for col in ("rating", "timestamp"):
+        if col in df.columns:
+            out[col] = df[col].to_numpy()
+    # Categorical codes follow SPLITS order only if the categories do: map by name instead.
+    out["x_label"] = split.map({s: i for i, s in enumerate(SPLITS)}).to_numpy(np.int64)
+    folder.mkdir(parents=True, exist_ok=True)
+    inter_path = folder / f"{dataset.name}.inter"
+    with atomic_path(inter_path) as tmp:
+        out.to_csv(tmp, sep="\t", index=False)
+    for kind, ids in (("user", dataset.user_ids), ("item", dataset.item_ids)):
+        fname, dense_col = MAPPING_FILES[kind]
+        orig_col = "asin" if kind == "item" else "user_id"  # MMRec's own column names
+        with atomic_path(folder / fname) as tmp:
+            pd.DataFrame({orig_col: list(map(str, ids)), dense_col: np.arange(len(ids))}).to_csv(
+                tmp, sep="\t", index=False)
+    for key, arr in features.items():
+        with atomic_path(folder / FEATURE_FILES[key]) as tmp:
+            # np.save appends .npy to names without it; write through a file object to keep tmp's name
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(arr, dtype=np.float32))
+    return inter_path

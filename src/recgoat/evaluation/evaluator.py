@@ -1,0 +1,85 @@
+"""Full-ranking evaluation over all items.
+
+Embeddings are computed once per evaluation (``model.embeddings()``), then users are scored in chunks:
+``S = Z_U[chunk] Z_I^T``, training items (and validation items when scoring test) are set to −∞,
+``torch.topk`` ranks, and hits are gathered from a dense boolean target block of the chunk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recgoat.datasets.dataset import Dataset
+from recgoat.evaluation.metrics import metrics_from_hits
+
+DEFAULT_KS = (5, 10, 20, 50)
+
+
+@dataclass
+class EvalResult:
+    """Mean metrics plus the per-user values they average (for paired significance tests)."""
+
+    means: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    users: np.ndarray  # internal ids of the evaluated users (those with held-out items)
+
+
+class Evaluator:
+    """Scores every user against every item and reports top-K metrics on one held-out split."""
+
+    def __init__(self, mask: sp.csr_matrix, target: sp.csr_matrix, ks: tuple[int, ...] = DEFAULT_KS,
+                 chunk_size: int = 4096):
+        if mask.shape != target.shape:
+            raise ValueError("mask and target matrices differ in shape")
+        self.mask = mask.tocsr()
+        self.target = target.tocsr()
+        self.ks = tuple(sorted(ks))
+        self.chunk_size = chunk_size
+        n_rel = np.diff(self.target.indptr)
+        self.users = np.flatnonzero(n_rel > 0)
+        self.n_relevant = torch.from_numpy(n_rel[self.users])
+
+    @classmethod
+    def for_split(cls, dataset: Dataset, split: str = "valid", ks: tuple[int, ...] = DEFAULT_KS,
+                  chunk_size: int = 4096) -> "Evaluator":
+        """Validation masks training items; test masks training and validation items."""
+        mask = dataset.csr("train")
+        if split == "test":
+            mask = (mask + dataset.csr("valid")).tocsr()
+            mask.data[:] = 1.0
+        return cls(mask, dataset.csr(split), ks, chunk_size)
+
+    @torch.no_grad()
+    def evaluate_embeddings(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> EvalResult:
+        n_items = item_emb.shape[0]
+        max_k = min(max(self.ks), n_items)
+        item_t = item_emb.t().contiguous()
+        hits_all = []
+        for start in range(0, len(self.users), self.chunk_size):
+            users = self.users[start:start + self.chunk_size]
+            scores = user_emb[torch.from_numpy(users)] @ item_t
+            rows, cols = self.mask[users].nonzero()
+            scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
+            top = torch.topk(scores, max_k, dim=1).indices
+            rows, cols = self.target[users].nonzero()
+            relevant = torch.zeros(scores.shape, dtype=torch.bool)
+            relevant[torch.from_numpy(rows), torch.from_numpy(cols)] = True
+            hits_all.append(relevant.gather(1, top))
+        hits = torch.cat(hits_all) if hits_all else torch.zeros(0, max_k, dtype=torch.bool)
+        per_user = metrics_from_hits(hits, self.n_relevant, self.ks)
+        means = {k: float(v.mean()) if len(v) else float("nan") for k, v in per_user.items()}
+        return EvalResult(means, {k: v.numpy() for k, v in per_user.items()}, self.users)
+
+    def evaluate(self, model) -> EvalResult:
+        """Evaluate any model of the shared API (it is put in eval mode; dropout off)."""
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                user_emb, item_emb = model.embeddings()
+            return self.evaluate_embeddings(user_emb.float(), item_emb.float())
+        finally:
+            model.train(was_training)

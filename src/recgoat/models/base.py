@@ -1,0 +1,244 @@
+"""The one API every model shares: ``fit``, ``score``, ``recommend``, ``save``, ``load``.
+
+Every model scores by an inner product of a user and an item representation, so a model exposes
+``embeddings() -> (Z_U, Z_I)`` and everything else — full-ranking evaluation, ``score``,
+``recommend``, faiss retrieval, serving — is built once on top of it. Training-time behaviour lives in
+``prepare`` (build graphs from the training split), ``loss`` (one mini-batch of BPR triples) and the
+optional ``on_epoch_start`` hook.
+
+A saved model is a folder: ``model.json`` (class, hyper-parameters, constructor dimensions, format
+version), ``weights.safetensors`` (parameters, final embeddings and the training matrix for
+``remove_seen``). Loading needs neither the dataset nor the features.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from recgoat.errors import DataError
+from recgoat.io import atomic_path, write_json
+
+MODEL_FORMAT_VERSION = 1
+MODELS: dict[str, type["Recommender"]] = {}
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters of a model; unknown or ill-typed keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def register(name: str):
+    """Class decorator: make a model available by name (``recgoat train --model NAME``)."""
+
+    def wrap(cls: type["Recommender"]) -> type["Recommender"]:
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return wrap
+
+
+class Recommender(nn.Module):
+    """Base class of every recommender.
+
+    Subclasses set ``Config`` (a :class:`ModelConfig`) and implement :meth:`embeddings` and, when
+    trainable, :meth:`loss`. Models that need the dataset or features beyond the training matrix
+    implement :meth:`prepare` and :meth:`dims_from`.
+    """
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, n_users: int, n_items: int, config: ModelConfig | dict | None = None, **dims: Any):
+        super().__init__()
+        self.n_users = n_users
+        self.n_items = n_items
+        if config is None:
+            config = self.Config()
+        elif isinstance(config, dict):
+            config = self.Config(**config)
+        self.config = config
+        self.dims = dims
+        self._train_csr: sp.csr_matrix | None = None
+        self._cached: tuple[Tensor, Tensor] | None = None
+        self.summary: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def dims_from(cls, dataset, features=None) -> dict[str, Any]:
+        """Constructor dimensions that depend on the data (feature sizes…); saved with the model."""
+        return {}
+
+    @classmethod
+    def build(cls, dataset, config: ModelConfig | dict | None = None, features=None) -> "Recommender":
+        model = cls(dataset.n_users, dataset.n_items, config, **cls.dims_from(dataset, features))
+        model.prepare(dataset, features)
+        return model
+
+    def prepare(self, dataset, features=None) -> None:
+        """Build what training needs from the training split only (graphs, statistics)."""
+        self.set_train_matrix(dataset.csr("train"))
+
+    def set_train_matrix(self, train: sp.csr_matrix) -> None:
+        self._train_csr = train.tocsr()
+
+    # ----------------------------------------------------------------- training hooks
+    def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        """Loss terms for a batch of BPR triples; key ``loss`` is the total that is minimised."""
+        raise NotImplementedError(f"{type(self).__name__} is not trainable by gradient")
+
+    def on_epoch_start(self, epoch: int, rng: np.random.Generator) -> None:
+        """Called before each training epoch (e.g. to resample a pruned graph)."""
+
+    def train(self, mode: bool = True) -> "Recommender":
+        if mode:
+            self._cached = None  # parameters are about to change
+        return super().train(mode)
+
+    # ----------------------------------------------------------------- inference
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final ``(Z_U, Z_I)``; the score of (u, i) is ``Z_U[u] · Z_I[i]``."""
+        raise NotImplementedError
+
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Embeddings in eval mode, computed once and cached until training resumes."""
+        if self._cached is None:
+            was = self.training
+            self.eval()
+            with torch.no_grad():
+                u, i = self.embeddings()
+            self._cached = (u.detach().float().contiguous(), i.detach().float().contiguous())
+            if was:
+                nn.Module.train(self, True)
+        return self._cached
+
+    def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:
+        """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given)."""
+        u_emb, i_emb = self.final_embeddings()
+        users = torch.as_tensor(np.asarray(users), dtype=torch.long)
+        if items is not None:
+            i_emb = i_emb[torch.as_tensor(np.asarray(items), dtype=torch.long)]
+        return u_emb[users] @ i_emb.t()
+
+    def seen_items(self, user: int) -> np.ndarray:
+        if self._train_csr is None:
+            return np.zeros(0, dtype=np.int64)
+        m = self._train_csr
+        return m.indices[m.indptr[user]:m.indptr[user + 1]].astype(np.int64)
+
+    def recommend(self, user: int, k: int = 10, remove_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` internal item ids and their scores for one internal user id."""
+        if not 0 <= user < self.n_users:
+            raise KeyError(f"unknown user index {user}")
+        scores = self.score([user])[0].clone()
+        if remove_seen:
+            scores[torch.from_numpy(self.seen_items(user))] = -torch.inf
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = torch.topk(scores, k)
+        return top.indices.numpy(), top.values.numpy()
+
+    # ----------------------------------------------------------------- training entry point
+    def fit(self, dataset, train_config=None, features=None, run_dir: str | Path | None = None, **kw):
+        """Train with the shared :class:`~recgoat.training.Trainer` (early stopping on validation)."""
+        from recgoat.training.trainer import Trainer, TrainConfig
+
+        if self._train_csr is None:
+            self.prepare(dataset, features)
+        cfg = train_config if train_config is not None else TrainConfig()
+        if isinstance(cfg, dict):
+            cfg = TrainConfig(**cfg)
+        return Trainer(cfg, run_dir=run_dir, **kw).fit(self, dataset)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.json`` + ``weights.safetensors`` (parameters, final embeddings, train matrix)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        u_emb, i_emb = self.final_embeddings()
+        tensors = {f"param.{k}": v.detach().contiguous() for k, v in self.state_dict().items()}
+        # clones: safetensors refuses tensors sharing storage (e.g. an embedding that is a parameter)
+        tensors["final.user_emb"] = u_emb.clone()
+        tensors["final.item_emb"] = i_emb.clone()
+        if self._train_csr is not None:
+            tensors["train.indptr"] = torch.from_numpy(self._train_csr.indptr.astype(np.int64))
+            tensors["train.indices"] = torch.from_numpy(self._train_csr.indices.astype(np.int64))
+        with atomic_path(path / "weights.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        digest = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+        write_json(path / "model.json", {
+            "format_version": MODEL_FORMAT_VERSION,
+            "model": self.name,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "config": self.config.model_dump(mode="json"),
+            "dims": self.dims,
+            "summary": self.summary,
+            "weights_sha256": digest,
+        })
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recommender":
+        """Load a saved model (the subclass is read from ``model.json``); checks version and hash."""
+        path = Path(path)
+        meta_path, weights_path = path / "model.json", path / "weights.safetensors"
+        if not meta_path.exists() or not weights_path.exists():
+            raise DataError(path, "not a saved model folder (model.json and weights.safetensors expected)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(meta_path, f"corrupt JSON: {e}") from None
+        if meta.get("format_version") != MODEL_FORMAT_VERSION:
+            raise DataError(meta_path, f"model format version {meta.get('format_version')} is not the "
+                                       f"supported {MODEL_FORMAT_VERSION}")
+        digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+        if digest != meta.get("weights_sha256"):
+            raise DataError(weights_path, "checksum mismatch: the weights file is corrupt or was replaced")
+        model_cls = MODELS.get(meta["model"])
+        if model_cls is None:
+            _import_all_models()
+            model_cls = MODELS.get(meta["model"])
+        if model_cls is None:
+            raise DataError(meta_path, f"unknown model {meta['model']!r}")
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise DataError(meta_path, f"holds a {meta['model']} model, not a {cls.name}")
+        model = model_cls(meta["n_users"], meta["n_items"], meta["config"], **meta.get("dims", {}))
+        tensors = load_file(str(weights_path))
+        state = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
+        model.load_state_dict(state, strict=True)
+        model._cached = (tensors["final.user_emb"], tensors["final.item_emb"])
+        if "train.indptr" in tensors:
+            indptr = tensors["train.indptr"].numpy()
+            indices = tensors["train.indices"].numpy()
+            model._train_csr = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
+                                             shape=(model.n_users, model.n_items))
+        model.summary = meta.get("summary", {})
+        model.eval()
+        return model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(users={self.n_users}, items={self.n_items}, {self.config!r})"
+
+
+def _import_all_models() -> None:
+    import recgoat.models  # noqa: F401  (registers every model)
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    _import_all_models()
+    if name not in MODELS:
+        from recgoat.errors import ConfigError
+
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[name]

@@ -1,0 +1,38 @@
+r"""BPR-MF (Rendle et al., UAI 2009): matrix factorisation trained with the BPR pairwise loss.
+
+.. math::
+    \hat y_{ui} = e_u^\top e_i, \qquad
+    \mathcal L = -\sum \log \sigma(\hat y_{ui} - \hat y_{uj}) + \lambda \lVert \Theta_B \rVert^2
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from recgoat.models.base import ModelConfig, Recommender, register
+from recgoat.nn.losses import bpr_loss, l2_reg
+
+
+class BPRMFConfig(ModelConfig):
+    embedding_dim: int = 64
+    reg_weight: float = 1e-4
+
+
+@register("bprmf")
+class BPRMF(Recommender):
+    Config = BPRMFConfig
+
+    def __init__(self, n_users: int, n_items: int, config=None, **dims):
+        super().__init__(n_users, n_items, config, **dims)
+        self.user_emb = nn.Embedding(n_users, self.config.embedding_dim)
+        self.item_emb = nn.Embedding(n_items, self.config.embedding_dim)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        return self.user_emb.weight, self.item_emb.weight
+
+    def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
+        bpr = bpr_loss(u, p, n)
+        reg = l2_reg(u, p, n)
+        return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}

@@ -1,0 +1,66 @@
+r"""LightGCN (He et al., SIGIR 2020): linear propagation of ID embeddings over the user-item graph.
+
+.. math::
+    E^{(l+1)} = \hat A E^{(l)}, \qquad
+    Z = \frac{1}{L+1} \sum_{l=0}^{L} E^{(l)}, \qquad \hat y_{ui} = z_u^\top z_i
+
+with :math:`\hat A` the symmetric-normalised user-item adjacency (CSR, sparse matmul), trained with
+BPR plus L2 on the batch's layer-0 embeddings.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from recgoat.graphs.bipartite import normalized_bipartite, sym_spmm
+from recgoat.models.base import ModelConfig, Recommender, register
+from recgoat.nn.losses import bpr_loss, l2_reg
+
+
+class LightGCNConfig(ModelConfig):
+    embedding_dim: int = 64
+    n_layers: int = 3
+    reg_weight: float = 1e-4
+
+
+def propagate(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
+    """Mean of ``[E, ÂE, Â²E, …]`` over ``n_layers`` sparse propagations."""
+    out = ego
+    h = ego
+    for _ in range(n_layers):
+        h = sym_spmm(adj, h)
+        out = out + h
+    return out / (n_layers + 1)
+
+
+@register("lightgcn")
+class LightGCN(Recommender):
+    Config = LightGCNConfig
+
+    def __init__(self, n_users: int, n_items: int, config=None, **dims):
+        super().__init__(n_users, n_items, config, **dims)
+        d = self.config.embedding_dim
+        self.user_emb = nn.Embedding(n_users, d)
+        self.item_emb = nn.Embedding(n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.adj: Tensor | None = None
+
+    def prepare(self, dataset, features=None) -> None:
+        super().prepare(dataset, features)
+        self.adj = normalized_bipartite(self._train_csr)
+
+    def get_embedding(self) -> Tensor:
+        """Propagated embeddings of all ``U + I`` nodes (users first)."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        return propagate(self.adj, ego, self.config.n_layers)
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        z = self.get_embedding()
+        return z[: self.n_users], z[self.n_users:]
+
+    def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        z_u, z_i = self.embeddings()
+        bpr = bpr_loss(z_u[users], z_i[pos], z_i[neg])
+        reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
+        return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}

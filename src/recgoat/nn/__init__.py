@@ -1,0 +1,1 @@
+"""Neural building blocks (layers and losses) shared by the models."""

@@ -1,0 +1,263 @@
+"""The shared trainer: Adam, BPR mini-batches, early stopping on validation, checkpoints, resume.
+
+Model selection uses the validation split only; test metrics are computed once, for the checkpoint
+that was best on validation, and never feed back into any choice (METHOD.md §6, §9).
+
+Reproducibility: every epoch draws from generators seeded by ``(seed, epoch)``, so a run resumed from
+its last checkpoint continues exactly as the uninterrupted run would have.
+
+Run folder layout::
+
+    log.jsonl              one line per epoch (loss terms, validation metrics, seconds)
+    checkpoint/            last epoch: state.json, model.safetensors, optimizer.pt (resume)
+    best/                  best-validation model (Recommender.save format)
+    result.json            validation and test metrics at the best epoch, timings, memory
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+from safetensors.torch import load_file, save_file
+
+from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator
+from recgoat.io import atomic_path, write_json
+from recgoat.training.sampling import NegativeSampler
+
+
+class TrainConfig(BaseModel):
+    """Training hyper-parameters shared by every model."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # evaluations without improvement before stopping
+    eval_every: int = 1
+    metric: str = "recall@20"
+    ks: tuple[int, ...] = DEFAULT_KS
+    seed: int = 2026
+    num_threads: int | None = None
+    eval_chunk_size: int = 4096
+    progress: bool = True
+    resume: bool = True
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_known(cls, v: str) -> str:
+        name, _, k = v.partition("@")
+        if name not in ("recall", "ndcg", "precision", "hit", "map") or not k.isdigit():
+            raise ValueError(f"metric must look like recall@20, got {v!r}")
+        return v
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+class Trainer:
+    """Trains any :class:`~recgoat.models.base.Recommender` and keeps the best validation checkpoint."""
+
+    def __init__(self, config: TrainConfig | None = None, run_dir: str | Path | None = None,
+                 on_epoch_end: Callable[[int, dict], None] | None = None):
+        self.config = config or TrainConfig()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.on_epoch_end = on_epoch_end
+
+    # ------------------------------------------------------------------ helpers
+    def _seed_epoch(self, epoch: int) -> np.random.Generator:
+        torch.manual_seed((self.config.seed * 1_000_003 + epoch) % 2**63)
+        return np.random.default_rng([self.config.seed, epoch])
+
+    def _save_checkpoint(self, model, optimizer, state: dict) -> None:
+        ck = self.run_dir / "checkpoint"
+        ck.mkdir(parents=True, exist_ok=True)
+        with atomic_path(ck / "model.safetensors") as tmp:
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        with atomic_path(ck / "optimizer.pt") as tmp:
+            torch.save(optimizer.state_dict(), tmp)
+        write_json(ck / "state.json", state)  # written last: it marks the checkpoint complete
+
+    def _load_checkpoint(self, model, optimizer) -> dict | None:
+        ck = self.run_dir / "checkpoint" if self.run_dir else None
+        if ck is None or not (ck / "state.json").exists():
+            return None
+        state = json.loads((ck / "state.json").read_text())
+        model.load_state_dict(load_file(str(ck / "model.safetensors")))
+        optimizer.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
+        return state
+
+    def _log(self, row: dict) -> None:
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _truncate_log(self, last_epoch: int) -> list[dict]:
+        """Keep log lines up to the checkpointed epoch (later ones belong to the lost work)."""
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["epoch"] <= last_epoch]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, model, dataset) -> dict[str, Any]:
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if model._train_csr is None:
+            model.prepare(dataset)
+        valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size)
+        t_start = time.perf_counter()
+        history: list[dict] = []
+        train_times: list[float] = []
+        eval_times: list[float] = []
+        best = {"score": -math.inf, "epoch": -1, "valid": None}
+        start_epoch, bad = 0, 0
+
+        if model.trainable and any(p.requires_grad for p in model.parameters()):
+            sampler = NegativeSampler(model._train_csr)
+            optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            state = self._load_checkpoint(model, optimizer) if cfg.resume else None
+            if state is not None:
+                start_epoch, bad = state["epoch"] + 1, state["bad"]
+                best = state["best"]
+                history = self._truncate_log(state["epoch"])
+                train_times = [r["train_seconds"] for r in history]
+                eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
+            elif self.run_dir is not None and (self.run_dir / "log.jsonl").exists():
+                (self.run_dir / "log.jsonl").unlink()
+            bar = _progress(cfg.epochs, start_epoch, cfg.progress, model.name)
+            for epoch in range(start_epoch, cfg.epochs):
+                if best["epoch"] >= 0 and bad >= cfg.patience:
+                    break
+                rng = self._seed_epoch(epoch)
+                model.train()
+                model.on_epoch_start(epoch, rng)
+                t0 = time.perf_counter()
+                sums: dict[str, float] = {}
+                n_batches = 0
+                for users, pos, neg in sampler.epoch(cfg.batch_size, rng):
+                    terms = model.loss(users, pos, neg)
+                    optimizer.zero_grad(set_to_none=True)
+                    terms["loss"].backward()
+                    optimizer.step()
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    n_batches += 1
+                train_s = time.perf_counter() - t0
+                train_times.append(train_s)
+                row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_s, 4)}
+                row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
+                if not math.isfinite(row.get("loss", 0.0)):
+                    raise FloatingPointError(f"{model.name}: loss became {row['loss']} at epoch {epoch}; "
+                                             f"lower the learning rate or the loss weights")
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    t1 = time.perf_counter()
+                    res = valid_eval.evaluate(model)
+                    eval_times.append(time.perf_counter() - t1)
+                    row["eval_seconds"] = round(eval_times[-1], 4)
+                    row["valid"] = res.means
+                    score = res.means[cfg.metric]
+                    if score > best["score"]:
+                        best = {"score": score, "epoch": epoch, "valid": res.means}
+                        bad = 0
+                        if self.run_dir is not None:
+                            model.save(self.run_dir / "best")
+                        else:
+                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    else:
+                        bad += 1
+                history.append(row)
+                self._log(row)
+                if self.run_dir is not None:
+                    self._save_checkpoint(model, optimizer, {"epoch": epoch, "bad": bad, "best": best})
+                bar.update(1, row, best)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch, row)
+            bar.close()
+            # restore the best-validation parameters before testing
+            if self.run_dir is not None and (self.run_dir / "best" / "weights.safetensors").exists():
+                tensors = load_file(str(self.run_dir / "best" / "weights.safetensors"))
+                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
+            elif best["epoch"] >= 0:
+                model.load_state_dict(best_state)
+        else:
+            t1 = time.perf_counter()
+            best = {"score": None, "epoch": 0, "valid": valid_eval.evaluate(model).means}
+            eval_times.append(time.perf_counter() - t1)
+            best["score"] = best["valid"][cfg.metric]
+            if self.run_dir is not None:
+                model.save(self.run_dir / "best")
+
+        model.eval()
+        model._cached = None
+        test_res = Evaluator.for_split(dataset, "test", cfg.ks, cfg.eval_chunk_size).evaluate(model)
+        result = {
+            "model": model.name,
+            "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "model_config": model.config.model_dump(mode="json"),
+            "train_config": cfg.model_dump(mode="json"),
+            "best_epoch": best["epoch"],
+            "epochs_run": len(train_times),
+            "valid": best["valid"],
+            "test": test_res.means,
+            "seconds_per_epoch": float(np.mean(train_times)) if train_times else 0.0,
+            "eval_seconds": float(np.mean(eval_times)) if eval_times else 0.0,
+            "wall_seconds": time.perf_counter() - t_start,
+            "peak_memory_mb": peak_memory_mb(),
+            "summary": model.summary,
+            "history": [{k: r[k] for k in ("epoch", "loss") if k in r}
+                        | ({"valid_" + cfg.metric: r["valid"][cfg.metric]} if "valid" in r else {})
+                        for r in history],
+        }
+        self.test_result = test_res
+        if self.run_dir is not None:
+            write_json(self.run_dir / "result.json", result)
+            np.savez_compressed(self.run_dir / "test_per_user.npz", users=test_res.users,
+                                **{k.replace("@", "_at_"): v for k, v in test_res.per_user.items()})
+        return result
+
+
+class _progress:
+    """A tqdm bar over epochs showing loss and the selection metric (silent when disabled)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, name: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=name, unit="epoch", leave=False,
+                            dynamic_ncols=True)
+
+    def update(self, n: int, row: dict, best: dict) -> None:
+        if self.bar is None:
+            return
+        post = {"loss": f"{row.get('loss', float('nan')):.4f}"}
+        if "valid" in row:
+            post["best"] = f"{best['score']:.4f}@{best['epoch']}"
+        self.bar.set_postfix(post)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

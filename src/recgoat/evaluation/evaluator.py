@@ -74,12 +74,6 @@ class Evaluator:
         return EvalResult(means, {k: v.numpy() for k, v in per_user.items()}, self.users)
 
     def evaluate(self, model) -> EvalResult:
-        """Evaluate any model of the shared API (it is put in eval mode; dropout off)."""
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                user_emb, item_emb = model.embeddings()
-            return self.evaluate_embeddings(user_emb.float(), item_emb.float())
-        finally:
-            model.train(was_training)
+        """Evaluate any model of the shared API: embeddings once, in eval mode (dropout off)."""
+        user_emb, item_emb = model.final_embeddings()
+        return self.evaluate_embeddings(user_emb, item_emb)

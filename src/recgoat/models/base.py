@@ -112,16 +112,23 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
-        """Embeddings in eval mode, computed once and cached until training resumes."""
-        if self._cached is None:
-            was = self.training
-            self.eval()
-            with torch.no_grad():
-                u, i = self.embeddings()
-            self._cached = (u.detach().float().contiguous(), i.detach().float().contiguous())
-            if was:
-                nn.Module.train(self, True)
-        return self._cached
+        """Embeddings in eval mode (dropout off), cached while the model stays in eval mode.
+
+        Graph models propagate once here, so an evaluation or a batch of ``recommend`` calls never
+        re-runs the full forward pass per user chunk.
+        """
+        if self._cached is not None:
+            return self._cached
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            u, i = self.embeddings()
+        out = (u.detach().float().contiguous(), i.detach().float().contiguous())
+        if was:
+            self.train(True)  # parameters may still change: do not keep the cache
+        else:
+            self._cached = out
+        return out
 
     def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:
         """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given)."""

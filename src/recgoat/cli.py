@@ -1,0 +1,171 @@
+"""``recgoat`` command line: a thin shell over the Python API.
+
+    recgoat datasets list | info NAME | prepare NAME --out DIR
+    recgoat encode text|image|users|all DATASET       (recgoat.features)
+    recgoat train [--config FILE] [--model M] [--dataset D] [--set key=value ...]
+    recgoat evaluate RUN_DIR [--split test]
+    recgoat benchmark ...                             (recgoat.benchmark)
+    recgoat export / recommend / serve ...            (recgoat.serving)
+
+Errors caused by the user's input are printed as one line and exit with status 1.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recgoat.errors import RecGOATError
+
+app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+datasets_app = typer.Typer(help="List, inspect and prepare datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+
+def _mount_optional() -> None:
+    """Mount the feature, benchmark and serving command groups (each owned by its package)."""
+    try:
+        from recgoat.features.cli import app as encode_app
+
+        app.add_typer(encode_app, name="encode", help="Encode item text, images and user profiles.")
+    except ImportError:  # pragma: no cover - package being built
+        pass
+    try:
+        from recgoat.benchmark.cli import app as bench_app
+
+        for info in bench_app.registered_commands:
+            app.command("benchmark", help=info.help or "Run models × seeds and write a report.")(info.callback)
+            break
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from recgoat.serving.cli import app as serving_app
+
+        app.registered_commands.extend(serving_app.registered_commands)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# ---------------------------------------------------------------------------- datasets
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Datasets known by name (embedded, shared) and where they are."""
+    from recgoat.datasets import available
+
+    table = Table("name", "where", "path")
+    for row in available():
+        table.add_row(row["name"], row["where"], row["path"])
+    console.print(table)
+
+
+@datasets_app.command("info")
+def datasets_info(
+    name: str = typer.Argument(..., help="dataset name or folder"),
+    k_core: int = typer.Option(5, help="iterative k-core filter"),
+    split: str = typer.Option("random", help="random | temporal | loo | none"),
+    seed: int = typer.Option(2026),
+) -> None:
+    """Statistics of a dataset after preparation (users, items, interactions, sparsity, split)."""
+    from recgoat.datasets import PrepareConfig, load
+
+    ds = load(name, PrepareConfig(k_core=k_core, split=split, seed=seed))
+    console.print_json(json.dumps(ds.stats()))
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(
+    name: str = typer.Argument(..., help="dataset name or folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder to write (Parquet + manifest.json)"),
+    min_rating: Optional[float] = typer.Option(None, help="keep ratings >= this as implicit feedback"),
+    k_core: int = typer.Option(5),
+    split: str = typer.Option("random", help="random | temporal | loo | none"),
+    seed: int = typer.Option(2026),
+) -> None:
+    """Filter, remap and split a dataset, and save it as a folder that reloads without recomputing."""
+    from recgoat.datasets import PrepareConfig, load
+
+    ds = load(name, PrepareConfig(min_rating=min_rating, k_core=k_core, split=split, seed=seed))
+    ds.save(out)
+    console.print(f"prepared {ds.name}: {ds.n_users} users, {ds.n_items} items, "
+                  f"{len(ds.interactions)} interactions → {out}")
+
+
+# ---------------------------------------------------------------------------- training
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration"),
+    model: Optional[str] = typer.Option(None, help="model name (overrides the config)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset name or folder (overrides the config)"),
+    features: Optional[str] = typer.Option(None, help="feature folder written by `recgoat encode`"),
+    epochs: Optional[int] = typer.Option(None, help="maximum epochs"),
+    seed: Optional[int] = typer.Option(None, help="training seed"),
+    out: Optional[str] = typer.Option(None, help="root folder for runs"),
+    run_dir: Optional[Path] = typer.Option(None, help="exact run folder (default OUT/DATASET/MODEL/seedS)"),
+    set_: list[str] = typer.Option([], "--set", help="override any key, e.g. --set trainer.lr=5e-3"),
+) -> None:
+    """Train a model with early stopping on validation; prints validation and test metrics."""
+    from recgoat.config import load_config
+    from recgoat.training.run import train
+
+    overrides = list(set_)
+    for key, value in (("model.name", model), ("data.name", dataset), ("features", features),
+                       ("trainer.epochs", epochs), ("trainer.seed", seed), ("out", out)):
+        if value is not None:
+            overrides.insert(0, f"{key}={value}")
+    cfg = load_config(config, overrides)
+    result = train(cfg, run_dir=run_dir)
+    _print_result(result)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Path = typer.Argument(..., help="a run folder written by `recgoat train`"),
+    split: str = typer.Option("test", help="valid | test"),
+) -> None:
+    """Recompute the metrics of a finished run's best checkpoint."""
+    from recgoat.training.run import evaluate
+
+    means = evaluate(run_dir, split)
+    _print_metrics({split: means})
+
+
+def _print_metrics(blocks: dict[str, dict[str, float]]) -> None:
+    keys = list(next(iter(blocks.values())).keys())
+    names = sorted({k.split("@")[0] for k in keys}, key=["recall", "ndcg", "precision", "hit", "map"].index)
+    ks = sorted({int(k.split("@")[1]) for k in keys})
+    table = Table("split", "metric", *[f"@{k}" for k in ks])
+    for split, means in blocks.items():
+        for n in names:
+            table.add_row(split, n, *[f"{means[f'{n}@{k}']:.4f}" for k in ks])
+    console.print(table)
+
+
+def _print_result(result: dict) -> None:
+    console.print(f"[bold]{result['model']}[/] on {result['dataset']}: best epoch {result['best_epoch']} "
+                  f"of {result['epochs_run']}, {result['seconds_per_epoch']:.2f} s/epoch")
+    _print_metrics({"valid": result["valid"], "test": result["test"]})
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except RecGOATError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; finished work is saved and will be resumed")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Typed run configuration: YAML files plus ``key.sub=value`` command-line overrides.
+
+Every section is a pydantic model with ``extra="forbid"``, so an unknown or ill-typed key is refused
+with a message naming it (``trainer.lrr: unknown key``). Model hyper-parameters are validated against
+the chosen model's own ``Config``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recgoat.errors import ConfigError
+from recgoat.training.trainer import TrainConfig
+
+
+class DataConfig(BaseModel):
+    """Which dataset and how to prepare it (ignored for already prepared or MMRec folders)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "ml-latest-small"
+    min_rating: float | None = None
+    k_core: int = 5
+    split: str = "random"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2026
+
+
+class ModelSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "lightgcn"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(BaseModel):
+    """A whole training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelSection = Field(default_factory=ModelSection)
+    trainer: TrainConfig = Field(default_factory=TrainConfig)
+    features: str | None = None  # folder written by `recgoat encode`; None: no side features
+    out: str = "runs"
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML would read it (numbers, booleans, lists, null)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict (creating sections as needed)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = parse_value(value)
+    return data
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{loc}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden"
+                                         and "input" in e and not isinstance(e["input"], dict) else ""))
+    return "; ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run configuration, apply overrides, validate everything including model params."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: configuration file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        cfg = RunConfig(**data)
+    except ValidationError as e:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + format_validation_error(e)) from None
+    validate_model_params(cfg.model.name, cfg.model.params)
+    return cfg
+
+
+def validate_model_params(name: str, params: dict[str, Any]):
+    from recgoat.models.base import get_model_class
+
+    cls = get_model_class(name)
+    try:
+        return cls.Config(**params)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, prefix="model.params")) from None

@@ -1,0 +1,66 @@
+"""One training run from a :class:`~recgoat.config.RunConfig`: the Python API behind ``recgoat train``.
+
+``train(cfg)`` loads and prepares the dataset, loads side features when configured, builds the model,
+trains it with early stopping on validation and returns the result dict (also in ``result.json``).
+``evaluate(run_dir)`` reloads the best checkpoint and its dataset and recomputes the metrics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recgoat.config import RunConfig
+from recgoat.datasets import Dataset, PrepareConfig, load
+from recgoat.errors import DataError
+from recgoat.evaluation.evaluator import Evaluator
+from recgoat.io import read_json, write_json
+from recgoat.models.base import Recommender, get_model_class
+from recgoat.training.trainer import Trainer
+
+
+def load_dataset(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    return load(d.name, PrepareConfig(min_rating=d.min_rating, k_core=d.k_core, split=d.split,
+                                      ratios=d.ratios, seed=d.seed))
+
+
+def load_side_features(dataset: Dataset, folder: str | None):
+    if folder is None:
+        return None
+    from recgoat.features import load_features
+
+    return load_features(dataset, folder)
+
+
+def default_run_dir(cfg: RunConfig, dataset: Dataset) -> Path:
+    return Path(cfg.out) / dataset.name / cfg.model.name / f"seed{cfg.trainer.seed}"
+
+
+def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train the configured model; returns the result (validation and test at the best epoch)."""
+    dataset = dataset if dataset is not None else load_dataset(cfg)
+    features = load_side_features(dataset, cfg.features)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "run_config.json", cfg.model_dump(mode="json"))
+    torch.manual_seed(cfg.trainer.seed)  # initialisation depends on the run's seed only
+    model = get_model_class(cfg.model.name).build(dataset, cfg.model.params, features)
+    return Trainer(cfg.trainer, run_dir=run_dir).fit(model, dataset)
+
+
+def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None = None) -> dict[str, float]:
+    """Metrics of a finished run's best checkpoint on ``split`` (recomputed from the saved model)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run_config.json").exists():
+        raise DataError(run_dir, "not a run folder written by `recgoat train` (no run_config.json)")
+    cfg = RunConfig(**read_json(run_dir / "run_config.json"))
+    dataset = dataset if dataset is not None else load_dataset(cfg)
+    model = Recommender.load(run_dir / "best")
+    if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
+        raise DataError(run_dir, f"model has {model.n_users} users × {model.n_items} items but dataset "
+                                 f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}")
+    res = Evaluator.for_split(dataset, split, cfg.trainer.ks).evaluate(model)
+    write_json(run_dir / f"evaluate_{split}.json", res.means)
+    return res.means

@@ -1,0 +1,82 @@
+"""Configuration validation and every CLI command on a small real dataset."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from recgoat.cli import app
+from recgoat.config import load_config
+from recgoat.errors import ConfigError
+
+from conftest import subset_users
+
+runner = CliRunner()
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("model:\n  name: bprmf\n  params: {embedding_dim: 16}\ntrainer:\n  lr: 0.01\n")
+    cfg = load_config(f, ["trainer.epochs=3", "model.params.reg_weight=0.5"])
+    assert cfg.model.name == "bprmf" and cfg.trainer.lr == 0.01 and cfg.trainer.epochs == 3
+    assert cfg.model.params == {"embedding_dim": 16, "reg_weight": 0.5}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.lrr=1", "trainer.lrr: unknown key"),
+    ("trainer.epochs=many", "trainer.epochs"),
+    ("model.params.depth=2", "model.params.depth: unknown key"),
+    ("model.name=nope", "unknown model 'nope'"),
+    ("oops", "not of the form key=value"),
+])
+def test_bad_config_is_refused_with_the_key_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+@pytest.fixture(scope="module")
+def prepared(ml_small, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "small"
+    subset_users(ml_small, 60).save(path)
+    return path
+
+
+def test_datasets_commands(prepared, tmp_path):
+    r = runner.invoke(app, ["datasets", "list"])
+    assert r.exit_code == 0 and "ml-latest-small" in r.output
+    r = runner.invoke(app, ["datasets", "info", str(prepared)])
+    assert r.exit_code == 0 and json.loads(r.output)["users"] == 60
+    r = runner.invoke(app, ["datasets", "prepare", "ml-latest-small", "--out", str(tmp_path / "p"),
+                            "--split", "loo"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p/manifest.json").read_text())["stats"]["split"]["test"] == 610
+
+
+def test_train_then_evaluate(prepared, tmp_path):
+    run_dir = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--dataset", str(prepared), "--model", "lightgcn", "--epochs", "2",
+                            "--run-dir", str(run_dir), "--set", "trainer.progress=false",
+                            "--set", "model.params.embedding_dim=16"])
+    assert r.exit_code == 0, r.output
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["model"] == "lightgcn" and result["epochs_run"] == 2
+    r = runner.invoke(app, ["evaluate", str(run_dir)])
+    assert r.exit_code == 0, r.output
+    again = json.loads((run_dir / "evaluate_test.json").read_text())
+    assert again == pytest.approx(result["test"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "/no/such/folder"], "no such dataset"),
+    (["train", "--set", "trainer.lr=fast"], "trainer.lr"),
+    (["evaluate", "/no/such/run"], "run_config.json"),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "recgoat.cli", *args], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert p.returncode == 1
+    assert message in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,106 @@
+"""Ranking metrics against hand-computed values, and the evaluator against a per-user reference."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recgoat.evaluation.evaluator import Evaluator
+from recgoat.evaluation.metrics import metrics_from_hits
+
+
+def _ndcg(hits, n_rel, k):
+    dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits[:k]))
+    idcg = sum(1 / math.log2(r + 2) for r in range(min(n_rel, k)))
+    return dcg / idcg
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_metrics_hand_computed(k):
+    # user 0: two relevant items, hits at ranks 1 and 3; user 1: ten relevant (> K), one hit at rank 5
+    hits = torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)
+    n_rel = torch.tensor([2, 10])
+    m = metrics_from_hits(hits, n_rel, (k,))
+    h0, h1 = hits[0, :k].sum().item(), hits[1, :k].sum().item()
+    assert m[f"recall@{k}"].tolist() == pytest.approx([h0 / 2, h1 / 10])
+    assert m[f"precision@{k}"].tolist() == pytest.approx([h0 / k, h1 / k])
+    assert m[f"hit@{k}"].tolist() == [float(h0 > 0), float(h1 > 0)]
+    assert m[f"ndcg@{k}"].tolist() == pytest.approx([_ndcg([1, 0, 1, 0, 0], 2, k), _ndcg([0, 0, 0, 0, 1], 10, k)])
+
+
+def test_metrics_exact_values_at_5():
+    hits = torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.bool)
+    m = metrics_from_hits(hits, torch.tensor([2, 10]), (5,))
+    # written out by hand
+    assert m["recall@5"].tolist() == pytest.approx([1.0, 0.1])
+    assert m["precision@5"].tolist() == pytest.approx([0.4, 0.2])
+    assert m["ndcg@5"][0].item() == pytest.approx((1 + 0.5) / (1 + 1 / math.log2(3)))
+    assert m["ndcg@5"][1].item() == pytest.approx((1 / math.log2(6)) / sum(1 / math.log2(r + 2) for r in range(5)))
+    assert m["map@5"].tolist() == pytest.approx([(1 / 1 + 2 / 3) / 2, (1 / 5) / 5])
+
+
+def test_user_without_held_out_items_is_nan_and_excluded():
+    hits = torch.tensor([[1, 0], [0, 0]], dtype=torch.bool)
+    m = metrics_from_hits(hits, torch.tensor([1, 0]), (2,))
+    assert m["recall@2"][0].item() == 1.0
+    assert math.isnan(m["recall@2"][1].item())
+
+
+def _reference(scores: np.ndarray, mask: sp.csr_matrix, target: sp.csr_matrix, k: int):
+    """Plain per-user loop, the obvious way: sort, drop masked, compare with held-out set."""
+    out = {"recall": [], "ndcg": [], "precision": [], "hit": [], "map": []}
+    for u in range(scores.shape[0]):
+        rel = set(target[u].indices)
+        if not rel:
+            continue
+        s = scores[u].copy()
+        s[mask[u].indices] = -np.inf
+        ranked = np.argsort(-s, kind="stable")[:k]
+        hits = [int(i in rel) for i in ranked]
+        out["recall"].append(sum(hits) / len(rel))
+        out["precision"].append(sum(hits) / k)
+        out["hit"].append(float(sum(hits) > 0))
+        out["ndcg"].append(_ndcg(hits, len(rel), k))
+        prec = [sum(hits[: r + 1]) / (r + 1) for r in range(k)]
+        out["map"].append(sum(p * h for p, h in zip(prec, hits)) / min(len(rel), k))
+    return {f"{n}@{k}": float(np.mean(v)) for n, v in out.items()}
+
+
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_evaluator_matches_per_user_reference(chunk):
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 60, 40, 8
+    dense = rng.random((n_users, n_items))
+    mask = sp.csr_matrix(dense < 0.2, dtype=np.float32)
+    held = (dense >= 0.2) & (dense < 0.3)
+    held[:5] = False  # users with nothing held out
+    target = sp.csr_matrix(held, dtype=np.float32)
+    ue, ie = torch.randn(n_users, d), torch.randn(n_items, d)
+    ev = Evaluator(mask, sp.csr_matrix(target), ks=(5, 10), chunk_size=chunk)
+    res = ev.evaluate_embeddings(ue, ie)
+    assert np.array_equal(res.users, np.flatnonzero(held.any(1))) and res.users.min() >= 5
+    scores = (ue @ ie.T).numpy()
+    for k in (5, 10):
+        ref = _reference(scores, mask, sp.csr_matrix(target), k)
+        for name, value in ref.items():
+            assert res.means[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_evaluator_never_ranks_masked_items(ml_small):
+    ev = Evaluator.for_split(ml_small, "test", ks=(50,))
+    # scores that prefer exactly the training and validation items: all must be masked out
+    mask = ev.mask
+    user_emb = torch.from_numpy(mask.toarray())
+    item_emb = torch.eye(ml_small.n_items)
+    res = ev.evaluate_embeddings(user_emb, item_emb)
+    # with seen items masked every remaining score is 0, so ranking is arbitrary but finite; and a
+    # model that ranks the held-out items first must score recall@50 = min(1, 50/|T|) per user
+    target = ev.target
+    perfect = ev.evaluate_embeddings(torch.from_numpy(target.toarray()), item_emb)
+    n_rel = np.diff(target.indptr)[ev.users]
+    assert perfect.means["recall@50"] == pytest.approx(np.mean(np.minimum(1.0, 50 / n_rel)))
+    assert perfect.means["ndcg@50"] == pytest.approx(1.0)
+    assert res.means["recall@50"] < 0.2

@@ -1,0 +1,93 @@
+"""Trainer: early stopping on validation, best checkpoint, exact resume, reproducibility."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recgoat.models import BPRMF, LightGCN, MostPop, Recommender
+from recgoat.training.trainer import Trainer, TrainConfig
+
+from conftest import subset_users
+
+
+@pytest.fixture(scope="module")
+def small(ml_small):
+    return subset_users(ml_small, 120)
+
+
+def _fit(model_cls, data, run_dir, epochs=4, on_epoch_end=None, **cfg):
+    torch.manual_seed(0)
+    model = model_cls.build(data)
+    cfg = TrainConfig(**{"epochs": epochs, "batch_size": 512, "lr": 5e-3, "progress": False, **cfg})
+    return model, Trainer(cfg, run_dir=run_dir, on_epoch_end=on_epoch_end).fit(model, data)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model_cls", [BPRMF, LightGCN])
+def test_resume_after_kill_equals_uninterrupted_run(model_cls, small, tmp_path):
+    full_model, full = _fit(model_cls, small, tmp_path / "full")
+
+    def kill(epoch, row):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _fit(model_cls, small, tmp_path / "resumed", on_epoch_end=kill)
+    assert json.loads((tmp_path / "resumed/checkpoint/state.json").read_text())["epoch"] == 1
+    resumed_model, resumed = _fit(model_cls, small, tmp_path / "resumed")
+    assert resumed["valid"] == full["valid"]
+    assert resumed["test"] == full["test"]
+    assert resumed["best_epoch"] == full["best_epoch"]
+    for (k, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    log = [json.loads(line) for line in (tmp_path / "resumed/log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2, 3]
+
+
+def test_same_seed_same_result_and_other_seed_differs(small, tmp_path):
+    _, a = _fit(BPRMF, small, tmp_path / "a", epochs=2)
+    _, b = _fit(BPRMF, small, tmp_path / "b", epochs=2)
+    _, c = _fit(BPRMF, small, tmp_path / "c", epochs=2, seed=7)
+    assert a["valid"] == b["valid"] and a["test"] == b["test"]
+    assert a["valid"] != c["valid"]
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(small, tmp_path):
+    model, res = _fit(BPRMF, small, tmp_path / "r", epochs=6, patience=2)
+    log = [json.loads(line) for line in (tmp_path / "r/log.jsonl").read_text().splitlines()]
+    scores = [r["valid"]["recall@20"] for r in log]
+    assert res["best_epoch"] == int(np.argmax(scores))
+    assert res["valid"]["recall@20"] == max(scores)
+    # the model left in memory and the saved best model are the best-validation ones
+    best = Recommender.load(tmp_path / "r/best")
+    assert torch.equal(best.score([0, 1]), model.score([0, 1]))
+    assert json.loads((tmp_path / "r/result.json").read_text())["test"] == res["test"]
+
+
+def test_early_stopping_stops_after_patience(small, tmp_path):
+    # a learning rate of 0 never improves after the first evaluation
+    _, res = _fit(BPRMF, small, tmp_path / "r", epochs=50, patience=3, lr=0.0)
+    assert res["best_epoch"] == 0 and res["epochs_run"] == 4
+
+
+def test_untrainable_model_is_evaluated_once(small, tmp_path):
+    _, res = _fit(MostPop, small, tmp_path / "p")
+    assert res["epochs_run"] == 0 and res["test"]["recall@20"] > 0
+
+
+def test_dropout_is_off_at_evaluation(small):
+    class DropBPR(BPRMF):
+        def embeddings(self):
+            u, i = super().embeddings()
+            return torch.nn.functional.dropout(u, 0.5, self.training), i
+
+    model = DropBPR.build(small)
+    model.train()
+    a, b = model.final_embeddings(), model.final_embeddings()
+    assert torch.equal(a[0], b[0])

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--seeds", default="2026")
+    ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -46,19 +47,18 @@ def main(argv: list[str] | None = None) -> int:
 
         models = [m for m in args.models.split(",") if m]
         cfg = BenchmarkConfig(
-            datasets=[args.dataset],
+            datasets=[{"name": args.dataset, "features": str(feat_dir)}],
             models=[{"name": m} for m in models],
             seeds=[int(x) for x in args.seeds.split(",")],
-            features={args.dataset: str(feat_dir)},
-            train={"epochs": args.epochs, "patience": args.patience},
-            out=str(out / "benchmark"),
+            train={"epochs": args.epochs, "patience": args.patience, "lr": args.lr},
+            out=out / "benchmark",
         )
-        report = run_benchmark(cfg)
+        run = run_benchmark(cfg)
     except RecGOATError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 1
-    console.print(report.markdown)
-    console.print(f"HTML report: {report.html_path}")
+    console.print(run.report["md"].read_text())
+    console.print(f"HTML report: {run.report['html'].resolve()}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -1,0 +1,82 @@
+"""``recgoat benchmark``: run datasets × models × seeds from a YAML config and/or options.
+
+Examples::
+
+    recgoat benchmark --config src/recgoat/configs/benchmark-default.yaml
+    recgoat benchmark --dataset ml-latest-small --models mostpop,bprmf,lightgcn --seeds 2026,2027 \\
+        --epochs 50 --out runs/bench --set train.lr=0.005 --set models.lightgcn.params.n_layers=2
+
+Options override the file; ``--set key=value`` (dotted, repeatable) overrides anything, list entries
+being chosen by label (``models.<label>...``, ``datasets.<label>...``). Re-running the same command
+resumes: finished cells are read back, an interrupted one continues from its checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recgoat.errors import RecGOATError
+
+app = typer.Typer(help="Benchmark models over datasets and seeds; writes results.csv/.md and report.html.",
+                  add_completion=False)
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@app.command("benchmark")
+def benchmark(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="benchmark YAML file"),
+    dataset: Optional[list[str]] = typer.Option(None, "--dataset", "-d",
+                                                help="dataset name or folder (repeatable or comma-separated)"),
+    models: Optional[str] = typer.Option(None, "--models", "-m", help="comma-separated model names"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="comma-separated seeds, e.g. 2026,2027"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum training epochs"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (dotted; repeatable)"),
+    report_only: bool = typer.Option(False, "--report-only", help="rebuild the report from finished cells"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Run (or resume) a benchmark, print the results table and the path of the HTML report."""
+    from recgoat.benchmark.runner import load_config, run_benchmark
+
+    try:
+        datasets = [d for item in dataset for d in _split(item)] if dataset else None
+        try:
+            seed_list = [int(s) for s in _split(seeds)] if seeds is not None else None
+        except ValueError:
+            raise RecGOATError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
+        if config is None and not (datasets and models):
+            raise RecGOATError("give --config FILE.yaml, or at least --dataset and --models")
+        overrides = {"datasets": datasets, "models": _split(models), "seeds": seed_list, "epochs": epochs,
+                     "out": str(out) if out is not None else None, "progress": False if quiet else None}
+        cfg = load_config(config, overrides, set_)
+        if report_only:
+            from recgoat.benchmark.report import write_report
+
+            paths = write_report(cfg.out, cfg)
+            failed: dict = {}
+        else:
+            run = run_benchmark(cfg)
+            paths, failed = run.report, run.failed
+    except RecGOATError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1)
+    typer.echo(Path(paths["md"]).read_text())
+    typer.echo(f"HTML report: {paths['html']}")
+    if failed:
+        typer.echo(f"{len(failed)} cell(s) failed; see error.txt in their run folders", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m recgoat.benchmark.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

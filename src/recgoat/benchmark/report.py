@@ -1,0 +1,328 @@
+r"""Turn a benchmark's run folders into ``results.csv``, ``results.md`` and a standalone ``report.html``.
+
+Aggregation: for model :math:`m` on dataset :math:`d` with seeds :math:`s = 1..S`, every test metric
+:math:`x_s` (taken at the best-*validation* epoch of seed :math:`s`) is summarised by the mean
+:math:`\bar x = \frac1S \sum_s x_s` and the sample standard deviation
+:math:`\sqrt{\frac{1}{S-1}\sum_s (x_s-\bar x)^2}` (empty for one seed). Timings are summarised alike.
+
+Significance: models are ranked by mean *validation* selection metric (the test split never chooses
+anything). Between the best and the second-best model, each test user's metric is first averaged over
+seeds, users are paired by id, and a paired test over users is run: the Wilcoxon signed-rank test
+(default; ``scipy.stats.wilcoxon``, zero differences dropped) or the paired t-test
+(``scipy.stats.ttest_rel``). Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple
+Data Sets", JMLR 2006; Sakai, "Statistical reform in information retrieval?", SIGIR Forum 2014.
+
+Every number comes from the cells' ``result.json`` / ``test_per_user.npz`` files, so a report can be
+rebuilt at any time (``write_report``) without training anything.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recgoat.io import atomic_path, read_json
+
+TIMINGS = {  # result column → (header, decimals)
+    "seconds_per_epoch": ("s/epoch", 3),
+    "epochs_to_best": ("epochs→best", 1),
+    "eval_seconds": ("eval s", 3),
+    "peak_memory_mb": ("peak MiB", 0),
+}
+METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "hit": "Hit", "map": "MAP"}
+
+
+# ------------------------------------------------------------------------------------- collection
+def collect_runs(config) -> pd.DataFrame:
+    """One row per finished cell: dataset, model, seed, run_dir, test metrics, validation metric, timings."""
+    from recgoat.benchmark.runner import dataset_label, plan_cells
+
+    rows = []
+    for cell in plan_cells(config):
+        path = cell.run_dir / "result.json"
+        if not path.exists():
+            continue
+        r = read_json(path)
+        metric = r.get("train_config", {}).get("metric", config.train.metric)
+        bench = r.get("benchmark", {})
+        row: dict[str, Any] = {
+            "dataset": dataset_label(cell.dataset), "model": cell.model.key, "seed": cell.seed,
+            "run_dir": str(cell.run_dir), "selection_metric": metric,
+            "valid_selection": float(r["valid"][metric]),
+            "seconds_per_epoch": float(r["seconds_per_epoch"]),
+            "epochs_to_best": float(r["best_epoch"] + 1 if r.get("epochs_run", 0) > 0 else 0),
+            "epochs_run": float(r.get("epochs_run", 0)),
+            "eval_seconds": float(r["eval_seconds"]),
+            "peak_memory_mb": float(bench.get("cell_peak_rss_mb") or r["peak_memory_mb"]),
+            "wall_seconds": float(r["wall_seconds"]),
+        }
+        row.update({k: float(v) for k, v in r["test"].items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std over seeds of every metric@K and timing, one row per dataset × model."""
+    if runs.empty:
+        return pd.DataFrame(columns=["dataset", "model", "n_seeds"])
+    value_cols = [c for c in runs.columns if "@" in c] + ["valid_selection", *TIMINGS, "epochs_run", "wall_seconds"]
+    g = runs.groupby(["dataset", "model"], sort=False)[value_cols]
+    mean, std = g.mean(), g.std(ddof=1)
+    out = pd.concat([mean.add_suffix("_mean"), std.add_suffix("_std")], axis=1)
+    ordered = [f"{c}_{s}" for c in value_cols for s in ("mean", "std")]
+    out = out[ordered]
+    out.insert(0, "n_seeds", g.size())
+    out.insert(1, "selection_metric", runs.groupby(["dataset", "model"], sort=False)["selection_metric"].first())
+    return out.reset_index()
+
+
+# ------------------------------------------------------------------------------------- significance
+def per_user_means(run_dirs: list[str | Path], metric: str) -> pd.Series:
+    """A user's test ``metric`` averaged over the given runs (seeds); index = internal user id."""
+    key = metric.replace("@", "_at_")
+    parts = []
+    for d in run_dirs:
+        with np.load(Path(d) / "test_per_user.npz") as z:
+            parts.append(pd.Series(z[key], index=z["users"]))
+    return pd.concat(parts, axis=1).mean(axis=1, skipna=True).dropna()
+
+
+def paired_test(a: pd.Series, b: pd.Series, method: str = "wilcoxon") -> dict[str, Any]:
+    """Paired test over the users present in both ``a`` and ``b`` (Series indexed by user id)."""
+    from scipy import stats
+
+    users = a.index.intersection(b.index)
+    x, y = a.loc[users].to_numpy(float), b.loc[users].to_numpy(float)
+    diff = x - y
+    out: dict[str, Any] = {"method": method, "n_users": int(len(users)),
+                           "mean_diff": float(diff.mean()) if len(diff) else float("nan")}
+    if len(users) < 2 or not np.any(diff != 0):
+        # no evidence of any difference (identical rankings or too few users)
+        out.update(statistic=float("nan"), p_value=1.0)
+        return out
+    if method == "wilcoxon":
+        res = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+    elif method == "ttest":
+        res = stats.ttest_rel(x, y, alternative="two-sided")
+    else:
+        raise ValueError(f"unknown paired test {method!r}")
+    p = float(res.pvalue)
+    out.update(statistic=float(res.statistic), p_value=min(max(p, 0.0), 1.0) if math.isfinite(p) else 1.0)
+    return out
+
+
+def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dict[str, Any]]:
+    """Per dataset: best vs second-best model (ranked on validation), paired over test users."""
+    out: dict[str, dict[str, Any]] = {}
+    for dataset, rows in agg.groupby("dataset", sort=False):
+        if len(rows) < 2:
+            continue
+        ranked = rows.sort_values("valid_selection_mean", ascending=False)
+        best, second = ranked["model"].iloc[0], ranked["model"].iloc[1]
+        metric = config.train.metric
+        sel = runs[runs["dataset"] == dataset]
+        a = per_user_means(sel.loc[sel["model"] == best, "run_dir"].tolist(), metric)
+        b = per_user_means(sel.loc[sel["model"] == second, "run_dir"].tolist(), metric)
+        res = paired_test(a, b, config.significance)
+        res.update(best=best, second=second, metric=metric,
+                   seeds_best=int((sel["model"] == best).sum()), seeds_second=int((sel["model"] == second).sum()))
+        out[str(dataset)] = res
+    return out
+
+
+def significance_line(s: dict[str, Any]) -> str:
+    name = "Wilcoxon signed-rank" if s["method"] == "wilcoxon" else "paired t-test"
+    return (f"Significance: {s['best']} (best on validation {s['metric']}) vs {s['second']} (second): "
+            f"paired {name} over {s['n_users']} test users (per-user {s['metric']} averaged over seeds), "
+            f"mean difference {s['mean_diff']:+.4f}, p = {s['p_value']:.3g}.")
+
+
+# ------------------------------------------------------------------------------------- tables
+def _fmt(mean: float, std: float, dec: int) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:.{dec}f}" if not math.isfinite(std) else f"{mean:.{dec}f} ± {std:.{dec}f}"
+
+
+def table_rows(agg: pd.DataFrame, dataset: str, config) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """Header, formatted cells and which cells are the column's best (highest mean metric)."""
+    rows = agg[agg["dataset"] == dataset]
+    metric_cols = [f"{m}@{k}" for m in config.report_metrics for k in config.report_ks]
+    metric_cols = [c for c in metric_cols if f"{c}_mean" in rows.columns]
+    header = ["Model", *[f"{METRIC_TITLES[c.split('@')[0]]}@{c.split('@')[1]}" for c in metric_cols],
+              *[t[0] for t in TIMINGS.values()]]
+    best = {c: rows[f"{c}_mean"].max() for c in metric_cols}
+    cells, bold = [], []
+    for _, r in rows.iterrows():
+        line, b = [str(r["model"])], [False]
+        for c in metric_cols:
+            line.append(_fmt(r[f"{c}_mean"], r[f"{c}_std"], 4))
+            b.append(bool(np.isclose(r[f"{c}_mean"], best[c], rtol=0, atol=1e-12)))
+        for col, (_, dec) in TIMINGS.items():
+            line.append(_fmt(r[f"{col}_mean"], r[f"{col}_std"], dec))
+            b.append(False)
+        cells.append(line)
+        bold.append(b)
+    return header, cells, bold
+
+
+def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None) -> str:
+    parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
+             f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold. "
+             f"Timings: training seconds per epoch, epochs to the best-validation checkpoint, seconds per "
+             f"evaluation, peak resident memory of the process during the cell (MiB).\n"]
+    for dataset in agg["dataset"].unique():
+        header, cells, bold = table_rows(agg, dataset, config)
+        parts.append(f"\n## {dataset}\n")
+        parts.append("| " + " | ".join(header) + " |")
+        parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+        for line, b in zip(cells, bold):
+            parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
+        if dataset in sig:
+            parts.append("\n" + significance_line(sig[dataset]))
+    if failed:
+        parts.append("\n## Failed cells\n")
+        parts.extend(f"- {k}: {v}" for k, v in failed.items())
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------- plots
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def learning_curves(runs: pd.DataFrame, dataset: str) -> str:
+    """Validation selection metric per epoch, mean over seeds (thin lines: single seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sel = runs[runs["dataset"] == dataset]
+    metric = sel["selection_metric"].iloc[0]
+    for i, (model, rows) in enumerate(sel.groupby("model", sort=False)):
+        color = f"C{i % 10}"
+        curves = {}
+        for _, r in rows.iterrows():
+            hist = read_json(Path(r["run_dir"]) / "result.json").get("history", [])
+            pts = {h["epoch"] + 1: h[f"valid_{metric}"] for h in hist if f"valid_{metric}" in h}
+            if pts:
+                curves[r["seed"]] = pd.Series(pts)
+        if curves:
+            frame = pd.DataFrame(curves).sort_index()
+            for c in frame.columns:
+                ax.plot(frame.index, frame[c], color=color, alpha=0.25, lw=0.8)
+            ax.plot(frame.index, frame.mean(axis=1), color=color, lw=2, label=model, marker="o", ms=3)
+        else:  # not trained by gradient: its one validation value
+            ax.axhline(rows["valid_selection"].mean(), color=color, ls="--", lw=1.5, label=f"{model} (no training)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"{dataset}: learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def metric_bars(agg: pd.DataFrame, dataset: str, config) -> str:
+    """Grouped bars (metric@K groups, one bar per model) with ±1 std error bars."""
+    import matplotlib.pyplot as plt
+
+    rows = agg[agg["dataset"] == dataset]
+    cols = [f"{m}@{k}" for m in config.report_metrics for k in config.report_ks if f"{m}@{k}_mean" in rows]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(cols) + 2), 3.8))
+    width = 0.8 / max(len(rows), 1)
+    x = np.arange(len(cols))
+    for i, (_, r) in enumerate(rows.iterrows()):
+        means = [r[f"{c}_mean"] for c in cols]
+        stds = np.nan_to_num([r[f"{c}_std"] for c in cols])
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=r["model"], color=f"C{i % 10}")
+    ax.set_xticks(x, [f"{METRIC_TITLES[c.split('@')[0]]}@{c.split('@')[1]}" for c in cols], rotation=30)
+    ax.set_title(f"{dataset}: test metrics (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def timing_bars(agg: pd.DataFrame, dataset: str) -> str:
+    import matplotlib.pyplot as plt
+
+    rows = agg[agg["dataset"] == dataset]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    for ax, (col, title) in zip(axes, [("seconds_per_epoch", "training s/epoch"),
+                                       ("eval_seconds", "evaluation s"), ("peak_memory_mb", "peak memory (MiB)")]):
+        ax.bar(rows["model"], rows[f"{col}_mean"], yerr=np.nan_to_num(rows[f"{col}_std"].to_numpy(float)),
+               capsize=3, color=[f"C{i % 10}" for i in range(len(rows))])
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------- html
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px}
+td{text-align:right}td:first-child{text-align:left}th{background:#f3f3f3}.sig{background:#f7f7ff;padding:.6em}
+img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:1px 4px}"""
+
+
+def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], config,
+                failed: dict[str, str] | None = None) -> str:
+    esc = html.escape
+    body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
+            f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
+            f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold. "
+            f"Models: {esc(', '.join(m.key for m in config.models))}.</p>"]
+    for dataset in agg["dataset"].unique():
+        header, cells, bold = table_rows(agg, dataset, config)
+        body.append(f"<h2>{esc(str(dataset))}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        for line, b in zip(cells, bold):
+            body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
+                                         for v, isb in zip(line, b)) + "</tr>")
+        body.append("</table>")
+        if dataset in sig:
+            body.append(f"<p class='sig'>{esc(significance_line(sig[dataset]))}</p>")
+        body.append(f"<img alt='learning curves {esc(str(dataset))}' src='{learning_curves(runs, dataset)}'>")
+        body.append(f"<img alt='metric bars {esc(str(dataset))}' src='{metric_bars(agg, dataset, config)}'>")
+        body.append(f"<img alt='timing bars {esc(str(dataset))}' src='{timing_bars(agg, dataset)}'>")
+    if failed:
+        body.append("<h2>Failed cells</h2><ul>" + "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in failed.items())
+                    + "</ul>")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>recgoat benchmark</title>"
+            f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+
+
+def write_report(out: str | Path, config, failed: dict[str, str] | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.md`` and ``report.html`` under ``out`` from the run folders."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out)
+    runs = collect_runs(config)
+    agg = aggregate(runs)
+    sig = significance(runs, agg, config) if not runs.empty else {}
+    paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "report.html",
+             "runs_csv": out / "runs.csv"}
+    with atomic_path(paths["csv"]) as tmp:
+        agg.to_csv(tmp, index=False)
+    with atomic_path(paths["runs_csv"]) as tmp:
+        runs.to_csv(tmp, index=False)
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text(markdown(agg, sig, config, failed))
+    with atomic_path(paths["html"]) as tmp:
+        tmp.write_text(html_report(runs, agg, sig, config, failed) if not runs.empty else
+                       "<!DOCTYPE html><html><body><p>No finished cells.</p></body></html>\n")
+    return paths

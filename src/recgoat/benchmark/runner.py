@@ -1,0 +1,489 @@
+"""Run every (dataset, model, seed) cell of a benchmark, resumably.
+
+A benchmark is the product ``datasets × models × seeds``. Each cell trains one model with the shared
+:class:`~recgoat.training.trainer.Trainer` into its own run folder::
+
+    <out>/runs/<dataset>/<model>/seed<seed>/   cell.json, log.jsonl, checkpoint/, best/,
+                                               result.json, test_per_user.npz
+
+Model selection is validation-only: the trainer keeps the epoch with the best validation
+``train.metric`` (Recall@20 by default) and reports test metrics for that checkpoint alone; the report
+likewise ranks models by their mean *validation* metric (METHOD.md §6, §9).
+
+Seeds: a cell's seed sets ``torch.manual_seed``/``numpy`` before ``Model.build`` (so initialisation
+differs per seed) and ``TrainConfig.seed`` (negative sampling). The train/valid/test split is the same
+for every seed (``split_seed``) unless ``split_seeds: true``, in which case seed *s* also re-splits.
+
+Resume: a cell whose ``result.json`` exists is not recomputed; a cell interrupted midway continues from
+the trainer's last checkpoint. ``cell.json`` records what the cell was started with; resuming a folder
+with a different configuration is refused rather than silently mixing two experiments.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recgoat.errors import ConfigError, RecGOATError
+from recgoat.io import read_json, write_json
+from recgoat.training.trainer import TrainConfig
+
+# TrainConfig fields that change how a run is displayed or executed but not its results.
+_COSMETIC_TRAIN_KEYS = ("progress", "num_threads", "eval_chunk_size", "resume")
+_SAFE_NAME = "".join(chr(c) for c in range(128) if chr(c).isalnum()) + "-_.+"
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not name or any(c not in _SAFE_NAME for c in name) or name.startswith("."):
+        raise ConfigError(f"{kind} label {name!r} cannot name a folder; use letters, digits and -_.+")
+    return name
+
+
+class ModelSpec(BaseModel):
+    """One model of the benchmark: a registered model name, its hyper-parameters, training overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    label: str | None = None  # column/folder name; defaults to ``name`` (set it to compare two configs)
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the benchmark's TrainConfig
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class DatasetSpec(BaseModel):
+    """One dataset: a registered name or a folder, optional subsetting/preparation, and its features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # a name known to recgoat.datasets.load, or a folder
+    label: str | None = None
+    features: str | None = "auto"  # a folder, "auto" (encode into <out>/features/<label>), or None
+    max_users: int | None = Field(default=None, gt=0)  # keep the first N users of the raw data
+    prepare: dict[str, Any] = Field(default_factory=dict)  # PrepareConfig fields (k_core, split…)
+
+
+class BenchmarkConfig(BaseModel):
+    """Everything a benchmark run depends on; read from YAML, overridable key by key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: list[DatasetSpec]
+    models: list[ModelSpec]
+    seeds: list[int] = Field(default_factory=lambda: [2026])
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    split_seed: int = 2026
+    split_seeds: bool = False  # re-split the data with every seed (else one fixed split)
+    out: Path = Path("benchmark-results")
+    significance: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    report_metrics: list[str] = Field(default_factory=lambda: ["recall", "ndcg", "precision", "hit", "map"])
+    report_ks: list[int] = Field(default_factory=lambda: [10, 20])
+    on_error: Literal["continue", "raise"] = "continue"
+    progress: bool = True
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets(cls, v: Any) -> Any:
+        return [{"name": d} if isinstance(d, str) else d for d in (v or [])]
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, v: Any) -> Any:
+        return [{"name": m} if isinstance(m, str) else m for m in (v or [])]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BenchmarkConfig":
+        if not self.datasets or not self.models or not self.seeds:
+            raise ValueError("a benchmark needs at least one dataset, one model and one seed")
+        for kind, keys in (("model", [m.key for m in self.models]),
+                           ("dataset", [dataset_label(d) for d in self.datasets])):
+            for k in keys:
+                _check_name(kind, k)
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            if dup:
+                raise ValueError(f"{kind} labels must be unique; repeated: {dup} (set `label`)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        from recgoat.evaluation.metrics import METRICS
+
+        bad = [m for m in self.report_metrics if m not in METRICS]
+        if bad:
+            raise ValueError(f"unknown report metrics {bad}; expected some of {list(METRICS)}")
+        missing = [k for k in self.report_ks if k not in self.train.ks]
+        if missing:
+            raise ValueError(f"report_ks {missing} are not evaluated; add them to train.ks {list(self.train.ks)}")
+        return self
+
+    def cell_train_config(self, model: ModelSpec, seed: int) -> TrainConfig:
+        base = self.train.model_dump()
+        try:
+            return TrainConfig(**{**base, **model.train, "seed": seed})
+        except ValidationError as e:
+            raise ConfigError(f"model {model.key!r}: bad train override: {_first_error(e)}") from None
+
+
+def dataset_label(spec: DatasetSpec) -> str:
+    if spec.label:
+        return spec.label
+    base = Path(spec.name).name if ("/" in spec.name or os.sep in spec.name) else spec.name
+    return f"{base}-u{spec.max_users}" if spec.max_users else base
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+
+
+# ------------------------------------------------------------------------------------- config loading
+def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
+    """``["train.lr=0.01", "models.lightgcn.params.n_layers=2"]`` → dotted paths and YAML-parsed values."""
+    out = []
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        out.append((key.strip().split("."), parsed))
+    return out
+
+
+def _apply(tree: dict, path: list[str], value: Any) -> None:
+    """Set a dotted path in a config dict; list entries (``models``/``datasets``) are chosen by label."""
+    node: Any = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            match = [e for e in node if isinstance(e, dict) and part in (e.get("label"), e.get("name"))]
+            if not match:
+                # entries given as plain strings become dicts so they can receive keys
+                idx = [j for j, e in enumerate(node) if e == part]
+                if not idx:
+                    raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}")
+                node[idx[0]] = {"name": part}
+                match = [node[idx[0]]]
+            if last:
+                raise ConfigError(f"--set {'.'.join(path)}: cannot replace a whole list entry")
+            node = match[0]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i])} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                sets: list[str] | None = None) -> BenchmarkConfig:
+    """Read a YAML config (optional), apply top-level ``overrides`` then ``--set`` dotted overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: the config must be a mapping")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "epochs":
+            tree.setdefault("train", {})["epochs"] = value
+        else:
+            tree[key] = value
+    for dotted, value in parse_set(sets):
+        _apply(tree, dotted, value)
+    try:
+        return BenchmarkConfig(**tree)
+    except ValidationError as e:
+        raise ConfigError(f"benchmark config: {_first_error(e)}") from None
+
+
+# ------------------------------------------------------------------------------------- data and features
+def load_dataset(spec: DatasetSpec, split_seed: int):
+    """Load and prepare a dataset; ``max_users`` keeps the first users of the raw interactions."""
+    from recgoat.datasets import PrepareConfig, load, load_raw, prepare
+    from recgoat.datasets.registry import default_prepare_config
+
+    p = Path(spec.name)
+    prepared = p.is_dir() and ((p / "manifest.json").exists() or any(p.glob("*.inter")))
+    if prepared:
+        if spec.max_users or spec.prepare:
+            raise ConfigError(f"dataset {spec.name}: already split; max_users/prepare do not apply")
+        ds = load(p)
+    else:
+        cfg = default_prepare_config(spec.name)
+        try:
+            cfg = PrepareConfig(**{**cfg.__dict__, **spec.prepare, "seed": split_seed})
+        except TypeError as e:
+            raise ConfigError(f"dataset {spec.name}: bad prepare option: {e}") from None
+        name, inter, items, fields, info = load_raw(spec.name)
+        if spec.max_users:
+            keep = inter["user"].drop_duplicates().iloc[:spec.max_users]
+            inter = inter[inter["user"].isin(keep)]
+            info = {**info, "max_users": spec.max_users}
+        ds = prepare(name, inter, items, fields, cfg, info)
+    ds.name = dataset_label(spec)
+    return ds
+
+
+def needs_features(model_cls: type) -> bool:
+    return bool(getattr(model_cls, "needs_features", False))
+
+
+def resolve_features(spec: DatasetSpec, dataset, out: Path, split_tag: str, progress: bool):
+    """Features for a dataset: a given folder, or encoded once into ``<out>/features/<label>``."""
+    from recgoat.features import encode_all, load_features
+
+    if spec.features is None:
+        raise ConfigError(f"dataset {dataset_label(spec)}: a model needs features but `features` is null")
+    folder = Path(spec.features) if spec.features != "auto" else out / "features" / f"{dataset_label(spec)}{split_tag}"
+    if spec.features == "auto":
+        encode_all(dataset, folder, progress=progress)
+    return load_features(dataset, folder)
+
+
+# ------------------------------------------------------------------------------------- memory
+class PeakRSS:
+    """Peak resident memory of this process while a block runs, sampled from ``/proc/self/statm``.
+
+    ``getrusage`` only knows the lifetime peak, which would charge every cell with the largest earlier
+    one; a 5 ms sampler gives a per-cell peak (short spikes can be missed). ``None`` where /proc is absent.
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page / 2**20
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            r = self._rss()
+            if r is not None and (self.peak_mb is None or r > self.peak_mb):
+                self.peak_mb = r
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak_mb = self._rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        r = self._rss()
+        if r is not None and self.peak_mb is not None:
+            self.peak_mb = max(self.peak_mb, r)
+
+
+# ------------------------------------------------------------------------------------- cells
+@dataclass
+class Cell:
+    dataset: DatasetSpec
+    model: ModelSpec
+    seed: int
+    run_dir: Path
+
+    @property
+    def title(self) -> str:
+        return f"{dataset_label(self.dataset)}/{self.model.key}/seed{self.seed}"
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / "result.json").exists()
+
+
+@dataclass
+class BenchmarkRun:
+    """What :func:`run_benchmark` did: every cell's result and the files of the report."""
+
+    config: BenchmarkConfig
+    results: list[dict] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)  # cells computed now (others were resumed)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # cell title → error message
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_cells(config: BenchmarkConfig) -> list[Cell]:
+    out = Path(config.out)
+    return [Cell(d, m, s, out / "runs" / dataset_label(d) / m.key / f"seed{s}")
+            for d in config.datasets for m in config.models for s in config.seeds]
+
+
+def _signature(cell: Cell, train_cfg: TrainConfig, dataset=None) -> dict[str, Any]:
+    train = {k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in _COSMETIC_TRAIN_KEYS}
+    sig = {"model": cell.model.name, "params": cell.model.params, "train": train, "seed": cell.seed}
+    sig["hash"] = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if dataset is not None:
+        sig.update(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint())
+    return sig
+
+
+def check_signature(cell: Cell, sig: dict[str, Any]) -> None:
+    """Refuse to resume or reuse a run folder that was started with another configuration."""
+    path = cell.run_dir / "cell.json"
+    if not path.exists():
+        return
+    old = read_json(path)
+    keys = ["model", "params", "train", "seed"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
+    diff = [k for k in keys if k in old and old[k] != sig[k]]
+    if diff:
+        raise ConfigError(f"{cell.run_dir}: was run with a different configuration ({', '.join(diff)} differ); "
+                          f"use another --out or delete that folder")
+
+
+def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str, Any]:
+    """Train one cell (resuming its checkpoint if any) and return its ``result.json`` content."""
+    from recgoat.models.base import get_model_class
+    from recgoat.training.trainer import Trainer
+
+    model_cls = get_model_class(cell.model.name)
+    sig = _signature(cell, train_cfg, dataset)
+    check_signature(cell, sig)
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(cell.run_dir / "cell.json", sig)
+    try:
+        model_cls.Config(**cell.model.params)
+    except ValidationError as e:
+        raise ConfigError(f"model {cell.model.key!r}: bad params: {_first_error(e)}") from None
+    # seed initialisation: differs per seed, identical when a cell is re-run
+    torch.manual_seed(cell.seed)
+    np.random.seed(cell.seed % 2**32)
+    with PeakRSS() as mem:
+        model = model_cls.build(dataset, cell.model.params, features)
+        result = Trainer(train_cfg, run_dir=cell.run_dir).fit(model, dataset)
+    result = {**result, "benchmark": {"label": cell.model.key, "seed": cell.seed,
+                                      "dataset": dataset.name, "cell_peak_rss_mb": mem.peak_mb}}
+    write_json(cell.run_dir / "result.json", result)
+    return result
+
+
+def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] | None = None,
+                  write_report: bool = True) -> BenchmarkRun:
+    """Run (or resume) every cell, then write ``results.csv``, ``results.md`` and ``report.html``.
+
+    ``on_cell(cell, status)`` is told ``"skipped"``, ``"start"``, ``"done"`` or ``"failed"``.
+    """
+    from recgoat.models.base import get_model_class
+
+    model_classes = {m.key: get_model_class(m.name) for m in config.models}  # unknown names fail early
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "benchmark.json", config.model_dump(mode="json"))
+    cells = plan_cells(config)
+    run = BenchmarkRun(config)
+    notify = on_cell or (lambda c, s: None)
+    data_cache: dict[tuple[str, int], Any] = {}
+    feat_cache: dict[tuple[str, int], Any] = {}
+    bar = _CellBar(len(cells), config.progress)
+    try:
+        for cell in cells:
+            bar.describe(cell.title)
+            if cell.done:
+                check_signature(cell, _signature(cell, config.cell_train_config(cell.model, cell.seed)))
+                run.results.append(read_json(cell.run_dir / "result.json"))
+                run.skipped.append(cell.title)
+                notify(cell, "skipped")
+                bar.advance()
+                continue
+            notify(cell, "start")
+            t0 = time.perf_counter()
+            try:
+                split_seed = cell.seed if config.split_seeds else config.split_seed
+                key = (dataset_label(cell.dataset), split_seed)
+                if key not in data_cache:
+                    data_cache[key] = load_dataset(cell.dataset, split_seed)
+                dataset = data_cache[key]
+                features = None
+                if needs_features(model_classes[cell.model.key]):
+                    if key not in feat_cache:
+                        tag = f"-split{split_seed}" if config.split_seeds else ""
+                        feat_cache[key] = resolve_features(cell.dataset, dataset, out, tag, config.progress)
+                    features = feat_cache[key]
+                train_cfg = config.cell_train_config(cell.model, cell.seed)
+                if not config.progress:
+                    train_cfg = train_cfg.model_copy(update={"progress": False})
+                result = run_cell(cell, dataset, features, train_cfg)
+            except RecGOATError:
+                raise  # the configuration is wrong: every later cell would fail the same way
+            except Exception as e:  # noqa: BLE001 — one diverging model must not sink the benchmark
+                if config.on_error == "raise":
+                    raise
+                msg = f"{type(e).__name__}: {e}"
+                run.failed[cell.title] = msg
+                cell.run_dir.mkdir(parents=True, exist_ok=True)
+                (cell.run_dir / "error.txt").write_text(traceback.format_exc())
+                bar.write(f"FAILED {cell.title}: {msg}")
+                notify(cell, "failed")
+            else:
+                run.results.append(result)
+                run.trained.append(cell.title)
+                bar.write(f"{cell.title}: {config.train.metric} valid "
+                          f"{result['valid'][config.train.metric]:.4f} test {result['test'][config.train.metric]:.4f}"
+                          f" ({time.perf_counter() - t0:.1f}s)")
+                notify(cell, "done")
+            bar.advance()
+    finally:
+        bar.close()
+    if write_report:
+        from recgoat.benchmark.report import write_report as _write
+
+        run.report = _write(out, config, failed=run.failed)
+    return run
+
+
+class _CellBar:
+    """A tqdm bar over cells (the trainer's epoch bar nests below it)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="benchmark", unit="cell", dynamic_ncols=True, position=0)
+
+    def describe(self, title: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(title)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,251 @@
+"""`recgoat benchmark` on a real subset: tables equal the run JSONs, resume, standalone HTML, paired test.
+
+One benchmark (120 users of the embedded ml-latest-small, mostpop/bprmf/lightgcn, 2 seeds, 3 epochs) is
+run once per module; the other tests read its folder or a copy of it.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from typer.testing import CliRunner
+
+from recgoat.benchmark import load_config, paired_test, run_benchmark
+from recgoat.benchmark.cli import app
+from recgoat.benchmark.report import TIMINGS, per_user_means
+from recgoat.errors import ConfigError
+from recgoat.training.trainer import Trainer
+
+torch.set_num_threads(1)
+
+MODELS = ["mostpop", "bprmf", "lightgcn"]
+SEEDS = [2026, 2027]
+DATASET = "ml-latest-small-u120"
+SETS = ["datasets.ml-latest-small.max_users=120", "train.num_threads=1", "train.batch_size=1024"]
+
+
+def make_config(out: Path, **over):
+    base = {"datasets": ["ml-latest-small"], "models": MODELS, "seeds": SEEDS, "epochs": 3,
+            "out": str(out), "progress": False}
+    return load_config(None, {**base, **over}, SETS)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = make_config(out)
+    run = run_benchmark(cfg)
+    assert not run.failed, run.failed
+    return cfg, run
+
+
+def run_jsons(out: Path) -> dict[tuple[str, int], dict]:
+    found = {}
+    for path in (out / "runs" / DATASET).glob("*/seed*/result.json"):
+        found[(path.parent.parent.name, int(path.parent.name[4:]))] = json.loads(path.read_text())
+    return found
+
+
+def recomputed(results: dict, model: str, getter) -> tuple[float, float]:
+    vals = np.array([getter(results[(model, s)]) for s in SEEDS], dtype=float)
+    return vals.mean(), vals.std(ddof=1)
+
+
+def parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for ln in lines[2:]:
+        cells = [c.strip().replace("**", "") for c in ln.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return header[1:], rows
+
+
+def test_every_cell_ran_once(bench):
+    cfg, run = bench
+    assert len(run.trained) == len(MODELS) * len(SEEDS) and not run.skipped
+    found = run_jsons(Path(cfg.out))
+    assert set(found) == {(m, s) for m in MODELS for s in SEEDS}
+    # seeds change the initialisation: the two lightgcn runs differ
+    a, b = found[("lightgcn", 2026)]["test"], found[("lightgcn", 2027)]["test"]
+    assert a["recall@20"] != b["recall@20"] or a["ndcg@20"] != b["ndcg@20"]
+
+
+def test_csv_and_md_equal_the_run_jsons(bench):
+    cfg, run = bench
+    results = run_jsons(Path(cfg.out))
+    csv = pd.read_csv(run.report["csv"]).set_index("model")
+    assert list(csv.index) == MODELS and (csv["n_seeds"] == len(SEEDS)).all()
+    header, md_rows = parse_md_table(Path(run.report["md"]).read_text())
+    metrics = [f"{m}@{k}" for m in cfg.report_metrics for k in cfg.report_ks]
+    assert len(header) == len(metrics) + len(TIMINGS)
+    timing_get = {
+        "seconds_per_epoch": lambda r: r["seconds_per_epoch"],
+        "epochs_to_best": lambda r: r["best_epoch"] + 1 if r["epochs_run"] > 0 else 0,
+        "eval_seconds": lambda r: r["eval_seconds"],
+        "peak_memory_mb": lambda r: r["benchmark"]["cell_peak_rss_mb"],
+    }
+    for model in MODELS:
+        # every test metric at every K in the CSV
+        for key in results[(model, SEEDS[0])]["test"]:
+            mean, std = recomputed(results, model, lambda r: r["test"][key])
+            assert np.isclose(csv.loc[model, f"{key}_mean"], mean, rtol=1e-9, atol=1e-12), (model, key)
+            assert np.isclose(csv.loc[model, f"{key}_std"], std, rtol=1e-9, atol=1e-12), (model, key)
+        columns = [(c, lambda r, c=c: r["test"][c], 4) for c in metrics]
+        columns += [(c, timing_get[c], dec) for c, (_, dec) in TIMINGS.items()]
+        for j, (col, get, dec) in enumerate(columns):
+            mean, std = recomputed(results, model, get)
+            assert np.isclose(csv.loc[model, f"{col}_mean"], mean, rtol=1e-9, atol=1e-12), (model, col)
+            shown_mean, shown_std = (float(x) for x in md_rows[model][j].split("±"))
+            tol = 0.5 * 10 ** -dec + 1e-9
+            assert abs(shown_mean - mean) <= tol and abs(shown_std - std) <= tol, (model, col, md_rows[model][j])
+
+
+def test_md_bolds_the_best_mean(bench):
+    cfg, run = bench
+    results = run_jsons(Path(cfg.out))
+    lines = [ln for ln in Path(run.report["md"]).read_text().splitlines() if ln.startswith("|")][2:]
+    col = [f"{m}@{k}" for m in cfg.report_metrics for k in cfg.report_ks].index("recall@20") + 1
+    bold = [ln.strip("|").split("|")[0].strip() for ln in lines if "**" in ln.strip("|").split("|")[col]]
+    means = {m: recomputed(results, m, lambda r: r["test"]["recall@20"])[0] for m in MODELS}
+    assert bold == [max(means, key=means.get)]
+
+
+def test_html_is_self_contained_with_plots(bench):
+    _, run = bench
+    text = Path(run.report["html"]).read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+    assert "<script" not in text.lower() and "<link" not in text.lower()
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    assert len(images) >= 3  # learning curves, metric bars, timing bars
+    for b in images:
+        png = base64.b64decode(b)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "learning curves" in text and "Significance:" in text
+    for m in MODELS:
+        assert f"<td>{m}</td>" in text
+
+
+def test_significance_is_paired_over_users(bench):
+    cfg, _ = bench
+    runs_dir = Path(cfg.out) / "runs" / DATASET
+    a = per_user_means([runs_dir / "lightgcn" / f"seed{s}" for s in SEEDS], "recall@20")
+    b = per_user_means([runs_dir / "bprmf" / f"seed{s}" for s in SEEDS], "recall@20")
+    # the per-user average over seeds, recomputed from the npz files
+    z = [np.load(runs_dir / "lightgcn" / f"seed{s}" / "test_per_user.npz") for s in SEEDS]
+    assert np.array_equal(z[0]["users"], z[1]["users"])
+    np.testing.assert_allclose(a.loc[z[0]["users"]].to_numpy(), (z[0]["recall_at_20"] + z[1]["recall_at_20"]) / 2)
+    res = paired_test(a, b, "wilcoxon")
+    assert 0.0 <= res["p_value"] <= 1.0 and res["n_users"] == len(a)
+    assert res["p_value"] == pytest.approx(stats.wilcoxon(a.to_numpy(), b.loc[a.index].to_numpy()).pvalue,
+                                           rel=1e-9, abs=0)
+    # pairing is by user id, not by position: shuffling b's order changes nothing ...
+    shuffled = b.sample(frac=1.0, random_state=0)
+    assert paired_test(a, shuffled)["statistic"] == res["statistic"]
+    assert paired_test(a, shuffled)["p_value"] == pytest.approx(res["p_value"], rel=1e-9, abs=0)
+    # ... while breaking the pairing (same values, other users) does change the test
+    broken = pd.Series(b.to_numpy()[::-1], index=b.index)
+    assert paired_test(a, broken)["statistic"] != pytest.approx(res["statistic"], rel=1e-9, abs=0)
+    t = paired_test(a, b, "ttest")
+    assert t["p_value"] == pytest.approx(stats.ttest_rel(a.to_numpy(), b.loc[a.index].to_numpy()).pvalue,
+                                       rel=1e-9, abs=0)
+    assert paired_test(a, a)["p_value"] == 1.0
+
+
+def test_resume_skips_finished_cells(bench, tmp_path, monkeypatch):
+    cfg, _ = bench
+    out = tmp_path / "copy"
+    shutil.copytree(cfg.out, out)
+    calls: list[str] = []
+    original = Trainer.fit
+
+    def counting(self, model, dataset):
+        calls.append(str(self.run_dir))
+        return original(self, model, dataset)
+
+    monkeypatch.setattr(Trainer, "fit", counting)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/result.json")}
+    run = run_benchmark(make_config(out))
+    assert calls == [] and len(run.skipped) == len(MODELS) * len(SEEDS)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+    # an interrupted cell (no result.json, checkpoint kept) is the only one recomputed, from its checkpoint
+    lost = out / "runs" / DATASET / "bprmf" / "seed2027"
+    before = json.loads((lost / "result.json").read_text())
+    (lost / "result.json").unlink()
+    run = run_benchmark(make_config(out))
+    assert calls == [str(lost)] and run.trained == [f"{DATASET}/bprmf/seed2027"]
+    after = json.loads((lost / "result.json").read_text())
+    assert after["test"] == before["test"] and after["best_epoch"] == before["best_epoch"]
+
+    # a folder made with another configuration is not silently reused
+    with pytest.raises(ConfigError, match="different configuration"):
+        run_benchmark(make_config(out, epochs=4))
+
+
+def test_cli_resumes_and_prints_table(bench):
+    cfg, _ = bench
+    args = ["--dataset", "ml-latest-small", "--models", ",".join(MODELS), "--seeds", ",".join(map(str, SEEDS)),
+            "--epochs", "3", "--out", str(cfg.out), "--quiet"]
+    for s in SETS:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "| lightgcn |" in res.output and "report.html" in res.output
+
+    bad = CliRunner().invoke(app, ["--dataset", "ml-latest-small", "--models", "nosuchmodel", "--out",
+                                   str(cfg.out), "--quiet"])
+    assert bad.exit_code == 1 and "unknown model 'nosuchmodel'" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf", "bprmf"]})
+    with pytest.raises(ConfigError, match="report_ks"):
+        load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf"], "report_ks": [7]})
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf"]}, ["train.lr"])
+    with pytest.raises(ConfigError, match="extra|not permitted|Extra"):
+        load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf"]}, ["train.nonsense=1"])
+    cfg = load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf", "lightgcn"]},
+                      ["models.lightgcn.params.n_layers=2", "models.lightgcn.train.lr=0.01"])
+    spec = cfg.models[1]
+    assert spec.params == {"n_layers": 2} and cfg.cell_train_config(spec, 7).lr == 0.01
+    assert cfg.cell_train_config(cfg.models[0], 7).lr == cfg.train.lr and cfg.cell_train_config(spec, 7).seed == 7
+    example = Path(__file__).resolve().parents[1] / "src" / "recgoat" / "configs" / "benchmark-default.yaml"
+    loaded = load_config(example)
+    assert [m.name for m in loaded.models] == MODELS and loaded.train.metric == "recall@20"
+
+
+def test_features_loaded_only_for_models_that_need_them(tmp_path):
+    from recgoat.errors import DataError
+    from recgoat.models.base import MODELS, register
+    from recgoat.models.mostpop import MostPop
+
+    @register("_needs_features_probe")
+    class Probe(MostPop):
+        needs_features = True
+
+    try:
+        over = {"datasets": [{"name": "ml-latest-small", "max_users": 120, "features": str(tmp_path / "none")}],
+                "seeds": [2026], "epochs": 1, "out": str(tmp_path / "b"), "progress": False}
+        # mostpop needs no features: the missing folder is never read
+        run = run_benchmark(load_config(None, {**over, "models": ["mostpop"]}))
+        assert len(run.trained) == 1 and not run.failed
+        with pytest.raises(DataError, match="feature folder not found"):
+            run_benchmark(load_config(None, {**over, "models": ["mostpop", "_needs_features_probe"]}))
+    finally:
+        MODELS.pop("_needs_features_probe", None)

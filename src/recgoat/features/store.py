@@ -1,0 +1,502 @@
+"""The feature store: encode, save with a manifest, reuse, resume, validate, and MMRec interop.
+
+Why this shape: every later stage (graphs, models, serving) reads the same three matrices, so they must
+be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
+manifest saying what made it (encoder, dimensions, text template, dataset fingerprint, date) and a key
+over every setting that changes it; a matrix whose key matches is reused, anything else recomputed.
+Encoding runs in chunks checkpointed under ``.partial/`` and LLM profiles are appended to a JSONL cache
+as they arrive, so a killed run resumes where it stopped. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+import recgoat
+from recgoat.datasets import Dataset
+from recgoat.errors import ConfigError, DataError
+from recgoat.io import atomic_path, read_json, write_json
+
+KINDS = ("text", "image", "users")
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class FeatureConfig:
+    """Every setting of the feature stage (encoders, text template, profile backend, batching)."""
+
+    text_model: str | None = None  # None: the packaged all-MiniLM-L6-v2; else a model name or local path
+    text_template: str | None = None  # "{title}. {genres}. {overview}"; None: all text fields as lines
+    max_chars: int = 1200  # item text cut at a word boundary past this many characters
+    text_batch_size: int = 64
+    image_model: Any = None  # None: packaged EfficientNet-Lite0; "pkg.module:factory"; or an nn.Module
+    image_batch_size: int = 32
+    image_workers: int = 2  # threads decoding images
+    image_cache_dir: str | None = None  # where URL images are downloaded; None: <out>/image_cache
+    download_concurrency: int = 8
+    download_timeout: float = 15.0
+    download_retries: int = 2
+    profile_backend: str = "template"  # template | openai | transformers
+    llm_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    llm_model: str | None = None
+    llm_api_key_env: str | None = None  # name of the environment variable holding the API key
+    llm_concurrency: int = 4
+    llm_timeout: float = 120.0
+    llm_retries: int = 3
+    llm_backoff: float = 1.0  # seconds before the first retry, doubled each time
+    llm_max_tokens: int = 512
+    llm_temperature: float = 0.0
+    profile_char_budget: int = 3000  # characters of history shown to the profiler per user
+    chunk_size: int = 512  # rows per resumable checkpoint
+    export_mmrec: bool = False  # also write text_feat.npy / image_feat.npy (MMRec layout)
+    device: str = "cpu"
+
+    def validate(self) -> "FeatureConfig":
+        from recgoat.features.profiles import BACKENDS
+
+        if self.profile_backend not in BACKENDS:
+            raise ConfigError(f"profile_backend {self.profile_backend!r}: expected one of {', '.join(BACKENDS)}")
+        for name in ("text_batch_size", "image_batch_size", "image_workers", "download_concurrency",
+                     "llm_concurrency", "profile_char_budget", "chunk_size", "max_chars", "llm_max_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("llm_retries", "download_retries"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("llm_timeout", "download_timeout"):
+            if float(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d).validate()
+
+
+@dataclass
+class Features:
+    """The feature matrices of one dataset (rows = internal item / user ids) and their manifests."""
+
+    text: np.ndarray | None = None
+    image: np.ndarray | None = None
+    image_mask: np.ndarray | None = None
+    profile: np.ndarray | None = None
+    manifests: dict[str, dict] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- progress
+class _Reporter:
+    """Rich progress bars with items/s, or silence."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.text import Text
+
+            class Rate(ProgressColumn):
+                def render(self, task) -> Text:
+                    speed = task.finished_speed or task.speed
+                    return Text(f"{speed:,.1f} items/s" if speed else "- items/s", style="progress.data.speed")
+
+            self.console = Console(stderr=True)
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     Rate(), TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=self.console, transient=False)
+
+    def __enter__(self) -> "_Reporter":
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message, markup=False, highlight=False)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        if not self.progress:
+            yield lambda n: None
+            return
+        tid = self.progress.add_task(description, total=total)
+        try:
+            yield lambda n: self.progress.advance(tid, n)
+        finally:
+            self.progress.refresh()
+
+
+# ---------------------------------------------------------------------------------------------- files
+def save_array(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+
+
+def load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"not a readable .npy array: {exc}") from exc
+
+
+def _key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _manifest(kind: str, dataset: Dataset, arr: np.ndarray, encoder: str, key: str, **extra: Any) -> dict:
+    return {"manifest_version": MANIFEST_VERSION, "kind": kind, "file": f"{_FILE[kind]}.npy",
+            "rows": int(arr.shape[0]), "dim": int(arr.shape[1]), "dtype": str(arr.dtype), "encoder": encoder,
+            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "key": key,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recgoat_version": recgoat.__version__, **extra}
+
+
+_FILE = {"text": "text", "image": "image", "users": "profile", "profile": "profile"}
+
+
+def _up_to_date(out: Path, kind: str, key: str, rows: int) -> bool:
+    man_path = out / f"{_FILE[kind]}.json"
+    arr_path = out / f"{_FILE[kind]}.npy"
+    if not (man_path.exists() and arr_path.exists()):
+        return False
+    try:
+        man = read_json(man_path)
+        shape = np.load(arr_path, mmap_mode="r", allow_pickle=False).shape
+    except (OSError, ValueError):
+        return False
+    ok = man.get("key") == key and shape == (rows, man.get("dim"))
+    if ok and kind == "image":
+        return (out / "image_mask.npy").exists()
+    return ok
+
+
+def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tuple[dict[str, np.ndarray], dict]],
+             tick: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Run ``compute(start, stop)`` over chunks of rows, checkpointing each; done chunks are loaded, not
+    recomputed. The chunk's JSON is written last: it marks the chunk complete."""
+    partial.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, list[np.ndarray]] = {}
+    metas = []
+    for c, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        meta_path = partial / f"{c:05d}.json"
+        if meta_path.exists():
+            meta = read_json(meta_path)
+            got = {name: load_array(partial / f"{c:05d}.{name}.npy") for name in meta["arrays"]}
+            if tick:
+                tick(stop - start)
+        else:
+            got, meta = compute(start, stop)
+            for name, arr in got.items():
+                save_array(partial / f"{c:05d}.{name}.npy", arr)
+            meta = {**meta, "arrays": sorted(got), "rows": [start, stop]}
+            write_json(meta_path, meta)
+        for name, arr in got.items():
+            arrays.setdefault(name, []).append(arr)
+        metas.append(meta)
+    return {k: np.concatenate(v) for k, v in arrays.items()}, metas
+
+
+# ---------------------------------------------------------------------------------------------- encoders
+class _Session:
+    """One encoding run: config, output folder, reporter, and the lazily loaded text encoder."""
+
+    def __init__(self, dataset: Dataset, out: Path, config: FeatureConfig, rep: _Reporter, force: bool):
+        self.dataset, self.out, self.config, self.rep, self.force = dataset, out, config, rep, force
+        self._text_encoder = None
+
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from recgoat.features.text import TextEncoder
+
+            self._text_encoder = TextEncoder(self.config.text_model, self.config.device, self.config.text_batch_size)
+        return self._text_encoder
+
+    def text_identity(self) -> str:
+        from recgoat.features.text import resolve_text_model
+
+        return resolve_text_model(self.config.text_model)[1]
+
+    def embed(self, kind: str, key: str, texts: list[str]) -> np.ndarray:
+        enc = self.text_encoder()
+        label = {"text": "text  (items)", "users": "text  (profiles)"}[kind]
+        with self.rep.task(label, len(texts)) as tick:
+            arrays, _ = _chunked(self.out / ".partial" / f"{kind}-{key}", len(texts), self.config.chunk_size,
+                                 lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick)
+        return arrays["x"].astype(np.float32, copy=False)
+
+    def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict) -> None:
+        save_array(self.out / f"{_FILE[kind]}.npy", arr)
+        write_json(self.out / f"{_FILE[kind]}.json", manifest)
+        shutil.rmtree(self.out / ".partial" / f"{kind}-{key}", ignore_errors=True)
+
+    # -------------------------------------------------------------------------------------- text
+    def encode_text(self) -> None:
+        from recgoat.features.text import build_item_texts
+
+        ds, cfg = self.dataset, self.config
+        if not ds.has_text:
+            self.rep.say(f"text: dataset {ds.name} has no item text; skipped")
+            return
+        template = cfg.text_template
+        texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, template, cfg.max_chars)
+        desc = template if template is not None else "field: value lines over " + ", ".join(ds.text_fields)
+        key = _key({"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars,
+                    "fp": ds.fingerprint()})
+        if not self.force and _up_to_date(self.out, "text", key, ds.n_items):
+            self.rep.say(f"text: up to date ({self.out / 'text.npy'})")
+            return
+        arr = self.embed("text", key, texts)
+        empty = sum(1 for t in texts if not t)
+        self.finish("text", key, arr, _manifest("text", ds, arr, self.text_encoder().name, key, text_template=desc,
+                                                text_fields=list(ds.text_fields), max_chars=cfg.max_chars,
+                                                empty_texts=empty, example_text=texts[0] if texts else ""))
+        self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
+
+    # -------------------------------------------------------------------------------------- image
+    def image_paths(self) -> tuple[list[str | None], dict[int, str]]:
+        """Local path per item (None when unknown); URLs are downloaded into the image cache first."""
+        from recgoat.features.download import fetch_images, is_url
+
+        ds, cfg = self.dataset, self.config
+        values = ds.items["image"].tolist()
+        base = Path(str(ds.info.get("source", ""))) if ds.info.get("source") else None
+        urls = [v for v in values if is_url(v)]
+        failed: dict[int, str] = {}
+        local: dict[str, str] = {}
+        if urls:
+            cache = Path(cfg.image_cache_dir) if cfg.image_cache_dir else self.out / "image_cache"
+            with self.rep.task("image (download)", len(set(urls))) as tick:
+                report = fetch_images(urls, cache, cfg.download_concurrency, cfg.download_timeout,
+                                      cfg.download_retries, on_progress=tick)
+            local = {u: str(p) for u, p in report.paths.items()}
+            self.rep.say(f"image: {report.downloaded} downloaded, {report.cached} already cached, "
+                         f"{len(report.failed)} failed ({cache})")
+        paths: list[str | None] = []
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not v.strip():
+                paths.append(None)
+            elif is_url(v):
+                paths.append(local.get(v))
+                if v not in local:
+                    failed[i] = f"{v}: download failed: {report.failed.get(v, '?')}"
+            else:
+                p = Path(v)
+                if not p.is_absolute() and base is not None and base.is_dir():
+                    p = base / p
+                paths.append(str(p))
+        return paths, failed
+
+    def encode_image(self) -> None:
+        from recgoat.features.image import DEFAULT_IMAGE_MODEL, EfficientNetLite0Features, ImageEncoder
+
+        ds, cfg = self.dataset, self.config
+        if not ds.has_images:
+            self.rep.say(f"image: dataset {ds.name} has no images; skipped")
+            return
+        spec = cfg.image_model
+        identity = EfficientNetLite0Features.name if spec in (None, "", "default", DEFAULT_IMAGE_MODEL) \
+            else (spec if isinstance(spec, str) else type(spec).__name__)
+        key = _key({"encoder": identity, "fp": ds.fingerprint()})
+        if not self.force and _up_to_date(self.out, "image", key, ds.n_items):
+            self.rep.say(f"image: up to date ({self.out / 'image.npy'})")
+            return
+        paths, download_failed = self.image_paths()
+        encoder = ImageEncoder(spec, cfg.device, cfg.image_batch_size, cfg.image_workers)
+
+        def compute(a: int, b: int):
+            x, m, problems = encoder.encode(paths[a:b], tick)
+            probs = {"missing": {str(a + k): v for k, v in problems.missing.items()},
+                     "unreadable": {str(a + k): v for k, v in problems.unreadable.items()}}
+            return {"x": x, "mask": m}, probs
+
+        with self.rep.task("image (items)", ds.n_items) as tick:
+            arrays, metas = _chunked(self.out / ".partial" / f"image-{key}", ds.n_items, cfg.chunk_size, compute,
+                                     tick)
+        arr, mask = arrays["x"].astype(np.float32, copy=False), arrays["mask"].astype(bool)
+        missing = {int(k): v for meta in metas for k, v in meta.get("missing", {}).items()}
+        unreadable = {int(k): v for meta in metas for k, v in meta.get("unreadable", {}).items()}
+        for i in download_failed:
+            missing.pop(i, None)
+        counts = {"ok": int(mask.sum()), "missing": len(missing), "unreadable": len(unreadable),
+                  "download_failed": len(download_failed)}
+        examples = {"missing": list(missing.values())[:5], "unreadable": list(unreadable.values())[:5],
+                    "download_failed": list(download_failed.values())[:5]}
+        save_array(self.out / "image_mask.npy", mask)
+        self.finish("image", key, arr, _manifest("image", ds, arr, encoder.name, key, image_model=identity,
+                                                 images=counts, problem_examples=examples))
+        bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
+        self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
+                     f"{self.out / 'image.npy'}" + (f"; {bad} without one (zero rows, mask False): "
+                                                    f"{counts}" if bad else ""))
+
+    # -------------------------------------------------------------------------------------- users
+    def encode_users(self) -> None:
+        from recgoat.features.profiles import PROMPT_VERSION, TEMPLATE_LABEL, TEMPLATE_VERSION, make_profiles
+
+        ds, cfg = self.dataset, self.config
+        backend_spec = {"backend": cfg.profile_backend, "prompt": PROMPT_VERSION, "budget": cfg.profile_char_budget}
+        if cfg.profile_backend == "template":
+            backend_spec["template"] = TEMPLATE_VERSION
+        else:
+            backend_spec.update(model=cfg.llm_model, max_tokens=cfg.llm_max_tokens,
+                                temperature=cfg.llm_temperature)
+        key = _key({**backend_spec, "encoder": self.text_identity(), "fp": ds.fingerprint()})
+        if not self.force and _up_to_date(self.out, "users", key, ds.n_users):
+            self.rep.say(f"users: up to date ({self.out / 'profile.npy'})")
+            return
+        label = f"users ({cfg.profile_backend})"
+        with self.rep.task(label, ds.n_users) as tick:
+            run = make_profiles(ds, cfg, self.out / "profiles.jsonl", on_progress=tick)
+        arr = self.embed("users", key, run.answers)
+        template_made = cfg.profile_backend == "template"
+        self.finish("users", key, arr, _manifest(
+            "users", ds, arr, self.text_encoder().name, key, profile_backend=cfg.profile_backend,
+            template_made=template_made, label=TEMPLATE_LABEL if template_made else None,
+            llm_model=None if template_made else cfg.llm_model, prompt_version=PROMPT_VERSION,
+            profile_char_budget=cfg.profile_char_budget, history_split="train", profiles=run.stats,
+            profiles_file="profiles.jsonl", example_answer=run.answers[0] if run.answers else ""))
+        made = "TEMPLATE-MADE (no LLM) " if template_made else ""
+        self.rep.say(f"users: {made}profiles for {ds.n_users} users ({run.stats}) -> {self.out / 'profile.npy'}")
+
+
+def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,
+               which: tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False) -> Path:
+    """Encode what the dataset has (``which`` ⊆ text, image, users) into ``out_dir``; reuse what is up to
+    date; resume what was interrupted. Returns ``out_dir``."""
+    config = (config or FeatureConfig()).validate()
+    unknown = [w for w in which if w not in KINDS]
+    if unknown:
+        raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _Reporter(progress) as rep:
+        session = _Session(dataset, out, config, rep, force)
+        if "text" in which:
+            session.encode_text()
+        if "image" in which:
+            session.encode_image()
+        if "users" in which:
+            session.encode_users()
+        if config.export_mmrec:
+            written = export_mmrec(out, out)
+            rep.say(f"MMRec layout: {', '.join(p.name for p in written) or 'nothing to write'}")
+    partial = out / ".partial"
+    if partial.is_dir() and not any(partial.iterdir()):
+        partial.rmdir()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_features(dataset: Dataset, folder: str | Path) -> Features:
+    """Read and validate the feature matrices in ``folder`` for ``dataset``.
+
+    Raises :class:`DataError` naming the file when rows do not match the dataset, values are not finite,
+    a manifest is missing, or the manifest's dataset fingerprint is not ``dataset.fingerprint()``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "feature folder not found; run `recgoat encode all <dataset>` first")
+    fp = dataset.fingerprint()
+    feats = Features()
+    for kind, attr, rows, who in (("text", "text", dataset.n_items, "items"),
+                                  ("image", "image", dataset.n_items, "items"),
+                                  ("users", "profile", dataset.n_users, "users")):
+        arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
+        if not arr_path.exists():
+            continue
+        if not man_path.exists():
+            raise DataError(man_path, f"manifest missing for {arr_path.name}; re-run `recgoat encode`")
+        try:
+            man = read_json(man_path)
+        except ValueError as exc:
+            raise DataError(man_path, f"manifest is not valid JSON: {exc}") from exc
+        if man.get("dataset_fingerprint") != fp:
+            raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
+                                      f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
+                                      f"since encoding; re-run `recgoat encode`")
+        arr = load_array(arr_path)
+        if arr.ndim != 2 or arr.shape[0] != rows:
+            raise DataError(arr_path, f"shape {arr.shape}, expected {rows} rows (one per {who[:-1]}) "
+                                      f"for {rows} {who}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise DataError(arr_path, f"dtype {arr.dtype} is not floating point")
+        arr = arr.astype(np.float32, copy=False)
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            raise DataError(arr_path, f"{int(bad.sum())} rows hold NaN or inf (first: row {int(np.flatnonzero(bad)[0])})")
+        setattr(feats, attr, arr)
+        feats.manifests[attr] = man
+    if feats.image is not None:
+        mask_path = folder / "image_mask.npy"
+        if not mask_path.exists():
+            raise DataError(mask_path, "image mask missing beside image.npy; re-run `recgoat encode image`")
+        mask = load_array(mask_path)
+        if mask.shape != (dataset.n_items,):
+            raise DataError(mask_path, f"shape {mask.shape}, expected ({dataset.n_items},)")
+        feats.image_mask = mask.astype(bool)
+    if feats.text is None and feats.image is None and feats.profile is None:
+        raise DataError(folder, "no feature files (text.npy, image.npy, profile.npy); run `recgoat encode all`")
+    return feats
+
+
+# ---------------------------------------------------------------------------------------------- MMRec
+def export_mmrec(folder: str | Path, dest: str | Path) -> list[Path]:
+    """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32)."""
+    folder, dest = Path(folder), Path(dest)
+    written = []
+    for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
+        src = folder / f"{kind}.npy"
+        if src.exists():
+            save_array(dest / name, load_array(src).astype(np.float32, copy=False))
+            written.append(dest / name)
+    return written
+
+
+def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path:
+    """Turn MMRec-layout ``text_feat.npy`` / ``image_feat.npy`` (rows = the dataset's item order) into a
+    feature folder with manifests. An all-zero image row is taken as a missing image."""
+    src, out = Path(src), Path(out_dir)
+    found = False
+    for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
+        path = src / name
+        if not path.exists():
+            continue
+        found = True
+        arr = load_array(path)
+        if arr.ndim != 2 or arr.shape[0] != dataset.n_items:
+            raise DataError(path, f"shape {arr.shape}, expected {dataset.n_items} rows (one per item)")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise DataError(path, "holds NaN or inf values")
+        key = _key({"imported": str(path.resolve()), "fp": dataset.fingerprint(), "shape": arr.shape})
+        extra: dict[str, Any] = {"imported_from": str(path.resolve())}
+        if kind == "image":
+            mask = np.abs(arr).sum(axis=1) > 0
+            save_array(out / "image_mask.npy", mask)
+            extra["images"] = {"ok": int(mask.sum()), "missing": int((~mask).sum())}
+        save_array(out / f"{kind}.npy", arr)
+        write_json(out / f"{kind}.json", _manifest(kind, dataset, arr, f"imported from MMRec ({name})", key,
+                                                   **extra))
+    if not found:
+        raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
+    return out

@@ -1,0 +1,142 @@
+"""Shared helpers for the feature-stage tests: a small real slice of ml100k-mm and local HTTP servers.
+
+Why: the real models are slow on a 2-core machine, so tests encode a handful of real items and posters;
+and every network path (image URLs, OpenAI-compatible endpoints) is exercised over real HTTP against a
+server bound to 127.0.0.1 on a free port, scripted per test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from recgoat.datasets import Dataset, load  # noqa: E402
+from recgoat.datasets.registry import shared_root  # noqa: E402
+
+# Disney animations, war films, and a few others (all with posters in ml100k-mm).
+MINI_TITLES = ["Aladdin (1992)", "Lion King, The (1994)", "Beauty and the Beast (1991)", "Platoon (1986)",
+               "Apocalypse Now (1979)", "Full Metal Jacket (1987)", "Toy Story (1995)", "Star Wars (1977)",
+               "Schindler's List (1993)", "Pocahontas (1995)"]
+
+
+def require_ml100k() -> None:
+    root = shared_root()
+    if root is None or not (root / "ml100k-mm").is_dir():
+        pytest.skip("shared dataset ml100k-mm not found (set RECGOAT_SHARED_DATA)")
+
+
+@lru_cache(maxsize=1)
+def ml100k() -> Dataset:
+    return load("ml100k-mm")
+
+
+def mini_dataset(titles: list[str] = MINI_TITLES, n_users: int = 8) -> Dataset:
+    """A real slice of ml100k-mm: the named movies and the ``n_users`` users who rated most of them,
+    with their original ratings, timestamps and train/valid/test labels."""
+    require_ml100k()
+    ds = ml100k()
+    rows = [int(np.flatnonzero(ds.items["title"].to_numpy() == t)[0]) for t in titles]
+    inter = ds.interactions[ds.interactions["item"].isin(rows)]
+    train_counts = inter[inter["split"] == "train"].groupby("user").size()
+    users = sorted(train_counts.sort_values(ascending=False, kind="stable").index[:n_users].tolist())
+    inter = inter[inter["user"].isin(users)]
+    umap = {u: k for k, u in enumerate(users)}
+    imap = {r: k for k, r in enumerate(rows)}
+    inter = inter.assign(user=inter["user"].map(umap), item=inter["item"].map(imap)).reset_index(drop=True)
+    return Dataset(name="ml100k-mini", interactions=inter, user_ids=ds.user_ids[users],
+                   item_ids=ds.item_ids[rows], items=ds.items.iloc[rows].reset_index(drop=True),
+                   text_fields=list(ds.text_fields), info=dict(ds.info))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    delay: float = 0.0
+    content_type: str = "application/json"
+
+
+@dataclass
+class ScriptedServer:
+    """A threaded HTTP server on 127.0.0.1:<free port> answering with ``handler(method, path, body)``."""
+
+    handler: Callable[[str, str, bytes], Reply]
+    requests: list[tuple[str, str, bytes]] = field(default_factory=list)
+    max_parallel: int = 0
+    _active: int = 0
+
+    def __post_init__(self) -> None:
+        srv = self
+        lock = threading.Lock()
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep test output clean
+                pass
+
+            def _serve(self, method: str) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                with lock:
+                    srv.requests.append((method, self.path, body))
+                    srv._active += 1
+                    srv.max_parallel = max(srv.max_parallel, srv._active)
+                try:
+                    reply = srv.handler(method, self.path, body)
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", reply.content_type)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with lock:
+                        srv._active -= 1
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def chat_reply(content: str) -> Reply:
+    return Reply(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

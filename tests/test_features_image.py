@@ -1,0 +1,98 @@
+"""Item images: the real packaged EfficientNet-Lite0 on ml100k-mm posters, bad images, plug-in models."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+from features_helpers import cosine, mini_dataset  # noqa: E402
+from recgoat.errors import ConfigError  # noqa: E402
+from recgoat.features.image import ImageEncoder, ImagePreprocessor, load_image_backbone  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def posters():
+    ds = mini_dataset()
+    return [p for p in ds.items["image"].tolist()[:6]]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return ImageEncoder(batch_size=8, workers=2)
+
+
+def test_preprocessor_gives_centre_crop(tmp_path):
+    img = Image.new("RGB", (92, 138), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 92, 10))  # a blue band at the top is cropped away
+    path = tmp_path / "p.png"
+    img.save(path)
+    arr = ImagePreprocessor(224).load(path)
+    assert arr.shape == (224, 224, 3) and arr.dtype == np.uint8
+    assert (arr[:, :, 0] > 200).all() and (arr[:, :, 2] < 50).all()
+
+
+def test_real_model_on_posters(encoder, posters, tmp_path):
+    # a resized, slightly cropped copy of poster 0 must be nearer to it than to any other poster
+    with Image.open(posters[0]) as im:
+        w, h = im.size
+        copy = im.convert("RGB").crop((3, 4, w - 3, h - 4)).resize((int(w * 1.6), int(h * 1.6)), Image.BILINEAR)
+    copy_path = tmp_path / "copy.jpg"
+    copy.save(copy_path, quality=90)
+    x, mask, problems = encoder.encode(posters + [str(copy_path)])
+    assert x.shape == (7, 1280) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert mask.all() and problems.counts() == {"missing": 0, "unreadable": 0}
+    assert (np.abs(x).sum(1) > 0).all()
+    sims = [cosine(x[-1], x[i]) for i in range(6)]
+    assert int(np.argmax(sims)) == 0, sims
+    x2, _, _ = encoder.encode(posters[:2])  # deterministic, independent of batch composition
+    np.testing.assert_allclose(x2, x[:2], atol=1e-4)
+
+
+def test_bad_images_give_zero_rows_and_mask(encoder, posters, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(open(posters[1], "rb").read()[:200])
+    text = tmp_path / "text.png"
+    text.write_text("hello")
+    paths = [posters[0], None, str(tmp_path / "absent.jpg"), str(corrupt), str(truncated), str(text)]
+    x, mask, problems = encoder.encode(paths)
+    assert mask.tolist() == [True, False, False, False, False, False]
+    assert (x[1:] == 0).all() and np.abs(x[0]).sum() > 0
+    assert problems.counts() == {"missing": 2, "unreadable": 3}
+    assert "corrupt.jpg" in problems.unreadable[3]
+
+
+class TinyNet(nn.Module):
+    """A plug-in model returning a feature map (pooled by the encoder)."""
+
+    image_size = 64
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def make_tiny() -> nn.Module:
+    return TinyNet()
+
+
+def test_plug_in_model(posters):
+    enc = ImageEncoder(TinyNet(), batch_size=2)
+    assert enc.dim == 5 and enc.pre.image_size == 64
+    x, mask, _ = enc.encode(posters[:3])
+    assert x.shape == (3, 5) and mask.all()
+    enc2 = ImageEncoder("test_features_image:make_tiny")
+    np.testing.assert_allclose(enc2.encode(posters[:3])[0], x, atol=1e-6)
+    with pytest.raises(ConfigError, match="package.module:factory"):
+        load_image_backbone("resnet50")
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        load_image_backbone("no_such_module_xyz:build")

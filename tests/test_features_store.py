@@ -1,0 +1,238 @@
+"""The feature store: encode_all end to end with the real models, reuse, resume after an injected
+failure, validation in load_features, MMRec interop, URL images, and the CLI."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from features_helpers import Reply, ScriptedServer, chat_reply, mini_dataset  # noqa: E402
+from recgoat.errors import DataError  # noqa: E402
+from recgoat.features import (FeatureConfig, encode_all, export_mmrec, import_mmrec,  # noqa: E402
+                              load_features)
+from recgoat.features.cli import app  # noqa: E402
+
+CALLS = {"n": 0, "fail_at": None}
+
+
+class CountingNet(nn.Module):
+    """A tiny plug-in image model that counts its batches and can fail on one (an injected crash)."""
+
+    image_size = 32
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        CALLS["n"] += 1
+        if CALLS["fail_at"] is not None and CALLS["n"] >= CALLS["fail_at"]:
+            raise RuntimeError("injected crash")
+        return self.conv(x).amax(dim=(2, 3))
+
+
+def make_counting() -> nn.Module:
+    return CountingNet()
+
+
+TINY = "test_features_store:make_counting"
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    ds = mini_dataset()
+    out = tmp_path_factory.mktemp("feat")
+    encode_all(ds, out, FeatureConfig(max_chars=400, image_batch_size=5), progress=False)
+    return ds, out
+
+
+def test_encode_all_with_real_models(encoded):
+    ds, out = encoded
+    for name in ("text.npy", "text.json", "image.npy", "image.json", "image_mask.npy", "profile.npy",
+                 "profile.json", "profiles.jsonl"):
+        assert (out / name).exists(), name
+    assert not (out / ".partial").exists()
+    f = load_features(ds, out)
+    assert f.text.shape == (ds.n_items, 384) and f.image.shape == (ds.n_items, 1280)
+    assert f.profile.shape == (ds.n_users, 384) and f.image_mask.all()
+    for m in f.manifests.values():
+        assert m["dataset_fingerprint"] == ds.fingerprint() and m["created"] and m["encoder"]
+    assert "all-MiniLM-L6-v2" in f.manifests["text"]["encoder"]
+    assert f.manifests["text"]["text_template"].startswith("field: value lines over title")
+    assert "efficientnet-lite0" in f.manifests["image"]["encoder"]
+    assert f.manifests["image"]["images"] == {"ok": ds.n_items, "missing": 0, "unreadable": 0, "download_failed": 0}
+    assert f.manifests["profile"]["template_made"] is True and f.manifests["profile"]["history_split"] == "train"
+
+
+def test_reuse_when_nothing_changed(encoded, monkeypatch, tmp_path):
+    ds, out = encoded
+    import recgoat.features.image as image_mod
+    import recgoat.features.text as text_mod
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed although up to date")
+
+    monkeypatch.setattr(text_mod.TextEncoder, "__init__", boom)
+    monkeypatch.setattr(image_mod.ImageEncoder, "__init__", boom)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    encode_all(ds, out, FeatureConfig(max_chars=400), progress=False)
+    assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    with pytest.raises(AssertionError, match="recomputed"):  # a new template is a change
+        encode_all(ds, out, FeatureConfig(max_chars=400, text_template="{title}"), which=("text",), progress=False)
+
+
+def test_load_features_validation(encoded, tmp_path):
+    ds, out = encoded
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    text = np.load(bad / "text.npy")
+    np.save(bad / "text.npy", text[:-1])
+    with pytest.raises(DataError, match=rf"text.npy: shape .*expected {ds.n_items} rows"):
+        load_features(ds, bad)
+    text[2, 5] = np.nan
+    np.save(bad / "text.npy", text)
+    with pytest.raises(DataError, match="1 rows hold NaN or inf"):
+        load_features(ds, bad)
+    shutil.copy(out / "text.npy", bad / "text.npy")
+    other = mini_dataset(n_users=5)
+    with pytest.raises(DataError, match="fingerprint"):
+        load_features(other, bad)
+    (bad / "image_mask.npy").unlink()
+    with pytest.raises(DataError, match="image mask missing"):
+        load_features(ds, bad)
+    (bad / "profile.json").unlink()
+    with pytest.raises(DataError, match="manifest missing"):
+        load_features(ds, bad)
+    with pytest.raises(DataError, match="no feature files"):
+        load_features(ds, tmp_path)
+
+
+def test_mmrec_export_import_roundtrip(encoded, tmp_path):
+    ds, out = encoded
+    written = export_mmrec(out, tmp_path / "mm")
+    assert sorted(p.name for p in written) == ["image_feat.npy", "text_feat.npy"]
+    img = np.load(tmp_path / "mm" / "image_feat.npy")
+    img[1] = 0  # MMRec marks no image as a zero row
+    np.save(tmp_path / "mm" / "image_feat.npy", img)
+    import_mmrec(ds, tmp_path / "mm", tmp_path / "imported")
+    f = load_features(ds, tmp_path / "imported")
+    np.testing.assert_array_equal(f.text, np.load(out / "text.npy"))
+    assert f.image_mask.tolist() == [i != 1 for i in range(ds.n_items)]
+    assert "MMRec" in f.manifests["text"]["encoder"]
+    np.save(tmp_path / "mm" / "text_feat.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(DataError, match="expected 10 rows"):
+        import_mmrec(ds, tmp_path / "mm", tmp_path / "imported2")
+
+
+def test_image_resume_after_injected_failure(tmp_path):
+    ds = mini_dataset()
+    cfg = FeatureConfig(image_model=TINY, image_batch_size=2, chunk_size=4)
+    CALLS.update(n=0, fail_at=4)  # model: dim probe (1) + chunk 0 (2 batches) ok; crash in chunk 1
+    with pytest.raises(RuntimeError, match="injected crash"):
+        encode_all(ds, tmp_path, cfg, which=("image",), progress=False)
+    assert not (tmp_path / "image.npy").exists()
+    assert len(list((tmp_path / ".partial").glob("*/00000.json"))) == 1
+    CALLS.update(n=0, fail_at=None)
+    encode_all(ds, tmp_path, cfg, which=("image",), progress=False)
+    assert CALLS["n"] == 1 + 3  # dim probe + chunks 1 and 2 only (4 + 2 items in batches of 2: 2 + 1)
+    f = load_features(ds, tmp_path)
+    CALLS.update(n=0)
+    fresh = tmp_path / "fresh"
+    encode_all(ds, fresh, cfg, which=("image",), progress=False)
+    np.testing.assert_allclose(load_features(ds, fresh).image, f.image, atol=1e-6)
+    assert not (tmp_path / ".partial").exists()
+
+
+def test_url_images_and_dataset_without_images(tmp_path):
+    ds = mini_dataset()
+    posters = ds.items["image"].tolist()
+
+    def handler(method, path, body):
+        k = int(path.strip("/").split(".")[0])
+        if k == 2:
+            return Reply(404, b"gone")
+        return Reply(200, open(posters[k], "rb").read(), content_type="image/jpeg")
+
+    srv = ScriptedServer(handler)
+    try:
+        ds.items["image"] = [f"{srv.url}/{k}.jpg" for k in range(ds.n_items)]
+        ds.items.loc[5, "image"] = None
+        encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, download_retries=0), which=("image",),
+                   progress=False)
+        f = load_features(ds, tmp_path)
+        assert f.image_mask.tolist() == [k not in (2, 5) for k in range(ds.n_items)]
+        assert (f.image[[2, 5]] == 0).all()
+        images = f.manifests["image"]["images"]
+        assert images == {"ok": ds.n_items - 2, "missing": 1, "unreadable": 0, "download_failed": 1}
+        assert "HTTP 404" in f.manifests["image"]["problem_examples"]["download_failed"][0]
+        assert len(list((tmp_path / "image_cache").iterdir())) == ds.n_items - 2
+    finally:
+        srv.close()
+    no_img = mini_dataset()
+    no_img.items = no_img.items.drop(columns=["image"])
+    encode_all(no_img, tmp_path / "none", FeatureConfig(), which=("image",), progress=False)
+    assert not (tmp_path / "none" / "image.npy").exists()
+
+
+def test_cli_users_and_error(tmp_path):
+    ds = mini_dataset(n_users=3)
+    ds.save(tmp_path / "ds")
+    runner = CliRunner()
+    res = runner.invoke(app, ["users", str(tmp_path / "ds"), "--out", str(tmp_path / "f"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "users: 3 x 384" in res.output and "TEMPLATE-MADE (no LLM)" in res.output
+    assert np.load(tmp_path / "f" / "profile.npy").shape == (3, 384)
+    res = runner.invoke(app, ["text", str(tmp_path / "nope")])
+    assert res.exit_code == 1
+    assert res.output.strip().startswith("error: ") and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["image", str(tmp_path / "ds"), "--out", str(tmp_path / "f"),
+                              "--image-model", "resnet50", "--no-progress"])
+    assert res.exit_code == 1 and "package.module:factory" in res.output
+
+
+@pytest.mark.slow
+def test_killed_cli_resumes_without_repeating_llm_calls(tmp_path):
+    """Kill `recgoat encode users` (openai backend) halfway; the re-run asks only for the rest."""
+    ds = mini_dataset()
+    ds.save(tmp_path / "ds")
+    seen = []
+
+    def handler(method, path, body):
+        seen.append(json.loads(body)["messages"][-1]["content"])
+        return Reply(**{**chat_reply(f"<answer>profile {len(seen)}</answer>").__dict__, "delay": 0.4})
+
+    srv = ScriptedServer(handler)
+    cmd = [sys.executable, "-m", "recgoat.features.cli", "users", str(tmp_path / "ds"), "--out",
+           str(tmp_path / "f"), "--backend", "openai", "--llm-base-url", srv.url + "/v1", "--llm-model", "m",
+           "--llm-concurrency", "1", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while len(seen) < 4 and time.time() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        assert (tmp_path / "f" / "profiles.jsonl").exists(), (len(seen), proc.stdout.read().decode()[-2000:])
+        lines = (tmp_path / "f" / "profiles.jsonl").read_text().splitlines()
+        done = len(lines)
+        assert 3 <= done < ds.n_users and not (tmp_path / "f" / "profile.npy").exists()
+        before = len(seen)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert len(seen) - before == ds.n_users - done  # only the missing profiles were requested
+        assert np.load(tmp_path / "f" / "profile.npy").shape == (ds.n_users, 384)
+    finally:
+        srv.close()

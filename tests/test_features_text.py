@@ -1,0 +1,70 @@
+"""Item text: template, truncation, and the real packaged MiniLM model run offline on ml100k-mm items."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from features_helpers import cosine, mini_dataset  # noqa: E402
+from recgoat.errors import ConfigError  # noqa: E402
+from recgoat.features.text import TextEncoder, build_item_texts, resolve_text_model, truncate  # noqa: E402
+
+ITEMS = pd.DataFrame({"item_id": ["a", "b"], "title": ["Toy Story (1995)", "Heat"],
+                      "genres": ["Animation|Children", None], "overview": ["Toys  come\talive.", ""]})
+
+
+def test_default_template_lists_non_empty_fields():
+    texts = build_item_texts(ITEMS, 2, ["title", "genres", "overview"])
+    assert texts[0] == "title: Toy Story (1995)\ngenres: Animation, Children\noverview: Toys come alive."
+    assert texts[1] == "title: Heat"
+
+
+def test_custom_template_and_unknown_field():
+    texts = build_item_texts(ITEMS, 2, ["title"], template="{title}. Genres: {genres}. {overview}")
+    assert texts == ["Toy Story (1995). Genres: Animation, Children. Toys come alive.", "Heat. Genres: ."]
+    with pytest.raises(ConfigError, match=r"\{brand\}.*available: item_id, title"):
+        build_item_texts(ITEMS, 2, ["title"], template="{title} by {brand}")
+
+
+def test_truncate_at_word_boundary():
+    text = "word " * 100
+    cut = truncate(text, 52)
+    assert len(cut) <= 52 and cut.endswith("…") and not cut[:-1].endswith(" ")
+    assert cut[:-1].split() == ["word"] * len(cut[:-1].split())
+    assert truncate("short", 52) == "short"
+
+
+def test_texts_are_truncated_to_max_chars():
+    ds = mini_dataset()
+    texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, max_chars=120)
+    assert all(len(t) <= 120 for t in texts) and any(t.endswith("…") for t in texts)
+
+
+def test_default_model_is_the_packaged_one():
+    target, identity = resolve_text_model(None)
+    assert os.path.isdir(target) and "all-MiniLM-L6-v2" in identity
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_text_model("./no/such/model")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(batch_size=4)
+
+
+def test_real_model_shapes_determinism_and_semantics(encoder):
+    ds = mini_dataset()
+    texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, max_chars=600)
+    idx = {t: i for i, t in enumerate(ds.items["title"])}
+    pick = [idx["Aladdin (1992)"], idx["Lion King, The (1994)"], idx["Platoon (1986)"]]
+    sub = [texts[i] for i in pick]
+    x = encoder.encode(sub)
+    assert x.shape == (3, 384) and x.dtype == np.float32 and np.isfinite(x).all()
+    np.testing.assert_array_equal(x, encoder.encode(sub))  # deterministic
+    # order does not matter (length-sorted batches are un-sorted)
+    np.testing.assert_allclose(encoder.encode(sub[::-1])[::-1], x, atol=1e-5)
+    aladdin, lion, war = x
+    assert cosine(aladdin, lion) > cosine(aladdin, war)
+    assert cosine(aladdin, lion) > cosine(lion, war)

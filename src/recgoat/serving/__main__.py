@@ -1,0 +1,53 @@
+"""``python -m recgoat.serving ARTEFACT [--host 127.0.0.1] [--port 8000] [--index flat]``: run the service.
+
+One uvicorn worker; faiss and torch are kept to one thread each, since requests are tiny and concurrency
+comes from the event loop, not from intra-op threads.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recgoat.serving.retrieval import INDEX_KINDS
+
+    p = argparse.ArgumentParser(prog="python -m recgoat.serving", description=__doc__.splitlines()[0])
+    p.add_argument("run", help="artefact folder written by `recgoat export`")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--index", choices=INDEX_KINDS, default="flat", help="flat: exact; hnsw/ivf: approximate")
+    p.add_argument("--log-level", default="warning")
+    args = p.parse_args(argv)
+    return serve(args.run, args.host, args.port, args.index, args.log_level)
+
+
+def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str = "flat",
+          log_level: str = "warning") -> int:
+    import faiss
+    import torch
+    import uvicorn
+
+    from recgoat.errors import RecGOATError
+    from recgoat.serving.app import create_app
+    from recgoat.serving.artifacts import load_run
+
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        app = create_app(load_run(run_path), index)
+    except RecGOATError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # everything loaded so far lives as long as the process: keep it out of the cyclic GC's full passes,
+    # which would otherwise walk torch, pandas and the item table and show up as latency spikes
+    gc.collect()
+    gc.freeze()
+    print(f"serving {run_path} on http://{host}:{port}/ (docs: /docs)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+r"""The recommendation service: a FastAPI app over a loaded artefact (:mod:`recgoat.serving.artifacts`).
+
+Endpoints (OpenAPI docs at ``/docs``):
+
+- ``GET /recommend?user_id=&k=&exclude_seen=`` — top-K for a training user, ranking
+  :math:`z_u^\top z_i` with a faiss index; seen items are filtered by over-fetching.
+- ``GET /similar-items?item_id=&k=`` — nearest items by cosine of item embeddings,
+  :math:`\cos(z_i, z_j)`, the item itself excluded.
+- ``POST /recommend`` — a user not in training (fold-in). From liked items ``L``:
+  :math:`z = \frac1{|L|}\sum_{i\in L} z_i`, one LightGCN-style propagation step from the items (exact
+  for a one-layer mean aggregator, a good proxy for MF). From a profile text ``t`` (runs exported with
+  text features): encode ``t`` with the run's text encoder, take the ``m`` items whose text features are
+  most cosine-similar, :math:`z = \sum_j w_j z_j` with :math:`w \propto \max(\cos, 0)`. Both given:
+  the mean of the two vectors.
+- ``GET /users``, ``GET /users/{id}/history``, ``GET /items``, ``GET /items/{id}/image`` — what the web
+  page needs; the image endpoint only serves files listed in the artefact's item table.
+- ``GET /health``, ``GET /metadata``; ``GET /`` is the web page (``static/``).
+
+Unknown ids are 404, bad parameters 422; every input is validated so bad input never yields a 500.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from recgoat.errors import RecGOATError
+from recgoat.serving.artifacts import DISPLAY_FIELDS, Run
+from recgoat.serving.retrieval import ItemIndex
+
+STATIC = Path(__file__).parent / "static"
+MAX_K = 1000
+LONG_FIELDS = ("title", "overview", "description")
+TEXT_NEIGHBOURS = 20  # items whose embeddings represent a profile text
+MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
+               ".webp": "image/webp"}
+
+
+# ------------------------------------------------------------------------------------------- schemas
+class Item(BaseModel):
+    item_id: str
+    title: str
+    score: float | None = None
+    image_url: str | None = None
+    details: dict[str, str] = Field(default_factory=dict, description="other display fields (genres, year…)")
+
+
+class Recommendations(BaseModel):
+    user_id: str | None = Field(None, description="null for a cold-start (POST) request")
+    k: int
+    exclude_seen: bool
+    items: list[Item]
+
+
+class SimilarItems(BaseModel):
+    item: Item
+    k: int
+    items: list[Item]
+
+
+class History(BaseModel):
+    user_id: str
+    n_interactions: int
+    items: list[Item] = Field(description="most recent first")
+
+
+class UserRow(BaseModel):
+    user_id: str
+    n_interactions: int
+
+
+class Users(BaseModel):
+    total: int
+    users: list[UserRow]
+
+
+class ItemList(BaseModel):
+    total: int
+    items: list[Item]
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    users: int
+    items: int
+
+
+class Metadata(BaseModel):
+    format_version: int
+    created: str | None
+    model: str
+    dataset: str
+    dataset_fingerprint: str | None
+    n_users: int
+    n_items: int
+    embedding_dim: int
+    index: str
+    has_images: bool
+    has_text_encoder: bool
+    text_encoder: str | None
+    display_fields: list[str]
+    summary: dict[str, Any]
+
+
+class ColdStart(BaseModel):
+    """A user not in training: items they liked and/or a profile text."""
+
+    model_config = ConfigDict(extra="forbid")
+    item_ids: list[str] = Field(default_factory=list, max_length=2000)
+    text: str | None = Field(None, max_length=10_000, description="profile text (runs with a text encoder)")
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude_seen: bool = Field(True, description="leave out the liked items")
+
+
+# ------------------------------------------------------------------------------------------- service
+class Service:
+    """Request logic on top of a :class:`Run`: indexes, display rows, fold-in."""
+
+    def __init__(self, run: Run, index: str = "flat"):
+        self.run = run
+        self.index = ItemIndex(run.item_emb, index)
+        norms = np.linalg.norm(run.item_emb, axis=1, keepdims=True)
+        self.cosine = ItemIndex(run.item_emb / np.maximum(norms, 1e-12), "flat")
+        self.n_seen = np.diff(run.seen.indptr)
+        items = run.items
+        # short fields only: long descriptions would bloat every response (the CLI still shows them)
+        self.fields = [c for c in DISPLAY_FIELDS if c in items.columns and c not in LONG_FIELDS]
+        titles = items["title"].astype(str).tolist()
+        images = [self._image_url(i) for i in range(run.n_items)]
+        cols = {c: items[c].astype(str).tolist() for c in self.fields}
+        # display rows built once; a request only adds scores
+        self.rows = [{"item_id": run.item_ids[i], "title": titles[i], "image_url": images[i],
+                      "details": {c: cols[c][i] for c in self.fields if cols[c][i] not in ("", "None", "nan")}}
+                     for i in range(run.n_items)]
+        # "%r" for the score: repr of a Python float is valid JSON and round-trips exactly
+        self.fragments = [Item.model_construct(score=None, **row).model_dump_json().replace("%", "%%")
+                          .replace('"score":null', '"score":%r', 1) for row in self.rows]
+        self.titles_lower = pd.Series(titles, dtype=object).str.lower()
+        self.user_series = pd.Series(run.user_ids, dtype=object)
+        allowed = {rel for rel in run.meta.get("files", {}) if rel.startswith("images/")}
+        self.image_files = {i: run.path / ref for i, ref in enumerate(run.image_refs)
+                            if ref is not None and ref in allowed}
+        self._encoder = None
+        self._encoder_lock = threading.Lock()
+
+    def _image_url(self, i: int) -> str | None:
+        ref = self.run.image_refs[i]
+        if ref is None:
+            return None
+        if ref.startswith(("http://", "https://")):
+            return ref
+        return f"/items/{quote(self.run.item_ids[i], safe='')}/image"
+
+    # ------------------------------------------------------------------ lookups (404 on unknown ids)
+    def user(self, user_id: str) -> int:
+        u = self.run.user_index.get(user_id)
+        if u is None:
+            raise HTTPException(404, f"unknown user_id {user_id!r}")
+        return u
+
+    def item(self, item_id: str) -> int:
+        i = self.run.item_index.get(item_id)
+        if i is None:
+            raise HTTPException(404, f"unknown item_id {item_id!r}")
+        return i
+
+    def recommendations_json(self, user_id: str | None, k: int, exclude_seen: bool, ids: np.ndarray,
+                             scores: np.ndarray) -> bytes:
+        return ('{"user_id":%s,"k":%d,"exclude_seen":%s,"items":[%s]}'
+                % (json.dumps(user_id), k, "true" if exclude_seen else "false", self.scored(ids, scores))).encode()
+
+    def scored(self, ids: np.ndarray, scores: np.ndarray) -> str:
+        """JSON list body of scored items (ids ``-1`` are padding and dropped)."""
+        return ",".join(self.fragments[i] % float(scores[j]) for j, i in enumerate(ids.tolist()) if i >= 0)
+
+    def items_out(self, ids: np.ndarray, scores: np.ndarray | None = None) -> list[Item]:
+        out = []
+        for j, i in enumerate(ids.tolist()):
+            if i < 0:
+                break
+            row = self.rows[i]
+            out.append(Item.model_construct(score=None if scores is None else float(scores[j]), **row))
+        return out
+
+    # ------------------------------------------------------------------ requests
+    def recommend(self, u: int, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        exclude = [self.run.seen_items(u)] if exclude_seen else None
+        ids, scores = self.index.search(self.run.user_emb[u:u + 1], k, exclude)
+        return ids[0], scores[0]
+
+    def similar(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores = self.cosine.search(self.cosine_query(i), k, [np.array([i])])
+        return ids[0], scores[0]
+
+    def cosine_query(self, i: int) -> np.ndarray:
+        v = self.run.item_emb[i:i + 1]
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def encoder(self):
+        with self._encoder_lock:
+            if self._encoder is None:
+                from recgoat.features.text import DEFAULT_TEXT_MODEL_NAME, TextEncoder
+
+                name = (self.run.meta.get("text_encoder") or {}).get("encoder") or ""
+                # the feature manifest names the packaged model "<name> (packaged …)"
+                self._encoder = TextEncoder(None if name.startswith(DEFAULT_TEXT_MODEL_NAME) else name)
+            return self._encoder
+
+    def fold_in(self, items: np.ndarray, text: str | None) -> np.ndarray:
+        parts = []
+        if len(items):
+            parts.append(self.run.item_emb[items].mean(axis=0))
+        if text:
+            top, w = self.text_neighbours(text)
+            parts.append(w @ self.run.item_emb[top])
+        return np.mean(parts, axis=0, dtype=np.float32)[None, :]
+
+    def text_neighbours(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The items whose text features are nearest a profile text (by cosine), and their weights."""
+        t = self.encoder().encode([text])[0]
+        feats = self.run.item_text
+        sims = feats @ t / np.maximum(np.linalg.norm(feats, axis=1) * np.linalg.norm(t), 1e-12)
+        top = np.argpartition(-sims, min(TEXT_NEIGHBOURS, len(sims)) - 1)[:TEXT_NEIGHBOURS]
+        top = top[np.argsort(-sims[top], kind="stable")]
+        w = np.maximum(sims[top], 0.0)
+        w = w / w.sum() if w.sum() > 0 else np.full(len(top), 1.0 / len(top))
+        return top, w.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- app
+def _warm(svc: Service) -> None:
+    try:
+        svc.encoder()
+    except RecGOATError:
+        pass  # reported as 503 on the first request that needs it
+
+
+def create_app(run: Run, index: str = "flat") -> FastAPI:
+    """The FastAPI app serving ``run`` (``index``: ``flat`` exact, ``hnsw`` or ``ivf`` approximate)."""
+    svc = Service(run, index)
+    if run.has_text_encoder:  # load the text model in the background so the first profile is quick
+        threading.Thread(target=_warm, args=(svc,), daemon=True).start()
+    meta = run.meta
+    app = FastAPI(title="recgoat recommendations", version=str(meta.get("format_version")),
+                  description=f"{meta.get('model')} trained on {meta.get('dataset')}")
+    app.state.service = svc
+    K = Query(10, ge=1, le=MAX_K, description="number of items")
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        return Health(status="ok", model=str(meta.get("model")), users=run.n_users, items=run.n_items)
+
+    @app.get("/metadata", response_model=Metadata)
+    async def metadata() -> Metadata:
+        enc = (meta.get("text_encoder") or {}).get("encoder") if run.has_text_encoder else None
+        return Metadata(format_version=meta["format_version"], created=meta.get("created"),
+                        model=str(meta.get("model")), dataset=str(meta.get("dataset")),
+                        dataset_fingerprint=meta.get("dataset_fingerprint"), n_users=run.n_users,
+                        n_items=run.n_items, embedding_dim=int(run.item_emb.shape[1]), index=index,
+                        has_images=bool(svc.image_files), has_text_encoder=run.has_text_encoder,
+                        text_encoder=enc, display_fields=["title", *svc.fields],
+                        summary=meta.get("summary") or {})
+
+    @app.get("/recommend", response_model=Recommendations)
+    async def recommend(user_id: str = Query(..., min_length=1, max_length=200), k: int = K,
+                        exclude_seen: bool = True) -> Response:
+        ids, scores = svc.recommend(svc.user(user_id), k, exclude_seen)
+        # the hot path: JSON assembled from per-item fragments made once (same schema as Recommendations)
+        return Response(svc.recommendations_json(user_id, k, exclude_seen, ids, scores),
+                        media_type="application/json")
+
+    @app.post("/recommend", response_model=Recommendations)
+    async def recommend_cold(body: ColdStart) -> Response:
+        unknown = [i for i in body.item_ids if i not in run.item_index]
+        if unknown:
+            raise HTTPException(404, f"unknown item_id(s): {', '.join(map(repr, unknown[:20]))}")
+        text = (body.text or "").strip()
+        if text and not run.has_text_encoder:
+            raise HTTPException(422, "this run has no text encoder (export it with --features to enable "
+                                     "profile texts); give item_ids instead")
+        if not body.item_ids and not text:
+            raise HTTPException(422, "give at least one liked item id in item_ids, or a profile text")
+        items = np.unique(np.array([run.item_index[i] for i in body.item_ids], np.int64))
+        try:
+            # the text encoder is a model forward pass: off the event loop
+            z = await run_in_threadpool(svc.fold_in, items, text) if text else svc.fold_in(items, None)
+        except RecGOATError as e:  # the text model could not be loaded on this machine
+            raise HTTPException(503, f"text encoder unavailable: {e}") from None
+        ids, scores = svc.index.search(z, body.k, [items] if body.exclude_seen else None)
+        return Response(svc.recommendations_json(None, body.k, body.exclude_seen, ids[0], scores[0]),
+                        media_type="application/json")
+
+    @app.get("/similar-items", response_model=SimilarItems)
+    async def similar_items(item_id: str = Query(..., min_length=1, max_length=200), k: int = K) -> Response:
+        i = svc.item(item_id)
+        ids, scores = svc.similar(i, k)
+        unscored = svc.fragments[i].replace('"score":%r', '"score":null', 1) % ()
+        body = '{"item":%s,"k":%d,"items":[%s]}' % (unscored, k, svc.scored(ids, scores))
+        return Response(body.encode(), media_type="application/json")
+
+    @app.get("/users", response_model=Users)
+    async def users(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000),
+                    q: str | None = Query(None, max_length=200, description="user id prefix")) -> Users:
+        ids = run.user_ids
+        idx = np.arange(run.n_users) if not q else np.flatnonzero(svc.user_series.str.startswith(q).to_numpy())
+        page = idx[offset:offset + limit]
+        return Users(total=len(idx), users=[UserRow(user_id=ids[u], n_interactions=int(svc.n_seen[u]))
+                                            for u in page.tolist()])
+
+    @app.get("/users/{user_id}/history", response_model=History)
+    async def history(user_id: str, n: int = Query(20, ge=1, le=MAX_K)) -> History:
+        u = svc.user(user_id)
+        return History(user_id=user_id, n_interactions=int(svc.n_seen[u]),
+                       items=svc.items_out(run.recent_history(u, n)))
+
+    @app.get("/items", response_model=ItemList)
+    async def items(q: str = Query("", max_length=200, description="case-insensitive title substring"),
+                    limit: int = Query(20, ge=1, le=MAX_K)) -> ItemList:
+        needle = q.lower().strip()
+        hits = np.flatnonzero(svc.titles_lower.str.contains(needle, regex=False).to_numpy()) if needle \
+            else np.arange(run.n_items)
+        return ItemList(total=len(hits), items=svc.items_out(hits[:limit]))
+
+    @app.get("/items/{item_id}/image", response_class=FileResponse,
+             responses={404: {"description": "unknown item, or the item has no image file"}})
+    async def image(item_id: str) -> FileResponse:
+        path = svc.image_files.get(svc.item(item_id))
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"item {item_id!r} has no image")
+        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
+                            headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,283 @@
+"""Model artefacts: a trained run exported as a self-describing, checksummed folder.
+
+Serving needs no dataset, no features and no model forward pass: everything a request touches is
+precomputed at export time. Scores are the shared model API's inner product
+(``score(u, i) = Z_U[u] · Z_I[i]``, see :mod:`recgoat.models.base`), so the final embeddings are all a
+ranking needs; the model itself is kept too (``model/``, :meth:`Recommender.save` format) so a loaded
+run reproduces the in-memory model's scores exactly.
+
+Layout::
+
+    artifact.json          format version, created, model and dataset names, sizes, sha256 of every file
+    model/                 model.json + weights.safetensors (Recommender.save, carries its own sha256)
+    embeddings.safetensors final ``user_emb`` (U×d) and ``item_emb`` (I×d), float32
+    ids.json               {"users": [...], "items": [...]}: original id of each internal id
+    items.parquet          item_id, display fields (title, genres, year, …), ``image`` (relative file or URL)
+    history.parquet        training interactions: user, item (internal ids), timestamp, rating
+    images/                local item images copied from the dataset (only files listed in items.parquet)
+    text.safetensors       optional: item text features (I×Dt) when the run was exported with features
+
+Loading (:func:`load_run`) checks the format version and every file's sha256 and refuses a folder that
+is incomplete, corrupt or inconsistent with a :class:`~recgoat.errors.DataError`. Nothing is pickled:
+tensors are safetensors, tables Parquet, the rest JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from recgoat.errors import DataError
+from recgoat.io import atomic_path, read_json, write_json
+
+ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FILE = "artifact.json"
+# item columns worth showing; long free text is cut so the table stays small
+DISPLAY_FIELDS = ("title", "genres", "year", "category", "categories", "brand", "overview", "description")
+MAX_TEXT_CHARS = 400
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- export
+def _display_items(dataset, out: Path) -> pd.DataFrame:
+    """One row per internal item: original id, short display fields, and a servable image reference."""
+    table = pd.DataFrame({"item_id": [str(i) for i in dataset.item_ids]})
+    src = dataset.items
+    if src is not None:
+        for col in DISPLAY_FIELDS:
+            if col in src.columns:
+                text = src[col].astype("string").fillna("").str.replace("|", ", ", regex=False)
+                table[col] = text.str.slice(0, MAX_TEXT_CHARS).to_numpy(dtype=object)
+    if "title" not in table.columns:
+        table["title"] = table["item_id"]
+    images: list[str | None] = [None] * len(table)
+    if src is not None and "image" in src.columns:
+        (out / "images").mkdir(exist_ok=True)
+        for i, ref in enumerate(src["image"].tolist()):
+            if not isinstance(ref, str) or not ref:
+                continue
+            if ref.startswith(("http://", "https://")):
+                images[i] = ref  # shown by the browser directly; never fetched by the server
+                continue
+            path = Path(ref)
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                rel = f"images/{i}{path.suffix.lower()}"
+                shutil.copyfile(path, out / rel)
+                images[i] = rel
+    table["image"] = pd.Series(images, dtype=object)
+    return table
+
+
+def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path | None = None,
+               overwrite: bool = False) -> Path:
+    """Write a trained ``model`` and what serving needs from ``dataset`` into ``out_dir``.
+
+    ``features_folder`` (from ``recgoat encode``) adds the item text features and the name of their
+    text encoder, which enables cold-start recommendation from a profile text.
+    """
+    out = Path(out_dir)
+    if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
+        raise DataError(out, f"model has {model.n_users} users × {model.n_items} items but dataset "
+                             f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not the data it was "
+                             f"trained on")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite and not (out / ARTIFACT_FILE).exists():
+            raise DataError(out, "exists and is not an artefact folder; refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save(out / "model")
+    u_emb, i_emb = model.final_embeddings()
+    with atomic_path(out / "embeddings.safetensors") as tmp:
+        save_file({"user_emb": u_emb.clone().contiguous(), "item_emb": i_emb.clone().contiguous()}, str(tmp))
+    write_json(out / "ids.json", {"users": [str(u) for u in dataset.user_ids],
+                                  "items": [str(i) for i in dataset.item_ids]})
+    items = _display_items(dataset, out)
+    with atomic_path(out / "items.parquet") as tmp:
+        items.to_parquet(tmp, index=False)
+    train = dataset.split_frame("train") if dataset.has_split else dataset.interactions
+    hist = pd.DataFrame({"user": train["user"].to_numpy(np.int64), "item": train["item"].to_numpy(np.int64)})
+    hist["timestamp"] = train["timestamp"].to_numpy(np.int64) if "timestamp" in train.columns else 0
+    if "rating" in train.columns:
+        hist["rating"] = train["rating"].to_numpy(np.float32)
+    with atomic_path(out / "history.parquet") as tmp:
+        hist.to_parquet(tmp, index=False)
+
+    text_model = None
+    if features_folder is not None:
+        from recgoat.features.store import load_features
+
+        feats = load_features(dataset, features_folder)
+        if feats.text is not None:
+            with atomic_path(out / "text.safetensors") as tmp:
+                save_file({"item_text": torch.from_numpy(np.ascontiguousarray(feats.text, np.float32))}, str(tmp))
+            man = feats.manifests.get("text", {})
+            text_model = {"encoder": man.get("encoder"), "text_model": man.get("text_model")}
+
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ARTIFACT_FILE)
+    write_json(out / ARTIFACT_FILE, {
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model.name,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "n_users": int(dataset.n_users),
+        "n_items": int(dataset.n_items),
+        "embedding_dim": int(i_emb.shape[1]),
+        "text_encoder": text_model,
+        "summary": model.summary,
+        "files": {p.relative_to(out).as_posix(): sha256_file(p) for p in files},
+    })
+    return out
+
+
+# --------------------------------------------------------------------------------------------- load
+@dataclass
+class Run:
+    """A loaded artefact: embeddings, id maps, display table and training history, all validated."""
+
+    path: Path
+    meta: dict[str, Any]
+    user_emb: np.ndarray  # U×d float32
+    item_emb: np.ndarray  # I×d float32
+    user_ids: list[str]
+    item_ids: list[str]
+    items: pd.DataFrame
+    history: pd.DataFrame
+    seen: sp.csr_matrix  # U×I training matrix, rows sorted by time for "recent history"
+    item_text: np.ndarray | None = None
+    _model: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+        col = self.items["image"].tolist() if "image" in self.items.columns else [None] * len(self.item_ids)
+        self.image_refs: list[str | None] = [v if isinstance(v, str) and v else None for v in col]
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def has_text_encoder(self) -> bool:
+        enc = self.meta.get("text_encoder") or {}
+        return self.item_text is not None and bool(enc.get("encoder"))
+
+    @property
+    def model(self):
+        """The saved :class:`Recommender` itself (loaded on first use; serving does not need it)."""
+        if self._model is None:
+            from recgoat.models.base import Recommender
+
+            self._model = Recommender.load(self.path / "model")
+        return self._model
+
+    def score(self, users) -> torch.Tensor:
+        """Scores ``[len(users), n_items]``: the same float32 product as :meth:`Recommender.score`."""
+        users = torch.as_tensor(np.asarray(users), dtype=torch.long)
+        return torch.from_numpy(self.user_emb)[users] @ torch.from_numpy(self.item_emb).t()
+
+    def seen_items(self, user: int) -> np.ndarray:
+        m = self.seen
+        return m.indices[m.indptr[user]:m.indptr[user + 1]]
+
+    def recent_history(self, user: int, n: int = 20) -> np.ndarray:
+        """The user's last ``n`` training items, most recent first."""
+        return self.seen_items(user)[::-1][:n]
+
+    def image_ref(self, item: int) -> str | None:
+        """The item's image as listed in the item table: a file inside the artefact or a URL (or None)."""
+        return self.image_refs[item]
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """Check ``artifact.json``'s format version and every listed file's sha256; return the metadata."""
+    path = Path(path)
+    meta_path = path / ARTIFACT_FILE
+    if not path.is_dir():
+        raise DataError(path, "no such artefact folder")
+    if not meta_path.exists():
+        hint = " (a trainer run folder: export it first with `recgoat export RUN_DIR --dataset NAME --out DIR`)" \
+            if (path / "best").is_dir() or (path / "result.json").exists() else ""
+        raise DataError(path, f"not a model artefact folder: {ARTIFACT_FILE} is missing{hint}")
+    try:
+        meta = read_json(meta_path)
+    except ValueError as e:
+        raise DataError(meta_path, f"corrupt JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise DataError(meta_path, f"artefact format version {version!r} is not the supported "
+                                   f"{ARTIFACT_FORMAT_VERSION}; re-export the run with this version of recgoat")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files:
+        raise DataError(meta_path, "lists no files")
+    for rel, digest in files.items():
+        f = (path / rel).resolve()
+        if path.resolve() not in f.parents:
+            raise DataError(meta_path, f"lists a file outside the artefact: {rel!r}")
+        if not f.is_file():
+            raise DataError(f, "missing: the artefact is incomplete")
+        if sha256_file(f) != digest:
+            raise DataError(f, "checksum mismatch: the file is corrupt or was replaced")
+    return meta
+
+
+def load_run(path: str | Path) -> Run:
+    """Load and validate an artefact folder written by :func:`export_run`."""
+    path = Path(path)
+    meta = verify(path)
+    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
+    emb = load_file(str(path / "embeddings.safetensors"))
+    user_emb, item_emb = emb["user_emb"].numpy(), emb["item_emb"].numpy()
+    ids = read_json(path / "ids.json")
+    users, items_ids = [str(u) for u in ids["users"]], [str(i) for i in ids["items"]]
+    items = pd.read_parquet(path / "items.parquet")
+    history = pd.read_parquet(path / "history.parquet")
+    problems = []
+    if user_emb.shape[0] != n_users or len(users) != n_users:
+        problems.append(f"{user_emb.shape[0]} user embeddings / {len(users)} user ids for {n_users} users")
+    if item_emb.shape[0] != n_items or len(items_ids) != n_items or len(items) != n_items:
+        problems.append(f"{item_emb.shape[0]} item embeddings / {len(items_ids)} item ids / {len(items)} item "
+                        f"rows for {n_items} items")
+    if user_emb.shape[1:] != item_emb.shape[1:]:
+        problems.append(f"user and item embedding sizes differ ({user_emb.shape[1:]} vs {item_emb.shape[1:]})")
+    if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
+        problems.append("embeddings hold NaN or inf")
+    if len(history) and (history["user"].max() >= n_users or history["item"].max() >= n_items
+                         or history["user"].min() < 0 or history["item"].min() < 0):
+        problems.append("history refers to ids outside the id maps")
+    if problems:
+        raise DataError(path, "inconsistent artefact: " + "; ".join(problems))
+    # rows ordered by time so the tail of a row is the user's most recent history
+    order = np.lexsort((history["timestamp"].to_numpy(), history["user"].to_numpy()))
+    u, i = history["user"].to_numpy()[order], history["item"].to_numpy()[order]
+    indptr = np.zeros(n_users + 1, np.int64)
+    np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
+    seen = sp.csr_matrix((np.ones(len(i), np.float32), i.astype(np.int64), indptr), shape=(n_users, n_items))
+    item_text = None
+    if (path / "text.safetensors").exists():
+        item_text = load_file(str(path / "text.safetensors"))["item_text"].numpy()
+    return Run(path=path, meta=meta, user_emb=np.ascontiguousarray(user_emb, np.float32),
+               item_emb=np.ascontiguousarray(item_emb, np.float32), user_ids=users, item_ids=items_ids,
+               items=items, history=history, seen=seen, item_text=item_text)

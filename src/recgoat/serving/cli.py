@@ -1,0 +1,131 @@
+"""CLI commands for serving: ``recgoat export``, ``recgoat recommend`` and ``recgoat serve``.
+
+A trainer run folder holds the best model but not the dataset, so ``export`` is the one step that turns
+it into a self-contained artefact; ``recommend`` and ``serve`` then need only that folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from recgoat.errors import RecGOATError
+
+app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[red]error:[/red] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="trainer run folder (holding best/) or a saved model folder"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name or folder the run was trained on"),
+    out: Path = typer.Option(..., "--out", "-o", help="artefact folder to write"),
+    features: Optional[Path] = typer.Option(None, "--features", help="feature folder (enables profile texts)"),
+    overwrite: bool = typer.Option(False, help="replace an existing artefact folder"),
+) -> None:
+    """Export a trained run with its id maps, item table and history as a servable artefact."""
+    from recgoat.datasets import load
+    from recgoat.io import read_json
+    from recgoat.models.base import Recommender
+    from recgoat.serving.artifacts import export_run
+    from recgoat.errors import DataError
+
+    try:
+        model_dir = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
+        model = Recommender.load(model_dir)
+        ds = load(dataset)
+        result = run_dir / "result.json"
+        if result.exists():
+            fp = read_json(result).get("dataset_fingerprint")
+            if fp and fp != ds.fingerprint():
+                raise DataError(result, f"the run was trained on dataset fingerprint {fp}, but {dataset!r} has "
+                                        f"{ds.fingerprint()}: not the same data")
+        path = export_run(model, ds, out, features, overwrite=overwrite)
+    except RecGOATError as e:
+        _fail(e)
+    console.print(f"exported {model.name} on {ds.name} → {path}")
+
+
+def _table(title: str, run, ids, scores=None) -> Table:
+    t = Table(title=escape(title), title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("item_id")
+    t.add_column("title")
+    extra = [c for c in ("genres", "year") if c in run.items.columns]
+    for c in extra:
+        t.add_column(c)
+    if scores is not None:
+        t.add_column("score", justify="right")
+    for n, i in enumerate(ids.tolist()):
+        if i < 0:
+            break
+        row = run.items.iloc[i]
+        cells = [str(n + 1), run.item_ids[i], str(row["title"]), *[str(row[c] or "") for c in extra]]
+        if scores is not None:
+            cells.append(f"{float(scores[n]):.4f}")
+        t.add_row(*map(escape, cells))  # titles may hold [brackets] that rich would read as markup
+    return t
+
+
+@app.command("recommend")
+def recommend_command(
+    run: Path = typer.Argument(..., help="artefact folder (from `recgoat export`)"),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="original user id"),
+    item: Optional[str] = typer.Option(None, "--item", "-i", help="original item id: show similar items"),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="number of items"),
+    exclude_seen: bool = typer.Option(True, help="leave out items the user already has"),
+    history: int = typer.Option(10, help="how many recent history items to show"),
+) -> None:
+    """Print a user's recent history and recommendations (``--user``) or similar items (``--item``)."""
+    from recgoat.serving.app import Service
+    from recgoat.serving.artifacts import load_run
+
+    if (user is None) == (item is None):
+        _fail(RecGOATError("give exactly one of --user ID or --item ID"))
+    try:
+        r = load_run(run)
+    except RecGOATError as e:
+        _fail(e)
+    svc = Service(r)
+    if user is not None:
+        u = r.user_index.get(user)
+        if u is None:
+            _fail(RecGOATError(f"unknown user id {user!r} ({r.n_users} users in this run)"))
+        console.print(_table(f"user {user}: {int(svc.n_seen[u])} items in training, most recent first", r,
+                             r.recent_history(u, history)))
+        ids, scores = svc.recommend(u, k, exclude_seen)
+        console.print(_table(f"top {k} for user {user} ({r.meta.get('model')})", r, ids, scores))
+    else:
+        i = r.item_index.get(item)
+        if i is None:
+            _fail(RecGOATError(f"unknown item id {item!r} ({r.n_items} items in this run)"))
+        ids, scores = svc.similar(i, k)
+        console.print(_table(f"items similar to {item} — {r.items.iloc[i]['title']} (cosine)", r, ids, scores))
+
+
+@app.command("serve")
+def serve_command(
+    run: Path = typer.Argument(..., help="artefact folder (from `recgoat export`)"),
+    host: str = typer.Option("127.0.0.1", help="bind address (default: loopback only)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    index: str = typer.Option("flat", help="flat (exact), hnsw or ivf (approximate)"),
+) -> None:
+    """Serve recommendations over HTTP with a web page at / and API docs at /docs."""
+    from recgoat.serving.__main__ import serve
+
+    code = serve(str(run), host, port, index)
+    if code:
+        raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,113 @@
+r"""Top-K retrieval over item embeddings with faiss, with already-seen items filtered out.
+
+A user's ranking is :math:`\operatorname{top\text{-}K}_i\; z_u^\top z_i` (maximum inner product search).
+``flat`` (``IndexFlatIP``) is exact: it returns the same top-K as brute-force scoring. ``hnsw``
+(Malkov & Yashunin, 2018) and ``ivf`` (inverted lists over a k-means coarse quantiser) are approximate,
+for large catalogues; :func:`recall_vs_exact` measures what they lose.
+
+Seen items are removed by over-fetching: search ``k + max |seen|`` candidates, mask the seen ones with a
+vectorised membership test (pairs encoded as ``row * I + item``) and keep the first ``k`` survivors of
+each row. No per-request model forward pass: the item matrix is precomputed at export.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from recgoat.errors import ConfigError
+
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+
+
+class ItemIndex:
+    """A faiss inner-product index over an ``I × d`` item matrix."""
+
+    def __init__(self, item_emb: np.ndarray, kind: str = "flat", *, hnsw_m: int = 32, ef_search: int = 128,
+                 nlist: int | None = None, nprobe: int = 16, seed: int = 2026):
+        if kind not in INDEX_KINDS:
+            raise ConfigError(f"index kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
+        x = np.ascontiguousarray(item_emb, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ConfigError(f"item matrix must be a non-empty 2-D array, got shape {x.shape}")
+        self.kind, self.n_items, self.dim = kind, x.shape[0], x.shape[1]
+        if kind == "flat":
+            index = faiss.IndexFlatIP(self.dim)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = max(2 * hnsw_m, 40)
+            index.hnsw.efSearch = ef_search
+        else:
+            nlist = nlist or max(1, min(int(4 * np.sqrt(self.n_items)), self.n_items // 39 or 1))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed
+            index.train(x)
+            index.nprobe = min(nprobe, nlist)
+            self._quantizer = quantizer  # keep alive: the IVF index holds a raw pointer to it
+        index.add(x)
+        self.index = index
+
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items per query row, skipping ``exclude[r]`` for row ``r``.
+
+        Returns ``(ids, scores)`` of shape ``[n, k]``; rows with fewer than ``k`` candidates left are
+        padded with id ``-1`` and score ``-inf``.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        n = q.shape[0]
+        k = int(k)
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        n_excl = np.array([len(e) for e in exclude], np.int64) if exclude is not None else np.zeros(n, np.int64)
+        fetch = int(min(self.n_items, k + (n_excl.max() if n else 0)))
+        scores, ids = self.index.search(q, fetch)
+        if exclude is not None and n == 1 and n_excl[0] > 0:
+            # one query (the serving case): a boolean item mask beats a sort-based membership test
+            banned_mask = np.zeros(self.n_items, dtype=bool)
+            banned_mask[np.asarray(exclude[0], np.int64)] = True
+            keep = ~banned_mask[np.maximum(ids, 0)]
+        elif exclude is not None and n_excl.sum() > 0:
+            rows = np.repeat(np.arange(n, dtype=np.int64), n_excl)
+            banned = rows * self.n_items + np.concatenate([np.asarray(e, np.int64) for e in exclude])
+            keep = ~np.isin(np.arange(n, dtype=np.int64)[:, None] * self.n_items + ids, banned)
+        else:
+            keep = np.ones_like(ids, dtype=bool)
+        keep &= ids >= 0  # faiss pads missing results with -1
+        # stable sort puts the kept candidates first, in their score order
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        out_ids = np.take_along_axis(ids, order, axis=1)
+        out_scores = np.take_along_axis(scores, order, axis=1)
+        valid = np.take_along_axis(keep, order, axis=1)
+        out_ids = np.where(valid, out_ids, -1)
+        out_scores = np.where(valid, out_scores, -np.inf).astype(np.float32)
+        if out_ids.shape[1] < k:  # fewer items than k in the whole catalogue
+            pad = k - out_ids.shape[1]
+            out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
+            out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return out_ids, out_scores
+
+
+def brute_force_topk(queries: np.ndarray, item_emb: np.ndarray, k: int,
+                     exclude: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by a dense ``[n, I]`` score matrix (the reference the indexes are checked against)."""
+    scores = np.atleast_2d(queries).astype(np.float32) @ np.asarray(item_emb, np.float32).T
+    if exclude is not None:
+        rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
+        cols = np.concatenate([np.asarray(e, np.int64) for e in exclude]) if len(rows) else np.zeros(0, np.int64)
+        scores[rows, cols] = -np.inf
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    ids = np.take_along_axis(part, order, axis=1)
+    return ids, np.take_along_axis(scores, ids, axis=1)
+
+
+def recall_vs_exact(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int) -> float:
+    """Mean |approx top-k ∩ exact top-k| / k over the query rows."""
+    a, _ = approx.search(queries, k)
+    e, _ = exact.search(queries, k)
+    hits = (a[:, :, None] == e[:, None, :]).any(axis=2) & (a >= 0)
+    return float(hits.sum(axis=1).mean() / k)

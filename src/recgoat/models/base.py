@@ -59,6 +59,7 @@ class Recommender(nn.Module):
     name: ClassVar[str] = "base"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     trainable: ClassVar[bool] = True
+    needs_features: ClassVar[bool] = False  # reads item/user side features (the benchmark loads them)
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig | dict | None = None, **dims: Any):
         super().__init__()

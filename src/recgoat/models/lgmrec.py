@@ -1,0 +1,230 @@
+r"""LGMRec (Guo et al., "LGMRec: Local and Global Graph Learning for Multimodal Recommendation", AAAI 2024).
+
+**Local graph embeddings.** Collaborative: LightGCN on ID embeddings over the user-item graph
+:math:`\hat A`, :math:`E^{id} = \frac{1}{L+1}\sum_l \hat A^l [E_U; E_I]`. Per modality :math:`m`: item
+features projected, :math:`E_I^m = X_m W_m`; a user's modality embedding is the mean over the items it
+interacted with, :math:`e_u^m = \frac{1}{|N_u|}\sum_{i \in N_u} e_i^m`; the pair is propagated
+LightGCN-style, :math:`E^m = \frac{1}{K+1}\sum_k \hat A^k [E_U^m; E_I^m]`. The ID and modality parts stay
+decoupled (separate parameters) and are summed:
+
+.. math::
+    E^{lge} = E^{id} + \sum_m \operatorname{norm}(E^m) .
+
+**Global hypergraph embeddings.** Per modality, :math:`A` learnable hyperedge embeddings
+:math:`V^m \in R^{A \times d}`; item and user dependencies on them,
+:math:`H_I^m = E_I^m V^{m\top}`, :math:`H_U^m = R\, H_I^m` (R the training interactions), made
+(near-)one-hot by a Gumbel-softmax during training and a plain softmax at evaluation,
+:math:`\tilde H = \operatorname{softmax}((H + g)/\tau)`, :math:`g = \log\delta - \log(1-\delta)`,
+:math:`\delta \sim U(0,1)`. Hypergraph convolution (items → hyperedges → nodes), starting from the
+collaborative item embeddings, with dropout on :math:`\tilde H`:
+
+.. math::
+    E_I^{m,h+1} = \tilde H_I^m \tilde H_I^{m\top} E_I^{m,h}, \qquad
+    E_U^{m,h+1} = \tilde H_U^m \tilde H_I^{m\top} E_I^{m,h}, \qquad
+    E^{ghe} = \sum_m E^{m,H} .
+
+Both products go through the A-dimensional hyperedge space, so nothing I×I is ever formed.
+
+**Fusion and objective.**
+
+.. math::
+    E^* = E^{lge} + \alpha \operatorname{norm}(E^{ghe}), \qquad \hat y_{ui} = e_u^{*\top} e_i^*,
+
+    \mathcal L = \mathcal L_{bpr} + \lambda_{cl} \mathcal L_{hcl} + \lambda_{reg}\lVert \Theta_B \rVert^2,
+
+with :math:`\mathcal L_{hcl}` an InfoNCE between the modality-specific global embeddings of the same
+user (and of the same item) across modalities, in-batch negatives, temperature τ. With a single
+modality the contrastive term is 0.
+
+Defaults (paper): d = 64, A = 4 hyperedges, α = 0.2, λ_cl = 1e-4, τ = 0.2, 2 collaborative and 2 modality
+layers, 1 hypergraph layer, hyperedge dropout 0.5. ``reg_weight`` (not fixed by the paper) is ours.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from recgoat.errors import ConfigError
+from recgoat.graphs.bipartite import normalized_bipartite, to_torch_csr
+from recgoat.models.base import ModelConfig, Recommender, register
+from recgoat.models.lightgcn import propagate
+from recgoat.models.vbpr import MODALITIES, check_dims, item_modalities, modality_dims
+from recgoat.nn.losses import bpr_loss, l2_reg
+
+
+class LGMRecConfig(ModelConfig):
+    embedding_dim: int = Field(64, ge=1)
+    n_ui_layers: int = Field(2, ge=0)  # collaborative LightGCN layers
+    n_mm_layers: int = Field(2, ge=0)  # modality LightGCN layers
+    n_hyper_layers: int = Field(1, ge=1)
+    n_hyperedges: int = Field(4, ge=1)
+    alpha: float = Field(0.2, ge=0.0)  # weight of the global embeddings
+    cl_weight: float = Field(1e-4, ge=0.0)
+    tau: float = Field(0.2, gt=0.0)  # Gumbel-softmax and InfoNCE temperature
+    hyper_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # dropout on the hyperedge assignments
+    reg_weight: float = Field(1e-4, ge=0.0)
+
+
+class _SpMM(torch.autograd.Function):
+    """``M X`` for a fixed sparse (non-symmetric) ``M`` whose transpose is kept, so the backward pass
+    ``Mᵀ G`` needs no per-call transposition."""
+
+    @staticmethod
+    def forward(ctx, m: Tensor, mt: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.mt = mt
+        return m @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return None, None, ctx.mt @ grad
+
+
+class SparseOperator:
+    """A fixed sparse matrix and its transpose (both torch CSR) applied with :class:`_SpMM`."""
+
+    def __init__(self, m: sp.csr_matrix):
+        self.m, self.mt = to_torch_csr(m), to_torch_csr(m.T.tocsr())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return _SpMM.apply(self.m, self.mt, x) if x.requires_grad else self.m @ x
+
+
+class HypergraphConv(nn.Module):
+    """Learnable hyperedges of one modality and the convolution through them."""
+
+    def __init__(self, n_hyperedges: int, dim: int, tau: float, dropout: float, n_layers: int):
+        super().__init__()
+        self.hyperedges = nn.Parameter(torch.empty(n_hyperedges, dim))
+        nn.init.xavier_uniform_(self.hyperedges)
+        self.tau, self.n_layers = tau, n_layers
+        self.drop = nn.Dropout(dropout)
+
+    def assign(self, logits: Tensor) -> Tensor:
+        """Gumbel-softmax over hyperedges in training; deterministic softmax at evaluation."""
+        if self.training:
+            delta = torch.rand_like(logits).clamp_(1e-10, 1 - 1e-10)
+            logits = logits + torch.log(delta) - torch.log1p(-delta)
+        return torch.softmax(logits / self.tau, dim=-1)
+
+    def forward(self, item_modal: Tensor, interactions: SparseOperator,
+                item_start: Tensor) -> tuple[Tensor, Tensor]:
+        """Global ``(E_U^{m,H}, E_I^{m,H})`` from the item modality embeddings ``E_I^m`` (which define the
+        dependencies) and the collaborative item embeddings (the signal propagated)."""
+        h_item = item_modal @ self.hyperedges.t()  # I × A
+        h_user = interactions(h_item)  # U × A: H_U = R H_I
+        a_item = self.drop(self.assign(h_item))
+        a_user = self.drop(self.assign(h_user))
+        e_item = item_start
+        e_user = None
+        for _ in range(self.n_layers):
+            edge = a_item.t() @ e_item  # A × d: items → hyperedges
+            e_user = a_user @ edge
+            e_item = a_item @ edge
+        return e_user, e_item
+
+
+def info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
+    """Symmetric InfoNCE between rows of ``a`` and ``b`` (row r of each is the positive pair)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = a @ b.t() / tau
+    target = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+@register("lgmrec")
+class LGMRec(Recommender):
+    Config = LGMRecConfig
+    needs_features = True
+
+    def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
+        super().__init__(n_users, n_items, config, **dims)
+        cfg = self.config
+        d = cfg.embedding_dim
+        self.user_emb = nn.Embedding(n_users, d)
+        self.item_emb = nn.Embedding(n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        present = [m for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0]
+        if not present:
+            raise ConfigError("lgmrec needs item text or image features (dims text_dim/image_dim are 0)")
+        self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d) for m in present})  # W_m
+        for layer in self.proj.values():
+            nn.init.xavier_uniform_(layer.weight)
+        self.hyper = nn.ModuleDict({m: HypergraphConv(cfg.n_hyperedges, d, cfg.tau, cfg.hyper_dropout,
+                                                      cfg.n_hyper_layers) for m in present})
+        self.feats: dict[str, Tensor] = {}
+        self.adj: Tensor | None = None
+        self.interactions: SparseOperator | None = None  # R (U × I), binary
+        self.user_mean: SparseOperator | None = None  # D_U^{-1} R: mean over a user's items
+
+    @classmethod
+    def dims_from(cls, dataset, features=None) -> dict[str, Any]:
+        return modality_dims(features, "lgmrec")
+
+    def prepare(self, dataset, features=None) -> None:
+        super().prepare(dataset, features)
+        found = item_modalities(features, self.name, self.n_items)
+        check_dims(self, found)
+        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
+        train = self._train_csr.astype(np.float32)
+        train.data[:] = 1.0
+        self.adj = normalized_bipartite(train)
+        self.interactions = SparseOperator(train)
+        deg = np.asarray(train.sum(axis=1)).ravel()
+        self.user_mean = SparseOperator((sp.diags(1.0 / np.maximum(deg, 1.0)) @ train).tocsr().astype(np.float32))
+
+    # ------------------------------------------------------------------ the three embedding kinds
+    def collaborative(self) -> Tensor:
+        """``E^{id}``: LightGCN on ID embeddings (users first)."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        return propagate(self.adj, ego, self.config.n_ui_layers)
+
+    def modality_items(self) -> dict[str, Tensor]:
+        """``E_I^m = X_m W_m`` per modality."""
+        return {m: layer(self.feats[m]) for m, layer in self.proj.items()}
+
+    def local_modality(self, item_modal: Tensor) -> Tensor:
+        """``E^m``: users start as the mean of their items' modality embeddings; LightGCN propagation."""
+        ego = torch.cat([self.user_mean(item_modal), item_modal])
+        return propagate(self.adj, ego, self.config.n_mm_layers)
+
+    def forward_all(self) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        """Fused ``E*`` (users first) and the per-modality global ``(E_U^{m,H}, E_I^{m,H})``."""
+        if self.adj is None:
+            raise RuntimeError("lgmrec: call prepare(dataset, features) before training or scoring")
+        e_id = self.collaborative()
+        item_modal = self.modality_items()
+        local = e_id
+        for m in self.proj:
+            local = local + F.normalize(self.local_modality(item_modal[m]), dim=-1)
+        item_start = e_id[self.n_users:]
+        glob = {m: self.hyper[m](item_modal[m], self.interactions, item_start) for m in self.proj}
+        e_ghe = sum(torch.cat(g) for g in glob.values())
+        return local + self.config.alpha * F.normalize(e_ghe, dim=-1), glob
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        z, _ = self.forward_all()
+        return z[: self.n_users], z[self.n_users:]
+
+    def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        z, glob = self.forward_all()
+        z_u, z_i = z[: self.n_users], z[self.n_users:]
+        bpr = bpr_loss(z_u[users], z_i[pos], z_i[neg])
+        cl = torch.zeros(())
+        mods = list(glob)
+        if len(mods) >= 2 and self.config.cl_weight > 0:
+            uu, ii = torch.unique(users), torch.unique(pos)  # duplicates would be false negatives
+            for a in range(len(mods)):
+                for b in range(a + 1, len(mods)):
+                    (gu_a, gi_a), (gu_b, gi_b) = glob[mods[a]], glob[mods[b]]
+                    tau = self.config.tau
+                    cl = cl + info_nce(gu_a[uu], gu_b[uu], tau) + info_nce(gi_a[ii], gi_b[ii], tau)
+        reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
+        loss = bpr + self.config.cl_weight * cl + self.config.reg_weight * reg
+        return {"loss": loss, "bpr": bpr, "cl": cl, "reg": reg}

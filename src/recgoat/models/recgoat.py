@@ -1,0 +1,413 @@
+r"""RecGOAT: graph optimal adaptive transport with dual semantic alignment (METHOD.md §2–§5).
+
+Li, Ju, Song, Yang, Lu, Jiang, Gai, "RecGOAT: Graph Optimal Adaptive Transport for LLM-Enhanced
+Multimodal Recommendation with Dual Semantic Alignment", arXiv 2602.00682 (2026).
+
+.. math::
+    H_m &= \mathrm{GAT}_m(X_m W_m, G_m)\ \ (m \in \{t, v\}), \qquad
+    H_u = \mathrm{GAT}_u(X_u W_u, G_{uu}) \\
+    [z_u; z_i^{id}] &= \mathrm{LightGCN}_{\text{rating-attn}}\big([E_U + H_u;\ E_I]\big) \\
+    \hat z_i^m &= H_m[i]\,(I + \Delta_m), \qquad
+    z_i = \gamma_{id} z_i^{id} + \textstyle\sum_m \gamma_m \hat z_i^m,\ \ \gamma = \mathrm{softmax}(\theta) \\
+    \hat y_{ui} &= z_u^\top z_i, \qquad
+    \mathcal L = \mathcal L_{bpr} + \lambda_{cl}\mathcal L_{cmcl} + \lambda_{ot}\mathcal L_{oat}
+                 + \lambda_{reg}\lVert\Theta_B\rVert^2
+
+Graphs (§2) are built from the training split (user-item, with standardised ratings on the edges) and
+from the frozen features (top-k cosine kNN by faiss, never a dense I×I / U×U matrix); they are fixed,
+cached in memory per process and optionally on disk (``graph_cache_dir``). CMCL (symmetric InfoNCE,
+minimised) and OAT (Sinkhorn divergence by default, ``ot_debias=False`` for the paper's ⟨T, C⟩) act on
+the batch's unique positive items (and users), so their cost is O(B²), never O(I²); OAT further
+subsamples at most ``ot_max_points`` items per batch. Everything is propagated once per batch.
+
+A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is left out and
+reported in ``self.summary``; with no features at all the model is LightGCN with rating attention.
+With ``modalities=[]``, ``use_profile=False``, ``rating_attention=False`` and both λ at 0 it is
+exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation of METHOD.md §7 as a
+config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid.
+
+``recommended_lr``: the paper trains with Adam lr 8e-4 (set it in the TrainConfig; it is not a model
+setting). Paper defaults otherwise: 3 LightGCN layers, item/user k 20, 1 GAT layer, 2 heads,
+λ_cl 0.032, τ 0.2, L2 1e-4; d = 64 here for CPU (the presets in ``recgoat/configs`` carry the paper's d).
+"""
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import model_validator
+from torch import Tensor, nn
+
+from recgoat.errors import ConfigError, DataError
+from recgoat.graphs.bipartite import normalized_bipartite
+from recgoat.graphs.knn import knn_graph
+from recgoat.models.base import ModelConfig, Recommender, register
+from recgoat.nn.alignment import oat_loss, symmetric_info_nce
+from recgoat.nn.layers import (AdaptiveMap, ConcatFusion, ModalityGATBranch, RatingAwareLightGCN, SimplexFusion,
+                               SumFusion, csr_to_edge_index)
+from recgoat.nn.losses import bpr_loss, l2_reg
+
+recommended_lr = 8e-4
+MODALITIES = ("text", "image")
+
+
+class RecGOATConfig(ModelConfig):
+    embedding_dim: int = 64
+    n_layers: int = 3
+    reg_weight: float = 1e-4
+    # which inputs and graphs are used (ablations)
+    modalities: list[Literal["text", "image"]] = ["text", "image"]
+    use_profile: bool = True
+    item_graph: bool = True  # GAT over the item-item kNN graphs (False: projection only)
+    user_graph: bool = True  # GAT over the user-user kNN graph (False: projection only)
+    item_k: int = 20
+    user_k: int = 10  # the paper does not fix it; 10 halves the user-user graph (the GAT's largest)
+    gat_layers: int = 1
+    gat_heads: int = 2
+    gat_v2: bool = False
+    gat_impl: Literal["sparse", "pyg"] = "sparse"  # sparse: E × heads edge scalars; pyg: E × heads × C messages
+    gat_concat: bool = True  # heads of d/heads channels concatenated (False: heads of d averaged)
+    gat_dropout: float = 0.0
+    rating_attention: bool = True
+    # fusion
+    fusion: Literal["simplex", "concat", "sum"] = "simplex"
+    gamma_t: float | None = None  # fixed γ_t / γ_v (γ_id = 1 − γ_t − γ_v); None: learned softmax
+    gamma_v: float | None = None
+    # alignment
+    lambda_cl: float = 0.032
+    lambda_ot: float = 0.01
+    tau: float = 0.2
+    align_target: Literal["unified", "id"] = "unified"
+    align_users: bool = True  # CMCL between the user-profile view and the user ID view
+    ot_eps: float = 0.05
+    ot_iters: int = 50
+    ot_max_points: int = 128  # items per batch in the transport problem (O(n²) memory)
+    cl_max_points: int = 1024  # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them
+    ot_debias: bool = True  # Sinkhorn divergence (0 for identical distributions); False: ⟨T, C⟩
+    graph_cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "RecGOATConfig":
+        for name in ("embedding_dim", "item_k", "user_k", "gat_heads", "ot_iters", "ot_max_points",
+                     "cl_max_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_layers", "gat_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("reg_weight", "lambda_cl", "lambda_ot", "gat_dropout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.tau <= 0 or self.ot_eps <= 0:
+            raise ValueError("tau and ot_eps must be > 0")
+        if self.gat_concat and self.embedding_dim % self.gat_heads:
+            raise ValueError(f"gat_concat needs embedding_dim ({self.embedding_dim}) divisible by gat_heads "
+                             f"({self.gat_heads}); set gat_concat: false to average heads instead")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities repeated: {self.modalities}")
+        fixed = [g for g in (self.gamma_t, self.gamma_v) if g is not None]
+        if fixed:
+            if self.fusion != "simplex":
+                raise ValueError("gamma_t/gamma_v fix the simplex fusion weights; set fusion: simplex")
+            if any(g < 0 for g in fixed) or sum(fixed) > 1 + 1e-9:
+                raise ValueError(f"gamma_t={self.gamma_t}, gamma_v={self.gamma_v}: need >= 0 and sum <= 1")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "id_only": {"modalities": [], "use_profile": False, "rating_attention": False,
+                "lambda_cl": 0.0, "lambda_ot": 0.0},
+    "concat": {"fusion": "concat", "lambda_cl": 0.0, "lambda_ot": 0.0},
+    "sum": {"fusion": "sum", "lambda_cl": 0.0, "lambda_ot": 0.0},
+    "cmcl_only": {"lambda_ot": 0.0},
+    "oat_only": {"lambda_cl": 0.0},
+    "full": {},
+    "text_only": {"modalities": ["text"]},
+    "image_only": {"modalities": ["image"]},
+    "no_profile": {"use_profile": False},
+    "no_item_graph": {"item_graph": False},
+}
+
+
+def gamma_grid(values: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> list[dict[str, float]]:
+    """The γ_t × γ_v sensitivity grid (pairs with γ_t + γ_v ≤ 1) as config overrides."""
+    return [{"gamma_t": t, "gamma_v": v} for t in values for v in values if t + v <= 1 + 1e-9]
+
+
+def load_preset(name: str) -> RecGOATConfig:
+    """``baby`` / ``sports`` / ``electronics`` (or a YAML path) → a validated :class:`RecGOATConfig`."""
+    import yaml
+
+    path = Path(name)
+    if not path.exists():
+        path = Path(str(resources.files("recgoat") / "configs" / f"recgoat-{name}.yaml"))
+    if not path.exists():
+        raise ConfigError(f"no RecGOAT preset {name!r} (known: baby, sports, electronics, or a YAML path)")
+    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        return RecGOATConfig(**data)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- graph cache
+_GRAPHS: dict[str, sp.csr_matrix] = {}
+
+
+def _feature_key(x: np.ndarray, manifest: dict | None) -> str:
+    if manifest and manifest.get("key"):
+        base = f"{manifest['key']}:{manifest.get('dataset_fingerprint')}:{x.shape}"
+    else:  # no manifest: the content itself
+        base = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest()
+    return hashlib.sha256(base.encode()).hexdigest()[:20]
+
+
+def cached_knn(x: np.ndarray, k: int, kind: str, manifest: dict | None = None, mask: np.ndarray | None = None,
+               cache_dir: str | None = None) -> sp.csr_matrix:
+    """Symmetrised top-k cosine graph, reused in memory (and on disk under ``cache_dir``)."""
+    mkey = "" if mask is None else hashlib.blake2b(np.asarray(mask, bool).tobytes(), digest_size=8).hexdigest()
+    key = f"{kind}-k{k}-{_feature_key(x, manifest)}{mkey}"
+    if key in _GRAPHS:
+        return _GRAPHS[key]
+    path = Path(cache_dir) / f"knn-{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        g = sp.load_npz(path).tocsr()
+    else:
+        g = knn_graph(x, k, mask=mask, symmetrize=True)
+        if path is not None:
+            from recgoat.io import atomic_path
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    sp.save_npz(f, g)
+    _GRAPHS[key] = g
+    return g
+
+
+def edge_ratings(dataset, adj: Tensor, n_users: int) -> Tensor:
+    """Standardised training rating of each stored entry of the bipartite adjacency (0 when implicit)."""
+    crow, col = adj.crow_indices().numpy(), adj.col_indices().numpy()
+    row = np.repeat(np.arange(len(crow) - 1), np.diff(crow))
+    df = dataset.split_frame("train")
+    if "rating" not in df.columns:
+        return torch.zeros(len(col))
+    r = df["rating"].to_numpy(np.float64)
+    std = r.std()
+    if not np.isfinite(std) or std == 0:
+        return torch.zeros(len(col))
+    keys = df["user"].to_numpy(np.int64) * dataset.n_items + df["item"].to_numpy(np.int64)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    mean_r = np.bincount(inv, weights=r) / np.bincount(inv)  # duplicates averaged
+    u = np.where(row < n_users, row, col)
+    i = np.where(row < n_users, col, row) - n_users
+    pos = np.searchsorted(uniq, u * dataset.n_items + i)
+    return torch.from_numpy(((mean_r[pos] - r.mean()) / std).astype(np.float32))
+
+
+def _subsample(ids: Tensor, n: int) -> Tensor:
+    """At most ``n`` of ``ids`` (sorted), chosen uniformly: bounds the O(n²) in-batch alignment terms."""
+    return ids if len(ids) <= n else torch.sort(ids[torch.randperm(len(ids))[:n]]).values
+
+
+# ---------------------------------------------------------------------------------------------- model
+@register("recgoat")
+class RecGOAT(Recommender):
+    Config = RecGOATConfig
+
+    def __init__(self, n_users: int, n_items: int, config=None, text_dim: int = 0, image_dim: int = 0,
+                 profile_dim: int = 0, **dims):
+        super().__init__(n_users, n_items, config, text_dim=text_dim, image_dim=image_dim,
+                         profile_dim=profile_dim, **dims)
+        c = self.config
+        d = c.embedding_dim
+        self.user_emb = nn.Embedding(n_users, d)
+        self.item_emb = nn.Embedding(n_items, d)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        feat_dims = {"text": text_dim, "image": image_dim}
+        self.modalities = [m for m in c.modalities if feat_dims[m] > 0]
+        item_layers = c.gat_layers if c.item_graph else 0
+        gat = dict(heads=c.gat_heads, v2=c.gat_v2, dropout=c.gat_dropout, impl=c.gat_impl, concat=c.gat_concat)
+        self.branches = nn.ModuleDict({m: ModalityGATBranch(feat_dims[m], d, n_layers=item_layers, **gat)
+                                       for m in self.modalities})
+        self.maps = nn.ModuleDict({m: AdaptiveMap(d) for m in self.modalities})
+        self.use_profile = c.use_profile and profile_dim > 0
+        self.profile_branch = (ModalityGATBranch(profile_dim, d, n_layers=c.gat_layers if c.user_graph else 0, **gat)
+                               if self.use_profile else None)
+        self.propagation = RatingAwareLightGCN(n_users, d, c.n_layers, attention=c.rating_attention)
+        n_views = 1 + len(self.modalities)
+        self.fusion: nn.Module | None = None  # ID view alone: nothing to fuse
+        if n_views == 1:
+            pass
+        elif c.fusion == "concat":
+            self.fusion = ConcatFusion(n_views, d)
+        elif c.fusion == "sum":
+            self.fusion = SumFusion()
+        else:
+            fixed = None
+            if c.gamma_t is not None or c.gamma_v is not None:
+                g = {"text": c.gamma_t, "image": c.gamma_v}
+                missing = [m for m in self.modalities if g[m] is None]
+                if missing:
+                    raise ConfigError(f"fixed fusion weights need gamma for every used modality; missing: {missing}")
+                gm = [float(g[m]) for m in self.modalities]
+                fixed = [1.0 - sum(gm), *gm]
+            self.fusion = SimplexFusion(n_views, fixed)
+        missing = [m for m in c.modalities if feat_dims[m] == 0]
+        self.summary = {
+            "modalities_used": list(self.modalities),
+            "modalities_missing": missing,
+            "profile_branch": self.use_profile,
+            "profile_missing": c.use_profile and profile_dim == 0,
+            "fusion": c.fusion if n_views > 1 else "id_only",
+            "rating_attention": c.rating_attention,
+            "cmcl": c.lambda_cl > 0 and (bool(self.modalities) or self.use_profile),
+            "oat": (c.lambda_ot > 0 and bool(self.modalities))
+            and ("sinkhorn divergence" if c.ot_debias else "entropic <T,C>"),
+            "align_target": c.align_target,
+        }
+        if missing or (c.use_profile and profile_dim == 0):
+            absent = missing + (["profile"] if c.use_profile and profile_dim == 0 else [])
+            self.summary["note"] = (f"features absent for {', '.join(absent)}: the model runs without them")
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def dims_from(cls, dataset, features=None) -> dict[str, Any]:
+        def dim(x):
+            return int(x.shape[1]) if x is not None else 0
+
+        if features is None:
+            return {"text_dim": 0, "image_dim": 0, "profile_dim": 0}
+        return {"text_dim": dim(features.text), "image_dim": dim(features.image), "profile_dim": dim(features.profile)}
+
+    def prepare(self, dataset, features=None) -> None:
+        """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
+        super().prepare(dataset, features)
+        c = self.config
+        adj = normalized_bipartite(self._train_csr)
+        self.propagation.set_graph(adj, edge_ratings(dataset, adj, self.n_users))
+        sources = {"text": "text", "image": "image"}
+        mans = getattr(features, "manifests", {}) or {}
+        for m in self.modalities:
+            x = getattr(features, sources[m], None) if features is not None else None
+            want = self.dims[f"{m}_dim"]
+            if x is None or x.shape != (self.n_items, want):
+                got = None if x is None else tuple(x.shape)
+                raise DataError(None, f"RecGOAT was built with {m} features of shape ({self.n_items}, {want}); "
+                                      f"the features given have {got}")
+            x = np.asarray(x, np.float32)
+            mask = None
+            if m == "image":
+                mask = (getattr(features, "image_mask", None) if features is not None else None)
+                mask = np.ones(self.n_items, bool) if mask is None else np.asarray(mask, bool)
+                mask &= np.linalg.norm(x, axis=1) > 0
+                self.register_buffer("image_mask", torch.from_numpy(mask), persistent=False)
+                self.summary["images_missing"] = int((~mask).sum())
+            self.register_buffer(f"feat_{m}", torch.from_numpy(x), persistent=False)
+            if c.item_graph and c.gat_layers > 0:
+                g = cached_knn(x, c.item_k, f"item-{m}", mans.get(m), mask, c.graph_cache_dir)
+                self.register_buffer(f"edges_{m}", csr_to_edge_index(g), persistent=False)
+                self.summary[f"item_graph_{m}_edges"] = int(g.nnz)
+            else:
+                setattr(self, f"edges_{m}", None)
+        if self.use_profile:
+            x = features.profile if features is not None else None
+            want = self.dims["profile_dim"]
+            if x is None or x.shape != (self.n_users, want):
+                raise DataError(None, f"RecGOAT was built with profiles of shape ({self.n_users}, {want}); "
+                                      f"the features given have {None if x is None else tuple(x.shape)}")
+            x = np.asarray(x, np.float32)
+            self.register_buffer("feat_profile", torch.from_numpy(x), persistent=False)
+            if c.user_graph and c.gat_layers > 0:
+                g = cached_knn(x, c.user_k, "user", mans.get("profile"), None, c.graph_cache_dir)
+                self.register_buffer("edges_profile", csr_to_edge_index(g), persistent=False)
+                self.summary["user_graph_edges"] = int(g.nnz)
+            else:
+                self.edges_profile = None
+        encoders = {k: v.get("encoder") for k, v in mans.items() if isinstance(v, dict)}
+        if encoders:
+            self.summary["encoders"] = encoders
+
+    # ----------------------------------------------------------------- forward
+    def item_views(self) -> dict[str, Tensor]:
+        """``H_m`` (``I × d``) per used modality; items without an image get a zero image view."""
+        out = {}
+        for m in self.modalities:
+            h = self.branches[m](getattr(self, f"feat_{m}"), getattr(self, f"edges_{m}"))
+            if m == "image":
+                h = h * self.image_mask[:, None].to(h.dtype)
+            out[m] = h
+        return out
+
+    def profile_view(self) -> Tensor | None:
+        if not self.use_profile:
+            return None
+        return self.profile_branch(self.feat_profile, self.edges_profile)
+
+    def forward_all(self) -> dict[str, Any]:
+        """Every representation of one forward pass: ``z_u``, ``z_id``, ``h`` (views), ``hat``, ``z_i``, ``h_u``."""
+        h_u = self.profile_view()
+        users0 = self.user_emb.weight if h_u is None else self.user_emb.weight + h_u
+        z = self.propagation(torch.cat([users0, self.item_emb.weight]))
+        z_u, z_id = z[: self.n_users], z[self.n_users:]
+        h = self.item_views()
+        hat = {m: self.maps[m](h[m]) for m in self.modalities}
+        z_i = self.fusion([z_id, *hat.values()]) if self.modalities else z_id
+        return {"z_u": z_u, "z_id": z_id, "h": h, "hat": hat, "z_i": z_i, "h_u": h_u}
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        out = self.forward_all()
+        if not self.training and isinstance(self.fusion, SimplexFusion) and self.modalities:
+            w = self.fusion.weights().detach().tolist()
+            self.summary["gamma"] = dict(zip(["id", *self.modalities], [round(x, 4) for x in w]))
+        return out["z_u"], out["z_i"]
+
+    # ----------------------------------------------------------------- objective
+    def alignment_losses(self, out: dict[str, Any], users: Tensor, pos: Tensor) -> dict[str, Tensor]:
+        """CMCL and OAT on the batch's unique positive items (and users)."""
+        c = self.config
+        zero = out["z_i"].new_zeros(())
+        terms = {"cmcl": zero, "oat": zero}
+        if not (c.lambda_cl > 0 or c.lambda_ot > 0):
+            return terms
+        items = torch.unique(pos)
+        target_all = out["z_i"] if c.align_target == "unified" else out["z_id"]
+        keep = {m: (self.image_mask[items] if m == "image" else None) for m in self.modalities}
+        if c.lambda_cl > 0:
+            cl = zero
+            cl_items = _subsample(items, c.cl_max_points)
+            for m in self.modalities:
+                sel = cl_items if keep[m] is None else cl_items[self.image_mask[cl_items]]
+                if len(sel) > 1:
+                    cl = cl + symmetric_info_nce(out["h"][m][sel], target_all[sel], c.tau)
+            if self.use_profile and c.align_users:
+                uu = _subsample(torch.unique(users), c.cl_max_points)
+                if len(uu) > 1:
+                    cl = cl + symmetric_info_nce(out["h_u"][uu], out["z_u"][uu], c.tau)
+            terms["cmcl"] = cl
+        if c.lambda_ot > 0 and self.modalities:
+            ot = zero
+            sub = _subsample(items, c.ot_max_points)
+            for m in self.modalities:
+                sel = sub if keep[m] is None else sub[keep[m][torch.searchsorted(items, sub)]]
+                ot = ot + oat_loss(out["hat"][m][sel], target_all[sel], c.ot_eps, c.ot_iters,
+                                   tol=1e-5, debias=c.ot_debias)
+            terms["oat"] = ot
+        return terms
+
+    def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        c = self.config
+        out = self.forward_all()
+        z_u, z_i = out["z_u"], out["z_i"]
+        bpr = bpr_loss(z_u[users], z_i[pos], z_i[neg])
+        reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
+        terms = self.alignment_losses(out, users, pos)
+        total = bpr + c.reg_weight * reg + c.lambda_cl * terms["cmcl"] + c.lambda_ot * terms["oat"]
+        return {"loss": total, "bpr": bpr, "reg": reg, **terms}

@@ -1,0 +1,153 @@
+r"""VBPR (He & McAuley, "VBPR: Visual Bayesian Personalized Ranking from Implicit Feedback", AAAI 2016).
+
+Matrix factorisation whose item side is extended by a linear projection of the item's content
+features :math:`f_i` (here: text and/or image features, concatenated — whichever exist):
+
+.. math::
+    \hat y_{ui} = \beta_i + \gamma_u^\top \gamma_i + \theta_u^\top (E f_i) + \beta'^\top f_i
+
+with ID factors :math:`\gamma_u, \gamma_i \in R^{K}`, the user's content preference
+:math:`\theta_u \in R^{K'}`, the projection :math:`E \in R^{K' \times F}` and the content bias
+:math:`\beta'`. The score is written as one inner product of concatenations,
+
+.. math::
+    z_u = [\gamma_u \,\|\, \theta_u \,\|\, 1], \qquad
+    z_i = [\gamma_i \,\|\, E f_i \,\|\, \beta_i + \beta'^\top f_i],
+
+(the last coordinate only when ``use_bias``), trained with BPR plus L2 on the batch's vectors.
+(The global and user biases cancel in BPR and in per-user ranking, so they are left out.)
+
+This module also holds the feature helpers the other multimodal peers share (:func:`item_modalities`,
+:func:`modality_dims`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from recgoat.errors import ConfigError
+from recgoat.models.base import ModelConfig, Recommender, register
+from recgoat.nn.losses import bpr_loss, l2_reg
+
+MODALITIES = ("text", "image")
+
+
+# --------------------------------------------------------------------------------- shared feature helpers
+def item_modalities(features, model: str, n_items: int | None = None) -> dict[str, np.ndarray]:
+    """The item feature matrices present in ``features`` (``{"text": X_t, "image": X_v}``, either may be
+    absent); raises :class:`ConfigError` naming ``model`` when there are none."""
+    if features is None:
+        raise ConfigError(f"{model} needs item features (text and/or image) but none were given: encode them "
+                          f"with `recgoat encode all <dataset>` and pass features=load_features(dataset, folder)")
+    found = {m: np.asarray(getattr(features, m), dtype=np.float32)
+             for m in MODALITIES if getattr(features, m, None) is not None}
+    if not found:
+        raise ConfigError(f"{model} needs item text or image features, but the given features hold neither "
+                          f"(a user profile alone is not enough); encode item text or images first")
+    for m, x in found.items():
+        if x.ndim != 2 or (n_items is not None and x.shape[0] != n_items):
+            raise ConfigError(f"{model}: {m} features have shape {x.shape}, expected ({n_items}, D): "
+                              f"features were made for another dataset")
+    return found
+
+
+def modality_dims(features, model: str) -> dict[str, int]:
+    """``{"text_dim": D_t, "image_dim": D_v}`` with 0 for an absent modality (saved with the model)."""
+    found = item_modalities(features, model)
+    return {f"{m}_dim": int(found[m].shape[1]) if m in found else 0 for m in MODALITIES}
+
+
+def check_dims(model: Recommender, found: dict[str, np.ndarray]) -> None:
+    """Refuse features whose modalities or sizes differ from those the model was built with."""
+    for m in MODALITIES:
+        want = int(model.dims.get(f"{m}_dim", 0))
+        got = int(found[m].shape[1]) if m in found else 0
+        if want != got:
+            raise ConfigError(f"{model.name}: built for {m} features of dimension {want}, given {got}; "
+                              f"pass the features the model was built with")
+
+
+def image_mask(features, n_items: int) -> np.ndarray:
+    """Which items have a real image (all of them when the features carry no mask)."""
+    mask = getattr(features, "image_mask", None)
+    return np.ones(n_items, bool) if mask is None else np.asarray(mask, bool)
+
+
+# --------------------------------------------------------------------------------- the model
+class VBPRConfig(ModelConfig):
+    embedding_dim: int = Field(64, ge=1)  # K: ID factors
+    content_dim: int = Field(64, ge=1)  # K': content-preference factors
+    use_bias: bool = True  # item bias beta_i + content bias beta'^T f_i
+    reg_weight: float = Field(1e-4, ge=0)
+
+
+@register("vbpr")
+class VBPR(Recommender):
+    Config = VBPRConfig
+    needs_features = True
+
+    def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
+        super().__init__(n_users, n_items, config, **dims)
+        cfg = self.config
+        self.feat_dim = int(dims.get("text_dim", 0)) + int(dims.get("image_dim", 0))
+        if self.feat_dim <= 0:
+            raise ConfigError("vbpr needs item text or image features (dims text_dim/image_dim are 0)")
+        self.user_id = nn.Embedding(n_users, cfg.embedding_dim)
+        self.user_content = nn.Embedding(n_users, cfg.content_dim)
+        self.item_id = nn.Embedding(n_items, cfg.embedding_dim)
+        self.project = nn.Linear(self.feat_dim, cfg.content_dim, bias=False)  # E
+        for emb in (self.user_id, self.user_content, self.item_id):
+            nn.init.xavier_uniform_(emb.weight)
+        nn.init.xavier_uniform_(self.project.weight)
+        if cfg.use_bias:
+            self.item_bias = nn.Parameter(torch.zeros(n_items))
+            self.content_bias = nn.Linear(self.feat_dim, 1, bias=False)  # beta'
+            nn.init.zeros_(self.content_bias.weight)
+        # f_i: set by prepare, not saved (a loaded model scores from its saved final embeddings)
+        self.register_buffer("content", torch.zeros(0, self.feat_dim), persistent=False)
+
+    @classmethod
+    def dims_from(cls, dataset, features=None) -> dict[str, Any]:
+        return modality_dims(features, "vbpr")
+
+    def prepare(self, dataset, features=None) -> None:
+        super().prepare(dataset, features)
+        found = item_modalities(features, self.name, self.n_items)
+        check_dims(self, found)
+        self.content = torch.from_numpy(np.concatenate([found[m] for m in MODALITIES if m in found], axis=1))
+
+    def _items(self, idx: Tensor | None) -> Tensor:
+        """Item vectors ``[γ_i ‖ E f_i (‖ β_i + β'ᵀ f_i)]`` for ``idx`` (all items when None)."""
+        if self.content.shape[0] != self.n_items:
+            raise RuntimeError("vbpr: call prepare(dataset, features) before training or scoring")
+        f = self.content if idx is None else self.content[idx]
+        ids = self.item_id.weight if idx is None else self.item_id(idx)
+        parts = [ids, self.project(f)]
+        if self.config.use_bias:
+            bias = self.item_bias if idx is None else self.item_bias[idx]
+            parts.append((bias + self.content_bias(f).squeeze(-1)).unsqueeze(-1))
+        return torch.cat(parts, dim=-1)
+
+    def _users(self, idx: Tensor | None) -> Tensor:
+        """User vectors ``[γ_u ‖ θ_u (‖ 1)]``."""
+        gamma = self.user_id.weight if idx is None else self.user_id(idx)
+        theta = self.user_content.weight if idx is None else self.user_content(idx)
+        parts = [gamma, theta]
+        if self.config.use_bias:
+            parts.append(torch.ones(gamma.shape[0], 1, dtype=gamma.dtype))
+        return torch.cat(parts, dim=-1)
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        return self._users(None), self._items(None)
+
+    def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
+        u, p, n = self._users(users), self._items(pos), self._items(neg)
+        bpr = bpr_loss(u, p, n)
+        # the constant 1 of the bias coordinate is not a parameter: regularise the learnt parts only
+        k = self.config.embedding_dim + self.config.content_dim
+        reg = l2_reg(u[:, :k], p, n)
+        return {"loss": bpr + self.config.reg_weight * reg, "bpr": bpr, "reg": reg}

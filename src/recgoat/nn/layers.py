@@ -1,0 +1,371 @@
+r"""RecGOAT's graph and fusion layers (METHOD.md §3, §5; Li et al., arXiv 2602.00682, 2026).
+
+- :class:`ModalityGATBranch` — :math:`H = \mathrm{GAT}(X W, G)`: a linear projection of frozen
+  large-model features to ``d``, then multi-head graph attention over a fixed kNN graph (item-item per
+  modality, or user-user over profiles). Used for both the item modality branches and the user-profile
+  branch.
+- :class:`RatingAwareLightGCN` — LightGCN propagation whose normalised edge weights are modulated by an
+  attention score from the two endpoint embeddings and the edge's rating:
+
+  .. math::
+      \tilde A_{ui} = \hat A_{ui}\cdot 2\sigma(s_{ui}), \quad
+      s_{ui} = \frac{(e_u W)\cdot e_i}{\sqrt d} + \beta\,\tilde r_{ui}, \quad
+      E^{(l+1)} = \tilde A E^{(l)}, \quad Z = \tfrac{1}{L+1}\textstyle\sum_l E^{(l)}
+
+  with ``W`` and ``β`` initialised at zero, so the factor starts at exactly 1 (LightGCN) and the
+  matrix stays symmetric (the same factor on ``(u,i)`` and ``(i,u)``). With attention off it *is*
+  :func:`recgoat.models.lightgcn.propagate`.
+- :class:`AdaptiveMap` — :math:`\hat z = z (I + \Delta)`, Δ a d×d matrix initialised at zero.
+- Fusions: :class:`SimplexFusion` (softmax of learned logits, or fixed weights),
+  :class:`ConcatFusion` (concatenation + linear), :class:`SumFusion` (plain sum).
+
+Edge weights are a vector over the nnz of a sparse CSR matrix; :class:`_WeightedSymSpMM` multiplies
+by the weighted symmetric matrix and returns gradients for both the dense input and the edge values,
+so nothing dense of size (U+I)² is ever formed.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
+    """``[2, nnz]`` edge index (source, target) of a scipy CSR graph (symmetric graphs: either way)."""
+    coo = graph.tocoo()
+    return torch.from_numpy(np.vstack([coo.col, coo.row]).astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------- sparse GAT
+def _sampled_dot(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``a[row_e] · b[col_e]`` for every stored entry ``e`` of a CSR pattern, without an ``E × C`` tensor."""
+    n, m = a.shape[0], b.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mask = torch.sparse_csr_tensor(crow, col, torch.zeros(len(col), dtype=a.dtype), size=(n, m))
+        return torch.sparse.sampled_addmm(mask, a, b.t(), beta=0.0).values()
+
+
+class GATGraph(NamedTuple):
+    """A fixed graph in CSR by destination (``crow``/``col`` = sources) plus its transpose, for
+    :class:`_EdgeSpMM`: ``row`` is the destination of each edge, ``perm`` maps the transposed
+    order to the edge order (``values[perm]`` are the transpose's values)."""
+
+    crow: Tensor
+    col: Tensor
+    row: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    perm: Tensor
+    n: int
+
+
+def gat_graph(edge_index: Tensor, num_nodes: int, add_self_loops: bool = True) -> GATGraph:
+    """CSR form of ``edge_index`` (``[source; target]``) with self loops replaced by one per node
+    (what PyG's GATConv does with ``add_self_loops=True``)."""
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    if add_self_loops:
+        keep = src != dst
+        loop = torch.arange(num_nodes)
+        src, dst = torch.cat([src[keep], loop]), torch.cat([dst[keep], loop])
+    order = torch.argsort(dst * num_nodes + src)
+    row, col = dst[order], src[order]
+    crow = torch.zeros(num_nodes + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=num_nodes), 0)
+    perm = torch.argsort(col * num_nodes + row)  # edges sorted by source: the transpose in CSR order
+    crow_t = torch.zeros(num_nodes + 1, dtype=torch.long)
+    crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=num_nodes), 0)
+    return GATGraph(crow, col, row, crow_t, row[perm], perm, num_nodes)
+
+
+class _EdgeSpMM(torch.autograd.Function):
+    """``A(w) X`` for a fixed CSR pattern with per-edge values ``w`` (not symmetric).
+
+    Backward: ``∂/∂X = A(w)ᵀ G`` (the precomputed transposed pattern) and ``∂/∂w_e = G[row_e]·X[col_e]``
+    by a sampled dense×dense product — nothing of size ``E × C`` is formed.
+    """
+
+    @staticmethod
+    def forward(ctx, g: GATGraph, values: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(g.crow, g.col, values.detach(), size=(g.n, g.n))
+        ctx.g = g
+        ctx.save_for_backward(values, x)
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        values, x = ctx.saved_tensors
+        g: GATGraph = ctx.g
+        grad = grad.contiguous()
+        grad_w = grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_w = _sampled_dot(g.crow, g.col, grad, x)
+        if ctx.needs_input_grad[2]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                adj_t = torch.sparse_csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], size=(g.n, g.n))
+            grad_x = adj_t @ grad
+        return None, grad_w, grad_x
+
+
+class SparseGATConv(nn.Module):
+    r"""Graph attention (Veličković et al., ICLR 2018) as edge scalars + sparse products.
+
+    .. math::
+        h = x W^\top,\quad e_{ij}^k = \mathrm{LeakyReLU}(a_{src}^k\cdot h_j^k + a_{dst}^k\cdot h_i^k),\quad
+        \alpha_{ij}^k = \operatorname{softmax}_{j \in N(i)} e_{ij}^k,\quad
+        o_i^k = \textstyle\sum_j \alpha_{ij}^k h_j^k
+
+    then heads concatenated (or averaged) plus a bias. Same parameters (``lin``, ``att_src``,
+    ``att_dst``, ``bias``) and output as PyG's ``GATConv`` with the same settings, but the only per-edge
+    tensors are the ``E × heads`` logits/weights: aggregation is one CSR × dense product per head
+    (PyG materialises ``E × heads × C`` messages). The CSR form of the (fixed) graph is built on the
+    first call for a given ``edge_index`` and reused.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int = 1, concat: bool = True,
+                 negative_slope: float = 0.2, dropout: float = 0.0, add_self_loops: bool = True):
+        super().__init__()
+        self.heads, self.out_dim, self.concat = heads, out_dim, concat
+        self.negative_slope, self.dropout, self.add_self_loops = negative_slope, dropout, add_self_loops
+        self.lin = nn.Linear(in_dim, heads * out_dim, bias=False)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_dim))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_dim))
+        self.bias = nn.Parameter(torch.zeros(heads * out_dim if concat else out_dim))
+        nn.init.xavier_uniform_(self.lin.weight)
+        bound = math.sqrt(6.0 / (heads + out_dim))  # PyG's glorot on a (1, H, C) tensor
+        nn.init.uniform_(self.att_src, -bound, bound)
+        nn.init.uniform_(self.att_dst, -bound, bound)
+        self._graph: GATGraph | None = None
+        self._graph_key: tuple | None = None
+
+    def graph(self, edge_index: Tensor, n: int) -> GATGraph:
+        key = (edge_index.data_ptr(), tuple(edge_index.shape), n)
+        if self._graph_key != key:
+            self._graph, self._graph_key = gat_graph(edge_index, n, self.add_self_loops), key
+        return self._graph  # type: ignore[return-value]
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        from torch_geometric.utils import softmax
+
+        n, hds, c = x.shape[0], self.heads, self.out_dim
+        g = self.graph(edge_index, n)
+        h = self.lin(x).view(n, hds, c)
+        a_src = (h * self.att_src).sum(-1)  # n × heads: per-node scalars, not per-edge vectors
+        a_dst = (h * self.att_dst).sum(-1)
+        # index_select: its backward (index_add) is much cheaper than advanced indexing's index_put
+        logits = F.leaky_relu(a_src.index_select(0, g.col) + a_dst.index_select(0, g.row), self.negative_slope)
+        alpha = softmax(logits, g.row, ptr=g.crow, num_nodes=n)
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        out = torch.stack([_EdgeSpMM.apply(g, alpha[:, k], h[:, k]) for k in range(hds)], dim=1)
+        out = out.reshape(n, hds * c) if self.concat else out.mean(1)
+        return out + self.bias
+
+
+# ---------------------------------------------------------------------------------------------- branches
+class ModalityGATBranch(nn.Module):
+    """Projection ``in_dim → d`` then ``n_layers`` GAT layers over a fixed graph.
+
+    Args:
+        in_dim: feature size of the frozen input matrix.
+        dim: output size ``d``.
+        heads: attention heads per layer.
+        n_layers: GAT layers; 0 gives the projection alone (the "without graph" ablation).
+        v2: use PyG's GATv2Conv (dynamic attention) instead of GATConv (always the PyG implementation).
+        dropout: attention dropout (off in eval mode).
+        impl: ``"sparse"`` (:class:`SparseGATConv`, E × heads scalars per edge) or ``"pyg"`` (GATConv).
+        concat: heads of ``d / heads`` channels concatenated (cheap) or heads of ``d`` averaged.
+    """
+
+    def __init__(self, in_dim: int, dim: int, heads: int = 2, n_layers: int = 1, v2: bool = False,
+                 dropout: float = 0.0, impl: str = "sparse", concat: bool = True):
+        super().__init__()
+        from torch_geometric.nn import GATConv, GATv2Conv
+
+        if concat and dim % heads:
+            raise ValueError(f"concatenated heads need d divisible by heads (d={dim}, heads={heads})")
+        self.proj = nn.Linear(in_dim, dim)
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        out = dim // heads if concat else dim
+        kw = dict(heads=heads, concat=concat, dropout=dropout, add_self_loops=True)
+        if v2:
+            convs = [GATv2Conv(dim, out, **kw) for _ in range(n_layers)]
+        elif impl == "pyg":
+            convs = [GATConv(dim, out, **kw) for _ in range(n_layers)]
+        elif impl == "sparse":
+            convs = [SparseGATConv(dim, out, **kw) for _ in range(n_layers)]
+        else:
+            raise ValueError(f"unknown GAT implementation {impl!r} (pyg, sparse)")
+        self.convs = nn.ModuleList(convs)
+
+    def forward(self, x: Tensor, edge_index: Tensor | None) -> Tensor:
+        h = self.proj(x)
+        if edge_index is None:
+            return h
+        for conv in self.convs:
+            h = conv(h, edge_index)
+        return h
+
+
+class _WeightedSymSpMM(torch.autograd.Function):
+    """``A(w) X`` for a symmetric CSR pattern with edge values ``w`` (symmetric: ``w_ij = w_ji``).
+
+    Backward: ``∂/∂X = A(w) G`` (symmetry) and ``∂/∂w_e = G[row_e] · X[col_e]`` (sampled product).
+    """
+
+    @staticmethod
+    def forward(ctx, crow: Tensor, col: Tensor, row: Tensor, values: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        n = x.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(n, n))
+        ctx.adj = adj
+        ctx.save_for_backward(row, col, x)
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        row, col, x = ctx.saved_tensors
+        grad_x = ctx.adj @ grad if ctx.needs_input_grad[4] else None
+        grad_w = _sampled_dot(ctx.adj.crow_indices(), col, grad.contiguous(), x) if ctx.needs_input_grad[3] else None
+        return None, None, None, grad_w, grad_x
+
+
+class _SymSampledDot(torch.autograd.Function):
+    """``s_e = M[row_e] · M[col_e]`` on a symmetric CSR pattern.
+
+    Backward: ``∂/∂M = (G + Gᵀ) M`` with ``G`` the CSR matrix of the incoming edge gradients (``Gᵀ``'s
+    values are ``g[perm_t]``): one sparse × dense product, no ``E × d`` tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, crow: Tensor, col: Tensor, perm_t: Tensor, m: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(crow, col, perm_t, m)
+        return _sampled_dot(crow, col, m, m)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        crow, col, perm_t, m = ctx.saved_tensors
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            g = torch.sparse_csr_tensor(crow, col, grad + grad[perm_t], size=(m.shape[0], m.shape[0]))
+        return None, None, None, g @ m
+
+
+class RatingAwareLightGCN(nn.Module):
+    """LightGCN over the user-item graph with rating-aware edge attention (or plain LightGCN).
+
+    ``set_graph`` takes the symmetric-normalised adjacency (torch CSR, users first) and the
+    standardised rating of each stored entry (aligned with its ``values``).
+    """
+
+    def __init__(self, n_users: int, dim: int, n_layers: int = 3, attention: bool = True):
+        super().__init__()
+        self.n_users = n_users
+        self.n_layers = n_layers
+        self.attention = attention
+        self.dim = dim
+        if attention:
+            self.bilinear = nn.Parameter(torch.zeros(dim, dim))  # zero: the factor starts at 1
+            self.rating_coef = nn.Parameter(torch.zeros(()))
+        self.adj: Tensor | None = None
+
+    def set_graph(self, adj: Tensor, ratings: Tensor) -> None:
+        self.adj = adj
+        crow, col = adj.crow_indices(), adj.col_indices()
+        row = torch.repeat_interleave(torch.arange(adj.shape[0]), crow[1:] - crow[:-1])
+        self._crow, self._col, self._row = crow, col, row
+        self._base = adj.values()
+        self._perm_t = torch.argsort(col * adj.shape[0] + row)  # entry (r, c) -> position of (c, r)
+        # each entry as (user, item) whichever direction it is stored in
+        is_user_row = row < self.n_users
+        self._u = torch.where(is_user_row, row, col)
+        self._i = torch.where(is_user_row, col, row)
+        self._rating = ratings.to(self._base.dtype)
+
+    def edge_factor(self, ego: Tensor) -> Tensor:
+        """``2σ(s_e)`` per stored entry; equal on ``(u,i)`` and ``(i,u)`` by construction.
+
+        With ``M = [E_U W; E_I]``, ``M_a · M_b`` is ``(e_u W)·e_i`` whichever of ``(u,i)``/``(i,u)``
+        the entry is, so one sampled product gives every score (no ``E × d`` gather)."""
+        m = torch.cat([ego[: self.n_users] @ self.bilinear, ego[self.n_users:]])
+        s = _SymSampledDot.apply(self._crow, self._col, self._perm_t, m) / math.sqrt(self.dim)
+        return 2.0 * torch.sigmoid(s + self.rating_coef * self._rating)
+
+    def forward(self, ego: Tensor) -> Tensor:
+        """Mean over layers of the propagated ``(U + I) × d`` embeddings."""
+        if self.adj is None:
+            raise RuntimeError("RatingAwareLightGCN: call set_graph first (model.prepare)")
+        if not self.attention:
+            from recgoat.models.lightgcn import propagate
+
+            return propagate(self.adj, ego, self.n_layers)
+        values = self._base * self.edge_factor(ego)
+        out, h = ego, ego
+        for _ in range(self.n_layers):
+            h = _WeightedSymSpMM.apply(self._crow, self._col, self._row, values, h)
+            out = out + h
+        return out / (self.n_layers + 1)
+
+
+# ---------------------------------------------------------------------------------------------- alignment map
+class AdaptiveMap(nn.Module):
+    """``ẑ = z (I + Δ)`` with Δ ∈ R^{d×d} initialised at zero (identity map at start)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(dim, dim))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z + z @ self.delta
+
+
+# ---------------------------------------------------------------------------------------------- fusions
+class SimplexFusion(nn.Module):
+    """``Σ_k γ_k z_k`` with γ on the simplex: softmax of learned logits, or fixed weights."""
+
+    def __init__(self, n_views: int, fixed: list[float] | None = None):
+        super().__init__()
+        if fixed is not None:
+            w = torch.tensor(fixed, dtype=torch.float32)
+            if len(w) != n_views or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
+                raise ValueError(f"fixed fusion weights {fixed} must be {n_views} non-negatives summing to 1")
+            self.register_buffer("fixed", w)
+            self.logits = None
+        else:
+            self.fixed = None
+            self.logits = nn.Parameter(torch.zeros(n_views))
+
+    def weights(self) -> Tensor:
+        return self.fixed if self.logits is None else torch.softmax(self.logits, 0)
+
+    def forward(self, views: list[Tensor]) -> Tensor:
+        w = self.weights()
+        return sum(w[k] * v for k, v in enumerate(views))
+
+
+class ConcatFusion(nn.Module):
+    """``[z_1 ‖ … ‖ z_k] W`` (naive fusion for ablation)."""
+
+    def __init__(self, n_views: int, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(n_views * dim, dim, bias=False)
+
+    def forward(self, views: list[Tensor]) -> Tensor:
+        return self.linear(torch.cat(views, dim=-1))
+
+
+class SumFusion(nn.Module):
+    """``Σ_k z_k`` (naive fusion for ablation)."""
+
+    def forward(self, views: list[Tensor]) -> Tensor:
+        return sum(views)

@@ -1,0 +1,277 @@
+"""RecGOAT on a real slice of ml100k-mm: LightGCN equivalence, rating attention, ablation switches,
+missing modalities, save/load without features, and a short run through the shared trainer."""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from functools import lru_cache  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+import torch  # noqa: E402
+
+from recgoat.datasets import Dataset, load  # noqa: E402
+from recgoat.datasets.registry import shared_root  # noqa: E402
+from recgoat.errors import DataError  # noqa: E402
+from recgoat.features.store import Features  # noqa: E402
+from recgoat.models.base import Recommender  # noqa: E402
+from recgoat.models.lightgcn import LightGCN, propagate  # noqa: E402
+from recgoat.models.recgoat import ABLATIONS, RecGOAT, RecGOATConfig, gamma_grid, load_preset  # noqa: E402
+from recgoat.nn.layers import ConcatFusion, SimplexFusion, SumFusion, _WeightedSymSpMM  # noqa: E402
+
+torch.set_num_threads(1)
+N_USERS = 150
+FEAT_DIR = Path("/tmp/feat-ml100k")
+
+
+@lru_cache(maxsize=1)
+def _full() -> Dataset:
+    root = shared_root()
+    if root is None or not (root / "ml100k-mm").is_dir():
+        pytest.skip("shared dataset ml100k-mm not found (set RECGOAT_SHARED_DATA)")
+    return load("ml100k-mm")
+
+
+@lru_cache(maxsize=1)
+def small() -> tuple[Dataset, np.ndarray]:
+    """The first 150 users of ml100k-mm with their real ratings and split; items they touch, remapped."""
+    ds = _full()
+    inter = ds.interactions[ds.interactions["user"] < N_USERS]
+    rows = np.sort(inter["item"].unique())
+    imap = np.full(ds.n_items, -1)
+    imap[rows] = np.arange(len(rows))
+    inter = inter.assign(item=imap[inter["item"].to_numpy()]).reset_index(drop=True)
+    sub = Dataset(name="ml100k-150", interactions=inter, user_ids=ds.user_ids[:N_USERS], item_ids=ds.item_ids[rows],
+                  items=ds.items.iloc[rows].reset_index(drop=True), text_fields=list(ds.text_fields),
+                  info=dict(ds.info))
+    return sub, rows
+
+
+@lru_cache(maxsize=1)
+def features() -> Features:
+    """Real encoded features of the slice when /tmp/feat-ml100k exists, else seeded random ones."""
+    sub, rows = small()
+    if (FEAT_DIR / "text.npy").exists() and (FEAT_DIR / "profile.npy").exists() and (FEAT_DIR / "image.npy").exists():
+        from recgoat.features import load_features
+
+        try:
+            f = load_features(_full(), FEAT_DIR)
+            return Features(text=f.text[rows], image=f.image[rows], image_mask=f.image_mask[rows],
+                            profile=f.profile[:N_USERS])
+        except DataError:
+            pass
+    rng = np.random.default_rng(0)
+    mask = rng.random(sub.n_items) > 0.1
+    image = rng.normal(size=(sub.n_items, 40)).astype(np.float32) * mask[:, None]
+    return Features(text=rng.normal(size=(sub.n_items, 24)).astype(np.float32), image=image, image_mask=mask,
+                    profile=rng.normal(size=(sub.n_users, 24)).astype(np.float32))
+
+
+def build(features_: Features | None = None, **cfg) -> RecGOAT:
+    torch.manual_seed(0)
+    sub, _ = small()
+    return RecGOAT.build(sub, {"embedding_dim": 16, **cfg}, features() if features_ is None else features_)
+
+
+def batch(seed: int = 0, n: int = 256):
+    sub, _ = small()
+    m = sub.csr("train").tocoo()
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(m.nnz, n, replace=False)
+    neg = rng.integers(0, sub.n_items, n)
+    return torch.from_numpy(m.row[idx].astype(np.int64)), torch.from_numpy(m.col[idx].astype(np.int64)), torch.from_numpy(neg)
+
+
+# ---------------------------------------------------------------------------------------------- LightGCN
+def test_attention_off_is_exactly_lightgcn():
+    sub, _ = small()
+    model = build(**ABLATIONS["id_only"])
+    lg = LightGCN.build(sub, {"embedding_dim": 16})
+    lg.user_emb.weight.data.copy_(model.user_emb.weight.data)
+    lg.item_emb.weight.data.copy_(model.item_emb.weight.data)
+    zu, zi = model.embeddings()
+    lu, li = lg.embeddings()
+    assert torch.equal(zu, lu) and torch.equal(zi, li)
+    ego = torch.cat([model.user_emb.weight, model.item_emb.weight])
+    assert torch.equal(model.propagation(ego), propagate(lg.adj, ego, 3))
+    u, p, n = batch()
+    assert torch.equal(model.loss(u, p, n)["loss"], lg.loss(u, p, n)["loss"])
+    assert sum(1 for _ in model.parameters()) == 2  # nothing but the ID tables
+
+
+def test_rating_attention_starts_as_lightgcn_then_learns_symmetric_weights():
+    sub, _ = small()
+    model = build(modalities=[], use_profile=False, lambda_cl=0.0, lambda_ot=0.0)
+    ego = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach()
+    plain = propagate(model.propagation.adj, ego, 3)
+    assert torch.allclose(model.propagation(ego), plain, atol=1e-6)
+    u, p, n = batch()
+    model.loss(u, p, n)["loss"].backward()
+    prop = model.propagation
+    assert prop.bilinear.grad.abs().sum() > 0 and prop.rating_coef.grad.abs() > 0
+    with torch.no_grad():
+        prop.bilinear.normal_(0, 1.0)
+        prop.rating_coef.fill_(0.7)
+        factor = prop.edge_factor(ego)
+    n_nodes = prop.adj.shape[0]
+    w = sp.csr_matrix((factor.numpy(), prop._col.numpy(), prop._crow.numpy()), shape=(n_nodes, n_nodes))
+    assert abs(w - w.T).max() < 1e-6  # same factor on (u,i) and (i,u)
+    assert factor.std() > 0.01  # and it does depend on the endpoints/rating
+    # ratings enter: edges with a higher rating get a larger factor when only β is on
+    with torch.no_grad():
+        prop.bilinear.zero_()
+        f2 = prop.edge_factor(ego)
+    order = torch.argsort(prop._rating)
+    assert torch.all(torch.diff(f2[order]) >= -1e-7) and f2.max() > f2.min()
+
+
+def test_weighted_spmm_gradients_against_dense():
+    g = torch.Generator().manual_seed(0)
+    dense = (torch.rand(6, 6, generator=g) > 0.5).double()
+    dense = torch.triu(dense, 1)
+    dense = dense + dense.t()
+    csr = dense.to_sparse_csr()
+    crow, col = csr.crow_indices(), csr.col_indices()
+    row = torch.repeat_interleave(torch.arange(6), crow[1:] - crow[:-1])
+    w = torch.rand(len(col), generator=g, dtype=torch.float64)
+    w = (w + torch.sparse_csr_tensor(crow, col, w, (6, 6)).to_dense().t()[row, col]).requires_grad_(True)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda w_, x_: _WeightedSymSpMM.apply(crow, col, row, w_, x_), (w, x))
+
+
+# ---------------------------------------------------------------------------------------------- structure
+def test_adaptive_maps_start_at_zero_and_views_have_the_right_shapes():
+    model = build()
+    sub, _ = small()
+    assert set(model.maps) == {"text", "image"}
+    for m in model.maps.values():
+        assert torch.count_nonzero(m.delta) == 0
+    out = model.forward_all()
+    assert out["z_i"].shape == (sub.n_items, 16) and out["z_u"].shape == (sub.n_users, 16)
+    missing = ~model.image_mask
+    assert missing.sum() == (~features().image_mask).sum()
+    assert torch.count_nonzero(out["h"]["image"][missing]) == 0  # items without a poster: no image view
+    assert model.summary["modalities_used"] == ["text", "image"] and model.summary["profile_branch"]
+    # the kNN graphs are sparse with ~k neighbours per node, never dense
+    assert model.edges_text.shape[1] <= sub.n_items * 2 * 20
+    assert model.summary["item_graph_text_edges"] == model.edges_text.shape[1]
+
+
+def test_all_loss_terms_train_every_component():
+    model = build()
+    u, p, n = batch()
+    terms = model.loss(u, p, n)
+    assert terms["cmcl"] > 0 and terms["oat"] > 0
+    terms["loss"].backward()
+    for name in ("maps.text.delta", "maps.image.delta", "branches.text.proj.weight", "profile_branch.proj.weight",
+                 "fusion.logits", "user_emb.weight", "propagation.bilinear"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_each_ablation_changes_what_it_says(name):
+    model = build(**ABLATIONS[name])
+    u, p, n = batch()
+    terms = model.loss(u, p, n)
+    if name == "id_only":
+        assert not model.modalities and model.profile_branch is None and not model.propagation.attention
+    if name in ("concat", "sum"):
+        assert isinstance(model.fusion, ConcatFusion if name == "concat" else SumFusion)
+        assert terms["cmcl"] == 0 and terms["oat"] == 0
+    if name == "cmcl_only":
+        assert terms["cmcl"] > 0 and terms["oat"] == 0
+    if name == "oat_only":
+        assert terms["cmcl"] == 0 and terms["oat"] > 0
+    if name == "full":
+        assert terms["cmcl"] > 0 and terms["oat"] > 0 and isinstance(model.fusion, SimplexFusion)
+    if name in ("text_only", "image_only"):
+        assert list(model.branches) == [name.split("_")[0]]
+        assert model.summary["modalities_used"] == [name.split("_")[0]]
+    if name == "no_profile":
+        assert model.profile_branch is None and not model.summary["profile_branch"]
+        base = build()
+        assert torch.equal(base.user_emb.weight, model.user_emb.weight)
+        # users start from E_U alone: propagation input differs from the full model's
+        assert not torch.allclose(base.forward_all()["z_u"], model.forward_all()["z_u"])
+    if name == "no_item_graph":
+        assert model.edges_text is None and len(model.branches["text"].convs) == 0
+        h = model.item_views()["text"]
+        assert torch.allclose(h, model.branches["text"].proj(model.feat_text))
+    assert torch.isfinite(terms["loss"])
+
+
+def test_gamma_grid_fixes_the_fusion_weights():
+    grid = gamma_grid()
+    assert {"gamma_t": 0.2, "gamma_v": 0.3} in grid and all(g["gamma_t"] + g["gamma_v"] <= 1 for g in grid)
+    model = build(gamma_t=0.2, gamma_v=0.3)
+    assert torch.allclose(model.fusion.weights(), torch.tensor([0.5, 0.2, 0.3]))
+    assert not any(n.startswith("fusion") for n, _ in model.named_parameters())
+    out = model.forward_all()
+    expected = 0.5 * out["z_id"] + 0.2 * out["hat"]["text"] + 0.3 * out["hat"]["image"]
+    assert torch.allclose(out["z_i"], expected, atol=1e-6)
+    with pytest.raises(ValueError):
+        RecGOATConfig(gamma_t=0.8, gamma_v=0.5)
+
+
+def test_align_target_switches_between_unified_and_id_view():
+    u, p, n = batch()
+    a = build(lambda_ot=0.0).loss(u, p, n)["cmcl"]
+    b = build(lambda_ot=0.0, align_target="id").loss(u, p, n)["cmcl"]
+    assert not torch.isclose(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- missing data
+def test_missing_modalities_are_left_out_and_reported():
+    f = features()
+    text_only = build(Features(text=f.text))
+    assert text_only.modalities == ["text"] and text_only.profile_branch is None
+    assert text_only.summary["modalities_missing"] == ["image"] and text_only.summary["profile_missing"]
+    assert "image" in text_only.summary["note"] and "profile" in text_only.summary["note"]
+    u, p, n = batch()
+    assert torch.isfinite(text_only.loss(u, p, n)["loss"])
+    sub, _ = small()
+    bare = RecGOAT.build(sub, {"embedding_dim": 16}, None)
+    assert bare.modalities == [] and bare.summary["modalities_missing"] == ["text", "image"]
+    assert torch.isfinite(bare.loss(u, p, n)["loss"])
+    # features whose shape does not match what the model was built for are refused clearly
+    with pytest.raises(DataError, match="text features"):
+        RecGOAT(sub.n_users, sub.n_items, {"embedding_dim": 16}, text_dim=7).prepare(sub, Features(text=f.text))
+
+
+def test_save_and_load_without_features(tmp_path):
+    model = build()
+    model.eval()
+    before = model.score([0, 1, 2])
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert isinstance(loaded, RecGOAT)
+    assert torch.allclose(loaded.score([0, 1, 2]), before)
+    assert loaded.summary["modalities_used"] == ["text", "image"] and "gamma" in loaded.summary
+    sub, _ = small()
+    assert loaded.recommend(0, 5)[0].shape == (5,)
+
+
+def test_presets_load_with_the_papers_settings():
+    baby, sports, elec = (load_preset(n) for n in ("baby", "sports", "electronics"))
+    assert (baby.embedding_dim, sports.embedding_dim, elec.embedding_dim) == (800, 600, 200)
+    assert (baby.item_k, sports.item_k, elec.item_k) == (20, 30, 20)
+    assert (baby.lambda_cl, sports.lambda_cl, elec.lambda_cl) == (0.032, 0.005, 0.05)
+    assert baby.tau == 0.2 and baby.reg_weight == 1e-4 and baby.n_layers == 3 and baby.gat_layers == 1
+
+
+def test_trains_through_the_shared_trainer(tmp_path):
+    import json
+
+    from recgoat.training.trainer import TrainConfig
+
+    sub, _ = small()
+    model = build()
+    res = model.fit(sub, TrainConfig(epochs=2, batch_size=1024, progress=False, patience=5), run_dir=tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["summary"]["modalities_used"] == ["text", "image"] and "gamma" in saved["summary"]
+    assert np.isfinite(res["test"]["recall@20"]) and res["valid"]["recall@20"] > 0

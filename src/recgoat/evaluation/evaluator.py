@@ -2,7 +2,7 @@
 
 Embeddings are computed once per evaluation (``model.embeddings()``), then users are scored in chunks:
 ``S = Z_U[chunk] Z_I^T``, training items (and validation items when scoring test) are set to −∞,
-``torch.topk`` ranks, and hits are gathered from a dense boolean target block of the chunk.
+``torch.topk`` ranks, and hits are found by binary search of ``u·I + i`` among the held-out pairs.
 """
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ class Evaluator:
         n_rel = np.diff(self.target.indptr)
         self.users = np.flatnonzero(n_rel > 0)
         self.n_relevant = torch.from_numpy(n_rel[self.users])
+        # held-out pairs as sorted keys u·I + i: a ranked item is a hit iff its key is found here
+        t = self.target.tocoo()
+        self._target_keys = torch.from_numpy(np.sort(t.row.astype(np.int64) * target.shape[1] + t.col))
 
     @classmethod
     def for_split(cls, dataset: Dataset, split: str = "valid", ks: tuple[int, ...] = DEFAULT_KS,
@@ -64,10 +67,9 @@ class Evaluator:
             rows, cols = self.mask[users].nonzero()
             scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
             top = torch.topk(scores, max_k, dim=1).indices
-            rows, cols = self.target[users].nonzero()
-            relevant = torch.zeros(scores.shape, dtype=torch.bool)
-            relevant[torch.from_numpy(rows), torch.from_numpy(cols)] = True
-            hits_all.append(relevant.gather(1, top))
+            keys = torch.from_numpy(users)[:, None] * n_items + top
+            pos = torch.searchsorted(self._target_keys, keys).clamp_(max=len(self._target_keys) - 1)
+            hits_all.append(self._target_keys[pos] == keys)
         hits = torch.cat(hits_all) if hits_all else torch.zeros(0, max_k, dtype=torch.bool)
         per_user = metrics_from_hits(hits, self.n_relevant, self.ks)
         means = {k: float(v.mean()) if len(v) else float("nan") for k, v in per_user.items()}

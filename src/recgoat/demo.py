@@ -5,7 +5,7 @@
 3. run the benchmark — RecGOAT beside LightGCN, BPR-MF, MostPopular and the peers that apply to the
    dataset's modalities (text only here) — and print the results table and the HTML report's path.
 
-    python -m recgoat.demo [--out demo-out] [--epochs 100] [--seeds 2026]
+    python -m recgoat.demo [--out demo-out] [--epochs 60] [--seeds 2026]
 """
 from __future__ import annotations
 

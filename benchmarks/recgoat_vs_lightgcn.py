@@ -4,7 +4,7 @@ Both models train with the same TrainConfig (Adam, batch, patience, seed) and ar
 best-validation epoch. RecGOAT reads the encoded features from ``--features`` (``recgoat encode all``);
 extra RecGOAT settings are given as ``--set key=value`` (YAML values), e.g. ``--set lambda_ot=0``.
 
-Run: ``python benchmarks/recgoat_vs_lightgcn.py --seeds 2026 --lr 5e-3 --epochs 60``
+Run: ``python benchmarks/recgoat_vs_lightgcn.py --seeds 2026 2027 2028`` (lr 5e-3, patience 20: the LightGCN reference)
 """
 from __future__ import annotations
 
@@ -32,20 +32,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="ml100k-mm")
     ap.add_argument("--features", default="/tmp/feat-ml100k")
     ap.add_argument("--seeds", type=int, nargs="+", default=[2026])
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RecGOAT config override")
     ap.add_argument("--models", nargs="+", default=["lightgcn", "recgoat"])
+    ap.add_argument("--preset", default=None, help="RecGOAT preset name or YAML path (before --set overrides)")
+    ap.add_argument("--run-root", default=None, help="keep each run's folder (log.jsonl per epoch) under here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     ds = load(args.dataset)
     feats = load_features(ds, args.features)
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = {}
+    if args.preset:
+        from recgoat.models.recgoat import load_preset
+
+        overrides = load_preset(args.preset).model_dump(exclude_defaults=True)
+    overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
     rows = []
     for seed in args.seeds:
         tc = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, patience=args.patience, seed=seed,
@@ -57,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                 model = LightGCN.build(ds, {"embedding_dim": args.dim})
             else:
                 model = RecGOAT.build(ds, {"embedding_dim": args.dim, **overrides}, feats)
-            res = model.fit(ds, tc)
+            run_dir = None
+            if args.run_root:
+                run_dir = f"{args.run_root}/{name}-{seed}-{os.getpid()}-{time.strftime('%H%M%S')}"
+            res = model.fit(ds, tc, run_dir=run_dir)
             rows.append({"model": name, "seed": seed, "best_epoch": res["best_epoch"], "epochs": res["epochs_run"],
                          "s/epoch": res["seconds_per_epoch"], "wall": time.perf_counter() - t0,
                          **{f"valid {m}": res["valid"][m] for m in METRICS[:2]},

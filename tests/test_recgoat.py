@@ -21,7 +21,8 @@ from recgoat.features.store import Features  # noqa: E402
 from recgoat.models.base import Recommender  # noqa: E402
 from recgoat.models.lightgcn import LightGCN, propagate  # noqa: E402
 from recgoat.models.recgoat import ABLATIONS, RecGOAT, RecGOATConfig, gamma_grid, load_preset  # noqa: E402
-from recgoat.nn.layers import ConcatFusion, SimplexFusion, SumFusion, _WeightedSymSpMM  # noqa: E402
+from recgoat.nn.layers import (ConcatFusion, SimplexFusion, SparseGATConv, SumFusion, _SymSampledDot,  # noqa: E402
+                               _WeightedSymSpMM)
 
 torch.set_num_threads(1)
 N_USERS = 150
@@ -141,6 +142,76 @@ def test_weighted_spmm_gradients_against_dense():
     w = (w + torch.sparse_csr_tensor(crow, col, w, (6, 6)).to_dense().t()[row, col]).requires_grad_(True)
     x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda w_, x_: _WeightedSymSpMM.apply(crow, col, row, w_, x_), (w, x))
+
+
+@pytest.mark.parametrize("heads,concat", [(2, True), (3, False), (1, True)])
+def test_sparse_gat_equals_pyg_gatconv_in_output_and_gradients(heads, concat):
+    from torch_geometric.nn import GATConv
+
+    g = torch.Generator().manual_seed(heads)
+    n = 40
+    edges = torch.randint(0, n, (2, 160), generator=g)
+    edges = torch.cat([edges, torch.tensor([[3, 7], [3, 7]]), edges[:, :5]], 1)  # self loops and duplicates
+    pyg = GATConv(12, 5, heads=heads, concat=concat, negative_slope=0.2, add_self_loops=True)
+    ours = SparseGATConv(12, 5, heads=heads, concat=concat, negative_slope=0.2, add_self_loops=True)
+    assert [k for k, _ in pyg.named_parameters()] == [k for k, _ in ours.named_parameters()]
+    ours.load_state_dict(pyg.state_dict())
+    with torch.no_grad():
+        pyg.bias.normal_()  # non-zero so that its gradient is compared too
+        ours.bias.copy_(pyg.bias)
+    x1 = torch.randn(n, 12, generator=g, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    w = torch.randn(n, heads * 5 if concat else 5, generator=g)
+    out1, out2 = pyg(x1, edges), ours(x2, edges)
+    assert torch.allclose(out1, out2, atol=1e-5)
+    (out1 * w).sum().backward()
+    (out2 * w).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+    for (name, p1), (_, p2) in zip(pyg.named_parameters(), ours.named_parameters()):
+        assert torch.allclose(p1.grad, p2.grad, atol=1e-5), name
+    # a different graph (a new edge_index) is picked up, not served from the cached CSR form
+    assert not torch.allclose(ours(x2, edges[:, :50]), out2)
+
+
+def test_gat_impl_is_selectable_and_both_give_the_same_views():
+    sparse, pyg = build(), build(gat_impl="pyg")
+    assert isinstance(sparse.branches["text"].convs[0], SparseGATConv)
+    assert type(pyg.branches["text"].convs[0]).__name__ == "GATConv"
+    pyg.load_state_dict(sparse.state_dict())
+    a, b = sparse.item_views(), pyg.item_views()
+    assert all(torch.allclose(a[m], b[m], atol=1e-5) for m in a)
+    assert torch.allclose(sparse.profile_view(), pyg.profile_view(), atol=1e-5)
+
+
+def test_symmetric_sampled_dot_gradients():
+    g = torch.Generator().manual_seed(1)
+    dense = torch.triu((torch.rand(7, 7, generator=g) > 0.5).double(), 1)
+    csr = (dense + dense.t()).to_sparse_csr()
+    crow, col = csr.crow_indices(), csr.col_indices()
+    row = torch.repeat_interleave(torch.arange(7), crow[1:] - crow[:-1])
+    m = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    s = _SymSampledDot.apply(crow, col, torch.argsort(col * 7 + row), m)
+    assert torch.allclose(s, (m[row] * m[col]).sum(-1))
+    torch.autograd.gradcheck(lambda m_: _SymSampledDot.apply(crow, col, torch.argsort(col * 7 + row), m_), (m,))
+
+
+def test_in_batch_alignment_is_capped_at_cl_max_points():
+    u, p, n = batch(n=512)
+    assert len(torch.unique(p)) > 40
+    full, capped = build(lambda_ot=0.0), build(lambda_ot=0.0, cl_max_points=40)
+    seen = []
+    import recgoat.models.recgoat as rg
+
+    orig = rg.symmetric_info_nce
+    try:
+        rg.symmetric_info_nce = lambda a, b, tau: seen.append(len(a)) or orig(a, b, tau)
+        capped.loss(u, p, n)
+        assert seen and max(seen) <= 40
+        seen.clear()
+        full.loss(u, p, n)
+        assert max(seen) > 40
+    finally:
+        rg.symmetric_info_nce = orig
 
 
 # ---------------------------------------------------------------------------------------------- structure

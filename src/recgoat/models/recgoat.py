@@ -17,8 +17,13 @@ Graphs (§2) are built from the training split (user-item, with standardised rat
 from the frozen features (top-k cosine kNN by faiss, never a dense I×I / U×U matrix); they are fixed,
 cached in memory per process and optionally on disk (``graph_cache_dir``). CMCL (symmetric InfoNCE,
 minimised) and OAT (Sinkhorn divergence by default, ``ot_debias=False`` for the paper's ⟨T, C⟩) act on
-the batch's unique positive items (and users), so their cost is O(B²), never O(I²); OAT further
-subsamples at most ``ot_max_points`` items per batch. Everything is propagated once per batch.
+the batch's unique positive items (and users), so their cost is O(B²), never O(I²); CMCL uses at most
+``cl_max_points`` of them and OAT at most ``ot_max_points`` (uniformly drawn). Everything is propagated
+once per batch: the projections of the fixed features are one matmul each, the GAT layers
+(``gat_impl="sparse"``, :class:`~recgoat.nn.layers.SparseGATConv`) keep only ``E × heads`` scalars per
+edge and aggregate by sparse × dense products (PyG's ``GATConv``, ``gat_impl="pyg"``, materialises
+``E × heads × C`` messages: ~30× slower on the Baby-sized user-user graph), and the rating attention's
+edge scores are one sampled dense × dense product.
 
 A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is left out and
 reported in ``self.summary``; with no features at all the model is LightGCN with rating attention.
@@ -27,8 +32,10 @@ exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation 
 config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid.
 
 ``recommended_lr``: the paper trains with Adam lr 8e-4 (set it in the TrainConfig; it is not a model
-setting). Paper defaults otherwise: 3 LightGCN layers, item/user k 20, 1 GAT layer, 2 heads,
+setting). Paper defaults otherwise: 3 LightGCN layers, item k 20, 1 GAT layer, 2 heads,
 λ_cl 0.032, τ 0.2, L2 1e-4; d = 64 here for CPU (the presets in ``recgoat/configs`` carry the paper's d).
+The paper does not fix the user-user k: 10 here (the user graph is the largest GAT input). The two heads
+have d/2 channels each, concatenated (``gat_concat``), so each GAT layer maps d → d.
 """
 from __future__ import annotations
 
@@ -89,6 +96,10 @@ class RecGOATConfig(ModelConfig):
     ot_max_points: int = 128  # items per batch in the transport problem (O(n²) memory)
     cl_max_points: int = 1024  # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them
     ot_debias: bool = True  # Sinkhorn divergence (0 for identical distributions); False: ⟨T, C⟩
+    # frozen features as fed to the projections (the kNN graphs always use the raw features' cosine):
+    # encoders differ wildly in scale (ml100k-mm: text rows have norm 1, pooled CNN image rows ~18 and are
+    # all-positive), and an unnormalised view swamps the ID embeddings in the fusion at initialisation
+    feature_norm: Literal["center_l2", "l2", "none"] = "center_l2"
     graph_cache_dir: str | None = None
 
     @model_validator(mode="after")
@@ -141,14 +152,14 @@ def gamma_grid(values: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> list[dict[st
 
 
 def load_preset(name: str) -> RecGOATConfig:
-    """``baby`` / ``sports`` / ``electronics`` (or a YAML path) → a validated :class:`RecGOATConfig`."""
+    """``baby`` / ``sports`` / ``electronics`` / ``ml100k`` (or a YAML path) → a validated :class:`RecGOATConfig`."""
     import yaml
 
     path = Path(name)
     if not path.exists():
         path = Path(str(resources.files("recgoat") / "configs" / f"recgoat-{name}.yaml"))
     if not path.exists():
-        raise ConfigError(f"no RecGOAT preset {name!r} (known: baby, sports, electronics, or a YAML path)")
+        raise ConfigError(f"no RecGOAT preset {name!r} (known: baby, sports, electronics, ml100k, or a YAML path)")
     data = yaml.safe_load(path.read_text()) or {}
     try:
         return RecGOATConfig(**data)
@@ -211,6 +222,19 @@ def edge_ratings(dataset, adj: Tensor, n_users: int) -> Tensor:
     return torch.from_numpy(((mean_r[pos] - r.mean()) / std).astype(np.float32))
 
 
+def _normalise(x: np.ndarray, how: str, mask: np.ndarray | None = None) -> np.ndarray:
+    """Rows centred on the mean of the present rows (``mask``) and/or L2-normalised; absent rows stay 0."""
+    if how == "none":
+        return x
+    present = np.ones(len(x), bool) if mask is None else mask
+    out = x.astype(np.float32, copy=True)
+    if how == "center_l2" and present.any():
+        out -= out[present].mean(0, keepdims=True)
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    out[~present] = 0.0
+    return out
+
+
 def _subsample(ids: Tensor, n: int) -> Tensor:
     """At most ``n`` of ``ids`` (sorted), chosen uniformly: bounds the O(n²) in-batch alignment terms."""
     return ids if len(ids) <= n else torch.sort(ids[torch.randperm(len(ids))[:n]]).values
@@ -220,6 +244,7 @@ def _subsample(ids: Tensor, n: int) -> Tensor:
 @register("recgoat")
 class RecGOAT(Recommender):
     Config = RecGOATConfig
+    needs_features = True  # the benchmark loads features for it; it still runs without them (ID view only)
 
     def __init__(self, n_users: int, n_items: int, config=None, text_dim: int = 0, image_dim: int = 0,
                  profile_dim: int = 0, **dims):
@@ -310,7 +335,8 @@ class RecGOAT(Recommender):
                 mask &= np.linalg.norm(x, axis=1) > 0
                 self.register_buffer("image_mask", torch.from_numpy(mask), persistent=False)
                 self.summary["images_missing"] = int((~mask).sum())
-            self.register_buffer(f"feat_{m}", torch.from_numpy(x), persistent=False)
+            self.register_buffer(f"feat_{m}", torch.from_numpy(_normalise(x, c.feature_norm, mask)),
+                                 persistent=False)
             if c.item_graph and c.gat_layers > 0:
                 g = cached_knn(x, c.item_k, f"item-{m}", mans.get(m), mask, c.graph_cache_dir)
                 self.register_buffer(f"edges_{m}", csr_to_edge_index(g), persistent=False)
@@ -324,7 +350,7 @@ class RecGOAT(Recommender):
                 raise DataError(None, f"RecGOAT was built with profiles of shape ({self.n_users}, {want}); "
                                       f"the features given have {None if x is None else tuple(x.shape)}")
             x = np.asarray(x, np.float32)
-            self.register_buffer("feat_profile", torch.from_numpy(x), persistent=False)
+            self.register_buffer("feat_profile", torch.from_numpy(_normalise(x, c.feature_norm)), persistent=False)
             if c.user_graph and c.gat_layers > 0:
                 g = cached_knn(x, c.user_k, "user", mans.get("profile"), None, c.graph_cache_dir)
                 self.register_buffer("edges_profile", csr_to_edge_index(g), persistent=False)

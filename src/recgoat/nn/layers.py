@@ -1,5 +1,8 @@
 r"""RecGOAT's graph and fusion layers (METHOD.md §3, §5; Li et al., arXiv 2602.00682, 2026).
 
+- :class:`SparseGATConv` — graph attention with per-edge work limited to ``E × heads`` scalars (logits
+  from per-node scalars, softmax over each destination's in-edges) and aggregation by one CSR × dense
+  product per head (:class:`_EdgeSpMM`); numerically PyG's ``GATConv`` with the same settings.
 - :class:`ModalityGATBranch` — :math:`H = \mathrm{GAT}(X W, G)`: a linear projection of frozen
   large-model features to ``d``, then multi-head graph attention over a fixed kNN graph (item-item per
   modality, or user-user over profiles). Used for both the item modality branches and the user-profile
@@ -19,9 +22,11 @@ r"""RecGOAT's graph and fusion layers (METHOD.md §3, §5; Li et al., arXiv 2602
 - Fusions: :class:`SimplexFusion` (softmax of learned logits, or fixed weights),
   :class:`ConcatFusion` (concatenation + linear), :class:`SumFusion` (plain sum).
 
-Edge weights are a vector over the nnz of a sparse CSR matrix; :class:`_WeightedSymSpMM` multiplies
-by the weighted symmetric matrix and returns gradients for both the dense input and the edge values,
-so nothing dense of size (U+I)² is ever formed.
+Edge weights are a vector over the nnz of a sparse CSR matrix; :class:`_WeightedSymSpMM` (symmetric)
+and :class:`_EdgeSpMM` (general, with a precomputed transpose) multiply by the weighted matrix and return
+gradients for both the dense input and the edge values — the latter by a *sampled* dense × dense product
+(``torch.sparse.sampled_addmm``), so neither a dense (U+I)² matrix nor an ``E × d`` per-edge tensor is
+formed; :class:`_SymSampledDot` scores every edge of the rating attention the same way.
 """
 from __future__ import annotations
 

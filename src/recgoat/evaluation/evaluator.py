@@ -31,7 +31,7 @@ class Evaluator:
     """Scores every user against every item and reports top-K metrics on one held-out split."""
 
     def __init__(self, mask: sp.csr_matrix, target: sp.csr_matrix, ks: tuple[int, ...] = DEFAULT_KS,
-                 chunk_size: int = 4096):
+                 chunk_size: int = 256):
         if mask.shape != target.shape:
             raise ValueError("mask and target matrices differ in shape")
         self.mask = mask.tocsr()
@@ -47,7 +47,7 @@ class Evaluator:
 
     @classmethod
     def for_split(cls, dataset: Dataset, split: str = "valid", ks: tuple[int, ...] = DEFAULT_KS,
-                  chunk_size: int = 4096) -> "Evaluator":
+                  chunk_size: int = 256) -> "Evaluator":
         """Validation masks training items; test masks training and validation items."""
         mask = dataset.csr("train")
         if split == "test":

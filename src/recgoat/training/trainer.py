@@ -48,7 +48,7 @@ class TrainConfig(BaseModel):
     ks: tuple[int, ...] = DEFAULT_KS
     seed: int = 2026
     num_threads: int | None = None
-    eval_chunk_size: int = 4096
+    eval_chunk_size: int = 256  # users per scoring block: small blocks stay in cache
     progress: bool = True
     resume: bool = True
 

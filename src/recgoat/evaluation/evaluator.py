@@ -43,7 +43,7 @@ class Evaluator:
         self.n_relevant = torch.from_numpy(n_rel[self.users])
         # held-out pairs as sorted keys u·I + i: a ranked item is a hit iff its key is found here
         t = self.target.tocoo()
-        self._target_keys = torch.from_numpy(np.sort(t.row.astype(np.int64) * target.shape[1] + t.col))
+        self._target_keys = np.sort(t.row.astype(np.int64) * target.shape[1] + t.col)
 
     @classmethod
     def for_split(cls, dataset: Dataset, split: str = "valid", ks: tuple[int, ...] = DEFAULT_KS,
@@ -67,9 +67,10 @@ class Evaluator:
             rows, cols = self.mask[users].nonzero()
             scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
             top = torch.topk(scores, max_k, dim=1).indices
-            keys = torch.from_numpy(users)[:, None] * n_items + top
-            pos = torch.searchsorted(self._target_keys, keys).clamp_(max=len(self._target_keys) - 1)
-            hits_all.append(self._target_keys[pos] == keys)
+            # numpy's searchsorted is several times faster than torch's on CPU here
+            keys = users[:, None] * n_items + top.numpy()
+            pos = np.minimum(np.searchsorted(self._target_keys, keys), len(self._target_keys) - 1)
+            hits_all.append(torch.from_numpy(self._target_keys[pos] == keys))
         hits = torch.cat(hits_all) if hits_all else torch.zeros(0, max_k, dtype=torch.bool)
         per_user = metrics_from_hits(hits, self.n_relevant, self.ks)
         means = {k: float(v.mean()) if len(v) else float("nan") for k, v in per_user.items()}

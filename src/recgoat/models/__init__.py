@@ -4,10 +4,10 @@ from recgoat.models.bprmf import BPRMF
 from recgoat.models.lightgcn import LightGCN
 from recgoat.models.mostpop import MostPop
 from recgoat.models.recgoat import RecGOAT
-from recgoat.models.vbpr import VBPR  # noqa: F401  (peers, METHOD.md §8)
-from recgoat.models.freedom import FREEDOM  # noqa: F401
-from recgoat.models.lgmrec import LGMRec  # noqa: F401
-from recgoat.models.bm3 import BM3  # noqa: F401
+from recgoat.models.vbpr import VBPR  # peers, METHOD.md §8
+from recgoat.models.freedom import FREEDOM
+from recgoat.models.lgmrec import LGMRec
+from recgoat.models.bm3 import BM3
 
 __all__ = ["MODELS", "ModelConfig", "Recommender", "get_model_class", "register",
-           "BPRMF", "LightGCN", "MostPop", "RecGOAT"]
+           "BPRMF", "LightGCN", "MostPop", "RecGOAT", "VBPR", "FREEDOM", "LGMRec", "BM3"]

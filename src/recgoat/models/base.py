@@ -76,6 +76,13 @@ class Recommender(nn.Module):
         self.summary: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- construction
+    def init_id_embeddings(self, dim: int) -> None:
+        """The ID tables ``user_emb`` (U×d) and ``item_emb`` (I×d), Xavier-uniform (LightGCN's init)."""
+        self.user_emb = nn.Embedding(self.n_users, dim)
+        self.item_emb = nn.Embedding(self.n_items, dim)
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
         """Constructor dimensions that depend on the data (feature sizes…); saved with the model."""

@@ -43,7 +43,7 @@ from recgoat.errors import ConfigError
 from recgoat.graphs.bipartite import normalized_bipartite
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.vbpr import MODALITIES, check_dims, item_modalities, modality_dims
+from recgoat.models.modalities import MODALITIES, item_features, modality_dims
 from recgoat.nn.losses import l2_reg
 
 
@@ -68,10 +68,7 @@ class BM3(Recommender):
     def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
-        self.user_emb = nn.Embedding(n_users, d)
-        self.item_emb = nn.Embedding(n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(d)
         present = [m for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0]
         if not present:
             raise ConfigError("bm3 needs item text or image features (dims text_dim/image_dim are 0)")
@@ -90,8 +87,7 @@ class BM3(Recommender):
 
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
-        found = item_modalities(features, self.name, self.n_items)
-        check_dims(self, found)
+        found = item_features(self, features)
         self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         self.adj = normalized_bipartite(self._train_csr)
 

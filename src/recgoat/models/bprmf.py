@@ -6,7 +6,7 @@ r"""BPR-MF (Rendle et al., UAI 2009): matrix factorisation trained with the BPR 
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.nn.losses import bpr_loss, l2_reg
@@ -23,10 +23,7 @@ class BPRMF(Recommender):
 
     def __init__(self, n_users: int, n_items: int, config=None, **dims):
         super().__init__(n_users, n_items, config, **dims)
-        self.user_emb = nn.Embedding(n_users, self.config.embedding_dim)
-        self.item_emb = nn.Embedding(n_items, self.config.embedding_dim)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(self.config.embedding_dim)
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         return self.user_emb.weight, self.item_emb.weight

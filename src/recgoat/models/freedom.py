@@ -47,7 +47,7 @@ from recgoat.graphs.bipartite import (bipartite_adjacency, normalized_bipartite,
 from recgoat.graphs.knn import normalized_knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.vbpr import MODALITIES, check_dims, image_mask, item_modalities, modality_dims
+from recgoat.models.modalities import MODALITIES, image_mask, item_features, modality_dims
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 
@@ -101,10 +101,7 @@ class FREEDOM(Recommender):
     def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
-        self.user_emb = nn.Embedding(n_users, d)
-        self.item_emb = nn.Embedding(n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(d)
         # W_m, one per modality present (no bias: it cancels in the modality BPR difference)
         self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d, bias=False)
                                    for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0})
@@ -121,8 +118,7 @@ class FREEDOM(Recommender):
 
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
-        found = item_modalities(features, self.name, self.n_items)
-        check_dims(self, found)
+        found = item_features(self, features)
         self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         self.adj = normalized_bipartite(self._train_csr)
         self.pruned_adj = None

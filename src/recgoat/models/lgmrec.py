@@ -54,7 +54,7 @@ from recgoat.errors import ConfigError
 from recgoat.graphs.bipartite import normalized_bipartite, to_torch_csr
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.vbpr import MODALITIES, check_dims, item_modalities, modality_dims
+from recgoat.models.modalities import MODALITIES, item_features, modality_dims
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 
@@ -146,10 +146,7 @@ class LGMRec(Recommender):
         super().__init__(n_users, n_items, config, **dims)
         cfg = self.config
         d = cfg.embedding_dim
-        self.user_emb = nn.Embedding(n_users, d)
-        self.item_emb = nn.Embedding(n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(d)
         present = [m for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0]
         if not present:
             raise ConfigError("lgmrec needs item text or image features (dims text_dim/image_dim are 0)")
@@ -169,8 +166,7 @@ class LGMRec(Recommender):
 
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
-        found = item_modalities(features, self.name, self.n_items)
-        check_dims(self, found)
+        found = item_features(self, features)
         self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         train = self._train_csr.astype(np.float32)
         train.data[:] = 1.0

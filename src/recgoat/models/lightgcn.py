@@ -10,7 +10,7 @@ BPR plus L2 on the batch's layer-0 embeddings.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from recgoat.graphs.bipartite import normalized_bipartite, sym_spmm
 from recgoat.models.base import ModelConfig, Recommender, register
@@ -40,10 +40,7 @@ class LightGCN(Recommender):
     def __init__(self, n_users: int, n_items: int, config=None, **dims):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
-        self.user_emb = nn.Embedding(n_users, d)
-        self.item_emb = nn.Embedding(n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(d)
         self.adj: Tensor | None = None
 
     def prepare(self, dataset, features=None) -> None:

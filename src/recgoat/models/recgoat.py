@@ -252,10 +252,7 @@ class RecGOAT(Recommender):
                          profile_dim=profile_dim, **dims)
         c = self.config
         d = c.embedding_dim
-        self.user_emb = nn.Embedding(n_users, d)
-        self.item_emb = nn.Embedding(n_items, d)
-        nn.init.xavier_uniform_(self.user_emb.weight)
-        nn.init.xavier_uniform_(self.item_emb.weight)
+        self.init_id_embeddings(d)
         feat_dims = {"text": text_dim, "image": image_dim}
         self.modalities = [m for m in c.modalities if feat_dims[m] > 0]
         item_layers = c.gat_layers if c.item_graph else 0

@@ -1,0 +1,60 @@
+"""Item side features for the multimodal models: which modalities exist, their sizes, and checks.
+
+Shared by VBPR, FREEDOM, LGMRec and BM3, so each refuses missing or mismatched features with the same
+clear message naming the model.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from recgoat.errors import ConfigError
+from recgoat.models.base import Recommender
+
+MODALITIES = ("text", "image")
+
+
+def item_modalities(features, model: str, n_items: int | None = None) -> dict[str, np.ndarray]:
+    """The item feature matrices present in ``features`` (``{"text": X_t, "image": X_v}``, either may be
+    absent); raises :class:`ConfigError` naming ``model`` when there are none."""
+    if features is None:
+        raise ConfigError(f"{model} needs item features (text and/or image) but none were given: encode them "
+                          f"with `recgoat encode all <dataset>` and pass features=load_features(dataset, folder)")
+    found = {m: np.asarray(getattr(features, m), dtype=np.float32)
+             for m in MODALITIES if getattr(features, m, None) is not None}
+    if not found:
+        raise ConfigError(f"{model} needs item text or image features, but the given features hold neither "
+                          f"(a user profile alone is not enough); encode item text or images first")
+    for m, x in found.items():
+        if x.ndim != 2 or (n_items is not None and x.shape[0] != n_items):
+            raise ConfigError(f"{model}: {m} features have shape {x.shape}, expected ({n_items}, D): "
+                              f"features were made for another dataset")
+    return found
+
+
+def modality_dims(features, model: str) -> dict[str, int]:
+    """``{"text_dim": D_t, "image_dim": D_v}`` with 0 for an absent modality (saved with the model)."""
+    found = item_modalities(features, model)
+    return {f"{m}_dim": int(found[m].shape[1]) if m in found else 0 for m in MODALITIES}
+
+
+def check_dims(model: Recommender, found: dict[str, np.ndarray]) -> None:
+    """Refuse features whose modalities or sizes differ from those the model was built with."""
+    for m in MODALITIES:
+        want = int(model.dims.get(f"{m}_dim", 0))
+        got = int(found[m].shape[1]) if m in found else 0
+        if want != got:
+            raise ConfigError(f"{model.name}: built for {m} features of dimension {want}, given {got}; "
+                              f"pass the features the model was built with")
+
+
+def image_mask(features, n_items: int) -> np.ndarray:
+    """Which items have a real image (all of them when the features carry no mask)."""
+    mask = getattr(features, "image_mask", None)
+    return np.ones(n_items, bool) if mask is None else np.asarray(mask, bool)
+
+
+def item_features(model: Recommender, features) -> dict[str, np.ndarray]:
+    """The item modalities in ``features``, checked against what ``model`` was built with."""
+    found = item_modalities(features, model.name, model.n_items)
+    check_dims(model, found)
+    return found

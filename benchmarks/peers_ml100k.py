@@ -6,7 +6,7 @@ and RecGOAT's are comparable. Each model is trained from scratch per seed; test 
 best-validation epoch. Features (text and/or image, whichever exist) come from an encoded folder.
 
 Run: ``python benchmarks/peers_ml100k.py [--seeds 2026 2027] [--epochs 200] [--patience 10]
-[--models lightgcn vbpr freedom lgmrec bm3] [--features /tmp/feat-ml100k] [--threads 1]
+[--models lightgcn vbpr freedom lgmrec bm3] [--features features/ml100k] [--threads 1]
 [--set bm3.reg_weight=0.01]``.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ DEFAULT_MODELS = ["lightgcn", "vbpr", "freedom", "lgmrec", "bm3"]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="ml100k-mm")
-    ap.add_argument("--features", type=Path, default=Path("/tmp/feat-ml100k"))
+    ap.add_argument("--features", type=Path, default=Path("features/ml100k"))
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[2026])
     ap.add_argument("--epochs", type=int, default=200)

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from _ml100k import add_training_args  # noqa: E402
 from recgoat.datasets import load  # noqa: E402
 from recgoat.features import load_features  # noqa: E402
 from recgoat.models.recgoat import ABLATIONS, RecGOAT, load_preset  # noqa: E402
@@ -33,15 +34,7 @@ COLS = ("valid recall@20", "valid ndcg@20", "test recall@20", "test ndcg@20")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="ml100k-mm")
-    ap.add_argument("--features", default="/tmp/feat-ml100k")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[2026])
-    ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--patience", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=2048)
-    ap.add_argument("--dim", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=1)
+    add_training_args(ap)
     ap.add_argument("--preset", default=None, help="a RecGOAT preset name or YAML path as the base setting")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="base setting override")
     ap.add_argument("--only", default=",".join(ABLATIONS), help="comma-separated ablation names")

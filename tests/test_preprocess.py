@@ -257,3 +257,16 @@ def test_split_frame_without_split():
     ds.interactions = ds.interactions.drop(columns="split")
     with pytest.raises(DataError, match="has no train/valid/test split"):
         ds.split_frame("train")
+
+
+def test_fingerprint_ignores_storage_dtypes():
+    """Caches must not look stale because pandas stores the same values differently (object vs ``str``
+    strings, float32 vs float64 ratings, categorical vs plain split labels): this once broke CI."""
+    ds = hand_dataset()
+    before = ds.fingerprint()
+    ds.items = ds.items.astype(object)
+    ds.interactions = ds.interactions.astype({"rating": "float64", "split": str})
+    assert ds.fingerprint() == before
+    ds.items = ds.items.astype("string")
+    ds.interactions = ds.interactions.astype({"rating": "float32", "split": "category"})
+    assert ds.fingerprint() == before

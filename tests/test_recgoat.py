@@ -26,7 +26,7 @@ from recgoat.nn.layers import (ConcatFusion, SimplexFusion, SparseGATConv, SumFu
 
 torch.set_num_threads(1)
 N_USERS = 150
-FEAT_DIR = Path("/tmp/feat-ml100k")
+FEAT_DIR = Path(os.environ.get("RECGOAT_TEST_FEATURES", "/nonexistent"))
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +54,7 @@ def small() -> tuple[Dataset, np.ndarray]:
 
 @lru_cache(maxsize=1)
 def features() -> Features:
-    """Real encoded features of the slice when /tmp/feat-ml100k exists, else seeded random ones."""
+    """Real encoded features of the slice from ``RECGOAT_TEST_FEATURES`` when set and valid, else seeded random ones."""
     sub, rows = small()
     if (FEAT_DIR / "text.npy").exists() and (FEAT_DIR / "profile.npy").exists() and (FEAT_DIR / "image.npy").exists():
         from recgoat.features import load_features

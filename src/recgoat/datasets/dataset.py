@@ -137,14 +137,33 @@ class Dataset:
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
-        """A hash of interactions, split and item metadata: caches keyed on it go stale when data changes."""
+        """A hash of interactions, split and item metadata: caches keyed on it go stale when data changes.
+
+        Every column is reduced to fixed-width little-endian numbers or UTF-8 text before hashing, so the value
+        does not depend on the pandas/numpy version or on whether strings are ``object`` or ``str`` dtype
+        (``pd.util.hash_pandas_object`` does, which made caches written under one pandas look stale under another).
+        """
         h = hashlib.sha256()
+
+        def text(values) -> None:  # missing values (None, NaN, pd.NA) all hash as the empty string
+            h.update("\x1f".join("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+                                  for v in values).encode("utf-8"))
+            h.update(b"\x1e")
+
         h.update(self.name.encode())
-        h.update(pd.util.hash_pandas_object(self.interactions, index=False).values.tobytes())
-        h.update("\x00".join(map(str, self.item_ids)).encode())
-        h.update("\x00".join(map(str, self.user_ids)).encode())
+        inter = self.interactions
+        for col, dtype in (("user", "<i8"), ("item", "<i8"), ("rating", "<f8"), ("timestamp", "<i8")):
+            if col in inter.columns:
+                h.update(col.encode())
+                h.update(np.ascontiguousarray(inter[col].to_numpy(dtype=dtype)).tobytes())
+        if "split" in inter.columns:
+            text(inter["split"].astype(str).tolist())
+        text(self.item_ids.tolist())
+        text(self.user_ids.tolist())
         if self.items is not None:
-            h.update(pd.util.hash_pandas_object(self.items.astype(str), index=False).values.tobytes())
+            for col in self.items.columns:
+                h.update(str(col).encode())
+                text(self.items[col].tolist())
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ persistence

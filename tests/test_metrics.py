@@ -69,8 +69,9 @@ def _reference(scores: np.ndarray, mask: sp.csr_matrix, target: sp.csr_matrix, k
     return {f"{n}@{k}": float(np.mean(v)) for n, v in out.items()}
 
 
+@pytest.mark.parametrize("topk", ["faiss", "torch"])
 @pytest.mark.parametrize("chunk", [7, 1000])
-def test_evaluator_matches_per_user_reference(chunk):
+def test_evaluator_matches_per_user_reference(chunk, topk):
     rng = np.random.default_rng(0)
     n_users, n_items, d = 60, 40, 8
     dense = rng.random((n_users, n_items))
@@ -79,7 +80,7 @@ def test_evaluator_matches_per_user_reference(chunk):
     held[:5] = False  # users with nothing held out
     target = sp.csr_matrix(held, dtype=np.float32)
     ue, ie = torch.randn(n_users, d), torch.randn(n_items, d)
-    ev = Evaluator(mask, sp.csr_matrix(target), ks=(5, 10), chunk_size=chunk)
+    ev = Evaluator(mask, sp.csr_matrix(target), ks=(5, 10), chunk_size=chunk, topk=topk)
     res = ev.evaluate_embeddings(ue, ie)
     assert np.array_equal(res.users, np.flatnonzero(held.any(1))) and res.users.min() >= 5
     scores = (ue @ ie.T).numpy()
@@ -104,3 +105,34 @@ def test_evaluator_never_ranks_masked_items(ml_small):
     assert perfect.means["recall@50"] == pytest.approx(np.mean(np.minimum(1.0, 50 / n_rel)))
     assert perfect.means["ndcg@50"] == pytest.approx(1.0)
     assert res.means["recall@50"] < 0.2
+
+
+@pytest.mark.parametrize("topk", ["faiss", "torch"])
+def test_evaluator_with_fewer_unmasked_items_than_k(topk):
+    """K = 10 of 12 items, with 8 of them masked for most users: the empty slots are never hits, and the
+    few unmasked held-out items are all found (recall 1)."""
+    rng = np.random.default_rng(1)
+    n_users, n_items = 20, 12
+    mask = np.zeros((n_users, n_items), bool)
+    target = np.zeros_like(mask)
+    for u in range(n_users):
+        perm = rng.permutation(n_items)
+        mask[u, perm[:8]] = True
+        target[u, perm[8:10]] = True
+    ev = Evaluator(sp.csr_matrix(mask, dtype=np.float32), sp.csr_matrix(target, dtype=np.float32), ks=(10,),
+                   topk=topk)
+    res = ev.evaluate_embeddings(torch.randn(n_users, 4), torch.randn(n_items, 4))
+    assert res.means["recall@10"] == pytest.approx(1.0)
+    assert res.means["precision@10"] == pytest.approx(0.2)
+
+
+def test_faiss_and_torch_topk_agree_on_real_shaped_scores(ml_small):
+    ev_f = Evaluator.for_split(ml_small, "test", topk="faiss")
+    ev_t = Evaluator.for_split(ml_small, "test", topk="torch")
+    g = torch.Generator().manual_seed(0)
+    ue, ie = torch.randn(ml_small.n_users, 16, generator=g), torch.randn(ml_small.n_items, 16, generator=g)
+    a, b = ev_f.evaluate_embeddings(ue, ie), ev_t.evaluate_embeddings(ue, ie)
+    for name in a.means:
+        assert np.array_equal(a.per_user[name], b.per_user[name]), name
+    with pytest.raises(ValueError, match="topk"):
+        Evaluator.for_split(ml_small, "test", topk="heap")

@@ -173,6 +173,40 @@ def test_sparse_gat_equals_pyg_gatconv_in_output_and_gradients(heads, concat):
     assert not torch.allclose(ours(x2, edges[:, :50]), out2)
 
 
+@pytest.mark.parametrize("restricted", [False, True])
+@pytest.mark.parametrize("heads", [1, 2])
+def test_fused_gat_aggregation_gradcheck(heads, restricted):
+    """The hand-written backward of the fused attention + aggregation, in float64 against finite
+    differences, on a graph with duplicates, nodes of in-degree 1 and a block-diagonal head stack; also
+    restricted to some destinations (a rectangular graph)."""
+    from recgoat.nn.layers import _GATAggregate, gat_graph, restrict_rows, stack_graph
+
+    g = torch.Generator().manual_seed(heads)
+    n = 9
+    edges = torch.cat([torch.randint(0, n, (2, 20), generator=g), torch.tensor([[1, 2], [4, 4]])], 1)
+    graph = gat_graph(edges, n)
+    if restricted:
+        graph = restrict_rows(graph, torch.tensor([0, 2, 3, 7]))
+    graph = stack_graph(graph, heads) if heads > 1 else graph
+    a_src = torch.randn(heads * n, generator=g, dtype=torch.float64, requires_grad=True)
+    a_dst = torch.randn(graph.n, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(heads * n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda s_, d_, x_: _GATAggregate.apply(graph, s_, d_, x_, 0.2), (a_src, a_dst, x))
+
+
+def test_gat_attention_dropout_is_used_in_training_only():
+    conv = SparseGATConv(6, 4, heads=2, dropout=0.5)
+    edges = torch.randint(0, 12, (2, 40), generator=torch.Generator().manual_seed(0))
+    x = torch.randn(12, 6)
+    conv.eval()
+    assert torch.equal(conv(x, edges), conv(x, edges))
+    conv.train()
+    torch.manual_seed(0)
+    a = conv(x, edges)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, conv(x, edges))
+
+
 def test_gat_impl_is_selectable_and_both_give_the_same_views():
     sparse, pyg = build(), build(gat_impl="pyg")
     assert isinstance(sparse.branches["text"].convs[0], SparseGATConv)
@@ -272,7 +306,7 @@ def test_each_ablation_changes_what_it_says(name):
     if name == "no_item_graph":
         assert model.edges_text is None and len(model.branches["text"].convs) == 0
         h = model.item_views()["text"]
-        assert torch.allclose(h, model.branches["text"].proj(model.feat_text))
+        assert torch.allclose(h, model.branches["text"].project(model.feat_text))
     assert torch.isfinite(terms["loss"])
 
 
@@ -346,3 +380,89 @@ def test_trains_through_the_shared_trainer(tmp_path):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["summary"]["modalities_used"] == ["text", "image"] and "gamma" in saved["summary"]
     assert np.isfinite(res["test"]["recall@20"]) and res["valid"]["recall@20"] > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_projection_precision(dtype):
+    """bfloat16 projections keep fp32 weights and outputs, stay within bf16 rounding of the fp32 result,
+    and pass gradients to the fp32 weights."""
+    model = build(projection_dtype=dtype)
+    ref = build(projection_dtype="float32")
+    assert model.summary["projection_dtype"] == dtype
+    branch, ref_branch = model.branches["text"], ref.branches["text"]
+    assert branch.proj.weight.dtype == torch.float32 and torch.equal(branch.proj.weight, ref_branch.proj.weight)
+    h, h_ref = branch.project(model.feat_text), ref_branch.project(ref.feat_text)
+    assert h.dtype == torch.float32
+    rel = float((h - h_ref).detach().norm() / h_ref.norm())
+    assert rel == 0.0 if dtype == "float32" else 0 < rel < 1e-2
+    h.square().sum().backward()
+    assert branch.proj.weight.grad is not None and branch.proj.weight.grad.dtype == torch.float32
+    assert branch.proj.weight.grad.abs().sum() > 0
+
+
+def test_projection_dtype_auto_follows_the_cpu(monkeypatch):
+    from recgoat.models.recgoat import resolve_projection_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert resolve_projection_dtype("auto") == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_projection_dtype("auto") == torch.bfloat16
+    assert resolve_projection_dtype("float32") == torch.float32
+
+
+def test_user_graph_is_each_users_top_k_unless_symmetrised():
+    """Directed (default): user i aggregates from exactly its k nearest profiles; symmetrised: more edges."""
+    directed = build(user_k=4)
+    sym = build(user_k=4, user_graph_symmetric=True)
+    src, dst = directed.edges_profile
+    n = directed.n_users
+    assert torch.equal(torch.bincount(dst, minlength=n), torch.full((n,), 4))
+    prof = torch.nn.functional.normalize(torch.from_numpy(features().profile), dim=1)
+    sims = prof @ prof.t()
+    sims.fill_diagonal_(-2)
+    top = torch.topk(sims, 4, dim=1).indices
+    for u in (0, 7, 42):
+        assert set(src[dst == u].tolist()) == set(top[u].tolist())
+    assert sym.summary["user_graph_edges"] > directed.summary["user_graph_edges"] == 4 * n
+
+
+def test_restricted_gat_rows_equal_the_full_outputs_and_gradients():
+    """Attending for some destinations only gives exactly those rows of the full output, and the same
+    parameter gradients for a loss that reads only those rows."""
+    g = torch.Generator().manual_seed(5)
+    n = 30
+    edges = torch.randint(0, n, (2, 120), generator=g)
+    rows = torch.tensor([1, 4, 5, 17, 29])
+    conv = SparseGATConv(6, 4, heads=2)
+    x1 = torch.randn(n, 6, generator=g, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    w = torch.randn(len(rows), 8, generator=g)
+    full = conv(x1, edges)
+    part = conv(x2, edges, rows)
+    assert torch.allclose(full[rows], part, atol=1e-6)
+    (full[rows] * w).sum().backward()
+    grads_full = [p.grad.clone() for p in conv.parameters()]
+    conv.zero_grad()
+    (part * w).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-6)
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(grads_full, conv.parameters()))
+
+
+@pytest.mark.parametrize("align_target", ["unified", "id"])
+def test_item_subset_training_step_equals_the_full_step(align_target):
+    """``train_item_subset`` (the default) computes item views for the batch's items only: every loss term
+    and every gradient equals the full computation's."""
+    u, p, n = batch(seed=3)
+    results = []
+    for subset in (True, False):
+        model = build(train_item_subset=subset, align_target=align_target, lambda_ot=0.05)
+        torch.manual_seed(11)  # the same in-batch subsampling draws
+        terms = model.loss(u, p, n)
+        terms["loss"].backward()
+        results.append((terms, {k: v.grad for k, v in model.named_parameters() if v.grad is not None}))
+    (t1, g1), (t2, g2) = results
+    for k in ("loss", "bpr", "cmcl", "oat"):
+        assert t1[k].item() == pytest.approx(t2[k].item(), rel=1e-5, abs=1e-7), k
+    assert g1.keys() == g2.keys()
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], rtol=1e-4, atol=1e-7), k

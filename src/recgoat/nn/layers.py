@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 
 def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
-    """``[2, nnz]`` edge index (source, target) of a scipy CSR graph (symmetric graphs: either way)."""
+    """``[2, nnz]`` edge index (source, target) of a scipy CSR graph whose row ``i`` lists the nodes that
+    ``i`` aggregates from (a kNN graph: ``i``'s neighbours send to ``i``)."""
     coo = graph.tocoo()
     return torch.from_numpy(np.vstack([coo.col, coo.row]).astype(np.int64))
 
@@ -60,7 +61,8 @@ def _sampled_dot(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
 class GATGraph(NamedTuple):
     """A fixed graph in CSR by destination (``crow``/``col`` = sources) plus its transpose, for
     :class:`_EdgeSpMM`: ``row`` is the destination of each edge, ``perm`` maps the transposed
-    order to the edge order (``values[perm]`` are the transpose's values)."""
+    order to the edge order (``values[perm]`` are the transpose's values). ``n`` destinations and
+    ``n_src`` sources (equal, except for a graph restricted to some destinations by :func:`restrict_rows`)."""
 
     crow: Tensor
     col: Tensor
@@ -69,6 +71,33 @@ class GATGraph(NamedTuple):
     col_t: Tensor
     perm: Tensor
     n: int
+    n_src: int = -1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, (self.n if self.n_src < 0 else self.n_src)
+
+
+def restrict_rows(g: GATGraph, rows: Tensor) -> GATGraph:
+    """The in-edges of the destinations ``rows`` (sorted, unique) only, as a ``len(rows) × n`` graph whose
+    ``row``/``col_t`` are positions in ``rows``. No sort: edges keep their order, and the transpose is the
+    full transpose filtered (so a RecGOAT step attends only for the items its loss reads)."""
+    n_dst, n_src = g.shape
+    take = torch.zeros(n_dst, dtype=torch.bool)
+    take[rows] = True
+    local = torch.full((n_dst,), -1, dtype=torch.long)
+    local[rows] = torch.arange(len(rows))
+    keep = take.index_select(0, g.row)
+    edges = keep.nonzero().squeeze(1)
+    crow = torch.zeros(len(rows) + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(g.crow[rows + 1] - g.crow[rows], 0)
+    keep_t = keep.index_select(0, g.perm)
+    new_id = torch.cumsum(keep, 0) - 1  # position of each kept edge among the kept ones
+    kept_before = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(keep_t, 0)])
+    crow_t = kept_before[g.crow_t]  # kept transposed entries before each source's segment
+    return GATGraph(crow, g.col.index_select(0, edges), local.index_select(0, g.row.index_select(0, edges)),
+                    crow_t, local.index_select(0, g.col_t[keep_t]), new_id.index_select(0, g.perm[keep_t]),
+                    len(rows), n_src)
 
 
 def gat_graph(edge_index: Tensor, num_nodes: int, add_self_loops: bool = True) -> GATGraph:
@@ -100,7 +129,7 @@ class _EdgeSpMM(torch.autograd.Function):
     def forward(ctx, g: GATGraph, values: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(g.crow, g.col, values.detach(), size=(g.n, g.n))
+            adj = torch.sparse_csr_tensor(g.crow, g.col, values.detach(), size=g.shape)
         ctx.g = g
         ctx.save_for_backward(values, x)
         return adj @ x
@@ -116,7 +145,7 @@ class _EdgeSpMM(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                adj_t = torch.sparse_csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], size=(g.n, g.n))
+                adj_t = torch.sparse_csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], size=g.shape[::-1])
             grad_x = adj_t @ grad
         return None, grad_w, grad_x
 
@@ -158,21 +187,115 @@ class SparseGATConv(nn.Module):
             self._graph, self._graph_key = gat_graph(edge_index, n, self.add_self_loops), key
         return self._graph  # type: ignore[return-value]
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        from torch_geometric.utils import softmax
-
+    def forward(self, x: Tensor, edge_index: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Outputs of all nodes, or of the destinations ``rows`` only (sorted, unique): the same values,
+        at the cost of their in-edges alone."""
         n, hds, c = x.shape[0], self.heads, self.out_dim
         g = self.graph(edge_index, n)
-        h = self.lin(x).view(n, hds, c)
-        a_src = (h * self.att_src).sum(-1)  # n × heads: per-node scalars, not per-edge vectors
-        a_dst = (h * self.att_dst).sum(-1)
-        # index_select: its backward (index_add) is much cheaper than advanced indexing's index_put
-        logits = F.leaky_relu(a_src.index_select(0, g.col) + a_dst.index_select(0, g.row), self.negative_slope)
-        alpha = softmax(logits, g.row, ptr=g.crow, num_nodes=n)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = torch.stack([_EdgeSpMM.apply(g, alpha[:, k], h[:, k]) for k in range(hds)], dim=1)
-        out = out.reshape(n, hds * c) if self.concat else out.mean(1)
+        h = self.lin(x)  # n × (heads·C)
+        # per-node attention scalars of every head in one product: [a_src | a_dst] = h · blockdiag(att)ᵀ
+        att = torch.cat([torch.block_diag(*self.att_src[0]), torch.block_diag(*self.att_dst[0])]).t()
+        a = h @ att  # n × 2·heads
+        if rows is not None:
+            g = restrict_rows(g, rows)
+            a_dst = a[rows, hds:]
+        else:
+            a_dst = a[:, hds:]
+        m = g.n
+        # all heads at once: head k's nodes are rows k·n … (k+1)·n − 1 of a block-diagonal graph
+        stacked = self.stacked_graph(g, hds) if rows is None else stack_graph(g, hds)
+        xs = h.view(n, hds, c).transpose(0, 1).reshape(hds * n, c)
+        a_src, a_dst = a[:, :hds].t().reshape(-1), a_dst.t().reshape(-1)
+        if self.dropout > 0 and self.training:  # attention dropout: the generic autograd path
+            logits = F.leaky_relu(a_src.index_select(0, stacked.col) + a_dst.index_select(0, stacked.row),
+                                  self.negative_slope)
+            alpha = F.dropout(segment_softmax(logits, stacked.crow, stacked.row), p=self.dropout, training=True)
+            out = _EdgeSpMM.apply(stacked, alpha, xs)
+        else:
+            out = _GATAggregate.apply(stacked, a_src, a_dst, xs, self.negative_slope)
+        out = out.view(hds, m, c)
+        out = out.transpose(0, 1).reshape(m, hds * c) if self.concat else out.mean(0)
         return out + self.bias
+
+    def stacked_graph(self, g: GATGraph, heads: int) -> GATGraph:
+        if heads == 1:
+            return g
+        if getattr(self, "_stacked_for", None) is not g:
+            self._stacked, self._stacked_for = stack_graph(g, heads), g
+        return self._stacked
+
+
+class _GATAggregate(torch.autograd.Function):
+    r"""One GAT attention + aggregation, ``o_i = \sum_{e: i} \alpha_e x_{src_e}`` with
+    ``\alpha = \operatorname{softmax}_{in-edges}(\mathrm{LeakyReLU}(a^{src}_{src_e} + a^{dst}_{dst_e}))``,
+    with a hand-written backward.
+
+    Autograd through the same steps keeps ~15 edge-sized intermediates and runs scatter-adds for the
+    index gathers; here the backward is one sampled product, one transposed sparse product and a few
+    segment sums over edge scalars (all in CSR order), about half the time of the generic path:
+
+    .. math::
+        \dot\alpha_e = G_{dst_e}\cdot x_{src_e},\quad
+        \dot\ell_e = \alpha_e\big(\dot\alpha_e - \textstyle\sum_{e'\to dst_e}\alpha_{e'}\dot\alpha_{e'}\big),\quad
+        \dot a^{dst}_i = \textstyle\sum_{e\to i}\dot z_e,\quad \dot a^{src}_j = \textstyle\sum_{e\leftarrow j}\dot z_e,\quad
+        \dot x = A(\alpha)^\top G
+    """
+
+    @staticmethod
+    def forward(ctx, g: GATGraph, a_src: Tensor, a_dst: Tensor, x: Tensor, slope: float) -> Tensor:  # type: ignore[override]
+        z = a_src.index_select(0, g.col) + a_dst.index_select(0, g.row)
+        positive = z > 0
+        alpha = segment_softmax(torch.where(positive, z, z * slope), g.crow, g.row)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = torch.sparse_csr_tensor(g.crow, g.col, alpha, size=g.shape) @ x
+        ctx.g, ctx.slope = g, slope
+        ctx.save_for_backward(alpha, positive, x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        alpha, positive, x = ctx.saved_tensors
+        g: GATGraph = ctx.g
+        grad = grad.contiguous()
+        d_alpha = _sampled_dot(g.crow, g.col, grad, x)
+        t = alpha * d_alpha
+        d_logit = t - alpha * torch.segment_reduce(t, "sum", offsets=g.crow).index_select(0, g.row)
+        d_z = torch.where(positive, d_logit, d_logit * ctx.slope)
+        d_dst = torch.segment_reduce(d_z, "sum", offsets=g.crow)
+        d_src = torch.segment_reduce(d_z[g.perm], "sum", offsets=g.crow_t)
+        d_x = None
+        if ctx.needs_input_grad[3]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                d_x = torch.sparse_csr_tensor(g.crow_t, g.col_t, alpha[g.perm], size=g.shape[::-1]) @ grad
+        return None, d_src, d_dst, d_x, None
+
+
+def segment_softmax(logits: Tensor, crow: Tensor, row: Tensor) -> Tensor:
+    """Softmax of ``E × H`` edge logits over each destination's in-edges (edges sorted by destination,
+    ``crow`` their CSR offsets, ``row`` the destination of each edge)."""
+    mx = torch.segment_reduce(logits.detach(), "max", offsets=crow, axis=0)
+    e = (logits - mx.index_select(0, row)).exp()
+    total = torch.segment_reduce(e, "sum", offsets=crow, axis=0)
+    return e / (total.index_select(0, row) + 1e-16)
+
+
+def stack_graph(g: GATGraph, copies: int) -> GATGraph:
+    """``copies`` disjoint copies of ``g`` as one block-diagonal graph (copy k's destinations and sources
+    are offset by k·n and k·n_src); edge values are ordered copy by copy (copy k's edges at k·E …)."""
+    e = len(g.col)
+    n_dst, n_src = g.shape
+    k = torch.arange(copies)
+
+    def offsets(crow: Tensor) -> Tensor:
+        return torch.cat([crow[:1], (crow[1:][None, :] + (k * e)[:, None]).reshape(-1)])
+
+    def shift(idx: Tensor, by: int) -> Tensor:
+        return (idx[None, :] + (k * by)[:, None]).reshape(-1)
+
+    return GATGraph(offsets(g.crow), shift(g.col, n_src), shift(g.row, n_dst), offsets(g.crow_t),
+                    shift(g.col_t, n_dst), shift(g.perm, e), copies * n_dst, copies * n_src)
 
 
 # ---------------------------------------------------------------------------------------------- branches
@@ -188,11 +311,17 @@ class ModalityGATBranch(nn.Module):
         dropout: attention dropout (off in eval mode).
         impl: ``"sparse"`` (:class:`SparseGATConv`, E × heads scalars per edge) or ``"pyg"`` (GATConv).
         concat: heads of ``d / heads`` channels concatenated (cheap) or heads of ``d`` averaged.
+        proj_dtype: ``torch.bfloat16`` runs the projection of the frozen features in bfloat16 (fp32 master
+            weights, fp32 output): the ``N × in_dim`` products are the largest dense work of a RecGOAT step
+            (1280-d image, 384-d text and profile features), and on CPUs with AVX512-BF16 they are 3–4×
+            faster with a relative error of ~3e-3. The caller passes the features already in that dtype.
     """
 
     def __init__(self, in_dim: int, dim: int, heads: int = 2, n_layers: int = 1, v2: bool = False,
-                 dropout: float = 0.0, impl: str = "sparse", concat: bool = True):
+                 dropout: float = 0.0, impl: str = "sparse", concat: bool = True,
+                 proj_dtype: torch.dtype = torch.float32):
         super().__init__()
+        self.proj_dtype = proj_dtype
         from torch_geometric.nn import GATConv, GATv2Conv
 
         if concat and dim % heads:
@@ -212,13 +341,24 @@ class ModalityGATBranch(nn.Module):
             raise ValueError(f"unknown GAT implementation {impl!r} (pyg, sparse)")
         self.convs = nn.ModuleList(convs)
 
-    def forward(self, x: Tensor, edge_index: Tensor | None) -> Tensor:
-        h = self.proj(x)
-        if edge_index is None:
-            return h
-        for conv in self.convs:
+    def project(self, x: Tensor) -> Tensor:
+        if self.proj_dtype == torch.float32:
+            return self.proj(x)
+        dt = self.proj_dtype
+        return F.linear(x.to(dt), self.proj.weight.to(dt), self.proj.bias.to(dt)).float()
+
+    def forward(self, x: Tensor, edge_index: Tensor | None, rows: Tensor | None = None) -> Tensor:
+        """``H`` for every node, or for the nodes ``rows`` only (the last GAT layer attends for those alone;
+        earlier layers, which feed their neighbours, run in full)."""
+        h = self.project(x)
+        if edge_index is None or not len(self.convs):
+            return h if rows is None else h[rows]
+        for i, conv in enumerate(self.convs):
+            last = i == len(self.convs) - 1
+            if last and rows is not None and isinstance(conv, SparseGATConv):
+                return conv(h, edge_index, rows)
             h = conv(h, edge_index)
-        return h
+        return h if rows is None else h[rows]
 
 
 class _WeightedSymSpMM(torch.autograd.Function):

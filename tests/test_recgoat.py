@@ -466,3 +466,61 @@ def test_item_subset_training_step_equals_the_full_step(align_target):
     assert g1.keys() == g2.keys()
     for k in g1:
         assert torch.allclose(g1[k], g2[k], rtol=1e-4, atol=1e-7), k
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 3])
+def test_fused_weighted_propagation_gradcheck(n_layers):
+    """The one-backward layer mean over a symmetric weighted pattern, against finite differences and
+    against the per-layer autograd form."""
+    from recgoat.nn.layers import _WeightedSymPropagation
+
+    g = torch.Generator().manual_seed(n_layers)
+    dense = torch.triu((torch.rand(8, 8, generator=g) > 0.5).double(), 1)
+    csr = (dense + dense.t()).to_sparse_csr()
+    crow, col = csr.crow_indices(), csr.col_indices()
+    row = torch.repeat_interleave(torch.arange(8), crow[1:] - crow[:-1])
+    w = torch.rand(len(col), generator=g, dtype=torch.float64)
+    w = (w + torch.sparse_csr_tensor(crow, col, w, (8, 8)).to_dense().t()[row, col]).requires_grad_(True)
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda w_, x_: _WeightedSymPropagation.apply(crow, col, w_, x_, n_layers), (w, x))
+    out, h = x, x
+    for _ in range(n_layers):
+        h = _WeightedSymSpMM.apply(crow, col, row, w, h)
+        out = out + h
+    assert torch.allclose(out / (n_layers + 1), _WeightedSymPropagation.apply(crow, col, w, x, n_layers))
+
+
+def test_view_dropout_acts_in_training_only():
+    plain, dropped = build(), build(view_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    plain.eval()
+    dropped.eval()
+    assert all(torch.equal(a, b) for a, b in zip(plain.item_views().values(), dropped.item_views().values()))
+    assert torch.equal(plain.profile_view(), dropped.profile_view())
+    dropped.train()
+    views = dropped.item_views()
+    ref = plain.item_views()
+    for m, h in views.items():
+        kept = h != 0
+        zeroed = (h == 0) & (ref[m] != 0)
+        assert 0.3 < zeroed.float().mean() < 0.7  # about half of the non-zero entries dropped …
+        assert torch.allclose(h[kept], 2 * ref[m][kept], atol=1e-5)  # … and the rest scaled by 1/(1-p)
+    with pytest.raises(ValueError):
+        RecGOATConfig(view_dropout=1.0)
+
+
+def test_feature_reg_adds_the_squared_branch_weights():
+    u, p, n = batch()
+    base, reg = build(), build(feature_reg=0.01)
+    reg.load_state_dict(base.state_dict())
+    torch.manual_seed(0)
+    a = base.loss(u, p, n)
+    torch.manual_seed(0)
+    b = reg.loss(u, p, n)
+    weights = [reg.branches["text"].proj.weight, reg.branches["image"].proj.weight, reg.profile_branch.proj.weight,
+               reg.branches["text"].convs[0].lin.weight, reg.branches["text"].convs[0].att_src]
+    norm = reg.feature_weight_norm()
+    assert all(float(norm) > float(w.detach().pow(2).sum()) for w in weights)
+    assert b["feature_reg"].item() == pytest.approx(norm.item())
+    assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.01 * norm.item(), rel=1e-5)
+    assert "feature_reg" not in a

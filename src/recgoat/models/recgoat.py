@@ -14,16 +14,22 @@ Multimodal Recommendation with Dual Semantic Alignment", arXiv 2602.00682 (2026)
                  + \lambda_{reg}\lVert\Theta_B\rVert^2
 
 Graphs (§2) are built from the training split (user-item, with standardised ratings on the edges) and
-from the frozen features (top-k cosine kNN by faiss, never a dense I×I / U×U matrix); they are fixed,
-cached in memory per process and optionally on disk (``graph_cache_dir``). CMCL (symmetric InfoNCE,
-minimised) and OAT (Sinkhorn divergence by default, ``ot_debias=False`` for the paper's ⟨T, C⟩) act on
-the batch's unique positive items (and users), so their cost is O(B²), never O(I²); CMCL uses at most
-``cl_max_points`` of them and OAT at most ``ot_max_points`` (uniformly drawn). Everything is propagated
-once per batch: the projections of the fixed features are one matmul each, the GAT layers
-(``gat_impl="sparse"``, :class:`~recgoat.nn.layers.SparseGATConv`) keep only ``E × heads`` scalars per
-edge and aggregate by sparse × dense products (PyG's ``GATConv``, ``gat_impl="pyg"``, materialises
-``E × heads × C`` messages: ~30× slower on the Baby-sized user-user graph), and the rating attention's
-edge scores are one sampled dense × dense product.
+from the frozen features (top-k cosine kNN by faiss, never a dense I×I / U×U matrix; item graphs
+symmetrised, the user graph each user's own top-k); they are fixed, cached in memory per process and
+optionally on disk (``graph_cache_dir``). CMCL (symmetric InfoNCE, minimised) and OAT (Sinkhorn
+divergence by default, ``ot_debias=False`` for the paper's ⟨T, C⟩) act on the batch's unique positive
+items (and users), so their cost is O(B²), never O(I²); CMCL uses at most ``cl_max_points`` of them and
+OAT at most ``ot_max_points`` (uniformly drawn), all modalities' transport problems in one batched
+Sinkhorn.
+
+Cost. Everything is propagated once per batch, and the step is built to stay within a few LightGCN
+steps (``benchmarks/recgoat_epoch.py``): the feature projections run in bfloat16 where the CPU has
+AVX512-BF16 (``projection_dtype``); each GAT layer (:class:`~recgoat.nn.layers.SparseGATConv`) keeps
+only ``E × heads`` edge scalars, aggregates all heads in one sparse product and has a hand-written
+backward (PyG's ``GATConv``, ``gat_impl="pyg"``, materialises ``E × heads × C`` messages: ~30× slower
+on the Baby-sized user graph); a training step attends over the item-item graphs only for the items
+its loss reads (``train_item_subset``; same loss and gradients); the rating-aware propagation has
+one backward for all layers.
 
 A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is left out and
 reported in ``self.summary``; with no features at all the model is LightGCN with rating attention.
@@ -47,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from pydantic import model_validator
 from torch import Tensor, nn
 
@@ -67,6 +74,12 @@ class RecGOATConfig(ModelConfig):
     embedding_dim: int = 64
     n_layers: int = 3
     reg_weight: float = 1e-4
+    # regularisation of the feature pathways (not in the paper; 0 = off): a trainable projection of a
+    # 1280-d feature can memorise items like a free embedding table, which plain L2 on the batch's ID
+    # embeddings does not restrain. feature_reg: λ·Σ‖W‖² over the projection and GAT weights of every
+    # branch; view_dropout: dropout on the branch outputs H_m / H_u during training.
+    feature_reg: float = 0.0
+    view_dropout: float = 0.0
     # which inputs and graphs are used (ablations)
     modalities: list[Literal["text", "image"]] = ["text", "image"]
     use_profile: bool = True
@@ -120,9 +133,11 @@ class RecGOATConfig(ModelConfig):
         for name in ("n_layers", "gat_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        for name in ("reg_weight", "lambda_cl", "lambda_ot", "gat_dropout"):
+        for name in ("reg_weight", "lambda_cl", "lambda_ot", "gat_dropout", "feature_reg", "view_dropout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.view_dropout >= 1:
+            raise ValueError("view_dropout must be < 1")
         if self.tau <= 0 or self.ot_eps <= 0:
             raise ValueError("tau and ot_eps must be > 0")
         if self.gat_concat and self.embedding_dim % self.gat_heads:
@@ -391,13 +406,14 @@ class RecGOAT(Recommender):
             if m == "image":
                 mask = self.image_mask if items is None else self.image_mask[items]
                 h = h * mask[:, None].to(h.dtype)
-            out[m] = h
+            out[m] = F.dropout(h, self.config.view_dropout, self.training)
         return out
 
     def profile_view(self) -> Tensor | None:
         if not self.use_profile:
             return None
-        return self.profile_branch(self.feat_profile, self.edges_profile)
+        return F.dropout(self.profile_branch(self.feat_profile, self.edges_profile), self.config.view_dropout,
+                         self.training)
 
     def forward_all(self, items: Tensor | None = None) -> dict[str, Any]:
         """Every representation of one forward pass: ``z_u``, ``z_id``, ``h`` (views), ``hat``, ``z_i``, ``h_u``.
@@ -473,4 +489,15 @@ class RecGOAT(Recommender):
         reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
         terms = self.alignment_losses(out, users, pos)
         total = bpr + c.reg_weight * reg + c.lambda_cl * terms["cmcl"] + c.lambda_ot * terms["oat"]
-        return {"loss": total, "bpr": bpr, "reg": reg, **terms}
+        out_terms = {"loss": total, "bpr": bpr, "reg": reg, **terms}
+        if c.feature_reg > 0:
+            freg = self.feature_weight_norm()
+            out_terms["loss"] = total + c.feature_reg * freg
+            out_terms["feature_reg"] = freg
+        return out_terms
+
+    def feature_weight_norm(self) -> Tensor:
+        """``Σ‖W‖²`` over the weight matrices of the feature branches (projections and GAT layers)."""
+        branches = [*self.branches.values(), *([self.profile_branch] if self.profile_branch is not None else [])]
+        weights = [p for b in branches for name, p in b.named_parameters() if p.dim() > 1 or "att" in name]
+        return sum((w.pow(2).sum() for w in weights), torch.zeros(()))

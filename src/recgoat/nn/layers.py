@@ -39,6 +39,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
@@ -385,6 +386,48 @@ class _WeightedSymSpMM(torch.autograd.Function):
         return None, None, None, grad_w, grad_x
 
 
+class _WeightedSymPropagation(torch.autograd.Function):
+    r"""LightGCN's layer mean ``(1/(L+1)) \sum_{l=0}^{L} A(w)^l X`` for a symmetric CSR pattern with edge
+    values ``w``, with one backward for all layers.
+
+    Backward, with ``c = 1/(L+1)`` and ``g_L = c\bar G``, ``g_{l-1} = c\bar G + A g_l`` (symmetry):
+    ``∂/∂X = g_0`` and ``∂/∂w_e = \sum_{l=1}^{L} g_l[row_e] · h_{l-1}[col_e]``, the latter one sampled
+    product over the layers' concatenated features instead of one per layer.
+    """
+
+    @staticmethod
+    def forward(ctx, crow: Tensor, col: Tensor, values: Tensor, x: Tensor, n_layers: int) -> Tensor:  # type: ignore[override]
+        n = x.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(n, n))
+        hs = [x]
+        out = x.clone()
+        for _ in range(n_layers):
+            hs.append(adj @ hs[-1])
+            out.add_(hs[-1])
+        ctx.adj, ctx.n_layers = adj, n_layers
+        ctx.save_for_backward(crow, col, *hs[:-1])
+        return out.div_(n_layers + 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        crow, col, *hs = ctx.saved_tensors
+        n_layers = ctx.n_layers
+        direct = grad.contiguous() / (n_layers + 1)
+        g = direct
+        gs = []
+        for _ in range(n_layers):
+            gs.append(g)
+            g = direct + ctx.adj @ g
+        grad_w = None
+        if ctx.needs_input_grad[2] and n_layers:
+            # g_l pairs with h_{l-1}: gs[0] = g_L ↔ hs[L-1], …, gs[L-1] = g_1 ↔ hs[0]
+            grad_w = _sampled_dot(crow, col, torch.cat(gs, 1), torch.cat(hs[::-1], 1))
+        return None, None, grad_w, g, None
+
+
 class _SymSampledDot(torch.autograd.Function):
     """``s_e = M[row_e] · M[col_e]`` on a symmetric CSR pattern.
 
@@ -455,11 +498,7 @@ class RatingAwareLightGCN(nn.Module):
 
             return propagate(self.adj, ego, self.n_layers)
         values = self._base * self.edge_factor(ego)
-        out, h = ego, ego
-        for _ in range(self.n_layers):
-            h = _WeightedSymSpMM.apply(self._crow, self._col, self._row, values, h)
-            out = out + h
-        return out / (self.n_layers + 1)
+        return _WeightedSymPropagation.apply(self._crow, self._col, values, ego, self.n_layers)
 
 
 # ---------------------------------------------------------------------------------------------- alignment map

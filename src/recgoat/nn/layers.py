@@ -1,8 +1,10 @@
 r"""RecGOAT's graph and fusion layers (METHOD.md §3, §5; Li et al., arXiv 2602.00682, 2026).
 
 - :class:`SparseGATConv` — graph attention with per-edge work limited to ``E × heads`` scalars (logits
-  from per-node scalars, softmax over each destination's in-edges) and aggregation by one CSR × dense
-  product per head (:class:`_EdgeSpMM`); numerically PyG's ``GATConv`` with the same settings.
+  from per-node scalars, softmax over each destination's in-edges) and aggregation of all heads by one
+  CSR × dense product over a block-diagonal head stack (:class:`_GATAggregate`, hand-written backward);
+  numerically PyG's ``GATConv`` with the same settings. It can attend for a subset of destinations
+  only (:func:`restrict_rows`), with the same outputs for those rows.
 - :class:`ModalityGATBranch` — :math:`H = \mathrm{GAT}(X W, G)`: a linear projection of frozen
   large-model features to ``d``, then multi-head graph attention over a fixed kNN graph (item-item per
   modality, or user-user over profiles). Used for both the item modality branches and the user-profile
@@ -22,7 +24,8 @@ r"""RecGOAT's graph and fusion layers (METHOD.md §3, §5; Li et al., arXiv 2602
 - Fusions: :class:`SimplexFusion` (softmax of learned logits, or fixed weights),
   :class:`ConcatFusion` (concatenation + linear), :class:`SumFusion` (plain sum).
 
-Edge weights are a vector over the nnz of a sparse CSR matrix; :class:`_WeightedSymSpMM` (symmetric)
+Edge weights are a vector over the nnz of a sparse CSR matrix; :class:`_WeightedSymPropagation` (the
+rating-aware layer mean, one backward for all layers), :class:`_WeightedSymSpMM` (one symmetric product)
 and :class:`_EdgeSpMM` (general, with a precomputed transpose) multiply by the weighted matrix and return
 gradients for both the dense input and the edge values — the latter by a *sampled* dense × dense product
 (``torch.sparse.sampled_addmm``), so neither a dense (U+I)² matrix nor an ``E × d`` per-edge tensor is

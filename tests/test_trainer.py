@@ -76,6 +76,11 @@ def test_early_stopping_stops_after_patience(small, tmp_path):
     assert res["best_epoch"] == 0 and res["epochs_run"] == 4
 
 
+def test_min_epochs_defers_early_stopping(small, tmp_path):
+    _, res = _fit(BPRMF, small, tmp_path / "r", epochs=50, patience=3, lr=0.0, min_epochs=9)
+    assert res["best_epoch"] == 0 and res["epochs_run"] == 9
+
+
 def test_untrainable_model_is_evaluated_once(small, tmp_path):
     _, res = _fit(MostPop, small, tmp_path / "p")
     assert res["epochs_run"] == 0 and res["test"]["recall@20"] > 0

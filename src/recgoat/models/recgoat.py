@@ -38,7 +38,11 @@ exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation 
 config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid.
 
 ``recommended_lr``: the paper trains with Adam lr 8e-4 (set it in the TrainConfig; it is not a model
-setting). Paper defaults otherwise: 3 LightGCN layers, item k 20, 1 GAT layer, 2 heads,
+setting). At d = 64 on ml100k-mm that rate leaves the paper configuration on the BPR plateau (loss ≈ ln 2:
+the Xavier-initialised ID embeddings are tiny and the alignment terms dominate the early gradient) for
+more than 20 epochs, so early stopping ends it at epoch 0; lr 5e-3 leaves the plateau after 2 epochs.
+With a small rate, set ``TrainConfig.min_epochs`` so that early stopping waits.
+Paper defaults otherwise: 3 LightGCN layers, item k 20, 1 GAT layer, 2 heads,
 λ_cl 0.032, τ 0.2, L2 1e-4; d = 64 here for CPU (the presets in ``recgoat/configs`` carry the paper's d).
 The paper does not fix the user-user k: 10 here (the user graph is the largest GAT input). The two heads
 have d/2 channels each, concatenated (``gat_concat``), so each GAT layer maps d → d.

@@ -43,6 +43,9 @@ class TrainConfig(BaseModel):
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # evaluations without improvement before stopping
+    # no early stop before this many epochs: a model whose loss sits on a plateau at first (RecGOAT with
+    # the alignment terms on and a small lr: BPR ≈ ln 2 for tens of epochs) is not stopped at epoch 0
+    min_epochs: int = 0
     eval_every: int = 1
     metric: str = "recall@20"
     ks: tuple[int, ...] = DEFAULT_KS
@@ -147,7 +150,7 @@ class Trainer:
                 (self.run_dir / "log.jsonl").unlink()
             bar = _progress(cfg.epochs, start_epoch, cfg.progress, model.name)
             for epoch in range(start_epoch, cfg.epochs):
-                if best["epoch"] >= 0 and bad >= cfg.patience:
+                if best["epoch"] >= 0 and bad >= cfg.patience and epoch >= cfg.min_epochs:
                     break
                 rng = self._seed_epoch(epoch)
                 model.train()

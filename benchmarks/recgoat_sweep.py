@@ -1,6 +1,6 @@
 """Validation-only hyper-parameter search for RecGOAT on ml100k-mm (issue 4's model selection).
 
-Each ``--try`` is a YAML mapping of RecGOAT settings (plus optional ``lr``); every point is trained by the
+Each ``--try`` is a YAML mapping of RecGOAT settings (plus optional ``lr`` and ``min_epochs``); every point is trained by the
 shared trainer with early stopping on validation Recall@20, and the table shows **validation** metrics
 only: test metrics are deliberately not printed, so that nothing is chosen on them (they are written
 to each run's folder under ``--run-root`` if one is given, for the final report of the chosen point).
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.points or ["{}"]:
         cfg = yaml.safe_load(spec) or {}
         lr = float(cfg.pop("lr", args.lr))
+        min_epochs = int(cfg.pop("min_epochs", 0))
         model_name = cfg.pop("model", "recgoat")
         for seed in args.seeds:
             torch.manual_seed(seed)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 model = RecGOAT.build(ds, {"embedding_dim": args.dim, **cfg}, feats)
             tc = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=lr, patience=args.patience, seed=seed,
-                             progress=False, num_threads=args.threads)
+                             min_epochs=min_epochs, progress=False, num_threads=args.threads)
             run_dir = None
             if args.run_root:
                 run_dir = f"{args.run_root}/sweep-{os.getpid()}-{len(rows)}"

@@ -524,3 +524,19 @@ def test_feature_reg_adds_the_squared_branch_weights():
     assert b["feature_reg"].item() == pytest.approx(norm.item())
     assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.01 * norm.item(), rel=1e-5)
     assert "feature_reg" not in a
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_align_detach_target_keeps_alignment_off_the_collaborative_side(detach):
+    """With ``align_detach_target`` CMCL and OAT move only the feature views: no gradient of theirs reaches
+    the ID embeddings or the fusion weights; without it, both sides are pulled."""
+    u, p, n = batch()
+    model = build(align_detach_target=detach)
+    out = model.forward_all()
+    terms = model.alignment_losses(out, u, p)
+    (terms["cmcl"] + terms["oat"]).backward()
+    id_grad = [g for g in (model.user_emb.weight.grad, model.item_emb.weight.grad) if g is not None]
+    reached = any(g.abs().sum() > 0 for g in id_grad)
+    assert reached != detach
+    view_grad = model.branches["text"].proj.weight.grad
+    assert view_grad is not None and view_grad.abs().sum() > 0

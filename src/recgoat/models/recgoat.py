@@ -31,6 +31,10 @@ on the Baby-sized user graph); a training step attends over the item-item graphs
 its loss reads (``train_item_subset``; same loss and gradients); the rating-aware propagation has
 one backward for all layers.
 
+``align_detach_target`` (off by default, as in the paper) stops the alignment gradients at the target:
+the views are pulled onto the collaborative representation without that representation being pulled
+towards them. On ml100k-mm it is what lets the dual alignment help rather than hurt (docs/benchmarks.md).
+
 A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is left out and
 reported in ``self.summary``; with no features at all the model is LightGCN with rating attention.
 With ``modalities=[]``, ``use_profile=False``, ``rating_attention=False`` and both λ at 0 it is
@@ -111,6 +115,9 @@ class RecGOATConfig(ModelConfig):
     tau: float = 0.2
     align_target: Literal["unified", "id"] = "unified"
     align_users: bool = True  # CMCL between the user-profile view and the user ID view
+    # stop the alignment gradients at the target (unified / ID view, and the user ID view): the views are
+    # pulled onto the collaborative representation without pulling it towards them
+    align_detach_target: bool = False
     ot_eps: float = 0.05
     ot_iters: int = 50
     ot_max_points: int = 128  # items per batch in the transport problem (O(n²) memory)
@@ -460,6 +467,8 @@ class RecGOAT(Recommender):
         items = torch.unique(pos)
         rows = self._rows
         target_all = out["z_i"] if c.align_target == "unified" else out["z_id"]
+        if c.align_detach_target:
+            target_all = target_all.detach()
         target_rows = rows if c.align_target == "unified" else (lambda _out, ids: ids)  # z_id is always whole
         keep = {m: (self.image_mask[items] if m == "image" else None) for m in self.modalities}
         if c.lambda_cl > 0:
@@ -472,7 +481,8 @@ class RecGOAT(Recommender):
             if self.use_profile and c.align_users:
                 uu = _subsample(torch.unique(users), c.cl_max_points)
                 if len(uu) > 1:
-                    cl = cl + symmetric_info_nce(out["h_u"][uu], out["z_u"][uu], c.tau)
+                    z_u = out["z_u"].detach() if c.align_detach_target else out["z_u"]
+                    cl = cl + symmetric_info_nce(out["h_u"][uu], z_u[uu], c.tau)
             terms["cmcl"] = cl
         if c.lambda_ot > 0 and self.modalities:
             sub = _subsample(items, c.ot_max_points)

@@ -22,7 +22,7 @@ from recgoat.models.base import Recommender  # noqa: E402
 from recgoat.models.lightgcn import LightGCN, propagate  # noqa: E402
 from recgoat.models.recgoat import ABLATIONS, RecGOAT, RecGOATConfig, gamma_grid, load_preset  # noqa: E402
 from recgoat.nn.layers import (ConcatFusion, SimplexFusion, SparseGATConv, SumFusion, _SymSampledDot,  # noqa: E402
-                               _WeightedSymSpMM)
+                               _WeightedSymPropagation)
 
 torch.set_num_threads(1)
 N_USERS = 150
@@ -130,18 +130,12 @@ def test_rating_attention_starts_as_lightgcn_then_learns_symmetric_weights():
     assert torch.all(torch.diff(f2[order]) >= -1e-7) and f2.max() > f2.min()
 
 
-def test_weighted_spmm_gradients_against_dense():
-    g = torch.Generator().manual_seed(0)
-    dense = (torch.rand(6, 6, generator=g) > 0.5).double()
-    dense = torch.triu(dense, 1)
-    dense = dense + dense.t()
-    csr = dense.to_sparse_csr()
+def symmetric_pattern(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR ``crow``, ``col`` and per-entry ``row`` of a random symmetric ``n × n`` pattern (no diagonal)."""
+    dense = torch.triu((torch.rand(n, n, generator=g) > 0.5).double(), 1)
+    csr = (dense + dense.t()).to_sparse_csr()
     crow, col = csr.crow_indices(), csr.col_indices()
-    row = torch.repeat_interleave(torch.arange(6), crow[1:] - crow[:-1])
-    w = torch.rand(len(col), generator=g, dtype=torch.float64)
-    w = (w + torch.sparse_csr_tensor(crow, col, w, (6, 6)).to_dense().t()[row, col]).requires_grad_(True)
-    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(lambda w_, x_: _WeightedSymSpMM.apply(crow, col, row, w_, x_), (w, x))
+    return crow, col, torch.repeat_interleave(torch.arange(n), crow[1:] - crow[:-1])
 
 
 @pytest.mark.parametrize("heads,concat", [(2, True), (3, False), (1, True)])
@@ -219,10 +213,7 @@ def test_gat_impl_is_selectable_and_both_give_the_same_views():
 
 def test_symmetric_sampled_dot_gradients():
     g = torch.Generator().manual_seed(1)
-    dense = torch.triu((torch.rand(7, 7, generator=g) > 0.5).double(), 1)
-    csr = (dense + dense.t()).to_sparse_csr()
-    crow, col = csr.crow_indices(), csr.col_indices()
-    row = torch.repeat_interleave(torch.arange(7), crow[1:] - crow[:-1])
+    crow, col, row = symmetric_pattern(7, g)
     m = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
     s = _SymSampledDot.apply(crow, col, torch.argsort(col * 7 + row), m)
     assert torch.allclose(s, (m[row] * m[col]).sum(-1))
@@ -469,25 +460,28 @@ def test_item_subset_training_step_equals_the_full_step(align_target):
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 3])
-def test_fused_weighted_propagation_gradcheck(n_layers):
-    """The one-backward layer mean over a symmetric weighted pattern, against finite differences and
-    against the per-layer autograd form."""
-    from recgoat.nn.layers import _WeightedSymPropagation
-
+def test_fused_weighted_propagation_gradients(n_layers):
+    """The one-backward layer mean over a symmetric weighted pattern: values and gradients equal the dense
+    form ``mean_l A(w)^l X`` under autograd, and its gradients pass finite differences."""
     g = torch.Generator().manual_seed(n_layers)
-    dense = torch.triu((torch.rand(8, 8, generator=g) > 0.5).double(), 1)
-    csr = (dense + dense.t()).to_sparse_csr()
-    crow, col = csr.crow_indices(), csr.col_indices()
-    row = torch.repeat_interleave(torch.arange(8), crow[1:] - crow[:-1])
+    crow, col, row = symmetric_pattern(8, g)
     w = torch.rand(len(col), generator=g, dtype=torch.float64)
     w = (w + torch.sparse_csr_tensor(crow, col, w, (8, 8)).to_dense().t()[row, col]).requires_grad_(True)
     x = torch.randn(8, 3, generator=g, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda w_, x_: _WeightedSymPropagation.apply(crow, col, w_, x_, n_layers), (w, x))
+    adj = torch.zeros(8, 8, dtype=torch.float64).index_put((row, col), w)
     out, h = x, x
     for _ in range(n_layers):
-        h = _WeightedSymSpMM.apply(crow, col, row, w, h)
+        h = adj @ h
         out = out + h
-    assert torch.allclose(out / (n_layers + 1), _WeightedSymPropagation.apply(crow, col, w, x, n_layers))
+    reference = out / (n_layers + 1)
+    fused = _WeightedSymPropagation.apply(crow, col, w, x, n_layers)
+    assert torch.allclose(reference, fused)
+    weights = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    ref_grads = torch.autograd.grad((reference * weights).sum(), (w, x), allow_unused=True)
+    grads = torch.autograd.grad((fused * weights).sum(), (w, x), allow_unused=True)
+    for a, b in zip(ref_grads, grads):
+        assert (a is None and (b is None or not b.any())) or torch.allclose(a, b)
 
 
 def test_view_dropout_acts_in_training_only():

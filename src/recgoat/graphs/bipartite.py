@@ -37,17 +37,18 @@ def sym_normalize(adj: sp.csr_matrix) -> sp.csr_matrix:
     return (d @ adj @ d).tocsr().astype(np.float32)
 
 
+def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A torch CSR tensor, without the "sparse CSR support is in beta" warning (it is what we want)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=shape)
+
+
 def to_torch_csr(m: sp.csr_matrix) -> Tensor:
     m = m.tocsr()
     m.sort_indices()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we want
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
-            torch.from_numpy(m.data.astype(np.float32)),
-            size=m.shape,
-        )
+    return csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
+                      torch.from_numpy(m.data.astype(np.float32)), m.shape)
 
 
 def normalized_bipartite(train: sp.csr_matrix) -> Tensor:

@@ -25,8 +25,8 @@ r"""RecGOAT's graph and fusion layers (METHOD.md §3, §5; Li et al., arXiv 2602
   :class:`ConcatFusion` (concatenation + linear), :class:`SumFusion` (plain sum).
 
 Edge weights are a vector over the nnz of a sparse CSR matrix; :class:`_WeightedSymPropagation` (the
-rating-aware layer mean, one backward for all layers), :class:`_WeightedSymSpMM` (one symmetric product)
-and :class:`_EdgeSpMM` (general, with a precomputed transpose) multiply by the weighted matrix and return
+rating-aware layer mean over a symmetric pattern, one backward for all layers) and :class:`_EdgeSpMM`
+(general, with a precomputed transpose) multiply by the weighted matrix and return
 gradients for both the dense input and the edge values — the latter by a *sampled* dense × dense product
 (``torch.sparse.sampled_addmm``), so neither a dense (U+I)² matrix nor an ``E × d`` per-edge tensor is
 formed; :class:`_SymSampledDot` scores every edge of the rating attention the same way.
@@ -34,7 +34,6 @@ formed; :class:`_SymSampledDot` scores every edge of the rating attention the sa
 from __future__ import annotations
 
 import math
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from recgoat.graphs.bipartite import csr_tensor
 
 
 def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
@@ -56,10 +57,8 @@ def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
 def _sampled_dot(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """``a[row_e] · b[col_e]`` for every stored entry ``e`` of a CSR pattern, without an ``E × C`` tensor."""
     n, m = a.shape[0], b.shape[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        mask = torch.sparse_csr_tensor(crow, col, torch.zeros(len(col), dtype=a.dtype), size=(n, m))
-        return torch.sparse.sampled_addmm(mask, a, b.t(), beta=0.0).values()
+    mask = csr_tensor(crow, col, torch.zeros(len(col), dtype=a.dtype), (n, m))
+    return torch.sparse.sampled_addmm(mask, a, b.t(), beta=0.0).values()
 
 
 class GATGraph(NamedTuple):
@@ -131,9 +130,7 @@ class _EdgeSpMM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, g: GATGraph, values: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(g.crow, g.col, values.detach(), size=g.shape)
+        adj = csr_tensor(g.crow, g.col, values.detach(), g.shape)
         ctx.g = g
         ctx.save_for_backward(values, x)
         return adj @ x
@@ -147,9 +144,7 @@ class _EdgeSpMM(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = _sampled_dot(g.crow, g.col, grad, x)
         if ctx.needs_input_grad[2]:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                adj_t = torch.sparse_csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], size=g.shape[::-1])
+            adj_t = csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], g.shape[::-1])
             grad_x = adj_t @ grad
         return None, grad_w, grad_x
 
@@ -250,9 +245,7 @@ class _GATAggregate(torch.autograd.Function):
         z = a_src.index_select(0, g.col) + a_dst.index_select(0, g.row)
         positive = z > 0
         alpha = segment_softmax(torch.where(positive, z, z * slope), g.crow, g.row)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            out = torch.sparse_csr_tensor(g.crow, g.col, alpha, size=g.shape) @ x
+        out = csr_tensor(g.crow, g.col, alpha, g.shape) @ x
         ctx.g, ctx.slope = g, slope
         ctx.save_for_backward(alpha, positive, x)
         return out
@@ -270,9 +263,7 @@ class _GATAggregate(torch.autograd.Function):
         d_src = torch.segment_reduce(d_z[g.perm], "sum", offsets=g.crow_t)
         d_x = None
         if ctx.needs_input_grad[3]:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                d_x = torch.sparse_csr_tensor(g.crow_t, g.col_t, alpha[g.perm], size=g.shape[::-1]) @ grad
+            d_x = csr_tensor(g.crow_t, g.col_t, alpha[g.perm], g.shape[::-1]) @ grad
         return None, d_src, d_dst, d_x, None
 
 
@@ -365,30 +356,6 @@ class ModalityGATBranch(nn.Module):
         return h if rows is None else h[rows]
 
 
-class _WeightedSymSpMM(torch.autograd.Function):
-    """``A(w) X`` for a symmetric CSR pattern with edge values ``w`` (symmetric: ``w_ij = w_ji``).
-
-    Backward: ``∂/∂X = A(w) G`` (symmetry) and ``∂/∂w_e = G[row_e] · X[col_e]`` (sampled product).
-    """
-
-    @staticmethod
-    def forward(ctx, crow: Tensor, col: Tensor, row: Tensor, values: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        n = x.shape[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(n, n))
-        ctx.adj = adj
-        ctx.save_for_backward(row, col, x)
-        return adj @ x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        row, col, x = ctx.saved_tensors
-        grad_x = ctx.adj @ grad if ctx.needs_input_grad[4] else None
-        grad_w = _sampled_dot(ctx.adj.crow_indices(), col, grad.contiguous(), x) if ctx.needs_input_grad[3] else None
-        return None, None, None, grad_w, grad_x
-
-
 class _WeightedSymPropagation(torch.autograd.Function):
     r"""LightGCN's layer mean ``(1/(L+1)) \sum_{l=0}^{L} A(w)^l X`` for a symmetric CSR pattern with edge
     values ``w``, with one backward for all layers.
@@ -401,9 +368,7 @@ class _WeightedSymPropagation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, crow: Tensor, col: Tensor, values: Tensor, x: Tensor, n_layers: int) -> Tensor:  # type: ignore[override]
         n = x.shape[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            adj = torch.sparse_csr_tensor(crow, col, values.detach(), size=(n, n))
+        adj = csr_tensor(crow, col, values.detach(), (n, n))
         hs = [x]
         out = x.clone()
         for _ in range(n_layers):
@@ -446,9 +411,7 @@ class _SymSampledDot(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         crow, col, perm_t, m = ctx.saved_tensors
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            g = torch.sparse_csr_tensor(crow, col, grad + grad[perm_t], size=(m.shape[0], m.shape[0]))
+        g = csr_tensor(crow, col, grad + grad[perm_t], (m.shape[0], m.shape[0]))
         return None, None, None, g @ m
 
 

@@ -39,11 +39,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from recgoat.errors import ConfigError
 from recgoat.graphs.bipartite import normalized_bipartite
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.modalities import MODALITIES, item_features, modality_dims
+from recgoat.models.modalities import item_features, modality_dims, present_modalities
 from recgoat.nn.losses import l2_reg
 
 
@@ -69,9 +68,7 @@ class BM3(Recommender):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
         self.init_id_embeddings(d)
-        present = [m for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0]
-        if not present:
-            raise ConfigError("bm3 needs item text or image features (dims text_dim/image_dim are 0)")
+        present = present_modalities(dims, self.name)
         self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d) for m in present})
         for layer in self.proj.values():
             nn.init.xavier_normal_(layer.weight)

@@ -41,13 +41,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from recgoat.errors import ConfigError
 from recgoat.graphs.bipartite import (bipartite_adjacency, normalized_bipartite, sym_normalize, sym_spmm,
                                       to_torch_csr)
 from recgoat.graphs.knn import normalized_knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.modalities import MODALITIES, image_mask, item_features, modality_dims
+from recgoat.models.modalities import image_mask, item_features, modality_dims, present_modalities
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 
@@ -104,9 +103,7 @@ class FREEDOM(Recommender):
         self.init_id_embeddings(d)
         # W_m, one per modality present (no bias: it cancels in the modality BPR difference)
         self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d, bias=False)
-                                   for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0})
-        if not self.proj:
-            raise ConfigError("freedom needs item text or image features (dims text_dim/image_dim are 0)")
+                                   for m in present_modalities(dims, self.name)})
         self.feats: dict[str, Tensor] = {}
         self.adj: Tensor | None = None  # full Â (evaluation)
         self.pruned_adj: Tensor | None = None  # Â_ρ of the current epoch (training)

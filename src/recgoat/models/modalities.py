@@ -37,6 +37,15 @@ def modality_dims(features, model: str) -> dict[str, int]:
     return {f"{m}_dim": int(found[m].shape[1]) if m in found else 0 for m in MODALITIES}
 
 
+def present_modalities(dims: dict, model: str) -> list[str]:
+    """The modalities with a non-zero ``{m}_dim`` in a model's constructor ``dims``; raises
+    :class:`ConfigError` naming ``model`` when there are none."""
+    present = [m for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0]
+    if not present:
+        raise ConfigError(f"{model} needs item text or image features (dims text_dim/image_dim are 0)")
+    return present
+
+
 def check_dims(model: Recommender, found: dict[str, np.ndarray]) -> None:
     """Refuse features whose modalities or sizes differ from those the model was built with."""
     for m in MODALITIES:

@@ -26,9 +26,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from recgoat.errors import ConfigError
 from recgoat.models.base import ModelConfig, Recommender, register
-from recgoat.models.modalities import MODALITIES, item_features, modality_dims
+from recgoat.models.modalities import MODALITIES, item_features, modality_dims, present_modalities
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 class VBPRConfig(ModelConfig):
@@ -46,9 +45,7 @@ class VBPR(Recommender):
     def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         cfg = self.config
-        self.feat_dim = int(dims.get("text_dim", 0)) + int(dims.get("image_dim", 0))
-        if self.feat_dim <= 0:
-            raise ConfigError("vbpr needs item text or image features (dims text_dim/image_dim are 0)")
+        self.feat_dim = sum(int(dims[f"{m}_dim"]) for m in present_modalities(dims, self.name))
         self.user_id = nn.Embedding(n_users, cfg.embedding_dim)
         self.user_content = nn.Embedding(n_users, cfg.content_dim)
         self.item_id = nn.Embedding(n_items, cfg.embedding_dim)

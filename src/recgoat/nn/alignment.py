@@ -110,8 +110,9 @@ def cmcl_loss(views: list[Tensor], target: Tensor, tau: float = 0.2) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- OAT
 def pairwise_distance(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
-    """``‖x_i − y_j‖`` (``n × m``), with a safe gradient at zero distance."""
-    sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1)[None, :] - 2.0 * x @ y.t()
+    """``‖x_i − y_j‖`` (``n × m``; ``P × n × m`` for batches of clouds ``P × n × d``, ``P × m × d``), with a
+    safe gradient at zero distance."""
+    sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1).unsqueeze(-2) - 2.0 * x @ y.transpose(-1, -2)
     return torch.sqrt(sq.clamp_min(0.0) + eps)
 
 
@@ -190,12 +191,6 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, eps: float = 0.05, n_iter: int = 1
             - 0.5 * entropic_ot(x, x, eps, n_iter, tol) - 0.5 * entropic_ot(y, y, eps, n_iter, tol))
 
 
-def _batched_distance(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
-    """``‖x_pi − y_pj‖`` for batches of clouds (``P × n × d``, ``P × m × d``)."""
-    sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1)[:, None, :] - 2.0 * x @ y.transpose(1, 2)
-    return torch.sqrt(sq.clamp_min(0.0) + eps)
-
-
 @torch.no_grad()
 def _sinkhorn_batched(cost: Tensor, log_a: Tensor, log_b: Tensor, eps: float, n_iter: int,
                       tol: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -264,7 +259,7 @@ def oat_losses(pairs: list[tuple[Tensor, Tensor]], eps: float = 0.05, n_iter: in
     y = torch.stack([pad(t) for _, t in pairs])
     log_a = torch.stack([log_w(len(v)) for v, _ in pairs])
     log_b = torch.stack([log_w(len(t)) for _, t in pairs])
-    cost = _batched_distance(x, y)
+    cost = pairwise_distance(x, y)
     plan, f, g = _sinkhorn_batched(cost.detach(), log_a, log_b, eps, n_iter, tol)
     transport = (plan * cost).sum((1, 2))
     if not debias:
@@ -273,7 +268,7 @@ def oat_losses(pairs: list[tuple[Tensor, Tensor]], eps: float = 0.05, n_iter: in
     ot_xy = transport + (value - transport).detach()
     both = torch.cat([x, y])
     log_w2 = torch.cat([log_a, log_b])
-    cost_s = _batched_distance(both, both)
+    cost_s = pairwise_distance(both, both)
     plan_s, f_s = _sinkhorn_sym_batched(cost_s.detach(), log_w2, eps, n_iter, tol)
     transport_s = (plan_s * cost_s).sum((1, 2))
     value_s = 2 * (log_w2.exp() * f_s).sum(1)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recgoat.evaluation.evaluator import Evaluator
+from recgoat.evaluation.evaluator import SELECTIONS, Evaluator
 from recgoat.evaluation.metrics import metrics_from_hits
 
 
@@ -69,9 +69,9 @@ def _reference(scores: np.ndarray, mask: sp.csr_matrix, target: sp.csr_matrix, k
     return {f"{n}@{k}": float(np.mean(v)) for n, v in out.items()}
 
 
-@pytest.mark.parametrize("topk", ["faiss", "torch"])
+@pytest.mark.parametrize("selection", SELECTIONS)
 @pytest.mark.parametrize("chunk", [7, 1000])
-def test_evaluator_matches_per_user_reference(chunk, topk):
+def test_evaluator_matches_per_user_reference(chunk, selection):
     rng = np.random.default_rng(0)
     n_users, n_items, d = 60, 40, 8
     dense = rng.random((n_users, n_items))
@@ -80,7 +80,7 @@ def test_evaluator_matches_per_user_reference(chunk, topk):
     held[:5] = False  # users with nothing held out
     target = sp.csr_matrix(held, dtype=np.float32)
     ue, ie = torch.randn(n_users, d), torch.randn(n_items, d)
-    ev = Evaluator(mask, sp.csr_matrix(target), ks=(5, 10), chunk_size=chunk, topk=topk)
+    ev = Evaluator(mask, sp.csr_matrix(target), ks=(5, 10), chunk_size=chunk, selection=selection)
     res = ev.evaluate_embeddings(ue, ie)
     assert np.array_equal(res.users, np.flatnonzero(held.any(1))) and res.users.min() >= 5
     scores = (ue @ ie.T).numpy()
@@ -107,8 +107,8 @@ def test_evaluator_never_ranks_masked_items(ml_small):
     assert res.means["recall@50"] < 0.2
 
 
-@pytest.mark.parametrize("topk", ["faiss", "torch"])
-def test_evaluator_with_fewer_unmasked_items_than_k(topk):
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_evaluator_with_fewer_unmasked_items_than_k(selection):
     """K = 10 of 12 items, with 8 of them masked for most users: the empty slots are never hits, and the
     few unmasked held-out items are all found (recall 1)."""
     rng = np.random.default_rng(1)
@@ -120,19 +120,45 @@ def test_evaluator_with_fewer_unmasked_items_than_k(topk):
         mask[u, perm[:8]] = True
         target[u, perm[8:10]] = True
     ev = Evaluator(sp.csr_matrix(mask, dtype=np.float32), sp.csr_matrix(target, dtype=np.float32), ks=(10,),
-                   topk=topk)
+                   selection=selection)
     res = ev.evaluate_embeddings(torch.randn(n_users, 4), torch.randn(n_items, 4))
     assert res.means["recall@10"] == pytest.approx(1.0)
     assert res.means["precision@10"] == pytest.approx(0.2)
 
 
-def test_faiss_and_torch_topk_agree_on_real_shaped_scores(ml_small):
-    ev_f = Evaluator.for_split(ml_small, "test", topk="faiss")
-    ev_t = Evaluator.for_split(ml_small, "test", topk="torch")
+@pytest.mark.parametrize("d", [2, 16])
+def test_count_faiss_and_torch_agree_on_real_shaped_scores(ml_small, d):
+    """d = 2 gives many near-ties and users with up to dozens of held-out items."""
     g = torch.Generator().manual_seed(0)
-    ue, ie = torch.randn(ml_small.n_users, 16, generator=g), torch.randn(ml_small.n_items, 16, generator=g)
-    a, b = ev_f.evaluate_embeddings(ue, ie), ev_t.evaluate_embeddings(ue, ie)
-    for name in a.means:
-        assert np.array_equal(a.per_user[name], b.per_user[name]), name
-    with pytest.raises(ValueError, match="topk"):
-        Evaluator.for_split(ml_small, "test", topk="heap")
+    ue, ie = torch.randn(ml_small.n_users, d, generator=g), torch.randn(ml_small.n_items, d, generator=g)
+    res = [Evaluator.for_split(ml_small, "test", selection=s).evaluate_embeddings(ue, ie) for s in SELECTIONS]
+    for other in res[1:]:
+        for name in res[0].means:
+            assert np.array_equal(res[0].per_user[name], other.per_user[name]), name
+    with pytest.raises(ValueError, match="selection"):
+        Evaluator.for_split(ml_small, "test", selection="heap")
+
+
+def test_count_ranks_ties_pessimistically():
+    """Item scores 3, 2, 2, 2, 1 for one user whose held-out items are 1 and 3 (both scoring 2, tied with the
+    unheld item 2): the tie group occupies ranks 2–4 and the held-out items take its last two, 3 and 4."""
+    mask = sp.csr_matrix((1, 5), dtype=np.float32)
+    target = sp.csr_matrix(np.array([[0, 1, 0, 1, 0]], dtype=np.float32))
+    ev = Evaluator(mask, target, ks=(1, 2, 3, 4, 5))
+    res = ev.evaluate_embeddings(torch.ones(1, 1), torch.tensor([[3.0], [2.0], [2.0], [2.0], [1.0]]))
+    assert [res.means[f"hit@{k}"] for k in (1, 2, 3, 4, 5)] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert res.means["recall@3"] == 0.5 and res.means["recall@4"] == 1.0
+    assert res.means["map@4"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+    # a model scoring every item alike earns nothing until K reaches the last places (ranks 3 and 4)
+    flat = ev.evaluate_embeddings(torch.zeros(1, 1), torch.zeros(5, 1))
+    assert [flat.means[f"recall@{k}"] for k in (1, 2, 3, 4, 5)] == [0.0, 0.0, 0.0, 0.5, 1.0]
+
+
+def test_count_never_counts_a_masked_or_nan_held_out_item():
+    mask = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    target = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32))  # user 0's item 0 also masked
+    ev = Evaluator(mask, target, ks=(4,))
+    item = torch.tensor([[4.0], [3.0], [float("nan")], [1.0]])
+    res = ev.evaluate_embeddings(torch.ones(2, 1), item)
+    assert res.per_user["hit@4"].tolist() == [1.0, 0.0]
+    assert res.per_user["recall@4"].tolist() == [0.5, 0.0]

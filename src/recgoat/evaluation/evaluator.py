@@ -8,7 +8,7 @@ Three exact ways then turn a chunk of scores into the ranked hit matrix the metr
 - ``"count"`` (default): the rank of each held-out item is the number of unmasked items scoring at least
   as high, ``r(u, i) = |{j : s_uj ≥ s_ui}| − 1`` — one comparison pass over the row per held-out item. The
   metrics only need the ranks of the held-out items, and held-out sets are small (about one item per user
-  on Amazon data), so this is cheaper than selecting the top K of 7,050 scores: about 2× faster than the
+  on Amazon data), so this is cheaper than selecting the top K of 7,050 scores: about 1.4× faster than the
   faiss heaps below at Amazon Baby size (``benchmarks/eval_speed.py``). **Ties are pessimistic**: an item
   scoring exactly as high as a held-out item is ranked ahead of it, so a model that scores every item alike
   gets zero, not whatever an arbitrary tie order happens to give. Tied held-out items of one user take

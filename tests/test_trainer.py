@@ -96,3 +96,15 @@ def test_dropout_is_off_at_evaluation(small):
     model.train()
     a, b = model.final_embeddings(), model.final_embeddings()
     assert torch.equal(a[0], b[0])
+
+
+def test_eval_selection_reaches_the_evaluator(small, tmp_path):
+    """A trained model's scores do not tie, so the three rankings give the same run; MostPop's popularity
+    counts do tie, and counting ranks those ties against it (never above an arbitrary top-K order)."""
+    runs = {s: _fit(LightGCN, small, tmp_path / s, epochs=2, eval_selection=s)[1] for s in ("count", "torch")}
+    assert runs["count"]["valid"] == runs["torch"]["valid"] and runs["count"]["test"] == runs["torch"]["test"]
+    pop = {s: _fit(MostPop, small, tmp_path / f"pop-{s}", eval_selection=s)[1] for s in ("count", "torch")}
+    assert pop["count"]["test"]["recall@20"] <= pop["torch"]["test"]["recall@20"]
+    assert pop["count"]["test"] != pop["torch"]["test"]
+    with pytest.raises(ValueError, match="eval_selection"):
+        TrainConfig(eval_selection="heap")

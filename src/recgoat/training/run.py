@@ -61,6 +61,7 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
         raise DataError(run_dir, f"model has {model.n_users} users × {model.n_items} items but dataset "
                                  f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}")
-    res = Evaluator.for_split(dataset, split, cfg.trainer.ks).evaluate(model)
+    res = Evaluator.for_split(dataset, split, cfg.trainer.ks, cfg.trainer.eval_chunk_size,
+                              cfg.trainer.eval_selection).evaluate(model)
     write_json(run_dir / f"evaluate_{split}.json", res.means)
     return res.means

@@ -21,7 +21,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ class TrainConfig(BaseModel):
     seed: int = 2026
     num_threads: int | None = None
     eval_chunk_size: int = 256  # users per scoring block: small blocks stay in cache
+    # how the evaluator ranks (recgoat.evaluation.evaluator): "count" (ties against the model, fastest),
+    # or a top-K list by "faiss" heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)
+    eval_selection: Literal["count", "faiss", "torch"] = "count"
     progress: bool = True
     resume: bool = True
 
@@ -128,7 +131,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if model._train_csr is None:
             model.prepare(dataset)
-        valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size)
+        valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)
         t_start = time.perf_counter()
         history: list[dict] = []
         train_times: list[float] = []
@@ -213,7 +216,7 @@ class Trainer:
 
         model.eval()
         model._cached = None
-        test_res = Evaluator.for_split(dataset, "test", cfg.ks, cfg.eval_chunk_size).evaluate(model)
+        test_res = Evaluator.for_split(dataset, "test", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection).evaluate(model)
         result = {
             "model": model.name,
             "dataset": dataset.name,

@@ -249,3 +249,15 @@ def test_features_loaded_only_for_models_that_need_them(tmp_path):
             run_benchmark(load_config(None, {**over, "models": ["mostpop", "_needs_features_probe"]}))
     finally:
         MODELS.pop("_needs_features_probe", None)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "src/recgoat/configs").glob("benchmark-*.yaml")),
+                         ids=lambda p: p.name)
+def test_packaged_benchmark_configs_are_valid(path):
+    """Every shipped benchmark config parses, and each model's params are valid settings of that model."""
+    from recgoat.models.base import get_model_class
+
+    cfg = load_config(path)
+    assert cfg.models and cfg.datasets
+    for spec in cfg.models:
+        get_model_class(spec.name).Config(**(spec.params or {}))

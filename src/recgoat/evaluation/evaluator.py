@@ -103,9 +103,10 @@ class Evaluator:
         rows = min(self.chunk_size, len(self.users))
         scores_np = np.empty(rows * n_items, dtype=np.float32)  # numpy-owned so faiss can read it in place
         scores_buf = torch.from_numpy(scores_np)
-        rel_buf = torch.zeros(rows * n_items, dtype=torch.bool)
-        top_val = np.empty((rows, max_k), dtype=np.float32)
-        top_idx = np.empty((rows, max_k), dtype=np.int64)
+        if self.selection != "count":  # buffers of the top-K selections
+            rel_buf = torch.zeros(rows * n_items, dtype=torch.bool)
+            top_val = np.empty((rows, max_k), dtype=np.float32)
+            top_idx = np.empty((rows, max_k), dtype=np.int64)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(torch.get_num_threads())
         hits_all = []

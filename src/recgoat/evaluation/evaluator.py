@@ -141,7 +141,8 @@ class Evaluator:
 
         ``relevant`` holds the flat positions ``row·I + item`` of the chunk's held-out pairs, sorted, and
         every row has at least one: the first pair of each row is compared against the score block in
-        place; the rest (users with several held-out items) against a gathered copy of their rows.
+        place; the rest (users with several held-out items) against gathered copies of their rows, at most
+        ``b`` rows at a time.
         """
         b, n_items = scores.shape
         rows = torch.div(relevant, n_items, rounding_mode="floor")
@@ -151,9 +152,10 @@ class Evaluator:
         at_least = torch.empty(len(rows), dtype=torch.int32)
         # int32 sums are ~1.8× faster than the default int64 here; a row has < 2^31 items
         at_least[first] = (scores >= t[first, None]).sum(1, dtype=torch.int32)
-        rest = ~first
-        if rest.any():
-            at_least[rest] = (scores[rows[rest]] >= t[rest, None]).sum(1, dtype=torch.int32)
+        # the rest, ``b`` rows at a time, so the gathered copy never outgrows the score block
+        rest = (~first).nonzero().squeeze(1)
+        for part in rest.split(b):
+            at_least[part] = (scores[rows[part]] >= t[part, None]).sum(1, dtype=torch.int32)
         rank = at_least.long() - 1
         # held-out items tied with each other all counted each other: spread them over their tie group's
         # last places (relevant is sorted by row, so a stable sort by (row, count) keeps rows together)

@@ -1,6 +1,6 @@
 """Full-ranking evaluation time at Amazon Baby size from cached embeddings (d=64), vs a per-user loop.
 
-    python benchmarks/eval_speed.py [--threads 2] [--dim 64] [--rounds 5] [--loop-users 500] [--selection count|faiss|torch]
+    python benchmarks/eval_speed.py [--threads 2] [--dim 64] [--rounds 5] [--loop-users 500] [--selection count|faiss|torch] [--compare-selections]
 
 Target (issue 2): all 19,445 users × 7,050 items in ≤ 1 s, and ≥ 10× faster than a per-user loop.
 """
@@ -43,6 +43,22 @@ def per_user_topk_loop(ev: Evaluator, ue: torch.Tensor, ie: torch.Tensor, users:
         _ = [i in rel for i in top]
 
 
+def compare_selections(ds, args) -> None:
+    evs = {s: Evaluator.for_split(ds, "test", selection=s) for s in SELECTIONS}
+    ue, ie = torch.randn(ds.n_users, args.dim), torch.randn(ds.n_items, args.dim)
+    times: dict[str, list[float]] = {s: [] for s in evs}
+    for r in range(args.rounds + 1):
+        for s, ev in evs.items():
+            t = time.perf_counter()
+            ev.evaluate_embeddings(ue, ie)
+            if r:  # round 0 warms up
+                times[s].append(time.perf_counter() - t)
+    base = np.median(times["count"])
+    for s, t in times.items():
+        print(f"selection={s!r:8} median {np.median(t):.3f} s over {args.rounds} interleaved rounds "
+              f"({np.median(t) / base:.2f}× count's)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -50,9 +66,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--loop-users", type=int, default=500)
     ap.add_argument("--selection", choices=SELECTIONS, default="count")
+    ap.add_argument("--compare-selections", action="store_true",
+                    help="only time the three selections against each other, interleaved round by round")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = baby_like()
+    if args.compare_selections:
+        compare_selections(ds, args)
+        return
     ev = Evaluator.for_split(ds, "test", selection=args.selection)
     ue, ie = torch.randn(ds.n_users, args.dim), torch.randn(ds.n_items, args.dim)
     ev.evaluate_embeddings(ue, ie)  # warm-up

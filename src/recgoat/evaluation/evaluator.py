@@ -28,6 +28,7 @@ faults comparable to the matrix product itself at d = 64.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import faiss
 import numpy as np
@@ -38,7 +39,8 @@ from recgoat.datasets.dataset import Dataset
 from recgoat.evaluation.metrics import metrics_from_hits
 
 DEFAULT_KS = (5, 10, 20, 50)
-SELECTIONS = ("count", "faiss", "torch")
+Selection = Literal["count", "faiss", "torch"]  # how a chunk of scores becomes ranked hits (module docstring)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Evaluator:
     """Scores every user against every item and reports top-K metrics on one held-out split."""
 
     def __init__(self, mask: sp.csr_matrix, target: sp.csr_matrix, ks: tuple[int, ...] = DEFAULT_KS,
-                 chunk_size: int = 256, selection: str = "count"):
+                 chunk_size: int = 256, selection: Selection = "count"):
         if mask.shape != target.shape:
             raise ValueError("mask and target matrices differ in shape")
         self.mask = mask.tocsr()
@@ -85,7 +87,7 @@ class Evaluator:
 
     @classmethod
     def for_split(cls, dataset: Dataset, split: str = "valid", ks: tuple[int, ...] = DEFAULT_KS,
-                  chunk_size: int = 256, selection: str = "count") -> "Evaluator":
+                  chunk_size: int = 256, selection: Selection = "count") -> "Evaluator":
         """Validation masks training items; test masks training and validation items."""
         mask = dataset.csr("train")
         if split == "test":

@@ -21,14 +21,14 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 from safetensors.torch import load_file, save_file
 
-from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator
+from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
 from recgoat.io import atomic_path, write_json
 from recgoat.training.sampling import NegativeSampler
 
@@ -54,7 +54,7 @@ class TrainConfig(BaseModel):
     eval_chunk_size: int = 256  # users per scoring block: small blocks stay in cache
     # how the evaluator ranks (recgoat.evaluation.evaluator): "count" (ties against the model, fastest),
     # or a top-K list by "faiss" heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)
-    eval_selection: Literal["count", "faiss", "torch"] = "count"
+    eval_selection: Selection = "count"
     progress: bool = True
     resume: bool = True
 

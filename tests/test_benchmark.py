@@ -254,10 +254,16 @@ def test_features_loaded_only_for_models_that_need_them(tmp_path):
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "src/recgoat/configs").glob("benchmark-*.yaml")),
                          ids=lambda p: p.name)
 def test_packaged_benchmark_configs_are_valid(path):
-    """Every shipped benchmark config parses, and each model's params are valid settings of that model."""
+    """Every shipped benchmark config parses, each model's params are valid settings of that model, and a
+    RecGOAT entry labelled after a preset (``recgoat-ml100k``) has exactly that preset's settings."""
     from recgoat.models.base import get_model_class
+
+    from recgoat.models.recgoat import load_preset
 
     cfg = load_config(path)
     assert cfg.models and cfg.datasets
     for spec in cfg.models:
-        get_model_class(spec.name).Config(**(spec.params or {}))
+        params = get_model_class(spec.name).Config(**(spec.params or {}))
+        # a RecGOAT entry labelled after a preset repeats that preset's settings: it must not drift from it
+        if spec.name == "recgoat" and spec.label and spec.label.startswith("recgoat-"):
+            assert params == load_preset(spec.label.removeprefix("recgoat-")), spec.label

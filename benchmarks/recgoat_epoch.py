@@ -32,6 +32,8 @@ import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# as the recgoat command does (recgoat/cli.py); THP_MEM_ALLOC_ENABLE=0 to compare without
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -186,15 +186,27 @@ class SparseGATConv(nn.Module):
             self._graph, self._graph_key = gat_graph(edge_index, n, self.add_self_loops), key
         return self._graph  # type: ignore[return-value]
 
+    def attention_matrix(self) -> Tensor:
+        """``(heads·C) × 2·heads`` matrix ``M`` with ``h M = [a_src | a_dst]``, the per-node attention scalars
+        of every head: ``blockdiag(att_src)`` and ``blockdiag(att_dst)`` side by side."""
+        return torch.cat([torch.block_diag(*self.att_src[0]), torch.block_diag(*self.att_dst[0])]).t()
+
     def forward(self, x: Tensor, edge_index: Tensor, rows: Tensor | None = None) -> Tensor:
         """Outputs of all nodes, or of the destinations ``rows`` only (sorted, unique): the same values,
         at the cost of their in-edges alone."""
         n, hds, c = x.shape[0], self.heads, self.out_dim
-        g = self.graph(edge_index, n)
         h = self.lin(x)  # n × (heads·C)
-        # per-node attention scalars of every head in one product: [a_src | a_dst] = h · blockdiag(att)ᵀ
-        att = torch.cat([torch.block_diag(*self.att_src[0]), torch.block_diag(*self.att_dst[0])]).t()
-        a = h @ att  # n × 2·heads
+        a = h @ self.attention_matrix()  # per-node attention scalars of every head in one product
+        return self.attend(h.view(n, hds, c).transpose(0, 1).reshape(hds * n, c), a, edge_index, rows)
+
+    def attend(self, xs: Tensor, a: Tensor, edge_index: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Attention and aggregation from the transformed features ``xs`` (head-major, ``heads·n × C``:
+        head k's rows are k·n … (k+1)·n − 1) and the per-node scalars ``a = h M`` (``n × 2·heads``,
+        :meth:`attention_matrix`): what :meth:`forward` computes after ``lin``, split out so that a caller
+        that can produce ``xs`` and ``a`` more cheaply (:class:`ModalityGATBranch`) skips ``lin``."""
+        hds, c = self.heads, self.out_dim
+        n = a.shape[0]
+        g = self.graph(edge_index, n)
         if rows is not None:
             g = restrict_rows(g, rows)
             a_dst = a[rows, hds:]
@@ -203,7 +215,6 @@ class SparseGATConv(nn.Module):
         m = g.n
         # all heads at once: head k's nodes are rows k·n … (k+1)·n − 1 of a block-diagonal graph
         stacked = self.stacked_graph(g, hds) if rows is None else stack_graph(g, hds)
-        xs = h.view(n, hds, c).transpose(0, 1).reshape(hds * n, c)
         a_src, a_dst = a[:, :hds].t().reshape(-1), a_dst.t().reshape(-1)
         if self.dropout > 0 and self.training:  # attention dropout: the generic autograd path
             logits = F.leaky_relu(a_src.index_select(0, stacked.col) + a_dst.index_select(0, stacked.row),
@@ -336,19 +347,62 @@ class ModalityGATBranch(nn.Module):
             raise ValueError(f"unknown GAT implementation {impl!r} (pyg, sparse)")
         self.convs = nn.ModuleList(convs)
 
+    #: compute the first SparseGATConv's inputs by :meth:`fused_first_layer_input` (False: projection, then
+    #: the layer's own ``lin``; kept for ``benchmarks/recgoat_step_breakdown.py`` and the equality test)
+    fuse_first_layer: bool = True
+
     def project(self, x: Tensor) -> Tensor:
+        """``X W_pᵀ + b_p`` (in ``proj_dtype``, fp32 output)."""
         if self.proj_dtype == torch.float32:
             return self.proj(x)
         dt = self.proj_dtype
         return F.linear(x.to(dt), self.proj.weight.to(dt), self.proj.bias.to(dt)).float()
 
+    def fused_first_layer_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The first GAT layer's inputs straight from the frozen features: head-major ``xs`` and the
+        attention scalars ``a`` (see :meth:`SparseGATConv.attend`).
+
+        The projection and the layer's ``lin`` are both linear, and so is the attention product ``M``:
+
+        .. math::
+            h = (X W_p^\top + b_p) W_l^\top = X (W_l W_p)^\top + W_l b_p, \qquad
+            a = h M = X (M^\top W_l W_p)^\top + M^\top W_l b_p
+
+        so one product of ``X`` with the composed ``(heads·C + 2·heads) × in_dim`` matrix gives both, and
+        the ``n × d × d`` product ``lin``, the ``n × d × 2·heads`` product ``a = h M`` and their backward
+        passes disappear. Same parameters and the same function (equal up to rounding in float32; the
+        composed weights are rounded once to ``proj_dtype`` instead of the projection's weights);
+        gradients reach ``W_p``, ``b_p``, ``W_l`` and the attention vectors through the composition.
+        """
+        conv = self.convs[0]
+        hds, c = conv.heads, conv.out_dim
+        n = x.shape[0]
+        w = conv.lin.weight @ self.proj.weight  # (heads·C) × in_dim
+        b = conv.lin.weight @ self.proj.bias
+        m_t = conv.attention_matrix().t()
+        weight, bias = torch.cat([w, m_t @ w]), torch.cat([b, m_t @ b])
+        dt = self.proj_dtype
+        out = F.linear(x.to(dt), weight.to(dt), bias.to(dt))  # n × (heads·C + 2·heads)
+        # head-major float32 copy in one pass (the transpose and the cast together)
+        xs = torch.empty(hds, n, c, dtype=torch.float32, device=x.device)
+        xs = xs.copy_(out[:, : hds * c].view(n, hds, c).transpose(0, 1))
+        return xs.view(hds * n, c), out[:, hds * c:].float()
+
     def forward(self, x: Tensor, edge_index: Tensor | None, rows: Tensor | None = None) -> Tensor:
         """``H`` for every node, or for the nodes ``rows`` only (the last GAT layer attends for those alone;
         earlier layers, which feed their neighbours, run in full)."""
-        h = self.project(x)
         if edge_index is None or not len(self.convs):
+            h = self.project(x)
             return h if rows is None else h[rows]
-        for i, conv in enumerate(self.convs):
+        first = self.convs[0]
+        if self.fuse_first_layer and isinstance(first, SparseGATConv):  # projection, lin, attention: one product
+            only = len(self.convs) == 1
+            h = first.attend(*self.fused_first_layer_input(x), edge_index, rows if only else None)
+            if only:
+                return h
+        else:
+            h = first(self.project(x), edge_index)
+        for i, conv in enumerate(self.convs[1:], start=1):
             last = i == len(self.convs) - 1
             if last and rows is not None and isinstance(conv, SparseGATConv):
                 return conv(h, edge_index, rows)
@@ -361,8 +415,7 @@ class _WeightedSymPropagation(torch.autograd.Function):
     values ``w``, with one backward for all layers.
 
     Backward, with ``c = 1/(L+1)`` and ``g_L = c\bar G``, ``g_{l-1} = c\bar G + A g_l`` (symmetry):
-    ``∂/∂X = g_0`` and ``∂/∂w_e = \sum_{l=1}^{L} g_l[row_e] · h_{l-1}[col_e]``, the latter one sampled
-    product over the layers' concatenated features instead of one per layer.
+    ``∂/∂X = g_0`` and ``∂/∂w_e = \sum_{l=1}^{L} g_l[row_e] · h_{l-1}[col_e]``, a sampled product per layer.
     """
 
     @staticmethod
@@ -391,8 +444,11 @@ class _WeightedSymPropagation(torch.autograd.Function):
             g = direct + ctx.adj @ g
         grad_w = None
         if ctx.needs_input_grad[2] and n_layers:
-            # g_l pairs with h_{l-1}: gs[0] = g_L ↔ hs[L-1], …, gs[L-1] = g_1 ↔ hs[0]
-            grad_w = _sampled_dot(crow, col, torch.cat(gs, 1), torch.cat(hs[::-1], 1))
+            # g_l pairs with h_{l-1}: gs[0] = g_L ↔ hs[L-1], …, gs[L-1] = g_1 ↔ hs[0]; one sampled product
+            # per layer, accumulated (concatenating the layers' features first costs two (U+I) × Ld copies)
+            grad_w = _sampled_dot(crow, col, gs[0], hs[-1])
+            for g_l, h_l in zip(gs[1:], hs[-2::-1]):
+                grad_w += _sampled_dot(crow, col, g_l, h_l)
         return None, None, grad_w, g, None
 
 

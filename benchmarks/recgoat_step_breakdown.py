@@ -27,7 +27,7 @@ from recgoat_epoch import synthetic  # noqa: E402
 
 VARIANTS = {
     "RecGOAT (paper defaults)": {},
-    "  unfused first GAT layer (before d0cf)": {"_unfused": True},
+    "  first GAT layer unfused (as before aed9a57)": {"_unfused": True},
     "  without CMCL": {"lambda_cl": 0.0},
     "  without CMCL and OAT": {"lambda_cl": 0.0, "lambda_ot": 0.0},
     "  … and without GAT layers": {"lambda_cl": 0.0, "lambda_ot": 0.0, "gat_layers": 0},

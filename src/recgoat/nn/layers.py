@@ -65,14 +65,16 @@ class GATGraph(NamedTuple):
     """A fixed graph in CSR by destination (``crow``/``col`` = sources) plus its transpose, for
     :class:`_EdgeSpMM`: ``row`` is the destination of each edge, ``perm`` maps the transposed
     order to the edge order (``values[perm]`` are the transpose's values). ``n`` destinations and
-    ``n_src`` sources (equal, except for a graph restricted to some destinations by :func:`restrict_rows`)."""
+    ``n_src`` sources (equal, except for a graph restricted to some destinations by :func:`restrict_rows`).
+    A restricted graph, rebuilt every training step, carries no transpose (``crow_t`` etc. ``None``):
+    its backward uses :func:`_transposed_spmm` and a scatter-add instead."""
 
     crow: Tensor
     col: Tensor
     row: Tensor
-    crow_t: Tensor
-    col_t: Tensor
-    perm: Tensor
+    crow_t: Tensor | None
+    col_t: Tensor | None
+    perm: Tensor | None
     n: int
     n_src: int = -1
 
@@ -83,24 +85,28 @@ class GATGraph(NamedTuple):
 
 def restrict_rows(g: GATGraph, rows: Tensor) -> GATGraph:
     """The in-edges of the destinations ``rows`` (sorted, unique) only, as a ``len(rows) × n`` graph whose
-    ``row``/``col_t`` are positions in ``rows``. No sort: edges keep their order, and the transpose is the
-    full transpose filtered (so a RecGOAT step attends only for the items its loss reads)."""
+    ``row`` holds positions in ``rows``: each row's CSR segment gathered as a range (O(kept edges); edges keep
+    their order), without a transpose (so a RecGOAT step attends only for the items its loss reads)."""
     n_dst, n_src = g.shape
-    take = torch.zeros(n_dst, dtype=torch.bool)
-    take[rows] = True
-    local = torch.full((n_dst,), -1, dtype=torch.long)
-    local[rows] = torch.arange(len(rows))
-    keep = take.index_select(0, g.row)
-    edges = keep.nonzero().squeeze(1)
+    starts = g.crow.index_select(0, rows)
+    counts = g.crow.index_select(0, rows + 1) - starts
     crow = torch.zeros(len(rows) + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(g.crow[rows + 1] - g.crow[rows], 0)
-    keep_t = keep.index_select(0, g.perm)
-    new_id = torch.cumsum(keep, 0) - 1  # position of each kept edge among the kept ones
-    kept_before = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(keep_t, 0)])
-    crow_t = kept_before[g.crow_t]  # kept transposed entries before each source's segment
-    return GATGraph(crow, g.col.index_select(0, edges), local.index_select(0, g.row.index_select(0, edges)),
-                    crow_t, local.index_select(0, g.col_t[keep_t]), new_id.index_select(0, g.perm[keep_t]),
-                    len(rows), n_src)
+    torch.cumsum(counts, 0, out=crow[1:])
+    # edge e of local row r is at starts[r] + (e − crow[r]) in g
+    edges = torch.arange(int(crow[-1])) + torch.repeat_interleave(starts - crow[:-1], counts)
+    row = torch.repeat_interleave(torch.arange(len(rows)), counts)
+    return GATGraph(crow, g.col.index_select(0, edges), row, None, None, None, len(rows), n_src)
+
+
+def _transposed_spmm(g: GATGraph, values: Tensor, x: Tensor) -> Tensor:
+    """``A(values)ᵀ x`` for a graph without a stored transpose.
+
+    Uses scipy: its ``csr.T @ dense`` runs the CSC kernel on the same three arrays, with no transposed copy.
+    torch has no such kernel (``csr.t() @ x`` and ``x.t() @ csr`` convert the layout first: ~10× slower
+    here), and building the transpose per step costs more than the product itself.
+    """
+    adj = sp.csr_matrix((values.detach().numpy(), g.col.numpy(), g.crow.numpy()), shape=g.shape)
+    return torch.from_numpy(np.ascontiguousarray(adj.T @ x.detach().numpy()))
 
 
 def gat_graph(edge_index: Tensor, num_nodes: int, add_self_loops: bool = True) -> GATGraph:
@@ -144,8 +150,10 @@ class _EdgeSpMM(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = _sampled_dot(g.crow, g.col, grad, x)
         if ctx.needs_input_grad[2]:
-            adj_t = csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], g.shape[::-1])
-            grad_x = adj_t @ grad
+            if g.crow_t is None:
+                grad_x = _transposed_spmm(g, values, grad)
+            else:
+                grad_x = csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], g.shape[::-1]) @ grad
         return None, grad_w, grad_x
 
 
@@ -242,7 +250,9 @@ class _GATAggregate(torch.autograd.Function):
 
     Autograd through the same steps keeps ~15 edge-sized intermediates and runs scatter-adds for the
     index gathers; here the backward is one sampled product, one transposed sparse product and a few
-    segment sums over edge scalars (all in CSR order), about half the time of the generic path:
+    segment sums over edge scalars (all in CSR order), about half the time of the generic path. On a
+    restricted graph (no stored transpose) the sums by source are a scatter-add and ``Aᵀ G`` is
+    :func:`_transposed_spmm`:
 
     .. math::
         \dot\alpha_e = G_{dst_e}\cdot x_{src_e},\quad
@@ -271,10 +281,16 @@ class _GATAggregate(torch.autograd.Function):
         d_logit = t - alpha * torch.segment_reduce(t, "sum", offsets=g.crow).index_select(0, g.row)
         d_z = torch.where(positive, d_logit, d_logit * ctx.slope)
         d_dst = torch.segment_reduce(d_z, "sum", offsets=g.crow)
-        d_src = torch.segment_reduce(d_z[g.perm], "sum", offsets=g.crow_t)
+        if g.crow_t is None:  # restricted graph: scatter-add by source, and scipy's transposed product
+            d_src = d_z.new_zeros(g.shape[1]).index_add_(0, g.col, d_z)
+        else:
+            d_src = torch.segment_reduce(d_z[g.perm], "sum", offsets=g.crow_t)
         d_x = None
         if ctx.needs_input_grad[3]:
-            d_x = csr_tensor(g.crow_t, g.col_t, alpha[g.perm], g.shape[::-1]) @ grad
+            if g.crow_t is None:
+                d_x = _transposed_spmm(g, alpha, grad)
+            else:
+                d_x = csr_tensor(g.crow_t, g.col_t, alpha[g.perm], g.shape[::-1]) @ grad
         return None, d_src, d_dst, d_x, None
 
 
@@ -300,8 +316,12 @@ def stack_graph(g: GATGraph, copies: int) -> GATGraph:
     def shift(idx: Tensor, by: int) -> Tensor:
         return (idx[None, :] + (k * by)[:, None]).reshape(-1)
 
-    return GATGraph(offsets(g.crow), shift(g.col, n_src), shift(g.row, n_dst), offsets(g.crow_t),
-                    shift(g.col_t, n_dst), shift(g.perm, e), copies * n_dst, copies * n_src)
+    if g.crow_t is None:
+        transposed = (None, None, None)
+    else:
+        transposed = (offsets(g.crow_t), shift(g.col_t, n_dst), shift(g.perm, e))
+    return GATGraph(offsets(g.crow), shift(g.col, n_src), shift(g.row, n_dst), *transposed, copies * n_dst,
+                    copies * n_src)
 
 
 # ---------------------------------------------------------------------------------------------- branches

@@ -255,7 +255,7 @@ def test_features_loaded_only_for_models_that_need_them(tmp_path):
                          ids=lambda p: p.name)
 def test_packaged_benchmark_configs_are_valid(path):
     """Every shipped benchmark config parses, each model's params are valid settings of that model, and a
-    RecGOAT entry labelled after a preset (``recgoat-ml100k``) has exactly that preset's settings."""
+    RecGOAT entry labelled after a preset (``recgoat-ml100k``) names that preset and has its settings."""
     from recgoat.models.base import get_model_class
 
     from recgoat.models.recgoat import load_preset
@@ -264,6 +264,26 @@ def test_packaged_benchmark_configs_are_valid(path):
     assert cfg.models and cfg.datasets
     for spec in cfg.models:
         params = get_model_class(spec.name).Config(**(spec.params or {}))
-        # a RecGOAT entry labelled after a preset repeats that preset's settings: it must not drift from it
         if spec.name == "recgoat" and spec.label and spec.label.startswith("recgoat-"):
-            assert params == load_preset(spec.label.removeprefix("recgoat-")), spec.label
+            assert spec.preset == spec.label.removeprefix("recgoat-"), spec.label
+            assert params == load_preset(spec.preset), spec.label
+
+
+def test_model_spec_preset_is_merged_under_params(tmp_path):
+    """``preset:`` (a packaged name or a YAML path) supplies params, the entry's own params override them, and
+    the cell signature depends on the settings, not on how they were written."""
+    from recgoat.benchmark.runner import ModelSpec
+
+    packaged = ModelSpec(name="recgoat", preset="ml100k")
+    assert packaged.params == {"use_profile": False, "view_dropout": 0.3, "align_detach_target": True}
+    assert ModelSpec(name="recgoat", params=packaged.params).params == packaged.params
+    override = ModelSpec(name="recgoat", preset="ml100k", params={"view_dropout": 0.5, "n_layers": 2})
+    assert override.params == {"use_profile": False, "view_dropout": 0.5, "align_detach_target": True, "n_layers": 2}
+    own = tmp_path / "mine.yaml"
+    own.write_text("n_layers: 1\nembedding_dim: 32\n")
+    assert ModelSpec(name="lightgcn", preset=str(own)).params == {"n_layers": 1, "embedding_dim": 32}
+    with pytest.raises(ConfigError, match=r"no preset 'nope' for model 'recgoat' \(packaged: baby, electronics, ml100k, sports"):
+        ModelSpec(name="recgoat", preset="nope")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="a preset is a mapping of model params"):
+        ModelSpec(name="recgoat", preset=str(tmp_path / "list.yaml"))

@@ -23,6 +23,18 @@ def test_config_yaml_and_overrides(tmp_path):
     assert cfg.model.params == {"embedding_dim": 16, "reg_weight": 0.5}
 
 
+def test_run_config_preset_supplies_params_that_params_override(tmp_path):
+    """``model.preset`` names a packaged preset (or a YAML file); ``model.params`` and overrides win over it."""
+    cfg = load_config(None, ["model.name=recgoat", "model.preset=ml100k", "model.params.view_dropout=0.5"])
+    assert cfg.model.params == {"use_profile": False, "view_dropout": 0.5, "align_detach_target": True}
+    with pytest.raises(ConfigError, match="no preset 'paper' for model 'lightgcn'"):
+        load_config(None, ["model.preset=paper"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_layers: 2\nwidth: 3\n")  # a preset's keys are checked like params
+    with pytest.raises(ConfigError, match="model.params.width: unknown key"):
+        load_config(None, ["model.name=lightgcn", f"model.preset={bad}"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("trainer.lrr=1", "trainer.lrr: unknown key"),
     ("trainer.epochs=many", "trainer.epochs"),

@@ -6,6 +6,7 @@ the chosen model's own ``Config``.
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class ModelSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "lightgcn"
+    preset: str | None = None  # see preset_params; ``params`` override the preset's values
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -101,8 +103,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as e:
         where = f"{path}: " if path else ""
         raise ConfigError(where + format_validation_error(e)) from None
+    if cfg.model.preset is not None:
+        cfg.model.params = {**preset_params(cfg.model.name, cfg.model.preset), **cfg.model.params}
     validate_model_params(cfg.model.name, cfg.model.params)
     return cfg
+
+
+def preset_params(model: str, preset: str) -> dict[str, Any]:
+    """The hyper-parameters a preset sets: ``preset`` is a YAML file of model params, or the name of a
+    preset packaged for this model (``recgoat/configs/<model>-<preset>.yaml``, e.g. ``recgoat`` +
+    ``ml100k``). Run and benchmark configs name one with ``preset:``; their ``params`` override it."""
+    path = Path(preset)
+    if not path.is_file():
+        configs = Path(str(resources.files("recgoat") / "configs"))
+        path = configs / f"{model}-{preset}.yaml"
+        if not path.is_file():
+            known = sorted(f.name[len(model) + 1: -len(".yaml")] for f in configs.glob(f"{model}-*.yaml"))
+            raise ConfigError(f"no preset {preset!r} for model {model!r} (packaged: {', '.join(known) or 'none'}; "
+                              "or the path of a YAML file of model params)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset is a mapping of model params")
+    return data
 
 
 def validate_model_params(name: str, params: dict[str, Any]):

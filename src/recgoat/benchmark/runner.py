@@ -57,8 +57,19 @@ class ModelSpec(BaseModel):
 
     name: str
     label: str | None = None  # column/folder name; defaults to ``name`` (set it to compare two configs)
+    # a preset (recgoat.config.preset_params: a packaged name such as "ml100k", or a YAML path); its values
+    # are merged under ``params`` when the spec is read, so cells are signed by the settings themselves
+    preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the benchmark's TrainConfig
+
+    @model_validator(mode="after")
+    def _merge_preset(self) -> "ModelSpec":
+        if self.preset is not None:
+            from recgoat.config import preset_params
+
+            self.params = {**preset_params(self.name, self.preset), **self.params}
+        return self
 
     @property
     def key(self) -> str:

@@ -54,7 +54,6 @@ have d/2 channels each, concatenated (``gat_concat``), so each GAT layer maps d 
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,18 +187,13 @@ def gamma_grid(values: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> list[dict[st
 
 def load_preset(name: str) -> RecGOATConfig:
     """``baby`` / ``sports`` / ``electronics`` / ``ml100k`` (or a YAML path) → a validated :class:`RecGOATConfig`."""
-    import yaml
+    from recgoat.config import preset_params
 
-    path = Path(name)
-    if not path.exists():
-        path = Path(str(resources.files("recgoat") / "configs" / f"recgoat-{name}.yaml"))
-    if not path.exists():
-        raise ConfigError(f"no RecGOAT preset {name!r} (known: baby, sports, electronics, ml100k, or a YAML path)")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = preset_params("recgoat", name)
     try:
         return RecGOATConfig(**data)
     except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"RecGOAT preset {name}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------- graph cache

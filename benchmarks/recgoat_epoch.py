@@ -19,9 +19,9 @@ memory figure covers that stage.
 
 Run: ``python benchmarks/recgoat_epoch.py --epochs 1 --scale 0.25`` (quick) or with defaults.
 
-Measured (full scale, 3 alternating epochs each, machine otherwise idle): 1 thread: LightGCN 3.38 s,
-RecGOAT 17.09 s per epoch, 5.05×; 2 threads: 2.35 s vs 12.69 s, 5.40×; peak RSS ~1.0 GiB; no forbidden
-tensor. Where a step's time goes: ``recgoat_step_breakdown.py``.
+Measured (full scale, 3 alternating epochs each, machine otherwise idle, huge pages on): 1 thread:
+LightGCN 2.84 s, RecGOAT 13.07 s per epoch, 4.61×; 2 threads: 2.00 s vs 9.15 s, 4.58×; peak RSS ~1.0 GiB;
+no forbidden tensor. Where a step's time goes: ``recgoat_step_breakdown.py``.
 """
 from __future__ import annotations
 

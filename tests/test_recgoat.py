@@ -188,6 +188,24 @@ def test_fused_gat_aggregation_gradcheck(heads, restricted):
     torch.autograd.gradcheck(lambda s_, d_, x_: _GATAggregate.apply(graph, s_, d_, x_, 0.2), (a_src, a_dst, x))
 
 
+@pytest.mark.parametrize("restricted", [False, True])
+def test_edge_spmm_gradcheck(restricted):
+    """The attention-dropout path's product ``A(w) x``: gradients for the edge values and the features in
+    float64 against finite differences, with a stored transpose and on a restricted graph (without one)."""
+    from recgoat.nn.layers import _EdgeSpMM, gat_graph, restrict_rows, stack_graph
+
+    g = torch.Generator().manual_seed(7)
+    n = 9
+    graph = gat_graph(torch.randint(0, n, (2, 24), generator=g), n)
+    if restricted:
+        graph = restrict_rows(graph, torch.tensor([1, 2, 6]))
+        assert graph.crow_t is None
+    graph = stack_graph(graph, 2)
+    w = torch.rand(len(graph.col), generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(graph.shape[1], 3, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda w_, x_: _EdgeSpMM.apply(graph, w_, x_), (w, x))
+
+
 def test_gat_attention_dropout_is_used_in_training_only():
     conv = SparseGATConv(6, 4, heads=2, dropout=0.5)
     edges = torch.randint(0, 12, (2, 40), generator=torch.Generator().manual_seed(0))

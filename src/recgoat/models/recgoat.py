@@ -24,7 +24,10 @@ Sinkhorn.
 
 Cost. Everything is propagated once per batch, and the step is built to stay within a few LightGCN
 steps (``benchmarks/recgoat_epoch.py``): the feature projections run in bfloat16 where the CPU has
-AVX512-BF16 (``projection_dtype``); each GAT layer (:class:`~recgoat.nn.layers.SparseGATConv`) keeps
+AVX512-BF16 (``projection_dtype``), fused with the first GAT layer's linear map and attention vectors
+(one product of the frozen features with the composed weights,
+:meth:`~recgoat.nn.layers.ModalityGATBranch.fused_first_layer_input`); each GAT layer
+(:class:`~recgoat.nn.layers.SparseGATConv`) keeps
 only ``E × heads`` edge scalars, aggregates all heads in one sparse product and has a hand-written
 backward (PyG's ``GATConv``, ``gat_impl="pyg"``, materialises ``E × heads × C`` messages: ~30× slower
 on the Baby-sized user graph); a training step attends over the item-item graphs only for the items

@@ -58,6 +58,22 @@ def test_same_seed_same_result_and_other_seed_differs(small, tmp_path):
     assert a["valid"] != c["valid"]
 
 
+def test_two_threads_same_seed_same_model(small, tmp_path):
+    """With two threads the backward of a row gather accumulates from both threads; the trainer's
+    deterministic kernels make two runs with one seed end in identical weights, and it leaves torch's
+    global setting as it found it."""
+    before = torch.get_num_threads()
+    try:
+        runs = [_fit(LightGCN, small, tmp_path / f"r{i}", epochs=3, num_threads=2, batch_size=2048,
+                     eval_every=3)[0].state_dict() for i in range(3)]
+    finally:
+        torch.set_num_threads(before)
+    for other in runs[1:]:
+        for k in runs[0]:
+            assert torch.equal(runs[0][k], other[k]), k
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_best_checkpoint_is_the_best_validation_epoch(small, tmp_path):
     model, res = _fit(BPRMF, small, tmp_path / "r", epochs=6, patience=2)
     log = [json.loads(line) for line in (tmp_path / "r/log.jsonl").read_text().splitlines()]

@@ -15,6 +15,7 @@ Run folder layout::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
@@ -65,6 +66,29 @@ class TrainConfig(BaseModel):
         if name not in ("recall", "ndcg", "precision", "hit", "map") or not k.isdigit():
             raise ValueError(f"metric must look like recall@20, got {v!r}")
         return v
+
+
+@contextlib.contextmanager
+def deterministic_kernels():
+    """torch's deterministic kernels for the duration of a training run, then the caller's settings back.
+
+    With more than one thread, the backward of a row gather ``x[idx]`` (``index_put_`` with accumulation)
+    adds rows from several threads in arbitrary order, so two runs with the same seed drifted apart (LGMRec
+    in ``make demo``: test Recall@20 0.250–0.257 over three runs). The deterministic kernel accumulates
+    serially; nothing measurable is lost at our batch sizes. Uninitialised memory is not NaN-filled (the
+    default in deterministic mode): it costs a pass over every fresh buffer and no result depends on it.
+    """
+    import torch.utils.deterministic as det
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True)
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        det.fill_uninitialized_memory = before[2]
 
 
 def peak_memory_mb() -> float:
@@ -124,6 +148,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self, model, dataset) -> dict[str, Any]:
+        """Train ``model`` on ``dataset``'s training split with early stopping on validation; the same seed
+        gives the same run at any thread count (:func:`deterministic_kernels`)."""
+        with deterministic_kernels():
+            return self._fit(model, dataset)
+
+    def _fit(self, model, dataset) -> dict[str, Any]:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)

@@ -7,19 +7,14 @@ Target (issue 2): ≤ 3 s per epoch on 2 cores.
 from __future__ import annotations
 
 import argparse
-import os
+import time
 
-# as the recgoat command does (recgoat/cli.py); THP_MEM_ALLOC_ENABLE=0 to compare without
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+import numpy as np
+import torch
 
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from _baby import baby_like  # noqa: E402
-from recgoat.models import LightGCN  # noqa: E402
-from recgoat.training.sampling import NegativeSampler  # noqa: E402
+from _baby import baby_like
+from recgoat.models import LightGCN
+from recgoat.training.sampling import NegativeSampler
 
 
 def main() -> None:

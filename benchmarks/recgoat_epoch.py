@@ -19,9 +19,9 @@ memory figure covers that stage.
 
 Run: ``python benchmarks/recgoat_epoch.py --epochs 1 --scale 0.25`` (quick) or with defaults.
 
-Measured (full scale, 3 alternating epochs each, machine otherwise idle, huge pages on): 1 thread:
-LightGCN 2.84 s, RecGOAT 13.07 s per epoch, 4.61×; 2 threads: 2.00 s vs 9.15 s, 4.58×; peak RSS ~1.0 GiB;
-no forbidden tensor. Where a step's time goes: ``recgoat_step_breakdown.py``.
+Measured (full scale, 3 alternating epochs each, machine otherwise idle): 1 thread: LightGCN 2.85 s,
+RecGOAT 11.91 s per epoch, 4.18×; 2 threads: 1.83 s vs 8.31 s, 4.55×; peak RSS ~0.95 GiB; no forbidden
+tensor. Where a step's time goes: ``recgoat_step_breakdown.py``.
 """
 from __future__ import annotations
 
@@ -32,8 +32,6 @@ import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# as the recgoat command does (recgoat/cli.py); THP_MEM_ALLOC_ENABLE=0 to compare without
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

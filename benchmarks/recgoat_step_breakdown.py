@@ -10,20 +10,15 @@ Run: ``python benchmarks/recgoat_step_breakdown.py --threads 1``
 from __future__ import annotations
 
 import argparse
-import os
+import time
 
-# as the recgoat command does (recgoat/cli.py); THP_MEM_ALLOC_ENABLE=0 to compare without
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+import numpy as np
+import torch
 
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from recgoat.models.lightgcn import LightGCN  # noqa: E402
-from recgoat.models.recgoat import RecGOAT  # noqa: E402
-from recgoat.training.sampling import NegativeSampler  # noqa: E402
-from recgoat_epoch import synthetic  # noqa: E402
+from recgoat.models.lightgcn import LightGCN
+from recgoat.models.recgoat import RecGOAT
+from recgoat.training.sampling import NegativeSampler
+from recgoat_epoch import synthetic
 
 VARIANTS = {
     "RecGOAT (paper defaults)": {},

@@ -11,23 +11,16 @@ Errors caused by the user's input are printed as one line and exit with status 1
 """
 from __future__ import annotations
 
-import os
+import json
+import sys
+from pathlib import Path
+from typing import Optional
 
-# Large CPU tensors on transparent huge pages: a training step allocates and frees many (U+I) × d buffers,
-# and with 4 KiB pages their page faults cost about as much as the arithmetic on them. PyTorch reads this
-# once, at its first large allocation, so it is set before anything is computed (a user's value wins).
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+import typer
+from rich.console import Console
+from rich.table import Table
 
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Optional  # noqa: E402
-
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from recgoat.errors import RecGOATError  # noqa: E402
+from recgoat.errors import RecGOATError
 
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)

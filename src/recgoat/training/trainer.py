@@ -148,8 +148,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self, model, dataset) -> dict[str, Any]:
-        """Train ``model`` on ``dataset``'s training split with early stopping on validation; the same seed
-        gives the same run at any thread count (:func:`deterministic_kernels`)."""
+        """Train ``model`` on ``dataset``'s training split with early stopping on validation; two runs with
+        the same seed and thread count give the same model (:func:`deterministic_kernels`)."""
         with deterministic_kernels():
             return self._fit(model, dataset)
 

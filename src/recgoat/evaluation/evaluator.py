@@ -110,7 +110,8 @@ class Evaluator:
             top_val = np.empty((rows, max_k), dtype=np.float32)
             top_idx = np.empty((rows, max_k), dtype=np.int64)
         threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(torch.get_num_threads())
+        if self.selection == "faiss":  # faiss's heaps follow torch's thread setting
+            faiss.omp_set_num_threads(torch.get_num_threads())
         hits_all = []
         try:
             for users, masked, relevant in self._blocks:

@@ -84,6 +84,18 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
+def read_yaml_mapping(path: Path, not_mapping: str) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (empty file: ``{}``); a :class:`ConfigError` naming the file when it
+    is not valid YAML, or ``not_mapping`` when its top level is not a mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {not_mapping}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run configuration, apply overrides, validate everything including model params."""
     data: dict[str, Any] = {}
@@ -91,12 +103,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: configuration file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = read_yaml_mapping(path, "expected a mapping at the top level")
     data = apply_overrides(data, overrides or [])
     try:
         cfg = RunConfig(**data)
@@ -121,13 +128,7 @@ def preset_params(model: str, preset: str) -> dict[str, Any]:
             known = sorted(f.name[len(model) + 1: -len(".yaml")] for f in configs.glob(f"{model}-*.yaml"))
             raise ConfigError(f"no preset {preset!r} for model {model!r} (packaged: {', '.join(known) or 'none'}; "
                               "or the path of a YAML file of model params)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a preset is a mapping of model params")
-    return data
+    return read_yaml_mapping(path, "a preset is a mapping of model params")
 
 
 def validate_model_params(name: str, params: dict[str, Any]):

@@ -35,6 +35,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from recgoat.config import preset_params, read_yaml_mapping
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.io import read_json, write_json
 from recgoat.training.trainer import TrainConfig
@@ -66,8 +67,6 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _merge_preset(self) -> "ModelSpec":
         if self.preset is not None:
-            from recgoat.config import preset_params
-
             self.params = {**preset_params(self.name, self.preset), **self.params}
         return self
 
@@ -210,12 +209,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{p}: the config must be a mapping")
+        tree = read_yaml_mapping(p, "the config must be a mapping")
     for key, value in (overrides or {}).items():
         if value is None:
             continue

@@ -67,7 +67,7 @@ class GATGraph(NamedTuple):
     order to the edge order (``values[perm]`` are the transpose's values). ``n`` destinations and
     ``n_src`` sources (equal, except for a graph restricted to some destinations by :func:`restrict_rows`).
     A restricted graph, rebuilt every training step, carries no transpose (``crow_t`` etc. ``None``):
-    its backward uses :func:`_transposed_spmm` and a scatter-add instead."""
+    its backward uses scipy's transposed product (:func:`_transposed_spmm`) and a scatter-add instead."""
 
     crow: Tensor
     col: Tensor
@@ -87,7 +87,7 @@ def restrict_rows(g: GATGraph, rows: Tensor) -> GATGraph:
     """The in-edges of the destinations ``rows`` (sorted, unique) only, as a ``len(rows) × n`` graph whose
     ``row`` holds positions in ``rows``: each row's CSR segment gathered as a range (O(kept edges); edges keep
     their order), without a transpose (so a RecGOAT step attends only for the items its loss reads)."""
-    n_dst, n_src = g.shape
+    n_src = g.shape[1]
     starts = g.crow.index_select(0, rows)
     counts = g.crow.index_select(0, rows + 1) - starts
     crow = torch.zeros(len(rows) + 1, dtype=torch.long)
@@ -99,12 +99,14 @@ def restrict_rows(g: GATGraph, rows: Tensor) -> GATGraph:
 
 
 def _transposed_spmm(g: GATGraph, values: Tensor, x: Tensor) -> Tensor:
-    """``A(values)ᵀ x`` for a graph without a stored transpose.
+    """``A(values)ᵀ x``: by the stored transpose when the graph has one, else by scipy.
 
-    Uses scipy: its ``csr.T @ dense`` runs the CSC kernel on the same three arrays, with no transposed copy.
-    torch has no such kernel (``csr.t() @ x`` and ``x.t() @ csr`` convert the layout first: ~10× slower
-    here), and building the transpose per step costs more than the product itself.
+    scipy's ``csr.T @ dense`` runs the CSC kernel on the same three arrays, with no transposed copy; torch
+    has no such kernel (``csr.t() @ x`` and ``x.t() @ csr`` convert the layout first: ~10× slower here), and
+    building the transpose of a restricted graph every step costs more than the product itself.
     """
+    if g.crow_t is not None:
+        return csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], g.shape[::-1]) @ x
     adj = sp.csr_matrix((values.detach().numpy(), g.col.numpy(), g.crow.numpy()), shape=g.shape)
     return torch.from_numpy(np.ascontiguousarray(adj.T @ x.detach().numpy()))
 
@@ -150,10 +152,7 @@ class _EdgeSpMM(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = _sampled_dot(g.crow, g.col, grad, x)
         if ctx.needs_input_grad[2]:
-            if g.crow_t is None:
-                grad_x = _transposed_spmm(g, values, grad)
-            else:
-                grad_x = csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], g.shape[::-1]) @ grad
+            grad_x = _transposed_spmm(g, values, grad)
         return None, grad_w, grad_x
 
 
@@ -251,8 +250,8 @@ class _GATAggregate(torch.autograd.Function):
     Autograd through the same steps keeps ~15 edge-sized intermediates and runs scatter-adds for the
     index gathers; here the backward is one sampled product, one transposed sparse product and a few
     segment sums over edge scalars (all in CSR order), about half the time of the generic path. On a
-    restricted graph (no stored transpose) the sums by source are a scatter-add and ``Aᵀ G`` is
-    :func:`_transposed_spmm`:
+    restricted graph (no stored transpose) the sums by source are a scatter-add and ``Aᵀ G`` goes through
+    scipy (:func:`_transposed_spmm`):
 
     .. math::
         \dot\alpha_e = G_{dst_e}\cdot x_{src_e},\quad
@@ -287,10 +286,7 @@ class _GATAggregate(torch.autograd.Function):
             d_src = torch.segment_reduce(d_z[g.perm], "sum", offsets=g.crow_t)
         d_x = None
         if ctx.needs_input_grad[3]:
-            if g.crow_t is None:
-                d_x = _transposed_spmm(g, alpha, grad)
-            else:
-                d_x = csr_tensor(g.crow_t, g.col_t, alpha[g.perm], g.shape[::-1]) @ grad
+            d_x = _transposed_spmm(g, alpha, grad)
         return None, d_src, d_dst, d_x, None
 
 

@@ -10,6 +10,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import contextlib
 import json
 import shutil
 import socket
@@ -78,11 +79,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(artefact):
-    """The service as a real process on a free loopback port."""
+@contextlib.contextmanager
+def _serve(artefact: Path, *extra: str):
+    """The service as a real process on a free loopback port; yields an HTTP client for it."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "recgoat.serving", str(artefact), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "recgoat.serving", str(artefact), "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -106,6 +107,30 @@ def server(artefact):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(artefact):
+    with _serve(artefact) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def text_artefact(model, dataset, tmp_path_factory) -> Path:
+    """The same model exported with item text features (titles, the packaged text encoder)."""
+    from recgoat.features import encode_all
+    from recgoat.features.store import FeatureConfig
+
+    root = tmp_path_factory.mktemp("serving-text")
+    feats = encode_all(dataset, root / "feat", FeatureConfig(text_template="{title}"), which=("text",),
+                       progress=False)
+    return export_run(model, dataset, root / "artefact", feats)
+
+
+@pytest.fixture(scope="module")
+def text_server(text_artefact):
+    with _serve(text_artefact) as client:
+        yield client
 
 
 # ------------------------------------------------------------------------------------------- artefacts
@@ -177,6 +202,26 @@ def test_corrupt_or_mismatched_folder_is_refused(artefact, tmp_path):
 
     (bad / "artifact.json").write_text("{not json")
     with pytest.raises(DataError, match="corrupt JSON"):
+        load_run(bad)
+
+    # a required file dropped from the manifest would be read unchecked: replaced by zeros here
+    shutil.rmtree(bad)
+    bad = _copy(artefact, tmp_path)
+    meta = json.loads((bad / "artifact.json").read_text())
+    del meta["files"]["embeddings.safetensors"]
+    (bad / "artifact.json").write_text(json.dumps(meta))
+    from safetensors.torch import save_file
+
+    emb = load_run(artefact)
+    save_file({"user_emb": torch.zeros(emb.user_emb.shape), "item_emb": torch.zeros(emb.item_emb.shape)},
+              str(bad / "embeddings.safetensors"))
+    with pytest.raises(DataError, match="does not list embeddings.safetensors"):
+        load_run(bad)
+    # optional text features slipped in after export are refused, not served
+    shutil.rmtree(bad)
+    bad = _copy(artefact, tmp_path)
+    save_file({"item_text": torch.zeros(emb.n_items, 4)}, str(bad / "text.safetensors"))
+    with pytest.raises(DataError, match="does not list text.safetensors"):
         load_run(bad)
 
     trainer_run = tmp_path / "trainer-run"
@@ -267,7 +312,23 @@ def test_text_fold_in_math(run):
 
 
 # ------------------------------------------------------------------------------------------- HTTP
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (Linux /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1]) if len(addr) == 8 else addr)
+    return found
+
+
 def test_health_metadata_docs(server, run):
+    if os.path.exists("/proc/net/tcp"):  # the default bind is loopback only, checked on the live socket
+        assert _listening_addresses(server.base_url.port) == {"127.0.0.1"}
     h = server.get("/health").json()
     assert h == {"status": "ok", "model": "bprmf", "users": run.n_users, "items": run.n_items}
     m = server.get("/metadata").json()
@@ -301,6 +362,20 @@ def test_get_recommend_matches_model(server, run, model):
     many = server.get("/recommend", params={"user_id": uid, "k": 1000}).json()
     # k past the unseen items: all of them, no padding
     assert len(many["items"]) == min(1000, run.n_items - len(run.seen_items(u)))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_service_with_an_approximate_index(artefact, run, model, kind):
+    """``--index hnsw|ivf``: the service answers from that index, close to exact and never a seen item."""
+    with _serve(artefact, "--index", kind) as client:
+        assert client.get("/metadata").json()["index"] == kind
+        overlap = []
+        for u in range(0, run.n_users, 10):
+            got = [run.item_index[x["item_id"]] for x in
+                   client.get("/recommend", params={"user_id": run.user_ids[u], "k": 10}).json()["items"]]
+            assert len(got) == 10 and not set(got) & set(run.seen_items(u).tolist())
+            overlap.append(len(set(got) & set(model.recommend(u, 10)[0].tolist())) / 10)
+        assert np.mean(overlap) >= 0.9, overlap
 
 
 def test_similar_items(server, run):
@@ -399,6 +474,27 @@ def test_bad_input_is_4xx_never_500(server, run, method, path, payload, status):
     assert "detail" in r.json()
 
 
+@pytest.mark.parametrize("body", [
+    '{"item_ids":["{i}"],"k":1e400}',
+    '{"item_ids":["{i}"],"k":NaN}',
+    '{"item_ids":["{i}"],"k":-Infinity}',
+    '{"item_ids":[NaN]}',
+    '{"item_ids":["{i}"],"text":Infinity}',
+    '{"item_ids":["{i}"],"exclude_seen":NaN}',
+    '{"item_ids":["{i}"],"k":true}',
+    '{"item_ids":["{i}"],"k":"10"}',
+    '{"item_ids":["{i}"],"k":10.0}',
+    '{"item_ids":["{i}"],"exclude_seen":"yes"}',
+    '{"item_ids":[{"{i}":1}]}',
+])
+def test_non_finite_or_loosely_typed_json_is_422(server, run, body):
+    # Python's JSON parser reads NaN, Infinity and 1e400 as floats; echoing them back must not fail
+    r = server.post("/recommend", content=body.replace("{i}", run.item_ids[0]).encode(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]
+
+
 def test_responses_match_their_schemas_even_for_awkward_titles(artefact):
     """The hot endpoints write JSON from precomputed fragments: it must still be the declared schema."""
     from fastapi.testclient import TestClient
@@ -484,7 +580,9 @@ def _chromium() -> str | None:
     return None
 
 
-def test_web_page_in_headless_chromium(server, run, tmp_path):
+def test_web_page_in_headless_chromium(text_server, run, tmp_path):
+    """Against the run with a text encoder, so the profile-text box is shown and used too."""
+    server = text_server
     exe = _chromium()
     if exe is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
@@ -535,6 +633,15 @@ def test_web_page_in_headless_chromium(server, run, tmp_path):
             page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('new user')",
                                    timeout=30_000)
             assert page.locator("#recs .card").count() == 10
+            # a profile text alone (the basket emptied): the cards are the service's answer for that text
+            page.click("#clear")
+            page.fill("#profile", title)
+            page.click("#go-cold")
+            page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('0 liked "
+                                   "items + profile')", timeout=30_000)
+            cards = page.eval_on_selector_all("#recs .card", "els => els.map(e => e.dataset.itemId)")
+            answer = server.post("/recommend", json={"text": title, "k": 10}).json()
+            assert cards == [x["item_id"] for x in answer["items"]]
             page.click("#show")  # back to the chosen user for the screenshot
             page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('for user')",
                                    timeout=30_000)
@@ -549,28 +656,44 @@ def test_web_page_in_headless_chromium(server, run, tmp_path):
             browser.close()
 
 
-# ------------------------------------------------------------------------------------------- slow
-@pytest.mark.slow
-def test_profile_text_cold_start_with_real_encoder(model, dataset, tmp_path):
+# ------------------------------------------------------------------------------------------- profile text
+def test_profile_text_cold_start_over_http(text_server, text_artefact):
     """A run exported with text features answers a profile text through the packaged text encoder."""
-    from fastapi.testclient import TestClient
+    from recgoat.serving.app import Service
 
-    from recgoat.features import encode_all
-    from recgoat.features.store import FeatureConfig
-    from recgoat.serving import create_app
-
-    feats = encode_all(dataset, tmp_path / "feat", FeatureConfig(text_template="{title}"), which=("text",),
-                       progress=False)
-    run = load_run(export_run(model, dataset, tmp_path / "art", feats))
-    assert run.has_text_encoder and run.item_text.shape == (dataset.n_items, 384)
-    client = TestClient(create_app(run))
-    assert client.get("/metadata").json()["has_text_encoder"] is True
+    run = load_run(text_artefact)
+    assert run.has_text_encoder and run.item_text.shape == (run.n_items, 384)
+    assert text_server.get("/metadata").json()["has_text_encoder"] is True
+    svc = Service(run)  # the same request logic in this process, for the expected answer
     x = int(np.argmax(np.diff(run.seen.tocsc().indptr)))  # a popular item
     title = str(run.items["title"].iloc[x])
-    svc = client.app.state.service
     top, w = svc.text_neighbours(title)
     assert top[0] == x and w[0] == w.max()  # its own title is nearest its own (title-only) text features
-    r = client.post("/recommend", json={"text": title, "k": 5, "exclude_seen": False})
-    assert r.status_code == 200
+    r = text_server.post("/recommend", json={"text": title, "k": 5, "exclude_seen": False})
+    assert r.status_code == 200, r.text
     ids, _ = svc.index.search((w @ run.item_emb[top])[None], 5)
     assert [run.item_index[i["item_id"]] for i in r.json()["items"]] == ids[0].tolist()
+    # text and liked items together: the mean of the two fold-ins, liked items left out
+    basket = [run.item_ids[j] for j in (0, 4)]
+    both = text_server.post("/recommend", json={"item_ids": basket, "text": title, "k": 5}).json()
+    z = svc.fold_in(np.array([0, 4]), title)
+    ids, _ = svc.index.search(z, 5, [np.array([0, 4])])
+    assert [run.item_index[i["item_id"]] for i in both["items"]] == ids[0].tolist()
+    for body in ({"text": "é" * 10_000, "k": 3}, {"text": "nul \x00 and emoji \U0001f37f", "k": 3}):
+        assert text_server.post("/recommend", json=body).status_code == 200
+    assert text_server.post("/recommend", json={"text": "x" * 10_001}).status_code == 422
+
+
+def test_unloadable_text_encoder_is_503_not_500(text_artefact, tmp_path):
+    """The encoder named by the run cannot be loaded here: profile texts get 503, liked items still work."""
+    broken = _copy(text_artefact, tmp_path)
+    meta = json.loads((broken / "artifact.json").read_text())
+    meta["text_encoder"]["encoder"] = str(tmp_path / "no-such-encoder")
+    (broken / "artifact.json").write_text(json.dumps(meta))
+    run = load_run(broken)
+    with _serve(broken) as client:
+        r = client.post("/recommend", json={"text": "space operas", "k": 3})
+        assert r.status_code == 503 and "text encoder unavailable" in r.json()["detail"], r.text
+        assert "no-such-encoder" in r.json()["detail"]
+        ok = client.post("/recommend", json={"item_ids": [run.item_ids[0]], "k": 3})
+        assert ok.status_code == 200 and len(ok.json()["items"]) == 3

@@ -21,6 +21,7 @@ Unknown ids are 404, bad parameters 422; every input is validated so bad input n
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,11 +119,29 @@ class Metadata(BaseModel):
 class ColdStart(BaseModel):
     """A user not in training: items they liked and/or a profile text."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON true is not k=1 and "10" is not 10; a request that means something else is refused
+    model_config = ConfigDict(extra="forbid", strict=True)
     item_ids: list[str] = Field(default_factory=list, max_length=2000)
     text: str | None = Field(None, max_length=10_000, description="profile text (runs with a text encoder)")
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_seen: bool = Field(True, description="leave out the liked items")
+
+
+def _json_safe(x: Any) -> Any:
+    """``x`` with non-finite floats as strings: JSON has no NaN or infinity, so echoing them would fail."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's own handler echoes the offending input, and Python's JSON parser reads NaN, Infinity and
+    # 1e400 as floats, which the echo cannot write: a 500 for bad input. Same body, made writable.
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
 
 
 # ------------------------------------------------------------------------------------------- service
@@ -255,6 +276,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     app = FastAPI(title="recgoat recommendations", version=str(meta.get("format_version")),
                   description=f"{meta.get('model')} trained on {meta.get('dataset')}")
     app.state.service = svc
+    app.add_exception_handler(RequestValidationError, _validation_error)
     K = Query(10, ge=1, le=MAX_K, description="number of items")
 
     @app.get("/health", response_model=Health)

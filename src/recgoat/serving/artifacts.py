@@ -45,6 +45,10 @@ ARTIFACT_FILE = "artifact.json"
 DISPLAY_FIELDS = ("title", "genres", "year", "category", "categories", "brand", "overview", "description")
 MAX_TEXT_CHARS = 400
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
+# files every artefact has; the manifest must list (and so checksum) each of them
+REQUIRED_FILES = ("model/model.json", "model/weights.safetensors", "embeddings.safetensors", "ids.json",
+                  "items.parquet", "history.parquet")
+TEXT_FILE = "text.safetensors"
 
 
 def sha256_file(path: Path) -> str:
@@ -126,7 +130,7 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
 
         feats = load_features(dataset, features_folder)
         if feats.text is not None:
-            with atomic_path(out / "text.safetensors") as tmp:
+            with atomic_path(out / TEXT_FILE) as tmp:
                 save_file({"item_text": torch.from_numpy(np.ascontiguousarray(feats.text, np.float32))}, str(tmp))
             man = feats.manifests.get("text", {})
             text_model = {"encoder": man.get("encoder"), "text_model": man.get("text_model")}
@@ -232,6 +236,13 @@ def verify(path: str | Path) -> dict[str, Any]:
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         raise DataError(meta_path, "lists no files")
+    # a file the manifest does not list would be read unchecked: refuse rather than trust it
+    unlisted = [rel for rel in REQUIRED_FILES if rel not in files]
+    if (path / TEXT_FILE).exists() and TEXT_FILE not in files:
+        unlisted.append(TEXT_FILE)
+    if unlisted:
+        raise DataError(meta_path, f"does not list {', '.join(unlisted)}: the folder was changed after export "
+                                   f"or written by another tool; re-export the run")
     for rel, digest in files.items():
         f = (path / rel).resolve()
         if path.resolve() not in f.parents:
@@ -276,8 +287,11 @@ def load_run(path: str | Path) -> Run:
     np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
     seen = sp.csr_matrix((np.ones(len(i), np.float32), i.astype(np.int64), indptr), shape=(n_users, n_items))
     item_text = None
-    if (path / "text.safetensors").exists():
-        item_text = load_file(str(path / "text.safetensors"))["item_text"].numpy()
+    if TEXT_FILE in meta["files"]:
+        item_text = load_file(str(path / TEXT_FILE))["item_text"].numpy()
+        if item_text.ndim != 2 or item_text.shape[0] != n_items or not np.isfinite(item_text).all():
+            raise DataError(path / TEXT_FILE, f"inconsistent artefact: text features of shape {item_text.shape} "
+                                              f"for {n_items} items, or not all finite")
     return Run(path=path, meta=meta, user_emb=np.ascontiguousarray(user_emb, np.float32),
                item_emb=np.ascontiguousarray(item_emb, np.float32), user_ids=users, item_ids=items_ids,
                items=items, history=history, seen=seen, item_text=item_text)

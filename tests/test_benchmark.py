@@ -1,7 +1,8 @@
 """`recgoat benchmark` on a real subset: tables equal the run JSONs, resume, standalone HTML, paired test.
 
-One benchmark (120 users of the embedded ml-latest-small, mostpop/bprmf/lightgcn, 2 seeds, 3 epochs) is
-run once per module; the other tests read its folder or a copy of it.
+One benchmark (120 users of the embedded ml-latest-small, mostpop/bprmf/lightgcn and the multimodal peer
+VBPR on the subset's encoded item texts, 2 seeds, 3 epochs) is run once per module; the other tests read
+its folder or a copy of it.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import base64
 import json
 import re
+from html.parser import HTMLParser
 import shutil
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from recgoat.training.trainer import Trainer
 
 torch.set_num_threads(1)
 
-MODELS = ["mostpop", "bprmf", "lightgcn"]
+MODELS = ["mostpop", "bprmf", "lightgcn", "vbpr"]
 SEEDS = [2026, 2027]
 DATASET = "ml-latest-small-u120"
 SETS = ["datasets.ml-latest-small.max_users=120", "train.num_threads=1", "train.batch_size=1024"]
@@ -63,14 +65,91 @@ def recomputed(results: dict, model: str, getter) -> tuple[float, float]:
     return vals.mean(), vals.std(ddof=1)
 
 
-def parse_md_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
-    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for ln in lines[2:]:
-        cells = [c.strip().replace("**", "") for c in ln.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return header[1:], rows
+Tables = dict[str, tuple[list[str], dict[str, list[str]]]]  # title → (header, model → cells)
+
+
+def parse_md_tables(md: str) -> Tables:
+    """Every ``### title`` table of a results.md (bold marks removed)."""
+    found: Tables = {}
+    title = None
+    for ln in md.splitlines():
+        if ln.startswith("### "):
+            title = ln[4:].strip()
+        elif ln.startswith("|") and title is not None:
+            cells = [c.strip().replace("**", "") for c in ln.strip("|").split("|")]
+            if title not in found:
+                found[title] = (cells[1:], {})
+            elif not set(cells[0]) <= set(":-"):
+                found[title][1][cells[0]] = cells[1:]
+    return found
+
+
+class _HTMLTables(HTMLParser):
+    """Every ``<h3>title</h3><table>`` of report.html, as text cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: Tables = {}
+        self._title: str | None = None
+        self._tag: str | None = None
+        self._text = ""
+        self._row: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h3", "td", "th"):
+            self._tag, self._text = tag, ""
+        elif tag == "tr":
+            self._row = []
+
+    def handle_data(self, data):
+        if self._tag:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == "h3":
+            self._title = self._text.strip()
+        elif tag in ("td", "th"):
+            self._row.append(self._text.strip())
+        elif tag == "tr" and self._title is not None:
+            if self._title not in self.tables:
+                self.tables[self._title] = (self._row[1:], {})
+            else:
+                self.tables[self._title][1][self._row[0]] = self._row[1:]
+        if tag == self._tag:
+            self._tag = None
+
+
+def parse_html_tables(text: str) -> Tables:
+    p = _HTMLTables()
+    p.feed(text)
+    return p.tables
+
+
+TIMING_GET = {
+    "seconds_per_epoch": lambda r: r["seconds_per_epoch"],
+    "epochs_to_best": lambda r: r["best_epoch"] + 1 if r["epochs_run"] > 0 else 0,
+    "eval_seconds": lambda r: r["eval_seconds"],
+    "peak_memory_mb": lambda r: r["benchmark"]["cell_peak_rss_mb"],
+    "memory_growth_mb": lambda r: r["benchmark"]["cell_peak_rss_mb"] - r["benchmark"]["cell_start_rss_mb"],
+}
+
+
+def check_tables_equal_jsons(tables: Tables, cfg, results: dict) -> None:
+    """Each shown mean ± std equals the value recomputed from the per-run JSONs, to the shown decimals."""
+    expected = {f"Test metrics @{k}": [(f"{m}@{k}", lambda r, c=f"{m}@{k}": r["test"][c], 4)
+                                       for m in cfg.report_metrics] for k in cfg.ks_reported}
+    expected["Cost"] = [(c, TIMING_GET[c], dec) for c, (_, dec) in TIMINGS.items()]
+    assert list(tables) == list(expected)
+    assert cfg.ks_reported == list(cfg.train.ks)  # no report_ks given: every evaluated K is shown
+    for title, columns in expected.items():
+        header, rows = tables[title]
+        assert len(header) == len(columns) and list(rows) == MODELS, (title, header, list(rows))
+        for model in MODELS:
+            for j, (col, get, dec) in enumerate(columns):
+                mean, std = recomputed(results, model, get)
+                shown_mean, shown_std = (float(x) for x in rows[model][j].split("±"))
+                tol = 0.5 * 10 ** -dec + 1e-9
+                assert abs(shown_mean - mean) <= tol and abs(shown_std - std) <= tol, (title, model, col)
 
 
 def test_every_cell_ran_once(bench):
@@ -88,39 +167,44 @@ def test_csv_and_md_equal_the_run_jsons(bench):
     results = run_jsons(Path(cfg.out))
     csv = pd.read_csv(run.report["csv"]).set_index("model")
     assert list(csv.index) == MODELS and (csv["n_seeds"] == len(SEEDS)).all()
-    header, md_rows = parse_md_table(Path(run.report["md"]).read_text())
-    metrics = [f"{m}@{k}" for m in cfg.report_metrics for k in cfg.report_ks]
-    assert len(header) == len(metrics) + len(TIMINGS)
-    timing_get = {
-        "seconds_per_epoch": lambda r: r["seconds_per_epoch"],
-        "epochs_to_best": lambda r: r["best_epoch"] + 1 if r["epochs_run"] > 0 else 0,
-        "eval_seconds": lambda r: r["eval_seconds"],
-        "peak_memory_mb": lambda r: r["benchmark"]["cell_peak_rss_mb"],
-    }
     for model in MODELS:
-        # every test metric at every K in the CSV
-        for key in results[(model, SEEDS[0])]["test"]:
-            mean, std = recomputed(results, model, lambda r: r["test"][key])
-            assert np.isclose(csv.loc[model, f"{key}_mean"], mean, rtol=1e-9, atol=1e-12), (model, key)
-            assert np.isclose(csv.loc[model, f"{key}_std"], std, rtol=1e-9, atol=1e-12), (model, key)
-        columns = [(c, lambda r, c=c: r["test"][c], 4) for c in metrics]
-        columns += [(c, timing_get[c], dec) for c, (_, dec) in TIMINGS.items()]
-        for j, (col, get, dec) in enumerate(columns):
+        # every test metric at every K, and every cost column, in the CSV
+        columns = [(key, lambda r, key=key: r["test"][key]) for key in results[(model, SEEDS[0])]["test"]]
+        columns += [(c, TIMING_GET[c]) for c in TIMINGS]
+        for col, get in columns:
             mean, std = recomputed(results, model, get)
             assert np.isclose(csv.loc[model, f"{col}_mean"], mean, rtol=1e-9, atol=1e-12), (model, col)
-            shown_mean, shown_std = (float(x) for x in md_rows[model][j].split("±"))
-            tol = 0.5 * 10 ** -dec + 1e-9
-            assert abs(shown_mean - mean) <= tol and abs(shown_std - std) <= tol, (model, col, md_rows[model][j])
+            assert np.isclose(csv.loc[model, f"{col}_std"], std, rtol=1e-9, atol=1e-12), (model, col)
+    check_tables_equal_jsons(parse_md_tables(Path(run.report["md"]).read_text()), cfg, results)
+
+
+def test_html_tables_equal_the_run_jsons(bench):
+    cfg, run = bench
+    html_tables = parse_html_tables(Path(run.report["html"]).read_text())
+    check_tables_equal_jsons(html_tables, cfg, run_jsons(Path(cfg.out)))
+    assert html_tables == parse_md_tables(Path(run.report["md"]).read_text())
 
 
 def test_md_bolds_the_best_mean(bench):
     cfg, run = bench
     results = run_jsons(Path(cfg.out))
-    lines = [ln for ln in Path(run.report["md"]).read_text().splitlines() if ln.startswith("|")][2:]
-    col = [f"{m}@{k}" for m in cfg.report_metrics for k in cfg.report_ks].index("recall@20") + 1
+    md = Path(run.report["md"]).read_text()
+    section = md.split("### Test metrics @20")[1].split("###")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")][2:]
+    col = cfg.report_metrics.index("recall") + 1
     bold = [ln.strip("|").split("|")[0].strip() for ln in lines if "**" in ln.strip("|").split("|")[col]]
     means = {m: recomputed(results, m, lambda r: r["test"]["recall@20"])[0] for m in MODELS}
     assert bold == [max(means, key=means.get)]
+    assert "**" not in md.split("### Cost")[1].split("Significance")[0]  # costs are not ranked
+
+
+def test_cell_memory_is_its_own(bench):
+    """Each cell's memory growth is measured from its own start, not the process's history."""
+    cfg, _ = bench
+    for r in run_jsons(Path(cfg.out)).values():
+        b = r["benchmark"]
+        assert 0 <= b["cell_rss_growth_mb"] <= b["cell_peak_rss_mb"]
+        assert b["cell_start_rss_mb"] + b["cell_rss_growth_mb"] == pytest.approx(b["cell_peak_rss_mb"])
 
 
 def test_html_is_self_contained_with_plots(bench):
@@ -227,7 +311,7 @@ def test_config_errors(tmp_path):
     assert cfg.cell_train_config(cfg.models[0], 7).lr == cfg.train.lr and cfg.cell_train_config(spec, 7).seed == 7
     example = Path(__file__).resolve().parents[1] / "src" / "recgoat" / "configs" / "benchmark-default.yaml"
     loaded = load_config(example)
-    assert [m.name for m in loaded.models] == MODELS and loaded.train.metric == "recall@20"
+    assert [m.name for m in loaded.models] == ["mostpop", "bprmf", "lightgcn"] and loaded.train.metric == "recall@20"
 
 
 def test_features_loaded_only_for_models_that_need_them(tmp_path):

@@ -126,7 +126,7 @@ def test_recommend_never_returns_seen(trained, data):
 
 
 @pytest.mark.parametrize("trained", PEERS, indirect=True)
-def test_save_load_round_trip(trained, tmp_path):
+def test_save_load_round_trip(trained, data, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
@@ -134,9 +134,17 @@ def test_save_load_round_trip(trained, tmp_path):
     users = np.arange(model.n_users)
     assert torch.equal(loaded.score(users), model.score(users))
     np.testing.assert_array_equal(loaded.recommend(3, 20)[0], model.recommend(3, 20)[0])
-    # the parameters themselves round-trip too (re-preparing a loaded model reproduces the scores)
+    # the parameters themselves round-trip too: a loaded model re-prepared on the same data and features
+    # recomputes exactly the embeddings of the trained one
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+    ds, feats = data
+    loaded.prepare(ds, feats)
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        a, b = model.embeddings(), loaded.embeddings()
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 @pytest.mark.parametrize("trained", PEERS, indirect=True)
@@ -219,3 +227,17 @@ def test_degree_sensitive_pruning(data):
     w = 1 / np.sqrt(d_u[coo.row] * d_i[coo.col])
     # edges between popular nodes are pruned more: the kept edges have larger 1/sqrt(d_u d_i) on average
     assert w[idx].mean() > 1.1 * w.mean()
+
+
+def test_demo_runs_the_peers_the_features_allow(data):
+    """`make demo` picks the peers by the same check the models make: all four with text alone, none
+    without item features (each with the model's own reason)."""
+    from recgoat.demo import PEERS as DEMO_PEERS
+    from recgoat.demo import applicable_peers
+
+    ds, feats = data
+    assert sorted(DEMO_PEERS) == sorted(PEERS)
+    assert applicable_peers(ds, Features(text=feats.text)) == (DEMO_PEERS, {})
+    ok, skipped = applicable_peers(ds, Features(profile=np.ones((ds.n_users, 4), np.float32)))
+    assert ok == [] and set(skipped) == set(PEERS)
+    assert all(name in why and "text or image" in why for name, why in skipped.items())

@@ -2,10 +2,13 @@
 
 1. prepare ``ml-latest-small`` (5-core, random 8:1:1, seed 2026);
 2. encode item text and user preference profiles offline (packaged MiniLM, template profiles);
-3. run the benchmark — RecGOAT beside LightGCN, BPR-MF, MostPopular and the peers that apply to the
-   dataset's modalities (text only here) — and print the results table and the HTML report's path.
+3. run the benchmark — RecGOAT beside MostPopular, BPR-MF, LightGCN and the multimodal peers (VBPR,
+   FREEDOM, LGMRec, BM3) that can be built from the dataset's features (all four with text alone) — and
+   print the results table and the HTML report's path.
 
-    python -m recgoat.demo [--out demo-out] [--epochs 60] [--seeds 2026]
+    python -m recgoat.demo [--out demo-out] [--epochs 60] [--seeds 2026] [--models a,b,…]
+
+One seed by default to keep the demo short; ``--seeds 2026,2027,2028`` gives the mean ± std over seeds.
 """
 from __future__ import annotations
 
@@ -16,10 +19,26 @@ from pathlib import Path
 from rich.console import Console
 
 from recgoat.datasets import load
-from recgoat.errors import RecGOATError
+from recgoat.errors import ConfigError, RecGOATError
 
 console = Console()
-MODELS = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "recgoat"]
+BASELINES = ["mostpop", "bprmf", "lightgcn"]
+PEERS = ["vbpr", "freedom", "lgmrec", "bm3"]
+
+
+def applicable_peers(dataset, features) -> tuple[list[str], dict[str, str]]:
+    """The peers that can be built from ``features`` (each needs item text or images), and why the others
+    cannot: the same check the model itself makes, not a list kept by hand."""
+    from recgoat.models import get_model_class
+
+    ok, skipped = [], {}
+    for name in PEERS:
+        try:
+            get_model_class(name).dims_from(dataset, features)
+            ok.append(name)
+        except ConfigError as e:
+            skipped[name] = str(e)
+    return ok, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--seeds", default="2026")
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=None, help="comma-separated (default: baselines, applicable "
+                                                        "peers, recgoat)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -44,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         feat_dir = encode_all(ds, out / "features" / ds.name, FeatureConfig(), progress=True)
         console.print(f"features → {feat_dir}")
         from recgoat.benchmark.runner import BenchmarkConfig, run_benchmark
+        from recgoat.features import load_features
 
-        models = [m for m in args.models.split(",") if m]
+        if args.models:
+            models = [m for m in args.models.split(",") if m]
+        else:
+            peers, skipped = applicable_peers(ds, load_features(ds, feat_dir))
+            for name, why in skipped.items():
+                console.print(f"{name} left out: {why}")
+            models = [*BASELINES, *peers, "recgoat"]
+        console.print(f"models: {', '.join(models)}")
         cfg = BenchmarkConfig(
             datasets=[{"name": args.dataset, "features": str(feat_dir)}],
             models=[{"name": m} for m in models],
@@ -57,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except RecGOATError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 1
-    console.print(run.report["md"].read_text())
-    console.print(f"HTML report: {run.report['html'].resolve()}")
-    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    print(run.report["md"].read_text())  # plain print: a console would wrap the table rows at its width
+    print(f"HTML report: {run.report['html'].resolve()}")
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0
 
 

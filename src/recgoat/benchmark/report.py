@@ -34,6 +34,7 @@ TIMINGS = {  # result column → (header, decimals)
     "epochs_to_best": ("epochs→best", 1),
     "eval_seconds": ("eval s", 3),
     "peak_memory_mb": ("peak MiB", 0),
+    "memory_growth_mb": ("+MiB", 0),
 }
 METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "hit": "Hit", "map": "MAP"}
 
@@ -60,6 +61,9 @@ def collect_runs(config) -> pd.DataFrame:
             "epochs_run": float(r.get("epochs_run", 0)),
             "eval_seconds": float(r["eval_seconds"]),
             "peak_memory_mb": float(bench.get("cell_peak_rss_mb") or r["peak_memory_mb"]),
+            # runs from before the growth was recorded have none: NaN, shown as "—"
+            "memory_growth_mb": float(bench["cell_rss_growth_mb"]) if bench.get("cell_rss_growth_mb") is not None
+            else float("nan"),
             "wall_seconds": float(r["wall_seconds"]),
         }
         row.update({k: float(v) for k, v in r["test"].items()})
@@ -150,40 +154,56 @@ def _fmt(mean: float, std: float, dec: int) -> str:
     return f"{mean:.{dec}f}" if not math.isfinite(std) else f"{mean:.{dec}f} ± {std:.{dec}f}"
 
 
-def table_rows(agg: pd.DataFrame, dataset: str, config) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Header, formatted cells and which cells are the column's best (highest mean metric)."""
-    rows = agg[agg["dataset"] == dataset]
-    metric_cols = [f"{m}@{k}" for m in config.report_metrics for k in config.report_ks]
-    metric_cols = [c for c in metric_cols if f"{c}_mean" in rows.columns]
-    header = ["Model", *[f"{METRIC_TITLES[c.split('@')[0]]}@{c.split('@')[1]}" for c in metric_cols],
-              *[t[0] for t in TIMINGS.values()]]
-    best = {c: rows[f"{c}_mean"].max() for c in metric_cols}
+Table = tuple[str, list[str], list[list[str]], list[list[bool]]]  # title, header, cells, bold
+
+
+def _table(rows: pd.DataFrame, title: str, cols: list[tuple[str, str, int, bool]]) -> Table:
+    """``cols``: (aggregate column, header, decimals, bold the column's best mean)."""
+    header = ["Model", *[h for _, h, _, _ in cols]]
+    best = {c: rows[f"{c}_mean"].max() for c, _, _, b in cols if b}
     cells, bold = [], []
     for _, r in rows.iterrows():
-        line, b = [str(r["model"])], [False]
-        for c in metric_cols:
-            line.append(_fmt(r[f"{c}_mean"], r[f"{c}_std"], 4))
-            b.append(bool(np.isclose(r[f"{c}_mean"], best[c], rtol=0, atol=1e-12)))
-        for col, (_, dec) in TIMINGS.items():
-            line.append(_fmt(r[f"{col}_mean"], r[f"{col}_std"], dec))
-            b.append(False)
+        line, marks = [str(r["model"])], [False]
+        for c, _, dec, b in cols:
+            line.append(_fmt(r[f"{c}_mean"], r[f"{c}_std"], dec))
+            marks.append(b and bool(np.isclose(r[f"{c}_mean"], best[c], rtol=0, atol=1e-12)))
         cells.append(line)
-        bold.append(b)
-    return header, cells, bold
+        bold.append(marks)
+    return title, header, cells, bold
+
+
+def tables(agg: pd.DataFrame, dataset: str, config) -> list[Table]:
+    """A dataset's tables: test metrics at each reported K (best mean bold), then training cost."""
+    rows = agg[agg["dataset"] == dataset]
+    out = []
+    for k in config.ks_reported:
+        cols = [(f"{m}@{k}", f"{METRIC_TITLES[m]}@{k}", 4, True) for m in config.report_metrics
+                if f"{m}@{k}_mean" in rows.columns]
+        if cols:
+            out.append(_table(rows, f"Test metrics @{k}", cols))
+    cost = [(c, h, dec, False) for c, (h, dec) in TIMINGS.items() if f"{c}_mean" in rows.columns]
+    out.append(_table(rows, "Cost", cost))
+    return out
+
+
+COST_NOTE = ("Cost: training seconds per epoch (with any per-epoch graph resampling), epochs to the "
+             "best-validation checkpoint, seconds per validation evaluation, the process's peak resident "
+             "memory during the cell (MiB; it includes the loaded dataset and features), and +MiB, how much "
+             "the cell added to the memory held when it started (the model's own footprint).")
 
 
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None) -> str:
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
              f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold. "
-             f"Timings: training seconds per epoch, epochs to the best-validation checkpoint, seconds per "
-             f"evaluation, peak resident memory of the process during the cell (MiB).\n"]
+             f"{COST_NOTE}\n"]
     for dataset in agg["dataset"].unique():
-        header, cells, bold = table_rows(agg, dataset, config)
         parts.append(f"\n## {dataset}\n")
-        parts.append("| " + " | ".join(header) + " |")
-        parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
-        for line, b in zip(cells, bold):
-            parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
+        for title, header, cells, bold in tables(agg, dataset, config):
+            parts.append(f"\n### {title}\n")
+            parts.append("| " + " | ".join(header) + " |")
+            parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+            for line, b in zip(cells, bold):
+                parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
         if dataset in sig:
             parts.append("\n" + significance_line(sig[dataset]))
     if failed:
@@ -240,7 +260,7 @@ def metric_bars(agg: pd.DataFrame, dataset: str, config) -> str:
     import matplotlib.pyplot as plt
 
     rows = agg[agg["dataset"] == dataset]
-    cols = [f"{m}@{k}" for m in config.report_metrics for k in config.report_ks if f"{m}@{k}_mean" in rows]
+    cols = [f"{m}@{k}" for m in config.report_metrics for k in config.ks_reported if f"{m}@{k}_mean" in rows]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(cols) + 2), 3.8))
     width = 0.8 / max(len(rows), 1)
     x = np.arange(len(cols))
@@ -261,8 +281,10 @@ def timing_bars(agg: pd.DataFrame, dataset: str) -> str:
 
     rows = agg[agg["dataset"] == dataset]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-    for ax, (col, title) in zip(axes, [("seconds_per_epoch", "training s/epoch"),
-                                       ("eval_seconds", "evaluation s"), ("peak_memory_mb", "peak memory (MiB)")]):
+    mem = ("memory_growth_mb", "memory the cell added (MiB)") if rows["memory_growth_mb_mean"].notna().all() \
+        else ("peak_memory_mb", "peak memory (MiB)")
+    for ax, (col, title) in zip(axes, [("seconds_per_epoch", "training s/epoch"), ("eval_seconds", "evaluation s"),
+                                       mem]):
         ax.bar(rows["model"], rows[f"{col}_mean"], yerr=np.nan_to_num(rows[f"{col}_std"].to_numpy(float)),
                capsize=3, color=[f"C{i % 10}" for i in range(len(rows))])
         ax.set_title(title, fontsize=10)
@@ -286,13 +308,16 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
             f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
             f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold. "
             f"Models: {esc(', '.join(m.key for m in config.models))}.</p>"]
+    body.append(f"<p>{esc(COST_NOTE)}</p>")
     for dataset in agg["dataset"].unique():
-        header, cells, bold = table_rows(agg, dataset, config)
-        body.append(f"<h2>{esc(str(dataset))}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-        for line, b in zip(cells, bold):
-            body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
-                                         for v, isb in zip(line, b)) + "</tr>")
-        body.append("</table>")
+        body.append(f"<h2>{esc(str(dataset))}</h2>")
+        for title, header, cells, bold in tables(agg, dataset, config):
+            body.append(f"<h3>{esc(title)}</h3><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
+                        + "</tr>")
+            for line, b in zip(cells, bold):
+                body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
+                                             for v, isb in zip(line, b)) + "</tr>")
+            body.append("</table>")
         if dataset in sig:
             body.append(f"<p class='sig'>{esc(significance_line(sig[dataset]))}</p>")
         body.append(f"<img alt='learning curves {esc(str(dataset))}' src='{learning_curves(runs, dataset)}'>")

@@ -20,6 +20,8 @@ with a different configuration is refused rather than silently mixing two experi
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import os
@@ -101,7 +103,7 @@ class BenchmarkConfig(BaseModel):
     out: Path = Path("benchmark-results")
     significance: Literal["wilcoxon", "ttest"] = "wilcoxon"
     report_metrics: list[str] = Field(default_factory=lambda: ["recall", "ndcg", "precision", "hit", "map"])
-    report_ks: list[int] = Field(default_factory=lambda: [10, 20])
+    report_ks: list[int] | None = None  # the Ks of the tables; None: every evaluated K (train.ks)
     on_error: Literal["continue", "raise"] = "continue"
     progress: bool = True
 
@@ -133,10 +135,14 @@ class BenchmarkConfig(BaseModel):
         bad = [m for m in self.report_metrics if m not in METRICS]
         if bad:
             raise ValueError(f"unknown report metrics {bad}; expected some of {list(METRICS)}")
-        missing = [k for k in self.report_ks if k not in self.train.ks]
+        missing = [k for k in self.report_ks or [] if k not in self.train.ks]
         if missing:
             raise ValueError(f"report_ks {missing} are not evaluated; add them to train.ks {list(self.train.ks)}")
         return self
+
+    @property
+    def ks_reported(self) -> list[int]:
+        return list(self.report_ks) if self.report_ks else list(self.train.ks)
 
     def cell_train_config(self, model: ModelSpec, seed: int) -> TrainConfig:
         base = self.train.model_dump()
@@ -274,14 +280,23 @@ class PeakRSS:
     """Peak resident memory of this process while a block runs, sampled from ``/proc/self/statm``.
 
     ``getrusage`` only knows the lifetime peak, which would charge every cell with the largest earlier
-    one; a 5 ms sampler gives a per-cell peak (short spikes can be missed). ``None`` where /proc is absent.
+    one; a 5 ms sampler gives a per-cell peak (short spikes can be missed). Before the block, garbage is
+    collected and glibc is asked to hand freed heap back (``malloc_trim``), so the starting level is what
+    is really held (the loaded dataset and features) and ``growth_mb`` = peak − start is what the block
+    itself needed: comparable between cells of one benchmark, unlike the process level, which keeps
+    memory an earlier cell freed. ``None`` where /proc is absent.
     """
 
     def __init__(self, interval: float = 0.005):
         self.interval = interval
+        self.start_mb: float | None = None
         self.peak_mb: float | None = None
         self._stop = threading.Event()
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    @property
+    def growth_mb(self) -> float | None:
+        return None if self.peak_mb is None or self.start_mb is None else self.peak_mb - self.start_mb
 
     def _rss(self) -> float | None:
         try:
@@ -290,6 +305,14 @@ class PeakRSS:
         except (OSError, ValueError, IndexError):
             return None
 
+    @staticmethod
+    def _release_free_memory() -> None:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: the start level is a little high, nothing worse
+            pass
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             r = self._rss()
@@ -297,7 +320,8 @@ class PeakRSS:
                 self.peak_mb = r
 
     def __enter__(self) -> "PeakRSS":
-        self.peak_mb = self._rss()
+        self._release_free_memory()
+        self.start_mb = self.peak_mb = self._rss()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -388,7 +412,8 @@ def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str,
         model = model_cls.build(dataset, cell.model.params, features)
         result = Trainer(train_cfg, run_dir=cell.run_dir).fit(model, dataset)
     result = {**result, "benchmark": {"label": cell.model.key, "seed": cell.seed,
-                                      "dataset": dataset.name, "cell_peak_rss_mb": mem.peak_mb}}
+                                      "dataset": dataset.name, "cell_peak_rss_mb": mem.peak_mb,
+                                      "cell_start_rss_mb": mem.start_mb, "cell_rss_growth_mb": mem.growth_mb}}
     write_json(cell.run_dir / "result.json", result)
     return result
 

@@ -10,31 +10,48 @@ decoupled (separate parameters) and are summed:
 .. math::
     E^{lge} = E^{id} + \sum_m \operatorname{norm}(E^m) .
 
-**Global hypergraph embeddings.** Per modality, :math:`A` learnable hyperedge embeddings
-:math:`V^m \in R^{A \times d}`; item and user dependencies on them,
-:math:`H_I^m = E_I^m V^{m\top}`, :math:`H_U^m = R\, H_I^m` (R the training interactions), made
-(near-)one-hot by a Gumbel-softmax during training and a plain softmax at evaluation,
-:math:`\tilde H = \operatorname{softmax}((H + g)/\tau)`, :math:`g = \log\delta - \log(1-\delta)`,
-:math:`\delta \sim U(0,1)`. Hypergraph convolution (items → hyperedges → nodes), starting from the
-collaborative item embeddings, with dropout on :math:`\tilde H`:
+**Global hypergraph embeddings.** Per modality, :math:`A` learnable hyperedge embeddings in the raw
+feature space, :math:`V^m \in R^{A \times d_m}` (:math:`d_m` the modality's feature size, e.g. 384 for
+text); item and user dependencies on them come from the raw (frozen) item features :math:`X_m`, not from
+the projection :math:`W_m`:
+
+.. math::
+    H_I^m = X_m V^{m\top} \in R^{I \times A}, \qquad H_U^m = R\, H_I^m \in R^{U \times A}
+
+(R the binary training interactions), made (near-)one-hot by a Gumbel-softmax during training and a
+plain softmax at evaluation, :math:`\tilde H = \operatorname{softmax}((H + g)/\tau)`,
+:math:`g = \log\delta - \log(1-\delta)`, :math:`\delta \sim U(0,1)`. Hypergraph convolution
+(items → hyperedges → nodes), starting from the collaborative item embeddings
+:math:`E_I^{m,0} = E_I^{id}`, with dropout on :math:`\tilde H`:
 
 .. math::
     E_I^{m,h+1} = \tilde H_I^m \tilde H_I^{m\top} E_I^{m,h}, \qquad
     E_U^{m,h+1} = \tilde H_U^m \tilde H_I^{m\top} E_I^{m,h}, \qquad
     E^{ghe} = \sum_m E^{m,H} .
 
-Both products go through the A-dimensional hyperedge space, so nothing I×I is ever formed.
+Both products go through the A-dimensional hyperedge space, so nothing I×I is ever formed; the
+dependencies cost one :math:`(I \times d_m)(d_m \times A)` product per step.
 
 **Fusion and objective.**
 
 .. math::
     E^* = E^{lge} + \alpha \operatorname{norm}(E^{ghe}), \qquad \hat y_{ui} = e_u^{*\top} e_i^*,
 
-    \mathcal L = \mathcal L_{bpr} + \lambda_{cl} \mathcal L_{hcl} + \lambda_{reg}\lVert \Theta_B \rVert^2,
+    \mathcal L = \mathcal L_{bpr} + \lambda_{cl} \mathcal L_{hcl} + \lambda_{reg}\lVert \Theta_B \rVert^2 .
 
-with :math:`\mathcal L_{hcl}` an InfoNCE between the modality-specific global embeddings of the same
-user (and of the same item) across modalities, in-batch negatives, temperature τ. With a single
-modality the contrastive term is 0.
+The hypergraph contrastive loss aligns the two modalities' global embeddings
+(:math:`g^m = E^{m,H}`, anchors from the image modality v, candidates from the text modality t). It is a
+**sum** over the batch's distinct users :math:`B_U` (and distinct positive items :math:`B_I`), and every
+user (every item) of the other modality is a candidate, not only the in-batch ones:
+
+.. math::
+    \mathcal L_{hcl} = \sum_{u \in B_U} -\log
+        \frac{\exp(s(g_u^v, g_u^t)/\tau)}{\sum_{u' \in U} \exp(s(g_u^v, g_{u'}^t)/\tau)}
+      + \sum_{i \in B_I} -\log
+        \frac{\exp(s(g_i^v, g_i^t)/\tau)}{\sum_{i' \in I} \exp(s(g_i^v, g_{i'}^t)/\tau)},
+
+with :math:`s` the cosine similarity (a :math:`|B_U| \times U` and a :math:`|B_I| \times I` logit matrix
+per step). With more modalities it is summed over the pairs; with a single modality it is 0.
 
 Defaults (paper): d = 64, A = 4 hyperedges, α = 0.2, λ_cl = 1e-4, τ = 0.2, 2 collaborative and 2 modality
 layers, 1 hypergraph layer, hyperedge dropout 0.5. ``reg_weight`` (not fixed by the paper) is ours.
@@ -95,11 +112,12 @@ class SparseOperator:
 
 
 class HypergraphConv(nn.Module):
-    """Learnable hyperedges of one modality and the convolution through them."""
+    """Learnable hyperedges ``V^m`` (A × d_m, in the modality's raw feature space) of one modality and the
+    convolution through them."""
 
-    def __init__(self, n_hyperedges: int, dim: int, tau: float, dropout: float, n_layers: int):
+    def __init__(self, n_hyperedges: int, feat_dim: int, tau: float, dropout: float, n_layers: int):
         super().__init__()
-        self.hyperedges = nn.Parameter(torch.empty(n_hyperedges, dim))
+        self.hyperedges = nn.Parameter(torch.empty(n_hyperedges, feat_dim))
         nn.init.xavier_uniform_(self.hyperedges)
         self.tau, self.n_layers = tau, n_layers
         self.drop = nn.Dropout(dropout)
@@ -111,11 +129,11 @@ class HypergraphConv(nn.Module):
             logits = logits + torch.log(delta) - torch.log1p(-delta)
         return torch.softmax(logits / self.tau, dim=-1)
 
-    def forward(self, item_modal: Tensor, interactions: SparseOperator,
+    def forward(self, item_feats: Tensor, interactions: SparseOperator,
                 item_start: Tensor) -> tuple[Tensor, Tensor]:
-        """Global ``(E_U^{m,H}, E_I^{m,H})`` from the item modality embeddings ``E_I^m`` (which define the
+        """Global ``(E_U^{m,H}, E_I^{m,H})`` from the raw item features ``X_m`` (which define the
         dependencies) and the collaborative item embeddings (the signal propagated)."""
-        h_item = item_modal @ self.hyperedges.t()  # I × A
+        h_item = item_feats @ self.hyperedges.t()  # I × A: H_I = X_m Vᵀ, raw space (the paper's)
         h_user = interactions(h_item)  # U × A: H_U = R H_I
         a_item = self.drop(self.assign(h_item))
         a_user = self.drop(self.assign(h_user))
@@ -128,12 +146,16 @@ class HypergraphConv(nn.Module):
         return e_user, e_item
 
 
-def info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
-    """Symmetric InfoNCE between rows of ``a`` and ``b`` (row r of each is the positive pair)."""
-    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    logits = a @ b.t() / tau
-    target = torch.arange(a.shape[0])
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+def hcl_loss(anchors: Tensor, candidates: Tensor, positive: Tensor, tau: float) -> Tensor:
+    r"""Summed InfoNCE over all candidates:
+    :math:`\sum_r -\log \frac{\exp(s(a_r, b_{p_r})/\tau)}{\sum_c \exp(s(a_r, b_c)/\tau)}`, s = cosine.
+
+    ``anchors`` (B × d) are the batch's rows of one modality, ``candidates`` (N × d) every user (or item)
+    of the other, ``positive`` (B,) the index of each anchor's own row among the candidates.
+    """
+    a, b = F.normalize(anchors, dim=-1), F.normalize(candidates, dim=-1)
+    logits = a @ b.t() / tau  # B × N: every user (item) is a negative, as in the paper
+    return F.cross_entropy(logits, positive, reduction="sum")  # a sum, not a batch mean (the paper's)
 
 
 @register("lgmrec")
@@ -150,8 +172,8 @@ class LGMRec(Recommender):
         self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d) for m in present})  # W_m
         for layer in self.proj.values():
             nn.init.xavier_uniform_(layer.weight)
-        self.hyper = nn.ModuleDict({m: HypergraphConv(cfg.n_hyperedges, d, cfg.tau, cfg.hyper_dropout,
-                                                      cfg.n_hyper_layers) for m in present})
+        self.hyper = nn.ModuleDict({m: HypergraphConv(cfg.n_hyperedges, int(dims[f"{m}_dim"]), cfg.tau,
+                                                      cfg.hyper_dropout, cfg.n_hyper_layers) for m in present})
         self.feats: dict[str, Tensor] = {}
         self.adj: Tensor | None = None
         self.interactions: SparseOperator | None = None  # R (U × I), binary
@@ -197,7 +219,7 @@ class LGMRec(Recommender):
         for m in self.proj:
             local = local + F.normalize(self.local_modality(item_modal[m]), dim=-1)
         item_start = e_id[self.n_users:]
-        glob = {m: self.hyper[m](item_modal[m], self.interactions, item_start) for m in self.proj}
+        glob = {m: self.hyper[m](self.feats[m], self.interactions, item_start) for m in self.proj}
         e_ghe = sum(torch.cat(g) for g in glob.values())
         return local + self.config.alpha * F.normalize(e_ghe, dim=-1), glob
 
@@ -205,19 +227,24 @@ class LGMRec(Recommender):
         z, _ = self.forward_all()
         return z[: self.n_users], z[self.n_users:]
 
+    def contrastive(self, glob: dict[str, tuple[Tensor, Tensor]], users: Tensor, pos: Tensor) -> Tensor:
+        """``L_hcl``: for each modality pair, anchors from the later modality in (text, image) order (the
+        paper's v), candidates all users / items of the earlier one (t); 0 with a single modality."""
+        cl = torch.zeros(())
+        mods = list(glob)  # insertion order follows MODALITIES = (text, image)
+        uu, ii = torch.unique(users), torch.unique(pos)  # each anchor once: the paper sums over users
+        tau = self.config.tau
+        for a in range(len(mods)):
+            for b in range(a + 1, len(mods)):
+                (gu_t, gi_t), (gu_v, gi_v) = glob[mods[a]], glob[mods[b]]
+                cl = cl + hcl_loss(gu_v[uu], gu_t, uu, tau) + hcl_loss(gi_v[ii], gi_t, ii, tau)
+        return cl
+
     def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
         z, glob = self.forward_all()
         z_u, z_i = z[: self.n_users], z[self.n_users:]
         bpr = bpr_loss(z_u[users], z_i[pos], z_i[neg])
-        cl = torch.zeros(())
-        mods = list(glob)
-        if len(mods) >= 2 and self.config.cl_weight > 0:
-            uu, ii = torch.unique(users), torch.unique(pos)  # duplicates would be false negatives
-            for a in range(len(mods)):
-                for b in range(a + 1, len(mods)):
-                    (gu_a, gi_a), (gu_b, gi_b) = glob[mods[a]], glob[mods[b]]
-                    tau = self.config.tau
-                    cl = cl + info_nce(gu_a[uu], gu_b[uu], tau) + info_nce(gi_a[ii], gi_b[ii], tau)
+        cl = self.contrastive(glob, users, pos) if self.config.cl_weight > 0 else torch.zeros(())
         reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
         loss = bpr + self.config.cl_weight * cl + self.config.reg_weight * reg
         return {"loss": loss, "bpr": bpr, "cl": cl, "reg": reg}

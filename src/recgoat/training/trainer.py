@@ -187,8 +187,8 @@ class Trainer:
                     break
                 rng = self._seed_epoch(epoch)
                 model.train()
+                t0 = time.perf_counter()  # per-epoch model work (e.g. FREEDOM's graph pruning) is training time
                 model.on_epoch_start(epoch, rng)
-                t0 = time.perf_counter()
                 sums: dict[str, float] = {}
                 n_batches = 0
                 for users, pos, neg in sampler.epoch(cfg.batch_size, rng):

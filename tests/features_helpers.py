@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,6 +58,22 @@ def mini_dataset(titles: list[str] = MINI_TITLES, n_users: int = 8) -> Dataset:
     return Dataset(name="ml100k-mini", interactions=inter, user_ids=ds.user_ids[users],
                    item_ids=ds.item_ids[rows], items=ds.items.iloc[rows].reset_index(drop=True),
                    text_fields=list(ds.text_fields), info=dict(ds.info))
+
+
+def toy_dataset(items: pd.DataFrame, train: list[list[int]], held_out: list[int] | None = None) -> Dataset:
+    """A constructed dataset: ``items`` (one row per item, ``item_id`` first), each user's TRAINING items
+    newest first, and optionally one held-out (test) item per user, newer than all of them."""
+    rows = []
+    for u, chosen in enumerate(train):
+        rows += [(u, i, 1_000_000 - k, "train") for k, i in enumerate(chosen)]
+        if held_out is not None:
+            rows.append((u, held_out[u], 2_000_000, "test"))
+    inter = pd.DataFrame(rows, columns=["user", "item", "timestamp", "split"])
+    inter["rating"] = np.float32(5.0)
+    inter["split"] = pd.Categorical(inter["split"], categories=["train", "valid", "test"])
+    return Dataset(name="toy", interactions=inter, user_ids=np.array([f"u{u}" for u in range(len(train))], object),
+                   item_ids=items["item_id"].astype(str).to_numpy(object), items=items.reset_index(drop=True),
+                   text_fields=[c for c in ("title", "brand", "features") if c in items.columns])
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

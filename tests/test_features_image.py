@@ -96,3 +96,19 @@ def test_plug_in_model(posters):
         load_image_backbone("resnet50")
     with pytest.raises(ConfigError, match="cannot be imported"):
         load_image_backbone("no_such_module_xyz:build")
+
+
+class NanTinyNet(TinyNet):
+    def forward(self, x):
+        y = super().forward(x)
+        if len(y) > 1:  # not the encoder's 1-image probe of the output size
+            y[1] = float("nan")
+        return y
+
+
+def test_non_finite_model_output_is_passed_on_not_hidden(posters):
+    # NaN is the model's fault, not the image's: it is not turned into a "bad image" (zero row, mask
+    # False) but returned for the feature store to refuse (see test_features_store)
+    x, mask, problems = ImageEncoder(NanTinyNet(), batch_size=3).encode(posters[:3])
+    assert mask.all() and problems.counts() == {"missing": 0, "unreadable": 0}
+    assert np.isnan(x[1]).all() and np.isfinite(x[[0, 2]]).all()

@@ -6,15 +6,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json  # noqa: E402
 import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
-from features_helpers import Reply, ScriptedServer, chat_reply, free_port, mini_dataset  # noqa: E402
+import recgoat.features.profiles as profiles_mod  # noqa: E402
+from features_helpers import Reply, ScriptedServer, chat_reply, free_port, mini_dataset, toy_dataset  # noqa: E402
+from recgoat.datasets import load_amazon  # noqa: E402
 from recgoat.errors import ConfigError  # noqa: E402
 from recgoat.features import FeatureConfig  # noqa: E402
+from recgoat.features.cli import app  # noqa: E402
 from recgoat.features.profiles import (TEMPLATE_LABEL, ProfileCache, ProfileError, build_histories,  # noqa: E402
                                        build_messages, extract_answer, item_briefs, make_profiles)
+
+FIX = Path(__file__).resolve().parent / "fixtures"
 
 
 def openai_config(url: str, **kw) -> FeatureConfig:
@@ -240,3 +247,134 @@ def test_api_key_sent_from_env(tmp_path, monkeypatch):
     finally:
         srv.close()
     assert headers == ["Bearer sekrit"] and len(seen) == 1
+
+
+# ---------------------------------------------------------------------------------------------- template branches
+SHOP = pd.DataFrame({
+    "item_id": ["b1", "b2", "s1", "t1", "x1"],
+    "title": ["Ergo Bottle", "Nipple Pack", "Swaddle", "Teether", "Gold Crib"],
+    "brand": ["Philips Avent", "Philips Avent", "Aden", None, "Aden"],
+    "features": ["anti-colic valve|BPA free", "anti-colic nipple|slow flow", "cotton muslin",
+                 "BPA free silicone", "anti-colic gold"],
+    "price": ["$10.00", 14.0, "$30.00", "ask the seller", 999.0],  # mixed, as read from raw metadata
+})
+
+
+def test_template_brand_keyword_and_price_branches(tmp_path):
+    # user 0 trains on b1, b2, s1, t1; user 1 on s1, t1; x1 (Aden, 999, anti-colic) is only held out
+    ds = toy_dataset(SHOP, [[0, 1, 2, 3], [2, 3]], held_out=[4, 4])
+    a0, a1 = make_profiles(ds, FeatureConfig(), tmp_path / "p.jsonl").answers
+    assert "Recurring brands: Philips Avent (2 items)." in a0  # Aden once in training: not recurring
+    assert "Recurring keywords: anti-colic, bpa, free." in a0  # from `features`, stop words and singletons out
+    assert "Typical price: 14.00." in a0  # median of 10, 14, 30; the unparseable price is skipped
+    assert "Typical year" not in a0 and "Favourite genres" not in a0  # no such columns
+    assert "Recent choices: Ergo Bottle | brand: Philips Avent | price: $10.00; Nipple Pack" in a0
+    assert "Recurring brands" not in a1 and "Recurring keywords" not in a1
+    assert "Typical price: 30.00." in a1
+    # without keyword columns the titles are the keywords' source
+    titles = SHOP.drop(columns=["features"]).assign(title=["Glass Bottle", "Glass Jar", "Swaddle", "Teether", "X"])
+    a0 = make_profiles(toy_dataset(titles, [[0, 1, 2]]), FeatureConfig(), tmp_path / "q.jsonl").answers[0]
+    assert "Recurring keywords: glass." in a0
+
+
+def test_template_price_change_is_a_new_profile(tmp_path):
+    ds = toy_dataset(SHOP, [[0, 1, 2, 3]])
+    before = make_profiles(ds, FeatureConfig(), tmp_path / "p.jsonl")
+    ds.items.loc[1, "price"] = "$40.00"
+    after = make_profiles(ds, FeatureConfig(), tmp_path / "p.jsonl")
+    assert after.cached == 0 and "Typical price: 30.00." in after.answers[0]  # median of 10, 40, 30
+    assert "Typical price: 14.00." in before.answers[0]
+
+
+@pytest.mark.parametrize("release, files", [
+    ("2014", ("amazon2014/reviews_Baby.json.gz", "amazon2014/meta_Baby.json.gz")),  # price: 12.99
+    ("2018", ("amazon2018/Baby.json.gz", "amazon2018/meta_Baby.json.gz")),  # price: "$12.99"
+    ("2023", ("amazon2023/Baby_Products.jsonl.gz", "amazon2023/meta_Baby_Products.jsonl.gz")),
+])
+def test_amazon_price_reaches_the_template_profile(tmp_path, release, files):
+    ds = load_amazon(*(FIX / f for f in files))
+    assert ds.items["price"].tolist() == [12.99] * ds.n_items
+    run = make_profiles(ds, FeatureConfig(), tmp_path / "p.jsonl")
+    assert all("Typical price: 12.99." in a for a in run.answers)
+    assert all("| price: 12.99" in b for b in item_briefs(ds))
+
+
+# ---------------------------------------------------------------------------------------------- LLM failures
+def test_openai_one_unusable_answer_others_go_on_and_rerun_asks_only_for_it(tmp_path):
+    ds = mini_dataset()
+    hists = build_histories(ds, item_briefs(ds), 3000)
+    bad_prompt = build_messages(hists[2].text)[-1]["content"]
+    calls, broken = [], {"on": True}
+    ok = echo_handler(calls)
+
+    def handler(method, path, body):
+        if broken["on"] and json.loads(body)["messages"][-1]["content"] == bad_prompt:
+            calls.append("BAD")  # a reasoning model whose <think> used up max_tokens
+            return Reply(200, json.dumps({"choices": [{"message": {"content": "<think>Step 1: they share"},
+                                                       "finish_reason": "length"}]}).encode())
+        return ok(method, path, body)
+
+    srv = ScriptedServer(handler)
+    try:
+        cfg = openai_config(srv.url, llm_max_tokens=64)
+        with pytest.raises(ProfileError) as err:
+            make_profiles(ds, cfg, tmp_path / "p.jsonl")
+        msg = str(err.value)
+        assert f"1 of {ds.n_users} users got no usable profile from model 'tiny' at {srv.url}/v1" in msg
+        assert f"(user ids: {ds.user_ids[2]})" in msg and "finish_reason='length'" in msg
+        assert "Raise llm_max_tokens (now 64" in msg and "<answer> and </answer>" in msg
+        assert "\n" not in msg  # one line for the CLI
+        assert len(calls) == ds.n_users and calls.count("BAD") == 1  # every user asked once, no retry of BAD
+        cached = ProfileCache(tmp_path / "p.jsonl").records.values()
+        assert sorted(r["user"] for r in cached) == sorted(str(u) for i, u in enumerate(ds.user_ids) if i != 2)
+        broken["on"] = False
+        run = make_profiles(ds, cfg, tmp_path / "p.jsonl")
+        assert run.cached == ds.n_users - 1 and run.generated == 1
+        assert len(calls) == ds.n_users + 1 and calls[-1] == "- " + hists[2].text.splitlines()[0][2:]
+        assert run.answers[2] == "Likes " + hists[2].text.splitlines()[0][2:]
+    finally:
+        srv.close()
+
+
+def test_openai_empty_content_is_a_user_failure_not_retried(tmp_path):
+    ds = mini_dataset(n_users=3)
+    srv = ScriptedServer(lambda m, p, b: Reply(200, json.dumps({"choices": [{"message": {"content": None}}]}).encode()))
+    try:
+        with pytest.raises(ProfileError, match=r"3 of 3 users got no usable profile .*no usable answer: ''"):
+            make_profiles(ds, openai_config(srv.url, llm_concurrency=1, llm_retries=3), tmp_path / "p.jsonl")
+        assert len(srv.requests) == 3  # one per user: the same prompt at temperature 0 answers the same
+    finally:
+        srv.close()
+
+
+def test_cli_llm_backoff_and_temperature(tmp_path, monkeypatch):
+    ds = mini_dataset(n_users=3)
+    ds.save(tmp_path / "ds")
+    payloads, backoffs = [], []
+
+    def handler(method, path, body):
+        payloads.append(json.loads(body))
+        return chat_reply("<answer>likes films</answer>")
+
+    real = profiles_mod.call_with_retries
+
+    def spy(fn, retries, backoff, **kw):
+        backoffs.append(backoff)
+        return real(fn, retries, backoff, **kw)
+
+    monkeypatch.setattr(profiles_mod, "call_with_retries", spy)
+    srv = ScriptedServer(handler)
+    runner = CliRunner()
+    base = ["users", str(tmp_path / "ds"), "--out", str(tmp_path / "f"), "--backend", "openai", "--llm-base-url",
+            srv.url + "/v1", "--llm-model", "m", "--no-progress"]
+    try:
+        res = runner.invoke(app, base + ["--llm-temperature", "0.7", "--llm-backoff", "0.25"])
+        assert res.exit_code == 0, res.output
+        assert [p["temperature"] for p in payloads] == [0.7] * 3 and backoffs == [0.25] * 3
+        recs = ProfileCache(tmp_path / "f" / "profiles.jsonl").records.values()
+        assert all("temperature=0.7" in r["identity"] for r in recs)
+        res = runner.invoke(app, base + ["--llm-temperature", "-1"])
+        assert res.exit_code == 1 and "llm_temperature must be >= 0" in res.output
+        assert len(res.output.strip().splitlines()) == 1 and len(payloads) == 3
+    finally:
+        srv.close()

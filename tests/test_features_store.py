@@ -1,10 +1,13 @@
 """The feature store: encode_all end to end with the real models, reuse, resume after an injected
-failure, validation in load_features, MMRec interop, URL images, and the CLI."""
+failure (also with another chunk_size), NaN refused when writing, validation in load_features, the image
+cache key (files and weights), MMRec interop, URL images, file permissions, and the CLI."""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json  # noqa: E402
+import shutil  # noqa: E402
+import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -19,7 +22,10 @@ from features_helpers import Reply, ScriptedServer, chat_reply, mini_dataset  # 
 from recgoat.errors import DataError  # noqa: E402
 from recgoat.features import (FeatureConfig, encode_all, export_mmrec, import_mmrec,  # noqa: E402
                               load_features)
+from recgoat.datasets import load  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
+from recgoat.features.store import FeatureError, save_array  # noqa: E402
+from recgoat.io import write_json  # noqa: E402
 
 CALLS = {"n": 0, "fail_at": None}
 
@@ -155,6 +161,119 @@ def test_image_resume_after_injected_failure(tmp_path):
     assert not (tmp_path / ".partial").exists()
 
 
+def test_resume_with_another_chunk_size_recomputes(tmp_path):
+    """Interrupted at chunk_size=2, resumed at chunk_size=4: saved chunks of other bounds are recomputed,
+    not stitched (that gave 8 rows for 10 items)."""
+    ds = mini_dataset()
+    CALLS.update(n=0, fail_at=5)  # dim probe + chunks [0,2) [2,4) [4,6) saved; crash in [6,8)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, image_batch_size=2, chunk_size=2),
+                   which=("image",), progress=False)
+    assert len(list((tmp_path / ".partial").glob("*/0000?.json"))) == 3
+    CALLS.update(n=0, fail_at=None)
+    cfg4 = FeatureConfig(image_model=TINY, image_batch_size=2, chunk_size=4)
+    encode_all(ds, tmp_path, cfg4, which=("image",), progress=False)
+    assert CALLS["n"] == 1 + 5  # no saved chunk has the bounds [0,4) [4,8) [8,10): all 5 batches again
+    f = load_features(ds, tmp_path)
+    assert f.image.shape == (ds.n_items, 4) and f.image_mask.all()
+    encode_all(ds, tmp_path / "fresh", cfg4, which=("image",), progress=False)
+    np.testing.assert_allclose(f.image, load_features(ds, tmp_path / "fresh").image, atol=1e-6)
+
+
+class NanNet(nn.Module):
+    """A plug-in image model whose ``nan_call``-th forward gives NaN for the batch's first row."""
+
+    image_size = 32
+
+    def __init__(self, nan_call: int | None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.calls, self.nan_call = 0, nan_call
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.conv(x).amax(dim=(2, 3))
+        if self.calls == self.nan_call:
+            y[0] = float("nan")
+        return y
+
+
+def test_nan_features_refused_when_writing(tmp_path):
+    ds = mini_dataset()
+    cfg = FeatureConfig(image_model=NanNet(nan_call=3), image_batch_size=2, chunk_size=2)  # call 3: rows 2-3
+    with pytest.raises(FeatureError, match=rf"^image: the encoder .* produced NaN or inf features for 1 of the 2 "
+                                           rf"items in rows 2-3 \(first: row 2 \(item {ds.item_ids[2]}\)\)"):
+        encode_all(ds, tmp_path, cfg, which=("image",), progress=False)
+    assert not (tmp_path / "image.npy").exists()
+    assert [p.name for p in (tmp_path / ".partial").glob("*/*.json")] == ["00000.json"]  # the good chunk kept
+    fixed = NanNet(nan_call=None)  # same weights: same key, so the good chunk is reused
+    encode_all(ds, tmp_path, FeatureConfig(image_model=fixed, image_batch_size=2, chunk_size=2), which=("image",),
+               progress=False)
+    assert fixed.calls == 1 + 4  # dim probe + the 4 chunks after the kept one
+    assert np.isfinite(load_features(ds, tmp_path).image).all()
+
+
+def test_image_problems_name_the_item(tmp_path):
+    ds = mini_dataset()
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    ds.items.loc[1, "image"] = None
+    ds.items.loc[4, "image"] = str(tmp_path / "absent.jpg")
+    ds.items.loc[6, "image"] = str(corrupt)
+    encode_all(ds, tmp_path / "f", FeatureConfig(image_model=TINY), which=("image",), progress=False)
+    man = load_features(ds, tmp_path / "f").manifests["image"]
+    assert man["images"] == {"ok": ds.n_items - 3, "missing": 2, "unreadable": 1, "download_failed": 0}
+    ex = man["problem_examples"]
+    assert ex["missing"] == [f"item {ds.item_ids[1]}: no image path or URL in the item metadata",
+                             f"item {ds.item_ids[4]}: {tmp_path / 'absent.jpg'}: file not found"]
+    assert ex["unreadable"][0].startswith(f"item {ds.item_ids[6]}: {corrupt}: ")  # then the decoder's complaint
+
+
+def test_image_key_follows_image_files_and_model_weights(tmp_path):
+    ds = mini_dataset()
+    posters = tmp_path / "posters"
+    posters.mkdir()
+    for k, src in enumerate(ds.items["image"]):
+        shutil.copyfile(src, posters / f"{k}.jpg")
+    ds.items["image"] = [str(posters / f"{k}.jpg") for k in range(ds.n_items)]
+    net = CountingNet()
+    cfg = FeatureConfig(image_model=net)
+    CALLS.update(n=0, fail_at=None)
+    encode_all(ds, tmp_path / "f", cfg, which=("image",), progress=False)
+    first = np.load(tmp_path / "f" / "image.npy")
+    assert "weights sha256:" in load_features(ds, tmp_path / "f").manifests["image"]["image_model"]
+    CALLS.update(n=0)
+    encode_all(ds, tmp_path / "f", cfg, which=("image",), progress=False)
+    assert CALLS["n"] == 0  # nothing changed: reused
+    shutil.copyfile(posters / "0.jpg", posters / "3.jpg")  # a replaced poster, same path
+    encode_all(ds, tmp_path / "f", cfg, which=("image",), progress=False)
+    second = np.load(tmp_path / "f" / "image.npy")
+    assert CALLS["n"] > 0
+    np.testing.assert_allclose(second[3], first[0], atol=1e-6)
+    assert not np.allclose(second[3], first[3])
+    with torch.no_grad():
+        net.conv.weight.mul_(2.0)  # new weights, same module and class name
+    CALLS.update(n=0)
+    encode_all(ds, tmp_path / "f", cfg, which=("image",), progress=False)
+    assert CALLS["n"] > 0 and not np.allclose(np.load(tmp_path / "f" / "image.npy"), second)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_get_the_usual_permissions(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        save_array(tmp_path / "a.npy", np.zeros(3, np.float32))
+        (tmp_path / "plain.txt").write_text("written the ordinary way")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == want
+    for name in ("a.json", "a.npy"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
 def test_url_images_and_dataset_without_images(tmp_path):
     ds = mini_dataset()
     posters = ds.items["image"].tolist()
@@ -176,7 +295,8 @@ def test_url_images_and_dataset_without_images(tmp_path):
         assert (f.image[[2, 5]] == 0).all()
         images = f.manifests["image"]["images"]
         assert images == {"ok": ds.n_items - 2, "missing": 1, "unreadable": 0, "download_failed": 1}
-        assert "HTTP 404" in f.manifests["image"]["problem_examples"]["download_failed"][0]
+        failed = f.manifests["image"]["problem_examples"]["download_failed"]
+        assert failed == [f"item {ds.item_ids[2]}: {srv.url}/2.jpg: download failed: HTTP 404"]
         assert len(list((tmp_path / "image_cache").iterdir())) == ds.n_items - 2
     finally:
         srv.close()
@@ -200,6 +320,47 @@ def test_cli_users_and_error(tmp_path):
     res = runner.invoke(app, ["image", str(tmp_path / "ds"), "--out", str(tmp_path / "f"),
                               "--image-model", "resnet50", "--no-progress"])
     assert res.exit_code == 1 and "package.module:factory" in res.output
+
+
+def test_cli_encode_all_and_mmrec_commands(tmp_path):
+    ds = mini_dataset(n_users=3)
+    ds.save(tmp_path / "ds")
+    runner = CliRunner()
+    CALLS.update(n=0, fail_at=None)
+    res = runner.invoke(app, ["all", str(tmp_path / "ds"), "--out", str(tmp_path / "f"), "--image-model", TINY,
+                              "--max-chars", "300", "--mmrec", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout.strip().splitlines()  # stderr has the model-loading bars
+    assert len(out) == 4 and out[-4].startswith("text: 10 x 384 (sentence-transformers/all-MiniLM-L6-v2")
+    assert out[-3].startswith("image: 10 x 4 (" + TINY) and "'ok': 10" in out[-3]
+    assert out[-2].startswith("users: 3 x 384") and out[-2].endswith("profiles TEMPLATE-MADE (no LLM)")
+    assert out[-1] == f"features in {tmp_path / 'f'}"
+    reloaded = load(str(tmp_path / "ds"))
+    f = load_features(reloaded, tmp_path / "f")
+    assert f.manifests["text"]["max_chars"] == 300
+    np.testing.assert_array_equal(np.load(tmp_path / "f" / "text_feat.npy"), f.text)  # --mmrec
+    np.testing.assert_array_equal(np.load(tmp_path / "f" / "image_feat.npy"), f.image)
+
+    res = runner.invoke(app, ["export-mmrec", str(tmp_path / "f"), "--dest", str(tmp_path / "mm")])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == f"wrote {tmp_path / 'mm' / 'text_feat.npy'}, {tmp_path / 'mm' / 'image_feat.npy'}"
+    res = runner.invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"),
+                              "--out", str(tmp_path / "imp")])
+    assert res.exit_code == 0, res.output
+    g = load_features(reloaded, tmp_path / "imp")
+    np.testing.assert_array_equal(g.text, f.text)
+    np.testing.assert_array_equal(g.image, f.image)
+    assert g.profile is None and "MMRec" in g.manifests["image"]["encoder"]
+
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["import-mmrec", str(tmp_path / "empty"), str(tmp_path / "ds")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert res.output.startswith(f"error: {tmp_path / 'empty'}: no text_feat.npy or image_feat.npy")
+    np.save(tmp_path / "mm" / "text_feat.npy", np.zeros((4, 8), np.float32))
+    res = runner.invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "text_feat.npy: shape (4, 8), expected 10 rows" in res.output
+    res = runner.invoke(app, ["export-mmrec", str(tmp_path / "empty")])
+    assert res.exit_code == 0 and "wrote nothing" in res.output
 
 
 @pytest.mark.slow

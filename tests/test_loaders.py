@@ -109,6 +109,23 @@ def _gz(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def test_amazon_price_kept_as_a_number(tmp_path):
+    # every fixture release gives 12.99: a number in 2014/2023, "$12.99" in 2018
+    for release in AMAZON:
+        items = read_amazon(*AMAZON[release])[1]
+        assert items["price"].dtype == np.float64 and (items["price"] == 12.99).all(), release
+        assert "price" not in read_amazon(*AMAZON[release])[2]  # a number, not a text field
+    prices = {"B1": "$1,299.00", "B2": "£5", "B3": "", "B4": "$5.99 - $9.99", "B5": "<span>call</span>",
+              "B6": 7, "B7": None, "B8": "-3"}
+    meta = _gz(tmp_path / "meta_X.json.gz",
+               [json.dumps({"asin": a, "title": "t", "price": v}) for a, v in prices.items()])
+    got = read_amazon(AMAZON["2018"][0], meta)[1].set_index("item_id")["price"]
+    assert got.loc[["B1", "B2", "B6"]].tolist() == [1299.0, 5.0, 7.0]
+    assert got.loc[["B3", "B4", "B5", "B7", "B8"]].isna().all()  # not one amount: NaN, never an error
+    no_price = _gz(tmp_path / "meta_Y.json.gz", [json.dumps({"asin": "B1", "title": "t"})])
+    assert "price" not in read_amazon(AMAZON["2018"][0], no_price)[1].columns
+
+
 def test_amazon_malformed_review_line(tmp_path):
     good = json.dumps({"reviewerID": "A1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1})
     path = _gz(tmp_path / "reviews_X.json.gz", [good, good, '{"reviewerID": "A2", "asin": '])

@@ -9,6 +9,10 @@
   ``meta_<Cat>.jsonl(.gz)`` (parent_asin, title, store, categories, description and features lists,
   images as dicts with large/hi_res/thumb URLs).
 
+All three may give a ``price``: a number (2014, 2023) or a string such as ``"$12.99"`` (2018). It is
+kept as a float column (not a text field) so profiles can speak of a typical price; anything that is
+not one amount (a range ``"$5.99 - $9.99"``, an HTML fragment, empty) becomes NaN.
+
 The format is recognised from the fields of each record, so the three can be read by one reader.
 Files are streamed line by line (they reach several GB); frames are built once at the end.
 """
@@ -30,7 +34,9 @@ from recgoat.datasets.preprocess import PrepareConfig, prepare
 from recgoat.errors import DataError
 
 TEXT_COLUMNS = ["title", "brand", "categories", "description", "features"]
-ITEM_COLUMNS = ["item_id", *TEXT_COLUMNS, "image"]
+ITEM_COLUMNS = ["item_id", *TEXT_COLUMNS, "image", "price"]
+# one amount, optionally with a currency sign and thousands separators: "$1,299.00", "12.99", "€ 5"
+_PRICE = re.compile(r"^\s*(?:US\s*)?[$£€]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*$")
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -167,6 +173,20 @@ def _image(rec: dict) -> str | None:
     return None
 
 
+def parse_prices(values: pd.Series) -> pd.Series:
+    """Prices as float64: numbers kept, strings like ``"$12.99"`` / ``"$1,299.00"`` parsed, anything
+    else (ranges, text, empty, negative or infinite values) NaN."""
+    values = pd.Series(values, dtype=object)
+    is_text = values.map(lambda v: isinstance(v, str)).to_numpy(bool)
+    is_number = values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(bool)
+    out = pd.Series(np.nan, index=values.index, dtype=np.float64)
+    out[is_number] = pd.to_numeric(values[is_number], errors="coerce").astype(np.float64)
+    parts = values[is_text].astype(str).str.extract(_PRICE)
+    out[is_text] = pd.to_numeric(parts[0].str.replace(",", "", regex=False) + parts[1].fillna(""),
+                                 errors="coerce").to_numpy(np.float64)
+    return out.where(np.isfinite(out) & (out >= 0))
+
+
 _FIELDS: dict[str, Callable[[dict], Any]] = {
     "item_id": lambda r: _first(r, ("parent_asin", "asin")),
     "title": lambda r: _text(r.get("title")),
@@ -175,11 +195,12 @@ _FIELDS: dict[str, Callable[[dict], Any]] = {
     "description": lambda r: _text(r.get("description")),
     "features": lambda r: _text(_first(r, ("features", "feature")), sep="; "),
     "image": _image,
+    "price": lambda r: r.get("price"),
 }
 
 
 def read_meta(path: str | Path) -> pd.DataFrame:
-    """Item table (``item_id``, title, brand, categories, description, features, image)."""
+    """Item table (``item_id``, title, brand, categories, description, features, image, price)."""
     path = Path(path)
     columns: dict[str, list[Any]] = {c: [] for c in ITEM_COLUMNS}
     for n, rec in _records(path, literal_ok=True):
@@ -191,7 +212,9 @@ def read_meta(path: str | Path) -> pd.DataFrame:
         item[-1] = str(item[-1])
     if not columns["item_id"]:
         raise DataError(path, "no items in this file")
-    return pd.DataFrame(columns).drop_duplicates("item_id", keep="first").reset_index(drop=True)
+    df = pd.DataFrame(columns)
+    df["price"] = parse_prices(df["price"])
+    return df.drop_duplicates("item_id", keep="first").reset_index(drop=True)
 
 
 def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
@@ -202,7 +225,7 @@ def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
         return inter, None, []
     items = read_meta(meta_path)
     text_fields = [c for c in TEXT_COLUMNS if items[c].notna().any()]
-    keep = ["item_id", *text_fields] + (["image"] if items["image"].notna().any() else [])
+    keep = ["item_id", *text_fields] + [c for c in ("image", "price") if items[c].notna().any()]
     return inter, items[keep], text_fields
 
 

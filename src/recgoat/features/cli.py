@@ -48,7 +48,9 @@ def _make_command(which: tuple[str, ...]):
         llm_concurrency: int = typer.Option(4, help="parallel LLM requests"),
         llm_timeout: float = typer.Option(120.0, help="seconds per LLM request"),
         llm_retries: int = typer.Option(3, help="retries per LLM request"),
+        llm_backoff: float = typer.Option(1.0, help="seconds before the first retry, doubled each time"),
         llm_max_tokens: int = typer.Option(512, help="tokens the LLM may write per profile"),
+        llm_temperature: float = typer.Option(0.0, help="sampling temperature (0: greedy, reproducible)"),
         char_budget: int = typer.Option(3000, help="characters of history per user profile"),
         mmrec: bool = typer.Option(False, "--mmrec", help="also write text_feat.npy / image_feat.npy"),
         device: str = typer.Option("cpu", help="torch device"),
@@ -65,7 +67,8 @@ def _make_command(which: tuple[str, ...]):
                 image_cache_dir=str(image_cache) if image_cache else None, profile_backend=backend,
                 llm_base_url=llm_base_url, llm_model=llm_model, llm_api_key_env=llm_api_key_env,
                 llm_concurrency=llm_concurrency, llm_timeout=llm_timeout, llm_retries=llm_retries,
-                llm_max_tokens=llm_max_tokens, profile_char_budget=char_budget, export_mmrec=mmrec, device=device)
+                llm_backoff=llm_backoff, llm_max_tokens=llm_max_tokens, llm_temperature=llm_temperature,
+                profile_char_budget=char_budget, export_mmrec=mmrec, device=device).validate()
             ds = load(dataset)
             folder = encode_all(ds, out or Path("features") / ds.name, config, which=which, progress=progress,
                                 force=force)

@@ -8,10 +8,12 @@ Pillow and torch alone (torchvision is not a dependency). Any torch image model 
 :class:`ImageBackbone`'s small contract, or from the command line as ``module:factory``.
 
 A missing, unreadable or corrupt image never stops a run: the item gets a zero row and a False mask,
-and the problem is counted and reported.
+and the problem is counted and reported. A model that outputs NaN/inf is another matter (a fault of the
+model, not of the image): those rows are returned as they are and the feature store refuses them.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,6 +110,17 @@ def load_image_backbone(spec: str | nn.Module | None) -> ImageBackbone:
     return module if isinstance(module, ImageBackbone) else WrappedBackbone(module, spec)
 
 
+def weights_digest(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers (names, dtypes, shapes, bytes): the cache key of
+    features made with a plug-in model changes when its weights do."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\x00{t.dtype}\x00{tuple(t.shape)}\x00".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: any dtype, bf16 included
+    return h.hexdigest()[:16]
+
+
 class ImagePreprocessor:
     """File → normalised ``3×S×S`` tensor: RGB, shorter side to S/0.875, centre crop S."""
 
@@ -173,7 +186,7 @@ class ImageEncoder:
 
     def _try_load(self, path: str | None) -> tuple[np.ndarray | None, str | None, str | None]:
         if path is None or path == "":
-            return None, "missing", "no image"
+            return None, "missing", "no image path or URL in the item metadata"
         if not Path(path).is_file():
             return None, "missing", f"{path}: file not found"
         try:
@@ -183,7 +196,10 @@ class ImageEncoder:
 
     def encode(self, paths: list[str | None], on_progress: Callable[[int], None] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, ImageProblems]:
-        """(N×dim float32 features, N bool mask, problems) for N image paths (None = no image)."""
+        """(N×dim float32 features, N bool mask, problems) for N image paths (None = no image).
+
+        Rows where the model's output is not finite are returned as is (mask True) for the caller to refuse.
+        """
         n = len(paths)
         feats = np.zeros((n, self.dim), np.float32)
         mask = np.zeros(n, bool)
@@ -204,11 +220,8 @@ class ImageEncoder:
                     with torch.inference_mode():
                         y = self._forward(x.to(self.device)).float().cpu().numpy()
                     rows = np.array([i for i, _ in good])
-                    finite = np.isfinite(y).all(axis=1)
-                    feats[rows[finite]] = y[finite]
-                    mask[rows[finite]] = True
-                    for r in rows[~finite]:
-                        problems.unreadable[int(r)] = f"{paths[r]}: model output not finite"
+                    feats[rows] = y
+                    mask[rows] = True
                 if on_progress:
                     on_progress(len(idx))
         return feats, mask, problems

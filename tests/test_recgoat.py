@@ -337,6 +337,8 @@ def test_each_ablation_changes_what_it_says(name):
     if name in ("concat", "sum"):
         assert isinstance(model.fusion, ConcatFusion if name == "concat" else SumFusion)
         assert terms["cmcl"] == 0 and terms["oat"] == 0
+    if name == "no_alignment":
+        assert terms["cmcl"] == 0 and terms["oat"] == 0 and isinstance(model.fusion, SimplexFusion)
     if name == "cmcl_only":
         assert terms["cmcl"] > 0 and terms["oat"] == 0
     if name == "oat_only":

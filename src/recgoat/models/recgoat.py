@@ -173,6 +173,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
                 "lambda_cl": 0.0, "lambda_ot": 0.0},
     "concat": {"fusion": "concat", "lambda_cl": 0.0, "lambda_ot": 0.0},
     "sum": {"fusion": "sum", "lambda_cl": 0.0, "lambda_ot": 0.0},
+    "no_alignment": {"lambda_cl": 0.0, "lambda_ot": 0.0},  # the learned simplex fusion, neither CMCL nor OAT
     "cmcl_only": {"lambda_ot": 0.0},
     "oat_only": {"lambda_cl": 0.0},
     "full": {},

@@ -110,8 +110,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as e:
         where = f"{path}: " if path else ""
         raise ConfigError(where + format_validation_error(e)) from None
-    if cfg.model.preset is not None:
-        cfg.model.params = {**preset_params(cfg.model.name, cfg.model.preset), **cfg.model.params}
+    cfg.model.params = with_preset(cfg.model.name, cfg.model.preset, cfg.model.params)
     validate_model_params(cfg.model.name, cfg.model.params)
     return cfg
 
@@ -129,6 +128,11 @@ def preset_params(model: str, preset: str) -> dict[str, Any]:
             raise ConfigError(f"no preset {preset!r} for model {model!r} (packaged: {', '.join(known) or 'none'}; "
                               "or the path of a YAML file of model params)")
     return read_yaml_mapping(path, "a preset is a mapping of model params")
+
+
+def with_preset(model: str, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` over the preset's values (``params`` as they are when there is no preset)."""
+    return params if preset is None else {**preset_params(model, preset), **params}
 
 
 def validate_model_params(name: str, params: dict[str, Any]):

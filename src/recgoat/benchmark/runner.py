@@ -37,7 +37,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recgoat.config import preset_params, read_yaml_mapping
+from recgoat.config import read_yaml_mapping, with_preset
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.io import read_json, write_json
 from recgoat.training.trainer import TrainConfig
@@ -60,7 +60,7 @@ class ModelSpec(BaseModel):
 
     name: str
     label: str | None = None  # column/folder name; defaults to ``name`` (set it to compare two configs)
-    # a preset (recgoat.config.preset_params: a packaged name such as "ml100k", or a YAML path); its values
+    # a preset (recgoat.config.with_preset: a packaged name such as "ml100k", or a YAML path); its values
     # are merged under ``params`` when the spec is read, so cells are signed by the settings themselves
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -68,8 +68,7 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _merge_preset(self) -> "ModelSpec":
-        if self.preset is not None:
-            self.params = {**preset_params(self.name, self.preset), **self.params}
+        self.params = with_preset(self.name, self.preset, self.params)
         return self
 
     @property

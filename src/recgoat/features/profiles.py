@@ -212,9 +212,8 @@ class ProfileBackend:
 
 
 def _prices(col: pd.Series) -> np.ndarray:
-    """A price column as floats: numeric as is (the Amazon loader's), strings like "$12.99" parsed."""
-    if pd.api.types.is_numeric_dtype(col):
-        return col.to_numpy(np.float64, na_value=np.nan)
+    """A price column as floats (``parse_prices``: numbers kept, "$12.99" parsed, negative or unparsable
+    values NaN)."""
     from recgoat.datasets.amazon import parse_prices
 
     return parse_prices(col).to_numpy(np.float64)

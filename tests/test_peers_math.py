@@ -154,3 +154,24 @@ def test_vbpr_score_is_the_paper_predictor():
     want = (model.item_bias[None, :] + gamma_u @ gamma_i.t() + theta_u @ (f @ e.t()).t()
             + (f @ beta_p)[None, :]).detach()
     torch.testing.assert_close(model.score(np.arange(N_USERS)), want)
+
+
+# ---------------------------------------------------------------------------------------------- BM3
+@pytest.mark.parametrize("id_residual", [False, True])
+def test_bm3_online_items_are_lightgcn_plus_optional_id_residual(id_residual):
+    """h = mean over layers of Â^l [E_U; E_I] (Â the symmetric-normalised bipartite matrix, built here
+    densely by hand); with ``id_residual`` (the authors' code) the items get + E_I."""
+    ds, feats = tiny()
+    torch.manual_seed(3)
+    model = get_model_class("bm3").build(ds, {"embedding_dim": 4, "n_layers": 2, "id_residual": id_residual}, feats)
+    r = ds.train.toarray().astype(np.float64)
+    a = np.block([[np.zeros((N_USERS, N_USERS)), r], [r.T, np.zeros((N_ITEMS, N_ITEMS))]])
+    d = a.sum(1)
+    inv = np.where(d > 0, d, 1.0) ** -0.5 * (d > 0)
+    a_hat = inv[:, None] * a * inv[None, :]
+    e = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach().double().numpy()
+    h = (e + a_hat @ e + a_hat @ a_hat @ e) / 3
+    want_u, want_i = h[:N_USERS], h[N_USERS:] + (e[N_USERS:] if id_residual else 0.0)
+    h_u, h_i = model.online()
+    np.testing.assert_allclose(h_u.detach().numpy(), want_u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_i.detach().numpy(), want_i, rtol=1e-5, atol=1e-6)

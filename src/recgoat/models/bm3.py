@@ -28,7 +28,9 @@ For an observed pair :math:`(u, i)` of the batch:
 
 The score is :math:`\hat y_{ui} = p(h_u)^\top p(h_i)` (no dropout at evaluation). Paper defaults: d = 64,
 L = 1, dropout 0.3, λ = 0.1; μ (= 1, the paper's unweighted sum) is ours to expose. The negatives the
-shared sampler draws are ignored.
+shared sampler draws are ignored. ``id_residual`` adds the item ID embedding to the propagated item
+representation, :math:`h_i \leftarrow h_i + e_i`, as the authors' public code does (the paper does not);
+it is off by default.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class BM3Config(ModelConfig):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)  # the target-view generator
     modal_weight: float = Field(1.0, ge=0.0)  # μ on the alignment and masked-reconstruction terms
     reg_weight: float = Field(0.1, ge=0.0)
+    id_residual: bool = False  # h_i + e_i, as in the authors' code (not in the paper)
 
 
 def cosine_loss(online: Tensor, target: Tensor) -> Tensor:
@@ -94,7 +97,8 @@ class BM3(Recommender):
             raise RuntimeError("bm3: call prepare(dataset, features) before training or scoring")
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         h = propagate(self.adj, ego, self.config.n_layers)
-        return h[: self.n_users], h[self.n_users:]
+        h_i = h[self.n_users:]
+        return h[: self.n_users], h_i + self.item_emb.weight if self.config.id_residual else h_i
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         h_u, h_i = self.online()

@@ -12,6 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -337,7 +338,13 @@ def test_health_metadata_docs(server, run):
     spec = server.get("/openapi.json").json()
     assert {"/recommend", "/similar-items", "/health", "/metadata"} <= set(spec["paths"])
     assert {"get", "post"} <= set(spec["paths"]["/recommend"])
-    assert server.get("/docs").status_code == 200
+    docs = server.get("/docs")  # works offline: its script and stylesheet come from this server, not a CDN
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', docs.text)
+    assert len(assets) == 2 and all(a.startswith("/") for a in assets), assets
+    for a in assets:
+        r = server.get(a)
+        assert r.status_code == 200 and len(r.content) > 10_000
     page = server.get("/")
     # self-contained: no external stylesheet, script or font
     assert page.status_code == 200 and "recgoat" in page.text

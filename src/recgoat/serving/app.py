@@ -35,6 +35,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from recgoat.errors import RecGOATError
@@ -273,8 +274,10 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     if run.has_text_encoder:  # load the text model in the background so the first profile is quick
         threading.Thread(target=_warm, args=(svc,), daemon=True).start()
     meta = run.meta
-    app = FastAPI(title="recgoat recommendations", version=str(meta.get("format_version")),
-                  description=f"{meta.get('model')} trained on {meta.get('dataset')}")
+    # FastAPI's own /docs and /redoc pages load their scripts from a CDN and are blank offline;
+    # fastapi-offline serves the same pages from assets packaged with it
+    app = FastAPIOffline(title="recgoat recommendations", version=str(meta.get("format_version")),
+                         description=f"{meta.get('model')} trained on {meta.get('dataset')}")
     app.state.service = svc
     app.add_exception_handler(RequestValidationError, _validation_error)
     K = Query(10, ge=1, le=MAX_K, description="number of items")

@@ -309,6 +309,11 @@ def test_config_errors(tmp_path):
     spec = cfg.models[1]
     assert spec.params == {"n_layers": 2} and cfg.cell_train_config(spec, 7).lr == 0.01
     assert cfg.cell_train_config(cfg.models[0], 7).lr == cfg.train.lr and cfg.cell_train_config(spec, 7).seed == 7
+    with pytest.raises(ConfigError, match="models must be a list, got int 5"):
+        load_config(None, {"datasets": ["ml-latest-small"], "models": 5})
+    with pytest.raises(ConfigError, match="training section is `train`"):  # `recgoat train`'s key, a likely slip
+        load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf"]}, ["trainer.lr=0.01"])
+    assert [m.name for m in load_config(None, {"datasets": "ml-latest-small", "models": "bprmf"}).models] == ["bprmf"]
     example = Path(__file__).resolve().parents[1] / "src" / "recgoat" / "configs" / "benchmark-default.yaml"
     loaded = load_config(example)
     assert [m.name for m in loaded.models] == ["mostpop", "bprmf", "lightgcn"] and loaded.train.metric == "recall@20"

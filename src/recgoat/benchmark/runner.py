@@ -88,6 +88,17 @@ class DatasetSpec(BaseModel):
     prepare: dict[str, Any] = Field(default_factory=dict)  # PrepareConfig fields (k_core, split…)
 
 
+def _as_list(v: Any, key: str) -> list:
+    """A YAML list (or nothing); a scalar or mapping where a list belongs is a validation error."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [v]
+    if not isinstance(v, list):
+        raise ValueError(f"{key} must be a list, got {type(v).__name__} {v!r}")
+    return v
+
+
 class BenchmarkConfig(BaseModel):
     """Everything a benchmark run depends on; read from YAML, overridable key by key."""
 
@@ -109,12 +120,12 @@ class BenchmarkConfig(BaseModel):
     @field_validator("datasets", mode="before")
     @classmethod
     def _datasets(cls, v: Any) -> Any:
-        return [{"name": d} if isinstance(d, str) else d for d in (v or [])]
+        return [{"name": d} if isinstance(d, str) else d for d in _as_list(v, "datasets")]
 
     @field_validator("models", mode="before")
     @classmethod
     def _models(cls, v: Any) -> Any:
-        return [{"name": m} if isinstance(m, str) else m for m in (v or [])]
+        return [{"name": m} if isinstance(m, str) else m for m in _as_list(v, "models")]
 
     @model_validator(mode="after")
     def _consistent(self) -> "BenchmarkConfig":
@@ -227,7 +238,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return BenchmarkConfig(**tree)
     except ValidationError as e:
-        raise ConfigError(f"benchmark config: {_first_error(e)}") from None
+        hint = (" (a benchmark config's training section is `train`, e.g. --set train.lr=1e-3; `trainer` is the "
+                "key of `recgoat train`'s run config)") if "trainer" in tree else ""
+        raise ConfigError(f"benchmark config: {_first_error(e)}{hint}") from None
 
 
 # ------------------------------------------------------------------------------------- data and features

@@ -5,6 +5,7 @@ Interactions may be CSV, TSV or Parquet; column names are given or guessed (``us
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,16 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, dtype) -> np.ndarray:
     return values.to_numpy(dtype)
 
 
+def _check_ids(ids: pd.Series, role: str, path: Path) -> None:
+    """Refuse empty ids. Only a missing cell is empty: CSVs are read without NA conversion, so an id
+    spelled ``nan``, ``None`` or ``NA`` is an ordinary id in every format (CSV, TSV, Parquet)."""
+    empty = ids.isna() | (ids.astype(str) == "")
+    if empty.any():
+        first = int(np.flatnonzero(empty.to_numpy())[0])
+        raise DataError(path, f"column {ids.name!r} has {int(empty.sum())} empty {role} ids "
+                              f"(first at data row {first + 1})")
+
+
 def read_interactions(path: str | Path, user_col: str | None = None, item_col: str | None = None,
                       rating_col: str | None = None, timestamp_col: str | None = None,
                       sep: str | None = None) -> pd.DataFrame:
@@ -83,13 +94,9 @@ def read_interactions(path: str | Path, user_col: str | None = None, item_col: s
         "rating": guess_column(df, "rating", rating_col, path, False),
         "timestamp": guess_column(df, "timestamp", timestamp_col, path, False),
     }
-    out = pd.DataFrame({"user": df[cols["user"]].astype(str), "item": df[cols["item"]].astype(str)})
     for role in ("user", "item"):
-        empty = out[role].isin(["", "nan", "None"]) | df[cols[role]].isna()
-        if empty.any():
-            first = int(np.flatnonzero(empty.to_numpy())[0])
-            raise DataError(path, f"column {cols[role]!r} has {int(empty.sum())} empty {role} ids "
-                                  f"(first at data row {first + 1})")
+        _check_ids(df[cols[role]], role, path)
+    out = pd.DataFrame({"user": df[cols["user"]].astype(str), "item": df[cols["item"]].astype(str)})
     if cols["rating"]:
         out["rating"] = _numeric(df, cols["rating"], path, np.float32)
     if cols["timestamp"]:
@@ -98,7 +105,10 @@ def read_interactions(path: str | Path, user_col: str | None = None, item_col: s
         if numeric.notna().all():
             out["timestamp"] = numeric.to_numpy(np.int64)
         else:
-            parsed = pd.to_datetime(ts, errors="coerce", utc=True)
+            with warnings.catch_warnings():
+                # pandas warns it parses element by element: the values are checked right below instead
+                warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+                parsed = pd.to_datetime(ts, errors="coerce", utc=True)
             # report the first value that is neither a number nor a date (not a valid number before it)
             bad = parsed.isna() & numeric.isna()
             if parsed.isna().any():
@@ -115,6 +125,14 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
     path = Path(path)
     df = read_table(path)
     col = guess_column(df, "item", item_col, path, True)
+    _check_ids(df[col], "item", path)
+    dup = df[col].astype(str).duplicated(keep=False)
+    if dup.any():
+        # which row would describe the item is ambiguous: refuse rather than silently keep the first
+        ids = df.loc[dup, col].astype(str).unique()
+        shown = ", ".join(repr(i) for i in ids[:5]) + (", …" if len(ids) > 5 else "")
+        raise DataError(path, f"column {col!r} has {len(ids)} duplicated item ids ({shown}); "
+                              "each item needs exactly one row")
     df = df.rename(columns={col: "item_id"})
     df["item_id"] = df["item_id"].astype(str)
     text_fields = [c for c in df.columns if c.lower() in TEXT_CANDIDATES]
@@ -160,4 +178,14 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
     if items_path is not None:
         img = root / (image_dir or "images")
         item_df, text_fields = read_items(items_path, image_dir=img if img.is_dir() else None)
+        _warn_missing_items(inter, item_df, inter_path, items_path)
     return inter, item_df, text_fields
+
+
+def _warn_missing_items(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Path, items_path: Path) -> None:
+    """Items absent from the item table are allowed (they get no text or image), but said once."""
+    used = pd.unique(inter["item"])
+    n_missing = int((~pd.Index(used).isin(items["item_id"])).sum())
+    if n_missing:
+        warnings.warn(f"{items_path}: {n_missing} of the {len(used)} items in {inter_path.name} have no row "
+                      "in this table; they get no text or image features", UserWarning, stacklevel=3)

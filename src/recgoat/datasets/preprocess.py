@@ -5,18 +5,26 @@ Raw interactions (original ids) → rating threshold → deduplication → itera
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
-from recgoat.errors import DataError
+from recgoat.errors import ConfigError, DataError
+
+SPLIT_METHODS = ("random", "temporal", "loo", "none")
 
 
 @dataclass
 class PrepareConfig:
-    """How raw interactions become a split dataset."""
+    """How raw interactions become a split dataset.
+
+    Values are checked on construction (and again by :func:`prepare`), so a bad ``--split`` or
+    ``data.k_core`` is one :class:`ConfigError` naming the option, not a traceback from numpy later.
+    """
 
     min_rating: float | None = None  # keep ratings >= this (implicit feedback); None keeps all
     dedup: bool = True  # keep one interaction per (user, item): the latest when timestamps exist
@@ -24,6 +32,38 @@ class PrepareConfig:
     split: str = "random"  # random | temporal | loo | none
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2026
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a :class:`ConfigError` naming the first invalid option (values are left unchanged)."""
+        if self.split not in SPLIT_METHODS:
+            raise ConfigError(f"unknown split {self.split!r}; expected random, temporal, loo or none")
+        if not _is_int(self.k_core) or self.k_core < 0:
+            raise ConfigError(f"k_core must be an integer >= 0 (0 or 1 disables it), got {self.k_core!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.min_rating is not None and not (_is_real(self.min_rating) and math.isfinite(self.min_rating)):
+            raise ConfigError(f"min_rating must be a number or None, got {self.min_rating!r}")
+        if not isinstance(self.dedup, (bool, np.bool_)):
+            raise ConfigError(f"dedup must be true or false, got {self.dedup!r}")
+        r = self.ratios
+        ok = (isinstance(r, (tuple, list)) and len(r) == 3
+              and all(_is_real(x) and math.isfinite(x) and x >= 0 for x in r)
+              and r[0] > 0 and abs(sum(r) - 1.0) <= 1e-6)
+        if not ok:
+            raise ConfigError(f"ratios must be 3 non-negative numbers (train, valid, test) summing to 1 "
+                              f"with a positive train share, got {r!r}")
+
+
+def _is_int(x) -> bool:
+    """An integer that is not a bool (``True`` as a k-core or seed is a mistake, not 1)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def filter_rating(df: pd.DataFrame, min_rating: float | None) -> pd.DataFrame:
@@ -141,14 +181,19 @@ def prepare(
 ) -> Dataset:
     """Turn raw interactions (original ids in ``user``/``item``) into a split :class:`Dataset`."""
     cfg = config or PrepareConfig()
+    cfg.validate()  # fields may have been assigned after construction
+    # errors about the data name where it came from: the file or folder, else the dataset's name
+    where = (info or {}).get("source") or f"dataset {name!r}"
     df = interactions
     n_raw = len(df)
+    if cfg.split == "temporal" and "timestamp" not in df.columns:
+        raise DataError(where, "a temporal split needs a timestamp column")
     df = filter_rating(df, cfg.min_rating)
     if cfg.dedup:
         df = deduplicate(df)
     df = k_core(df, cfg.k_core)
     if len(df) == 0:
-        raise DataError(None, f"no interactions left after filtering ({n_raw} raw, k_core={cfg.k_core}, "
+        raise DataError(where, f"no interactions left after filtering ({n_raw} raw, k_core={cfg.k_core}, "
                               f"min_rating={cfg.min_rating})")
     df, user_ids, item_ids, aligned = remap(df, items)
     if cfg.split != "none":

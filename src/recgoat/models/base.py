@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from recgoat.errors import DataError
+from recgoat.errors import ConfigError, DataError
 from recgoat.io import atomic_path, write_json
 
 MODEL_FORMAT_VERSION = 1
@@ -68,7 +69,12 @@ class Recommender(nn.Module):
         if config is None:
             config = self.Config()
         elif isinstance(config, dict):
-            config = self.Config(**config)
+            try:
+                config = self.Config(**config)
+            except ValidationError as e:  # the same one-line message as `recgoat train --set model.params…`
+                from recgoat.config import format_validation_error
+
+                raise ConfigError(f"{self.name}: {format_validation_error(e, prefix='model.params')}") from None
         self.config = config
         self.dims = dims
         self._train_csr: sp.csr_matrix | None = None
@@ -139,11 +145,15 @@ class Recommender(nn.Module):
         return out
 
     def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:
-        """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given)."""
+        """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given).
+
+        ``users`` and ``items`` are internal integer indices (``0..n_users-1``, ``0..n_items-1``); a model
+        does not know the dataset's raw ids: map them with ``dataset.user_index`` / ``dataset.item_index``.
+        """
         u_emb, i_emb = self.final_embeddings()
-        users = torch.as_tensor(np.asarray(users), dtype=torch.long)
+        users = torch.as_tensor(_index_array(users, self.n_users, "user"), dtype=torch.long)
         if items is not None:
-            i_emb = i_emb[torch.as_tensor(np.asarray(items), dtype=torch.long)]
+            i_emb = i_emb[torch.as_tensor(_index_array(items, self.n_items, "item"), dtype=torch.long)]
         return u_emb[users] @ i_emb.t()
 
     def seen_items(self, user: int) -> np.ndarray:
@@ -153,9 +163,14 @@ class Recommender(nn.Module):
         return m.indices[m.indptr[user]:m.indptr[user + 1]].astype(np.int64)
 
     def recommend(self, user: int, k: int = 10, remove_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` internal item ids and their scores for one internal user id."""
-        if not 0 <= user < self.n_users:
-            raise KeyError(f"unknown user index {user}")
+        """Top-``k`` internal item ids and their scores for one internal user id.
+
+        ``user`` is an integer index ``0..n_users-1`` (Python or numpy integer); a model does not know the
+        dataset's raw ids: map one with ``dataset.user_index(raw_id)`` and results back with
+        ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left.
+        """
+        user = _as_index(user, self.n_users, "user")
+        k = _as_count(k, "k")
         scores = self.score([user])[0].clone()
         if remove_seen:
             scores[torch.from_numpy(self.seen_items(user))] = -torch.inf
@@ -244,6 +259,54 @@ class Recommender(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(users={self.n_users}, items={self.n_items}, {self.config!r})"
+
+
+def _is_integer(x: Any) -> bool:
+    """An integer scalar (Python, numpy, 0-d integer tensor) that is not a bool."""
+    if isinstance(x, (bool, np.bool_)) or (isinstance(x, Tensor) and x.dtype == torch.bool):
+        return False
+    try:
+        operator.index(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _as_index(value: Any, n: int, kind: str) -> int:
+    """``value`` as an index into ``0..n-1``: a TypeError for non-integers (raw ids, floats), a KeyError
+    for integers out of range (as for an unknown id)."""
+    if not _is_integer(value):
+        raise TypeError(f"{kind} must be an integer {kind} index (0..{n - 1}), got {type(value).__name__} "
+                        f"{value!r}; map raw ids with dataset.{kind}_index(raw_id)")
+    value = operator.index(value)
+    if not 0 <= value < n:
+        raise KeyError(f"unknown {kind} index {value}")
+    return value
+
+
+def _as_count(value: Any, name: str) -> int:
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be an integer >= 1, got {type(value).__name__} {value!r}")
+    value = operator.index(value)
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    return value
+
+
+def _index_array(values: Any, n: int, kind: str) -> np.ndarray:
+    """``values`` as a numpy array of indices in ``0..n-1`` (checked: torch would wrap negative indices
+    silently and report others as a bare IndexError)."""
+    arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if arr.size == 0:
+        return arr
+    if arr.dtype.kind not in "iu":
+        got = {"b": "bool", "f": "float", "c": "complex", "U": "str", "S": "bytes"}.get(arr.dtype.kind, "object")
+        raise TypeError(f"{kind}s must be integer {kind} indices (0..{n - 1}), got {got} values "
+                        f"(e.g. {arr.reshape(-1)[:1].tolist()[0]!r}); map raw ids with dataset.{kind}_index(raw_id)")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n:
+        raise KeyError(f"unknown {kind} index {lo if lo < 0 else hi} (expected 0..{n - 1})")
+    return arr
 
 
 def _import_all_models() -> None:

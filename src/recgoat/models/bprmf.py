@@ -6,6 +6,7 @@ r"""BPR-MF (Rendle et al., UAI 2009): matrix factorisation trained with the BPR 
 """
 from __future__ import annotations
 
+from pydantic import Field
 from torch import Tensor
 
 from recgoat.models.base import ModelConfig, Recommender, register
@@ -13,8 +14,8 @@ from recgoat.nn.losses import bpr_loss, l2_reg
 
 
 class BPRMFConfig(ModelConfig):
-    embedding_dim: int = 64
-    reg_weight: float = 1e-4
+    embedding_dim: int = Field(64, ge=1)
+    reg_weight: float = Field(1e-4, ge=0.0)
 
 
 @register("bprmf")

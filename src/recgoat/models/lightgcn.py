@@ -10,6 +10,7 @@ BPR plus L2 on the batch's layer-0 embeddings.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from recgoat.graphs.bipartite import normalized_bipartite, sym_spmm
@@ -18,9 +19,9 @@ from recgoat.nn.losses import bpr_loss, l2_reg
 
 
 class LightGCNConfig(ModelConfig):
-    embedding_dim: int = 64
-    n_layers: int = 3
-    reg_weight: float = 1e-4
+    embedding_dim: int = Field(64, ge=1)
+    n_layers: int = Field(3, ge=0)
+    reg_weight: float = Field(1e-4, ge=0.0)
 
 
 def propagate(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:

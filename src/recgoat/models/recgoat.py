@@ -64,7 +64,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recgoat.errors import ConfigError, DataError
@@ -81,49 +81,51 @@ MODALITIES = ("text", "image")
 
 
 class RecGOATConfig(ModelConfig):
-    embedding_dim: int = 64
-    n_layers: int = 3
-    reg_weight: float = 1e-4
+    embedding_dim: int = Field(64, ge=1)
+    n_layers: int = Field(3, ge=0)
+    reg_weight: float = Field(1e-4, ge=0.0)
     # regularisation of the feature pathways (not in the paper; 0 = off): a trainable projection of a
     # 1280-d feature can memorise items like a free embedding table, which plain L2 on the batch's ID
     # embeddings does not restrain. feature_reg: λ·Σ‖W‖² over the projection and GAT weights of every
     # branch; view_dropout: dropout on the branch outputs H_m / H_u during training.
-    feature_reg: float = 0.0
-    view_dropout: float = 0.0
+    feature_reg: float = Field(0.0, ge=0.0)
+    view_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     # which inputs and graphs are used (ablations)
     modalities: list[Literal["text", "image"]] = ["text", "image"]
     use_profile: bool = True
     item_graph: bool = True  # GAT over the item-item kNN graphs (False: projection only)
     user_graph: bool = True  # GAT over the user-user kNN graph (False: projection only)
-    item_k: int = 20
-    user_k: int = 10  # the paper does not fix it; 10 halves the user-user graph (the GAT's largest)
+    item_k: int = Field(20, ge=1)
+    user_k: int = Field(10, ge=1)  # the paper does not fix it; 10 halves the user-user graph (the GAT's largest)
     # METHOD.md §2 symmetrises the item-item graphs only; the user graph is each user's own top-k
     # (directed: a user attends to the k users nearest to it), a third fewer edges than symmetrised
     user_graph_symmetric: bool = False
-    gat_layers: int = 1
-    gat_heads: int = 2
+    gat_layers: int = Field(1, ge=0)
+    gat_heads: int = Field(2, ge=1)
     gat_v2: bool = False
     gat_impl: Literal["sparse", "pyg"] = "sparse"  # sparse: E × heads edge scalars; pyg: E × heads × C messages
     gat_concat: bool = True  # heads of d/heads channels concatenated (False: heads of d averaged)
-    gat_dropout: float = 0.0
+    gat_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     rating_attention: bool = True
     # fusion
     fusion: Literal["simplex", "concat", "sum"] = "simplex"
-    gamma_t: float | None = None  # fixed γ_t / γ_v (γ_id = 1 − γ_t − γ_v); None: learned softmax
-    gamma_v: float | None = None
+    # fixed γ_t / γ_v (γ_id = 1 − γ_t − γ_v); None: learned softmax
+    gamma_t: float | None = Field(None, ge=0.0, le=1.0)
+    gamma_v: float | None = Field(None, ge=0.0, le=1.0)
     # alignment
-    lambda_cl: float = 0.032
-    lambda_ot: float = 0.01
-    tau: float = 0.2
+    lambda_cl: float = Field(0.032, ge=0.0)
+    lambda_ot: float = Field(0.01, ge=0.0)
+    tau: float = Field(0.2, gt=0.0)
     align_target: Literal["unified", "id"] = "unified"
     align_users: bool = True  # CMCL between the user-profile view and the user ID view
     # stop the alignment gradients at the target (unified / ID view, and the user ID view): the views are
     # pulled onto the collaborative representation without pulling it towards them
     align_detach_target: bool = False
-    ot_eps: float = 0.05
-    ot_iters: int = 50
-    ot_max_points: int = 128  # items per batch in the transport problem (O(n²) memory)
-    cl_max_points: int = 1024  # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them
+    ot_eps: float = Field(0.05, gt=0.0)
+    ot_iters: int = Field(50, ge=1)
+    ot_max_points: int = Field(128, ge=1)  # items per batch in the transport problem (O(n²) memory)
+    # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them
+    cl_max_points: int = Field(1024, ge=1)
     ot_debias: bool = True  # Sinkhorn divergence (0 for identical distributions); False: ⟨T, C⟩
     # frozen features as fed to the projections (the kNN graphs always use the raw features' cosine):
     # encoders differ wildly in scale (ml100k-mm: text rows have norm 1, pooled CNN image rows ~18 and are

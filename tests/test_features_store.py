@@ -359,8 +359,8 @@ def test_cli_encode_all_and_mmrec_commands(tmp_path):
     np.save(tmp_path / "mm" / "text_feat.npy", np.zeros((4, 8), np.float32))
     res = runner.invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "text_feat.npy: shape (4, 8), expected 10 rows" in res.output
-    res = runner.invoke(app, ["export-mmrec", str(tmp_path / "empty")])
-    assert res.exit_code == 0 and "wrote nothing" in res.output
+    res = runner.invoke(app, ["export-mmrec", str(tmp_path / "empty")])  # nothing to export is an error
+    assert res.exit_code == 1 and "holds no text.npy" in res.output
 
 
 @pytest.mark.slow

@@ -6,12 +6,14 @@ the chosen model's own ``Config``.
 """
 from __future__ import annotations
 
+import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recgoat.errors import ConfigError
 from recgoat.training.trainer import TrainConfig
@@ -28,6 +30,15 @@ class DataConfig(BaseModel):
     split: str = "random"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2026
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_split_everything(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        """Shares that do not sum to 1 would be read silently as some other split."""
+        if not (all(math.isfinite(x) and x >= 0 for x in v) and v[0] > 0 and abs(sum(v) - 1.0) <= 1e-6):
+            raise ValueError("ratios must be 3 non-negative numbers (train, valid, test) summing to 1 "
+                             "with a positive train share")
+        return v
 
 
 class ModelSection(BaseModel):
@@ -86,11 +97,17 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 def read_yaml_mapping(path: Path, not_mapping: str) -> dict[str, Any]:
     """The mapping in YAML file ``path`` (empty file: ``{}``); a :class:`ConfigError` naming the file when it
-    is not valid YAML, or ``not_mapping`` when its top level is not a mapping."""
+    is a folder, unreadable, binary or not valid YAML, or ``not_mapping`` when its top level is not a mapping."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a YAML file")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8), so not YAML") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: {not_mapping}")
     return data
@@ -113,6 +130,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg.model.params = with_preset(cfg.model.name, cfg.model.preset, cfg.model.params)
     validate_model_params(cfg.model.name, cfg.model.params)
     return cfg
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """The configuration a run folder's ``run_config.json`` records; a :class:`ConfigError` naming the file
+    when it is unreadable, not JSON or not a valid run configuration (edited by hand, truncated)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable run configuration ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    try:
+        return RunConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {format_validation_error(e)}") from None
 
 
 def preset_params(model: str, preset: str) -> dict[str, Any]:

@@ -23,3 +23,9 @@ class DataError(RecGOATError):
 
 class ConfigError(RecGOATError):
     """An unknown, ill-typed or inconsistent configuration key."""
+
+
+class TrainingDiverged(RecGOATError, FloatingPointError):
+    """The training loss became NaN or infinite: a setting (learning rate, loss weights) is too large.
+
+    Also a ``FloatingPointError``, so code that caught the earlier plain error keeps working."""

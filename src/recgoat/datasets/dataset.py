@@ -8,19 +8,27 @@ manifest, reloaded without recomputing anything.
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recgoat.errors import DataError
-from recgoat.io import atomic_path, read_json, write_json
+from recgoat.io import current_umask, read_json, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
+MANIFEST = "manifest.json"
+# every file a prepared folder may hold: saving over a folder with anything else would lose it
+PREPARED_FILES = (MANIFEST, "interactions.parquet", "ids.parquet", "items.parquet")
 
 
 @dataclass
@@ -145,9 +153,13 @@ class Dataset:
         """
         h = hashlib.sha256()
 
-        def text(values) -> None:  # missing values (None, NaN, pd.NA) all hash as the empty string
-            h.update("\x1f".join("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
-                                  for v in values).encode("utf-8"))
+        def text(values: list) -> None:  # missing values (None, NaN, pd.NA) all hash as the empty string
+            try:  # fast path, same bytes: a column of str only (the common case) needs no per-value test
+                joined = "\x1f".join(values)
+            except TypeError:
+                joined = "\x1f".join("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+                                      for v in values)
+            h.update(joined.encode("utf-8"))
             h.update(b"\x1e")
 
         h.update(self.name.encode())
@@ -157,7 +169,7 @@ class Dataset:
                 h.update(col.encode())
                 h.update(np.ascontiguousarray(inter[col].to_numpy(dtype=dtype)).tobytes())
         if "split" in inter.columns:
-            text(inter["split"].astype(str).tolist())
+            text(_as_str_list(inter["split"]))
         text(self.item_ids.tolist())
         text(self.user_ids.tolist())
         if self.items is not None:
@@ -168,50 +180,105 @@ class Dataset:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the dataset as a folder: ``interactions.parquet``, ``items.parquet``, ``manifest.json``."""
+        """Write the dataset as a folder: ``interactions.parquet``, ``ids.parquet``, ``items.parquet``,
+        ``manifest.json``.
+
+        ``path`` must be new, empty, or a prepared dataset folder (which is replaced). Writing into any
+        other folder would shadow the user's own files (a raw dataset folder would then load as this
+        dataset), so it is refused. The folder is built aside and swapped in complete: a failure leaves
+        the old folder as it was, never a mix of old and new files.
+        """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / "interactions.parquet") as tmp:
-            self.interactions.to_parquet(tmp, index=False)
-        ids = pd.DataFrame({"kind": ["user"] * self.n_users + ["item"] * self.n_items,
-                            "id": list(map(str, self.user_ids)) + list(map(str, self.item_ids))})
-        with atomic_path(path / "ids.parquet") as tmp:
-            ids.to_parquet(tmp, index=False)
-        if self.items is not None:
-            with atomic_path(path / "items.parquet") as tmp:
-                self.items.to_parquet(tmp, index=False)
-        write_json(path / "manifest.json", {
-            "format_version": FORMAT_VERSION,
-            "name": self.name,
-            "text_fields": self.text_fields,
-            "info": self.info,
-            "fingerprint": self.fingerprint(),
-            "stats": self.stats(),
-        })
+        _check_save_target(path)
+        with atomic_folder(path) as tmp:
+            self.interactions.to_parquet(tmp / "interactions.parquet", index=False)
+            ids = pd.DataFrame({"kind": ["user"] * self.n_users + ["item"] * self.n_items,
+                                "id": list(map(str, self.user_ids)) + list(map(str, self.item_ids))})
+            ids.to_parquet(tmp / "ids.parquet", index=False)
+            files = ["interactions.parquet", "ids.parquet"]
+            if self.items is not None:
+                self.items.to_parquet(tmp / "items.parquet", index=False)
+                files.append("items.parquet")
+            write_json(tmp / MANIFEST, {
+                "format_version": FORMAT_VERSION,
+                "name": self.name,
+                "text_fields": self.text_fields,
+                "info": self.info,
+                "fingerprint": self.fingerprint(),
+                "stats": self.stats(),
+                "files": files,
+            })
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Dataset":
+        """Reload a folder written by :meth:`save`, refusing one that is incomplete, corrupt or edited.
+
+        Every problem is a :class:`DataError` naming the file: a bad folder must fail here, not as a
+        scipy or pyarrow error deep inside training. The manifest's counts and fingerprint are checked
+        (for ml100k-mm the checks take ~10 ms of a ~17 ms load, the fingerprint ~7 ms of that).
+        """
         path = Path(path)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.exists():
-            raise DataError(path, "not a prepared dataset folder (no manifest.json)")
-        manifest = read_json(manifest_path)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(manifest_path, f"format version {manifest.get('format_version')} "
-                                           f"is not the supported {FORMAT_VERSION}")
-        inter = pd.read_parquet(path / "interactions.parquet")
-        ids = pd.read_parquet(path / "ids.parquet")
-        items = pd.read_parquet(path / "items.parquet") if (path / "items.parquet").exists() else None
-        return cls(
+        manifest_path = path / MANIFEST
+        if not path.is_dir():
+            raise DataError(path, "no such dataset folder")
+        if not manifest_path.is_file():
+            raise DataError(path, f"not a prepared dataset folder (no {MANIFEST})")
+        manifest = _read_manifest(manifest_path)
+        listed = manifest.get("files", ["interactions.parquet", "ids.parquet"])  # older manifests list none
+        inter = _read_parquet(path / "interactions.parquet", ("user", "item"))
+        ids = _read_parquet(path / "ids.parquet", ("kind", "id"))
+        items_path = path / "items.parquet"
+        items = _read_parquet(items_path, ()) if items_path.exists() or "items.parquet" in listed else None
+        kinds = ids["kind"]
+        unknown = sorted({str(k) for k in kinds.unique()} - {"user", "item"})
+        if unknown:
+            raise DataError(path / "ids.parquet", f"unknown kind(s) {unknown}; expected 'user' or 'item'")
+        ds = cls(
             name=manifest["name"],
             interactions=inter,
-            user_ids=ids.loc[ids["kind"] == "user", "id"].to_numpy(object),
-            item_ids=ids.loc[ids["kind"] == "item", "id"].to_numpy(object),
+            user_ids=ids.loc[kinds == "user", "id"].to_numpy(object),
+            item_ids=ids.loc[kinds == "item", "id"].to_numpy(object),
             items=items,
             text_fields=list(manifest.get("text_fields", [])),
             info=manifest.get("info", {}),
         )
+        ds._check_loaded(path, manifest)
+        return ds
+
+    def _check_loaded(self, path: Path, manifest: dict[str, Any]) -> None:
+        """Counts, index ranges and fingerprint of a just-loaded folder against its manifest."""
+        stats = manifest.get("stats") if isinstance(manifest.get("stats"), dict) else {}
+        for what, have, file in (("users", self.n_users, "ids.parquet"), ("items", self.n_items, "ids.parquet"),
+                                 ("interactions", len(self.interactions), "interactions.parquet")):
+            want = stats.get(what)
+            if want is not None and want != have:
+                raise DataError(path / file, f"holds {have} {what} but {MANIFEST} records {want}: the file is "
+                                             f"truncated or was replaced; prepare the dataset again")
+        inter = self.interactions
+        for col, n in (("user", self.n_users), ("item", self.n_items)):
+            values = inter[col]
+            if not pd.api.types.is_integer_dtype(values.dtype) or values.hasnans:
+                raise DataError(path / "interactions.parquet", f"column {col!r} is not integer internal ids "
+                                                               f"(dtype {values.dtype})")
+            if len(values) and (values.min() < 0 or values.max() >= n):
+                bad = values[(values < 0) | (values >= n)]
+                raise DataError(path / "interactions.parquet",
+                                f"{len(bad)} row(s) refer to {col} index {int(bad.iloc[0])}"
+                                f"{' and others' if len(bad) > 1 else ''}, outside the {n} {col}s listed in "
+                                f"ids.parquet; prepare the dataset again")
+        if self.has_split:
+            bad_split = sorted({str(v) for v in inter["split"].unique()} - set(SPLITS))  # NaN is "nan": bad
+            if bad_split:
+                raise DataError(path / "interactions.parquet", f"unknown split value(s) {bad_split}; "
+                                                               f"expected {', '.join(SPLITS)}")
+        if self.items is not None and len(self.items) != self.n_items:
+            raise DataError(path / "items.parquet", f"holds {len(self.items)} rows for {self.n_items} items")
+        recorded = manifest.get("fingerprint")
+        if recorded is not None and recorded != self.fingerprint():
+            raise DataError(path / MANIFEST, f"records fingerprint {recorded} but the files hash to "
+                                             f"{self.fingerprint()}: they were changed after preparation; "
+                                             f"prepare the dataset again")
 
     # ------------------------------------------------------------------ lookups
     def user_index(self, original_id: Any) -> int:
@@ -236,3 +303,104 @@ def _lookup(mapping: dict[str, int], original_id: Any, kind: str) -> int:
     if key not in mapping:
         raise KeyError(f"unknown {kind} id {original_id!r}")
     return mapping[key]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _as_str_list(col: pd.Series) -> list[str]:
+    """``col.astype(str).tolist()``, without converting every value of a categorical column."""
+    if isinstance(col.dtype, pd.CategoricalDtype) and not col.isna().any():
+        cats = np.array([str(c) for c in col.cat.categories], dtype=object)
+        return cats[col.cat.codes.to_numpy()].tolist()
+    return col.astype(str).tolist()
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and bad UTF-8
+        raise DataError(path, f"not readable JSON ({e}); prepare the dataset again") from None
+    if not isinstance(manifest, dict):
+        raise DataError(path, "is not a JSON object; prepare the dataset again")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise DataError(path, f"format version {manifest.get('format_version')} is not the supported {FORMAT_VERSION}")
+    if not isinstance(manifest.get("name"), str) or not manifest["name"]:
+        raise DataError(path, "has no dataset name")
+    fields = manifest.get("text_fields", [])
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise DataError(path, "text_fields is not a list of column names")
+    if not isinstance(manifest.get("info", {}), dict):
+        raise DataError(path, "info is not a JSON object")
+    files = manifest.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise DataError(path, "files is not a list of file names")
+    return manifest
+
+
+def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A Parquet table holding ``columns``, or a DataError naming the file (pyarrow raises many types)."""
+    if not path.is_file():
+        raise DataError(path, "missing: the prepared dataset is incomplete; prepare the dataset again")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # ArrowInvalid, OSError, ... : whatever the reader says, the file is unusable
+        raise DataError(path, f"not a readable Parquet file ({type(e).__name__}: {e}); prepare the dataset again") \
+            from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(path, f"lacks column(s) {', '.join(missing)}; prepare the dataset again")
+    return df
+
+
+def _check_save_target(path: Path) -> None:
+    """Refuse to save over anything but a new, empty or prepared dataset folder (see :meth:`Dataset.save`)."""
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        raise DataError(existing, "exists and is not a folder; the prepared dataset must go into a folder")
+    if existing != path:
+        return  # a new folder
+    names = {p.name for p in path.iterdir() if not _is_stale_temp(p.name)}
+    if not names:
+        return
+    if MANIFEST not in names:
+        raise DataError(path, f"is not empty and is not a prepared dataset folder (no {MANIFEST}): refusing to "
+                              f"write into it, which would shadow its files; choose a new or empty folder")
+    foreign = sorted(names - set(PREPARED_FILES))
+    if foreign:
+        raise DataError(path, f"is a prepared dataset folder but also holds {', '.join(foreign)}, which replacing "
+                              f"it would delete; choose a new or empty folder")
+
+
+def _is_stale_temp(name: str) -> bool:
+    """A temporary file left by an interrupted atomic write (``.NAME.XXXX.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; put it in place of ``path`` only if the block succeeds.
+
+    Why: a folder of several files cannot be replaced by renaming one file, so it is built aside. The old
+    folder is renamed away, the new one renamed in, and only then is the old one deleted: a failure at any
+    point leaves the old folder intact (a crash between the two renames leaves it as ``.NAME.*.old``
+    beside ``path``), and ``path`` never holds a half-written mix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
+        if not (path.exists() or path.is_symlink()):
+            os.rename(tmp, path)
+            return
+        old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+        os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,10 @@ Three exact ways then turn a chunk of scores into the ranked hit matrix the metr
 Without ties all three give identical metrics (tested). With ties the two top-K selections order them
 arbitrarily.
 
+A K larger than the catalogue (K = 50 of 40 items) ranks every item; the slots past the last item are
+empty, never hits, as are those left by masked items: Recall, Hit, NDCG and MAP equal their values at
+K = number of items, Precision still divides by K.
+
 What does not change between epochs is computed once, in the constructor: each chunk's user ids, the flat
 positions ``row·I + item`` of its masked pairs and of its held-out pairs. One score buffer and one flag
 buffer are reused across chunks, because allocating a fresh multi-megabyte tensor per chunk costs page
@@ -61,6 +65,8 @@ class Evaluator:
             raise ValueError("mask and target matrices differ in shape")
         self.mask = mask.tocsr()
         self.target = target.tocsr()
+        if not ks or min(ks) < 1:
+            raise ValueError(f"ks must be a non-empty list of cut-offs >= 1, got {list(ks)}")
         self.ks = tuple(sorted(ks))
         self.chunk_size = chunk_size
         if selection not in SELECTIONS:
@@ -134,6 +140,8 @@ class Evaluator:
         finally:
             faiss.omp_set_num_threads(threads)
         hits = torch.cat(hits_all) if hits_all else torch.zeros(0, max_k, dtype=torch.bool)
+        if max_k < self.ks[-1]:  # K beyond the catalogue: every item is ranked, the slots after it are empty
+            hits = torch.cat([hits, torch.zeros(len(hits), self.ks[-1] - max_k, dtype=torch.bool)], 1)
         per_user = metrics_from_hits(hits, self.n_relevant, self.ks)
         means = {k: float(v.mean()) if len(v) else float("nan") for k, v in per_user.items()}
         return EvalResult(means, {k: v.numpy() for k, v in per_user.items()}, self.users)

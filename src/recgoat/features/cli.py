@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from recgoat.errors import RecGOATError
+from recgoat.errors import DataError, RecGOATError
 
 app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
                   no_args_is_help=True, add_completion=False)
@@ -27,6 +27,18 @@ _HELP = {"text": "Embed item text with a sentence-transformers model.",
 def _fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
+
+
+def _out_folder(path: Path) -> Path:
+    """``path`` if it can be a folder to write into; else a DataError naming the file in the way.
+
+    Why: ``mkdir`` on a path that is (or lies under) a regular file fails with a bare OSError traceback,
+    and only after the dataset has been loaded.
+    """
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        raise DataError(existing, "exists and is not a folder; the output must be a folder")
+    return path
 
 
 def _make_command(which: tuple[str, ...]):
@@ -69,9 +81,11 @@ def _make_command(which: tuple[str, ...]):
                 llm_concurrency=llm_concurrency, llm_timeout=llm_timeout, llm_retries=llm_retries,
                 llm_backoff=llm_backoff, llm_max_tokens=llm_max_tokens, llm_temperature=llm_temperature,
                 profile_char_budget=char_budget, export_mmrec=mmrec, device=device).validate()
+            if out is not None:
+                _out_folder(out)  # before the dataset is loaded
             ds = load(dataset)
-            folder = encode_all(ds, out or Path("features") / ds.name, config, which=which, progress=progress,
-                                force=force)
+            folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
+                                progress=progress, force=force)
         except RecGOATError as exc:
             _fail(exc)
         _summary(folder, which)
@@ -111,8 +125,12 @@ def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat
     from recgoat.features.store import import_mmrec
 
     try:
+        if out is not None:
+            _out_folder(out)
+        if not src.is_dir():
+            raise DataError(src, "no such folder")
         ds = load(dataset)
-        folder = import_mmrec(ds, src, out or Path("features") / ds.name)
+        folder = import_mmrec(ds, src, _out_folder(out or Path("features") / ds.name))
     except RecGOATError as exc:
         _fail(exc)
     typer.echo(f"features in {folder}")
@@ -125,10 +143,16 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
     from recgoat.features.store import export_mmrec
 
     try:
-        written = export_mmrec(folder, dest or folder)
+        # nothing to export is an error, not a success that wrote nothing: a mistyped folder must not pass
+        if not folder.is_dir():
+            raise DataError(folder, "no such feature folder")
+        if not any((folder / f"{kind}.npy").is_file() for kind in ("text", "image")):
+            raise DataError(folder, "holds no text.npy or image.npy to export; run `recgoat encode text` or "
+                                    "`recgoat encode image` first")
+        written = export_mmrec(folder, _out_folder(dest or folder))
     except RecGOATError as exc:
         _fail(exc)
-    typer.echo("wrote " + (", ".join(map(str, written)) or "nothing (no text.npy / image.npy)"))
+    typer.echo("wrote " + ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":

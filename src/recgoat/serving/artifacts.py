@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recgoat.errors import DataError
-from recgoat.io import atomic_path, read_json, write_json
+from recgoat.io import read_json, write_json
 
 ARTIFACT_FORMAT_VERSION = 1
 ARTIFACT_FILE = "artifact.json"
@@ -49,6 +49,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
 REQUIRED_FILES = ("model/model.json", "model/weights.safetensors", "embeddings.safetensors", "ids.json",
                   "items.parquet", "history.parquet")
 TEXT_FILE = "text.safetensors"
+# top-level names export writes: a folder holding only these is an artefact (or one an older export left
+# half-written), which --overwrite may replace; anything else in it is the user's and is never deleted
+ARTEFACT_NAMES = frozenset({ARTIFACT_FILE, "model", "embeddings.safetensors", "ids.json", "items.parquet",
+                            "history.parquet", "images", TEXT_FILE})
 
 
 def sha256_file(path: Path) -> str:
@@ -89,51 +93,81 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
     return table
 
 
+def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse an ``out_dir`` that export must not replace, before anything is computed or written.
+
+    Accepted: a new folder, an empty one, or (with ``overwrite``) an existing artefact folder.
+    """
+    out = Path(out_dir)
+    existing = next((p for p in (out, *out.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        raise DataError(existing, "exists and is not a folder; the artefact must go into a folder")
+    if existing != out:
+        return  # a new folder
+    names = {p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+    if not names:
+        return
+    foreign = sorted(names - ARTEFACT_NAMES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+        raise DataError(out, f"exists and is not an artefact folder (it holds {shown}); refusing to overwrite it: "
+                             f"choose a new or empty folder")
+    if not overwrite:
+        raise DataError(out, "already holds an artefact; pass --overwrite to replace it")
+
+
 def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path | None = None,
                overwrite: bool = False) -> Path:
     """Write a trained ``model`` and what serving needs from ``dataset`` into ``out_dir``.
 
     ``features_folder`` (from ``recgoat encode``) adds the item text features and the name of their
     text encoder, which enables cold-start recommendation from a profile text.
+
+    ``out_dir`` must be new or empty, or an artefact folder with ``overwrite``. Every input is checked
+    before ``out_dir`` is touched, and the artefact is built in a temporary sibling folder that replaces
+    ``out_dir`` only once complete: a failure at any point leaves an existing artefact as it was.
     """
     out = Path(out_dir)
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
         raise DataError(out, f"model has {model.n_users} users × {model.n_items} items but dataset "
                              f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not the data it was "
                              f"trained on")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite and not (out / ARTIFACT_FILE).exists():
-            raise DataError(out, "exists and is not an artefact folder; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_destination(out, overwrite)
+    feats = None
+    if features_folder is not None:
+        from recgoat.features.store import load_features
+
+        feats = load_features(dataset, features_folder)
+    from recgoat.datasets.dataset import atomic_folder  # here: the server imports this module, not datasets
+
+    with atomic_folder(out) as tmp:
+        _write_artefact(model, dataset, tmp, feats)
+    return out
+
+
+def _write_artefact(model, dataset, out: Path, feats) -> None:
+    """Every file of the artefact, ``artifact.json`` (with their checksums) last, into the empty ``out``."""
     model.eval()
     model.save(out / "model")
     u_emb, i_emb = model.final_embeddings()
-    with atomic_path(out / "embeddings.safetensors") as tmp:
-        save_file({"user_emb": u_emb.clone().contiguous(), "item_emb": i_emb.clone().contiguous()}, str(tmp))
+    save_file({"user_emb": u_emb.clone().contiguous(), "item_emb": i_emb.clone().contiguous()},
+              str(out / "embeddings.safetensors"))
     write_json(out / "ids.json", {"users": [str(u) for u in dataset.user_ids],
                                   "items": [str(i) for i in dataset.item_ids]})
-    items = _display_items(dataset, out)
-    with atomic_path(out / "items.parquet") as tmp:
-        items.to_parquet(tmp, index=False)
+    _display_items(dataset, out).to_parquet(out / "items.parquet", index=False)
     train = dataset.split_frame("train") if dataset.has_split else dataset.interactions
     hist = pd.DataFrame({"user": train["user"].to_numpy(np.int64), "item": train["item"].to_numpy(np.int64)})
     hist["timestamp"] = train["timestamp"].to_numpy(np.int64) if "timestamp" in train.columns else 0
     if "rating" in train.columns:
         hist["rating"] = train["rating"].to_numpy(np.float32)
-    with atomic_path(out / "history.parquet") as tmp:
-        hist.to_parquet(tmp, index=False)
+    hist.to_parquet(out / "history.parquet", index=False)
 
     text_model = None
-    if features_folder is not None:
-        from recgoat.features.store import load_features
-
-        feats = load_features(dataset, features_folder)
-        if feats.text is not None:
-            with atomic_path(out / TEXT_FILE) as tmp:
-                save_file({"item_text": torch.from_numpy(np.ascontiguousarray(feats.text, np.float32))}, str(tmp))
-            man = feats.manifests.get("text", {})
-            text_model = {"encoder": man.get("encoder"), "text_model": man.get("text_model")}
+    if feats is not None and feats.text is not None:
+        save_file({"item_text": torch.from_numpy(np.ascontiguousarray(feats.text, np.float32))},
+                  str(out / TEXT_FILE))
+        man = feats.manifests.get("text", {})
+        text_model = {"encoder": man.get("encoder"), "text_model": man.get("text_model")}
 
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ARTIFACT_FILE)
     write_json(out / ARTIFACT_FILE, {
@@ -149,7 +183,6 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
         "summary": model.summary,
         "files": {p.relative_to(out).as_posix(): sha256_file(p) for p in files},
     })
-    return out
 
 
 # --------------------------------------------------------------------------------------------- load

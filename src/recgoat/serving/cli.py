@@ -20,7 +20,8 @@ console = Console()
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}", highlight=False)
+    # one line whatever the terminal width, and a path holding [brackets] is not read as rich markup
+    console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -32,20 +33,34 @@ def export_command(
     features: Optional[Path] = typer.Option(None, "--features", help="feature folder (enables profile texts)"),
     overwrite: bool = typer.Option(False, help="replace an existing artefact folder"),
 ) -> None:
-    """Export a trained run with its id maps, item table and history as a servable artefact."""
+    """Export a trained run with its id maps, item table and history as a servable artefact.
+
+    Every input (destination, run, dataset, fingerprint, features) is checked before anything is written,
+    and an existing artefact is replaced only with --overwrite and only once the new one is complete.
+    """
     from recgoat.datasets import load
+    from recgoat.errors import DataError
     from recgoat.io import read_json
     from recgoat.models.base import Recommender
-    from recgoat.serving.artifacts import export_run
-    from recgoat.errors import DataError
+    from recgoat.serving.artifacts import check_destination, export_run
 
     try:
+        check_destination(out, overwrite)  # first: fail before the slow loads
         model_dir = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
-        model = Recommender.load(model_dir)
+        try:
+            model = Recommender.load(model_dir)
+        except RecGOATError:
+            raise
+        except Exception as e:  # safetensors/torch errors on a tampered file: still the user's folder
+            raise DataError(model_dir, f"not a loadable saved model ({type(e).__name__}: {e})") from None
         ds = load(dataset)
         result = run_dir / "result.json"
         if result.exists():
-            fp = read_json(result).get("dataset_fingerprint")
+            try:
+                meta = read_json(result)
+            except (OSError, ValueError) as e:
+                raise DataError(result, f"not readable JSON ({e})") from None
+            fp = meta.get("dataset_fingerprint") if isinstance(meta, dict) else None
             if fp and fp != ds.fingerprint():
                 raise DataError(result, f"the run was trained on dataset fingerprint {fp}, but {dataset!r} has "
                                         f"{ds.fingerprint()}: not the same data")
@@ -83,7 +98,7 @@ def recommend_command(
     item: Optional[str] = typer.Option(None, "--item", "-i", help="original item id: show similar items"),
     k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="number of items"),
     exclude_seen: bool = typer.Option(True, help="leave out items the user already has"),
-    history: int = typer.Option(10, help="how many recent history items to show"),
+    history: int = typer.Option(10, min=0, help="how many recent history items to show"),
 ) -> None:
     """Print a user's recent history and recommendations (``--user``) or similar items (``--item``)."""
     from recgoat.serving.app import Service

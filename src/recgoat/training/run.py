@@ -6,18 +6,21 @@ trains it with early stopping on validation and returns the result dict (also in
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recgoat.config import RunConfig
+from recgoat.config import RunConfig, read_run_config
 from recgoat.datasets import Dataset, PrepareConfig, load
-from recgoat.errors import DataError
+from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.evaluator import Evaluator
 from recgoat.io import read_json, write_json
 from recgoat.models.base import Recommender, get_model_class
-from recgoat.training.trainer import Trainer
+from recgoat.training.trainer import Trainer, check_run_dir, make_run_dir
+
+EVAL_SPLITS = ("valid", "test")  # the held-out splits a run can be evaluated on
 
 
 def load_dataset(cfg: RunConfig) -> Dataset:
@@ -39,25 +42,58 @@ def default_run_dir(cfg: RunConfig, dataset: Dataset) -> Path:
 
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
-    """Train the configured model; returns the result (validation and test at the best epoch)."""
+    """Train the configured model; returns the result (validation and test at the best epoch).
+
+    A run the trainer would refuse (a run folder that is a file, empty held-out splits, a checkpoint of
+    another configuration) is refused before ``run_config.json`` is written, so the folder stays as it was.
+    """
+    if run_dir is not None:
+        check_run_dir(Path(run_dir))  # before the dataset loads
     dataset = dataset if dataset is not None else load_dataset(cfg)
     features = load_side_features(dataset, cfg.features)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "run_config.json", cfg.model_dump(mode="json"))
     torch.manual_seed(cfg.trainer.seed)  # initialisation depends on the run's seed only
     model = get_model_class(cfg.model.name).build(dataset, cfg.model.params, features)
-    return Trainer(cfg.trainer, run_dir=run_dir).fit(model, dataset)
+    trainer = Trainer(cfg.trainer, run_dir=run_dir)
+    trainer.preflight(model, dataset)
+    make_run_dir(run_dir)
+    write_json(run_dir / "run_config.json", cfg.model_dump(mode="json"))
+    return trainer.fit(model, dataset)
+
+
+def trained_fingerprint(run_dir: Path) -> tuple[Path | None, str | None]:
+    """The fingerprint of the data a run was trained on and the file recording it: ``result.json``, else
+    the checkpoint's signature (a run stopped before its end); ``(None, None)`` when neither records one
+    (runs of older versions)."""
+    for path in (run_dir / "result.json", run_dir / "checkpoint" / "state.json"):
+        if not path.is_file():
+            continue
+        try:
+            record = read_json(path)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(path, f"corrupt JSON: {e}") from None
+        if path.name == "state.json" and isinstance(record, dict):
+            record = record.get("signature")
+        fp = record.get("dataset_fingerprint") if isinstance(record, dict) else None
+        if isinstance(fp, str):
+            return path, fp
+    return None, None
 
 
 def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None = None) -> dict[str, float]:
     """Metrics of a finished run's best checkpoint on ``split`` (recomputed from the saved model)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "run_config.json").exists():
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"unknown split {split!r} (--split); expected {' or '.join(EVAL_SPLITS)}")
+    if not (run_dir / "run_config.json").is_file():
         raise DataError(run_dir, "not a run folder written by `recgoat train` (no run_config.json)")
-    cfg = RunConfig(**read_json(run_dir / "run_config.json"))
+    cfg = read_run_config(run_dir / "run_config.json")
     dataset = dataset if dataset is not None else load_dataset(cfg)
     model = Recommender.load(run_dir / "best")
+    where, fp = trained_fingerprint(run_dir)
+    if fp is not None and fp != dataset.fingerprint():
+        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {dataset.name!r} has "
+                               f"{dataset.fingerprint()}: not the same data")
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
         raise DataError(run_dir, f"model has {model.n_users} users × {model.n_items} items but dataset "
                                  f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}")

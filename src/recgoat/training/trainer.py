@@ -4,7 +4,9 @@ Model selection uses the validation split only; test metrics are computed once, 
 that was best on validation, and never feed back into any choice (METHOD.md §6, §9).
 
 Reproducibility: every epoch draws from generators seeded by ``(seed, epoch)``, so a run resumed from
-its last checkpoint continues exactly as the uninterrupted run would have.
+its last checkpoint continues exactly as the uninterrupted run would have. The checkpoint records what its
+trajectory depends on (:func:`run_signature`: model, data fingerprint, lr, batch size, seed...); resuming it
+under other values is refused rather than mixing two runs, while epochs or patience may change.
 
 Run folder layout::
 
@@ -26,12 +28,17 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from safetensors.torch import load_file, save_file
 
+from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
 from recgoat.io import atomic_path, write_json
 from recgoat.training.sampling import NegativeSampler
+
+# TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
+# under the same values. The others (epochs, patience, eval_every...) may change, e.g. to extend a run.
+SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric")
 
 
 class TrainConfig(BaseModel):
@@ -39,20 +46,21 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    epochs: int = 200
-    batch_size: int = 2048
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10  # evaluations without improvement before stopping
+    # bounds refuse values that would end in an error deep inside torch or the loop (lr=-1, eval_every=0)
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(1e-3, ge=0, allow_inf_nan=False)  # 0: parameters stay at their initialisation
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    patience: int = Field(10, ge=0)  # evaluations without improvement before stopping
     # no early stop before this many epochs: a model whose loss sits on a plateau at first (RecGOAT with
     # the alignment terms on and a small lr: BPR ≈ ln 2 for tens of epochs) is not stopped at epoch 0
-    min_epochs: int = 0
-    eval_every: int = 1
+    min_epochs: int = Field(0, ge=0)
+    eval_every: int = Field(1, ge=1)
     metric: str = "recall@20"
     ks: tuple[int, ...] = DEFAULT_KS
-    seed: int = 2026
-    num_threads: int | None = None
-    eval_chunk_size: int = 256  # users per scoring block: small blocks stay in cache
+    seed: int = Field(2026, ge=0)  # numpy's generators take no negative seed
+    num_threads: int | None = Field(None, ge=0)  # None or 0: torch's default
+    eval_chunk_size: int = Field(256, ge=1)  # users per scoring block: small blocks stay in cache
     # how the evaluator ranks (recgoat.evaluation.evaluator): "count" (ties against the model, fastest),
     # or a top-K list by "faiss" heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)
     eval_selection: Selection = "count"
@@ -66,6 +74,21 @@ class TrainConfig(BaseModel):
         if name not in ("recall", "ndcg", "precision", "hit", "map") or not k.isdigit():
             raise ValueError(f"metric must look like recall@20, got {v!r}")
         return v
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1:
+            raise ValueError("ks must be a non-empty list of cut-offs >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _metric_evaluated(self) -> "TrainConfig":
+        """Model selection reads the metric from the evaluated cut-offs, so its K must be one of them."""
+        k = int(self.metric.partition("@")[2])
+        if k not in self.ks:
+            raise ValueError(f"metric {self.metric} is not evaluated: K={k} is not one of ks {list(self.ks)}")
+        return self
 
 
 @contextlib.contextmanager
@@ -89,6 +112,62 @@ def deterministic_kernels():
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         det.fill_uninitialized_memory = before[2]
+
+
+def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint's trajectory depends on (kept in its ``state.json``, compared on resume)."""
+    sig = {"model": model.name, "model_config": model.config.model_dump(mode="json"), "dims": model.dims,
+           "dataset_fingerprint": dataset.fingerprint(),
+           "train": {k: getattr(config, k) for k in SIGNATURE_TRAIN_KEYS}}
+    return json.loads(json.dumps(sig))  # as it reads back from state.json (tuples become lists)
+
+
+def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for every value that differs, named as in the run configuration."""
+    def flat(sig: dict[str, Any]) -> dict[str, Any]:
+        return {"model.name": sig.get("model"),
+                **{f"model.params.{k}": v for k, v in (sig.get("model_config") or {}).items()},
+                **{f"features ({k})": v for k, v in (sig.get("dims") or {}).items()},
+                "data (fingerprint)": sig.get("dataset_fingerprint"),
+                **{f"trainer.{k}": v for k, v in (sig.get("train") or {}).items()}}
+
+    a, b = flat(old), flat(new)
+    return [f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}"
+            for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+
+
+def check_run_dir(path: Path) -> None:
+    """A :class:`ConfigError` naming ``path`` when it or a parent is a file (so no run folder can be made)."""
+    for p in (path, *path.parents):  # the first existing one decides
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{path}: exists and is not a folder; choose another run folder (--run-dir)"
+                                  if p == path else f"{path}: cannot create the run folder: {p} is a file")
+            return
+
+
+def make_run_dir(path: Path) -> None:
+    """Create a run folder; a :class:`ConfigError` naming it when that is impossible."""
+    check_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the run folder: {e.strerror or e}") from None
+
+
+def check_held_out(dataset) -> None:
+    """Model selection needs validation users and the report test users: a :class:`DataError` when a split
+    holds no interaction (e.g. ``data.ratios=[1,0,0]``), instead of a run that can never evaluate."""
+    empty = [s for s in ("valid", "test") if len(dataset.split_frame(s)) == 0]
+    if empty:
+        which = "the valid and test splits hold" if len(empty) == 2 else f"the {empty[0]} split holds"
+        raise DataError(None, f"dataset {dataset.name!r}: {which} no interactions; validation and test need "
+                              f"users with held-out items (check data.ratios and data.split)")
+
+
+def _trains(model) -> bool:
+    """Whether the trainer runs epochs (and keeps checkpoints) for ``model``."""
+    return model.trainable and any(p.requires_grad for p in model.parameters())
 
 
 def peak_memory_mb() -> float:
@@ -120,14 +199,42 @@ class Trainer:
             torch.save(optimizer.state_dict(), tmp)
         write_json(ck / "state.json", state)  # written last: it marks the checkpoint complete
 
-    def _load_checkpoint(self, model, optimizer) -> dict | None:
-        ck = self.run_dir / "checkpoint" if self.run_dir else None
-        if ck is None or not (ck / "state.json").exists():
-            return None
-        state = json.loads((ck / "state.json").read_text())
+    def _load_checkpoint(self, model, optimizer) -> None:
+        ck = self.run_dir / "checkpoint"
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
         optimizer.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
+
+    def resume_state(self, model, dataset) -> dict | None:
+        """The checkpoint state this run resumes (None: a fresh start); a :class:`ConfigError` when the
+        checkpoint was trained with another model, data or trajectory settings (:func:`run_signature`),
+        which resuming would silently mix into this run. A checkpoint of an older version, without a
+        signature, is resumed as before."""
+        if self.run_dir is None or not self.config.resume or not _trains(model):
+            return None
+        path = self.run_dir / "checkpoint" / "state.json"
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(path, f"unreadable checkpoint state ({e}); to start afresh use "
+                                  f"--set trainer.resume=false or another --run-dir") from None
+        old = state.get("signature")
+        if old is not None:
+            changes = signature_changes(old, run_signature(model, dataset, self.config))
+            if changes:
+                raise ConfigError(f"{self.run_dir}: was run with a different configuration "
+                                  f"({'; '.join(changes)}); to start afresh use --set trainer.resume=false "
+                                  f"(overwrites that run) or another --run-dir")
         return state
+
+    def preflight(self, model, dataset) -> dict | None:
+        """Every check that can refuse this run, done before anything is written or trained; returns
+        :meth:`resume_state`. :func:`recgoat.training.run.train` calls it before writing its run config."""
+        if self.run_dir is not None:
+            check_run_dir(self.run_dir)
+        check_held_out(dataset)
+        return self.resume_state(model, dataset)
 
     def _log(self, row: dict) -> None:
         if self.run_dir is None:
@@ -157,10 +264,11 @@ class Trainer:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         if model._train_csr is None:
             model.prepare(dataset)
+        state = self.preflight(model, dataset)
+        if self.run_dir is not None:
+            make_run_dir(self.run_dir)
         valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)
         t_start = time.perf_counter()
         history: list[dict] = []
@@ -169,18 +277,23 @@ class Trainer:
         best = {"score": -math.inf, "epoch": -1, "valid": None}
         start_epoch, bad = 0, 0
 
-        if model.trainable and any(p.requires_grad for p in model.parameters()):
+        if _trains(model):
             sampler = NegativeSampler(model._train_csr)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            state = self._load_checkpoint(model, optimizer) if cfg.resume else None
+            signature = run_signature(model, dataset, cfg) if self.run_dir is not None else None
             if state is not None:
+                self._load_checkpoint(model, optimizer)
                 start_epoch, bad = state["epoch"] + 1, state["bad"]
                 best = state["best"]
                 history = self._truncate_log(state["epoch"])
                 train_times = [r["train_seconds"] for r in history]
                 eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
-            elif self.run_dir is not None and (self.run_dir / "log.jsonl").exists():
-                (self.run_dir / "log.jsonl").unlink()
+            elif self.run_dir is not None:
+                # a fresh start: what an earlier run left here describes another trajectory (its checkpoint
+                # must not be resumed if this run stops before writing its own; its result no longer
+                # describes best/)
+                for stale in ("log.jsonl", "checkpoint/state.json", "result.json"):
+                    (self.run_dir / stale).unlink(missing_ok=True)
             bar = _progress(cfg.epochs, start_epoch, cfg.progress, model.name)
             for epoch in range(start_epoch, cfg.epochs):
                 if best["epoch"] >= 0 and bad >= cfg.patience and epoch >= cfg.min_epochs:
@@ -204,8 +317,9 @@ class Trainer:
                 row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_s, 4)}
                 row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
                 if not math.isfinite(row.get("loss", 0.0)):
-                    raise FloatingPointError(f"{model.name}: loss became {row['loss']} at epoch {epoch}; "
-                                             f"lower the learning rate or the loss weights")
+                    where = f"{self.run_dir}: " if self.run_dir is not None else ""
+                    raise TrainingDiverged(f"{where}{model.name}: loss became {row['loss']} at epoch {epoch}; lower the "
+                                           f"learning rate or the loss weights (the last finite epoch's checkpoint is kept)")
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                     t1 = time.perf_counter()
                     res = valid_eval.evaluate(model)
@@ -225,11 +339,16 @@ class Trainer:
                 history.append(row)
                 self._log(row)
                 if self.run_dir is not None:
-                    self._save_checkpoint(model, optimizer, {"epoch": epoch, "bad": bad, "best": best})
+                    self._save_checkpoint(model, optimizer, {"epoch": epoch, "bad": bad, "best": best,
+                                                             "signature": signature})
                 bar.update(1, row, best)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, row)
             bar.close()
+            if best["epoch"] < 0:  # resumed past trainer.epochs from a checkpoint that was never evaluated
+                raise ConfigError(f"{self.run_dir}: the checkpoint is at epoch {start_epoch - 1} with no "
+                                  f"validation yet, and trainer.epochs={cfg.epochs} ends before the next "
+                                  f"evaluation; raise trainer.epochs")
             # restore the best-validation parameters before testing
             if self.run_dir is not None and (self.run_dir / "best" / "weights.safetensors").exists():
                 tensors = load_file(str(self.run_dir / "best" / "weights.safetensors"))

@@ -92,3 +92,22 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path):
                        cwd=tmp_path)
     assert p.returncode == 1
     assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_train_prints_the_feature_views_recgoat_used(prepared, tmp_path):
+    """Without a feature folder RecGOAT runs on IDs alone; the console says so, not just result.json."""
+    r = runner.invoke(app, ["train", "--dataset", str(prepared), "--model", "recgoat", "--epochs", "1",
+                            "--run-dir", str(tmp_path / "run"), "--set", "trainer.progress=false",
+                            "--set", "model.params.embedding_dim=8"])
+    assert r.exit_code == 0, r.output
+    assert "feature views used: none (ID embeddings only)" in r.output
+    assert "note: features absent for text, image, profile" in r.output
+
+
+def test_summary_lines_name_the_views():
+    from recgoat.cli import _summary_lines
+
+    assert _summary_lines({"modalities_used": ["text"], "profile_branch": True}) == ["feature views used: text, profile"]
+    assert _summary_lines({"modalities_used": [], "profile_branch": False, "note": "features absent for image"}) == [
+        "feature views used: none (ID embeddings only)", "note: features absent for image"]
+    assert _summary_lines({"item_item_edges": 5}) == []  # peers without view bookkeeping print nothing extra

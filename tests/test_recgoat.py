@@ -372,6 +372,10 @@ def test_gamma_grid_fixes_the_fusion_weights():
     assert torch.allclose(out["z_i"], expected, atol=1e-6)
     with pytest.raises(ValueError):
         RecGOATConfig(gamma_t=0.8, gamma_v=0.5)
+    # a weight for a view the config leaves out is refused, not silently unused
+    with pytest.raises(ValueError, match="gamma_v weights the image view"):
+        RecGOATConfig(modalities=["text"], gamma_t=0.2, gamma_v=0.5)
+    assert RecGOATConfig(modalities=["text"], gamma_t=0.2).gamma_v is None
 
 
 def test_align_target_switches_between_unified_and_id_view():

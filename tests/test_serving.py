@@ -704,3 +704,23 @@ def test_unloadable_text_encoder_is_503_not_500(text_artefact, tmp_path):
         assert "no-such-encoder" in r.json()["detail"]
         ok = client.post("/recommend", json={"item_ids": [run.item_ids[0]], "k": 3})
         assert ok.status_code == 200 and len(ok.json()["items"]) == 3
+
+
+def test_export_defaults_to_the_runs_feature_folder(tmp_path):
+    """`recgoat export` without --features uses the folder run_config.json records (a text-trained run
+    would otherwise lose its text encoder), and says so; a recorded folder that is gone is reported."""
+    from recgoat.serving.cli import _run_features
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert _run_features(run) == (None, None)  # not a trainer run folder: nothing recorded
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    (run / "run_config.json").write_text(json.dumps({"features": str(feats)}))
+    folder, note = _run_features(run)
+    assert folder == feats and "the run's" in note
+    (run / "run_config.json").write_text(json.dumps({"features": str(tmp_path / "gone")}))
+    folder, note = _run_features(run)
+    assert folder is None and "not found" in note and "--features" in note
+    (run / "run_config.json").write_text(json.dumps({"features": None}))
+    assert _run_features(run) == (None, None)

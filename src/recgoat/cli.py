@@ -150,7 +150,21 @@ def _print_metrics(blocks: dict[str, dict[str, float]]) -> None:
 def _print_result(result: dict) -> None:
     console.print(f"[bold]{result['model']}[/] on {result['dataset']}: best epoch {result['best_epoch']} "
                   f"of {result['epochs_run']}, {result['seconds_per_epoch']:.2f} s/epoch")
+    for line in _summary_lines(result.get("summary") or {}):
+        console.print(line, highlight=False)
     _print_metrics({"valid": result["valid"], "test": result["test"]})
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    """Which feature views a model used: a view silently left out (no image features in the folder, say)
+    would otherwise show only in result.json."""
+    lines = []
+    if "modalities_used" in summary:
+        views = [*summary["modalities_used"], *(["profile"] if summary.get("profile_branch") else [])]
+        lines.append(f"feature views used: {', '.join(views) or 'none (ID embeddings only)'}")
+    if summary.get("note"):
+        lines.append(f"note: {summary['note']}")
+    return lines
 
 
 _mount_optional()

@@ -166,6 +166,11 @@ class RecGOATConfig(ModelConfig):
                 raise ValueError("gamma_t/gamma_v fix the simplex fusion weights; set fusion: simplex")
             if any(g < 0 for g in fixed) or sum(fixed) > 1 + 1e-9:
                 raise ValueError(f"gamma_t={self.gamma_t}, gamma_v={self.gamma_v}: need >= 0 and sum <= 1")
+            # a weight for a view the config leaves out would be silently unused
+            for key, m in (("gamma_t", "text"), ("gamma_v", "image")):
+                if getattr(self, key) is not None and m not in self.modalities:
+                    raise ValueError(f"{key} weights the {m} view, which modalities {self.modalities} leaves out; "
+                                     f"unset {key} or add {m}")
         return self
 
 

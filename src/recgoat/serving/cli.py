@@ -64,10 +64,31 @@ def export_command(
             if fp and fp != ds.fingerprint():
                 raise DataError(result, f"the run was trained on dataset fingerprint {fp}, but {dataset!r} has "
                                         f"{ds.fingerprint()}: not the same data")
+        note = None
+        if features is None:  # the run's own feature folder, so a text-trained model keeps its text encoder
+            features, note = _run_features(run_dir)
         path = export_run(model, ds, out, features, overwrite=overwrite)
     except RecGOATError as e:
         _fail(e)
+    if note:
+        console.print(note, highlight=False, soft_wrap=True)
     console.print(f"exported {model.name} on {ds.name} → {path}")
+
+
+def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+    """The feature folder recorded in a trainer run's run_config.json, and a line saying what was done."""
+    import json
+
+    try:
+        recorded = json.loads((run_dir / "run_config.json").read_text()).get("features")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    if not recorded:
+        return None, None
+    if Path(recorded).is_dir():
+        return Path(recorded), f"features: {recorded} (the run's, from run_config.json; --features to choose another)"
+    return None, (f"features: the run's folder {recorded} is not found from here; exporting without text "
+                  f"features (pass --features to enable profile texts)")
 
 
 def _table(title: str, run, ids, scores=None) -> Table:

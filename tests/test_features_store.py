@@ -397,3 +397,16 @@ def test_killed_cli_resumes_without_repeating_llm_calls(tmp_path):
         assert np.load(tmp_path / "f" / "profile.npy").shape == (ds.n_users, 384)
     finally:
         srv.close()
+
+
+def test_encode_summary_counts_items_without_text(tmp_path, capsys):
+    """Items with no text all get the empty string's embedding (so they neighbour each other): the
+    command's summary says how many, not only the manifest."""
+    from recgoat.features.cli import _summary
+
+    (tmp_path / "text.json").write_text(json.dumps({"rows": 24, "dim": 384, "encoder": "minilm", "empty_texts": 2}))
+    _summary(tmp_path, ("text",))
+    assert capsys.readouterr().out.splitlines()[0] == "text: 24 x 384 (minilm); 2 items with no text"
+    (tmp_path / "text.json").write_text(json.dumps({"rows": 24, "dim": 384, "encoder": "minilm", "empty_texts": 0}))
+    _summary(tmp_path, ("text",))
+    assert capsys.readouterr().out.splitlines()[0] == "text: 24 x 384 (minilm)"

@@ -103,6 +103,8 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
             continue
         m = read_json(man_path)
         line = f"{kind}: {m['rows']} x {m['dim']} ({m['encoder']})"
+        if kind == "text" and m.get("empty_texts"):  # these rows all get the empty string's embedding
+            line += f"; {m['empty_texts']} items with no text"
         if kind == "image":
             line += f"; images {m.get('images')}"
         if kind == "users":

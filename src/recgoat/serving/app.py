@@ -128,10 +128,16 @@ class ColdStart(BaseModel):
     exclude_seen: bool = Field(True, description="leave out the liked items")
 
 
+ECHO_CHARS = 200  # an error echoes at most this much of an input string (a 10,000-char text came back whole)
+
+
 def _json_safe(x: Any) -> Any:
-    """``x`` with non-finite floats as strings: JSON has no NaN or infinity, so echoing them would fail."""
+    """``x`` with non-finite floats as strings (JSON has no NaN or infinity, so echoing them would fail) and
+    long strings cut to :data:`ECHO_CHARS` characters."""
     if isinstance(x, float) and not math.isfinite(x):
         return repr(x)
+    if isinstance(x, str) and len(x) > ECHO_CHARS:
+        return f"{x[:ECHO_CHARS]}… ({len(x)} characters)"
     if isinstance(x, dict):
         return {k: _json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -9,6 +9,8 @@ Examples::
 Options override the file; ``--set key=value`` (dotted, repeatable) overrides anything, list entries
 being chosen by label (``models.<label>...``, ``datasets.<label>...``). Re-running the same command
 resumes: finished cells are read back, an interrupted one continues from its checkpoint.
+``--report-only`` rebuilds the report without training, and refuses (writing nothing) unless every
+requested cell is finished and was run with the requested configuration.
 """
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ def benchmark(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum training epochs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (dotted; repeatable)"),
-    report_only: bool = typer.Option(False, "--report-only", help="rebuild the report from finished cells"),
+    report_only: bool = typer.Option(False, "--report-only",
+                                     help="rebuild the report without training; every requested cell must "
+                                          "be finished with this configuration"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Run (or resume) a benchmark, print the results table and the path of the HTML report."""
@@ -57,9 +61,9 @@ def benchmark(
                      "out": str(out) if out is not None else None, "progress": False if quiet else None}
         cfg = load_config(config, overrides, set_)
         if report_only:
-            from recgoat.benchmark.report import write_report
+            from recgoat.benchmark.runner import report_only as _report_only
 
-            paths = write_report(cfg.out, cfg)
+            paths = _report_only(cfg)  # refuses unless every requested cell is finished with this config
             failed: dict = {}
         else:
             run = run_benchmark(cfg)

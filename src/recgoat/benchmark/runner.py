@@ -390,17 +390,80 @@ def _signature(cell: Cell, train_cfg: TrainConfig, dataset=None) -> dict[str, An
     return sig
 
 
-def check_signature(cell: Cell, sig: dict[str, Any]) -> None:
-    """Refuse to resume or reuse a run folder that was started with another configuration."""
+def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
+    """The signature keys on which the cell's recorded ``cell.json`` differs from ``sig`` (none if unrecorded)."""
     path = cell.run_dir / "cell.json"
     if not path.exists():
-        return
+        return []
     old = read_json(path)
     keys = ["model", "params", "train", "seed"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
-    diff = [k for k in keys if k in old and old[k] != sig[k]]
+    return [k for k in keys if k in old and old[k] != sig[k]]
+
+
+def _mismatch_message(cell: Cell, diff: list[str]) -> str:
+    return f"{cell.run_dir}: was run with a different configuration ({', '.join(diff)} differ)"
+
+
+def check_signature(cell: Cell, sig: dict[str, Any]) -> None:
+    """Refuse to resume or reuse a run folder that was started with another configuration."""
+    diff = _signature_diff(cell, sig)
     if diff:
-        raise ConfigError(f"{cell.run_dir}: was run with a different configuration ({', '.join(diff)} differ); "
-                          f"use another --out or delete that folder")
+        raise ConfigError(f"{_mismatch_message(cell, diff)}; use another --out or delete that folder")
+
+
+def _listed(items: list[str], limit: int = 10) -> str:
+    shown = "; ".join(items[:limit])
+    return shown + (f"; … and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_report_cells(config: BenchmarkConfig) -> list[Cell]:
+    """Check that every cell of ``config`` is finished and was run with ``config``; return the cells.
+
+    This is what ``--report-only`` relies on: a report is only rebuilt from a folder holding exactly the
+    requested benchmark. A finished cell is checked against its ``cell.json`` as a resumed run checks it;
+    a folder that is missing, holds no finished cell of this benchmark, holds a cell run with another
+    configuration, or lacks some requested cells is refused with one :class:`ConfigError`.
+    """
+    from recgoat.models.base import get_model_class
+
+    for m in config.models:
+        get_model_class(m.name)  # unknown names fail as in a normal run
+    out = Path(config.out)
+    if not out.is_dir():
+        raise ConfigError(f"{out}: no such benchmark folder; run the benchmark without --report-only first")
+    cells = plan_cells(config)
+    done = [c for c in cells if c.done]
+    if not done:
+        raise ConfigError(f"{out}: holds no finished cell of this benchmark ({len(cells)} requested, e.g. "
+                          f"{cells[0].title}); run it without --report-only first")
+    mismatched = []
+    for cell in done:
+        diff = _signature_diff(cell, _signature(cell, config.cell_train_config(cell.model, cell.seed)))
+        if diff:
+            mismatched.append(_mismatch_message(cell, diff))
+    if mismatched:
+        raise ConfigError(f"{_listed(mismatched)}; --report-only reports the requested configuration only: "
+                          f"give the options those cells were run with, or use another --out")
+    missing = [c for c in cells if not c.done]
+    if missing:
+        names = [c.title + (" (failed: see its error.txt)" if (c.run_dir / "error.txt").exists() else "")
+                 for c in missing]
+        raise ConfigError(f"{out}: {len(missing)} of {len(cells)} requested cells are not finished: "
+                          f"{_listed(names)}; run the benchmark without --report-only to compute them "
+                          f"(finished cells are kept), or request only the finished models/seeds")
+    return cells
+
+
+def report_only(config: BenchmarkConfig) -> dict[str, Path]:
+    """Rebuild ``results.csv``/``results.md``/``report.html`` of a finished benchmark without training.
+
+    Every requested cell must be finished with this configuration (:func:`check_report_cells`); nothing
+    is written otherwise.
+    """
+    from recgoat.benchmark.report import write_report as _write
+
+    check_report_cells(config)
+    return _write(Path(config.out), config)
 
 
 def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str, Any]:

@@ -386,3 +386,19 @@ def test_progress_is_shown_while_it_runs(tmp_path, capfd):
     assert "benchmark" in out and "2/2" in out and "cell" in out
     assert f"{DATASET}/bprmf/seed2026" in out and "recall@20 valid" in out
     assert "bprmf:" in out and "epoch/s" in out  # the trainer's nested bar
+
+
+def test_report_names_rows_with_fewer_seeds_than_the_header(bench):
+    """A row averaged over fewer seeds than the header claims (its other cells failed) is named as such."""
+    from recgoat.benchmark.report import aggregate, collect_runs, markdown, seed_shortfall
+
+    cfg, _ = bench
+    runs = collect_runs(cfg)
+    model = runs["model"].iloc[0]
+    assert seed_shortfall(aggregate(runs), cfg) == ""
+    dropped = runs[~((runs["model"] == model) & (runs["seed"] == SEEDS[-1]))]
+    agg = aggregate(dropped)
+    line = seed_shortfall(agg, cfg)
+    dataset = runs["dataset"].iloc[0]
+    assert line == f"Fewer seeds (the others failed, see below): {model} on {dataset} ({len(SEEDS) - 1} of {len(SEEDS)})."
+    assert line in markdown(agg, {}, cfg)

@@ -192,10 +192,19 @@ COST_NOTE = ("Cost: training seconds per epoch (with any per-epoch graph resampl
              "the cell added to the memory held when it started (the model's own footprint).")
 
 
+def seed_shortfall(agg: pd.DataFrame, config) -> str:
+    """A sentence naming the rows averaged over fewer seeds than the header's (their other cells failed),
+    or "" when every row has them all."""
+    n = len(config.seeds)
+    short = [f"{r.model} on {r.dataset} ({int(r.n_seeds)} of {n})" for r in agg.itertuples() if r.n_seeds < n]
+    return f"Fewer seeds (the others failed, see below): {', '.join(short)}." if short else ""
+
+
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None) -> str:
+    short = seed_shortfall(agg, config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
              f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold. "
-             f"{COST_NOTE}\n"]
+             f"{short + ' ' if short else ''}{COST_NOTE}\n"]
     for dataset in agg["dataset"].unique():
         parts.append(f"\n## {dataset}\n")
         for title, header, cells, bold in tables(agg, dataset, config):
@@ -308,6 +317,9 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
             f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
             f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold. "
             f"Models: {esc(', '.join(m.key for m in config.models))}.</p>"]
+    short = seed_shortfall(agg, config)
+    if short:
+        body.append(f"<p><strong>{esc(short)}</strong></p>")
     body.append(f"<p>{esc(COST_NOTE)}</p>")
     for dataset in agg["dataset"].unique():
         body.append(f"<h2>{esc(str(dataset))}</h2>")

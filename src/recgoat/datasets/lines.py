@@ -2,7 +2,10 @@
 
 A folder holds ``train.txt``, an optional ``valid.txt`` and ``test.txt``; each line is
 ``user item item …`` (dense integer ids, whitespace separated). A user with no items in a split may
-appear alone on a line. The data is already split, so loading does no filtering.
+appear alone on a line. The data is already split, so loading does no filtering: a (user, item) pair
+in two splits is refused (see :func:`~recgoat.datasets.mmrec.check_split_overlap`), an item repeated
+within one split is kept once (with a warning), and ids must be dense (see
+:func:`~recgoat.datasets.mmrec.dense_limit`).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import SPLITS, Dataset
+from recgoat.datasets.mmrec import MAX_ID, check_dense, dense_limit, check_split_overlap, drop_split_duplicates
 from recgoat.errors import DataError
 from recgoat.io import atomic_path
 
@@ -41,6 +45,15 @@ def read_lines_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
         line_no = int(np.searchsorted(np.cumsum(lengths), bad, side="right")) + 1
         raise DataError(path, f"malformed line {line_no}: {tokens.iloc[bad]!r} is not a non-negative "
                               f"integer id (expected 'user item item …')")
+    # ids beyond int64 would overflow the conversion; anything above 2**53 is no dense id anyway
+    long = (tokens.str.len() > 16).to_numpy(bool)
+    if long.any():
+        big = np.flatnonzero(long)
+        big = big[[int(tokens.iloc[i]) > MAX_ID for i in big]]
+        if len(big):
+            line_no = int(np.searchsorted(np.cumsum(lengths), big[0], side="right")) + 1
+            raise DataError(path, f"line {line_no}: id {tokens.iloc[big[0]]} is above 2**53; this layout "
+                                  "uses dense ids 0..N-1")
     values = tokens.to_numpy().astype(np.int64)
     nonblank = lengths > 0
     starts = np.r_[0, np.cumsum(lengths)[:-1]][nonblank]
@@ -57,7 +70,7 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "folder not found")
-    frames, all_users = [], []
+    frames, all_users, paths, named_by_split = [], [], {}, {}
     for split in SPLITS:
         path = folder / FILES[split]
         if not path.exists():
@@ -65,6 +78,8 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
                 raise DataError(path, "file not found (the line layout needs train.txt and test.txt)")
             continue
         users, items, named = read_lines_file(path)
+        paths[split] = path
+        named_by_split[split] = named
         all_users.append(named)
         frames.append(pd.DataFrame({"user": users, "item": items,
                                     "split": np.full(len(users), split, dtype=object)}))
@@ -72,6 +87,9 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
     if len(inter) == 0:
         raise DataError(folder / FILES["train"], "no interactions in any split")
     inter["split"] = pd.Categorical(inter["split"], categories=list(SPLITS))
+    _check_dense_lines(named_by_split, inter, paths)
+    inter = drop_split_duplicates(inter, paths)
+    check_split_overlap(inter, folder, {s: p.name for s, p in paths.items()})
     n_users = int(max(u.max() for u in all_users)) + 1
     n_items = int(inter["item"].max()) + 1
     item_ids = np.arange(n_items).astype(str).astype(object)
@@ -79,6 +97,22 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
                    user_ids=np.arange(n_users).astype(str).astype(object), item_ids=item_ids,
                    items=pd.DataFrame({"item_id": item_ids}), text_fields=[],
                    info={"source": str(folder.resolve()), "layout": "lines"})
+
+
+def _check_dense_lines(named: dict[str, np.ndarray], inter: pd.DataFrame, paths: dict[str, Path]) -> None:
+    """Refuse sparse user or item ids (before ``np.arange(max + 1)``), naming the file holding the max."""
+    items = inter["item"].to_numpy()
+    item_split = {s: items[(inter["split"] == s).to_numpy(bool)] for s in paths}
+    for kind, per_split in (("user", named), ("item", item_split)):
+        ids = np.concatenate(list(per_split.values()))
+        if len(ids) == 0:
+            continue
+        n = len(np.unique(ids))
+        if int(ids.max()) + 1 <= dense_limit(n):
+            continue
+        top = int(ids.max())
+        where = next(s for s, a in per_split.items() if len(a) and int(a.max()) == top)
+        check_dense(ids, kind, paths[where], n)
 
 
 def save_lines(dataset: Dataset, folder: str | Path) -> Path:

@@ -8,6 +8,7 @@ original user and item ids.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,10 @@ def find_inter(folder: Path, name: str | None) -> Path:
     return found[0]
 
 
+# Ids beyond this cannot be held exactly by the float64 pandas may parse them into, nor safely by int64.
+MAX_ID = 2**53
+
+
 def _dense_ids(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     """Integer ids ≥ 0, or a DataError naming the first bad row."""
     raw = df[col]
@@ -50,7 +55,81 @@ def _dense_ids(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
         what = "empty" if pd.isna(raw.iloc[first]) else f"{raw.iloc[first]!r}"
         raise DataError(path, f"column {col!r} has {int(bad.sum())} ids that are not integers ≥ 0 "
                               f"(first at data row {first + 1}: {what})")
+    huge = (values > MAX_ID).to_numpy(bool)
+    if huge.any():
+        first = int(np.flatnonzero(huge)[0])
+        raise DataError(path, f"column {col!r} has {int(huge.sum())} ids above 2**53 (first at data row "
+                              f"{first + 1}: {raw.iloc[first]!r}); this layout uses dense ids 0..N-1")
     return values.to_numpy(np.int64)
+
+
+# --------------------------------------------------------------------- checks shared by pre-split layouts
+def dense_limit(n_distinct: int) -> int:
+    """Largest ``max id + 1`` accepted for ``n_distinct`` ids: 2 × distinct + 1000.
+
+    Pre-split layouts (MMRec, line-per-user) use dense ids 0..N-1 and the loaders allocate one row per
+    id up to the largest; a few gaps are normal (users or items dropped after numbering), but an id far
+    above the number of distinct ids is a wrong column or a corrupt value, and would exhaust memory.
+    """
+    return 2 * n_distinct + 1000
+
+
+def check_dense(ids: np.ndarray, kind: str, path: Path, n_distinct: int | None = None) -> None:
+    """DataError naming ``path`` and the largest id when ``ids`` are not (nearly) dense 0..N-1."""
+    if len(ids) == 0:
+        return
+    top = int(ids.max())
+    n = n_distinct if n_distinct is not None else len(np.unique(ids))
+    if top < 0 or top + 1 > dense_limit(n):
+        raise DataError(path, f"{kind} id {top} is far above the {n} distinct {kind} ids: this layout "
+                              f"uses dense ids 0..N-1, so the largest id + 1 must be at most "
+                              f"2 × distinct + 1000 = {dense_limit(n)}")
+
+
+def drop_split_duplicates(inter: pd.DataFrame, where: str | dict[str, Path]) -> pd.DataFrame:
+    """``inter`` without repeated (user, item) rows inside one split, with one warning saying how many.
+
+    Like the generic loader's deduplication, the latest row is kept when timestamps exist (else the
+    last); the remaining rows keep their order. Valid data (no repeats) is returned unchanged.
+    ``where`` is the file, or a file per split (the warning then names those holding repeats).
+    """
+    key = ["user", "item", "split"]
+    order = (np.argsort(inter["timestamp"].to_numpy(), kind="stable") if "timestamp" in inter.columns
+             else np.arange(len(inter)))
+    dup_sorted = inter.iloc[order].duplicated(key, keep="last").to_numpy(bool)
+    if not dup_sorted.any():
+        return inter
+    drop = np.zeros(len(inter), bool)
+    drop[order[dup_sorted]] = True
+    if isinstance(where, dict):
+        hit = set(inter["split"].astype(str)[drop])
+        where = ", ".join(str(p) for s, p in where.items() if s in hit)
+    warnings.warn(f"{where}: dropped {int(drop.sum())} repeated (user, item) rows within a split "
+                  "(one kept per user, item and split)", UserWarning, stacklevel=3)
+    return inter[~drop].reset_index(drop=True)
+
+
+def check_split_overlap(inter: pd.DataFrame, path: Path, names: dict[str, str]) -> None:
+    """DataError when a (user, item) pair sits in more than one split.
+
+    Evaluation masks a user's training items, so a held-out pair also in train can never be hit and
+    silently lowers recall; the data was split by the user, so it is refused rather than re-split.
+    ``names`` maps each split to how the message names it (a file, or an ``x_label`` value).
+    """
+    both = inter.duplicated(["user", "item"], keep=False).to_numpy(bool)
+    if not both.any():
+        return
+    sub = inter.loc[both, ["user", "item", "split"]].copy()
+    sub["split"] = sub["split"].astype(str)
+    rank = {s: i for i, s in enumerate(SPLITS)}
+    sub = sub.sort_values("split", key=lambda c: c.map(rank), kind="stable")
+    groups = sub.groupby(["user", "item"], sort=True)["split"].agg(lambda s: " and ".join(names[x] for x in s))
+    kinds = groups.value_counts()
+    shown = "; ".join(f"user {u} item {i} in {w}" for (u, i), w in groups.head(3).items())
+    raise DataError(path, f"{len(groups)} (user, item) pairs appear in more than one split "
+                          f"({', '.join(f'{k}: {v}' for k, v in kinds.items())}), e.g. {shown}; held-out "
+                          "items the user already has in an earlier split can never be hit (evaluation "
+                          "masks them): fix the split, each pair belongs to one split only")
 
 
 def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
@@ -125,12 +204,17 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
     if "timestamp" in df.columns:
         inter["timestamp"] = _numeric(df, "timestamp", path, np.float64).astype(np.int64)
     inter["split"] = pd.Categorical.from_codes(labels, categories=list(SPLITS))
+    inter = drop_split_duplicates(inter, str(path))
+    check_split_overlap(inter, path, {s: f"{s} (x_label {i})" for i, s in enumerate(SPLITS)})
 
     user_ids = _read_mapping(folder, "user", int(users.max()) + 1)
     item_ids = _read_mapping(folder, "item", int(items.max()) + 1)
+    # without a mapping file the ids are numbered 0..max: refuse sparse ids before allocating that many
     if user_ids is None:
+        check_dense(users, "user", path)
         user_ids = np.arange(int(users.max()) + 1).astype(str).astype(object)
     if item_ids is None:
+        check_dense(items, "item", path)
         item_ids = np.arange(int(items.max()) + 1).astype(str).astype(object)
     features = read_mmrec_features(folder, len(item_ids))  # validates rows and NaNs up front
     info = {"source": str(folder.resolve()), "layout": "mmrec",

@@ -4,12 +4,14 @@ Known names:
 - ``ml-latest-small``: MovieLens latest-small, shipped inside the package (text: title, genres, tags).
 - ``ml100k-mm``: MovieLens-100K with plot text and posters, read from ``$RECGOAT_SHARED_DATA`` or
   ``../shared/datasets`` (never copied into the project: its licence forbids redistribution).
-A path may be a prepared dataset folder (``manifest.json``), a folder in the generic layout, or a
-folder in MMRec's layout (``<name>.inter``).
+A path may be a prepared dataset folder (``manifest.json``), a folder in the generic layout, a folder
+in MMRec's layout (``<name>.inter``), a line-per-user folder (``train.txt``, ``test.txt``), or an Amazon
+review file (or a folder holding one, with its ``meta_<Cat>`` file beside it). See :data:`LAYOUTS`.
 """
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +24,64 @@ from recgoat.errors import DataError
 
 EMBEDDED = ("ml-latest-small",)
 SHARED = ("ml100k-mm",)
+# What a path may hold, as listed in errors when none is recognised: layout → (files, Python loader).
+LAYOUTS = {
+    "prepared": ("manifest.json", "recgoat.datasets.Dataset.load"),
+    "generic": ("interactions.{csv,tsv,parquet} [+ items.*, images/]", "recgoat.datasets.load"),
+    "mmrec": ("<name>.inter [+ text_feat.npy, image_feat.npy]", "recgoat.datasets.load_mmrec"),
+    "lines": ("train.txt + test.txt [+ valid.txt]", "recgoat.datasets.load_lines"),
+    "amazon": ("reviews_<Cat>.json.gz | <Cat>.json.gz | <Cat>.jsonl[.gz] [+ meta_<Cat>.*]",
+               "recgoat.datasets.load_amazon"),
+}
+_AMAZON = re.compile(r"\.jsonl?(\.gz)?$")
+
+
+def layouts_help() -> str:
+    """One line listing every recognised layout and its Python loader, for error messages."""
+    return "; ".join(f"{k}: {files} ({loader})" for k, (files, loader) in LAYOUTS.items())
+
+
+def _amazon_category(path: Path) -> str:
+    """``reviews_Baby_5.json.gz`` / ``Baby.json.gz`` / ``Baby_Products.jsonl`` → ``Baby…``."""
+    stem = re.sub(r"(\.jsonl?|\.gz)+$", "", path.name)
+    return re.sub(r"_5$", "", re.sub(r"^reviews_", "", stem))
+
+
+def _amazon_meta(reviews: Path) -> Path | None:
+    """The ``meta_<Cat>`` file beside a review file, if there is exactly one."""
+    cat = _amazon_category(reviews)
+    found = [p for p in sorted(reviews.parent.glob(f"meta_{cat}.json*")) if _AMAZON.search(p.name)]
+    if len(found) > 1:
+        raise DataError(reviews.parent, f"several metadata files for {cat} ({', '.join(p.name for p in found)}); "
+                                        "call recgoat.datasets.load_amazon(reviews, meta) with the one to use")
+    return found[0] if found else None
+
+
+def find_amazon(path: Path) -> tuple[Path, Path | None] | None:
+    """(reviews, meta) when ``path`` is an Amazon review file or a folder holding exactly one; else None."""
+    if path.is_file():
+        if not _AMAZON.search(path.name):
+            return None
+        if path.name.startswith("meta_"):
+            raise DataError(path, "this is an Amazon metadata file; pass the review file (the meta_ file "
+                                  "beside it is found automatically)")
+        return path, _amazon_meta(path)
+    reviews = [p for p in sorted(path.glob("*.json*")) if _AMAZON.search(p.name) and not p.name.startswith("meta_")]
+    if not reviews:
+        return None
+    if len(reviews) > 1:
+        raise DataError(path, f"several Amazon review files ({', '.join(p.name for p in reviews)}); pass "
+                              "one file, or call recgoat.datasets.load_amazon(reviews, meta)")
+    return reviews[0], _amazon_meta(reviews[0])
+
+
+def _is_lines(path: Path) -> bool:
+    """train.txt is enough: load_lines then names a missing test.txt itself."""
+    return path.is_dir() and (path / "train.txt").is_file()
+
+
+def _has_generic(path: Path) -> bool:
+    return path.is_dir() and any((path / f"interactions{e}").exists() for e in (".csv", ".tsv", ".parquet"))
 
 
 def embedded_path(name: str) -> Path:
@@ -72,6 +132,20 @@ def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame 
         raise DataError(path, f"no such dataset name or folder (known names: {', '.join(EMBEDDED + SHARED)})")
     if list(path.glob("*.inter")):
         raise DataError(path, "MMRec layout folders are already split: load them with recgoat.datasets.load")
+    if _is_lines(path) and not _has_generic(path):
+        raise DataError(path, "line-per-user folders are already split: load them with recgoat.datasets.load")
+    if not _has_generic(path):
+        amazon = find_amazon(path)
+        if amazon is not None:
+            from recgoat.datasets.amazon import category_name, read_amazon
+
+            reviews, meta = amazon
+            inter, items, fields = read_amazon(reviews, meta)
+            info = {"source": str(reviews.resolve()), "layout": "amazon",
+                    "meta": str(meta.resolve()) if meta is not None else None}
+            return category_name(reviews), inter, items, fields, info
+        what = "no interactions.csv, .tsv or .parquet in this folder" if path.is_dir() else "not a dataset file"
+        raise DataError(path, f"{what}, nor another recognised layout ({layouts_help()})")
     inter, items, fields = load_generic(path)
     return path.name, inter, items, fields, {"source": str(path.resolve())}
 
@@ -85,6 +159,10 @@ def load(name_or_path: str | Path, config: PrepareConfig | None = None) -> Datas
         from recgoat.datasets.mmrec import load_mmrec
 
         return load_mmrec(p)
+    if _is_lines(p) and not _has_generic(p):
+        from recgoat.datasets.lines import load_lines
+
+        return load_lines(p)
     name, inter, items, fields, info = load_raw(name_or_path)
     return prepare(name, inter, items, fields, config or default_prepare_config(name), info)
 

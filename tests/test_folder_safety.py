@@ -109,7 +109,7 @@ def artefact(world, tmp_path) -> Path:
 def test_export_refuses_an_existing_artefact_without_overwrite(world, artefact):
     before = snapshot(artefact)
     res = export_cli(world, artefact)
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     line = one_line(res.output)
     assert str(artefact) in line and "--overwrite" in line
     assert snapshot(artefact) == before
@@ -120,7 +120,7 @@ def test_export_with_bad_features_leaves_the_artefact_intact(world, artefact, tm
     (tmp_path / "emptyfeat").mkdir()
     before = snapshot(artefact)
     res = export_cli(world, artefact, "--features", str(tmp_path / "emptyfeat"), *(["--overwrite"] * overwrite))
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     line = one_line(res.output)
     assert (str(tmp_path / "emptyfeat") if overwrite else str(artefact)) in line
     assert snapshot(artefact) == before and siblings(artefact) == []
@@ -133,7 +133,7 @@ def test_export_checks_the_fingerprint_before_touching_the_artefact(world, artef
     before = snapshot(artefact)
     res = runner.invoke(app, ["export", str(world["run"]), "--dataset", str(other), "--out", str(artefact),
                               "--overwrite"])
-    assert res.exit_code == 2 and "fingerprint" in one_line(res.output)
+    assert res.exit_code == 1 and "fingerprint" in one_line(res.output)
     assert snapshot(artefact) == before
 
 
@@ -167,7 +167,7 @@ def test_export_refuses_a_foreign_folder_even_with_overwrite(world, tmp_path):
     notes.mkdir()
     (notes / "todo.txt").write_text("keep me")
     res = export_cli(world, notes, "--overwrite")
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     line = one_line(res.output)
     assert str(notes) in line and "todo.txt" in line
     assert (notes / "todo.txt").read_text() == "keep me" and sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
@@ -178,7 +178,7 @@ def test_export_out_is_a_regular_file(world, tmp_path, under):
     f = tmp_path / "file"
     f.write_text("x")
     res = export_cli(world, f / "sub" if under else f)
-    assert res.exit_code == 2 and f"{f}: exists and is not a folder" in one_line(res.output)
+    assert res.exit_code == 1 and f"{f}: exists and is not a folder" in one_line(res.output)
     assert f.read_text() == "x"
 
 

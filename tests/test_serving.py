@@ -541,7 +541,7 @@ def test_cli_recommend_and_similar(artefact, run):
     sim = runner.invoke(app, ["recommend", str(artefact), "--item", run.item_ids[0], "-k", "3"])
     assert sim.exit_code == 0 and "similar" in sim.output
     bad = runner.invoke(app, ["recommend", str(artefact), "--user", "no-such-user"])
-    assert bad.exit_code == 2 and "unknown user id" in bad.output
+    assert bad.exit_code == 1 and "unknown user id" in bad.output
 
 
 def test_serve_entry_points_refuse_bad_folders_and_bind_loopback(tmp_path, capsys):
@@ -550,10 +550,10 @@ def test_serve_entry_points_refuse_bad_folders_and_bind_loopback(tmp_path, capsy
     from recgoat.serving.__main__ import main
     from recgoat.serving.cli import app
 
-    assert main([str(tmp_path / "nothing")]) == 2
+    assert main([str(tmp_path / "nothing")]) == 1
     assert "no such artefact folder" in capsys.readouterr().err
     out = CliRunner().invoke(app, ["serve", str(tmp_path)])
-    assert out.exit_code == 2 and "artifact.json is missing" in out.output
+    assert out.exit_code == 1 and "artifact.json is missing" in out.output
     import inspect
 
     from recgoat.serving import __main__ as entry
@@ -572,7 +572,7 @@ def test_cli_export_from_trainer_run(model, dataset, tmp_path):
     dataset.save(tmp_path / "ds")
     runner = CliRunner()
     bad = runner.invoke(app, ["export", str(run_dir), "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "a")])
-    assert bad.exit_code == 2 and "fingerprint" in bad.output
+    assert bad.exit_code == 1 and "fingerprint" in bad.output
     (run_dir / "result.json").write_text(json.dumps({"dataset_fingerprint": dataset.fingerprint()}))
     ok = runner.invoke(app, ["export", str(run_dir), "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "a")])
     assert ok.exit_code == 0, ok.output

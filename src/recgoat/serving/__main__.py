@@ -39,7 +39,7 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
         app = create_app(load_run(run_path), index)
     except RecGOATError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
     # everything loaded so far lives as long as the process: keep it out of the cyclic GC's full passes,
     # which would otherwise walk torch, pandas and the item table and show up as latency spikes
     gc.collect()

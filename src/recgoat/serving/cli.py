@@ -22,7 +22,7 @@ console = Console()
 def _fail(e: Exception) -> None:
     # one line whatever the terminal width, and a path holding [brackets] is not read as rich markup
     console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(1)  # as every other command; 2 stays click's usage errors
 
 
 @app.command("export")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,3 +78,62 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------- folders
+def nearest_existing(path: Path) -> Path | None:
+    """``path`` or its closest existing parent (a dangling symlink counts as existing); None if none does."""
+    return next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+
+
+def check_folder_path(path: Path, reason: str) -> None:
+    """A DataError naming the file in the way when ``path`` or a parent exists but is not a folder.
+
+    Why: ``mkdir`` there fails with a bare OSError, often only after slow work; ``reason`` ends the
+    message ("the output must be a folder")."""
+    from recgoat.errors import DataError
+
+    existing = nearest_existing(path)
+    if existing is not None and not existing.is_dir():
+        raise DataError(existing, f"exists and is not a folder; {reason}")
+
+
+def is_atomic_temp(name: str) -> bool:
+    """A temporary left by an interrupted :func:`atomic_path` / :func:`atomic_folder` (``.NAME.XXXX.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def folder_entries(path: Path) -> set[str]:
+    """Names in the folder ``path`` (none when it does not exist), interrupted atomic writes left out."""
+    return {p.name for p in path.iterdir() if not is_atomic_temp(p.name)} if path.is_dir() else set()
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; put it in place of ``path`` only if the block succeeds.
+
+    Why: a folder of several files cannot be replaced by renaming one file, so it is built aside. The old
+    folder is renamed away, the new one renamed in, and only then is the old one deleted: a failure at any
+    point leaves the old folder intact (a crash between the two renames leaves it as ``.NAME.*.old``
+    beside ``path``), and ``path`` never holds a half-written mix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
+        if not (path.exists() or path.is_symlink()):
+            os.rename(tmp, path)
+            return
+        old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+        os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -8,21 +8,16 @@ manifest, reloaded without recomputing anything.
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recgoat.errors import DataError
-from recgoat.io import current_umask, read_json, write_json
+from recgoat.io import atomic_folder, check_folder_path, folder_entries, read_json, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -353,14 +348,10 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def _check_save_target(path: Path) -> None:
     """Refuse to save over anything but a new, empty or prepared dataset folder (see :meth:`Dataset.save`)."""
-    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
-    if existing is not None and not existing.is_dir():
-        raise DataError(existing, "exists and is not a folder; the prepared dataset must go into a folder")
-    if existing != path:
-        return  # a new folder
-    names = {p.name for p in path.iterdir() if not _is_stale_temp(p.name)}
+    check_folder_path(path, "the prepared dataset must go into a folder")
+    names = folder_entries(path)
     if not names:
-        return
+        return  # a new or empty folder
     if MANIFEST not in names:
         raise DataError(path, f"is not empty and is not a prepared dataset folder (no {MANIFEST}): refusing to "
                               f"write into it, which would shadow its files; choose a new or empty folder")
@@ -368,39 +359,3 @@ def _check_save_target(path: Path) -> None:
     if foreign:
         raise DataError(path, f"is a prepared dataset folder but also holds {', '.join(foreign)}, which replacing "
                               f"it would delete; choose a new or empty folder")
-
-
-def _is_stale_temp(name: str) -> bool:
-    """A temporary file left by an interrupted atomic write (``.NAME.XXXX.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-@contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield a new empty folder beside ``path``; put it in place of ``path`` only if the block succeeds.
-
-    Why: a folder of several files cannot be replaced by renaming one file, so it is built aside. The old
-    folder is renamed away, the new one renamed in, and only then is the old one deleted: a failure at any
-    point leaves the old folder intact (a crash between the two renames leaves it as ``.NAME.*.old``
-    beside ``path``), and ``path`` never holds a half-written mix.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
-        if not (path.exists() or path.is_symlink()):
-            os.rename(tmp, path)
-            return
-        old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-        os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            os.rename(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -30,14 +30,11 @@ def _fail(exc: Exception) -> None:
 
 
 def _out_folder(path: Path) -> Path:
-    """``path`` if it can be a folder to write into; else a DataError naming the file in the way.
+    """``path`` if it can be a folder to write into; else a DataError naming the file in the way (checked
+    before the dataset is loaded)."""
+    from recgoat.io import check_folder_path
 
-    Why: ``mkdir`` on a path that is (or lies under) a regular file fails with a bare OSError traceback,
-    and only after the dataset has been loaded.
-    """
-    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
-    if existing is not None and not existing.is_dir():
-        raise DataError(existing, "exists and is not a folder; the output must be a folder")
+    check_folder_path(path, "the output must be a folder")
     return path
 
 

@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recgoat.errors import DataError
-from recgoat.io import read_json, write_json
+from recgoat.io import atomic_folder, check_folder_path, folder_entries, read_json, write_json
 
 ARTIFACT_FORMAT_VERSION = 1
 ARTIFACT_FILE = "artifact.json"
@@ -99,14 +99,10 @@ def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     Accepted: a new folder, an empty one, or (with ``overwrite``) an existing artefact folder.
     """
     out = Path(out_dir)
-    existing = next((p for p in (out, *out.parents) if p.exists() or p.is_symlink()), None)
-    if existing is not None and not existing.is_dir():
-        raise DataError(existing, "exists and is not a folder; the artefact must go into a folder")
-    if existing != out:
-        return  # a new folder
-    names = {p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+    check_folder_path(out, "the artefact must go into a folder")
+    names = folder_entries(out)
     if not names:
-        return
+        return  # a new or empty folder
     foreign = sorted(names - ARTEFACT_NAMES)
     if foreign:
         shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
@@ -138,8 +134,6 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
         from recgoat.features.store import load_features
 
         feats = load_features(dataset, features_folder)
-    from recgoat.datasets.dataset import atomic_folder  # here: the server imports this module, not datasets
-
     with atomic_folder(out) as tmp:
         _write_artefact(model, dataset, tmp, feats)
     return out

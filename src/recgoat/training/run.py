@@ -18,7 +18,7 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.evaluator import Evaluator
 from recgoat.io import read_json, write_json
 from recgoat.models.base import Recommender, get_model_class
-from recgoat.training.trainer import Trainer, check_run_dir, make_run_dir
+from recgoat.training.trainer import Trainer, check_run_dir
 
 EVAL_SPLITS = ("valid", "test")  # the held-out splits a run can be evaluated on
 
@@ -54,11 +54,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     torch.manual_seed(cfg.trainer.seed)  # initialisation depends on the run's seed only
     model = get_model_class(cfg.model.name).build(dataset, cfg.model.params, features)
-    trainer = Trainer(cfg.trainer, run_dir=run_dir)
-    trainer.preflight(model, dataset)
-    make_run_dir(run_dir)
-    write_json(run_dir / "run_config.json", cfg.model_dump(mode="json"))
-    return trainer.fit(model, dataset)
+    # the trainer writes run_config.json only once its checks pass
+    return Trainer(cfg.trainer, run_dir=run_dir, run_config=cfg.model_dump(mode="json")).fit(model, dataset)
 
 
 def trained_fingerprint(run_dir: Path) -> tuple[Path | None, str | None]:

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
-from recgoat.io import atomic_path, write_json
+from recgoat.io import atomic_path, nearest_existing, write_json
 from recgoat.training.sampling import NegativeSampler
 
 # TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
@@ -138,12 +138,10 @@ def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def check_run_dir(path: Path) -> None:
     """A :class:`ConfigError` naming ``path`` when it or a parent is a file (so no run folder can be made)."""
-    for p in (path, *path.parents):  # the first existing one decides
-        if p.exists():
-            if not p.is_dir():
-                raise ConfigError(f"{path}: exists and is not a folder; choose another run folder (--run-dir)"
-                                  if p == path else f"{path}: cannot create the run folder: {p} is a file")
-            return
+    p = nearest_existing(path)
+    if p is not None and not p.is_dir():
+        raise ConfigError(f"{path}: exists and is not a folder; choose another run folder (--run-dir)"
+                          if p == path else f"{path}: cannot create the run folder: {p} is a file")
 
 
 def make_run_dir(path: Path) -> None:
@@ -180,10 +178,14 @@ class Trainer:
     """Trains any :class:`~recgoat.models.base.Recommender` and keeps the best validation checkpoint."""
 
     def __init__(self, config: TrainConfig | None = None, run_dir: str | Path | None = None,
-                 on_epoch_end: Callable[[int, dict], None] | None = None):
+                 on_epoch_end: Callable[[int, dict], None] | None = None,
+                 run_config: dict[str, Any] | None = None):
         self.config = config or TrainConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_epoch_end = on_epoch_end
+        # written as run_dir/run_config.json once the run has passed every check, so a refused run
+        # leaves the folder as it was (recgoat.training.run.train's whole configuration)
+        self.run_config = run_config
 
     # ------------------------------------------------------------------ helpers
     def _seed_epoch(self, epoch: int) -> np.random.Generator:
@@ -204,11 +206,11 @@ class Trainer:
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
         optimizer.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
 
-    def resume_state(self, model, dataset) -> dict | None:
+    def resume_state(self, model, signature: dict[str, Any] | None) -> dict | None:
         """The checkpoint state this run resumes (None: a fresh start); a :class:`ConfigError` when the
-        checkpoint was trained with another model, data or trajectory settings (:func:`run_signature`),
-        which resuming would silently mix into this run. A checkpoint of an older version, without a
-        signature, is resumed as before."""
+        checkpoint was trained with another model, data or trajectory settings than this run's
+        ``signature`` (:func:`run_signature`), which resuming would silently mix into this run. A
+        checkpoint of an older version, without a signature, is resumed as before."""
         if self.run_dir is None or not self.config.resume or not _trains(model):
             return None
         path = self.run_dir / "checkpoint" / "state.json"
@@ -221,20 +223,20 @@ class Trainer:
                                   f"--set trainer.resume=false or another --run-dir") from None
         old = state.get("signature")
         if old is not None:
-            changes = signature_changes(old, run_signature(model, dataset, self.config))
+            changes = signature_changes(old, signature)
             if changes:
                 raise ConfigError(f"{self.run_dir}: was run with a different configuration "
                                   f"({'; '.join(changes)}); to start afresh use --set trainer.resume=false "
                                   f"(overwrites that run) or another --run-dir")
         return state
 
-    def preflight(self, model, dataset) -> dict | None:
+    def preflight(self, model, dataset, signature: dict[str, Any] | None) -> dict | None:
         """Every check that can refuse this run, done before anything is written or trained; returns
-        :meth:`resume_state`. :func:`recgoat.training.run.train` calls it before writing its run config."""
+        :meth:`resume_state`."""
         if self.run_dir is not None:
             check_run_dir(self.run_dir)
         check_held_out(dataset)
-        return self.resume_state(model, dataset)
+        return self.resume_state(model, signature)
 
     def _log(self, row: dict) -> None:
         if self.run_dir is None:
@@ -266,9 +268,13 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         if model._train_csr is None:
             model.prepare(dataset)
-        state = self.preflight(model, dataset)
+        # what a checkpoint of this run records and a resumed one is compared with
+        signature = run_signature(model, dataset, cfg) if self.run_dir is not None and _trains(model) else None
+        state = self.preflight(model, dataset, signature)
         if self.run_dir is not None:
             make_run_dir(self.run_dir)
+            if self.run_config is not None:
+                write_json(self.run_dir / "run_config.json", self.run_config)
         valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)
         t_start = time.perf_counter()
         history: list[dict] = []
@@ -280,7 +286,6 @@ class Trainer:
         if _trains(model):
             sampler = NegativeSampler(model._train_csr)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            signature = run_signature(model, dataset, cfg) if self.run_dir is not None else None
             if state is not None:
                 self._load_checkpoint(model, optimizer)
                 start_epoch, bad = state["epoch"] + 1, state["bad"]

@@ -7,7 +7,6 @@ the chosen model's own ``Config``.
 from __future__ import annotations
 
 import json
-import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recgoat.datasets.preprocess import RATIOS_RULE, ratios_ok
 from recgoat.errors import ConfigError
 from recgoat.training.trainer import TrainConfig
 
@@ -34,10 +34,8 @@ class DataConfig(BaseModel):
     @field_validator("ratios")
     @classmethod
     def _ratios_split_everything(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        """Shares that do not sum to 1 would be read silently as some other split."""
-        if not (all(math.isfinite(x) and x >= 0 for x in v) and v[0] > 0 and abs(sum(v) - 1.0) <= 1e-6):
-            raise ValueError("ratios must be 3 non-negative numbers (train, valid, test) summing to 1 "
-                             "with a positive train share")
+        if not ratios_ok(v):  # the rule data preparation applies, checked here before anything loads
+            raise ValueError(RATIOS_RULE)
         return v
 
 

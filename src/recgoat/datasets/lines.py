@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import SPLITS, Dataset
-from recgoat.datasets.mmrec import MAX_ID, check_dense, dense_limit, check_split_overlap, drop_split_duplicates
+from recgoat.datasets.mmrec import MAX_ID, check_dense, check_split_overlap, drop_split_duplicates
 from recgoat.errors import DataError
 from recgoat.io import atomic_path
 
@@ -107,12 +107,9 @@ def _check_dense_lines(named: dict[str, np.ndarray], inter: pd.DataFrame, paths:
         ids = np.concatenate(list(per_split.values()))
         if len(ids) == 0:
             continue
-        n = len(np.unique(ids))
-        if int(ids.max()) + 1 <= dense_limit(n):
-            continue
         top = int(ids.max())
         where = next(s for s, a in per_split.items() if len(a) and int(a.max()) == top)
-        check_dense(ids, kind, paths[where], n)
+        check_dense(ids, kind, paths[where])
 
 
 def save_lines(dataset: Dataset, folder: str | Path) -> Path:

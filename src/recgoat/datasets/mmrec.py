@@ -74,12 +74,12 @@ def dense_limit(n_distinct: int) -> int:
     return 2 * n_distinct + 1000
 
 
-def check_dense(ids: np.ndarray, kind: str, path: Path, n_distinct: int | None = None) -> None:
+def check_dense(ids: np.ndarray, kind: str, path: Path) -> None:
     """DataError naming ``path`` and the largest id when ``ids`` are not (nearly) dense 0..N-1."""
     if len(ids) == 0:
         return
     top = int(ids.max())
-    n = n_distinct if n_distinct is not None else len(np.unique(ids))
+    n = len(np.unique(ids))
     if top < 0 or top + 1 > dense_limit(n):
         raise DataError(path, f"{kind} id {top} is far above the {n} distinct {kind} ids: this layout "
                               f"uses dense ids 0..N-1, so the largest id + 1 must be at most "

@@ -48,13 +48,20 @@ class PrepareConfig:
             raise ConfigError(f"min_rating must be a number or None, got {self.min_rating!r}")
         if not isinstance(self.dedup, (bool, np.bool_)):
             raise ConfigError(f"dedup must be true or false, got {self.dedup!r}")
-        r = self.ratios
-        ok = (isinstance(r, (tuple, list)) and len(r) == 3
-              and all(_is_real(x) and math.isfinite(x) and x >= 0 for x in r)
-              and r[0] > 0 and abs(sum(r) - 1.0) <= 1e-6)
-        if not ok:
-            raise ConfigError(f"ratios must be 3 non-negative numbers (train, valid, test) summing to 1 "
-                              f"with a positive train share, got {r!r}")
+        if not ratios_ok(self.ratios):
+            raise ConfigError(f"{RATIOS_RULE}, got {self.ratios!r}")
+
+
+RATIOS_RULE = ("ratios must be 3 non-negative numbers (train, valid, test) summing to 1 with a positive "
+               "train share")
+
+
+def ratios_ok(r) -> bool:
+    """Whether ``r`` splits every interaction (:data:`RATIOS_RULE`); shares that do not sum to 1 would be
+    read silently as some other split."""
+    return (isinstance(r, (tuple, list)) and len(r) == 3
+            and all(_is_real(x) and math.isfinite(x) and x >= 0 for x in r)
+            and r[0] > 0 and abs(sum(r) - 1.0) <= 1e-6)
 
 
 def _is_int(x) -> bool:

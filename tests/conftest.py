@@ -50,3 +50,16 @@ def subset_users(dataset, n_users: int, seed: int = 2026):
     keep = keep.drop(columns=["split"], errors="ignore")
     return prepare(dataset.name + f"-{n_users}u", keep, dataset.items, dataset.text_fields,
                    PrepareConfig(k_core=2, seed=seed), dataset.info)
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """The real ``recgoat`` entry point, which prints a RecGOATError as one line and exits 1:
+    (exit code, stderr)."""
+    import sys
+
+    from recgoat.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["recgoat", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    return e.value.code, capsys.readouterr().err

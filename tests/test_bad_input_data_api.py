@@ -6,7 +6,6 @@ item table; ``recommend``/``score`` arguments; Field bounds of every model's hyp
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from recgoat.datasets import PrepareConfig, load, prepare
 from recgoat.datasets.generic import read_interactions
 from recgoat.datasets.registry import load_raw, shared_root
 from recgoat.errors import ConfigError, DataError
+
+from conftest import run_main
 
 
 def write_folder(root: Path, inter: pd.DataFrame, items: pd.DataFrame | None = None, fmt: str = "csv") -> Path:
@@ -42,16 +43,6 @@ def grid(n_users: int = 6, items: tuple[str, ...] = ("a", "b", "c", "d"), timest
     if timestamps:
         df["timestamp"] = 1_600_000_000 + np.arange(len(df))
     return df
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run the real entry point (which turns RecGOATError into one line and exit 1)."""
-    from recgoat.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recgoat", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    return e.value.code, capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ 1. prepare options
@@ -89,7 +80,7 @@ def test_unknown_split_in_cli_and_train_config(tmp_path, monkeypatch, capsys):
     folder = write_folder(tmp_path / "cat", grid())
     for cmd in (["datasets", "info", str(folder), "--split", "bogus"],
                 ["datasets", "prepare", str(folder), "--out", str(tmp_path / "out"), "--split", "bogus"]):
-        code, err = run_cli(monkeypatch, capsys, *cmd)
+        code, err = run_main(monkeypatch, capsys, *cmd)
         assert code == 1 and "unknown split 'bogus'" in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -106,7 +97,7 @@ def test_temporal_split_without_timestamps_names_the_folder(tmp_path, monkeypatc
     with pytest.raises(DataError, match="a temporal split needs a timestamp column") as e:
         load(folder, PrepareConfig(split="temporal"))
     assert e.value.path == str(folder.resolve())
-    code, err = run_cli(monkeypatch, capsys, "datasets", "info", str(folder), "--split", "temporal")
+    code, err = run_main(monkeypatch, capsys, "datasets", "info", str(folder), "--split", "temporal")
     assert code == 1 and "bare: a temporal split needs a timestamp column" in err
 
 

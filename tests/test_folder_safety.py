@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,8 @@ from typer.testing import CliRunner
 
 from recgoat.datasets import Dataset, PrepareConfig, load, prepare
 from recgoat.errors import DataError
+
+from conftest import run_main
 
 runner = CliRunner()
 
@@ -49,16 +50,6 @@ def raw_catalogue(root: Path, n_users: int = 12, n_items: int = 8, seed: int = 0
                   "title": [f"Product [{i}]" if i % 3 else None for i in range(n_items)]}).to_csv(
         root / "items.csv", index=False)
     return root
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """The real ``recgoat`` entry point, which prints a RecGOATError as one line and exits 1."""
-    from recgoat.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["recgoat", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    return e.value.code, capsys.readouterr().err
 
 
 def one_line(output: str) -> str:

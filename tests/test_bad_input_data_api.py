@@ -193,7 +193,63 @@ def test_real_datasets_unchanged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every item of ml100k-mm has a row: no warning
         name, inter, items, fields, info = load_raw("ml100k-mm")
-    assert prepare(name, inter, items, fields, PrepareConfig(), info).fingerprint() == "71f4b777f855d813"
+    # image paths are hashed relative to the dataset folder (see the test below), so this value holds
+    # wherever the shared folder sits; an absolute path made CI (another checkout path) see another dataset
+    assert prepare(name, inter, items, fields, PrepareConfig(), info).fingerprint() == "9d9a84bab200b200"
+
+
+def _folder_with_images(root: Path) -> Path:
+    from PIL import Image
+
+    folder = write_folder(root, grid(), pd.DataFrame({"item_id": list("abcd"), "title": list("ABCD")}))
+    (folder / "images").mkdir()
+    for i, it in enumerate("abcd"):
+        Image.new("RGB", (4, 4), (60 * i, 0, 0)).save(folder / "images" / f"{it}.jpg")
+    return folder
+
+
+def _prepared(folder: Path):
+    name, inter, items, fields, info = load_raw(str(folder))
+    return prepare(name, inter, items, fields, PrepareConfig(k_core=0), info)
+
+
+def test_moving_a_dataset_folder_keeps_its_fingerprint_and_images(tmp_path):
+    """Caches and run folders are keyed on the fingerprint: moving the data must not make them stale,
+    while pointing an item at another image must."""
+    import shutil
+
+    first = _folder_with_images(tmp_path / "here" / "shop")
+    moved = tmp_path / "elsewhere" / "deeper" / "shop"
+    shutil.copytree(first, moved)
+    a, b = _prepared(first), _prepared(moved)
+    assert a.fingerprint() == b.fingerprint()
+    # the moved copy reads its own images, not the first folder's
+    assert all(p is not None and p.startswith(str(moved.resolve())) and Path(p).is_file()
+               for p in b.image_sources())
+    (moved / "images" / "a.jpg").rename(moved / "images" / "z.jpg")
+    (moved / "images" / "b.jpg").rename(moved / "images" / "a.jpg")
+    assert _prepared(moved).fingerprint() != a.fingerprint()
+
+
+def test_relative_image_paths_resolve_against_the_dataset_folder(tmp_path):
+    """An item table may name images relative to its folder: encoding and the exported artefact's
+    web page both find them there (export used to look in the working directory and drop them)."""
+    from recgoat.serving.artifacts import _display_items
+
+    folder = _folder_with_images(tmp_path / "shop")
+    ds = _prepared(folder)
+    ds.items["image"] = [f"images/{it}.jpg" for it in ds.items["item_id"]]
+    ds.items.loc[ds.items["item_id"] == "d", "image"] = "https://example.com/d.jpg"
+    sources = ds.image_sources()
+    by_id = dict(zip(ds.item_ids, sources))
+    assert by_id["a"] == str(folder.resolve() / "images" / "a.jpg") and by_id["d"] == "https://example.com/d.jpg"
+    out = tmp_path / "artefact"
+    out.mkdir()
+    table = _display_items(ds, out)
+    shown = dict(zip(table["item_id"], table["image"]))
+    assert shown["d"] == "https://example.com/d.jpg"
+    for it in "abc":
+        assert (out / shown[it]).read_bytes() == (folder / "images" / f"{it}.jpg").read_bytes()
 
 
 # ------------------------------------------------------------------------------ 5. recommend / score

@@ -8,6 +8,7 @@ manifest, reloaded without recomputing anything.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,30 @@ class Dataset:
         stacked = np.stack(parts, axis=1)
         return ["\n".join(p for p in row if p) for row in stacked]
 
+    def image_sources(self) -> list[str | None]:
+        """Per item: a local path (relative ones resolved against ``info["source"]``, the folder the
+        dataset was read from), a URL, or None when the metadata names no image."""
+        if not self.has_images:
+            return [None] * self.n_items
+        base = self._source_dir()
+        out: list[str | None] = []
+        for v in self.items["image"].tolist():
+            if not isinstance(v, str) or not v.strip():
+                out.append(None)
+            elif v.startswith(("http://", "https://")):
+                out.append(v)
+            else:
+                p = Path(v)
+                out.append(str(base / p if not p.is_absolute() and base is not None else p))
+        return out
+
+    def _source_dir(self) -> Path | None:
+        src = self.info.get("source")
+        if not isinstance(src, str) or not src or src.startswith("embedded:"):
+            return None
+        p = Path(src)
+        return p.parent if p.is_file() else p  # an Amazon source is the reviews file
+
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
         """A hash of interactions, split and item metadata: caches keyed on it go stale when data changes.
@@ -170,8 +195,25 @@ class Dataset:
         if self.items is not None:
             for col in self.items.columns:
                 h.update(str(col).encode())
-                text(self.items[col].tolist())
+                values = self.items[col].tolist()
+                text(self._portable_images(values) if col == "image" else values)
         return h.hexdigest()[:16]
+
+    def _portable_images(self, values: list) -> list:
+        """Image paths inside the source folder as paths relative to it, so that moving a dataset folder
+        (or reading it from another checkout) keeps its fingerprint, and with it caches and run folders."""
+        base = self._source_dir()
+        if base is None:
+            return values
+        prefixes = {str(b).rstrip("/\\") + os.sep for b in (base, base.resolve())}
+
+        def portable(v: object) -> object:
+            for prefix in prefixes:
+                if isinstance(v, str) and v.startswith(prefix):
+                    return v[len(prefix):].replace(os.sep, "/")
+            return v
+
+        return [portable(v) for v in values]
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

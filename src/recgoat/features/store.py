@@ -344,24 +344,7 @@ class _Session:
 
     # -------------------------------------------------------------------------------------- image
     def image_sources(self) -> list[str | None]:
-        """Per item: a local path (relative ones resolved against the dataset's source folder), a URL, or
-        None when the metadata names no image."""
-        from recgoat.features.download import is_url
-
-        ds = self.dataset
-        base = Path(str(ds.info.get("source", ""))) if ds.info.get("source") else None
-        out: list[str | None] = []
-        for v in ds.items["image"].tolist():
-            if not isinstance(v, str) or not v.strip():
-                out.append(None)
-            elif is_url(v):
-                out.append(v)
-            else:
-                p = Path(v)
-                if not p.is_absolute() and base is not None and base.is_dir():
-                    p = base / p
-                out.append(str(p))
-        return out
+        return self.dataset.image_sources()
 
     def image_paths(self, sources: list[str | None]) -> tuple[list[str | None], dict[int, str]]:
         """Local path per item (None when unknown); URLs are downloaded into the image cache first.

@@ -76,9 +76,9 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
     if "title" not in table.columns:
         table["title"] = table["item_id"]
     images: list[str | None] = [None] * len(table)
-    if src is not None and "image" in src.columns:
+    if dataset.has_images:
         (out / "images").mkdir(exist_ok=True)
-        for i, ref in enumerate(src["image"].tolist()):
+        for i, ref in enumerate(dataset.image_sources()):
             if not isinstance(ref, str) or not ref:
                 continue
             if ref.startswith(("http://", "https://")):

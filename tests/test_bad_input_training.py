@@ -72,6 +72,7 @@ def finished_run(catalogue, tmp_path_factory):
     ("trainer.metric=ndcg@20", 'trainer.metric: "recall@20" → "ndcg@20"'),
     ("model.params.embedding_dim=16", "model.params.embedding_dim: 8 → 16"),  # was a size-mismatch traceback
     ("data.seed=5", "data (fingerprint)"),  # another split: was test leakage
+    ("trainer.eval_selection=torch", 'trainer.eval_selection: "count" → "torch"'),  # ties pick another best
 ])
 def test_resume_with_changed_config_is_refused_and_changes_nothing(catalogue, finished_run, tmp_path,
                                                                    override, change):
@@ -126,6 +127,42 @@ def test_model_fit_api_refuses_a_changed_checkpoint(catalogue, tmp_path):
     BPRMF.build(ds, {"embedding_dim": 8}).fit(ds, cfg, run_dir=tmp_path / "r")
     with pytest.raises(ConfigError, match=r"model\.params\.embedding_dim: 8 → 16"):
         BPRMF.build(ds, {"embedding_dim": 16}).fit(ds, cfg, run_dir=tmp_path / "r")
+
+
+def test_checkpoint_of_an_older_signature_resumes(catalogue, finished_run, tmp_path):
+    """Keys a checkpoint did not record (added to the signature later) are not compared."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    path = run_dir / "checkpoint/state.json"
+    state = json.loads(path.read_text())
+    del state["signature"]["features"], state["signature"]["train"]["eval_selection"]
+    path.write_text(json.dumps(state))
+    assert train(run_config(catalogue, "trainer.epochs=3"), run_dir=run_dir)["epochs_run"] == 3
+
+
+def test_resume_refuses_features_with_the_same_shape_but_other_values(catalogue, tmp_path):
+    """Re-encoded features (another encoder or template) keep their shape: the checkpoint hashes their
+    values, so a resumed run does not continue on other inputs; features a model does not read do not count."""
+    from recgoat.features.store import Features
+    from recgoat.models import VBPR, LightGCN
+
+    ds = load(catalogue)
+    rng = np.random.default_rng(0)
+    first = Features(text=rng.normal(size=(ds.n_items, 8)).astype(np.float32))
+    other = Features(text=rng.normal(size=(ds.n_items, 8)).astype(np.float32))
+    cfg = TrainConfig(epochs=1, batch_size=256, progress=False)
+    VBPR.build(ds, {"embedding_dim": 8}, first).fit(ds, cfg, run_dir=tmp_path / "vbpr")
+    before = snapshot(tmp_path / "vbpr")
+    with pytest.raises(ConfigError, match=r"feature values: \{\"text\": \"[0-9a-f]{16}\"\} → \{\"text\""):
+        VBPR.build(ds, {"embedding_dim": 8}, other).fit(ds, cfg.model_copy(update={"epochs": 2}),
+                                                          run_dir=tmp_path / "vbpr")
+    assert snapshot(tmp_path / "vbpr") == before
+    same = Features(text=first.text.copy())
+    assert VBPR.build(ds, {"embedding_dim": 8}, same).fit(ds, cfg.model_copy(update={"epochs": 2}),
+                                                           run_dir=tmp_path / "vbpr")["epochs_run"] == 2
+    LightGCN.build(ds, {"embedding_dim": 8}, first).fit(ds, cfg, run_dir=tmp_path / "lgcn")
+    assert LightGCN.build(ds, {"embedding_dim": 8}, other).fit(ds, cfg.model_copy(update={"epochs": 2}),
+                                                              run_dir=tmp_path / "lgcn")["epochs_run"] == 2
 
 
 # ------------------------------------------------------------------ 2. K beyond the catalogue, ks/metric

@@ -49,6 +49,28 @@ def register(name: str):
     return wrap
 
 
+def feature_digests(features, dims: dict[str, Any]) -> dict[str, str]:
+    """A short content hash of each feature matrix a model with constructor ``dims`` reads (``text``,
+    ``image`` with its mask, ``profile``: those whose ``{name}_dim`` is non-zero).
+
+    A run's checkpoint records them: features re-encoded with another encoder or template keep their
+    shape, so the sizes in ``dims`` alone would let a resumed run continue on other inputs.
+    """
+    out: dict[str, str] = {}
+    if features is None:
+        return out
+    for name in ("text", "image", "profile"):
+        x = getattr(features, name, None)
+        if x is None or not int(dims.get(f"{name}_dim", 0) or 0):
+            continue
+        h = hashlib.sha256(np.ascontiguousarray(x, dtype="<f4").tobytes())
+        mask = getattr(features, "image_mask", None) if name == "image" else None
+        if mask is not None:
+            h.update(np.ascontiguousarray(mask, dtype=bool).tobytes())
+        out[name] = h.hexdigest()[:16]
+    return out
+
+
 class Recommender(nn.Module):
     """Base class of every recommender.
 
@@ -80,6 +102,8 @@ class Recommender(nn.Module):
         self._train_csr: sp.csr_matrix | None = None
         self._cached: tuple[Tensor, Tensor] | None = None
         self.summary: dict[str, Any] = {}
+        # content hashes of the feature matrices prepare() was given (see feature_digests)
+        self.feature_digests: dict[str, str] = {}
 
     # ----------------------------------------------------------------- construction
     def init_id_embeddings(self, dim: int) -> None:
@@ -103,6 +127,7 @@ class Recommender(nn.Module):
     def prepare(self, dataset, features=None) -> None:
         """Build what training needs from the training split only (graphs, statistics)."""
         self.set_train_matrix(dataset.csr("train"))
+        self.feature_digests = feature_digests(features, self.dims)
 
     def set_train_matrix(self, train: sp.csr_matrix) -> None:
         self._train_csr = train.tocsr()

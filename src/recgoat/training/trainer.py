@@ -5,7 +5,8 @@ that was best on validation, and never feed back into any choice (METHOD.md §6,
 
 Reproducibility: every epoch draws from generators seeded by ``(seed, epoch)``, so a run resumed from
 its last checkpoint continues exactly as the uninterrupted run would have. The checkpoint records what its
-trajectory depends on (:func:`run_signature`: model, data fingerprint, lr, batch size, seed...); resuming it
+trajectory depends on (:func:`run_signature`: model, data fingerprint, hashes of the features the model
+reads, lr, batch size, seed...); resuming it
 under other values is refused rather than mixing two runs, while epochs or patience may change.
 
 Run folder layout::
@@ -38,7 +39,7 @@ from recgoat.training.sampling import NegativeSampler
 
 # TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
 # under the same values. The others (epochs, patience, eval_every...) may change, e.g. to extend a run.
-SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric")
+SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric", "eval_selection")
 
 
 class TrainConfig(BaseModel):
@@ -117,7 +118,7 @@ def deterministic_kernels():
 def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
     """What a checkpoint's trajectory depends on (kept in its ``state.json``, compared on resume)."""
     sig = {"model": model.name, "model_config": model.config.model_dump(mode="json"), "dims": model.dims,
-           "dataset_fingerprint": dataset.fingerprint(),
+           "dataset_fingerprint": dataset.fingerprint(), "features": dict(model.feature_digests),
            "train": {k: getattr(config, k) for k in SIGNATURE_TRAIN_KEYS}}
     return json.loads(json.dumps(sig))  # as it reads back from state.json (tuples become lists)
 
@@ -125,15 +126,19 @@ def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old → new`` for every value that differs, named as in the run configuration."""
     def flat(sig: dict[str, Any]) -> dict[str, Any]:
-        return {"model.name": sig.get("model"),
-                **{f"model.params.{k}": v for k, v in (sig.get("model_config") or {}).items()},
-                **{f"features ({k})": v for k, v in (sig.get("dims") or {}).items()},
-                "data (fingerprint)": sig.get("dataset_fingerprint"),
-                **{f"trainer.{k}": v for k, v in (sig.get("train") or {}).items()}}
+        out = {"model.name": sig.get("model"),
+               **{f"model.params.{k}": v for k, v in (sig.get("model_config") or {}).items()},
+               **{f"features ({k})": v for k, v in (sig.get("dims") or {}).items()},
+               "data (fingerprint)": sig.get("dataset_fingerprint"),
+               **{f"trainer.{k}": v for k, v in (sig.get("train") or {}).items()}}
+        if "features" in sig:
+            out["feature values"] = sig["features"]
+        return out
 
     a, b = flat(old), flat(new)
-    return [f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}"
-            for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    # a checkpoint written by an older version records fewer keys (no feature hashes, no eval_selection,
+    # no model option added since): its run had no such setting, so only what it recorded is compared
+    return [f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}" for k in a if a.get(k) != b.get(k)]
 
 
 def check_run_dir(path: Path) -> None:

@@ -368,3 +368,41 @@ def test_recommend_refuses_negative_history_and_zero_k(world, option):
     assert res.exit_code == 2 and option[0] in res.output and "Traceback" not in res.output
     ok = runner.invoke(app, ["recommend", str(world["art"]), "--user", "u01", "--history", "3", "-k", "2"])
     assert ok.exit_code == 0, ok.output
+
+
+# ------------------------------------------------------------------ temporaries of killed writers
+def test_temporaries_of_killed_writers_are_swept_once_stale(tmp_path, monkeypatch):
+    """A writer killed mid-write leaves a hidden full-size temporary; the next atomic write in that folder
+    deletes those of dead processes that are over an hour old, and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    from recgoat import io
+
+    monkeypatch.setattr(io, "_swept", set())
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(child.stdout)
+    old = 1_000_000_000  # 2001
+    stale_file = tmp_path / f".text.npy.{dead}-abc123.tmp"
+    stale_file.write_bytes(b"x" * 100)
+    stale_dir = tmp_path / f".data.{dead}-def456.tmp"
+    (stale_dir / "sub").mkdir(parents=True)
+    (stale_dir / "sub" / "part.parquet").write_bytes(b"y")
+    young = tmp_path / f".image.npy.{dead}-young1.tmp"
+    young.write_bytes(b"z")
+    live = tmp_path / f".profile.npy.{os.getpid()}-live01.tmp"  # this process: still writing
+    live.write_bytes(b"w")
+    foreign = tmp_path / ".user-notes.tmp"  # not ours: no pid in the name
+    foreign.write_bytes(b"v")
+    for p in (stale_file, stale_dir, live, foreign):
+        os.utime(p, (old, old))
+    with io.atomic_path(tmp_path / "result.json") as tmp:
+        tmp.write_text("{}")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {young.name, live.name, foreign.name, "result.json"}
+    # atomic writes name their temporaries so that a later sweep can tell whose they are
+    seen = []
+    with io.atomic_folder(tmp_path / "folder") as tmp:
+        seen.append(tmp.name)
+    assert seen[0].startswith(f".folder.{os.getpid()}-") and io.is_atomic_temp(seen[0])

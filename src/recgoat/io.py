@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,12 +44,74 @@ def current_umask() -> int:
     return _IMPORT_UMASK if proc is None else proc
 
 
+# a temporary older than this whose writing process is gone is swept by the next write of the same path
+STALE_TEMP_SECONDS = 3600.0
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.PID-``: the writer's process id lets a later write tell an abandoned temporary from a live one."""
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can test: keep its file
+    return True
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[^/]*\.tmp$")  # what _temp_prefix + mkstemp/mkdtemp make
+_swept: set[str] = set()  # folders this process has swept: once each, not per write (image caches are big)
+
+
+def sweep_stale_temps(folder: Path, min_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the temporaries in ``folder`` left by writers killed mid-write (``kill -9``, power loss).
+
+    Why: each is a full copy of what was being written (a feature matrix, a dataset folder), hidden by its
+    leading dot; repeated crashes would pile them up. Only temporaries named by a process that no longer
+    exists on this machine and untouched for ``min_age`` seconds go (the age guards a writer on another
+    machine sharing the folder). Returns what was removed.
+    """
+    removed: list[Path] = []
+    try:
+        siblings = list(folder.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in siblings:
+        m = _TEMP_NAME.match(p.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if now - p.lstat().st_mtime < min_age:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass  # gone already, or not ours to delete: harmless
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        sweep_stale_temps(folder)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_once(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -99,7 +163,7 @@ def check_folder_path(path: Path, reason: str) -> None:
 
 
 def is_atomic_temp(name: str) -> bool:
-    """A temporary left by an interrupted :func:`atomic_path` / :func:`atomic_folder` (``.NAME.XXXX.tmp``)."""
+    """A temporary left by an interrupted :func:`atomic_path` / :func:`atomic_folder` (``.NAME.PID-XXXX.tmp``)."""
     return name.startswith(".") and name.endswith(".tmp")
 
 
@@ -119,7 +183,8 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _sweep_once(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700

@@ -74,7 +74,8 @@ def benchmark(
     typer.echo(Path(paths["md"]).read_text())
     typer.echo(f"HTML report: {paths['html']}")
     if failed:
-        typer.echo(f"{len(failed)} cell(s) failed; see error.txt in their run folders", err=True)
+        lines = "".join(f"\n  {title}: {msg}" for title, msg in failed.items())
+        typer.echo(f"{len(failed)} cell(s) failed; see error.txt in their run folders:{lines}", err=True)
         raise typer.Exit(1)
 
 

@@ -46,10 +46,9 @@ def collect_runs(config) -> pd.DataFrame:
 
     rows = []
     for cell in plan_cells(config):
-        path = cell.run_dir / "result.json"
-        if not path.exists():
+        if not cell.done:  # an interrupted cell's result.json may lack its test_per_user.npz
             continue
-        r = read_json(path)
+        r = read_json(cell.run_dir / "result.json")
         metric = r.get("train_config", {}).get("metric", config.train.metric)
         bench = r.get("benchmark", {})
         row: dict[str, Any] = {

@@ -14,9 +14,11 @@ Seeds: a cell's seed sets ``torch.manual_seed``/``numpy`` before ``Model.build``
 differs per seed) and ``TrainConfig.seed`` (negative sampling). The train/valid/test split is the same
 for every seed (``split_seed``) unless ``split_seeds: true``, in which case seed *s* also re-splits.
 
-Resume: a cell whose ``result.json`` exists is not recomputed; a cell interrupted midway continues from
-the trainer's last checkpoint. ``cell.json`` records what the cell was started with; resuming a folder
-with a different configuration is refused rather than silently mixing two experiments.
+Resume: a cell whose ``result.json`` holds the runner's ``benchmark`` entry (written last, after the
+trainer's ``result.json`` and ``test_per_user.npz``) is not recomputed; a cell interrupted midway continues
+from the trainer's last checkpoint. ``cell.json`` records what the cell was started with (model, params,
+training settings, seed and the data: dataset spec, split seed, features); before anything trains, a folder
+holding cells of a different configuration is refused rather than silently mixing two experiments.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recgoat.config import read_yaml_mapping, with_preset
-from recgoat.errors import ConfigError, RecGOATError
+from recgoat.errors import ConfigError, RecGOATError, TrainingDiverged
 from recgoat.io import read_json, write_json
 from recgoat.training.trainer import TrainConfig
 
@@ -140,6 +142,14 @@ class BenchmarkConfig(BaseModel):
                 raise ValueError(f"{kind} labels must be unique; repeated: {dup} (set `label`)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be >= 0 (numpy's generators take no negative seed): {self.seeds}")
+        # each cell's training seed is its entry of `seeds`: a train.seed would be silently replaced
+        where = ["train"] * ("seed" in self.train.model_fields_set) + [f"models.{m.key}.train" for m in self.models
+                                                                       if "seed" in m.train]
+        if where:
+            raise ValueError(f"{where[0]}.seed: the training seed of each cell is its entry of `seeds`; "
+                             f"list the seeds there")
         from recgoat.evaluation.metrics import METRICS
 
         bad = [m for m in self.report_metrics if m not in METRICS]
@@ -172,7 +182,8 @@ def dataset_label(spec: DatasetSpec) -> str:
 def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+    msg = str(err.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our own validators
+    return f"{where}: {msg}" if where else msg
 
 
 # ------------------------------------------------------------------------------------- config loading
@@ -197,17 +208,22 @@ def _apply(tree: dict, path: list[str], value: Any) -> None:
     for i, part in enumerate(path):
         last = i == len(path) - 1
         if isinstance(node, list):
-            match = [e for e in node if isinstance(e, dict) and part in (e.get("label"), e.get("name"))]
-            if not match:
-                # entries given as plain strings become dicts so they can receive keys
-                idx = [j for j, e in enumerate(node) if e == part]
-                if not idx:
-                    raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}")
-                node[idx[0]] = {"name": part}
-                match = [node[idx[0]]]
+            # an entry's key is its label, else its name (a plain string entry is a name); a name reaches a
+            # labelled entry only when no entry has it as key and just one entry has that name
+            keyed = [j for j, e in enumerate(node)
+                     if ((e.get("label") or e.get("name")) if isinstance(e, dict) else e) == part]
+            if not keyed:
+                keyed = [j for j, e in enumerate(node) if isinstance(e, dict) and e.get("name") == part]
+                if len(keyed) > 1:
+                    raise ConfigError(f"--set {'.'.join(path)}: {part!r} names several entries of "
+                                      f"{'.'.join(path[:i])}; use a label: {[node[j].get('label') for j in keyed]}")
+            if not keyed:
+                raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}")
             if last:
                 raise ConfigError(f"--set {'.'.join(path)}: cannot replace a whole list entry")
-            node = match[0]
+            if not isinstance(node[keyed[0]], dict):
+                node[keyed[0]] = {"name": part}  # a plain string entry becomes a dict so it can receive keys
+            node = node[keyed[0]]
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i])} is not a mapping")
@@ -240,18 +256,24 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     except ValidationError as e:
         hint = (" (a benchmark config's training section is `train`, e.g. --set train.lr=1e-3; `trainer` is the "
                 "key of `recgoat train`'s run config)") if "trainer" in tree else ""
-        raise ConfigError(f"benchmark config: {_first_error(e)}{hint}") from None
+        where = path if path is not None else "benchmark config"
+        raise ConfigError(f"{where}: {_first_error(e)}{hint}") from None
 
 
 # ------------------------------------------------------------------------------------- data and features
+def is_presplit(spec: DatasetSpec) -> bool:
+    """A prepared or MMRec folder: already split, so the split seed does not apply."""
+    p = Path(spec.name)
+    return p.is_dir() and ((p / "manifest.json").exists() or any(p.glob("*.inter")))
+
+
 def load_dataset(spec: DatasetSpec, split_seed: int):
     """Load and prepare a dataset; ``max_users`` keeps the first users of the raw interactions."""
     from recgoat.datasets import PrepareConfig, load, load_raw, prepare
     from recgoat.datasets.registry import default_prepare_config
 
     p = Path(spec.name)
-    prepared = p.is_dir() and ((p / "manifest.json").exists() or any(p.glob("*.inter")))
-    if prepared:
+    if is_presplit(spec):
         if spec.max_users or spec.prepare:
             raise ConfigError(f"dataset {spec.name}: already split; max_users/prepare do not apply")
         ds = load(p)
@@ -353,6 +375,7 @@ class Cell:
     model: ModelSpec
     seed: int
     run_dir: Path
+    split_seed: int | None = None  # the seed of the cell's train/valid/test split
 
     @property
     def title(self) -> str:
@@ -360,7 +383,13 @@ class Cell:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / "result.json").exists()
+        # the trainer writes result.json before test_per_user.npz, and run_cell rewrites it with its
+        # "benchmark" entry only after both: a cell killed in between is unfinished, not read back
+        path = self.run_dir / "result.json"
+        try:
+            return path.exists() and "benchmark" in read_json(path)
+        except (OSError, ValueError):
+            return False
 
 
 @dataclass
@@ -377,14 +406,27 @@ class BenchmarkRun:
 
 def plan_cells(config: BenchmarkConfig) -> list[Cell]:
     out = Path(config.out)
-    return [Cell(d, m, s, out / "runs" / dataset_label(d) / m.key / f"seed{s}")
+    return [Cell(d, m, s, out / "runs" / dataset_label(d) / m.key / f"seed{s}",
+                 s if config.split_seeds else config.split_seed)
             for d in config.datasets for m in config.models for s in config.seeds]
+
+
+def _data_signature(cell: Cell) -> dict[str, Any]:
+    """What decides a cell's data without loading it, so a finished cell is checked too: the dataset spec,
+    the split seed and, for a model that reads them, the features."""
+    from recgoat.models.base import get_model_class
+
+    spec = cell.dataset
+    features = spec.features if needs_features(get_model_class(cell.model.name)) else None
+    return {"name": spec.name, "max_users": spec.max_users, "prepare": spec.prepare,
+            "split_seed": None if is_presplit(spec) else cell.split_seed, "features": features}
 
 
 def _signature(cell: Cell, train_cfg: TrainConfig, dataset=None) -> dict[str, Any]:
     train = {k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in _COSMETIC_TRAIN_KEYS}
     sig = {"model": cell.model.name, "params": cell.model.params, "train": train, "seed": cell.seed}
     sig["hash"] = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    sig["data"] = _data_signature(cell)
     if dataset is not None:
         sig.update(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint())
     return sig
@@ -396,7 +438,8 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
     if not path.exists():
         return []
     old = read_json(path)
-    keys = ["model", "params", "train", "seed"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
+    # a cell.json from before "data" was recorded is not compared on it (nothing to compare with)
+    keys = ["model", "params", "train", "seed", "data"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
     return [k for k in keys if k in old and old[k] != sig[k]]
 
 
@@ -404,11 +447,41 @@ def _mismatch_message(cell: Cell, diff: list[str]) -> str:
     return f"{cell.run_dir}: was run with a different configuration ({', '.join(diff)} differ)"
 
 
+_MISMATCH_FIX = "use another --out, give the changed model or dataset another `label`, or delete that folder"
+
+
 def check_signature(cell: Cell, sig: dict[str, Any]) -> None:
     """Refuse to resume or reuse a run folder that was started with another configuration."""
     diff = _signature_diff(cell, sig)
     if diff:
-        raise ConfigError(f"{_mismatch_message(cell, diff)}; use another --out or delete that folder")
+        raise ConfigError(f"{_mismatch_message(cell, diff)}; {_MISMATCH_FIX}")
+
+
+def check_model_params(config: BenchmarkConfig) -> None:
+    """Every model's ``params`` are valid settings of that model (checked before any cell trains)."""
+    from recgoat.models.base import get_model_class
+
+    for m in config.models:
+        try:
+            get_model_class(m.name).Config(**m.params)
+        except ValidationError as e:
+            raise ConfigError(f"model {m.key!r}: bad params: {_first_error(e)}") from None
+
+
+def preflight(config: BenchmarkConfig, cells: list[Cell]) -> None:
+    """Refuse, before anything trains, what would otherwise stop the benchmark midway: bad model params, a
+    model that needs features on a dataset without them, or run folders started with another configuration."""
+    from recgoat.models.base import get_model_class
+
+    check_model_params(config)
+    for cell in cells:
+        if cell.dataset.features is None and needs_features(get_model_class(cell.model.name)):
+            raise ConfigError(f"dataset {dataset_label(cell.dataset)}: model {cell.model.key!r} needs features "
+                              f"but `features` is null; give a feature folder or `auto`")
+    mismatched = [_mismatch_message(c, d) for c in cells
+                  if (d := _signature_diff(c, _signature(c, config.cell_train_config(c.model, c.seed))))]
+    if mismatched:
+        raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
 
 
 def _listed(items: list[str], limit: int = 10) -> str:
@@ -472,14 +545,15 @@ def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str,
     from recgoat.training.trainer import Trainer
 
     model_cls = get_model_class(cell.model.name)
+    try:  # before cell.json records them: bad params must not claim the folder for a config never run
+        model_cls.Config(**cell.model.params)
+    except ValidationError as e:
+        raise ConfigError(f"model {cell.model.key!r}: bad params: {_first_error(e)}") from None
     sig = _signature(cell, train_cfg, dataset)
     check_signature(cell, sig)
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     write_json(cell.run_dir / "cell.json", sig)
-    try:
-        model_cls.Config(**cell.model.params)
-    except ValidationError as e:
-        raise ConfigError(f"model {cell.model.key!r}: bad params: {_first_error(e)}") from None
+    (cell.run_dir / "error.txt").unlink(missing_ok=True)  # an earlier failure's report no longer applies
     # seed initialisation: differs per seed, identical when a cell is re-run
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed % 2**32)
@@ -503,9 +577,10 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
 
     model_classes = {m.key: get_model_class(m.name) for m in config.models}  # unknown names fail early
     out = Path(config.out)
+    cells = plan_cells(config)
+    preflight(config, cells)  # before benchmark.json is replaced: a refused run leaves the folder as it was
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "benchmark.json", config.model_dump(mode="json"))
-    cells = plan_cells(config)
     run = BenchmarkRun(config)
     notify = on_cell or (lambda c, s: None)
     data_cache: dict[tuple[str, int], Any] = {}
@@ -514,8 +589,7 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     try:
         for cell in cells:
             bar.describe(cell.title)
-            if cell.done:
-                check_signature(cell, _signature(cell, config.cell_train_config(cell.model, cell.seed)))
+            if cell.done:  # its cell.json was checked by preflight
                 run.results.append(read_json(cell.run_dir / "result.json"))
                 run.skipped.append(cell.title)
                 notify(cell, "skipped")
@@ -524,7 +598,7 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
             notify(cell, "start")
             t0 = time.perf_counter()
             try:
-                split_seed = cell.seed if config.split_seeds else config.split_seed
+                split_seed = cell.split_seed
                 key = (dataset_label(cell.dataset), split_seed)
                 if key not in data_cache:
                     data_cache[key] = load_dataset(cell.dataset, split_seed)
@@ -539,10 +613,10 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
                 if not config.progress:
                     train_cfg = train_cfg.model_copy(update={"progress": False})
                 result = run_cell(cell, dataset, features, train_cfg)
-            except RecGOATError:
-                raise  # the configuration is wrong: every later cell would fail the same way
             except Exception as e:  # noqa: BLE001 — one diverging model must not sink the benchmark
-                if config.on_error == "raise":
+                # a configuration error would fail every later cell the same way; a diverging loss is this
+                # cell's own (its model's lr or loss weights), so the other cells still run
+                if config.on_error == "raise" or (isinstance(e, RecGOATError) and not isinstance(e, TrainingDiverged)):
                     raise
                 msg = f"{type(e).__name__}: {e}"
                 run.failed[cell.title] = msg

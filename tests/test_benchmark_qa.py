@@ -194,6 +194,9 @@ def test_set_chooses_list_entries_by_label():
     ({}, ["train.seed=5"], "train.seed: the training seed of each cell is its entry of `seeds`; list the seeds there"),
     ({}, ["models.bprmf.train.seed=5"], "models.bprmf.train.seed: the training seed of each cell is its entry of "
                                         "`seeds`; list the seeds there"),
+    # a model selected on another metric would be ranked on a number the others do not report
+    ({}, ["models.bprmf.train.metric=ndcg@20"], "models.bprmf.train.metric: every model is selected on the "
+                                                "benchmark's train.metric (recall@20); set it there"),
 ])
 def test_seed_settings_that_would_be_ignored_or_misreported_are_refused(over, sets, message):
     with pytest.raises(ConfigError) as e:

@@ -241,3 +241,19 @@ def test_demo_runs_the_peers_the_features_allow(data):
     ok, skipped = applicable_peers(ds, Features(profile=np.ones((ds.n_users, 4), np.float32)))
     assert ok == [] and set(skipped) == set(PEERS)
     assert all(name in why and "text or image" in why for name, why in skipped.items())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "a"], "--seeds: expected comma-separated integers, got 'a'"),
+    (["--seeds", "-1"], "--seeds: expected distinct integers >= 0, got '-1'"),
+    (["--seeds", "7,7"], "--seeds: expected distinct integers >= 0, got '7,7'"),
+    (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
+    (["--lr", "-1"], "--lr: Input should be greater than or equal to 0"),
+])
+def test_demo_refuses_bad_options_before_encoding(tmp_path, capsys, args, message):
+    """One line and exit 1, before minutes of encoding (these were pydantic/ValueError tracebacks)."""
+    from recgoat.demo import main
+
+    assert main(["--out", str(tmp_path / "demo"), *args]) == 1
+    assert message in capsys.readouterr().out
+    assert not (tmp_path / "demo").exists()

@@ -16,10 +16,12 @@ import argparse
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from recgoat.datasets import load
 from recgoat.errors import ConfigError, RecGOATError
+from recgoat.training.trainer import TrainConfig
 
 console = Console()
 BASELINES = ["mostpop", "bprmf", "lightgcn"]
@@ -55,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     try:
+        # checked before the (minutes-long) encoding, each bad value as one line rather than a traceback
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+        if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"--seeds: expected distinct integers >= 0, got {args.seeds!r}")
+        train = {"epochs": args.epochs, "patience": args.patience, "lr": args.lr}
+        try:
+            TrainConfig(**train)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"--{err['loc'][0]}: {err['msg']}") from None
         ds = load(args.dataset)
         s = ds.stats()
         console.print(f"[bold]{ds.name}[/]: {s['users']} users, {s['items']} items, {s['interactions']} "
@@ -74,13 +89,18 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"{name} left out: {why}")
             models = [*BASELINES, *peers, "recgoat"]
         console.print(f"models: {', '.join(models)}")
-        cfg = BenchmarkConfig(
-            datasets=[{"name": args.dataset, "features": str(feat_dir)}],
-            models=[{"name": m} for m in models],
-            seeds=[int(x) for x in args.seeds.split(",")],
-            train={"epochs": args.epochs, "patience": args.patience, "lr": args.lr},
-            out=out / "benchmark",
-        )
+        try:
+            cfg = BenchmarkConfig(
+                datasets=[{"name": args.dataset, "features": str(feat_dir)}],
+                models=[{"name": m} for m in models],
+                seeds=seeds,
+                train=train,
+                out=out / "benchmark",
+            )
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise ConfigError(f"{where}: {str(err['msg']).removeprefix('Value error, ')}") from None
         run = run_benchmark(cfg)
     except RecGOATError as e:
         console.print(f"[bold red]error:[/] {e}")

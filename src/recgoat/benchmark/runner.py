@@ -150,6 +150,12 @@ class BenchmarkConfig(BaseModel):
         if where:
             raise ValueError(f"{where[0]}.seed: the training seed of each cell is its entry of `seeds`; "
                              f"list the seeds there")
+        # the report ranks models on each cell's selection metric: one model selected on another metric
+        # would be ranked on a number the others do not report
+        other = [m.key for m in self.models if m.train.get("metric", self.train.metric) != self.train.metric]
+        if other:
+            raise ValueError(f"models.{other[0]}.train.metric: every model is selected on the benchmark's "
+                             f"train.metric ({self.train.metric}); set it there")
         from recgoat.evaluation.metrics import METRICS
 
         bad = [m for m in self.report_metrics if m not in METRICS]

@@ -28,6 +28,22 @@ def test_custom_template_and_unknown_field():
         build_item_texts(ITEMS, 2, ["title"], template="{title} by {brand}")
 
 
+@pytest.mark.parametrize("template, problem", [
+    ("{title!x}", "{title!x} cannot format text: Unknown conversion specifier x"),
+    ("{title:d}", "{title:d} cannot format text: Unknown format code 'd' for object of type 'str'"),
+    ("{title:>9999999999}", "the format spec of {title} asks for more than 100000 characters"),
+    ("{title} {}", "'{}' names no column"),
+])
+def test_template_that_cannot_format_text_is_a_config_error(template, problem):
+    """Checked before formatting: a bare ValueError/IndexError (or gigabytes of padding) used to come from
+    inside the first item's str.format."""
+    with pytest.raises(ConfigError) as err:
+        build_item_texts(ITEMS, 2, ["title"], template=template)
+    assert str(err.value).startswith(f"text template {template!r}: {problem}")
+    assert build_item_texts(ITEMS, 2, ["title"], template="{title:.3}|{genres!s}") == ["Toy|Animation, Children",
+                                                                                       "Hea|"]
+
+
 def test_truncate_at_word_boundary():
     text = "word " * 100
     cut = truncate(text, 52)

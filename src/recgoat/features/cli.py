@@ -8,11 +8,14 @@ User errors (:class:`RecGOATError`) are printed as one line with exit code 1.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from recgoat.errors import DataError, RecGOATError
+
+if TYPE_CHECKING:
+    from recgoat.datasets import Dataset
 
 app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
                   no_args_is_help=True, add_completion=False)
@@ -80,7 +83,12 @@ def _make_command(which: tuple[str, ...]):
                 profile_char_budget=char_budget, export_mmrec=mmrec, device=device).validate()
             if out is not None:
                 _out_folder(out)  # before the dataset is loaded
+            if image_cache is not None:
+                from recgoat.io import check_folder_path
+
+                check_folder_path(image_cache, "the image cache must be a folder")
             ds = load(dataset)
+            _check_has(ds, which)
             folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
                                 progress=progress, force=force)
         except RecGOATError as exc:
@@ -88,6 +96,17 @@ def _make_command(which: tuple[str, ...]):
         _summary(folder, which)
 
     return command
+
+
+def _check_has(ds: "Dataset", which: tuple[str, ...]) -> None:
+    """`encode text` / `encode image` on a dataset without that input is an error: skipping it (as `encode
+    all` does) would exit 0 having written nothing, and print an older matrix's line as if just made."""
+    if which == ("text",) and not ds.has_text:
+        raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item text (an items table with text "
+                                               f"columns such as title or description); nothing to encode")
+    if which == ("image",) and not ds.has_images:
+        raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item images (an images/ folder or an "
+                                               f"image column in the items table); nothing to encode")
 
 
 def _summary(folder: Path, which: tuple[str, ...]) -> None:

@@ -132,6 +132,8 @@ class ImagePreprocessor:
         """Decoded, resized and cropped uint8 ``S×S×3`` array; raises OSError-family on bad files."""
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
+            if img.mode == "I" or img.mode.startswith("I;16"):
+                img = _gray16_to_8bit(img)
             img = img.convert("RGB")
             w, h = img.size
             if w == 0 or h == 0:
@@ -142,6 +144,15 @@ class ImagePreprocessor:
             left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
             img = img.crop((left, top, left + self.image_size, top + self.image_size))
             return np.asarray(img, dtype=np.uint8)
+
+
+def _gray16_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (16-bit PNG/TIFF: mode I;16 or I) as 8-bit L. Pillow's own conversion
+    clips every value above 255, so nearly the whole image would come out white."""
+    a = np.asarray(img, dtype=np.float32)
+    if a.size and a.max() > 255:  # mode I also holds 8-bit data (e.g. some PGMs): scale 16-bit values only
+        a = a / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
 @dataclass

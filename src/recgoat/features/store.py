@@ -28,7 +28,7 @@ import numpy as np
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
-from recgoat.io import atomic_path, read_json, write_json
+from recgoat.io import atomic_path, check_folder_path, read_json, write_json
 
 KINDS = ("text", "image", "users")
 MANIFEST_VERSION = 1
@@ -79,6 +79,7 @@ class FeatureConfig:
         for name in ("llm_timeout", "download_timeout"):
             if float(getattr(self, name)) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        _check_device(self.device)
         return self
 
     @classmethod
@@ -88,6 +89,31 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d).validate()
+
+
+def _check_device(device: str) -> None:
+    """A ConfigError for a device torch cannot parse or this machine lacks: checked before any model is
+    loaded, else torch fails deep inside the first ``.to(device)`` with an AssertionError/RuntimeError."""
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps", "xpu"):  # meta, lazy…: no real computation
+        raise ConfigError(f"device {device!r} is not a torch device to encode on (e.g. cpu, cuda, cuda:1, mps)")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"device {device!r}: no CUDA GPU is available to torch here; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {device!r}: torch sees only {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available to torch here; use --device cpu")
+    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ConfigError(f"device {device!r}: no XPU is available to torch here; use --device cpu")
 
 
 class FeatureError(RecGOATError):
@@ -162,6 +188,10 @@ def save_array(path: Path, arr: np.ndarray) -> None:
 
 def load_array(path: Path) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            # checked first: for any other file numpy says it "contains pickled (object) data"
+            if f.read(6) != b"\x93NUMPY":
+                raise DataError(path, "not a .npy file (no NumPy header); save it with numpy.save")
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable .npy array: {exc}") from exc
@@ -181,15 +211,26 @@ def _manifest(kind: str, dataset: Dataset, arr: np.ndarray, encoder: str, key: s
 _FILE = {"text": "text", "image": "image", "users": "profile", "profile": "profile"}
 
 
+def read_manifest(path: Path) -> dict:
+    """A manifest as a dict, or a DataError naming the file (unreadable, not JSON, or not an object)."""
+    try:
+        man = read_json(path)
+    except (OSError, ValueError) as exc:  # ValueError covers JSON and UTF-8 decoding errors
+        raise DataError(path, f"manifest is not readable JSON: {exc}") from exc
+    if not isinstance(man, dict):
+        raise DataError(path, f"manifest is a JSON {type(man).__name__}, not an object; re-run `recgoat encode`")
+    return man
+
+
 def _up_to_date(out: Path, kind: str, key: str, rows: int) -> bool:
     man_path = out / f"{_FILE[kind]}.json"
     arr_path = out / f"{_FILE[kind]}.npy"
     if not (man_path.exists() and arr_path.exists()):
         return False
     try:
-        man = read_json(man_path)
+        man = read_manifest(man_path)
         shape = np.load(arr_path, mmap_mode="r", allow_pickle=False).shape
-    except (OSError, ValueError):
+    except (OSError, ValueError, DataError):
         return False
     ok = man.get("key") == key and shape == (rows, man.get("dim"))
     if ok and kind == "image":
@@ -211,7 +252,7 @@ def _load_chunk(partial: Path, c: int, start: int, stop: int) -> tuple[dict[str,
         if meta.get("rows") != [start, stop]:
             return None
         got = {name: load_array(partial / f"{c:05d}.{name}.npy") for name in meta["arrays"]}
-    except (OSError, ValueError, KeyError, TypeError, DataError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, DataError):
         return None
     for arr in got.values():
         if arr.ndim < 1 or arr.shape[0] != stop - start:
@@ -314,7 +355,16 @@ class _Session:
                                  self.finite_check(kind, key, enc.name))
         return arrays["x"].astype(np.float32, copy=False)
 
-    def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict) -> None:
+    def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict,
+               beside: dict[str, np.ndarray] | None = None) -> None:
+        """Write the matrix (and ``beside`` files, e.g. the image mask), then its manifest.
+
+        Each file is atomic but the set is not, so the old manifest goes first and the new one comes
+        last: a run killed in between leaves arrays without a manifest (stale to the next run, refused by
+        load_features), never a new array under an old manifest or a new mask beside an old image.npy."""
+        (self.out / f"{_FILE[kind]}.json").unlink(missing_ok=True)
+        for name, extra in (beside or {}).items():
+            save_array(self.out / name, extra)
         save_array(self.out / f"{_FILE[kind]}.npy", arr)
         write_json(self.out / f"{_FILE[kind]}.json", manifest)
         shutil.rmtree(self.out / ".partial" / f"{kind}-{key}", ignore_errors=True)
@@ -356,6 +406,7 @@ class _Session:
         if not urls:
             return list(sources), {}
         cache = Path(cfg.image_cache_dir) if cfg.image_cache_dir else self.out / "image_cache"
+        check_folder_path(cache, "the image cache must be a folder")  # else a bare FileExistsError from mkdir
         with self.rep.task("image (download)", len(set(urls))) as tick:
             report = fetch_images(urls, cache, cfg.download_concurrency, cfg.download_timeout,
                                   cfg.download_retries, on_progress=tick)
@@ -436,9 +487,9 @@ class _Session:
 
         examples = {"missing": named(missing), "unreadable": named(unreadable),
                     "download_failed": named(download_failed)}
-        save_array(self.out / "image_mask.npy", mask)
         self.finish("image", key, arr, _manifest("image", ds, arr, encoder.name, key, image_model=identity,
-                                                 images=counts, problem_examples=examples))
+                                                 images=counts, problem_examples=examples),
+                    beside={"image_mask.npy": mask})
         bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
         first = next((e[0] for e in examples.values() if e), "")
         self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
@@ -503,6 +554,24 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
 
 
 # ---------------------------------------------------------------------------------------------- loading
+def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who: str = "item") -> np.ndarray:
+    """``arr`` as a float32 feature matrix, or a DataError naming ``path``: 2-D with ``rows`` rows (when
+    given), at least one column, an integer or floating dtype, every value finite."""
+    if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows):
+        expected = f"{rows} rows (one per {who})" if rows is not None else "a 2-D matrix (one row per " + who + ")"
+        raise DataError(path, f"shape {arr.shape}, expected {expected}")
+    if arr.shape[1] == 0:
+        raise DataError(path, f"shape {arr.shape}: no feature columns")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(path, f"dtype {arr.dtype} is not a number type (expected float32)")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused just below
+        arr = arr.astype(np.float32, copy=False)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise DataError(path, f"{int(bad.sum())} rows hold NaN or inf (first: row {int(np.flatnonzero(bad)[0])})")
+    return arr
+
+
 def load_features(dataset: Dataset, folder: str | Path) -> Features:
     """Read and validate the feature matrices in ``folder`` for ``dataset``.
 
@@ -522,10 +591,7 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
             continue
         if not man_path.exists():
             raise DataError(man_path, f"manifest missing for {arr_path.name}; re-run `recgoat encode`")
-        try:
-            man = read_json(man_path)
-        except ValueError as exc:
-            raise DataError(man_path, f"manifest is not valid JSON: {exc}") from exc
+        man = read_manifest(man_path)
         if man.get("dataset_fingerprint") != fp:
             raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
                                       f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
@@ -536,10 +602,13 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
                                       f"for {rows} {who}")
         if not np.issubdtype(arr.dtype, np.floating):
             raise DataError(arr_path, f"dtype {arr.dtype} is not floating point")
-        arr = arr.astype(np.float32, copy=False)
-        bad = ~np.isfinite(arr).all(axis=1)
-        if bad.any():
-            raise DataError(arr_path, f"{int(bad.sum())} rows hold NaN or inf (first: row {int(np.flatnonzero(bad)[0])})")
+        # the manifest describes one file: another one put in its place (text.npy copied over image.npy,
+        # an edit) has the dataset's row count but not the manifest's shape
+        if arr.shape != (man.get("rows"), man.get("dim")):
+            raise DataError(arr_path, f"shape {arr.shape}, but its manifest {man_path.name} says "
+                                      f"({man.get('rows')}, {man.get('dim')}): the file was replaced or edited "
+                                      f"after encoding; re-run `recgoat encode`")
+        arr = as_feature_matrix(arr_path, arr, rows, who[:-1])
         setattr(feats, attr, arr)
         feats.manifests[attr] = man
     if feats.image is not None:
@@ -549,7 +618,9 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
         mask = load_array(mask_path)
         if mask.shape != (dataset.n_items,):
             raise DataError(mask_path, f"shape {mask.shape}, expected ({dataset.n_items},)")
-        feats.image_mask = mask.astype(bool)
+        if mask.dtype != bool:  # casting would read any non-zero value (0.5, -1) as "has an image"
+            raise DataError(mask_path, f"dtype {mask.dtype}, expected bool (True where the item has an image)")
+        feats.image_mask = mask
     if feats.text is None and feats.image is None and feats.profile is None:
         raise DataError(folder, "no feature files (text.npy, image.npy, profile.npy); run `recgoat encode all`")
     return feats
@@ -557,35 +628,34 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
 
 # ---------------------------------------------------------------------------------------------- MMRec
 def export_mmrec(folder: str | Path, dest: str | Path) -> list[Path]:
-    """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32)."""
+    """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32).
+
+    Every source is checked (readable, a finite 2-D matrix with its manifest's row count) before
+    anything is written, so a bad one gives one error and no half export."""
     folder, dest = Path(folder), Path(dest)
-    written = []
+    todo = []
     for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
         src = folder / f"{kind}.npy"
         if src.exists():
-            save_array(dest / name, load_array(src).astype(np.float32, copy=False))
-            written.append(dest / name)
-    return written
+            man_path = folder / f"{kind}.json"
+            rows = read_manifest(man_path).get("rows") if man_path.exists() else None
+            todo.append((dest / name, as_feature_matrix(src, load_array(src), rows if isinstance(rows, int) else None)))
+    for path, arr in todo:
+        save_array(path, arr)
+    return [path for path, _ in todo]
 
 
 def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path:
     """Turn MMRec-layout ``text_feat.npy`` / ``image_feat.npy`` (rows = the dataset's item order) into a
     feature folder with manifests. An all-zero image row is taken as a missing image."""
     src, out = Path(src), Path(out_dir)
-    found = False
-    for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
-        path = src / name
-        if not path.exists():
-            continue
-        found = True
-        arr = load_array(path)
-        if arr.ndim != 2 or arr.shape[0] != dataset.n_items:
-            raise DataError(path, f"shape {arr.shape}, expected {dataset.n_items} rows (one per item)")
-        arr = arr.astype(np.float32)
-        if not np.isfinite(arr).all():
-            raise DataError(path, "holds NaN or inf values")
+    # both files are checked before either is written: a bad image_feat.npy leaves no half import
+    found = [(kind, name, src / name, as_feature_matrix(src / name, load_array(src / name), dataset.n_items))
+             for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")) if (src / name).exists()]
+    for kind, name, path, arr in found:
         key = _key({"imported": str(path.resolve()), "fp": dataset.fingerprint(), "shape": arr.shape})
         extra: dict[str, Any] = {"imported_from": str(path.resolve())}
+        (out / f"{kind}.json").unlink(missing_ok=True)  # manifest last, as in _Session.finish
         if kind == "image":
             mask = np.abs(arr).sum(axis=1) > 0
             save_array(out / "image_mask.npy", mask)

@@ -22,14 +22,32 @@ from recgoat.errors import ConfigError
 DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _WS = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
+_MAX_SPEC_WIDTH = 100_000
 
 
 def template_fields(template: str) -> list[str]:
-    """The ``{field}`` names a template uses, in order."""
+    """The ``{field}`` names a template uses, in order; a ConfigError when the template is malformed or a
+    conversion/format spec cannot apply to text (``{title!x}``, ``{year:d}``: fields are strings), checked
+    here rather than failing with a bare ValueError inside the formatting of the first item."""
+    fmt = string.Formatter()
     try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        parsed = [(f, spec, conv) for _, f, spec, conv in fmt.parse(template) if f is not None]
     except ValueError as exc:
         raise ConfigError(f"text template {template!r} is malformed: {exc}") from exc
+    for f, spec, conv in parsed:
+        if not f:
+            raise ConfigError(f"text template {template!r}: '{{}}' names no column; write the column's name, "
+                              f"e.g. '{{title}}. {{genres}}'")
+        # a width like {title:>5000000000} would build gigabytes per item before max_chars cuts it
+        if any(int(d) > _MAX_SPEC_WIDTH for d in re.findall(r"\d+", spec or "")):
+            raise ConfigError(f"text template {template!r}: the format spec of {{{f}}} asks for more than "
+                              f"{_MAX_SPEC_WIDTH} characters")
+        try:
+            format(fmt.convert_field("", conv), spec or "")
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"text template {template!r}: {{{f}{'!' + conv if conv else ''}"
+                              f"{':' + spec if spec else ''}}} cannot format text: {exc}") from exc
+    return [f for f, _, _ in parsed]
 
 
 def clean_column(col: pd.Series) -> pd.Series:

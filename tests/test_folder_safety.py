@@ -406,3 +406,66 @@ def test_temporaries_of_killed_writers_are_swept_once_stale(tmp_path, monkeypatc
     with io.atomic_folder(tmp_path / "folder") as tmp:
         seen.append(tmp.name)
     assert seen[0].startswith(f".folder.{os.getpid()}-") and io.is_atomic_temp(seen[0])
+
+
+# ------------------------------------------------------------------ one writer per folder
+@pytest.fixture
+def held_lock(tmp_path):
+    """A child process holding folder_lock on a folder until killed (-9: the kernel must release it)."""
+    import subprocess
+    import sys
+    import time
+
+    procs = []
+
+    def hold(folder: Path) -> int:
+        code = ("import sys, time; from recgoat.io import folder_lock\n"
+                "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)")
+        p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "held"
+        return p.pid
+
+    yield hold, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_folder_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path, held_lock):
+    from recgoat.io import LOCK_NAME, folder_entries, folder_lock
+
+    hold, procs = held_lock
+    folder = tmp_path / "feats"
+    pid = hold(folder)
+    with pytest.raises(DataError) as e:
+        with folder_lock(folder):
+            pass
+    assert str(e.value) == (f"{folder}: another recgoat process (pid {pid}) is writing to this folder; "
+                            "wait for it to finish or use another folder")
+    procs[0].kill()
+    procs[0].wait()
+    with folder_lock(folder):  # kill -9 left no stale lock
+        with folder_lock(folder):  # and the holder may re-enter its own lock (a benchmark's cells)
+            pass
+    assert (folder / LOCK_NAME).exists() and folder_entries(folder) == set()
+
+
+def test_encode_and_train_refuse_a_folder_another_process_writes(tmp_path, held_lock):
+    """Two encodes into one folder shared .partial/ checkpoints; two trainings into one run folder
+    interleaved checkpoints and logs. The second is refused and writes nothing."""
+    from recgoat.features import FeatureConfig, encode_all
+    from recgoat.models import BPRMF
+    from recgoat.training import TrainConfig
+
+    hold, _ = held_lock
+    ds = load("ml-latest-small")
+    feats, run = tmp_path / "feats", tmp_path / "run"
+    hold(feats)
+    hold(run)
+    with pytest.raises(DataError, match="another recgoat process"):
+        encode_all(ds, feats, FeatureConfig(), which=("text",), progress=False)
+    with pytest.raises(DataError, match="another recgoat process"):
+        BPRMF.build(ds, {"embedding_dim": 8}).fit(ds, TrainConfig(epochs=1, progress=False), run_dir=run)
+    assert {p.name for p in feats.iterdir()} == {".recgoat.lock"}
+    assert {p.name for p in run.iterdir()} == {".recgoat.lock"}

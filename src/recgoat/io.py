@@ -162,14 +162,65 @@ def check_folder_path(path: Path, reason: str) -> None:
         raise DataError(existing, f"exists and is not a folder; {reason}")
 
 
+LOCK_NAME = ".recgoat.lock"
+_held: dict[str, int] = {}  # folder → depth: a process re-entering its own lock (a benchmark's cell) goes on
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the block; a second process is refused.
+
+    Why: two runs writing one feature folder, run folder or benchmark folder at once interleave checkpoints
+    and caches that each would write correctly alone (each file is atomic, the set is not). The lock is
+    ``flock`` on ``folder/.recgoat.lock``, released by the kernel when the holder exits, even by ``kill -9``,
+    so no stale lock survives a crash. Where ``fcntl`` does not exist (Windows) the block runs unlocked.
+    """
+    from recgoat.errors import DataError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.abspath(folder)
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        yield
+        return
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DataError(folder, f"another recgoat process (pid {holder}) is writing to this folder; "
+                                    "wait for it to finish or use another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held.pop(key, None)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def is_atomic_temp(name: str) -> bool:
     """A temporary left by an interrupted :func:`atomic_path` / :func:`atomic_folder` (``.NAME.PID-XXXX.tmp``)."""
     return name.startswith(".") and name.endswith(".tmp")
 
 
 def folder_entries(path: Path) -> set[str]:
-    """Names in the folder ``path`` (none when it does not exist), interrupted atomic writes left out."""
-    return {p.name for p in path.iterdir() if not is_atomic_temp(p.name)} if path.is_dir() else set()
+    """Names in the folder ``path`` (none when it does not exist), interrupted atomic writes and the
+    :func:`folder_lock` file left out."""
+    return ({p.name for p in path.iterdir() if not is_atomic_temp(p.name) and p.name != LOCK_NAME}
+            if path.is_dir() else set())
 
 
 @contextmanager

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from recgoat.config import read_yaml_mapping, with_preset
 from recgoat.errors import ConfigError, RecGOATError, TrainingDiverged
-from recgoat.io import read_json, write_json
+from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
 
 # TrainConfig fields that change how a run is displayed or executed but not its results.
@@ -585,7 +585,13 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     out = Path(config.out)
     cells = plan_cells(config)
     preflight(config, cells)  # before benchmark.json is replaced: a refused run leaves the folder as it was
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):  # one writer per benchmark folder: two would train the same cells at once
+        return _run_cells(config, cells, model_classes, on_cell, write_report)
+
+
+def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
+               on_cell: Callable[[Cell, str], None] | None, write_report: bool) -> BenchmarkRun:
+    out = Path(config.out)
     write_json(out / "benchmark.json", config.model_dump(mode="json"))
     run = BenchmarkRun(config)
     notify = on_cell or (lambda c, s: None)

@@ -28,7 +28,7 @@ import numpy as np
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
-from recgoat.io import atomic_path, check_folder_path, read_json, write_json
+from recgoat.io import atomic_path, check_folder_path, folder_lock, read_json, write_json
 
 KINDS = ("text", "image", "users")
 MANIFEST_VERSION = 1
@@ -536,7 +536,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with _Reporter(progress) as rep:
+    # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
+    with folder_lock(out), _Reporter(progress) as rep:
         session = _Session(dataset, out, config, rep, force)
         if "text" in which:
             session.encode_text()
@@ -652,17 +653,23 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
     # both files are checked before either is written: a bad image_feat.npy leaves no half import
     found = [(kind, name, src / name, as_feature_matrix(src / name, load_array(src / name), dataset.n_items))
              for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")) if (src / name).exists()]
-    for kind, name, path, arr in found:
-        key = _key({"imported": str(path.resolve()), "fp": dataset.fingerprint(), "shape": arr.shape})
-        extra: dict[str, Any] = {"imported_from": str(path.resolve())}
-        (out / f"{kind}.json").unlink(missing_ok=True)  # manifest last, as in _Session.finish
-        if kind == "image":
-            mask = np.abs(arr).sum(axis=1) > 0
-            save_array(out / "image_mask.npy", mask)
-            extra["images"] = {"ok": int(mask.sum()), "missing": int((~mask).sum())}
-        save_array(out / f"{kind}.npy", arr)
-        write_json(out / f"{kind}.json", _manifest(kind, dataset, arr, f"imported from MMRec ({name})", key,
-                                                   **extra))
     if not found:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
+    with folder_lock(out):
+        for kind, name, path, arr in found:
+            _import_one(dataset, kind, name, path, arr, out)
     return out
+
+
+def _import_one(dataset: Dataset, kind: str, name: str, path: Path, arr: np.ndarray, out: Path) -> None:
+    """Write one imported matrix (and the image mask) into ``out``, its manifest last."""
+    key = _key({"imported": str(path.resolve()), "fp": dataset.fingerprint(), "shape": arr.shape})
+    extra: dict[str, Any] = {"imported_from": str(path.resolve())}
+    (out / f"{kind}.json").unlink(missing_ok=True)  # manifest last, as in _Session.finish
+    if kind == "image":
+        mask = np.abs(arr).sum(axis=1) > 0
+        save_array(out / "image_mask.npy", mask)
+        extra["images"] = {"ok": int(mask.sum()), "missing": int((~mask).sum())}
+    save_array(out / f"{kind}.npy", arr)
+    write_json(out / f"{kind}.json", _manifest(kind, dataset, arr, f"imported from MMRec ({name})", key,
+                                               **extra))

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
-from recgoat.io import atomic_path, nearest_existing, write_json
+from recgoat.io import atomic_path, folder_lock, nearest_existing, write_json
 from recgoat.training.sampling import NegativeSampler
 
 # TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
@@ -264,7 +264,7 @@ class Trainer:
     def fit(self, model, dataset) -> dict[str, Any]:
         """Train ``model`` on ``dataset``'s training split with early stopping on validation; two runs with
         the same seed and thread count give the same model (:func:`deterministic_kernels`)."""
-        with deterministic_kernels():
+        with deterministic_kernels(), contextlib.ExitStack() as self._exit:
             return self._fit(model, dataset)
 
     def _fit(self, model, dataset) -> dict[str, Any]:
@@ -278,6 +278,8 @@ class Trainer:
         state = self.preflight(model, dataset, signature)
         if self.run_dir is not None:
             make_run_dir(self.run_dir)
+            # one writer per run folder: two runs in one folder would interleave checkpoints and logs
+            self._exit.enter_context(folder_lock(self.run_dir))
             if self.run_config is not None:
                 write_json(self.run_dir / "run_config.json", self.run_config)
         valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)

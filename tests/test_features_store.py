@@ -274,13 +274,14 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
 
 
-def test_url_images_and_dataset_without_images(tmp_path):
+def test_url_images_and_dataset_without_images(tmp_path, capsys):
     ds = mini_dataset()
     posters = ds.items["image"].tolist()
+    gone = {2}
 
     def handler(method, path, body):
         k = int(path.strip("/").split(".")[0])
-        if k == 2:
+        if k in gone:
             return Reply(404, b"gone")
         return Reply(200, open(posters[k], "rb").read(), content_type="image/jpeg")
 
@@ -298,6 +299,15 @@ def test_url_images_and_dataset_without_images(tmp_path):
         failed = f.manifests["image"]["problem_examples"]["download_failed"]
         assert failed == [f"item {ds.item_ids[2]}: {srv.url}/2.jpg: download failed: HTTP 404"]
         assert len(list((tmp_path / "image_cache").iterdir())) == ds.n_items - 2
+        # an up-to-date matrix does not retry by itself (offline, every run would wait again), but says how
+        capsys.readouterr()
+        encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, download_retries=0), which=("image",))
+        said = " ".join(capsys.readouterr().err.split())  # rich wraps lines at the terminal's width
+        assert "; 1 image downloads had failed: --force retries them" in said
+        gone.clear()
+        encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, download_retries=0), which=("image",),
+                   progress=False, force=True)
+        assert load_features(ds, tmp_path).image_mask.tolist() == [k != 5 for k in range(ds.n_items)]
     finally:
         srv.close()
     no_img = mini_dataset()

@@ -460,7 +460,10 @@ class _Session:
         files = _file_identity([v for v in sources if v is not None and not is_url(v)])
         key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files})
         if not self.force and _up_to_date(self.out, "image", key, ds.n_items):
-            self.rep.say(f"image: up to date ({self.out / 'image.npy'})")
+            # failed downloads are not retried by themselves (offline, every run would wait on them again)
+            failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
+            self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
+                         + (f"; {failed} image downloads had failed: --force retries them" if failed else ""))
             return
         paths, download_failed = self.image_paths(sources)
         encoder = ImageEncoder(model, cfg.device, cfg.image_batch_size, cfg.image_workers)
@@ -494,7 +497,8 @@ class _Session:
         first = next((e[0] for e in examples.values() if e), "")
         self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
                      f"{self.out / 'image.npy'}" + (f"; {bad} without one (zero rows, mask False): "
-                                                    f"{counts}; e.g. {first}" if bad else ""))
+                                                    f"{counts}; e.g. {first}" if bad else "")
+                     + ("; --force retries the failed downloads" if counts["download_failed"] else ""))
 
     # -------------------------------------------------------------------------------------- users
     def encode_users(self) -> None:

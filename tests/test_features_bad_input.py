@@ -252,3 +252,19 @@ def test_image_cache_that_is_a_file_is_named(tmp_path):
                                    "--image-cache", str(tmp_path / "cache" / "sub"), "--no-progress"])
     assert res.exit_code == 1
     assert res.output == f"error: {tmp_path / 'cache'}: exists and is not a folder; the image cache must be a folder\n"
+
+
+def test_encode_all_keeps_imported_features_unless_forced(tmp_path, capsys):
+    """`encode all` after `encode import-mmrec` (for the profiles) silently replaced the features the user
+    brought with freshly encoded ones; they are kept, and --force re-encodes."""
+    ds = small(tmp_path)
+    folder = imported(tmp_path, ds)
+    before = {n: (folder / n).read_bytes() for n in ("text.npy", "image.npy", "image_mask.npy")}
+    encode_all(ds, folder, FeatureConfig(image_model=TinyNet()), which=("text", "image"))
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"text: kept the features imported from {(tmp_path / 'mm' / 'text_feat.npy').resolve()}" in said
+    assert "image: kept the features imported from" in said
+    assert {n: (folder / n).read_bytes() for n in before} == before
+    encode_all(ds, folder, FeatureConfig(image_model=TinyNet()), which=("image",), progress=False, force=True)
+    f = load_features(ds, folder)
+    assert f.image.shape == (ds.n_items, 4) and "MMRec" in f.manifests["text"]["encoder"]

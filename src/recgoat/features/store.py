@@ -370,6 +370,22 @@ class _Session:
         shutil.rmtree(self.out / ".partial" / f"{kind}-{key}", ignore_errors=True)
 
     # -------------------------------------------------------------------------------------- text
+    def keeps_imported(self, kind: str) -> bool:
+        """True (and says so) when ``kind``'s matrix was imported (``encode import-mmrec``) for this very
+        dataset: its cache key never matches an encoder's, and re-encoding would silently replace features
+        the user brought (e.g. ``encode all`` run afterwards for the profiles). ``--force`` re-encodes."""
+        if self.force:
+            return False
+        try:
+            man = read_manifest(self.out / f"{_FILE[kind]}.json")
+        except DataError:
+            return False
+        if not man.get("imported_from") or man.get("dataset_fingerprint") != self.dataset.fingerprint() \
+                or not _up_to_date(self.out, kind, man.get("key", ""), self.dataset.n_items):
+            return False
+        self.rep.say(f"{kind}: kept the features imported from {man['imported_from']} (--force re-encodes)")
+        return True
+
     def encode_text(self) -> None:
         from recgoat.features.text import build_item_texts
 
@@ -384,6 +400,8 @@ class _Session:
                     "fp": ds.fingerprint()})
         if not self.force and _up_to_date(self.out, "text", key, ds.n_items):
             self.rep.say(f"text: up to date ({self.out / 'text.npy'})")
+            return
+        if self.keeps_imported("text"):
             return
         arr = self.embed("text", key, texts)
         empty = sum(1 for t in texts if not t)
@@ -464,6 +482,8 @@ class _Session:
             failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
                          + (f"; {failed} image downloads had failed: --force retries them" if failed else ""))
+            return
+        if self.keeps_imported("image"):
             return
         paths, download_failed = self.image_paths(sources)
         encoder = ImageEncoder(model, cfg.device, cfg.image_batch_size, cfg.image_workers)

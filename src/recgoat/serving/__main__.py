@@ -6,7 +6,9 @@ comes from the event loop, not from intra-op threads.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
+import socket
 import sys
 
 
@@ -44,9 +46,28 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     # which would otherwise walk torch, pandas and the item table and show up as latency spikes
     gc.collect()
     gc.freeze()
-    print(f"serving {run_path} on http://{host}:{port}/ (docs: /docs)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
+    # bind first: uvicorn reports a port in use only after the "serving" line, as a log record, with exit 3
+    try:
+        sock = _listen(host, port)
+    except OSError as e:
+        reason = "address already in use (another server? choose --port)" if e.errno == errno.EADDRINUSE \
+            else (e.strerror or str(e))
+        print(f"error: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        return 1
+    svc = app.state.service
+    recall = "" if index == "flat" else \
+        f", {index} index vs exact: " + ", ".join(f"{k} {v:.3f}" for k, v in svc.index_recall.items())
+    url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"  # an IPv6 address in brackets
+    print(f"serving {run_path} on {url} (docs: /docs{recall})", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, as uvicorn would open it (OSError when it cannot)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    return socket.create_server(address, family=family, backlog=2048)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Endpoints (OpenAPI docs at ``/docs``):
   the mean of the two vectors.
 - ``GET /users``, ``GET /users/{id}/history``, ``GET /items``, ``GET /items/{id}/image`` — what the web
   page needs; the image endpoint only serves files listed in the artefact's item table.
-- ``GET /health``, ``GET /metadata``; ``GET /`` is the web page (``static/``).
+- ``GET /health``, ``GET /metadata`` (with ``index_recall``: an approximate index's recall@10 and @100
+  against exact search on the lists as served, measured at start-up); ``GET /`` is the web page.
 
 Unknown ids are 404, bad parameters 422; every input is validated so bad input never yields a 500.
 """
@@ -25,7 +26,7 @@ import math
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import numpy as np
 import pandas as pd
@@ -40,12 +41,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recgoat.errors import RecGOATError
 from recgoat.serving.artifacts import DISPLAY_FIELDS, Run
-from recgoat.serving.retrieval import ItemIndex
+from recgoat.serving.retrieval import ItemIndex, recall_vs_exact
 
 STATIC = Path(__file__).parent / "static"
 MAX_K = 1000
 LONG_FIELDS = ("title", "overview", "description")
 TEXT_NEIGHBOURS = 20  # items whose embeddings represent a profile text
+RECALL_KS, RECALL_USERS = (10, 100), 200  # an approximate index's recall is measured at start-up on this sample
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
                ".webp": "image/webp"}
 
@@ -110,6 +112,8 @@ class Metadata(BaseModel):
     n_items: int
     embedding_dim: int
     index: str
+    index_recall: dict[str, float] = Field(description=f"recall@k of the index against exact search, seen "
+                                                       f"items excluded, on up to {RECALL_USERS} training users")
     has_images: bool
     has_text_encoder: bool
     text_encoder: str | None
@@ -132,14 +136,17 @@ ECHO_CHARS = 200  # an error echoes at most this much of an input string (a 10,0
 
 
 def _json_safe(x: Any) -> Any:
-    """``x`` with non-finite floats as strings (JSON has no NaN or infinity, so echoing them would fail) and
-    long strings cut to :data:`ECHO_CHARS` characters."""
+    """``x`` with non-finite floats as strings (JSON has no NaN or infinity, so echoing them would fail),
+    long strings cut to :data:`ECHO_CHARS` characters and lone surrogates escaped."""
     if isinstance(x, float) and not math.isfinite(x):
         return repr(x)
-    if isinstance(x, str) and len(x) > ECHO_CHARS:
-        return f"{x[:ECHO_CHARS]}… ({len(x)} characters)"
+    if isinstance(x, str):
+        if len(x) > ECHO_CHARS:
+            x = f"{x[:ECHO_CHARS]}… ({len(x)} characters)"
+        # JSON's "\ud800" parses to a lone surrogate, which the UTF-8 response body cannot hold: a 500
+        return x.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_json_safe(v) for v in x]
     return x
@@ -151,6 +158,27 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
 
 
+class _RepeatedQuery:
+    """ASGI middleware refusing a query parameter given twice (``?k=3&k=4``), which FastAPI would silently
+    read as its last value: an ambiguous request gets a 422 naming the parameter, like any bad parameter."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"&" in query:  # the common single-parameter request costs nothing
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            seen: set[str] = set()
+            repeated = next((k for k, _ in pairs if k in seen or seen.add(k)), None)
+            if repeated is not None:
+                error = {"type": "repeated", "loc": ["query", repeated], "msg": "Given more than once",
+                         "input": [v for k, v in pairs if k == repeated][:10]}
+                await JSONResponse(status_code=422, content={"detail": _json_safe([error])})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 # ------------------------------------------------------------------------------------------- service
 class Service:
     """Request logic on top of a :class:`Run`: indexes, display rows, fold-in."""
@@ -158,6 +186,9 @@ class Service:
     def __init__(self, run: Run, index: str = "flat"):
         self.run = run
         self.index = ItemIndex(run.item_emb, index)
+        # what an approximate index loses on the lists as served: reported by /metadata and `serve`
+        self.index_recall = {f"recall@{k}": 1.0 if index == "flat" else round(self._index_recall(k), 4)
+                             for k in RECALL_KS}
         norms = np.linalg.norm(run.item_emb, axis=1, keepdims=True)
         self.cosine = ItemIndex(run.item_emb / np.maximum(norms, 1e-12), "flat")
         self.n_seen = np.diff(run.seen.indptr)
@@ -181,6 +212,12 @@ class Service:
                             if ref is not None and ref in allowed}
         self._encoder = None
         self._encoder_lock = threading.Lock()
+
+    def _index_recall(self, k: int) -> float:
+        run = self.run
+        users = np.unique(np.linspace(0, run.n_users - 1, min(RECALL_USERS, run.n_users)).astype(np.int64))
+        return recall_vs_exact(self.index, ItemIndex(run.item_emb, "flat"), run.user_emb[users], k,
+                               [run.seen_items(u) for u in users.tolist()])
 
     def _image_url(self, i: int) -> str | None:
         ref = self.run.image_refs[i]
@@ -286,6 +323,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                          description=f"{meta.get('model')} trained on {meta.get('dataset')}")
     app.state.service = svc
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(_RepeatedQuery)
     K = Query(10, ge=1, le=MAX_K, description="number of items")
 
     @app.get("/health", response_model=Health)
@@ -299,6 +337,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         model=str(meta.get("model")), dataset=str(meta.get("dataset")),
                         dataset_fingerprint=meta.get("dataset_fingerprint"), n_users=run.n_users,
                         n_items=run.n_items, embedding_dim=int(run.item_emb.shape[1]), index=index,
+                        index_recall=svc.index_recall,
                         has_images=bool(svc.image_files), has_text_encoder=run.has_text_encoder,
                         text_encoder=enc, display_fields=["title", *svc.fields],
                         summary=meta.get("summary") or {})

@@ -24,6 +24,7 @@ tensors are safetensors, tables Parquet, the rest JSON.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -100,6 +101,11 @@ def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     """
     out = Path(out_dir)
     check_folder_path(out, "the artefact must go into a folder")
+    here = Path.cwd()
+    if Path(os.path.abspath(out)) in (here, *here.parents):
+        # the new folder is renamed into place as a whole: the old one, the shell's working folder, would go
+        raise DataError(out, "is the current folder (or holds it); the artefact replaces its folder as a whole: "
+                             "give a new folder, e.g. --out ./artefact")
     names = folder_entries(out)
     if not names:
         return  # a new or empty folder
@@ -128,6 +134,15 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
         raise DataError(out, f"model has {model.n_users} users × {model.n_items} items but dataset "
                              f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not the data it was "
                              f"trained on")
+    # same sizes, other interactions (another split seed, another data version): the artefact's history, and
+    # so the seen items the service leaves out, would not be the ones the model was trained on
+    trained = getattr(model, "_train_csr", None)
+    if trained is not None and dataset.has_split:
+        moved = (trained.astype(bool) != dataset.csr("train").astype(bool)).nnz
+        if moved:
+            raise DataError(None, f"the model was trained on other interactions than the training split of "
+                                  f"dataset {dataset.name!r} ({moved} user-item pairs differ): not the data or "
+                                  f"split it was trained on")
     check_destination(out, overwrite)
     feats = None
     if features_folder is not None:
@@ -242,9 +257,37 @@ class Run:
         return self.image_refs[item]
 
 
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _optional_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+# what export writes into artifact.json, field by field
+_META_FIELDS = {
+    "created": _optional_str,
+    "model": lambda v: isinstance(v, str) and bool(v),
+    "dataset": lambda v: isinstance(v, str) and bool(v),
+    "dataset_fingerprint": _optional_str,
+    "n_users": _count,
+    "n_items": _count,
+    "embedding_dim": _count,
+    "text_encoder": lambda v: v is None or (isinstance(v, dict) and all(map(_optional_str, v.values()))),
+    "summary": lambda v: v is None or isinstance(v, dict),
+}
+
+
 def verify(path: str | Path) -> dict[str, Any]:
     """Check ``artifact.json``'s format version and every listed file's sha256; return the metadata."""
-    path = Path(path)
+    try:
+        return _verify(Path(path))
+    except OSError as e:  # an unreadable file or folder (permissions): name it rather than a traceback
+        raise DataError(Path(e.filename or path), f"cannot be read ({e.strerror or e})") from None
+
+
+def _verify(path: Path) -> dict[str, Any]:
     meta_path = path / ARTIFACT_FILE
     if not path.is_dir():
         raise DataError(path, "no such artefact folder")
@@ -260,6 +303,11 @@ def verify(path: str | Path) -> dict[str, Any]:
         version = meta.get("format_version") if isinstance(meta, dict) else None
         raise DataError(meta_path, f"artefact format version {version!r} is not the supported "
                                    f"{ARTIFACT_FORMAT_VERSION}; re-export the run with this version of recgoat")
+    # artifact.json is the one file without a checksum: check the fields loading and /metadata read, so an
+    # edited value is refused here rather than failing deep inside int(), the app or a response schema
+    wrong = [f"{key} ({meta.get(key)!r:.60})" for key, ok in _META_FIELDS.items() if not ok(meta.get(key))]
+    if wrong:
+        raise DataError(meta_path, f"invalid field(s): {', '.join(wrong)}; re-export the run")
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         raise DataError(meta_path, "lists no files")

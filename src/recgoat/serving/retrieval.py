@@ -7,7 +7,8 @@ for large catalogues; :func:`recall_vs_exact` measures what they lose.
 
 Seen items are removed by over-fetching: search ``k + max |seen|`` candidates, mask the seen ones with a
 vectorised membership test (pairs encoded as ``row * I + item``) and keep the first ``k`` survivors of
-each row. No per-request model forward pass: the item matrix is precomputed at export.
+each row; a row an approximate index leaves short of items that exist is ranked exactly instead. No
+per-request model forward pass: the item matrix is precomputed at export.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class ItemIndex:
         if x.ndim != 2 or x.shape[0] == 0:
             raise ConfigError(f"item matrix must be a non-empty 2-D array, got shape {x.shape}")
         self.kind, self.n_items, self.dim = kind, x.shape[0], x.shape[1]
+        self.items, self.ef_search = x, ef_search  # the items for the exact fallback (the caller's array)
         if kind == "flat":
             index = faiss.IndexFlatIP(self.dim)
         elif kind == "hnsw":
@@ -63,19 +65,17 @@ class ItemIndex:
             raise ConfigError(f"k must be >= 1, got {k}")
         n_excl = np.array([len(e) for e in exclude], np.int64) if exclude is not None else np.zeros(n, np.int64)
         fetch = int(min(self.n_items, k + (n_excl.max() if n else 0)))
-        scores, ids = self.index.search(q, fetch)
-        if exclude is not None and n == 1 and n_excl[0] > 0:
-            # one query (the serving case): a boolean item mask beats a sort-based membership test
-            banned_mask = np.zeros(self.n_items, dtype=bool)
-            banned_mask[np.asarray(exclude[0], np.int64)] = True
-            keep = ~banned_mask[np.maximum(ids, 0)]
-        elif exclude is not None and n_excl.sum() > 0:
-            rows = np.repeat(np.arange(n, dtype=np.int64), n_excl)
-            banned = rows * self.n_items + np.concatenate([np.asarray(e, np.int64) for e in exclude])
-            keep = ~np.isin(np.arange(n, dtype=np.int64)[:, None] * self.n_items + ids, banned)
-        else:
-            keep = np.ones_like(ids, dtype=bool)
-        keep &= ids >= 0  # faiss pads missing results with -1
+        # a beam narrower than fetch would return fewer results (padding): widen it for this search only
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch)) if self.kind == "hnsw" else None
+        scores, ids = self.index.search(q, fetch, params=params)
+        keep = self._keep(ids, exclude, n_excl)
+        if self.kind != "flat":
+            # an approximate index may find fewer than fetch candidates (IVF's nprobe lists hold too few, HNSW
+            # cannot reach them), leaving a heavy user's list short of items that exist: rank those rows exactly
+            short = np.flatnonzero(keep.sum(axis=1) < np.minimum(k, self.n_items - n_excl))
+            if len(short):
+                ids[short], scores[short] = brute_force_topk(q[short], self.items, fetch)
+                keep = self._keep(ids, exclude, n_excl)
         # stable sort puts the kept candidates first, in their score order
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
         out_ids = np.take_along_axis(ids, order, axis=1)
@@ -88,6 +88,22 @@ class ItemIndex:
             out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
             out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         return out_ids, out_scores
+
+    def _keep(self, ids: np.ndarray, exclude: Sequence[np.ndarray] | None, n_excl: np.ndarray) -> np.ndarray:
+        """Which candidates survive: not excluded for their row, and not faiss's ``-1`` padding."""
+        n = ids.shape[0]
+        if exclude is not None and n == 1 and n_excl[0] > 0:
+            # one query (the serving case): a boolean item mask beats a sort-based membership test
+            banned_mask = np.zeros(self.n_items, dtype=bool)
+            banned_mask[np.asarray(exclude[0], np.int64)] = True
+            keep = ~banned_mask[np.maximum(ids, 0)]
+        elif exclude is not None and n_excl.sum() > 0:
+            rows = np.repeat(np.arange(n, dtype=np.int64), n_excl)
+            banned = rows * self.n_items + np.concatenate([np.asarray(e, np.int64) for e in exclude])
+            keep = ~np.isin(np.arange(n, dtype=np.int64)[:, None] * self.n_items + ids, banned)
+        else:
+            keep = np.ones_like(ids, dtype=bool)
+        return keep & (ids >= 0)
 
 
 def brute_force_topk(queries: np.ndarray, item_emb: np.ndarray, k: int,
@@ -105,9 +121,16 @@ def brute_force_topk(queries: np.ndarray, item_emb: np.ndarray, k: int,
     return ids, np.take_along_axis(scores, ids, axis=1)
 
 
-def recall_vs_exact(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int) -> float:
-    """Mean |approx top-k ∩ exact top-k| / k over the query rows."""
-    a, _ = approx.search(queries, k)
-    e, _ = exact.search(queries, k)
-    hits = (a[:, :, None] == e[:, None, :]).any(axis=2) & (a >= 0)
-    return float(hits.sum(axis=1).mean() / k)
+def recall_vs_exact(approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int,
+                    exclude: Sequence[np.ndarray] | None = None) -> float:
+    """Mean |approx top-k ∩ exact top-k| / |exact top-k| over the query rows.
+
+    ``exclude`` (each row's seen items) measures the lists as served: the service over-fetches past them,
+    which asks an approximate index for far more than ``k`` candidates. A row whose exact list is shorter
+    than ``k`` (a small catalogue) is measured against that list, so an exact index always scores 1.0.
+    """
+    a, _ = approx.search(queries, k, exclude)
+    e, _ = exact.search(queries, k, exclude)
+    hits = ((a[:, :, None] == e[:, None, :]) & (e[:, None, :] >= 0)).any(axis=2).sum(axis=1)
+    n = (e >= 0).sum(axis=1)
+    return float(np.mean(np.where(n > 0, hits / np.maximum(n, 1), 1.0)))

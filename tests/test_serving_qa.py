@@ -275,3 +275,41 @@ def test_export_refuses_a_dataset_split_otherwise(trained, tmp_path):
     with pytest.raises(DataError, match="other interactions"):
         export_run(Recommender.load(tmp_path / "saved"), other, tmp_path / "a")
     assert verify(export_run(Recommender.load(tmp_path / "saved"), ds, tmp_path / "b"))["model"] == "bprmf"
+
+
+def test_ids_holding_a_slash_reach_the_path_endpoints(tmp_path):
+    """Catalogue ids such as "team/alice" or "sku/1" arrive decoded from %2F; the history and image routes
+    did not match them (404 for a known id)."""
+    from urllib.parse import quote
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from recgoat.datasets import PrepareConfig, load_raw, prepare
+    from recgoat.models import BPRMF
+    from recgoat.serving import create_app
+    from recgoat.training.trainer import TrainConfig
+
+    folder = tmp_path / "shop"
+    (folder / "images").mkdir(parents=True)
+    rows = [(f"team/u{u}", f"sku/{i}") for u in range(8) for i in range(6) if (u + i) % 3]
+    pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(folder / "interactions.csv", index=False)
+    pd.DataFrame({"item_id": [f"sku/{i}" for i in range(6)], "title": [f"T{i}" for i in range(6)],
+                  "image": [str(folder / "images" / f"{i}.png") for i in range(6)]}
+                 ).to_csv(folder / "items.csv", index=False)
+    for i in range(6):
+        Image.new("RGB", (4, 4), (40 * i, 0, 0)).save(folder / "images" / f"{i}.png")
+    name, inter, items, fields, info = load_raw(str(folder))
+    # images/ is matched by item id stem, which "sku/2" cannot be a file name of: name the files directly
+    items = items.assign(image=[str(folder / "images" / f"{i}.png") for i in range(6)])
+    ds = prepare(name, inter, items, fields, PrepareConfig(k_core=0), info)
+    model = BPRMF.build(ds, {"embedding_dim": 4})
+    model.fit(ds, TrainConfig(epochs=1, progress=False))
+    with TestClient(create_app(load_run(export_run(model, ds, tmp_path / "art"))),
+                    raise_server_exceptions=False) as c:
+        r = c.get(f"/users/{quote('team/u1', safe='')}/history")
+        assert r.status_code == 200 and r.json()["user_id"] == "team/u1", r.text
+        assert all(it["item_id"].startswith("sku/") for it in r.json()["items"])
+        r = c.get(f"/items/{quote('sku/2', safe='')}/image")
+        assert r.status_code == 200 and r.content == (folder / "images" / "2.png").read_bytes()
+        assert c.get(f"/users/{quote('team/nobody', safe='')}/history").status_code == 404

@@ -388,7 +388,8 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         return Users(total=len(idx), users=[UserRow(user_id=ids[u], n_interactions=int(svc.n_seen[u]))
                                             for u in page.tolist()])
 
-    @app.get("/users/{user_id}/history", response_model=History)
+    # :path: an id may hold "/" (the page sends it as %2F, which arrives decoded)
+    @app.get("/users/{user_id:path}/history", response_model=History)
     async def history(user_id: str, n: int = Query(20, ge=1, le=MAX_K)) -> History:
         u = svc.user(user_id)
         return History(user_id=user_id, n_interactions=int(svc.n_seen[u]),
@@ -402,7 +403,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
             else np.arange(run.n_items)
         return ItemList(total=len(hits), items=svc.items_out(hits[:limit]))
 
-    @app.get("/items/{item_id}/image", response_class=FileResponse,
+    @app.get("/items/{item_id:path}/image", response_class=FileResponse,
              responses={404: {"description": "unknown item, or the item has no image file"}})
     async def image(item_id: str) -> FileResponse:
         path = svc.image_files.get(svc.item(item_id))

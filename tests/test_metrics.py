@@ -162,3 +162,27 @@ def test_count_never_counts_a_masked_or_nan_held_out_item():
     res = ev.evaluate_embeddings(torch.ones(2, 1), item)
     assert res.per_user["hit@4"].tolist() == [1.0, 0.0]
     assert res.per_user["recall@4"].tolist() == [0.5, 0.0]
+
+
+# ------------------------------------------------------------------ top-k tie rule
+@pytest.mark.parametrize("row, k, expected", [
+    ([1, 3, 3, 2, 3, 0], 2, [1, 2]),          # three tied at the top: the two lowest ids
+    ([1, 3, 3, 2, 3, 0], 4, [1, 2, 4, 3]),
+    ([5, 5, 5, 5], 3, [0, 1, 2]),             # all tied
+    ([-np.inf, 1, 1, -np.inf, 2, 0], 6, [4, 1, 2, 5, 0, 3]),  # masked items last, by id too
+    ([0.5, 0.25], 9, [0, 1]),                 # k beyond the row
+])
+def test_top_k_breaks_ties_by_lower_id(row, k, expected):
+    from recgoat.evaluation.ranking import top_k
+
+    assert top_k(np.array(row, np.float32), k).tolist() == expected
+
+
+def test_top_k_equals_a_full_sort_by_score_then_id():
+    from recgoat.evaluation.ranking import top_k
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(50, 30)).astype(np.float32)  # few distinct values: ties everywhere
+    for k in (1, 5, 17, 30):
+        want = [sorted(range(30), key=lambda i: (-row[i], i))[:k] for row in scores]
+        assert top_k(scores, k).tolist() == want

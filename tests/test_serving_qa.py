@@ -313,3 +313,38 @@ def test_ids_holding_a_slash_reach_the_path_endpoints(tmp_path):
         r = c.get(f"/items/{quote('sku/2', safe='')}/image")
         assert r.status_code == 200 and r.content == (folder / "images" / "2.png").read_bytes()
         assert c.get(f"/users/{quote('team/nobody', safe='')}/history").status_code == 404
+
+
+def test_mostpop_service_lists_equal_the_python_api(tmp_path):
+    """MostPop scores are counts, tied everywhere: torch.topk and faiss each chose among equal scores their
+    own way (the order differed for every user, the k-th item for half of them). Both now put the lower
+    item id first, so the service answers exactly what model.recommend does."""
+    from fastapi.testclient import TestClient
+
+    from recgoat.models import MostPop
+    from recgoat.serving import create_app
+
+    ds = _dataset()
+    model = MostPop.build(ds)
+    model.fit(ds)
+    run = load_run(export_run(model, ds, tmp_path / "art"))
+    with TestClient(create_app(run), raise_server_exceptions=False) as c:  # the exact (flat) index
+        for k in (10, 50):
+            for u in range(ds.n_users):
+                ids, _ = model.recommend(u, k)
+                r = c.get("/recommend", params={"user_id": str(ds.user_ids[u]), "k": k})
+                assert r.status_code == 200, r.text
+                got = [it["item_id"] for it in r.json()["items"]]
+                assert got == [str(ds.item_ids[i]) for i in ids], (u, k)
+
+
+def test_exact_index_ranks_ties_by_id_beyond_the_fetched_candidates():
+    """Flat search fetches k + |seen| candidates; a tie at the k-th place that runs past them is ranked
+    exactly, so the seen items and the tie rule give the same list as brute force."""
+    rng = np.random.default_rng(1)
+    items = np.repeat(rng.normal(size=(6, 4)).astype(np.float32), 50, axis=0)  # 6 distinct rows, 50 copies
+    queries = rng.normal(size=(20, 4)).astype(np.float32)
+    exclude = [rng.choice(300, size=int(rng.integers(0, 40)), replace=False) for _ in range(20)]
+    got, _ = ItemIndex(items, "flat").search(queries, 30, exclude)
+    want, _ = brute_force_topk(queries, items, 30, exclude)
+    assert got.tolist() == want.tolist()

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from recgoat.errors import ConfigError, DataError
+from recgoat.evaluation.ranking import top_k
 from recgoat.io import atomic_path, write_json
 
 MODEL_FORMAT_VERSION = 1
@@ -192,7 +193,8 @@ class Recommender(nn.Module):
 
         ``user`` is an integer index ``0..n_users-1`` (Python or numpy integer); a model does not know the
         dataset's raw ids: map one with ``dataset.user_index(raw_id)`` and results back with
-        ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left.
+        ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left. Equal
+        scores come in ascending item id (:func:`recgoat.evaluation.ranking.top_k`), as from the service.
         """
         user = _as_index(user, self.n_users, "user")
         k = _as_count(k, "k")
@@ -200,8 +202,9 @@ class Recommender(nn.Module):
         if remove_seen:
             scores[torch.from_numpy(self.seen_items(user))] = -torch.inf
         k = min(k, int(torch.isfinite(scores).sum()))
-        top = torch.topk(scores, k)
-        return top.indices.numpy(), top.values.numpy()
+        s = scores.numpy()
+        ids = top_k(s, k)  # equal scores by ascending item id, as the serving index orders them
+        return ids, s[ids]
 
     # ----------------------------------------------------------------- training entry point
     def fit(self, dataset, train_config=None, features=None, run_dir: str | Path | None = None, **kw):

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from recgoat.errors import ConfigError
+from recgoat.evaluation.ranking import top_k
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
 
@@ -76,13 +77,24 @@ class ItemIndex:
             if len(short):
                 ids[short], scores[short] = brute_force_topk(q[short], self.items, fetch)
                 keep = self._keep(ids, exclude, n_excl)
-        # stable sort puts the kept candidates first, in their score order
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        # kept candidates first, by score, equal scores by ascending id (the rule of evaluation.ranking.top_k)
+        order = np.lexsort((ids, -scores, ~keep), axis=1)[:, :k]
         out_ids = np.take_along_axis(ids, order, axis=1)
         out_scores = np.take_along_axis(scores, order, axis=1)
         valid = np.take_along_axis(keep, order, axis=1)
         out_ids = np.where(valid, out_ids, -1)
         out_scores = np.where(valid, out_scores, -np.inf).astype(np.float32)
+        if self.kind == "flat" and fetch < self.n_items:
+            # a tie at the k-th place that reaches the last fetched score may go on past the candidates, where
+            # faiss chose among equal scores its own way: those rows are ranked exactly, by the same rule
+            last = out_scores[:, min(k, out_scores.shape[1]) - 1]
+            redo = np.flatnonzero(valid[:, -1] & (last == scores[:, -1]))
+            if len(redo):
+                sub = [exclude[r] for r in redo] if exclude is not None else None
+                r_ids, r_scores = brute_force_topk(q[redo], self.items, k, sub)
+                finite = np.isfinite(r_scores)
+                out_ids[redo, :r_ids.shape[1]] = np.where(finite, r_ids, -1)
+                out_scores[redo, :r_ids.shape[1]] = np.where(finite, r_scores, -np.inf)
         if out_ids.shape[1] < k:  # fewer items than k in the whole catalogue
             pad = k - out_ids.shape[1]
             out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
@@ -108,16 +120,14 @@ class ItemIndex:
 
 def brute_force_topk(queries: np.ndarray, item_emb: np.ndarray, k: int,
                      exclude: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by a dense ``[n, I]`` score matrix (the reference the indexes are checked against)."""
+    """Exact top-``k`` by a dense ``[n, I]`` score matrix (the reference the indexes are checked against);
+    equal scores by ascending item id."""
     scores = np.atleast_2d(queries).astype(np.float32) @ np.asarray(item_emb, np.float32).T
     if exclude is not None:
         rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
         cols = np.concatenate([np.asarray(e, np.int64) for e in exclude]) if len(rows) else np.zeros(0, np.int64)
         scores[rows, cols] = -np.inf
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    ids = np.take_along_axis(part, order, axis=1)
+    ids = top_k(scores, k)
     return ids, np.take_along_axis(scores, ids, axis=1)
 
 

@@ -339,3 +339,23 @@ def test_default_params_unchanged():
     c = get_model_class("recgoat").Config()
     assert (c.embedding_dim, c.gat_dropout, c.gamma_t, c.tau, c.ot_eps, c.cl_max_points) == (64, 0.0, None, 0.2,
                                                                                               0.05, 1024)
+
+
+def test_an_items_image_column_is_kept_beside_an_images_folder(tmp_path):
+    """A generic folder with both an `image` column and images/: the column was overwritten by the folder's
+    item-id stems (NaN for every item whose file is named otherwise); the column now wins, the folder fills
+    the rows it leaves empty."""
+    from PIL import Image
+
+    folder = write_folder(tmp_path / "shop", grid(), pd.DataFrame({
+        "item_id": list("abcd"), "title": list("ABCD"),
+        "image": ["pics/first.png", "https://example.com/b.jpg", "", None]}))
+    (folder / "pics").mkdir()
+    (folder / "images").mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "pics" / "first.png")
+    Image.new("RGB", (4, 4)).save(folder / "images" / "c.jpg")
+    Image.new("RGB", (4, 4)).save(folder / "images" / "a.jpg")  # the column names another file for a
+    ds = _prepared(folder)
+    got = dict(zip(ds.item_ids, ds.image_sources()))
+    assert got == {"a": str(folder / "pics" / "first.png"), "b": "https://example.com/b.jpg",
+                   "c": str((folder / "images" / "c.jpg").resolve()), "d": None}

@@ -1,7 +1,8 @@
 """The generic layout: an interactions file, an optional items table and an optional image folder.
 
 Interactions may be CSV, TSV or Parquet; column names are given or guessed (``user``/``userId``/
-``user_id``…). Images are ``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``) or a path column.
+``user_id``…). Images are the items table's ``image`` column (a path, relative to the dataset folder or
+absolute, or a URL) and, for rows it leaves empty, ``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``/``.webp``).
 """
 from __future__ import annotations
 
@@ -141,7 +142,14 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
             raise DataError(path, f"missing image column {image_col!r}")
         df["image"] = df[image_col]
     elif image_dir is not None:
-        df["image"] = find_images(df["item_id"], image_dir)
+        found = find_images(df["item_id"], image_dir)
+        if "image" in df.columns:
+            # the table's own image column wins (paths relative to the dataset folder, or URLs): the images/
+            # folder, matched by item id stem, fills only the rows it leaves empty
+            given = df["image"].where(df["image"].astype("string").str.strip().fillna("") != "")
+            df["image"] = given.astype(object).where(given.notna(), found)
+        else:
+            df["image"] = found
     return df, text_fields
 
 

@@ -162,6 +162,11 @@ def _summary_lines(summary: dict) -> list[str]:
     if "modalities_used" in summary:
         views = [*summary["modalities_used"], *(["profile"] if summary.get("profile_branch") else [])]
         lines.append(f"feature views used: {', '.join(views) or 'none (ID embeddings only)'}")
+    if "fusion" in summary:  # RecGOAT: an ablation set by config alone shows what it switched off
+        oat = summary.get("oat")
+        align = [*(["CMCL"] if summary.get("cmcl") else []), *([f"OAT ({oat})"] if oat else [])]
+        lines.append(f"fusion: {summary['fusion']}; alignment: {' + '.join(align) or 'none'}; rating attention: "
+                     f"{'on' if summary.get('rating_attention') else 'off'}")
     if summary.get("note"):
         lines.append(f"note: {summary['note']}")
     return lines

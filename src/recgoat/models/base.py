@@ -101,6 +101,9 @@ class Recommender(nn.Module):
         self.config = config
         self.dims = dims
         self._train_csr: sp.csr_matrix | None = None
+        # prepare() has run: a loaded model has its training matrix (for remove_seen) but no graphs or
+        # features, so fit() must prepare it first
+        self._prepared = False
         self._cached: tuple[Tensor, Tensor] | None = None
         self.summary: dict[str, Any] = {}
         # content hashes of the feature matrices prepare() was given (see feature_digests)
@@ -127,6 +130,10 @@ class Recommender(nn.Module):
 
     def prepare(self, dataset, features=None) -> None:
         """Build what training needs from the training split only (graphs, statistics)."""
+        if (dataset.n_users, dataset.n_items) != (self.n_users, self.n_items):  # a loaded model, other data
+            raise DataError(None, f"{self.name} has {self.n_users} users × {self.n_items} items but dataset "
+                                  f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not its data")
+        self._prepared = True
         self.set_train_matrix(dataset.csr("train"))
         self.feature_digests = feature_digests(features, self.dims)
 
@@ -179,7 +186,10 @@ class Recommender(nn.Module):
         u_emb, i_emb = self.final_embeddings()
         users = torch.as_tensor(_index_array(users, self.n_users, "user"), dtype=torch.long)
         if items is not None:
-            i_emb = i_emb[torch.as_tensor(_index_array(items, self.n_items, "item"), dtype=torch.long)]
+            items = _index_array(items, self.n_items, "item")
+            if items.ndim > 1:  # torch would fail on the transpose of a 3-D item block
+                raise ValueError(f"items must be a 1-D sequence of item indices, got shape {items.shape}")
+            i_emb = i_emb[torch.as_tensor(items, dtype=torch.long)]
         return u_emb[users] @ i_emb.t()
 
     def seen_items(self, user: int) -> np.ndarray:
@@ -211,7 +221,7 @@ class Recommender(nn.Module):
         """Train with the shared :class:`~recgoat.training.Trainer` (early stopping on validation)."""
         from recgoat.training.trainer import Trainer, TrainConfig
 
-        if self._train_csr is None:
+        if not self._prepared:
             self.prepare(dataset, features)
         cfg = train_config if train_config is not None else TrainConfig()
         if isinstance(cfg, dict):
@@ -248,40 +258,78 @@ class Recommender(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
-        """Load a saved model (the subclass is read from ``model.json``); checks version and hash."""
+        """Load a saved model (the subclass is read from ``model.json``); checks version and hash.
+
+        A folder that is incomplete, corrupt or whose ``model.json`` no longer matches its weights (an
+        edited size or hyper-parameter) raises one :class:`DataError` naming the file.
+        """
         path = Path(path)
         meta_path, weights_path = path / "model.json", path / "weights.safetensors"
-        if not meta_path.exists() or not weights_path.exists():
+        if not meta_path.is_file() or not weights_path.is_file():
             raise DataError(path, "not a saved model folder (model.json and weights.safetensors expected)")
         try:
             meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(meta_path, f"corrupt JSON: {e}") from None
+        if not isinstance(meta, dict):
+            raise DataError(meta_path, f"expected a JSON object, got {type(meta).__name__}")
         if meta.get("format_version") != MODEL_FORMAT_VERSION:
             raise DataError(meta_path, f"model format version {meta.get('format_version')} is not the "
                                        f"supported {MODEL_FORMAT_VERSION}")
         digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
         if digest != meta.get("weights_sha256"):
             raise DataError(weights_path, "checksum mismatch: the weights file is corrupt or was replaced")
-        model_cls = MODELS.get(meta["model"])
+        name, dims, config = meta.get("model"), meta.get("dims", {}), meta.get("config")
+        sizes = {k: meta.get(k) for k in ("n_users", "n_items")}
+        if not isinstance(name, str):
+            raise DataError(meta_path, f"'model' must be a model name, got {name!r}")
+        for key, value in sizes.items():
+            if not _is_integer(value) or value < 1:
+                raise DataError(meta_path, f"{key!r} must be an integer >= 1, got {value!r}")
+        for key, value in (("config", config), ("dims", dims)):
+            if not isinstance(value, dict):
+                raise DataError(meta_path, f"{key!r} must be a JSON object, got {value!r}")
+        model_cls = MODELS.get(name)
         if model_cls is None:
             _import_all_models()
-            model_cls = MODELS.get(meta["model"])
+            model_cls = MODELS.get(name)
         if model_cls is None:
-            raise DataError(meta_path, f"unknown model {meta['model']!r}")
+            raise DataError(meta_path, f"unknown model {name!r}")
         if cls is not Recommender and not issubclass(model_cls, cls):
-            raise DataError(meta_path, f"holds a {meta['model']} model, not a {cls.name}")
-        model = model_cls(meta["n_users"], meta["n_items"], meta["config"], **meta.get("dims", {}))
+            raise DataError(meta_path, f"holds a {name} model, not a {cls.name}")
+        try:
+            model = model_cls(sizes["n_users"], sizes["n_items"], config, **dims)
+        except ConfigError as e:
+            raise DataError(meta_path, str(e)) from None
+        except (TypeError, ValueError, KeyError) as e:  # dims a constructor cannot take
+            raise DataError(meta_path, f"cannot build a {name} model from it: {e}") from None
         tensors = load_file(str(weights_path))
         state = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
+        expected = model.state_dict()
+        mismatch = sorted(set(expected) ^ set(state)) or sorted(
+            k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape))
+        if mismatch:  # sizes, hyper-parameters or feature dimensions edited after saving
+            raise DataError(meta_path, f"does not match {weights_path.name} (parameters {', '.join(mismatch[:3])}"
+                                       f"{'…' if len(mismatch) > 3 else ''} differ): was it edited?")
         model.load_state_dict(state, strict=True)
-        model._cached = (tensors["final.user_emb"], tensors["final.item_emb"])
+        u_emb, i_emb = tensors.get("final.user_emb"), tensors.get("final.item_emb")
+        if u_emb is None or i_emb is None or u_emb.shape[0] != model.n_users or i_emb.shape[0] != model.n_items \
+                or u_emb.shape[1:] != i_emb.shape[1:] or u_emb.dim() != 2:
+            raise DataError(weights_path, "final embeddings missing or not of the saved model's sizes")
+        # clones: a tensor read from the file is not 64-byte aligned, and a BLAS matrix-vector product
+        # then rounds differently, so recommend() would differ from the saved model's in the last bit
+        model._cached = (u_emb.clone(), i_emb.clone())
         if "train.indptr" in tensors:
             indptr = tensors["train.indptr"].numpy()
-            indices = tensors["train.indices"].numpy()
-            model._train_csr = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
-                                             shape=(model.n_users, model.n_items))
-        model.summary = meta.get("summary", {})
+            indices = tensors.get("train.indices", torch.zeros(0, dtype=torch.long)).numpy()
+            try:
+                model._train_csr = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
+                                                 shape=(model.n_users, model.n_items))
+                model._train_csr.check_format(full_check=True)
+            except ValueError as e:
+                raise DataError(weights_path, f"corrupt training matrix: {e}") from None
+        summary = meta.get("summary", {})
+        model.summary = summary if isinstance(summary, dict) else {}
         model.eval()
         return model
 

@@ -120,7 +120,7 @@ class FREEDOM(Recommender):
         self.adj = normalized_bipartite(self._train_csr)
         self.pruned_adj = None
         cfg = self.config
-        graph = item_item_graph(found, cfg.knn_k, cfg.image_weight, image_mask(features, self.n_items))
+        graph = item_item_graph(found, cfg.knn_k, cfg.image_weight, image_mask(features, self.n_items, self.name))
         self.ii_graph = to_torch_csr(graph)
         self.summary["item_item_edges"] = int(graph.nnz)
 

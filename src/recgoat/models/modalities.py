@@ -1,16 +1,43 @@
 """Item side features for the multimodal models: which modalities exist, their sizes, and checks.
 
-Shared by VBPR, FREEDOM, LGMRec and BM3, so each refuses missing or mismatched features with the same
-clear message naming the model.
+Shared by VBPR, FREEDOM, LGMRec and BM3 (and RecGOAT's matrix checks), so each refuses missing,
+mismatched or non-finite features with the same clear message naming the model.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from recgoat.errors import ConfigError
+import numpy as np
+import torch
+
+from recgoat.errors import ConfigError, DataError
 from recgoat.models.base import Recommender
 
 MODALITIES = ("text", "image")
+
+
+def feature_matrix(x: Any, name: str, model: str, per: str = "item") -> np.ndarray:
+    """``x`` as a float32 matrix (one row per ``per``) of finite numbers; else one :class:`DataError`
+    naming ``model``, the matrix and the problem. ``load_features`` checks the files it reads, but
+    features built in Python reach the model directly: a NaN row would surface only as a NaN loss, and
+    strings would be parsed as numbers."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except ValueError as e:  # ragged nested lists
+        raise DataError(None, f"{model}: {name} features are not a matrix: {e}") from None
+    if arr.dtype.kind not in "fiu":
+        raise DataError(None, f"{model}: {name} features have dtype {arr.dtype}, expected numbers (float32)")
+    if arr.ndim != 2:
+        raise DataError(None, f"{model}: {name} features have shape {arr.shape}, expected a matrix "
+                              f"with one row per {per} (rows × dimensions)")
+    arr = arr.astype(np.float32, copy=False)
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if len(bad):
+        raise DataError(None, f"{model}: {name} features have NaN or infinite values in {len(bad)} row(s) "
+                              f"(first: {per} {bad[0]}); re-encode them")
+    return arr
 
 
 def item_modalities(features, model: str, n_items: int | None = None) -> dict[str, np.ndarray]:
@@ -19,13 +46,13 @@ def item_modalities(features, model: str, n_items: int | None = None) -> dict[st
     if features is None:
         raise ConfigError(f"{model} needs item features (text and/or image) but none were given: encode them "
                           f"with `recgoat encode all <dataset>` and pass features=load_features(dataset, folder)")
-    found = {m: np.asarray(getattr(features, m), dtype=np.float32)
+    found = {m: feature_matrix(getattr(features, m), m, model)
              for m in MODALITIES if getattr(features, m, None) is not None}
     if not found:
         raise ConfigError(f"{model} needs item text or image features, but the given features hold neither "
                           f"(a user profile alone is not enough); encode item text or images first")
     for m, x in found.items():
-        if x.ndim != 2 or (n_items is not None and x.shape[0] != n_items):
+        if n_items is not None and x.shape[0] != n_items:
             raise ConfigError(f"{model}: {m} features have shape {x.shape}, expected ({n_items}, D): "
                               f"features were made for another dataset")
     return found
@@ -56,10 +83,16 @@ def check_dims(model: Recommender, found: dict[str, np.ndarray]) -> None:
                               f"pass the features the model was built with")
 
 
-def image_mask(features, n_items: int) -> np.ndarray:
+def image_mask(features, n_items: int, model: str) -> np.ndarray:
     """Which items have a real image (all of them when the features carry no mask)."""
     mask = getattr(features, "image_mask", None)
-    return np.ones(n_items, bool) if mask is None else np.asarray(mask, bool)
+    if mask is None:
+        return np.ones(n_items, bool)
+    mask = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    if mask.shape != (n_items,) or mask.dtype.kind not in "biu":
+        raise DataError(None, f"{model}: image_mask has shape {mask.shape} and dtype {mask.dtype}, expected "
+                              f"({n_items},) booleans (one per item)")
+    return mask.astype(bool)
 
 
 def item_features(model: Recommender, features) -> dict[str, np.ndarray]:

@@ -71,6 +71,7 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.graphs.bipartite import normalized_bipartite
 from recgoat.graphs.knn import knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
+from recgoat.models.modalities import feature_matrix, image_mask
 from recgoat.nn.alignment import oat_losses, symmetric_info_nce
 from recgoat.nn.layers import (AdaptiveMap, ConcatFusion, ModalityGATBranch, RatingAwareLightGCN, SimplexFusion,
                                SumFusion, csr_to_edge_index)
@@ -329,7 +330,9 @@ class RecGOAT(Recommender):
                 g = {"text": c.gamma_t, "image": c.gamma_v}
                 missing = [m for m in self.modalities if g[m] is None]
                 if missing:
-                    raise ConfigError(f"fixed fusion weights need gamma for every used modality; missing: {missing}")
+                    keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'} ({m})" for m in missing)
+                    raise ConfigError(f"recgoat: fixed fusion weights need a gamma for every view used; set {keys} "
+                                      f"too, or unset the other gamma")
                 gm = [float(g[m]) for m in self.modalities]
                 fixed = [1.0 - sum(gm), *gm]
             self.fusion = SimplexFusion(n_views, fixed)
@@ -354,12 +357,13 @@ class RecGOAT(Recommender):
     # ----------------------------------------------------------------- construction
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
-        def dim(x):
-            return int(x.shape[1]) if x is not None else 0
+        def dim(name: str, per: str) -> int:
+            x = getattr(features, name, None)
+            return int(feature_matrix(x, name, "RecGOAT", per).shape[1]) if x is not None else 0
 
         if features is None:
             return {"text_dim": 0, "image_dim": 0, "profile_dim": 0}
-        return {"text_dim": dim(features.text), "image_dim": dim(features.image), "profile_dim": dim(features.profile)}
+        return {"text_dim": dim("text", "item"), "image_dim": dim("image", "item"), "profile_dim": dim("profile", "user")}
 
     def prepare(self, dataset, features=None) -> None:
         """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
@@ -371,17 +375,15 @@ class RecGOAT(Recommender):
         mans = getattr(features, "manifests", {}) or {}
         for m in self.modalities:
             x = getattr(features, sources[m], None) if features is not None else None
+            x = None if x is None else feature_matrix(x, m, "RecGOAT")
             want = self.dims[f"{m}_dim"]
             if x is None or x.shape != (self.n_items, want):
                 got = None if x is None else tuple(x.shape)
                 raise DataError(None, f"RecGOAT was built with {m} features of shape ({self.n_items}, {want}); "
                                       f"the features given have {got}")
-            x = np.asarray(x, np.float32)
             mask = None
             if m == "image":
-                mask = (getattr(features, "image_mask", None) if features is not None else None)
-                mask = np.ones(self.n_items, bool) if mask is None else np.asarray(mask, bool)
-                mask &= np.linalg.norm(x, axis=1) > 0
+                mask = image_mask(features, self.n_items, "RecGOAT") & (np.linalg.norm(x, axis=1) > 0)
                 self.register_buffer("image_mask", torch.from_numpy(mask), persistent=False)
                 self.summary["images_missing"] = int((~mask).sum())
             self.register_buffer(f"feat_{m}", torch.from_numpy(_normalise(x, c.feature_norm, mask)).to(self.proj_dtype),
@@ -393,12 +395,12 @@ class RecGOAT(Recommender):
             else:
                 setattr(self, f"edges_{m}", None)
         if self.use_profile:
-            x = features.profile if features is not None else None
+            x = getattr(features, "profile", None) if features is not None else None
+            x = None if x is None else feature_matrix(x, "profile", "RecGOAT", per="user")
             want = self.dims["profile_dim"]
             if x is None or x.shape != (self.n_users, want):
                 raise DataError(None, f"RecGOAT was built with profiles of shape ({self.n_users}, {want}); "
                                       f"the features given have {None if x is None else tuple(x.shape)}")
-            x = np.asarray(x, np.float32)
             self.register_buffer("feat_profile", torch.from_numpy(_normalise(x, c.feature_norm)).to(self.proj_dtype),
                                  persistent=False)
             if c.user_graph and c.gat_layers > 0:

@@ -335,7 +335,8 @@ def load_run(path: str | Path) -> Run:
     meta = verify(path)
     n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
     emb = load_file(str(path / "embeddings.safetensors"))
-    user_emb, item_emb = emb["user_emb"].numpy(), emb["item_emb"].numpy()
+    # copies: a tensor read from the file is not 64-byte aligned, and BLAS then rounds some products differently
+    user_emb, item_emb = emb["user_emb"].numpy().copy(), emb["item_emb"].numpy().copy()
     ids = read_json(path / "ids.json")
     users, items_ids = [str(u) for u in ids["users"]], [str(i) for i in ids["items"]]
     items = pd.read_parquet(path / "items.parquet")

@@ -40,7 +40,7 @@ def main() -> None:
             loss.backward()
             opt.step()
         times.append(time.perf_counter() - t)
-        print(f"epoch {epoch}: {times[-1]:.2f} s  loss {float(loss):.4f}")
+        print(f"epoch {epoch}: {times[-1]:.2f} s  loss {float(loss.detach()):.4f}")
     print(f"LightGCN at Baby size ({ds.n_users:,} users, {ds.n_items:,} items, "
           f"{ds.csr('train').nnz:,} training edges), d={args.dim}, batch 2048, {args.threads} threads: "
           f"median {np.median(times):.2f} s per epoch")

@@ -48,6 +48,7 @@ def build_artefact(out: Path, epochs: int) -> Path:
     from recgoat.training.trainer import TrainConfig
 
     torch.set_num_threads(1)
+    torch.manual_seed(2026)  # the initialisation: without it each fresh artefact had another test recall
     ds = load("ml100k-mm")
     model = BPRMF.build(ds, {"embedding_dim": 64})
     t = time.perf_counter()

@@ -192,17 +192,25 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not on Linux/macOS
         yield
         return
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
     try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+    except OSError:  # e.g. a read-only folder: the writes that follow report the problem themselves
+        yield
+        return
+    try:
+        locked = True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise DataError(folder, f"another recgoat process (pid {holder}) is writing to this folder; "
                                     "wait for it to finish or use another folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _held[key] = 1
+        except OSError:  # a file system without flock (some network mounts): run unlocked, as before
+            locked = False
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            _held[key] = 1
         try:
             yield
         finally:

@@ -93,6 +93,15 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
+def first_validation_error(err: ValidationError) -> str:
+    """``loc: message`` of the first error only (pydantic's ``Value error, `` prefix for our own validators
+    dropped): one line for a command-line refusal."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    msg = str(first.get("msg")).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
 def read_yaml_mapping(path: Path, not_mapping: str) -> dict[str, Any]:
     """The mapping in YAML file ``path`` (empty file: ``{}``); a :class:`ConfigError` naming the file when it
     is a folder, unreadable, binary or not valid YAML, or ``not_mapping`` when its top level is not a mapping."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.console import Console
 
+from recgoat.config import first_validation_error
 from recgoat.datasets import load
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.training.trainer import TrainConfig
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             TrainConfig(**train)
         except ValidationError as e:
-            err = e.errors()[0]
-            raise ConfigError(f"--{err['loc'][0]}: {err['msg']}") from None
+            raise ConfigError(f"--{first_validation_error(e)}") from None
         ds = load(args.dataset)
         s = ds.stats()
         console.print(f"[bold]{ds.name}[/]: {s['users']} users, {s['items']} items, {s['interactions']} "
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 out=out / "benchmark",
             )
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            raise ConfigError(f"{where}: {str(err['msg']).removeprefix('Value error, ')}") from None
+            raise ConfigError(first_validation_error(e)) from None
         run = run_benchmark(cfg)
     except RecGOATError as e:
         console.print(f"[bold red]error:[/] {e}")

@@ -144,6 +144,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def is_url(value: object) -> bool:
+    """An http(s) URL (an image reference to download or show), as opposed to a local path."""
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
 # ---------------------------------------------------------------------------------------------- folders
 def nearest_existing(path: Path) -> Path | None:
     """``path`` or its closest existing parent (a dangling symlink counts as existing); None if none does."""

@@ -39,7 +39,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recgoat.config import read_yaml_mapping, with_preset
+from recgoat.config import first_validation_error, read_yaml_mapping, with_preset
 from recgoat.errors import ConfigError, RecGOATError, TrainingDiverged
 from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
@@ -175,7 +175,7 @@ class BenchmarkConfig(BaseModel):
         try:
             return TrainConfig(**{**base, **model.train, "seed": seed})
         except ValidationError as e:
-            raise ConfigError(f"model {model.key!r}: bad train override: {_first_error(e)}") from None
+            raise ConfigError(f"model {model.key!r}: bad train override: {first_validation_error(e)}") from None
 
 
 def dataset_label(spec: DatasetSpec) -> str:
@@ -183,13 +183,6 @@ def dataset_label(spec: DatasetSpec) -> str:
         return spec.label
     base = Path(spec.name).name if ("/" in spec.name or os.sep in spec.name) else spec.name
     return f"{base}-u{spec.max_users}" if spec.max_users else base
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    msg = str(err.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our own validators
-    return f"{where}: {msg}" if where else msg
 
 
 # ------------------------------------------------------------------------------------- config loading
@@ -263,7 +256,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         hint = (" (a benchmark config's training section is `train`, e.g. --set train.lr=1e-3; `trainer` is the "
                 "key of `recgoat train`'s run config)") if "trainer" in tree else ""
         where = path if path is not None else "benchmark config"
-        raise ConfigError(f"{where}: {_first_error(e)}{hint}") from None
+        raise ConfigError(f"{where}: {first_validation_error(e)}{hint}") from None
 
 
 # ------------------------------------------------------------------------------------- data and features
@@ -463,15 +456,14 @@ def check_signature(cell: Cell, sig: dict[str, Any]) -> None:
         raise ConfigError(f"{_mismatch_message(cell, diff)}; {_MISMATCH_FIX}")
 
 
-def check_model_params(config: BenchmarkConfig) -> None:
-    """Every model's ``params`` are valid settings of that model (checked before any cell trains)."""
+def check_model_params(model: ModelSpec) -> None:
+    """The model's ``params`` are valid settings of that model; else a ConfigError naming it."""
     from recgoat.models.base import get_model_class
 
-    for m in config.models:
-        try:
-            get_model_class(m.name).Config(**m.params)
-        except ValidationError as e:
-            raise ConfigError(f"model {m.key!r}: bad params: {_first_error(e)}") from None
+    try:
+        get_model_class(model.name).Config(**model.params)
+    except ValidationError as e:
+        raise ConfigError(f"model {model.key!r}: bad params: {first_validation_error(e)}") from None
 
 
 def preflight(config: BenchmarkConfig, cells: list[Cell]) -> None:
@@ -479,7 +471,8 @@ def preflight(config: BenchmarkConfig, cells: list[Cell]) -> None:
     model that needs features on a dataset without them, or run folders started with another configuration."""
     from recgoat.models.base import get_model_class
 
-    check_model_params(config)
+    for m in config.models:
+        check_model_params(m)
     for cell in cells:
         if cell.dataset.features is None and needs_features(get_model_class(cell.model.name)):
             raise ConfigError(f"dataset {dataset_label(cell.dataset)}: model {cell.model.key!r} needs features "
@@ -551,10 +544,7 @@ def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str,
     from recgoat.training.trainer import Trainer
 
     model_cls = get_model_class(cell.model.name)
-    try:  # before cell.json records them: bad params must not claim the folder for a config never run
-        model_cls.Config(**cell.model.params)
-    except ValidationError as e:
-        raise ConfigError(f"model {cell.model.key!r}: bad params: {_first_error(e)}") from None
+    check_model_params(cell.model)  # before cell.json records them: bad params must not claim the folder
     sig = _signature(cell, train_cfg, dataset)
     check_signature(cell, sig)
     cell.run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recgoat.errors import DataError
-from recgoat.io import atomic_folder, check_folder_path, folder_entries, read_json, write_json
+from recgoat.io import atomic_folder, check_folder_path, folder_entries, is_url, read_json, write_json
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -149,7 +149,7 @@ class Dataset:
         for v in self.items["image"].tolist():
             if not isinstance(v, str) or not v.strip():
                 out.append(None)
-            elif v.startswith(("http://", "https://")):
+            elif is_url(v):
                 out.append(v)
             else:
                 p = Path(v)

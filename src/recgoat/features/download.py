@@ -38,10 +38,6 @@ class PermanentError(Exception):
     """A failure that retrying cannot fix (404, 401, a refused request)."""
 
 
-def is_url(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://"))
-
-
 def call_with_retries(fn: Callable[[], T], retries: int, backoff: float,
                       sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn``; on :class:`TransientError` retry up to ``retries`` times, waiting

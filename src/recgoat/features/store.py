@@ -28,7 +28,7 @@ import numpy as np
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
-from recgoat.io import atomic_path, check_folder_path, folder_lock, read_json, write_json
+from recgoat.io import atomic_path, check_folder_path, folder_lock, is_url, read_json, write_json
 
 KINDS = ("text", "image", "users")
 MANIFEST_VERSION = 1
@@ -222,6 +222,20 @@ def read_manifest(path: Path) -> dict:
     return man
 
 
+def write_matrix(out: Path, kind: str, arr: np.ndarray, manifest: dict,
+                 beside: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``kind``'s matrix (and ``beside`` files, e.g. the image mask) into ``out``, then its manifest.
+
+    Each file is atomic but the set is not, so the old manifest goes first and the new one comes last: a
+    run killed in between leaves arrays without a manifest (stale to the next run, refused by
+    load_features), never a new array under an old manifest or a new mask beside an old image.npy."""
+    (out / f"{_FILE[kind]}.json").unlink(missing_ok=True)
+    for name, extra in (beside or {}).items():
+        save_array(out / name, extra)
+    save_array(out / f"{_FILE[kind]}.npy", arr)
+    write_json(out / f"{_FILE[kind]}.json", manifest)
+
+
 def _up_to_date(out: Path, kind: str, key: str, rows: int) -> bool:
     man_path = out / f"{_FILE[kind]}.json"
     arr_path = out / f"{_FILE[kind]}.npy"
@@ -357,16 +371,8 @@ class _Session:
 
     def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict,
                beside: dict[str, np.ndarray] | None = None) -> None:
-        """Write the matrix (and ``beside`` files, e.g. the image mask), then its manifest.
-
-        Each file is atomic but the set is not, so the old manifest goes first and the new one comes
-        last: a run killed in between leaves arrays without a manifest (stale to the next run, refused by
-        load_features), never a new array under an old manifest or a new mask beside an old image.npy."""
-        (self.out / f"{_FILE[kind]}.json").unlink(missing_ok=True)
-        for name, extra in (beside or {}).items():
-            save_array(self.out / name, extra)
-        save_array(self.out / f"{_FILE[kind]}.npy", arr)
-        write_json(self.out / f"{_FILE[kind]}.json", manifest)
+        """Write the matrix with its manifest (:func:`write_matrix`), then drop its checkpoints."""
+        write_matrix(self.out, kind, arr, manifest, beside)
         shutil.rmtree(self.out / ".partial" / f"{kind}-{key}", ignore_errors=True)
 
     # -------------------------------------------------------------------------------------- text
@@ -411,13 +417,10 @@ class _Session:
         self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
 
     # -------------------------------------------------------------------------------------- image
-    def image_sources(self) -> list[str | None]:
-        return self.dataset.image_sources()
-
     def image_paths(self, sources: list[str | None]) -> tuple[list[str | None], dict[int, str]]:
         """Local path per item (None when unknown); URLs are downloaded into the image cache first.
         Also the download failures, by item row."""
-        from recgoat.features.download import fetch_images, is_url
+        from recgoat.features.download import fetch_images
 
         cfg = self.config
         urls = [v for v in sources if is_url(v)]
@@ -464,7 +467,6 @@ class _Session:
         return model, f"{name} weights sha256:{weights_digest(model)}"
 
     def encode_image(self) -> None:
-        from recgoat.features.download import is_url
         from recgoat.features.image import ImageEncoder
 
         ds, cfg = self.dataset, self.config
@@ -472,7 +474,7 @@ class _Session:
             self.rep.say(f"image: dataset {ds.name} has no images; skipped")
             return
         model, identity = self.image_model()
-        sources = self.image_sources()
+        sources = ds.image_sources()
         # local files are identified by size+mtime; a URL's bytes are fixed once downloaded (never re-fetched)
         # and the URL itself is in the dataset fingerprint
         files = _file_identity([v for v in sources if v is not None and not is_url(v)])
@@ -689,11 +691,10 @@ def _import_one(dataset: Dataset, kind: str, name: str, path: Path, arr: np.ndar
     """Write one imported matrix (and the image mask) into ``out``, its manifest last."""
     key = _key({"imported": str(path.resolve()), "fp": dataset.fingerprint(), "shape": arr.shape})
     extra: dict[str, Any] = {"imported_from": str(path.resolve())}
-    (out / f"{kind}.json").unlink(missing_ok=True)  # manifest last, as in _Session.finish
+    beside = {}
     if kind == "image":
         mask = np.abs(arr).sum(axis=1) > 0
-        save_array(out / "image_mask.npy", mask)
+        beside["image_mask.npy"] = mask
         extra["images"] = {"ok": int(mask.sum()), "missing": int((~mask).sum())}
-    save_array(out / f"{kind}.npy", arr)
-    write_json(out / f"{kind}.json", _manifest(kind, dataset, arr, f"imported from MMRec ({name})", key,
-                                               **extra))
+    write_matrix(out, kind, arr, _manifest(kind, dataset, arr, f"imported from MMRec ({name})", key, **extra),
+                 beside)

@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recgoat.errors import DataError
-from recgoat.io import atomic_folder, check_folder_path, folder_entries, read_json, write_json
+from recgoat.io import atomic_folder, check_folder_path, folder_entries, is_url, read_json, write_json
 
 ARTIFACT_FORMAT_VERSION = 1
 ARTIFACT_FILE = "artifact.json"
@@ -82,7 +82,7 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
         for i, ref in enumerate(dataset.image_sources()):
             if not isinstance(ref, str) or not ref:
                 continue
-            if ref.startswith(("http://", "https://")):
+            if is_url(ref):
                 images[i] = ref  # shown by the browser directly; never fetched by the server
                 continue
             path = Path(ref)

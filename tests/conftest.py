@@ -63,3 +63,19 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     with pytest.raises(SystemExit) as e:
         main()
     return e.value.code, capsys.readouterr().err
+
+
+@pytest.fixture
+def trained_runs(monkeypatch) -> list[str]:
+    """The run folders ``Trainer.fit`` trains while the test runs, in order (the training itself runs)."""
+    from recgoat.training.trainer import Trainer
+
+    calls: list[str] = []
+    original = Trainer.fit
+
+    def counting(self, model, dataset):
+        calls.append(str(self.run_dir))
+        return original(self, model, dataset)
+
+    monkeypatch.setattr(Trainer, "fit", counting)
+    return calls

@@ -28,7 +28,6 @@ from recgoat.benchmark import load_config, paired_test, run_benchmark
 from recgoat.benchmark.cli import app
 from recgoat.benchmark.report import TIMINGS, per_user_means
 from recgoat.errors import ConfigError
-from recgoat.training.trainer import Trainer
 
 torch.set_num_threads(1)
 
@@ -248,18 +247,11 @@ def test_significance_is_paired_over_users(bench):
     assert paired_test(a, a)["p_value"] == 1.0
 
 
-def test_resume_skips_finished_cells(bench, tmp_path, monkeypatch):
+def test_resume_skips_finished_cells(bench, tmp_path, trained_runs):
     cfg, _ = bench
     out = tmp_path / "copy"
     shutil.copytree(cfg.out, out)
-    calls: list[str] = []
-    original = Trainer.fit
-
-    def counting(self, model, dataset):
-        calls.append(str(self.run_dir))
-        return original(self, model, dataset)
-
-    monkeypatch.setattr(Trainer, "fit", counting)
+    calls = trained_runs
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/result.json")}
     run = run_benchmark(make_config(out))
     assert calls == [] and len(run.skipped) == len(MODELS) * len(SEEDS)

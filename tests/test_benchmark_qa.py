@@ -23,7 +23,6 @@ from recgoat.benchmark.cli import app
 from recgoat.benchmark.report import collect_runs
 from recgoat.benchmark.runner import check_report_cells
 from recgoat.errors import ConfigError
-from recgoat.training.trainer import Trainer
 
 torch.set_num_threads(1)
 
@@ -109,7 +108,7 @@ def test_changed_model_is_refused_before_anything_trains(bench):
     assert run.trained == [f"{DATASET}/bprmf-lr01/seed2026"] and run.skipped == [f"{DATASET}/mostpop/seed2026"]
 
 
-def test_cell_killed_before_its_per_user_file_is_rerun(bench, monkeypatch):
+def test_cell_killed_before_its_per_user_file_is_rerun(bench, monkeypatch, trained_runs):
     """Killed after the trainer's result.json but before test_per_user.npz: the cell is unfinished, never read
     back as finished (the report would need its npz); the rerun completes it from its checkpoint."""
     cell = bench / "runs" / DATASET / "bprmf" / "seed2026"
@@ -131,16 +130,9 @@ def test_cell_killed_before_its_per_user_file_is_rerun(bench, monkeypatch):
     with pytest.raises(ConfigError, match=f"1 of 2 requested cells are not finished: {DATASET}/bprmf/seed2026"):
         check_report_cells(make_config(bench))
 
-    calls: list[str] = []
-    original = Trainer.fit
-
-    def counting(self, model, dataset):
-        calls.append(str(self.run_dir))
-        return original(self, model, dataset)
-
-    monkeypatch.setattr(Trainer, "fit", counting)
+    trained_runs.clear()  # the interrupted run above trained it once
     run = run_benchmark(make_config(bench))
-    assert calls == [str(cell)] and run.trained == [f"{DATASET}/bprmf/seed2026"] and not run.failed
+    assert trained_runs == [str(cell)] and run.trained == [f"{DATASET}/bprmf/seed2026"] and not run.failed
     assert "benchmark" in json.loads((cell / "result.json").read_text()) and (cell / "test_per_user.npz").exists()
     assert "Significance:" in run.report["md"].read_text()
 

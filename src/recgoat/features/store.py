@@ -581,22 +581,43 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who: str = "item") -> np.ndarray:
-    """``arr`` as a float32 feature matrix, or a DataError naming ``path``: 2-D with ``rows`` rows (when
-    given), at least one column, an integer or floating dtype, every value finite."""
+class FeatureMatrixError(ValueError):
+    """What is wrong with a feature matrix (:func:`check_feature_matrix`); callers turn it into a
+    :class:`DataError` naming the file, or the model and matrix, it came from."""
+
+
+def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item") -> np.ndarray:
+    """``x`` as a float32 feature matrix: 2-D with ``rows`` rows (when given; one per ``per``), at least
+    one column, an integer or floating dtype, every value finite; else :class:`FeatureMatrixError`.
+
+    The one check behind feature files (:func:`as_feature_matrix`) and features handed to a model from
+    Python (``recgoat.models.modalities.feature_matrix``), so both refuse the same matrices."""
+    try:
+        arr = np.asarray(x)
+    except ValueError as e:  # ragged nested lists
+        raise FeatureMatrixError(f"not a matrix: {e}") from None
     if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows):
-        expected = f"{rows} rows (one per {who})" if rows is not None else "a 2-D matrix (one row per " + who + ")"
-        raise DataError(path, f"shape {arr.shape}, expected {expected}")
+        expected = f"{rows} rows (one per {per})" if rows is not None else f"a 2-D matrix (one row per {per})"
+        raise FeatureMatrixError(f"shape {arr.shape}, expected {expected}")
     if arr.shape[1] == 0:
-        raise DataError(path, f"shape {arr.shape}: no feature columns")
+        raise FeatureMatrixError(f"shape {arr.shape}: no feature columns")
+    # bool and complex would cast silently (True → 1.0, the imaginary part dropped)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise DataError(path, f"dtype {arr.dtype} is not a number type (expected float32)")
+        raise FeatureMatrixError(f"dtype {arr.dtype} is not a number type (expected float32)")
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused just below
         arr = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
-        raise DataError(path, f"{int(bad.sum())} rows hold NaN or inf (first: row {int(np.flatnonzero(bad)[0])})")
+        raise FeatureMatrixError(f"{int(bad.sum())} rows hold NaN or inf (first: {per} {int(np.flatnonzero(bad)[0])})")
     return arr
+
+
+def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who: str = "item") -> np.ndarray:
+    """:func:`check_feature_matrix`, its refusal a :class:`DataError` naming ``path``."""
+    try:
+        return check_feature_matrix(arr, rows, who)
+    except FeatureMatrixError as e:
+        raise DataError(path, str(e)) from None
 
 
 def load_features(dataset: Dataset, folder: str | Path) -> Features:

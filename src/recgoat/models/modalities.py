@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from recgoat.errors import ConfigError, DataError
+from recgoat.features.store import FeatureMatrixError, check_feature_matrix
 from recgoat.models.base import Recommender
 
 MODALITIES = ("text", "image")
@@ -20,24 +21,13 @@ def feature_matrix(x: Any, name: str, model: str, per: str = "item") -> np.ndarr
     """``x`` as a float32 matrix (one row per ``per``) of finite numbers; else one :class:`DataError`
     naming ``model``, the matrix and the problem. ``load_features`` checks the files it reads, but
     features built in Python reach the model directly: a NaN row would surface only as a NaN loss, and
-    strings would be parsed as numbers."""
+    strings would be parsed as numbers. The check is the feature store's (:func:`check_feature_matrix`)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     try:
-        arr = np.asarray(x)
-    except ValueError as e:  # ragged nested lists
-        raise DataError(None, f"{model}: {name} features are not a matrix: {e}") from None
-    if arr.dtype.kind not in "fiu":
-        raise DataError(None, f"{model}: {name} features have dtype {arr.dtype}, expected numbers (float32)")
-    if arr.ndim != 2:
-        raise DataError(None, f"{model}: {name} features have shape {arr.shape}, expected a matrix "
-                              f"with one row per {per} (rows × dimensions)")
-    arr = arr.astype(np.float32, copy=False)
-    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-    if len(bad):
-        raise DataError(None, f"{model}: {name} features have NaN or infinite values in {len(bad)} row(s) "
-                              f"(first: {per} {bad[0]}); re-encode them")
-    return arr
+        return check_feature_matrix(x, per=per)
+    except FeatureMatrixError as e:
+        raise DataError(None, f"{model}: {name} features: {e}") from None
 
 
 def item_modalities(features, model: str, n_items: int | None = None) -> dict[str, np.ndarray]:

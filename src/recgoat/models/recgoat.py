@@ -359,7 +359,12 @@ class RecGOAT(Recommender):
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
         def dim(name: str, per: str) -> int:
             x = getattr(features, name, None)
-            return int(feature_matrix(x, name, "RecGOAT", per).shape[1]) if x is not None else 0
+            if x is None:
+                return 0
+            shape = getattr(x, "shape", ())
+            if len(shape) == 2 and shape[1] > 0:
+                return int(shape[1])  # its values are checked once, by prepare (build calls it next)
+            return int(feature_matrix(x, name, "RecGOAT", per).shape[1])  # lists; or refused here
 
         if features is None:
             return {"text_dim": 0, "image_dim": 0, "profile_dim": 0}

@@ -40,6 +40,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 
 from recgoat.errors import RecGOATError
+from recgoat.io import is_url
 from recgoat.serving.artifacts import DISPLAY_FIELDS, Run
 from recgoat.serving.retrieval import ItemIndex, recall_vs_exact
 
@@ -223,7 +224,7 @@ class Service:
         ref = self.run.image_refs[i]
         if ref is None:
             return None
-        if ref.startswith(("http://", "https://")):
+        if is_url(ref):
             return ref
         return f"/items/{quote(self.run.item_ids[i], safe='')}/image"
 

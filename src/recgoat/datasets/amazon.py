@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
+from recgoat.datasets.generic import MAX_SECONDS
 from recgoat.datasets.preprocess import PrepareConfig, prepare
 from recgoat.errors import DataError
 
@@ -121,6 +122,12 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
         if num.isna().any():
             first = int(np.flatnonzero(num.isna().to_numpy())[0])
             raise DataError(path, f"{int(num.isna().sum())} reviews have a non-numeric or NaN {col} "
+                                  f"(first: review {first + 1}, value {values[first]!r})")
+        # JSON's 1e999 is inf: a rating that poisons weights, a time that wraps around in int64
+        huge = ~(np.abs(num.to_numpy(np.float64)) < MAX_SECONDS)
+        if huge.any():
+            first = int(np.flatnonzero(huge)[0])
+            raise DataError(path, f"{int(huge.sum())} reviews have an infinite or out-of-range {col} "
                                   f"(first: review {first + 1}, value {values[first]!r})")
         df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
     ts = df["timestamp"].to_numpy()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from recgoat.errors import DataError
@@ -228,13 +229,13 @@ class Dataset:
         path = Path(path)
         _check_save_target(path)
         with atomic_folder(path) as tmp:
-            self.interactions.to_parquet(tmp / "interactions.parquet", index=False)
+            _write_parquet(self.interactions, tmp, path / "interactions.parquet", "interactions")
             ids = pd.DataFrame({"kind": ["user"] * self.n_users + ["item"] * self.n_items,
                                 "id": list(map(str, self.user_ids)) + list(map(str, self.item_ids))})
-            ids.to_parquet(tmp / "ids.parquet", index=False)
+            _write_parquet(ids, tmp, path / "ids.parquet", "ids")
             files = ["interactions.parquet", "ids.parquet"]
             if self.items is not None:
-                self.items.to_parquet(tmp / "items.parquet", index=False)
+                _write_parquet(self.items, tmp, path / "items.parquet", "item table")
                 files.append("items.parquet")
             write_json(tmp / MANIFEST, {
                 "format_version": FORMAT_VERSION,
@@ -386,6 +387,27 @@ def _read_parquet(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     if missing:
         raise DataError(path, f"lacks column(s) {', '.join(missing)}; prepare the dataset again")
     return df
+
+
+def _write_parquet(df: pd.DataFrame, tmp: Path, dest: Path, what: str) -> None:
+    """``df.to_parquet`` into the folder ``tmp`` (to become ``dest``'s), with a DataError naming ``dest`` and
+    the column when pyarrow cannot type one (an item table built in Python may mix numbers and text in a
+    column, e.g. years 1999 and "unknown")."""
+    try:
+        df.to_parquet(tmp / dest.name, index=False)
+    except Exception as e:  # ArrowInvalid, ArrowTypeError, ArrowNotImplementedError, ...: a column's values
+        if isinstance(e, OSError):
+            raise
+        bad = []
+        for col in df.columns:
+            try:
+                pa.array(df[col], from_pandas=True)
+            except Exception:  # noqa: BLE001 - any failure marks the column
+                bad.append(str(col))
+        cols = f"column(s) {', '.join(repr(c) for c in bad)}" if bad else "a column"
+        raise DataError(dest, f"the {what} cannot be saved as Parquet: {cols} mix value types or hold objects "
+                              f"Parquet cannot store ({type(e).__name__}: {e}); convert them, e.g. "
+                              f".astype(str), and save again") from None
 
 
 def _check_save_target(path: Path) -> None:

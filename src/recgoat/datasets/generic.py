@@ -6,6 +6,7 @@ absolute, or a URL) and, for rows it leaves empty, ``{image_dir}/{item_id}.jpg``
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -37,7 +38,17 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         else:
             if sep is None:
                 sep = "\t" if path.suffix in (".tsv", ".inter", ".tab") else ","
-            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+            with warnings.catch_warnings():
+                # index_col=False: rows with more fields than the header would otherwise make pandas take
+                # the first field as the row index and silently shift every column (user ← item ← rating)
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                # a separator of several characters is a regex: only the python engine reads it (asked for
+                # here, else pandas falls back to it with a ParserWarning, which would read as an error)
+                df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                                 index_col=False, engine="python" if len(sep) > 1 else "c")
+    except pd.errors.ParserWarning:
+        raise DataError(path, f"data rows have more fields than the header's {_header_width(path, sep)}; "
+                              "check the separator and the header line") from None
     except pd.errors.ParserError as e:
         raise DataError(path, f"malformed line: {str(e).strip()}") from None
     except pd.errors.EmptyDataError:
@@ -47,6 +58,19 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if len(df) == 0:
         raise DataError(path, "file has a header but no rows")
     return df
+
+
+def _header_width(path: Path, sep: str) -> int:
+    """Number of fields on the header line (for the error message only)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            line = fh.readline().rstrip("\r\n")
+    except OSError:
+        return 0
+    try:  # pandas reads a separator of several characters as a regex
+        return len(re.split(sep, line)) if len(sep) > 1 else len(line.split(sep))
+    except re.error:
+        return len(line.split(sep))
 
 
 def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, required: bool) -> str | None:
@@ -65,12 +89,75 @@ def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, req
 
 def _numeric(df: pd.DataFrame, col: str, path: Path, dtype) -> np.ndarray:
     values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna()
+    bad, what = values.isna().to_numpy(bool), "missing or non-numeric"
+    if not bad.any():
+        # "inf" parses as a number but is no rating or time: it would poison weights or wrap around in int64
+        bad, what = ~np.isfinite(values.to_numpy(np.float64)), "infinite"
     if bad.any():
-        first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(path, f"column {col!r} has {int(bad.sum())} missing or non-numeric values "
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(path, f"column {col!r} has {int(bad.sum())} {what} values "
                               f"(first at data row {first + 1}: {df[col].iloc[first]!r})")
     return values.to_numpy(dtype)
+
+
+# Unix seconds beyond this (year ~2.9e11) are no time; int64 could not hold them as nanoseconds anyway.
+MAX_SECONDS = 2**53
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    """Unix seconds (int64) from numbers, datetime columns (Parquet) or date strings, else a DataError.
+
+    Datetimes are converted through a Timedelta, never ``astype("int64")``: that gives the column's own
+    unit (nanoseconds under pandas 2, microseconds for strings under pandas 3, milliseconds from Parquet),
+    which was then read as seconds.
+    """
+    ts = df[col]
+    if pd.api.types.is_datetime64_any_dtype(ts.dtype):
+        parsed = ts if getattr(ts.dt, "tz", None) is not None else ts.dt.tz_localize("UTC")
+        bad = parsed.isna()
+    else:
+        numeric = pd.to_numeric(ts, errors="coerce")
+        if numeric.notna().all():
+            values = numeric.to_numpy(np.float64)
+            out_of_range = ~(np.abs(values) < MAX_SECONDS)  # inf too: it would wrap around in int64
+            if out_of_range.any():
+                first = int(np.flatnonzero(out_of_range)[0])
+                raise DataError(path, f"column {col!r} has {int(out_of_range.sum())} out-of-range timestamps "
+                                      f"(first at data row {first + 1}: {ts.iloc[first]!r}); expected Unix "
+                                      "seconds or dates")
+            return numeric.to_numpy(np.int64) if pd.api.types.is_integer_dtype(numeric.dtype) \
+                else np.floor(values).astype(np.int64)
+        else:
+            with warnings.catch_warnings():
+                # pandas warns it parses element by element: the values are checked right below instead
+                warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+                parsed = pd.to_datetime(ts, errors="coerce", utc=True)
+                # the format is inferred from the first value: others in another (ISO) form, e.g. a date
+                # then a date with a time, come out NaT; only those are parsed again one by one
+                retry = parsed.isna() & ts.notna()
+                if retry.any():
+                    parsed[retry] = pd.to_datetime(ts[retry], errors="coerce", utc=True, format="mixed")
+            # report the first value that is neither a number nor a date (not a valid number before it)
+            bad = parsed.isna() & numeric.isna()
+            if not bad.any():
+                bad = parsed.isna()
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(path, f"column {col!r} has unparseable timestamps "
+                              f"(first at data row {first + 1}: {ts.iloc[first]!r})")
+    return ((parsed - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
+def id_strings(ids: pd.Series) -> pd.Series:
+    """Ids as strings. A float column of whole numbers (Parquet written by pandas after a NaN passed
+    through an int column) gives ``"7"``, not ``"7.0"``: the same id as in a CSV items table, or as typed
+    to ``recommend --user 7``."""
+    if pd.api.types.is_float_dtype(ids.dtype):
+        values = ids.to_numpy(np.float64)
+        if np.all(np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) <= 2**53)):
+            return pd.Series(values.astype(np.int64), index=ids.index, name=ids.name).astype(str)
+    return ids.astype(str)
 
 
 def _check_ids(ids: pd.Series, role: str, path: Path) -> None:
@@ -97,26 +184,11 @@ def read_interactions(path: str | Path, user_col: str | None = None, item_col: s
     }
     for role in ("user", "item"):
         _check_ids(df[cols[role]], role, path)
-    out = pd.DataFrame({"user": df[cols["user"]].astype(str), "item": df[cols["item"]].astype(str)})
+    out = pd.DataFrame({"user": id_strings(df[cols["user"]]), "item": id_strings(df[cols["item"]])})
     if cols["rating"]:
         out["rating"] = _numeric(df, cols["rating"], path, np.float32)
     if cols["timestamp"]:
-        ts = df[cols["timestamp"]]
-        numeric = pd.to_numeric(ts, errors="coerce")
-        if numeric.notna().all():
-            out["timestamp"] = numeric.to_numpy(np.int64)
-        else:
-            with warnings.catch_warnings():
-                # pandas warns it parses element by element: the values are checked right below instead
-                warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
-                parsed = pd.to_datetime(ts, errors="coerce", utc=True)
-            # report the first value that is neither a number nor a date (not a valid number before it)
-            bad = parsed.isna() & numeric.isna()
-            if parsed.isna().any():
-                first = int(np.flatnonzero((bad if bad.any() else parsed.isna()).to_numpy())[0])
-                raise DataError(path, f"column {cols['timestamp']!r} has unparseable timestamps "
-                                      f"(first at data row {first + 1}: {ts.iloc[first]!r})")
-            out["timestamp"] = (parsed.astype("int64") // 10**9).to_numpy(np.int64)
+        out["timestamp"] = timestamps(df, cols["timestamp"], path)
     return out
 
 
@@ -127,15 +199,16 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
     df = read_table(path)
     col = guess_column(df, "item", item_col, path, True)
     _check_ids(df[col], "item", path)
-    dup = df[col].astype(str).duplicated(keep=False)
+    item_ids = id_strings(df[col])
+    dup = item_ids.duplicated(keep=False)
     if dup.any():
         # which row would describe the item is ambiguous: refuse rather than silently keep the first
-        ids = df.loc[dup, col].astype(str).unique()
+        ids = item_ids[dup].unique()
         shown = ", ".join(repr(i) for i in ids[:5]) + (", …" if len(ids) > 5 else "")
         raise DataError(path, f"column {col!r} has {len(ids)} duplicated item ids ({shown}); "
                               "each item needs exactly one row")
     df = df.rename(columns={col: "item_id"})
-    df["item_id"] = df["item_id"].astype(str)
+    df["item_id"] = item_ids.to_numpy()
     text_fields = [c for c in df.columns if c.lower() in TEXT_CANDIDATES]
     if image_col is not None:
         if image_col not in df.columns:
@@ -172,10 +245,12 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
     def pick(stem: str, given: str | None) -> Path | None:
         if given is not None:
             return root / given
-        for ext in (".csv", ".tsv", ".parquet"):
-            if (root / f"{stem}{ext}").exists():
-                return root / f"{stem}{ext}"
-        return None
+        found = [root / f"{stem}{ext}" for ext in (".csv", ".tsv", ".parquet") if (root / f"{stem}{ext}").exists()]
+        if len(found) > 1:
+            # e.g. a CSV left beside the Parquet made from it: reading one silently may read stale data
+            raise DataError(root, f"several {stem} files ({', '.join(p.name for p in found)}); keep one, or "
+                                  f"name it with recgoat.datasets.generic.load_generic(root, {stem}=...)")
+        return found[0] if found else None
 
     inter_path = pick("interactions", interactions)
     if inter_path is None:

@@ -30,7 +30,7 @@ def read_lines_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if not path.exists():
         raise DataError(path, "file not found")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no id
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(path, f"cannot be read: {e}") from None
     # Splitting each line is the one per-line step; the rest works on flat arrays.

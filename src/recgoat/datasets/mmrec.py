@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import SPLITS, Dataset
-from recgoat.datasets.generic import _numeric, read_table
+from recgoat.datasets.generic import _numeric, read_table, timestamps
 from recgoat.errors import DataError
 from recgoat.io import atomic_path
 
@@ -149,8 +149,16 @@ def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
     if n < n_seen:
         raise DataError(path, f"maps {n} {kind}s but the .inter file uses {kind} id {n_seen - 1} "
                               f"(unknown {kind} id)")
+    original = df[orig_col].astype(str)
+    dup = original.duplicated(keep=False).to_numpy(bool)
+    if dup.any():
+        # two dense ids for one original id: recommend/serve could not tell which is meant
+        first = int(np.flatnonzero(dup)[0])
+        raise DataError(path, f"column {orig_col!r} has {int(dup.sum())} rows with repeated {kind} ids "
+                              f"(first at data row {first + 1}: {original.iloc[first]!r}); each original id "
+                              "maps to one dense id")
     out = np.empty(n, dtype=object)
-    out[dense] = df[orig_col].astype(str).to_numpy()
+    out[dense] = original.to_numpy()
     return out
 
 
@@ -202,7 +210,7 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
     if "rating" in df.columns:
         inter["rating"] = _numeric(df, "rating", path, np.float32)
     if "timestamp" in df.columns:
-        inter["timestamp"] = _numeric(df, "timestamp", path, np.float64).astype(np.int64)
+        inter["timestamp"] = timestamps(df, "timestamp", path)  # inf or 1e20 would wrap around in int64
     inter["split"] = pd.Categorical.from_codes(labels, categories=list(SPLITS))
     inter = drop_split_duplicates(inter, str(path))
     check_split_overlap(inter, path, {s: f"{s} (x_label {i})" for i, s in enumerate(SPLITS)})

@@ -27,7 +27,9 @@ class PrepareConfig:
     """
 
     min_rating: float | None = None  # keep ratings >= this (implicit feedback); None keeps all
-    dedup: bool = True  # keep one interaction per (user, item): the latest when timestamps exist
+    # keep one interaction per (user, item): the latest when timestamps exist; off, a pair's repeats are
+    # kept and all go to one split
+    dedup: bool = True
     k_core: int = 5  # iteratively drop users and items with fewer interactions (0 or 1 disables)
     split: str = "random"  # random | temporal | loo | none
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -119,9 +121,10 @@ def remap(df: pd.DataFrame, items: pd.DataFrame | None, keep_all_items: bool = F
     return out.reset_index(drop=True), user_ids.astype(object), item_ids.astype(object), aligned
 
 
-def _rank_within_user(users: np.ndarray, order_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row: its 0-based rank inside its user's rows (by ``order_key``) and the user's count."""
-    order = np.lexsort((order_key, users))
+def _rank_within_user(users: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: its 0-based rank inside its user's rows (ordered by ``keys``, the first deciding and
+    the others breaking ties) and the user's count."""
+    order = np.lexsort((*reversed(keys), users))
     sorted_users = users[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
     counts_per_group = np.diff(np.r_[starts, len(users)])
@@ -144,18 +147,21 @@ def assign_split(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int =
     users = df["user"].to_numpy()
     rng = np.random.default_rng(seed)
     if how == "random":
-        key = rng.random(len(df))
+        keys: tuple[np.ndarray, ...] = (rng.random(len(df)),)
     elif how in ("temporal", "loo"):
         if "timestamp" not in df.columns:
             if how == "temporal":
                 raise DataError(None, "a temporal split needs a timestamp column")
-            key = rng.random(len(df))
+            keys = (rng.random(len(df)),)
         else:
-            # ties broken at random but reproducibly
-            key = df["timestamp"].to_numpy(np.float64) + rng.random(len(df)) * 1e-3
+            # ties broken at random but reproducibly. The exact times order first: summed with the noise as
+            # float64 alone, times a few nanoseconds apart (1e18) collapsed and could come out reversed.
+            noisy = df["timestamp"].to_numpy(np.float64) + rng.random(len(df)) * 1e-3
+            ts = df["timestamp"].to_numpy()
+            keys = (noisy if ts.dtype == object else ts, noisy)
     else:
         raise ValueError(f"unknown split {how!r}; expected random, temporal or loo")
-    rank, count = _rank_within_user(users, key)
+    rank, count = _rank_within_user(users, *keys)
     labels = np.full(len(df), "train", dtype=object)
     if how == "loo":
         labels[(rank == count - 1) & (count >= 3)] = "test"
@@ -178,6 +184,45 @@ def assign_split(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int =
     return pd.Series(pd.Categorical(labels, categories=["train", "valid", "test"]), index=df.index)
 
 
+def split_pairs(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int = 2026) -> pd.Series:
+    """:func:`assign_split` over (user, item) pairs (internal int ids): the repeats of a pair, kept when
+    deduplication is off, all go to the split of its latest interaction. Split row by row, a pair could be
+    trained on and held out at once, and the masked evaluation could never count it."""
+    uniq = deduplicate(df)
+    if len(uniq) == len(df):
+        return assign_split(df, how, ratios, seed)
+    labels = assign_split(uniq, how, ratios, seed)
+    n_items = int(df["item"].max()) + 1
+    pair = df["user"].to_numpy(np.int64) * n_items + df["item"].to_numpy(np.int64)
+    upair = uniq["user"].to_numpy(np.int64) * n_items + uniq["item"].to_numpy(np.int64)
+    codes = pd.Series(labels.cat.codes.to_numpy(), index=upair).reindex(pair).to_numpy()
+    return pd.Series(pd.Categorical.from_codes(codes, categories=labels.cat.categories), index=df.index)
+
+
+def check_raw(df: pd.DataFrame, where: str) -> None:
+    """DataError for a raw frame the loaders would have refused: frames built in Python skip their checks,
+    and failed later with a raw KeyError or TypeError (a missing id sorted against strings)."""
+    missing = [c for c in ("user", "item") if c not in df.columns]
+    if missing:
+        raise DataError(where, f"interactions lack column(s) {', '.join(missing)}; columns are {list(df.columns)}")
+    for col in ("user", "item"):
+        empty = df[col].isna().to_numpy(bool)
+        if empty.any():
+            raise DataError(where, f"{int(empty.sum())} interactions have no {col} id "
+                                   f"(first at row {int(np.flatnonzero(empty)[0]) + 1})")
+    if "rating" in df.columns:
+        r = df["rating"]
+        if not pd.api.types.is_numeric_dtype(r.dtype) or not np.isfinite(r.to_numpy(np.float64, na_value=np.nan)).all():
+            raise DataError(where, f"column 'rating' must hold finite numbers (dtype {r.dtype}); convert it, e.g. "
+                                   "with pd.to_numeric")
+    if "timestamp" in df.columns:
+        t = df["timestamp"]
+        ok = pd.api.types.is_datetime64_any_dtype(t.dtype) or pd.api.types.is_numeric_dtype(t.dtype)
+        if not ok or t.isna().any():
+            raise DataError(where, f"column 'timestamp' must hold numbers or datetimes, none missing (dtype "
+                                   f"{t.dtype}); convert it, e.g. with pd.to_numeric or pd.to_datetime")
+
+
 def prepare(
     name: str,
     interactions: pd.DataFrame,
@@ -192,6 +237,7 @@ def prepare(
     # errors about the data name where it came from: the file or folder, else the dataset's name
     where = (info or {}).get("source") or f"dataset {name!r}"
     df = interactions
+    check_raw(df, where)
     n_raw = len(df)
     if cfg.split == "temporal" and "timestamp" not in df.columns:
         raise DataError(where, "a temporal split needs a timestamp column")
@@ -204,7 +250,7 @@ def prepare(
                               f"min_rating={cfg.min_rating})")
     df, user_ids, item_ids, aligned = remap(df, items)
     if cfg.split != "none":
-        df["split"] = assign_split(df, cfg.split, cfg.ratios, cfg.seed)
+        df["split"] = split_pairs(df, cfg.split, cfg.ratios, cfg.seed)
     df = df.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
     meta = dict(info or {})
     meta["prepare"] = {"min_rating": cfg.min_rating, "dedup": cfg.dedup, "k_core": cfg.k_core,

@@ -20,6 +20,12 @@ Three exact ways then turn a chunk of scores into the ranked hit matrix the metr
 Without ties all three give identical metrics (tested). With ties the two top-K selections order them
 arbitrarily.
 
+A NaN score is no ranking: it counts against the model like a tie, so before the selection NaN becomes +∞
+(a NaN held-out item is never a hit, any other NaN item ranks above every held-out one). Without this the
+three selections disagreed: counting and faiss skipped NaN items (a model scoring 8 of 10 items NaN had
+Recall@2 = 1) while ``torch.topk`` ranked them first. The pass over the scores runs only when the
+embeddings are not finite or large enough for their products to overflow.
+
 A K larger than the catalogue (K = 50 of 40 items) ranks every item; the slots past the last item are
 empty, never hits, as are those left by masked items: Recall, Hit, NDCG and MAP equal their values at
 K = number of items, Precision still divides by K.
@@ -45,6 +51,17 @@ from recgoat.evaluation.metrics import metrics_from_hits
 DEFAULT_KS = (5, 10, 20, 50)
 Selection = Literal["count", "faiss", "torch"]  # how a chunk of scores becomes ranked hits (module docstring)
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+
+
+def _products_finite(user_emb: torch.Tensor, item_emb: torch.Tensor) -> bool:
+    """Whether every score ``u · i`` is surely finite: finite embeddings whose largest possible product,
+    ``d · max|u| · max|i|``, stays below float32's range (one pass over the embeddings, not the scores)."""
+    if user_emb.numel() == 0 or item_emb.numel() == 0:
+        return True
+    if not (torch.isfinite(user_emb).all() and torch.isfinite(item_emb).all()):
+        return False
+    bound = float(user_emb.abs().max()) * float(item_emb.abs().max()) * user_emb.shape[1]
+    return bound < float(torch.finfo(torch.float32).max) / 2
 
 
 @dataclass
@@ -108,6 +125,7 @@ class Evaluator:
             raise ValueError(f"item embeddings have {n_items} rows, the evaluator expects {self.mask.shape[1]}")
         max_k = min(max(self.ks), n_items)
         user_emb, item_t = user_emb.float(), item_emb.float().t()
+        may_nan = not _products_finite(user_emb, item_emb.float())
         rows = min(self.chunk_size, len(self.users))
         scores_np = np.empty(rows * n_items, dtype=np.float32)  # numpy-owned so faiss can read it in place
         scores_buf = torch.from_numpy(scores_np)
@@ -124,19 +142,26 @@ class Evaluator:
                 b = len(users)
                 scores = scores_buf[: b * n_items].view(b, n_items)
                 torch.mm(user_emb[users], item_t, out=scores)
+                hittable = relevant  # the held-out pairs a top-K selection may count as hits
+                if may_nan:  # NaN ranks against the model (module docstring); before masking, so masked stay −∞
+                    hittable = relevant[scores.view(-1)[relevant].isfinite()]
+                    scores.nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
                 scores.view(-1).index_fill_(0, masked, -torch.inf)
-                if self.selection == "count":
+                if self.selection == "count":  # counting never hits a non-finite held-out score itself
                     hits_all.append(self._hits_by_count(scores, relevant, max_k))
                     continue
                 if self.selection == "faiss":
                     top = torch.from_numpy(self._faiss_topk(scores_np, b, n_items, top_val, top_idx))
                 else:
-                    top = torch.topk(scores, max_k, dim=1, sorted=True).indices
+                    val, top = torch.topk(scores, max_k, dim=1, sorted=True)
+                    # as faiss: a masked (−∞) item fills no slot, else a masked held-out item in a row with
+                    # fewer than K unmasked items was picked and counted as a hit
+                    top = top.masked_fill(val == -torch.inf, -1)
                 rel = rel_buf[: b * n_items]
-                rel.index_fill_(0, relevant, True)
+                rel.index_fill_(0, hittable, True)
                 # a slot left empty (-1: fewer than K unmasked items) is never a hit
                 hits_all.append(rel.view(b, n_items).gather(1, top.clamp(min=0)) & (top >= 0))
-                rel.index_fill_(0, relevant, False)  # leave the buffer clean for the next chunk
+                rel.index_fill_(0, hittable, False)  # leave the buffer clean for the next chunk
         finally:
             faiss.omp_set_num_threads(threads)
         hits = torch.cat(hits_all) if hits_all else torch.zeros(0, max_k, dtype=torch.bool)

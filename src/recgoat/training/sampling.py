@@ -4,12 +4,26 @@ Each positive ``(u, i)`` gets one negative ``j`` drawn uniformly from ``{0..I-1}
 made for all samples at once; the few that hit a positive are redrawn in rounds (rejection sampling),
 so the cost is O(n log nnz) with no Python loop per sample. Membership is tested by binary search
 over the sorted keys ``u·I + i`` of the training matrix.
+
+Rejection needs about ``I / (I - |N(u)|)`` rounds for user ``u``: a user who has all but a few of
+thousands of items would exhaust any fixed number of rounds. The samples still unresolved after
+``max_rounds`` are drawn exactly instead: the r-th non-interacted item of ``u`` (r uniform) is
+``r + |{t : p_t - t <= r}|`` over ``u``'s sorted positives ``p_t``, one binary search per sample.
 """
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+
+def users_without_negatives(train: sp.csr_matrix) -> np.ndarray:
+    """Users who interacted with every item of ``train``: no negative exists for them."""
+    coo = train.tocoo()
+    n_items = train.shape[1]
+    keys = np.unique(coo.row.astype(np.int64) * n_items + coo.col)  # duplicates count once
+    counts = np.bincount(keys // max(n_items, 1), minlength=train.shape[0])
+    return np.flatnonzero(counts >= n_items)
 
 
 class NegativeSampler:
@@ -20,12 +34,12 @@ class NegativeSampler:
         coo = train.tocoo()
         self.users = coo.row.astype(np.int64)
         self.items = coo.col.astype(np.int64)
-        self.keys = np.sort(self.users * self.n_items + self.items)
-        counts = np.diff(train.indptr)
-        if (counts >= self.n_items).any():
-            full = int(np.flatnonzero(counts >= self.n_items)[0])
-            raise ValueError(f"user {full} has interacted with every item: no negative exists")
+        self.keys = np.unique(self.users * self.n_items + self.items)  # sorted; duplicates once
+        full = users_without_negatives(train)
+        if len(full):
+            raise ValueError(f"user {int(full[0])} has interacted with every item: no negative exists")
         self.max_rounds = max_rounds
+        self._exact: tuple[np.ndarray, np.ndarray] | None = None  # built on first need (see module doc)
 
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         keys = users * self.n_items + items
@@ -42,7 +56,22 @@ class NegativeSampler:
                 return neg
             neg[bad] = rng.integers(0, self.n_items, size=len(bad), dtype=np.int64)
             bad = bad[self.is_positive(users[bad], neg[bad])]
-        raise RuntimeError("negative sampling did not converge: some users have almost every item")
+        if len(bad):  # users with almost every item: rejection would take ~I rounds, draw these exactly
+            neg[bad] = self._exact_negatives(users[bad], rng)
+        return neg
+
+    def _exact_negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One uniform non-interacted item per entry of ``users``, without rejection (module docstring)."""
+        if self._exact is None:
+            key_users = self.keys // self.n_items
+            start = np.searchsorted(self.keys, np.arange(self.n_users, dtype=np.int64) * self.n_items)
+            rank = np.arange(len(self.keys), dtype=np.int64) - start[key_users]
+            # u·I + (p_t - t): non-decreasing within a user and below (u+1)·I, so sorted overall
+            self._exact = (self.keys - rank, start)
+        shifted, start = self._exact
+        n_pos = np.append(start[1:], len(self.keys))[users] - start[users]
+        r = rng.integers(0, self.n_items - n_pos)
+        return r + np.searchsorted(shifted, users * self.n_items + r, side="right") - start[users]
 
     def epoch(self, batch_size: int, rng: np.random.Generator):
         """Yield shuffled mini-batches of ``(users, positives, negatives)`` LongTensors for one epoch."""

@@ -12,7 +12,7 @@ under other values is refused rather than mixing two runs, while epochs or patie
 Run folder layout::
 
     log.jsonl              one line per epoch (loss terms, validation metrics, seconds)
-    checkpoint/            last epoch: state.json, model.safetensors, optimizer.pt (resume)
+    checkpoint/            last epoch: state.json naming its model-EPOCH.safetensors, optimizer-EPOCH.pt
     best/                  best-validation model (Recommender.save format)
     result.json            validation and test metrics at the best epoch, timings, memory
 """
@@ -29,17 +29,20 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
 from recgoat.io import atomic_path, folder_lock, nearest_existing, write_json
-from recgoat.training.sampling import NegativeSampler
+from recgoat.training.sampling import NegativeSampler, users_without_negatives
 
 # TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
 # under the same values. The others (epochs, patience, eval_every...) may change, e.g. to extend a run.
 SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric", "eval_selection")
+# Adam turns weight_decay and its first step lr / (1 - beta1) = 10·lr into float32 scalars (max 3.4e38): a
+# larger value was a RuntimeError ("cannot be converted to type float without overflow") mid-epoch
+LR_MAX, WEIGHT_DECAY_MAX = 1e37, 1e38
 
 
 class TrainConfig(BaseModel):
@@ -52,7 +55,8 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(1e-3, ge=0, allow_inf_nan=False)  # 0: parameters stay at their initialisation
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
-    patience: int = Field(10, ge=0)  # evaluations without improvement before stopping
+    # evaluations without improvement before stopping; 0 stops at the first one (never before it)
+    patience: int = Field(10, ge=0)
     # no early stop before this many epochs: a model whose loss sits on a plateau at first (RecGOAT with
     # the alignment terms on and a small lr: BPR ≈ ln 2 for tens of epochs) is not stopped at epoch 0
     min_epochs: int = Field(0, ge=0)
@@ -68,13 +72,22 @@ class TrainConfig(BaseModel):
     progress: bool = True
     resume: bool = True
 
+    @field_validator("lr", "weight_decay")
+    @classmethod
+    def _fits_float32(cls, v: float, info: ValidationInfo) -> float:
+        top = LR_MAX if info.field_name == "lr" else WEIGHT_DECAY_MAX
+        if v > top:
+            raise ValueError(f"must be at most {top:g} (Adam computes with it in float32)")
+        return v
+
     @field_validator("metric")
     @classmethod
     def _metric_known(cls, v: str) -> str:
         name, _, k = v.partition("@")
-        if name not in ("recall", "ndcg", "precision", "hit", "map") or not k.isdigit():
+        if name not in ("recall", "ndcg", "precision", "hit", "map") or not (k.isascii() and k.isdigit()):
             raise ValueError(f"metric must look like recall@20, got {v!r}")
-        return v
+        # the evaluator names its metrics recall@20: "recall@020" would be a KeyError after the first epoch
+        return f"{name}@{int(k)}"
 
     @field_validator("ks")
     @classmethod
@@ -168,6 +181,29 @@ def check_held_out(dataset) -> None:
                               f"users with held-out items (check data.ratios and data.split)")
 
 
+def check_trained_on(model, dataset) -> None:
+    """A :class:`DataError` when ``model`` was prepared on another training split than ``dataset``'s (built
+    on another split seed, or a loaded model): it would train on, and MostPop count, pairs that ``dataset``
+    holds out for validation and test, while being evaluated on ``dataset``'s splits (leakage)."""
+    train = dataset.csr("train")
+    ours = model._train_csr
+    if ours is None or ours.shape != train.shape or (ours.astype(bool) != train.astype(bool)).nnz:
+        raise DataError(None, f"{model.name} was prepared on another training split than dataset "
+                              f"{dataset.name!r}'s: build the model from this dataset (Model.build(dataset))")
+
+
+def check_negatives(train, dataset) -> None:
+    """BPR needs a non-interacted item per user: a :class:`DataError` naming the users who have every
+    item in the training split (possible in pre-split data), instead of the sampler's ValueError."""
+    full = users_without_negatives(train)
+    if len(full):
+        raw = ", ".join(str(dataset.user_ids[u]) for u in full[:5])  # the ids as in the user's files
+        more = ", …" if len(full) > 5 else ""
+        raise DataError(None, f"dataset {dataset.name!r}: {len(full)} user(s) ({raw}{more}) "
+                              f"interacted with all {train.shape[1]} items in the training split, so no negative "
+                              f"item exists for BPR; remove them or add items")
+
+
 def _trains(model) -> bool:
     """Whether the trainer runs epochs (and keeps checkpoints) for ``model``."""
     return model.trainable and any(p.requires_grad for p in model.parameters())
@@ -198,18 +234,37 @@ class Trainer:
         return np.random.default_rng([self.config.seed, epoch])
 
     def _save_checkpoint(self, model, optimizer, state: dict) -> None:
+        """Weights and optimizer go to files named by epoch, then ``state.json`` (atomic) names them: a kill
+        at any point leaves the previous ``state.json`` naming the previous epoch's complete pair. (With
+        fixed names, a kill after the weights but before ``state.json`` paired epoch e's weights with
+        epoch e-1's state, and the resumed run re-trained epoch e from them.)"""
         ck = self.run_dir / "checkpoint"
         ck.mkdir(parents=True, exist_ok=True)
-        with atomic_path(ck / "model.safetensors") as tmp:
+        files = {"model": f"model-{state['epoch']:06d}.safetensors", "optimizer": f"optimizer-{state['epoch']:06d}.pt"}
+        with atomic_path(ck / files["model"]) as tmp:
             save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        with atomic_path(ck / "optimizer.pt") as tmp:
+        with atomic_path(ck / files["optimizer"]) as tmp:
             torch.save(optimizer.state_dict(), tmp)
-        write_json(ck / "state.json", state)  # written last: it marks the checkpoint complete
+        write_json(ck / "state.json", {**state, "files": files})  # written last: it commits the checkpoint
+        for old in ck.iterdir():  # earlier epochs' pairs (and the fixed names of older versions)
+            if old.name.startswith(("model", "optimizer")) and old.name not in files.values():
+                old.unlink(missing_ok=True)
 
-    def _load_checkpoint(self, model, optimizer) -> None:
+    def _checkpoint_files(self, state: dict) -> dict[str, Path]:
+        """The weights and optimizer files ``state`` names (fixed names for checkpoints of older versions)."""
         ck = self.run_dir / "checkpoint"
-        model.load_state_dict(load_file(str(ck / "model.safetensors")))
-        optimizer.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
+        files = state.get("files") or {"model": "model.safetensors", "optimizer": "optimizer.pt"}
+        return {k: ck / files[k] for k in ("model", "optimizer")}
+
+    def _load_checkpoint(self, model, optimizer, state: dict) -> None:
+        files = self._checkpoint_files(state)
+        for key, load in (("model", lambda p: model.load_state_dict(load_file(str(p)))),
+                          ("optimizer", lambda p: optimizer.load_state_dict(torch.load(p, weights_only=True)))):
+            try:
+                load(files[key])
+            except Exception as e:  # noqa: BLE001 - safetensors, pickle and torch each raise their own
+                raise DataError(files[key], f"unreadable checkpoint ({type(e).__name__}: {e}); to start afresh use "
+                                            f"--set trainer.resume=false or another --run-dir") from None
 
     def resume_state(self, model, signature: dict[str, Any] | None) -> dict | None:
         """The checkpoint state this run resumes (None: a fresh start); a :class:`ConfigError` when the
@@ -221,11 +276,17 @@ class Trainer:
         path = self.run_dir / "checkpoint" / "state.json"
         if not path.is_file():
             return None
+        afresh = "to start afresh use --set trainer.resume=false or another --run-dir"
         try:
             state = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(path, f"unreadable checkpoint state ({e}); to start afresh use "
-                                  f"--set trainer.resume=false or another --run-dir") from None
+            raise DataError(path, f"unreadable checkpoint state ({e}); {afresh}") from None
+        files = state.get("files", {}) if isinstance(state, dict) else None
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("bad"), int)
+                and isinstance(state.get("best"), dict) and isinstance(state["best"].get("epoch", -1), int)
+                and isinstance(files, dict) and ("files" not in state or
+                                                 all(isinstance(files.get(k), str) for k in ("model", "optimizer")))):
+            raise DataError(path, f"not a checkpoint state (expected epoch, bad, best); {afresh}")
         old = state.get("signature")
         if old is not None:
             changes = signature_changes(old, signature)
@@ -233,6 +294,14 @@ class Trainer:
                 raise ConfigError(f"{self.run_dir}: was run with a different configuration "
                                   f"({'; '.join(changes)}); to start afresh use --set trainer.resume=false "
                                   f"(overwrites that run) or another --run-dir")
+        for f in self._checkpoint_files(state).values():
+            if not f.is_file():
+                raise DataError(f, f"missing: the checkpoint is incomplete; {afresh}")
+        best = self.run_dir / "best" / "weights.safetensors"
+        if state["best"].get("epoch", -1) >= 0 and not best.is_file():
+            # the best-validation weights the resumed run would report (unless a later epoch beats them)
+            raise DataError(best, f"missing: the checkpoint's best epoch {state['best']['epoch']} has no saved "
+                                  f"model; {afresh}")
         return state
 
     def preflight(self, model, dataset, signature: dict[str, Any] | None) -> dict | None:
@@ -241,6 +310,9 @@ class Trainer:
         if self.run_dir is not None:
             check_run_dir(self.run_dir)
         check_held_out(dataset)
+        check_trained_on(model, dataset)
+        if _trains(model):
+            check_negatives(model._train_csr, dataset)
         return self.resume_state(model, signature)
 
     def _log(self, row: dict) -> None:
@@ -254,8 +326,14 @@ class Trainer:
         path = self.run_dir / "log.jsonl"
         if not path.exists():
             return []
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r["epoch"] <= last_epoch]
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the kill: it belongs to the lost epoch
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= last_epoch:
+                rows.append(row)
         with atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return rows
@@ -271,7 +349,7 @@ class Trainer:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        if model._train_csr is None:
+        if not model._prepared:  # a loaded model has its training matrix but no graphs: prepare builds them
             model.prepare(dataset)
         # what a checkpoint of this run records and a resumed one is compared with
         signature = run_signature(model, dataset, cfg) if self.run_dir is not None and _trains(model) else None
@@ -294,7 +372,7 @@ class Trainer:
             sampler = NegativeSampler(model._train_csr)
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
             if state is not None:
-                self._load_checkpoint(model, optimizer)
+                self._load_checkpoint(model, optimizer, state)
                 start_epoch, bad = state["epoch"] + 1, state["bad"]
                 best = state["best"]
                 history = self._truncate_log(state["epoch"])
@@ -308,7 +386,8 @@ class Trainer:
                     (self.run_dir / stale).unlink(missing_ok=True)
             bar = _progress(cfg.epochs, start_epoch, cfg.progress, model.name)
             for epoch in range(start_epoch, cfg.epochs):
-                if best["epoch"] >= 0 and bad >= cfg.patience and epoch >= cfg.min_epochs:
+                # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first
+                if best["epoch"] >= 0 and bad >= max(cfg.patience, 1) and epoch >= cfg.min_epochs:
                     break
                 rng = self._seed_epoch(epoch)
                 model.train()
@@ -328,11 +407,19 @@ class Trainer:
                 train_times.append(train_s)
                 row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_s, 4)}
                 row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
-                if not math.isfinite(row.get("loss", 0.0)):
+                # the epoch's last step can overflow the parameters while every loss was finite: that epoch
+                # must not be evaluated, chosen as best or checkpointed either
+                bad_param = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+                if not math.isfinite(row.get("loss", 0.0)) or bad_param is not None:
                     where = f"{self.run_dir}: " if self.run_dir is not None else ""
-                    raise TrainingDiverged(f"{where}{model.name}: loss became {row['loss']} at epoch {epoch}; lower the "
+                    what = (f"loss became {row['loss']}" if not math.isfinite(row.get("loss", 0.0))
+                            else f"parameter {bad_param} became non-finite")
+                    raise TrainingDiverged(f"{where}{model.name}: {what} at epoch {epoch}; lower the "
                                            f"learning rate or the loss weights (the last finite epoch's checkpoint is kept)")
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    # eval mode keeps the propagated embeddings cached, so saving a new best reuses them
+                    # instead of propagating again (model.train() at the next epoch drops them)
+                    model.eval()
                     t1 = time.perf_counter()
                     res = valid_eval.evaluate(model)
                     eval_times.append(time.perf_counter() - t1)

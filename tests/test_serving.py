@@ -275,7 +275,7 @@ def test_search_edge_cases():
 def test_approximate_indexes_recall(run):
     exact = ItemIndex(run.item_emb, "flat")
     assert recall_vs_exact(exact, exact, run.user_emb, 10) == 1.0
-    for kind in ("hnsw", "ivf"):
+    for kind in ("hnsw", "hnsw-l2", "ivf"):
         r = recall_vs_exact(ItemIndex(run.item_emb, kind), exact, run.user_emb, 10)
         assert 0.8 <= r <= 1.0, (kind, r)
     # a deliberately crippled IVF (1 probe of many lists) must lose recall: the measure can fail
@@ -371,7 +371,7 @@ def test_get_recommend_matches_model(server, run, model):
     assert len(many["items"]) == min(1000, run.n_items - len(run.seen_items(u)))
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-l2", "ivf"])
 def test_service_with_an_approximate_index(artefact, run, model, kind):
     """``--index hnsw|ivf``: the service answers from that index, close to exact and never a seen item."""
     with _serve(artefact, "--index", kind) as client:

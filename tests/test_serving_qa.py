@@ -128,7 +128,8 @@ def _items(n: int = 3000, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.nd
     return items, rng.normal(size=(40, d)).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind, opts", [("ivf", {"nlist": 50, "nprobe": 1}), ("hnsw", {"ef_search": 16})])
+@pytest.mark.parametrize("kind, opts", [("ivf", {"nlist": 50, "nprobe": 1}), ("hnsw", {"ef_search": 16}),
+                                        ("hnsw-l2", {"ef_search": 16})])
 def test_approximate_lists_are_full_when_enough_items_are_left(kind, opts):
     """IVF with few probes (or HNSW with a narrow beam) found fewer candidates than the over-fetch asked
     for, so heavy users got fewer than k items although plenty were left."""
@@ -348,3 +349,23 @@ def test_exact_index_ranks_ties_by_id_beyond_the_fetched_candidates():
     got, _ = ItemIndex(items, "flat").search(queries, 30, exclude)
     want, _ = brute_force_topk(queries, items, 30, exclude)
     assert got.tolist() == want.tolist()
+
+
+def test_hnsw_l2_reduction_ranks_by_inner_product():
+    """hnsw-l2 searches ``[x, sqrt(M² − ‖x‖²)]`` with ``[q, 0]``: each augmented item has norm M, its L2
+    order is the inner-product order, and the scores it returns are the inner products themselves."""
+    from recgoat.serving.retrieval import _augment_items
+
+    items, q = _items()
+    aug = _augment_items(items)
+    norms = np.linalg.norm(aug.astype(np.float64), axis=1)
+    assert np.allclose(norms, norms.max(), rtol=1e-5)
+    qa = np.hstack([q, np.zeros((len(q), 1), np.float32)]).astype(np.float64)
+    d2 = ((qa[:, None, :] - aug[None].astype(np.float64)) ** 2).sum(-1)
+    ip = q.astype(np.float64) @ items.T.astype(np.float64)
+    assert np.allclose(d2, (qa ** 2).sum(1)[:, None] + norms.max() ** 2 - 2 * ip, atol=1e-3)
+    index = ItemIndex(items, "hnsw-l2", ef_search=400)
+    ids, scores = index.search(q, 20)
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ items.T, ids, axis=1), rtol=1e-5, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    assert recall_vs_exact(index, ItemIndex(items), q, 20) >= 0.95

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="artefact folder written by `recgoat export`")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--index", choices=INDEX_KINDS, default="flat", help="flat: exact; hnsw/ivf: approximate")
+    p.add_argument("--index", choices=INDEX_KINDS, default="flat", help="flat: exact; hnsw, hnsw-l2 or ivf: approximate (see /metadata index_recall)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     return serve(args.run, args.host, args.port, args.index, args.log_level)

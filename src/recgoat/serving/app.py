@@ -313,7 +313,7 @@ def _warm(svc: Service) -> None:
 
 
 def create_app(run: Run, index: str = "flat") -> FastAPI:
-    """The FastAPI app serving ``run`` (``index``: ``flat`` exact, ``hnsw`` or ``ivf`` approximate)."""
+    """The FastAPI app serving ``run`` (``index``: ``flat`` exact; ``hnsw``, ``hnsw-l2`` or ``ivf`` approximate)."""
     svc = Service(run, index)
     if run.has_text_encoder:  # load the text model in the background so the first profile is quick
         threading.Thread(target=_warm, args=(svc,), daemon=True).start()

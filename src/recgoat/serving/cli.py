@@ -153,7 +153,7 @@ def serve_command(
     run: Path = typer.Argument(..., help="artefact folder (from `recgoat export`)"),
     host: str = typer.Option("127.0.0.1", help="bind address (default: loopback only)"),
     port: int = typer.Option(8000, min=1, max=65535),
-    index: str = typer.Option("flat", help="flat (exact), hnsw or ivf (approximate)"),
+    index: str = typer.Option("flat", help="flat (exact); hnsw, hnsw-l2 or ivf (approximate; /metadata reports their recall)"),
 ) -> None:
     """Serve recommendations over HTTP with a web page at / and API docs at /docs."""
     from recgoat.serving.__main__ import serve

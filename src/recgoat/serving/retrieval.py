@@ -5,6 +5,15 @@ A user's ranking is :math:`\operatorname{top\text{-}K}_i\; z_u^\top z_i` (maximu
 (Malkov & Yashunin, 2018) and ``ivf`` (inverted lists over a k-means coarse quantiser) are approximate,
 for large catalogues; :func:`recall_vs_exact` measures what they lose.
 
+``hnsw-l2`` is HNSW in L2 after the MIPS → nearest-neighbour reduction of Bachrach et al. (RecSys 2014):
+item ``x`` becomes ``[x, sqrt(M² − ‖x‖²)]`` (``M`` the largest item norm), query ``q`` becomes ``[q, 0]``,
+and ``‖q' − x'‖² = ‖q‖² + M² − 2 q·x`` ranks items as ``q·x`` does; the scores returned are the inner
+products, recomputed for the candidates. Inner product is no metric, and an HNSW graph built on it can
+leave items of small norm hard to reach; the reduction makes the search a true nearest-neighbour one but
+puts every query far from every item. Neither wins everywhere (docs/benchmarks.md, recall@100 as served on
+a 100,000-item catalogue: LightGCN embeddings ``hnsw`` 0.90, ``hnsw-l2`` 0.93; BPR-MF 0.97 and 0.82;
+``benchmarks/serve_load.py --recall``), which is why the service reports the recall of the index it serves.
+
 Seen items are removed by over-fetching: search ``k + max |seen|`` candidates, mask the seen ones with a
 vectorised membership test (pairs encoded as ``row * I + item``) and keep the first ``k`` survivors of
 each row; a row an approximate index leaves short of items that exist is ranked exactly instead. No
@@ -20,7 +29,7 @@ import numpy as np
 from recgoat.errors import ConfigError
 from recgoat.evaluation.ranking import top_k
 
-INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_KINDS = ("flat", "hnsw", "hnsw-l2", "ivf")
 
 
 class ItemIndex:
@@ -37,10 +46,13 @@ class ItemIndex:
         self.items, self.ef_search = x, ef_search  # the items for the exact fallback (the caller's array)
         if kind == "flat":
             index = faiss.IndexFlatIP(self.dim)
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        elif kind in ("hnsw", "hnsw-l2"):
+            l2 = kind == "hnsw-l2"
+            index = faiss.IndexHNSWFlat(self.dim + l2, hnsw_m, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(2 * hnsw_m, 40)
             index.hnsw.efSearch = ef_search
+            if l2:
+                x = _augment_items(x)
         else:
             nlist = nlist or max(1, min(int(4 * np.sqrt(self.n_items)), self.n_items // 39 or 1))
             quantizer = faiss.IndexFlatIP(self.dim)
@@ -67,8 +79,12 @@ class ItemIndex:
         n_excl = np.array([len(e) for e in exclude], np.int64) if exclude is not None else np.zeros(n, np.int64)
         fetch = int(min(self.n_items, k + (n_excl.max() if n else 0)))
         # a beam narrower than fetch would return fewer results (padding): widen it for this search only
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch)) if self.kind == "hnsw" else None
-        scores, ids = self.index.search(q, fetch, params=params)
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch)) if "hnsw" in self.kind else None
+        if self.kind == "hnsw-l2":
+            _, ids = self.index.search(np.hstack([q, np.zeros((n, 1), np.float32)]), fetch, params=params)
+            scores = self._inner_products(q, ids)
+        else:
+            scores, ids = self.index.search(q, fetch, params=params)
         keep = self._keep(ids, exclude, n_excl)
         if self.kind != "flat":
             # an approximate index may find fewer than fetch candidates (IVF's nprobe lists hold too few, HNSW
@@ -101,6 +117,17 @@ class ItemIndex:
             out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         return out_ids, out_scores
 
+    def _inner_products(self, q: np.ndarray, ids: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+        """``q[r] · items[ids[r, j]]`` (``-inf`` where faiss padded with ``-1``), gathering at most ``block``
+        values at a time."""
+        scores = np.full(ids.shape, -np.inf, np.float32)
+        step = max(1, block // max(1, ids.shape[1] * self.dim))
+        for s in range(0, len(ids), step):
+            sub = ids[s:s + step]
+            got = np.einsum("nd,nkd->nk", q[s:s + step], self.items[np.maximum(sub, 0)])
+            scores[s:s + step] = np.where(sub >= 0, got, -np.inf)
+        return scores
+
     def _keep(self, ids: np.ndarray, exclude: Sequence[np.ndarray] | None, n_excl: np.ndarray) -> np.ndarray:
         """Which candidates survive: not excluded for their row, and not faiss's ``-1`` padding."""
         n = ids.shape[0]
@@ -116,6 +143,13 @@ class ItemIndex:
         else:
             keep = np.ones_like(ids, dtype=bool)
         return keep & (ids >= 0)
+
+
+def _augment_items(x: np.ndarray) -> np.ndarray:
+    """``[x, sqrt(M² − ‖x‖²)]``: every row of norm ``M``, so L2 order for a query ``[q, 0]`` is ``q·x`` order."""
+    norm2 = np.einsum("nd,nd->n", x, x, dtype=np.float64)
+    extra = np.sqrt(np.maximum(norm2.max() - norm2, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.hstack([x, extra[:, None]]))
 
 
 def brute_force_topk(queries: np.ndarray, item_emb: np.ndarray, k: int,

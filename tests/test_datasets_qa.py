@@ -218,3 +218,46 @@ def test_prepare_refuses_a_bad_frame_built_in_python(frame, problem):
     with pytest.raises(DataError, match=problem) as e:
         prepare("mine", frame, config=PrepareConfig(k_core=0, min_rating=3))
     assert e.value.path == "dataset 'mine'"
+
+
+# ---------------------------------------------------------------------------------------------- ignored options
+def _prepared_folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"user": rng.integers(0, 30, 600).astype(str), "item": rng.integers(0, 40, 600).astype(str)})
+    ds = prepare("toy", df, config=PrepareConfig(k_core=2, seed=7))
+    ds.save(tmp_path / "prep")
+    return tmp_path / "prep"
+
+
+def test_split_options_for_an_already_split_folder_are_refused_not_ignored(tmp_path):
+    """`datasets prepare prepared/ --seed 9` and `train --set data.split=temporal` on a prepared folder
+    silently reused the stored split; options equal to the stored ones stay fine."""
+    from typer.testing import CliRunner
+
+    from recgoat.cli import app
+    from recgoat.config import load_config
+    from recgoat.datasets.registry import refuse_ignored_prepare_options
+    from recgoat.errors import ConfigError
+    from recgoat.training.run import load_dataset
+
+    folder = _prepared_folder(tmp_path)
+    refuse_ignored_prepare_options(folder, {"seed": 7, "k_core": 2, "ratios": (0.8, 0.1, 0.1)})  # as stored
+    refuse_ignored_prepare_options(folder, {})
+    with pytest.raises(ConfigError, match=r"already split and keeps its split \(it was prepared with seed=7\); "
+                                          r"seed=9 would be ignored"):
+        refuse_ignored_prepare_options(folder, {"seed": 9})
+    res = CliRunner().invoke(app, ["datasets", "prepare", str(folder), "--out", str(tmp_path / "again"), "--seed", "9"])
+    assert isinstance(res.exception, ConfigError) and "seed=9 would be ignored" in str(res.exception)
+    assert not (tmp_path / "again").exists()
+    res = CliRunner().invoke(app, ["datasets", "info", str(folder)])  # no option given: the stored split
+    assert res.exit_code == 0, res.output
+    cfg = load_config(None, [f"data.name={folder}", "data.split=temporal"])
+    with pytest.raises(ConfigError, match="split=temporal would be ignored"):
+        load_dataset(cfg, check_options=True)
+    assert load_dataset(load_config(None, [f"data.name={folder}"]), check_options=True).n_users > 0
+    # an MMRec folder records no preparation: any option is refused
+    mm = tmp_path / "mm"
+    mm.mkdir()
+    (mm / "toy.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n")
+    with pytest.raises(ConfigError, match=r"a MMRec dataset folder is already split"):
+        refuse_ignored_prepare_options(mm, {"k_core": 5})

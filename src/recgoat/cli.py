@@ -68,14 +68,12 @@ def datasets_list() -> None:
 @datasets_app.command("info")
 def datasets_info(
     name: str = typer.Argument(..., help="dataset name or folder"),
-    k_core: int = typer.Option(5, help="iterative k-core filter"),
-    split: str = typer.Option("random", help="random | temporal | loo | none"),
-    seed: int = typer.Option(2026),
+    k_core: Optional[int] = typer.Option(None, help="iterative k-core filter [default: 5]"),
+    split: Optional[str] = typer.Option(None, help="random | temporal | loo | none [default: random]"),
+    seed: Optional[int] = typer.Option(None, help="split seed [default: 2026]"),
 ) -> None:
     """Statistics of a dataset after preparation (users, items, interactions, sparsity, split)."""
-    from recgoat.datasets import PrepareConfig, load
-
-    ds = load(name, PrepareConfig(k_core=k_core, split=split, seed=seed))
+    ds = _load_prepared(name, k_core=k_core, split=split, seed=seed)
     console.print_json(json.dumps(ds.stats()))
 
 
@@ -84,17 +82,26 @@ def datasets_prepare(
     name: str = typer.Argument(..., help="dataset name or folder"),
     out: Path = typer.Option(..., "--out", "-o", help="folder to write (Parquet + manifest.json)"),
     min_rating: Optional[float] = typer.Option(None, help="keep ratings >= this as implicit feedback"),
-    k_core: int = typer.Option(5),
-    split: str = typer.Option("random", help="random | temporal | loo | none"),
-    seed: int = typer.Option(2026),
+    k_core: Optional[int] = typer.Option(None, help="iterative k-core filter [default: 5]"),
+    split: Optional[str] = typer.Option(None, help="random | temporal | loo | none [default: random]"),
+    seed: Optional[int] = typer.Option(None, help="split seed [default: 2026]"),
 ) -> None:
     """Filter, remap and split a dataset, and save it as a folder that reloads without recomputing."""
-    from recgoat.datasets import PrepareConfig, load
-
-    ds = load(name, PrepareConfig(min_rating=min_rating, k_core=k_core, split=split, seed=seed))
+    ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
     ds.save(out)
     console.print(f"prepared {ds.name}: {ds.n_users} users, {ds.n_items} items, "
                   f"{len(ds.interactions)} interactions → {out}")
+
+
+def _load_prepared(name: str, **given):
+    """The dataset prepared with the options given on the command line (the others at their defaults);
+    refused when ``name`` is already split, so the options would be ignored."""
+    from recgoat.datasets import PrepareConfig, load
+    from recgoat.datasets.registry import default_prepare_config, refuse_ignored_prepare_options
+
+    given = {k: v for k, v in given.items() if v is not None}
+    refuse_ignored_prepare_options(name, given)
+    return load(name, PrepareConfig(**{**default_prepare_config(name).__dict__, **given}))
 
 
 # ---------------------------------------------------------------------------- training

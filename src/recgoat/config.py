@@ -20,7 +20,8 @@ from recgoat.training.trainer import TrainConfig
 
 
 class DataConfig(BaseModel):
-    """Which dataset and how to prepare it (ignored for already prepared or MMRec folders)."""
+    """Which dataset and how to prepare it. A folder already split (prepared, MMRec, line-per-user) keeps
+    its split: preparation options set explicitly for one are refused, since they would be ignored."""
 
     model_config = ConfigDict(extra="forbid")
 

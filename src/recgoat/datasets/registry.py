@@ -10,17 +10,19 @@ review file (or a folder holding one, with its ``meta_<Cat>`` file beside it). S
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
 from recgoat.datasets.generic import load_generic, read_table
 from recgoat.datasets.preprocess import PrepareConfig, prepare
-from recgoat.errors import DataError
+from recgoat.errors import ConfigError, DataError
 
 EMBEDDED = ("ml-latest-small",)
 SHARED = ("ml100k-mm",)
@@ -148,6 +150,49 @@ def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame 
         raise DataError(path, f"{what}, nor another recognised layout ({layouts_help()})")
     inter, items, fields = load_generic(path)
     return path.name, inter, items, fields, {"source": str(path.resolve())}
+
+
+PREPARE_OPTIONS = ("min_rating", "k_core", "split", "ratios", "seed")
+
+
+def presplit_layout(name_or_path: str | Path) -> str | None:
+    """``prepared``, ``MMRec`` or ``line-per-user`` for a folder that is already split (:func:`load` reads
+    its split as stored), else None."""
+    p = Path(str(name_or_path))
+    if p.is_dir() and (p / "manifest.json").exists():
+        return "prepared"
+    if p.is_dir() and list(p.glob("*.inter")):
+        return "MMRec"
+    if _is_lines(p) and not _has_generic(p):
+        return "line-per-user"
+    return None
+
+
+def refuse_ignored_prepare_options(name_or_path: str | Path, options: dict[str, Any]) -> None:
+    """A :class:`ConfigError` when preparation ``options`` the user gave (``seed``, ``split``, …) would be
+    ignored: a folder that is already split keeps its own split (a prepared folder's options are in its
+    manifest; given values equal to those are fine)."""
+    layout = presplit_layout(name_or_path)
+    if layout is None or not options:
+        return
+    stored: dict[str, Any] = {}
+    if layout == "prepared":
+        try:
+            info = json.loads((Path(str(name_or_path)) / "manifest.json").read_text()).get("info") or {}
+            stored = info.get("prepare") or {}
+        except (OSError, ValueError, AttributeError):
+            stored = {}  # Dataset.load names an unreadable manifest itself
+
+    def same(a: Any, b: Any) -> bool:
+        return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
+
+    ignored = {k: v for k, v in options.items() if not (k in stored and same(stored[k], v))}
+    if ignored:
+        given = ", ".join(f"{k}={v}" for k, v in ignored.items())
+        kept = f" (it was prepared with {', '.join(f'{k}={stored[k]}' for k in ignored if k in stored)})" \
+            if any(k in stored for k in ignored) else ""
+        raise ConfigError(f"{name_or_path}: a {layout} dataset folder is already split and keeps its split{kept}; "
+                          f"{given} would be ignored. Prepare the raw data with these options instead, or drop them")
 
 
 def load(name_or_path: str | Path, config: PrepareConfig | None = None) -> Dataset:

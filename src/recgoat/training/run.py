@@ -23,8 +23,14 @@ from recgoat.training.trainer import Trainer, check_run_dir
 EVAL_SPLITS = ("valid", "test")  # the held-out splits a run can be evaluated on
 
 
-def load_dataset(cfg: RunConfig) -> Dataset:
+def load_dataset(cfg: RunConfig, check_options: bool = False) -> Dataset:
+    """``cfg.data`` loaded and prepared. ``check_options``: refuse preparation options the configuration
+    sets explicitly when the dataset is a folder already split (they would be ignored)."""
     d = cfg.data
+    if check_options:
+        from recgoat.datasets.registry import PREPARE_OPTIONS, refuse_ignored_prepare_options
+
+        refuse_ignored_prepare_options(d.name, {k: getattr(d, k) for k in PREPARE_OPTIONS if k in d.model_fields_set})
     return load(d.name, PrepareConfig(min_rating=d.min_rating, k_core=d.k_core, split=d.split,
                                       ratios=d.ratios, seed=d.seed))
 
@@ -49,7 +55,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     """
     if run_dir is not None:
         check_run_dir(Path(run_dir))  # before the dataset loads
-    dataset = dataset if dataset is not None else load_dataset(cfg)
+    dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
     features = load_side_features(dataset, cfg.features)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     torch.manual_seed(cfg.trainer.seed)  # initialisation depends on the run's seed only

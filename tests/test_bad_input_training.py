@@ -247,6 +247,15 @@ def test_evaluate_with_a_bad_run_config_names_the_file(finished_run, tmp_path, c
     assert str(e.value).startswith(f"{run_dir / 'run_config.json'}: ") and message in str(e.value)
 
 
+def test_evaluate_a_run_stopped_before_its_first_validation_says_so(finished_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    shutil.rmtree(run_dir / "best")  # as after a kill during the first epochs (eval_every > 1)
+    with pytest.raises(DataError, match="no best model yet: the run stopped before its first validation") as e:
+        evaluate(run_dir)
+    assert str(e.value).startswith(f"{run_dir}: ")
+
+
 # ------------------------------------------------------------------ 5. evaluate on edited data
 def test_evaluate_refuses_data_with_another_fingerprint(catalogue, tmp_path):
     data = tmp_path / "cat"

@@ -91,6 +91,10 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
     if not (run_dir / "run_config.json").is_file():
         raise DataError(run_dir, "not a run folder written by `recgoat train` (no run_config.json)")
     cfg = read_run_config(run_dir / "run_config.json")
+    if not (run_dir / "best").exists():
+        # a run stopped before its first validation has a checkpoint but no best model yet
+        raise DataError(run_dir, "no best model yet: the run stopped before its first validation; resume it "
+                                 "with the same `recgoat train` command (it continues from its checkpoint)")
     dataset = dataset if dataset is not None else load_dataset(cfg)
     model = Recommender.load(run_dir / "best")
     where, fp = trained_fingerprint(run_dir)

@@ -261,3 +261,26 @@ def test_split_options_for_an_already_split_folder_are_refused_not_ignored(tmp_p
     (mm / "toy.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n")
     with pytest.raises(ConfigError, match=r"a MMRec dataset folder is already split"):
         refuse_ignored_prepare_options(mm, {"k_core": 5})
+
+
+@pytest.mark.parametrize("layout", ["mmrec", "lines"])
+def test_held_out_rows_of_users_without_training_items_are_dropped(tmp_path, layout):
+    """METHOD.md §6 drops users with no training item; data split elsewhere can hold them, and their held-out
+    items were evaluated against an untrained embedding. User 2 has only a test item (item 3, which no one
+    else has: the item keeps its id)."""
+    folder = tmp_path / layout
+    folder.mkdir()
+    rows = [(0, 0, 0), (0, 1, 2), (1, 1, 0), (1, 2, 1), (1, 0, 2), (2, 3, 2)]
+    if layout == "mmrec":
+        _write(folder / "toy.inter", "userID\titemID\tx_label\n" + "".join(f"{u}\t{i}\t{s}\n" for u, i, s in rows))
+        load_fn = load_mmrec
+    else:
+        for s, name in enumerate(("train.txt", "valid.txt", "test.txt")):
+            users = sorted({u for u, _, x in rows if x == s})
+            _write(folder / name, "".join(f"{u} " + " ".join(str(i) for v, i, x in rows if v == u and x == s) + "\n"
+                                          for u in users))
+        load_fn = load_lines
+    with pytest.warns(UserWarning, match=r"dropped the 1 held-out rows of 1 user\(s\) with no training item"):
+        ds = load_fn(folder)
+    assert (ds.n_users, ds.n_items) == (3, 4)
+    assert ds.csr("test")[2].nnz == 0 and ds.csr("test").nnz == 2 and ds.csr("train").nnz == 2

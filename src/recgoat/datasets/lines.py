@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import SPLITS, Dataset
-from recgoat.datasets.mmrec import MAX_ID, check_dense, check_split_overlap, drop_split_duplicates
+from recgoat.datasets.mmrec import (MAX_ID, check_dense, check_split_overlap, drop_held_out_without_train,
+                                    drop_split_duplicates)
 from recgoat.errors import DataError
 from recgoat.io import atomic_path
 
@@ -91,7 +92,8 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
     inter = drop_split_duplicates(inter, paths)
     check_split_overlap(inter, folder, {s: p.name for s, p in paths.items()})
     n_users = int(max(u.max() for u in all_users)) + 1
-    n_items = int(inter["item"].max()) + 1
+    n_items = int(inter["item"].max()) + 1  # before dropping rows: an item only they held keeps its id
+    inter = drop_held_out_without_train(inter, folder)
     item_ids = np.arange(n_items).astype(str).astype(object)
     return Dataset(name=name or folder.name, interactions=inter,
                    user_ids=np.arange(n_users).astype(str).astype(object), item_ids=item_ids,

@@ -109,6 +109,24 @@ def drop_split_duplicates(inter: pd.DataFrame, where: str | dict[str, Path]) -> 
     return inter[~drop].reset_index(drop=True)
 
 
+def drop_held_out_without_train(inter: pd.DataFrame, where: str | Path) -> pd.DataFrame:
+    """``inter`` without the validation/test rows of users who have no training row, with one warning.
+
+    The protocol (METHOD.md §6) drops users with no training item: no model learns anything about them,
+    so their held-out items would be ranked by an untrained embedding and only add noise to every
+    model's metrics. Data split by this toolkit never has them; data split elsewhere may. The users keep
+    their ids (nothing is held out for them, so they are not evaluated)."""
+    has_train = np.zeros(int(inter["user"].max()) + 1 if len(inter) else 0, bool)
+    has_train[inter.loc[inter["split"] == "train", "user"].to_numpy(np.int64)] = True
+    drop = ~has_train[inter["user"].to_numpy(np.int64)]
+    if not drop.any():
+        return inter
+    n_users = len(np.unique(inter["user"].to_numpy()[drop]))
+    warnings.warn(f"{where}: dropped the {int(drop.sum())} held-out rows of {n_users} user(s) with no training "
+                  "item (nothing can be learnt about them; METHOD.md §6)", UserWarning, stacklevel=3)
+    return inter[~drop].reset_index(drop=True)
+
+
 def check_split_overlap(inter: pd.DataFrame, path: Path, names: dict[str, str]) -> None:
     """DataError when a (user, item) pair sits in more than one split.
 
@@ -214,6 +232,7 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
     inter["split"] = pd.Categorical.from_codes(labels, categories=list(SPLITS))
     inter = drop_split_duplicates(inter, str(path))
     check_split_overlap(inter, path, {s: f"{s} (x_label {i})" for i, s in enumerate(SPLITS)})
+    inter = drop_held_out_without_train(inter, path)
 
     user_ids = _read_mapping(folder, "user", int(users.max()) + 1)
     item_ids = _read_mapping(folder, "item", int(items.max()) + 1)

@@ -150,6 +150,46 @@ def test_kill_between_checkpoint_files_resumes_like_the_uninterrupted_run(ds, tm
     assert ck == ["model-000003.safetensors", "optimizer-000003.pt", "state.json"]  # earlier epochs' pairs gone
 
 
+def _best_digest(run) -> str:
+    return json.loads((run / "best" / "model.json").read_text())["weights_sha256"]
+
+
+@pytest.mark.parametrize("kill_in", ["_save_checkpoint", "_promote_best"])
+def test_best_model_always_matches_the_checkpoint_after_a_kill(ds, tmp_path, monkeypatch, kill_in):
+    """best/ was written before the checkpoint: a kill between them left best/ holding the lost epoch's
+    weights while state.json named an earlier best. Now a new best is staged in best.new/ and promoted after
+    the checkpoint; a resume finishes or drops the staging, so best/ is always the checkpoint's best."""
+    kw = {"epochs": 6, "lr": 0.01}  # validation improves at epochs 0, 3 and 5 on this data
+    _, full = _fit(ds, tmp_path / "full", **kw)
+    assert not (tmp_path / "full" / "best.new").exists()
+    real = getattr(Trainer, kill_in)
+    calls = []
+
+    def killing(self, *a, **kw):
+        calls.append(1)
+        if len(calls) >= 2 and (self.run_dir / "best.new").is_dir():  # a later epoch that found a new best
+            raise Killed
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, kill_in, killing)
+    with pytest.raises(Killed):
+        _fit(ds, tmp_path / "run", **kw)
+    monkeypatch.setattr(Trainer, kill_in, real)
+    run = tmp_path / "run"
+    assert (run / "best.new").is_dir()  # the lost epoch's best, staged
+    state = json.loads((run / "checkpoint/state.json").read_text())
+    staged = json.loads((run / "best.new/model.json").read_text())["weights_sha256"]
+    # killed before the checkpoint: it names the earlier best (best/ still holds it); after: the staged one
+    assert (staged == state["best"]["weights_sha256"]) == (kill_in == "_promote_best")
+    assert (_best_digest(run) == state["best"]["weights_sha256"]) == (kill_in == "_save_checkpoint")
+    _, resumed = _fit(ds, run, **kw)
+    assert not (run / "best.new").exists()
+    state = json.loads((run / "checkpoint/state.json").read_text())
+    assert _best_digest(run) == state["best"]["weights_sha256"]
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    assert _best_digest(run) == _best_digest(tmp_path / "full")
+
+
 def test_log_line_cut_by_a_kill_is_dropped_on_resume(ds, tmp_path):
     """A kill in the middle of appending to log.jsonl left half a line: resuming was a JSONDecodeError."""
     run = tmp_path / "run"

@@ -13,7 +13,8 @@ Run folder layout::
 
     log.jsonl              one line per epoch (loss terms, validation metrics, seconds)
     checkpoint/            last epoch: state.json naming its model-EPOCH.safetensors, optimizer-EPOCH.pt
-    best/                  best-validation model (Recommender.save format)
+    best/                  best-validation model (Recommender.save format; staged in best.new/ until
+                           the checkpoint recording it is written)
     result.json            validation and test metrics at the best epoch, timings, memory
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import json
 import math
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -250,6 +252,41 @@ class Trainer:
             if old.name.startswith(("model", "optimizer")) and old.name not in files.values():
                 old.unlink(missing_ok=True)
 
+    def _stage_best(self, model) -> str:
+        """Save a new best-validation model to ``best.new/`` (promoted to ``best/`` once the epoch's
+        checkpoint names it); returns its weights' digest, which the checkpoint records.
+
+        Saved straight to ``best/``, a kill before the checkpoint left ``best/`` holding a lost epoch while
+        the checkpoint's state named an earlier best: a resumed run that did not retrace that epoch exactly
+        (another thread count) reported validation and test numbers of two different models."""
+        staged = self.run_dir / "best.new"
+        shutil.rmtree(staged, ignore_errors=True)
+        model.save(staged)
+        return json.loads((staged / "model.json").read_text())["weights_sha256"]
+
+    def _promote_best(self) -> None:
+        """``best.new/`` → ``best/`` (after the checkpoint that records it; see :meth:`_stage_best`)."""
+        staged, best = self.run_dir / "best.new", self.run_dir / "best"
+        if staged.is_dir():
+            shutil.rmtree(best, ignore_errors=True)
+            staged.rename(best)
+
+    def _reconcile_best(self, state: dict) -> None:
+        """On resume: finish a promotion a kill interrupted (``best.new/`` is the checkpoint's best), or drop
+        a staged best of the lost epoch."""
+        staged = self.run_dir / "best.new"
+        if not staged.is_dir():
+            return
+        want = state["best"].get("weights_sha256")
+        try:
+            got = json.loads((staged / "model.json").read_text()).get("weights_sha256")
+        except (OSError, ValueError, AttributeError):
+            got = None
+        if want is not None and got == want:
+            self._promote_best()
+        else:
+            shutil.rmtree(staged, ignore_errors=True)
+
     def _checkpoint_files(self, state: dict) -> dict[str, Path]:
         """The weights and optimizer files ``state`` names (fixed names for checkpoints of older versions)."""
         ck = self.run_dir / "checkpoint"
@@ -297,6 +334,7 @@ class Trainer:
         for f in self._checkpoint_files(state).values():
             if not f.is_file():
                 raise DataError(f, f"missing: the checkpoint is incomplete; {afresh}")
+        self._reconcile_best(state)
         best = self.run_dir / "best" / "weights.safetensors"
         if state["best"].get("epoch", -1) >= 0 and not best.is_file():
             # the best-validation weights the resumed run would report (unless a later epoch beats them)
@@ -384,6 +422,7 @@ class Trainer:
                 # describes best/)
                 for stale in ("log.jsonl", "checkpoint/state.json", "result.json"):
                     (self.run_dir / stale).unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / "best.new", ignore_errors=True)
             bar = _progress(cfg.epochs, start_epoch, cfg.progress, model.name)
             for epoch in range(start_epoch, cfg.epochs):
                 # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first
@@ -430,7 +469,7 @@ class Trainer:
                         best = {"score": score, "epoch": epoch, "valid": res.means}
                         bad = 0
                         if self.run_dir is not None:
-                            model.save(self.run_dir / "best")
+                            best["weights_sha256"] = self._stage_best(model)
                         else:
                             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     else:
@@ -440,6 +479,7 @@ class Trainer:
                 if self.run_dir is not None:
                     self._save_checkpoint(model, optimizer, {"epoch": epoch, "bad": bad, "best": best,
                                                              "signature": signature})
+                    self._promote_best()
                 bar.update(1, row, best)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(epoch, row)

@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -79,6 +79,8 @@ de la le les el los del""".split())
 _WORD = re.compile(r"[a-z][a-z'\-]{2,}")
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
+_THINK_END = re.compile(r"</think>", re.I)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ProfileError(RecGOATError):
@@ -152,13 +154,16 @@ def build_messages(history_text: str) -> list[dict[str, str]]:
 def extract_answer(response: str) -> tuple[str, bool]:
     """(the part to embed, whether an ``<answer>`` tag was found).
 
-    Without the tag, the text outside ``<think>`` blocks is used; an empty result is an error.
+    Only the text outside ``<think>`` blocks counts: reasoning often restates the instructions ("... between
+    <answer> and </answer>"), which must not be taken for the answer. A response with a ``</think>`` but no
+    ``<think>`` (chat templates of reasoning models open it in the prompt) is reasoning up to that tag.
+    Without the tag, that visible text is used; an empty result is an error.
     """
-    m = _ANSWER.search(response or "")
+    visible = _THINK_END.split(_THINK.sub("", response or ""))[-1]
+    m = _ANSWER.search(visible)
     if m and m.group(1).strip():
         return m.group(1).strip(), True
-    rest = _THINK.sub("", response or "")
-    rest = re.sub(r"</?(answer|think)>", "", rest, flags=re.I).strip()
+    rest = re.sub(r"</?(answer|think)>", "", visible, flags=re.I).strip()
     if not rest:
         raise ProfileError(f"the LLM's response has no usable answer: {response[:200]!r}")
     return rest, False
@@ -203,6 +208,9 @@ class ProfileBackend:
     def deliver(h: UserHistory, response: str, on_result: OnResult, on_failure: OnFailure,
                 note: str = "") -> None:
         """Extract the answer from ``response`` and pass it on, or report the user as failed."""
+        # a lone surrogate (JSON "\ud83c" from a server that split an emoji between tokens) cannot be
+        # written as UTF-8: it would crash the cache append, and the embedder, mid-run
+        response = response.encode("utf-8", "replace").decode("utf-8")
         try:
             answer, tagged = extract_answer(response)
         except ProfileError as exc:
@@ -290,6 +298,28 @@ class TemplateBackend(ProfileBackend):
             on_result(h, self.profile(h))
 
 
+_STATUS_HINTS = {
+    400: "; if the prompt is too long for the model's context, lower profile_char_budget (--char-budget) "
+         "or llm_max_tokens",
+    401: "; check the API key (llm_api_key_env names the environment variable holding it)",
+    403: "; check the API key (llm_api_key_env names the environment variable holding it)",
+    404: "; check llm_base_url (the server's /v1 URL) and llm_model (a name the server serves)",
+    413: "; the prompt is too large: lower profile_char_budget (--char-budget)",
+}
+
+
+def _server_says(resp: httpx.Response) -> str:
+    """The error message in a refused request's body, on one line: `` (server: ...)`` or ``""``."""
+    try:
+        body: Any = resp.json()
+        err = body.get("error", body) if isinstance(body, dict) else body
+        msg = err.get("message") or err.get("detail") or err if isinstance(err, dict) else err
+    except (ValueError, UnicodeDecodeError):
+        msg = resp.text
+    msg = " ".join(str(msg).split())
+    return f" (server: {truncate(msg, 240)})" if msg else ""
+
+
 class OpenAIBackend(ProfileBackend):
     """Any OpenAI-compatible ``/chat/completions`` endpoint, with bounded concurrency and retries."""
 
@@ -304,12 +334,29 @@ class OpenAIBackend(ProfileBackend):
             raise ConfigError("the openai profile backend needs llm_model (the served model's name)")
         self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/chat/completions")
                                            else "/chat/completions")
+        parsed = httpx.URL(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            # else every request fails alike (UnsupportedProtocol), retried with backoff before the error
+            raise ConfigError(f"llm_base_url {base_url!r} is not an http(s) URL with a host; expected e.g. "
+                              f"http://127.0.0.1:8000/v1")
         self.model = model
         self.headers = {"Content-Type": "application/json"}
+        self._key = ""
         if api_key_env:
-            key = os.environ.get(api_key_env)
+            if not _ENV_NAME.fullmatch(api_key_env):
+                # most likely the key itself was passed: never echo it into a terminal or a CI log
+                raise ConfigError("llm_api_key_env must be the NAME of an environment variable holding the API "
+                                  "key (e.g. MY_LLM_KEY), not the key itself; the value given is not a variable "
+                                  "name, so it is not shown")
+            # a key read from a file often ends in a line break, which no HTTP header may carry
+            key = os.environ.get(api_key_env, "").strip()
             if not key:
-                raise ConfigError(f"environment variable {api_key_env} (llm_api_key_env) is not set")
+                raise ConfigError(f"environment variable {api_key_env} (llm_api_key_env) is not set or empty")
+            if not (key.isascii() and key.isprintable()):
+                # httpx would reject the header with the key's value in its message (and so in ours)
+                raise ConfigError(f"the API key in environment variable {api_key_env} holds characters an HTTP "
+                                  f"header cannot carry (a control or non-ASCII character); its value is not shown")
+            self._key = key
             self.headers["Authorization"] = f"Bearer {key}"
         self.concurrency = max(1, int(concurrency))
         self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
@@ -318,6 +365,10 @@ class OpenAIBackend(ProfileBackend):
 
     def describe(self) -> str:
         return f"model {self.model!r} at {self.url}"
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (a server may echo it in an error body)."""
+        return text.replace(self._key, "***") if self._key else text
 
     def complete(self, client: httpx.Client, messages: list[dict[str, str]]) -> tuple[str, str | None]:
         """(message content, finish_reason) of one chat completion; raises :class:`ProfileError` when the
@@ -330,12 +381,23 @@ class OpenAIBackend(ProfileBackend):
             try:
                 resp = client.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
                 resp.raise_for_status()
+            except httpx.HTTPStatusError as exc:
+                # the server's own words ("model `x` does not exist", "exceeds the context size") say what to fix
+                err, code = classify_http_error(exc), exc.response.status_code
+                raise type(err)(f"{err}{_server_says(exc.response)}{_STATUS_HINTS.get(code, '')}") from exc
             except httpx.HTTPError as exc:
-                raise classify_http_error(exc) from exc
+                err = classify_http_error(exc)
+                if isinstance(exc, httpx.TimeoutException):
+                    err = type(err)(f"{err} (no answer within llm_timeout={self.timeout:g} s; raise it for a "
+                                    f"slow model)")
+                raise err from exc
             try:
                 choice = resp.json()["choices"][0]
                 content = choice["message"].get("content")
                 finish = choice.get("finish_reason")
+                if isinstance(content, list):  # content parts, as the chat-completions spec allows
+                    content = "".join(p["text"] for p in content
+                                      if isinstance(p, dict) and isinstance(p.get("text"), str))
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 raise TransientError(f"malformed answer (not a chat-completions JSON): {resp.text[:120]!r}") \
                     from exc
@@ -346,9 +408,10 @@ class OpenAIBackend(ProfileBackend):
         try:
             return call_with_retries(once, self.retries, self.backoff)
         except TransientError as exc:
-            raise ProfileError(f"LLM endpoint {self.url} failed after {self.retries + 1} tries: {exc}") from exc
+            tries = self.retries + 1
+            raise ProfileError(self._redact(f"LLM endpoint {self.url} failed after {tries} tries: {exc}")) from exc
         except PermanentError as exc:
-            raise ProfileError(f"LLM endpoint {self.url} refused the request: {exc}") from exc
+            raise ProfileError(self._redact(f"LLM endpoint {self.url} refused the request: {exc}")) from exc
 
     def _deliver(self, h: UserHistory, got: tuple[str, str | None], on_result: OnResult,
                  on_failure: OnFailure) -> None:
@@ -373,20 +436,22 @@ class OpenAIBackend(ProfileBackend):
                 ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             pending = {pool.submit(task, client, h): h for h in histories}
             try:
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        h = pending.pop(fut)
-                        got = fut.result()  # raises ProfileError: already finished ones are saved
-                        if got is not None:
-                            self._deliver(h, got, on_result, on_failure)
+                # as_completed registers with every future once; wait(FIRST_COMPLETED) in a loop rescans all
+                # pending futures per answer, quadratic in users (minutes of overhead for 20k users)
+                for fut in as_completed(pending):
+                    h = pending.pop(fut)
+                    got = fut.result()  # raises ProfileError: already finished ones are saved
+                    if got is not None:
+                        self._deliver(h, got, on_result, on_failure)
             except BaseException:
                 stop.set()
                 for fut in pending:
                     fut.cancel()
-                # keep the answers that completed meanwhile (they cost LLM time)
+                # requests under way run to their end anyway (the pool waits for them): keep their answers,
+                # they cost LLM time
+                wait(pending)
                 for fut, h in pending.items():
-                    if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result():
+                    if not fut.cancelled() and fut.exception() is None and fut.result():
                         self._deliver(h, fut.result(), on_result, lambda *_: None)
                 raise
 
@@ -474,6 +539,10 @@ class ProfileCache:
                 for raw in f:
                     try:
                         rec = json.loads(raw)
+                        # a hand-edited line without a text answer would crash the run (KeyError) or the
+                        # embedder (None): skipped like a torn one, so that user is asked again
+                        if not isinstance(rec["answer"], str):
+                            raise TypeError("answer is not text")
                         self.records[rec["key"]] = rec
                     except (ValueError, KeyError, TypeError):
                         self.skipped_lines += 1

@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -74,6 +76,20 @@ def toy_dataset(items: pd.DataFrame, train: list[list[int]], held_out: list[int]
     return Dataset(name="toy", interactions=inter, user_ids=np.array([f"u{u}" for u in range(len(train))], object),
                    item_ids=items["item_id"].astype(str).to_numpy(object), items=items.reset_index(drop=True),
                    text_fields=[c for c in ("title", "brand", "features") if c in items.columns])
+
+
+class TinyNet(nn.Module):
+    """A tiny plug-in image model (4-d pooled features): fast, deterministic (seeded at construction)."""
+
+    image_size = 32
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).amax(dim=(2, 3))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,29 +14,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from features_helpers import toy_dataset  # noqa: E402
+from features_helpers import TinyNet, toy_dataset  # noqa: E402
 from recgoat.errors import ConfigError, DataError  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmrec, load_features  # noqa: E402
 from recgoat.features import store  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
 from recgoat.features.image import ImagePreprocessor  # noqa: E402
-
-
-class TinyNet(nn.Module):
-    """A tiny plug-in image model (4-d features): fast, deterministic."""
-
-    image_size = 32
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3)
-
-    def forward(self, x):
-        return self.conv(x).amax(dim=(2, 3))
 
 
 def small(tmp_path, n_items: int = 6):

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from features_helpers import Reply, ScriptedServer, chat_reply, mini_dataset  # noqa: E402
+from features_helpers import Reply, ScriptedServer, TinyNet, chat_reply, mini_dataset  # noqa: E402
 from recgoat.errors import DataError  # noqa: E402
 from recgoat.features import (FeatureConfig, encode_all, export_mmrec, import_mmrec,  # noqa: E402
                               load_features)
@@ -30,21 +30,14 @@ from recgoat.io import write_json  # noqa: E402
 CALLS = {"n": 0, "fail_at": None}
 
 
-class CountingNet(nn.Module):
-    """A tiny plug-in image model that counts its batches and can fail on one (an injected crash)."""
-
-    image_size = 32
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3)
+class CountingNet(TinyNet):
+    """The tiny plug-in image model, counting its batches; it can fail on one (an injected crash)."""
 
     def forward(self, x):
         CALLS["n"] += 1
         if CALLS["fail_at"] is not None and CALLS["n"] >= CALLS["fail_at"]:
             raise RuntimeError("injected crash")
-        return self.conv(x).amax(dim=(2, 3))
+        return super().forward(x)
 
 
 def make_counting() -> nn.Module:
@@ -180,20 +173,16 @@ def test_resume_with_another_chunk_size_recomputes(tmp_path):
     np.testing.assert_allclose(f.image, load_features(ds, tmp_path / "fresh").image, atol=1e-6)
 
 
-class NanNet(nn.Module):
-    """A plug-in image model whose ``nan_call``-th forward gives NaN for the batch's first row."""
-
-    image_size = 32
+class NanNet(TinyNet):
+    """The tiny plug-in image model, its ``nan_call``-th forward giving NaN for the batch's first row."""
 
     def __init__(self, nan_call: int | None):
         super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3)
         self.calls, self.nan_call = 0, nan_call
 
     def forward(self, x):
         self.calls += 1
-        y = self.conv(x).amax(dim=(2, 3))
+        y = super().forward(x)
         if self.calls == self.nan_call:
             y[0] = float("nan")
         return y

@@ -198,13 +198,14 @@ def refuse_ignored_prepare_options(name_or_path: str | Path, options: dict[str, 
 def load(name_or_path: str | Path, config: PrepareConfig | None = None) -> Dataset:
     """Load a dataset by name or path and prepare it (filter, remap, split) unless already prepared."""
     p = Path(str(name_or_path))
-    if p.is_dir() and (p / "manifest.json").exists():
+    layout = presplit_layout(p)
+    if layout == "prepared":
         return Dataset.load(p)
-    if p.is_dir() and list(p.glob("*.inter")):
+    if layout == "MMRec":
         from recgoat.datasets.mmrec import load_mmrec
 
         return load_mmrec(p)
-    if _is_lines(p) and not _has_generic(p):
+    if layout == "line-per-user":
         from recgoat.datasets.lines import load_lines
 
         return load_lines(p)

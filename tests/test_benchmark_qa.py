@@ -194,3 +194,17 @@ def test_seed_settings_that_would_be_ignored_or_misreported_are_refused(over, se
     with pytest.raises(ConfigError) as e:
         load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf"], **over}, sets)
     assert str(e.value) == f"benchmark config: {message}"
+
+
+def test_a_line_per_user_folder_is_benchmarked_as_already_split(tmp_path):
+    """The runner told pre-split folders by manifest.json or *.inter only, so a line-per-user folder went
+    to the raw loader, which refused it ("already split: load them with recgoat.datasets.load")."""
+    from recgoat.datasets import load, save_lines
+
+    data = save_lines(load("ml-latest-small"), tmp_path / "lines")
+    cfg = load_config(None, {"datasets": [str(data)], "models": ["mostpop"], "seeds": [2026], "epochs": 1,
+                             "out": str(tmp_path / "b"), "progress": False})
+    run = run_benchmark(cfg)
+    assert not run.failed and len(run.trained) == 1, run.failed
+    cell = json.loads(next((tmp_path / "b").rglob("cell.json")).read_text())
+    assert cell["data"]["split_seed"] is None  # the folder's own split, not a re-split

@@ -261,9 +261,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 # ------------------------------------------------------------------------------------- data and features
 def is_presplit(spec: DatasetSpec) -> bool:
-    """A prepared or MMRec folder: already split, so the split seed does not apply."""
-    p = Path(spec.name)
-    return p.is_dir() and ((p / "manifest.json").exists() or any(p.glob("*.inter")))
+    """A folder already split (prepared, MMRec, line-per-user): the split seed does not apply."""
+    from recgoat.datasets.registry import presplit_layout
+
+    return presplit_layout(spec.name) is not None
 
 
 def load_dataset(spec: DatasetSpec, split_seed: int):

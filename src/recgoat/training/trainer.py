@@ -45,6 +45,8 @@ SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric", "e
 # Adam turns weight_decay and its first step lr / (1 - beta1) = 10·lr into float32 scalars (max 3.4e38): a
 # larger value was a RuntimeError ("cannot be converted to type float without overflow") mid-epoch
 LR_MAX, WEIGHT_DECAY_MAX = 1e37, 1e38
+# how every refusal to resume a damaged checkpoint ends
+_AFRESH = "to start afresh use --set trainer.resume=false or another --run-dir"
 
 
 class TrainConfig(BaseModel):
@@ -206,6 +208,14 @@ def check_negatives(train, dataset) -> None:
                               f"item exists for BPR; remove them or add items")
 
 
+def _saved_digest(folder: Path) -> str | None:
+    """The weights digest ``Recommender.save`` recorded in ``folder/model.json`` (None if unreadable)."""
+    try:
+        return json.loads((folder / "model.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _trains(model) -> bool:
     """Whether the trainer runs epochs (and keeps checkpoints) for ``model``."""
     return model.trainable and any(p.requires_grad for p in model.parameters())
@@ -262,7 +272,7 @@ class Trainer:
         staged = self.run_dir / "best.new"
         shutil.rmtree(staged, ignore_errors=True)
         model.save(staged)
-        return json.loads((staged / "model.json").read_text())["weights_sha256"]
+        return _saved_digest(staged)
 
     def _promote_best(self) -> None:
         """``best.new/`` → ``best/`` (after the checkpoint that records it; see :meth:`_stage_best`)."""
@@ -278,11 +288,7 @@ class Trainer:
         if not staged.is_dir():
             return
         want = state["best"].get("weights_sha256")
-        try:
-            got = json.loads((staged / "model.json").read_text()).get("weights_sha256")
-        except (OSError, ValueError, AttributeError):
-            got = None
-        if want is not None and got == want:
+        if want is not None and _saved_digest(staged) == want:
             self._promote_best()
         else:
             shutil.rmtree(staged, ignore_errors=True)
@@ -300,8 +306,7 @@ class Trainer:
             try:
                 load(files[key])
             except Exception as e:  # noqa: BLE001 - safetensors, pickle and torch each raise their own
-                raise DataError(files[key], f"unreadable checkpoint ({type(e).__name__}: {e}); to start afresh use "
-                                            f"--set trainer.resume=false or another --run-dir") from None
+                raise DataError(files[key], f"unreadable checkpoint ({type(e).__name__}: {e}); {_AFRESH}") from None
 
     def resume_state(self, model, signature: dict[str, Any] | None) -> dict | None:
         """The checkpoint state this run resumes (None: a fresh start); a :class:`ConfigError` when the
@@ -313,17 +318,16 @@ class Trainer:
         path = self.run_dir / "checkpoint" / "state.json"
         if not path.is_file():
             return None
-        afresh = "to start afresh use --set trainer.resume=false or another --run-dir"
         try:
             state = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(path, f"unreadable checkpoint state ({e}); {afresh}") from None
+            raise DataError(path, f"unreadable checkpoint state ({e}); {_AFRESH}") from None
         files = state.get("files", {}) if isinstance(state, dict) else None
         if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("bad"), int)
                 and isinstance(state.get("best"), dict) and isinstance(state["best"].get("epoch", -1), int)
                 and isinstance(files, dict) and ("files" not in state or
                                                  all(isinstance(files.get(k), str) for k in ("model", "optimizer")))):
-            raise DataError(path, f"not a checkpoint state (expected epoch, bad, best); {afresh}")
+            raise DataError(path, f"not a checkpoint state (expected epoch, bad, best); {_AFRESH}")
         old = state.get("signature")
         if old is not None:
             changes = signature_changes(old, signature)
@@ -333,13 +337,13 @@ class Trainer:
                                   f"(overwrites that run) or another --run-dir")
         for f in self._checkpoint_files(state).values():
             if not f.is_file():
-                raise DataError(f, f"missing: the checkpoint is incomplete; {afresh}")
+                raise DataError(f, f"missing: the checkpoint is incomplete; {_AFRESH}")
         self._reconcile_best(state)
         best = self.run_dir / "best" / "weights.safetensors"
         if state["best"].get("epoch", -1) >= 0 and not best.is_file():
             # the best-validation weights the resumed run would report (unless a later epoch beats them)
             raise DataError(best, f"missing: the checkpoint's best epoch {state['best']['epoch']} has no saved "
-                                  f"model; {afresh}")
+                                  f"model; {_AFRESH}")
         return state
 
     def preflight(self, model, dataset, signature: dict[str, Any] | None) -> dict | None:

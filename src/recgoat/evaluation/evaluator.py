@@ -33,6 +33,11 @@ A K larger than the catalogue (K = 50 of 40 items) ranks every item; the slots p
 empty, never hits, as are those left by masked items: Recall, Hit, NDCG and MAP equal their values at
 K = number of items, Precision still divides by K.
 
+Scores are float32 products whatever the embeddings' dtype, as the models' ``final_embeddings`` and the
+serving index score: float64 embeddings are rounded first, so two items whose float64 scores differ only
+below float32's precision tie (against the model, when counting), and a product beyond float32's range is
++∞ (ranked like NaN above).
+
 What does not change between epochs is computed once, in the constructor: each chunk's user ids, the flat
 positions ``row·I + item`` of its masked pairs and of its held-out pairs. One score buffer and one flag
 buffer are reused across chunks, because allocating a fresh multi-megabyte tensor per chunk costs page
@@ -69,6 +74,21 @@ def _products_finite(user_emb: torch.Tensor, item_emb: torch.Tensor) -> bool:
     return bound < float(torch.finfo(torch.float32).max) / 2
 
 
+def _pairs(m) -> sp.csr_matrix:
+    """A copy of ``m`` as canonical CSR holding one entry per (user, item) pair with a nonzero value.
+
+    Relevance is binary and a pair is held out (or masked) once: a CSR built from raw index arrays may
+    repeat a column in a row (a held-out item listed twice counted as two relevant items, and the
+    counting selection then ranked the item against itself and scored it as two hits), and an explicitly
+    stored 0 is no interaction (it counted as a held-out item that could never be found). Copied, so the
+    caller's matrix is left as it was.
+    """
+    m = sp.csr_matrix(m, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    return m
+
+
 @dataclass
 class EvalResult:
     """Mean metrics plus the per-user values they average (for paired significance tests)."""
@@ -85,12 +105,14 @@ class Evaluator:
                  chunk_size: int = 256, selection: Selection = "count"):
         if mask.shape != target.shape:
             raise ValueError("mask and target matrices differ in shape")
-        self.mask = mask.tocsr()
-        self.target = target.tocsr()
+        self.mask = _pairs(mask)
+        self.target = _pairs(target)
         if not ks or min(ks) < 1:
             raise ValueError(f"ks must be a non-empty list of cut-offs >= 1, got {list(ks)}")
         self.ks = tuple(sorted(ks))
-        self.chunk_size = chunk_size
+        if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        self.chunk_size = int(chunk_size)
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(map(repr, SELECTIONS))}, got {selection!r}")
         self.selection = selection
@@ -133,6 +155,9 @@ class Evaluator:
         n_items = item_emb.shape[0]
         if n_items != self.mask.shape[1]:
             raise ValueError(f"item embeddings have {n_items} rows, the evaluator expects {self.mask.shape[1]}")
+        if user_emb.shape[0] != self.mask.shape[0]:  # else the wrong rows were silently scored
+            raise ValueError(f"user embeddings have {user_emb.shape[0]} rows, the evaluator expects "
+                             f"{self.mask.shape[0]}")
         max_k = min(max(self.ks), n_items)
         user_emb, item_t = user_emb.float(), item_emb.float().t()
         may_nan = not _products_finite(user_emb, item_emb.float())

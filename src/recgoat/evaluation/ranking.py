@@ -2,7 +2,8 @@
 
 Why a rule: ``torch.topk``, numpy's partitions and faiss's heaps each pick among equal scores in their own
 arbitrary way, so MostPop (whose scores are counts: ties everywhere) gave different lists from the Python
-API and from the service. Among equal scores the lower item id comes first, everywhere.
+API and from the service. Among equal scores the lower item id comes first, everywhere. A NaN score is no
+score: NaN items come after every number (−∞ included), by ascending id.
 """
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(int(k), m)
     if k < 1 or n == 0:
         return np.zeros((n, 0), np.int64)
+    nan = np.isnan(s) if s.dtype.kind in "fc" else None
+    if nan is not None and nan.any():
+        # the partition below ranks NaN last, but the k-th value turned NaN once k reached a NaN item (no
+        # score equals NaN: a row chose fewer than k ids and the reshape failed); NaN rows are exceptional,
+        # so they are ordered outright: numbers first, by score then id, then the NaN items by id
+        key = np.where(nan, -np.inf, s)
+        ids = np.broadcast_to(np.arange(m), s.shape)
+        out = np.lexsort((ids, -key, nan), axis=1)[:, :k].astype(np.int64)
+        return out if np.ndim(scores) == 2 else out[0]
     part = np.argpartition(-s, k - 1, axis=1)[:, :k]
     kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
     above = s > kth

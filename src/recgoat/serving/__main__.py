@@ -35,6 +35,10 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     from recgoat.serving.app import create_app
     from recgoat.serving.artifacts import load_run
 
+    if not 0 <= port <= 65535:
+        # getaddrinfo takes the port modulo 65536: --port 70000 listened on 4464 while announcing 70000
+        print(f"error: port {port} is not a TCP port (0 to 65535)", file=sys.stderr)
+        return 1
     faiss.omp_set_num_threads(1)
     torch.set_num_threads(1)
     try:
@@ -54,6 +58,7 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
             else (e.strerror or str(e))
         print(f"error: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return 1
+    port = sock.getsockname()[1]  # the port listened on (--port 0: one the system chose)
     svc = app.state.service
     recall = "" if index == "flat" else \
         f", {index} index vs exact: " + ", ".join(f"{k} {v:.3f}" for k, v in svc.index_recall.items())

@@ -41,11 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recgoat.errors import RecGOATError
 from recgoat.io import is_url
-from recgoat.serving.artifacts import DISPLAY_FIELDS, Run
+from recgoat.serving.artifacts import DISPLAY_FIELDS, Run, display_titles
 from recgoat.serving.retrieval import ItemIndex, recall_vs_exact
 
 STATIC = Path(__file__).parent / "static"
 MAX_K = 1000
+MAX_ID_CHARS = 200  # query ids longer than this and than every id of the run are refused (422)
 LONG_FIELDS = ("title", "overview", "description")
 TEXT_NEIGHBOURS = 20  # items whose embeddings represent a profile text
 RECALL_KS, RECALL_USERS = (10, 100), 200  # an approximate index's recall is measured at start-up on this sample
@@ -196,7 +197,7 @@ class Service:
         items = run.items
         # short fields only: long descriptions would bloat every response (the CLI still shows them)
         self.fields = [c for c in DISPLAY_FIELDS if c in items.columns and c not in LONG_FIELDS]
-        titles = items["title"].astype(str).tolist()
+        titles = display_titles(items, run.item_ids)  # the id where an item has no title
         images = [self._image_url(i) for i in range(run.n_items)]
         cols = {c: items[c].astype(str).tolist() for c in self.fields}
         # display rows built once; a request only adds scores
@@ -326,6 +327,9 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(_RepeatedQuery)
     K = Query(10, ge=1, le=MAX_K, description="number of items")
+    # an id of the run is never refused as too long (a 250-character id was a 422 here, a 200 from /history)
+    max_user = max([MAX_ID_CHARS, *map(len, run.user_ids)])
+    max_item = max([MAX_ID_CHARS, *map(len, run.item_ids)])
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -344,7 +348,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         summary=meta.get("summary") or {})
 
     @app.get("/recommend", response_model=Recommendations)
-    async def recommend(user_id: str = Query(..., min_length=1, max_length=200), k: int = K,
+    async def recommend(user_id: str = Query(..., min_length=1, max_length=max_user), k: int = K,
                         exclude_seen: bool = True) -> Response:
         ids, scores = svc.recommend(svc.user(user_id), k, exclude_seen)
         # the hot path: JSON assembled from per-item fragments made once (same schema as Recommendations)
@@ -373,7 +377,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         media_type="application/json")
 
     @app.get("/similar-items", response_model=SimilarItems)
-    async def similar_items(item_id: str = Query(..., min_length=1, max_length=200), k: int = K) -> Response:
+    async def similar_items(item_id: str = Query(..., min_length=1, max_length=max_item), k: int = K) -> Response:
         i = svc.item(item_id)
         ids, scores = svc.similar(i, k)
         unscored = svc.fragments[i].replace('"score":%r', '"score":null', 1) % ()
@@ -382,7 +386,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
 
     @app.get("/users", response_model=Users)
     async def users(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000),
-                    q: str | None = Query(None, max_length=200, description="user id prefix")) -> Users:
+                    q: str | None = Query(None, max_length=max_user, description="user id prefix")) -> Users:
         ids = run.user_ids
         idx = np.arange(run.n_users) if not q else np.flatnonzero(svc.user_series.str.startswith(q).to_numpy())
         page = idx[offset:offset + limit]

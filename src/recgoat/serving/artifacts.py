@@ -27,6 +27,7 @@ import hashlib
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,32 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
     return table
 
 
+def display_titles(items: pd.DataFrame, item_ids: list[str]) -> list[str]:
+    """The title shown for each item: its ``title``, or its id where the catalogue has none (a blank card
+    or table cell otherwise; older artefacts stored a missing title as an empty string)."""
+    col = items["title"].tolist() if "title" in items.columns else [None] * len(item_ids)
+    out = []
+    for t, i in zip(col, item_ids):
+        t = "" if t is None or (isinstance(t, float) and t != t) else str(t)
+        out.append(t if t.strip() and t not in ("None", "nan", "<NA>") else i)
+    return out
+
+
+def check_embeddings(user_emb: np.ndarray, item_emb: np.ndarray) -> str | None:
+    """What makes these final embeddings unservable (None when they are fine): NaN or inf, or values so
+    large that an inner product ``z_u · z_i`` overflows float32 (``|z_u · z_i| <= ‖z_u‖ ‖z_i‖``), which
+    would make every score inf or NaN and the lists empty or arbitrary."""
+    if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
+        return "embeddings hold NaN or inf"
+    if user_emb.size and item_emb.size:
+        bound = (np.sqrt(np.einsum("nd,nd->n", user_emb, user_emb, dtype=np.float64).max())
+                 * np.sqrt(np.einsum("nd,nd->n", item_emb, item_emb, dtype=np.float64).max()))
+        if not bound < np.finfo(np.float32).max / 2:
+            return (f"embeddings so large that scores overflow float32 (largest user norm × largest item norm "
+                    f"= {bound:.3g}): the model diverged; retrain it with a smaller learning rate")
+    return None
+
+
 def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     """Refuse an ``out_dir`` that export must not replace, before anything is computed or written.
 
@@ -144,21 +171,26 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
                                   f"dataset {dataset.name!r} ({moved} user-item pairs differ): not the data or "
                                   f"split it was trained on")
     check_destination(out, overwrite)
+    model.eval()
+    u_emb, i_emb = model.final_embeddings()
+    problem = check_embeddings(u_emb.detach().cpu().numpy(), i_emb.detach().cpu().numpy())
+    if problem:  # the artefact would be written, then refused by every load (or served empty lists)
+        raise DataError(None, f"cannot export model {model.name!r}: its final {problem}; nothing was written")
     feats = None
     if features_folder is not None:
         from recgoat.features.store import load_features
 
         feats = load_features(dataset, features_folder)
     with atomic_folder(out) as tmp:
-        _write_artefact(model, dataset, tmp, feats)
+        _write_artefact(model, dataset, tmp, feats, (u_emb, i_emb))
     return out
 
 
-def _write_artefact(model, dataset, out: Path, feats) -> None:
+def _write_artefact(model, dataset, out: Path, feats, embeddings=None) -> None:
     """Every file of the artefact, ``artifact.json`` (with their checksums) last, into the empty ``out``."""
     model.eval()
     model.save(out / "model")
-    u_emb, i_emb = model.final_embeddings()
+    u_emb, i_emb = embeddings if embeddings is not None else model.final_embeddings()
     save_file({"user_emb": u_emb.clone().contiguous(), "item_emb": i_emb.clone().contiguous()},
               str(out / "embeddings.safetensors"))
     write_json(out / "ids.json", {"users": [str(u) for u in dataset.user_ids],
@@ -301,6 +333,9 @@ def _verify(path: Path) -> dict[str, Any]:
         raise DataError(meta_path, f"corrupt JSON: {e}") from None
     if not isinstance(meta, dict) or meta.get("format_version") != ARTIFACT_FORMAT_VERSION:
         version = meta.get("format_version") if isinstance(meta, dict) else None
+        if isinstance(version, (int, float)) and not isinstance(version, bool) and version > ARTIFACT_FORMAT_VERSION:
+            raise DataError(meta_path, f"artefact format version {version!r} was written by a newer recgoat; this "
+                                       f"one reads version {ARTIFACT_FORMAT_VERSION}: upgrade recgoat to load it")
         raise DataError(meta_path, f"artefact format version {version!r} is not the supported "
                                    f"{ARTIFACT_FORMAT_VERSION}; re-export the run with this version of recgoat")
     # artifact.json is the one file without a checksum: check the fields loading and /metadata read, so an
@@ -334,13 +369,37 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     meta = verify(path)
     n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
-    emb = load_file(str(path / "embeddings.safetensors"))
-    # copies: a tensor read from the file is not 64-byte aligned, and BLAS then rounds some products differently
-    user_emb, item_emb = emb["user_emb"].numpy().copy(), emb["item_emb"].numpy().copy()
-    ids = read_json(path / "ids.json")
-    users, items_ids = [str(u) for u in ids["users"]], [str(i) for i in ids["items"]]
-    items = pd.read_parquet(path / "items.parquet")
-    history = pd.read_parquet(path / "history.parquet")
+    # the checksums match what the manifest lists, but a folder written by another tool (or re-hashed after an
+    # edit) may still hold a file of the wrong kind or shape: name it rather than a KeyError deep in here
+    with _reading(path / "embeddings.safetensors"):
+        emb = load_file(str(path / "embeddings.safetensors"))
+        # copies: a tensor read from the file is not 64-byte aligned, and BLAS then rounds some products differently
+        user_emb, item_emb = emb["user_emb"].float().numpy().copy(), emb["item_emb"].float().numpy().copy()
+        if user_emb.ndim != 2 or item_emb.ndim != 2:
+            raise ValueError(f"user_emb and item_emb must be matrices, got shapes {user_emb.shape}, {item_emb.shape}")
+    with _reading(path / "ids.json"):
+        ids = read_json(path / "ids.json")
+        if not (isinstance(ids, dict) and isinstance(ids.get("users"), list) and isinstance(ids.get("items"), list)):
+            raise ValueError('expected {"users": [...], "items": [...]}')
+        users, items_ids = [str(u) for u in ids["users"]], [str(i) for i in ids["items"]]
+        for kind, got in (("user", users), ("item", items_ids)):
+            if len(set(got)) != len(got):
+                dup = next(x for x, c in pd.Series(got).value_counts().items() if c > 1)
+                raise ValueError(f"{kind} id {dup!r} is listed more than once")
+    with _reading(path / "items.parquet"):
+        items = pd.read_parquet(path / "items.parquet")
+        if "title" not in items.columns:
+            raise ValueError(f"no title column (columns: {', '.join(map(str, items.columns))})")
+    with _reading(path / "history.parquet"):
+        history = pd.read_parquet(path / "history.parquet")
+        missing = [c for c in ("user", "item") if c not in history.columns]
+        if missing:
+            raise ValueError(f"no {' or '.join(missing)} column")
+        if "timestamp" not in history.columns:
+            history["timestamp"] = 0
+        for c in ("user", "item", "timestamp"):
+            if not pd.api.types.is_integer_dtype(history[c]):
+                raise ValueError(f"column {c} holds {history[c].dtype} values, not integers")
     problems = []
     if user_emb.shape[0] != n_users or len(users) != n_users:
         problems.append(f"{user_emb.shape[0]} user embeddings / {len(users)} user ids for {n_users} users")
@@ -349,8 +408,10 @@ def load_run(path: str | Path) -> Run:
                         f"rows for {n_items} items")
     if user_emb.shape[1:] != item_emb.shape[1:]:
         problems.append(f"user and item embedding sizes differ ({user_emb.shape[1:]} vs {item_emb.shape[1:]})")
-    if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
-        problems.append("embeddings hold NaN or inf")
+    else:
+        problem = check_embeddings(user_emb, item_emb)
+        if problem:
+            problems.append(problem)
     if len(history) and (history["user"].max() >= n_users or history["item"].max() >= n_items
                          or history["user"].min() < 0 or history["item"].min() < 0):
         problems.append("history refers to ids outside the id maps")
@@ -358,16 +419,34 @@ def load_run(path: str | Path) -> Run:
         raise DataError(path, "inconsistent artefact: " + "; ".join(problems))
     # rows ordered by time so the tail of a row is the user's most recent history
     order = np.lexsort((history["timestamp"].to_numpy(), history["user"].to_numpy()))
-    u, i = history["user"].to_numpy()[order], history["item"].to_numpy()[order]
+    u = history["user"].to_numpy(np.int64)[order]
+    i = history["item"].to_numpy(np.int64)[order]
+    # a pair seen more than once (a dataset prepared without dedup) is one seen item, at its latest time: the
+    # recent history would list it twice, and the count of seen items would overstate what is left out
+    _, last = np.unique((u * n_items + i)[::-1], return_index=True)
+    keep = np.sort(len(u) - 1 - last)
+    u, i = u[keep], i[keep]
     indptr = np.zeros(n_users + 1, np.int64)
     np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
-    seen = sp.csr_matrix((np.ones(len(i), np.float32), i.astype(np.int64), indptr), shape=(n_users, n_items))
+    seen = sp.csr_matrix((np.ones(len(i), np.float32), i, indptr), shape=(n_users, n_items))
     item_text = None
     if TEXT_FILE in meta["files"]:
-        item_text = load_file(str(path / TEXT_FILE))["item_text"].numpy()
+        with _reading(path / TEXT_FILE):
+            item_text = load_file(str(path / TEXT_FILE))["item_text"].float().numpy()
         if item_text.ndim != 2 or item_text.shape[0] != n_items or not np.isfinite(item_text).all():
             raise DataError(path / TEXT_FILE, f"inconsistent artefact: text features of shape {item_text.shape} "
                                               f"for {n_items} items, or not all finite")
     return Run(path=path, meta=meta, user_emb=np.ascontiguousarray(user_emb, np.float32),
                item_emb=np.ascontiguousarray(item_emb, np.float32), user_ids=users, item_ids=items_ids,
                items=items, history=history, seen=seen, item_text=item_text)
+
+
+@contextmanager
+def _reading(file: Path):
+    """Any failure while reading and checking ``file`` becomes one DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors, pyarrow, JSON and shape errors alike
+        raise DataError(file, f"unreadable or malformed ({type(e).__name__}: {e}); re-export the run") from None

@@ -92,6 +92,9 @@ def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
 
 
 def _table(title: str, run, ids, scores=None) -> Table:
+    from recgoat.serving.artifacts import display_titles
+
+    titles = display_titles(run.items, run.item_ids)  # the id where an item has no title
     t = Table(title=escape(title), title_justify="left")
     t.add_column("#", justify="right")
     t.add_column("item_id")
@@ -105,11 +108,15 @@ def _table(title: str, run, ids, scores=None) -> Table:
         if i < 0:
             break
         row = run.items.iloc[i]
-        cells = [str(n + 1), run.item_ids[i], str(row["title"]), *[str(row[c] or "") for c in extra]]
+        cells = [str(n + 1), run.item_ids[i], titles[i], *[_cell(row[c]) for c in extra]]
         if scores is not None:
             cells.append(f"{float(scores[n]):.4f}")
         t.add_row(*map(escape, cells))  # titles may hold [brackets] that rich would read as markup
     return t
+
+
+def _cell(v) -> str:
+    return "" if v is None or (isinstance(v, float) and v != v) or str(v) in ("None", "nan", "<NA>") else str(v)
 
 
 @app.command("recommend")
@@ -136,8 +143,9 @@ def recommend_command(
         u = r.user_index.get(user)
         if u is None:
             _fail(RecGOATError(f"unknown user id {user!r} ({r.n_users} users in this run)"))
-        console.print(_table(f"user {user}: {int(svc.n_seen[u])} items in training, most recent first", r,
-                             r.recent_history(u, history)))
+        if history:  # --history 0 printed an empty table
+            console.print(_table(f"user {user}: {int(svc.n_seen[u])} items in training, most recent first", r,
+                                 r.recent_history(u, history)))
         ids, scores = svc.recommend(u, k, exclude_seen)
         console.print(_table(f"top {k} for user {user} ({r.meta.get('model')})", r, ids, scores))
     else:
@@ -145,7 +153,10 @@ def recommend_command(
         if i is None:
             _fail(RecGOATError(f"unknown item id {item!r} ({r.n_items} items in this run)"))
         ids, scores = svc.similar(i, k)
-        console.print(_table(f"items similar to {item} — {r.items.iloc[i]['title']} (cosine)", r, ids, scores))
+        from recgoat.serving.artifacts import display_titles
+
+        title = display_titles(r.items.iloc[[i]], [item])[0]
+        console.print(_table(f"items similar to {item} — {title} (cosine)", r, ids, scores))
 
 
 @app.command("serve")

@@ -284,3 +284,18 @@ def test_held_out_rows_of_users_without_training_items_are_dropped(tmp_path, lay
         ds = load_fn(folder)
     assert (ds.n_users, ds.n_items) == (3, 4)
     assert ds.csr("test")[2].nnz == 0 and ds.csr("test").nnz == 2 and ds.csr("train").nnz == 2
+
+
+def test_a_parquet_year_with_gaps_reads_as_whole_years(tmp_path):
+    # Parquet keeps an integer column with a gap as floats: "year: 2000.0" reached the text encoder and
+    # the service's cards, where the same table as CSV gives "year: 2000"
+    pd.DataFrame({"item": ["i1", "i2", "i3"], "title": ["A", "B", "C"], "year": [2000.0, np.nan, 1999.0],
+                  "rating_avg": [3.5, 4.0, np.nan]}).to_parquet(tmp_path / "items.parquet")
+    rows = [f"u{u},{i}" for u in range(6) for i in ["i1", "i2", "i3", "x1", "x2", "x3"]]
+    _write(tmp_path / "interactions.csv", "user,item\n" + "\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match="no row in this table"):
+        ds = load(tmp_path)
+    texts = dict(zip(ds.item_ids, ds.item_texts()))
+    assert texts["i1"] == "title: A\nyear: 2000" and texts["i2"] == "title: B" and texts["i3"] == "title: C\nyear: 1999"
+    # a column with fractions is left as numbers
+    assert ds.items["rating_avg"].dtype == np.float64

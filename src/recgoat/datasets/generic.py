@@ -209,6 +209,8 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
                               "each item needs exactly one row")
     df = df.rename(columns={col: "item_id"})
     df["item_id"] = item_ids.to_numpy()
+    for c in df.columns:
+        df[c] = _whole_numbers(df[c])
     text_fields = [c for c in df.columns if c.lower() in TEXT_CANDIDATES]
     if image_col is not None:
         if image_col not in df.columns:
@@ -224,6 +226,21 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
         else:
             df["image"] = found
     return df, text_fields
+
+
+def _whole_numbers(col: pd.Series) -> pd.Series:
+    """A float column holding only whole numbers (and gaps) as their integer text, as CSV columns are read.
+
+    Parquet stores an integer column with a gap as floats, so a year 2000 became the text "2000.0" in the
+    item texts the encoders read and on the service's cards; CSV columns are read as text and never are.
+    """
+    if not pd.api.types.is_float_dtype(col.dtype):
+        return col
+    v = col.to_numpy(np.float64, na_value=np.nan)
+    known = ~np.isnan(v)
+    if not known.any() or not (np.abs(v[known]) < 2**53).all() or not (v[known] == np.round(v[known])).all():
+        return col
+    return col.astype("Int64").astype("string")
 
 
 def find_images(item_ids: pd.Series, image_dir: str | Path) -> pd.Series:

@@ -327,6 +327,44 @@ def test_all_loss_terms_train_every_component():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+# which components an ablation keeps, and therefore must start from the same weights as in `full`
+_KEPT = {"text_only": ["branches.text", "maps.text", "profile_branch", "propagation"],
+         "image_only": ["branches.image", "maps.image", "profile_branch", "propagation"],
+         "no_item_graph": ["branches.text.proj", "branches.image.proj", "maps", "profile_branch", "propagation"],
+         "no_profile": ["branches", "maps", "propagation", "fusion"]}
+
+
+@pytest.mark.parametrize("name", sorted(_KEPT))
+def test_an_ablation_starts_every_kept_component_as_full_does(name):
+    full, ablated = build(), build(**ABLATIONS[name])
+    ref = dict(full.named_parameters())
+    kept = {k: v for k, v in ablated.named_parameters() if any(k.startswith(p + ".") for p in _KEPT[name])}
+    # every listed component is there and random (not only zero-initialised), so the check has teeth
+    assert {k.split(".")[0] for k in kept} >= {p.split(".")[0] for p in _KEPT[name]}
+    assert any(v.abs().sum() > 0 and v.std() > 0 for k, v in kept.items() if "proj" in k)
+    for k, v in kept.items():
+        assert torch.equal(v, ref[k]), k
+    assert torch.equal(full.user_emb.weight, ablated.user_emb.weight)
+
+
+def test_components_draw_from_the_seed_without_consuming_the_global_stream():
+    sub, _ = small()
+    torch.manual_seed(0)
+    RecGOAT.build(sub, {"embedding_dim": 16}, features())
+    after_recgoat = torch.rand(3)
+    torch.manual_seed(0)
+    LightGCN.build(sub, {"embedding_dim": 16})
+    assert torch.equal(torch.rand(3), after_recgoat)  # only the ID tables took numbers from it
+    a = build()
+    torch.manual_seed(1)
+    b = RecGOAT.build(sub, {"embedding_dim": 16}, features())
+    # another seed: other weights in every randomly initialised component, two branches not alike
+    for name in ("branches.text.proj.weight", "profile_branch.proj.weight", "branches.text.convs.0.att_src"):
+        assert not torch.equal(dict(a.named_parameters())[name], dict(b.named_parameters())[name]), name
+    assert a.branches["text"].proj.weight.shape == a.profile_branch.proj.weight.shape
+    assert not torch.equal(a.branches["text"].proj.weight, a.profile_branch.proj.weight)
+
+
 @pytest.mark.parametrize("name", sorted(ABLATIONS))
 def test_each_ablation_changes_what_it_says(name):
     model = build(**ABLATIONS[name])

@@ -16,8 +16,9 @@ import hashlib
 import json
 import operator
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -148,6 +149,22 @@ class Recommender(nn.Module):
         nn.init.xavier_uniform_(self.user_emb.weight)
         nn.init.xavier_uniform_(self.item_emb.weight)
 
+    @contextmanager
+    def component_init(self, name: str) -> Iterator[None]:
+        """Initialise the sub-module built inside this block from its own random stream.
+
+        The stream is seeded by ``name`` and the global generator's current state, which it leaves as it
+        found it. A component therefore starts from the same weights whatever else the model builds
+        (or leaves out) before it, so an ablation that removes one branch changes that branch alone,
+        not the initialisation of every branch built after it.
+        """
+        state = torch.random.get_rng_state()
+        digest = hashlib.blake2b(state.numpy().tobytes(), digest_size=8, person=b"recgoat-init")
+        digest.update(name.encode())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
+            yield
+
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
         """Constructor dimensions that depend on the data (feature sizes…); saved with the model."""
@@ -235,7 +252,9 @@ class Recommender(nn.Module):
         ``user`` is an integer index ``0..n_users-1`` (Python or numpy integer); a model does not know the
         dataset's raw ids: map one with ``dataset.user_index(raw_id)`` and results back with
         ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left. Equal
-        scores come in ascending item id (:func:`recgoat.evaluation.ranking.top_k`), as from the service.
+        scores come in ascending item id (:func:`recgoat.evaluation.ranking.top_k`), as from the service;
+        the service's faiss inner products round in the last bit differently from torch's, so two items whose
+        scores differ by about float32's precision may come in the other order there.
         """
         user = _as_index(user, self.n_users, "user")
         k = _as_count(k, "k")

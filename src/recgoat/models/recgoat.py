@@ -314,19 +314,30 @@ class RecGOAT(Recommender):
         self.proj_dtype = resolve_projection_dtype(c.projection_dtype)
         gat = dict(heads=c.gat_heads, v2=c.gat_v2, dropout=c.gat_dropout, impl=c.gat_impl, concat=c.gat_concat,
                    proj_dtype=self.proj_dtype)
-        self.branches = nn.ModuleDict({m: ModalityGATBranch(feat_dims[m], d, n_layers=item_layers, **gat)
-                                       for m in self.modalities})
-        self.maps = nn.ModuleDict({m: AdaptiveMap(d) for m in self.modalities})
+        # every component below draws its weights from a stream of its own (ID tables first, from the global
+        # one, exactly as LightGCN does): an ablation that leaves a branch out starts the others as `full` does
+        self.branches = nn.ModuleDict()
+        self.maps = nn.ModuleDict()
+        for m in self.modalities:
+            with self.component_init(f"branch.{m}"):
+                self.branches[m] = ModalityGATBranch(feat_dims[m], d, n_layers=item_layers, **gat)
+            with self.component_init(f"map.{m}"):
+                self.maps[m] = AdaptiveMap(d)
         self.use_profile = c.use_profile and profile_dim > 0
-        self.profile_branch = (ModalityGATBranch(profile_dim, d, n_layers=c.gat_layers if c.user_graph else 0, **gat)
-                               if self.use_profile else None)
-        self.propagation = RatingAwareLightGCN(n_users, d, c.n_layers, attention=c.rating_attention)
+        self.profile_branch = None
+        if self.use_profile:
+            with self.component_init("profile_branch"):
+                self.profile_branch = ModalityGATBranch(profile_dim, d, n_layers=c.gat_layers if c.user_graph else 0,
+                                                        **gat)
+        with self.component_init("propagation"):
+            self.propagation = RatingAwareLightGCN(n_users, d, c.n_layers, attention=c.rating_attention)
         n_views = 1 + len(self.modalities)
         self.fusion: nn.Module | None = None  # ID view alone: nothing to fuse
         if n_views == 1:
             pass
         elif c.fusion == "concat":
-            self.fusion = ConcatFusion(n_views, d)
+            with self.component_init("fusion"):
+                self.fusion = ConcatFusion(n_views, d)
         elif c.fusion == "sum":
             self.fusion = SumFusion()
         else:

@@ -96,6 +96,9 @@ def per_user_means(run_dirs: list[str | Path], metric: str) -> pd.Series:
     return pd.concat(parts, axis=1).mean(axis=1, skipna=True).dropna()
 
 
+_ZERO_DIFF = 1e-12  # |difference| at or below this (rounding noise) counts as zero
+
+
 def paired_test(a: pd.Series, b: pd.Series, method: str = "wilcoxon") -> dict[str, Any]:
     """Paired test over the users present in both ``a`` and ``b`` (Series indexed by user id)."""
     from scipy import stats
@@ -105,12 +108,16 @@ def paired_test(a: pd.Series, b: pd.Series, method: str = "wilcoxon") -> dict[st
     diff = x - y
     out: dict[str, Any] = {"method": method, "n_users": int(len(users)),
                            "mean_diff": float(diff.mean()) if len(diff) else float("nan")}
+    # a per-user metric averaged over seeds carries rounding noise: the same values summed in another seed
+    # order differ by ~1e-16, which the signed-rank test would count as a (smallest-ranked) difference
+    # instead of a zero to drop. Metrics live in [0, 1]: a difference this small is a zero.
+    diff[np.abs(diff) <= _ZERO_DIFF] = 0.0
     if len(users) < 2 or not np.any(diff != 0):
         # no evidence of any difference (identical rankings or too few users)
         out.update(statistic=float("nan"), p_value=1.0)
         return out
     if method == "wilcoxon":
-        res = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+        res = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
     elif method == "ttest":
         res = stats.ttest_rel(x, y, alternative="two-sided")
     else:
@@ -126,7 +133,8 @@ def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dic
     for dataset, rows in agg.groupby("dataset", sort=False):
         if len(rows) < 2:
             continue
-        ranked = rows.sort_values("valid_selection_mean", ascending=False)
+        # a stable sort: models tied on validation keep the configuration's order (the first listed wins)
+        ranked = rows.sort_values("valid_selection_mean", ascending=False, kind="stable")
         best, second = ranked["model"].iloc[0], ranked["model"].iloc[1]
         metric = config.train.metric
         sel = runs[runs["dataset"] == dataset]
@@ -199,6 +207,12 @@ def seed_shortfall(agg: pd.DataFrame, config) -> str:
     return f"Fewer seeds (the others failed, see below): {', '.join(short)}." if short else ""
 
 
+def _one_line(text: str) -> str:
+    """An error message as one line: a multi-line one would end its list item (a line such as ``## …`` or
+    ``---`` would even become a heading)."""
+    return " ".join(str(text).split())
+
+
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None) -> str:
     short = seed_shortfall(agg, config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
@@ -216,7 +230,7 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
             parts.append("\n" + significance_line(sig[dataset]))
     if failed:
         parts.append("\n## Failed cells\n")
-        parts.extend(f"- {k}: {v}" for k, v in failed.items())
+        parts.extend(f"- {k}: {_one_line(v)}" for k, v in failed.items())
     return "\n".join(parts) + "\n"
 
 
@@ -320,6 +334,8 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
     if short:
         body.append(f"<p><strong>{esc(short)}</strong></p>")
     body.append(f"<p>{esc(COST_NOTE)}</p>")
+    if agg.empty:
+        body.append("<p>No finished cells.</p>")
     for dataset in agg["dataset"].unique():
         body.append(f"<h2>{esc(str(dataset))}</h2>")
         for title, header, cells, bold in tables(agg, dataset, config):
@@ -359,6 +375,6 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None) 
     with atomic_path(paths["md"]) as tmp:
         tmp.write_text(markdown(agg, sig, config, failed))
     with atomic_path(paths["html"]) as tmp:
-        tmp.write_text(html_report(runs, agg, sig, config, failed) if not runs.empty else
-                       "<!DOCTYPE html><html><body><p>No finished cells.</p></body></html>\n")
+        # with no finished cell too: the page still names the failed cells
+        tmp.write_text(html_report(runs, agg, sig, config, failed))
     return paths

@@ -1,0 +1,208 @@
+"""The benchmark report on hand-built inputs: aggregation, bold, the paired test, failed cells.
+
+Nothing trains here: run folders (``result.json`` + ``test_per_user.npz``) or the ``runs`` frame that
+:func:`recgoat.benchmark.report.collect_runs` would return are written by hand, and every expected value
+is computed independently (numpy / scipy / fractions).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from recgoat.benchmark import load_config
+from recgoat.benchmark.report import (aggregate, markdown, paired_test, per_user_means, significance, tables,
+                                      write_report)
+
+METRIC = "recall@20"
+
+
+def write_cell(run_dir: Path, users, per_user: dict[str, list[float]]) -> str:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(run_dir / "test_per_user.npz", users=np.asarray(users, np.int64),
+                        **{k.replace("@", "_at_"): np.asarray(v, float) for k, v in per_user.items()})
+    return str(run_dir)
+
+
+def runs_frame(rows: list[dict]) -> pd.DataFrame:
+    """A ``collect_runs``-shaped frame: each row gives dataset, model, seed, run_dir, valid, test."""
+    out = []
+    for r in rows:
+        out.append({"dataset": r.get("dataset", "d"), "model": r["model"], "seed": r["seed"],
+                    "run_dir": r.get("run_dir", ""), "selection_metric": METRIC, "valid_selection": r["valid"],
+                    "seconds_per_epoch": r.get("spe", 1.0), "epochs_to_best": 1.0, "epochs_run": 1.0,
+                    "eval_seconds": 0.1, "peak_memory_mb": r.get("mem", 100.0), "memory_growth_mb": 10.0,
+                    "wall_seconds": 1.0, **r["test"]})
+    return pd.DataFrame(out)
+
+
+def bench_config(**over):
+    cfg = SimpleNamespace(train=SimpleNamespace(metric=METRIC, ks=[20]), significance="wilcoxon",
+                          seeds=[1, 2, 3], report_metrics=["recall", "ndcg"], ks_reported=[20],
+                          models=[])
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------- paired test
+# per-seed recall values of one user for two models: the same three numbers in another seed order, so
+# the user's seed-averaged metric is the same for both — yet summed in another order in floating point
+SAME_MULTISET = [((0.9, 0.7, 0.3), (0.3, 0.7, 0.9)), ((0.9, 0.7, 0.3), (0.7, 0.3, 0.9)),
+                 ((0.1, 0.6, 0.7), (0.7, 0.6, 0.1)), ((0.3, 0.7, 0.9), (0.9, 0.3, 0.7))]
+
+
+def seed_runs(tmp_path: Path, model: str, per_user_seed_values: list[tuple[float, ...]]) -> list[str]:
+    """One run folder per seed; user u's metric in seed s is per_user_seed_values[u][s]."""
+    values = np.asarray(per_user_seed_values, float)
+    return [write_cell(tmp_path / model / f"seed{s}", np.arange(len(values)), {METRIC: values[:, s]})
+            for s in range(values.shape[1])]
+
+
+def test_same_values_in_another_seed_order_are_no_difference(tmp_path):
+    """Per-user means over seeds that are equal up to float rounding are not a difference: the old code
+    saw ~1e-16 differences and ran the signed-rank test on pure rounding noise (p < 1 between two models
+    whose every user has the same seed-averaged metric)."""
+    a = per_user_means(seed_runs(tmp_path, "a", [x for x, _ in SAME_MULTISET]), METRIC)
+    b = per_user_means(seed_runs(tmp_path, "b", [y for _, y in SAME_MULTISET]), METRIC)
+    assert (a != b).any()  # the premise: floating point does see a difference
+    for method in ("wilcoxon", "ttest"):
+        res = paired_test(a, b, method)
+        assert res["n_users"] == len(SAME_MULTISET)
+        assert res["p_value"] == 1.0 and np.isnan(res["statistic"]), (method, res)
+        assert abs(res["mean_diff"]) < 1e-15
+
+
+def test_wilcoxon_drops_rounding_noise_like_zero_differences(tmp_path):
+    """Users whose seed-averaged metric is equal for both models (up to rounding) are dropped like any zero
+    difference: the test equals scipy's over the other users alone. The old code ranked the noise, which
+    halved the p-value here (0.098 instead of 0.1875)."""
+    real_a = [(0.5, 0.2, 0.2), (0.4, 0.4, 0.4), (0.3, 0.3, 0.3), (1.0, 0.2, 0.3), (0.6, 0.6, 0.9)]
+    real_b = [(0.2, 0.2, 0.2), (0.1, 0.1, 0.1), (0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (0.5, 0.4, 0.45)]
+    a = per_user_means(seed_runs(tmp_path, "a", [x for x, _ in SAME_MULTISET] + real_a), METRIC)
+    b = per_user_means(seed_runs(tmp_path, "b", [y for _, y in SAME_MULTISET] + real_b), METRIC)
+    assert (a.iloc[:4] != b.iloc[:4]).any()  # the premise: rounding noise on the equal users
+
+    def exact_mean(vals):
+        return sum(Fraction(str(v)) for v in vals) / len(vals)
+
+    real = [exact_mean(x) - exact_mean(y) for x, y in zip(real_a, real_b)]
+    assert real == [Fraction(1, 10), Fraction(3, 10), Fraction(-1, 5), Fraction(1, 2), Fraction(1, 4)]
+    # by hand: |d| ranks 1, 4, 2, 5, 3; W- = 2 = min(W+, W-); exact p = 2 · #{rank sums <= 2} / 2^5 = 6/32
+    res = paired_test(a, b, "wilcoxon")
+    assert res["n_users"] == 9
+    assert res["statistic"] == 2.0 and res["p_value"] == pytest.approx(6 / 32, rel=1e-12)
+    sub = stats.wilcoxon(a.iloc[4:].to_numpy(), b.iloc[4:].to_numpy())  # scipy on the users that differ
+    assert res["p_value"] == pytest.approx(float(sub.pvalue), rel=1e-12)
+    assert res["mean_diff"] == pytest.approx(float(sum(real)) / 9, abs=1e-12)
+    t = paired_test(a, b, "ttest")
+    exact = np.r_[np.zeros(4), np.array(real, float)]
+    assert t["p_value"] == pytest.approx(float(stats.ttest_1samp(exact, 0.0).pvalue), rel=1e-6)
+
+
+def test_paired_test_pairs_only_common_users():
+    a = pd.Series([0.5, 0.1, 0.9, 0.4, 0.7], index=[3, 1, 2, 10, 4])
+    b = pd.Series([0.2, 0.3, 0.0, 0.8, 0.5], index=[1, 2, 3, 4, 99])
+    # common users 1..4: differences 0.1-0.2, 0.9-0.3, 0.5-0.0, 0.7-0.8
+    diff = np.array([-0.1, 0.6, 0.5, -0.1])
+    res = paired_test(a, b, "wilcoxon")
+    assert res["n_users"] == 4 and res["mean_diff"] == pytest.approx(diff.mean(), abs=1e-12)
+    assert res["p_value"] == pytest.approx(stats.wilcoxon(diff).pvalue, rel=1e-12)
+    one = paired_test(a.loc[[1]], b.loc[[1]])  # a single user: no test
+    assert one["n_users"] == 1 and one["p_value"] == 1.0 and np.isnan(one["statistic"])
+
+
+# ------------------------------------------------------------------------------------- ranking
+def test_best_on_validation_is_chosen_on_validation_only(tmp_path):
+    """``good_test`` is best on every test number but second on validation: the test compares ``good_valid``
+    (first) against it, with the difference taken as first minus second."""
+    users = np.arange(6)
+    pa, pb, pc = [0.1, 0.2, 0.0, 0.3, 0.1, 0.2], [0.9, 0.8, 0.7, 0.9, 0.6, 0.8], [0.0] * 6
+    rows = []
+    for model, valid, per_user in (("good_valid", 0.50, pa), ("good_test", 0.40, pb), ("worst", 0.10, pc)):
+        for seed in (1, 2):
+            d = write_cell(tmp_path / model / f"seed{seed}", users, {METRIC: per_user})
+            rows.append({"model": model, "seed": seed, "run_dir": d, "valid": valid + 0.001 * seed,
+                         "test": {METRIC: float(np.mean(per_user))}})
+    runs = runs_frame(rows)
+    sig = significance(runs, aggregate(runs), bench_config())["d"]
+    assert (sig["best"], sig["second"]) == ("good_valid", "good_test")
+    assert sig["mean_diff"] == pytest.approx(np.mean(np.subtract(pa, pb)), abs=1e-12)
+    assert sig["p_value"] == pytest.approx(stats.wilcoxon(pa, pb).pvalue, rel=1e-12)
+
+
+def test_validation_tie_keeps_the_configured_order(tmp_path):
+    """Twenty models, m17 and m18 tied best on validation: the first listed is "best", the other "second"
+    (the old unstable sort picked m18 over m17)."""
+    users = np.arange(4)
+    rows = []
+    for i in range(20):
+        valid = {17: 0.5, 18: 0.5, 19: 0.2}.get(i, 0.1)
+        d = write_cell(tmp_path / f"m{i:02d}", users, {METRIC: [0.1 * (i % 5), 0.2, 0.3, 0.05 * i]})
+        rows.append({"model": f"m{i:02d}", "seed": 1, "run_dir": d, "valid": valid, "test": {METRIC: 0.1}})
+    runs = runs_frame(rows)
+    sig = significance(runs, aggregate(runs), bench_config())["d"]
+    assert (sig["best"], sig["second"]) == ("m17", "m18")
+
+
+# ------------------------------------------------------------------------------------- tables
+def test_mean_sample_std_single_seed_and_bold():
+    """Sample std (ddof=1); a one-seed row has no ±; NaN means are "—" and never bold; ties are all bold;
+    the cost columns are never bold (lower is better there)."""
+    rows = []
+    for model, seeds_vals, spe in (("a", [0.2, 0.4, 0.3], 9.0), ("b", [0.3, 0.3, 0.3], 1.0), ("c", [0.1], 0.5)):
+        for s, v in enumerate(seeds_vals):
+            rows.append({"model": model, "seed": s, "valid": 0.1, "spe": spe,
+                         "test": {METRIC: v, "ndcg@20": float("nan") if model == "c" else v / 2}})
+    agg = aggregate(runs_frame(rows)).set_index("model")
+    assert agg.loc["a", f"{METRIC}_std"] == pytest.approx(0.1, abs=1e-12)  # sqrt(((-.1)²+.1²+0)/2)
+    assert agg.loc["b", f"{METRIC}_std"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(agg.loc["c", f"{METRIC}_std"]) and list(agg["n_seeds"]) == [3, 3, 1]
+    title, header, cells, bold = tables(agg.reset_index(), "d", bench_config())[0]
+    assert header == ["Model", "Recall@20", "NDCG@20"]
+    assert cells == [["a", "0.3000 ± 0.1000", "0.1500 ± 0.0500"], ["b", "0.3000 ± 0.0000", "0.1500 ± 0.0000"],
+                     ["c", "0.1000", "—"]]
+    assert bold == [[False, True, True], [False, True, True], [False, False, False]]
+    cost = tables(agg.reset_index(), "d", bench_config())[-1]
+    assert cost[0] == "Cost" and not any(any(b) for b in cost[3])
+
+
+# ------------------------------------------------------------------------------------- failed cells
+FAILED = {"d/bprmf/seed2026": "RuntimeError: first line\n## second line\n---",
+          "d/mostpop/seed2026": "ValueError: <script>alert(1)</script> & more"}
+
+
+def test_md_failed_cell_messages_stay_on_their_list_item():
+    """A multi-line error message ended its list item in results.md; its "## ..." line became a heading."""
+    agg = aggregate(pd.DataFrame())
+    md = markdown(agg, {}, bench_config(seeds=[2026]), FAILED)
+    lines = md.splitlines()
+    assert "- d/bprmf/seed2026: RuntimeError: first line ## second line ---" in lines
+    assert "- d/mostpop/seed2026: ValueError: <script>alert(1)</script> & more" in lines
+    assert [ln for ln in lines if ln.startswith("#")] == ["# Benchmark results", "## Failed cells"]
+
+
+def test_html_names_failed_cells_when_no_cell_finished(tmp_path):
+    """With every cell failed, report.html said only "No finished cells." and dropped the failed list."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    cfg = load_config(None, {"datasets": ["ml-latest-small"], "models": ["mostpop", "bprmf"], "seeds": [2026],
+                             "out": str(out), "progress": False})
+    paths = write_report(out, cfg, failed=FAILED)
+    page = paths["html"].read_text()
+    assert "No finished cells." in page
+    assert ("<li>d/mostpop/seed2026: ValueError: &lt;script&gt;alert(1)&lt;/script&gt; &amp; more</li>"
+            in page)
+    assert "<li>d/bprmf/seed2026: RuntimeError: first line" in page and "<script" not in page
+    assert "- d/bprmf/seed2026: RuntimeError: first line" in paths["md"].read_text()
+    csv = pd.read_csv(paths["csv"])
+    assert csv.empty and list(csv.columns) == ["dataset", "model", "n_seeds"]

@@ -142,3 +142,25 @@ def test_api_checks_like_the_cli(bench):
     bad = cfg.model_copy(update={"seeds": [2026, 2027]})
     with pytest.raises(ConfigError, match="seed2027"):
         report_only(bad)
+
+
+def test_a_features_folder_is_one_configuration_by_relative_or_absolute_path(tmp_path, monkeypatch):
+    # a cell run with `features: features/x` (relative to where the benchmark ran) was refused by
+    # --report-only given the same folder's absolute path ("data differ"), and the reverse
+    import json
+    from types import SimpleNamespace
+
+    from recgoat.benchmark.runner import _signature_diff
+
+    monkeypatch.chdir(tmp_path)
+    cell = SimpleNamespace(run_dir=tmp_path / "cell")
+    cell.run_dir.mkdir()
+    data = {"name": "ml100k-mm", "max_users": None, "prepare": {}, "split_seed": 2026, "features": "features/x"}
+    sig = {"model": "vbpr", "params": {}, "train": {}, "seed": 2026, "data": data}
+    (cell.run_dir / "cell.json").write_text(json.dumps(sig))
+    same = {**sig, "data": {**data, "features": str(tmp_path / "features" / "x")}}
+    assert _signature_diff(cell, same) == []
+    assert _signature_diff(cell, {**sig, "data": {**data, "features": "./features/../features/x"}}) == []
+    assert _signature_diff(cell, {**sig, "data": {**data, "features": str(tmp_path / "features" / "y")}}) == ["data"]
+    assert _signature_diff(cell, {**sig, "data": {**data, "features": "auto"}}) == ["data"]
+    assert _signature_diff(cell, {**sig, "data": {**data, "split_seed": 2027}}) == ["data"]

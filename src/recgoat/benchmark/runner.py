@@ -443,7 +443,18 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
     old = read_json(path)
     # a cell.json from before "data" was recorded is not compared on it (nothing to compare with)
     keys = ["model", "params", "train", "seed", "data"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
-    return [k for k in keys if k in old and old[k] != sig[k]]
+    return [k for k in keys if k in old and _comparable(k, old[k]) != _comparable(k, sig[k])]
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A signature entry as compared: a features folder by the folder it names (a relative path is relative
+    to the working directory), so ``features/x`` and its absolute path are one configuration."""
+    if key != "data" or not isinstance(value, dict):
+        return value
+    feats = value.get("features")
+    if isinstance(feats, str) and feats != "auto":
+        return {**value, "features": str(Path(feats).expanduser().resolve())}
+    return value
 
 
 def _mismatch_message(cell: Cell, diff: list[str]) -> str:

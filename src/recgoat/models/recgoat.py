@@ -43,7 +43,9 @@ A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is
 reported in ``self.summary``; with no features at all the model is LightGCN with rating attention.
 With ``modalities=[]``, ``use_profile=False``, ``rating_attention=False`` and both λ at 0 it is
 exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation of METHOD.md §7 as a
-config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid.
+config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid. Each component draws its
+initial weights from a stream of its own (:meth:`~recgoat.models.base.Recommender.component_init`), so
+an ablation that leaves one out starts every other from the weights the full model starts from.
 
 ``recommended_lr``: the paper trains with Adam lr 8e-4 (set it in the TrainConfig; it is not a model
 setting). At d = 64 on ml100k-mm that rate leaves the paper configuration on the BPR plateau (loss ≈ ln 2:

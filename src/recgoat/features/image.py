@@ -29,6 +29,7 @@ from recgoat.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_MAX_ASPECT = 4  # a longer side beyond this many times the shorter is cut to its centre before resizing
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 
 
@@ -138,6 +139,13 @@ class ImagePreprocessor:
             w, h = img.size
             if w == 0 or h == 0:
                 raise ValueError("empty image")
+            # only the centre survives the crop below; resizing all of a 1×20000 strip would make it
+            # 256×5120000 (5 GB) first. Images up to 4:1 are resized whole, as before.
+            if w > _MAX_ASPECT * h:
+                img = img.crop(((w - _MAX_ASPECT * h) // 2, 0, (w - _MAX_ASPECT * h) // 2 + _MAX_ASPECT * h, h))
+            elif h > _MAX_ASPECT * w:
+                img = img.crop((0, (h - _MAX_ASPECT * w) // 2, w, (h - _MAX_ASPECT * w) // 2 + _MAX_ASPECT * w))
+            w, h = img.size
             scale = self.resize_to / min(w, h)
             nw, nh = max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))
             img = img.resize((nw, nh), Image.Resampling.BICUBIC)
@@ -198,7 +206,12 @@ class ImageEncoder:
     def _try_load(self, path: str | None) -> tuple[np.ndarray | None, str | None, str | None]:
         if path is None or path == "":
             return None, "missing", "no image path or URL in the item metadata"
-        if not Path(path).is_file():
+        p = Path(path)
+        if not p.is_file():
+            if p.is_dir():  # "file not found" would send the user looking for a file that is there
+                return None, "unreadable", f"{path}: is a folder, not an image file"
+            if p.exists():  # a FIFO or device: opening it could block forever
+                return None, "unreadable", f"{path}: not a regular file"
             return None, "missing", f"{path}: file not found"
         try:
             return self.pre.load(path), None, None

@@ -3,7 +3,7 @@
 Why this shape: every later stage (graphs, models, serving) reads the same three matrices, so they must
 be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
 manifest saying what made it (encoder, dimensions, text template, dataset fingerprint, date) and a key
-over everything that changes it (settings, data, and for images the local files' size/mtime and a
+over everything that changes it (settings, data, and for images the local files' contents and a
 plug-in model's weights); a matrix whose key matches is reused, anything else recomputed.
 Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only for the same row
 bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,9 +193,30 @@ def load_array(path: Path) -> np.ndarray:
             # checked first: for any other file numpy says it "contains pickled (object) data"
             if f.read(6) != b"\x93NUMPY":
                 raise DataError(path, "not a .npy file (no NumPy header); save it with numpy.save")
+            _check_npy_size(path, f)
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable .npy array: {exc}") from exc
+
+
+def _check_npy_size(path: Path, f) -> None:
+    """A DataError when the data the header announces is not all in the file (a copy cut short, a damaged
+    header): numpy would first try to allocate it all, a bare MemoryError for a shape gone wrong."""
+    from numpy.lib import format as npy_format
+
+    f.seek(0)
+    major, minor = npy_format.read_magic(f)
+    reader = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}.get((major, minor))
+    if reader is None:  # a newer format version: numpy itself says what it makes of it
+        return
+    shape, _, dtype = reader(f)
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False) with its own message
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = os.fstat(f.fileno()).st_size - f.tell()
+    if have < need:
+        raise DataError(path, f"truncated or damaged .npy: its header announces shape {shape} {dtype} "
+                              f"({need:,} bytes of data) but the file holds {have:,}; write it again")
 
 
 def _key(parts: dict[str, Any]) -> str:
@@ -247,8 +269,12 @@ def _up_to_date(out: Path, kind: str, key: str, rows: int) -> bool:
     except (OSError, ValueError, DataError):
         return False
     ok = man.get("key") == key and shape == (rows, man.get("dim"))
-    if ok and kind == "image":
-        return (out / "image_mask.npy").exists()
+    if ok and kind == "image":  # a mask that load_features would refuse (damaged, cut short) is re-made
+        try:
+            mask = np.load(out / "image_mask.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return False
+        return mask.shape == (rows,) and mask.dtype == bool
     return ok
 
 
@@ -307,16 +333,57 @@ def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tu
     return {k: np.concatenate(v) for k, v in arrays.items()}, metas
 
 
-def _file_identity(paths: list[str]) -> str:
-    """A digest of (path, size, mtime) of local files: a replaced image changes the cache key. Stat, not
-    a content hash, so the up-to-date check stays cheap on tens of thousands of images."""
+IMAGE_DIGESTS = ".image_digests.json"  # in the feature folder: content digests of local images, by stat
+
+
+def _file_identity(paths: list[str], memo_path: Path | None = None) -> str:
+    """A digest of the contents of local files, in order: a replaced image changes the cache key, even one
+    of the same size and mtime (``cp -p``, ``rsync -t``, an archive unpacked over the folder), and a dataset
+    folder moved elsewhere keeps it (the paths themselves are not hashed; the dataset fingerprint holds
+    them, relative to the dataset folder).
+
+    Each file's content digest is remembered in ``memo_path`` beside its size, mtime, ctime and inode, so a
+    re-run only stats the images: any write to a file changes its ctime (which no tool can set back), and
+    only then is it read and hashed again."""
+    memo: dict[str, Any] = {}
+    if memo_path is not None:
+        try:
+            got = read_json(memo_path)
+            memo = got if isinstance(got, dict) else {}
+        except (OSError, ValueError):
+            memo = {}
+    seen: dict[str, list] = {}
     h = hashlib.sha256()
     for p in paths:
         try:
             st = os.stat(p)
-            h.update(f"{p}\x00{st.st_size}\x00{st.st_mtime_ns}\x01".encode())
         except OSError:
-            h.update(f"{p}\x00absent\x01".encode())
+            h.update(b"absent\x01")
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a folder, a FIFO (opening it would wait forever): no image
+            h.update(b"not a file\x01")
+            continue
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        old = memo.get(p)
+        if isinstance(old, list) and len(old) == 5 and old[:4] == sig:
+            digest = old[4]
+        else:
+            try:
+                fh = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        fh.update(block)
+                digest = fh.hexdigest()[:32]
+            except OSError:  # no permission: not remembered, so a fixed file is read next time
+                h.update(b"unreadable\x01")
+                continue
+        seen[p] = sig + [digest]
+        h.update(f"{digest}\x01".encode())
+    if memo_path is not None and seen != memo:
+        try:
+            write_json(memo_path, seen)
+        except OSError:  # only a speed-up: a folder that cannot take it still gets a correct key
+            pass
     return h.hexdigest()[:20]
 
 
@@ -336,9 +403,14 @@ class _Session:
         return self._text_encoder
 
     def text_identity(self) -> str:
-        from recgoat.features.text import resolve_text_model
+        """The text model's name, and for a model folder of the user's a digest of its files: weights or
+        settings (``max_seq_length``, pooling) changed in place make other embeddings under the same path."""
+        from recgoat.features.text import PACKAGED_NAMES, model_files_digest, resolve_text_model
 
-        return resolve_text_model(self.config.text_model)[1]
+        target, name = resolve_text_model(self.config.text_model)
+        if self.config.text_model is None or self.config.text_model in PACKAGED_NAMES or not Path(target).is_dir():
+            return name  # the packaged model is named by its package version; a hub name by itself
+        return f"{name} files {model_files_digest(Path(target))}"
 
     def finite_check(self, kind: str, key: str, encoder: str) -> Callable[[int, dict[str, np.ndarray]], None]:
         """A ``_chunked`` check refusing a chunk whose features hold NaN/inf (a model fault, e.g. fp16
@@ -373,7 +445,9 @@ class _Session:
                beside: dict[str, np.ndarray] | None = None) -> None:
         """Write the matrix with its manifest (:func:`write_matrix`), then drop its checkpoints."""
         write_matrix(self.out, kind, arr, manifest, beside)
-        shutil.rmtree(self.out / ".partial" / f"{kind}-{key}", ignore_errors=True)
+        # with those of other sets of failed image downloads (``{kind}-{key}-…``): none can be used now
+        for part in [self.out / ".partial" / f"{kind}-{key}", *(self.out / ".partial").glob(f"{kind}-{key}-*")]:
+            shutil.rmtree(part, ignore_errors=True)
 
     # -------------------------------------------------------------------------------------- text
     def keeps_imported(self, kind: str) -> bool:
@@ -475,9 +549,9 @@ class _Session:
             return
         model, identity = self.image_model()
         sources = ds.image_sources()
-        # local files are identified by size+mtime; a URL's bytes are fixed once downloaded (never re-fetched)
-        # and the URL itself is in the dataset fingerprint
-        files = _file_identity([v for v in sources if v is not None and not is_url(v)])
+        # local files are identified by their contents; a URL's bytes are fixed once downloaded (never
+        # re-fetched) and the URL itself is in the dataset fingerprint
+        files = _file_identity([v for v in sources if v is not None and not is_url(v)], self.out / IMAGE_DIGESTS)
         key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files})
         if not self.force and _up_to_date(self.out, "image", key, ds.n_items):
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
@@ -488,6 +562,10 @@ class _Session:
         if self.keeps_imported("image"):
             return
         paths, download_failed = self.image_paths(sources)
+        # a chunk holds zero rows for the images whose download failed in the run that made it: checkpoints
+        # are kept apart per set of failed downloads, else a run resumed once the network is back (or with
+        # --force) would keep those zero rows while an uninterrupted run encodes the images
+        ckpt = key if not download_failed else f"{key}-{_key({'download_failed': sorted(download_failed)})[:12]}"
         encoder = ImageEncoder(model, cfg.device, cfg.image_batch_size, cfg.image_workers)
 
         def compute(a: int, b: int):
@@ -497,8 +575,8 @@ class _Session:
             return {"x": x, "mask": m}, probs
 
         with self.rep.task("image (items)", ds.n_items) as tick:
-            arrays, metas = _chunked(self.out / ".partial" / f"image-{key}", ds.n_items, cfg.chunk_size, compute,
-                                     tick, self.finite_check("image", key, encoder.name))
+            arrays, metas = _chunked(self.out / ".partial" / f"image-{ckpt}", ds.n_items, cfg.chunk_size, compute,
+                                     tick, self.finite_check("image", ckpt, encoder.name))
         arr, mask = arrays["x"].astype(np.float32, copy=False), arrays["mask"].astype(bool)
         missing = {int(k): v for meta in metas for k, v in meta.get("missing", {}).items()}
         unreadable = {int(k): v for meta in metas for k, v in meta.get("unreadable", {}).items()}

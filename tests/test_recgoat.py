@@ -402,6 +402,10 @@ def test_each_ablation_changes_what_it_says(name):
 def test_gamma_grid_fixes_the_fusion_weights():
     grid = gamma_grid()
     assert {"gamma_t": 0.2, "gamma_v": 0.3} in grid and all(g["gamma_t"] + g["gamma_v"] <= 1 for g in grid)
+    assert len(grid) == 16 and gamma_grid((0.5, 0.6)) == [{"gamma_t": 0.5, "gamma_v": 0.5}]  # sums over 1 left out
+    # split between processes: the parts together are the grid
+    parts = gamma_grid((0.1, 0.2), (0.1, 0.2, 0.3, 0.4)) + gamma_grid((0.3, 0.4), (0.1, 0.2, 0.3, 0.4))
+    assert sorted(map(str, parts)) == sorted(map(str, grid))
     model = build(gamma_t=0.2, gamma_v=0.3)
     assert torch.allclose(model.fusion.weights(), torch.tensor([0.5, 0.2, 0.3]))
     assert not any(n.startswith("fusion") for n, _ in model.named_parameters())

@@ -199,9 +199,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def gamma_grid(values: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)) -> list[dict[str, float]]:
-    """The γ_t × γ_v sensitivity grid (pairs with γ_t + γ_v ≤ 1) as config overrides."""
-    return [{"gamma_t": t, "gamma_v": v} for t in values for v in values if t + v <= 1 + 1e-9]
+def gamma_grid(values: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4),
+               v_values: tuple[float, ...] | None = None) -> list[dict[str, float]]:
+    """The γ_t × γ_v sensitivity grid (pairs with γ_t + γ_v ≤ 1) as config overrides; γ_v runs over
+    ``v_values`` when given (e.g. to split the grid between processes), else over ``values`` too."""
+    return [{"gamma_t": t, "gamma_v": v} for t in values for v in (values if v_values is None else v_values)
+            if t + v <= 1 + 1e-9]
 
 
 def load_preset(name: str) -> RecGOATConfig:

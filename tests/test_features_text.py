@@ -84,3 +84,17 @@ def test_real_model_shapes_determinism_and_semantics(encoder):
     aladdin, lion, war = x
     assert cosine(aladdin, lion) > cosine(aladdin, war)
     assert cosine(aladdin, lion) > cosine(lion, war)
+
+
+def test_loading_the_text_model_prints_no_progress_bar(capfd):
+    # transformers drew a "Loading weights" bar on stderr at every load, through --no-progress and -q
+    from transformers.utils import logging as hf_logging
+
+    from recgoat.features.text import TextEncoder
+
+    capfd.readouterr()
+    enc = TextEncoder(None)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err, err
+    assert enc.dim == 384
+    assert hf_logging.is_progress_bar_enabled()  # the user's own setting is left as it was

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import string
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -148,6 +149,24 @@ def model_files_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No transformers "Loading weights" bar on stderr: it printed at every load, through `encode
+    --no-progress` and `benchmark -q` too; recgoat reports the encoding itself."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - a dependency of sentence-transformers
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 class TextEncoder:
     """A sentence-transformers model that maps texts to float32 rows (one per text)."""
 
@@ -156,7 +175,8 @@ class TextEncoder:
         try:
             from sentence_transformers import SentenceTransformer
 
-            self.model = SentenceTransformer(target, device=device)
+            with _quiet_loading():
+                self.model = SentenceTransformer(target, device=device)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load text model {model or target!r}: {exc}. Give a local path, or a hub "
                               f"name with network access (HF_HUB_OFFLINE unset).") from exc

@@ -352,3 +352,11 @@ def test_diverging_loss_is_one_error_and_keeps_the_last_good_checkpoint(catalogu
     assert isinstance(e.value, RecGOATError) and isinstance(e.value, FloatingPointError)
     assert str(run_dir) in str(e.value)
     assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["epoch"] == 0
+
+
+def test_missing_features_tell_a_cli_user_the_flag_not_only_the_python_call():
+    from recgoat.models.modalities import item_modalities
+
+    with pytest.raises(ConfigError) as e:
+        item_modalities(None, "vbpr")
+    assert "--features FOLDER" in str(e.value) and "load_features(dataset, folder)" in str(e.value)

@@ -35,7 +35,8 @@ def item_modalities(features, model: str, n_items: int | None = None) -> dict[st
     absent); raises :class:`ConfigError` naming ``model`` when there are none."""
     if features is None:
         raise ConfigError(f"{model} needs item features (text and/or image) but none were given: encode them "
-                          f"with `recgoat encode all <dataset>` and pass features=load_features(dataset, folder)")
+                          f"with `recgoat encode all <dataset>`, then give `--features FOLDER` (recgoat train/evaluate), "
+                          f"`features: FOLDER` (a config file) or features=load_features(dataset, folder) (Python)")
     found = {m: feature_matrix(getattr(features, m), m, model)
              for m in MODALITIES if getattr(features, m, None) is not None}
     if not found:

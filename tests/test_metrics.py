@@ -44,9 +44,21 @@ def test_metrics_exact_values_at_5():
 
 def test_user_without_held_out_items_is_nan_and_excluded():
     hits = torch.tensor([[1, 0], [0, 0]], dtype=torch.bool)
-    m = metrics_from_hits(hits, torch.tensor([1, 0]), (2,))
-    assert m["recall@2"][0].item() == 1.0
-    assert math.isnan(m["recall@2"][1].item())
+    m = metrics_from_hits(hits, torch.tensor([1, 0]), (1, 2))
+    # user 0: its one held-out item at rank 1, by hand
+    want = {"recall": (1.0, 1.0), "precision": (1.0, 0.5), "hit": (1.0, 1.0), "ndcg": (1.0, 1.0), "map": (1.0, 1.0)}
+    for name, values in want.items():
+        for k, value in zip((1, 2), values):
+            assert m[f"{name}@{k}"][0].item() == pytest.approx(value), (name, k)
+            assert math.isnan(m[f"{name}@{k}"][1].item()), (name, k)  # every metric, not only recall
+    # excluded from the evaluator's users and means: user 1 holds nothing out, user 2 one item at rank 2
+    mask = sp.csr_matrix((3, 3), dtype=np.float32)
+    target = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0]], dtype=np.float32))
+    res = Evaluator(mask, target, ks=(1, 2)).evaluate_embeddings(torch.ones(3, 1), torch.tensor([[3.0], [2.0], [1.0]]))
+    assert res.users.tolist() == [0, 2]
+    assert res.per_user["recall@1"].tolist() == [1.0, 0.0]
+    assert res.means["recall@1"] == 0.5 and res.means["precision@2"] == 0.5
+    assert res.means["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
 
 
 def _reference(scores: np.ndarray, mask: sp.csr_matrix, target: sp.csr_matrix, k: int):
@@ -90,21 +102,35 @@ def test_evaluator_matches_per_user_reference(chunk, selection):
             assert res.means[name] == pytest.approx(value, abs=1e-9), name
 
 
-def test_evaluator_never_ranks_masked_items(ml_small):
-    ev = Evaluator.for_split(ml_small, "test", ks=(50,))
-    # scores that prefer exactly the training and validation items: all must be masked out
-    mask = ev.mask
-    user_emb = torch.from_numpy(mask.toarray())
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_evaluator_never_ranks_masked_items(ml_small, selection):
+    """Scores that put every masked (training + validation) item *above* the held-out ones, the held-out
+    items next and everything else last: once the masked items are removed, the held-out items take the top
+    places, so Recall@50 = min(1, 50/|T|) and NDCG@50 = 1 per user. A masked item left in the ranking
+    would push the held-out items down (most users have far more than 50 training items)."""
+    ev = Evaluator.for_split(ml_small, "test", ks=(50,), selection=selection)
+    mask, target = ev.mask, ev.target
+    assert mask.multiply(target).nnz == 0  # the premise: no held-out item is also masked
     item_emb = torch.eye(ml_small.n_items)
-    res = ev.evaluate_embeddings(user_emb, item_emb)
-    # with seen items masked every remaining score is 0, so ranking is arbitrary but finite; and a
-    # model that ranks the held-out items first must score recall@50 = min(1, 50/|T|) per user
-    target = ev.target
-    perfect = ev.evaluate_embeddings(torch.from_numpy(target.toarray()), item_emb)
     n_rel = np.diff(target.indptr)[ev.users]
-    assert perfect.means["recall@50"] == pytest.approx(np.mean(np.minimum(1.0, 50 / n_rel)))
+    want_recall = np.minimum(1.0, 50 / n_rel)
+    seen_first = ev.evaluate_embeddings(torch.from_numpy(2 * mask.toarray() + target.toarray()), item_emb)
+    np.testing.assert_allclose(seen_first.per_user["recall@50"], want_recall, rtol=1e-12)
+    np.testing.assert_allclose(seen_first.per_user["ndcg@50"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(seen_first.per_user["hit@50"], 1.0)
+    # a model that ranks the held-out items first scores the same
+    perfect = ev.evaluate_embeddings(torch.from_numpy(target.toarray()), item_emb)
+    assert perfect.means["recall@50"] == pytest.approx(np.mean(want_recall))
     assert perfect.means["ndcg@50"] == pytest.approx(1.0)
+    # scores that prefer exactly the masked items: with them removed every remaining score is 0, and the
+    # counting rule ranks the held-out items last among the unmasked ones (pessimistic ties): held-out
+    # item j of |T| sits at 0-based rank n_unmasked − |T| + j, a hit when that is < 50
+    res = ev.evaluate_embeddings(torch.from_numpy(mask.toarray()), item_emb)
     assert res.means["recall@50"] < 0.2
+    if selection == "count":
+        n_unmasked = ml_small.n_items - np.diff(mask.indptr)[ev.users]
+        found = np.array([sum(n_un - t + j < 50 for j in range(t)) for n_un, t in zip(n_unmasked, n_rel)])
+        np.testing.assert_allclose(res.per_user["recall@50"], found / n_rel, rtol=1e-12)
 
 
 @pytest.mark.parametrize("selection", SELECTIONS)

@@ -412,7 +412,7 @@ def test_gamma_grid_fixes_the_fusion_weights():
     out = model.forward_all()
     expected = 0.5 * out["z_id"] + 0.2 * out["hat"]["text"] + 0.3 * out["hat"]["image"]
     assert torch.allclose(out["z_i"], expected, atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"gamma_t=0.8, gamma_v=0.5: need >= 0 and sum <= 1"):
         RecGOATConfig(gamma_t=0.8, gamma_v=0.5)
     # a weight for a view the config leaves out is refused, not silently unused
     with pytest.raises(ValueError, match="gamma_v weights the image view"):
@@ -605,7 +605,7 @@ def test_view_dropout_acts_in_training_only():
         zeroed = (h == 0) & (ref[m] != 0)
         assert 0.3 < zeroed.float().mean() < 0.7  # about half of the non-zero entries dropped …
         assert torch.allclose(h[kept], 2 * ref[m][kept], atol=1e-5)  # … and the rest scaled by 1/(1-p)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"view_dropout\n.*less than 1"):
         RecGOATConfig(view_dropout=1.0)
 
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import pytest
+import scipy.sparse as sp
+import torch
 
 from recgoat.training.sampling import NegativeSampler
 
@@ -38,7 +39,11 @@ def test_epoch_batches_cover_every_positive_once_and_reproducibly(ml_small):
     assert np.asarray(train[u, p]).all()
     assert len(set(zip(u.tolist(), p.tolist()))) == train.nnz
     again = list(s.epoch(4096, np.random.default_rng(7)))
-    assert all((a[2] == b[2]).all() for a, b in zip(batches, again))
+    assert len(again) == len(batches) == -(-train.nnz // 4096)
+    for a, b in zip(batches, again):  # the same users, positives and negatives, batch by batch
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    other = list(s.epoch(4096, np.random.default_rng(8)))  # and another seed: another order
+    assert not torch.equal(other[0][0], batches[0][0])
 
 
 def test_user_with_every_item_is_refused():

@@ -175,3 +175,20 @@ def test_bm3_online_items_are_lightgcn_plus_optional_id_residual(id_residual):
     h_u, h_i = model.online()
     np.testing.assert_allclose(h_u.detach().numpy(), want_u, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_i.detach().numpy(), want_i, rtol=1e-5, atol=1e-6)
+
+
+def test_lgmrec_sparse_operator_gradient_is_the_transpose_product():
+    # SparseOperator's hand-written backward applies the stored transpose: check it against the dense
+    # gradient of a non-symmetric, non-square matrix (a wrong transpose would not even fit the shape)
+    from recgoat.models.lgmrec import SparseOperator
+
+    rng = np.random.default_rng(0)
+    m = sp.random(7, 5, density=0.4, random_state=1, format="csr", dtype=np.float64)
+    op = SparseOperator(m)
+    x = torch.tensor(rng.normal(size=(5, 3)), dtype=torch.float32, requires_grad=True)
+    w = torch.tensor(rng.normal(size=(7, 3)), dtype=torch.float32)
+    y = op(x)
+    dense = torch.tensor(m.toarray(), dtype=torch.float32)
+    assert torch.allclose(y, dense @ x, atol=1e-6)
+    (y * w).sum().backward()
+    assert torch.allclose(x.grad, dense.T @ w, atol=1e-6)

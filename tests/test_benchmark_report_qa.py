@@ -234,3 +234,12 @@ def test_a_failed_cell_leaves_the_paired_test_on_the_seeds_both_finished(tmp_pat
     runs2 = runs[~((runs["model"] == "second") & (runs["seed"] == 2))]
     sig2 = significance(runs2, aggregate(runs2), bench_config())["d"]
     assert sig2["seed_pairing"] == "disjoint" and "no seed finished by both" in significance_line(sig2)
+
+
+def test_an_underflowing_p_value_is_not_printed_as_zero():
+    from recgoat.benchmark.report import significance_line
+
+    s = {"method": "wilcoxon", "best": "a", "second": "b", "metric": METRIC, "n_users": 5000,
+         "mean_diff": 0.2, "p_value": 0.0, "seeds_best": 3, "seeds_second": 3, "seed_pairing": "all"}
+    assert significance_line(s).endswith("mean difference +0.2000, p < 1e-300.")
+    assert significance_line({**s, "p_value": 0.0123}).endswith("p = 0.0123.")

@@ -164,7 +164,12 @@ def significance_line(s: dict[str, Any]) -> str:
                         f"different ones"}.get(s.get("seed_pairing"), "seeds")
     return (f"Significance: {s['best']} (best on validation {s['metric']}) vs {s['second']} (second): "
             f"paired {name} over {s['n_users']} test users (per-user {s['metric']} averaged over {over}), "
-            f"mean difference {s['mean_diff']:+.4f}, p = {s['p_value']:.3g}.")
+            f"mean difference {s['mean_diff']:+.4f}, {_p_text(s['p_value'])}.")
+
+
+def _p_text(p: float) -> str:
+    # a p-value below the smallest double underflows to 0.0: "p = 0" would claim certainty
+    return "p < 1e-300" if p < 1e-300 else f"p = {p:.3g}"
 
 
 # ------------------------------------------------------------------------------------- tables

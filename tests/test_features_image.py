@@ -131,3 +131,27 @@ def test_a_rows_features_depend_on_neither_batch_company_nor_threads(encoder, po
     finally:
         torch.set_num_threads(before)
     assert default.batch_size == 32 and np.array_equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_a_transparent_image_is_seen_on_white(tmp_path, mode):
+    """A product cut out on a transparent background decodes like the same product on white; dropping
+    the alpha channel showed the colour stored under the transparent pixels (black here) instead."""
+    size, box = 64, (16, 16, 48, 48)
+    cut = Image.new("RGBA", (size, size), (0, 0, 0, 0))  # transparent black
+    cut.paste((200, 30, 30, 255), box)
+    on_white = Image.new("RGB", (size, size), (255, 255, 255))
+    on_white.paste((200, 30, 30), box)
+    if mode == "LA":
+        cut, on_white = cut.convert("LA"), on_white.convert("L").convert("RGB")
+    elif mode == "P":  # a palette image with one transparent index, as GIFs and small PNGs store it
+        cut = cut.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+        transparent = cut.getpixel((0, 0))
+        cut.info["transparency"] = transparent
+    cut.save(tmp_path / "cut.png", transparency=cut.info["transparency"]) if mode == "P" \
+        else cut.save(tmp_path / "cut.png")
+    on_white.save(tmp_path / "white.png")
+    pre = ImagePreprocessor(image_size=32)
+    a, b = pre.load(tmp_path / "cut.png"), pre.load(tmp_path / "white.png")
+    assert a[0, 0].tolist() == [255, 255, 255]  # the background, not black
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # palette rounding only

@@ -30,6 +30,9 @@ from recgoat.errors import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_ASPECT = 4  # a longer side beyond this many times the shorter is cut to its centre before resizing
+# bumped whenever a file decodes to other pixels than before, so cached features of the old decoding are
+# not reused (part of the image cache key): 2 = transparent images composited onto white
+PREPROCESS_VERSION = 2
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 
 
@@ -135,7 +138,7 @@ class ImagePreprocessor:
             img = ImageOps.exif_transpose(img)
             if img.mode == "I" or img.mode.startswith("I;16"):
                 img = _gray16_to_8bit(img)
-            img = img.convert("RGB")
+            img = _on_white(img) if _has_alpha(img) else img.convert("RGB")
             w, h = img.size
             if w == 0 or h == 0:
                 raise ValueError("empty image")
@@ -152,6 +155,19 @@ class ImagePreprocessor:
             left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
             img = img.crop((left, top, left + self.image_size, top + self.image_size))
             return np.asarray(img, dtype=np.uint8)
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """A transparent image (product photos cut out as PNG) composited onto white. Dropping the alpha
+    channel instead shows whatever colour the transparent pixels happen to store, usually black, so the
+    same product on a transparent and on a white background gave very different features."""
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def _gray16_to_8bit(img: Image.Image) -> Image.Image:

@@ -3,8 +3,8 @@
 Why this shape: every later stage (graphs, models, serving) reads the same three matrices, so they must
 be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
 manifest saying what made it (encoder, dimensions, text template, dataset fingerprint, date) and a key
-over everything that changes it (settings, data, and for images the local files' contents and a
-plug-in model's weights); a matrix whose key matches is reused, anything else recomputed.
+over everything that changes it (settings, data, and for images the local files' contents, how they
+are decoded and a plug-in model's weights); a matrix whose key matches is reused, anything else recomputed.
 Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only for the same row
 bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
 they arrive, so a killed run resumes where it stopped. Features holding NaN/inf are refused before they
@@ -541,7 +541,7 @@ class _Session:
         return model, f"{name} weights sha256:{weights_digest(model)}"
 
     def encode_image(self) -> None:
-        from recgoat.features.image import ImageEncoder
+        from recgoat.features.image import PREPROCESS_VERSION, ImageEncoder
 
         ds, cfg = self.dataset, self.config
         if not ds.has_images:
@@ -552,7 +552,7 @@ class _Session:
         # local files are identified by their contents; a URL's bytes are fixed once downloaded (never
         # re-fetched) and the URL itself is in the dataset fingerprint
         files = _file_identity([v for v in sources if v is not None and not is_url(v)], self.out / IMAGE_DIGESTS)
-        key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files})
+        key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files, "decode": PREPROCESS_VERSION})
         if not self.force and _up_to_date(self.out, "image", key, ds.n_items):
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
             failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)

@@ -141,7 +141,7 @@ def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dic
         dirs_a = sel.loc[sel["model"] == best].set_index("seed")["run_dir"]
         dirs_b = sel.loc[sel["model"] == second].set_index("seed")["run_dir"]
         # paired means paired seeds too: where a cell failed, both sides average over the seeds both finished
-        common = [s for s in dirs_a.index if s in set(dirs_b.index)]
+        common = [s for s in dirs_a.index if s in dirs_b.index]
         pairing = "all"
         if not common:
             pairing = "disjoint"  # nothing to pair: each side keeps its own seeds, and the line says so

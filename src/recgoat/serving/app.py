@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recgoat.errors import RecGOATError
 from recgoat.io import is_url
-from recgoat.serving.artifacts import DISPLAY_FIELDS, Run, display_titles
+from recgoat.serving.artifacts import DISPLAY_FIELDS, Run
 from recgoat.serving.retrieval import ItemIndex, recall_vs_exact
 
 STATIC = Path(__file__).parent / "static"
@@ -197,7 +197,7 @@ class Service:
         items = run.items
         # short fields only: long descriptions would bloat every response (the CLI still shows them)
         self.fields = [c for c in DISPLAY_FIELDS if c in items.columns and c not in LONG_FIELDS]
-        titles = display_titles(items, run.item_ids)  # the id where an item has no title
+        titles = run.titles
         images = [self._image_url(i) for i in range(run.n_items)]
         cols = {c: items[c].astype(str).tolist() for c in self.fields}
         # display rows built once; a request only adds scores

@@ -95,15 +95,20 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
     return table
 
 
+def display_text(value: Any) -> str:
+    """A catalogue cell as shown: empty where it is missing (None, NaN, or such a value already written out
+    as text), never "nan"."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value)
+    return "" if text in ("None", "nan", "<NA>") else text
+
+
 def display_titles(items: pd.DataFrame, item_ids: list[str]) -> list[str]:
     """The title shown for each item: its ``title``, or its id where the catalogue has none (a blank card
     or table cell otherwise; older artefacts stored a missing title as an empty string)."""
     col = items["title"].tolist() if "title" in items.columns else [None] * len(item_ids)
-    out = []
-    for t, i in zip(col, item_ids):
-        t = "" if t is None or (isinstance(t, float) and t != t) else str(t)
-        out.append(t if t.strip() and t not in ("None", "nan", "<NA>") else i)
-    return out
+    return [t if t.strip() else i for t, i in zip(map(display_text, col), item_ids)]
 
 
 def check_embeddings(user_emb: np.ndarray, item_emb: np.ndarray) -> str | None:
@@ -248,6 +253,11 @@ class Run:
         self.item_index = {it: i for i, it in enumerate(self.item_ids)}
         col = self.items["image"].tolist() if "image" in self.items.columns else [None] * len(self.item_ids)
         self.image_refs: list[str | None] = [v if isinstance(v, str) and v else None for v in col]
+
+    @property
+    def titles(self) -> list[str]:
+        """Each item's display title (its id where it has none), from the current item table."""
+        return display_titles(self.items, self.item_ids)
 
     @property
     def n_users(self) -> int:

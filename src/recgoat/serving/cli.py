@@ -92,9 +92,9 @@ def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
 
 
 def _table(title: str, run, ids, scores=None) -> Table:
-    from recgoat.serving.artifacts import display_titles
+    from recgoat.serving.artifacts import display_text
 
-    titles = display_titles(run.items, run.item_ids)  # the id where an item has no title
+    titles = run.titles
     t = Table(title=escape(title), title_justify="left")
     t.add_column("#", justify="right")
     t.add_column("item_id")
@@ -108,15 +108,11 @@ def _table(title: str, run, ids, scores=None) -> Table:
         if i < 0:
             break
         row = run.items.iloc[i]
-        cells = [str(n + 1), run.item_ids[i], titles[i], *[_cell(row[c]) for c in extra]]
+        cells = [str(n + 1), run.item_ids[i], titles[i], *[display_text(row[c]) for c in extra]]
         if scores is not None:
             cells.append(f"{float(scores[n]):.4f}")
         t.add_row(*map(escape, cells))  # titles may hold [brackets] that rich would read as markup
     return t
-
-
-def _cell(v) -> str:
-    return "" if v is None or (isinstance(v, float) and v != v) or str(v) in ("None", "nan", "<NA>") else str(v)
 
 
 @app.command("recommend")
@@ -153,10 +149,7 @@ def recommend_command(
         if i is None:
             _fail(RecGOATError(f"unknown item id {item!r} ({r.n_items} items in this run)"))
         ids, scores = svc.similar(i, k)
-        from recgoat.serving.artifacts import display_titles
-
-        title = display_titles(r.items.iloc[[i]], [item])[0]
-        console.print(_table(f"items similar to {item} — {title} (cosine)", r, ids, scores))
+        console.print(_table(f"items similar to {item} — {r.titles[i]} (cosine)", r, ids, scores))
 
 
 @app.command("serve")

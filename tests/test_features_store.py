@@ -173,6 +173,43 @@ def test_resume_with_another_chunk_size_recomputes(tmp_path):
     np.testing.assert_allclose(f.image, load_features(ds, tmp_path / "fresh").image, atol=1e-6)
 
 
+def test_force_discards_the_checkpoints_of_an_interrupted_run(tmp_path):
+    """--force is the way out when something outside the cache key changed: chunks saved under the same
+    key are re-encoded, not resumed (without --force they are resumed: the test above)."""
+    ds = mini_dataset()
+    cfg = FeatureConfig(image_model=TINY, image_batch_size=2, chunk_size=4)
+    CALLS.update(n=0, fail_at=4)  # chunk 0 saved, crash in chunk 1
+    with pytest.raises(RuntimeError, match="injected crash"):
+        encode_all(ds, tmp_path, cfg, which=("image",), progress=False)
+    assert len(list((tmp_path / ".partial").glob("*/00000.json"))) == 1
+    CALLS.update(n=0, fail_at=None)
+    encode_all(ds, tmp_path, cfg, which=("image",), progress=False, force=True)
+    assert CALLS["n"] == 1 + 5  # dim probe + every batch of the 3 chunks (2 + 2 + 1)
+    assert not (tmp_path / ".partial").exists()
+
+
+def test_finishing_a_kind_drops_its_checkpoints_under_other_keys(tmp_path):
+    """An interrupted run under settings since changed left checkpoints no key will ask for again: the
+    next successful encoding of that kind removes them (and leaves other kinds' checkpoints alone)."""
+    ds = mini_dataset()
+    CALLS.update(n=0, fail_at=4)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, image_batch_size=2, chunk_size=4),
+                   which=("image",), progress=False)
+    stale = next((tmp_path / ".partial").glob("image-*"))
+    other_kind = tmp_path / ".partial" / "text-0123456789abcdef0123"
+    other_kind.mkdir()
+    CALLS.update(n=0, fail_at=None)
+    other_weights = TinyNet()
+    with torch.no_grad():
+        other_weights.conv.weight.mul_(2.0)  # another model: another key
+    encode_all(ds, tmp_path, FeatureConfig(image_model=other_weights, image_batch_size=2, chunk_size=4),
+               which=("image",), progress=False)
+    assert (tmp_path / "image.npy").exists()
+    assert not stale.exists()
+    assert other_kind.exists()
+
+
 class NanNet(TinyNet):
     """The tiny plug-in image model, its ``nan_call``-th forward giving NaN for the batch's first row."""
 

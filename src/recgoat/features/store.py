@@ -395,6 +395,15 @@ class _Session:
         self.dataset, self.out, self.config, self.rep, self.force = dataset, out, config, rep, force
         self._text_encoder = None
 
+    def checkpoints(self, name: str) -> Path:
+        """The ``.partial/`` folder of one encoding. ``--force`` empties it first: it is the way out when
+        something the cache key does not see changed (a library upgrade altering a model's outputs), so
+        chunks saved under the same key must not come back either."""
+        path = self.out / ".partial" / name
+        if self.force:
+            shutil.rmtree(path, ignore_errors=True)
+        return path
+
     def text_encoder(self):
         if self._text_encoder is None:
             from recgoat.features.text import TextEncoder
@@ -427,7 +436,8 @@ class _Session:
                 f"{kind}: the encoder {encoder} produced NaN or inf features for {len(bad)} of the {len(x)} "
                 f"{who}s in rows {start}-{start + len(x) - 1} (first: {first}); refused before writing "
                 f"{self.out / (_FILE[kind] + '.npy')}. Chunks already done are kept in "
-                f"{self.out / '.partial' / f'{kind}-{key}'} and reused on the next run; check the model "
+                f"{self.out / '.partial' / f'{kind}-{key}'} and reused on the next run (not with --force); "
+                f"check the model "
                 f"(weights, dtype/precision, device).")
 
         return check
@@ -436,7 +446,7 @@ class _Session:
         enc = self.text_encoder()
         label = {"text": "text  (items)", "users": "text  (profiles)"}[kind]
         with self.rep.task(label, len(texts)) as tick:
-            arrays, _ = _chunked(self.out / ".partial" / f"{kind}-{key}", len(texts), self.config.chunk_size,
+            arrays, _ = _chunked(self.checkpoints(f"{kind}-{key}"), len(texts), self.config.chunk_size,
                                  lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick,
                                  self.finite_check(kind, key, enc.name))
         return arrays["x"].astype(np.float32, copy=False)
@@ -445,8 +455,9 @@ class _Session:
                beside: dict[str, np.ndarray] | None = None) -> None:
         """Write the matrix with its manifest (:func:`write_matrix`), then drop its checkpoints."""
         write_matrix(self.out, kind, arr, manifest, beside)
-        # with those of other sets of failed image downloads (``{kind}-{key}-…``): none can be used now
-        for part in [self.out / ".partial" / f"{kind}-{key}", *(self.out / ".partial").glob(f"{kind}-{key}-*")]:
+        # every checkpoint of this kind, not only this key's: those of other sets of failed image downloads
+        # and those an interrupted run left under settings or data since changed would otherwise stay forever
+        for part in (self.out / ".partial").glob(f"{kind}-*"):
             shutil.rmtree(part, ignore_errors=True)
 
     # -------------------------------------------------------------------------------------- text
@@ -575,7 +586,7 @@ class _Session:
             return {"x": x, "mask": m}, probs
 
         with self.rep.task("image (items)", ds.n_items) as tick:
-            arrays, metas = _chunked(self.out / ".partial" / f"image-{ckpt}", ds.n_items, cfg.chunk_size, compute,
+            arrays, metas = _chunked(self.checkpoints(f"image-{ckpt}"), ds.n_items, cfg.chunk_size, compute,
                                      tick, self.finite_check("image", ckpt, encoder.name))
         arr, mask = arrays["x"].astype(np.float32, copy=False), arrays["mask"].astype(bool)
         missing = {int(k): v for meta in metas for k, v in meta.get("missing", {}).items()}

@@ -99,7 +99,11 @@ def test_wilcoxon_drops_rounding_noise_like_zero_differences(tmp_path):
     assert real == [Fraction(1, 10), Fraction(3, 10), Fraction(-1, 5), Fraction(1, 2), Fraction(1, 4)]
     # by hand: |d| ranks 1, 4, 2, 5, 3; W- = 2 = min(W+, W-); exact p = 2 · #{rank sums <= 2} / 2^5 = 6/32
     res = paired_test(a, b, "wilcoxon")
-    assert res["n_users"] == 9
+    assert res["n_users"] == 9 and res["n_differing"] == 5  # the four rounding-noise users are zeros
+    from recgoat.benchmark.report import significance_line
+
+    line = significance_line({**res, "best": "a", "second": "b", "metric": METRIC})
+    assert "over 9 test users, 5 with a difference (per-user" in line  # what the signed-rank test rests on
     assert res["statistic"] == 2.0 and res["p_value"] == pytest.approx(6 / 32, rel=1e-12)
     sub = stats.wilcoxon(a.iloc[4:].to_numpy(), b.iloc[4:].to_numpy())  # scipy on the users that differ
     assert res["p_value"] == pytest.approx(float(sub.pvalue), rel=1e-12)
@@ -116,6 +120,7 @@ def test_paired_test_pairs_only_common_users():
     diff = np.array([-0.1, 0.6, 0.5, -0.1])
     res = paired_test(a, b, "wilcoxon")
     assert res["n_users"] == 4 and res["mean_diff"] == pytest.approx(diff.mean(), abs=1e-12)
+    assert res["n_differing"] == 4  # every user differs: the line names no second count
     assert res["p_value"] == pytest.approx(stats.wilcoxon(diff).pvalue, rel=1e-12)
     one = paired_test(a.loc[[1]], b.loc[[1]])  # a single user: no test
     assert one["n_users"] == 1 and one["p_value"] == 1.0 and np.isnan(one["statistic"])

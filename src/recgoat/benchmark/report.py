@@ -112,6 +112,8 @@ def paired_test(a: pd.Series, b: pd.Series, method: str = "wilcoxon") -> dict[st
     # order differ by ~1e-16, which the signed-rank test would count as a (smallest-ranked) difference
     # instead of a zero to drop. Metrics live in [0, 1]: a difference this small is a zero.
     diff[np.abs(diff) <= _ZERO_DIFF] = 0.0
+    # the signed-rank test drops zero differences: it rests on these users alone
+    out["n_differing"] = int(np.count_nonzero(diff))
     if len(users) < 2 or not np.any(diff != 0):
         # no evidence of any difference (identical rankings or too few users)
         out.update(statistic=float("nan"), p_value=1.0)
@@ -163,8 +165,14 @@ def significance_line(s: dict[str, Any]) -> str:
             "disjoint": f"seeds; no seed finished by both: {s.get('seeds_best')} and {s.get('seeds_second')} "
                         f"different ones"}.get(s.get("seed_pairing"), "seeds")
     return (f"Significance: {s['best']} (best on validation {s['metric']}) vs {s['second']} (second): "
-            f"paired {name} over {s['n_users']} test users (per-user {s['metric']} averaged over {over}), "
+            f"paired {name} over {s['n_users']} test users{_differing(s)} (per-user {s['metric']} averaged over "
+            f"{over}), "
             f"mean difference {s['mean_diff']:+.4f}, {_p_text(s['p_value'])}.")
+
+
+def _differing(s: dict[str, Any]) -> str:
+    n = s.get("n_differing")
+    return "" if n is None or n == s["n_users"] else f", {n} with a difference"
 
 
 def _p_text(p: float) -> str:

@@ -147,21 +147,22 @@ class Interrupted(Exception):
     pass
 
 
-def test_answers_under_way_when_interrupted_are_kept(tmp_path):
-    # the first request answers fast, the others slowly; the run is interrupted (Ctrl-C, disk full, ...)
-    # at the first answer, while the others are still under way: the pool waits for them anyway, so the
-    # answers they bring (LLM time spent) must be cached, and a re-run must not ask for them again
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, Interrupted], ids=["ctrl-c", "error"])
+def test_answers_under_way_when_interrupted_are_kept(tmp_path, interruption):
+    # the first request answers fast, the other one under way slowly; the run is interrupted (Ctrl-C, or an
+    # error such as a full disk) at the first answer: the request under way finishes its try and its answer
+    # (LLM time spent) is cached, the queued users are not asked, and a re-run asks nobody twice
     ds = mini_dataset(n_users=6)
     handler = numbered(lambda n: Reply(200, chat_reply(f"<answer>profile {n}</answer>").body,
                                        delay=0.05 if n == 1 else 0.6))
-    progress = raise_once(Interrupted)
     srv = ScriptedServer(handler)
     try:
-        cfg = openai_config(srv.url, llm_concurrency=3)
-        with pytest.raises(Interrupted):
-            make_profiles(ds, cfg, tmp_path / "p.jsonl", on_progress=progress)
+        cfg = openai_config(srv.url, llm_concurrency=2)
+        with pytest.raises(interruption):
+            make_profiles(ds, cfg, tmp_path / "p.jsonl", on_progress=raise_once(interruption))
         asked = len(srv.requests)
-        assert asked >= 3  # the fast one and the two under way
+        # the two first tries; a third only if a worker took the next user before the interruption arrived
+        assert 2 <= asked <= 3
         assert len(ProfileCache(tmp_path / "p.jsonl").records) == asked  # every answer received is kept
         run = make_profiles(ds, cfg, tmp_path / "p.jsonl")
         assert run.cached == asked and len(srv.requests) == ds.n_users  # nobody asked twice

@@ -16,7 +16,7 @@ from collections import Counter  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from features_helpers import (Reply, ScriptedServer, chat_reply, numbered, raise_once,  # noqa: E402
+from features_helpers import (Reply, ScriptedServer, chat_reply, numbered,  # noqa: E402
                              toy_dataset)
 from recgoat.features import FeatureConfig  # noqa: E402
 from recgoat.features.profiles import (OpenAIBackend, ProfileCache, ProfileError, TemplateBackend,  # noqa: E402
@@ -259,27 +259,6 @@ def test_ctrl_c_signal_while_waiting_for_answers(tmp_path):
         asked = asked_users(srv)
         assert len(asked) <= 2 and max(asked.values()) == 1, asked  # first tries only, no queued user
         assert elapsed < 8.0  # loose: the backoff sleeps were cut short
-    finally:
-        srv.close()
-
-
-def test_ctrl_c_keeps_the_answers_already_on_the_wire(tmp_path):
-    # Ctrl-C at the first answer while two more are under way: they finish their try and are cached (LLM
-    # time spent), the queued users are not asked, and a re-run asks nobody twice
-    ds = films(6)
-    handler = numbered(lambda n: Reply(200, chat_reply(f"<answer>profile {n}</answer>").body,
-                                       delay=0.05 if n == 1 else 0.6))
-    progress = raise_once(KeyboardInterrupt)
-    srv = ScriptedServer(handler)
-    try:
-        cfg = openai_config(srv.url, llm_concurrency=2)
-        with pytest.raises(KeyboardInterrupt):
-            make_profiles(ds, cfg, tmp_path / "p.jsonl", on_progress=progress)
-        asked = len(srv.requests)
-        assert 2 <= asked <= 3
-        assert len(ProfileCache(tmp_path / "p.jsonl").records) == asked  # every answer received is kept
-        run = make_profiles(ds, cfg, tmp_path / "p.jsonl")
-        assert run.cached == asked and len(srv.requests) == ds.n_users  # nobody asked twice
     finally:
         srv.close()
 

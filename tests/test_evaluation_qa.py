@@ -13,7 +13,7 @@ import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
 from recgoat.evaluation.evaluator import SELECTIONS, Evaluator  # noqa: E402
-from recgoat.evaluation.ranking import top_k  # noqa: E402
+from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound, top_k  # noqa: E402
 
 
 def _raw_csr(data, indices, indptr, n_items):
@@ -96,3 +96,35 @@ def test_top_k_with_nan_in_one_row_keeps_the_other_rows():
     scores = np.array([[1, np.nan, 3, 2], [1, 2, 3, 4], [3, 3, np.inf, 0]], np.float32)
     assert top_k(scores, 4).tolist() == [[2, 3, 0, 1], [3, 2, 1, 0], [2, 0, 1, 3]]
     assert top_k(scores, 2).tolist() == [[2, 3], [3, 2], [2, 0]]
+
+
+# ------------------------------------------------------------------------------------- score bound
+@pytest.mark.parametrize("users, items, expected", [
+    ([[3.0, 4.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 2.0]], 5.0 * 2.0),  # largest norms 5 and 2
+    ([[1.0, 1.0]], [[1.0, np.nan]], math.inf),                        # NaN: no bound
+    ([[np.inf, 0.0]], [[1.0, 0.0]], math.inf),
+    (np.zeros((0, 2)), [[1.0, 0.0]], 0.0),                           # nothing to score
+    ([[1e30, 1e30]], [[1e30, 0.0]], math.sqrt(2) * 1e60),             # norms in float64: no overflow of the bound
+])
+def test_score_bound_is_the_norm_product(users, items, expected):
+    got = score_bound(np.asarray(users, np.float32), np.asarray(items, np.float32))
+    assert got == pytest.approx(expected, rel=1e-6) if math.isfinite(expected) else got == expected
+
+
+def test_score_bound_bounds_every_score():
+    rng = np.random.default_rng(0)
+    u, i = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(70, 8)).astype(np.float32) * 3
+    assert np.abs(u.astype(np.float64) @ i.T.astype(np.float64)).max() <= score_bound(u, i)
+
+
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_an_overflowing_score_is_no_hit(selection):
+    # finite embeddings whose product overflows float32: the held-out item scores inf, which is no score;
+    # the evaluator takes its NaN path because the bound says so (the export check uses the same bound)
+    users = torch.tensor([[1e20, 0.0]])
+    items = torch.tensor([[1e20, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert not score_bound(users.numpy(), items.numpy()) < SAFE_SCORE_BOUND
+    target = sp.csr_matrix(np.array([[1, 0, 0]], np.float32))
+    ev = Evaluator(sp.csr_matrix((1, 3), dtype=np.float32), target, ks=(1, 3), selection=selection)
+    res = ev.evaluate_embeddings(users, items)
+    assert res.per_user["hit@1"].tolist() == [0.0] and res.per_user["hit@3"].tolist() == [0.0]

@@ -55,23 +55,13 @@ import torch
 
 from recgoat.datasets.dataset import Dataset
 from recgoat.evaluation.metrics import metrics_from_hits
+from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound
 
 DEFAULT_KS = (5, 10, 20, 50)
 Selection = Literal["count", "faiss", "torch"]  # how a chunk of scores becomes ranked hits (module docstring)
 TestMask = Literal["train+valid", "train"]
 TEST_MASKS: tuple[str, ...] = ("train+valid", "train")
 SELECTIONS: tuple[str, ...] = get_args(Selection)
-
-
-def _products_finite(user_emb: torch.Tensor, item_emb: torch.Tensor) -> bool:
-    """Whether every score ``u · i`` is surely finite: finite embeddings whose largest possible product,
-    ``d · max|u| · max|i|``, stays below float32's range (one pass over the embeddings, not the scores)."""
-    if user_emb.numel() == 0 or item_emb.numel() == 0:
-        return True
-    if not (torch.isfinite(user_emb).all() and torch.isfinite(item_emb).all()):
-        return False
-    bound = float(user_emb.abs().max()) * float(item_emb.abs().max()) * user_emb.shape[1]
-    return bound < float(torch.finfo(torch.float32).max) / 2
 
 
 def _pairs(m) -> sp.csr_matrix:
@@ -160,7 +150,7 @@ class Evaluator:
                              f"{self.mask.shape[0]}")
         max_k = min(max(self.ks), n_items)
         user_emb, item_t = user_emb.float(), item_emb.float().t()
-        may_nan = not _products_finite(user_emb, item_emb.float())
+        may_nan = not score_bound(user_emb.detach().cpu().numpy(), item_t.detach().cpu().numpy().T) < SAFE_SCORE_BOUND
         rows = min(self.chunk_size, len(self.users))
         scores_np = np.empty(rows * n_items, dtype=np.float32)  # numpy-owned so faiss can read it in place
         scores_buf = torch.from_numpy(scores_np)

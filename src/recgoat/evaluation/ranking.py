@@ -9,6 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
+#: a bound on |scores| below this is safe: float32 inner products of such embeddings cannot overflow
+SAFE_SCORE_BOUND = float(np.finfo(np.float32).max) / 2
+
+
+def score_bound(user_emb: np.ndarray, item_emb: np.ndarray) -> float:
+    """A bound on every inner-product score ``|z_u · z_i|``: largest user norm × largest item norm
+    (Cauchy–Schwarz), from one pass over the embeddings rather than the ``U × I`` scores; ``inf`` when an
+    embedding holds NaN or inf, 0 when either side is empty. Norms in float64, so the bound itself does
+    not overflow. Below :data:`SAFE_SCORE_BOUND` every float32 score is finite: the evaluator then skips
+    its NaN handling, and an export refuses embeddings above it."""
+    if user_emb.size == 0 or item_emb.size == 0:
+        return 0.0
+    if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
+        return float("inf")
+    return float(np.sqrt(np.einsum("nd,nd->n", user_emb, user_emb, dtype=np.float64).max())
+                 * np.sqrt(np.einsum("nd,nd->n", item_emb, item_emb, dtype=np.float64).max()))
+
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Per row of ``scores`` (``[n, I]`` or ``[I]``), the ids of the ``min(k, I)`` highest scores, best

@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recgoat.errors import DataError
+from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound
 from recgoat.io import atomic_folder, check_folder_path, folder_entries, is_url, read_json, write_json
 
 ARTIFACT_FORMAT_VERSION = 1
@@ -117,12 +118,10 @@ def check_embeddings(user_emb: np.ndarray, item_emb: np.ndarray) -> str | None:
     would make every score inf or NaN and the lists empty or arbitrary."""
     if not (np.isfinite(user_emb).all() and np.isfinite(item_emb).all()):
         return "embeddings hold NaN or inf"
-    if user_emb.size and item_emb.size:
-        bound = (np.sqrt(np.einsum("nd,nd->n", user_emb, user_emb, dtype=np.float64).max())
-                 * np.sqrt(np.einsum("nd,nd->n", item_emb, item_emb, dtype=np.float64).max()))
-        if not bound < np.finfo(np.float32).max / 2:
-            return (f"embeddings so large that scores overflow float32 (largest user norm × largest item norm "
-                    f"= {bound:.3g}): the model diverged; retrain it with a smaller learning rate")
+    bound = score_bound(user_emb, item_emb)
+    if not bound < SAFE_SCORE_BOUND:
+        return (f"embeddings so large that scores overflow float32 (largest user norm × largest item norm "
+                f"= {bound:.3g}): the model diverged; retrain it with a smaller learning rate")
     return None
 
 

@@ -5,6 +5,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import importlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import stat  # noqa: E402
@@ -283,6 +284,51 @@ def test_image_key_follows_image_files_and_model_weights(tmp_path):
     CALLS.update(n=0)
     encode_all(ds, tmp_path / "f", cfg, which=("image",), progress=False)
     assert CALLS["n"] > 0 and not np.allclose(np.load(tmp_path / "f" / "image.npy"), second)
+    third = np.load(tmp_path / "f" / "image.npy")
+    net.image_size = 48  # the same weights reading larger crops: other features
+    CALLS.update(n=0)
+    encode_all(ds, tmp_path / "f", cfg, which=("image",), progress=False)
+    assert CALLS["n"] > 0 and not np.allclose(np.load(tmp_path / "f" / "image.npy"), third)
+
+
+PLUGIN = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    image_size = 32
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).{pool}(dim=(2, 3))
+
+
+def make():
+    return Net()
+"""
+
+
+def test_image_key_follows_a_plugin_models_code(tmp_path, monkeypatch):
+    """A plug-in module edited in place (its forward pools by mean instead of max): same name, same
+    weights, other features; the cache key followed the weights only and kept the old matrix."""
+    ds = mini_dataset()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = FeatureConfig(image_model="recgoat_test_plugin:make")
+    out = tmp_path / "f"
+    (tmp_path / "recgoat_test_plugin.py").write_text(PLUGIN.format(pool="amax"))
+    encode_all(ds, out, cfg, which=("image",), progress=False)
+    before = np.load(out / "image.npy")
+    (tmp_path / "recgoat_test_plugin.py").write_text(PLUGIN.format(pool="mean"))
+    monkeypatch.delitem(sys.modules, "recgoat_test_plugin")  # a new process would read the edited file
+    importlib.invalidate_caches()
+    encode_all(ds, out, cfg, which=("image",), progress=False)
+    assert not np.allclose(np.load(out / "image.npy"), before)
+    sys.modules.pop("recgoat_test_plugin", None)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

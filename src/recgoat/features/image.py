@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,28 @@ def weights_digest(module: nn.Module) -> str:
         h.update(f"{name}\x00{t.dtype}\x00{tuple(t.shape)}\x00".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: any dtype, bf16 included
     return h.hexdigest()[:16]
+
+
+def code_digest(module: nn.Module) -> str:
+    """A hash of the source of every class in ``module``'s tree (by qualified name; the name alone where
+    the source cannot be read): a plug-in whose ``forward`` changed (another pooling, another layer read)
+    gives other features from the same weights."""
+    h = hashlib.sha256()
+    for cls in sorted({type(m) for m in module.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        h.update(f"{cls.__module__}.{cls.__qualname__}\x00".encode())
+        try:
+            h.update(inspect.getsource(cls).encode())
+        except (OSError, TypeError):  # defined interactively or built at run time: its name only
+            pass
+    return h.hexdigest()[:16]
+
+
+def backbone_identity(model: "ImageBackbone") -> str:
+    """What makes a plug-in model's features, for the cache key: its weights, the code of its classes,
+    and the preprocessing it asks for (``image_size``, ``mean``, ``std``: the same weights read 256-pixel
+    crops differently from 224-pixel ones)."""
+    prep = f"size {model.image_size} mean {tuple(map(float, model.mean))} std {tuple(map(float, model.std))}"
+    return f"weights sha256:{weights_digest(model)} code sha256:{code_digest(model)} {prep}"
 
 
 class ImagePreprocessor:

@@ -4,7 +4,7 @@ Why this shape: every later stage (graphs, models, serving) reads the same three
 be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
 manifest saying what made it (encoder, dimensions, text template, dataset fingerprint, date) and a key
 over everything that changes it (settings, data, and for images the local files' contents, how they
-are decoded and a plug-in model's weights); a matrix whose key matches is reused, anything else recomputed.
+are decoded and a plug-in model's weights, code and preprocessing); a matrix whose key matches is reused, anything else recomputed.
 Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only for the same row
 bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
 they arrive, so a killed run resumes where it stopped. Features holding NaN/inf are refused before they
@@ -531,13 +531,14 @@ class _Session:
         return paths, failed
 
     def image_model(self) -> tuple[Any, str]:
-        """(the model to encode with, its identity for the cache key). A plug-in model's identity holds a
-        hash of its weights, so retrained weights under the same name are not silently reused; the
+        """(the model to encode with, its identity for the cache key). A plug-in model's identity holds
+        hashes of its weights and code and its preprocessing (:func:`~recgoat.features.image.backbone_identity`),
+        so retrained weights or an edited ``forward`` under the same name are not silently reused; the
         packaged default is named by its package version instead (no need to load it to check)."""
         from importlib.metadata import PackageNotFoundError, version
 
-        from recgoat.features.image import (DEFAULT_IMAGE_MODEL, EfficientNetLite0Features, load_image_backbone,
-                                            weights_digest)
+        from recgoat.features.image import (DEFAULT_IMAGE_MODEL, EfficientNetLite0Features, backbone_identity,
+                                            load_image_backbone)
 
         spec = self.config.image_model
         if spec in (None, "", "default", DEFAULT_IMAGE_MODEL):
@@ -549,7 +550,7 @@ class _Session:
         # build a factory's model once: its weights are hashed here and the same module encodes
         model = load_image_backbone(spec)
         name = spec if isinstance(spec, str) else f"{type(spec).__module__}.{type(spec).__qualname__}"
-        return model, f"{name} weights sha256:{weights_digest(model)}"
+        return model, f"{name} {backbone_identity(model)}"
 
     def encode_image(self) -> None:
         from recgoat.features.image import PREPROCESS_VERSION, ImageEncoder

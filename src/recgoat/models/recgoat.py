@@ -127,9 +127,10 @@ class RecGOATConfig(ModelConfig):
     align_detach_target: bool = False
     ot_eps: float = Field(0.05, gt=0.0)
     ot_iters: int = Field(50, ge=1)
-    ot_max_points: int = Field(128, ge=1)  # items per batch in the transport problem (O(n²) memory)
-    # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them
-    cl_max_points: int = Field(1024, ge=1)
+    # items per batch in the transport problem (O(n²) memory); ≥ 2: one point has nothing to transport
+    ot_max_points: int = Field(128, ge=2)
+    # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them; ≥ 2: one point has no negative
+    cl_max_points: int = Field(1024, ge=2)
     ot_debias: bool = True  # Sinkhorn divergence (0 for identical distributions); False: ⟨T, C⟩
     # the transport cost between L2-normalised clouds (ε on the unit sphere's scale, costs ≤ 2: one ε fits
     # every encoder and d); False: the paper's C_ij = ‖ẑ_i − z_j‖ on the raw embeddings, where a rescaling
@@ -149,10 +150,12 @@ class RecGOATConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _check(self) -> "RecGOATConfig":
-        for name in ("embedding_dim", "item_k", "user_k", "gat_heads", "ot_iters", "ot_max_points",
-                     "cl_max_points"):
+        for name in ("embedding_dim", "item_k", "user_k", "gat_heads", "ot_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("ot_max_points", "cl_max_points"):  # with one point CMCL and OAT are silently 0
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
         for name in ("n_layers", "gat_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -313,6 +316,7 @@ class RecGOAT(Recommender):
         c = self.config
         d = c.embedding_dim
         self.init_id_embeddings(d)
+        self._views_ready = False  # prepare() has given the graphs and feature buffers forward_all reads
         feat_dims = {"text": text_dim, "image": image_dim}
         self.modalities = [m for m in c.modalities if feat_dims[m] > 0]
         item_layers = c.gat_layers if c.item_graph else 0
@@ -354,8 +358,15 @@ class RecGOAT(Recommender):
                     keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'} ({m})" for m in missing)
                     raise ConfigError(f"recgoat: fixed fusion weights need a gamma for every view used; set {keys} "
                                       f"too, or unset the other gamma")
+                # a fixed weight for a view the features lack would be silently dropped (γ_id = 1 − the rest
+                # then differs from the one asked for, and every grid point of that gamma gives the same model)
+                absent = [m for m in MODALITIES if g[m] is not None and m not in self.modalities]
+                if absent:
+                    keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'}" for m in absent)
+                    raise ConfigError(f"recgoat: {keys} weights the {' and '.join(absent)} view, but the features "
+                                      f"given have no {' or '.join(absent)} features; unset it or give those features")
                 gm = [float(g[m]) for m in self.modalities]
-                fixed = [1.0 - sum(gm), *gm]
+                fixed = [max(0.0, 1.0 - sum(gm)), *gm]  # the config allows a sum of 1 + 1e-9
             self.fusion = SimplexFusion(n_views, fixed)
         missing = [m for m in c.modalities if feat_dims[m] == 0]
         self.summary = {
@@ -365,7 +376,7 @@ class RecGOAT(Recommender):
             "profile_missing": c.use_profile and profile_dim == 0,
             "fusion": c.fusion if n_views > 1 else "id_only",
             "rating_attention": c.rating_attention,
-            "cmcl": c.lambda_cl > 0 and (bool(self.modalities) or self.use_profile),
+            "cmcl": c.lambda_cl > 0 and (bool(self.modalities) or (self.use_profile and c.align_users)),
             "oat": (c.lambda_ot > 0 and bool(self.modalities))
             and (("sinkhorn divergence" if c.ot_debias else "entropic <T,C>")
                  + ("" if c.ot_normalize else " on raw embeddings")),
@@ -394,6 +405,7 @@ class RecGOAT(Recommender):
 
     def prepare(self, dataset, features=None) -> None:
         """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
+        self._views_ready = False
         super().prepare(dataset, features)
         c = self.config
         adj = normalized_bipartite(self._train_csr)
@@ -440,6 +452,7 @@ class RecGOAT(Recommender):
         encoders = {k: v.get("encoder") for k, v in mans.items() if isinstance(v, dict)}
         if encoders:
             self.summary["encoders"] = encoders
+        self._views_ready = True
 
     # ----------------------------------------------------------------- forward
     def item_views(self, items: Tensor | None = None) -> dict[str, Tensor]:
@@ -468,6 +481,9 @@ class RecGOAT(Recommender):
         items its loss reads, so the item-item attention runs over their in-edges alone; the values, and
         hence the loss and its gradients, are those of the full pass.
         """
+        if not self._views_ready:
+            raise RuntimeError("recgoat: call prepare(dataset, features) before training or scoring (a loaded model "
+                               "keeps its final embeddings, but not the graphs and features that recompute them)")
         h_u = self.profile_view()
         users0 = self.user_emb.weight if h_u is None else self.user_emb.weight + h_u
         z = self.propagation(torch.cat([users0, self.item_emb.weight]))

@@ -111,9 +111,23 @@ def cmcl_loss(views: list[Tensor], target: Tensor, tau: float = 0.2) -> Tensor:
 # ---------------------------------------------------------------------------------------------- OAT
 def pairwise_distance(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
     """``‖x_i − y_j‖`` (``n × m``; ``P × n × m`` for batches of clouds ``P × n × d``, ``P × m × d``), with a
-    safe gradient at zero distance."""
+    safe gradient at zero distance.
+
+    The expansion ``‖x‖² + ‖y‖² − 2x·y`` runs in float64 for float32 clouds (the result comes back in the
+    clouds' dtype): in float32 it cancels to a rounding error of ~1e-7 for coincident points, a phantom
+    distance of ~3e-4 under the square root whose gradient (÷ that tiny distance) is noise. The Sinkhorn
+    divergence's self terms put most of their plan on exactly such pairs (each point with itself): in float32
+    its gradient was ~2 % wrong for any clouds, and nowhere near zero for identical ones. One cloud against
+    itself (``y is x``) has an exactly zero diagonal."""
+    dtype, same = x.dtype, y is x
+    if dtype in (torch.float32, torch.float16, torch.bfloat16):
+        x = x.double()
+        y = x if same else y.double()
     sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1).unsqueeze(-2) - 2.0 * x @ y.transpose(-1, -2)
-    return torch.sqrt(sq.clamp_min(0.0) + eps)
+    if same:
+        eye = torch.eye(x.shape[-2], dtype=torch.bool, device=x.device)
+        sq = sq.masked_fill(eye, 0.0)
+    return torch.sqrt(sq.clamp_min(0.0) + eps).to(dtype)
 
 
 def sinkhorn_log(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None, eps: float = 0.05,

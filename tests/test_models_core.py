@@ -28,6 +28,10 @@ def test_recommend_never_returns_seen_items(cls, small):
         assert not set(items) & set(seen[u].indices)
     items, _ = model.recommend(0, k=small.n_items, remove_seen=False)
     assert len(items) == small.n_items
+    # a user who has seen everything (the model is told so): nothing left, as two empty 1-D arrays
+    model.seen_items = lambda user: np.arange(small.n_items)
+    items, scores = model.recommend(0, k=5)
+    assert items.shape == (0,) and scores.shape == (0,)
 
 
 @pytest.mark.parametrize("cls", [MostPop, BPRMF, LightGCN])

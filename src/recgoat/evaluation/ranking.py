@@ -38,7 +38,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     n, m = s.shape
     k = min(int(k), m)
     if k < 1 or n == 0:
-        return np.zeros((n, 0), np.int64)
+        return np.zeros((n, 0) if np.ndim(scores) == 2 else 0, np.int64)  # the input's rank, as below
     nan = np.isnan(s) if s.dtype.kind in "fc" else None
     if nan is not None and nan.any():
         # the partition below ranks NaN last, but the k-th value turned NaN once k reached a NaN item (no

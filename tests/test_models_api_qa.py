@@ -147,6 +147,22 @@ def test_fitting_a_model_on_other_data_is_refused(data, ml_small, tmp_path):
         Recommender.load(tmp_path / "m").fit(other, TrainConfig(epochs=1, progress=False))
 
 
+@pytest.mark.parametrize("name", FEATURE_MODELS)
+def test_a_loaded_model_is_refused_other_features_of_the_same_shape(data, tmp_path, name):
+    """Features from another encoder or template keep their shape: a loaded model prepared (or fitted)
+    with them passed every size check and trained its learned projections on inputs it never saw."""
+    ds, feats = data
+    _build(name, ds, feats).save(tmp_path / "m")
+    other = Features(text=feats.text[::-1].copy())  # same shape, other contents
+    with pytest.raises(DataError, match=rf"^{name} was trained with other text features than those given"):
+        Recommender.load(tmp_path / "m").fit(ds, TrainConfig(epochs=1, progress=False), features=other)
+    loaded = Recommender.load(tmp_path / "m")
+    loaded.prepare(ds, feats)  # its own features: accepted, and recorded again by the next save
+    loaded.save(tmp_path / "m2")
+    with pytest.raises(DataError, match="other text features"):
+        Recommender.load(tmp_path / "m2").prepare(ds, other)
+
+
 def _nan_row(x: np.ndarray, row: int = 3) -> np.ndarray:
     x = x.copy()
     x[row] = np.nan

@@ -181,9 +181,20 @@ class Recommender(nn.Module):
         if (dataset.n_users, dataset.n_items) != (self.n_users, self.n_items):  # a loaded model, other data
             raise DataError(None, f"{self.name} has {self.n_users} users × {self.n_items} items but dataset "
                                   f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not its data")
+        digests = feature_digests(features, self.dims)
+        trained_on = getattr(self, "_saved_feature_digests", None)  # set by load()
+        if trained_on is not None:
+            # same-shaped features from another encoder or template would pass every size check, and the
+            # learned projections would then read inputs they were never trained on
+            # (features not given at all are the model's own prepare's to report, by name and shape)
+            other = sorted(k for k in trained_on if k in digests and trained_on[k] != digests[k])
+            if other:
+                raise DataError(None, f"{self.name} was trained with other {' and '.join(other)} features than "
+                                      f"those given (their contents differ; sizes alone would pass): give the "
+                                      f"feature folder it was trained with")
         self._prepared = True
         self.set_train_matrix(dataset.csr("train"))
-        self.feature_digests = feature_digests(features, self.dims)
+        self.feature_digests = digests
 
     def set_train_matrix(self, train: sp.csr_matrix) -> None:
         self._train_csr = train.tocsr()
@@ -302,6 +313,8 @@ class Recommender(nn.Module):
             "config": self.config.model_dump(mode="json"),
             "dims": self.dims,
             "summary": self.summary,
+            # what prepare() was given: a loaded model is refused other features of the same shapes
+            "feature_digests": self.feature_digests if self._prepared else getattr(self, "_saved_feature_digests", None),
             "weights_sha256": digest,
         })
         return path
@@ -378,6 +391,10 @@ class Recommender(nn.Module):
                 raise DataError(weights_path, f"corrupt training matrix: {e}") from None
         summary = meta.get("summary", {})
         model.summary = summary if isinstance(summary, dict) else {}
+        saved = meta.get("feature_digests")  # absent from models saved before it was recorded: not checked
+        if saved is not None and not (isinstance(saved, dict) and all(isinstance(v, str) for v in saved.values())):
+            raise DataError(meta_path, f"'feature_digests' must be a JSON object of strings, got {saved!r}")
+        model._saved_feature_digests = saved
         model.eval()
         return model
 

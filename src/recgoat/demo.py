@@ -74,6 +74,20 @@ def main(argv: list[str] | None = None) -> int:
             TrainConfig(**train)
         except ValidationError as e:
             raise ConfigError(f"--{first_validation_error(e)}") from None
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        if models is not None:  # an unknown or repeated name was refused only after the encoding
+            from recgoat.models import get_model_class
+
+            try:
+                if not models:
+                    raise ConfigError(f"no model given in {args.models!r}")
+                repeated = sorted({m for m in models if models.count(m) > 1})
+                if repeated:
+                    raise ConfigError(f"models repeat: {repeated}")
+                for m in models:
+                    get_model_class(m)
+            except ConfigError as e:
+                raise ConfigError(f"--models: {e}") from None
         ds = load(args.dataset)
         s = ds.stats()
         console.print(f"[bold]{ds.name}[/]: {s['users']} users, {s['items']} items, {s['interactions']} "
@@ -85,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         from recgoat.benchmark.runner import BenchmarkConfig, run_benchmark
         from recgoat.features import load_features
 
-        if args.models:
-            models = [m for m in args.models.split(",") if m]
-        else:
+        if models is None:
             peers, skipped = applicable_peers(ds, load_features(ds, feat_dir))
             for name, why in skipped.items():
                 console.print(f"{name} left out: {why}")

@@ -34,9 +34,12 @@ def _split(text: str | None) -> list[str] | None:
 @app.command("benchmark")
 def benchmark(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="benchmark YAML file"),
-    dataset: Optional[list[str]] = typer.Option(None, "--dataset", "-d",
-                                                help="dataset name or folder (repeatable or comma-separated)"),
-    models: Optional[str] = typer.Option(None, "--models", "-m", help="comma-separated model names"),
+    dataset: Optional[list[str]] = typer.Option(
+        None, "--dataset", "-d", help="dataset name or folder (repeatable or comma-separated); with --config, a "
+                                      "dataset the file lists keeps its settings there"),
+    models: Optional[str] = typer.Option(
+        None, "--models", "-m", help="comma-separated model names; with --config, the file's entries by label or "
+                                     "name (keeping their params)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="comma-separated seeds, e.g. 2026,2027"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum training epochs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),

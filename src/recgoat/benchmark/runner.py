@@ -18,10 +18,13 @@ Resume: a cell whose ``result.json`` holds the runner's ``benchmark`` entry (wri
 trainer's ``result.json`` and ``test_per_user.npz``) is not recomputed; a cell interrupted midway continues
 from the trainer's last checkpoint. ``cell.json`` records what the cell was started with (model, params,
 training settings, seed and the data: dataset spec, split seed, features); before anything trains, a folder
-holding cells of a different configuration is refused rather than silently mixing two experiments.
+holding cells of a different configuration is refused rather than silently mixing two experiments. A cell
+that failed, or never reached its first checkpoint, holds nothing to mix: under a changed configuration it
+is started afresh.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import gc
 import hashlib
@@ -39,7 +42,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recgoat.config import first_validation_error, parse_value, read_yaml_mapping, with_preset
-from recgoat.errors import ConfigError, RecGOATError, TrainingDiverged
+from recgoat.errors import ConfigError, DataError, RecGOATError, TrainingDiverged
 from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
 
@@ -244,22 +247,47 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         tree = read_yaml_mapping(p, "the config must be a mapping")
+    where = path if path is not None else "benchmark config"
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key == "epochs":
-            tree.setdefault("train", {})["epochs"] = value
+            if tree.get("train") is None:  # an empty `train:` section reads as null
+                tree["train"] = {}
+            if not isinstance(tree["train"], dict):
+                raise ConfigError(f"{where}: train: must be a mapping of training settings, "
+                                  f"got {type(tree['train']).__name__}")
+            tree["train"]["epochs"] = value
+        elif key in ("models", "datasets") and isinstance(tree.get(key), list) and isinstance(value, list):
+            # --models/--dataset choose among the file's entries (keeping their params, preset, features…)
+            tree[key] = [_pick(tree[key], v) for v in value]
         else:
             tree[key] = value
     for dotted, value in parse_set(sets):
         _apply(tree, dotted, value)
     try:
-        return BenchmarkConfig(**tree)
+        config = BenchmarkConfig(**tree)
     except ValidationError as e:
         hint = (" (a benchmark config's training section is `train`, e.g. --set train.lr=1e-3; `trainer` is the "
                 "key of `recgoat train`'s run config)") if "trainer" in tree else ""
-        where = path if path is not None else "benchmark config"
         raise ConfigError(f"{where}: {first_validation_error(e)}{hint}") from None
+    try:
+        check_config(config)
+    except RecGOATError as e:
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {e}") from None
+    return config
+
+
+def _pick(entries: list, name: Any) -> Any:
+    """The config entry a ``--models``/``--dataset`` name stands for: the one whose key (label, else name) it
+    is, else the only one of that name; another name is a new plain entry. (Replacing the file's entries by
+    bare names dropped their params and features, and a label such as ``recgoat-ml100k`` was an unknown model.)"""
+    keyed = [e for e in entries if ((e.get("label") or e.get("name")) if isinstance(e, dict) else e) == name]
+    if not keyed:
+        keyed = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
+    return copy.deepcopy(keyed[0]) if len(keyed) == 1 else name
 
 
 # ------------------------------------------------------------------------------------- data and features
@@ -447,13 +475,19 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
 
 
 def _comparable(key: str, value: Any) -> Any:
-    """A signature entry as compared: a features folder by the folder it names (a relative path is relative
-    to the working directory), so ``features/x`` and its absolute path are one configuration."""
+    """A signature entry as compared: a dataset or features folder by the folder it names (a relative path is
+    relative to the working directory), so ``features/x`` and its absolute path are one configuration."""
+    from recgoat.datasets.registry import EMBEDDED, SHARED
+
     if key != "data" or not isinstance(value, dict):
         return value
+    value = dict(value)
     feats = value.get("features")
     if isinstance(feats, str) and feats != "auto":
-        return {**value, "features": str(Path(feats).expanduser().resolve())}
+        value["features"] = str(Path(feats).expanduser().resolve())
+    name = value.get("name")
+    if isinstance(name, str) and name not in EMBEDDED + SHARED:
+        value["name"] = str(Path(name).expanduser().resolve())
     return value
 
 
@@ -464,10 +498,18 @@ def _mismatch_message(cell: Cell, diff: list[str]) -> str:
 _MISMATCH_FIX = "use another --out, give the changed model or dataset another `label`, or delete that folder"
 
 
+def _restartable(cell: Cell) -> bool:
+    """An unfinished cell that failed (``error.txt``) or holds no checkpoint: nothing of it is reported or
+    resumed under another configuration, so a changed configuration starts it afresh instead of being refused
+    (a model that could not be built, or a loss that diverged, is fixed by changing its settings)."""
+    return not cell.done and ((cell.run_dir / "error.txt").exists()
+                              or not (cell.run_dir / "checkpoint" / "state.json").exists())
+
+
 def check_signature(cell: Cell, sig: dict[str, Any]) -> None:
     """Refuse to resume or reuse a run folder that was started with another configuration."""
     diff = _signature_diff(cell, sig)
-    if diff:
+    if diff and not _restartable(cell):
         raise ConfigError(f"{_mismatch_message(cell, diff)}; {_MISMATCH_FIX}")
 
 
@@ -481,19 +523,77 @@ def check_model_params(model: ModelSpec) -> None:
         raise ConfigError(f"model {model.key!r}: bad params: {first_validation_error(e)}") from None
 
 
+def check_prepare(spec: DatasetSpec) -> None:
+    """A dataset's ``prepare`` options are valid preparation settings for a benchmark (a ConfigError naming
+    the dataset otherwise); checked before anything trains, not when the dataset's turn comes."""
+    from recgoat.datasets import PrepareConfig
+    from recgoat.datasets.registry import default_prepare_config
+
+    label = dataset_label(spec)
+    if "seed" in spec.prepare:
+        # load_dataset splits with split_seed (or the cell's seed): a prepare.seed would be silently replaced
+        raise ConfigError(f"dataset {label}: prepare.seed: the split seed is the benchmark's `split_seed` (each "
+                          f"cell's seed with `split_seeds: true`); set it there")
+    if spec.prepare.get("split") == "none":
+        raise ConfigError(f"dataset {label}: prepare.split none leaves no validation and test split to select "
+                          f"and evaluate on")
+    try:
+        PrepareConfig(**{**default_prepare_config(spec.name).__dict__, **spec.prepare})
+    except (TypeError, ConfigError) as e:
+        raise ConfigError(f"dataset {label}: bad prepare option: {e}") from None
+
+
+def check_config(config: BenchmarkConfig) -> None:
+    """What can be checked without data or run folders: every model is known, with valid params and train
+    overrides, and every dataset's preparation options are valid (:func:`load_config` names the file)."""
+    for m in config.models:
+        check_model_params(m)  # an unknown name fails here as "unknown model"
+        config.cell_train_config(m, config.seeds[0])
+    for d in config.datasets:
+        check_prepare(d)
+
+
+def check_dataset_source(spec: DatasetSpec) -> None:
+    """The dataset can be found (a known name, or an existing folder), and an already split folder is given
+    no subsetting/preparation; else the error :func:`load_dataset` would raise when the dataset's turn came."""
+    from recgoat.datasets.registry import EMBEDDED, SHARED, shared_root
+
+    if is_presplit(spec):
+        if spec.max_users or spec.prepare:
+            raise ConfigError(f"dataset {spec.name}: already split; max_users/prepare do not apply")
+        return
+    if spec.name in EMBEDDED:
+        return
+    if spec.name in SHARED:
+        root = shared_root()
+        if root is None or not (root / spec.name).is_dir():
+            raise DataError(spec.name, "shared dataset not found; set RECGOAT_SHARED_DATA to the folder holding it")
+        return
+    if not Path(spec.name).exists():
+        raise DataError(spec.name, f"no such dataset name or folder (known names: {', '.join(EMBEDDED + SHARED)})")
+
+
 def preflight(config: BenchmarkConfig, cells: list[Cell]) -> None:
-    """Refuse, before anything trains, what would otherwise stop the benchmark midway: bad model params, a
-    model that needs features on a dataset without them, or run folders started with another configuration."""
+    """Refuse, before anything trains, what would otherwise stop the benchmark midway: unknown models, bad
+    model params or preparation options, a missing dataset, a model that needs features on a dataset without
+    them (null, or a folder that does not exist), or run folders started with another configuration."""
     from recgoat.models.base import get_model_class
 
-    for m in config.models:
-        check_model_params(m)
+    check_config(config)
+    for d in config.datasets:
+        check_dataset_source(d)
     for cell in cells:
-        if cell.dataset.features is None and needs_features(get_model_class(cell.model.name)):
+        if not needs_features(get_model_class(cell.model.name)):
+            continue
+        feats = cell.dataset.features
+        if feats is None:
             raise ConfigError(f"dataset {dataset_label(cell.dataset)}: model {cell.model.key!r} needs features "
                               f"but `features` is null; give a feature folder or `auto`")
+        if feats != "auto" and not Path(feats).is_dir():  # else found when the first such cell came
+            raise DataError(feats, "feature folder not found; run `recgoat encode all <dataset>` first")
     mismatched = [_mismatch_message(c, d) for c in cells
-                  if (d := _signature_diff(c, _signature(c, config.cell_train_config(c.model, c.seed))))]
+                  if (d := _signature_diff(c, _signature(c, config.cell_train_config(c.model, c.seed))))
+                  and not _restartable(c)]
     if mismatched:
         raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
 
@@ -562,11 +662,13 @@ def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str,
     check_model_params(cell.model)  # before cell.json records them: bad params must not claim the folder
     sig = _signature(cell, train_cfg, dataset)
     check_signature(cell, sig)
+    if _signature_diff(cell, sig):  # a failed or never-checkpointed cell of another configuration: afresh
+        train_cfg = train_cfg.model_copy(update={"resume": False})
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     write_json(cell.run_dir / "cell.json", sig)
     (cell.run_dir / "error.txt").unlink(missing_ok=True)  # an earlier failure's report no longer applies
     # seed initialisation: differs per seed, identical when a cell is re-run
-    torch.manual_seed(cell.seed)
+    torch.manual_seed(cell.seed % 2**63)  # torch takes no seed >= 2**64 (the trainer reduces its seeds alike)
     np.random.seed(cell.seed % 2**32)
     with PeakRSS() as mem:
         model = model_cls.build(dataset, cell.model.params, features)

@@ -248,3 +248,22 @@ def test_an_underflowing_p_value_is_not_printed_as_zero():
          "mean_diff": 0.2, "p_value": 0.0, "seeds_best": 3, "seeds_second": 3, "seed_pairing": "all"}
     assert significance_line(s).endswith("mean difference +0.2000, p < 1e-300.")
     assert significance_line({**s, "p_value": 0.0123}).endswith("p = 0.0123.")
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "other metric"])
+def test_a_missing_per_user_file_is_one_error_naming_it(tmp_path, damage):
+    """A finished cell whose test_per_user.npz was deleted or damaged afterwards: the report stopped with a
+    traceback from inside numpy; now one DataError naming the file and how to recompute it."""
+    from recgoat.errors import DataError
+
+    runs = seed_runs(tmp_path, "a", [(0.1, 0.2), (0.3, 0.4)])
+    path = Path(runs[1]) / "test_per_user.npz"
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:20])
+    else:
+        np.savez(path, users=np.arange(2), hit_at_5=np.zeros(2))
+    with pytest.raises(DataError, match=r"test_per_user\.npz: the paired test reads each cell's per-user "
+                                        r"recall@20 here, and it is missing or unreadable .* run the benchmark again"):
+        per_user_means(runs, METRIC)

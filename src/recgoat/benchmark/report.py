@@ -21,12 +21,14 @@ import base64
 import html
 import io
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recgoat.errors import DataError
 from recgoat.io import atomic_path, read_json
 
 TIMINGS = {  # result column → (header, decimals)
@@ -91,8 +93,14 @@ def per_user_means(run_dirs: list[str | Path], metric: str) -> pd.Series:
     key = metric.replace("@", "_at_")
     parts = []
     for d in run_dirs:
-        with np.load(Path(d) / "test_per_user.npz") as z:
-            parts.append(pd.Series(z[key], index=z["users"]))
+        path = Path(d) / "test_per_user.npz"
+        try:
+            with np.load(path) as z:
+                parts.append(pd.Series(z[key], index=z["users"]))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:  # deleted or damaged after the cell finished
+            raise DataError(path, f"the paired test reads each cell's per-user {metric} here, and it is missing or "
+                                  f"unreadable ({type(e).__name__}: {e}); delete the cell's folder and run the "
+                                  f"benchmark again to recompute it") from None
     return pd.concat(parts, axis=1).mean(axis=1, skipna=True).dropna()
 
 

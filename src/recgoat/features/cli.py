@@ -66,7 +66,9 @@ def _make_command(which: tuple[str, ...]):
         char_budget: int = typer.Option(3000, help="characters of history per user profile"),
         mmrec: bool = typer.Option(False, "--mmrec", help="also write text_feat.npy / image_feat.npy"),
         device: str = typer.Option("cpu", help="torch device"),
-        force: bool = typer.Option(False, "--force", help="recompute even if up to date, discarding the checkpoints of interrupted runs (cached LLM answers in profiles.jsonl are kept)"),
+        force: bool = typer.Option(False, "--force", help="recompute even if up to date, discarding the checkpoints "
+                                                          "of interrupted runs (cached LLM answers in profiles.jsonl "
+                                                          "are kept)"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
     ) -> None:
         from recgoat.datasets import load

@@ -4,7 +4,8 @@ Why this shape: every later stage (graphs, models, serving) reads the same three
 be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
 manifest saying what made it (encoder, dimensions, text template, dataset fingerprint, date) and a key
 over everything that changes it (settings, data, and for images the local files' contents, how they
-are decoded and a plug-in model's weights, code and preprocessing); a matrix whose key matches is reused, anything else recomputed.
+are decoded and a plug-in model's weights, code and preprocessing); a matrix whose key matches is
+reused, anything else recomputed.
 Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only for the same row
 bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
 they arrive, so a killed run resumes where it stopped. Features holding NaN/inf are refused before they

@@ -314,7 +314,8 @@ class Recommender(nn.Module):
             "dims": self.dims,
             "summary": self.summary,
             # what prepare() was given: a loaded model is refused other features of the same shapes
-            "feature_digests": self.feature_digests if self._prepared else getattr(self, "_saved_feature_digests", None),
+            "feature_digests": (self.feature_digests if self._prepared
+                                else getattr(self, "_saved_feature_digests", None)),
             "weights_sha256": digest,
         })
         return path

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import RecGOATError
+from recgoat.errors import ConfigError, RecGOATError
 
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -119,7 +119,8 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, help="maximum epochs"),
     seed: Optional[int] = typer.Option(None, help="training seed"),
     out: Optional[str] = typer.Option(None, help="root folder for runs"),
-    run_dir: Optional[Path] = typer.Option(None, help="exact run folder (default OUT/DATASET/MODEL/seedS)"),
+    # a str: typer makes a Path of "" (an unset shell variable), which is "." and trained into the current folder
+    run_dir: Optional[str] = typer.Option(None, help="exact run folder (default OUT/DATASET/MODEL/seedS)"),
     set_: list[str] = typer.Option([], "--set", help="override any key, e.g. --set trainer.lr=5e-3"),
 ) -> None:
     """Train a model with early stopping on validation; prints validation and test metrics."""
@@ -131,6 +132,8 @@ def train_cmd(
     values = {key: value for key, value in (("model.name", model), ("data.name", dataset), ("features", features),
                                             ("trainer.epochs", epochs), ("trainer.seed", seed), ("out", out))
               if value is not None}
+    if run_dir is not None and not run_dir.strip():
+        raise ConfigError("--run-dir is empty (the current folder would be the run folder: give `--run-dir .`)")
     cfg = load_config(config, list(set_), values=values)
     result = train(cfg, run_dir=run_dir)
     _print_result(result)
@@ -167,8 +170,8 @@ def _print_result(result: dict) -> None:
                   f"{result['seconds_per_epoch']:.2f} s/epoch")
     if result.get("run_dir"):
         console.print(f"run folder: {result['run_dir']}", highlight=False, markup=False, soft_wrap=True)
-    for line in _summary_lines(result.get("summary") or {}):
-        console.print(line, highlight=False, markup=False)
+    for line in [*_summary_lines(result.get("summary") or {}), *(f"note: {n}" for n in result.get("notes", ()))]:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line each, as in a log
     _print_metrics({"valid": result["valid"], "test": result["test"]})
 
 
@@ -205,10 +208,20 @@ def main() -> None:
                                    f"{escape(str(e.strerror or e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        # every command writes through temp files: what was finished is kept, nothing is half-written
-        Console(stderr=True).print("interrupted; finished work is kept (train, encode and benchmark resume from "
-                                   "it when run again)", highlight=False)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as e:
+        # typer turns Ctrl-C inside a command into a silent exit 130 (Exit(130) from KeyboardInterrupt), so the
+        # handler above saw only an interrupt before a command started and this line was never printed
+        if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    # every command writes through temp files: what was finished is kept, nothing is half-written
+    Console(stderr=True).print("interrupted; finished work is kept (train, encode and benchmark resume from "
+                               "it when run again)", highlight=False, soft_wrap=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the chosen model's own ``Config``.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from importlib import resources
@@ -172,15 +173,37 @@ def _string_fallbacks(data: dict[str, Any], err: ValidationError, raw: dict[tupl
     return changed
 
 
-def _error_line(e: dict[str, Any], prefix: str = "") -> str:
+def _section_keys(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the section holding ``loc``'s last key accepts (None when ``model`` does not say)."""
+    for part in loc[:-1]:
+        field = (getattr(model, "model_fields", None) or {}).get(str(part))
+        model = field.annotation if field is not None else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    return list(model.model_fields)
+
+
+def _unknown_key(e: dict[str, Any], model: type[BaseModel] | None) -> str:
+    """``unknown key``, with the closest valid key and all of them when ``model`` tells them: a typo
+    (``trainer.epoch``) is fixed from the message alone."""
+    keys = _section_keys(model, tuple(e["loc"]))
+    if not keys:
+        return "unknown key"
+    close = difflib.get_close_matches(str(e["loc"][-1]), keys, n=1)
+    return "unknown key (" + (f"did you mean {close[0]!r}? " if close else "") + f"valid keys: {', '.join(keys)})"
+
+
+def _error_line(e: dict[str, Any], prefix: str = "", model: type[BaseModel] | None = None) -> str:
     loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
-    msg = "unknown key" if e["type"] == "extra_forbidden" else str(e["msg"]).removeprefix("Value error, ")
+    msg = _unknown_key(e, model) if e["type"] == "extra_forbidden" else str(e["msg"]).removeprefix("Value error, ")
     return f"{loc}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden"
                               and "input" in e and not isinstance(e["input"], dict) else "")
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    return "; ".join(_error_line(e, prefix) for e in err.errors())
+def format_validation_error(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """Every error of ``err`` as ``key: message``; ``model`` (the class validated) lists the valid keys
+    beside an unknown one."""
+    return "; ".join(_error_line(e, prefix, model) for e in err.errors())
 
 
 def first_validation_error(err: ValidationError) -> str:
@@ -245,7 +268,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg.model.params = with_preset(cfg.model.name, cfg.model.preset, cfg.model.params)
     params_raw = {k[2:]: v for k, v in raw.items() if len(k) == 3 and k[:2] == ("model", "params")}
     _validated(cls.Config, cfg.model.params, params_raw,
-               lambda e: format_validation_error(e, prefix="model.params"))
+               lambda e: format_validation_error(e, prefix="model.params", model=cls.Config))
     return cfg
 
 
@@ -268,7 +291,8 @@ def _located_errors(err: ValidationError, path: Path | None, given: set[tuple[st
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         from_command_line = any(loc[:len(k)] == k or k[:len(loc)] == loc for k in given)
-        lines.append(_error_line(e) if path is None or from_command_line else f"{path}: {_error_line(e)}")
+        line = _error_line(e, model=RunConfig)
+        lines.append(line if path is None or from_command_line else f"{path}: {line}")
     return "; ".join(lines)
 
 
@@ -284,7 +308,7 @@ def read_run_config(path: Path) -> RunConfig:
     try:
         return RunConfig(**data)
     except ValidationError as e:
-        raise ConfigError(f"{path}: {format_validation_error(e)}") from None
+        raise ConfigError(f"{path}: {format_validation_error(e, model=RunConfig)}") from None
 
 
 def preset_params(model: str, preset: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,10 +61,37 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     features = load_side_features(dataset, cfg.features)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     torch.manual_seed(cfg.trainer.seed)  # initialisation depends on the run's seed only
-    model = get_model_class(cfg.model.name).build(dataset, cfg.model.params, features)
+    cls = get_model_class(cfg.model.name)
+    model = cls.build(dataset, cfg.model.params, features)
     # the trainer writes run_config.json only once its checks pass
-    result = Trainer(cfg.trainer, run_dir=run_dir, run_config=cfg.model_dump(mode="json")).fit(model, dataset)
-    return {**result, "run_dir": str(run_dir)}  # where `recgoat evaluate` / `export` find it
+    result = Trainer(cfg.trainer, run_dir=run_dir, run_config=recorded_run_config(cfg)).fit(model, dataset)
+    # a model that neither declares features nor read any matrix of them (e.g. LightGCN given --features)
+    notes = [] if features is None or cls.needs_features or model.feature_digests else [
+        f"{cfg.model.name} reads no side features: the feature folder {cfg.features} was not used"]
+    return {**result, "run_dir": str(run_dir), "notes": notes}  # where `recgoat evaluate` / `export` find it
+
+
+def _absolute_if_path(name: str, names: tuple[str, ...] = ()) -> str:
+    """``name`` as an absolute path when it is an existing file or folder that :func:`load` reads as such (a
+    known dataset name stays a name, unless a pre-split folder of that name wins over it), else unchanged."""
+    from recgoat.datasets.registry import presplit_layout
+
+    p = Path(name)
+    if not p.exists() or (name in names and presplit_layout(p) is None):
+        return name
+    return os.path.abspath(p)
+
+
+def recorded_run_config(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` as ``run_config.json`` records it: a dataset or feature folder given by a relative path is
+    made absolute, so `recgoat evaluate` / `export` find it from any working folder (they read it back)."""
+    from recgoat.datasets.registry import EMBEDDED, SHARED
+
+    data = cfg.model_dump(mode="json")
+    data["data"]["name"] = _absolute_if_path(cfg.data.name, (*EMBEDDED, *SHARED))
+    if cfg.features is not None:
+        data["features"] = _absolute_if_path(cfg.features)
+    return data
 
 
 def trained_fingerprint(run_dir: Path) -> tuple[Path | None, str | None]:

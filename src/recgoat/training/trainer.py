@@ -440,6 +440,17 @@ class Trainer:
         eval_times: list[float] = []
         best = {"score": -math.inf, "epoch": -1, "valid": None}
         start_epoch, bad = 0, 0
+        if state is None and self.run_dir is not None:
+            # a fresh start (or a model without epochs, e.g. MostPop): what an earlier run left here describes
+            # another trajectory (its checkpoint must not be resumed if this run stops before writing its own,
+            # nor by a later run of that model, which then loaded this run's best/ into it: a RuntimeError; its
+            # result no longer describes best/; its best/ and what `recgoat evaluate` wrote of it are another
+            # model, which evaluate and export took for this run's until its first validation replaced it)
+            for stale in ("log.jsonl", "checkpoint/state.json", "result.json", "test_per_user.npz",
+                          *(f.name for f in self.run_dir.glob("evaluate_*.json"))):
+                (self.run_dir / stale).unlink(missing_ok=True)
+            for stale in ("best.new", "best"):
+                shutil.rmtree(self.run_dir / stale, ignore_errors=True)
 
         if _trains(model):
             sampler = NegativeSampler(model._train_csr)
@@ -451,13 +462,6 @@ class Trainer:
                 history = self._truncate_log(state["epoch"])
                 train_times = [r["train_seconds"] for r in history]
                 eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
-            elif self.run_dir is not None:
-                # a fresh start: what an earlier run left here describes another trajectory (its checkpoint
-                # must not be resumed if this run stops before writing its own; its result no longer
-                # describes best/)
-                for stale in ("log.jsonl", "checkpoint/state.json", "result.json"):
-                    (self.run_dir / stale).unlink(missing_ok=True)
-                shutil.rmtree(self.run_dir / "best.new", ignore_errors=True)
             bar = _progress(cfg.epochs, start_epoch, cfg.progress, model.name)
             for epoch in range(start_epoch, cfg.epochs):
                 # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first.
@@ -540,6 +544,10 @@ class Trainer:
         model.eval()
         model._cached = None
         test_res = Evaluator.for_split(dataset, "test", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection).evaluate(model)
+        if set(best["valid"]) != set(test_res.means):
+            # resumed under other trainer.ks: the checkpoint's best was validated at the old cut-offs, so the
+            # result (and `recgoat train`'s table) mixed two sets of columns; the best model, loaded above, again
+            best = {**best, "valid": valid_eval.evaluate(model).means}
         result = {
             "model": model.name,
             "dataset": dataset.name,

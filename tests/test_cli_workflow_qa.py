@@ -215,3 +215,13 @@ def test_summary_lines_are_not_wrapped_at_the_terminal_width(capsys):
                                "oat": "sinkhorn divergence", "rating_attention": True}})
     out = capsys.readouterr().out
     assert "fusion: simplex; alignment: CMCL + OAT (sinkhorn divergence); rating attention: on\n" in out
+
+
+@pytest.mark.parametrize("value, message", [
+    ("bogus", r"data\.split: unknown split method; expected random, temporal, loo \(got 'bogus'\)"),
+    ("none", r"data\.split: none leaves no validation and test split"),
+])
+def test_a_split_method_is_checked_by_its_key_before_the_data_loads(value, message):
+    """`--set data.split=bogus` failed only once the data was loaded, with a message not naming data.split."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"data.split={value}"])

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from recgoat.datasets.preprocess import RATIOS_RULE, ratios_ok
+from recgoat.datasets.preprocess import RATIOS_RULE, SPLIT_METHODS, ratios_ok
 from recgoat.errors import ConfigError
 from recgoat.training.trainer import TrainConfig
 
@@ -33,6 +33,18 @@ class DataConfig(BaseModel):
     split: str = "random"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2026
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str) -> str:
+        # checked here, naming data.split, rather than by the loader once the data is read
+        methods = [m for m in SPLIT_METHODS if m != "none"]
+        if v == "none":
+            raise ValueError("none leaves no validation and test split to select and evaluate on; "
+                             f"expected {', '.join(methods)}")
+        if v not in methods:
+            raise ValueError(f"unknown split method; expected {', '.join(methods)}")
+        return v
 
     @field_validator("ratios")
     @classmethod

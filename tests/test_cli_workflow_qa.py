@@ -225,3 +225,17 @@ def test_a_split_method_is_checked_by_its_key_before_the_data_loads(value, messa
     """`--set data.split=bogus` failed only once the data was loaded, with a message not naming data.split."""
     with pytest.raises(ConfigError, match=message):
         load_config(None, [f"data.split={value}"])
+
+
+def test_train_says_when_it_resumed(catalogue, tmp_path):
+    """Re-running `recgoat train` on a run folder resumes it silently: a finished run re-run looked like a
+    new one trained in no time. The result records the epochs restored, and the command says so."""
+    run_dir = tmp_path / "run"
+    common = ["--dataset", str(catalogue), "--model", "bprmf", "--run-dir", str(run_dir)]
+    first = train(*common, "--epochs", "2")
+    assert "resumed" not in first.output
+    assert json.loads((run_dir / "result.json").read_text())["resumed_epochs"] == 0
+    again = train(*common, "--epochs", "3")
+    assert "resumed from its checkpoint: 2 epoch(s) run before, 1 now" in again.output
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["resumed_epochs"] == 2 and result["epochs_run"] == 3

@@ -170,6 +170,10 @@ def _print_result(result: dict) -> None:
                   f"{result['seconds_per_epoch']:.2f} s/epoch")
     if result.get("run_dir"):
         console.print(f"run folder: {result['run_dir']}", highlight=False, markup=False, soft_wrap=True)
+    resumed = result.get("resumed_epochs") or 0
+    if resumed:  # else a re-run of a finished run looks like a new one that trained in no time
+        console.print(f"resumed from its checkpoint: {resumed} epoch(s) run before, "
+                      f"{max(result['epochs_run'] - resumed, 0)} now", highlight=False, markup=False, soft_wrap=True)
     for line in [*_summary_lines(result.get("summary") or {}), *(f"note: {n}" for n in result.get("notes", ()))]:
         console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line each, as in a log
     _print_metrics({"valid": result["valid"], "test": result["test"]})

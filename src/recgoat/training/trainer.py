@@ -556,6 +556,7 @@ class Trainer:
             "train_config": cfg.model_dump(mode="json"),
             "best_epoch": best["epoch"],
             "epochs_run": len(train_times),
+            "resumed_epochs": start_epoch,  # epochs restored from a checkpoint (0: a fresh run)
             "valid": best["valid"],
             "test": test_res.means,
             "seconds_per_epoch": float(np.mean(train_times)) if train_times else 0.0,

@@ -50,6 +50,8 @@ class LightGCN(Recommender):
 
     def get_embedding(self) -> Tensor:
         """Propagated embeddings of all ``U + I`` nodes (users first)."""
+        if self.adj is None:  # a loaded model keeps its final embeddings, not the graph to recompute them
+            raise RuntimeError("lightgcn: call prepare(dataset) before training or scoring")
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         return propagate(self.adj, ego, self.config.n_layers)
 

@@ -231,3 +231,29 @@ def test_train_prints_recgoat_fusion_and_alignment():
     lines = _summary_lines({"modalities_used": [], "fusion": "id_only", "cmcl": True,
                             "oat": "sinkhorn divergence", "rating_attention": False})
     assert lines[1] == "fusion: id_only; alignment: CMCL + OAT (sinkhorn divergence); rating attention: off"
+
+
+@pytest.mark.parametrize("name", ["vbpr", "recgoat"])
+def test_fit_with_other_features_uses_them(data, name):
+    """A built model given other features in fit trained on the features it was built with, silently."""
+    ds, feats = data
+    other = Features(text=np.ascontiguousarray(feats.text[::-1]))
+    model = _build(name, ds, feats)
+    model.fit(ds, TrainConfig(epochs=1, progress=False), features=other)
+    assert model.feature_digests == _build(name, ds, other).feature_digests != _build(name, ds, feats).feature_digests
+
+
+def test_prepare_drops_embeddings_computed_before(data, ml_small):
+    """A model in eval mode (a loaded one, say) prepared again on another training split of the same shape
+    kept scoring from the embeddings of its old graph."""
+    ds, _ = data
+    other = subset_users(ml_small, 40, seed=7)  # the same users and items, split another way
+    assert (other.n_users, other.n_items) == (ds.n_users, ds.n_items)
+    assert (other.csr("train") != ds.csr("train")).nnz
+    model = _build("lightgcn", ds, None)
+    model.eval()
+    before = model.score([0, 1]).clone()
+    model.prepare(other)
+    fresh = _build("lightgcn", other, None)  # the same weights (same seed), prepared on the other split
+    fresh.eval()
+    assert torch.equal(model.score([0, 1]), fresh.score([0, 1])) and not torch.equal(before, fresh.score([0, 1]))

@@ -193,6 +193,7 @@ class Recommender(nn.Module):
                                       f"those given (their contents differ; sizes alone would pass): give the "
                                       f"feature folder it was trained with")
         self._prepared = True
+        self._cached = None  # embeddings of the graph and features before (a loaded model's saved ones)
         self.set_train_matrix(dataset.csr("train"))
         self.feature_digests = digests
 
@@ -282,7 +283,9 @@ class Recommender(nn.Module):
         """Train with the shared :class:`~recgoat.training.Trainer` (early stopping on validation)."""
         from recgoat.training.trainer import Trainer, TrainConfig
 
-        if not self._prepared:
+        # features given to a model prepared with others were silently ignored: it is prepared again with them
+        other = features is not None and feature_digests(features, self.dims) != self.feature_digests
+        if not self._prepared or other:
             self.prepare(dataset, features)
         cfg = train_config if train_config is not None else TrainConfig()
         if isinstance(cfg, dict):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -16,25 +15,10 @@ from recgoat.config import load_config
 from recgoat.errors import ConfigError, DataError
 
 from conftest import run_main
+from training_helpers import catalogue, write_catalogue  # noqa: F401  (catalogue: a fixture)
 
 runner = CliRunner()
 QUIET = ["--set", "trainer.progress=false", "--set", "model.params.embedding_dim=8", "--set", "trainer.batch_size=256"]
-
-
-def write_catalogue(folder) -> None:
-    """50 users with 15 distinct items each out of 40."""
-    rng = np.random.default_rng(0)
-    rows = [{"user_id": f"u{u}", "item_id": f"i{i}", "timestamp": 1_600_000_000 + u * 100 + j}
-            for u in range(50) for j, i in enumerate(rng.choice(40, 15, replace=False))]
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(folder / "interactions.csv", index=False)
-
-
-@pytest.fixture(scope="module")
-def catalogue(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data") / "cat"
-    write_catalogue(folder)
-    return folder
 
 
 def train(*args: str):

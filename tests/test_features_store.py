@@ -292,18 +292,10 @@ def test_image_key_follows_image_files_and_model_weights(tmp_path):
 
 
 PLUGIN = """
-import torch
-from torch import nn
+from features_helpers import TinyNet
 
 
-class Net(nn.Module):
-    image_size = 32
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3)
-
+class Net(TinyNet):
     def forward(self, x):
         return self.conv(x).{pool}(dim=(2, 3))
 

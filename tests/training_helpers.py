@@ -9,15 +9,20 @@ from recgoat.datasets import load
 from recgoat.training.trainer import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def catalogue(tmp_path_factory):
-    """50 users with 15 distinct items each out of 40."""
+def write_catalogue(folder) -> None:
+    """50 users with 15 distinct items each out of 40, as ``folder/interactions.csv``."""
     rng = np.random.default_rng(0)
     rows = [{"user_id": f"u{u}", "item_id": f"i{i}", "rating": 4, "timestamp": u * 1000 + j}
             for u in range(50) for j, i in enumerate(rng.choice(40, 15, replace=False))]
-    folder = tmp_path_factory.mktemp("data") / "cat"
-    folder.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(folder / "interactions.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    """The catalogue of :func:`write_catalogue` in a folder of its own."""
+    folder = tmp_path_factory.mktemp("data") / "cat"
+    write_catalogue(folder)
     return folder
 
 

@@ -84,11 +84,8 @@ def test_unknown_split_in_cli_and_train_config(tmp_path, monkeypatch, capsys):
         assert code == 1 and "unknown split 'bogus'" in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-    from recgoat.training.run import load_dataset
-
-    cfg = load_config(None, [f"data.name={folder}", "data.split=bogus"])
-    with pytest.raises(ConfigError, match="unknown split 'bogus'"):
-        load_dataset(cfg)
+    with pytest.raises(ConfigError, match="data.split: unknown split 'bogus'"):  # before any data is read
+        load_config(None, [f"data.name={folder}", "data.split=bogus"])
 
 
 # ------------------------------------------------------------------------------ 2. errors name the data

@@ -202,7 +202,7 @@ def test_summary_lines_are_not_wrapped_at_the_terminal_width(capsys):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("bogus", r"data\.split: unknown split method; expected random, temporal, loo \(got 'bogus'\)"),
+    ("bogus", r"data\.split: unknown split 'bogus'; expected random, temporal, loo"),
     ("none", r"data\.split: none leaves no validation and test split"),
 ])
 def test_a_split_method_is_checked_by_its_key_before_the_data_loads(value, message):

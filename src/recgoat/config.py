@@ -43,7 +43,7 @@ class DataConfig(BaseModel):
             raise ValueError("none leaves no validation and test split to select and evaluate on; "
                              f"expected {', '.join(methods)}")
         if v not in methods:
-            raise ValueError(f"unknown split method; expected {', '.join(methods)}")
+            raise ValueError(f"unknown split {v!r}; expected {', '.join(methods)}")
         return v
 
     @field_validator("ratios")

@@ -21,8 +21,8 @@ Run: ``python benchmarks/recgoat_epoch.py --epochs 1 --scale 0.25`` (quick) or w
 
 Measured (full scale, 3 alternating epochs each, machine otherwise idle), session 9: 1 thread: LightGCN
 2.20 s, RecGOAT 10.71 s per epoch, 4.87×; 2 threads: 1.76 s vs 8.21 s, 4.66×; peak RSS ~0.9 GiB; no
-forbidden tensor. (Session 8, before the shared sparse product got faster for both: 2.85 s vs 11.91 s,
-4.18×.) Where a step's time goes: ``recgoat_step_breakdown.py``.
+forbidden tensor; session 11, 1 thread: 2.32 s vs 11.79 s, 5.07×. (Session 8, before the shared sparse
+product got faster for both: 2.85 s vs 11.91 s, 4.18×.) Where a step's time goes: ``recgoat_step_breakdown.py``.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from recgoat.benchmark import BenchmarkConfig, load_config, run_benchmark
 from recgoat.benchmark.runner import check_report_cells
@@ -209,3 +210,10 @@ def test_demo_refuses_bad_models_before_encoding(tmp_path, capsys, monkeypatch, 
     assert main(["--out", str(tmp_path / "demo"), "--models", models]) == 1
     assert message in " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("key, value", [("seeds", [True]), ("seeds", [2026, False]), ("split_seed", True)])
+def test_boolean_seeds_are_refused(key, value):
+    """pydantic reads true/false as 1/0: `seeds: [true]` (a YAML slip) trained seed 1 without a word."""
+    with pytest.raises(ValidationError, match="seeds are integers"):
+        BenchmarkConfig(datasets=["ml-latest-small"], models=["bprmf"], **{key: value})

@@ -223,3 +223,11 @@ def test_train_says_when_it_resumed(catalogue, tmp_path):
     assert "resumed from its checkpoint: 2 epoch(s) run before, 1 now" in again.output
     result = json.loads((run_dir / "result.json").read_text())
     assert result["resumed_epochs"] == 2 and result["epochs_run"] == 3
+
+
+def test_out_and_run_dir_together_are_refused(tmp_path, monkeypatch, capsys):
+    """--out was silently ignored when --run-dir was given too."""
+    code, err = run_main(monkeypatch, capsys, "train", "--model", "mostpop", "--out", str(tmp_path / "a"),
+                         "--run-dir", str(tmp_path / "b"))
+    assert code == 1 and "not both" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -134,6 +134,9 @@ def train_cmd(
               if value is not None}
     if run_dir is not None and not run_dir.strip():
         raise ConfigError("--run-dir is empty (the current folder would be the run folder: give `--run-dir .`)")
+    if run_dir is not None and out is not None:  # --out would be silently ignored
+        raise ConfigError("give --out (runs go to OUT/DATASET/MODEL/seedS) or --run-dir (the exact run folder), "
+                          "not both")
     cfg = load_config(config, list(set_), values=values)
     result = train(cfg, run_dir=run_dir)
     _print_result(result)

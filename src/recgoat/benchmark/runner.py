@@ -141,6 +141,14 @@ class BenchmarkConfig(BaseModel):
     def _models(cls, v: Any) -> Any:
         return [{"name": m} if isinstance(m, str) else m for m in _as_list(v, "models")]
 
+    @field_validator("seeds", "split_seed", mode="before")
+    @classmethod
+    def _no_bool_seeds(cls, v: Any) -> Any:
+        # pydantic reads true/false as the integers 1/0: `seeds: [true]` trained seed 1 without a word
+        if any(isinstance(x, bool) for x in (v if isinstance(v, list) else [v])):
+            raise ValueError(f"seeds are integers, got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "BenchmarkConfig":
         if not self.datasets or not self.models or not self.seeds:

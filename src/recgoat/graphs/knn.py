@@ -71,6 +71,8 @@ def knn_graph(features: np.ndarray, k: int, mask: np.ndarray | None = None, symm
         block: query rows per faiss search (bounds the N×k result memory, never N×N).
     """
     x = np.asarray(features)
+    if x.dtype == object:  # numbers as Python objects: NaN/inf went undetected and norm() raised a TypeError
+        x = x.astype(np.float64)
     if x.ndim != 2:
         raise ValueError(f"knn_graph: features must be a 2-D (N × D) matrix, got shape {x.shape}")
     k = operator.index(k)  # faiss takes a Python int only (a numpy integer is a SWIG TypeError)

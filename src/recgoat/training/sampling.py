@@ -12,6 +12,8 @@ thousands of items would exhaust any fixed number of rounds. The samples still u
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -32,9 +34,10 @@ class NegativeSampler:
     def __init__(self, train: sp.csr_matrix, max_rounds: int = 100):
         self.n_users, self.n_items = train.shape
         coo = train.tocoo()
-        self.users = coo.row.astype(np.int64)
-        self.items = coo.col.astype(np.int64)
-        self.keys = np.unique(self.users * self.n_items + self.items)  # sorted; duplicates once
+        self.keys = np.unique(coo.row.astype(np.int64) * self.n_items + coo.col)  # sorted; duplicates once
+        # the training pairs are the distinct stored (u, i): a duplicated entry of a non-canonical CSR is one
+        # pair, used once per epoch (on a canonical CSR this is coo's row-major order, unchanged)
+        self.users, self.items = np.divmod(self.keys, max(self.n_items, 1))
         full = users_without_negatives(train)
         if len(full):
             raise ValueError(f"user {int(full[0])} has interacted with every item: no negative exists")
@@ -42,7 +45,10 @@ class NegativeSampler:
         self._exact: tuple[np.ndarray, np.ndarray] | None = None  # built on first need (see module doc)
 
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = users * self.n_items + items
+        # int64: int32 ids times n_items (a Python int) stay int32 under NumPy 2 and wrap around
+        keys = np.asarray(users, dtype=np.int64) * self.n_items + np.asarray(items, dtype=np.int64)
+        if len(self.keys) == 0:  # no interaction at all (keys[-1] below would be an IndexError)
+            return np.zeros(keys.shape, bool)
         pos = np.searchsorted(self.keys, keys)
         pos = np.minimum(pos, len(self.keys) - 1)
         return self.keys[pos] == keys
@@ -75,6 +81,7 @@ class NegativeSampler:
 
     def epoch(self, batch_size: int, rng: np.random.Generator):
         """Yield shuffled mini-batches of ``(users, positives, negatives)`` LongTensors for one epoch."""
+        batch_size = _batch_size(batch_size)
         order = rng.permutation(len(self.users))
         users, pos = self.users[order], self.items[order]
         neg = self.sample_negatives(users, rng)
@@ -84,4 +91,13 @@ class NegativeSampler:
             yield u_t[sl], p_t[sl], n_t[sl]
 
     def n_batches(self, batch_size: int) -> int:
+        batch_size = _batch_size(batch_size)
         return (len(self.users) + batch_size - 1) // batch_size
+
+
+def _batch_size(batch_size: int) -> int:
+    """``batch_size`` as an int >= 1 (a negative one gave an empty epoch and a negative batch count)."""
+    batch_size = operator.index(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size

@@ -1,6 +1,7 @@
 """Amazon review data as published by McAuley et al., in its three releases.
 
-- 2014: ``reviews_<Cat>.json.gz`` (JSON lines: reviewerID, asin, overall, unixReviewTime) and
+- 2014: ``reviews_<Cat>.json.gz`` (JSON lines, or "loose" Python-literal lines: reviewerID, asin, overall,
+  unixReviewTime) and
   ``meta_<Cat>.json.gz`` whose lines are *Python literals* (asin, title, brand, categories as a list
   of lists, description, imUrl), read with :func:`ast.literal_eval`, never ``eval``.
 - 2018: ``<Cat>.json.gz`` (same review fields, JSON) and ``meta_<Cat>.json.gz`` (JSON lines: category
@@ -19,10 +20,13 @@ Files are streamed line by line (they reach several GB); frames are built once a
 from __future__ import annotations
 
 import ast
+import codecs
 import gzip
+import html
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -40,47 +44,77 @@ ITEM_COLUMNS = ["item_id", *TEXT_COLUMNS, "image", "price"]
 _PRICE = re.compile(r"^\s*(?:US\s*)?[$£€]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*$")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """A text stream over ``path``, gunzipped when the file starts with the gzip magic bytes."""
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    """A byte stream over ``path``, gunzipped when the file starts with the gzip magic bytes."""
     if not path.exists():
         raise DataError(path, "file not found")
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty")
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _parse_json(path: Path, n: int, line: str) -> tuple[Any, str | None]:
+    """``(json.loads(line), None)``, or ``(None, why)`` when the line is no JSON (a Python literal may still
+    read it); a DataError for JSON that cannot be held (nested too deeply, an integer of 5000 digits)."""
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as e:
+        return None, e.msg
+    except RecursionError:
+        raise DataError(path, f"malformed line {n}: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise DataError(path, f"malformed line {n}: {e}") from None
 
 
 def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line; JSON, or a Python literal where allowed."""
+    """(line number, record) for each non-blank line; JSON, or a Python literal where allowed.
+
+    Lines are decoded one by one: a leading byte-order mark is dropped, and bytes that are not UTF-8 are
+    read as U+FFFD with one warning naming the first such line (never silently).
+    """
     use_literal = False  # switches on after the first line that only parses as a literal
+    not_utf8, first_not_utf8 = 0, 0
     try:
-        with _open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
+        with _open_binary(path) as fh:
+            for n, raw in enumerate(fh, 1):
+                if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    not_utf8, first_not_utf8 = not_utf8 + 1, first_not_utf8 or n
+                    line = raw.decode("utf-8", errors="replace")
                 line = line.strip()
                 if not line:
                     continue
                 rec: Any = None
                 if not use_literal:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
+                    rec, why = _parse_json(path, n, line)
+                    if why is not None:
                         if not literal_ok:
-                            raise DataError(path, f"malformed line {n}: not valid JSON ({e.msg})") from None
+                            raise DataError(path, f"malformed line {n}: not valid JSON ({why})")
                         use_literal = True
                 if use_literal:
                     try:
                         rec = ast.literal_eval(line)
-                    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
-                        raise DataError(path, f"malformed line {n}: neither JSON nor a Python literal "
-                                              f"({type(e).__name__})") from None
+                    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+                        # TypeError: an unhashable key, {['a']: 1}. Else perhaps a JSON line after
+                        # literal ones (true/false/null are no Python literals)
+                        rec, why = _parse_json(path, n, line)
+                        if why is not None:
+                            raise DataError(path, f"malformed line {n}: neither JSON nor a Python literal "
+                                                  f"({type(e).__name__})") from None
                 if not isinstance(rec, dict):
                     raise DataError(path, f"malformed line {n}: expected an object, got "
                                           f"{type(rec).__name__}")
                 yield n, rec
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise DataError(path, f"cannot be read: {e}") from None
+    if not_utf8:
+        warnings.warn(f"{path}: {not_utf8} lines are not valid UTF-8 (first: line {first_not_utf8}); their "
+                      "undecodable bytes were read as U+FFFD (check the file's encoding)", UserWarning, stacklevel=3)
 
 
 def _first(rec: dict, keys: tuple[str, ...]) -> Any:
@@ -98,8 +132,10 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
     items: list[str] = []
     ratings: list[Any] = []
     times: list[Any] = []
+    line_of: list[int] = []
     release = None
-    for n, rec in _records(path, literal_ok=False):
+    # the 2014 files are read by their authors' own code with eval(): "loose" Python-literal lines too
+    for n, rec in _records(path, literal_ok=True):
         if release is None:
             release = "2023" if "user_id" in rec else "2014/2018"
         user = _first(rec, ("user_id", "reviewerID"))
@@ -114,6 +150,7 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
         items.append(str(item))
         ratings.append(rating)
         times.append(ts)
+        line_of.append(n)
     if not users:
         raise DataError(path, "no reviews in this file")
     df = pd.DataFrame({"user": users, "item": items})
@@ -122,13 +159,13 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
         if num.isna().any():
             first = int(np.flatnonzero(num.isna().to_numpy())[0])
             raise DataError(path, f"{int(num.isna().sum())} reviews have a non-numeric or NaN {col} "
-                                  f"(first: review {first + 1}, value {values[first]!r})")
+                                  f"(first: line {line_of[first]}, value {values[first]!r})")
         # JSON's 1e999 is inf: a rating that poisons weights, a time that wraps around in int64
         huge = ~(np.abs(num.to_numpy(np.float64)) < MAX_SECONDS)
         if huge.any():
             first = int(np.flatnonzero(huge)[0])
             raise DataError(path, f"{int(huge.sum())} reviews have an infinite or out-of-range {col} "
-                                  f"(first: review {first + 1}, value {values[first]!r})")
+                                  f"(first: line {line_of[first]}, value {values[first]!r})")
         df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
     ts = df["timestamp"].to_numpy()
     # 2023 timestamps are milliseconds; store seconds like every other loader
@@ -140,13 +177,14 @@ _WS = re.compile(r"\s+")
 
 
 def _text(value: Any, sep: str = " ") -> str | None:
-    """Plain text from a string or a (nested) list of strings; None when empty."""
+    """Plain text from a string or a (nested) list of strings, HTML entities decoded; None when empty."""
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
         parts = [p for p in (_text(v, sep) for v in value) if p]
         return sep.join(parts) or None
-    s = _WS.sub(" ", str(value)).strip()
+    # titles and categories carry HTML entities ("Sports &amp; Outdoors"): the text the encoders read is plain
+    s = _WS.sub(" ", html.unescape(str(value))).strip()
     return s or None
 
 
@@ -162,13 +200,18 @@ def _categories(value: Any) -> str | None:
 
 
 def _image(rec: dict) -> str | None:
-    """One image URL: 2014 imUrl, 2018 high-res then normal lists, 2023 large/hi_res/thumb dicts."""
+    """One image URL: 2014 imUrl, 2018 high-res then normal lists (or the ``image`` list most 2018 meta files
+    hold instead), 2023 large/hi_res/thumb dicts."""
     if rec.get("imUrl"):
         return str(rec["imUrl"])
-    for key in ("imageURLHighRes", "imageURL"):
+    for key in ("imageURLHighRes", "imageURL", "image"):
         urls = rec.get(key)
-        if isinstance(urls, list) and urls:
-            return str(urls[0])
+        if isinstance(urls, str):
+            urls = [urls]
+        if isinstance(urls, list):
+            url = next((u for u in urls if isinstance(u, str) and u.strip()), None)
+            if url:
+                return url.strip()
     images = rec.get("images")
     if isinstance(images, list):
         # the MAIN picture first when variants are labelled
@@ -180,6 +223,13 @@ def _image(rec: dict) -> str | None:
     return None
 
 
+def _as_float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an integer beyond float's range: no price (NaN below)
+        return np.inf
+
+
 def parse_prices(values: pd.Series) -> pd.Series:
     """Prices as float64: numbers kept, strings like ``"$12.99"`` / ``"$1,299.00"`` parsed, anything
     else (ranges, text, empty, negative or infinite values) NaN."""
@@ -187,7 +237,7 @@ def parse_prices(values: pd.Series) -> pd.Series:
     is_text = values.map(lambda v: isinstance(v, str)).to_numpy(bool)
     is_number = values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(bool)
     out = pd.Series(np.nan, index=values.index, dtype=np.float64)
-    out[is_number] = pd.to_numeric(values[is_number], errors="coerce").astype(np.float64)
+    out[is_number] = values[is_number].map(_as_float).astype(np.float64)
     parts = values[is_text].astype(str).str.extract(_PRICE)
     out[is_text] = pd.to_numeric(parts[0].str.replace(",", "", regex=False) + parts[1].fillna(""),
                                  errors="coerce").to_numpy(np.float64)
@@ -221,7 +271,14 @@ def read_meta(path: str | Path) -> pd.DataFrame:
         raise DataError(path, "no items in this file")
     df = pd.DataFrame(columns)
     df["price"] = parse_prices(df["price"])
-    return df.drop_duplicates("item_id", keep="first").reset_index(drop=True)
+    # repeated lines for one item are common (2018 files); repeats that disagree lose data: said once
+    distinct = df.drop_duplicates(keep="first")
+    clash = distinct["item_id"].duplicated(keep="first").to_numpy(bool)
+    if clash.any():
+        ids = distinct["item_id"][clash].unique()
+        warnings.warn(f"{path}: {len(ids)} items have several different lines (e.g. {ids[0]!r}); the first line "
+                      "of each is kept", UserWarning, stacklevel=2)
+    return distinct[~clash].reset_index(drop=True)
 
 
 def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
@@ -231,6 +288,12 @@ def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
     if meta_path is None:
         return inter, None, []
     items = read_meta(meta_path)
+    used = pd.unique(inter["item"])
+    n_missing = int((~pd.Index(used).isin(items["item_id"])).sum())
+    if n_missing:
+        # as the generic loader says it: allowed (they get no text or image), but never silently
+        warnings.warn(f"{meta_path}: {n_missing} of the {len(used)} items in {Path(reviews_path).name} have no "
+                      "line in this file; they get no text or image features", UserWarning, stacklevel=2)
     text_fields = [c for c in TEXT_COLUMNS if items[c].notna().any()]
     keep = ["item_id", *text_fields] + [c for c in ("image", "price") if items[c].notna().any()]
     return inter, items[keep], text_fields

@@ -5,8 +5,9 @@ Known names:
 - ``ml100k-mm``: MovieLens-100K with plot text and posters, read from ``$RECGOAT_SHARED_DATA`` or
   ``../shared/datasets`` (never copied into the project: its licence forbids redistribution).
 A path may be a prepared dataset folder (``manifest.json``), a folder in the generic layout, a folder
-in MMRec's layout (``<name>.inter``), a line-per-user folder (``train.txt``, ``test.txt``), or an Amazon
-review file (or a folder holding one, with its ``meta_<Cat>`` file beside it). See :data:`LAYOUTS`.
+in MMRec's layout (``<name>.inter``, or that file itself), a line-per-user folder (``train.txt``,
+``test.txt``), or an Amazon review file (or a folder holding one, with its ``meta_<Cat>`` file beside
+it). See :data:`LAYOUTS`.
 """
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ def find_amazon(path: Path) -> tuple[Path, Path | None] | None:
     return reviews[0], _amazon_meta(reviews[0])
 
 
+def _is_inter_file(path: Path) -> bool:
+    """An MMRec ``<name>.inter`` file given itself rather than its folder."""
+    return path.is_file() and path.suffix == ".inter"
+
+
 def _is_lines(path: Path) -> bool:
     """train.txt is enough: load_lines then names a missing test.txt itself."""
     return path.is_dir() and (path / "train.txt").is_file()
@@ -131,7 +137,7 @@ def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame 
     path = Path(s)
     if not path.exists():
         raise DataError(path, f"no such dataset name or folder (known names: {', '.join(EMBEDDED + SHARED)})")
-    if list(path.glob("*.inter")):
+    if _is_inter_file(path) or list(path.glob("*.inter")):
         raise DataError(path, "MMRec layout folders are already split: load them with recgoat.datasets.load")
     if _is_lines(path) and not _has_generic(path):
         raise DataError(path, "line-per-user folders are already split: load them with recgoat.datasets.load")
@@ -160,7 +166,7 @@ def presplit_layout(name_or_path: str | Path) -> str | None:
     p = Path(str(name_or_path))
     if p.is_dir() and (p / "manifest.json").exists():
         return "prepared"
-    if p.is_dir() and list(p.glob("*.inter")):
+    if _is_inter_file(p) or (p.is_dir() and list(p.glob("*.inter"))):
         return "MMRec"
     if _is_lines(p) and not _has_generic(p):
         return "line-per-user"
@@ -200,7 +206,8 @@ def load(name_or_path: str | Path, config: PrepareConfig | None = None) -> Datas
     if layout == "MMRec":
         from recgoat.datasets.mmrec import load_mmrec
 
-        return load_mmrec(p)
+        # the .inter file itself names the dataset; its folder holds the features and id mappings
+        return load_mmrec(p.parent, p.stem) if _is_inter_file(p) else load_mmrec(p)
     if layout == "line-per-user":
         from recgoat.datasets.lines import load_lines
 

@@ -140,8 +140,9 @@ def test_2018_meta_image_list_gives_the_item_image(tmp_path):
         "similar_item": "", "date": "", "price": "$7.86", "asin": a}) for a in PRODUCTS])
     ds = _quiet(load_amazon, reviews, meta)
     assert ds.has_images
+    # those are 40-pixel thumbnails: the full-size picture is the URL without its size modifiers
     assert ds.items.set_index("item_id").loc[PRODUCTS[1], "image"] == \
-        "https://images-na.ssl-images-amazon.com/images/I/41U9V2L._SS40_.jpg"
+        "https://images-na.ssl-images-amazon.com/images/I/41U9V2L.jpg"
     # the high-res list still wins where a file has both
     both = _write(tmp_path / "meta_X.json", [json.dumps({"asin": "B1", "image": ["thumb.jpg"],
                                                          "imageURLHighRes": ["big.jpg"]})])
@@ -208,3 +209,19 @@ def test_mmrec_inter_file_given_itself_loads_its_folder(tmp_path):
 
     with pytest.raises(DataError, match="already split"):
         load_raw(folder / "mmrec_tiny.inter")
+
+
+@pytest.mark.parametrize("url, full", [
+    ("https://images-na.ssl-images-amazon.com/images/I/41n5wUvfhsL._SS40_.jpg",
+     "https://images-na.ssl-images-amazon.com/images/I/41n5wUvfhsL.jpg"),
+    ("https://m.media-amazon.com/images/I/71abc+XYZ._AC_SX300_SY300_.png",
+     "https://m.media-amazon.com/images/I/71abc+XYZ.png"),
+    ("https://images-na.ssl-images-amazon.com/images/I/41n5wUvfhsL.jpg",  # already full size
+     "https://images-na.ssl-images-amazon.com/images/I/41n5wUvfhsL.jpg"),
+    ("https://example.com/images/I/41n5._SS40_.jpg", "https://example.com/images/I/41n5._SS40_.jpg"),  # not Amazon's
+    ("thumb.jpg", "thumb.jpg"),
+])
+def test_amazon_thumbnail_urls_point_to_the_full_size_picture(url, full):
+    from recgoat.datasets.amazon import _full_size
+
+    assert _full_size(url) == full

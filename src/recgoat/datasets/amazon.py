@@ -199,9 +199,22 @@ def _categories(value: Any) -> str | None:
     return "|".join(seen) or None
 
 
+# an Amazon image URL's size modifiers, ``<id>._SS40_.jpg``: without them the CDN serves the original
+_AMAZON_THUMB = re.compile(r"^(https?://[^?#]*(?:amazon|media-amazon|ssl-images-amazon)[^?#]*/images/I/[^/.]+)"
+                           r"\._[^/]*_(\.[A-Za-z]+)$")
+
+
+def _full_size(url: str) -> str:
+    """The full-size picture behind an Amazon thumbnail URL (``…/I/41abc._SS40_.jpg`` → ``…/I/41abc.jpg``):
+    the ``imageURL`` and ``image`` lists of 2018 meta files hold 40-pixel thumbnails (``_US40_``,
+    ``_SS40_``), too small for an image encoder (224-pixel input). Other URLs are returned as they are."""
+    m = _AMAZON_THUMB.match(url)
+    return m.group(1) + m.group(2) if m else url
+
+
 def _image(rec: dict) -> str | None:
     """One image URL: 2014 imUrl, 2018 high-res then normal lists (or the ``image`` list most 2018 meta files
-    hold instead), 2023 large/hi_res/thumb dicts."""
+    hold instead; the last two of thumbnails, so their full-size picture), 2023 large/hi_res/thumb dicts."""
     if rec.get("imUrl"):
         return str(rec["imUrl"])
     for key in ("imageURLHighRes", "imageURL", "image"):
@@ -211,7 +224,7 @@ def _image(rec: dict) -> str | None:
         if isinstance(urls, list):
             url = next((u for u in urls if isinstance(u, str) and u.strip()), None)
             if url:
-                return url.strip()
+                return url.strip() if key == "imageURLHighRes" else _full_size(url.strip())
     images = rec.get("images")
     if isinstance(images, list):
         # the MAIN picture first when variants are labelled

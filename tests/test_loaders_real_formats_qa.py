@@ -225,3 +225,15 @@ def test_amazon_thumbnail_urls_point_to_the_full_size_picture(url, full):
     from recgoat.datasets.amazon import _full_size
 
     assert _full_size(url) == full
+
+
+@pytest.mark.parametrize("raw, text", [
+    ("<p>Soft cotton.</p><p>Machine <b>washable</b>.<br/>Imported</p>", "Soft cotton. Machine washable . Imported"),
+    ('<div class="aplus">Fits < 5 lbs & up</div>', "Fits < 5 lbs & up"),  # a lone "<" is text
+    ("Use &lt;b&gt; for bold", "Use <b> for bold"),  # an escaped tag is the text it shows
+])
+def test_html_tags_in_descriptions_are_removed(raw, text):
+    """2018 descriptions hold HTML markup ('<p>…</p>', '<br>'): it reached the text encoders as written."""
+    from recgoat.datasets.amazon import _text
+
+    assert _text(raw) == text

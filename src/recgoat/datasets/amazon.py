@@ -174,17 +174,20 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
 
 
 _WS = re.compile(r"\s+")
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")  # an HTML tag, not a lone "<" ("< 5 lbs")
 
 
 def _text(value: Any, sep: str = " ") -> str | None:
-    """Plain text from a string or a (nested) list of strings, HTML entities decoded; None when empty."""
+    """Plain text from a string or a (nested) list of strings, HTML tags removed and entities decoded; None
+    when empty."""
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
         parts = [p for p in (_text(v, sep) for v in value) if p]
         return sep.join(parts) or None
-    # titles and categories carry HTML entities ("Sports &amp; Outdoors"): the text the encoders read is plain
-    s = _WS.sub(" ", html.unescape(str(value))).strip()
+    # titles and categories carry HTML entities ("Sports &amp; Outdoors") and 2018 descriptions HTML tags
+    # ("<p>…</p>", "<br>"): the text the encoders read is plain. Tags go first, so an escaped "&lt;b&gt;" stays
+    s = _WS.sub(" ", html.unescape(_TAG.sub(" ", str(value)))).strip()
     return s or None
 
 

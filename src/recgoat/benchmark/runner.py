@@ -231,7 +231,10 @@ def _apply(tree: dict, path: list[str], value: Any) -> None:
                     raise ConfigError(f"--set {'.'.join(path)}: {part!r} names several entries of "
                                       f"{'.'.join(path[:i])}; use a label: {[node[j].get('label') for j in keyed]}")
             if not keyed:
-                raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}")
+                # name the keys there are: a dataset given as a folder is keyed by its path, not its label
+                keys = [(e.get("label") or e.get("name")) if isinstance(e, dict) else e for e in node]
+                raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}; "
+                                  f"its entries: {', '.join(map(repr, keys)) or 'none'}")
             if last:
                 raise ConfigError(f"--set {'.'.join(path)}: cannot replace a whole list entry")
             if not isinstance(node[keyed[0]], dict):
@@ -278,6 +281,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     except ValidationError as e:
         hint = (" (a benchmark config's training section is `train`, e.g. --set train.lr=1e-3; `trainer` is the "
                 "key of `recgoat train`'s run config)") if "trainer" in tree else ""
+        if "model" in tree:  # `recgoat train`'s --set model.params.x=… does not carry over
+            hint += (" (a benchmark config lists its models under `models`: set one's params with, e.g., "
+                     "--set models.lightgcn.params.embedding_dim=16)")
         raise ConfigError(f"{where}: {first_validation_error(e)}{hint}") from None
     try:
         check_config(config)

@@ -34,3 +34,21 @@ def test_benchmark_set_unknown_dataset_entry_lists_the_entries(tmp_path):
     assert res.exit_code == 1, res.output
     flat = " ".join(res.output.split())
     assert "no entry 'shop' in datasets; its entries:" in flat and repr(str(shop)) in flat, res.output
+
+
+def test_a_text_template_over_columns_of_ones_own_is_encoded(tmp_path):
+    """Item text in columns the loader does not recognise (`name`, `summary`): `encode text --template
+    '{name}. {summary}'` was refused ("has no item text"), though the template may name any column."""
+    import json
+
+    shop = _shop(tmp_path)
+    (shop / "items.csv").write_text("item_id,name,summary\n" + "\n".join(
+        f"SKU-{1000 + i},Tent {i},A {2 + i}-person tent" for i in range(8)) + "\n")
+    out = tmp_path / "f"
+    res = CliRunner().invoke(app, ["encode", "text", str(shop), "--template", "{name}. {summary}",
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "text.json").read_text())
+    assert manifest["text_template"] == "{name}. {summary}" and manifest["example_text"].startswith("Tent ")
+    plain = CliRunner().invoke(app, ["encode", "text", str(shop), "--out", str(tmp_path / "g"), "--no-progress"])
+    assert plain.exit_code == 1 and "or a --template over its columns" in " ".join(plain.output.split())

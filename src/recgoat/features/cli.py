@@ -90,7 +90,7 @@ def _make_command(which: tuple[str, ...]):
 
                 check_folder_path(image_cache, "the image cache must be a folder")
             ds = load(dataset)
-            _check_has(ds, which)
+            _check_has(ds, which, template)
             folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
                                 progress=progress, force=force)
         except RecGOATError as exc:
@@ -100,12 +100,15 @@ def _make_command(which: tuple[str, ...]):
     return command
 
 
-def _check_has(ds: "Dataset", which: tuple[str, ...]) -> None:
+def _check_has(ds: "Dataset", which: tuple[str, ...], template: str | None = None) -> None:
     """`encode text` / `encode image` on a dataset without that input is an error: skipping it (as `encode
     all` does) would exit 0 having written nothing, and print an older matrix's line as if just made."""
-    if which == ("text",) and not ds.has_text:
+    from recgoat.features.store import has_item_text
+
+    if which == ("text",) and not has_item_text(ds, template):
         raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item text (an items table with text "
-                                               f"columns such as title or description); nothing to encode")
+                                               f"columns such as title or description, or a --template over "
+                                               f"its columns); nothing to encode")
     if which == ("image",) and not ds.has_images:
         raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item images (an images/ folder or an "
                                                f"image column in the items table); nothing to encode")

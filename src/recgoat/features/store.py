@@ -388,6 +388,12 @@ def _file_identity(paths: list[str], memo_path: Path | None = None) -> str:
     return h.hexdigest()[:20]
 
 
+def has_item_text(dataset: Dataset, template: str | None) -> bool:
+    """Whether there is item text to encode: text columns the loader recognised, or, with a ``template``,
+    any items table (the template may name any of its columns, e.g. ``{name}. {summary}``)."""
+    return dataset.has_text or (template is not None and dataset.items is not None)
+
+
 # ---------------------------------------------------------------------------------------------- encoders
 class _Session:
     """One encoding run: config, output folder, reporter, and the lazily loaded text encoder."""
@@ -482,7 +488,7 @@ class _Session:
         from recgoat.features.text import build_item_texts
 
         ds, cfg = self.dataset, self.config
-        if not ds.has_text:
+        if not has_item_text(ds, cfg.text_template):
             self.rep.say(f"text: dataset {ds.name} has no item text; skipped")
             return
         template = cfg.text_template

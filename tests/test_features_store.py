@@ -241,7 +241,7 @@ def test_nan_features_refused_when_writing(tmp_path):
     assert np.isfinite(load_features(ds, tmp_path).image).all()
 
 
-def test_image_problems_name_the_item(tmp_path):
+def test_image_problems_name_the_item(tmp_path, capsys):
     ds = mini_dataset()
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -255,6 +255,10 @@ def test_image_problems_name_the_item(tmp_path):
     assert ex["missing"] == [f"item {ds.item_ids[1]}: no image path or URL in the item metadata",
                              f"item {ds.item_ids[4]}: {tmp_path / 'absent.jpg'}: file not found"]
     assert ex["unreadable"][0].startswith(f"item {ds.item_ids[6]}: {corrupt}: ")  # then the decoder's complaint
+    # said even without progress output (`recgoat benchmark -q` hid it), with an example of each kind
+    err = " ".join(capsys.readouterr().err.split())
+    assert "3 without one (zero rows, mask False)" in err
+    assert f"e.g. item {ds.item_ids[1]}: no image path" in err and f"; item {ds.item_ids[6]}: {corrupt}: " in err
 
 
 def test_image_key_follows_image_files_and_model_weights(tmp_path):

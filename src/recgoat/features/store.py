@@ -165,9 +165,15 @@ class _Reporter:
         if self.progress:
             self.progress.stop()
 
-    def say(self, message: str) -> None:
+    def say(self, message: str, always: bool = False) -> None:
+        """A line on stderr; with ``always`` also when progress is off (a problem with the data, which
+        `recgoat benchmark -q` or ``encode_all(progress=False)`` must not hide)."""
         if self.enabled:
             self.console.print(message, markup=False, highlight=False)
+        elif always:
+            from rich.console import Console
+
+            Console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -613,11 +619,13 @@ class _Session:
                                                  images=counts, problem_examples=examples),
                     beside={"image_mask.npy": mask})
         bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
-        first = next((e[0] for e in examples.values() if e), "")
+        # one example of each kind of problem: an unreadable file is the one a person can act on
+        first = "; ".join(e[0] for e in examples.values() if e)
         self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
                      f"{self.out / 'image.npy'}" + (f"; {bad} without one (zero rows, mask False): "
                                                     f"{counts}; e.g. {first}" if bad else "")
-                     + ("; --force retries the failed downloads" if counts["download_failed"] else ""))
+                     + ("; --force retries the failed downloads" if counts["download_failed"] else ""),
+                     always=bool(bad))
 
     # -------------------------------------------------------------------------------------- users
     def encode_users(self) -> None:

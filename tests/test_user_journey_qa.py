@@ -52,3 +52,28 @@ def test_a_text_template_over_columns_of_ones_own_is_encoded(tmp_path):
     assert manifest["text_template"] == "{name}. {summary}" and manifest["example_text"].startswith("Tent ")
     plain = CliRunner().invoke(app, ["encode", "text", str(shop), "--out", str(tmp_path / "g"), "--no-progress"])
     assert plain.exit_code == 1 and "or a --template over its columns" in " ".join(plain.output.split())
+
+
+def test_an_image_that_cannot_be_decoded_is_not_exported(tmp_path):
+    """export copied a corrupt image file into the artefact and the service served it as image/jpeg: a broken
+    picture on the page. It is left out (the item shows without a picture), with one warning."""
+    import pandas as pd
+    import pytest
+    from PIL import Image
+
+    from recgoat.datasets import load
+    from recgoat.models import get_model_class
+    from recgoat.serving.artifacts import export_run
+
+    shop = _shop(tmp_path)
+    (shop / "items.csv").write_text("item_id,title\n" + "\n".join(f"SKU-{1000 + i},Tent {i}" for i in range(8)))
+    (shop / "images").mkdir()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(shop / "images" / "SKU-1000.png")
+    (shop / "images" / "SKU-1001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    ds = load(str(shop))
+    model = get_model_class("mostpop").build(ds)
+    with pytest.warns(UserWarning, match=r"1 item image\(s\) could not be decoded .* e\.g\. item SKU-1001: "):
+        out = export_run(model, ds, tmp_path / "artefact")
+    images = pd.read_parquet(out / "items.parquet").set_index("item_id")["image"]
+    assert pd.isna(images["SKU-1001"]) and images["SKU-1000"].startswith("images/")
+    assert (out / images["SKU-1000"]).is_file()

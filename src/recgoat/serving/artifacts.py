@@ -27,6 +27,7 @@ import hashlib
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
     if "title" not in table.columns:
         table["title"] = table["item_id"]
     images: list[str | None] = [None] * len(table)
+    unreadable: list[str] = []
     if dataset.has_images:
         (out / "images").mkdir(exist_ok=True)
         for i, ref in enumerate(dataset.image_sources()):
@@ -89,11 +91,29 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
                 continue
             path = Path(ref)
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                if not _readable_image(path):  # served, it would be a broken picture on the page
+                    unreadable.append(f"item {table['item_id'][i]}: {path}")
+                    continue
                 rel = f"images/{i}{path.suffix.lower()}"
                 shutil.copyfile(path, out / rel)
                 images[i] = rel
+    if unreadable:
+        warnings.warn(f"{len(unreadable)} item image(s) could not be decoded and are left out of the artefact "
+                      f"(those items are shown without a picture), e.g. {unreadable[0]}", UserWarning, stacklevel=3)
     table["image"] = pd.Series(images, dtype=object)
     return table
+
+
+def _readable_image(path: Path) -> bool:
+    """Whether Pillow can identify and verify the file (headers and, for PNG, checksums; not a full decode)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:  # noqa: BLE001 - any decoder complaint means the browser cannot show it either
+        return False
 
 
 def display_text(value: Any) -> str:

@@ -137,6 +137,8 @@ def check_tables_equal_jsons(tables: Tables, cfg, results: dict) -> None:
     """Each shown mean ± std equals the value recomputed from the per-run JSONs, to the shown decimals."""
     expected = {f"Test metrics @{k}": [(f"{m}@{k}", lambda r, c=f"{m}@{k}": r["test"][c], 4)
                                        for m in cfg.report_metrics] for k in cfg.ks_reported}
+    metric = cfg.train.metric  # the validation metric runs were selected on, as each run recorded it
+    expected[f"Validation {metric} (the selection metric)"] = [("valid", lambda r: r["valid"][metric], 4)]
     expected["Cost"] = [(c, TIMING_GET[c], dec) for c, (_, dec) in TIMINGS.items()]
     assert list(tables) == list(expected)
     assert cfg.ks_reported == list(cfg.train.ks)  # no report_ks given: every evaluated K is shown

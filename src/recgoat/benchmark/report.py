@@ -214,7 +214,8 @@ def _table(rows: pd.DataFrame, title: str, cols: list[tuple[str, str, int, bool]
 
 
 def tables(agg: pd.DataFrame, dataset: str, config) -> list[Table]:
-    """A dataset's tables: test metrics at each reported K (best mean bold), then training cost."""
+    """A dataset's tables: test metrics at each reported K (best mean bold), the validation metric models are
+    ranked and chosen on, then training cost."""
     rows = agg[agg["dataset"] == dataset]
     out = []
     for k in config.ks_reported:
@@ -222,6 +223,10 @@ def tables(agg: pd.DataFrame, dataset: str, config) -> list[Table]:
                 if f"{m}@{k}_mean" in rows.columns]
         if cols:
             out.append(_table(rows, f"Test metrics @{k}", cols))
+    # what the significance line's "best on validation" and each run's best epoch rest on, visible
+    metric = config.train.metric
+    out.append(_table(rows, f"Validation {metric} (the selection metric)",
+                      [("valid_selection", f"valid {metric}", 4, True)]))
     cost = [(c, h, dec, False) for c, (h, dec) in TIMINGS.items() if f"{c}_mean" in rows.columns]
     out.append(_table(rows, "Cost", cost))
     return out

@@ -169,7 +169,8 @@ def _print_metrics(blocks: dict[str, dict[str, float]]) -> None:
 
 def _print_result(result: dict) -> None:
     console.print(f"[bold]{escape(str(result['model']))}[/] on {escape(str(result['dataset']))}: "
-                  f"best epoch {result['best_epoch']} of {result['epochs_run']}, "
+                  # epochs count from 0 (as in result.json and log.jsonl); the benchmark's epochs→best is 1 more
+                  f"best epoch {result['best_epoch']} (counted from 0) of {result['epochs_run']} run, "
                   f"{result['seconds_per_epoch']:.2f} s/epoch")
     if result.get("run_dir"):
         console.print(f"run folder: {result['run_dir']}", highlight=False, markup=False, soft_wrap=True)

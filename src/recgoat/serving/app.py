@@ -123,6 +123,30 @@ class Metadata(BaseModel):
     summary: dict[str, Any]
 
 
+class ErrorMessage(BaseModel):
+    """The body of a 404 (unknown id), a 503, and of a 422 that no single field explains."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class FieldErrors(BaseModel):
+    """The body of a 422 for a bad parameter or body field (FastAPI's validation error)."""
+
+    detail: list[FieldError]
+
+
+# the error bodies as sent, declared in /openapi.json (404s and POST's string 422s were undeclared)
+NOT_FOUND = {404: {"model": ErrorMessage, "description": "unknown id"}}
+
+
 class ColdStart(BaseModel):
     """A user not in training: items they liked and/or a profile text."""
 
@@ -233,13 +257,13 @@ class Service:
     def user(self, user_id: str) -> int:
         u = self.run.user_index.get(user_id)
         if u is None:
-            raise HTTPException(404, f"unknown user_id {user_id!r}")
+            raise HTTPException(404, f"unknown user_id {_json_safe(user_id)!r}")
         return u
 
     def item(self, item_id: str) -> int:
         i = self.run.item_index.get(item_id)
         if i is None:
-            raise HTTPException(404, f"unknown item_id {item_id!r}")
+            raise HTTPException(404, f"unknown item_id {_json_safe(item_id)!r}")
         return i
 
     def recommendations_json(self, user_id: str | None, k: int, exclude_seen: bool, ids: np.ndarray,
@@ -347,7 +371,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         text_encoder=enc, display_fields=["title", *svc.fields],
                         summary=meta.get("summary") or {})
 
-    @app.get("/recommend", response_model=Recommendations)
+    @app.get("/recommend", response_model=Recommendations, responses=NOT_FOUND)
     async def recommend(user_id: str = Query(..., min_length=1, max_length=max_user), k: int = K,
                         exclude_seen: bool = True) -> Response:
         ids, scores = svc.recommend(svc.user(user_id), k, exclude_seen)
@@ -355,11 +379,14 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         return Response(svc.recommendations_json(user_id, k, exclude_seen, ids, scores),
                         media_type="application/json")
 
-    @app.post("/recommend", response_model=Recommendations)
+    @app.post("/recommend", response_model=Recommendations, responses={
+        **NOT_FOUND, 422: {"model": FieldErrors | ErrorMessage, "description": "bad body, or nothing to fold in"},
+        503: {"model": ErrorMessage, "description": "the text encoder cannot be loaded"}})
     async def recommend_cold(body: ColdStart) -> Response:
         unknown = [i for i in body.item_ids if i not in run.item_index]
         if unknown:
-            raise HTTPException(404, f"unknown item_id(s): {', '.join(map(repr, unknown[:20]))}")
+            # an id is echoed cut short, as in a 422 (a 100,000-character id came back whole)
+            raise HTTPException(404, f"unknown item_id(s): {', '.join(repr(_json_safe(i)) for i in unknown[:20])}")
         text = (body.text or "").strip()
         if text and not run.has_text_encoder:
             raise HTTPException(422, "this run has no text encoder (export it with --features to enable "
@@ -376,7 +403,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         return Response(svc.recommendations_json(None, body.k, body.exclude_seen, ids[0], scores[0]),
                         media_type="application/json")
 
-    @app.get("/similar-items", response_model=SimilarItems)
+    @app.get("/similar-items", response_model=SimilarItems, responses=NOT_FOUND)
     async def similar_items(item_id: str = Query(..., min_length=1, max_length=max_item), k: int = K) -> Response:
         i = svc.item(item_id)
         ids, scores = svc.similar(i, k)
@@ -394,7 +421,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                                             for u in page.tolist()])
 
     # :path: an id may hold "/" (the page sends it as %2F, which arrives decoded)
-    @app.get("/users/{user_id:path}/history", response_model=History)
+    @app.get("/users/{user_id:path}/history", response_model=History, responses=NOT_FOUND)
     async def history(user_id: str, n: int = Query(20, ge=1, le=MAX_K)) -> History:
         u = svc.user(user_id)
         return History(user_id=user_id, n_interactions=int(svc.n_seen[u]),
@@ -402,14 +429,15 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
 
     @app.get("/items", response_model=ItemList)
     async def items(q: str = Query("", max_length=200, description="case-insensitive title substring"),
-                    limit: int = Query(20, ge=1, le=MAX_K)) -> ItemList:
+                    limit: int = Query(20, ge=1, le=MAX_K), offset: int = Query(0, ge=0)) -> ItemList:
         needle = q.lower().strip()
         hits = np.flatnonzero(svc.titles_lower.str.contains(needle, regex=False).to_numpy()) if needle \
             else np.arange(run.n_items)
-        return ItemList(total=len(hits), items=svc.items_out(hits[:limit]))
+        # offset as in /users: a catalogue past the largest limit was listed by its total but unreachable
+        return ItemList(total=len(hits), items=svc.items_out(hits[offset:offset + limit]))
 
     @app.get("/items/{item_id:path}/image", response_class=FileResponse,
-             responses={404: {"description": "unknown item, or the item has no image file"}})
+             responses={404: {"model": ErrorMessage, "description": "unknown item, or the item has no image file"}})
     async def image(item_id: str) -> FileResponse:
         path = svc.image_files.get(svc.item(item_id))
         if path is None or not path.is_file():

@@ -163,3 +163,10 @@ def test_get_post_python_and_concurrent_requests_agree(client, run, trained):
         assert body["user_id"] == uid and body["k"] == k and body["exclude_seen"] is ex
         assert [it["item_id"] for it in body["items"]] == [run.item_ids[i] for i in ids]
         assert [it["score"] for it in body["items"]] == pytest.approx(scores.tolist(), abs=1e-5)
+
+
+def test_health_answers_head(client):
+    """Load balancers and `curl -I` probe health with HEAD: it got 405 Method Not Allowed."""
+    head, get = client.head("/health"), client.get("/health")
+    assert head.status_code == 200 == get.status_code and head.content == b""
+    assert get.json()["status"] == "ok"

@@ -359,6 +359,11 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     async def health() -> Health:
         return Health(status="ok", model=str(meta.get("model")), users=run.n_users, items=run.n_items)
 
+    # load balancers and `curl -I` probe health with HEAD, which FastAPI answers 405 on a GET route
+    @app.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        return Response(status_code=200)
+
     @app.get("/metadata", response_model=Metadata)
     async def metadata() -> Metadata:
         enc = (meta.get("text_encoder") or {}).get("encoder") if run.has_text_encoder else None

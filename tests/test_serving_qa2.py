@@ -17,12 +17,13 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from recgoat.errors import DataError
 from recgoat.serving import export_run, load_run
+
+from serving_helpers import train_shop
 
 pytest.importorskip("httpx")
 
@@ -35,28 +36,12 @@ UNTITLED = "i1"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    import torch
-
-    from recgoat.datasets import PrepareConfig, load_raw, prepare
-    from recgoat.models import BPRMF
-    from recgoat.training.trainer import TrainConfig
-
-    folder = tmp_path_factory.mktemp("qa2") / "shop"
-    folder.mkdir()
     # every pair twice (two timestamps): without deduplication the training split holds both rows
     rows = [(u, it, 1000 + 10 * j + rep) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS)
             if (ui + j) % 3 for rep in (0, 1)]
-    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(folder / "interactions.csv", index=False)
     titles = [f"Title {i}" for i in range(len(ITEMS))]
     titles[ITEMS.index(UNTITLED)] = None
-    pd.DataFrame({"item_id": ITEMS, "title": titles}).to_csv(folder / "items.csv", index=False)
-    name, inter, items, fields, info = load_raw(str(folder))
-    ds = prepare(name, inter, items, fields, PrepareConfig(k_core=0, dedup=False), info)
-    torch.manual_seed(0)
-    model = BPRMF.build(ds, {"embedding_dim": 8})
-    model.fit(ds, TrainConfig(epochs=1, progress=False))
-    model.eval()
-    return model, ds
+    return train_shop(tmp_path_factory.mktemp("qa2") / "shop", rows, ITEMS, titles, dedup=False)
 
 
 @pytest.fixture(scope="module")

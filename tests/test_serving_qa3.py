@@ -11,12 +11,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from recgoat.serving import export_run, load_run
+
+from serving_helpers import train_shop
 
 pytest.importorskip("httpx")
 
@@ -26,25 +26,8 @@ ITEMS = [f"i{i}" for i in range(20)] + ["007", "it/em", "i+j", "i j", "ü#?"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    import torch
-
-    from recgoat.datasets import PrepareConfig, load_raw, prepare
-    from recgoat.models import BPRMF
-    from recgoat.training.trainer import TrainConfig
-
-    folder = tmp_path_factory.mktemp("qa3") / "shop"
-    folder.mkdir()
     rows = [(u, it, 1000 + 10 * j) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS) if (ui + j) % 3]
-    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(folder / "interactions.csv", index=False)
-    pd.DataFrame({"item_id": ITEMS, "title": [f"Title {i}" for i in range(len(ITEMS))]}).to_csv(
-        folder / "items.csv", index=False)
-    name, inter, items, fields, info = load_raw(str(folder))
-    ds = prepare(name, inter, items, fields, PrepareConfig(k_core=0), info)
-    torch.manual_seed(0)
-    model = BPRMF.build(ds, {"embedding_dim": 8})
-    model.fit(ds, TrainConfig(epochs=1, progress=False))
-    model.eval()
-    return model, ds
+    return train_shop(tmp_path_factory.mktemp("qa3") / "shop", rows, ITEMS)
 
 
 @pytest.fixture(scope="module")

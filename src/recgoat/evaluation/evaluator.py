@@ -238,6 +238,9 @@ class Evaluator:
         heaps.nh, heaps.k = b, val.shape[1]
         heaps.val, heaps.ids = faiss.swig_ptr(val), faiss.swig_ptr(idx)
         heaps.heapify()
+        # faiss's empty slot holds -FLT_MAX and takes only larger scores, so a finite score of exactly -FLT_MAX
+        # (reachable on the overflow path) was never picked while counting ranked it; −∞ (masked) still never is
+        val[:b] = -np.inf
         heaps.addn(n_items, faiss.swig_ptr(scores), 0, 0, b)
         heaps.reorder()
         return idx[:b].copy()

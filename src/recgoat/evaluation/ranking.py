@@ -48,12 +48,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         ids = np.broadcast_to(np.arange(m), s.shape)
         out = np.lexsort((ids, -key, nan), axis=1)[:, :k].astype(np.int64)
         return out if np.ndim(scores) == 2 else out[0]
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    # no negation here or below: -s wraps for unsigned ints and the most negative int, fails for bool
+    part = np.argpartition(s, m - k, axis=1)[:, m - k:]
     kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
     above = s > kth
     tied = s == kth
     chosen = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
     ids = (np.flatnonzero(chosen) % m).reshape(n, k)  # exactly k per row, ascending id within each row
-    order = np.argsort(-np.take_along_axis(s, ids, axis=1), axis=1, kind="stable")  # stable: ties keep id order
+    # descending score, ties by ascending id: a stable ascending sort of the reversed row, read backwards
+    order = k - 1 - np.argsort(np.take_along_axis(s, ids, axis=1)[:, ::-1], axis=1, kind="stable")[:, ::-1]
     out = np.take_along_axis(ids, order, axis=1).astype(np.int64)
     return out if np.ndim(scores) == 2 else out[0]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from recgoat.datasets.preprocess import RATIOS_RULE, SPLIT_METHODS, ratios_ok
+from recgoat.datasets.preprocess import NO_HELD_OUT, RATIOS_RULE, SPLIT_METHODS, ratios_ok
 from recgoat.errors import ConfigError
 from recgoat.training.trainer import TrainConfig
 
@@ -40,8 +40,7 @@ class DataConfig(BaseModel):
         # checked here, naming data.split, rather than by the loader once the data is read
         methods = [m for m in SPLIT_METHODS if m != "none"]
         if v == "none":
-            raise ValueError("none leaves no validation and test split to select and evaluate on; "
-                             f"expected {', '.join(methods)}")
+            raise ValueError(f"{NO_HELD_OUT}; expected {', '.join(methods)}")
         if v not in methods:
             raise ValueError(f"unknown split {v!r}; expected {', '.join(methods)}")
         return v

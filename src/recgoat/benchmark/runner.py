@@ -541,6 +541,7 @@ def check_prepare(spec: DatasetSpec) -> None:
     """A dataset's ``prepare`` options are valid preparation settings for a benchmark (a ConfigError naming
     the dataset otherwise); checked before anything trains, not when the dataset's turn comes."""
     from recgoat.datasets import PrepareConfig
+    from recgoat.datasets.preprocess import NO_HELD_OUT
     from recgoat.datasets.registry import default_prepare_config
 
     label = dataset_label(spec)
@@ -549,8 +550,7 @@ def check_prepare(spec: DatasetSpec) -> None:
         raise ConfigError(f"dataset {label}: prepare.seed: the split seed is the benchmark's `split_seed` (each "
                           f"cell's seed with `split_seeds: true`); set it there")
     if spec.prepare.get("split") == "none":
-        raise ConfigError(f"dataset {label}: prepare.split none leaves no validation and test split to select "
-                          f"and evaluate on")
+        raise ConfigError(f"dataset {label}: prepare.split {NO_HELD_OUT}")
     try:
         PrepareConfig(**{**default_prepare_config(spec.name).__dict__, **spec.prepare})
     except (TypeError, ConfigError) as e:
@@ -570,21 +570,13 @@ def check_config(config: BenchmarkConfig) -> None:
 def check_dataset_source(spec: DatasetSpec) -> None:
     """The dataset can be found (a known name, or an existing folder), and an already split folder is given
     no subsetting/preparation; else the error :func:`load_dataset` would raise when the dataset's turn came."""
-    from recgoat.datasets.registry import EMBEDDED, SHARED, shared_root
+    from recgoat.datasets.registry import find_source
 
     if is_presplit(spec):
         if spec.max_users or spec.prepare:
             raise ConfigError(f"dataset {spec.name}: already split; max_users/prepare do not apply")
         return
-    if spec.name in EMBEDDED:
-        return
-    if spec.name in SHARED:
-        root = shared_root()
-        if root is None or not (root / spec.name).is_dir():
-            raise DataError(spec.name, "shared dataset not found; set RECGOAT_SHARED_DATA to the folder holding it")
-        return
-    if not Path(spec.name).exists():
-        raise DataError(spec.name, f"no such dataset name or folder (known names: {', '.join(EMBEDDED + SHARED)})")
+    find_source(spec.name)
 
 
 def preflight(config: BenchmarkConfig, cells: list[Cell]) -> None:

@@ -16,6 +16,8 @@ from recgoat.datasets.dataset import Dataset
 from recgoat.errors import ConfigError, DataError
 
 SPLIT_METHODS = ("random", "temporal", "loo", "none")
+#: why ``split: none`` cannot serve a training run (the run config and the benchmark say it alike)
+NO_HELD_OUT = "none leaves no validation and test split to select and evaluate on"
 
 
 @dataclass

@@ -123,20 +123,32 @@ def default_prepare_config(name: str) -> PrepareConfig:
     return PrepareConfig(min_rating=None, k_core=5, split="random", seed=2026)
 
 
-def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame | None, list[str], dict]:
-    """Raw interactions (original ids), item table, text fields and provenance for a name or folder."""
+def find_source(name_or_path: str | Path) -> Path:
+    """Where a dataset name or path is read from: the embedded copy, the shared folder, or the path itself;
+    a :class:`DataError` when it cannot be found (what :func:`load_raw` raises, for a check made early)."""
     s = str(name_or_path)
-    if s == "ml-latest-small":
-        return ("ml-latest-small", *_load_ml_latest(embedded_path(s)), {"source": "embedded:ml-latest-small"})
+    if s in EMBEDDED:
+        return embedded_path(s)
     if s in SHARED:
         root = shared_root()
         if root is None or not (root / s).is_dir():
             raise DataError(s, "shared dataset not found; set RECGOAT_SHARED_DATA to the folder holding it")
-        inter, items, fields = load_generic(root / s)
-        return s, inter, items, fields, {"source": str(root / s)}
+        return root / s
     path = Path(s)
     if not path.exists():
         raise DataError(path, f"no such dataset name or folder (known names: {', '.join(EMBEDDED + SHARED)})")
+    return path
+
+
+def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame | None, list[str], dict]:
+    """Raw interactions (original ids), item table, text fields and provenance for a name or folder."""
+    s = str(name_or_path)
+    path = find_source(s)
+    if s == "ml-latest-small":
+        return ("ml-latest-small", *_load_ml_latest(path), {"source": "embedded:ml-latest-small"})
+    if s in SHARED:
+        inter, items, fields = load_generic(path)
+        return s, inter, items, fields, {"source": str(path)}
     if _is_inter_file(path) or list(path.glob("*.inter")):
         raise DataError(path, "MMRec layout folders are already split: load them with recgoat.datasets.load")
     if _is_lines(path) and not _has_generic(path):

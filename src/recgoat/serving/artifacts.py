@@ -210,11 +210,11 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
     return out
 
 
-def _write_artefact(model, dataset, out: Path, feats, embeddings=None) -> None:
-    """Every file of the artefact, ``artifact.json`` (with their checksums) last, into the empty ``out``."""
-    model.eval()
+def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Every file of the artefact, ``artifact.json`` (with their checksums) last, into the empty ``out``;
+    ``embeddings``: the model's final embeddings, as :func:`export_run` checked them (model in eval mode)."""
     model.save(out / "model")
-    u_emb, i_emb = embeddings if embeddings is not None else model.final_embeddings()
+    u_emb, i_emb = embeddings
     save_file({"user_emb": u_emb.clone().contiguous(), "item_emb": i_emb.clone().contiguous()},
               str(out / "embeddings.safetensors"))
     write_json(out / "ids.json", {"users": [str(u) for u in dataset.user_ids],

@@ -129,3 +129,20 @@ def test_registry_unknown_folder_lists_layouts(tmp_path):
         load(tmp_path)
     for loader in ("load_mmrec", "load_lines", "load_amazon", "interactions.{csv,tsv,parquet}"):
         assert loader in e.value.problem
+
+
+def test_stable_reference_matches_what_load_reads(tmp_path, monkeypatch):
+    # run_config.json and the benchmark's cell comparison both use this (they once decided "is it a
+    # folder?" each in its own way: a pre-split folder named like a known dataset compared as the name)
+    from recgoat.benchmark.runner import _comparable
+    from recgoat.datasets.registry import stable_reference
+
+    monkeypatch.chdir(tmp_path)
+    assert stable_reference("ml-latest-small") == "ml-latest-small"  # a known name, nothing of that name here
+    assert stable_reference("data/../x") == str(tmp_path / "x")  # a path, absolute and normalised
+    assert stable_reference("ml-latest-small", names=()) == str(tmp_path / "ml-latest-small")
+    (tmp_path / "ml-latest-small").mkdir()
+    (tmp_path / "ml-latest-small" / "manifest.json").write_text("{}")  # a prepared folder wins over the name
+    assert stable_reference("ml-latest-small") == str(tmp_path / "ml-latest-small")
+    assert _comparable("data", {"name": "ml-latest-small", "features": "f"}) == {
+        "name": str(tmp_path / "ml-latest-small"), "features": str(tmp_path / "f")}

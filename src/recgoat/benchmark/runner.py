@@ -491,17 +491,17 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
 def _comparable(key: str, value: Any) -> Any:
     """A signature entry as compared: a dataset or features folder by the folder it names (a relative path is
     relative to the working directory), so ``features/x`` and its absolute path are one configuration."""
-    from recgoat.datasets.registry import EMBEDDED, SHARED
+    from recgoat.datasets.registry import stable_reference
 
     if key != "data" or not isinstance(value, dict):
         return value
     value = dict(value)
     feats = value.get("features")
     if isinstance(feats, str) and feats != "auto":
-        value["features"] = str(Path(feats).expanduser().resolve())
+        value["features"] = stable_reference(feats, names=())
     name = value.get("name")
-    if isinstance(name, str) and name not in EMBEDDED + SHARED:
-        value["name"] = str(Path(name).expanduser().resolve())
+    if isinstance(name, str):
+        value["name"] = stable_reference(name)
     return value
 
 

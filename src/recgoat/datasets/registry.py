@@ -140,6 +140,18 @@ def find_source(name_or_path: str | Path) -> Path:
     return path
 
 
+def stable_reference(name_or_path: str | Path, names: tuple[str, ...] = (*EMBEDDED, *SHARED)) -> str:
+    """``name_or_path`` as a string that means the same from any working folder: a name in ``names`` stays a
+    name (unless a pre-split folder of that name here wins over it, as :func:`load` lets it); anything else is
+    a path, made absolute (normalised as spelled: symlinks are kept; it need not exist, e.g. a features folder
+    deleted since a benchmark cell ran). What ``run_config.json`` records and what the benchmark compares
+    cell configurations by."""
+    s = str(name_or_path)
+    if s in names and presplit_layout(s) is None:
+        return s
+    return os.path.abspath(s)
+
+
 def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame | None, list[str], dict]:
     """Raw interactions (original ids), item table, text fields and provenance for a name or folder."""
     s = str(name_or_path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,26 +70,15 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     return {**result, "run_dir": str(run_dir), "notes": notes}  # where `recgoat evaluate` / `export` find it
 
 
-def _absolute_if_path(name: str, names: tuple[str, ...] = ()) -> str:
-    """``name`` as an absolute path when it is an existing file or folder that :func:`load` reads as such (a
-    known dataset name stays a name, unless a pre-split folder of that name wins over it), else unchanged."""
-    from recgoat.datasets.registry import presplit_layout
-
-    p = Path(name)
-    if not p.exists() or (name in names and presplit_layout(p) is None):
-        return name
-    return os.path.abspath(p)
-
-
 def recorded_run_config(cfg: RunConfig) -> dict[str, Any]:
     """``cfg`` as ``run_config.json`` records it: a dataset or feature folder given by a relative path is
     made absolute, so `recgoat evaluate` / `export` find it from any working folder (they read it back)."""
-    from recgoat.datasets.registry import EMBEDDED, SHARED
+    from recgoat.datasets.registry import stable_reference
 
     data = cfg.model_dump(mode="json")
-    data["data"]["name"] = _absolute_if_path(cfg.data.name, (*EMBEDDED, *SHARED))
+    data["data"]["name"] = stable_reference(cfg.data.name)
     if cfg.features is not None:
-        data["features"] = _absolute_if_path(cfg.features)
+        data["features"] = stable_reference(cfg.features, names=())
     return data
 
 

@@ -21,7 +21,9 @@ Run: ``python benchmarks/recgoat_epoch.py --epochs 1 --scale 0.25`` (quick) or w
 
 Measured (full scale, 3 alternating epochs each, machine otherwise idle), session 9: 1 thread: LightGCN
 2.20 s, RecGOAT 10.71 s per epoch, 4.87×; 2 threads: 1.76 s vs 8.21 s, 4.66×; peak RSS ~0.9 GiB; no
-forbidden tensor; session 11, 1 thread: 2.32 s vs 11.79 s, 5.07×. (Session 8, before the shared sparse
+forbidden tensor; session 11, 1 thread: 2.32 s vs 11.79 s, 5.07×; session 12: 2.04 s vs 9.71 s, 4.75×,
+and 2.34 s vs 10.41 s, 4.45×; with ``--preset ml100k`` (no profile branch) 2.27 s vs 7.45 s, 3.28×, and
+2.36 s vs 8.02 s, 3.40×. (Session 8, before the shared sparse
 product got faster for both: 2.85 s vs 11.91 s, 4.18×.) Where a step's time goes: ``recgoat_step_breakdown.py``.
 """
 from __future__ import annotations
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--check-batches", type=int, default=2)
+    ap.add_argument("--preset", default=None, help="RecGOAT preset name or YAML path, e.g. ml100k (before --set)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RecGOAT config override")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -178,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     import yaml
 
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = {}
+    if args.preset:
+        from recgoat.models.recgoat import load_preset
+
+        overrides = load_preset(args.preset).model_dump(exclude_defaults=True)
+    overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
+    print(f"RecGOAT settings other than the defaults: {overrides or 'none (the paper configuration)'}")
     rg = RecGOAT.build(ds, {"embedding_dim": args.dim, **overrides}, feats)
     prep = time.perf_counter() - t1
     # the two models' epochs alternate, so that drifts in this machine's speed hit both alike

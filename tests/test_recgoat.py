@@ -130,6 +130,33 @@ def test_rating_attention_starts_as_lightgcn_then_learns_symmetric_weights():
     assert torch.all(torch.diff(f2[order]) >= -1e-7) and f2.max() > f2.min()
 
 
+@pytest.mark.parametrize("n_users,n_items", [(7, 12), (12, 7)])  # W on the user side, then on the item side
+def test_rating_attention_score_is_the_bilinear_form_of_its_docstring(n_users, n_items):
+    from recgoat.graphs.bipartite import normalized_bipartite
+    from recgoat.nn.layers import RatingAwareLightGCN
+
+    g = torch.Generator().manual_seed(n_users)
+    train = sp.csr_matrix((torch.rand(n_users, n_items, generator=g) < 0.4).numpy().astype(np.float32))
+    adj = normalized_bipartite(train)
+    prop = RatingAwareLightGCN(n_users, 5, n_layers=2)
+    ratings = torch.randn(len(adj.values()), generator=g)
+    prop.set_graph(adj, ratings)
+    with torch.no_grad():
+        prop.bilinear.copy_(torch.randn(5, 5, generator=g))
+        prop.rating_coef.fill_(0.3)
+    ego = torch.randn(n_users + n_items, 5, generator=g, requires_grad=True)
+    factor = prop.edge_factor(ego)
+    # by hand, edge by edge: 2σ((e_u W)·e_i / √d + β r)
+    u, i = prop._u, prop._i
+    want = 2 * torch.sigmoid(((ego[u] @ prop.bilinear) * ego[i]).sum(1) / 5 ** 0.5 + 0.3 * ratings)
+    assert torch.allclose(factor, want, atol=1e-6)
+    w = torch.randn(len(want), generator=g)
+    got_grads = torch.autograd.grad((factor * w).sum(), [ego, prop.bilinear])
+    want_grads = torch.autograd.grad((want * w).sum(), [ego, prop.bilinear])
+    for a, b in zip(got_grads, want_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def symmetric_pattern(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CSR ``crow``, ``col`` and per-entry ``row`` of a random symmetric ``n × n`` pattern (no diagonal)."""
     dense = torch.triu((torch.rand(n, n, generator=g) > 0.5).double(), 1)

@@ -487,7 +487,7 @@ class RecGOAT(Recommender):
         h_u = self.profile_view()
         users0 = self.user_emb.weight if h_u is None else self.user_emb.weight + h_u
         z = self.propagation(torch.cat([users0, self.item_emb.weight]))
-        z_u, z_id = z[: self.n_users], z[self.n_users:]
+        z_u, z_id = torch.split(z, [self.n_users, self.n_items])  # one backward pass (two slices: two zero-fills)
         h = self.item_views(items)
         hat = {m: self.maps[m](h[m]) for m in self.modalities}
         z_id_rows = z_id if items is None else z_id[items]

@@ -106,7 +106,7 @@ def _transposed_spmm(g: GATGraph, values: Tensor, x: Tensor) -> Tensor:
     building the transpose of a restricted graph every step costs more than the product itself.
     """
     if g.crow_t is not None:
-        return spmm(csr_tensor(g.crow_t, g.col_t, values.detach()[g.perm], g.shape[::-1]), x)
+        return spmm(csr_tensor(g.crow_t, g.col_t, values.detach().index_select(0, g.perm), g.shape[::-1]), x)
     adj = sp.csr_matrix((values.detach().numpy(), g.col.numpy(), g.crow.numpy()), shape=g.shape)
     return torch.from_numpy(np.ascontiguousarray(adj.T @ x.detach().numpy()))
 
@@ -283,7 +283,7 @@ class _GATAggregate(torch.autograd.Function):
         if g.crow_t is None:  # restricted graph: scatter-add by source, and scipy's transposed product
             d_src = d_z.new_zeros(g.shape[1]).index_add_(0, g.col, d_z)
         else:
-            d_src = torch.segment_reduce(d_z[g.perm], "sum", offsets=g.crow_t)
+            d_src = torch.segment_reduce(d_z.index_select(0, g.perm), "sum", offsets=g.crow_t)
         d_x = None
         if ctx.needs_input_grad[3]:
             d_x = _transposed_spmm(g, alpha, grad)
@@ -483,7 +483,7 @@ class _SymSampledDot(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         crow, col, perm_t, m = ctx.saved_tensors
-        g = csr_tensor(crow, col, grad + grad[perm_t], (m.shape[0], m.shape[0]))
+        g = csr_tensor(crow, col, grad + grad.index_select(0, perm_t), (m.shape[0], m.shape[0]))
         return None, None, None, spmm(g, m)
 
 
@@ -522,8 +522,16 @@ class RatingAwareLightGCN(nn.Module):
         """``2σ(s_e)`` per stored entry; equal on ``(u,i)`` and ``(i,u)`` by construction.
 
         With ``M = [E_U W; E_I]``, ``M_a · M_b`` is ``(e_u W)·e_i`` whichever of ``(u,i)``/``(i,u)``
-        the entry is, so one sampled product gives every score (no ``E × d`` gather)."""
-        m = torch.cat([ego[: self.n_users] @ self.bilinear, ego[self.n_users:]])
+        the entry is, so one sampled product gives every score (no ``E × d`` gather). ``W`` goes on the
+        smaller side: ``(e_u W)·e_i = e_u·(e_i Wᵀ)``, so ``M = [E_U; E_I Wᵀ]`` when there are fewer items
+        (Amazon Baby: 7,050 items against 19,445 users, the ``n × d × d`` product and its backward ~2.8×
+        cheaper)."""
+        # split, not two slices: each slice's backward writes a zero-filled (U + I) × d gradient
+        users, items = torch.split(ego, [self.n_users, ego.shape[0] - self.n_users])
+        if len(users) <= len(items):
+            m = torch.cat([users @ self.bilinear, items])
+        else:
+            m = torch.cat([users, items @ self.bilinear.t()])
         s = _SymSampledDot.apply(self._crow, self._col, self._perm_t, m) / math.sqrt(self.dim)
         return 2.0 * torch.sigmoid(s + self.rating_coef * self._rating)
 

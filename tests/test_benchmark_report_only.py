@@ -164,3 +164,24 @@ def test_a_features_folder_is_one_configuration_by_relative_or_absolute_path(tmp
     assert _signature_diff(cell, {**sig, "data": {**data, "features": str(tmp_path / "features" / "y")}}) == ["data"]
     assert _signature_diff(cell, {**sig, "data": {**data, "features": "auto"}}) == ["data"]
     assert _signature_diff(cell, {**sig, "data": {**data, "split_seed": 2027}}) == ["data"]
+
+
+def test_a_parameter_given_at_its_default_is_the_same_configuration(tmp_path):
+    # a finished cell was refused ("params differ") once its config spelt out a default value
+    import json
+    from types import SimpleNamespace
+
+    from recgoat.benchmark.runner import _signature_diff
+    from recgoat.models import get_model_class
+
+    cell = SimpleNamespace(run_dir=tmp_path / "cell")
+    cell.run_dir.mkdir()
+    data = {"name": "ml100k-mm", "max_users": None, "prepare": {}, "split_seed": 2026, "features": None}
+    sig = {"model": "lightgcn", "params": {}, "train": {}, "seed": 2026, "data": data}
+    (cell.run_dir / "cell.json").write_text(json.dumps(sig))
+    dim = get_model_class("lightgcn").Config().embedding_dim
+    assert _signature_diff(cell, {**sig, "params": {"embedding_dim": dim}}) == []
+    assert _signature_diff(cell, {**sig, "params": {"embedding_dim": dim // 2}}) == ["params"]
+    assert _signature_diff(cell, {**sig, "params": {"no_such_key": 1}}) == ["params"]  # invalid: compared raw
+    assert _signature_diff(cell, {**sig, "model": "bprmf", "params": {"embedding_dim": dim}}) == ["model", "params"]
+

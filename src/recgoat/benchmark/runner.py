@@ -485,7 +485,22 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
     old = read_json(path)
     # a cell.json from before "data" was recorded is not compared on it (nothing to compare with)
     keys = ["model", "params", "train", "seed", "data"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
-    return [k for k in keys if k in old and _comparable(k, old[k]) != _comparable(k, sig[k])]
+    diff = [k for k in keys if k in old and _comparable(k, old[k]) != _comparable(k, sig[k])]
+    if "params" in diff and "model" not in diff:  # `params: {dim: 64}` where 64 is the default is no change
+        diff = [k for k in diff if k != "params" or _effective_params(sig["model"], old["params"])
+                != _effective_params(sig["model"], sig["params"])]
+    return diff
+
+
+def _effective_params(model: str, params: Any) -> Any:
+    """``params`` with every default of the model's config filled in (the trainer's config is compared the same
+    way: as validated); the raw value where it does not validate, e.g. a ``cell.json`` of an older version."""
+    from recgoat.models.base import get_model_class
+
+    try:
+        return get_model_class(model).Config(**params).model_dump(mode="json")
+    except (ConfigError, ValidationError, TypeError, ValueError):
+        return params
 
 
 def _comparable(key: str, value: Any) -> Any:

@@ -94,8 +94,10 @@ def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
     if k <= 1:
         return df
     while True:
-        uc = df["user"].map(df["user"].value_counts())
-        ic = df["item"].map(df["item"].value_counts())
+        # as floats: mapped through a categorical id column the counts came out categorical, and comparing
+        # them with k raised a TypeError
+        uc = df["user"].map(df["user"].value_counts()).astype(np.float64)
+        ic = df["item"].map(df["item"].value_counts()).astype(np.float64)
         keep = (uc >= k) & (ic >= k)
         if keep.all():
             return df
@@ -201,6 +203,11 @@ def split_pairs(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int = 
     return pd.Series(pd.Categorical.from_codes(codes, categories=labels.cat.categories), index=df.index)
 
 
+def _str_ids(col: pd.Series) -> pd.Series:
+    """``col`` as the ``str`` ids :func:`remap` maps (a column of ``str`` only is returned as it is)."""
+    return col if isinstance(col.dtype, pd.StringDtype) else col.astype(str)
+
+
 def check_raw(df: pd.DataFrame, where: str) -> None:
     """DataError for a raw frame the loaders would have refused: frames built in Python skip their checks,
     and failed later with a raw KeyError or TypeError (a missing id sorted against strings)."""
@@ -223,6 +230,12 @@ def check_raw(df: pd.DataFrame, where: str) -> None:
         if not ok or t.isna().any():
             raise DataError(where, f"column 'timestamp' must hold numbers or datetimes, none missing (dtype "
                                    f"{t.dtype}); convert it, e.g. with pd.to_numeric or pd.to_datetime")
+        if pd.api.types.is_float_dtype(t.dtype):
+            # as the loaders refuse them: inf or beyond int64 all wrapped to -2**63 in the fingerprint's cast
+            far = ~(np.abs(t.to_numpy(np.float64)) < 2.0 ** 63)
+            if far.any():
+                raise DataError(where, f"column 'timestamp' has {int(far.sum())} infinite or out-of-range values "
+                                       f"(first at row {int(np.flatnonzero(far)[0]) + 1})")
 
 
 def prepare(
@@ -243,6 +256,13 @@ def prepare(
     n_raw = len(df)
     if cfg.split == "temporal" and "timestamp" not in df.columns:
         raise DataError(where, "a temporal split needs a timestamp column")
+    if cfg.min_rating is not None and "rating" not in df.columns:
+        # filter_rating would keep every interaction: the threshold asked for was silently not applied
+        raise DataError(where, f"min_rating={cfg.min_rating} needs a 'rating' column; the interactions have "
+                               f"only {list(df.columns)}")
+    # ids as the strings remap gives them, before deduplication and k-core count them: 1 and "1" were two
+    # users there but one after remapping (its pairs then repeated despite dedup)
+    df = df.assign(user=_str_ids(df["user"]), item=_str_ids(df["item"]))
     df = filter_rating(df, cfg.min_rating)
     if cfg.dedup:
         df = deduplicate(df)

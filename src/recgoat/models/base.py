@@ -12,11 +12,13 @@ version), ``weights.safetensors`` (parameters, final embeddings and the training
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
 import re
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -137,9 +139,15 @@ class Recommender(nn.Module):
         # features, so fit() must prepare it first
         self._prepared = False
         self._cached: tuple[Tensor, Tensor] | None = None
+        self._cached_key: tuple = ()  # _weights_key() when _cached was computed
         self.summary: dict[str, Any] = {}
         # content hashes of the feature matrices prepare() was given (see feature_digests)
         self.feature_digests: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "prepare" in cls.__dict__:
+            cls.prepare = _restore_on_error(cls.__dict__["prepare"])
 
     # ----------------------------------------------------------------- construction
     def init_id_embeddings(self, dim: int) -> None:
@@ -224,7 +232,7 @@ class Recommender(nn.Module):
         Graph models propagate once here, so an evaluation or a batch of ``recommend`` calls never
         re-runs the full forward pass per user chunk.
         """
-        if self._cached is not None:
+        if self._cached is not None and self._cached_key == self._weights_key():
             return self._cached
         was = self.training
         self.eval()
@@ -234,8 +242,15 @@ class Recommender(nn.Module):
         if was:
             self.train(True)  # parameters may still change: do not keep the cache
         else:
-            self._cached = out
+            self._cached, self._cached_key = out, self._weights_key()
         return out
+
+    def _weights_key(self) -> tuple:
+        """Identity and in-place version of every parameter and buffer: eval mode keeps the embeddings cached,
+        and ``load_state_dict`` or an optimizer step taken in eval mode changes the weights without ``train()``
+        (the scores then came from the old weights, silently)."""
+        # inference tensors (made under torch.inference_mode) have no version counter
+        return tuple((id(t), -1 if t.is_inference() else t._version) for t in chain(self.parameters(), self.buffers()))
 
     def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:
         """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given).
@@ -253,6 +268,8 @@ class Recommender(nn.Module):
         return u_emb[users] @ i_emb.t()
 
     def seen_items(self, user: int) -> np.ndarray:
+        """The items ``user`` (an internal index) has in the training matrix."""
+        user = _as_index(user, self.n_users, "user")  # -1 read an empty row, n_users a bare IndexError
         if self._train_csr is None:
             return np.zeros(0, dtype=np.int64)
         m = self._train_csr
@@ -270,6 +287,8 @@ class Recommender(nn.Module):
         """
         user = _as_index(user, self.n_users, "user")
         k = _as_count(k, "k")
+        if not isinstance(remove_seen, (bool, np.bool_)):  # the string "False" is true: seen items were removed
+            raise TypeError(f"remove_seen must be True or False, got {type(remove_seen).__name__} {remove_seen!r}")
         scores = self.score([user])[0].clone()
         if remove_seen:
             scores[torch.from_numpy(self.seen_items(user))] = -torch.inf
@@ -384,6 +403,7 @@ class Recommender(nn.Module):
         # clones: a tensor read from the file is not 64-byte aligned, and a BLAS matrix-vector product
         # then rounds differently, so recommend() would differ from the saved model's in the last bit
         model._cached = (u_emb.clone(), i_emb.clone())
+        model._cached_key = model._weights_key()
         if "train.indptr" in tensors:
             indptr = tensors["train.indptr"].numpy()
             indices = tensors.get("train.indices", torch.zeros(0, dtype=torch.long)).numpy()
@@ -404,6 +424,26 @@ class Recommender(nn.Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(users={self.n_users}, items={self.n_items}, {self.config!r})"
+
+
+_PREPARE_STATE = ("_prepared", "_cached", "_cached_key", "_train_csr", "feature_digests")
+
+
+def _restore_on_error(prepare: Callable[..., None]) -> Callable[..., None]:
+    """A subclass's ``prepare`` that puts the base state back when it raises. ``Recommender.prepare`` records the
+    training matrix and feature digests before the subclass checks its features, so a refused call left a built
+    model with the refused features' digests (saved with it: its own features were then refused on load) and a
+    loaded one marked prepared, without the saved embeddings it scored from."""
+    @functools.wraps(prepare)
+    def wrapper(self: Recommender, *args: Any, **kwargs: Any) -> None:
+        before = {k: self.__dict__.get(k) for k in _PREPARE_STATE}
+        try:
+            return prepare(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.update(before)
+            raise
+
+    return wrapper
 
 
 def _is_integer(x: Any) -> bool:

@@ -403,17 +403,13 @@ class RecGOAT(Recommender):
             return {"text_dim": 0, "image_dim": 0, "profile_dim": 0}
         return {"text_dim": dim("text", "item"), "image_dim": dim("image", "item"), "profile_dim": dim("profile", "user")}
 
-    def prepare(self, dataset, features=None) -> None:
-        """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
-        self._views_ready = False
-        super().prepare(dataset, features)
-        c = self.config
-        adj = normalized_bipartite(self._train_csr)
-        self.propagation.set_graph(adj, edge_ratings(dataset, adj, self.n_users))
-        sources = {"text": "text", "image": "image"}
-        mans = getattr(features, "manifests", {}) or {}
+    def checked_features(self, features) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Each used view's feature matrix (and the image mask), checked against the shapes the model was built
+        for: a :class:`DataError` before :meth:`prepare` changes anything, so a refused call leaves the model
+        as it was (it set the new graph and "not ready" first, and the model could neither score nor save)."""
+        out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for m in self.modalities:
-            x = getattr(features, sources[m], None) if features is not None else None
+            x = getattr(features, m, None) if features is not None else None
             x = None if x is None else feature_matrix(x, m, "RecGOAT")
             want = self.dims[f"{m}_dim"]
             if x is None or x.shape != (self.n_items, want):
@@ -423,6 +419,29 @@ class RecGOAT(Recommender):
             mask = None
             if m == "image":
                 mask = image_mask(features, self.n_items, "RecGOAT") & (np.linalg.norm(x, axis=1) > 0)
+            out[m] = (x, mask)
+        if self.use_profile:
+            x = getattr(features, "profile", None) if features is not None else None
+            x = None if x is None else feature_matrix(x, "profile", "RecGOAT", per="user")
+            want = self.dims["profile_dim"]
+            if x is None or x.shape != (self.n_users, want):
+                raise DataError(None, f"RecGOAT was built with profiles of shape ({self.n_users}, {want}); "
+                                      f"the features given have {None if x is None else tuple(x.shape)}")
+            out["profile"] = (x, None)
+        return out
+
+    def prepare(self, dataset, features=None) -> None:
+        """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
+        views = self.checked_features(features)
+        super().prepare(dataset, features)
+        self._views_ready = False  # until every graph and buffer below is in place
+        c = self.config
+        adj = normalized_bipartite(self._train_csr)
+        self.propagation.set_graph(adj, edge_ratings(dataset, adj, self.n_users))
+        mans = getattr(features, "manifests", {}) or {}
+        for m in self.modalities:
+            x, mask = views[m]
+            if mask is not None:
                 self.register_buffer("image_mask", torch.from_numpy(mask), persistent=False)
                 self.summary["images_missing"] = int((~mask).sum())
             self.register_buffer(f"feat_{m}", torch.from_numpy(_normalise(x, c.feature_norm, mask)).to(self.proj_dtype),
@@ -434,12 +453,7 @@ class RecGOAT(Recommender):
             else:
                 setattr(self, f"edges_{m}", None)
         if self.use_profile:
-            x = getattr(features, "profile", None) if features is not None else None
-            x = None if x is None else feature_matrix(x, "profile", "RecGOAT", per="user")
-            want = self.dims["profile_dim"]
-            if x is None or x.shape != (self.n_users, want):
-                raise DataError(None, f"RecGOAT was built with profiles of shape ({self.n_users}, {want}); "
-                                      f"the features given have {None if x is None else tuple(x.shape)}")
+            x, _ = views["profile"]
             self.register_buffer("feat_profile", torch.from_numpy(_normalise(x, c.feature_norm)).to(self.proj_dtype),
                                  persistent=False)
             if c.user_graph and c.gat_layers > 0:

@@ -79,6 +79,10 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     value_cols = [c for c in runs.columns if "@" in c] + ["valid_selection", *TIMINGS, "epochs_run", "wall_seconds"]
     g = runs.groupby(["dataset", "model"], sort=False)[value_cols]
     mean, std = g.mean(), g.std(ddof=1)
+    # a value some seeds lack (e.g. +MiB of runs from before it was recorded) has no mean over the row's
+    # seeds: a mean of the others would pass for one over all n_seeds (and could be bolded), so NaN ("—")
+    whole = g.count().eq(g.size(), axis=0)
+    mean, std = mean.where(whole), std.where(whole)
     out = pd.concat([mean.add_suffix("_mean"), std.add_suffix("_std")], axis=1)
     ordered = [f"{c}_{s}" for c in value_cols for s in ("mean", "std")]
     out = out[ordered]
@@ -111,7 +115,8 @@ def paired_test(a: pd.Series, b: pd.Series, method: str = "wilcoxon") -> dict[st
     """Paired test over the users present in both ``a`` and ``b`` (Series indexed by user id)."""
     from scipy import stats
 
-    users = a.index.intersection(b.index)
+    # a NaN metric is no value: such a user is in one model only (a NaN pair made mean_diff NaN and p = 1)
+    users = a.dropna().index.intersection(b.dropna().index)
     x, y = a.loc[users].to_numpy(float), b.loc[users].to_numpy(float)
     diff = x - y
     out: dict[str, Any] = {"method": method, "n_users": int(len(users)),
@@ -167,14 +172,18 @@ def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dic
 
 
 def significance_line(s: dict[str, Any]) -> str:
+    head = f"Significance: {s['best']} (best on validation {s['metric']}) vs {s['second']} (second): "
+    n_users = s["n_users"]
+    if n_users < 2:  # no test was run: its placeholder p = 1 is no p-value to print (nor +nan for no user)
+        diff = f", mean difference {s['mean_diff']:+.4f}" if n_users else ""
+        return f"{head}no paired test, {n_users} test user{'' if n_users == 1 else 's'} in common{diff}."
     name = "Wilcoxon signed-rank" if s["method"] == "wilcoxon" else "paired t-test"
     n = s.get("seeds_best")
     over = {"common": f"the {n} seed{'' if n == 1 else 's'} both finished",
             "disjoint": f"seeds; no seed finished by both: {s.get('seeds_best')} and {s.get('seeds_second')} "
                         f"different ones"}.get(s.get("seed_pairing"), "seeds")
-    return (f"Significance: {s['best']} (best on validation {s['metric']}) vs {s['second']} (second): "
-            f"paired {name} over {s['n_users']} test users{_differing(s)} (per-user {s['metric']} averaged over "
-            f"{over}), "
+    return (f"{head}paired {name} over {s['n_users']} test users{_differing(s)} (per-user {s['metric']} "
+            f"averaged over {over}), "
             f"mean difference {s['mean_diff']:+.4f}, {_p_text(s['p_value'])}.")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from recgoat.errors import DataError
 
@@ -83,8 +84,21 @@ def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, req
         if g.lower() in lower:
             return lower[g.lower()]
     if required:
-        raise DataError(path, f"missing column for {role}: none of {GUESSES[role]} among {list(df.columns)}")
+        raise DataError(path, f"missing column for {role}: none of {GUESSES[role]} among {list(df.columns)}"
+                              + _header_hint(df, role))
     return None
+
+
+def _header_hint(df: pd.DataFrame, role: str) -> str:
+    """Why a header missed every guess, when it shows: another separator, or spaces around the names."""
+    if len(df.columns) == 1:
+        seps = [name for ch, name in ((";", "';'"), ("\t", "tabs"), (",", "','"), ("|", "'|'"))
+                if ch in str(df.columns[0])]
+        if seps:
+            return f"; the header was read as one column: is the file separated by {seps[0]}?"
+    if any(str(c).strip().lower() in {g.lower() for g in GUESSES[role]} for c in df.columns):
+        return "; column names have spaces around them: remove the spaces after the separators"
+    return ""
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path, dtype) -> np.ndarray:
@@ -132,21 +146,47 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
             with warnings.catch_warnings():
                 # pandas warns it parses element by element: the values are checked right below instead
                 warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
+                # and that 13/01/2020 is read day-first, telling to pass dayfirst=True (done: 13 is no month)
+                warnings.filterwarnings("ignore", message="Parsing dates in", category=UserWarning)
                 parsed = pd.to_datetime(ts, errors="coerce", utc=True)
                 # the format is inferred from the first value: others in another (ISO) form, e.g. a date
                 # then a date with a time, come out NaT; only those are parsed again one by one
                 retry = parsed.isna() & ts.notna()
                 if retry.any():
-                    parsed[retry] = pd.to_datetime(ts[retry], errors="coerce", utc=True, format="mixed")
+                    parsed[retry] = _retry_dates(ts, retry)
             # report the first value that is neither a number nor a date (not a valid number before it)
             bad = parsed.isna() & numeric.isna()
             if not bad.any():
                 bad = parsed.isna()
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
+        value = ts.iloc[first]
+        hint = ""
+        if isinstance(value, str) and not pd.isna(pd.to_datetime(value, errors="coerce", format="mixed")):
+            hint = (f"; day and month in another order than in the first value {ts.dropna().iloc[0]!r}: write "
+                    "all dates in one order, or as ISO 8601 (2020-01-31)")
         raise DataError(path, f"column {col!r} has unparseable timestamps "
-                              f"(first at data row {first + 1}: {ts.iloc[first]!r})")
+                              f"(first at data row {first + 1}: {value!r}){hint}")
     return ((parsed - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
+def _retry_dates(ts: pd.Series, retry: pd.Series) -> pd.Series:
+    """The ``retry`` values parsed one by one, day and month in the order of the format inferred from the
+    first value: read on its own, 01/02/2020 10:00 after 13/01/2020 was 2 January, not 1 February."""
+    first = str(ts.dropna().iloc[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Parsing dates in %d/%m/%Y format when dayfirst=False"
+        fmt = guess_datetime_format(first) or ""
+    dayfirst = "%d" in fmt and "%m" in fmt and fmt.index("%d") < fmt.index("%m")
+    values = ts[retry].astype(str)
+    # a value only readable in the other order (13/01/2020 after 01/02/2020) was silently read in it: refused
+    parts = values.str.extract(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b").astype(float)
+    other_order = (parts[1] if dayfirst else parts[0]) > 12
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
+    if dayfirst:  # which dateutil applies to year-first dates too: 2020-01-02 became 1 February
+        year_first = values.str.match(r"\s*[+-]?\d{4}[/.-]").to_numpy(bool)
+        parsed[year_first] = pd.to_datetime(values[year_first], errors="coerce", utc=True, format="mixed")
+    return parsed.mask(other_order.to_numpy())
 
 
 def id_strings(ids: pd.Series) -> pd.Series:
@@ -198,6 +238,9 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
     path = Path(path)
     df = read_table(path)
     col = guess_column(df, "item", item_col, path, True)
+    if col != "item_id" and "item_id" in df.columns:
+        # renaming col to item_id would give two item_id columns (a pandas traceback further on)
+        raise DataError(path, f"columns {col!r} and 'item_id' both name the item; keep one, or rename the other")
     _check_ids(df[col], "item", path)
     item_ids = id_strings(df[col])
     dup = item_ids.duplicated(keep=False)
@@ -217,14 +260,14 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
             raise DataError(path, f"missing image column {image_col!r}")
         df["image"] = df[image_col]
     elif image_dir is not None:
-        found = find_images(df["item_id"], image_dir)
         if "image" in df.columns:
             # the table's own image column wins (paths relative to the dataset folder, or URLs): the images/
             # folder, matched by item id stem, fills only the rows it leaves empty
             given = df["image"].where(df["image"].astype("string").str.strip().fillna("") != "")
+            found = find_images(df["item_id"][given.isna()], image_dir).reindex(df.index)
             df["image"] = given.astype(object).where(given.notna(), found)
         else:
-            df["image"] = found
+            df["image"] = find_images(df["item_id"], image_dir)
     return df, text_fields
 
 
@@ -247,11 +290,18 @@ def find_images(item_ids: pd.Series, image_dir: str | Path) -> pd.Series:
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DataError(image_dir, "image folder not found")
-    by_stem: dict[str, str] = {}
+    by_stem: dict[str, list[Path]] = {}
     for p in image_dir.iterdir():
         if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
-            by_stem.setdefault(p.stem, str(p.resolve()))
-    return item_ids.astype(str).map(by_stem)
+            by_stem.setdefault(p.stem, []).append(p)
+    ids = item_ids.astype(str)
+    # 7.jpg beside 7.png: which one came first in the folder listing (not the same on every disk) was used
+    several = [i for i in pd.unique(ids) if len(by_stem.get(i, ())) > 1]
+    if several:
+        names = ", ".join(sorted(p.name for p in by_stem[several[0]]))
+        raise DataError(image_dir, f"{len(several)} items have several images (item {several[0]!r}: {names}); "
+                                   "keep one per item")
+    return ids.map({stem: str(paths[0].resolve()) for stem, paths in by_stem.items()})
 
 
 def load_generic(root: str | Path, interactions: str | None = None, items: str | None = None,

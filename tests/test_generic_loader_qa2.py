@@ -135,3 +135,14 @@ def test_two_images_for_one_item_are_refused_not_picked_by_folder_order(tmp_path
     _write(tmp_path / "items.csv", "item_id,title,image\n7,a,images/7.png\n8,b,\n")
     _, items, _ = load_generic(tmp_path)
     assert items["image"].tolist() == ["images/7.png", str((tmp_path / "images" / "8.png").resolve())]
+
+
+def test_interactions_with_two_possible_item_columns_say_which_one_is_used(tmp_path):
+    # item_id beside an item name: the name was used silently, merging two items of the same name
+    path = _write(tmp_path / "interactions.csv", "user_id,item_id,item\nu1,1,Shirt\nu1,2,Shirt\n")
+    with pytest.warns(UserWarning, match=r"columns \['item', 'item_id'\] could each be the item id; using 'item'"):
+        df = read_interactions(path)
+    assert list(df["item"]) == ["Shirt", "Shirt"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # naming the column: no warning, and the two items stay apart
+        assert list(read_interactions(path, item_col="item_id")["item"]) == ["1", "2"]

@@ -74,15 +74,21 @@ def _header_width(path: Path, sep: str) -> int:
         return len(line.split(sep))
 
 
-def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, required: bool) -> str | None:
+def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, required: bool,
+                 warn_several: bool = False) -> str | None:
     if given is not None:
         if given not in df.columns:
             raise DataError(path, f"missing column {given!r} (for {role}); columns are {list(df.columns)}")
         return given
     lower = {c.lower(): c for c in df.columns}
-    for g in GUESSES[role]:
-        if g.lower() in lower:
-            return lower[g.lower()]
+    matches = [lower[g.lower()] for g in GUESSES[role] if g.lower() in lower]
+    if matches:
+        if len(matches) > 1 and warn_several:
+            # e.g. item_id beside an item name, or asin beside parent_asin: the wrong one merges or splits ids
+            warnings.warn(f"{path}: columns {matches} could each be the {role} id; using {matches[0]!r} (rename "
+                          f"or drop the others, or name it with recgoat.datasets.generic.load_generic(root, "
+                          f"{role}_col=...))", stacklevel=2)
+        return matches[0]
     if required:
         raise DataError(path, f"missing column for {role}: none of {GUESSES[role]} among {list(df.columns)}"
                               + _header_hint(df, role))
@@ -217,8 +223,8 @@ def read_interactions(path: str | Path, user_col: str | None = None, item_col: s
     path = Path(path)
     df = read_table(path, sep)
     cols = {
-        "user": guess_column(df, "user", user_col, path, True),
-        "item": guess_column(df, "item", item_col, path, True),
+        "user": guess_column(df, "user", user_col, path, True, warn_several=True),
+        "item": guess_column(df, "item", item_col, path, True, warn_several=True),
         "rating": guess_column(df, "rating", rating_col, path, False),
         "timestamp": guess_column(df, "timestamp", timestamp_col, path, False),
     }

@@ -9,6 +9,7 @@ within one split is kept once (with a warning), and ids must be dense (see
 """
 from __future__ import annotations
 
+import warnings
 from itertools import chain
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def read_lines_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     tokens = pd.Series(list(chain.from_iterable(rows)), dtype=object)
     if len(tokens) == 0:
         raise DataError(path, "file is empty")
-    ok = tokens.str.fullmatch(r"\d+").to_numpy(bool)
+    # [0-9], not \d: \d also matches other scripts' digits ("١", "１"), which int() would silently read
+    ok = tokens.str.fullmatch(r"[0-9]+").to_numpy(bool)
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         line_no = int(np.searchsorted(np.cumsum(lengths), bad, side="right")) + 1
@@ -79,6 +81,11 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
                 raise DataError(path, "file not found (the line layout needs train.txt and test.txt)")
             continue
         users, items, named = read_lines_file(path)
+        again = named[pd.Series(named).duplicated().to_numpy(bool)]
+        if len(again):
+            # read together (as LightGCN's reader does), but said: nothing is merged silently
+            warnings.warn(f"{path}: {len(np.unique(again))} user(s) on more than one line (first: user {again[0]}); "
+                          "their items are read together", UserWarning, stacklevel=2)
         paths[split] = path
         named_by_split[split] = named
         all_users.append(named)

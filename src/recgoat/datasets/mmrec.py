@@ -119,6 +119,10 @@ def drop_held_out_without_train(inter: pd.DataFrame, where: str | Path) -> pd.Da
     has_train = np.zeros(int(inter["user"].max()) + 1 if len(inter) else 0, bool)
     has_train[inter.loc[inter["split"] == "train", "user"].to_numpy(np.int64)] = True
     drop = ~has_train[inter["user"].to_numpy(np.int64)]
+    if drop.all():
+        # nothing would be left to train on or evaluate: an empty dataset would only fail later, far from here
+        raise DataError(where, "no user has a training interaction: every row is valid or test, so nothing "
+                               "can be trained or evaluated")
     if not drop.any():
         return inter
     n_users = len(np.unique(inter["user"].to_numpy()[drop]))
@@ -150,6 +154,31 @@ def check_split_overlap(inter: pd.DataFrame, path: Path, names: dict[str, str]) 
                           "masks them): fix the split, each pair belongs to one split only")
 
 
+# MMRec reads whatever columns its config names: RecBole-style ``name:type`` headers, and its overall.yaml
+# default ``user_id:token`` / ``item_id:token``, are as much MMRec's format as the ``userID`` of its datasets.
+_ALIASES = {"user_id": "userID", "item_id": "itemID"}
+_ROLES = ("userID", "itemID", "rating", "timestamp", "x_label")
+
+
+def _canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df`` with headers such as ``userID:token``, ``user_id:token`` or ``x_label `` renamed to MMRec's
+    ``userID`` … ``x_label``; a DataError when two columns would take one name. Plain headers are unchanged."""
+    if all(c in df.columns for c in ("userID", "itemID", "x_label")):
+        return df  # MMRec's own datasets: nothing to rename (and nothing else read differently)
+    rename: dict[str, str] = {}
+    for col in df.columns:
+        base = str(col).strip().split(":", 1)[0].strip()
+        base = _ALIASES.get(base, base)
+        if base in _ROLES and base != col:
+            rename[col] = base
+    names = [rename.get(c, c) for c in df.columns]
+    clash = sorted({n for n in names if names.count(n) > 1 and n in _ROLES})
+    if clash:
+        both = ", ".join(repr(c) for c in df.columns if rename.get(c, c) == clash[0])
+        raise DataError(path, f"several columns give {clash[0]!r} ({both}); keep one")
+    return df.rename(columns=rename)
+
+
 def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
     """Original ids (as str) indexed by dense id, from MMRec's mapping file when there is one."""
     fname, dense_col = MAPPING_FILES[kind]
@@ -167,6 +196,12 @@ def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
     if n < n_seen:
         raise DataError(path, f"maps {n} {kind}s but the .inter file uses {kind} id {n_seen - 1} "
                               f"(unknown {kind} id)")
+    missing = df[orig_col].isna().to_numpy(bool)
+    if missing.any():
+        # an empty cell would come back as NaN (or "nan"): an original id no lookup can match
+        first = int(np.flatnonzero(missing)[0])
+        raise DataError(path, f"column {orig_col!r} has {int(missing.sum())} empty {kind} ids "
+                              f"(first at data row {first + 1}); each dense id needs its original id")
     original = df[orig_col].astype(str)
     dup = original.duplicated(keep=False).to_numpy(bool)
     if dup.any():
@@ -199,7 +234,7 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
         raise DataError(folder, "folder not found")
     path = find_inter(folder, name)
     name = name or path.stem
-    df = read_table(path, sep="\t")
+    df = _canonical_columns(read_table(path, sep="\t"), path)
     for col in ("userID", "itemID", "x_label"):
         if col not in df.columns:
             raise DataError(path, f"missing column {col!r}; columns are {list(df.columns)}")

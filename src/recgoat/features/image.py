@@ -32,8 +32,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MAX_ASPECT = 4  # a longer side beyond this many times the shorter is cut to its centre before resizing
 # bumped whenever a file decodes to other pixels than before, so cached features of the old decoding are
-# not reused (part of the image cache key): 2 = transparent images composited onto white
-PREPROCESS_VERSION = 2
+# not reused (part of the image cache key): 2 = transparent images composited onto white; 3 = dark 16-bit
+# grayscale (every value <= 255) scaled as 16-bit, not read as 8-bit mid-gray
+PREPROCESS_VERSION = 3
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 
 
@@ -197,7 +198,9 @@ def _gray16_to_8bit(img: Image.Image) -> Image.Image:
     """A 16-bit grayscale image (16-bit PNG/TIFF: mode I;16 or I) as 8-bit L. Pillow's own conversion
     clips every value above 255, so nearly the whole image would come out white."""
     a = np.asarray(img, dtype=np.float32)
-    if a.size and a.max() > 255:  # mode I also holds 8-bit data (e.g. some PGMs): scale 16-bit values only
+    # I;16 is 16-bit by its mode, however dark the picture; mode I also holds 8-bit data (e.g. some PGMs), so
+    # there only values above 255 say it is 16-bit
+    if img.mode.startswith("I;16") or (a.size and a.max() > 255):
         a = a / 257.0
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 

@@ -14,10 +14,10 @@ puts every query far from every item. Neither wins everywhere (docs/benchmarks.m
 a 100,000-item catalogue: LightGCN embeddings ``hnsw`` 0.90, ``hnsw-l2`` 0.93; BPR-MF 0.97 and 0.82;
 ``benchmarks/serve_load.py --recall``), which is why the service reports the recall of the index it serves.
 
-Seen items are removed by over-fetching: search ``k + max |seen|`` candidates, mask the seen ones with a
-vectorised membership test (pairs encoded as ``row * I + item``) and keep the first ``k`` survivors of
-each row; a row an approximate index leaves short of items that exist is ranked exactly instead. No
-per-request model forward pass: the item matrix is precomputed at export.
+Seen items are removed by over-fetching: search ``k + max |seen|`` candidates (one more for ``flat``),
+mask the seen ones with a vectorised membership test (pairs encoded as ``row * I + item``) and keep the
+first ``k`` survivors of each row; a row an approximate index leaves short of items that exist is ranked
+exactly instead. No per-request model forward pass: the item matrix is precomputed at export.
 """
 from __future__ import annotations
 
@@ -39,9 +39,18 @@ class ItemIndex:
                  nlist: int | None = None, nprobe: int = 16, seed: int = 2026):
         if kind not in INDEX_KINDS:
             raise ConfigError(f"index kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
-        x = np.ascontiguousarray(item_emb, dtype=np.float32)
-        if x.ndim != 2 or x.shape[0] == 0:
+        x = _as_matrix(item_emb, "item matrix")
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
             raise ConfigError(f"item matrix must be a non-empty 2-D array, got shape {x.shape}")
+        if not np.isfinite(x).all():  # faiss would rank NaN items nowhere and answer empty lists
+            raise ConfigError("item matrix holds NaN or inf")
+        # faiss aborts the process on an HNSW graph of M < 2 and raises its own errors for these
+        if kind in ("hnsw", "hnsw-l2") and not (_is_int(hnsw_m) and hnsw_m >= 2):
+            raise ConfigError(f"hnsw_m must be an integer >= 2, got {hnsw_m!r}")
+        if kind == "ivf" and not (_is_int(nprobe) and nprobe >= 1):
+            raise ConfigError(f"nprobe must be an integer >= 1, got {nprobe!r}")
+        if kind == "ivf" and nlist is not None and not (_is_int(nlist) and 1 <= nlist <= x.shape[0]):
+            raise ConfigError(f"nlist must be an integer in 1..{x.shape[0]} (the number of items), got {nlist!r}")
         self.kind, self.n_items, self.dim = kind, x.shape[0], x.shape[1]
         self.items, self.ef_search = x, ef_search  # the items for the exact fallback (the caller's array)
         if kind == "flat":
@@ -71,13 +80,16 @@ class ItemIndex:
         Returns ``(ids, scores)`` of shape ``[n, k]``; rows with fewer than ``k`` candidates left are
         padded with id ``-1`` and score ``-inf``.
         """
-        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        q = self._queries(queries)
         n = q.shape[0]
+        if not _is_int(k) or k < 1:  # int() made 2.7 a silent 2 and "3" a 3
+            raise ConfigError(f"k must be an integer >= 1, got {k!r}")
         k = int(k)
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        exclude = _check_exclude(exclude, n, self.n_items)
         n_excl = np.array([len(e) for e in exclude], np.int64) if exclude is not None else np.zeros(n, np.int64)
-        fetch = int(min(self.n_items, k + (n_excl.max() if n else 0)))
+        # flat: one candidate past what is needed, whose score tells whether a tie at the k-th place can go on
+        # past the candidates (without it, every list whose seen items all ranked high was re-ranked exactly)
+        fetch = int(min(self.n_items, k + (n_excl.max() if n else 0) + (self.kind == "flat")))
         # a beam narrower than fetch would return fewer results (padding): widen it for this search only
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, fetch)) if "hnsw" in self.kind else None
         if self.kind == "hnsw-l2":
@@ -117,6 +129,18 @@ class ItemIndex:
             out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         return out_ids, out_scores
 
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` as a contiguous float32 ``[n, d]`` matrix, or a ConfigError (faiss asserts on a wrong
+        width, and answers a NaN query with an empty list)."""
+        q = _as_matrix(queries, "queries")
+        q = np.atleast_2d(q) if q.ndim == 1 else q
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ConfigError(f"queries must be a {self.dim}-wide vector or [n, {self.dim}] matrix (the item "
+                              f"embedding size), got shape {q.shape}")
+        if not np.isfinite(q).all():
+            raise ConfigError("queries hold NaN or inf")
+        return q
+
     def _inner_products(self, q: np.ndarray, ids: np.ndarray, block: int = 1 << 22) -> np.ndarray:
         """``q[r] · items[ids[r, j]]`` (``-inf`` where faiss padded with ``-1``), gathering at most ``block``
         values at a time."""
@@ -145,6 +169,42 @@ class ItemIndex:
         return keep & (ids >= 0)
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _as_matrix(values: object, what: str) -> np.ndarray:
+    """``values`` as a contiguous float32 array, or a ConfigError for text, objects and the like."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":  # None in an object array became a NaN, "a" a numpy ValueError
+        raise ConfigError(f"{what} must hold numbers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _check_exclude(exclude: Sequence[np.ndarray] | None, n: int, n_items: int) -> list[np.ndarray] | None:
+    """One integer id array per query row, each id in ``0..n_items-1``, duplicates dropped; a ConfigError
+    otherwise: a negative id excluded an item from the end, and with several rows an id past the
+    catalogue excluded an item of the next row (pairs are encoded as ``row * I + item``)."""
+    if exclude is None:
+        return None
+    if len(exclude) != n:
+        raise ConfigError(f"exclude must hold one id list per query row: {len(exclude)} lists for {n} rows")
+    out = []
+    for r, e in enumerate(exclude):
+        arr = np.asarray(list(e) if isinstance(e, (set, frozenset)) else e)
+        if arr.size == 0:
+            out.append(np.zeros(0, np.int64))
+            continue
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise ConfigError(f"exclude[{r}] must be a 1-D array of integer item ids, got {arr.dtype} "
+                              f"of shape {arr.shape}")
+        if arr.min() < 0 or arr.max() >= n_items:
+            raise ConfigError(f"exclude[{r}] holds item id(s) outside 0..{n_items - 1}")
+        # unique: a repeated id counted twice made an approximate index's short list look complete
+        out.append(np.unique(arr.astype(np.int64)))
+    return out
+
+
 def _augment_items(x: np.ndarray) -> np.ndarray:
     """``[x, sqrt(M² − ‖x‖²)]``: every row of norm ``M``, so L2 order for a query ``[q, 0]`` is ``q·x`` order."""
     norm2 = np.einsum("nd,nd->n", x, x, dtype=np.float64)
@@ -157,6 +217,7 @@ def brute_force_topk(queries: np.ndarray, item_emb: np.ndarray, k: int,
     """Exact top-``k`` by a dense ``[n, I]`` score matrix (the reference the indexes are checked against);
     equal scores by ascending item id."""
     scores = np.atleast_2d(queries).astype(np.float32) @ np.asarray(item_emb, np.float32).T
+    exclude = _check_exclude(exclude, scores.shape[0], scores.shape[1])
     if exclude is not None:
         rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
         cols = np.concatenate([np.asarray(e, np.int64) for e in exclude]) if len(rows) else np.zeros(0, np.int64)

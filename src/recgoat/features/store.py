@@ -458,10 +458,16 @@ class _Session:
     def embed(self, kind: str, key: str, texts: list[str]) -> np.ndarray:
         enc = self.text_encoder()
         label = {"text": "text  (items)", "users": "text  (profiles)"}[kind]
+        # checkpoints keyed by the texts too: profiles come from profiles.jsonl, which the key does not see
+        # (LLM answers regenerated after an interrupted run were stitched to chunks of the old answers)
+        digest = hashlib.sha256()
+        for t in texts:  # incrementally: one JSON string of a million item texts would be gigabytes
+            digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
+        ckpt = f"{key}-{digest.hexdigest()[:12]}"
         with self.rep.task(label, len(texts)) as tick:
-            arrays, _ = _chunked(self.checkpoints(f"{kind}-{key}"), len(texts), self.config.chunk_size,
+            arrays, _ = _chunked(self.checkpoints(f"{kind}-{ckpt}"), len(texts), self.config.chunk_size,
                                  lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick,
-                                 self.finite_check(kind, key, enc.name))
+                                 self.finite_check(kind, ckpt, enc.name))
         return arrays["x"].astype(np.float32, copy=False)
 
     def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict,
@@ -681,7 +687,7 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
         if "users" in which:
             session.encode_users()
         if config.export_mmrec:
-            written = export_mmrec(out, out)
+            written = export_mmrec(out, out, dataset)
             rep.say(f"MMRec layout: {', '.join(p.name for p in written) or 'nothing to write'}")
     partial = out / ".partial"
     if partial.is_dir() and not any(partial.iterdir()):
@@ -749,6 +755,10 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
         if not man_path.exists():
             raise DataError(man_path, f"manifest missing for {arr_path.name}; re-run `recgoat encode`")
         man = read_manifest(man_path)
+        # another kind's pair copied in its place (text.npy + text.json over image.*) matches in rows and shape
+        if man.get("kind", kind) != kind:
+            raise DataError(man_path, f"is the manifest of {man.get('kind')} features ({man.get('file')}), "
+                                      f"not of {arr_path.name}: files copied in their place; re-run `recgoat encode`")
         if man.get("dataset_fingerprint") != fp:
             raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
                                       f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
@@ -784,18 +794,28 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
 
 
 # ---------------------------------------------------------------------------------------------- MMRec
-def export_mmrec(folder: str | Path, dest: str | Path) -> list[Path]:
+def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None) -> list[Path]:
     """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32).
 
-    Every source is checked (readable, a finite 2-D matrix with its manifest's row count) before
-    anything is written, so a bad one gives one error and no half export."""
+    Every source is checked (readable, with its manifest, a finite 2-D matrix with the manifest's row
+    count, and with ``dataset`` made for it) before anything is written, so a bad one gives one error and
+    no half export."""
     folder, dest = Path(folder), Path(dest)
     todo = []
     for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
         src = folder / f"{kind}.npy"
         if src.exists():
             man_path = folder / f"{kind}.json"
-            rows = read_manifest(man_path).get("rows") if man_path.exists() else None
+            # no manifest: a replacement cut short (write_matrix drops it first), refused as load_features does
+            if not man_path.exists():
+                raise DataError(man_path, f"manifest missing for {src.name}; re-run `recgoat encode`")
+            man = read_manifest(man_path)
+            # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
+            if dataset is not None and man.get("dataset_fingerprint") != dataset.fingerprint():
+                raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
+                                          f"({man.get('dataset')}), not this dataset's {dataset.fingerprint()}; "
+                                          f"not exported: re-run `recgoat encode {kind}` first")
+            rows = man.get("rows")
             todo.append((dest / name, as_feature_matrix(src, load_array(src), rows if isinstance(rows, int) else None)))
     for path, arr in todo:
         save_array(path, arr)

@@ -11,7 +11,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -102,6 +102,21 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+
+
+def _yaml_number(loader: _Loader, node: yaml.ScalarNode) -> int | float | str:
+    """YAML 1.1's numbers a user does not mean, read as YAML 1.2 reads them: ``010`` is 10, not octal 8
+    (``data.seed: 0123`` was 83), and ``1:30`` the string it looks like, not base-60 90."""
+    text = loader.construct_scalar(node)
+    if ":" in text:
+        return text
+    if re.fullmatch(r"[-+]?0[0-7_]+", text):
+        return int(text.replace("_", ""))
+    return (loader.construct_yaml_int if node.tag.endswith(":int") else loader.construct_yaml_float)(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _yaml_number)
+_Loader.add_constructor("tag:yaml.org,2002:float", _yaml_number)
 
 
 def yaml_load(text: str) -> Any:
@@ -272,38 +287,79 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _set_path(data, parts, parse_value(text), item)
         raw[parts] = text
         given.add(parts)
-    cfg = _validated(RunConfig, data, raw, lambda e: _located_errors(e, path, given))
+    cfg = _validated(RunConfig, data, raw, lambda errors: _located_errors(errors, RunConfig, path, given))
     from recgoat.models.base import get_model_class
 
     cls = get_model_class(cfg.model.name)  # an unknown model before "no preset 'x' for model 'nope'"
-    cfg.model.params = with_preset(cfg.model.name, cfg.model.preset, cfg.model.params)
+    preset: tuple[Path, set[str]] | None = None  # the preset file and the params only it sets, for errors
+    if cfg.model.preset is not None:
+        preset_file = _preset_path(cfg.model.name, cfg.model.preset)
+        preset_data = read_yaml_mapping(preset_file, "a preset is a mapping of model params")
+        preset = (preset_file, {str(k) for k in preset_data} - {str(k) for k in cfg.model.params})
+        cfg.model.params = {**preset_data, **cfg.model.params}
     params_raw = {k[2:]: v for k, v in raw.items() if len(k) == 3 and k[:2] == ("model", "params")}
     _validated(cls.Config, cfg.model.params, params_raw,
-               lambda e: format_validation_error(e, prefix="model.params", model=cls.Config))
+               lambda errors: _located_errors(errors, cls.Config, path, given, ("model", "params"), preset))
     return cfg
 
 
-def _validated(model: Callable[..., Any], data: dict[str, Any], raw: dict[tuple[str, ...], str],
-               message: Callable[[ValidationError], str]) -> Any:
-    """``model(**data)``, after putting back the typed text of string keys YAML read as something else
-    (:func:`_string_fallbacks`); else a :class:`ConfigError` with ``message(error)``."""
+def _validated(model: type[BaseModel], data: dict[str, Any], raw: dict[tuple[str, ...], str],
+               message: Callable[[list[dict[str, Any]]], str]) -> Any:
+    """``model`` validated from ``data``, after putting back the typed text of string keys YAML read as something
+    else (:func:`_string_fallbacks`); else a :class:`ConfigError` with ``message(errors)``."""
+    bools = _booleans_for_numbers(model, data)  # before validation: True is 1 to a validator (ks=[true, 5])
+    if bools:
+        raise ConfigError(message(bools))
     while True:
         try:
-            return model(**data)
+            # not model(**data): a YAML key that is not a string (``~: 1``, ``1: x``) was a TypeError traceback
+            return model.model_validate(data)
         except ValidationError as e:
             if not _string_fallbacks(data, e, raw):
-                raise ConfigError(message(e)) from None
+                raise ConfigError(message(e.errors())) from None
 
 
-def _located_errors(err: ValidationError, path: Path | None, given: set[tuple[str, ...]]) -> str:
-    """The validation errors, naming the configuration file only for keys the command line did not set
-    (``--set trainer.lr=fast`` is not a fault of ``run.yaml``)."""
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types an annotation admits (``int | None`` → {int, NoneType}; ``tuple[float, ...]`` → {float, …})."""
+    args = [a for a in get_args(annotation) if a is not Ellipsis]
+    return set().union(*(_leaf_types(a) for a in args)) if args else {annotation}
+
+
+def _booleans_for_numbers(model: type[BaseModel], data: dict[str, Any], loc: tuple[str, ...] = ()) -> list[dict]:
+    """Errors for booleans given to number keys: pydantic reads True as 1, so YAML's ``epochs: yes`` (or
+    ``--set data.k_core=no``, ``model.params.embedding_dim=on``) was silently 1 epoch, 0 (no k-core), 1 dim."""
+    errors = []
+    for key, value in data.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            continue
+        types = _leaf_types(field.annotation)
+        nested = next((t for t in types if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if nested is not None and isinstance(value, dict):
+            errors += _booleans_for_numbers(nested, value, (*loc, str(key)))
+        elif bool not in types and types & {int, float} and (
+                isinstance(value, bool) or isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            errors.append({"loc": (*loc, str(key)), "type": "bool_for_number", "input": value,
+                           "msg": "expected a number, not a boolean (YAML reads yes/no/on/off/true/false so)"})
+    return errors
+
+
+def _located_errors(errors: list[dict[str, Any]], model: type[BaseModel], path: Path | None,
+                    given: set[tuple[str, ...]], prefix: tuple[str, ...] = (),
+                    preset: tuple[Path, set[str]] | None = None) -> str:
+    """The validation errors, each naming the file that set its key: none for keys the command line set
+    (``--set trainer.lr=fast`` is not a fault of ``run.yaml``), the preset file for params only it sets, else
+    the configuration file (a bad ``model.params`` key in ``run.yaml`` named no file)."""
     lines = []
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
-        from_command_line = any(loc[:len(k)] == k or k[:len(loc)] == loc for k in given)
-        line = _error_line(e, model=RunConfig)
-        lines.append(line if path is None or from_command_line else f"{path}: {line}")
+    for e in errors:
+        loc = (*prefix, *(str(p) for p in e["loc"]))
+        source = path
+        if any(loc[:len(k)] == k or k[:len(loc)] == loc for k in given):
+            source = None
+        elif preset is not None and len(loc) > len(prefix) and loc[len(prefix)] in preset[1]:
+            source = preset[0]
+        line = _error_line(e, ".".join(prefix), model)
+        lines.append(line if source is None else f"{source}: {line}")
     return "; ".join(lines)
 
 
@@ -326,6 +382,11 @@ def preset_params(model: str, preset: str) -> dict[str, Any]:
     """The hyper-parameters a preset sets: ``preset`` is a YAML file of model params, or the name of a
     preset packaged for this model (``recgoat/configs/<model>-<preset>.yaml``, e.g. ``recgoat`` +
     ``ml100k``). Run and benchmark configs name one with ``preset:``; their ``params`` override it."""
+    return read_yaml_mapping(_preset_path(model, preset), "a preset is a mapping of model params")
+
+
+def _preset_path(model: str, preset: str) -> Path:
+    """The YAML file ``preset`` names (see :func:`preset_params`)."""
     path = Path(preset)
     if not path.is_file():
         configs = Path(str(resources.files("recgoat") / "configs"))
@@ -334,7 +395,7 @@ def preset_params(model: str, preset: str) -> dict[str, Any]:
             known = sorted(f.name[len(model) + 1: -len(".yaml")] for f in configs.glob(f"{model}-*.yaml"))
             raise ConfigError(f"no preset {preset!r} for model {model!r} (packaged: {', '.join(known) or 'none'}; "
                               "or the path of a YAML file of model params)")
-    return read_yaml_mapping(path, "a preset is a mapping of model params")
+    return path
 
 
 def with_preset(model: str, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:

@@ -218,12 +218,18 @@ def test_cli_boolean_for_a_number_and_a_null_key_are_one_line(monkeypatch, capsy
     assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="load_config refuses booleans for numbers; TrainConfig itself (Python API, "
-                                       "benchmark train overrides) still reads True as 1: fix in training/trainer.py")
-def test_train_config_refuses_a_boolean_for_epochs():
+def test_train_and_model_configs_refuse_a_boolean_for_a_number():
+    # load_config refused them, but TrainConfig and the models' configs (Python API, benchmark overrides) read
+    # True as 1 epoch / a 1-dimensional embedding
     from pydantic import ValidationError
 
+    from recgoat.models import get_model_class
     from recgoat.training.trainer import TrainConfig
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="epochs: expected a number, not a boolean"):
         TrainConfig(epochs=True)
+    with pytest.raises(ValidationError, match="ks: expected a number, not a boolean"):
+        TrainConfig(ks=[True, 5])
+    with pytest.raises(ValidationError, match="embedding_dim: expected a number, not a boolean"):
+        get_model_class("lightgcn").Config(embedding_dim=True)
+    assert TrainConfig(epochs=3).epochs == 3 and TrainConfig(progress=False).progress is False  # bools stay bools

@@ -11,13 +11,14 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, get_args
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recgoat.datasets.preprocess import NO_HELD_OUT, RATIOS_RULE, SPLIT_METHODS, ratios_ok
 from recgoat.errors import ConfigError
+from recgoat.strict import booleans_for_numbers
 from recgoat.training.trainer import TrainConfig
 
 
@@ -307,7 +308,7 @@ def _validated(model: type[BaseModel], data: dict[str, Any], raw: dict[tuple[str
                message: Callable[[list[dict[str, Any]]], str]) -> Any:
     """``model`` validated from ``data``, after putting back the typed text of string keys YAML read as something
     else (:func:`_string_fallbacks`); else a :class:`ConfigError` with ``message(errors)``."""
-    bools = _booleans_for_numbers(model, data)  # before validation: True is 1 to a validator (ks=[true, 5])
+    bools = booleans_for_numbers(model, data)  # before validation: True is 1 to a validator (ks=[true, 5])
     if bools:
         raise ConfigError(message(bools))
     while True:
@@ -317,31 +318,6 @@ def _validated(model: type[BaseModel], data: dict[str, Any], raw: dict[tuple[str
         except ValidationError as e:
             if not _string_fallbacks(data, e, raw):
                 raise ConfigError(message(e.errors())) from None
-
-
-def _leaf_types(annotation: Any) -> set[Any]:
-    """The types an annotation admits (``int | None`` → {int, NoneType}; ``tuple[float, ...]`` → {float, …})."""
-    args = [a for a in get_args(annotation) if a is not Ellipsis]
-    return set().union(*(_leaf_types(a) for a in args)) if args else {annotation}
-
-
-def _booleans_for_numbers(model: type[BaseModel], data: dict[str, Any], loc: tuple[str, ...] = ()) -> list[dict]:
-    """Errors for booleans given to number keys: pydantic reads True as 1, so YAML's ``epochs: yes`` (or
-    ``--set data.k_core=no``, ``model.params.embedding_dim=on``) was silently 1 epoch, 0 (no k-core), 1 dim."""
-    errors = []
-    for key, value in data.items():
-        field = model.model_fields.get(str(key))
-        if field is None:
-            continue
-        types = _leaf_types(field.annotation)
-        nested = next((t for t in types if isinstance(t, type) and issubclass(t, BaseModel)), None)
-        if nested is not None and isinstance(value, dict):
-            errors += _booleans_for_numbers(nested, value, (*loc, str(key)))
-        elif bool not in types and types & {int, float} and (
-                isinstance(value, bool) or isinstance(value, list) and any(isinstance(v, bool) for v in value)):
-            errors.append({"loc": (*loc, str(key)), "type": "bool_for_number", "input": value,
-                           "msg": "expected a number, not a boolean (YAML reads yes/no/on/off/true/false so)"})
-    return errors
 
 
 def _located_errors(errors: list[dict[str, Any]], model: type[BaseModel], path: Path | None,

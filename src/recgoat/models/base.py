@@ -25,19 +25,20 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.ranking import top_k
 from recgoat.io import atomic_path, write_json
+from recgoat.strict import StrictNumbers
 
 MODEL_FORMAT_VERSION = 1
 MODELS: dict[str, type["Recommender"]] = {}
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictNumbers):
     """Hyper-parameters of a model; unknown or ill-typed keys are refused."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -32,12 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
 from recgoat.io import atomic_path, folder_lock, nearest_existing, write_json
+from recgoat.strict import StrictNumbers
 from recgoat.training.sampling import NegativeSampler, users_without_negatives
 
 # TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
@@ -50,7 +51,7 @@ LR_MAX, WEIGHT_DECAY_MAX = 1e37, 1e38
 _AFRESH = "to start afresh use --set trainer.resume=false or another --run-dir"
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictNumbers):
     """Training hyper-parameters shared by every model."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

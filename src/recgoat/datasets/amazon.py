@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
-from recgoat.datasets.generic import MAX_SECONDS
+from recgoat.datasets.generic import MAX_SECONDS, warn_missing_items
 from recgoat.datasets.preprocess import PrepareConfig, prepare
 from recgoat.errors import DataError
 
@@ -304,12 +304,7 @@ def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
     if meta_path is None:
         return inter, None, []
     items = read_meta(meta_path)
-    used = pd.unique(inter["item"])
-    n_missing = int((~pd.Index(used).isin(items["item_id"])).sum())
-    if n_missing:
-        # as the generic loader says it: allowed (they get no text or image), but never silently
-        warnings.warn(f"{meta_path}: {n_missing} of the {len(used)} items in {Path(reviews_path).name} have no "
-                      "line in this file; they get no text or image features", UserWarning, stacklevel=2)
+    warn_missing_items(inter, items, reviews_path, meta_path, entry="line in this file")
     text_fields = [c for c in TEXT_COLUMNS if items[c].notna().any()]
     keep = ["item_id", *text_fields] + [c for c in ("image", "price") if items[c].notna().any()]
     return inter, items[keep], text_fields

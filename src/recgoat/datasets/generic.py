@@ -334,14 +334,17 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
     if items_path is not None:
         img = root / (image_dir or "images")
         item_df, text_fields = read_items(items_path, image_dir=img if img.is_dir() else None)
-        _warn_missing_items(inter, item_df, inter_path, items_path)
+        warn_missing_items(inter, item_df, inter_path, items_path)
     return inter, item_df, text_fields
 
 
-def _warn_missing_items(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Path, items_path: Path) -> None:
-    """Items absent from the item table are allowed (they get no text or image), but said once."""
+def warn_missing_items(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Path, items_path: Path,
+                       entry: str = "row in this table") -> None:
+    """Items absent from the item table are allowed (they get no text or image), but said once (``entry``:
+    what the item file holds per item, e.g. an Amazon meta file's "line in this file"). Called by a loader,
+    so the warning points at the loader's caller."""
     used = pd.unique(inter["item"])
     n_missing = int((~pd.Index(used).isin(items["item_id"])).sum())
     if n_missing:
-        warnings.warn(f"{items_path}: {n_missing} of the {len(used)} items in {inter_path.name} have no row "
-                      "in this table; they get no text or image features", UserWarning, stacklevel=3)
+        warnings.warn(f"{items_path}: {n_missing} of the {len(used)} items in {Path(inter_path).name} have no "
+                      f"{entry}; they get no text or image features", UserWarning, stacklevel=3)

@@ -801,6 +801,7 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
     count, and with ``dataset`` made for it) before anything is written, so a bad one gives one error and
     no half export."""
     folder, dest = Path(folder), Path(dest)
+    fp = dataset.fingerprint() if dataset is not None else None
     todo = []
     for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
         src = folder / f"{kind}.npy"
@@ -811,9 +812,9 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
                 raise DataError(man_path, f"manifest missing for {src.name}; re-run `recgoat encode`")
             man = read_manifest(man_path)
             # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
-            if dataset is not None and man.get("dataset_fingerprint") != dataset.fingerprint():
+            if fp is not None and man.get("dataset_fingerprint") != fp:
                 raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
-                                          f"({man.get('dataset')}), not this dataset's {dataset.fingerprint()}; "
+                                          f"({man.get('dataset')}), not this dataset's {fp}; "
                                           f"not exported: re-run `recgoat encode {kind}` first")
             rows = man.get("rows")
             todo.append((dest / name, as_feature_matrix(src, load_array(src), rows if isinstance(rows, int) else None)))

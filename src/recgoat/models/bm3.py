@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -96,8 +95,7 @@ class BM3(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        # contiguous: torch.from_numpy refuses a reversed view (negative strides), e.g. features[::-1]
-        self.feats = {m: torch.from_numpy(np.ascontiguousarray(x)) for m, x in found.items()}
+        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         self.adj = normalized_bipartite(self._train_csr)
 
     def online(self) -> tuple[Tensor, Tensor]:

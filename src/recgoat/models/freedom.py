@@ -120,8 +120,7 @@ class FREEDOM(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        # contiguous: torch.from_numpy refuses a reversed view (negative strides), e.g. features[::-1]
-        self.feats = {m: torch.from_numpy(np.ascontiguousarray(x)) for m, x in found.items()}
+        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         self.adj = normalized_bipartite(self._train_csr)
         self.pruned_adj = None
         cfg = self.config

@@ -189,8 +189,7 @@ class LGMRec(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        # contiguous: torch.from_numpy refuses a reversed view (negative strides), e.g. features[::-1]
-        self.feats = {m: torch.from_numpy(np.ascontiguousarray(x)) for m, x in found.items()}
+        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         train = self._train_csr.astype(np.float32)
         train.data[:] = 1.0
         self.adj = normalized_bipartite(train)

@@ -87,7 +87,8 @@ def image_mask(features, n_items: int, model: str) -> np.ndarray:
 
 
 def item_features(model: Recommender, features) -> dict[str, np.ndarray]:
-    """The item modalities in ``features``, checked against what ``model`` was built with."""
+    """The item modalities in ``features``, checked against what ``model`` was built with, C-contiguous (each
+    model hands them to ``torch.from_numpy``, which refuses a reversed view such as ``features[::-1]``)."""
     found = item_modalities(features, model.name, model.n_items)
     check_dims(model, found)
-    return found
+    return {m: np.ascontiguousarray(x) for m, x in found.items()}

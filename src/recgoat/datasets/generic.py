@@ -6,6 +6,7 @@ absolute, or a URL) and, for rows it leaves empty, ``{image_dir}/{item_id}.jpg``
 """
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from pathlib import Path
@@ -37,8 +38,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            if sep is None:
-                sep = "\t" if path.suffix in (".tsv", ".inter", ".tab") else ","
+            sep = _sep_for(path, sep)
             with warnings.catch_warnings():
                 # index_col=False: rows with more fields than the header would otherwise make pandas take
                 # the first field as the row index and silently shift every column (user ← item ← rating)
@@ -51,14 +51,107 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         raise DataError(path, f"data rows have more fields than the header's {_header_width(path, sep)}; "
                               "check the separator and the header line") from None
     except pd.errors.ParserError as e:
+        if "EOF inside string" in str(e) or "unexpected end of data" in str(e):
+            raise DataError(path, f"{_line_of(path, sep, -1)}: a quote opened here is never closed, so the rest of the "
+                                  f"file was read into one field; {_QUOTE_FIX}") from None
         raise DataError(path, f"malformed line: {str(e).strip()}") from None
     except pd.errors.EmptyDataError:
         raise DataError(path, "file is empty") from None
+    except UnicodeDecodeError:
+        # pandas' message gives a byte offset inside its read buffer, which points nowhere in the file
+        raise DataError(path, _not_utf8(path)) from None
     except (OSError, ValueError) as e:
         raise DataError(path, f"cannot be read: {e}") from None
     if len(df) == 0:
         raise DataError(path, "file has a header but no rows")
     return df
+
+
+_QUOTE_FIX = 'close the quote, or double it ("") to write it literally'
+
+
+def _sep_for(path: Path, sep: str | None) -> str:
+    """The separator a text table is read with: tabs for .tsv/.inter/.tab, else commas, unless given."""
+    if sep is not None:
+        return sep
+    return "\t" if path.suffix in (".tsv", ".inter", ".tab") else ","
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8 text, for the error message."""
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "is UTF-16 text (e.g. Excel's 'Unicode text'); save it as UTF-8"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return f"line {line} is not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+    return "is not UTF-8 text; save it as UTF-8"
+
+
+def _record_lines(path: Path, sep: str) -> list[int] | None:
+    """The 1-based line each record starts on (the header first), blank lines skipped as pandas skips them;
+    a record cut off inside an open quote at the end comes last. None for a regex separator (no csv reader
+    splits by one)."""
+    if len(sep) != 1:
+        return None
+    starts: list[int] = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        done = 0
+        for record in reader:
+            if record:
+                starts.append(done + 1)
+            done = reader.line_num
+    return starts
+
+
+def _line_of(path: Path, sep: str, row: int) -> str:
+    """``line N`` where data row ``row`` (0-based; -1: the last record read) starts, else ``data row N``."""
+    try:
+        starts = _record_lines(path, sep)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        starts = None
+    if starts is None or len(starts) < 2:
+        return f"data row {row + 1}" if row >= 0 else "a line"
+    return f"line {starts[row + 1] if row >= 0 else starts[-1]}"
+
+
+def _check_line_breaks(df: pd.DataFrame, path: Path, sep: str | None, keys: dict[str, str]) -> None:
+    """An unclosed quote reads the following lines, rows and all, into one field. In a ``keys`` column (label →
+    column: ids, ratings, times) no line break is ever valid: a DataError naming the line. Text columns may
+    hold real line breaks, so there only lines shaped like whole rows (the header's field count) are warned
+    about; pandas gave no sign of either."""
+    if path.suffix == ".parquet":
+        return
+    sep = _sep_for(path, sep)
+    broken = {c: _has_break(df[c]) for c in df.columns if not pd.api.types.is_numeric_dtype(df[c].dtype)}
+    for label, col in keys.items():
+        if col in broken and broken[col].any():
+            row = int(np.flatnonzero(broken[col])[0])
+            value = str(df[col].iloc[row])
+            raise DataError(path, f"{_line_of(path, sep, row)}: the {label} runs over {len(_lines(value))} "
+                                  f"lines ({value[:60]!r}): a quote opened there is never closed, so the lines "
+                                  f"after it were read into it; {_QUOTE_FIX}")
+    split = (lambda line: re.split(sep, line)) if len(sep) > 1 else (lambda line: line.split(sep))
+    for col, mask in broken.items():
+        for row in np.flatnonzero(mask):
+            lines = _lines(str(df[col].iloc[row]))
+            rows = sum(len(split(line)) == len(df.columns) for line in lines[1:])
+            if rows and len(df.columns) > 1:
+                warnings.warn(f"{path}: {_line_of(path, sep, int(row))}: column {col!r} runs over "
+                              f"{len(lines)} lines, {rows} of them shaped like whole rows: if a quote "
+                              f"is left open there, those rows were read into it ({_QUOTE_FIX})", stacklevel=3)
+                return
+
+
+def _lines(value: str) -> list[str]:
+    return re.split(r"\r\n|\r|\n", value)
+
+
+def _has_break(col: pd.Series) -> np.ndarray:
+    return col.astype("string").str.contains(r"[\r\n]", regex=True).fillna(False).to_numpy(bool)
 
 
 def _header_width(path: Path, sep: str) -> int:
@@ -78,10 +171,13 @@ def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, req
                  warn_several: bool = False) -> str | None:
     if given is not None:
         if given not in df.columns:
-            raise DataError(path, f"missing column {given!r} (for {role}); columns are {list(df.columns)}")
+            spaced = [c for c in df.columns if str(c).strip() == given]
+            hint = f"; column names have spaces around them ({spaced[0]!r}): remove them" if spaced else ""
+            raise DataError(path, f"missing column {given!r} (for {role}); columns are {list(df.columns)}{hint}")
         return given
-    lower = {c.lower(): c for c in df.columns}
-    matches = [lower[g.lower()] for g in GUESSES[role] if g.lower() in lower]
+    order = [g.lower() for g in GUESSES[role]]
+    # every column, not one per lower-cased name: "User" beside "user" silently took the last one
+    matches = sorted((c for c in df.columns if str(c).lower() in order), key=lambda c: order.index(str(c).lower()))
     if matches:
         if len(matches) > 1 and warn_several:
             # e.g. item_id beside an item name, or asin beside parent_asin: the wrong one merges or splits ids
@@ -89,6 +185,11 @@ def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, req
                           f"or drop the others, or name it with recgoat.datasets.generic.load_generic(root, "
                           f"{role}_col=...))", stacklevel=2)
         return matches[0]
+    # " rating" or "timestamp ": an optional column was silently taken as absent (a required one was refused)
+    spaced = [c for c in df.columns if str(c).strip().lower() in order]
+    if spaced:
+        raise DataError(path, f"column {spaced[0]!r} is not read as the {role}: column names have spaces around "
+                              "them; remove the spaces after the separators")
     if required:
         raise DataError(path, f"missing column for {role}: none of {GUESSES[role]} among {list(df.columns)}"
                               + _header_hint(df, role))
@@ -96,15 +197,13 @@ def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, req
 
 
 def _header_hint(df: pd.DataFrame, role: str) -> str:
-    """Why a header missed every guess, when it shows: another separator, or spaces around the names."""
+    """Why a header missed every guess, when it shows: another separator."""
     if len(df.columns) == 1:
         seps = [name for ch, name in ((";", "';'"), ("\t", "tabs"), (",", "','"), ("|", "'|'"))
                 if ch in str(df.columns[0])]
         if seps:
             return f"; the header was read as one column: is the file separated by {seps[0]}?"
-    if any(str(c).strip().lower() in {g.lower() for g in GUESSES[role]} for c in df.columns):
-        return "; column names have spaces around them: remove the spaces after the separators"
-    return ""
+    return ""  # (spaces around the names are told by guess_column itself, for optional columns too)
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path, dtype) -> np.ndarray:
@@ -196,14 +295,33 @@ def _retry_dates(ts: pd.Series, retry: pd.Series) -> pd.Series:
 
 
 def id_strings(ids: pd.Series) -> pd.Series:
-    """Ids as strings. A float column of whole numbers (Parquet written by pandas after a NaN passed
-    through an int column) gives ``"7"``, not ``"7.0"``: the same id as in a CSV items table, or as typed
-    to ``recommend --user 7``."""
+    """Ids as the strings every loader and :func:`~recgoat.datasets.preprocess.prepare` use (one function: the
+    two spelled float ids differently). When every float id is a whole number (Parquet written by pandas after
+    a NaN passed through an int column, or a frame pandas upcast) they give ``"7"``, not ``"7.0"``: the same
+    id as in a CSV, as typed to ``recommend --user 7``, and as an int 7 beside them in an object column. With
+    a fractional one among them the floats are no integers: all keep their text (``"7.5"``, ``"2.0"``)."""
+    if isinstance(ids.dtype, pd.StringDtype):
+        return ids
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        return id_strings(ids.astype(object))
     if pd.api.types.is_float_dtype(ids.dtype):
-        values = ids.to_numpy(np.float64)
-        if np.all(np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) <= 2**53)):
+        values = ids.to_numpy(np.float64, na_value=np.nan)
+        if _whole(values).all():
             return pd.Series(values.astype(np.int64), index=ids.index, name=ids.name).astype(str)
+    elif ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=True) not in ("string", "integer", "empty"):
+        values = ids.to_numpy(object)
+        floats = np.fromiter((isinstance(v, (float, np.floating)) for v in values), bool, len(values))
+        if floats.any() and _whole(values[floats].astype(np.float64)).all():
+            values = values.copy()
+            values[floats] = values[floats].astype(np.float64).astype(np.int64)
+            return pd.Series(values, index=ids.index, name=ids.name).astype(str)
     return ids.astype(str)
+
+
+def _whole(values: np.ndarray) -> np.ndarray:
+    """Which floats are whole numbers an int64 holds exactly."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) <= 2**53)
 
 
 def _check_ids(ids: pd.Series, role: str, path: Path) -> None:
@@ -228,6 +346,8 @@ def read_interactions(path: str | Path, user_col: str | None = None, item_col: s
         "rating": guess_column(df, "rating", rating_col, path, False),
         "timestamp": guess_column(df, "timestamp", timestamp_col, path, False),
     }
+    _check_line_breaks(df, path, sep, {f"{role} {'id' if role in ('user', 'item') else 'value'}": col
+                                       for role, col in cols.items() if col is not None})
     for role in ("user", "item"):
         _check_ids(df[cols[role]], role, path)
     out = pd.DataFrame({"user": id_strings(df[cols["user"]]), "item": id_strings(df[cols["item"]])})
@@ -247,6 +367,18 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
     if col != "item_id" and "item_id" in df.columns:
         # renaming col to item_id would give two item_id columns (a pandas traceback further on)
         raise DataError(path, f"columns {col!r} and 'item_id' both name the item; keep one, or rename the other")
+    keys = {"item id": col}
+    if image_col is not None and image_col in df.columns:
+        keys["image"] = image_col
+    elif "image" in df.columns:
+        keys["image"] = "image"
+    _check_line_breaks(df, path, None, keys)
+    # " title" or "image ": a text or image column silently went unused
+    spaced = [c for c in df.columns if str(c).strip().lower() in [*TEXT_CANDIDATES, "image"]
+              and str(c) != str(c).strip()]
+    if spaced:
+        raise DataError(path, f"column {spaced[0]!r} is not read as {str(spaced[0]).strip()!r}: column names have "
+                              "spaces around them; remove the spaces after the separators")
     _check_ids(df[col], "item", path)
     item_ids = id_strings(df[col])
     dup = item_ids.duplicated(keep=False)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
+from recgoat.datasets.generic import id_strings
 from recgoat.errors import ConfigError, DataError
 
 SPLIT_METHODS = ("random", "temporal", "loo", "none")
@@ -106,10 +107,11 @@ def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def remap(df: pd.DataFrame, items: pd.DataFrame | None, keep_all_items: bool = False):
     """Dense internal ids. Returns (interactions, user_ids, item_ids, items aligned to internal ids)."""
-    user_ids, u_idx = np.unique(df["user"].astype(str).to_numpy(), return_inverse=True)
-    item_strs = df["item"].astype(str).to_numpy()
+    # id_strings as the loaders: astype(str) made an item table's float id 7.0 "7.0", matching no item "7"
+    user_ids, u_idx = np.unique(id_strings(df["user"]).to_numpy(object), return_inverse=True)
+    item_strs = id_strings(df["item"]).to_numpy(object)
     if keep_all_items and items is not None:
-        item_ids = np.unique(np.concatenate([items["item_id"].astype(str).to_numpy(), item_strs]))
+        item_ids = np.unique(np.concatenate([id_strings(items["item_id"]).to_numpy(object), item_strs]))
     else:
         item_ids = np.unique(item_strs)
     i_idx = np.searchsorted(item_ids, item_strs)
@@ -119,7 +121,7 @@ def remap(df: pd.DataFrame, items: pd.DataFrame | None, keep_all_items: bool = F
     aligned = None
     if items is not None:
         meta = items.copy()
-        meta["item_id"] = meta["item_id"].astype(str)
+        meta["item_id"] = id_strings(meta["item_id"])
         meta = meta.drop_duplicates("item_id").set_index("item_id")
         aligned = meta.reindex(item_ids).reset_index().rename(columns={"index": "item_id"})
     return out.reset_index(drop=True), user_ids.astype(object), item_ids.astype(object), aligned
@@ -203,14 +205,11 @@ def split_pairs(df: pd.DataFrame, how: str, ratios=(0.8, 0.1, 0.1), seed: int = 
     return pd.Series(pd.Categorical.from_codes(codes, categories=labels.cat.categories), index=df.index)
 
 
-def _str_ids(col: pd.Series) -> pd.Series:
-    """``col`` as the ``str`` ids :func:`remap` maps (a column of ``str`` only is returned as it is)."""
-    return col if isinstance(col.dtype, pd.StringDtype) else col.astype(str)
-
-
 def check_raw(df: pd.DataFrame, where: str) -> None:
     """DataError for a raw frame the loaders would have refused: frames built in Python skip their checks,
     and failed later with a raw KeyError or TypeError (a missing id sorted against strings)."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(where, f"interactions must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in ("user", "item") if c not in df.columns]
     if missing:
         raise DataError(where, f"interactions lack column(s) {', '.join(missing)}; columns are {list(df.columns)}")
@@ -238,6 +237,24 @@ def check_raw(df: pd.DataFrame, where: str) -> None:
                                        f"(first at row {int(np.flatnonzero(far)[0]) + 1})")
 
 
+def check_items(items: pd.DataFrame, where: str) -> None:
+    """DataError for an item table built in Python that :func:`~recgoat.datasets.generic.read_items` would have
+    refused: without ``item_id`` it was a raw KeyError, and of two rows for one id (7 and "7") the first was
+    silently kept."""
+    if not isinstance(items, pd.DataFrame) or "item_id" not in items.columns:
+        cols = list(items.columns) if isinstance(items, pd.DataFrame) else type(items).__name__
+        raise DataError(where, f"the item table needs an 'item_id' column; got {cols}")
+    empty = items["item_id"].isna().to_numpy(bool)
+    if empty.any():
+        raise DataError(where, f"the item table has {int(empty.sum())} rows with no item_id "
+                               f"(first at row {int(np.flatnonzero(empty)[0]) + 1})")
+    ids = id_strings(items["item_id"])
+    dup = ids[ids.duplicated()].unique()
+    if len(dup):
+        raise DataError(where, f"the item table has {len(dup)} duplicated item ids (e.g. {dup[0]!r}); each item "
+                               "needs exactly one row")
+
+
 def prepare(
     name: str,
     interactions: pd.DataFrame,
@@ -262,7 +279,9 @@ def prepare(
                                f"only {list(df.columns)}")
     # ids as the strings remap gives them, before deduplication and k-core count them: 1 and "1" were two
     # users there but one after remapping (its pairs then repeated despite dedup)
-    df = df.assign(user=_str_ids(df["user"]), item=_str_ids(df["item"]))
+    df = df.assign(user=id_strings(df["user"]), item=id_strings(df["item"]))
+    if items is not None:
+        check_items(items, where)
     df = filter_rating(df, cfg.min_rating)
     if cfg.dedup:
         df = deduplicate(df)

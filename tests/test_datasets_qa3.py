@@ -50,7 +50,9 @@ def test_float_ids_of_a_frame_are_the_ids_the_file_loader_gives(tmp_path):
     for kind, key in [("user", 2), ("item", 30)]:
         looked = [(_index(from_frame, kind, k), _index(from_file, kind, k)) for k in (key, str(key), float(key))]
         assert all(a == b for a, b in looked), looked  # both paths agree for 1, "1" and 1.0
-        assert looked[0][0] == looked[1][0] != "unknown"  # and 1 and "1" find the same id
+        # 1, "1" and 1.0 find the same id (a whole float key was str()-ed to "1.0", an unknown id)
+        assert looked[0][0] == looked[1][0] == looked[2][0] != "unknown"
+        assert _index(from_file, kind, key + 0.5) == "unknown"
 
 
 def test_one_id_spelled_as_int_float_and_text_in_a_frame_is_one_user():

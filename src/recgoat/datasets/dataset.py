@@ -339,6 +339,8 @@ class Dataset:
 
 def _lookup(mapping: dict[str, int], original_id: Any, kind: str) -> int:
     key = str(original_id)
+    if key not in mapping and isinstance(original_id, (float, np.floating)) and float(original_id).is_integer():
+        key = str(int(original_id))  # 7.0 is id "7", as the loaders spell whole-number float ids
     if key not in mapping:
         raise KeyError(f"unknown {kind} id {original_id!r}")
     return mapping[key]

@@ -171,6 +171,17 @@ class RecGOATConfig(ModelConfig):
                              f"({self.gat_heads}); set gat_concat: false to average heads instead")
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities repeated: {self.modalities}")
+        if not self.modalities:
+            # no item view to adapt, transport or fuse. λ_ot's default stays allowed and inert (the summary says
+            # OAT off; docs/benchmarks.md's "profile branch only" is `{modalities: []}`), and a reloaded config
+            # sets every field, so a value chosen other than the default is what marks a request for OAT
+            default_ot = type(self).model_fields["lambda_ot"].default
+            if self.lambda_ot > 0 and self.lambda_ot != default_ot:
+                raise ValueError(f"lambda_ot={self.lambda_ot} asks for OAT, which aligns item views, but modalities "
+                                 f"is []; set lambda_ot: 0.0 or list a modality")
+            if self.fusion != "simplex":
+                raise ValueError(f"fusion: {self.fusion} fuses item views, but modalities is [] (the ID view alone "
+                                 f"has nothing to fuse); drop fusion or list a modality")
         fixed = [g for g in (self.gamma_t, self.gamma_v) if g is not None]
         if fixed:
             if self.fusion != "simplex":
@@ -280,7 +291,9 @@ def edge_ratings(dataset, adj: Tensor, n_users: int) -> Tensor:
 def _normalise(x: np.ndarray, how: str, mask: np.ndarray | None = None) -> np.ndarray:
     """Rows centred on the mean of the present rows (``mask``) and/or L2-normalised; absent rows stay 0."""
     if how == "none":
-        return x
+        # a copy, C-contiguous: torch.from_numpy refuses negative strides (``x[::-1]``), and a buffer sharing the
+        # caller's array would change with it, behind the eval-mode cache
+        return np.array(x, dtype=np.float32, order="C", copy=True)
     present = np.ones(len(x), bool) if mask is None else mask
     out = x.astype(np.float32, copy=True)
     if how == "center_l2" and present.any():
@@ -376,16 +389,24 @@ class RecGOAT(Recommender):
             "profile_missing": c.use_profile and profile_dim == 0,
             "fusion": c.fusion if n_views > 1 else "id_only",
             "rating_attention": c.rating_attention,
-            "cmcl": c.lambda_cl > 0 and (bool(self.modalities) or (self.use_profile and c.align_users)),
-            "oat": (c.lambda_ot > 0 and bool(self.modalities))
-            and (("sinkhorn divergence" if c.ot_debias else "entropic <T,C>")
-                 + ("" if c.ot_normalize else " on raw embeddings")),
+            **self._alignment_flags(self.modalities),
             "align_target": c.align_target,
             "projection_dtype": str(self.proj_dtype).removeprefix("torch."),
         }
+        self._absent_note: str | None = None
         if missing or (c.use_profile and profile_dim == 0):
             absent = missing + (["profile"] if c.use_profile and profile_dim == 0 else [])
-            self.summary["note"] = (f"features absent for {', '.join(absent)}: the model runs without them")
+            self._absent_note = f"features absent for {', '.join(absent)}: the model runs without them"
+            self.summary["note"] = self._absent_note
+
+    def _alignment_flags(self, alignable: list[str]) -> dict[str, Any]:
+        """The summary's ``cmcl`` / ``oat`` entries: whether each term can act, given the item views that have
+        at least two present rows (``alignable``; a term with fewer in a batch is skipped, i.e. 0)."""
+        c = self.config
+        return {"cmcl": c.lambda_cl > 0 and (bool(alignable) or (self.use_profile and c.align_users)),
+                "oat": (c.lambda_ot > 0 and bool(alignable))
+                and (("sinkhorn divergence" if c.ot_debias else "entropic <T,C>")
+                     + ("" if c.ot_normalize else " on raw embeddings"))}
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -463,9 +484,28 @@ class RecGOAT(Recommender):
                 self.summary["user_graph_edges"] = int(g.nnz)
             else:
                 self.edges_profile = None
-        encoders = {k: v.get("encoder") for k, v in mans.items() if isinstance(v, dict)}
+        # an image view with fewer than two real images is zero (or one point) everywhere: nothing to align
+        few = int(self.image_mask.sum()) if "image" in self.modalities else None
+        alignable = [m for m in self.modalities if m != "image" or few >= 2]
+        self.summary.update(self._alignment_flags(alignable))
+        notes = [self._absent_note] if getattr(self, "_absent_note", None) else []
+        if few is not None and few < 2:
+            notes.append(f"{few} of {self.n_items} items have an image: the image view is zero and is not aligned")
+        self.summary.pop("note", None)
+        if notes:
+            self.summary["note"] = "; ".join(notes)
+        # the encoders of the views this model reads (not every file in the folder: a text-only run listed the
+        # image encoder), and where the profiles came from (§1: template-made ones are labelled in every output)
+        used = [*self.modalities, *(["profile"] if self.use_profile else [])]
+        encoders = {k: mans[k].get("encoder") for k in used if isinstance(mans.get(k), dict)}
+        self.summary.pop("encoders", None)
+        self.summary.pop("profile_source", None)
         if encoders:
             self.summary["encoders"] = encoders
+        prof = mans.get("profile") if self.use_profile else None
+        if isinstance(prof, dict) and (prof.get("label") or prof.get("profile_backend")):
+            llm = f"{prof.get('profile_backend')}:{prof.get('llm_model')}"
+            self.summary["profile_source"] = prof.get("label") or llm
         self._views_ready = True
 
     # ----------------------------------------------------------------- forward

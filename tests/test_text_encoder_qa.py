@@ -105,3 +105,24 @@ def test_model_folder_that_does_not_load_is_a_config_error_naming_it(tmp_path: P
     with pytest.raises(ConfigError, match="model folder") as err:
         TextEncoder(str(junk))
     assert str(junk) in str(err.value) and "network" not in str(err.value)
+
+
+def test_the_feature_store_records_and_reports_how_many_texts_were_cut(tmp_path: Path, capsys) -> None:
+    """`recgoat encode text` writes the count into text.json (over every text, resumed chunks included) and
+    its summary line says it; the encodings are those of the cut texts."""
+    from features_helpers import toy_dataset
+    from recgoat.features.cli import _summary
+    from recgoat.features.store import FeatureConfig, encode_all
+    from recgoat.io import read_json
+
+    titles = ["word " * 300, "a short title", "word " * 300 + "another ending"]
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": titles})
+    ds = toy_dataset(items, [[0, 1], [1, 2], [0, 2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encode_all(ds, tmp_path, FeatureConfig(max_chars=5000), which=["text"], progress=False)
+    assert read_json(tmp_path / "text.json")["truncated_texts"] == 2
+    capsys.readouterr()
+    _summary(tmp_path, ("text",))
+    out = capsys.readouterr().out
+    assert "2 texts cut at the text model's token limit" in out, out

@@ -126,6 +126,8 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
         line = f"{kind}: {m['rows']} x {m['dim']} ({m['encoder']})"
         if kind == "text" and m.get("empty_texts"):  # these rows all get the empty string's embedding
             line += f"; {m['empty_texts']} items with no text"
+        if m.get("truncated_texts"):  # the model read only their first max_seq_length tokens
+            line += f"; {m['truncated_texts']} texts cut at the text model's token limit"
         if kind == "image":
             line += f"; images {m.get('images')}"
         if kind == "users":

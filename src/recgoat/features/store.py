@@ -569,9 +569,12 @@ class _Session:
             return
         arr = self.embed("text", key, texts)
         empty = sum(1 for t in texts if not t)
+        # counted over every text, not read off the encoder: chunks resumed from .partial/ were not encoded now
+        cut = _count_truncated(self.text_encoder(), texts)
         self.finish("text", key, arr, _manifest("text", ds, arr, self.text_encoder().name, key, text_template=desc,
                                                 text_fields=list(ds.text_fields), max_chars=cfg.max_chars,
-                                                empty_texts=empty, example_text=texts[0] if texts else ""))
+                                                empty_texts=empty, truncated_texts=cut,
+                                                example_text=texts[0] if texts else ""))
         self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
 
     # -------------------------------------------------------------------------------------- image
@@ -717,9 +720,16 @@ class _Session:
             template_made=template_made, label=TEMPLATE_LABEL if template_made else None,
             llm_model=None if template_made else cfg.llm_model, prompt_version=PROMPT_VERSION,
             profile_char_budget=cfg.profile_char_budget, history_split="train", profiles=run.stats,
-            profiles_file="profiles.jsonl", example_answer=run.answers[0] if run.answers else ""))
+            profiles_file="profiles.jsonl", example_answer=run.answers[0] if run.answers else "",
+            truncated_texts=_count_truncated(self.text_encoder(), run.answers)))
         made = "TEMPLATE-MADE (no LLM) " if template_made else ""
         self.rep.say(f"users: {made}profiles for {ds.n_users} users ({run.stats}) -> {self.out / 'profile.npy'}")
+
+
+def _count_truncated(encoder: Any, texts: list[str]) -> int | None:
+    """Texts longer than the encoder's token limit (None for an encoder that cannot say)."""
+    count = getattr(encoder, "count_truncated", None)
+    return count(texts) if callable(count) else None
 
 
 def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,

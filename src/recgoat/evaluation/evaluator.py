@@ -97,9 +97,11 @@ class Evaluator:
             raise ValueError("mask and target matrices differ in shape")
         self.mask = _pairs(mask)
         self.target = _pairs(target)
-        if not ks or min(ks) < 1:
-            raise ValueError(f"ks must be a non-empty list of cut-offs >= 1, got {list(ks)}")
-        self.ks = tuple(sorted(ks))
+        # integers only: K = 2.5 or "5" failed later in indexing, a bool passed as K = 1
+        if not ks or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1
+                         for k in ks):
+            raise ValueError(f"ks must be a non-empty list of integer cut-offs >= 1, got {list(ks)}")
+        self.ks = tuple(sorted(int(k) for k in ks))
         if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         self.chunk_size = int(chunk_size)
@@ -190,9 +192,8 @@ class Evaluator:
         finally:
             faiss.omp_set_num_threads(threads)
         hits = torch.cat(hits_all) if hits_all else torch.zeros(0, max_k, dtype=torch.bool)
-        if max_k < self.ks[-1]:  # K beyond the catalogue: every item is ranked, the slots after it are empty
-            hits = torch.cat([hits, torch.zeros(len(hits), self.ks[-1] - max_k, dtype=torch.bool)], 1)
-        per_user = metrics_from_hits(hits, self.n_relevant, self.ks)
+        # K beyond the catalogue: every item is ranked, the slots after it are empty (read as such, not padded)
+        per_user = metrics_from_hits(hits, self.n_relevant, self.ks, empty_after=True)
         means = {k: float(v.mean()) if len(v) else float("nan") for k, v in per_user.items()}
         return EvalResult(means, {k: v.numpy() for k, v in per_user.items()}, self.users)
 

@@ -59,7 +59,9 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
     features = load_side_features(dataset, cfg.features)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
-    torch.manual_seed(cfg.trainer.seed)  # initialisation depends on the run's seed only
+    # initialisation depends on the run's seed only; torch takes no seed >= 2**64 (trainer.seed has no upper
+    # bound: a ValueError "Overflow when unpacking long long"), and below it the reduction changes nothing
+    torch.manual_seed(cfg.trainer.seed % 2**64)
     cls = get_model_class(cfg.model.name)
     model = cls.build(dataset, cfg.model.params, features)
     # the trainer writes run_config.json only once its checks pass

@@ -218,6 +218,25 @@ def _saved_digest(folder: Path) -> str | None:
         return None
 
 
+def _count(v: Any) -> bool:
+    """An int >= 0 (not a bool): a checkpoint's epoch and count of evaluations without improvement."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _valid_best(best: Any) -> bool:
+    """A checkpoint's best-epoch record as the trainer writes it: epoch -1 (none yet) or a validated epoch
+    with its score and metrics. (A record without its score was a KeyError at the next evaluation, a
+    negative epoch a numpy ValueError on resume; every version wrote all three keys.)"""
+    if not isinstance(best, dict):
+        return False
+    epoch, score = best.get("epoch"), best.get("score")
+    if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= -1):
+        return False
+    if not (isinstance(score, (int, float)) and not isinstance(score, bool)):
+        return False
+    return epoch == -1 or isinstance(best.get("valid"), dict)
+
+
 def _trains(model) -> bool:
     """Whether the trainer runs epochs (and keeps checkpoints) for ``model``."""
     return model.trainable and any(p.requires_grad for p in model.parameters())
@@ -276,10 +295,19 @@ class Trainer:
         model.save(staged)
         return _saved_digest(staged)
 
+    def _drop_results(self) -> None:
+        """Remove what describes the model in ``best/`` (result, per-user test values, `recgoat evaluate`'s
+        files) before that model is replaced."""
+        for stale in ("result.json", "test_per_user.npz", *(f.name for f in self.run_dir.glob("evaluate_*.json"))):
+            (self.run_dir / stale).unlink(missing_ok=True)
+
     def _promote_best(self) -> None:
         """``best.new/`` → ``best/`` (after the checkpoint that records it; see :meth:`_stage_best`)."""
         staged, best = self.run_dir / "best.new", self.run_dir / "best"
         if staged.is_dir():
+            # a resumed run extending a finished one kept the old best epoch's result.json and evaluate_*.json
+            # beside the new best/ until its end (for good when killed first); result.json is rewritten then
+            self._drop_results()
             shutil.rmtree(best, ignore_errors=True)
             staged.rename(best)
 
@@ -326,8 +354,8 @@ class Trainer:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(path, f"unreadable checkpoint state ({e}); {_AFRESH}") from None
         files = state.get("files", {}) if isinstance(state, dict) else None
-        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("bad"), int)
-                and isinstance(state.get("best"), dict) and isinstance(state["best"].get("epoch", -1), int)
+        if not (isinstance(state, dict) and _count(state.get("epoch")) and _count(state.get("bad"))
+                and _valid_best(state.get("best"))
                 and isinstance(files, dict) and ("files" not in state or
                                                  all(isinstance(files.get(k), str) for k in ("model", "optimizer")))):
             raise DataError(path, f"not a checkpoint state (expected epoch, bad, best); {_AFRESH}")
@@ -447,8 +475,8 @@ class Trainer:
             # nor by a later run of that model, which then loaded this run's best/ into it: a RuntimeError; its
             # result no longer describes best/; its best/ and what `recgoat evaluate` wrote of it are another
             # model, which evaluate and export took for this run's until its first validation replaced it)
-            for stale in ("log.jsonl", "checkpoint/state.json", "result.json", "test_per_user.npz",
-                          *(f.name for f in self.run_dir.glob("evaluate_*.json"))):
+            self._drop_results()
+            for stale in ("log.jsonl", "checkpoint/state.json"):
                 (self.run_dir / stale).unlink(missing_ok=True)
             for stale in ("best.new", "best"):
                 shutil.rmtree(self.run_dir / stale, ignore_errors=True)
@@ -495,8 +523,8 @@ class Trainer:
                     where = f"{self.run_dir}: " if self.run_dir is not None else ""
                     what = (f"loss became {row['loss']}" if not math.isfinite(row.get("loss", 0.0))
                             else f"parameter {bad_param} became non-finite")
-                    raise TrainingDiverged(f"{where}{model.name}: {what} at epoch {epoch}; lower the "
-                                           f"learning rate or the loss weights (the last finite epoch's checkpoint is kept)")
+                    raise TrainingDiverged(f"{where}{model.name}: {what} at epoch {epoch}; lower the learning rate "
+                                           f"or the loss weights (the last finite epoch's checkpoint is kept)")
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                     # eval mode keeps the propagated embeddings cached, so saving a new best reuses them
                     # instead of propagating again (model.train() at the next epoch drops them)

@@ -27,6 +27,7 @@ import io
 import json
 import re
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -110,7 +111,8 @@ def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
                     raise DataError(path, f"malformed line {n}: expected an object, got "
                                           f"{type(rec).__name__}")
                 yield n, rec
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        # zlib.error (a damaged deflate stream inside a .gz) is no OSError: it escaped as a bare traceback
         raise DataError(path, f"cannot be read: {e}") from None
     if not_utf8:
         warnings.warn(f"{path}: {not_utf8} lines are not valid UTF-8 (first: line {first_not_utf8}); their "
@@ -123,6 +125,16 @@ def _first(rec: dict, keys: tuple[str, ...]) -> Any:
         if v is not None:
             return v
     return None
+
+
+def _id(path: Path, n: int, value: Any, what: str) -> str | None:
+    """A user or item id as text; None when missing or empty. A list or object is no id (its repr would
+    become one, silently), and an id of 0 is an id, not a missing one."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (dict, list, tuple, set)):
+        raise DataError(path, f"malformed line {n}: {what} is a {type(value).__name__}, not a string or number")
+    return str(value)
 
 
 def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
@@ -138,16 +150,16 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
     for n, rec in _records(path, literal_ok=True):
         if release is None:
             release = "2023" if "user_id" in rec else "2014/2018"
-        user = _first(rec, ("user_id", "reviewerID"))
-        item = _first(rec, ("parent_asin", "asin"))
+        user = _id(path, n, _first(rec, ("user_id", "reviewerID")), "user (user_id/reviewerID)")
+        item = _id(path, n, _first(rec, ("parent_asin", "asin")), "item (parent_asin/asin)")
         rating = _first(rec, ("rating", "overall"))
         ts = _first(rec, ("timestamp", "unixReviewTime"))
         for field, value in (("user (user_id/reviewerID)", user), ("item (parent_asin/asin)", item),
                              ("rating (rating/overall)", rating), ("time (timestamp/unixReviewTime)", ts)):
             if value is None or value == "":
                 raise DataError(path, f"malformed line {n}: missing or empty {field}")
-        users.append(str(user))
-        items.append(str(item))
+        users.append(user)
+        items.append(item)
         ratings.append(rating)
         times.append(ts)
         line_of.append(n)
@@ -280,9 +292,9 @@ def read_meta(path: str | Path) -> pd.DataFrame:
         item = columns["item_id"]
         for col, get in _FIELDS.items():
             columns[col].append(get(rec))
-        if not item[-1]:
+        item[-1] = _id(path, n, item[-1], "item id (parent_asin/asin)")
+        if item[-1] is None:
             raise DataError(path, f"malformed line {n}: missing or empty item id (parent_asin/asin)")
-        item[-1] = str(item[-1])
     if not columns["item_id"]:
         raise DataError(path, "no items in this file")
     df = pd.DataFrame(columns)

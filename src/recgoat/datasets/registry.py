@@ -11,6 +11,7 @@ it). See :data:`LAYOUTS`.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from importlib import resources
@@ -99,7 +100,7 @@ def shared_root() -> Path | None:
     """Where the shared real datasets live: ``$RECGOAT_SHARED_DATA`` or a ``shared/datasets`` above."""
     env = os.environ.get("RECGOAT_SHARED_DATA")
     if env:
-        return Path(env)
+        return Path(env).expanduser()  # "~/shared/datasets" as a shell would read it (a quoted ~ is not)
     for base in [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parent,
                  *Path(__file__).resolve().parents]:
         for cand in (base / "shared" / "datasets", base.parent / "shared" / "datasets"):
@@ -132,12 +133,38 @@ def find_source(name_or_path: str | Path) -> Path:
     if s in SHARED:
         root = shared_root()
         if root is None or not (root / s).is_dir():
-            raise DataError(s, "shared dataset not found; set RECGOAT_SHARED_DATA to the folder holding it")
+            raise DataError(s, _shared_missing(s, root))
         return root / s
     path = Path(s)
     if not path.exists():
-        raise DataError(path, f"no such dataset name or folder (known names: {', '.join(EMBEDDED + SHARED)})")
+        raise DataError(path, f"no such dataset name or folder ({_suggestion(s)}known names: "
+                              f"{', '.join(EMBEDDED + SHARED)})")
     return path
+
+
+def _shared_missing(name: str, root: Path | None) -> str:
+    """Why shared dataset ``name`` is not found, naming where it was looked for."""
+    env = os.environ.get("RECGOAT_SHARED_DATA")
+    if not env:
+        return "shared dataset not found; set RECGOAT_SHARED_DATA to the folder holding it (no shared/datasets " \
+               "folder was found above the working folder or the package)"
+    where = f"RECGOAT_SHARED_DATA={env}"
+    if root is not None and root.name == name and root.is_dir():  # the dataset's own folder, not its parent
+        return f"shared dataset not found: {where} is the dataset's own folder; set it to the folder holding it " \
+               f"({root.parent})"
+    if root is None or not root.is_dir():
+        return f"shared dataset not found: {where} is not a folder; set it to the folder holding {name}/"
+    return f"shared dataset not found: {where} holds no {name}/ folder; set it to the folder holding it"
+
+
+def _suggestion(given: str) -> str:
+    """``did you mean 'ml100k-mm'? `` for a near miss of a known name (case, - and _ ignored), else '' (and
+    for a path: a folder not found is no misspelt name)."""
+    if "/" in given or os.sep in given:
+        return ""
+    by_canon = {n.lower().replace("_", "-"): n for n in (*EMBEDDED, *SHARED)}
+    close = difflib.get_close_matches(given.lower().replace("_", "-"), list(by_canon), n=1, cutoff=0.6)
+    return f"did you mean {by_canon[close[0]]!r}? " if close else ""
 
 
 def stable_reference(name_or_path: str | Path, names: tuple[str, ...] = (*EMBEDDED, *SHARED)) -> str:

@@ -17,10 +17,24 @@ from torch import Tensor
 
 
 def bipartite_adjacency(train: sp.csr_matrix, weights: np.ndarray | None = None) -> sp.csr_matrix:
-    """``(U+I) × (U+I)`` symmetric adjacency of a user × item matrix (users first)."""
+    """``(U+I) × (U+I)`` symmetric adjacency of a user × item matrix (users first).
+
+    ``weights`` (e.g. ratings) are one per stored entry of ``train``, in its storage order (``train.data``'s);
+    without them every stored entry is an edge of weight 1.
+    """
     n_users, n_items = train.shape
     coo = train.tocoo()
-    data = np.ones(coo.nnz, np.float32) if weights is None else weights.astype(np.float32)
+    if weights is None:
+        data = np.ones(coo.nnz, np.float32)
+    else:
+        # checked here: a wrong length was scipy's "index and data arrays" error, a list an AttributeError,
+        # and a NaN weight silently made NaN every normalised entry of its user's and item's rows
+        data = np.asarray(weights, dtype=np.float32)
+        if data.shape != (coo.nnz,):
+            raise ValueError(f"bipartite_adjacency: weights has shape {data.shape}, expected ({coo.nnz},) "
+                             "(one per stored entry of train, in its storage order)")
+        if not np.isfinite(data).all():
+            raise ValueError(f"bipartite_adjacency: {int((~np.isfinite(data)).sum())} weights are NaN or infinite")
     rows = np.concatenate([coo.row, coo.col + n_users])
     cols = np.concatenate([coo.col + n_users, coo.row])
     n = n_users + n_items
@@ -51,8 +65,8 @@ def spmm(a: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
     an output, multiplies into a temporary and copies it over: on LightGCN's Baby-sized adjacency that
     overhead is 35–60 % of the product's time. ``addmm`` into a fresh tensor with β = 0 (which ignores the
     tensor's contents, NaN included) writes the product once; with ``add`` it is ``add + a @ x`` in one
-    pass (``addmm(add, a, x)`` itself copies and zero-fills again). Results are bitwise those of ``a @ x``. Falls back to ``@`` where autograd must see the product
-    or ``a`` is not CSR.
+    pass (``addmm(add, a, x)`` itself copies and zero-fills again). Results are bitwise those of ``a @ x``.
+    Falls back to ``@`` where autograd must see the product or ``a`` is not CSR.
     """
     if a.layout != torch.sparse_csr or (torch.is_grad_enabled() and (x.requires_grad or a.requires_grad)):
         return a @ x if add is None else add + a @ x

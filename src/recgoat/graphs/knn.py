@@ -75,7 +75,11 @@ def knn_graph(features: np.ndarray, k: int, mask: np.ndarray | None = None, symm
         x = x.astype(np.float64)
     if x.ndim != 2:
         raise ValueError(f"knn_graph: features must be a 2-D (N × D) matrix, got shape {x.shape}")
+    if x.dtype.kind not in "biuf":  # complex lost its imaginary part (a warning), strings were parsed as numbers
+        raise ValueError(f"knn_graph: features must be real numbers, got dtype {x.dtype}")
     k = operator.index(k)  # faiss takes a Python int only (a numpy integer is a SWIG TypeError)
+    if k < 0:  # was an empty graph, silently
+        raise ValueError(f"knn_graph: k must be >= 0, got {k}")
     block = operator.index(block)
     if block < 1:
         raise ValueError(f"knn_graph: block must be >= 1, got {block}")

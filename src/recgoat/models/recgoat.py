@@ -60,6 +60,7 @@ have d/2 channels each, concatenated (``gat_concat``), so each GAT layer maps d 
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,28 +235,34 @@ def load_preset(name: str) -> RecGOATConfig:
 
 # ---------------------------------------------------------------------------------------------- graph cache
 _GRAPHS: dict[str, sp.csr_matrix] = {}
+# part of every cache key: bump it when knn_graph's output changes, so no disk cache of the old code is reused
+GRAPH_VERSION = 1
 
 
-def _feature_key(x: np.ndarray, manifest: dict | None) -> str:
-    if manifest and manifest.get("key"):
-        base = f"{manifest['key']}:{manifest.get('dataset_fingerprint')}:{x.shape}"
-    else:  # no manifest: the content itself
-        base = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest()
-    return hashlib.sha256(base.encode()).hexdigest()[:20]
+def _feature_key(x: np.ndarray) -> str:
+    """The features' content hash. Not the manifest's key: that names the encoder settings, not the matrix,
+    so features re-encoded or edited under the same manifest were given the old graph (~30 ms for 30 MB)."""
+    return hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest()[:20]
 
 
-def cached_knn(x: np.ndarray, k: int, kind: str, manifest: dict | None = None, mask: np.ndarray | None = None,
-               cache_dir: str | None = None, symmetrize: bool = True) -> sp.csr_matrix:
+def cached_knn(x: np.ndarray, k: int, kind: str, mask: np.ndarray | None = None, cache_dir: str | None = None,
+               symmetrize: bool = True) -> sp.csr_matrix:
     """Top-k cosine graph (row i: the neighbours node i aggregates from; symmetrised by default), reused in
-    memory (and on disk under ``cache_dir``)."""
+    memory (and on disk under ``cache_dir``; a damaged or mismatched cache file is rebuilt)."""
     mkey = "" if mask is None else hashlib.blake2b(np.asarray(mask, bool).tobytes(), digest_size=8).hexdigest()
-    key = f"{kind}-k{k}{'' if symmetrize else '-directed'}-{_feature_key(x, manifest)}{mkey}"
+    key = f"{kind}-k{k}{'' if symmetrize else '-directed'}-v{GRAPH_VERSION}-{x.dtype}-{_feature_key(x)}{mkey}"
     if key in _GRAPHS:
         return _GRAPHS[key]
     path = Path(cache_dir) / f"knn-{key}.npz" if cache_dir else None
+    g = None
     if path is not None and path.exists():
-        g = sp.load_npz(path).tocsr()
-    else:
+        try:
+            g = sp.load_npz(path).tocsr()
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged or not ours: rebuilt
+            g = None
+        if g is not None and g.shape != (len(x), len(x)):
+            g = None
+    if g is None:
         g = knn_graph(x, k, mask=mask, symmetrize=symmetrize)
         if path is not None:
             from recgoat.io import atomic_path
@@ -468,7 +475,7 @@ class RecGOAT(Recommender):
             self.register_buffer(f"feat_{m}", torch.from_numpy(_normalise(x, c.feature_norm, mask)).to(self.proj_dtype),
                                  persistent=False)
             if c.item_graph and c.gat_layers > 0:
-                g = cached_knn(x, c.item_k, f"item-{m}", mans.get(m), mask, c.graph_cache_dir)
+                g = cached_knn(x, c.item_k, f"item-{m}", mask, c.graph_cache_dir)
                 self.register_buffer(f"edges_{m}", csr_to_edge_index(g), persistent=False)
                 self.summary[f"item_graph_{m}_edges"] = int(g.nnz)
             else:
@@ -478,7 +485,7 @@ class RecGOAT(Recommender):
             self.register_buffer("feat_profile", torch.from_numpy(_normalise(x, c.feature_norm)).to(self.proj_dtype),
                                  persistent=False)
             if c.user_graph and c.gat_layers > 0:
-                g = cached_knn(x, c.user_k, "user", mans.get("profile"), None, c.graph_cache_dir,
+                g = cached_knn(x, c.user_k, "user", None, c.graph_cache_dir,
                                symmetrize=c.user_graph_symmetric)
                 self.register_buffer("edges_profile", csr_to_edge_index(g), persistent=False)
                 self.summary["user_graph_edges"] = int(g.nnz)

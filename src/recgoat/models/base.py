@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.evaluation.ranking import top_k
-from recgoat.io import atomic_path, write_json
+from recgoat.io import _json_default, atomic_path, write_json
 from recgoat.strict import StrictNumbers
 
 MODEL_FORMAT_VERSION = 1
@@ -93,7 +93,8 @@ def register(name: str) -> Callable[[type["Recommender"]], type["Recommender"]]:
 
 def feature_digests(features, dims: dict[str, Any]) -> dict[str, str]:
     """A short content hash of each feature matrix a model with constructor ``dims`` reads (``text``,
-    ``image`` with its mask, ``profile``: those whose ``{name}_dim`` is non-zero).
+    ``image`` with its mask, ``profile``: those whose ``{name}_dim`` is non-zero); a model passes
+    :meth:`Recommender.read_dims`, which zeroes the sizes of matrices it was built to leave out.
 
     A run's checkpoint records them: features re-encoded with another encoder or template keep their
     shape, so the sizes in ``dims`` alone would let a resumed run continue on other inputs.
@@ -182,6 +183,14 @@ class Recommender(nn.Module):
             torch.manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
             yield
 
+    def read_dims(self) -> dict[str, Any]:
+        """``dims`` with ``{name}_dim`` set to 0 for each feature matrix this built model does not read: what
+        :func:`feature_digests` hashes, so what a loaded model or a resumed run checks. ``dims_from`` sizes
+        every matrix of the feature folder, without the config; a model whose config leaves some out
+        (RecGOAT's ``use_profile``, ``modalities``) overrides this, else a reloaded one refused features it
+        never reads."""
+        return dict(self.dims)
+
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
         """Constructor dimensions that depend on the data (feature sizes…); saved with the model."""
@@ -199,7 +208,8 @@ class Recommender(nn.Module):
             raise DataError(None, f"{self.name} has {self.n_users} users × {self.n_items} items but dataset "
                                   f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not its data")
         known = getattr(self, "_known_digests", None)
-        digests = known[1] if known is not None and known[0] is features else feature_digests(features, self.dims)
+        digests = known[1] if known is not None and known[0] is features \
+            else feature_digests(features, self.read_dims())
         trained_on = getattr(self, "_saved_feature_digests", None)  # set by load()
         if trained_on is not None:
             # same-shaped features from another encoder or template would pass every size check, and the
@@ -335,7 +345,7 @@ class Recommender(nn.Module):
             raise TypeError(f"train_config must be a TrainConfig, a dict of its keys or None, got "
                             f"{type(cfg).__name__} {cfg!r}")
         # features given to a model prepared with others were silently ignored: it is prepared again with them
-        digests = feature_digests(features, self.dims) if features is not None else None
+        digests = feature_digests(features, self.read_dims()) if features is not None else None
         if not self._prepared or (digests is not None and digests != self.feature_digests):
             self._known_digests = (features, digests) if digests is not None else None  # hashed once, here
             try:
@@ -346,10 +356,34 @@ class Recommender(nn.Module):
 
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``model.json`` + ``weights.safetensors`` (parameters, final embeddings, train matrix)."""
+        """Write ``model.json`` + ``weights.safetensors`` (parameters, final embeddings, train matrix).
+
+        Everything is built and checked before either file is touched, and both are written beside their
+        final names and renamed into place only once both are complete: a failed save (a ``summary`` value
+        JSON cannot encode, a full disk) leaves a model already saved in ``path`` loadable. Before, the new
+        weights replaced the old ones first, and the old ``model.json`` then failed its checksum.
+        """
         path = _as_path(path)
         if path.exists() and not path.is_dir():
             raise DataError(path, "is a file, not a model folder")
+        meta = {
+            "format_version": MODEL_FORMAT_VERSION,
+            "model": self.name,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "config": self.config.model_dump(mode="json"),
+            "dims": self.dims,
+            "summary": self.summary,
+            # what prepare() was given: a loaded model is refused other features of the same shapes
+            "feature_digests": (self.feature_digests if self._prepared
+                                else getattr(self, "_saved_feature_digests", None)),
+        }
+        for key, value in meta.items():  # each field alone, so the message names the one that cannot be written
+            try:
+                json.dumps(value, default=_json_default)
+            except (TypeError, ValueError) as e:  # an object JSON has no form for; a circular reference
+                raise DataError(path / "model.json", f"cannot be written: model.{key} holds a value JSON cannot "
+                                                     f"encode ({e}); nothing was saved") from None
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file among its parents, no permission
@@ -362,22 +396,12 @@ class Recommender(nn.Module):
         if self._train_csr is not None:
             tensors["train.indptr"] = torch.from_numpy(self._train_csr.indptr.astype(np.int64))
             tensors["train.indices"] = torch.from_numpy(self._train_csr.indices.astype(np.int64))
-        with atomic_path(path / "weights.safetensors") as tmp:
-            save_file(tensors, str(tmp))
-        digest = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
-        write_json(path / "model.json", {
-            "format_version": MODEL_FORMAT_VERSION,
-            "model": self.name,
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "config": self.config.model_dump(mode="json"),
-            "dims": self.dims,
-            "summary": self.summary,
-            # what prepare() was given: a loaded model is refused other features of the same shapes
-            "feature_digests": (self.feature_digests if self._prepared
-                                else getattr(self, "_saved_feature_digests", None)),
-            "weights_sha256": digest,
-        })
+        # the inner block renames model.json into place, the outer one then the weights: nothing is renamed
+        # until both temporaries are complete (a crash between the two renames is the one window left)
+        with atomic_path(path / "weights.safetensors") as weights_tmp:
+            save_file(tensors, str(weights_tmp))
+            meta["weights_sha256"] = _sha256_file(weights_tmp)
+            write_json(path / "model.json", meta)
         return path
 
     @classmethod
@@ -482,6 +506,14 @@ def _restore_on_error(prepare: Callable[..., None]) -> Callable[..., None]:
             raise
 
     return wrapper
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # in blocks: weights can be large
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _as_path(path: Any) -> Path:

@@ -415,6 +415,16 @@ class RecGOAT(Recommender):
                 and (("sinkhorn divergence" if c.ot_debias else "entropic <T,C>")
                      + ("" if c.ot_normalize else " on raw embeddings"))}
 
+    def read_dims(self) -> dict[str, Any]:
+        """``dims`` without the matrices this configuration leaves out (``modalities``, ``use_profile``)."""
+        dims = dict(self.dims)
+        for name in ("text", "image"):
+            if name not in self.modalities and f"{name}_dim" in dims:
+                dims[f"{name}_dim"] = 0
+        if not self.use_profile and "profile_dim" in dims:
+            dims["profile_dim"] = 0
+        return dims
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:

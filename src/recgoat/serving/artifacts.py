@@ -300,22 +300,39 @@ class Run:
             self._model = Recommender.load(self.path / "model")
         return self._model
 
-    def score(self, users) -> torch.Tensor:
-        """Scores ``[len(users), n_items]``: the same float32 product as :meth:`Recommender.score`."""
-        users = torch.as_tensor(np.asarray(users), dtype=torch.long)
-        return torch.from_numpy(self.user_emb)[users] @ torch.from_numpy(self.item_emb).t()
+    def score(self, users: Any, items: Any = None) -> torch.Tensor:
+        """Scores ``[len(users), n_items]`` (``[len(users), len(items)]`` when items are given): the same float32
+        product as :meth:`Recommender.score`, with its checks (1-D internal indices in range: a 2-D ``users``
+        gave a 3-D tensor and a negative index silently scored the user counted from the end)."""
+        from recgoat.models.base import _index_array
+
+        user_emb, item_emb = torch.from_numpy(self.user_emb), torch.from_numpy(self.item_emb)
+        users = torch.as_tensor(_index_array(users, self.n_users, "user"), dtype=torch.long)
+        if items is not None:
+            item_emb = item_emb[torch.as_tensor(_index_array(items, self.n_items, "item"), dtype=torch.long)]
+        return user_emb[users] @ item_emb.t()
 
     def seen_items(self, user: int) -> np.ndarray:
+        """The training items of ``user`` (an internal index; -1 read an empty row, ``n_users`` an IndexError)."""
+        from recgoat.models.base import _as_index
+
+        user = _as_index(user, self.n_users, "user")
         m = self.seen
         return m.indices[m.indptr[user]:m.indptr[user + 1]]
 
     def recent_history(self, user: int, n: int = 20) -> np.ndarray:
-        """The user's last ``n`` training items, most recent first."""
+        """The user's last ``n`` (>= 0) training items, most recent first."""
+        from recgoat.models.base import _is_integer
+
+        if not _is_integer(n) or n < 0:  # a negative n cut the |n| oldest items off instead
+            raise ValueError(f"n must be an integer >= 0, got {type(n).__name__} {n!r}")
         return self.seen_items(user)[::-1][:n]
 
     def image_ref(self, item: int) -> str | None:
         """The item's image as listed in the item table: a file inside the artefact or a URL (or None)."""
-        return self.image_refs[item]
+        from recgoat.models.base import _as_index
+
+        return self.image_refs[_as_index(item, self.n_items, "item")]  # -1 was the last item's image
 
 
 def _count(v: Any) -> bool:
@@ -429,6 +446,11 @@ def load_run(path: str | Path) -> Run:
         for c in ("user", "item", "timestamp"):
             if not pd.api.types.is_integer_dtype(history[c]):
                 raise ValueError(f"column {c} holds {history[c].dtype} values, not integers")
+            # a nullable integer column (Int64) passed the dtype check: a missing user or item was a bare
+            # ValueError below, a missing time sorted the history arbitrarily
+            if history[c].isna().any():
+                raise ValueError(f"column {c} has {int(history[c].isna().sum())} missing value(s)")
+            history[c] = history[c].astype(np.int64)
     problems = []
     if user_emb.shape[0] != n_users or len(users) != n_users:
         problems.append(f"{user_emb.shape[0]} user embeddings / {len(users)} user ids for {n_users} users")

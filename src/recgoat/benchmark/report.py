@@ -216,7 +216,10 @@ def _table(rows: pd.DataFrame, title: str, cols: list[tuple[str, str, int, bool]
         line, marks = [str(r["model"])], [False]
         for c, _, dec, b in cols:
             line.append(_fmt(r[f"{c}_mean"], r[f"{c}_std"], dec))
-            marks.append(b and bool(np.isclose(r[f"{c}_mean"], best[c], rtol=0, atol=1e-12)))
+            # ties at the shown precision are all bold: "**0.1234**" beside a plain "0.1234" claimed a lead the
+            # table cannot show (and that one seed more could reverse)
+            marks.append(b and math.isfinite(best[c]) and math.isfinite(r[f"{c}_mean"])
+                         and f"{r[f'{c}_mean']:.{dec}f}" == f"{best[c]:.{dec}f}")
         cells.append(line)
         bold.append(marks)
     return title, header, cells, bold
@@ -264,7 +267,8 @@ def _one_line(text: str) -> str:
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None) -> str:
     short = seed_shortfall(agg, config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
-             f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold. "
+             f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold (ties at the "
+             f"shown precision all bold). "
              f"{short + ' ' if short else ''}{COST_NOTE}\n"]
     for dataset in agg["dataset"].unique():
         parts.append(f"\n## {dataset}\n")
@@ -376,7 +380,8 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
     esc = html.escape
     body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
             f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
-            f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold. "
+            f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold (ties at the shown "
+            f"precision all bold). "
             f"Models: {esc(', '.join(m.key for m in config.models))}.</p>"]
     short = seed_shortfall(agg, config)
     if short:

@@ -17,8 +17,9 @@ for every seed (``split_seed``) unless ``split_seeds: true``, in which case seed
 Resume: a cell whose ``result.json`` holds the runner's ``benchmark`` entry (written last, after the
 trainer's ``result.json`` and ``test_per_user.npz``) is not recomputed; a cell interrupted midway continues
 from the trainer's last checkpoint. ``cell.json`` records what the cell was started with (model, params,
-training settings, seed and the data: dataset spec, split seed, features); before anything trains, a folder
-holding cells of a different configuration is refused rather than silently mixing two experiments. A cell
+training settings, seed and the data: dataset spec, split seed, features, and the prepared data's fingerprint);
+before anything trains, a folder holding cells of a different configuration, or of another version of the same
+dataset, is refused rather than silently mixing two experiments. A cell
 that failed, or never reached its first checkpoint, holds nothing to mix: under a changed configuration it
 is started afresh.
 """
@@ -689,7 +690,9 @@ def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str,
     write_json(cell.run_dir / "cell.json", sig)
     (cell.run_dir / "error.txt").unlink(missing_ok=True)  # an earlier failure's report no longer applies
     # seed initialisation: differs per seed, identical when a cell is re-run
-    torch.manual_seed(cell.seed % 2**63)  # torch takes no seed >= 2**64 (the trainer reduces its seeds alike)
+    # torch takes no seed >= 2**64; reduced as `recgoat train` reduces it (run.py), so a cell and a run of the
+    # same seed start alike (modulo 2**63 gave seeds 2**63 + s the initialisation of seed s)
+    torch.manual_seed(cell.seed % 2**64)
     np.random.seed(cell.seed % 2**32)
     with PeakRSS() as mem:
         model = model_cls.build(dataset, cell.model.params, features)
@@ -713,17 +716,55 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     out = Path(config.out)
     cells = plan_cells(config)
     preflight(config, cells)  # before benchmark.json is replaced: a refused run leaves the folder as it was
+    data_cache = check_data_versions(cells)  # the datasets it loads are the ones the cells then train on
     with folder_lock(out):  # one writer per benchmark folder: two would train the same cells at once
-        return _run_cells(config, cells, model_classes, on_cell, write_report)
+        return _run_cells(config, cells, model_classes, on_cell, write_report, data_cache)
+
+
+def check_data_versions(cells: list[Cell]) -> dict[tuple[str, int | None], Any]:
+    """Refuse finished or checkpointed cells trained on another version of their data (the dataset's files or
+    its preparation changed under the same spec): their ``cell.json`` fingerprint differs from the data's now.
+
+    :func:`preflight` compares the spec only; without this, a finished cell of the old data was read back
+    beside new cells of the new data. Returns the loaded datasets by ``(label, split_seed)`` for the run to reuse.
+    """
+    cache: dict[tuple[str, int | None], Any] = {}
+    unloadable: set[tuple[str, int | None]] = set()
+    mismatched = []
+    for cell in cells:
+        if _restartable(cell):  # nothing of it is read back or resumed
+            continue
+        try:
+            recorded = read_json(cell.run_dir / "cell.json").get("dataset_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            continue
+        key = (dataset_label(cell.dataset), cell.split_seed)
+        if not isinstance(recorded, str) or key in unloadable:
+            continue
+        if key not in cache:
+            try:
+                cache[key] = load_dataset(cell.dataset, cell.split_seed)
+            except RecGOATError:
+                raise
+            except Exception:  # noqa: BLE001 — left to the cell loop, which reports it as that cell's failure
+                unloadable.add(key)
+                continue
+        if recorded != cache[key].fingerprint():
+            mismatched.append(f"{cell.run_dir}: was trained on another version of dataset {key[0]} (its data "
+                              f"fingerprint differs)")
+    if mismatched:
+        raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
+    return cache
 
 
 def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
-               on_cell: Callable[[Cell, str], None] | None, write_report: bool) -> BenchmarkRun:
+               on_cell: Callable[[Cell, str], None] | None, write_report: bool,
+               data_cache: dict[tuple[str, int | None], Any] | None = None) -> BenchmarkRun:
     out = Path(config.out)
     write_json(out / "benchmark.json", config.model_dump(mode="json"))
     run = BenchmarkRun(config)
     notify = on_cell or (lambda c, s: None)
-    data_cache: dict[tuple[str, int], Any] = {}
+    data_cache = dict(data_cache or {})
     feat_cache: dict[tuple[str, int], Any] = {}
     bar = _CellBar(len(cells), config.progress)
     try:

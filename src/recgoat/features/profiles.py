@@ -16,11 +16,15 @@ Why this shape:
   settings, and for the ``openai`` backend the server's URL without credentials: llama.cpp serves any
   model name, so two servers must not share answers) and appended to a JSONL file with fsync as soon as
   it arrives, so an interrupted run resumes where it stopped and a re-run makes no repeated LLM calls.
+  Users with the same history share one request and its answer; lines of other prompts/models/servers stay
+  in the file, unused, and are counted (``cache_records_not_used``).
 - **Failures.** An endpoint that is unreachable, refuses, or does not speak chat-completions stops the
   run at once (every user would fail alike). A response without a usable answer (e.g. ``<think>`` cut off
-  by ``llm_max_tokens``) or a prompt the server rejects as too long for the model's context concerns
-  that user only: the others go on and are cached, and one :class:`ProfileError` at the end names the
-  failed users, the endpoint and what to change; a re-run asks only for those users.
+  by ``llm_max_tokens``, or an answer cut there before ``</answer>``) or a prompt the server rejects as too
+  long for the model's context concerns that user only: the others go on and are cached, and one
+  :class:`ProfileError` at the end names the
+  failed users, the endpoint and what to change; a re-run asks only for those users. A ``Retry-After`` from
+  a rate-limited server is honoured between retries, up to ``MAX_RETRY_AFTER`` seconds per wait.
 - **Interruption.** On Ctrl-C no new request, retry or backoff wait starts; requests already on the wire
   finish their current try and their answers are cached (a second Ctrl-C stops waiting for them).
 """
@@ -36,6 +40,7 @@ import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -86,6 +91,11 @@ _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
 _THINK_END = re.compile(r"</think>", re.I)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# what str.splitlines() breaks on: inside one item's line it would split the "one per line" history
+_LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+_ANSWER_CLOSED = re.compile(r"<answer>.*?</answer>", re.S | re.I)
+# the longest Retry-After wait honoured per retry: a server asking for an hour gets the bounded retry instead
+MAX_RETRY_AFTER = 60.0
 # what OpenAI, vLLM, llama.cpp (and llama-cpp-python), TGI and Anthropic-style servers say when the prompt
 # (plus max_tokens) does not fit the model's context
 _CONTEXT_TOO_LONG = re.compile(
@@ -145,8 +155,11 @@ def item_briefs(dataset: Dataset, max_chars: int = 200) -> list[str]:
         return [f"item {i}" for i in dataset.item_ids]
     cols = set(items.columns)
     title_col = "title" if "title" in cols else next((f for f in dataset.text_fields if f in cols), None)
-    base = clean_column(items[title_col]) if title_col else pd.Series([""] * n)
-    base = base.where(base.str.len() > 0, pd.Series([f"item {i}" for i in dataset.item_ids]))
+    # on the items' own index: ``where`` aligns by label, and an items table that kept the index of the frame
+    # it was filtered from gave NaN briefs (a TypeError in truncate) against a default one
+    idx = items.index
+    base = clean_column(items[title_col]) if title_col else pd.Series([""] * n, index=idx)
+    base = base.where(base.str.len() > 0, pd.Series([f"item {i}" for i in dataset.item_ids], index=idx))
     out = base.copy()
     if "year" in cols and title_col == "title":
         year = clean_column(items["year"])
@@ -176,7 +189,8 @@ def build_histories(dataset: Dataset, briefs: list[str], char_budget: int) -> li
     for u in range(dataset.n_users):
         chosen, lines, used = [], [], 0
         for i in per_user.get(u, ()):
-            line = "- " + briefs[int(i)]
+            # a line break inside a title or description (text fields may hold them) would split the item
+            line = "- " + _LINE_BREAK.sub(" ", briefs[int(i)])
             if lines and used + len(line) + 1 > char_budget:
                 break
             lines.append(line if used + len(line) <= char_budget else truncate(line, char_budget))
@@ -246,8 +260,9 @@ class ProfileBackend:
 
     @staticmethod
     def deliver(h: UserHistory, response: str, on_result: OnResult, on_failure: OnFailure,
-                note: str = "") -> None:
-        """Extract the answer from ``response`` and pass it on, or report the user as failed."""
+                note: str = "", cut: bool = False) -> None:
+        """Extract the answer from ``response`` and pass it on, or report the user as failed. ``cut``: the
+        generation stopped at the token limit, so an answer not closed by ``</answer>`` is a fragment."""
         # a lone surrogate (JSON "\ud83c" from a server that split an emoji between tokens) cannot be
         # written as UTF-8: it would crash the cache append, and the embedder, mid-run
         response = response.encode("utf-8", "replace").decode("utf-8")
@@ -255,6 +270,11 @@ class ProfileBackend:
             answer, tagged = extract_answer(response)
         except ProfileError as exc:
             on_failure(h, f"{exc}{note}")
+            return
+        if cut and not _ANSWER_CLOSED.search(_THINK_END.split(_THINK.sub("", response))[-1]):
+            # the answer itself was cut mid-sentence: cached, it would be embedded as if whole and never asked
+            # again; failed, the error says to raise llm_max_tokens
+            on_failure(h, f"the answer was cut off before </answer>: {truncate(answer, 120)!r}{note}")
             return
         on_result(h, ProfileResult(response, answer, tagged))
 
@@ -391,16 +411,33 @@ def endpoint_key(base_url: str | None) -> str:
         return str(base_url)
 
 
-def _server_says(resp: httpx.Response) -> str:
-    """The error message in a refused request's body, on one line: `` (server: ...)`` or ``""``."""
+def _server_says(resp: httpx.Response, redact: Callable[[str], str] = lambda t: t) -> str:
+    """The error message in a refused request's body, on one line: `` (server: ...)`` or ``""``. ``redact``
+    runs before the cut to 240 characters: a key cut in two would no longer be found and half of it shown."""
     try:
         body: Any = resp.json()
         err = body.get("error", body) if isinstance(body, dict) else body
         msg = err.get("message") or err.get("detail") or err if isinstance(err, dict) else err
     except (ValueError, UnicodeDecodeError):
         msg = resp.text
-    msg = " ".join(str(msg).split())
+    msg = " ".join(redact(str(msg)).split())
     return f" (server: {truncate(msg, 240)})" if msg else ""
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """The wait in seconds a ``Retry-After`` header asks for (seconds or an HTTP date), at most
+    :data:`MAX_RETRY_AFTER`; None without a usable one."""
+    value = resp.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if np.isfinite(seconds) else None
 
 
 class OpenAIBackend(ProfileBackend):
@@ -464,17 +501,32 @@ class OpenAIBackend(ProfileBackend):
         between retries with ``_worker.pause`` where ``generate`` set one (a stopping run cuts it short)."""
         payload = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
                    "temperature": self.temperature}
+        asked: list[float] = []  # the Retry-After of the last refused try
+        pause = getattr(_worker, "pause", time.sleep)
+
+        def sleep(seconds: float) -> None:
+            # a rate-limited (429) or overloaded (503) server says when to come back: asked sooner, it refuses
+            # again and the run fails after a few seconds of backoff (bounded: MAX_RETRY_AFTER per wait)
+            pause(max(seconds, asked[-1]) if asked else seconds)
 
         def once() -> tuple[str, str | None]:
+            asked.clear()
             try:
                 resp = client.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
                 resp.raise_for_status()
             except httpx.HTTPStatusError as exc:
                 # the server's own words ("model `x` does not exist", "exceeds the context size") say what to fix
                 err, code = classify_http_error(exc), exc.response.status_code
+                # redacted here, not only in the final message: these errors are its __cause__, and a
+                # traceback shows the whole chain
+                says = _server_says(exc.response, self._redact)
                 if code in _CONTEXT_STATUSES and _CONTEXT_TOO_LONG.search(exc.response.text):
-                    raise _PromptTooLong(f"{err}{_server_says(exc.response)}") from exc
-                raise type(err)(f"{err}{_server_says(exc.response)}{_STATUS_HINTS.get(code, '')}") from exc
+                    raise _PromptTooLong(f"{err}{says}") from exc
+                wait = retry_after(exc.response) if isinstance(err, TransientError) else None
+                if wait is not None:
+                    asked.append(wait)
+                waited = f" (Retry-After: {wait:g} s)" if wait is not None else ""
+                raise type(err)(f"{err}{says}{waited}{_STATUS_HINTS.get(code, '')}") from exc
             except httpx.HTTPError as exc:
                 err = classify_http_error(exc)
                 if isinstance(exc, httpx.TimeoutException):
@@ -489,15 +541,14 @@ class OpenAIBackend(ProfileBackend):
                     content = "".join(p["text"] for p in content
                                       if isinstance(p, dict) and isinstance(p.get("text"), str))
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                raise TransientError(f"malformed answer (not a chat-completions JSON): {resp.text[:120]!r}") \
-                    from exc
+                raise TransientError(f"malformed answer (not a chat-completions JSON): "
+                                     f"{self._redact(resp.text)[:120]!r}") from exc
             if content is not None and not isinstance(content, str):
                 raise TransientError(f"malformed answer: message content is {type(content).__name__}")
             return content or "", finish if isinstance(finish, str) else None
 
         try:
-            return call_with_retries(once, self.retries, self.backoff,
-                                     sleep=getattr(_worker, "pause", time.sleep))
+            return call_with_retries(once, self.retries, self.backoff, sleep=sleep)
         except TransientError as exc:
             tries = self.retries + 1
             raise ProfileError(self._redact(f"LLM endpoint {self.endpoint} failed after {tries} tries: {exc}")) \
@@ -513,7 +564,7 @@ class OpenAIBackend(ProfileBackend):
         response, finish = got
         note = f" (finish_reason={finish!r}: cut off at llm_max_tokens={self.max_tokens})" \
             if finish == "length" else ""
-        self.deliver(h, response, on_result, on_failure, note)
+        self.deliver(h, response, on_result, on_failure, note, cut=finish == "length")
 
     def generate(self, histories, on_result, on_failure=_raise):
         # set by Ctrl-C, an error in a callback or the first endpoint failure: from then on no request, retry
@@ -625,9 +676,9 @@ class TransformersBackend(ProfileBackend):
                                           **({"temperature": self.temperature} if sample else {}))
             new_ids = out[0, inputs["input_ids"].shape[1]:]
             response = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-            note = f" (cut off at llm_max_tokens={self.max_new_tokens})" \
-                if len(new_ids) >= self.max_new_tokens else ""
-            self.deliver(h, response, on_result, on_failure, note)
+            cut = len(new_ids) >= self.max_new_tokens
+            note = f" (cut off at llm_max_tokens={self.max_new_tokens})" if cut else ""
+            self.deliver(h, response, on_result, on_failure, note, cut=cut)
 
 
 def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:
@@ -745,7 +796,16 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
     keys = [profile_key(backend, h, extra(h)) for h in histories]
     answers: list[str | None] = [None] * len(histories)
     run = ProfileRun(answers=[])
+    # lines of other prompt versions, models, servers or histories: kept in the file, not used; counted so the
+    # run says why a full cache still asks the LLM
+    wanted = set(keys)
+    unused = sum(k not in wanted for k in cache.records)
     todo = []
+    # users with the same history share one prompt: asked once, they share its answer. Asked apiece, they
+    # cost twice and (sampling, or a server not deterministic) got different answers, and a resumed run gave
+    # them both the one cached last. The template stays as it was (deterministic, nothing to save).
+    share = backend.name != "template"
+    twins: dict[str, list[UserHistory]] = {}
     for h, key in zip(histories, keys):
         rec = cache.get(key)
         if rec is not None:
@@ -754,7 +814,10 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
         elif not h.items and backend.name != "template":
             answers[h.user] = EMPTY_HISTORY_ANSWER
             run.empty += 1
+        elif share and key in twins:
+            twins[key].append(h)
         else:
+            twins[key] = []
             todo.append(h)
     if on_progress and (run.cached + run.empty):
         on_progress(run.cached + run.empty)
@@ -767,22 +830,25 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
                "identity": backend.identity, "prompt_version": PROMPT_VERSION, "n_history": len(h.items),
                "answer_tagged": res.answer_tagged, "response": res.response, "answer": res.answer,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        answers[h.user] = res.answer
-        run.generated += 1
-        run.untagged += int(not res.answer_tagged)
+        sharing = [h, *twins.get(keys[h.user], ())]
+        for t in sharing:
+            answers[t.user] = res.answer
+        run.generated += len(sharing)
+        run.untagged += len(sharing) * int(not res.answer_tagged)
         if durable_each:
             cache.append([rec])
         else:
             batch.append(rec)
         if on_progress:
-            on_progress(1)
+            on_progress(len(sharing))
 
     failed: list[tuple[UserHistory, str]] = []
 
     def on_failure(h: UserHistory, reason: str) -> None:
-        failed.append((h, reason))  # not cached: a re-run asks for this user again
+        sharing = [h, *twins.get(keys[h.user], ())]
+        failed.extend((t, reason) for t in sharing)  # not cached: a re-run asks for these users again
         if on_progress:
-            on_progress(1)
+            on_progress(len(sharing))
 
     try:
         backend.generate(todo, on_result, on_failure)
@@ -793,5 +859,6 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
     run.answers = [a if a is not None else EMPTY_HISTORY_ANSWER for a in answers]
     run.keys_digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     run.stats = {"cached": run.cached, "generated": run.generated, "empty_history": run.empty,
-                 "answers_without_tag": run.untagged, "torn_cache_lines": cache.skipped_lines}
+                 "answers_without_tag": run.untagged, "torn_cache_lines": cache.skipped_lines,
+                 "cache_records_not_used": unused}
     return run

@@ -119,8 +119,10 @@ def test_the_feature_store_records_and_reports_how_many_texts_were_cut(tmp_path:
     items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": titles})
     ds = toy_dataset(items, [[0, 1], [1, 2], [0, 2]])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("error")  # the encoder's warning (one chunk's count, pointing into store.py) is not
         encode_all(ds, tmp_path, FeatureConfig(max_chars=5000), which=["text"], progress=False)
+    # said on stderr even without progress output, as a problem with the data is
+    assert "text: 2 of the 3 item texts are longer than the text model's 256-token limit" in capsys.readouterr().err
     assert read_json(tmp_path / "text.json")["truncated_texts"] == 2
     capsys.readouterr()
     _summary(tmp_path, ("text",))

@@ -20,6 +20,7 @@ import numbers
 import os
 import shutil
 import stat
+import warnings
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -440,6 +441,7 @@ class _Session:
     def __init__(self, dataset: Dataset, out: Path, config: FeatureConfig, rep: _Reporter, force: bool):
         self.dataset, self.out, self.config, self.rep, self.force = dataset, out, config, rep, force
         self._text_encoder = None
+        self.truncated: dict[str, int | None] = {}  # texts longer than the text model reads, by kind
 
     def checkpoints(self, name: str) -> Path:
         """The ``.partial/`` folder of one encoding. ``--force`` empties it first: it is the way out when
@@ -497,10 +499,20 @@ class _Session:
         for t in texts:  # incrementally: one JSON string of a million item texts would be gigabytes
             digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
         ckpt = f"{key}-{digest.hexdigest()[:12]}"
-        with self.rep.task(label, len(texts)) as tick:
+        with self.rep.task(label, len(texts)) as tick, warnings.catch_warnings():
+            # the encoder's own warning counts one chunk and points into this file: the count over every text
+            # is said below and recorded in the manifest instead
+            warnings.filterwarnings("ignore", message=r"\d+ of the \d+ texts are longer than the text model")
             arrays, _ = _chunked(self.checkpoints(f"{kind}-{ckpt}"), len(texts), self.config.chunk_size,
                                  lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick,
                                  self.finite_check(kind, ckpt, enc.name))
+        # over every text, chunks resumed from .partial/ included (not encoded now): recorded in the manifest
+        self.truncated[kind] = cut = _count_truncated(enc, texts)
+        if cut:
+            what = {"text": "item texts", "users": "profiles"}[kind]
+            self.rep.say(f"{kind}: {cut} of the {len(texts)} {what} are longer than the text model's "
+                         f"{getattr(enc, 'max_seq_length', None)}-token limit: it reads their start only "
+                         "(lower max_chars or profile_char_budget, or use a model with a longer limit)", always=True)
         return arrays["x"].astype(np.float32, copy=False)
 
     def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict,
@@ -569,11 +581,10 @@ class _Session:
             return
         arr = self.embed("text", key, texts)
         empty = sum(1 for t in texts if not t)
-        # counted over every text, not read off the encoder: chunks resumed from .partial/ were not encoded now
-        cut = _count_truncated(self.text_encoder(), texts)
         self.finish("text", key, arr, _manifest("text", ds, arr, self.text_encoder().name, key, text_template=desc,
                                                 text_fields=list(ds.text_fields), max_chars=cfg.max_chars,
-                                                empty_texts=empty, truncated_texts=cut,
+                                                empty_texts=empty,
+                                                truncated_texts=self.truncated.get("text"),
                                                 example_text=texts[0] if texts else ""))
         self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
 
@@ -721,7 +732,7 @@ class _Session:
             llm_model=None if template_made else cfg.llm_model, prompt_version=PROMPT_VERSION,
             profile_char_budget=cfg.profile_char_budget, history_split="train", profiles=run.stats,
             profiles_file="profiles.jsonl", example_answer=run.answers[0] if run.answers else "",
-            truncated_texts=_count_truncated(self.text_encoder(), run.answers)))
+            truncated_texts=self.truncated.get("users")))
         made = "TEMPLATE-MADE (no LLM) " if template_made else ""
         self.rep.say(f"users: {made}profiles for {ds.n_users} users ({run.stats}) -> {self.out / 'profile.npy'}")
 

@@ -298,7 +298,9 @@ def test_bm3_targets_carry_no_gradient_and_scores_use_the_predictor_on_both_side
     p = model.predictor
     loss = c(p(u), i) + c(p(i), u)
     for m in ("text", "image"):
-        h_m = model.proj[m](torch.from_numpy(getattr(feats, m))[pos])
+        x = model.feats[m]  # the given features, as trainable parameters (finetune_features, the default)
+        assert torch.equal(x.detach(), torch.from_numpy(getattr(feats, m)))
+        h_m = model.proj[m](x[pos])
         loss = loss + c(p(h_m), i) + c(p(h_m), h_m)
     if reg_form == "authors":
         loss = loss + 0.05 * (h_u.pow(2).sum().sqrt() + h_i.pow(2).sum().sqrt()) / ds.n_items

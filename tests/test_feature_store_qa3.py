@@ -249,3 +249,19 @@ def test_numpy_integers_are_still_settings(tmp_path):
     cfg = FeatureConfig(chunk_size=np.int64(4), max_chars=np.int32(50), llm_timeout=np.float32(3))
     encode_all(toy(), tmp_path / "f", cfg, which=("text",), progress=False)
     assert load_features(toy(), tmp_path / "f").text.shape == (6, 6)
+
+
+def test_the_encode_summary_survives_a_damaged_manifest_and_names_unused_profile_lines(tmp_path, capsys):
+    """`recgoat encode`'s closing summary read manifests unchecked (m['rows']: a KeyError traceback after a
+    run that succeeded), and did not say when profiles.jsonl held lines another prompt/model wrote."""
+    from recgoat.features.cli import _summary
+
+    (tmp_path / "text.json").write_text('{"kind": "text"}')
+    (tmp_path / "image.json").write_text("[1, 2]")
+    (tmp_path / "profile.json").write_text(json.dumps({
+        "rows": 5, "dim": 6, "encoder": "fake", "profile_backend": "openai", "llm_model": "m",
+        "profiles": {"cache_records_not_used": 3}, "profiles_file": "profiles.jsonl"}))
+    _summary(tmp_path, ("text", "image", "users"))
+    out = capsys.readouterr().out
+    assert "text: None x None (None)" in out and "image: " in out and "is not a manifest" in out
+    assert "3 lines of profiles.jsonl (another prompt, model or server) not used" in out

@@ -122,8 +122,15 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
         man_path = folder / f"{name}.json"
         if kind not in which or not man_path.exists():
             continue
-        m = read_json(man_path)
-        line = f"{kind}: {m['rows']} x {m['dim']} ({m['encoder']})"
+        try:
+            m = read_json(man_path)
+        except (OSError, ValueError) as e:  # the summary of a run that succeeded must not end in a traceback
+            typer.echo(f"{kind}: {man_path} unreadable ({e})")
+            continue
+        if not isinstance(m, dict):
+            typer.echo(f"{kind}: {man_path} is not a manifest")
+            continue
+        line = f"{kind}: {m.get('rows')} x {m.get('dim')} ({m.get('encoder')})"
         if kind == "text" and m.get("empty_texts"):  # these rows all get the empty string's embedding
             line += f"; {m['empty_texts']} items with no text"
         if m.get("truncated_texts"):  # the model read only their first max_seq_length tokens
@@ -133,6 +140,10 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
         if kind == "users":
             line += " profiles TEMPLATE-MADE (no LLM)" if m.get("template_made") else \
                 f" profiles by {m.get('profile_backend')}:{m.get('llm_model')}"
+            stats = m.get("profiles") if isinstance(m.get("profiles"), dict) else {}
+            if stats.get("cache_records_not_used"):  # another prompt version, model or server: asked again
+                line += (f"; {stats['cache_records_not_used']} lines of {m.get('profiles_file', 'profiles.jsonl')} "
+                         "(another prompt, model or server) not used")
         typer.echo(line)
     typer.echo(f"features in {folder}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -23,11 +23,35 @@ from rich.table import Table
 
 from recgoat.errors import ConfigError, RecGOATError
 
+if TYPE_CHECKING:
+    from recgoat.config import RunConfig
+
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 datasets_app = typer.Typer(help="List, inspect and prepare datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 console = Console()
+
+
+def _interrupted() -> None:
+    _close_progress_bars()
+    # every command writes through temp files: what was finished is kept, nothing is half-written
+    Console(stderr=True).print("interrupted; finished work is kept (train, encode and benchmark resume from "
+                               "it when run again)", highlight=False, soft_wrap=True)
+    sys.exit(130)
+
+
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an interrupted command left open, so the line below starts on its own line rather
+    than after a half-drawn bar (and no bar is redrawn under it at exit)."""
+    tqdm_std = sys.modules.get("tqdm.std")
+    if tqdm_std is None:
+        return
+    for bar in list(getattr(tqdm_std.tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # pragma: no cover - a bar on a closed stream: nothing left to tidy
+            pass
 
 
 def _mount_optional() -> None:
@@ -42,7 +66,8 @@ def _mount_optional() -> None:
         from recgoat.benchmark.cli import app as bench_app
 
         for info in bench_app.registered_commands:
-            app.command("benchmark", help=info.help or "Run models × seeds and write a report.")(info.callback)
+            # help=None: typer shows the callback's docstring (a fallback here hid it from `benchmark --help`)
+            app.command("benchmark", help=info.help)(info.callback)
             break
     except ImportError:  # pragma: no cover
         pass
@@ -60,7 +85,8 @@ def datasets_list() -> None:
     """Datasets known by name (embedded, shared) and where they are."""
     from recgoat.datasets import available
 
-    table = Table("name", "where", "path")
+    table = Table("name", "where")
+    table.add_column("path", overflow="fold")  # not "…": a pipe gets 80 columns, and the path is the answer
     for row in available():
         table.add_row(*(escape(str(row[c])) for c in ("name", "where", "path")))
     console.print(table)
@@ -69,7 +95,8 @@ def datasets_list() -> None:
 @datasets_app.command("info")
 def datasets_info(
     name: str = typer.Argument(..., help="dataset name or folder"),
-    min_rating: Optional[float] = typer.Option(None, help="keep ratings >= this as implicit feedback"),
+    min_rating: Optional[float] = typer.Option(
+        None, help="keep ratings >= this as implicit feedback \\[default: none: every rating counts]"),
     k_core: Optional[int] = typer.Option(None, help="iterative k-core filter \\[default: 5]"),
     split: Optional[str] = typer.Option(None, help="random | temporal | loo | none \\[default: random]"),
     seed: Optional[int] = typer.Option(None, help="split seed \\[default: 2026]"),
@@ -84,7 +111,8 @@ def datasets_info(
 def datasets_prepare(
     name: str = typer.Argument(..., help="dataset name or folder"),
     out: Path = typer.Option(..., "--out", "-o", help="folder to write (Parquet + manifest.json)"),
-    min_rating: Optional[float] = typer.Option(None, help="keep ratings >= this as implicit feedback"),
+    min_rating: Optional[float] = typer.Option(
+        None, help="keep ratings >= this as implicit feedback \\[default: none: every rating counts]"),
     k_core: Optional[int] = typer.Option(None, help="iterative k-core filter \\[default: 5]"),
     split: Optional[str] = typer.Option(None, help="random | temporal | loo | none \\[default: random]"),
     seed: Optional[int] = typer.Option(None, help="split seed \\[default: 2026]"),
@@ -110,18 +138,42 @@ def _load_prepared(name: str, **given):
 
 
 # ---------------------------------------------------------------------------- training
+def _train_defaults() -> dict[str, str]:
+    """``[default: …]`` of train's options, read from the run configuration so the help cannot drift from it
+    (typer shows none for an option whose value None means "the config's")."""
+    from recgoat.config import DataConfig, ModelSection, RunConfig
+    from recgoat.training.trainer import TrainConfig
+
+    values = {"model": ModelSection.model_fields["name"].default, "dataset": DataConfig.model_fields["name"].default,
+              "epochs": TrainConfig.model_fields["epochs"].default, "seed": TrainConfig.model_fields["seed"].default,
+              "out": RunConfig.model_fields["out"].default}
+    return {k: f"\\[default: the config's, else {v}]" for k, v in values.items()}
+
+
+try:
+    _DEFAULTS = _train_defaults()  # imports torch (through the trainer): seconds in which a Ctrl-C is likely
+except KeyboardInterrupt:  # raised while `recgoat` imports this module, before main() can catch it
+    _interrupted()
+
+
 @app.command("train")
 def train_cmd(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration"),
-    model: Optional[str] = typer.Option(None, help="model name (overrides the config)"),
-    dataset: Optional[str] = typer.Option(None, help="dataset name or folder (overrides the config)"),
-    features: Optional[str] = typer.Option(None, help="feature folder written by `recgoat encode`"),
-    epochs: Optional[int] = typer.Option(None, help="maximum epochs"),
-    seed: Optional[int] = typer.Option(None, help="training seed"),
-    out: Optional[str] = typer.Option(None, help="root folder for runs"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="YAML run configuration \\[default: none: built-in defaults]"),
+    model: Optional[str] = typer.Option(None, help=f"model name (overrides the config) {_DEFAULTS['model']}"),
+    dataset: Optional[str] = typer.Option(None, help=f"dataset name or folder (overrides the config) "
+                                                     f"{_DEFAULTS['dataset']}"),
+    features: Optional[str] = typer.Option(None, help="feature folder written by `recgoat encode` "
+                                                      "\\[default: the config's, else none: ID embeddings only]"),
+    epochs: Optional[int] = typer.Option(None, help=f"maximum epochs (early stopping may end sooner) "
+                                                    f"{_DEFAULTS['epochs']}"),
+    seed: Optional[int] = typer.Option(None, help=f"training seed {_DEFAULTS['seed']}"),
+    out: Optional[str] = typer.Option(None, help=f"root folder for runs {_DEFAULTS['out']}"),
     # a str: typer makes a Path of "" (an unset shell variable), which is "." and trained into the current folder
-    run_dir: Optional[str] = typer.Option(None, help="exact run folder (default OUT/DATASET/MODEL/seedS)"),
-    set_: list[str] = typer.Option([], "--set", help="override any key, e.g. --set trainer.lr=5e-3"),
+    run_dir: Optional[str] = typer.Option(None, help="exact run folder, resumed if it holds a checkpoint "
+                                                     "\\[default: OUT/DATASET/MODEL/seedS]"),
+    set_: list[str] = typer.Option([], "--set", help="override any key of the run configuration, repeatable, "
+                                                     "e.g. --set trainer.lr=5e-3; wins over the options"),
 ) -> None:
     """Train a model with early stopping on validation; prints validation and test metrics."""
     from recgoat.config import load_config
@@ -137,7 +189,7 @@ def train_cmd(
     if run_dir is not None and out is not None:  # --out would be silently ignored
         raise ConfigError("give --out (runs go to OUT/DATASET/MODEL/seedS) or --run-dir (the exact run folder), "
                           "not both")
-    cfg = load_config(config, list(set_), values=values)
+    cfg = _quiet_unless_terminal(load_config(config, list(set_), values=values))
     result = train(cfg, run_dir=run_dir)
     _print_result(result)
 
@@ -200,9 +252,6 @@ def _summary_lines(summary: dict) -> list[str]:
     return lines
 
 
-_mount_optional()
-
-
 def main() -> None:
     try:
         app()
@@ -225,11 +274,18 @@ def main() -> None:
         raise
 
 
-def _interrupted() -> None:
-    # every command writes through temp files: what was finished is kept, nothing is half-written
-    Console(stderr=True).print("interrupted; finished work is kept (train, encode and benchmark resume from "
-                               "it when run again)", highlight=False, soft_wrap=True)
-    sys.exit(130)
+def _quiet_unless_terminal(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the epoch progress bar off when stderr is not a terminal (a log file, a pipe), unless the
+    config or ``--set`` asked for it: tqdm redraws with carriage returns, which in a log are garbage."""
+    if "progress" in cfg.trainer.model_fields_set or sys.stderr.isatty():
+        return cfg
+    return cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"progress": False})})
+
+
+try:
+    _mount_optional()  # imports torch: seconds in which a Ctrl-C is likely
+except KeyboardInterrupt:  # raised while `recgoat` imports this module, before main() can catch it
+    _interrupted()
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ One seed by default to keep the demo short; ``--seeds 2026,2027,2028`` gives the
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from recgoat.config import first_validation_error
 from recgoat.datasets import load
@@ -46,12 +48,15 @@ def applicable_peers(dataset, features) -> tuple[list[str], dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="ml-latest-small")
-    ap.add_argument("--out", default="demo-out")
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--patience", type=int, default=10)
-    ap.add_argument("--seeds", default="2026")
-    ap.add_argument("--lr", type=float, default=5e-3)
+    # every option says what it does and its default (they had no help at all)
+    ap.add_argument("--dataset", default="ml-latest-small", help="dataset name or folder (default: %(default)s)")
+    ap.add_argument("--out", default="demo-out", help="output folder: features/ and benchmark/ "
+                                                      "(default: %(default)s)")
+    ap.add_argument("--epochs", type=int, default=60, help="maximum training epochs (default: %(default)s)")
+    ap.add_argument("--patience", type=int, default=10, help="validations without improvement before "
+                                                             "stopping (default: %(default)s)")
+    ap.add_argument("--seeds", default="2026", help="comma-separated training seeds (default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=5e-3, help="learning rate (default: %(default)s)")
     ap.add_argument("--models", default=None, help="comma-separated (default: baselines, applicable "
                                                         "peers, recgoat)")
     args = ap.parse_args(argv)
@@ -94,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"interactions, split {s['split']}")
         from recgoat.features import FeatureConfig, encode_all
 
-        feat_dir = encode_all(ds, out / "features" / ds.name, FeatureConfig(), progress=True)
+        # bars only on a terminal: `make demo > demo.log` got every redraw of them
+        progress = sys.stderr.isatty()
+        feat_dir = encode_all(ds, out / "features" / ds.name, FeatureConfig(), progress=progress)
         console.print(f"features → {feat_dir}")
         from recgoat.benchmark.runner import BenchmarkConfig, run_benchmark
         from recgoat.features import load_features
@@ -112,13 +119,19 @@ def main(argv: list[str] | None = None) -> int:
                 seeds=seeds,
                 train=train,
                 out=out / "benchmark",
+                progress=progress,
             )
         except ValidationError as e:
             raise ConfigError(first_validation_error(e)) from None
         run = run_benchmark(cfg)
     except RecGOATError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        # escaped: a folder like data/[bold]x lost its brackets to rich's markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
+    except KeyboardInterrupt:
+        # encoding and the benchmark write through temp files and resume: say so instead of a traceback
+        print("interrupted; finished work is kept (run the demo again to resume)", file=sys.stderr)
+        return 130
     print(run.report["md"].read_text())  # plain print: a console would wrap the table rows at its width
     print(f"HTML report: {run.report['html'].resolve()}")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")

@@ -14,6 +14,7 @@ requested cell is finished and was run with the requested configuration.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -47,7 +48,8 @@ def benchmark(
     report_only: bool = typer.Option(False, "--report-only",
                                      help="rebuild the report without training; every requested cell must "
                                           "be finished with this configuration"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="no progress bars (they are off anyway when stderr is not a terminal)"),
 ) -> None:
     """Run (or resume) a benchmark, print the results table and the path of the HTML report."""
     from recgoat.benchmark.runner import load_config, run_benchmark
@@ -63,6 +65,11 @@ def benchmark(
         overrides = {"datasets": datasets, "models": _split(models), "seeds": seed_list, "epochs": epochs,
                      "out": str(out) if out is not None else None, "progress": False if quiet else None}
         cfg = load_config(config, overrides, set_)
+        asked = "progress" in cfg.model_fields_set or "progress" in cfg.train.model_fields_set
+        if not asked and not sys.stderr.isatty():
+            # tqdm redraws with carriage returns: in a log file or a pipe they are garbage (the file or --set
+            # may still ask for the bars)
+            cfg = cfg.model_copy(update={"progress": False})
         if report_only:
             from recgoat.benchmark.runner import report_only as _report_only
 

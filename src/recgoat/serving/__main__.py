@@ -18,11 +18,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m recgoat.serving", description=__doc__.splitlines()[0])
     p.add_argument("run", help="artefact folder written by `recgoat export`")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--index", choices=INDEX_KINDS, default="flat", help="flat: exact; hnsw, hnsw-l2 or ivf: approximate (see /metadata index_recall)")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--port", type=int, default=8000, help="TCP port; 0: a free one the system chooses "
+                                                           "(default: 8000)")
+    p.add_argument("--index", choices=INDEX_KINDS, default="flat",
+                   help="flat: exact; hnsw, hnsw-l2 or ivf: approximate (see /metadata index_recall; default: flat)")
+    p.add_argument("--log-level", default="warning", help="uvicorn's log level (default: warning)")
     args = p.parse_args(argv)
-    return serve(args.run, args.host, args.port, args.index, args.log_level)
+    try:
+        return serve(args.run, args.host, args.port, args.index, args.log_level)
+    except KeyboardInterrupt:  # while loading (torch, the artefact): nothing was started, nothing to tidy
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str = "flat",
@@ -63,9 +69,18 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     recall = "" if index == "flat" else \
         f", {index} index vs exact: " + ", ".join(f"{k} {v:.3f}" for k, v in svc.index_recall.items())
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"  # an IPv6 address in brackets
-    print(f"serving {run_path} on {url} (docs: /docs{recall})", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        print(f"serving {run_path} on {url} (docs: /docs{recall})", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # Ctrl-C is how a server is stopped: uvicorn shuts down gracefully, then re-raises the signal, which
+        # ended the process with a traceback (and `recgoat serve` with a line about resuming training); the
+        # try starts at the "serving" line, as a Ctrl-C right after it stops the server just the same
+        pass
+    finally:
+        sock.close()
+    print("server stopped", file=sys.stderr)
     return 0
 
 

@@ -17,11 +17,13 @@ from recgoat.errors import RecGOATError
 
 app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _fail(e: Exception) -> None:
-    # one line whatever the terminal width, and a path holding [brackets] is not read as rich markup
-    console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+    # one line whatever the terminal width, and a path holding [brackets] is not read as rich markup; on
+    # stderr, as every other command's errors: `recgoat recommend … > top.txt` put the error in the file
+    err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)  # as every other command; 2 stays click's usage errors
 
 
@@ -71,8 +73,8 @@ def export_command(
     except RecGOATError as e:
         _fail(e)
     if note:
-        console.print(note, highlight=False, soft_wrap=True)
-    console.print(f"exported {model.name} on {ds.name} → {path}")
+        console.print(note, highlight=False, markup=False, soft_wrap=True)  # paths may hold [brackets]
+    console.print(f"exported {model.name} on {ds.name} → {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
@@ -97,8 +99,9 @@ def _table(title: str, run, ids, scores=None) -> Table:
     titles = run.titles
     t = Table(title=escape(title), title_justify="left")
     t.add_column("#", justify="right")
-    t.add_column("item_id")
-    t.add_column("title")
+    # fold, not "…": piped output is 80 columns wide, and a cut id cannot be looked up again
+    t.add_column("item_id", overflow="fold")
+    t.add_column("title", overflow="fold")
     extra = [c for c in ("genres", "year") if c in run.items.columns]
     for c in extra:
         t.add_column(c)
@@ -156,8 +159,10 @@ def recommend_command(
 def serve_command(
     run: Path = typer.Argument(..., help="artefact folder (from `recgoat export`)"),
     host: str = typer.Option("127.0.0.1", help="bind address (default: loopback only)"),
-    port: int = typer.Option(8000, min=1, max=65535),
-    index: str = typer.Option("flat", help="flat (exact); hnsw, hnsw-l2 or ivf (approximate; /metadata reports their recall)"),
+    # min 0, as `python -m recgoat.serving`: serve() listens on a free port and prints which
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port; 0: a free port the system chooses"),
+    index: str = typer.Option("flat", help="flat (exact); hnsw, hnsw-l2 or ivf (approximate; /metadata "
+                                           "reports their recall)"),
 ) -> None:
     """Serve recommendations over HTTP with a web page at / and API docs at /docs."""
     from recgoat.serving.__main__ import serve

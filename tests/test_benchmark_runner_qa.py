@@ -208,7 +208,7 @@ def test_demo_refuses_bad_models_before_encoding(tmp_path, capsys, monkeypatch, 
 
     monkeypatch.setattr(recgoat.features, "encode_all", encode_all)
     assert main(["--out", str(tmp_path / "demo"), "--models", models]) == 1
-    assert message in " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
+    assert message in " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal width
     assert not (tmp_path / "demo").exists()
 
 

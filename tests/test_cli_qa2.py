@@ -234,7 +234,7 @@ def test_demo_error_keeps_the_brackets_of_a_path(tmp_path, capsys):
 
     missing = tmp_path / "[bold]data"
     assert main(["--dataset", str(missing), "--out", str(tmp_path / "out")]) == 1
-    out = capsys.readouterr().out  # stdout, as test_benchmark_runner_qa expects of the demo
+    out = capsys.readouterr().err  # stderr: `make demo > demo.log` hid it in the log
     assert out.startswith(f"error: {missing}: ") and "\n" not in out.strip()
 
 

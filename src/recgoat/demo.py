@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         run = run_benchmark(cfg)
     except RecGOATError as e:
         # escaped: a folder like data/[bold]x lost its brackets to rich's markup
-        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        # on stderr: `make demo > demo.log` kept the error out of sight in the log otherwise
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         # encoding and the benchmark write through temp files and resume: say so instead of a traceback

@@ -256,5 +256,5 @@ def test_demo_refuses_bad_options_before_encoding(tmp_path, capsys, args, messag
     from recgoat.demo import main
 
     assert main(["--out", str(tmp_path / "demo"), *args]) == 1
-    assert message in " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal width
+    assert message in " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal width
     assert not (tmp_path / "demo").exists()

@@ -9,8 +9,9 @@ Significance: models are ranked by mean *validation* selection metric (the test 
 anything). Between the best and the second-best model, each test user's metric is first averaged over
 seeds, users are paired by id, and a paired test over users is run: the Wilcoxon signed-rank test
 (default; ``scipy.stats.wilcoxon``, zero differences dropped) or the paired t-test
-(``scipy.stats.ttest_rel``). Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple
-Data Sets", JMLR 2006; Sakai, "Statistical reform in information retrieval?", SIGIR Forum 2014.
+(``scipy.stats.ttest_rel``; undefined, so no p-value, when every user's difference is the same).
+Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 2006; Sakai,
+"Statistical reform in information retrieval?", SIGIR Forum 2014.
 
 Every number comes from the cells' ``result.json`` / ``test_per_user.npz`` files, so a report can be
 rebuilt at any time (``write_report``) without training anything.
@@ -131,6 +132,12 @@ def paired_test(a: pd.Series, b: pd.Series, method: str = "wilcoxon") -> dict[st
         # no evidence of any difference (identical rankings or too few users)
         out.update(statistic=float("nan"), p_value=1.0)
         return out
+    if method == "ttest" and np.ptp(diff) <= _ZERO_DIFF:
+        # every user differs by the same amount (up to rounding): the differences have no variance, t divides
+        # by zero and scipy says t = ±inf, p = 0 (or ~1e-30 from rounding noise), "p < 1e-300" even for three
+        # users. The t-test is undefined here: no statistic, no p-value, and the line says why
+        out.update(statistic=float("nan"), p_value=float("nan"), undefined="zero-variance differences")
+        return out
     if method == "wilcoxon":
         res = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
     elif method == "ttest":
@@ -182,9 +189,19 @@ def significance_line(s: dict[str, Any]) -> str:
     over = {"common": f"the {n} seed{'' if n == 1 else 's'} both finished",
             "disjoint": f"seeds; no seed finished by both: {s.get('seeds_best')} and {s.get('seeds_second')} "
                         f"different ones"}.get(s.get("seed_pairing"), "seeds")
-    return (f"{head}paired {name} over {s['n_users']} test users{_differing(s)} (per-user {s['metric']} "
-            f"averaged over {over}), "
-            f"mean difference {s['mean_diff']:+.4f}, {_p_text(s['p_value'])}.")
+    per_user = f"per-user {s['metric']} averaged over {over}"
+    # one seed on each side: nothing was averaged over seeds
+    if s.get("seed_pairing") == "all" and n == 1:
+        per_user = f"per-user {s['metric']} of the one seed"
+    elif s.get("seed_pairing") == "disjoint" and n == 1 and s.get("seeds_second") == 1:
+        per_user = f"per-user {s['metric']} of one seed each, a different one: no seed finished by both"
+    if s.get("undefined"):  # no p-value was computed (paired_test): say why rather than print a number
+        what = ("no p-value: every user's difference is the same, so the differences have zero variance and the "
+                "t-test is undefined (the Wilcoxon signed-rank test, `significance: wilcoxon`, still applies)")
+    else:
+        what = _p_text(s["p_value"])
+    return (f"{head}paired {name} over {s['n_users']} test users{_differing(s)} ({per_user}), "
+            f"mean difference {s['mean_diff']:+.4f}, {what}.")
 
 
 def _differing(s: dict[str, Any]) -> str:

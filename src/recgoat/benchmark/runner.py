@@ -575,12 +575,22 @@ def check_prepare(spec: DatasetSpec) -> None:
 
 def check_config(config: BenchmarkConfig) -> None:
     """What can be checked without data or run folders: every model is known, with valid params and train
-    overrides, and every dataset's preparation options are valid (:func:`load_config` names the file)."""
+    overrides, and every dataset's preparation options are valid (:func:`load_config` names the file). Every
+    problem is named in one ConfigError: fixing them one run at a time took as many runs as there were."""
+    problems: list[str] = []
     for m in config.models:
-        check_model_params(m)  # an unknown name fails here as "unknown model"
-        config.cell_train_config(m, config.seeds[0])
+        try:
+            check_model_params(m)  # an unknown name fails here as "unknown model"
+            config.cell_train_config(m, config.seeds[0])
+        except ConfigError as e:
+            problems.append(str(e))
     for d in config.datasets:
-        check_prepare(d)
+        try:
+            check_prepare(d)
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def check_dataset_source(spec: DatasetSpec) -> None:
@@ -595,29 +605,159 @@ def check_dataset_source(spec: DatasetSpec) -> None:
     find_source(spec.name)
 
 
-def preflight(config: BenchmarkConfig, cells: list[Cell]) -> None:
+def preflight(config: BenchmarkConfig, cells: list[Cell],
+              data_cache: dict[tuple[str, int | None], Any] | None = None) -> None:
     """Refuse, before anything trains, what would otherwise stop the benchmark midway: unknown models, bad
-    model params or preparation options, a missing dataset, a model that needs features on a dataset without
-    them (null, or a folder that does not exist), or run folders started with another configuration."""
+    model params or preparation options, a missing dataset, a model that cannot be built on a dataset's
+    features (:func:`pair_problems`: none, or without the kinds it needs), or run folders started with another
+    configuration. Datasets loaded to see what ``features: auto`` will encode go into ``data_cache``."""
     from recgoat.models.base import get_model_class
 
     check_config(config)
     for d in config.datasets:
         check_dataset_source(d)
     for cell in cells:
-        if not needs_features(get_model_class(cell.model.name)):
-            continue
         feats = cell.dataset.features
-        if feats is None:
-            raise ConfigError(f"dataset {dataset_label(cell.dataset)}: model {cell.model.key!r} needs features "
-                              f"but `features` is null; give a feature folder or `auto`")
-        if feats != "auto" and not Path(feats).is_dir():  # else found when the first such cell came
+        if needs_features(get_model_class(cell.model.name)) and feats not in (None, "auto") \
+                and not Path(feats).is_dir():  # else found when the first such cell came
             raise DataError(feats, "feature folder not found; run `recgoat encode all <dataset>` first")
+    problems = pair_problems(config, cells, data_cache if data_cache is not None else {})
+    if problems:
+        raise ConfigError(problems[0] if len(problems) == 1 else
+                          f"{len(problems)} (dataset, model) pairs cannot run, so nothing was trained: "
+                          + "; ".join(problems))
     mismatched = [_mismatch_message(c, d) for c in cells
                   if (d := _signature_diff(c, _signature(c, config.cell_train_config(c.model, c.seed))))
                   and not _restartable(c)]
     if mismatched:
         raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
+
+
+# the files load_features reads, by the Features attribute they fill
+_FEATURE_FILES = {"text": "text.npy", "image": "image.npy", "profile": "profile.npy"}
+_STAND_IN_DIM = 8  # any width: a model's build checks which feature matrices exist, not how wide they are
+
+
+def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
+    """The feature matrices (``text``, ``image``, ``profile``) a model of this dataset would be given, known
+    before anything is encoded: a folder's files, or what ``auto`` encodes (:func:`resolve_features` runs
+    ``encode_all`` with the default settings: item text and images where the dataset has them, user profiles
+    always). ``auto`` needs the loaded ``dataset``; None when ``features`` is null."""
+    from recgoat.features.store import FeatureConfig, has_item_text
+
+    if spec.features is None:
+        return None
+    if spec.features != "auto":
+        return tuple(k for k, f in _FEATURE_FILES.items() if (Path(spec.features) / f).exists())
+    return (*(["text"] if has_item_text(dataset, FeatureConfig().text_template) else []),
+            *(["image"] if dataset.has_images else []), "profile")
+
+
+def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):
+    """Zero matrices (one row) of the given kinds: enough for ``dims_from`` and a model's constructor. Each is as
+    wide as the ``folder``'s file where its header says (read alone, not the matrix), else any width: ``auto``
+    features' widths are the encoders', unknown before encoding."""
+    from recgoat.features.store import Features
+
+    def width(kind: str) -> int:
+        try:
+            shape = np.load(Path(folder) / _FEATURE_FILES[kind], mmap_mode="r").shape if folder else ()
+        except (OSError, ValueError, EOFError):  # unreadable: load_features reports it, in the cell
+            shape = ()
+        return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else _STAND_IN_DIM
+
+    def one(kind: str) -> np.ndarray | None:
+        return np.zeros((1, width(kind)), np.float32) if kind in kinds else None
+
+    return Features(text=one("text"), image=one("image"), profile=one("profile"),
+                    image_mask=np.ones(1, bool) if "image" in kinds else None)
+
+
+def build_problem(model: ModelSpec, features) -> str | None:
+    """Why ``model`` cannot be built on ``features`` (a ConfigError of its ``dims_from`` or constructor: a
+    modality it needs is absent, a setting asks for a view the features lack), else None. It is built with one
+    user and one item, so it is cheap; the global random state is left as it was. Any other error (e.g. a
+    plugin's ``dims_from`` reading the stand-in's absent dataset) proves nothing: the cell reports its own."""
+    from recgoat.models.base import get_model_class
+
+    cls = get_model_class(model.name)
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            cls(1, 1, dict(model.params), **cls.dims_from(None, features))
+    except ConfigError as e:
+        return str(e)
+    except Exception:  # noqa: BLE001 — not a configuration the stand-in can judge
+        return None
+    finally:
+        np.random.set_state(np_state)
+    return None
+
+
+def pair_problems(config: BenchmarkConfig, cells: list[Cell],
+                  data_cache: dict[tuple[str, int | None], Any]) -> list[str]:
+    """Every (dataset, model) pair with a cell still to run that cannot run, with why: a model that reads
+    features on a dataset whose ``features`` is null, a feature folder holding no feature file, or a model
+    that cannot be built on the kinds of features the dataset has (:func:`build_problem`). Found in the cell
+    loop, each stopped the benchmark midway, after earlier cells had trained and without a report.
+
+    ``auto`` features are known from the loaded dataset (whether it has item text, images), not encoded;
+    the datasets loaded for that are put into ``data_cache`` by ``(label, split_seed)`` for the run to reuse.
+    """
+    from recgoat.models.base import get_model_class
+
+    todo: dict[tuple[str, str], Cell] = {}  # (dataset label, model key) → its first cell still to run
+    for cell in cells:
+        if not cell.done:
+            todo.setdefault((dataset_label(cell.dataset), cell.model.key), cell)
+    problems: list[str] = []
+    built: dict[tuple[str, tuple[str, ...] | None, str | None], str | None] = {}
+    kinds_of: dict[str, tuple[str, ...] | None] = {}
+    for (label, _), cell in todo.items():  # in the cells' order: datasets, then models, as configured
+        spec, model = cell.dataset, cell.model
+        kinds: tuple[str, ...] | None = None
+        if needs_features(get_model_class(model.name)):
+            if spec.features is None:
+                problems.append(f"dataset {label}: model {model.key!r} needs features but `features` is null; "
+                                f"give a feature folder or `auto`")
+                continue
+            if label not in kinds_of:
+                kinds_of[label] = _kinds_before_encoding(spec, cell.split_seed, data_cache)
+            kinds = kinds_of[label]
+            if kinds is None:  # the dataset did not load: the cell loop reports that as its failure
+                continue
+            if not kinds:
+                problems.append(f"dataset {label}: model {model.key!r} needs features but its feature folder "
+                                f"{spec.features} holds no feature file ({', '.join(_FEATURE_FILES.values())}); "
+                                f"run `recgoat encode all <dataset>`")
+                continue
+        folder = spec.features if kinds is not None and spec.features != "auto" else None
+        key = (model.key, kinds, folder)
+        if key not in built:
+            built[key] = build_problem(model, None if kinds is None else _stand_in_features(kinds, folder))
+        if built[key] is not None:
+            where = "" if kinds is None else (
+                f" (`features: auto` encodes {' and '.join(kinds)} for it)" if spec.features == "auto"
+                else f" (its feature folder {spec.features} holds {' and '.join(kinds)})")
+            problems.append(f"dataset {label}: model {model.key!r} cannot be built: {built[key]}{where}")
+    return problems
+
+
+def _kinds_before_encoding(spec: DatasetSpec, split_seed: int | None,
+                           data_cache: dict[tuple[str, int | None], Any]) -> tuple[str, ...] | None:
+    """:func:`feature_kinds`, loading the dataset (into ``data_cache``) where ``auto`` needs it; None when it
+    cannot be loaded for a reason other than a RecGOATError (raised, as the cell loop would raise it)."""
+    if spec.features != "auto":
+        return feature_kinds(spec)
+    key = (dataset_label(spec), split_seed)
+    if key not in data_cache:
+        try:
+            data_cache[key] = load_dataset(spec, split_seed)
+        except RecGOATError:
+            raise
+        except Exception:  # noqa: BLE001 — left to the cell loop, which reports it as that cell's failure
+            return None
+    return feature_kinds(spec, data_cache[key])
 
 
 def _listed(items: list[str], limit: int = 10) -> str:
@@ -715,20 +855,23 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     model_classes = {m.key: get_model_class(m.name) for m in config.models}  # unknown names fail early
     out = Path(config.out)
     cells = plan_cells(config)
-    preflight(config, cells)  # before benchmark.json is replaced: a refused run leaves the folder as it was
-    data_cache = check_data_versions(cells)  # the datasets it loads are the ones the cells then train on
+    data_cache: dict[tuple[str, int | None], Any] = {}  # datasets loaded by the checks, for the cells to reuse
+    preflight(config, cells, data_cache)  # before benchmark.json is replaced: a refused run leaves the folder as it was
+    data_cache = check_data_versions(cells, data_cache)  # the datasets it loads are the ones the cells train on
     with folder_lock(out):  # one writer per benchmark folder: two would train the same cells at once
         return _run_cells(config, cells, model_classes, on_cell, write_report, data_cache)
 
 
-def check_data_versions(cells: list[Cell]) -> dict[tuple[str, int | None], Any]:
+def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], Any] | None = None
+                        ) -> dict[tuple[str, int | None], Any]:
     """Refuse finished or checkpointed cells trained on another version of their data (the dataset's files or
     its preparation changed under the same spec): their ``cell.json`` fingerprint differs from the data's now.
 
     :func:`preflight` compares the spec only; without this, a finished cell of the old data was read back
-    beside new cells of the new data. Returns the loaded datasets by ``(label, split_seed)`` for the run to reuse.
+    beside new cells of the new data. Returns the loaded datasets by ``(label, split_seed)`` for the run to reuse
+    (``cache``: those already loaded).
     """
-    cache: dict[tuple[str, int | None], Any] = {}
+    cache = dict(cache or {})
     unloadable: set[tuple[str, int | None]] = set()
     mismatched = []
     for cell in cells:

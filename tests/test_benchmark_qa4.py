@@ -125,7 +125,7 @@ def test_feature_folder_without_the_kinds_a_model_needs_is_refused_up_front(tmp_
         run_benchmark(config(datasets, out, ["mostpop", "vbpr"]))
     msg = str(e.value)
     assert msg.startswith("2 (dataset, model) pairs cannot run")
-    assert f"dataset p: model 'vbpr' cannot be built: vbpr needs item text or image features" in msg
+    assert "dataset p: model 'vbpr' cannot be built: vbpr needs item text or image features" in msg
     assert f"(its feature folder {profiles} holds profile)" in msg
     assert f"dataset e: model 'vbpr' needs features but its feature folder {empty} holds no feature file" in msg
     assert trained_runs == [] and not out.exists()

@@ -1,8 +1,9 @@
 """Atomic file writes: a crash never leaves a half-written cache, checkpoint or result.
 
 The temporary file comes from :func:`tempfile.mkstemp`, which creates it with mode 0600; before the
-rename it gets the mode an ordinary ``open(path, "w")`` would give (``0666 & ~umask``), so caches and
-results stay readable by whoever could read a normally written file.
+rename it gets the mode an ordinary ``open(path, "w")`` would give: that of the file it replaces, else
+``0666 & ~umask``. So caches and results stay readable by whoever could read a normally written file, and a
+file its owner restricted (``chmod 600``) is not widened by being rewritten.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -110,6 +112,19 @@ def _named(e: OSError, path: Path) -> OSError:
     """``e`` naming ``path``, the file the user asked for, not the hidden temporary one beside it."""
     return type(e)(e.errno, f"cannot write in {path.parent} ({e.strerror})", str(path))
 
+
+def _kept_mode(path: Path) -> int:
+    """The permission bits for the new file ``path``: those of the regular file it replaces (as
+    ``open(path, "w")`` keeps them), else the umask's default."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode)
+    return 0o666 & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -124,16 +139,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp made it 0600
-        os.replace(tmp_path, path)
+        os.chmod(tmp_path, _kept_mode(path))  # mkstemp made it 0600
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:  # e.g. a folder in the way: name the file asked for, not the hidden temporary
+            raise type(e)(e.errno, f"cannot be replaced ({e.strerror})", str(path)) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """``obj`` as JSON at ``path``, atomically. NaN and infinities are written as ``NaN``/``Infinity``, which
+    :func:`read_json` (Python's json) reads back. Serialised before any file is touched, so an object that is
+    not JSON leaves ``path`` as it was; the error names ``path``."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    except (TypeError, ValueError, RecursionError) as e:  # a set, a date from YAML, a circular reference
+        raise type(e)(f"{path}: cannot be written as JSON: {e}") from None
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text)
 
 
 def read_json(path: str | Path) -> Any:

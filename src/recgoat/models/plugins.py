@@ -116,6 +116,9 @@ def load_entry_point(name: str) -> None:
                           f"{'; '.join(_describe(ep) for ep in eps)}; uninstall all but one")
     ep = eps[0]
     label = _describe(ep)
+    if not ep.pattern.match(ep.value):  # ep.load() would fail with "'NoneType' object has no attribute 'group'"
+        raise PluginError(f"{label}: {ep.value!r} is not an entry point value; write 'module' or 'module:Class' "
+                          f"in the package's entry point")
     obj = _guarded(label, ep.load)
     if isinstance(obj, type) and issubclass(obj, Recommender):
         if MODELS.get(name) is not obj:

@@ -124,7 +124,9 @@ def test_retry_after_of_a_rate_limited_server_is_honoured(tmp_path, form):
 
 
 def test_retry_after_is_bounded_and_said_in_the_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "MAX_RETRY_AFTER", 0.3)
+    from recgoat.features import download
+
+    monkeypatch.setattr(download, "MAX_RETRY_AFTER", 0.3)  # shared with image downloads
     srv = HeaderServer(lambda n: (503, {"Retry-After": "3600"}, LIMITED))
     try:
         start = time.monotonic()

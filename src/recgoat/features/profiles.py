@@ -24,7 +24,7 @@ Why this shape:
   long for the model's context concerns that user only: the others go on and are cached, and one
   :class:`ProfileError` at the end names the
   failed users, the endpoint and what to change; a re-run asks only for those users. A ``Retry-After`` from
-  a rate-limited server is honoured between retries, up to ``MAX_RETRY_AFTER`` seconds per wait.
+  a rate-limited server is honoured between retries, up to ``download.MAX_RETRY_AFTER`` seconds per wait.
 - **Interruption.** On Ctrl-C no new request, retry or backoff wait starts; requests already on the wire
   finish their current try and their answers are cached (a second Ctrl-C stops waiting for them).
 """
@@ -40,7 +40,6 @@ import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,7 +51,7 @@ import pandas as pd
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.features.download import (PermanentError, TransientError, call_with_retries,
-                                       classify_http_error)
+                                       classify_http_error, retry_after)
 from recgoat.features.text import clean_column, truncate
 
 PROMPT_VERSION = "recgoat-profile-v1"
@@ -94,8 +93,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # what str.splitlines() breaks on: inside one item's line it would split the "one per line" history
 _LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
 _ANSWER_CLOSED = re.compile(r"<answer>.*?</answer>", re.S | re.I)
-# the longest Retry-After wait honoured per retry: a server asking for an hour gets the bounded retry instead
-MAX_RETRY_AFTER = 60.0
 # what OpenAI, vLLM, llama.cpp (and llama-cpp-python), TGI and Anthropic-style servers say when the prompt
 # (plus max_tokens) does not fit the model's context
 _CONTEXT_TOO_LONG = re.compile(
@@ -422,22 +419,6 @@ def _server_says(resp: httpx.Response, redact: Callable[[str], str] = lambda t: 
         msg = resp.text
     msg = " ".join(redact(str(msg)).split())
     return f" (server: {truncate(msg, 240)})" if msg else ""
-
-
-def retry_after(resp: httpx.Response) -> float | None:
-    """The wait in seconds a ``Retry-After`` header asks for (seconds or an HTTP date), at most
-    :data:`MAX_RETRY_AFTER`; None without a usable one."""
-    value = resp.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if np.isfinite(seconds) else None
 
 
 class OpenAIBackend(ProfileBackend):

@@ -108,11 +108,14 @@ class Dataset:
         Entries are 1 (or the ``weight`` column); duplicates are summed then clipped for binary data.
         """
         df = self.interactions if split is None else self.split_frame(split)
-        data = (
-            df[weight].to_numpy(np.float32)
-            if weight is not None and weight in df.columns
-            else np.ones(len(df), np.float32)
-        )
+        if weight is None:
+            data = np.ones(len(df), np.float32)
+        else:
+            try:  # a misspelt column silently gave ones without the binary clip: counts, not weights
+                data = df[weight].to_numpy(np.float32)
+            except (KeyError, ValueError, TypeError):
+                raise ValueError(f"dataset {self.name!r} has no numeric column {weight!r} to weight by; "
+                                 f"columns: {', '.join(map(str, df.columns))}") from None
         m = sp.csr_matrix(
             (data, (df["user"].to_numpy(), df["item"].to_numpy())),
             shape=(self.n_users, self.n_items),
@@ -134,7 +137,8 @@ class Dataset:
         parts = []
         for f in fields:
             if f in self.items.columns:
-                col = self.items[f].fillna("").astype(str).str.replace("|", ", ", regex=False)
+                # as object first: fillna("") on a categorical column raises (no "" category)
+                col = self.items[f].astype(object).fillna("").astype(str).str.replace("|", ", ", regex=False)
                 parts.append(np.where(col.str.len() > 0, f + ": " + col, ""))
         if not parts:
             return [""] * self.n_items
@@ -163,7 +167,8 @@ class Dataset:
         if not isinstance(src, str) or not src or src.startswith("embedded:"):
             return None
         p = Path(src)
-        return p.parent if p.is_file() else p  # an Amazon source is the reviews file
+        # an Amazon source is the reviews file, also once moved or deleted (a prepared copy outlives it)
+        return p.parent if p.is_file() or self.info.get("layout") == "amazon" else p
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
@@ -175,13 +180,8 @@ class Dataset:
         """
         h = hashlib.sha256()
 
-        def text(values: list) -> None:  # missing values (None, NaN, pd.NA) all hash as the empty string
-            try:  # fast path, same bytes: a column of str only (the common case) needs no per-value test
-                joined = "\x1f".join(values)
-            except TypeError:
-                joined = "\x1f".join("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
-                                      for v in values)
-            h.update(joined.encode("utf-8"))
+        def text(values: list) -> None:
+            h.update(_text_bytes(values))
             h.update(b"\x1e")
 
         h.update(self.name.encode())
@@ -229,6 +229,7 @@ class Dataset:
         """
         path = Path(path)
         _check_save_target(path)
+        self._check_ids(path / "ids.parquet")
         with atomic_folder(path) as tmp:
             _write_parquet(self.interactions, tmp, path / "interactions.parquet", "interactions")
             ids = pd.DataFrame({"kind": ["user"] * self.n_users + ["item"] * self.n_items,
@@ -237,6 +238,7 @@ class Dataset:
             files = ["interactions.parquet", "ids.parquet"]
             if self.items is not None:
                 _write_parquet(self.items, tmp, path / "items.parquet", "item table")
+                _check_items_survive(self.items, tmp / "items.parquet", path / "items.parquet")
                 files.append("items.parquet")
             write_json(tmp / MANIFEST, {
                 "format_version": FORMAT_VERSION,
@@ -285,6 +287,23 @@ class Dataset:
         ds._check_loaded(path, manifest)
         return ds
 
+    def _check_ids(self, where: Path) -> None:
+        """DataError unless every original id is present and unique as text (how ids.parquet stores them): a
+        missing id was saved as "None" and no longer matched the fingerprint, so the folder could not load;
+        two ids with one text made lookups (user_index, serving) silently pick one."""
+        for kind, ids in (("user", self.user_ids), ("item", self.item_ids)):
+            values = list(ids)
+            missing = [i for i, v in enumerate(values) if v is None or v is pd.NA or (isinstance(v, float) and v != v)]
+            if missing:
+                raise DataError(where, f"{len(missing)} {kind} id(s) are missing (None or NaN; first at internal "
+                                       f"{kind} {missing[0]}): every {kind} needs its original id")
+            text = pd.Series(list(map(str, values)), dtype=object)
+            dup = text.duplicated(keep=False).to_numpy(bool)
+            if dup.any():
+                first = int(np.flatnonzero(dup)[0])
+                raise DataError(where, f"{int(dup.sum())} {kind}s share an original id (first: {text.iloc[first]!r} "
+                                       f"at internal {kind} {first}): each {kind} needs its own id")
+
     def _check_loaded(self, path: Path, manifest: dict[str, Any]) -> None:
         """Counts, index ranges and fingerprint of a just-loaded folder against its manifest."""
         stats = manifest.get("stats") if isinstance(manifest.get("stats"), dict) else {}
@@ -306,6 +325,14 @@ class Dataset:
                                 f"{len(bad)} row(s) refer to {col} index {int(bad.iloc[0])}"
                                 f"{' and others' if len(bad) > 1 else ''}, outside the {n} {col}s listed in "
                                 f"ids.parquet; prepare the dataset again")
+        for col, dtype in (("rating", "<f8"), ("timestamp", "<i8")):
+            if col in inter.columns:
+                try:  # as the fingerprint reads it, which otherwise failed with a bare ValueError
+                    inter[col].to_numpy(dtype=dtype)
+                except (ValueError, TypeError):
+                    raise DataError(path / "interactions.parquet", f"column {col!r} holds values that are not "
+                                    f"numbers (dtype {inter[col].dtype}); prepare the dataset again") from None
+        self._check_ids(path / "ids.parquet")
         if self.has_split:
             bad_split = sorted({str(v) for v in inter["split"].unique()} - set(SPLITS))  # NaN is "nan": bad
             if bad_split:
@@ -326,14 +353,18 @@ class Dataset:
     def item_index(self, original_id: Any) -> int:
         return _lookup(self._item_map(), original_id, "item")
 
+    # Each map is kept with the array it was built from: assigning new ids (or a copy.copy of the dataset
+    # given new ids) must not answer from the old ones.
     def _user_map(self) -> dict[str, int]:
-        if getattr(self, "_umap", None) is None:
+        if getattr(self, "_umap_of", None) is not self.user_ids:
             self._umap = {str(u): i for i, u in enumerate(self.user_ids)}
+            self._umap_of = self.user_ids
         return self._umap
 
     def _item_map(self) -> dict[str, int]:
-        if getattr(self, "_imap", None) is None:
+        if getattr(self, "_imap_of", None) is not self.item_ids:
             self._imap = {str(u): i for i, u in enumerate(self.item_ids)}
+            self._imap_of = self.item_ids
         return self._imap
 
 
@@ -347,6 +378,17 @@ def _lookup(mapping: dict[str, int], original_id: Any, kind: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _text_bytes(values: list) -> bytes:
+    """The bytes :meth:`Dataset.fingerprint` hashes for a column; missing values (None, NaN, pd.NA) all
+    hash as the empty string."""
+    try:  # fast path, same bytes: a column of str only (the common case) needs no per-value test
+        joined = "\x1f".join(values)
+    except TypeError:
+        joined = "\x1f".join("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
+                              for v in values)
+    return joined.encode("utf-8")
+
+
 def _as_str_list(col: pd.Series) -> list[str]:
     """``col.astype(str).tolist()``, without converting every value of a categorical column."""
     if isinstance(col.dtype, pd.CategoricalDtype) and not col.isna().any():
@@ -413,8 +455,12 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise DataError(path, _bad_field("format_version", version, f"the integer {FORMAT_VERSION}")
                         if "format_version" in manifest else
                         f"has no format_version (expected {FORMAT_VERSION}): not a manifest written by recgoat")
+    if version > FORMAT_VERSION:
+        raise DataError(path, f"format version {version} was written by a newer recgoat (this one reads version "
+                              f"{FORMAT_VERSION}): upgrade recgoat, or prepare the dataset again with this one")
     if version != FORMAT_VERSION:
-        raise DataError(path, f"format version {version} is not the supported {FORMAT_VERSION}")
+        raise DataError(path, f"format version {version} is not the supported {FORMAT_VERSION}; "
+                              f"prepare the dataset again")
     if manifest.get("name") is None:
         raise DataError(path, "has no dataset name")
     for where, ok, expected in _MANIFEST_FIELDS:
@@ -459,6 +505,19 @@ def _write_parquet(df: pd.DataFrame, tmp: Path, dest: Path, what: str) -> None:
         raise DataError(dest, f"the {what} cannot be saved as Parquet: {cols} mix value types or hold objects "
                               f"Parquet cannot store ({type(e).__name__}: {e}); convert them, e.g. "
                               f".astype(str), and save again") from None
+
+
+def _check_items_survive(items: pd.DataFrame, written: Path, dest: Path) -> None:
+    """DataError naming the column when a column of ``items`` reads back from ``written`` hashing differently
+    (Python lists and tuples come back as arrays, dicts with every key): the folder would refuse to load
+    ("changed after preparation"), so it is refused here, before it replaces anything."""
+    back = pd.read_parquet(written)
+    for i, col in enumerate(items.columns):  # by position: Parquet turns a column name 0 into "0"
+        if _text_bytes(items[col].tolist()) != _text_bytes(back.iloc[:, i].tolist()):
+            kinds = sorted({type(v).__name__ for v in items[col].tolist()} - {"str", "NoneType", "float"})
+            raise DataError(dest, f"column {col!r} does not read back from Parquet as it was saved (it holds "
+                                  f"{', '.join(kinds) or 'values'}): store it as text, e.g. '|'-joined lists, "
+                                  f"or as numpy arrays, and save again")
 
 
 def _check_save_target(path: Path) -> None:

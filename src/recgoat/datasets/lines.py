@@ -137,6 +137,8 @@ def save_lines(dataset: Dataset, folder: str | Path) -> Path:
     for split in SPLITS:
         part = df[df["split"].astype(str) == split]
         if split == "valid" and len(part) == 0:
+            # a valid.txt left by an earlier export would be read back as this dataset's validation split
+            (folder / FILES[split]).unlink(missing_ok=True)
             continue
         joined = part["item"].astype(str).groupby(part["user"].to_numpy(), sort=True).agg(" ".join)
         if split == "train":

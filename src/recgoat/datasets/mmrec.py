@@ -298,6 +298,12 @@ def save_mmrec(dataset: Dataset, folder: str | Path,
             out[col] = df[col].to_numpy()
     # Categorical codes follow SPLITS order only if the categories do: map by name instead.
     out["x_label"] = split.map({s: i for i, s in enumerate(SPLITS)}).to_numpy(np.int64)
+    for kind, ids in (("user", dataset.user_ids), ("item", dataset.item_ids)):
+        empty = [i for i, v in enumerate(map(str, ids)) if not v]
+        if empty:  # written as an empty cell, which load_mmrec refuses: refused here, before any file changes
+            raise DataError(folder / MAPPING_FILES[kind][0], f"{len(empty)} {kind} id(s) are empty (first at "
+                                                             f"internal {kind} {empty[0]}): MMRec's mapping "
+                                                             "files cannot hold an empty id")
     folder.mkdir(parents=True, exist_ok=True)
     inter_path = folder / f"{dataset.name}.inter"
     with atomic_path(inter_path) as tmp:

@@ -144,6 +144,7 @@ class _EdgeSpMM(torch.autograd.Function):
         return spmm(adj, x)
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: a second derivative must raise
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         values, x = ctx.saved_tensors
         g: GATGraph = ctx.g
@@ -186,11 +187,16 @@ class SparseGATConv(nn.Module):
         nn.init.uniform_(self.att_dst, -bound, bound)
         self._graph: GATGraph | None = None
         self._graph_key: tuple | None = None
+        self._graph_edges: Tensor | None = None
 
     def graph(self, edge_index: Tensor, n: int) -> GATGraph:
-        key = (edge_index.data_ptr(), tuple(edge_index.shape), n)
-        if self._graph_key != key:
+        # the version counter catches in-place edits of the same tensor, and holding the tensor keeps its
+        # memory from being freed and reused by a different edge_index of the same shape (same data_ptr)
+        key = (edge_index.data_ptr(), tuple(edge_index.shape), edge_index.stride(), edge_index._version, n,
+               self.add_self_loops)
+        if self._graph_key != key or self._graph_edges is not edge_index:
             self._graph, self._graph_key = gat_graph(edge_index, n, self.add_self_loops), key
+            self._graph_edges = edge_index
         return self._graph  # type: ignore[return-value]
 
     def attention_matrix(self) -> Tensor:
@@ -271,6 +277,7 @@ class _GATAggregate(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # saved alpha carries no graph: create_graph=True would give wrong 2nd derivatives
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         alpha, positive, x = ctx.saved_tensors
         g: GATGraph = ctx.g
@@ -294,6 +301,9 @@ def segment_softmax(logits: Tensor, crow: Tensor, row: Tensor) -> Tensor:
     """Softmax of ``E × H`` edge logits over each destination's in-edges (edges sorted by destination,
     ``crow`` their CSR offsets, ``row`` the destination of each edge)."""
     mx = torch.segment_reduce(logits.detach(), "max", offsets=crow, axis=0)
+    # an all -inf segment (every in-edge masked) has max -inf, and -inf - -inf = NaN: clamped, its weights
+    # are exp(-inf) = 0 (it receives nothing, like a node without in-edges); finite maxima are unchanged
+    mx.clamp_(min=torch.finfo(mx.dtype).min)
     e = (logits - mx.index_select(0, row)).exp()
     total = torch.segment_reduce(e, "sum", offsets=crow, axis=0)
     return e / (total.index_select(0, row) + 1e-16)
@@ -372,7 +382,7 @@ class ModalityGATBranch(nn.Module):
         if self.proj_dtype == torch.float32:
             return self.proj(x)
         dt = self.proj_dtype
-        return F.linear(x.to(dt), self.proj.weight.to(dt), self.proj.bias.to(dt)).float()
+        return F.linear(x.to(dt), self.proj.weight.to(dt), self.proj.bias.to(dt)).to(self.proj.weight.dtype)
 
     def fused_first_layer_input(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""The first GAT layer's inputs straight from the frozen features: head-major ``xs`` and the
@@ -397,12 +407,14 @@ class ModalityGATBranch(nn.Module):
         b = conv.lin.weight @ self.proj.bias
         m_t = conv.attention_matrix().t()
         weight, bias = torch.cat([w, m_t @ w]), torch.cat([b, m_t @ b])
-        dt = self.proj_dtype
+        # proj_dtype float32 means "no reduced precision": a float64 module computes (and returns) float64
+        param_dt = weight.dtype
+        dt = param_dt if self.proj_dtype == torch.float32 else self.proj_dtype
         out = F.linear(x.to(dt), weight.to(dt), bias.to(dt))  # n × (heads·C + 2·heads)
-        # head-major float32 copy in one pass (the transpose and the cast together)
-        xs = torch.empty(hds, n, c, dtype=torch.float32, device=x.device)
+        # head-major copy in the parameters' dtype in one pass (the transpose and the cast together)
+        xs = torch.empty(hds, n, c, dtype=param_dt, device=x.device)
         xs = xs.copy_(out[:, : hds * c].view(n, hds, c).transpose(0, 1))
-        return xs.view(hds * n, c), out[:, hds * c:].float()
+        return xs.view(hds * n, c), out[:, hds * c:].to(param_dt)
 
     def forward(self, x: Tensor, edge_index: Tensor | None, rows: Tensor | None = None) -> Tensor:
         """``H`` for every node, or for the nodes ``rows`` only (the last GAT layer attends for those alone;
@@ -533,7 +545,7 @@ class RatingAwareLightGCN(nn.Module):
         else:
             m = torch.cat([users, items @ self.bilinear.t()])
         s = _SymSampledDot.apply(self._crow, self._col, self._perm_t, m) / math.sqrt(self.dim)
-        return 2.0 * torch.sigmoid(s + self.rating_coef * self._rating)
+        return 2.0 * torch.sigmoid(s + self.rating_coef * self._rating.to(s.dtype))
 
     def forward(self, ego: Tensor) -> Tensor:
         """Mean over layers of the propagated ``(U + I) × d`` embeddings."""
@@ -542,8 +554,10 @@ class RatingAwareLightGCN(nn.Module):
         if not self.attention:
             from recgoat.models.lightgcn import propagate
 
-            return propagate(self.adj, ego, self.n_layers)
-        values = self._base * self.edge_factor(ego)
+            # set_graph's adjacency is float32; a float64 ego would fail in the sparse product
+            adj = self.adj if self.adj.dtype == ego.dtype else self.adj.to(ego.dtype)
+            return propagate(adj, ego, self.n_layers)
+        values = self._base.to(ego.dtype) * self.edge_factor(ego)
         return _WeightedSymPropagation.apply(self._crow, self._col, values, ego, self.n_layers)
 
 

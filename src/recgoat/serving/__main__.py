@@ -10,6 +10,7 @@ import errno
 import gc
 import socket
 import sys
+import warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,9 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     recall = "" if index == "flat" else \
         f", {index} index vs exact: " + ", ".join(f"{k} {v:.3f}" for k, v in svc.index_recall.items())
     url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"  # an IPv6 address in brackets
+    # a Ctrl-C in the instant between the "serving" line and uvicorn's event loop starting leaves its serve()
+    # coroutine never awaited: Python's RuntimeWarning about it (two lines) would follow "server stopped"
+    warnings.filterwarnings("ignore", message="coroutine 'Server.serve' was never awaited", category=RuntimeWarning)
     try:
         print(f"serving {run_path} on {url} (docs: /docs{recall})", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)

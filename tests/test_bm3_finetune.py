@@ -1,7 +1,7 @@
 """BM3's ``finetune_features`` option: the item features as trainable parameters (the authors' code; the
 default), on tiny synthetic inputs. Off, they are frozen buffers; on, the features start equal to the given ones,
 only the batch's rows move, the caller's arrays are never written, and the trained values survive save/load
-and a trainer's checkpoint (restored after ``prepare``)."""
+(a loaded model's prepare keeps them) and a trainer's checkpoint (restored after ``prepare``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -116,3 +116,16 @@ def test_loss_uses_the_features_the_option_says(finetune):
     else:
         assert len(model.feat_params) == 0
         assert not model.feats["text"].requires_grad
+
+
+def test_a_loaded_model_prepared_again_keeps_its_fine_tuned_features(tmp_path):
+    """fit() of a loaded model calls prepare() with the features it was trained with: the fine-tuned values
+    were overwritten with the raw ones, so training went on from other inputs than it stopped with."""
+    model, ds, feats = build(True)
+    step(model, [0, 1])
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    loaded.prepare(ds, feats)
+    for m in ("text", "image"):
+        assert torch.equal(loaded.feats[m].detach(), model.feat_params[m].detach())
+        assert loaded.feats[m] is loaded.feat_params[m]  # the loss reads the parameter, which trains on
+        assert not torch.equal(loaded.feats[m].detach(), torch.from_numpy(getattr(feats, m)))

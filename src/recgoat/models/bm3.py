@@ -37,9 +37,9 @@ it is off by default.
 ``finetune_features`` (default) makes the item features :math:`X_m` trainable parameters, initialised from
 the features ``prepare`` is given, as the authors' code does (``nn.Embedding.from_pretrained(...,
 freeze=False)``; the paper does not say); False keeps them frozen. On ml100k-mm fine-tuning raised validation
-Recall@20 from 0.264 to 0.294 (3 seeds, docs/benchmarks.md). ``prepare`` (re)initialises them from its
-features, so a trainer's checkpoint, loaded after ``prepare``, restores the fine-tuned values, while fitting a
-model loaded with :meth:`load` starts again from the raw features.
+Recall@20 from 0.264 to 0.294 (3 seeds, docs/benchmarks.md). ``prepare`` initialises them from its features
+(a trainer's checkpoint, loaded after it, restores the fine-tuned values); a model from :meth:`load` keeps
+its fine-tuned values, so fitting it trains on from them.
 """
 from __future__ import annotations
 
@@ -109,9 +109,13 @@ class BM3(Recommender):
         super().prepare(dataset, features)
         found = item_features(self, features)
         self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
+        # a model from load() keeps its fine-tuned values: prepare() above refused features other than those it
+        # was trained with, so fitting it trains on from where it stopped (as every other parameter does)
+        loaded = getattr(self, "_saved_feature_digests", None) is not None
         with torch.no_grad():
             for m, p in self.feat_params.items():
-                p.copy_(self.feats[m])
+                if not loaded:
+                    p.copy_(self.feats[m])
                 self.feats[m] = p
         self.adj = normalized_bipartite(self._train_csr)
 

@@ -280,3 +280,16 @@ def test_demo_help_states_defaults(capsys):
     for text in ("(default: ml-latest-small)", "(default: 60)", "(default: 10)", "(default: 2026)",
                  "(default: 0.005)"):
         assert text in out
+
+
+@pytest.mark.parametrize("command, option, default", [
+    (["encode", "import-mmrec"], "--out", "[default: features/<dataset>]"),
+    (["encode", "export-mmrec"], "--dest", "[default: the same folder]"),
+    (["encode", "text"], "--out", "[default: features/<dataset>]"),
+])
+def test_encode_help_keeps_its_defaults(command, option, default):
+    """`[default: …]` in a help string is rich markup unless escaped: it vanished from encode's help."""
+    r = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    line = next(x for x in r.output.splitlines() if option in x)
+    assert default in line, line

@@ -44,9 +44,9 @@ def _out_folder(path: Path) -> Path:
 def _make_command(which: tuple[str, ...]):
     def command(
         dataset: str = typer.Argument(..., help="dataset name (ml-latest-small, ml100k-mm) or folder"),
-        out: Optional[Path] = typer.Option(None, "--out", help="output folder [default: features/<dataset>]"),
+        out: Optional[Path] = typer.Option(None, "--out", help="output folder \\[default: features/<dataset>]"),
         text_model: Optional[str] = typer.Option(None, help="sentence-transformers name or path "
-                                                            "[default: packaged all-MiniLM-L6-v2]"),
+                                                            "\\[default: packaged all-MiniLM-L6-v2]"),
         template: Optional[str] = typer.Option(None, help="item text template, e.g. '{title}. {genres}. {overview}'"),
         max_chars: int = typer.Option(1200, help="item text cut past this many characters"),
         image_model: Optional[str] = typer.Option(None, help="'efficientnet-lite0' or 'package.module:factory'"),
@@ -155,7 +155,8 @@ for _name, _which in _WHICH.items():
 @app.command("import-mmrec")
 def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat.npy / image_feat.npy"),
                      dataset: str = typer.Argument(..., help="dataset the rows belong to"),
-                     out: Optional[Path] = typer.Option(None, "--out", help="[default: features/<dataset>]")) -> None:
+                     out: Optional[Path] = typer.Option(None, "--out",
+                                                        help="output folder \\[default: features/<dataset>]")) -> None:
     """Import MMRec-layout item features as a feature folder with manifests."""
     from recgoat.datasets import load
     from recgoat.features.store import import_mmrec
@@ -174,7 +175,8 @@ def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat
 
 @app.command("export-mmrec")
 def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
-                     dest: Optional[Path] = typer.Option(None, "--dest", help="[default: the same folder]")) -> None:
+                     dest: Optional[Path] = typer.Option(None, "--dest", help="folder to write text_feat.npy / "
+                                                         "image_feat.npy to \\[default: the same folder]")) -> None:
     """Write text_feat.npy / image_feat.npy (MMRec's layout) from a feature folder."""
     from recgoat.features.store import export_mmrec
 

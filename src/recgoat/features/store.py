@@ -186,7 +186,8 @@ class _Reporter:
         """A line on stderr; with ``always`` also when progress is off (a problem with the data, which
         `recgoat benchmark -q` or ``encode_all(progress=False)`` must not hide)."""
         if self.enabled:
-            self.console.print(message, markup=False, highlight=False)
+            # soft_wrap: a log or pipe gets 80 columns, where rich broke lines mid-sentence
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
         elif always:
             from rich.console import Console
 

@@ -483,3 +483,21 @@ def test_rating_aware_propagation_in_float64():
         zero = torch.zeros((), dtype=F64)
         torch.testing.assert_close(out, dense_rating_lightgcn(adj, 5, ego, torch.zeros(4, 4, dtype=F64), zero,
                                                               torch.zeros(len(adj.values()), dtype=F64), 2))
+
+
+def test_lightgcn_propagation_in_float64_equals_the_dense_formula():
+    """models.lightgcn.propagate multiplied the float32 Â with float64 embeddings: a dtype error."""
+    import scipy.sparse as sp
+
+    from recgoat.graphs.bipartite import normalized_bipartite
+    from recgoat.models.lightgcn import propagate
+
+    rng = np.random.default_rng(5)
+    r = sp.csr_matrix((rng.random((5, 7)) < 0.4).astype(np.float32))
+    adj = normalized_bipartite(r)
+    ego = torch.tensor(rng.normal(size=(12, 3)), dtype=torch.float64)
+    a = adj.to_dense().double()
+    want = (ego + a @ ego + a @ a @ ego) / 3
+    got = propagate(adj, ego, 2)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)  # Â's values were rounded to float32 once

@@ -26,6 +26,8 @@ class LightGCNConfig(ModelConfig):
 
 def propagate(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
     """Mean of ``[E, ÂE, Â²E, …]`` over ``n_layers`` sparse propagations."""
+    if adj.dtype != ego.dtype:  # Â is built in float32: a model in float64 (``.double()``) failed in the product
+        adj = adj.to(ego.dtype)
     out = ego
     h = ego
     for _ in range(n_layers):

@@ -4,36 +4,12 @@ only the batch's rows move, the caller's arrays are never written, and the train
 (a loaded model's prepare keeps them) and a trainer's checkpoint (restored after ``prepare``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
-from recgoat.features import Features
 from recgoat.models import Recommender, get_model_class
-
-N_USERS, N_ITEMS = 6, 9
-
-
-@dataclass
-class TinyData:
-    n_users: int
-    n_items: int
-    train: sp.csr_matrix
-
-    def csr(self, split: str | None = "train", weight: str | None = None) -> sp.csr_matrix:
-        return self.train
-
-
-def tiny() -> tuple[TinyData, Features]:
-    rng = np.random.default_rng(0)
-    dense = (rng.random((N_USERS, N_ITEMS)) < 0.4).astype(np.float32)
-    dense[np.arange(N_USERS), np.arange(N_USERS)] = 1.0
-    feats = Features(text=rng.normal(size=(N_ITEMS, 7)).astype(np.float32),
-                     image=rng.normal(size=(N_ITEMS, 5)).astype(np.float32))
-    return TinyData(N_USERS, N_ITEMS, sp.csr_matrix(dense)), feats
+from test_peers_math import tiny  # 6 users × 9 items, text 7-d and image 5-d features
 
 
 def build(finetune: bool | None):

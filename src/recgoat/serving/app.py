@@ -17,7 +17,9 @@ Endpoints (OpenAPI docs at ``/docs``):
 - ``GET /health``, ``GET /metadata`` (with ``index_recall``: an approximate index's recall@10 and @100
   against exact search on the lists as served, measured at start-up); ``GET /`` is the web page.
 
-Unknown ids are 404, bad parameters 422; every input is validated so bad input never yields a 500.
+HEAD is answered wherever GET is, OPTIONS with the methods of the path. Unknown ids are 404 (a user not in
+training is served by ``POST /recommend``), bad parameters 422; every input is validated so bad input never
+yields a 500.
 """
 from __future__ import annotations
 
@@ -33,11 +35,15 @@ import pandas as pd
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recgoat.errors import RecGOATError
 from recgoat.io import is_url
@@ -158,6 +164,9 @@ class ColdStart(BaseModel):
     exclude_seen: bool = Field(True, description="leave out the liked items")
 
 
+# a 404 for an unknown user says where a new user goes (the docs named no route for them)
+COLD_START_HINT = ": not a user of the training data (for a new user, POST /recommend with liked item_ids or a " \
+                  "profile text)"
 ECHO_CHARS = 200  # an error echoes at most this much of an input string (a 10,000-char text came back whole)
 
 
@@ -205,6 +214,63 @@ class _RepeatedQuery:
         await self.app(scope, receive, send)
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    # a body that is not UTF-8 was FastAPI's undeclared 400 "There was an error parsing the body", naming
+    # neither the body nor the problem: now the 422 that any other malformed JSON body gets
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        error = {"type": "json_invalid", "loc": ["body", cause.start], "msg": "JSON decode error", "input": {},
+                 "ctx": {"error": f"the body is not valid {cause.encoding.upper()} ({cause.reason} at byte "
+                                  f"{cause.start}): send JSON as UTF-8"}}
+        return JSONResponse(status_code=422, content={"detail": [error]})
+    return await http_exception_handler(request, exc)
+
+
+class _Methods:
+    """ASGI middleware for the methods FastAPI's routes leave out. HEAD is answered as GET without the body
+    (HTTP requires HEAD wherever GET is; FastAPI answered 405 on every route but /health), OPTIONS with 204 and
+    the methods the path allows, and a 405 names all of them in Allow (``PUT /recommend`` said ``Allow: GET``,
+    as if POST were refused, because Starlette names the first route matching the path only)."""
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app, self.router = app, router
+
+    def allowed(self, scope: Scope) -> set[str]:
+        """The methods some route serves at this path; empty when no route matches it."""
+        methods: set[str] = set()
+        probe = {**scope, "method": "GET"}
+        for route in self.router.routes:
+            if route.matches(probe)[0] is not Match.NONE:
+                methods |= getattr(route, "methods", None) or {"GET", "HEAD"}  # a Mount: the static files
+        if "GET" in methods:
+            methods.add("HEAD")
+        return methods | {"OPTIONS"} if methods else methods
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method") if scope["type"] == "http" else None
+        if method in (None, "GET"):  # the hot path costs nothing
+            await self.app(scope, receive, send)
+            return
+        allowed = self.allowed(scope)
+        allow_header = (b"allow", ", ".join(sorted(allowed)).encode())
+        if method == "OPTIONS" and allowed:
+            await Response(status_code=204, headers={"Allow": allow_header[1].decode()})(scope, receive, send)
+            return
+        head = method == "HEAD" and "GET" in allowed
+        if head:  # the server keeps its own scope: it still knows the request is a HEAD
+            scope = {**scope, "method": "GET"}
+
+        async def send_(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405 and allowed:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, allow_header]}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # GET's headers (Content-Length included), no body
+            await send(message)
+
+        await self.app(scope, receive, send_)
+
+
 # ------------------------------------------------------------------------------------------- service
 class Service:
     """Request logic on top of a :class:`Run`: indexes, display rows, fold-in."""
@@ -238,6 +304,10 @@ class Service:
                             if ref is not None and ref in allowed}
         self._encoder = None
         self._encoder_lock = threading.Lock()
+        # one profile text at a time: TextEncoder.encode flips the shared fast tokenizer's truncation (it counts
+        # over-long texts untruncated), so concurrent requests read texts past the model's limit (a 500 for a
+        # text over 512 tokens, another embedding for one over 256) or met tokenizers' "Already borrowed"
+        self._encode_lock = threading.Lock()
 
     def _index_recall(self, k: int) -> float:
         run = self.run
@@ -254,10 +324,10 @@ class Service:
         return f"/items/{quote(self.run.item_ids[i], safe='')}/image"
 
     # ------------------------------------------------------------------ lookups (404 on unknown ids)
-    def user(self, user_id: str) -> int:
+    def user(self, user_id: str, hint: str = "") -> int:
         u = self.run.user_index.get(user_id)
         if u is None:
-            raise HTTPException(404, f"unknown user_id {_json_safe(user_id)!r}")
+            raise HTTPException(404, f"unknown user_id {_json_safe(user_id)!r}{hint}")
         return u
 
     def item(self, item_id: str) -> int:
@@ -319,7 +389,8 @@ class Service:
 
     def text_neighbours(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The items whose text features are nearest a profile text (by cosine), and their weights."""
-        t = self.encoder().encode([text])[0]
+        with self._encode_lock:
+            t = self.encoder().encode([text])[0]
         feats = self.run.item_text
         sims = feats @ t / np.maximum(np.linalg.norm(feats, axis=1) * np.linalg.norm(t), 1e-12)
         top = np.argpartition(-sims, min(TEXT_NEIGHBOURS, len(sims)) - 1)[:TEXT_NEIGHBOURS]
@@ -349,7 +420,9 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                          description=f"{meta.get('model')} trained on {meta.get('dataset')}")
     app.state.service = svc
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(_RepeatedQuery)
+    app.add_middleware(_Methods, router=app.router)  # outermost: reads the routes added below at request time
     K = Query(10, ge=1, le=MAX_K, description="number of items")
     # an id of the run is never refused as too long (a 250-character id was a 422 here, a 200 from /history)
     max_user = max([MAX_ID_CHARS, *map(len, run.user_ids)])
@@ -358,11 +431,6 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     @app.get("/health", response_model=Health)
     async def health() -> Health:
         return Health(status="ok", model=str(meta.get("model")), users=run.n_users, items=run.n_items)
-
-    # load balancers and `curl -I` probe health with HEAD, which FastAPI answers 405 on a GET route
-    @app.head("/health", include_in_schema=False)
-    async def health_head() -> Response:
-        return Response(status_code=200)
 
     @app.get("/metadata", response_model=Metadata)
     async def metadata() -> Metadata:
@@ -376,10 +444,19 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         text_encoder=enc, display_fields=["title", *svc.fields],
                         summary=meta.get("summary") or {})
 
-    @app.get("/recommend", response_model=Recommendations, responses=NOT_FOUND)
-    async def recommend(user_id: str = Query(..., min_length=1, max_length=max_user), k: int = K,
-                        exclude_seen: bool = True) -> Response:
-        ids, scores = svc.recommend(svc.user(user_id), k, exclude_seen)
+    @app.get("/recommend", response_model=Recommendations, responses={
+        404: {"model": ErrorMessage, "description": "unknown user_id: not a user of the training data"}})
+    async def recommend(user_id: str = Query(..., min_length=1, max_length=max_user,
+                                             description="a training user's id, matched as an exact string "
+                                                         "(\"007\" is not \"7\")"),
+                        k: int = K, exclude_seen: bool = True) -> Response:
+        """Top-``k`` items for a user of the training data, by the inner product of user and item embeddings;
+        ``exclude_seen`` leaves out the items of their training history. Fewer than ``k`` items come back when
+        the catalogue holds fewer (less the excluded ones).
+
+        **Cold start**: a user id unknown to the run is a 404; for a new user, ``POST /recommend`` with items
+        they liked (``item_ids``) and/or a profile text."""
+        ids, scores = svc.recommend(svc.user(user_id, COLD_START_HINT), k, exclude_seen)
         # the hot path: JSON assembled from per-item fragments made once (same schema as Recommendations)
         return Response(svc.recommendations_json(user_id, k, exclude_seen, ids, scores),
                         media_type="application/json")
@@ -388,7 +465,12 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         **NOT_FOUND, 422: {"model": FieldErrors | ErrorMessage, "description": "bad body, or nothing to fold in"},
         503: {"model": ErrorMessage, "description": "the text encoder cannot be loaded"}})
     async def recommend_cold(body: ColdStart) -> Response:
-        unknown = [i for i in body.item_ids if i not in run.item_index]
+        """Top-``k`` items for a user not in the training data (cold start), folded in from items they liked
+        and/or a profile text (runs exported with text features). Repeated ``item_ids`` count once; with
+        ``exclude_seen`` the liked items are left out, and fewer than ``k`` items come back when fewer are left.
+        """
+        # each unknown id named once (a basket repeating one unknown id listed it as often)
+        unknown = list(dict.fromkeys(i for i in body.item_ids if i not in run.item_index))
         if unknown:
             # an id is echoed cut short, as in a 422 (a 100,000-character id came back whole)
             raise HTTPException(404, f"unknown item_id(s): {', '.join(repr(_json_safe(i)) for i in unknown[:20])}")

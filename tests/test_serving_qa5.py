@@ -17,7 +17,6 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 from recgoat.serving import export_run, load_run

@@ -128,3 +128,15 @@ def test_the_feature_store_records_and_reports_how_many_texts_were_cut(tmp_path:
     _summary(tmp_path, ("text",))
     out = capsys.readouterr().out
     assert "2 texts cut at the text model's token limit" in out, out
+
+
+def test_counting_leaves_the_shared_tokenizer_as_it_was(encoder: TextEncoder) -> None:
+    """count_truncated called the model's tokenizer with truncation=False, which switches truncation off on it
+    until its next call: the service, encoding in several threads, then fed 512-token texts to the model."""
+    backend = encoder.model.tokenizer.backend_tokenizer
+    encoder.model.tokenizer(["warm up"], truncation=True, max_length=encoder.max_seq_length)
+    before = backend.truncation
+    assert before is not None
+    over = "word " * 300
+    assert encoder.count_truncated([over, "short"]) == 1
+    assert backend.truncation == before

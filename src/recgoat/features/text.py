@@ -233,10 +233,31 @@ class TextEncoder:
         tokenizer = getattr(self.model, "tokenizer", None)
         if not texts or self.max_seq_length is None or not callable(tokenizer):
             return 0
-        # verbose=False: no "sequence length is longer than the specified maximum" log line per call
-        ids = tokenizer([_as_text(t, i) for i, t in enumerate(texts)], add_special_tokens=True, truncation=False,
-                        verbose=False, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        texts = [_as_text(t, i) for i, t in enumerate(texts)]
+        counter = self._token_counter()
+        if counter is not None:
+            return sum(1 for e in counter.encode_batch(texts, add_special_tokens=True)
+                       if len(e.ids) > self.max_seq_length)
+        # a slow (Python) tokenizer: truncation=False is set on it for this call, so callers in several threads
+        # must not share the encoder (the service encodes one request at a time)
+        ids = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False,
+                        return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         return sum(1 for x in ids if len(x) > self.max_seq_length)
+
+    def _token_counter(self) -> Any:
+        """A copy of the fast tokenizer's backend with truncation and padding off, or None. A copy: calling the
+        shared tokenizer with truncation=False switches truncation off on it until its next call, and
+        sentence-transformers' encode in another thread then read up to 512 tokens (a 500 in the service)."""
+        if getattr(self, "_counter", False) is False:
+            backend = getattr(getattr(self.model, "tokenizer", None), "backend_tokenizer", None)
+            self._counter = None
+            if backend is not None:
+                from tokenizers import Tokenizer
+
+                self._counter = Tokenizer.from_str(backend.to_str())
+                self._counter.no_truncation()
+                self._counter.no_padding()
+        return self._counter
 
     def encode(self, texts: Iterable[str | None],
                on_progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -467,6 +467,11 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
         img = root / (image_dir or "images")
         item_df, text_fields = read_items(items_path, image_dir=img if img.is_dir() else None)
         warn_missing_items(inter, item_df, inter_path, items_path)
+    elif (root / (image_dir or "images")).is_dir():
+        # images/<item_id>.jpg with no item table: the pictures were silently left out (0 images, no image
+        # features); the item table is then the interactions' item ids and their images
+        ids = pd.Series(pd.unique(inter["item"]), dtype=object)
+        item_df = pd.DataFrame({"item_id": ids, "image": find_images(ids, root / (image_dir or "images"))})
     return inter, item_df, text_fields
 
 

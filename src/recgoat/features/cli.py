@@ -110,8 +110,14 @@ def _check_has(ds: "Dataset", which: tuple[str, ...], template: str | None = Non
                                                f"columns such as title or description, or a --template over "
                                                f"its columns); nothing to encode")
     if which == ("image",) and not ds.has_images:
+        # an images/ folder that is there, named otherwise, read as "no images/ folder": say what it holds
+        folder = Path(str(ds.info.get("source") or "")) / "images"
+        pictures = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")) \
+            if folder.is_dir() else []
+        found = f"; its images/ folder holds {len(pictures)} picture(s) (e.g. {pictures[0]!r}) but none is named " \
+                f"after an item id (e.g. '{ds.item_ids[0]}.jpg')" if pictures else ""
         raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item images (an images/ folder or an "
-                                               f"image column in the items table); nothing to encode")
+                                               f"image column in the items table){found}; nothing to encode")
 
 
 def _summary(folder: Path, which: tuple[str, ...]) -> None:

@@ -91,4 +91,7 @@ def item_features(model: Recommender, features) -> dict[str, np.ndarray]:
     model hands them to ``torch.from_numpy``, which refuses a reversed view such as ``features[::-1]``)."""
     found = item_modalities(features, model.name, model.n_items)
     check_dims(model, found)
+    # the run summary names the views read (the CLI prints "feature views used: …"), as RecGOAT's does:
+    # without it a peer trained on an image-only folder did not say that it saw no text
+    model.summary["modalities_used"] = [m for m in MODALITIES if m in found]
     return {m: np.ascontiguousarray(x) for m, x in found.items()}

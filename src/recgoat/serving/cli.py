@@ -118,6 +118,16 @@ def _table(title: str, run, ids, scores=None) -> Table:
     return t
 
 
+def _unknown_id(kind: str, given: str, index: dict, n: int) -> str:
+    """Why ``given`` is no known id: ids are matched as exact text ("7" is not "007"), and a user or item with
+    fewer interactions than the k-core filter (default 5) was dropped before training, without a word here."""
+    near = [i for i in index if str(i).strip().lstrip("0") == given.strip().lstrip("0") and i != given][:3]
+    hint = f"; did you mean {', '.join(repr(i) for i in near)}? (ids are matched as exact text)" if near else \
+        f"; ids are matched as exact text, and a {kind} with fewer interactions than the dataset's k-core " \
+        f"filter (default 5) is dropped before training"
+    return f"unknown {kind} id {given!r} ({n} {kind}s in this run){hint}"
+
+
 @app.command("recommend")
 def recommend_command(
     run: Path = typer.Argument(..., help="artefact folder (from `recgoat export`)"),
@@ -141,7 +151,7 @@ def recommend_command(
     if user is not None:
         u = r.user_index.get(user)
         if u is None:
-            _fail(RecGOATError(f"unknown user id {user!r} ({r.n_users} users in this run)"))
+            _fail(RecGOATError(_unknown_id("user", user, r.user_index, r.n_users)))
         if history:  # --history 0 printed an empty table
             console.print(_table(f"user {user}: {int(svc.n_seen[u])} items in training, most recent first", r,
                                  r.recent_history(u, history)))
@@ -150,7 +160,7 @@ def recommend_command(
     else:
         i = r.item_index.get(item)
         if i is None:
-            _fail(RecGOATError(f"unknown item id {item!r} ({r.n_items} items in this run)"))
+            _fail(RecGOATError(_unknown_id("item", item, r.item_index, r.n_items)))
         ids, scores = svc.similar(i, k)
         console.print(_table(f"items similar to {item} — {r.titles[i]} (cosine)", r, ids, scores))
 

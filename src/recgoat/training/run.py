@@ -36,12 +36,25 @@ def load_dataset(cfg: RunConfig, check_options: bool = False) -> Dataset:
                                       ratios=d.ratios, seed=d.seed))
 
 
-def load_side_features(dataset: Dataset, folder: str | None):
+def load_side_features(dataset: Dataset, folder: str | None, cfg: RunConfig | None = None):
     if folder is None:
         return None
+    from recgoat.datasets.registry import PREPARE_OPTIONS
     from recgoat.features import load_features
 
-    return load_features(dataset, folder)
+    try:
+        return load_features(dataset, folder)
+    except DataError as e:
+        given = {k: getattr(cfg.data, k) for k in PREPARE_OPTIONS if k in cfg.data.model_fields_set} if cfg else {}
+        if not given or "made for dataset fingerprint" not in e.problem:
+            raise
+        # `encode` prepares the data with the default options, so re-running it (the advice) fails the same way
+        opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items() if k != "ratios")
+        raise DataError(e.path, f"{e.problem.split(': the data changed')[0]}: `recgoat encode` prepares the data "
+                                f"with the default options, this run with "
+                                f"{', '.join(f'{k}={v}' for k, v in given.items())}; prepare the data once with them "
+                                f"(`recgoat datasets prepare {cfg.data.name} {opts} --out DIR`), then encode and "
+                                f"train on DIR") from None
 
 
 def default_run_dir(cfg: RunConfig, dataset: Dataset) -> Path:
@@ -57,7 +70,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     if run_dir is not None:
         check_run_dir(Path(run_dir))  # before the dataset loads
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
-    features = load_side_features(dataset, cfg.features)
+    features = load_side_features(dataset, cfg.features, cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     # initialisation depends on the run's seed only; torch takes no seed >= 2**64 (trainer.seed has no upper
     # bound: a ValueError "Overflow when unpacking long long"), and below it the reduction changes nothing

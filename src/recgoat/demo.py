@@ -26,7 +26,7 @@ from recgoat.datasets import load
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.training.trainer import TrainConfig
 
-console = Console()
+console = Console(soft_wrap=True)  # a log or pipe gets 80 columns: lines are not broken there
 BASELINES = ["mostpop", "bprmf", "lightgcn"]
 PEERS = ["vbpr", "freedom", "lgmrec", "bm3"]
 

@@ -31,6 +31,7 @@ import gc
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 import traceback
@@ -984,8 +985,12 @@ class _CellBar:
             self.bar.update(1)
 
     def write(self, text: str) -> None:
+        """One line per finished or failed cell: above the bar, or on stderr without one (a log or a pipe
+        otherwise saw nothing for the whole run, failures included)."""
         if self.bar is not None:
             self.bar.write(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -103,8 +103,15 @@ def datasets_info(
 ) -> None:
     """Statistics of a dataset after preparation (users, items, interactions, sparsity, split), with the
     options `datasets prepare` takes."""
+    from recgoat.datasets.preprocess import removal_lines
+
     ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
-    console.print_json(json.dumps(ds.stats()))
+    out = ds.stats()
+    if isinstance(ds.info.get("prepare"), dict) and "removed" in ds.info["prepare"]:
+        # inside the JSON (stdout stays parseable), one line per step that removed something; [] when nothing
+        # was, absent when the preparation recorded no counts (an older folder, data split elsewhere)
+        out["removed"] = removal_lines(ds.info)
+    console.print_json(json.dumps(out))
 
 
 @datasets_app.command("prepare")
@@ -118,10 +125,14 @@ def datasets_prepare(
     seed: Optional[int] = typer.Option(None, help="split seed \\[default: 2026]"),
 ) -> None:
     """Filter, remap and split a dataset, and save it as a folder that reloads without recomputing."""
+    from recgoat.datasets.preprocess import removal_lines
+
     ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
     ds.save(out)
     console.print(f"prepared {escape(str(ds.name))}: {ds.n_users} users, {ds.n_items} items, "
                   f"{len(ds.interactions)} interactions → {escape(str(out))}")
+    for line in removal_lines(ds.info):  # what filtering removed, else a shrunken catalogue does not say why
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _load_prepared(name: str, **given):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,54 @@ def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
         if keep.all():
             return df
         df = df[keep]
+
+
+#: the steps whose removals :func:`prepare` records in ``info["prepare"]["removed"]``, in pipeline order
+#: (``unused_items``: rows of the item table that no raw interaction names, left out of the dataset)
+REMOVAL_STEPS = ("min_rating", "dedup", "k_core", "unused_items")
+
+
+def _sizes(df: pd.DataFrame) -> dict[str, int]:
+    """Distinct users and items and the interactions of ``df``: what a step's removals are counted against."""
+    return {"users": int(df["user"].nunique()), "items": int(df["item"].nunique()), "interactions": len(df)}
+
+
+def _minus(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: before[k] - after[k] for k in before}
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def removal_lines(info: dict[str, Any] | None) -> list[str]:
+    """One line per preparation step that removed something, as recorded by :func:`prepare` (e.g. "k-core 5
+    removed 12 users, 340 items, 1,020 interactions"); none for a dataset whose preparation recorded no counts
+    (an older prepared folder, one split elsewhere). Without them a catalogue that shrank did not say why."""
+    prep = (info or {}).get("prepare")
+    removed = prep.get("removed") if isinstance(prep, dict) else None
+    if not isinstance(removed, dict):
+        return []
+    lines = []
+    for step in REMOVAL_STEPS:
+        counts = removed.get(step)
+        if not isinstance(counts, dict):
+            continue
+        parts = [_plural(n, what[:-1]) for what in ("users", "items", "interactions")
+                 if isinstance(n := counts.get(what), int) and n > 0]
+        if not parts:
+            continue
+        if step == "min_rating":
+            threshold = prep.get("min_rating")
+            shown = f"{threshold:g}" if _is_real(threshold) else threshold  # 4.0 as typed: 4
+            lines.append(f"min_rating {shown} removed {', '.join(parts)}")
+        elif step == "dedup":  # repeats of a (user, item) pair: only interactions go
+            lines.append(f"dedup merged {_plural(counts['interactions'], 'duplicate interaction')}")
+        elif step == "k_core":
+            lines.append(f"k-core {prep.get('k_core')} removed {', '.join(parts)}")
+        else:
+            lines.append(f"{parts[0]} of the item table had no interactions and were left out")
+    return lines
 
 
 def remap(df: pd.DataFrame, items: pd.DataFrame | None, keep_all_items: bool = False):
@@ -282,20 +331,37 @@ def prepare(
     df = df.assign(user=id_strings(df["user"]), item=id_strings(df["item"]))
     if items is not None:
         check_items(items, where)
-    df = filter_rating(df, cfg.min_rating)
+    # what each step removes is recorded (not fingerprinted: info is not hashed) and shown by the CLI: a
+    # catalogue that shrank silently could not be told from a loader bug
+    removed: dict[str, dict[str, int]] = {}
+    # items no raw interaction names (those only filtered interactions name count with the step)
+    n_unused = None if items is None else int((~id_strings(items["item_id"]).isin(df["item"])).sum())
+    steps: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame]]] = []
+    if cfg.min_rating is not None:
+        steps.append(("min_rating", lambda d: filter_rating(d, cfg.min_rating)))
     if cfg.dedup:
-        df = deduplicate(df)
-    df = k_core(df, cfg.k_core)
+        steps.append(("dedup", deduplicate))
+    if cfg.k_core > 1:
+        steps.append(("k_core", lambda d: k_core(d, cfg.k_core)))
+    before = _sizes(df)
+    for step, apply in steps:
+        df = apply(df)
+        after = _sizes(df)
+        removed[step] = _minus(before, after)
+        before = after
+    if n_unused is not None:
+        removed["unused_items"] = {"users": 0, "items": n_unused, "interactions": 0}
+    meta = dict(info or {})
+    meta["prepare"] = {"min_rating": cfg.min_rating, "dedup": cfg.dedup, "k_core": cfg.k_core,
+                       "split": cfg.split, "ratios": list(cfg.ratios), "seed": cfg.seed,
+                       "raw_interactions": n_raw, "removed": removed}
     if len(df) == 0:
+        why = "; ".join(removal_lines(meta))
         raise DataError(where, f"no interactions left after filtering ({n_raw} raw, k_core={cfg.k_core}, "
-                              f"min_rating={cfg.min_rating})")
+                              f"min_rating={cfg.min_rating}{': ' + why if why else ''})")
     df, user_ids, item_ids, aligned = remap(df, items)
     if cfg.split != "none":
         df["split"] = split_pairs(df, cfg.split, cfg.ratios, cfg.seed)
     df = df.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
-    meta = dict(info or {})
-    meta["prepare"] = {"min_rating": cfg.min_rating, "dedup": cfg.dedup, "k_core": cfg.k_core,
-                       "split": cfg.split, "ratios": list(cfg.ratios), "seed": cfg.seed,
-                       "raw_interactions": n_raw}
     return Dataset(name=name, interactions=df, user_ids=user_ids, item_ids=item_ids, items=aligned,
                    text_fields=list(text_fields or []), info=meta)

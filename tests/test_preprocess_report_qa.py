@@ -153,3 +153,16 @@ def test_real_dataset_counts_and_fingerprint(ml_small):
         "unused_items": {"users": 0, "items": 9742 - 9724, "interactions": 0}}
     assert removal_lines(ml_small.info) == ["k-core 5 removed 6,074 items, 10,562 interactions",
                                             "18 items of the item table had no interactions and were left out"]
+
+
+def test_datasets_prepare_keeps_the_output_path_on_its_line_in_a_pipe(tmp_path):
+    """A pipe gets 80 columns: the "prepared … → OUT" line was wrapped, the path cut onto a line of its own."""
+    from typer.testing import CliRunner
+
+    from recgoat.cli import app
+
+    out = tmp_path / ("a-rather-long-folder-name-for-the-prepared-copy-" * 2)
+    r = CliRunner().invoke(app, ["datasets", "prepare", "ml-latest-small", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("prepared "))
+    assert line.endswith(f"→ {out}"), r.output

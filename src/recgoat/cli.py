@@ -130,7 +130,7 @@ def datasets_prepare(
     ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
     ds.save(out)
     console.print(f"prepared {escape(str(ds.name))}: {ds.n_users} users, {ds.n_items} items, "
-                  f"{len(ds.interactions)} interactions → {escape(str(out))}")
+                  f"{len(ds.interactions)} interactions → {escape(str(out))}", soft_wrap=True)  # path kept whole
     for line in removal_lines(ds.info):  # what filtering removed, else a shrunken catalogue does not say why
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 

@@ -370,7 +370,7 @@ def _verify(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise DataError(path, "no such artefact folder")
     if not meta_path.exists():
-        hint = " (a trainer run folder: export it first with `recgoat export RUN_DIR --dataset NAME --out DIR`)" \
+        hint = " (a trainer run folder: export it first with `recgoat export RUN_DIR --out DIR`)" \
             if (path / "best").is_dir() or (path / "result.json").exists() else ""
         raise DataError(path, f"not a model artefact folder: {ARTIFACT_FILE} is missing{hint}")
     try:

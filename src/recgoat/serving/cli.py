@@ -6,14 +6,17 @@ it into a self-contained artefact; ``recommend`` and ``serve`` then need only th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import RecGOATError
+from recgoat.errors import DataError, RecGOATError
+
+if TYPE_CHECKING:
+    from recgoat.datasets import Dataset
 
 app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -30,7 +33,8 @@ def _fail(e: Exception) -> None:
 @app.command("export")
 def export_command(
     run_dir: Path = typer.Argument(..., help="trainer run folder (holding best/) or a saved model folder"),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name or folder the run was trained on"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name or folder the run was trained "
+                                          "on; default: the one its run_config.json or cell.json records"),
     out: Path = typer.Option(..., "--out", "-o", help="artefact folder to write"),
     features: Optional[Path] = typer.Option(None, "--features", help="feature folder (enables profile texts)"),
     overwrite: bool = typer.Option(False, help="replace an existing artefact folder"),
@@ -41,7 +45,6 @@ def export_command(
     and an existing artefact is replaced only with --overwrite and only once the new one is complete.
     """
     from recgoat.datasets import load
-    from recgoat.errors import DataError
     from recgoat.io import read_json
     from recgoat.models.base import Recommender
     from recgoat.serving.artifacts import check_destination, export_run
@@ -55,9 +58,12 @@ def export_command(
             raise
         except Exception as e:  # safetensors/torch errors on a tampered file: still the user's folder
             raise DataError(model_dir, f"not a loadable saved model ({type(e).__name__}: {e})") from None
-        ds = load(dataset)
+        if dataset is None:
+            ds, used = _recorded_dataset(run_dir)
+        else:
+            ds, used = load(dataset), None
         result = run_dir / "result.json"
-        if result.exists():
+        if dataset is not None and result.exists():
             try:
                 meta = read_json(result)
             except (OSError, ValueError) as e:
@@ -72,9 +78,69 @@ def export_command(
         path = export_run(model, ds, out, features, overwrite=overwrite)
     except RecGOATError as e:
         _fail(e)
-    if note:
-        console.print(note, highlight=False, markup=False, soft_wrap=True)  # paths may hold [brackets]
+    for line in (used, note):
+        if line:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)  # paths may hold [brackets]
     console.print(f"exported {model.name} on {ds.name} → {path}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _recorded_dataset(run_dir: Path) -> tuple[Dataset, str]:
+    """The dataset ``run_dir``'s run_config.json (``recgoat train``) or cell.json (a benchmark cell) records,
+    prepared as it was for training, checked against the fingerprint the run recorded; and a line saying so."""
+    from recgoat.config import read_run_config
+    from recgoat.datasets.registry import SHARED, find_source
+    from recgoat.training.run import load_dataset, trained_fingerprint
+
+    if (run_dir / "run_config.json").is_file():
+        record = run_dir / "run_config.json"
+        cfg = read_run_config(record)
+        name, load_data, recorded_fp = cfg.data.name, lambda: load_dataset(cfg), None
+    elif (run_dir / "cell.json").is_file():
+        record = run_dir / "cell.json"
+        name, load_data, recorded_fp = _cell_dataset(record)
+    else:
+        parent = run_dir.parent  # `export RUN/best`: the model folder, its records are one level up
+        ran = run_dir.name == "best" and any((parent / f).is_file() for f in ("run_config.json", "cell.json"))
+        hint = f"give the run folder {parent} instead, or " if ran else ""
+        raise DataError(run_dir, f"records no dataset (no run_config.json or cell.json: not a `recgoat train` run "
+                                 f"or benchmark cell folder): {hint}pass --dataset NAME_OR_FOLDER")
+    try:
+        find_source(name)  # a clear word before a moved folder fails somewhere inside the loader
+    except DataError as e:
+        # a shared name says where it was looked for; a benchmark records a folder as typed, relative to where it ran
+        why = e.problem if name in SHARED else "no such folder" if Path(name).is_absolute() else \
+            "no such folder here; a relative path is relative to the folder the run was started in"
+        raise DataError(record, f"records dataset {name}, which is not found from here ({why}): pass --dataset "
+                                f"with the data the run was trained on") from None
+    ds = load_data()
+    where, fp = trained_fingerprint(run_dir)
+    where, fp = (where, fp) if fp is not None else (record, recorded_fp)
+    if fp is not None and fp != ds.fingerprint():
+        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {name} (as {record.name} "
+                               f"records it) now has {ds.fingerprint()}: the data changed since; pass --dataset "
+                               f"with the data the run was trained on")
+    return ds, f"dataset: {name}, prepared as the run's {record.name} records (--dataset to choose another)"
+
+
+def _cell_dataset(record: Path) -> tuple[str, Callable[[], Dataset], Optional[str]]:
+    """A benchmark cell's dataset name or folder, its loader (under the cell's label, preparation options and
+    split seed: the label is part of the fingerprint) and the fingerprint cell.json records."""
+    from pydantic import ValidationError
+
+    from recgoat.benchmark.runner import DatasetSpec, load_dataset
+    from recgoat.io import read_json
+
+    try:
+        meta = read_json(record)
+        data = meta["data"]
+        label = meta.get("dataset")  # the dataset's label (or its default one) the cell was trained under
+        spec = DatasetSpec(name=data["name"], label=label if isinstance(label, str) and label else None,
+                           max_users=data.get("max_users"), prepare=data.get("prepare") or {})
+        split_seed = int(data.get("split_seed") or 0)  # None: a folder already split, the seed does not apply
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
+        raise DataError(record, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
+    fp = meta.get("dataset_fingerprint")
+    return spec.name, lambda: load_dataset(spec, split_seed), fp if isinstance(fp, str) else None
 
 
 def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:

@@ -1,0 +1,234 @@
+"""`recgoat export RUN --out ART` without --dataset: the run's own records (run_config.json, a benchmark cell's
+cell.json) name the dataset, its preparation options and split seed; found by a QA pass.
+
+Every run trains BPR-MF (d 8) for one epoch on the synthetic 50-user × 40-item catalogue of training_helpers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from recgoat.cli import app
+
+from training_helpers import write_catalogue
+
+runner = CliRunner()
+QUIET = ["--set", "trainer.progress=false", "--set", "model.params.embedding_dim=8", "--set", "trainer.batch_size=256"]
+PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+
+
+def ok(*args: str):
+    r = runner.invoke(app, [*map(str, args)])
+    assert r.exit_code == 0, (r.output, r.exception)
+    return r
+
+
+def one_line_error(*args: str) -> str:
+    """The one stderr line of a refused command (exit 1, no traceback)."""
+    r = runner.invoke(app, [*map(str, args)])
+    assert r.exit_code == 1, (r.output, r.exception)
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return " ".join(err.split())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A catalogue ``cat``; ``run``: trained on it with k_core 2 and split seed 7 (not the defaults);
+    ``plain``: with the default options; ``prep``: the catalogue prepared (k_core 2) and ``prep_run`` trained on
+    that folder; ``bench``: a benchmark whose cell has a label, preparation options and its own split seed."""
+    root = tmp_path_factory.mktemp("export_qa")
+    write_catalogue(root / "cat")
+    ok("train", "--dataset", root / "cat", "--model", "bprmf", "--epochs", "1", "--run-dir", root / "run",
+       "--set", "data.k_core=2", "--set", "data.seed=7", *QUIET)
+    ok("train", "--dataset", root / "cat", "--model", "bprmf", "--epochs", "1", "--run-dir", root / "plain", *QUIET)
+    ok("datasets", "prepare", root / "cat", "--k-core", "2", "--out", root / "prep")
+    ok("train", "--dataset", root / "prep", "--model", "bprmf", "--epochs", "1", "--run-dir", root / "prep_run",
+       *QUIET)
+    (root / "bench.yaml").write_text(json.dumps({
+        "datasets": [{"name": "cat", "label": "mycat", "features": None, "prepare": {"k_core": 2}}],
+        "models": ["bprmf"], "seeds": [1], "split_seed": 5, "out": str(root / "bench"), "progress": False,
+        "train": {"epochs": 1, "progress": False, "batch_size": 256}}))
+    here = Path.cwd()
+    os.chdir(root)  # the benchmark records the dataset folder as typed: "cat", relative to here
+    try:
+        ok("benchmark", "--config", root / "bench.yaml", "--quiet")
+    finally:
+        os.chdir(here)
+    return root
+
+
+def cell(work: Path) -> Path:
+    return work / "bench" / "runs" / "mycat" / "bprmf" / "seed1"
+
+
+def trained_fp(run: Path) -> str:
+    return json.loads((run / "result.json").read_text())["dataset_fingerprint"]
+
+
+def same_artefact(a: Path, b: Path) -> None:
+    """The same embeddings, ids, tables and metadata (but the time of export)."""
+    for rel in ("embeddings.safetensors",):
+        x, y = load_file(str(a / rel)), load_file(str(b / rel))
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+    for rel in ("ids.json", "items.parquet", "history.parquet", "model/model.json", "model/weights.safetensors"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    meta_a, meta_b = (json.loads((p / "artifact.json").read_text()) for p in (a, b))
+    assert {**meta_a, "created": None} == {**meta_b, "created": None}
+
+
+# ------------------------------------------------------------------------------------------ recgoat train runs
+def test_export_without_dataset_prepares_the_data_as_the_run_recorded(work, tmp_path):
+    """--dataset was required, and `--dataset cat` prepares with the default options: a run trained with
+    data.k_core=2 and data.seed=7 could not be exported from its catalogue at all (fingerprint refused)."""
+    err = one_line_error("export", work / "run", "--dataset", work / "cat", "--out", tmp_path / "with")
+    assert "fingerprint" in err  # as before: --dataset is the data as named, prepared with default options
+    r = ok("export", work / "run", "--out", tmp_path / "art")
+    out = " ".join(r.stdout.split())
+    assert f"dataset: {work / 'cat'}, prepared as the run's run_config.json records" in out
+    meta = json.loads((tmp_path / "art" / "artifact.json").read_text())
+    assert meta["dataset_fingerprint"] == trained_fp(work / "run") and meta["n_users"] == 50
+
+
+def test_export_without_dataset_writes_what_export_with_it_writes(work, tmp_path):
+    """The artefact is the one `--dataset` gives (same embeddings, ids, tables, metadata)."""
+    ok("export", work / "plain", "--dataset", work / "cat", "--out", tmp_path / "given")
+    ok("export", work / "plain", "--out", tmp_path / "recorded")
+    same_artefact(tmp_path / "given", tmp_path / "recorded")
+
+
+def test_export_of_a_run_whose_dataset_folder_moved_says_to_pass_dataset(work, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(work / "plain", run)
+    config = json.loads((run / "run_config.json").read_text())
+    config["data"]["name"] = str(tmp_path / "moved" / "cat")  # as on another machine
+    (run / "run_config.json").write_text(json.dumps(config))
+    err = one_line_error("export", run, "--out", tmp_path / "art")
+    assert err == (f"error: {run / 'run_config.json'}: records dataset {tmp_path / 'moved' / 'cat'}, which is not "
+                   f"found from here (no such folder): pass --dataset with the data the run was trained on")
+    assert not (tmp_path / "art").exists()
+    ok("export", run, "--dataset", work / "cat", "--out", tmp_path / "art")  # and that is the way out
+
+
+def test_export_of_a_run_whose_shared_dataset_is_not_mounted_says_where_it_looked(work, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(work / "plain", run)
+    config = json.loads((run / "run_config.json").read_text())
+    config["data"]["name"] = "ml100k-mm"
+    (run / "run_config.json").write_text(json.dumps(config))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("RECGOAT_SHARED_DATA", str(tmp_path / "empty"))
+    err = one_line_error("export", run, "--out", tmp_path / "art")
+    assert f"records dataset ml100k-mm, which is not found from here (shared dataset not found: " \
+           f"RECGOAT_SHARED_DATA={tmp_path / 'empty'} holds no ml100k-mm/" in err and err.endswith("pass --dataset "
+                                                                                              "with the data the "
+                                                                                              "run was trained on")
+
+
+def test_export_of_a_run_whose_recorded_data_changed_is_refused(work, tmp_path):
+    """The recorded folder still exists but holds other data now: the fingerprint says so."""
+    data, run = tmp_path / "cat", tmp_path / "run"
+    shutil.copytree(work / "cat", data)
+    shutil.copytree(work / "plain", run)
+    config = json.loads((run / "run_config.json").read_text())
+    config["data"]["name"] = str(data)
+    (run / "run_config.json").write_text(json.dumps(config))
+    inter = (data / "interactions.csv").read_text().splitlines()
+    (data / "interactions.csv").write_text("\n".join(inter[:-1]) + "\n")  # one interaction fewer
+    err = one_line_error("export", run, "--out", tmp_path / "art")
+    assert f"{run / 'result.json'}: the run was trained on dataset fingerprint {trained_fp(run)}, but {data} (as " \
+           f"run_config.json records it) now has" in err and "the data changed since; pass --dataset" in err
+
+
+def test_export_of_a_saved_model_folder_without_dataset_says_to_pass_it(work, tmp_path):
+    err = one_line_error("export", work / "plain" / "best", "--out", tmp_path / "art")
+    assert f"{work / 'plain' / 'best'}: records no dataset (no run_config.json or cell.json" in err
+    assert f"give the run folder {work / 'plain'} instead, or pass --dataset NAME_OR_FOLDER" in err
+    shutil.copytree(work / "plain" / "best", tmp_path / "model")
+    err = one_line_error("export", tmp_path / "model", "--out", tmp_path / "art")
+    assert err.endswith("benchmark cell folder): pass --dataset NAME_OR_FOLDER")
+
+
+def test_export_of_a_run_trained_on_a_prepared_folder(work, tmp_path):
+    r = ok("export", work / "prep_run", "--out", tmp_path / "art")
+    assert f"dataset: {work / 'prep'}, prepared as" in " ".join(r.stdout.split())
+    ok("export", work / "prep_run", "--dataset", work / "prep", "--out", tmp_path / "given")
+    same_artefact(tmp_path / "art", tmp_path / "given")
+
+
+# ------------------------------------------------------------------------------------------ benchmark cells
+def test_export_of_a_benchmark_cell_uses_its_label_options_and_split_seed(work, tmp_path, monkeypatch):
+    """A cell's data is the labelled dataset prepared with the cell's options and split seed: no --dataset
+    could give it (the label is part of the fingerprint)."""
+    monkeypatch.chdir(work)  # where the benchmark ran: its relative "cat" is found
+    r = ok("export", cell(work), "--out", tmp_path / "art")
+    assert "dataset: cat, prepared as the run's cell.json records" in " ".join(r.stdout.split())
+    meta = json.loads((tmp_path / "art" / "artifact.json").read_text())
+    assert meta["dataset"] == "mycat" and meta["dataset_fingerprint"] == trained_fp(cell(work))
+
+
+def test_export_of_a_benchmark_cell_from_another_folder_says_the_path_is_relative(work, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error("export", cell(work), "--out", tmp_path / "art")
+    assert err == (f"error: {cell(work) / 'cell.json'}: records dataset cat, which is not found from here (no such "
+                   f"folder here; a relative path is relative to the folder the run was started in): pass --dataset "
+                   f"with the data the run was trained on")
+
+
+def test_export_of_a_benchmark_cell_without_result_checks_cell_json_fingerprint(work, tmp_path, monkeypatch):
+    """No result.json (a cell stopped after its first best model): cell.json's fingerprint is checked."""
+    run = tmp_path / "cell"
+    shutil.copytree(cell(work), run)
+    (run / "result.json").unlink()
+    shutil.rmtree(run / "checkpoint")
+    record = json.loads((run / "cell.json").read_text())
+    record["dataset_fingerprint"] = "0" * 16
+    (run / "cell.json").write_text(json.dumps(record))
+    monkeypatch.chdir(work)
+    err = one_line_error("export", run, "--out", tmp_path / "art")
+    assert f"{run / 'cell.json'}: the run was trained on dataset fingerprint {'0' * 16}, but cat" in err
+
+
+def test_export_of_a_corrupt_cell_json_is_one_line(work, tmp_path):
+    run = tmp_path / "cell"
+    shutil.copytree(cell(work), run)
+    (run / "cell.json").write_text('{"data": 3}')
+    err = one_line_error("export", run, "--out", tmp_path / "art")
+    assert f"{run / 'cell.json'}: not a readable benchmark cell record (TypeError" in err
+
+
+# ------------------------------------------------------------------------------------------ plugin model
+@pytest.fixture
+def plugin_env(monkeypatch, tmp_path):
+    """RECGOAT_PLUGINS=logmf importable; afterwards the registry and sys.modules lose the plugin."""
+    from recgoat.models.base import MODELS
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("RECGOAT_PLUGINS", "logmf")
+    before = dict(MODELS)
+    yield
+    MODELS.clear()
+    MODELS.update(before)
+    sys.modules.pop("logmf", None)
+
+
+def test_export_of_a_plugin_model_run_without_dataset(work, tmp_path, plugin_env):
+    ok("train", "--dataset", work / "cat", "--model", "logmf", "--epochs", "1", "--run-dir", tmp_path / "run",
+       "--set", "data.k_core=2", *QUIET)
+    r = ok("export", tmp_path / "run", "--out", tmp_path / "art")
+    assert "exported logmf on cat" in " ".join(r.stdout.split())
+    assert json.loads((tmp_path / "art" / "artifact.json").read_text())["model"] == "logmf"
+
+
+# ------------------------------------------------------------------------------------------ recommend's hint
+def test_recommend_on_a_run_folder_hints_export_without_dataset(work):
+    err = one_line_error("recommend", work / "plain", "--user", "u1")
+    assert "export it first with `recgoat export RUN_DIR --out DIR`" in err

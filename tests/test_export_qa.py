@@ -232,3 +232,14 @@ def test_export_of_a_plugin_model_run_without_dataset(work, tmp_path, plugin_env
 def test_recommend_on_a_run_folder_hints_export_without_dataset(work):
     err = one_line_error("recommend", work / "plain", "--user", "u1")
     assert "export it first with `recgoat export RUN_DIR --out DIR`" in err
+
+
+def test_evaluate_of_a_labelled_benchmark_cell_loads_its_labelled_data(work, monkeypatch):
+    """`recgoat evaluate` read cell.json without the dataset's label, which is part of the fingerprint: a cell
+    of a labelled dataset always failed with a fingerprint mismatch. (One reader of cell.json now serves both.)"""
+    from recgoat.training.run import evaluate
+
+    monkeypatch.chdir(work)
+    got = evaluate(cell(work))
+    want = json.loads((cell(work) / "result.json").read_text())["test"]
+    assert got["recall@20"] == pytest.approx(want["recall@20"], abs=1e-6)

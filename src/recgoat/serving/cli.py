@@ -125,20 +125,10 @@ def _recorded_dataset(run_dir: Path) -> tuple[Dataset, str]:
 def _cell_dataset(record: Path) -> tuple[str, Callable[[], Dataset], Optional[str]]:
     """A benchmark cell's dataset name or folder, its loader (under the cell's label, preparation options and
     split seed: the label is part of the fingerprint) and the fingerprint cell.json records."""
-    from pydantic import ValidationError
+    from recgoat.benchmark.runner import load_dataset
+    from recgoat.training.run import read_cell
 
-    from recgoat.benchmark.runner import DatasetSpec, load_dataset
-    from recgoat.io import read_json
-
-    try:
-        meta = read_json(record)
-        data = meta["data"]
-        label = meta.get("dataset")  # the dataset's label (or its default one) the cell was trained under
-        spec = DatasetSpec(name=data["name"], label=label if isinstance(label, str) and label else None,
-                           max_users=data.get("max_users"), prepare=data.get("prepare") or {})
-        split_seed = int(data.get("split_seed") or 0)  # None: a folder already split, the seed does not apply
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
-        raise DataError(record, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
+    meta, spec, split_seed = read_cell(record)
     fp = meta.get("dataset_fingerprint")
     return spec.name, lambda: load_dataset(spec, split_seed), fp if isinstance(fp, str) else None
 

@@ -141,22 +141,40 @@ def run_settings(run_dir: Path) -> tuple[TrainConfig, Callable[[], Dataset]]:
     return cfg.trainer, lambda: load_dataset(cfg)
 
 
+def read_cell(path: Path) -> tuple[dict, Any, int]:
+    """A benchmark cell's ``cell.json``: the record, the :class:`~recgoat.benchmark.runner.DatasetSpec` its data
+    was loaded with (name, label, ``max_users``, preparation options: the label is part of the fingerprint)
+    and its split seed; one DataError for a record that is not one."""
+    from pydantic import ValidationError
+
+    from recgoat.benchmark.runner import DatasetSpec
+
+    try:
+        meta = read_json(path)
+        data = meta["data"]
+        label = meta.get("dataset")  # the dataset's label (or its default one) the cell was trained under
+        spec = DatasetSpec(name=data["name"], label=label if isinstance(label, str) and label else None,
+                           max_users=data.get("max_users"), prepare=data.get("prepare") or {})
+        split_seed = int(data.get("split_seed") or 0)  # None: a folder already split, the seed does not apply
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
+        raise DataError(path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
+    return meta, spec, split_seed
+
+
 def cell_settings(run_dir: Path) -> tuple[TrainConfig, Callable[[], Dataset]]:
     """A benchmark cell's trainer settings and its dataset (split as the benchmark split it), from
     ``cell.json``."""
     from pydantic import ValidationError
 
-    from recgoat.benchmark.runner import DatasetSpec, load_dataset as load_cell_dataset
+    from recgoat.benchmark.runner import load_dataset as load_cell_dataset
 
     path = run_dir / "cell.json"
+    meta, spec, split_seed = read_cell(path)
     try:
-        meta = read_json(path)
-        data = meta["data"]
         trainer = TrainConfig(**meta["train"])
-        spec = DatasetSpec(name=data["name"], max_users=data.get("max_users"), prepare=data.get("prepare") or {})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
+    except (KeyError, TypeError, ValidationError) as e:
         raise DataError(path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
-    return trainer, lambda: load_cell_dataset(spec, data.get("split_seed") or 0)
+    return trainer, lambda: load_cell_dataset(spec, split_seed)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None = None,

@@ -167,11 +167,18 @@ class RecGOATConfig(ModelConfig):
             raise ValueError("view_dropout must be < 1")
         if self.tau <= 0 or self.ot_eps <= 0:
             raise ValueError("tau and ot_eps must be > 0")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities repeated: {self.modalities}")
+        # before the divisibility check below: with no GAT layer, gat_heads is the setting at fault
+        if not is_full_config(self):  # a reloaded model's config: its inert settings are reported, not refused
+            refused = {k: why for k, why in inert_settings(self, list(self.modalities), self.use_profile).items()
+                       if k not in NOTED_ONLY}
+            if refused:
+                raise ValueError(f"set, but nothing reads them: {inert_message(self, refused)}; unset them, or "
+                                 f"switch on what reads them")
         if self.gat_concat and self.embedding_dim % self.gat_heads:
             raise ValueError(f"gat_concat needs embedding_dim ({self.embedding_dim}) divisible by gat_heads "
                              f"({self.gat_heads}); set gat_concat: false to average heads instead")
-        if len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(f"modalities repeated: {self.modalities}")
         if not self.modalities:
             # no item view to adapt, transport or fuse. λ_ot's default stays allowed and inert (the summary says
             # OAT off; docs/benchmarks.md's "profile branch only" is `{modalities: []}`), and a reloaded config
@@ -195,6 +202,70 @@ class RecGOATConfig(ModelConfig):
                     raise ValueError(f"{key} weights the {m} view, which modalities {self.modalities} leaves out; "
                                      f"unset {key} or add {m}")
         return self
+
+
+# ---------------------------------------------------------------------------------------------- inert settings
+# Settings that are refused when set (to a non-default value) where nothing reads them, except these, which are
+# reported in the run summary instead: a packaged preset sets item_k, user_k, view_dropout and align_detach_target
+# to non-default values, and a §7 ablation on top of it (no_item_graph, no_profile, id_only, no_alignment) must
+# still run; the others tune how a run goes (cache folder, input scaling), not what the model does.
+# (``projection_dtype`` is not checked at all: the summary reports it, and it is often set for every run.)
+NOTED_ONLY = frozenset({"item_k", "user_k", "view_dropout", "align_detach_target", "graph_cache_dir",
+                        "feature_norm"})
+
+
+def is_full_config(c: ModelConfig) -> bool:
+    """Every field given explicitly: the config of a saved model (or a ``model_dump``), not one a user wrote.
+    A refusal added after such a model was saved must not stop it loading, so its inert settings are noted."""
+    return set(type(c).model_fields) <= c.model_fields_set
+
+
+def inert_settings(c: "RecGOATConfig", modalities: list[str], profile: bool) -> dict[str, str]:
+    """``{key: why}`` for each setting whose value differs from its default but which nothing reads with these
+    item views (``modalities``) and profile branch (``profile``). ``lambda_ot`` without a view is checked apart."""
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in type(c).model_fields.items()}
+    item_gat = c.item_graph and c.gat_layers > 0 and bool(modalities)
+    user_gat = profile and c.user_graph and c.gat_layers > 0
+    cmcl = c.lambda_cl > 0 and (bool(modalities) or (profile and c.align_users))
+    oat = c.lambda_ot > 0 and bool(modalities)
+
+    def first(*cases: tuple[bool, str]) -> str:
+        return next(text for hit, text in cases if hit)
+
+    no_gat = "gat_layers: 0" if c.gat_layers == 0 else "no item-item or user-user graph"
+    no_item = first((c.gat_layers == 0, "gat_layers: 0"), (not c.item_graph, "item_graph: false"),
+                    (True, "no item view"))
+    no_user = first((c.gat_layers == 0, "gat_layers: 0"), (not profile, "no profile branch"),
+                    (True, "user_graph: false"))
+    no_cl = "lambda_cl: 0" if c.lambda_cl == 0 else "nothing to contrast: no item view, no profile-ID pair"
+    groups: list[tuple[tuple[str, ...], bool, str]] = [
+        (("gat_heads", "gat_v2", "gat_impl", "gat_dropout", "gat_concat"), item_gat or user_gat,
+         f"no graph attention layer runs ({no_gat})"),
+        (("item_k",), item_gat, f"no item-item graph ({no_item})"),
+        (("user_k", "user_graph_symmetric"), user_gat, f"no user-user graph ({no_user})"),
+        (("tau", "cl_max_points"), cmcl, f"CMCL does not act ({no_cl})"),
+        (("ot_eps", "ot_iters", "ot_max_points", "ot_debias", "ot_normalize"), oat,
+         "OAT does not act (" + ("lambda_ot: 0" if c.lambda_ot == 0 else "no item view") + ")"),
+        (("align_target", "align_detach_target"), cmcl or oat, "no alignment term acts"),
+        (("feature_reg", "view_dropout", "feature_norm"), bool(modalities) or profile,
+         "no feature branch (no item view, no profile branch)"),
+        (("graph_cache_dir",), item_gat or user_gat, "no kNN graph is built"),
+    ]
+    out: dict[str, str] = {}
+    for keys, acts, why in groups:
+        if not acts:
+            out.update({k: why for k in keys if getattr(c, k) != defaults[k]})
+    if not cmcl and c.lambda_cl > 0 and c.lambda_cl != defaults["lambda_cl"]:  # λ_cl = 0 is the switch, not inert
+        out["lambda_cl"] = f"CMCL does not act ({no_cl})"
+    return out
+
+
+def inert_message(c: ModelConfig, inert: dict[str, str]) -> str:
+    """``key=value, key=value: why; …``: the settings of ``inert`` grouped by reason, in one line."""
+    by_why: dict[str, list[str]] = {}
+    for k, why in inert.items():
+        by_why.setdefault(why, []).append(f"{k}={getattr(c, k)!r}")
+    return "; ".join(f"{', '.join(keys)}: {why}" for why, keys in by_why.items())
 
 
 # ---------------------------------------------------------------------------------------------- ablations
@@ -361,6 +432,24 @@ class RecGOAT(Recommender):
         with self.component_init("propagation"):
             self.propagation = RatingAwareLightGCN(n_users, d, c.n_layers, attention=c.rating_attention)
         n_views = 1 + len(self.modalities)
+        inert = inert_settings(c, self.modalities, self.use_profile)  # what the features leave with nothing to do
+        # a fixed weight for a view the features lack would be silently dropped (γ_id = 1 − the rest then differs
+        # from the one asked for, and every grid point of that gamma gives the same model); with no item view at
+        # all there is no fusion to weigh, so it was ignored without a word. A saved model's config is not refused
+        # for it (it must still load): the weight is reported instead.
+        gammas = {"text": c.gamma_t, "image": c.gamma_v}
+        missing = [m for m in self.modalities if gammas[m] is None]
+        if (c.gamma_t is not None or c.gamma_v is not None) and missing:  # the config made the fusion simplex
+            keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'} ({m})" for m in missing)
+            raise ConfigError(f"recgoat: fixed fusion weights need a gamma for every view used; set {keys} "
+                              f"too, or unset the other gamma")
+        unused = [m for m in MODALITIES if gammas[m] is not None and m not in self.modalities]
+        if unused and n_views == 1 and is_full_config(c):
+            inert.update({"gamma_t" if m == "text" else "gamma_v": f"no {m} view" for m in unused})
+        elif unused:
+            keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'}" for m in unused)
+            raise ConfigError(f"recgoat: {keys} weights the {' and '.join(unused)} view, but the features "
+                              f"given have no {' or '.join(unused)} features; unset it or give those features")
         self.fusion: nn.Module | None = None  # ID view alone: nothing to fuse
         if n_views == 1:
             pass
@@ -372,22 +461,14 @@ class RecGOAT(Recommender):
         else:
             fixed = None
             if c.gamma_t is not None or c.gamma_v is not None:
-                g = {"text": c.gamma_t, "image": c.gamma_v}
-                missing = [m for m in self.modalities if g[m] is None]
-                if missing:
-                    keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'} ({m})" for m in missing)
-                    raise ConfigError(f"recgoat: fixed fusion weights need a gamma for every view used; set {keys} "
-                                      f"too, or unset the other gamma")
-                # a fixed weight for a view the features lack would be silently dropped (γ_id = 1 − the rest
-                # then differs from the one asked for, and every grid point of that gamma gives the same model)
-                absent = [m for m in MODALITIES if g[m] is not None and m not in self.modalities]
-                if absent:
-                    keys = ", ".join(f"model.params.{'gamma_t' if m == 'text' else 'gamma_v'}" for m in absent)
-                    raise ConfigError(f"recgoat: {keys} weights the {' and '.join(absent)} view, but the features "
-                                      f"given have no {' or '.join(absent)} features; unset it or give those features")
-                gm = [float(g[m]) for m in self.modalities]
+                gm = [float(gammas[m]) for m in self.modalities]
                 fixed = [max(0.0, 1.0 - sum(gm)), *gm]  # the config allows a sum of 1 + 1e-9
             self.fusion = SimplexFusion(n_views, fixed)
+        # with no propagation layer the edge attention weighs nothing (its output is never read): on by default,
+        # so not refused, but not reported as on either
+        attention = c.rating_attention and c.n_layers > 0
+        if c.rating_attention and not attention:
+            inert["rating_attention"] = "no user-item propagation (n_layers: 0)"
         missing = [m for m in c.modalities if feat_dims[m] == 0]
         self.summary = {
             "modalities_used": list(self.modalities),
@@ -395,7 +476,7 @@ class RecGOAT(Recommender):
             "profile_branch": self.use_profile,
             "profile_missing": c.use_profile and profile_dim == 0,
             "fusion": c.fusion if n_views > 1 else "id_only",
-            "rating_attention": c.rating_attention,
+            "rating_attention": attention,
             **self._alignment_flags(self.modalities),
             "align_target": c.align_target,
             "projection_dtype": str(self.proj_dtype).removeprefix("torch."),
@@ -404,7 +485,12 @@ class RecGOAT(Recommender):
         if missing or (c.use_profile and profile_dim == 0):
             absent = missing + (["profile"] if c.use_profile and profile_dim == 0 else [])
             self._absent_note = f"features absent for {', '.join(absent)}: the model runs without them"
-            self.summary["note"] = self._absent_note
+        # settings left in place that nothing reads here (a preset's item_k under no_item_graph, a view the
+        # features lack): the config refuses the others, so what remains is reported rather than silently dropped
+        self._inert_note = f"settings that do nothing here: {inert_message(c, inert)}" if inert else None
+        notes = [n for n in (self._absent_note, self._inert_note) if n]
+        if notes:
+            self.summary["note"] = "; ".join(notes)
 
     def _alignment_flags(self, alignable: list[str]) -> dict[str, Any]:
         """The summary's ``cmcl`` / ``oat`` entries: whether each term can act, given the item views that have
@@ -475,7 +561,8 @@ class RecGOAT(Recommender):
         self._views_ready = False  # until every graph and buffer below is in place
         c = self.config
         adj = normalized_bipartite(self._train_csr)
-        self.propagation.set_graph(adj, edge_ratings(dataset, adj, self.n_users))
+        ratings = edge_ratings(dataset, adj, self.n_users)
+        self.propagation.set_graph(adj, ratings)
         mans = getattr(features, "manifests", {}) or {}
         for m in self.modalities:
             x, mask = views[m]
@@ -505,9 +592,16 @@ class RecGOAT(Recommender):
         few = int(self.image_mask.sum()) if "image" in self.modalities else None
         alignable = [m for m in self.modalities if m != "image" or few >= 2]
         self.summary.update(self._alignment_flags(alignable))
-        notes = [self._absent_note] if getattr(self, "_absent_note", None) else []
+        notes = [n for n in (getattr(self, "_absent_note", None), getattr(self, "_inert_note", None)) if n]
         if few is not None and few < 2:
             notes.append(f"{few} of {self.n_items} items have an image: the image view is zero and is not aligned")
+        # without ratings (implicit data, or all equal) every edge's rating is 0: the attention still learns,
+        # from the two endpoint embeddings alone, and its rating coefficient is never moved
+        self.summary["rating_attention"] = c.rating_attention and c.n_layers > 0
+        if self.summary["rating_attention"] and not bool(ratings.any()):
+            self.summary["rating_attention"] = "endpoints only (no ratings)"
+            notes.append("rating_attention: the training split has no ratings (or all are equal), so each edge is "
+                         "weighed from its two endpoint embeddings alone")
         self.summary.pop("note", None)
         if notes:
             self.summary["note"] = "; ".join(notes)

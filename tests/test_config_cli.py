@@ -119,3 +119,14 @@ def test_summary_lines_name_the_views():
     assert _summary_lines({"modalities_used": [], "profile_branch": False, "note": "features absent for image"}) == [
         "feature views used: none (ID embeddings only)", "note: features absent for image"]
     assert _summary_lines({"item_item_edges": 5}) == []  # peers without view bookkeeping print nothing extra
+
+
+def test_summary_line_says_how_rating_attention_runs():
+    """RecGOAT reports attention without ratings as a string; the line printed "on" for it."""
+    from recgoat.cli import _summary_lines
+
+    base = {"fusion": "simplex", "cmcl": True, "oat": False}
+    assert _summary_lines({**base, "rating_attention": True})[0].endswith("rating attention: on")
+    assert _summary_lines({**base, "rating_attention": False})[0].endswith("rating attention: off")
+    assert _summary_lines({**base, "rating_attention": "endpoints only (no ratings)"})[0].endswith(
+        "rating attention: endpoints only (no ratings)")

@@ -256,8 +256,10 @@ def _summary_lines(summary: dict) -> list[str]:
     if "fusion" in summary:  # RecGOAT: an ablation set by config alone shows what it switched off
         oat = summary.get("oat")
         align = [*(["CMCL"] if summary.get("cmcl") else []), *([f"OAT ({oat})"] if oat else [])]
+        attention = summary.get("rating_attention")  # a string says how (e.g. "endpoints only (no ratings)")
+        shown = attention if isinstance(attention, str) else ("on" if attention else "off")
         lines.append(f"fusion: {summary['fusion']}; alignment: {' + '.join(align) or 'none'}; rating attention: "
-                     f"{'on' if summary.get('rating_attention') else 'off'}")
+                     f"{shown}")
     if summary.get("note"):
         lines.append(f"note: {summary['note']}")
     return lines

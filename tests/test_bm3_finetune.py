@@ -105,3 +105,19 @@ def test_a_loaded_model_prepared_again_keeps_its_fine_tuned_features(tmp_path):
         assert torch.equal(loaded.feats[m].detach(), model.feat_params[m].detach())
         assert loaded.feats[m] is loaded.feat_params[m]  # the loss reads the parameter, which trains on
         assert not torch.equal(loaded.feats[m].detach(), torch.from_numpy(getattr(feats, m)))
+
+
+def test_a_bm3_saved_before_the_option_existed_loads_with_frozen_features(tmp_path):
+    """model.json of a BM3 saved before finetune_features existed lacks the key: read as the new default
+    (True), the model expected feature parameters its weights file does not hold and refused to load."""
+    import json
+
+    model, ds, _ = build(False)
+    model.eval()
+    folder = model.save(tmp_path / "old")
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["config"]["finetune_features"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    loaded = Recommender.load(folder)
+    assert loaded.config.finetune_features is False
+    assert torch.equal(loaded.score([0, 1]), model.score([0, 1]))

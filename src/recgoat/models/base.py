@@ -42,6 +42,9 @@ class ModelConfig(StrictNumbers):
     """Hyper-parameters of a model; unknown or ill-typed keys are refused."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # keys added after models were saved without them, with the behaviour those models had: a saved config
+    # holds every key of its day (model_dump), so an absent one means "older model", not "the new default"
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
 
 
 # a model name becomes a folder name (runs/<dataset>/<model>/…) and a benchmark label
@@ -443,6 +446,8 @@ class Recommender(nn.Module):
             raise DataError(meta_path, f"unknown model {name!r}; {_PLUGIN_HINT}")
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise DataError(meta_path, f"holds a {name} model, not a {cls.name}")
+        legacy = {k: v for k, v in model_cls.Config.legacy_defaults.items() if k not in config}
+        config = {**legacy, **config}
         try:
             model = model_cls(sizes["n_users"], sizes["n_items"], config, **dims)
         except ConfigError as e:

@@ -71,6 +71,7 @@ class BM3Config(ModelConfig):
     reg_form: Literal["authors", "batch_l2"] = "authors"
     # the item features X_m as trainable parameters (the authors' code); False: frozen
     finetune_features: bool = True
+    legacy_defaults = {"finetune_features": False}  # BM3 models saved before session 13 had frozen features
 
 
 def cosine_loss(online: Tensor, target: Tensor) -> Tensor:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Callable
 
 import pytest
 import torch
@@ -14,12 +13,11 @@ import torch
 from recgoat.config import load_config
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
-from recgoat.evaluation.evaluator import Evaluator
 from recgoat.models import BPRMF
 from recgoat.training.run import evaluate, train
 from recgoat.training.trainer import Trainer
 
-from training_helpers import catalogue, ds, small_config  # noqa: F401  (module fixtures)
+from training_helpers import catalogue, ds, script_validation as _script_validation, small_config  # noqa: F401
 
 
 def _fit(ds, run_dir=None, on_epoch_end=None, **kw) -> dict:
@@ -40,20 +38,6 @@ def _snapshot(folder) -> dict[str, bytes]:
 
 def _log(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-def _script_validation(ds, monkeypatch, metric: Callable[[int], float]) -> None:
-    """The validation metric at the n-th evaluation (from 0) becomes ``metric(n)``; test metrics stay real."""
-    real, calls = Evaluator.evaluate, []
-
-    def scripted(self, model):
-        res = real(self, model)
-        if self.target.nnz == ds.csr("valid").nnz and (self.target != ds.csr("valid")).nnz == 0:
-            res.means = {k: metric(len(calls)) for k in res.means}
-            calls.append(1)
-        return res
-
-    monkeypatch.setattr(Evaluator, "evaluate", scripted)
 
 
 # ------------------------------------------------------------------ 1. resuming with fewer epochs

@@ -5,19 +5,17 @@ Runs train BPR-MF (d = 8) for at most 6 epochs on a synthetic 50-user × 40-item
 from __future__ import annotations
 
 import json
-from typing import Callable
 
 import pytest
 import torch
 
 from recgoat.config import load_config
 from recgoat.errors import DataError
-from recgoat.evaluation.evaluator import Evaluator
 from recgoat.models import BPRMF
 from recgoat.training.run import train
 from recgoat.training.trainer import Trainer
 
-from training_helpers import catalogue, ds, small_config  # noqa: F401  (module fixtures)
+from training_helpers import catalogue, ds, script_validation as _script_validation, small_config  # noqa: F401
 
 
 class Killed(Exception):
@@ -33,20 +31,6 @@ def _fit(ds, run_dir=None, kill_at: int | None = None, **kw) -> dict:
     torch.manual_seed(0)
     model = BPRMF.build(ds, {"embedding_dim": 8})
     return Trainer(small_config(**kw), run_dir=run_dir, on_epoch_end=kill).fit(model, ds)
-
-
-def _script_validation(ds, monkeypatch, metric: Callable[[int], float]) -> None:
-    """The validation metric at the n-th evaluation (from 0) becomes ``metric(n)``; test metrics stay real."""
-    real, calls = Evaluator.evaluate, []
-
-    def scripted(self, model):
-        res = real(self, model)
-        if self.target.nnz == ds.csr("valid").nnz and (self.target != ds.csr("valid")).nnz == 0:
-            res.means = {k: metric(len(calls)) for k in res.means}
-            calls.append(1)
-        return res
-
-    monkeypatch.setattr(Evaluator, "evaluate", scripted)
 
 
 # ------------------------------------------------------------------ 1. results of a replaced best model

@@ -74,7 +74,7 @@ def test_vbpr_on_auto_features_of_a_dataset_without_item_text_or_images_is_refus
 def test_every_pair_that_cannot_run_is_listed_in_one_error(tmp_path, trained_runs, no_encoding):
     """Three datasets × (mostpop, vbpr, recgoat with fixed weights for both views): each pair that cannot run
     is named once with why, in one error, and nothing trains (the old code stopped at the first one, midway).
-    RecGOAT on profiles alone builds (no item view, so no fusion weights to check): it is not listed."""
+    RecGOAT on profiles alone is listed too: its fixed weights of the text and image views would be ignored."""
     plain = write_data(tmp_path / "plain")
     texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
     nulled = write_data(tmp_path / "nulled")
@@ -83,16 +83,18 @@ def test_every_pair_that_cannot_run_is_listed_in_one_error(tmp_path, trained_run
                 {"name": str(nulled), "features": None}]
     with pytest.raises(ConfigError) as e:
         run_benchmark(config(datasets, out, ["mostpop", "vbpr", "recgoat"], tuple(GAMMAS)))
-    head = "4 (dataset, model) pairs cannot run, so nothing was trained: "
+    head = "5 (dataset, model) pairs cannot run, so nothing was trained: "
     msg = str(e.value)
     assert msg.startswith(head)
     parts = msg.removeprefix(head).split("; dataset ")
     assert [p.removeprefix("dataset ").split(": model ")[0] + ":" + p.split(": model ")[1].split(" ")[0]
-            for p in parts] == ["plain:'vbpr'", "texty:'recgoat'", "nulled:'vbpr'", "nulled:'recgoat'"]
+            for p in parts] == ["plain:'vbpr'", "plain:'recgoat'", "texty:'recgoat'", "nulled:'vbpr'",
+                                "nulled:'recgoat'"]
     assert "vbpr needs item text or image features" in parts[0] and "encodes profile for it)" in parts[0]
-    assert "model.params.gamma_v weights the image view" in parts[1]
-    assert parts[1].endswith("(`features: auto` encodes text and profile for it)")
-    assert parts[2].endswith("needs features but `features` is null; give a feature folder or `auto`")
+    assert "model.params.gamma_t, model.params.gamma_v weights the text and image view" in parts[1]
+    assert "model.params.gamma_v weights the image view" in parts[2]
+    assert parts[2].endswith("(`features: auto` encodes text and profile for it)")
+    assert parts[3].endswith("needs features but `features` is null; give a feature folder or `auto`")
     assert trained_runs == [] and not out.exists()
 
 

@@ -162,6 +162,16 @@ def test_mmrec_export_refuses_empty_id_before_writing(tmp_path: Path) -> None:
     assert not (tmp_path / "mm").exists()
 
 
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "..", ""])
+def test_mmrec_export_refuses_a_dataset_name_that_is_no_file_name(tmp_path: Path, name: str) -> None:
+    """MMRec names the .inter file after the dataset: "../escaped" wrote outside the export folder."""
+    ds = _ds()
+    ds.name = name
+    with pytest.raises(DataError, match="is not a file name"):
+        save_mmrec(ds, tmp_path / "mm" / "out")
+    assert not (tmp_path / "mm").exists() and not (tmp_path / "mm" / "escaped.inter").exists()
+
+
 def test_lines_export_without_valid_removes_old_valid_file(tmp_path: Path) -> None:
     save_lines(_ds(), tmp_path / "ln")  # writes a valid.txt
     no_valid = Dataset.load(_ds(splits=("train", "train", "train", "test", "train")).save(tmp_path / "p"))

@@ -280,6 +280,11 @@ def save_mmrec(dataset: Dataset, folder: str | Path,
     folder = Path(folder)
     if not dataset.has_split:
         raise DataError(None, f"dataset {dataset.name!r} has no split; MMRec's x_label needs one")
+    name = str(dataset.name)
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        # MMRec names the .inter file after the dataset: "../x" or "a/b" wrote outside the folder
+        raise DataError(folder, f"dataset name {name!r} is not a file name, and MMRec names the .inter file after "
+                                f"it; give the dataset a plain name")
     features = features or {}
     unknown = set(features) - set(FEATURE_FILES)
     if unknown:

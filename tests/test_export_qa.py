@@ -243,3 +243,115 @@ def test_evaluate_of_a_labelled_benchmark_cell_loads_its_labelled_data(work, mon
     got = evaluate(cell(work))
     want = json.loads((cell(work) / "result.json").read_text())["test"]
     assert got["recall@20"] == pytest.approx(want["recall@20"], abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ a cell's features
+def cell_copy(work: Path, out: Path, features: object, split_seeds: object = False) -> Path:
+    """The bench cell copied to ``out/runs/mycat/bprmf/seed1`` (a benchmark folder's layout), its cell.json
+    recording ``features`` and ``out/benchmark.json`` saying ``split_seeds`` (no benchmark.json when None)."""
+    run = out / "runs" / "mycat" / "bprmf" / "seed1"
+    shutil.copytree(cell(work), run)
+    record = json.loads((run / "cell.json").read_text())
+    record["data"]["features"] = features
+    (run / "cell.json").write_text(json.dumps(record))
+    if split_seeds is not None:
+        (out / "benchmark.json").write_text(json.dumps({"split_seeds": split_seeds, "out": str(out)}))
+    return run
+
+
+def write_text_features(work: Path, folder: Path) -> Path:
+    """A stand-in text.npy (+ manifest) for the cell's data, as `recgoat encode text` writes them."""
+    from recgoat.benchmark.runner import load_dataset
+    from recgoat.training.run import read_cell
+
+    _, spec, split_seed = read_cell(cell(work) / "cell.json")
+    ds = load_dataset(spec, split_seed)  # the caller is in `work`: the relative "cat" is found
+    folder.mkdir(parents=True)
+    np.save(folder / "text.npy", np.random.default_rng(0).standard_normal((ds.n_items, 8)).astype(np.float32))
+    (folder / "text.json").write_text(json.dumps({"kind": "text", "file": "text.npy", "dataset": ds.name,
+                                                  "dataset_fingerprint": ds.fingerprint(), "rows": ds.n_items,
+                                                  "dim": 8, "encoder": "stub-encoder"}))
+    return folder
+
+
+def has_text(art: Path) -> bool:
+    return (art / "text.safetensors").exists() and bool(json.loads((art / "artifact.json").read_text())
+                                                         .get("text_encoder"))
+
+
+def test_export_of_a_benchmark_cell_uses_its_auto_feature_folder(work, tmp_path, monkeypatch):
+    """`features: auto` is encoded into <out>/features/<label>: export used run_config.json only, so a cell lost
+    its text features (and profile texts) without a word."""
+    monkeypatch.chdir(work)
+    run = cell_copy(work, tmp_path / "bench", "auto")
+    feats = write_text_features(work, tmp_path / "bench" / "features" / "mycat")
+    r = ok("export", run, "--out", tmp_path / "art")
+    assert f"features: {feats} (the cell's `features: auto` folder; --features to choose another)" in \
+        " ".join(r.stdout.split())
+    assert has_text(tmp_path / "art")
+    ok("export", run, "--features", feats, "--out", tmp_path / "given")
+    same_artefact(tmp_path / "art", tmp_path / "given")
+
+
+def test_export_of_a_split_seeds_benchmark_cell_uses_the_seeds_auto_folder(work, tmp_path, monkeypatch):
+    """Under `split_seeds: true` each seed's data (and `auto` features) is <label>-split<seed>."""
+    monkeypatch.chdir(work)
+    run = cell_copy(work, tmp_path / "bench", "auto", split_seeds=True)
+    feats = write_text_features(work, tmp_path / "bench" / "features" / "mycat-split1")
+    (tmp_path / "bench" / "features" / "mycat").mkdir()  # another split's folder: not this cell's
+    r = ok("export", run, "--out", tmp_path / "art")
+    assert f"features: {feats} (the cell's `features: auto` folder" in " ".join(r.stdout.split())
+    assert has_text(tmp_path / "art")
+
+
+def test_export_of_a_benchmark_cell_uses_its_given_feature_folder(work, tmp_path, monkeypatch):
+    """A given folder is recorded as typed: relative to where the benchmark ran."""
+    monkeypatch.chdir(work)
+    write_text_features(work, work / "cellfeat")
+    try:
+        run = cell_copy(work, tmp_path / "bench", "cellfeat")
+        r = ok("export", run, "--out", tmp_path / "art")
+    finally:
+        shutil.rmtree(work / "cellfeat")
+    assert "features: cellfeat (the cell's, from cell.json; --features to choose another)" in " ".join(r.stdout.split())
+    assert has_text(tmp_path / "art")
+    r = ok("export", run, "--out", tmp_path / "art2")  # the folder is gone: not found, and why
+    assert "features: the cell's folder cellfeat is not found from here (a relative path is relative to the " \
+           "folder the benchmark was started in); exporting without text features (pass --features to enable " \
+           "profile texts)" in " ".join(r.stdout.split())
+    assert not has_text(tmp_path / "art2")
+
+
+def test_export_of_a_benchmark_cell_without_its_features_says_so(work, tmp_path, monkeypatch):
+    """No auto folder, a cell folder outside a benchmark's layout, or a cell trained without features: a line
+    saying the export has no text features, and how to add them."""
+    monkeypatch.chdir(work)
+    tail = "exporting without text features (pass --features to enable profile texts)"
+    run = cell_copy(work, tmp_path / "bench", "auto")
+    r = ok("export", run, "--out", tmp_path / "a")
+    assert f"features: the cell's `features: auto` folder is not found ({tmp_path / 'bench' / 'features' / 'mycat'}" \
+           f" does not exist); {tail}" in " ".join(r.stdout.split())
+    assert not has_text(tmp_path / "a")
+    shutil.copytree(run, tmp_path / "loose")
+    r = ok("export", tmp_path / "loose", "--out", tmp_path / "b")
+    assert "(the cell folder is not <benchmark out>/runs/<dataset>/<model>/seed<seed>)" in " ".join(r.stdout.split())
+    r = ok("export", cell(work), "--out", tmp_path / "c")  # the bench's own cell: `features: null`
+    assert f"features: the cell trained without a feature folder (cell.json records none); {tail}" in \
+        " ".join(r.stdout.split())
+    assert not has_text(tmp_path / "c")
+
+
+def test_export_of_train_runs_says_nothing_of_features_when_none_recorded(work, tmp_path):
+    """Train runs are as before: no features recorded, no line."""
+    r = ok("export", work / "plain", "--out", tmp_path / "art")
+    assert "features:" not in r.stdout and not has_text(tmp_path / "art")
+
+
+def test_export_of_a_cell_without_benchmark_json_finds_the_auto_folder_there_is(work, tmp_path, monkeypatch):
+    """benchmark.json unreadable (split_seeds unknown): the one of <label> and <label>-split<seed> that exists."""
+    monkeypatch.chdir(work)
+    run = cell_copy(work, tmp_path / "bench", "auto", split_seeds=None)
+    feats = write_text_features(work, tmp_path / "bench" / "features" / "mycat-split1")
+    r = ok("export", run, "--out", tmp_path / "art")
+    assert f"features: {feats} (the cell's `features: auto` folder" in " ".join(r.stdout.split())
+    assert has_text(tmp_path / "art")

@@ -134,9 +134,12 @@ def _cell_dataset(record: Path) -> tuple[str, Callable[[], Dataset], Optional[st
 
 
 def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
-    """The feature folder recorded in a trainer run's run_config.json, and a line saying what was done."""
+    """The feature folder recorded in a trainer run's run_config.json or a benchmark cell's cell.json, and a
+    line saying what was done."""
     import json
 
+    if not (run_dir / "run_config.json").is_file() and (run_dir / "cell.json").is_file():
+        return _cell_features(run_dir)
     try:
         recorded = json.loads((run_dir / "run_config.json").read_text()).get("features")
     except (OSError, ValueError, AttributeError):
@@ -147,6 +150,56 @@ def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
         return Path(recorded), f"features: {recorded} (the run's, from run_config.json; --features to choose another)"
     return None, (f"features: the run's folder {recorded} is not found from here; exporting without text "
                   f"features (pass --features to enable profile texts)")
+
+
+_WITHOUT = "exporting without text features (pass --features to enable profile texts)"
+
+
+def _cell_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+    """The feature folder a benchmark cell trained with, as cell.json's ``data.features`` records it: a folder as
+    typed (relative to where the benchmark ran), or ``auto``: ``<out>/features/<label>[-split<seed>]`` (runner's
+    resolve_features), the cell folder being ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line:
+    a cell exported without text features used to lose its profile texts silently."""
+    from recgoat.io import read_json
+
+    try:
+        meta = read_json(run_dir / "cell.json")
+        recorded = meta["data"].get("features")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # an older record, or not a dict
+        return None, f"features: cell.json records no feature folder; {_WITHOUT}"
+    if not recorded or not isinstance(recorded, str):  # null, or its model reads none (the runner records none)
+        return None, f"features: the cell trained without a feature folder (cell.json records none); {_WITHOUT}"
+    if recorded != "auto":
+        if Path(recorded).is_dir():
+            return Path(recorded), f"features: {recorded} (the cell's, from cell.json; --features to choose another)"
+        why = "" if Path(recorded).is_absolute() else \
+            " (a relative path is relative to the folder the benchmark was started in)"
+        return None, f"features: the cell's folder {recorded} is not found from here{why}; {_WITHOUT}"
+    folder = _auto_features(run_dir.absolute())
+    if folder is not None and folder.is_dir():
+        return folder, f"features: {folder} (the cell's `features: auto` folder; --features to choose another)"
+    where = f" ({folder} does not exist)" if folder is not None else \
+        " (the cell folder is not <benchmark out>/runs/<dataset>/<model>/seed<seed>)"
+    return None, f"features: the cell's `features: auto` folder is not found{where}; {_WITHOUT}"
+
+
+def _auto_features(run_dir: Path) -> Optional[Path]:
+    """``<out>/features/<label><tag>`` for a cell at ``<out>/runs/<label>/<model>/seed<seed>`` (None if it is not
+    there); ``<tag>`` is ``-split<seed>`` under benchmark.json's ``split_seeds: true`` (each seed re-splits)."""
+    from recgoat.io import read_json
+
+    if len(run_dir.parents) < 4 or run_dir.parents[2].name != "runs" or not run_dir.name.startswith("seed"):
+        return None
+    out, label = run_dir.parents[3], run_dir.parents[1].name
+    plain, split = out / "features" / label, out / "features" / f"{label}-split{run_dir.name[len('seed'):]}"
+    try:
+        split_seeds = read_json(out / "benchmark.json").get("split_seeds")
+    except (OSError, ValueError, AttributeError):
+        split_seeds = None
+    if isinstance(split_seeds, bool):
+        return split if split_seeds else plain
+    # no readable benchmark.json: the one of the two that exists (plain when neither or both do)
+    return split if split.is_dir() and not plain.is_dir() else plain
 
 
 def _table(title: str, run, ids, scores=None) -> Table:

@@ -7,6 +7,7 @@ file its owner restricted (``chmod 600``) is not widened by being rewritten.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -159,6 +160,15 @@ def write_json(path: str | Path, obj: Any) -> None:
         raise type(e)(f"{path}: cannot be written as JSON: {e}") from None
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks (weights and images can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:

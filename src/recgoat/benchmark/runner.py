@@ -344,13 +344,20 @@ def needs_features(model_cls: type) -> bool:
     return bool(getattr(model_cls, "needs_features", False))
 
 
-def resolve_features(spec: DatasetSpec, dataset, out: Path, split_tag: str, progress: bool):
-    """Features for a dataset: a given folder, or encoded once into ``<out>/features/<label>``."""
+def auto_feature_folder(out: Path, label: str, split_seed: int | str | None = None) -> Path:
+    """Where ``features: auto`` encodes a dataset: ``<out>/features/<label>``, or ``<label>-split<seed>`` when
+    every seed re-splits the data (``split_seeds: true``; ``split_seed`` given)."""
+    return out / "features" / (label if split_seed is None else f"{label}-split{split_seed}")
+
+
+def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool):
+    """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder`."""
     from recgoat.features import encode_all, load_features
 
     if spec.features is None:
         raise ConfigError(f"dataset {dataset_label(spec)}: a model needs features but `features` is null")
-    folder = Path(spec.features) if spec.features != "auto" else out / "features" / f"{dataset_label(spec)}{split_tag}"
+    folder = Path(spec.features) if spec.features != "auto" else \
+        auto_feature_folder(out, dataset_label(spec), split_seed)
     if spec.features == "auto":
         encode_all(dataset, folder, progress=progress)
     return load_features(dataset, folder)
@@ -750,15 +757,23 @@ def _kinds_before_encoding(spec: DatasetSpec, split_seed: int | None,
     cannot be loaded for a reason other than a RecGOATError (raised, as the cell loop would raise it)."""
     if spec.features != "auto":
         return feature_kinds(spec)
+    dataset = _load_cached(spec, split_seed, data_cache)
+    return None if dataset is None else feature_kinds(spec, dataset)
+
+
+def _load_cached(spec: DatasetSpec, split_seed: int | None, cache: dict[tuple[str, int | None], Any]) -> Any:
+    """The dataset of ``spec`` split with ``split_seed``, from ``cache`` or loaded into it, for the checks before
+    the run; None when it cannot be loaded for a reason other than a RecGOATError (that is raised, as the cell
+    loop would raise it; anything else the cell loop reports as that cell's failure)."""
     key = (dataset_label(spec), split_seed)
-    if key not in data_cache:
+    if key not in cache:
         try:
-            data_cache[key] = load_dataset(spec, split_seed)
+            cache[key] = load_dataset(spec, split_seed)
         except RecGOATError:
             raise
-        except Exception:  # noqa: BLE001 — left to the cell loop, which reports it as that cell's failure
+        except Exception:  # noqa: BLE001 — left to the cell loop
             return None
-    return feature_kinds(spec, data_cache[key])
+    return cache[key]
 
 
 def _listed(items: list[str], limit: int = 10) -> str:
@@ -874,6 +889,7 @@ def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], A
     """
     cache = dict(cache or {})
     unloadable: set[tuple[str, int | None]] = set()
+    fingerprints: dict[tuple[str, int | None], str] = {}
     mismatched = []
     for cell in cells:
         if _restartable(cell):  # nothing of it is read back or resumed
@@ -885,15 +901,13 @@ def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], A
         key = (dataset_label(cell.dataset), cell.split_seed)
         if not isinstance(recorded, str) or key in unloadable:
             continue
-        if key not in cache:
-            try:
-                cache[key] = load_dataset(cell.dataset, cell.split_seed)
-            except RecGOATError:
-                raise
-            except Exception:  # noqa: BLE001 — left to the cell loop, which reports it as that cell's failure
+        if key not in fingerprints:
+            dataset = _load_cached(cell.dataset, cell.split_seed, cache)
+            if dataset is None:
                 unloadable.add(key)
                 continue
-        if recorded != cache[key].fingerprint():
+            fingerprints[key] = dataset.fingerprint()  # once per dataset, not per cell
+        if recorded != fingerprints[key]:
             mismatched.append(f"{cell.run_dir}: was trained on another version of dataset {key[0]} (its data "
                               f"fingerprint differs)")
     if mismatched:
@@ -931,8 +945,8 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
                 features = None
                 if needs_features(model_classes[cell.model.key]):
                     if key not in feat_cache:
-                        tag = f"-split{split_seed}" if config.split_seeds else ""
-                        feat_cache[key] = resolve_features(cell.dataset, dataset, out, tag, config.progress)
+                        feat_cache[key] = resolve_features(cell.dataset, dataset, out,
+                                                           split_seed if config.split_seeds else None, config.progress)
                     features = feat_cache[key]
                 train_cfg = config.cell_train_config(cell.model, cell.seed)
                 if not config.progress:

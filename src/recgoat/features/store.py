@@ -32,7 +32,7 @@ import numpy as np
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
-from recgoat.io import atomic_path, check_folder_path, folder_lock, is_url, read_json, write_json
+from recgoat.io import atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file, write_json
 
 KINDS = ("text", "image", "users")
 MANIFEST_VERSION = 1
@@ -411,11 +411,7 @@ def _file_identity(paths: list[str], memo_path: Path | None = None) -> str:
             digest = old[4]
         else:
             try:
-                fh = hashlib.sha256()
-                with open(p, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        fh.update(block)
-                digest = fh.hexdigest()[:32]
+                digest = sha256_file(p)[:32]
             except OSError:  # no permission: not remembered, so a fixed file is read next time
                 h.update(b"unreadable\x01")
                 continue
@@ -442,6 +438,7 @@ class _Session:
     def __init__(self, dataset: Dataset, out: Path, config: FeatureConfig, rep: _Reporter, force: bool):
         self.dataset, self.out, self.config, self.rep, self.force = dataset, out, config, rep, force
         self._text_encoder = None
+        self.fp = dataset.fingerprint()  # hashed once: every cache key and manifest check of the session uses it
         self.truncated: dict[str, int | None] = {}  # texts longer than the text model reads, by kind
 
     def checkpoints(self, name: str) -> Path:
@@ -536,13 +533,13 @@ class _Session:
             made_for = read_manifest(man_path).get("dataset_fingerprint") if man_path.exists() else None
         except DataError:
             made_for = None
-        if made_for == self.dataset.fingerprint():  # e.g. features imported for it: kept
+        if made_for == self.fp:  # e.g. features imported for it: kept
             return
         # the manifest first, as write_matrix does: a kill midway never leaves a pair that looks whole
         for path in (man_path, arr_path, *([self.out / "image_mask.npy"] if kind == "image" else [])):
             path.unlink(missing_ok=True)
         self.rep.say(f"{kind}: removed {arr_path}, made for other data (dataset fingerprint {made_for}, this "
-                     f"one's is {self.dataset.fingerprint()}), which this dataset can no longer replace", always=True)
+                     f"one's is {self.fp}), which this dataset can no longer replace", always=True)
 
     # -------------------------------------------------------------------------------------- text
     def keeps_imported(self, kind: str) -> bool:
@@ -555,9 +552,8 @@ class _Session:
             man = read_manifest(self.out / f"{_FILE[kind]}.json")
         except DataError:
             return False
-        fp = self.dataset.fingerprint()
         if not man.get("imported_from") \
-                or not _up_to_date(self.out, kind, man.get("key", ""), self.dataset.n_items, fp):
+                or not _up_to_date(self.out, kind, man.get("key", ""), self.dataset.n_items, self.fp):
             return False
         self.rep.say(f"{kind}: kept the features imported from {man['imported_from']} (--force re-encodes)")
         return True
@@ -574,8 +570,8 @@ class _Session:
         texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, template, cfg.max_chars)
         desc = template if template is not None else "field: value lines over " + ", ".join(ds.text_fields)
         key = _key({"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars,
-                    "fp": ds.fingerprint()})
-        if not self.force and _up_to_date(self.out, "text", key, ds.n_items, ds.fingerprint()):
+                    "fp": self.fp})
+        if not self.force and _up_to_date(self.out, "text", key, ds.n_items, self.fp):
             self.rep.say(f"text: up to date ({self.out / 'text.npy'})")
             return
         if self.keeps_imported("text"):
@@ -653,8 +649,8 @@ class _Session:
         # local files are identified by their contents; a URL's bytes are fixed once downloaded (never
         # re-fetched) and the URL itself is in the dataset fingerprint
         files = _file_identity([v for v in sources if v is not None and not is_url(v)], self.out / IMAGE_DIGESTS)
-        key = _key({"encoder": identity, "fp": ds.fingerprint(), "files": files, "decode": PREPROCESS_VERSION})
-        if not self.force and _up_to_date(self.out, "image", key, ds.n_items, ds.fingerprint()):
+        key = _key({"encoder": identity, "fp": self.fp, "files": files, "decode": PREPROCESS_VERSION})
+        if not self.force and _up_to_date(self.out, "image", key, ds.n_items, self.fp):
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
             failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
@@ -718,8 +714,8 @@ class _Session:
         if cfg.profile_backend == "openai":
             # another server is other answers (llama.cpp serves any model name): as in the profile cache key
             backend_spec["endpoint"] = endpoint_key(cfg.llm_base_url)
-        key = _key({**backend_spec, "encoder": self.text_identity(), "fp": ds.fingerprint()})
-        if not self.force and _up_to_date(self.out, "users", key, ds.n_users, ds.fingerprint()):
+        key = _key({**backend_spec, "encoder": self.text_identity(), "fp": self.fp})
+        if not self.force and _up_to_date(self.out, "users", key, ds.n_users, self.fp):
             self.rep.say(f"users: up to date ({self.out / 'profile.npy'})")
             return
         label = f"users ({cfg.profile_backend})"

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.evaluation.ranking import top_k
-from recgoat.io import _json_default, atomic_path, write_json
+from recgoat.io import _json_default, atomic_path, sha256_file, write_json
 from recgoat.strict import StrictNumbers
 
 MODEL_FORMAT_VERSION = 1
@@ -403,7 +403,7 @@ class Recommender(nn.Module):
         # until both temporaries are complete (a crash between the two renames is the one window left)
         with atomic_path(path / "weights.safetensors") as weights_tmp:
             save_file(tensors, str(weights_tmp))
-            meta["weights_sha256"] = _sha256_file(weights_tmp)
+            meta["weights_sha256"] = sha256_file(weights_tmp)
             write_json(path / "model.json", meta)
         return path
 
@@ -427,7 +427,7 @@ class Recommender(nn.Module):
         if meta.get("format_version") != MODEL_FORMAT_VERSION:
             raise DataError(meta_path, f"model format version {meta.get('format_version')} is not the "
                                        f"supported {MODEL_FORMAT_VERSION}")
-        digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+        digest = sha256_file(weights_path)
         if digest != meta.get("weights_sha256"):
             raise DataError(weights_path, "checksum mismatch: the weights file is corrupt or was replaced")
         name, dims, config = meta.get("model"), meta.get("dims", {}), meta.get("config")
@@ -511,14 +511,6 @@ def _restore_on_error(prepare: Callable[..., None]) -> Callable[..., None]:
             raise
 
     return wrapper
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:  # in blocks: weights can be large
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _as_path(path: Any) -> Path:

@@ -23,7 +23,6 @@ tensors are safetensors, tables Parquet, the rest JSON.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -41,7 +40,8 @@ from safetensors.torch import load_file, save_file
 
 from recgoat.errors import DataError
 from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound
-from recgoat.io import atomic_folder, check_folder_path, folder_entries, is_url, read_json, write_json
+from recgoat.io import (atomic_folder, check_folder_path, folder_entries, is_url, read_json, sha256_file,
+                        write_json)
 
 ARTIFACT_FORMAT_VERSION = 1
 ARTIFACT_FILE = "artifact.json"
@@ -57,14 +57,6 @@ TEXT_FILE = "text.safetensors"
 # half-written), which --overwrite may replace; anything else in it is the user's and is never deleted
 ARTEFACT_NAMES = frozenset({ARTIFACT_FILE, "model", "embeddings.safetensors", "ids.json", "items.parquet",
                             "history.parquet", "images", TEXT_FILE})
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- export

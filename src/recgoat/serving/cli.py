@@ -158,7 +158,7 @@ _WITHOUT = "exporting without text features (pass --features to enable profile t
 def _cell_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
     """The feature folder a benchmark cell trained with, as cell.json's ``data.features`` records it: a folder as
     typed (relative to where the benchmark ran), or ``auto``: ``<out>/features/<label>[-split<seed>]`` (runner's
-    resolve_features), the cell folder being ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line:
+    auto_feature_folder), the cell folder being ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line:
     a cell exported without text features used to lose its profile texts silently."""
     from recgoat.io import read_json
 
@@ -186,12 +186,13 @@ def _cell_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
 def _auto_features(run_dir: Path) -> Optional[Path]:
     """``<out>/features/<label><tag>`` for a cell at ``<out>/runs/<label>/<model>/seed<seed>`` (None if it is not
     there); ``<tag>`` is ``-split<seed>`` under benchmark.json's ``split_seeds: true`` (each seed re-splits)."""
+    from recgoat.benchmark.runner import auto_feature_folder
     from recgoat.io import read_json
 
     if len(run_dir.parents) < 4 or run_dir.parents[2].name != "runs" or not run_dir.name.startswith("seed"):
         return None
     out, label = run_dir.parents[3], run_dir.parents[1].name
-    plain, split = out / "features" / label, out / "features" / f"{label}-split{run_dir.name[len('seed'):]}"
+    plain, split = auto_feature_folder(out, label), auto_feature_folder(out, label, run_dir.name[len("seed"):])
     try:
         split_seeds = read_json(out / "benchmark.json").get("split_seeds")
     except (OSError, ValueError, AttributeError):

@@ -51,7 +51,7 @@ import pandas as pd
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.features.download import (PermanentError, TransientError, call_with_retries,
-                                       classify_http_error, retry_after)
+                                       classify_http_error)
 from recgoat.features.text import clean_column, truncate
 
 PROMPT_VERSION = "recgoat-profile-v1"
@@ -482,16 +482,8 @@ class OpenAIBackend(ProfileBackend):
         between retries with ``_worker.pause`` where ``generate`` set one (a stopping run cuts it short)."""
         payload = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
                    "temperature": self.temperature}
-        asked: list[float] = []  # the Retry-After of the last refused try
-        pause = getattr(_worker, "pause", time.sleep)
-
-        def sleep(seconds: float) -> None:
-            # a rate-limited (429) or overloaded (503) server says when to come back: asked sooner, it refuses
-            # again and the run fails after a few seconds of backoff (bounded: MAX_RETRY_AFTER per wait)
-            pause(max(seconds, asked[-1]) if asked else seconds)
 
         def once() -> tuple[str, str | None]:
-            asked.clear()
             try:
                 resp = client.post(self.url, json=payload, headers=self.headers, timeout=self.timeout)
                 resp.raise_for_status()
@@ -503,11 +495,13 @@ class OpenAIBackend(ProfileBackend):
                 says = _server_says(exc.response, self._redact)
                 if code in _CONTEXT_STATUSES and _CONTEXT_TOO_LONG.search(exc.response.text):
                     raise _PromptTooLong(f"{err}{says}") from exc
-                wait = retry_after(exc.response) if isinstance(err, TransientError) else None
-                if wait is not None:
-                    asked.append(wait)
-                waited = f" (Retry-After: {wait:g} s)" if wait is not None else ""
-                raise type(err)(f"{err}{says}{waited}{_STATUS_HINTS.get(code, '')}") from exc
+                # a rate-limited (429) or overloaded (503) server says when to come back: classify_http_error
+                # keeps its Retry-After on the error, and call_with_retries waits that long (bounded)
+                wait = getattr(err, "retry_after", None)
+                msg = f"{err}{says}{f' (Retry-After: {wait:g} s)' if wait is not None else ''}" \
+                      f"{_STATUS_HINTS.get(code, '')}"
+                raise (TransientError(msg, retry_after=wait) if isinstance(err, TransientError)
+                       else type(err)(msg)) from exc
             except httpx.HTTPError as exc:
                 err = classify_http_error(exc)
                 if isinstance(exc, httpx.TimeoutException):
@@ -529,7 +523,7 @@ class OpenAIBackend(ProfileBackend):
             return content or "", finish if isinstance(finish, str) else None
 
         try:
-            return call_with_retries(once, self.retries, self.backoff, sleep=sleep)
+            return call_with_retries(once, self.retries, self.backoff, sleep=getattr(_worker, "pause", time.sleep))
         except TransientError as exc:
             tries = self.retries + 1
             raise ProfileError(self._redact(f"LLM endpoint {self.endpoint} failed after {tries} tries: {exc}")) \

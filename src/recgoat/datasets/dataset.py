@@ -293,7 +293,7 @@ class Dataset:
         two ids with one text made lookups (user_index, serving) silently pick one."""
         for kind, ids in (("user", self.user_ids), ("item", self.item_ids)):
             values = list(ids)
-            missing = [i for i, v in enumerate(values) if v is None or v is pd.NA or (isinstance(v, float) and v != v)]
+            missing = [i for i, v in enumerate(values) if _missing(v)]
             if missing:
                 raise DataError(where, f"{len(missing)} {kind} id(s) are missing (None or NaN; first at internal "
                                        f"{kind} {missing[0]}): every {kind} needs its original id")
@@ -384,9 +384,13 @@ def _text_bytes(values: list) -> bytes:
     try:  # fast path, same bytes: a column of str only (the common case) needs no per-value test
         joined = "\x1f".join(values)
     except TypeError:
-        joined = "\x1f".join("" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v)
-                              for v in values)
+        joined = "\x1f".join("" if _missing(v) else str(v) for v in values)
     return joined.encode("utf-8")
+
+
+def _missing(v: Any) -> bool:
+    """None, NaN or pd.NA: a missing value (hashed as the empty string; no id)."""
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
 
 
 def _as_str_list(col: pd.Series) -> list[str]:

@@ -488,7 +488,13 @@ class RecGOAT(Recommender):
         # settings left in place that nothing reads here (a preset's item_k under no_item_graph, a view the
         # features lack): the config refuses the others, so what remains is reported rather than silently dropped
         self._inert_note = f"settings that do nothing here: {inert_message(c, inert)}" if inert else None
-        notes = [n for n in (self._absent_note, self._inert_note) if n]
+        self._set_note([])
+
+    def _set_note(self, found: list[str]) -> None:
+        """The summary's ``note``: the construction's notes (features absent, inert settings), then what
+        ``prepare`` ``found`` in the data; no key when there is nothing to say."""
+        notes = [n for n in (self._absent_note, self._inert_note, *found) if n]
+        self.summary.pop("note", None)
         if notes:
             self.summary["note"] = "; ".join(notes)
 
@@ -592,7 +598,7 @@ class RecGOAT(Recommender):
         few = int(self.image_mask.sum()) if "image" in self.modalities else None
         alignable = [m for m in self.modalities if m != "image" or few >= 2]
         self.summary.update(self._alignment_flags(alignable))
-        notes = [n for n in (getattr(self, "_absent_note", None), getattr(self, "_inert_note", None)) if n]
+        notes = []
         if few is not None and few < 2:
             notes.append(f"{few} of {self.n_items} items have an image: the image view is zero and is not aligned")
         # without ratings (implicit data, or all equal) every edge's rating is 0: the attention still learns,
@@ -602,9 +608,7 @@ class RecGOAT(Recommender):
             self.summary["rating_attention"] = "endpoints only (no ratings)"
             notes.append("rating_attention: the training split has no ratings (or all are equal), so each edge is "
                          "weighed from its two endpoint embeddings alone")
-        self.summary.pop("note", None)
-        if notes:
-            self.summary["note"] = "; ".join(notes)
+        self._set_note(notes)
         # the encoders of the views this model reads (not every file in the folder: a text-only run listed the
         # image encoder), and where the profiles came from (§1: template-made ones are labelled in every output)
         used = [*self.modalities, *(["profile"] if self.use_profile else [])]

@@ -304,9 +304,9 @@ class Service:
                             if ref is not None and ref in allowed}
         self._encoder = None
         self._encoder_lock = threading.Lock()
-        # one profile text at a time: TextEncoder.encode flips the shared fast tokenizer's truncation (it counts
-        # over-long texts untruncated), so concurrent requests read texts past the model's limit (a 500 for a
-        # text over 512 tokens, another embedding for one over 256) or met tokenizers' "Already borrowed"
+        # one profile text at a time: the encoder's tokenizer is shared state (a Rust tokenizer used from two
+        # threads meets "Already borrowed"; before TextEncoder counted tokens on its own copy, concurrent
+        # requests also read texts past the model's limit), and one model call is not sped up by a second
         self._encode_lock = threading.Lock()
 
     def _index_recall(self, k: int) -> float:

@@ -105,8 +105,27 @@ class Reply:
     content_type: str = "application/json"
 
 
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1, on a free port, serving with ``handler`` (never 0.0.0.0): ``url``,
+    ``port``, ``close()``. The fake LLM and image servers of the tests are these."""
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 @dataclass
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1:<free port> answering with ``handler(method, path, body)``."""
 
     handler: Callable[[str, str, bytes], Reply]
@@ -153,19 +172,7 @@ class ScriptedServer:
             def do_POST(self):
                 self._serve("POST")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen(H)
 
 
 def chat_reply(content: str) -> Reply:

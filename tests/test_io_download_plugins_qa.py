@@ -10,7 +10,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 
 from recgoat.features.download import (TransientError, cache_file, call_with_retries,  # noqa: E402
                                        fetch_images)
+from features_helpers import LoopbackServer  # noqa: E402
 from recgoat.io import current_umask, read_json, write_json  # noqa: E402
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-bytes"
@@ -36,7 +37,7 @@ class Answer:
     trickle: float = 0.0  # seconds between single bytes of the body (a slow-drip server)
 
 
-class Server:
+class Server(LoopbackServer):
     """``answer(path, n)`` answers the n-th request (from 1) for ``path``; records request paths in order."""
 
     def __init__(self, answer: Callable[[str, int], Answer]):
@@ -72,14 +73,7 @@ class Server:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen(H)
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import json  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from email.utils import formatdate  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from http.server import BaseHTTPRequestHandler  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from features_helpers import Reply, ScriptedServer, chat_reply, numbered, toy_dataset  # noqa: E402
+from features_helpers import LoopbackServer, Reply, ScriptedServer, chat_reply, numbered, toy_dataset  # noqa: E402
 from recgoat.features import FeatureConfig  # noqa: E402
 from recgoat.features import profiles as P  # noqa: E402
 from recgoat.features.profiles import (ProfileError, build_histories, item_briefs,  # noqa: E402
@@ -39,7 +39,7 @@ def finished(content: str, finish: str) -> Reply:
     return Reply(200, json.dumps({"choices": [{"message": {"content": content}, "finish_reason": finish}]}).encode())
 
 
-class HeaderServer:
+class HeaderServer(LoopbackServer):
     """A server on 127.0.0.1 that can send any header: ``script(n)`` gives the n-th request's (status, headers,
     body). (ScriptedServer sends Content-Type only.)"""
 
@@ -65,14 +65,7 @@ class HeaderServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen(H)
 
 
 OK = json.dumps({"choices": [{"message": {"content": "<answer>likes films</answer>"}}]}).encode()

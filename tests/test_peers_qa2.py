@@ -16,7 +16,6 @@ convolution; the three models' defaults.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -27,19 +26,7 @@ from recgoat.features import Features
 from recgoat.models import get_model_class
 from recgoat.models.freedom import degree_sensitive_keep, item_item_graph
 from recgoat.models.lgmrec import HypergraphConv, SparseOperator
-
-
-@dataclass
-class TinyData:
-    """The slice of the Dataset interface ``prepare`` reads: sizes and a training matrix, returned as given."""
-
-    n_users: int
-    n_items: int
-    train: sp.csr_matrix
-    name: str = "tiny"
-
-    def csr(self, split: str | None = "train", weight: str | None = None) -> sp.csr_matrix:
-        return self.train.copy()
+from test_peers_qa import TinyData  # the slice of the Dataset interface prepare reads
 
 
 # ------------------------------------------------------------------------------------------------ FREEDOM

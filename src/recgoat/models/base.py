@@ -46,6 +46,11 @@ class ModelConfig(StrictNumbers):
     # holds every key of its day (model_dump), so an absent one means "older model", not "the new default"
     legacy_defaults: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def legacy_settings(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """The keys a saved config ``saved`` lacks, with the values that keep the behaviour it was saved with."""
+        return {k: v for k, v in cls.legacy_defaults.items() if k not in saved}
+
 
 # a model name becomes a folder name (runs/<dataset>/<model>/…) and a benchmark label
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -446,8 +451,7 @@ class Recommender(nn.Module):
             raise DataError(meta_path, f"unknown model {name!r}; {_PLUGIN_HINT}")
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise DataError(meta_path, f"holds a {name} model, not a {cls.name}")
-        legacy = {k: v for k, v in model_cls.Config.legacy_defaults.items() if k not in config}
-        config = {**legacy, **config}
+        config = {**model_cls.Config.legacy_settings(config), **config}
         try:
             model = model_cls(sizes["n_users"], sizes["n_items"], config, **dims)
         except ConfigError as e:

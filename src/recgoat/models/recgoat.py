@@ -111,6 +111,8 @@ class RecGOATConfig(ModelConfig):
     gat_impl: Literal["sparse", "pyg"] = "sparse"  # sparse: E × heads edge scalars; pyg: E × heads × C messages
     gat_concat: bool = True  # heads of d/heads channels concatenated (False: heads of d averaged)
     gat_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # between stacked GAT layers (gat_layers >= 2): "none" made two layers one linear two-hop aggregation
+    gat_activation: Literal["elu", "none"] = "elu"
     rating_attention: bool = True
     # fusion
     fusion: Literal["simplex", "concat", "sum"] = "simplex"
@@ -148,6 +150,17 @@ class RecGOATConfig(ModelConfig):
     # training steps compute the item-side views only for the batch's items (identical loss and gradients,
     # a fraction of the item-item attention); False computes every item, as evaluation does
     train_item_subset: bool = True
+
+    # models saved before gat_activation stacked their GAT layers without one (with one layer: no difference)
+    legacy_defaults = {"gat_activation": "none"}
+
+    @classmethod
+    def legacy_settings(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        legacy = super().legacy_settings(saved)
+        layers = saved.get("gat_layers", cls.model_fields["gat_layers"].default)
+        if not (isinstance(layers, int) and layers >= 2):  # nothing reads it: the default is the same model
+            legacy.pop("gat_activation", None)
+        return legacy
 
     @model_validator(mode="after")
     def _check(self) -> "RecGOATConfig":
@@ -241,6 +254,9 @@ def inert_settings(c: "RecGOATConfig", modalities: list[str], profile: bool) -> 
     groups: list[tuple[tuple[str, ...], bool, str]] = [
         (("gat_heads", "gat_v2", "gat_impl", "gat_dropout", "gat_concat"), item_gat or user_gat,
          f"no graph attention layer runs ({no_gat})"),
+        (("gat_activation",), (item_gat or user_gat) and c.gat_layers >= 2,
+         f"it acts between stacked GAT layers ({no_gat})" if not (item_gat or user_gat)
+         else f"it acts between stacked GAT layers (gat_layers: {c.gat_layers})"),
         (("item_k",), item_gat, f"no item-item graph ({no_item})"),
         (("user_k", "user_graph_symmetric"), user_gat, f"no user-user graph ({no_user})"),
         (("tau", "cl_max_points"), cmcl, f"CMCL does not act ({no_cl})"),
@@ -413,7 +429,7 @@ class RecGOAT(Recommender):
         item_layers = c.gat_layers if c.item_graph else 0
         self.proj_dtype = resolve_projection_dtype(c.projection_dtype)
         gat = dict(heads=c.gat_heads, v2=c.gat_v2, dropout=c.gat_dropout, impl=c.gat_impl, concat=c.gat_concat,
-                   proj_dtype=self.proj_dtype)
+                   proj_dtype=self.proj_dtype, activation=c.gat_activation)
         # every component below draws its weights from a stream of its own (ID tables first, from the global
         # one, exactly as LightGCN does): an ablation that leaves a branch out starts the others as `full` does
         self.branches = nn.ModuleDict()

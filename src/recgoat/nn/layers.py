@@ -343,6 +343,9 @@ class ModalityGATBranch(nn.Module):
         dropout: attention dropout (off in eval mode).
         impl: ``"sparse"`` (:class:`SparseGATConv`, E × heads scalars per edge) or ``"pyg"`` (GATConv).
         concat: heads of ``d / heads`` channels concatenated (cheap) or heads of ``d`` averaged.
+        activation: ``"elu"`` applies ELU between stacked layers (as the GAT paper and PyG's ``GAT`` model do;
+            without it two layers collapse into one linear two-hop aggregation); ``"none"`` stacks them bare.
+            Never after the last layer, so one layer is the same either way.
         proj_dtype: ``torch.bfloat16`` runs the projection of the frozen features in bfloat16 (fp32 master
             weights, fp32 output): the ``N × in_dim`` products are the largest dense work of a RecGOAT step
             (1280-d image, 384-d text and profile features), and on CPUs with AVX512-BF16 they are 3–4×
@@ -351,9 +354,12 @@ class ModalityGATBranch(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, heads: int = 2, n_layers: int = 1, v2: bool = False,
                  dropout: float = 0.0, impl: str = "sparse", concat: bool = True,
-                 proj_dtype: torch.dtype = torch.float32):
+                 proj_dtype: torch.dtype = torch.float32, activation: str = "elu"):
         super().__init__()
         self.proj_dtype = proj_dtype
+        if activation not in ("elu", "none"):
+            raise ValueError(f"unknown activation between GAT layers {activation!r} (elu, none)")
+        self.activation = activation
         from torch_geometric.nn import GATConv, GATv2Conv
 
         if concat and dim % heads:
@@ -431,6 +437,8 @@ class ModalityGATBranch(nn.Module):
         else:
             h = first(self.project(x), edge_index)
         for i, conv in enumerate(self.convs[1:], start=1):
+            if self.activation == "elu":
+                h = F.elu(h)
             last = i == len(self.convs) - 1
             if last and rows is not None and isinstance(conv, SparseGATConv):
                 return conv(h, edge_index, rows)

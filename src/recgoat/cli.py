@@ -207,15 +207,17 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run_dir: Path = typer.Argument(..., help="a run folder written by `recgoat train`"),
+    run_dir: Path = typer.Argument(..., help="a run folder written by `recgoat train` or a benchmark cell"),
     split: str = typer.Option("test", help="valid | test"),
     test_mask: str = typer.Option("train+valid", help="items masked when scoring test: train+valid, or train "
                                                        "(MMRec's convention: validation items stay candidates)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name or folder, prepared as the "
+                                          "run recorded; default: the one its run_config.json or cell.json records"),
 ) -> None:
     """Recompute the metrics of a finished run's best checkpoint."""
     from recgoat.training.run import evaluate
 
-    means = evaluate(run_dir, split, test_mask=test_mask)
+    means = evaluate(run_dir, split, test_mask=test_mask, dataset_source=dataset)
     _print_metrics({split: means})
 
 

@@ -17,7 +17,9 @@ for every seed (``split_seed``) unless ``split_seeds: true``, in which case seed
 Resume: a cell whose ``result.json`` holds the runner's ``benchmark`` entry (written last, after the
 trainer's ``result.json`` and ``test_per_user.npz``) is not recomputed; a cell interrupted midway continues
 from the trainer's last checkpoint. ``cell.json`` records what the cell was started with (model, params,
-training settings, seed and the data: dataset spec, split seed, features, and the prepared data's fingerprint);
+training settings, seed and the data: dataset spec, split seed, features, and the prepared data's fingerprint;
+``paths``: the dataset and feature folders made absolute, the working folder and the cell's folder, so that
+``evaluate``/``export`` of the cell and a resume from another working folder find them: :func:`locate_recorded`);
 before anything trains, a folder holding cells of a different configuration, or of another version of the same
 dataset, is refused rather than silently mixing two experiments. A cell
 that failed, or never reached its first checkpoint, holds nothing to mix: under a changed configuration it
@@ -363,6 +365,113 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
     return load_features(dataset, folder)
 
 
+# ------------------------------------------------------------------------------------- recorded paths
+def recorded_paths(cell: Cell, data: dict[str, Any]) -> dict[str, Any]:
+    """What ``cell.json`` records as ``paths`` beside the dataset and feature folders as typed (``data.name``,
+    ``data.features``): each made absolute as of the run (a registered dataset name stays a name; ``auto`` and
+    no features: null, an ``auto`` folder is found beside the cell), the working folder then and the cell's
+    folder. :func:`locate_recorded` reads it back."""
+    from recgoat.datasets.registry import stable_reference
+
+    feats = data.get("features")
+    return {"dataset": stable_reference(cell.dataset.name),
+            "features": os.path.abspath(feats) if isinstance(feats, str) and feats != "auto" else None,
+            "cwd": os.getcwd(), "run_dir": os.path.abspath(cell.run_dir)}
+
+
+def _consistent_absolute(typed: Any, paths: Any, key: str) -> str | None:
+    """The absolute path ``paths[key]`` records for the ``typed`` one, when it is that path taken from the
+    recorded working folder (a record edited by hand since, e.g. another ``data.features``, is not trusted)."""
+    if not isinstance(typed, str) or not typed or not isinstance(paths, dict):
+        return None
+    absolute, cwd = paths.get(key), paths.get("cwd")
+    if not isinstance(absolute, str) or not os.path.isabs(absolute) or not isinstance(cwd, str):
+        return None
+    return absolute if os.path.normpath(os.path.join(cwd, typed)) == os.path.normpath(absolute) else None
+
+
+def _relocated(absolute: str, paths: dict[str, Any], record_dir: Path) -> str | None:
+    """``absolute`` where it is now if the tree holding it and the run folder moved together: the run folder
+    was ``paths["run_dir"]`` and is ``record_dir`` now; their common ancestor moved with it."""
+    then, now = paths.get("run_dir"), os.path.abspath(record_dir)
+    if not isinstance(then, str) or not os.path.isabs(then) or os.path.normpath(then) == now:
+        return None
+    try:
+        base = os.path.commonpath([os.path.normpath(absolute), os.path.normpath(then)])
+    except ValueError:  # different drives
+        return None
+    below = Path(os.path.relpath(then, base)).parts
+    now_parts = Path(now).parts
+    if not below or below == (".",) or len(now_parts) <= len(below) or now_parts[-len(below):] != below:
+        return None
+    return os.path.join(str(Path(*now_parts[:-len(below)])), os.path.relpath(absolute, base))
+
+
+def locate_recorded(typed: str, meta: Any, key: str, record_dir: Path) -> tuple[str | None, list[str]]:
+    """Where the dataset (``key="dataset"``) or feature folder (``"features"``) a cell record names as ``typed``
+    is now, and the paths tried: the absolute path its ``paths`` record holds, that path moved with the run folder
+    (``record_dir``: the folder holding cell.json now), then ``typed`` as given (relative to the working folder
+    now). ``typed`` itself when that is the same folder (so messages show what was typed), else the absolute path;
+    None when none exists. A registered dataset name stays a name; a record without ``paths`` (older versions)
+    gives ``typed`` as before."""
+    paths = meta.get("paths") if isinstance(meta, dict) else None
+    if not isinstance(paths, dict) or (key == "dataset" and paths.get("dataset") == typed
+                                      and not os.path.isabs(typed)):
+        return typed, []  # an older record, or a registered name recorded as a name
+    candidates = []
+    absolute = _consistent_absolute(typed, paths, key)
+    if absolute is not None:
+        candidates.append(absolute)
+        moved = _relocated(absolute, paths, record_dir)
+        if moved is not None:
+            candidates.append(moved)
+    candidates.append(os.path.abspath(typed))
+    tried = list(dict.fromkeys(os.path.normpath(c) for c in candidates))
+    for c in tried:
+        if os.path.exists(c):
+            return (typed if os.path.abspath(typed) == c else c), tried
+    return None, tried
+
+
+def with_recorded_paths(config: BenchmarkConfig) -> BenchmarkConfig:
+    """``config`` with each dataset or feature folder given by a path not found from the working folder replaced
+    by the folder its cells' ``cell.json`` records for that same typed path (:func:`locate_recorded`), so that the
+    benchmark resumes, or ``--report-only`` rebuilds its report, from another working folder. Each replacement is
+    said on stderr; the data's fingerprint is still checked against every finished cell's."""
+    from recgoat.datasets.registry import stable_reference
+
+    cells = plan_cells(config)
+    specs = []
+    for spec in config.datasets:
+        update: dict[str, Any] = {}
+        for field_, key in (("name", "dataset"), ("features", "features")):
+            typed = getattr(spec, field_)
+            if not isinstance(typed, str) or typed == "auto" or Path(typed).exists() \
+                    or (key == "dataset" and stable_reference(typed) == typed and not os.path.isabs(typed)):
+                continue
+            for cell in cells:
+                if cell.dataset is not spec:
+                    continue
+                try:
+                    meta = read_json(cell.run_dir / "cell.json")
+                except (OSError, ValueError):
+                    continue
+                if not isinstance(meta, dict) or not isinstance(meta.get("data"), dict) \
+                        or meta["data"].get(field_) != typed:
+                    continue
+                found, _ = locate_recorded(typed, meta, key, cell.run_dir)
+                if found is not None and found != typed:
+                    update[field_] = found
+                    print(f"{dataset_label(spec)}: {field_} {typed} is not found from here; using {found}, as "
+                          f"{cell.run_dir / 'cell.json'} records it", file=sys.stderr, flush=True)
+                    break
+        if update:
+            update.setdefault("label", dataset_label(spec))  # a label taken from the typed folder's name
+            spec = spec.model_copy(update=update)
+        specs.append(spec)
+    return config.model_copy(update={"datasets": specs})
+
+
 # ------------------------------------------------------------------------------------- memory
 class PeakRSS:
     """Peak resident memory of this process while a block runs, sampled from ``/proc/self/statm``.
@@ -482,7 +591,8 @@ def _signature(cell: Cell, train_cfg: TrainConfig, dataset=None) -> dict[str, An
     sig["hash"] = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
     sig["data"] = _data_signature(cell)
     if dataset is not None:
-        sig.update(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint())
+        sig.update(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint(),
+                   paths=recorded_paths(cell, sig["data"]))
     return sig
 
 
@@ -495,6 +605,8 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
     # a cell.json from before "data" was recorded is not compared on it (nothing to compare with)
     keys = ["model", "params", "train", "seed", "data"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
     diff = [k for k in keys if k in old and _comparable(k, old[k]) != _comparable(k, sig[k])]
+    if "data" in diff and _same_data_by_recorded_paths(old, sig["data"]):
+        diff.remove("data")
     if "params" in diff and "model" not in diff:  # `params: {dim: 64}` where 64 is the default is no change
         diff = [k for k in diff if k != "params" or _effective_params(sig["model"], old["params"])
                 != _effective_params(sig["model"], sig["params"])]
@@ -527,6 +639,24 @@ def _comparable(key: str, value: Any) -> Any:
     if isinstance(name, str):
         value["name"] = stable_reference(name)
     return value
+
+
+def _same_data_by_recorded_paths(old: dict[str, Any], data: Any) -> bool:
+    """Whether ``old``'s data entry names the data of ``data`` (a signature's) when its dataset and feature
+    folders are taken as its ``paths`` record has them (absolute, as at the time of the run): a resume from
+    another working folder, its relative paths found through the cells' records (:func:`with_recorded_paths`),
+    is the same configuration. The typed paths (relative to the working folder now) are compared first."""
+    recorded = old.get("data")
+    if not isinstance(recorded, dict) or not isinstance(data, dict) or not isinstance(old.get("paths"), dict):
+        return False
+    alt = dict(recorded)
+    for field_, key in (("name", "dataset"), ("features", "features")):
+        typed = recorded.get(field_)
+        absolute = _consistent_absolute(typed, old["paths"], key) if isinstance(typed, str) else None
+        if absolute is not None and _comparable("data", {field_: data.get(field_)}) == \
+                _comparable("data", {field_: absolute}):
+            alt[field_] = absolute
+    return _comparable("data", alt) == _comparable("data", data)
 
 
 def _mismatch_message(cell: Cell, diff: list[str]) -> str:
@@ -827,6 +957,7 @@ def report_only(config: BenchmarkConfig) -> dict[str, Path]:
     """
     from recgoat.benchmark.report import write_report as _write
 
+    config = with_recorded_paths(config)
     check_report_cells(config)
     return _write(Path(config.out), config)
 
@@ -869,6 +1000,7 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     from recgoat.models.base import get_model_class
 
     model_classes = {m.key: get_model_class(m.name) for m in config.models}  # unknown names fail early
+    config = with_recorded_paths(config)  # relative paths of a benchmark run from another working folder
     out = Path(config.out)
     cells = plan_cells(config)
     data_cache: dict[tuple[str, int | None], Any] = {}  # datasets loaded by the checks, for the cells to reuse

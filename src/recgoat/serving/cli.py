@@ -124,11 +124,13 @@ def _recorded_dataset(run_dir: Path) -> tuple[Dataset, str]:
 
 def _cell_dataset(record: Path) -> tuple[str, Callable[[], Dataset], Optional[str]]:
     """A benchmark cell's dataset name or folder, its loader (under the cell's label, preparation options and
-    split seed: the label is part of the fingerprint) and the fingerprint cell.json records."""
+    split seed: the label is part of the fingerprint) and the fingerprint cell.json records. The folder is
+    found where cell.json records it (training.run.cell_data_spec): an error naming the paths tried if nowhere."""
     from recgoat.benchmark.runner import load_dataset
-    from recgoat.training.run import read_cell
+    from recgoat.training.run import cell_data_spec, read_cell
 
     meta, spec, split_seed = read_cell(record)
+    spec = cell_data_spec(record, meta, spec)
     fp = meta.get("dataset_fingerprint")
     return spec.name, lambda: load_dataset(spec, split_seed), fp if isinstance(fp, str) else None
 
@@ -160,6 +162,7 @@ def _cell_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
     typed (relative to where the benchmark ran), or ``auto``: ``<out>/features/<label>[-split<seed>]`` (runner's
     auto_feature_folder), the cell folder being ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line:
     a cell exported without text features used to lose its profile texts silently."""
+    from recgoat.benchmark.runner import locate_recorded
     from recgoat.io import read_json
 
     try:
@@ -170,11 +173,14 @@ def _cell_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
     if not recorded or not isinstance(recorded, str):  # null, or its model reads none (the runner records none)
         return None, f"features: the cell trained without a feature folder (cell.json records none); {_WITHOUT}"
     if recorded != "auto":
-        if Path(recorded).is_dir():
-            return Path(recorded), f"features: {recorded} (the cell's, from cell.json; --features to choose another)"
+        # where cell.json's `paths` records it (absolute; moved with the benchmark folder), else as typed
+        found, tried = locate_recorded(recorded, meta, "features", run_dir)
+        if found is not None and Path(found).is_dir():
+            return Path(found), f"features: {found} (the cell's, from cell.json; --features to choose another)"
         why = "" if Path(recorded).is_absolute() else \
             " (a relative path is relative to the folder the benchmark was started in)"
-        return None, f"features: the cell's folder {recorded} is not found from here{why}; {_WITHOUT}"
+        looked = f"; looked for it at {', '.join(tried)}" if len(tried) > 1 else ""
+        return None, f"features: the cell's folder {recorded} is not found from here{why}; {_WITHOUT}{looked}"
     folder = _auto_features(run_dir.absolute())
     if folder is not None and folder.is_dir():
         return folder, f"features: {folder} (the cell's `features: auto` folder; --features to choose another)"

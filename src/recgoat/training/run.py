@@ -135,9 +135,13 @@ def logged_metric(run_dir: Path, metric: str) -> list[float]:
     return values
 
 
-def run_settings(run_dir: Path) -> tuple[TrainConfig, Callable[[], Dataset]]:
-    """A `recgoat train` run's trainer settings and its dataset, as ``run_config.json`` records them."""
+def run_settings(run_dir: Path, source: str | None = None) -> tuple[TrainConfig, Callable[[], Dataset]]:
+    """A `recgoat train` run's trainer settings and its dataset, as ``run_config.json`` records them (its
+    folders absolute: :func:`recorded_run_config`); ``source``: another dataset name or folder, prepared as
+    recorded."""
     cfg = read_run_config(run_dir / "run_config.json")
+    if source is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": source})})
     return cfg.trainer, lambda: load_dataset(cfg)
 
 
@@ -161,9 +165,31 @@ def read_cell(path: Path) -> tuple[dict, Any, int]:
     return meta, spec, split_seed
 
 
-def cell_settings(run_dir: Path) -> tuple[TrainConfig, Callable[[], Dataset]]:
+def cell_data_spec(path: Path, meta: dict, spec: Any, source: str | None = None) -> Any:
+    """The :class:`~recgoat.benchmark.runner.DatasetSpec` of :func:`read_cell` with its dataset where it is now:
+    ``source`` when given, else where ``cell.json`` (``path``) records it
+    (:func:`~recgoat.benchmark.runner.locate_recorded`: its absolute path, that path moved with the benchmark
+    folder, then as typed); the label stays the cell's. A DataError naming the record, the paths tried and
+    ``--dataset`` when none exists."""
+    from recgoat.benchmark.runner import dataset_label, locate_recorded
+
+    if source is None:
+        found, tried = locate_recorded(spec.name, meta, "dataset", path.parent)
+        if found is None:
+            cwd = meta["paths"].get("cwd")
+            ran = f" (the benchmark ran in {cwd})" if isinstance(cwd, str) else ""
+            raise DataError(path, f"records dataset {spec.name}{ran}, which is not found at "
+                                  f"{' nor '.join(tried)}: moved or deleted; pass --dataset with the data the cell "
+                                  f"was trained on (prepared, split and labelled as cell.json records)")
+        source = found
+    if source == spec.name:
+        return spec
+    return spec.model_copy(update={"name": source, "label": dataset_label(spec)})
+
+
+def cell_settings(run_dir: Path, source: str | None = None) -> tuple[TrainConfig, Callable[[], Dataset]]:
     """A benchmark cell's trainer settings and its dataset (split as the benchmark split it), from
-    ``cell.json``."""
+    ``cell.json``: the dataset found by :func:`cell_data_spec` when it is loaded (``source``: another one)."""
     from pydantic import ValidationError
 
     from recgoat.benchmark.runner import load_dataset as load_cell_dataset
@@ -174,13 +200,14 @@ def cell_settings(run_dir: Path) -> tuple[TrainConfig, Callable[[], Dataset]]:
         trainer = TrainConfig(**meta["train"])
     except (KeyError, TypeError, ValidationError) as e:
         raise DataError(path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
-    return trainer, lambda: load_cell_dataset(spec, split_seed)
+    return trainer, lambda: load_cell_dataset(cell_data_spec(path, meta, spec, source), split_seed)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None = None,
-             test_mask: str = "train+valid") -> dict[str, float]:
+             test_mask: str = "train+valid", dataset_source: str | None = None) -> dict[str, float]:
     """Metrics of a finished run's (or benchmark cell's) best checkpoint on ``split``, recomputed from the
-    saved model.
+    saved model, on the data its record names (``dataset_source``: another name or folder, prepared as recorded;
+    the fingerprint is checked either way).
 
     ``test_mask="train"`` scores the test split with training items masked only (MMRec's convention)
     instead of training and validation items; written to ``evaluate_test-mask-train.json``."""
@@ -194,9 +221,9 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
     if test_mask != "train+valid" and split != "test":
         raise ConfigError("--test-mask applies to the test split; validation always masks training items only")
     if (run_dir / "run_config.json").is_file():
-        trainer, load_data = run_settings(run_dir)
+        trainer, load_data = run_settings(run_dir, dataset_source)
     elif (run_dir / "cell.json").is_file():
-        trainer, load_data = cell_settings(run_dir)
+        trainer, load_data = cell_settings(run_dir, dataset_source)
     else:
         raise DataError(run_dir, "not a run folder written by `recgoat train` or a benchmark cell (no "
                                  "run_config.json or cell.json)")

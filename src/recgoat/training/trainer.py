@@ -443,9 +443,16 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(self, model, dataset) -> dict[str, Any]:
         """Train ``model`` on ``dataset``'s training split with early stopping on validation; two runs with
-        the same seed and thread count give the same model (:func:`deterministic_kernels`)."""
-        with deterministic_kernels(), contextlib.ExitStack() as self._exit:
-            return self._fit(model, dataset)
+        the same seed and thread count give the same model (:func:`deterministic_kernels`).
+
+        ``num_threads`` holds for this run only: the caller's torch thread count is back when it returns or
+        raises (it stayed set, so the process's later work ran at the trainer's count, not its own)."""
+        threads = torch.get_num_threads()
+        try:
+            with deterministic_kernels(), contextlib.ExitStack() as self._exit:
+                return self._fit(model, dataset)
+        finally:
+            torch.set_num_threads(threads)
 
     def _fit(self, model, dataset) -> dict[str, Any]:
         cfg = self.config

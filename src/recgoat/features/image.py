@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from recgoat.errors import ConfigError
+from recgoat.features.device import check_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -182,7 +183,8 @@ class ImagePreprocessor:
 
 
 def _has_alpha(img: Image.Image) -> bool:
-    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode in ("P", "L", "RGB") and "transparency" in img.info)
 
 
 def _on_white(img: Image.Image) -> Image.Image:
@@ -224,6 +226,8 @@ class ImageEncoder:
 
     def __init__(self, model: str | nn.Module | None = None, device: str = "cpu", batch_size: int = 32,
                  workers: int = 2):
+        if device is not None:  # None: the model stays where it is (the CPU for the packaged one)
+            check_device(device)  # before loading: else torch fails deep inside .to(device), or not at all (meta)
         self.backbone = load_image_backbone(model).to(device).eval()
         self.device = device
         self.batch_size = max(1, int(batch_size))

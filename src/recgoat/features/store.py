@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import numbers
 import os
 import shutil
 import stat
@@ -32,7 +31,9 @@ import numpy as np
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
+from recgoat.features.device import check_device
 from recgoat.io import atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file, write_json
+from recgoat.strict import is_int, is_real
 
 KINDS = ("text", "image", "users")
 MANIFEST_VERSION = 1
@@ -77,18 +78,18 @@ class FeatureConfig:
         # was used (a TypeError deep in truncate() or range(), or True read as 1)
         for name in ("text_batch_size", "image_batch_size", "image_workers", "download_concurrency",
                      "llm_concurrency", "profile_char_budget", "chunk_size", "max_chars", "llm_max_tokens"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("llm_retries", "download_retries"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 and a whole number, got {getattr(self, name)!r}")
         for name in ("llm_backoff", "llm_temperature"):
-            if not _is_real(getattr(self, name)) or not getattr(self, name) >= 0:  # `not >=`: NaN too
+            if not is_real(getattr(self, name)) or not getattr(self, name) >= 0:  # `not >=`: NaN too
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("llm_timeout", "download_timeout"):
-            if not _is_real(getattr(self, name)) or not getattr(self, name) > 0:
+            if not is_real(getattr(self, name)) or not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
-        _check_device(self.device)
+        check_device(self.device)
         return self
 
     @classmethod
@@ -98,41 +99,6 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"unknown feature setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**d).validate()
-
-
-def _is_int(value: Any) -> bool:
-    """An integer (numpy's too), not a boolean: YAML reads yes/no/on/off as booleans."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    """An int or float (numpy's too), not a boolean or a string of digits."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_device(device: str) -> None:
-    """A ConfigError for a device torch cannot parse or this machine lacks: checked before any model is
-    loaded, else torch fails deep inside the first ``.to(device)`` with an AssertionError/RuntimeError."""
-    if device == "cpu":
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps", "xpu"):  # meta, lazy…: no real computation
-        raise ConfigError(f"device {device!r} is not a torch device to encode on (e.g. cpu, cuda, cuda:1, mps)")
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise ConfigError(f"device {device!r}: no CUDA GPU is available to torch here; use --device cpu")
-        if dev.index is not None and dev.index >= n:
-            raise ConfigError(f"device {device!r}: torch sees only {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r}: MPS is not available to torch here; use --device cpu")
-    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise ConfigError(f"device {device!r}: no XPU is available to torch here; use --device cpu")
 
 
 class FeatureError(RecGOATError):
@@ -501,11 +467,11 @@ class _Session:
             # the encoder's own warning counts one chunk and points into this file: the count over every text
             # is said below and recorded in the manifest instead
             warnings.filterwarnings("ignore", message=r"\d+ of the \d+ texts are longer than the text model")
-            arrays, _ = _chunked(self.checkpoints(f"{kind}-{ckpt}"), len(texts), self.config.chunk_size,
-                                 lambda a, b: ({"x": enc.encode(texts[a:b], tick)}, {}), tick,
-                                 self.finite_check(kind, ckpt, enc.name))
+            arrays, metas = _chunked(self.checkpoints(f"{kind}-{ckpt}"), len(texts), self.config.chunk_size,
+                                     lambda a, b: _encode_counting(enc, texts[a:b], tick), tick,
+                                     self.finite_check(kind, ckpt, enc.name))
         # over every text, chunks resumed from .partial/ included (not encoded now): recorded in the manifest
-        self.truncated[kind] = cut = _count_truncated(enc, texts)
+        self.truncated[kind] = cut = _truncated_total(enc, texts, metas)
         if cut:
             what = {"text": "item texts", "users": "profiles"}[kind]
             self.rep.say(f"{kind}: {cut} of the {len(texts)} {what} are longer than the text model's "
@@ -740,6 +706,37 @@ def _count_truncated(encoder: Any, texts: list[str]) -> int | None:
     return count(texts) if callable(count) else None
 
 
+def _encode_counting(encoder: Any, texts: list[str], tick: Callable[[int], None]
+                     ) -> tuple[dict[str, np.ndarray], dict]:
+    """One chunk for :func:`_chunked`: its rows, and in its checkpoint's metadata how many of its texts the
+    encoder counted as longer than its token limit while encoding them (the growth of its
+    ``truncated_texts``), so the store need not tokenize every text a second time to count them."""
+    before = getattr(encoder, "truncated_texts", None)
+    x = encoder.encode(texts, tick)
+    after = getattr(encoder, "truncated_texts", None)
+    counted = type(before) is int and type(after) is int
+    return {"x": x}, ({"truncated": after - before} if counted else {})
+
+
+def _truncated_total(encoder: Any, texts: list[str], metas: list[dict]) -> int | None:
+    """Texts longer than the encoder's token limit over every chunk: the encoder's own count for a chunk
+    encoded now or resumed from a checkpoint that kept it (:func:`_encode_counting`), counted here only for
+    a chunk without one (checkpointed by an older recgoat, an encoder that does not count as it encodes);
+    None for an encoder that cannot say."""
+    if not metas:
+        return _count_truncated(encoder, texts)
+    total = 0
+    for meta in metas:
+        n = meta.get("truncated")
+        if type(n) is not int or n < 0:
+            start, stop = meta["rows"]
+            n = _count_truncated(encoder, texts[start:stop])
+            if n is None:
+                return None
+        total += n
+    return total
+
+
 def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,
                which: tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False) -> Path:
     """Encode what the dataset has (``which`` ⊆ text, image, users) into ``out_dir``; reuse what is up to
@@ -810,14 +807,16 @@ def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who:
 
 
 def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, refused: str = "",
-                    mmap: bool = False) -> tuple[np.ndarray, dict]:
+                    mmap: bool = False, rows_from_manifest: bool = False) -> tuple[np.ndarray, dict]:
     """``kind``'s matrix in ``folder`` as float32, and its manifest, both checked; else a DataError naming
     the file. The one check behind load_features, export_mmrec and the encoder's "up to date", so a matrix
     one of them refuses is refused (or re-made) by all.
 
     The manifest must exist, be ``kind``'s and (``fp`` given) name that dataset fingerprint; the array must
     be a finite floating 2-D matrix of ``rows`` rows (when given) and the manifest's shape. ``refused`` goes
-    before the advice of a fingerprint error (export's "not exported: ")."""
+    before the advice of a fingerprint error (export's "not exported: "). ``rows_from_manifest`` (export
+    without a dataset): with ``rows`` None, the manifest's own row count (an int) is the one expected, read
+    from the manifest checked here rather than from a second read of it."""
     who = "user" if kind == "users" else "item"
     arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
     # no manifest: a replacement cut short (write_matrix drops it first) or a file put there by hand
@@ -832,6 +831,8 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
         raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
                                   f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
                                   f"since encoding; {refused}re-run `recgoat encode {kind}`")
+    if rows is None and rows_from_manifest and type(man.get("rows")) is int:
+        rows = man["rows"]
     arr = load_array(arr_path, mmap)
     if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows):
         expected = f"{rows} rows (one per {who}) for {rows} {who}s" if rows is not None else "a 2-D matrix"
@@ -898,12 +899,9 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
     for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
         if not (folder / f"{kind}.npy").exists():
             continue
-        rows = dataset.n_items if dataset is not None else None
-        if rows is None and (folder / f"{kind}.json").exists():  # no dataset: the manifest's row count
-            said = read_manifest(folder / f"{kind}.json").get("rows")
-            rows = said if type(said) is int else None
+        rows = dataset.n_items if dataset is not None else None  # no dataset: the manifest's row count
         # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
-        arr, _ = _checked_matrix(folder, kind, fp, rows, "not exported: ")
+        arr, _ = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True)
         todo.append((dest / name, arr))
     with _writing_into(dest, "the export destination"):
         for path, arr in todo:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.errors import ConfigError
+from recgoat.features.device import check_device
 
 DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _WS = re.compile(r"[ \t\r\f\v]+")
@@ -201,9 +202,7 @@ class TextEncoder:
         if isinstance(batch_size, bool) or not _positive_int(batch_size):
             raise ConfigError(f"text batch_size must be a positive integer, got {batch_size!r}")
         if device is not None:  # None: sentence-transformers picks (cuda when there is one)
-            from recgoat.features.store import _check_device
-
-            _check_device(device)  # else torch fails with an AssertionError/RuntimeError deep inside loading
+            check_device(device)  # else torch fails with an AssertionError/RuntimeError deep inside loading
         target, self.name = resolve_text_model(model)
         from sentence_transformers import SentenceTransformer
 

@@ -5,14 +5,32 @@ pydantic (lax mode) accepts ``True`` for an ``int`` or ``float`` field as 1, and
 filtering off without a word. :class:`StrictNumbers` refuses a boolean (or a list holding one) for any field
 that takes numbers but not booleans, in the Python API as in files; :func:`booleans_for_numbers` lists those
 errors for a whole (nested) mapping, so a configuration file can name each key before validation.
+:func:`is_int` and :func:`is_real` are the same rule for a single value checked by hand (a setting, a K, an
+index parameter): an integer or a real number, numpy's included, but never a boolean.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, get_args
 
+import numpy as np
 from pydantic import BaseModel, model_validator
 
 BOOL_FOR_NUMBER = "expected a number, not a boolean (YAML reads yes/no/on/off/true/false so)"
+
+
+def is_int(value: Any) -> bool:
+    """An integer (``int``, a numpy integer, any :class:`numbers.Integral`), not a boolean: ``True`` given as
+    a count, a seed or a K is a mistake (YAML reads yes/no/on/off so), not 1. Floats (``8.0``), strings of
+    digits and 0-d arrays are not integers either."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> bool:
+    """A real number (``int``, ``float``, numpy's, :class:`fractions.Fraction`, any :class:`numbers.Real`),
+    not a boolean and not a string of digits. NaN and inf are real here: callers that need a finite value
+    check it themselves. :class:`decimal.Decimal` is no :class:`numbers.Real` and is refused."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _leaf_types(annotation: Any) -> set[Any]:

@@ -6,7 +6,6 @@ Raw interactions (original ids) → rating threshold → deduplication → itera
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import pandas as pd
 from recgoat.datasets.dataset import Dataset
 from recgoat.datasets.generic import id_strings
 from recgoat.errors import ConfigError, DataError
+from recgoat.strict import is_int, is_real
 
 SPLIT_METHODS = ("random", "temporal", "loo", "none")
 #: why ``split: none`` cannot serve a training run (the run config and the benchmark say it alike)
@@ -46,11 +46,11 @@ class PrepareConfig:
         """Raise a :class:`ConfigError` naming the first invalid option (values are left unchanged)."""
         if self.split not in SPLIT_METHODS:
             raise ConfigError(f"unknown split {self.split!r}; expected random, temporal, loo or none")
-        if not _is_int(self.k_core) or self.k_core < 0:
+        if not is_int(self.k_core) or self.k_core < 0:
             raise ConfigError(f"k_core must be an integer >= 0 (0 or 1 disables it), got {self.k_core!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.min_rating is not None and not (_is_real(self.min_rating) and math.isfinite(self.min_rating)):
+        if self.min_rating is not None and not (is_real(self.min_rating) and math.isfinite(self.min_rating)):
             raise ConfigError(f"min_rating must be a number or None, got {self.min_rating!r}")
         if not isinstance(self.dedup, (bool, np.bool_)):
             raise ConfigError(f"dedup must be true or false, got {self.dedup!r}")
@@ -66,17 +66,8 @@ def ratios_ok(r) -> bool:
     """Whether ``r`` splits every interaction (:data:`RATIOS_RULE`); shares that do not sum to 1 would be
     read silently as some other split."""
     return (isinstance(r, (tuple, list)) and len(r) == 3
-            and all(_is_real(x) and math.isfinite(x) and x >= 0 for x in r)
+            and all(is_real(x) and math.isfinite(x) and x >= 0 for x in r)
             and r[0] > 0 and abs(sum(r) - 1.0) <= 1e-6)
-
-
-def _is_int(x) -> bool:
-    """An integer that is not a bool (``True`` as a k-core or seed is a mistake, not 1)."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def filter_rating(df: pd.DataFrame, min_rating: float | None) -> pd.DataFrame:
@@ -143,7 +134,7 @@ def removal_lines(info: dict[str, Any] | None) -> list[str]:
             continue
         if step == "min_rating":
             threshold = prep.get("min_rating")
-            shown = f"{threshold:g}" if _is_real(threshold) else threshold  # 4.0 as typed: 4
+            shown = f"{threshold:g}" if is_real(threshold) else threshold  # 4.0 as typed: 4
             lines.append(f"min_rating {shown} removed {', '.join(parts)}")
         elif step == "dedup":  # repeats of a (user, item) pair: only interactions go
             lines.append(f"dedup merged {_plural(counts['interactions'], 'duplicate interaction')}")

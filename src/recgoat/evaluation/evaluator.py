@@ -56,6 +56,7 @@ import torch
 from recgoat.datasets.dataset import Dataset
 from recgoat.evaluation.metrics import metrics_from_hits
 from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound
+from recgoat.strict import is_int
 
 DEFAULT_KS = (5, 10, 20, 50)
 Selection = Literal["count", "faiss", "torch"]  # how a chunk of scores becomes ranked hits (module docstring)
@@ -98,8 +99,7 @@ class Evaluator:
         self.mask = _pairs(mask)
         self.target = _pairs(target)
         # integers only: K = 2.5 or "5" failed later in indexing, a bool passed as K = 1
-        if not ks or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1
-                         for k in ks):
+        if not ks or any(not is_int(k) or k < 1 for k in ks):
             raise ValueError(f"ks must be a non-empty list of integer cut-offs >= 1, got {list(ks)}")
         self.ks = tuple(sorted(int(k) for k in ks))
         if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:

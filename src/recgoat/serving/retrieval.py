@@ -28,6 +28,7 @@ import numpy as np
 
 from recgoat.errors import ConfigError
 from recgoat.evaluation.ranking import top_k
+from recgoat.strict import is_int
 
 INDEX_KINDS = ("flat", "hnsw", "hnsw-l2", "ivf")
 
@@ -45,11 +46,11 @@ class ItemIndex:
         if not np.isfinite(x).all():  # faiss would rank NaN items nowhere and answer empty lists
             raise ConfigError("item matrix holds NaN or inf")
         # faiss aborts the process on an HNSW graph of M < 2 and raises its own errors for these
-        if kind in ("hnsw", "hnsw-l2") and not (_is_int(hnsw_m) and hnsw_m >= 2):
+        if kind in ("hnsw", "hnsw-l2") and not (is_int(hnsw_m) and hnsw_m >= 2):
             raise ConfigError(f"hnsw_m must be an integer >= 2, got {hnsw_m!r}")
-        if kind == "ivf" and not (_is_int(nprobe) and nprobe >= 1):
+        if kind == "ivf" and not (is_int(nprobe) and nprobe >= 1):
             raise ConfigError(f"nprobe must be an integer >= 1, got {nprobe!r}")
-        if kind == "ivf" and nlist is not None and not (_is_int(nlist) and 1 <= nlist <= x.shape[0]):
+        if kind == "ivf" and nlist is not None and not (is_int(nlist) and 1 <= nlist <= x.shape[0]):
             raise ConfigError(f"nlist must be an integer in 1..{x.shape[0]} (the number of items), got {nlist!r}")
         self.kind, self.n_items, self.dim = kind, x.shape[0], x.shape[1]
         self.items, self.ef_search = x, ef_search  # the items for the exact fallback (the caller's array)
@@ -57,18 +58,19 @@ class ItemIndex:
             index = faiss.IndexFlatIP(self.dim)
         elif kind in ("hnsw", "hnsw-l2"):
             l2 = kind == "hnsw-l2"
+            hnsw_m = int(hnsw_m)  # a plain int: faiss's SWIG constructor refuses a numpy integer (a bare TypeError)
             index = faiss.IndexHNSWFlat(self.dim + l2, hnsw_m, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(2 * hnsw_m, 40)
             index.hnsw.efSearch = ef_search
             if l2:
                 x = _augment_items(x)
         else:
-            nlist = nlist or max(1, min(int(4 * np.sqrt(self.n_items)), self.n_items // 39 or 1))
+            nlist = int(nlist or max(1, min(int(4 * np.sqrt(self.n_items)), self.n_items // 39 or 1)))
             quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = seed
             index.train(x)
-            index.nprobe = min(nprobe, nlist)
+            index.nprobe = min(int(nprobe), nlist)
             self._quantizer = quantizer  # keep alive: the IVF index holds a raw pointer to it
         index.add(x)
         self.index = index
@@ -82,7 +84,7 @@ class ItemIndex:
         """
         q = self._queries(queries)
         n = q.shape[0]
-        if not _is_int(k) or k < 1:  # int() made 2.7 a silent 2 and "3" a 3
+        if not is_int(k) or k < 1:  # int() made 2.7 a silent 2 and "3" a 3
             raise ConfigError(f"k must be an integer >= 1, got {k!r}")
         k = int(k)
         exclude = _check_exclude(exclude, n, self.n_items)
@@ -167,10 +169,6 @@ class ItemIndex:
         else:
             keep = np.ones_like(ids, dtype=bool)
         return keep & (ids >= 0)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 def _as_matrix(values: object, what: str) -> np.ndarray:

@@ -140,3 +140,20 @@ def test_store_refuses_a_bad_device_before_any_model_loads(tmp_path, monkeypatch
         with pytest.raises(ConfigError, match="^" + message):
             encode_all(ds, tmp_path / "f", FeatureConfig(device=device), which=which, progress=False)
     assert not (tmp_path / "f" / "text.npy").exists() and not (tmp_path / "f" / "image.npy").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "nonsense", "meta"])
+def test_the_transformers_profile_backend_refuses_a_bad_device_before_loading(device, monkeypatch):
+    """Direct use of the backend (the store checks its config's device first): it moved the model with
+    ``.to(device)`` unchecked."""
+    import transformers
+
+    from recgoat.features.profiles import TransformersBackend
+
+    def loaded(*a, **k):
+        raise AssertionError("the model was loaded before the device was checked")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", loaded)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loaded)
+    with pytest.raises(ConfigError, match="device"):
+        TransformersBackend("some/model", device=device)

@@ -50,6 +50,7 @@ import pandas as pd
 
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, RecGOATError
+from recgoat.features.device import check_device
 from recgoat.features.download import (PermanentError, TransientError, call_with_retries,
                                        classify_http_error)
 from recgoat.features.text import clean_column, truncate
@@ -608,6 +609,7 @@ class TransformersBackend(ProfileBackend):
     def __init__(self, model: str, device: str = "cpu", max_new_tokens: int = 512, temperature: float = 0.0):
         if not model:
             raise ConfigError("the transformers profile backend needs llm_model (a local path or model name)")
+        check_device(device)  # before loading: else torch fails inside .to(device) (or computes nothing: meta)
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:  # pragma: no cover

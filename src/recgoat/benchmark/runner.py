@@ -605,7 +605,7 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
     # a cell.json from before "data" was recorded is not compared on it (nothing to compare with)
     keys = ["model", "params", "train", "seed", "data"] + (["dataset_fingerprint"] if "dataset_fingerprint" in sig else [])
     diff = [k for k in keys if k in old and _comparable(k, old[k]) != _comparable(k, sig[k])]
-    if "data" in diff and _same_data_by_recorded_paths(old, sig["data"]):
+    if "data" in diff and _same_data_by_recorded_paths(old, sig["data"], cell.run_dir):
         diff.remove("data")
     if "params" in diff and "model" not in diff:  # `params: {dim: 64}` where 64 is the default is no change
         diff = [k for k in diff if k != "params" or _effective_params(sig["model"], old["params"])
@@ -641,11 +641,12 @@ def _comparable(key: str, value: Any) -> Any:
     return value
 
 
-def _same_data_by_recorded_paths(old: dict[str, Any], data: Any) -> bool:
+def _same_data_by_recorded_paths(old: dict[str, Any], data: Any, record_dir: Path | None = None) -> bool:
     """Whether ``old``'s data entry names the data of ``data`` (a signature's) when its dataset and feature
-    folders are taken as its ``paths`` record has them (absolute, as at the time of the run): a resume from
-    another working folder, its relative paths found through the cells' records (:func:`with_recorded_paths`),
-    is the same configuration. The typed paths (relative to the working folder now) are compared first."""
+    folders are taken as its ``paths`` record has them (absolute, as at the time of the run, or moved with the
+    run folder, now ``record_dir``: :func:`locate_recorded`): a resume from another working folder, its relative
+    paths found through the cells' records (:func:`with_recorded_paths`), is the same configuration. The typed
+    paths (relative to the working folder now) are compared first."""
     recorded = old.get("data")
     if not isinstance(recorded, dict) or not isinstance(data, dict) or not isinstance(old.get("paths"), dict):
         return False
@@ -653,9 +654,14 @@ def _same_data_by_recorded_paths(old: dict[str, Any], data: Any) -> bool:
     for field_, key in (("name", "dataset"), ("features", "features")):
         typed = recorded.get(field_)
         absolute = _consistent_absolute(typed, old["paths"], key) if isinstance(typed, str) else None
-        if absolute is not None and _comparable("data", {field_: data.get(field_)}) == \
-                _comparable("data", {field_: absolute}):
-            alt[field_] = absolute
+        if absolute is None:
+            continue
+        moved = _relocated(absolute, old["paths"], record_dir) if record_dir is not None else None
+        for candidate in (absolute, moved):
+            if candidate is not None and _comparable("data", {field_: data.get(field_)}) == \
+                    _comparable("data", {field_: candidate}):
+                alt[field_] = candidate
+                break
     return _comparable("data", alt) == _comparable("data", data)
 
 

@@ -727,9 +727,8 @@ def _truncated_total(encoder: Any, texts: list[str], metas: list[dict]) -> int |
         return _count_truncated(encoder, texts)
     total = 0
     for meta in metas:
-        n = meta.get("truncated")
-        if type(n) is not int or n < 0:
-            start, stop = meta["rows"]
+        n, (start, stop) = meta.get("truncated"), meta["rows"]
+        if type(n) is not int or not 0 <= n <= stop - start:  # none kept, or not a count of this chunk's texts
             n = _count_truncated(encoder, texts[start:stop])
             if n is None:
                 return None

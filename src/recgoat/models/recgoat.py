@@ -158,8 +158,10 @@ class RecGOATConfig(ModelConfig):
     def legacy_settings(cls, saved: dict[str, Any]) -> dict[str, Any]:
         legacy = super().legacy_settings(saved)
         layers = saved.get("gat_layers", cls.model_fields["gat_layers"].default)
-        if not (isinstance(layers, int) and layers >= 2):  # nothing reads it: the default is the same model
-            legacy.pop("gat_activation", None)
+        if "gat_activation" in legacy and not (isinstance(layers, int) and layers >= 2):
+            # nothing reads it: the default is the same model, given explicitly so that a saved (full) config
+            # stays full and its inert settings are noted, not refused (load failed with "set, but nothing …")
+            legacy["gat_activation"] = cls.model_fields["gat_activation"].default
         return legacy
 
     @model_validator(mode="after")

@@ -48,12 +48,16 @@ class ItemIndex:
         # faiss aborts the process on an HNSW graph of M < 2 and raises its own errors for these
         if kind in ("hnsw", "hnsw-l2") and not (is_int(hnsw_m) and hnsw_m >= 2):
             raise ConfigError(f"hnsw_m must be an integer >= 2, got {hnsw_m!r}")
+        if kind in ("hnsw", "hnsw-l2") and not (is_int(ef_search) and ef_search >= 1):
+            raise ConfigError(f"ef_search must be an integer >= 1, got {ef_search!r}")
         if kind == "ivf" and not (is_int(nprobe) and nprobe >= 1):
             raise ConfigError(f"nprobe must be an integer >= 1, got {nprobe!r}")
         if kind == "ivf" and nlist is not None and not (is_int(nlist) and 1 <= nlist <= x.shape[0]):
             raise ConfigError(f"nlist must be an integer in 1..{x.shape[0]} (the number of items), got {nlist!r}")
         self.kind, self.n_items, self.dim = kind, x.shape[0], x.shape[1]
-        self.items, self.ef_search = x, ef_search  # the items for the exact fallback (the caller's array)
+        self.items = x  # the items for the exact fallback (the caller's array)
+        # a plain int: faiss's SWIG setters refuse a numpy integer (a bare TypeError), as for hnsw_m below
+        self.ef_search = int(ef_search) if is_int(ef_search) else ef_search
         if kind == "flat":
             index = faiss.IndexFlatIP(self.dim)
         elif kind in ("hnsw", "hnsw-l2"):
@@ -61,7 +65,7 @@ class ItemIndex:
             hnsw_m = int(hnsw_m)  # a plain int: faiss's SWIG constructor refuses a numpy integer (a bare TypeError)
             index = faiss.IndexHNSWFlat(self.dim + l2, hnsw_m, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = max(2 * hnsw_m, 40)
-            index.hnsw.efSearch = ef_search
+            index.hnsw.efSearch = self.ef_search
             if l2:
                 x = _augment_items(x)
         else:

@@ -138,11 +138,24 @@ def logged_metric(run_dir: Path, metric: str) -> list[float]:
 def run_settings(run_dir: Path, source: str | None = None) -> tuple[TrainConfig, Callable[[], Dataset]]:
     """A `recgoat train` run's trainer settings and its dataset, as ``run_config.json`` records them (its
     folders absolute: :func:`recorded_run_config`); ``source``: another dataset name or folder, prepared as
-    recorded."""
+    recorded and named as the run's data was (the name is part of the fingerprint: a folder moved under another
+    name holds the same data, as a benchmark cell keeps its label)."""
     cfg = read_run_config(run_dir / "run_config.json")
-    if source is not None:
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": source})})
-    return cfg.trainer, lambda: load_dataset(cfg)
+    if source is None:
+        return cfg.trainer, lambda: load_dataset(cfg)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": source})})
+    try:
+        name = read_json(run_dir / "result.json").get("dataset")
+    except (OSError, ValueError, AttributeError):  # a run stopped before its end: the name as loaded
+        name = None
+
+    def load_source() -> Dataset:
+        ds = load_dataset(cfg)
+        if isinstance(name, str) and name:
+            ds.name = name
+        return ds
+
+    return cfg.trainer, load_source
 
 
 def read_cell(path: Path) -> tuple[dict, Any, int]:

@@ -142,6 +142,18 @@ def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(sig))  # as it reads back from state.json (tuples become lists)
 
 
+def _with_legacy_settings(sig: dict[str, Any]) -> dict[str, Any]:
+    """``sig`` with the model options its ``model_config`` lacks that meant another behaviour when it was saved
+    (``Config.legacy_settings``, as :meth:`Recommender.load` fills them in); as it is for an unknown model."""
+    from recgoat.models.base import find_model_class
+
+    saved, name = sig.get("model_config"), sig.get("model")
+    cls = find_model_class(name) if isinstance(name, str) else None
+    if cls is None or not isinstance(saved, dict):
+        return sig
+    return {**sig, "model_config": {**cls.Config.legacy_settings(saved), **saved}}
+
+
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old → new`` for every value that differs, named as in the run configuration."""
     def flat(sig: dict[str, Any]) -> dict[str, Any]:
@@ -154,9 +166,10 @@ def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             out["feature values"] = sig["features"]
         return out
 
-    a, b = flat(old), flat(new)
+    a, b = flat(_with_legacy_settings(old)), flat(new)
     # a checkpoint written by an older version records fewer keys (no feature hashes, no eval_selection,
-    # no model option added since): its run had no such setting, so only what it recorded is compared
+    # no model option added since): its run had no such setting, so only what it recorded is compared (a model
+    # option whose absence meant another behaviour, e.g. RecGOAT's gat_activation, as its legacy value)
     return [f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}" for k in a if a.get(k) != b.get(k)]
 
 

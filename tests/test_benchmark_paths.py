@@ -30,6 +30,8 @@ from recgoat.cli import app
 from recgoat.errors import DataError
 from recgoat.training.run import evaluate
 
+from training_helpers import write_stub_text_features
+
 torch.set_num_threads(1)
 cli = CliRunner()
 SETS = ["train.num_threads=1", "train.batch_size=1024"]
@@ -48,11 +50,7 @@ def write_data(folder: Path) -> Path:
 def write_text_features(spec: dict, folder: Path) -> Path:
     """A stand-in text.npy (+ manifest) for the benchmark's data of ``spec`` (split seed 2026)."""
     ds = runner.load_dataset(runner.DatasetSpec(**spec), 2026)
-    folder.mkdir(parents=True)
-    np.save(folder / "text.npy", np.random.default_rng(0).standard_normal((ds.n_items, 8)).astype(np.float32))
-    (folder / "text.json").write_text(json.dumps({"kind": "text", "file": "text.npy", "dataset": ds.name,
-                                                  "dataset_fingerprint": ds.fingerprint(), "rows": ds.n_items,
-                                                  "dim": 8, "encoder": "stub-encoder"}))
+    write_stub_text_features(ds, folder)
     return folder
 
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from recgoat.cli import app
 
-from training_helpers import write_catalogue
+from training_helpers import write_catalogue, write_stub_text_features
 
 runner = CliRunner()
 QUIET = ["--set", "trainer.progress=false", "--set", "model.params.embedding_dim=8", "--set", "trainer.batch_size=256"]
@@ -268,11 +268,7 @@ def write_text_features(work: Path, folder: Path) -> Path:
 
     _, spec, split_seed = read_cell(cell(work) / "cell.json")
     ds = load_dataset(spec, split_seed)  # the caller is in `work`: the relative "cat" is found
-    folder.mkdir(parents=True)
-    np.save(folder / "text.npy", np.random.default_rng(0).standard_normal((ds.n_items, 8)).astype(np.float32))
-    (folder / "text.json").write_text(json.dumps({"kind": "text", "file": "text.npy", "dataset": ds.name,
-                                                  "dataset_fingerprint": ds.fingerprint(), "rows": ds.n_items,
-                                                  "dim": 8, "encoder": "stub-encoder"}))
+    write_stub_text_features(ds, folder)
     return folder
 
 

@@ -61,21 +61,27 @@ def test_store_count_is_the_encoders_and_each_text_is_tokenized_once(ds, tokeniz
     assert text_mod.TextEncoder().count_truncated(texts) == 3
 
 
-def test_a_resumed_encode_reports_the_same_count(ds, tokenized, tmp_path, capsys, monkeypatch) -> None:
-    out = tmp_path / "f"
+def interrupted_encode(ds, out, monkeypatch, at_chunk: int) -> None:
+    """``encode(ds, out)`` stopped by a Ctrl-C as the text encoder starts chunk ``at_chunk`` (1-based): the
+    chunks before it are checkpointed in ``out/.partial``."""
     real = text_mod.TextEncoder.encode
     calls = []
 
-    def killed_at_the_second_chunk(self, texts, on_progress=None):
+    def killed(self, texts, on_progress=None):
         calls.append(len(texts))
-        if len(calls) == 2:
+        if len(calls) == at_chunk:
             raise KeyboardInterrupt
         return real(self, texts, on_progress)
 
-    monkeypatch.setattr(text_mod.TextEncoder, "encode", killed_at_the_second_chunk)
+    monkeypatch.setattr(text_mod.TextEncoder, "encode", killed)
     with pytest.raises(KeyboardInterrupt):
         encode(ds, out)
     monkeypatch.setattr(text_mod.TextEncoder, "encode", real)
+
+
+def test_a_resumed_encode_reports_the_same_count(ds, tokenized, tmp_path, capsys, monkeypatch) -> None:
+    out = tmp_path / "f"
+    interrupted_encode(ds, out, monkeypatch, at_chunk=2)
     [partial] = (out / ".partial").iterdir()
     assert [read_json(partial / "00000.json")["truncated"]] == [1]  # the first chunk: LONG and a short title
     capsys.readouterr()
@@ -90,19 +96,7 @@ def test_chunks_checkpointed_without_a_count_are_counted_by_the_store(ds, tokeni
                                                                       monkeypatch) -> None:
     """Checkpoints of an older recgoat hold no count: the store tokenizes those chunks' texts itself."""
     out = tmp_path / "f"
-    real = text_mod.TextEncoder.encode
-    calls = []
-
-    def killed_at_the_third_chunk(self, texts, on_progress=None):
-        calls.append(len(texts))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, texts, on_progress)
-
-    monkeypatch.setattr(text_mod.TextEncoder, "encode", killed_at_the_third_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        encode(ds, out)
-    monkeypatch.setattr(text_mod.TextEncoder, "encode", real)
+    interrupted_encode(ds, out, monkeypatch, at_chunk=3)
     [partial] = (out / ".partial").iterdir()
     for meta_path in sorted(partial.glob("*.json")):
         meta = json.loads(meta_path.read_text())

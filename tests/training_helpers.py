@@ -51,3 +51,15 @@ def script_validation(ds, monkeypatch, metric: Callable[[int], float]) -> None:
         return res
 
     monkeypatch.setattr(Evaluator, "evaluate", scripted)
+
+
+def write_stub_text_features(ds, folder) -> None:
+    """A stand-in 8-d text.npy (+ manifest) for ``ds`` in ``folder`` (created), as `recgoat encode text` writes
+    them: for tests of which feature folder a command finds, not of the features themselves."""
+    import json
+
+    folder.mkdir(parents=True)
+    np.save(folder / "text.npy", np.random.default_rng(0).standard_normal((ds.n_items, 8)).astype(np.float32))
+    (folder / "text.json").write_text(json.dumps({"kind": "text", "file": "text.npy", "dataset": ds.name,
+                                                  "dataset_fingerprint": ds.fingerprint(), "rows": ds.n_items,
+                                                  "dim": 8, "encoder": "stub-encoder"}))

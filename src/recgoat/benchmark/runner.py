@@ -590,6 +590,12 @@ def _signature(cell: Cell, train_cfg: TrainConfig, dataset=None) -> dict[str, An
     sig = {"model": cell.model.name, "params": cell.model.params, "train": train, "seed": cell.seed}
     sig["hash"] = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
     sig["data"] = _data_signature(cell)
+    # every setting the model ran with, defaults included: a default that changes in a later version (or a new
+    # key whose absence meant other behaviour, Config.legacy_settings) is then caught on resume, which `params`
+    # (only what the user set) cannot show
+    effective = _effective_params(cell.model.name, cell.model.params)
+    if effective is not cell.model.params:
+        sig["model_config"] = effective
     if dataset is not None:
         sig.update(dataset=dataset.name, dataset_fingerprint=dataset.fingerprint(),
                    paths=recorded_paths(cell, sig["data"]))
@@ -610,7 +616,23 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
     if "params" in diff and "model" not in diff:  # `params: {dim: 64}` where 64 is the default is no change
         diff = [k for k in diff if k != "params" or _effective_params(sig["model"], old["params"])
                 != _effective_params(sig["model"], sig["params"])]
+    if not diff:
+        diff = _model_config_changes(sig["model"], old.get("model_config"), sig.get("model_config"))
     return diff
+
+
+def _model_config_changes(model: str, old: Any, new: Any) -> list[str]:
+    """``model config KEY`` for each setting the cell recorded in ``model_config`` (older cells recorded none)
+    whose value the same ``params`` now give differently: a changed default, or a key added since whose absence
+    meant other behaviour (its legacy value, as loading a saved model reads it). Keys added since with the old
+    behaviour as their default are not compared."""
+    from recgoat.models.base import get_model_class
+
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    recorded = {**get_model_class(model).Config.legacy_settings(old), **old}
+    return [f"model config {k}: {json.dumps(v)} → {json.dumps(new.get(k))}" for k, v in recorded.items()
+            if k in new and new[k] != v]
 
 
 def _effective_params(model: str, params: Any) -> Any:

@@ -1,0 +1,99 @@
+"""A benchmark cell records the model's full configuration (``model_config``, defaults included), so a resume
+refuses finished cells whose model the same ``params`` no longer give: a changed default, or a key added
+since whose absence meant other behaviour (``Config.legacy_settings``, e.g. RecGOAT's ``gat_activation``:
+cells of two bare-stacked GAT layers were reported beside ELU-stacked ones). ``params`` alone (what the
+user set) could not show either."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from recgoat.benchmark import load_config, run_benchmark
+from recgoat.errors import ConfigError
+
+from test_benchmark_paths import write_data
+
+torch.set_num_threads(1)
+SETS = ["train.num_threads=1", "train.batch_size=1024"]
+
+
+def config(out: Path, models: list):
+    base = {"datasets": [{"name": str(out.parent / "data" / "tiny")}], "models": models, "seeds": [1],
+            "epochs": 1, "out": str(out), "progress": False}
+    return load_config(None, base, SETS)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mc")
+    write_data(root / "data" / "tiny")
+    run = run_benchmark(config(root / "out", MODELS))
+    assert not run.failed and len(run.trained) == 2
+    return root
+
+
+MODELS = [{"name": "bprmf"}, {"name": "recgoat", "label": "rg2", "params": {"gat_layers": 2, "n_layers": 1}}]
+
+
+def cell_json(root: Path, label: str) -> Path:
+    return root / "out" / "runs" / "tiny" / label / "seed1" / "cell.json"
+
+
+def edited(root: Path, label: str, edit) -> dict:
+    """``cell.json`` of ``label`` after ``edit`` (on its dict); the original is restored by the caller."""
+    meta = json.loads(cell_json(root, label).read_text())
+    before = json.dumps(meta)
+    edit(meta)
+    cell_json(root, label).write_text(json.dumps(meta))
+    return json.loads(before)
+
+
+def test_the_full_model_config_is_recorded(bench):
+    meta = json.loads(cell_json(bench, "bprmf").read_text())
+    assert meta["params"] == {} and meta["model_config"]["embedding_dim"] == 64
+    rg = json.loads(cell_json(bench, "rg2").read_text())["model_config"]
+    assert rg["gat_layers"] == 2 and rg["gat_activation"] == "elu"
+
+
+def test_a_resume_with_the_same_settings_retrains_nothing(bench):
+    run = run_benchmark(config(bench / "out", MODELS))
+    assert not run.trained and not run.failed
+
+
+@pytest.mark.parametrize("label, edit, named", [
+    # a default that changed since the cell ran (simulated: the record says the model ran with 32)
+    ("bprmf", lambda m: m["model_config"].update(embedding_dim=32), "model config embedding_dim: 32 → 64"),
+    # a cell recorded before gat_activation existed: two layers then meant bare stacking
+    ("rg2", lambda m: m["model_config"].pop("gat_activation"), 'model config gat_activation: "none" → "elu"'),
+])
+def test_a_finished_cell_of_another_model_config_is_refused_by_name(bench, label, edit, named):
+    original = edited(bench, label, edit)
+    try:
+        with pytest.raises(ConfigError, match="was run with a different configuration") as e:
+            run_benchmark(config(bench / "out", MODELS))
+        assert named in str(e.value)
+    finally:
+        cell_json(bench, label).write_text(json.dumps(original))
+
+
+def test_keys_added_since_with_the_old_behaviour_as_default_are_not_compared(bench):
+    """A one-layer record without gat_activation (its legacy value is the default), and any other key the
+    record lacks, are the same model."""
+    original = edited(bench, "bprmf", lambda m: m["model_config"].pop("embedding_dim"))
+    try:
+        run = run_benchmark(config(bench / "out", MODELS))
+        assert not run.trained and not run.failed
+    finally:
+        cell_json(bench, "bprmf").write_text(json.dumps(original))
+
+
+def test_a_cell_json_of_an_older_version_without_model_config_resumes_as_before(bench):
+    original = edited(bench, "rg2", lambda m: m.pop("model_config"))
+    try:
+        run = run_benchmark(config(bench / "out", MODELS))
+        assert not run.trained and not run.failed
+    finally:
+        cell_json(bench, "rg2").write_text(json.dumps(original))

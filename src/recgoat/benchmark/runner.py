@@ -407,6 +407,16 @@ def _relocated(absolute: str, paths: dict[str, Any], record_dir: Path) -> str | 
     return os.path.join(str(Path(*now_parts[:-len(below)])), os.path.relpath(absolute, base))
 
 
+def _recorded_locations(typed: Any, paths: dict[str, Any], key: str, record_dir: Path) -> list[str]:
+    """Where a ``paths`` record puts the folder typed as ``typed``: its absolute path (when consistent with the
+    recorded working folder), then that path moved with the run folder (now ``record_dir``)."""
+    absolute = _consistent_absolute(typed, paths, key)
+    if absolute is None:
+        return []
+    moved = _relocated(absolute, paths, record_dir)
+    return [absolute] if moved is None else [absolute, moved]
+
+
 def locate_recorded(typed: str, meta: Any, key: str, record_dir: Path) -> tuple[str | None, list[str]]:
     """Where the dataset (``key="dataset"``) or feature folder (``"features"``) a cell record names as ``typed``
     is now, and the paths tried: the absolute path its ``paths`` record holds, that path moved with the run folder
@@ -418,14 +428,7 @@ def locate_recorded(typed: str, meta: Any, key: str, record_dir: Path) -> tuple[
     if not isinstance(paths, dict) or (key == "dataset" and paths.get("dataset") == typed
                                       and not os.path.isabs(typed)):
         return typed, []  # an older record, or a registered name recorded as a name
-    candidates = []
-    absolute = _consistent_absolute(typed, paths, key)
-    if absolute is not None:
-        candidates.append(absolute)
-        moved = _relocated(absolute, paths, record_dir)
-        if moved is not None:
-            candidates.append(moved)
-    candidates.append(os.path.abspath(typed))
+    candidates = [*_recorded_locations(typed, paths, key, record_dir), os.path.abspath(typed)]
     tried = list(dict.fromkeys(os.path.normpath(c) for c in candidates))
     for c in tried:
         if os.path.exists(c):
@@ -630,7 +633,7 @@ def _model_config_changes(model: str, old: Any, new: Any) -> list[str]:
 
     if not isinstance(old, dict) or not isinstance(new, dict):
         return []
-    recorded = {**get_model_class(model).Config.legacy_settings(old), **old}
+    recorded = get_model_class(model).Config.with_legacy_settings(old)
     return [f"model config {k}: {json.dumps(v)} → {json.dumps(new.get(k))}" for k, v in recorded.items()
             if k in new and new[k] != v]
 
@@ -663,7 +666,7 @@ def _comparable(key: str, value: Any) -> Any:
     return value
 
 
-def _same_data_by_recorded_paths(old: dict[str, Any], data: Any, record_dir: Path | None = None) -> bool:
+def _same_data_by_recorded_paths(old: dict[str, Any], data: Any, record_dir: Path) -> bool:
     """Whether ``old``'s data entry names the data of ``data`` (a signature's) when its dataset and feature
     folders are taken as its ``paths`` record has them (absolute, as at the time of the run, or moved with the
     run folder, now ``record_dir``: :func:`locate_recorded`): a resume from another working folder, its relative
@@ -674,14 +677,8 @@ def _same_data_by_recorded_paths(old: dict[str, Any], data: Any, record_dir: Pat
         return False
     alt = dict(recorded)
     for field_, key in (("name", "dataset"), ("features", "features")):
-        typed = recorded.get(field_)
-        absolute = _consistent_absolute(typed, old["paths"], key) if isinstance(typed, str) else None
-        if absolute is None:
-            continue
-        moved = _relocated(absolute, old["paths"], record_dir) if record_dir is not None else None
-        for candidate in (absolute, moved):
-            if candidate is not None and _comparable("data", {field_: data.get(field_)}) == \
-                    _comparable("data", {field_: candidate}):
+        for candidate in _recorded_locations(recorded.get(field_), old["paths"], key, record_dir):
+            if _comparable("data", {field_: data.get(field_)}) == _comparable("data", {field_: candidate}):
                 alt[field_] = candidate
                 break
     return _comparable("data", alt) == _comparable("data", data)

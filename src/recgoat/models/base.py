@@ -51,6 +51,12 @@ class ModelConfig(StrictNumbers):
         """The keys a saved config ``saved`` lacks, with the values that keep the behaviour it was saved with."""
         return {k: v for k, v in cls.legacy_defaults.items() if k not in saved}
 
+    @classmethod
+    def with_legacy_settings(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """``saved`` (a saved config: a model's, a checkpoint's, a benchmark cell's) as the behaviour it was saved
+        with, its missing keys filled in by :meth:`legacy_settings`."""
+        return {**cls.legacy_settings(saved), **saved}
+
 
 # a model name becomes a folder name (runs/<dataset>/<model>/…) and a benchmark label
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -451,7 +457,7 @@ class Recommender(nn.Module):
             raise DataError(meta_path, f"unknown model {name!r}; {_PLUGIN_HINT}")
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise DataError(meta_path, f"holds a {name} model, not a {cls.name}")
-        config = {**model_cls.Config.legacy_settings(config), **config}
+        config = model_cls.Config.with_legacy_settings(config)
         try:
             model = model_cls(sizes["n_users"], sizes["n_items"], config, **dims)
         except ConfigError as e:

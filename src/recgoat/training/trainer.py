@@ -144,14 +144,14 @@ def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
 
 def _with_legacy_settings(sig: dict[str, Any]) -> dict[str, Any]:
     """``sig`` with the model options its ``model_config`` lacks that meant another behaviour when it was saved
-    (``Config.legacy_settings``, as :meth:`Recommender.load` fills them in); as it is for an unknown model."""
+    (``Config.with_legacy_settings``, as :meth:`Recommender.load` reads them); as it is for an unknown model."""
     from recgoat.models.base import find_model_class
 
     saved, name = sig.get("model_config"), sig.get("model")
     cls = find_model_class(name) if isinstance(name, str) else None
     if cls is None or not isinstance(saved, dict):
         return sig
-    return {**sig, "model_config": {**cls.Config.legacy_settings(saved), **saved}}
+    return {**sig, "model_config": cls.Config.with_legacy_settings(saved)}
 
 
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

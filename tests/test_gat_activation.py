@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from recgoat.errors import ConfigError
-from recgoat.features.store import Features
 from recgoat.models import Recommender
 from recgoat.models.recgoat import RecGOAT
 from recgoat.nn.layers import ModalityGATBranch
 
 from conftest import subset_users
+from recgoat_helpers import build, random_features
 
 torch.set_num_threads(1)
 
@@ -65,30 +65,22 @@ def test_an_unknown_activation_is_refused():
 @pytest.fixture(scope="module")
 def data(ml_small):
     ds = subset_users(ml_small, 30)
-    rng = np.random.default_rng(1)
-    feats = Features(text=rng.normal(size=(ds.n_items, 10)).astype(np.float32),
-                     profile=rng.normal(size=(ds.n_users, 10)).astype(np.float32))
-    return ds, feats
-
-
-def _build(ds, feats, **cfg) -> RecGOAT:
-    torch.manual_seed(0)
-    return RecGOAT.build(ds, {"embedding_dim": 8, "projection_dtype": "float32", **cfg}, feats)
+    return ds, random_features(ds, 1, text=10, profile=10)
 
 
 def test_the_model_passes_its_setting_to_every_branch(data):
     ds, feats = data
     for act in ("elu", "none"):
-        model = _build(ds, feats, gat_layers=2, gat_activation=act)
+        model = build(ds, feats, gat_layers=2, gat_activation=act)
         assert model.branches["text"].activation == act and model.profile_branch.activation == act
-    assert _build(ds, feats, gat_layers=2).branches["text"].activation == "elu"
+    assert build(ds, feats, gat_layers=2).branches["text"].activation == "elu"
 
 
 @pytest.mark.parametrize("layers", [0, 1])
 def test_a_non_default_activation_without_stacked_layers_is_refused_by_name(data, layers):
     ds, feats = data
     with pytest.raises(ConfigError, match="gat_activation"):
-        _build(ds, feats, gat_layers=layers, gat_activation="none")
+        build(ds, feats, gat_layers=layers, gat_activation="none")
 
 
 def _saved_without_the_key(model: RecGOAT, folder) -> None:
@@ -100,7 +92,7 @@ def _saved_without_the_key(model: RecGOAT, folder) -> None:
 
 def test_a_two_layer_model_saved_before_the_option_loads_with_bare_stacking(data, tmp_path):
     ds, feats = data
-    model = _build(ds, feats, gat_layers=2, gat_activation="none")
+    model = build(ds, feats, gat_layers=2, gat_activation="none")
     model.eval()
     _saved_without_the_key(model, tmp_path / "old")
     loaded = Recommender.load(tmp_path / "old")
@@ -111,7 +103,7 @@ def test_a_two_layer_model_saved_before_the_option_loads_with_bare_stacking(data
 
 def test_a_one_layer_model_saved_before_the_option_loads_with_the_default_and_no_note(data, tmp_path):
     ds, feats = data
-    model = _build(ds, feats)
+    model = build(ds, feats)
     model.eval()
     _saved_without_the_key(model, tmp_path / "old")
     loaded = Recommender.load(tmp_path / "old")

@@ -4,7 +4,6 @@ ablation, one the features leave with nothing to do, and one a saved model's ful
 in the run summary instead. Each test marked "failed before its fix" pinned a silently inert setting."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,9 +12,10 @@ from recgoat.datasets import PrepareConfig, prepare
 from recgoat.errors import ConfigError
 from recgoat.features.store import Features
 from recgoat.models import Recommender
-from recgoat.models.recgoat import ABLATIONS, RecGOAT, RecGOATConfig, gamma_grid
+from recgoat.models.recgoat import ABLATIONS, RecGOATConfig, gamma_grid
 
 from conftest import subset_users
+from recgoat_helpers import build, random_features
 
 torch.set_num_threads(1)
 PRESETS = ("baby", "sports", "electronics", "ml100k")
@@ -24,16 +24,7 @@ PRESETS = ("baby", "sports", "electronics", "ml100k")
 @pytest.fixture(scope="module")
 def data(ml_small):
     ds = subset_users(ml_small, 30)
-    rng = np.random.default_rng(3)
-    feats = Features(text=rng.normal(size=(ds.n_items, 10)).astype(np.float32),
-                     image=rng.normal(size=(ds.n_items, 9)).astype(np.float32),
-                     profile=rng.normal(size=(ds.n_users, 10)).astype(np.float32))
-    return ds, feats
-
-
-def _build(ds, feats, **cfg) -> RecGOAT:
-    torch.manual_seed(0)
-    return RecGOAT.build(ds, {"embedding_dim": 8, "projection_dtype": "float32", **cfg}, feats)
+    return ds, random_features(ds, 3, text=10, image=9, profile=10)
 
 
 def _full(**changes) -> dict:
@@ -64,7 +55,7 @@ def test_a_setting_the_same_config_switches_off_is_refused_naming_it(data, cfg, 
     """Failed before its fix: each of these trained without a word, as though the setting did something."""
     ds, feats = data
     with pytest.raises(ConfigError, match=rf"^recgoat: model\.params: set, but nothing reads them: {keys}: .*{why}"):
-        _build(ds, feats, **cfg)
+        build(ds, feats, **cfg)
     overrides = [f"model.params.{k}={v}" for k, v in cfg.items()]
     with pytest.raises(ConfigError, match=rf"^model\.params: set, but nothing reads them: {keys}: "):
         load_config(None, ["model.name=recgoat", *overrides])
@@ -84,9 +75,9 @@ def test_a_fixed_gamma_for_a_view_the_features_lack_is_refused_even_when_no_view
     no_text = Features(profile=feats.profile)
     with pytest.raises(ConfigError, match=r"model\.params\.gamma_t weights the text view, but the features given "
                                           r"have no text features"):
-        _build(ds, no_text, modalities=["text"], gamma_t=0.3)
+        build(ds, no_text, modalities=["text"], gamma_t=0.3)
     with pytest.raises(ConfigError, match=r"model\.params\.gamma_t, model\.params\.gamma_v weights the text and image"):
-        _build(ds, None, gamma_t=0.3, gamma_v=0.2)
+        build(ds, None, gamma_t=0.3, gamma_v=0.2)
 
 
 # ---------------------------------------------------------------------------------------------- reported
@@ -101,7 +92,7 @@ def test_a_preset_value_left_in_place_under_an_ablation_is_reported(data, preset
     Refusing it would stop the paper's ablations running on the packaged presets."""
     ds, feats = data
     params = {**preset_params("recgoat", preset), **ABLATIONS[ablation], "embedding_dim": 8}
-    model = _build(ds, feats, **params)
+    model = build(ds, feats, **params)
     assert "settings that do nothing here: " in model.summary["note"] and note in model.summary["note"]
 
 
@@ -119,7 +110,7 @@ def test_a_saved_model_with_an_inert_setting_still_loads_and_says_so(data, tmp_p
     """A saved model's config carries every field, so a refusal added later must not stop it loading: a full
     config is reported, not refused (failed before its fix: the summary said nothing about gat_heads)."""
     ds, feats = data
-    model = _build(ds, feats, **_full(gat_layers=0, gat_heads=4, lambda_ot=0.0, ot_eps=0.1))
+    model = build(ds, feats, **_full(gat_layers=0, gat_heads=4, lambda_ot=0.0, ot_eps=0.1))
     note = model.summary["note"]
     assert "gat_heads=4: no graph attention layer runs (gat_layers: 0)" in note
     assert "ot_eps=0.1: OAT does not act (lambda_ot: 0)" in note
@@ -133,9 +124,9 @@ def test_a_saved_fixed_gamma_without_item_views_is_reported_not_refused(data):
     """The full-config counterpart of the gamma refusal: a model saved with it must load (failed before its
     fix: nothing said γ_t did nothing)."""
     ds, feats = data
-    model = _build(ds, Features(profile=feats.profile), **_full(modalities=["text"], gamma_t=0.3, gamma_v=None))
+    model = build(ds, Features(profile=feats.profile), **_full(modalities=["text"], gamma_t=0.3, gamma_v=None))
     assert model.fusion is None and "gamma_t=0.3: no text view" in model.summary["note"]
-    model = _build(ds, Features(profile=feats.profile), **_full(gamma_t=0.3, gamma_v=0.2))
+    model = build(ds, Features(profile=feats.profile), **_full(gamma_t=0.3, gamma_v=0.2))
     assert "gamma_t=0.3: no text view; gamma_v=0.2: no image view" in model.summary["note"]
 
 
@@ -143,7 +134,7 @@ def test_settings_the_features_leave_with_nothing_to_do_are_reported(data):
     """Failed before its fix: with no item features, item_k (and every GAT setting but the profile's) did nothing,
     and only "features absent" was said, not that the config's item_k was inert."""
     ds, feats = data
-    model = _build(ds, Features(profile=feats.profile), item_k=5)
+    model = build(ds, Features(profile=feats.profile), item_k=5)
     assert "features absent for text, image" in model.summary["note"]
     assert "item_k=5: no item-item graph (no item view)" in model.summary["note"]
 
@@ -152,7 +143,7 @@ def test_rating_attention_without_ratings_is_reported_as_endpoint_attention(ml_s
     """Failed before its fix: on data without ratings the summary said rating attention was on (True), though
     every edge's rating is 0 and the attention weighs each edge from its two endpoint embeddings alone."""
     ds, feats = data
-    assert _build(ds, feats).summary["rating_attention"] is True
+    assert build(ds, feats).summary["rating_attention"] is True
     df = ml_small.interactions
     keep = df[df["user"] < 30].copy()
     keep["user"] = ml_small.user_ids[keep["user"].to_numpy()]
@@ -161,10 +152,10 @@ def test_rating_attention_without_ratings_is_reported_as_endpoint_attention(ml_s
     implicit = prepare("implicit", keep, ml_small.items, ml_small.text_fields, PrepareConfig(k_core=2, seed=2026),
                        ml_small.info)
     assert "rating" not in implicit.split_frame("train").columns
-    model = _build(implicit, None, modalities=[], use_profile=False)
+    model = build(implicit, None, modalities=[], use_profile=False)
     assert model.summary["rating_attention"] == "endpoints only (no ratings)"
     assert "rating_attention: the training split has no ratings" in model.summary["note"]
-    off = _build(implicit, None, modalities=[], use_profile=False, rating_attention=False)
+    off = build(implicit, None, modalities=[], use_profile=False, rating_attention=False)
     assert off.summary["rating_attention"] is False and "note" not in off.summary
 
 
@@ -172,7 +163,7 @@ def test_rating_attention_with_no_propagation_layer_is_reported_off(data):
     """Failed before its fix: with ``n_layers: 0`` the edge attention's output is never read, yet the summary
     said it was on."""
     ds, feats = data
-    model = _build(ds, feats, n_layers=0)
+    model = build(ds, feats, n_layers=0)
     assert model.summary["rating_attention"] is False
     assert "rating_attention=True: no user-item propagation (n_layers: 0)" in model.summary["note"]
 
@@ -181,4 +172,4 @@ def test_defaults_alone_add_no_note(data):
     """The paper defaults, and each ablation on them, read every setting they carry: no inert-settings note."""
     ds, feats = data
     for name, override in ABLATIONS.items():
-        assert "note" not in _build(ds, feats, **override).summary, name
+        assert "note" not in build(ds, feats, **override).summary, name

@@ -10,10 +10,10 @@ import torch
 from recgoat.errors import ConfigError
 from recgoat.features.store import Features
 from recgoat.models import Recommender
-from recgoat.models.recgoat import RecGOAT
 from recgoat.nn.alignment import oat_losses, pairwise_distance
 
 from conftest import subset_users
+from recgoat_helpers import build, random_features
 
 torch.set_num_threads(1)
 
@@ -21,17 +21,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def data(ml_small):
     ds = subset_users(ml_small, 40)
-    rng = np.random.default_rng(0)
-    mask = rng.random(ds.n_items) > 0.2
-    feats = Features(text=rng.normal(size=(ds.n_items, 12)).astype(np.float32),
-                     image=rng.normal(size=(ds.n_items, 10)).astype(np.float32) * mask[:, None], image_mask=mask,
-                     profile=rng.normal(size=(ds.n_users, 12)).astype(np.float32))
-    return ds, feats
-
-
-def _build(ds, feats, **cfg) -> RecGOAT:
-    torch.manual_seed(0)
-    return RecGOAT.build(ds, {"embedding_dim": 8, "projection_dtype": "float32", **cfg}, feats)
+    return ds, random_features(ds, 0, text=12, image=10, profile=12, missing_images=0.2)
 
 
 def _batch(ds, n: int = 64, seed: int = 0):
@@ -81,19 +71,19 @@ def test_a_fixed_gamma_for_a_view_the_features_lack_is_refused(data):
     text_only = Features(text=feats.text, profile=feats.profile)
     with pytest.raises(ConfigError, match=r"model\.params\.gamma_v weights the image view, but the features given "
                                           r"have no image features"):
-        _build(ds, text_only, gamma_t=0.2, gamma_v=0.3)
+        build(ds, text_only, gamma_t=0.2, gamma_v=0.3)
     # with the image features the same weights are taken as given
-    model = _build(ds, feats, gamma_t=0.2, gamma_v=0.3)
+    model = build(ds, feats, gamma_t=0.2, gamma_v=0.3)
     assert torch.allclose(model.fusion.weights(), torch.tensor([0.5, 0.2, 0.3]))
     # and without any fixed gamma the text-only model still builds (the view is left out and reported)
-    assert _build(ds, text_only).summary["modalities_missing"] == ["image"]
+    assert build(ds, text_only).summary["modalities_missing"] == ["image"]
 
 
 def test_fixed_gammas_summing_to_one_within_the_configs_tolerance_build(data):
     """The config accepts γ_t + γ_v ≤ 1 + 1e-9, but γ_id = 1 − γ_t − γ_v then came out a hair below 0 and
     the fusion raised a bare ValueError from deep inside the constructor."""
     ds, feats = data
-    model = _build(ds, feats, gamma_t=0.5, gamma_v=0.5 + 5e-10)
+    model = build(ds, feats, gamma_t=0.5, gamma_v=0.5 + 5e-10)
     w = model.fusion.weights()
     assert (w >= 0).all() and w[0] == 0 and w.sum().item() == pytest.approx(1.0)
 
@@ -104,7 +94,7 @@ def test_a_loaded_model_that_must_recompute_says_to_prepare_it(data, tmp_path):
     them) it failed with ``AttributeError: 'RecGOAT' object has no attribute 'feat_profile'``. Now one clear
     RuntimeError, as the other feature models give; once prepared it scores exactly as the saved model."""
     ds, feats = data
-    model = _build(ds, feats)
+    model = build(ds, feats)
     model.eval()
     expected = model.score(list(range(ds.n_users))).clone()
     model.save(tmp_path / "m")
@@ -128,8 +118,8 @@ def test_an_alignment_cap_of_one_point_is_refused(data, key):
     silently 0 on every step while the summary reported them on."""
     ds, feats = data
     with pytest.raises(ConfigError, match=rf"model\.params\.{key}: .*greater than or equal to 2 \(got 1\)"):
-        _build(ds, feats, **{key: 1})
-    terms = _build(ds, feats, **{key: 2}).loss(*_batch(ds))
+        build(ds, feats, **{key: 1})
+    terms = build(ds, feats, **{key: 2}).loss(*_batch(ds))
     assert terms["cmcl" if key == "cl_max_points" else "oat"] > 0
 
 
@@ -137,10 +127,10 @@ def test_summary_does_not_report_cmcl_when_no_term_can_act(data):
     """No item view (no item features) and the user term switched off (align_users false): CMCL is 0 on every
     step, but the summary (and ``recgoat train``'s printout) said "alignment: CMCL"."""
     ds, feats = data
-    model = _build(ds, Features(profile=feats.profile), align_users=False, lambda_ot=0.0)
+    model = build(ds, Features(profile=feats.profile), align_users=False, lambda_ot=0.0)
     assert model.modalities == [] and model.use_profile
     assert model.loss(*_batch(ds))["cmcl"] == 0
     assert model.summary["cmcl"] is False
     # with the user term on it does act, and says so
-    model = _build(ds, Features(profile=feats.profile), lambda_ot=0.0)
+    model = build(ds, Features(profile=feats.profile), lambda_ot=0.0)
     assert model.summary["cmcl"] is True and model.loss(*_batch(ds))["cmcl"] > 0

@@ -13,6 +13,7 @@ from recgoat.models import Recommender
 from recgoat.models.recgoat import ABLATIONS, RecGOAT
 
 from conftest import subset_users
+from recgoat_helpers import build, random_features
 
 torch.set_num_threads(1)
 
@@ -20,17 +21,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def data(ml_small):
     ds = subset_users(ml_small, 30)
-    rng = np.random.default_rng(1)
-    mask = rng.random(ds.n_items) > 0.2
-    feats = Features(text=rng.normal(size=(ds.n_items, 10)).astype(np.float32),
-                     image=rng.normal(size=(ds.n_items, 9)).astype(np.float32) * mask[:, None], image_mask=mask,
-                     profile=rng.normal(size=(ds.n_users, 10)).astype(np.float32))
-    return ds, feats
-
-
-def _build(ds, feats, **cfg) -> RecGOAT:
-    torch.manual_seed(0)
-    return RecGOAT.build(ds, {"embedding_dim": 8, "projection_dtype": "float32", **cfg}, feats)
+    return ds, random_features(ds, 1, text=10, image=9, profile=10, missing_images=0.2)
 
 
 def _batch(ds, n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,21 +55,21 @@ def test_unnormalised_features_given_as_views_are_copied_into_the_model(data):
     views = Features(text=feats.text[::-1], image=feats.image[::-1], image_mask=feats.image_mask[::-1],
                      profile=feats.profile[::-1])
     assert views.text.strides[0] < 0 and views.profile.strides[0] < 0
-    a = _build(ds, views, feature_norm="none")
-    b = _build(ds, Features(text=views.text.copy(), image=views.image.copy(), image_mask=views.image_mask.copy(),
+    a = build(ds, views, feature_norm="none")
+    b = build(ds, Features(text=views.text.copy(), image=views.image.copy(), image_mask=views.image_mask.copy(),
                             profile=views.profile.copy()), feature_norm="none")
     users = list(range(ds.n_users))
     assert torch.equal(a.score(users), b.score(users))
     # float64 and column-strided views give the same model as their float32 contiguous copies
     strided = np.zeros((ds.n_items, 20), np.float64)
     strided[:, ::2] = feats.text
-    c = _build(ds, Features(text=strided[:, ::2], image=feats.image, image_mask=feats.image_mask,
+    c = build(ds, Features(text=strided[:, ::2], image=feats.image, image_mask=feats.image_mask,
                             profile=feats.profile), feature_norm="none")
-    d = _build(ds, feats, feature_norm="none")
+    d = build(ds, feats, feature_norm="none")
     assert torch.equal(c.score(users), d.score(users))
     # the caller's array is not the model's buffer
     text = feats.text.copy()
-    e = _build(ds, Features(text=text, image=feats.image, image_mask=feats.image_mask, profile=feats.profile),
+    e = build(ds, Features(text=text, image=feats.image, image_mask=feats.image_mask, profile=feats.profile),
                feature_norm="none")
     before = e.score(users).clone()
     text *= 3.0
@@ -100,7 +91,7 @@ def test_oat_or_a_naive_fusion_asked_for_with_no_modality_is_refused(data, cfg, 
     id_only``): an ablation run under a label it did not train."""
     ds, feats = data
     with pytest.raises(ConfigError, match=rf"^recgoat: model\.params: .*{match}"):
-        _build(ds, feats, **cfg)
+        build(ds, feats, **cfg)
 
 
 def test_no_modality_with_the_default_alignment_weights_still_builds_and_reloads(data, tmp_path):
@@ -108,7 +99,7 @@ def test_no_modality_with_the_default_alignment_weights_still_builds_and_reloads
     inert default and the summary says OAT off), the ID-only ablation, and the reload of such a model (whose
     saved config sets every field)."""
     ds, feats = data
-    model = _build(ds, feats, modalities=[])
+    model = build(ds, feats, modalities=[])
     assert model.summary["oat"] is False and model.summary["fusion"] == "id_only" and model.summary["cmcl"] is True
     assert model.loss(*_batch(ds))["oat"] == 0
     model.eval()
@@ -117,7 +108,7 @@ def test_no_modality_with_the_default_alignment_weights_still_builds_and_reloads
     loaded = Recommender.load(tmp_path / "m")
     loaded.prepare(ds, feats)
     assert torch.allclose(loaded.score([0, 1]), expected, atol=1e-6)
-    assert _build(ds, feats, **ABLATIONS["id_only"]).summary["oat"] is False
+    assert build(ds, feats, **ABLATIONS["id_only"]).summary["oat"] is False
 
 
 # ---------------------------------------------------------------------------------------------- run summary
@@ -130,14 +121,14 @@ def test_summary_names_the_encoders_of_the_views_used_and_where_the_profiles_cam
             "profile": {"encoder": "enc-p", "profile_backend": "template", "label": "(template-made profile, no LLM)"}}
     full = Features(text=feats.text, image=feats.image, image_mask=feats.image_mask, profile=feats.profile,
                     manifests=mans)
-    model = _build(ds, full, modalities=["text"], use_profile=False)
+    model = build(ds, full, modalities=["text"], use_profile=False)
     assert model.summary["encoders"] == {"text": "enc-t"} and "profile_source" not in model.summary
-    model = _build(ds, full)
+    model = build(ds, full)
     assert model.summary["encoders"] == {"text": "enc-t", "image": "enc-v", "profile": "enc-p"}
     assert model.summary["profile_source"] == "(template-made profile, no LLM)"
     mans_llm = {**mans, "profile": {"encoder": "enc-p", "profile_backend": "openai", "llm_model": "QwQ-32B",
                                     "label": None}}
-    model = _build(ds, Features(text=feats.text, profile=feats.profile, manifests=mans_llm))
+    model = build(ds, Features(text=feats.text, profile=feats.profile, manifests=mans_llm))
     assert model.summary["encoders"] == {"text": "enc-t", "profile": "enc-p"}
     assert model.summary["profile_source"] == "openai:QwQ-32B"
 
@@ -150,18 +141,18 @@ def test_an_image_view_without_images_is_reported_and_not_claimed_aligned(data):
     ds, feats = data
     none = Features(text=feats.text, image=np.zeros_like(feats.image), image_mask=np.zeros(ds.n_items, bool),
                     profile=feats.profile)
-    model = _build(ds, none, modalities=["image"])
+    model = build(ds, none, modalities=["image"])
     terms = model.loss(*_batch(ds))
     assert terms["oat"] == 0 and model.summary["oat"] is False
     assert model.summary["cmcl"] is True and terms["cmcl"] > 0  # the profile–ID term still acts
     assert "0 of" in model.summary["note"] and "image view is zero" in model.summary["note"]
-    assert _build(ds, none, modalities=["image"], use_profile=False).summary["cmcl"] is False
+    assert build(ds, none, modalities=["image"], use_profile=False).summary["cmcl"] is False
     model.prepare(ds, feats)
     assert model.summary["oat"] == "sinkhorn divergence" and "note" not in model.summary
     assert model.loss(*_batch(ds))["oat"] > 0
     # the note about absent features survives a prepare that adds its own
     text_less = Features(image=none.image, image_mask=none.image_mask, profile=feats.profile)
-    note = _build(ds, text_less).summary["note"]
+    note = build(ds, text_less).summary["note"]
     assert note.startswith("features absent for text") and "image view is zero" in note
 
 
@@ -180,7 +171,7 @@ def test_every_variant_round_trips_with_its_adaptive_maps_and_fusion_weights(dat
     values) scores in eval mode deterministically (dropout off, the cache equal to a fresh pass), its reload
     scores from the saved embeddings bit for bit, and once prepared recomputes them from the saved weights."""
     ds, feats = data
-    model = _build(ds, feats, **VARIANTS[name])
+    model = build(ds, feats, **VARIANTS[name])
     _train(model, ds)
     users = list(range(ds.n_users))
     cached = model.score(users).clone()

@@ -16,11 +16,11 @@ import torch
 from recgoat.benchmark import run_benchmark
 from recgoat.benchmark.runner import report_only
 from recgoat.errors import ConfigError
-from recgoat.features.store import Features
 from recgoat.models.recgoat import RecGOAT
 from recgoat.training.trainer import Trainer, TrainConfig
 
 from conftest import subset_users
+from recgoat_helpers import build, random_features
 from test_benchmark_paths import config, small_bench
 
 torch.set_num_threads(1)
@@ -73,15 +73,11 @@ def test_evaluate_dataset_takes_a_train_runs_data_moved_under_another_name(tmp_p
 @pytest.fixture(scope="module")
 def gat_data(ml_small):
     ds = subset_users(ml_small, 30)
-    rng = np.random.default_rng(1)
-    feats = Features(text=rng.normal(size=(ds.n_items, 10)).astype(np.float32),
-                     profile=rng.normal(size=(ds.n_users, 10)).astype(np.float32))
-    return ds, feats
+    return ds, random_features(ds, 1, text=10, profile=10)
 
 
 def _fit(ds, feats, run_dir, epochs, **params):
-    torch.manual_seed(0)
-    model = RecGOAT.build(ds, {"embedding_dim": 8, "projection_dtype": "float32", "gat_layers": 2, **params}, feats)
+    model = build(ds, feats, gat_layers=2, **params)
     cfg = TrainConfig(epochs=epochs, batch_size=4096, progress=False, num_threads=1)
     return Trainer(cfg, run_dir=run_dir).fit(model, ds)
 

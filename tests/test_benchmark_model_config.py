@@ -91,9 +91,28 @@ def test_keys_added_since_with_the_old_behaviour_as_default_are_not_compared(ben
 
 
 def test_a_cell_json_of_an_older_version_without_model_config_resumes_as_before(bench):
+    """Its saved best model's configuration is the record then: here the same model (ELU between layers)."""
     original = edited(bench, "rg2", lambda m: m.pop("model_config"))
     try:
         run = run_benchmark(config(bench / "out", MODELS))
         assert not run.trained and not run.failed
     finally:
         cell_json(bench, "rg2").write_text(json.dumps(original))
+
+
+def test_a_cell_of_an_older_version_is_judged_by_its_saved_model_config(bench):
+    """A two-layer cell finished before gat_activation existed (nor model_config in cell.json): its saved model
+    says what it ran with, bare stacking, so it is not reported beside ELU-stacked cells of the same label."""
+    model_json = cell_json(bench, "rg2").parent / "best" / "model.json"
+    saved = model_json.read_text()
+    meta = json.loads(saved)
+    meta["config"].pop("gat_activation")
+    model_json.write_text(json.dumps(meta))
+    original = edited(bench, "rg2", lambda m: m.pop("model_config"))
+    try:
+        with pytest.raises(ConfigError, match="was run with a different configuration") as e:
+            run_benchmark(config(bench / "out", MODELS))
+        assert 'model config gat_activation: "none" → "elu"' in str(e.value)
+    finally:
+        cell_json(bench, "rg2").write_text(json.dumps(original))
+        model_json.write_text(saved)

@@ -21,7 +21,8 @@ training settings, seed and the data: dataset spec, split seed, features, and th
 ``paths``: the dataset and feature folders made absolute, the working folder and the cell's folder, so that
 ``evaluate``/``export`` of the cell and a resume from another working folder find them: :func:`locate_recorded`);
 before anything trains, a folder holding cells of a different configuration, or of another version of the same
-dataset, is refused rather than silently mixing two experiments. A cell
+dataset, is refused rather than silently mixing two experiments (cells that read other feature matrices than the
+folder holds now: once the features are loaded, :func:`check_feature_versions`). A cell
 that failed, or never reached its first checkpoint, holds nothing to mix: under a changed configuration it
 is started afresh.
 """
@@ -352,14 +353,18 @@ def auto_feature_folder(out: Path, label: str, split_seed: int | str | None = No
     return out / "features" / (label if split_seed is None else f"{label}-split{split_seed}")
 
 
+def feature_folder(spec: DatasetSpec, out: Path, split_seed: int | None) -> Path:
+    """The folder a dataset's features are read from: the one given, or :func:`auto_feature_folder`."""
+    return Path(spec.features) if spec.features != "auto" else auto_feature_folder(out, dataset_label(spec), split_seed)
+
+
 def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool):
     """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder`."""
     from recgoat.features import encode_all, load_features
 
     if spec.features is None:
         raise ConfigError(f"dataset {dataset_label(spec)}: a model needs features but `features` is null")
-    folder = Path(spec.features) if spec.features != "auto" else \
-        auto_feature_folder(out, dataset_label(spec), split_seed)
+    folder = feature_folder(spec, out, split_seed)
     if spec.features == "auto":
         encode_all(dataset, folder, progress=progress)
     return load_features(dataset, folder)
@@ -620,8 +625,27 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
         diff = [k for k in diff if k != "params" or _effective_params(sig["model"], old["params"])
                 != _effective_params(sig["model"], sig["params"])]
     if not diff:
-        diff = _model_config_changes(sig["model"], old.get("model_config"), sig.get("model_config"))
+        diff = _model_config_changes(sig["model"], _recorded_model_config(cell, old), sig.get("model_config"))
     return diff
+
+
+def _recorded_model_config(cell: Cell, old: dict[str, Any]) -> Any:
+    """The model configuration ``cell`` ran with: ``cell.json``'s ``model_config``, else (a cell of a version
+    that did not record it) the one its saved best model or checkpoint holds, so that such a cell is compared
+    too (a two-layer RecGOAT cell of bare stacking was reported beside ELU-stacked ones); None if neither."""
+    if "model_config" in old:
+        return old["model_config"]
+    for path, keys in ((cell.run_dir / "best" / "model.json", ("config",)),
+                       (cell.run_dir / "checkpoint" / "state.json", ("signature", "model_config"))):
+        try:
+            record = read_json(path)
+            for key in keys:
+                record = record[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
 
 
 def _model_config_changes(model: str, old: Any, new: Any) -> list[str]:
@@ -1072,6 +1096,57 @@ def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], A
     return cache
 
 
+def _trained_feature_digests(cell: Cell) -> dict[str, str] | None:
+    """The digests of the feature matrices a finished cell's best model (``best/model.json``) or an unfinished
+    cell's checkpoint read (:func:`~recgoat.models.base.feature_digests`); None when neither records them."""
+    path, keys = ((cell.run_dir / "best" / "model.json", ("feature_digests",)) if cell.done
+                  else (cell.run_dir / "checkpoint" / "state.json", ("signature", "features")))
+    try:
+        record = read_json(path)
+        for key in keys:
+            record = record[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_feature_versions(cells: list[Cell], dataset, features, folder: Path) -> None:
+    """Refuse finished or checkpointed ``cells`` (of one dataset) whose model read other feature matrices than
+    a model of the same settings reads from ``features`` now: re-encoded with another encoder or template
+    (same shapes), edited, or a kind added or removed. Without this, a resume reported cells of the old
+    features beside new cells of the new ones; the data's fingerprint (:func:`check_data_versions`) does not
+    cover the features, and ``features: auto`` re-encodes when its encoder changed. The trainer refuses a
+    checkpoint of other features on resume too; here every such cell is named before one more trains."""
+    from recgoat.models.base import feature_digests, get_model_class
+
+    now_by_label: dict[str, dict[str, str] | None] = {}
+    mismatched = []
+    for cell in cells:
+        if _restartable(cell):
+            continue
+        recorded = _trained_feature_digests(cell)
+        if recorded is None:
+            continue
+        label = cell.model.key
+        if label not in now_by_label:
+            cls = get_model_class(cell.model.name)
+            try:  # one user and one item: which matrices this model's settings read, not their rows
+                with torch.random.fork_rng(devices=[]):
+                    probe = cls(1, 1, dict(cell.model.params), **cls.dims_from(dataset, features))
+                now_by_label[label] = feature_digests(features, probe.read_dims())
+            except Exception:  # noqa: BLE001 — a model that cannot be built: its cells report that themselves
+                now_by_label[label] = None
+        now = now_by_label[label]
+        if now is None:
+            continue
+        changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+        if changed:
+            mismatched.append(f"{cell.run_dir}: was trained on other {' and '.join(changed)} features than "
+                              f"{folder} holds now (their contents differ, or the kind was added or removed)")
+    if mismatched:
+        raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
+
+
 def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
                on_cell: Callable[[Cell, str], None] | None, write_report: bool,
                data_cache: dict[tuple[str, int | None], Any] | None = None) -> BenchmarkRun:
@@ -1102,8 +1177,12 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
                 features = None
                 if needs_features(model_classes[cell.model.key]):
                     if key not in feat_cache:
-                        feat_cache[key] = resolve_features(cell.dataset, dataset, out,
-                                                           split_seed if config.split_seeds else None, config.progress)
+                        feat_split = split_seed if config.split_seeds else None
+                        feat_cache[key] = resolve_features(cell.dataset, dataset, out, feat_split, config.progress)
+                        check_feature_versions(
+                            [c for c in cells if (dataset_label(c.dataset), c.split_seed) == key
+                             and needs_features(model_classes[c.model.key])],
+                            dataset, feat_cache[key], feature_folder(cell.dataset, out, feat_split))
                     features = feat_cache[key]
                 train_cfg = config.cell_train_config(cell.model, cell.seed)
                 if not config.progress:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from recgoat.evaluation.evaluator import Evaluator  # noqa: E402
 from recgoat.models.base import Recommender  # noqa: E402
-from recgoat.training.run import cell_settings  # noqa: E402
+from recgoat.training.run import read_run_record  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20")
 
@@ -37,10 +37,11 @@ def main() -> None:
             if not (cell / "best").is_dir():
                 continue
             meta = json.loads((cell / "cell.json").read_text())
-            trainer, load_data = cell_settings(cell)
+            record = read_run_record(cell)
+            trainer = record.trainer
             key = json.dumps(meta["data"], sort_keys=True)  # cells of one dataset and split share it
             if key not in datasets:
-                datasets[key] = load_data()
+                datasets[key] = record.load_dataset()
             ds = datasets[key]
             model = Recommender.load(cell / "best")
             row = table.setdefault((meta["data"]["name"], meta["model"]), {})

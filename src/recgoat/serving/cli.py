@@ -6,7 +6,7 @@ it into a self-contained artefact; ``recommend`` and ``serve`` then need only th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from recgoat.errors import DataError, RecGOATError
 
 if TYPE_CHECKING:
     from recgoat.datasets import Dataset
+    from recgoat.training.run import RunRecord
 
 app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -48,6 +49,7 @@ def export_command(
     from recgoat.io import read_json
     from recgoat.models.base import Recommender
     from recgoat.serving.artifacts import check_destination, export_run
+    from recgoat.training.run import read_run_record
 
     try:
         check_destination(out, overwrite)  # first: fail before the slow loads
@@ -58,8 +60,9 @@ def export_command(
             raise
         except Exception as e:  # safetensors/torch errors on a tampered file: still the user's folder
             raise DataError(model_dir, f"not a loadable saved model ({type(e).__name__}: {e})") from None
+        record = read_run_record(run_dir)  # once, for the dataset and the feature folder
         if dataset is None:
-            ds, used = _recorded_dataset(run_dir)
+            ds, used = _recorded_dataset(run_dir, record)
         else:
             ds, used = load(dataset), None
         result = run_dir / "result.json"
@@ -74,7 +77,7 @@ def export_command(
                                         f"{ds.fingerprint()}: not the same data")
         note = None
         if features is None:  # the run's own feature folder, so a text-trained model keeps its text encoder
-            features, note = _run_features(run_dir)
+            features, note = _recorded_features(record)
         path = export_run(model, ds, out, features, overwrite=overwrite)
     except RecGOATError as e:
         _fail(e)
@@ -84,68 +87,44 @@ def export_command(
     console.print(f"exported {model.name} on {ds.name} → {path}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _recorded_dataset(run_dir: Path) -> tuple[Dataset, str]:
-    """The dataset ``run_dir``'s run_config.json (``recgoat train``) or cell.json (a benchmark cell) records,
-    prepared as it was for training, checked against the fingerprint the run recorded; and a line saying so."""
-    from recgoat.config import read_run_config
+def _recorded_dataset(run_dir: Path, record: RunRecord | None) -> tuple[Dataset, str]:
+    """The dataset ``run_dir``'s record (training.run.read_run_record: run_config.json of `recgoat train`, or cell.json
+    of a benchmark cell) names, prepared as it was for training, checked against the fingerprint the run recorded;
+    and a line saying so."""
     from recgoat.datasets.registry import SHARED, find_source
-    from recgoat.training.run import load_dataset, trained_fingerprint
+    from recgoat.training.run import trained_fingerprint
 
-    if (run_dir / "run_config.json").is_file():
-        record = run_dir / "run_config.json"
-        cfg = read_run_config(record)
-        name, load_data, recorded_fp = cfg.data.name, lambda: load_dataset(cfg), None
-    elif (run_dir / "cell.json").is_file():
-        record = run_dir / "cell.json"
-        name, load_data, recorded_fp = _cell_dataset(record)
-    else:
+    if record is None:
         parent = run_dir.parent  # `export RUN/best`: the model folder, its records are one level up
         ran = run_dir.name == "best" and any((parent / f).is_file() for f in ("run_config.json", "cell.json"))
         hint = f"give the run folder {parent} instead, or " if ran else ""
         raise DataError(run_dir, f"records no dataset (no run_config.json or cell.json: not a `recgoat train` run "
                                  f"or benchmark cell folder): {hint}pass --dataset NAME_OR_FOLDER")
+    name = record.dataset_name  # a cell's where it is now: an error naming the paths tried if nowhere
     try:
         find_source(name)  # a clear word before a moved folder fails somewhere inside the loader
     except DataError as e:
         # a shared name says where it was looked for; a benchmark records a folder as typed, relative to where it ran
         why = e.problem if name in SHARED else "no such folder" if Path(name).is_absolute() else \
             "no such folder here; a relative path is relative to the folder the run was started in"
-        raise DataError(record, f"records dataset {name}, which is not found from here ({why}): pass --dataset "
-                                f"with the data the run was trained on") from None
-    ds = load_data()
+        raise DataError(record.path, f"records dataset {name}, which is not found from here ({why}): pass "
+                                     f"--dataset with the data the run was trained on") from None
+    ds = record.load_dataset()
     where, fp = trained_fingerprint(run_dir)
-    where, fp = (where, fp) if fp is not None else (record, recorded_fp)
+    where, fp = (where, fp) if fp is not None else (record.path, record.recorded_fingerprint)
     if fp is not None and fp != ds.fingerprint():
-        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {name} (as {record.name} "
+        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {name} (as {record.path.name} "
                                f"records it) now has {ds.fingerprint()}: the data changed since; pass --dataset "
                                f"with the data the run was trained on")
-    return ds, f"dataset: {name}, prepared as the run's {record.name} records (--dataset to choose another)"
+    return ds, f"dataset: {name}, prepared as the run's {record.path.name} records (--dataset to choose another)"
 
 
-def _cell_dataset(record: Path) -> tuple[str, Callable[[], Dataset], Optional[str]]:
-    """A benchmark cell's dataset name or folder, its loader (under the cell's label, preparation options and
-    split seed: the label is part of the fingerprint) and the fingerprint cell.json records. The folder is
-    found where cell.json records it (training.run.cell_data_spec): an error naming the paths tried if nowhere."""
-    from recgoat.benchmark.runner import load_dataset
-    from recgoat.training.run import cell_data_spec, read_cell
-
-    meta, spec, split_seed = read_cell(record)
-    spec = cell_data_spec(record, meta, spec)
-    fp = meta.get("dataset_fingerprint")
-    return spec.name, lambda: load_dataset(spec, split_seed), fp if isinstance(fp, str) else None
-
-
-def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+def _recorded_features(record: RunRecord | None) -> tuple[Optional[Path], Optional[str]]:
     """The feature folder recorded in a trainer run's run_config.json or a benchmark cell's cell.json, and a
-    line saying what was done."""
-    import json
-
-    if not (run_dir / "run_config.json").is_file() and (run_dir / "cell.json").is_file():
-        return _cell_features(run_dir)
-    try:
-        recorded = json.loads((run_dir / "run_config.json").read_text()).get("features")
-    except (OSError, ValueError, AttributeError):
-        return None, None
+    line saying what was done; (None, None) when there is no record, or a run's names none or is not readable."""
+    if record is not None and record.is_cell:
+        return _cell_features(record)
+    recorded = record.content.get("features") if record is not None and isinstance(record.content, dict) else None
     if not recorded:
         return None, None
     if Path(recorded).is_dir():
@@ -157,18 +136,17 @@ def _run_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
 _WITHOUT = "exporting without text features (pass --features to enable profile texts)"
 
 
-def _cell_features(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+def _cell_features(record: RunRecord) -> tuple[Optional[Path], Optional[str]]:
     """The feature folder a benchmark cell trained with, as cell.json's ``data.features`` records it: a folder as
     typed (relative to where the benchmark ran), or ``auto``: ``<out>/features/<label>[-split<seed>]`` (runner's
     auto_feature_folder), the cell folder being ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line:
     a cell exported without text features used to lose its profile texts silently."""
     from recgoat.benchmark.runner import locate_recorded
-    from recgoat.io import read_json
 
+    meta, run_dir = record.content, record.path.parent
     try:
-        meta = read_json(run_dir / "cell.json")
         recorded = meta["data"].get("features")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # an older record, or not a dict
+    except (KeyError, TypeError, AttributeError):  # not readable (None), an older record, or not a dict
         return None, f"features: cell.json records no feature folder; {_WITHOUT}"
     if not recorded or not isinstance(recorded, str):  # null, or its model reads none (the runner records none)
         return None, f"features: the cell trained without a feature folder (cell.json records none); {_WITHOUT}"

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from recgoat.config import RunConfig, read_run_config
 from recgoat.datasets import Dataset, PrepareConfig, load
@@ -135,85 +138,148 @@ def logged_metric(run_dir: Path, metric: str) -> list[float]:
     return values
 
 
-def run_settings(run_dir: Path, source: str | None = None) -> tuple[TrainConfig, Callable[[], Dataset]]:
-    """A `recgoat train` run's trainer settings and its dataset, as ``run_config.json`` records them (its
-    folders absolute: :func:`recorded_run_config`); ``source``: another dataset name or folder, prepared as
-    recorded and named as the run's data was (the name is part of the fingerprint: a folder moved under another
-    name holds the same data, as a benchmark cell keeps its label)."""
-    cfg = read_run_config(run_dir / "run_config.json")
-    if source is None:
-        return cfg.trainer, lambda: load_dataset(cfg)
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": source})})
-    try:
-        name = read_json(run_dir / "result.json").get("dataset")
-    except (OSError, ValueError, AttributeError):  # a run stopped before its end: the name as loaded
-        name = None
+RUN_RECORDS = ("run_config.json", "cell.json")  # what `recgoat train` and a benchmark cell record, looked for in order
 
-    def load_source() -> Dataset:
-        ds = load_dataset(cfg)
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder records about how it was trained: a `recgoat train` run's ``run_config.json``, else a
+    benchmark cell's ``cell.json`` (:func:`read_run_record`). `recgoat evaluate` and `recgoat export` both read a
+    run through it, so they agree on which record holds the run's data and where that data is now.
+
+    The file is read once; what it means is worked out when asked for, so each command fails at the step it always
+    did: a record that is not valid raises (a ConfigError or DataError naming it) only once its trainer or data are
+    asked for, and a cell's data is looked for only when loaded (evaluate first says a run has no best model), while
+    ``content`` serves lenient look-ups (export's feature folder) whatever the record holds."""
+
+    path: Path  # run_config.json or cell.json
+    content: Any  # its JSON as read; None when not readable (read_error says why)
+    source: str | None = None  # the data to load instead of the recorded (--dataset: a name or folder)
+    read_error: Exception | None = field(default=None, repr=False)
+
+    @property
+    def is_cell(self) -> bool:
+        return self.path.name == "cell.json"
+
+    @cached_property
+    def config(self) -> RunConfig:
+        """run_config.json as a :class:`RunConfig` (its folders absolute: :func:`recorded_run_config`)."""
+        if isinstance(self.content, dict):
+            try:
+                return RunConfig(**self.content)
+            except ValidationError:
+                pass
+        return read_run_config(self.path)  # not one: its ConfigError names the file and what is wrong
+
+    @cached_property
+    def _cell(self) -> tuple[Any, int]:
+        """cell.json's DatasetSpec and split seed (:func:`read_cell`)."""
+        from recgoat.benchmark.runner import DatasetSpec
+
+        meta = self.content
+        try:
+            if self.read_error is not None:
+                raise self.read_error
+            data = meta["data"]
+            label = meta.get("dataset")  # the dataset's label (or its default one) the cell was trained under
+            spec = DatasetSpec(name=data["name"], label=label if isinstance(label, str) and label else None,
+                               max_users=data.get("max_users"), prepare=data.get("prepare") or {})
+            split_seed = int(data.get("split_seed") or 0)  # None: a folder already split, the seed does not apply
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
+            raise DataError(self.path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
+        return spec, split_seed
+
+    @cached_property
+    def trainer(self) -> TrainConfig:
+        """The trainer settings the run was trained with."""
+        if not self.is_cell:
+            return self.config.trainer
+        _ = self._cell  # a record that is not a cell's says so first, then a train section that is not one
+        try:
+            return TrainConfig(**self.content["train"])
+        except (KeyError, TypeError, ValidationError) as e:
+            raise DataError(self.path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
+
+    @cached_property
+    def _cell_data(self) -> Any:
+        """The :class:`~recgoat.benchmark.runner.DatasetSpec` of :func:`read_cell` with its dataset where it is now:
+        ``source`` when given, else where ``cell.json`` records it (:func:`~recgoat.benchmark.runner.locate_recorded`:
+        its absolute path, that path moved with the benchmark folder, then as typed); the label stays the cell's.
+        A DataError naming the record, the paths tried and ``--dataset`` when none exists."""
+        from recgoat.benchmark.runner import dataset_label, locate_recorded
+
+        spec, source = self._cell[0], self.source
+        if source is None:
+            found, tried = locate_recorded(spec.name, self.content, "dataset", self.path.parent)
+            if found is None:
+                cwd = self.content["paths"].get("cwd")
+                ran = f" (the benchmark ran in {cwd})" if isinstance(cwd, str) else ""
+                raise DataError(self.path, f"records dataset {spec.name}{ran}, which is not found at "
+                                           f"{' nor '.join(tried)}: moved or deleted; pass --dataset with the data "
+                                           f"the cell was trained on (prepared, split and labelled as cell.json "
+                                           f"records)")
+            source = found
+        if source == spec.name:
+            return spec
+        return spec.model_copy(update={"name": source, "label": dataset_label(spec)})
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset name or folder the run's data loads from: ``source`` when given, else the recorded one (a
+        cell's where it is now: a DataError when it is nowhere)."""
+        if self.is_cell:
+            return self._cell_data.name
+        return self.source if self.source is not None else self.config.data.name
+
+    @property
+    def recorded_fingerprint(self) -> str | None:
+        """cell.json's fingerprint of the data (run_config.json records none: :func:`trained_fingerprint`)."""
+        fp = self.content.get("dataset_fingerprint") if self.is_cell and isinstance(self.content, dict) else None
+        return fp if isinstance(fp, str) else None
+
+    def load_dataset(self) -> Dataset:
+        """The run's data, prepared as it was for training: a cell's under its label, split as the benchmark split
+        it; from ``source``, named as the run's data was (the name is part of the fingerprint: a folder moved under
+        another name holds the same data, as a cell keeps its label)."""
+        if self.is_cell:
+            from recgoat.benchmark.runner import load_dataset as load_cell_dataset
+
+            return load_cell_dataset(self._cell_data, self._cell[1])
+        cfg = self.config
+        if self.source is None:
+            return load_dataset(cfg)
+        ds = load_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": self.source})}))
+        try:
+            name = read_json(self.path.parent / "result.json").get("dataset")
+        except (OSError, ValueError, AttributeError):  # a run stopped before its end: the name as loaded
+            name = None
         if isinstance(name, str) and name:
             ds.name = name
         return ds
 
-    return cfg.trainer, load_source
+
+def read_run_record(run_dir: str | Path, source: str | None = None) -> RunRecord | None:
+    """The record of the run in ``run_dir`` (:class:`RunRecord`): its run_config.json, else its cell.json; None when
+    it holds neither (a saved model folder, or no run). ``source``: the data to load instead of the recorded."""
+    for name in RUN_RECORDS:
+        if (Path(run_dir) / name).is_file():
+            return _read_record(Path(run_dir) / name, source)
+    return None
+
+
+def _read_record(path: Path, source: str | None = None) -> RunRecord:
+    try:
+        return RunRecord(path, read_json(path), source)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return RunRecord(path, None, source, e)
 
 
 def read_cell(path: Path) -> tuple[dict, Any, int]:
     """A benchmark cell's ``cell.json``: the record, the :class:`~recgoat.benchmark.runner.DatasetSpec` its data
     was loaded with (name, label, ``max_users``, preparation options: the label is part of the fingerprint)
     and its split seed; one DataError for a record that is not one."""
-    from pydantic import ValidationError
-
-    from recgoat.benchmark.runner import DatasetSpec
-
-    try:
-        meta = read_json(path)
-        data = meta["data"]
-        label = meta.get("dataset")  # the dataset's label (or its default one) the cell was trained under
-        spec = DatasetSpec(name=data["name"], label=label if isinstance(label, str) and label else None,
-                           max_users=data.get("max_users"), prepare=data.get("prepare") or {})
-        split_seed = int(data.get("split_seed") or 0)  # None: a folder already split, the seed does not apply
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as e:
-        raise DataError(path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
-    return meta, spec, split_seed
-
-
-def cell_data_spec(path: Path, meta: dict, spec: Any, source: str | None = None) -> Any:
-    """The :class:`~recgoat.benchmark.runner.DatasetSpec` of :func:`read_cell` with its dataset where it is now:
-    ``source`` when given, else where ``cell.json`` (``path``) records it
-    (:func:`~recgoat.benchmark.runner.locate_recorded`: its absolute path, that path moved with the benchmark
-    folder, then as typed); the label stays the cell's. A DataError naming the record, the paths tried and
-    ``--dataset`` when none exists."""
-    from recgoat.benchmark.runner import dataset_label, locate_recorded
-
-    if source is None:
-        found, tried = locate_recorded(spec.name, meta, "dataset", path.parent)
-        if found is None:
-            cwd = meta["paths"].get("cwd")
-            ran = f" (the benchmark ran in {cwd})" if isinstance(cwd, str) else ""
-            raise DataError(path, f"records dataset {spec.name}{ran}, which is not found at "
-                                  f"{' nor '.join(tried)}: moved or deleted; pass --dataset with the data the cell "
-                                  f"was trained on (prepared, split and labelled as cell.json records)")
-        source = found
-    if source == spec.name:
-        return spec
-    return spec.model_copy(update={"name": source, "label": dataset_label(spec)})
-
-
-def cell_settings(run_dir: Path, source: str | None = None) -> tuple[TrainConfig, Callable[[], Dataset]]:
-    """A benchmark cell's trainer settings and its dataset (split as the benchmark split it), from
-    ``cell.json``: the dataset found by :func:`cell_data_spec` when it is loaded (``source``: another one)."""
-    from pydantic import ValidationError
-
-    from recgoat.benchmark.runner import load_dataset as load_cell_dataset
-
-    path = run_dir / "cell.json"
-    meta, spec, split_seed = read_cell(path)
-    try:
-        trainer = TrainConfig(**meta["train"])
-    except (KeyError, TypeError, ValidationError) as e:
-        raise DataError(path, f"not a readable benchmark cell record ({type(e).__name__}: {e})") from None
-    return trainer, lambda: load_cell_dataset(cell_data_spec(path, meta, spec, source), split_seed)
+    record = _read_record(path)
+    return (record.content, *record._cell)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None = None,
@@ -233,13 +299,11 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
         raise ConfigError(f"unknown test mask {test_mask!r} (--test-mask); expected {' or '.join(TEST_MASKS)}")
     if test_mask != "train+valid" and split != "test":
         raise ConfigError("--test-mask applies to the test split; validation always masks training items only")
-    if (run_dir / "run_config.json").is_file():
-        trainer, load_data = run_settings(run_dir, dataset_source)
-    elif (run_dir / "cell.json").is_file():
-        trainer, load_data = cell_settings(run_dir, dataset_source)
-    else:
+    record = read_run_record(run_dir, dataset_source)
+    if record is None:
         raise DataError(run_dir, "not a run folder written by `recgoat train` or a benchmark cell (no "
                                  "run_config.json or cell.json)")
+    trainer = record.trainer
     if not (run_dir / "best").exists():
         scores = logged_metric(run_dir, trainer.metric)
         if scores and all(math.isnan(v) for v in scores):  # validated but never a best (Trainer._no_best)
@@ -249,7 +313,7 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
         # a run stopped before its first validation has a checkpoint but no best model yet
         raise DataError(run_dir, "no best model yet: the run stopped before its first validation; resume it "
                                  "with the same `recgoat train` command (it continues from its checkpoint)")
-    dataset = dataset if dataset is not None else load_data()
+    dataset = dataset if dataset is not None else record.load_dataset()
     model = Recommender.load(run_dir / "best")
     where, fp = trained_fingerprint(run_dir)
     if fp is not None and fp != dataset.fingerprint():

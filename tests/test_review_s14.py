@@ -67,6 +67,8 @@ def test_evaluate_dataset_takes_a_train_runs_data_moved_under_another_name(tmp_p
     (other / "interactions.csv").write_text("\n".join((other / "interactions.csv").read_text().splitlines()[:-40]))
     r = cli.invoke(app, ["evaluate", "run", "--dataset", str(other)])
     assert r.exit_code == 1 and "not the same data" in str(r.exception)
+    # the folder given is named, not the run's name it was loaded under (session 15's audit)
+    assert f"but {other} (--dataset, loaded as 'tiny') has" in str(r.exception)
 
 
 # ------------------------------------------------------------------ legacy settings on resume

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -267,7 +268,15 @@ def _summary_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning: …`` line on stderr. Python's default adds the file and line of the library
+    and then its source line (``warnings.warn(…)``): noise to someone running a command."""
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         app()
     except RecGOATError as e:
@@ -287,6 +296,8 @@ def main() -> None:
         if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
             _interrupted()
         raise
+    finally:
+        warnings.showwarning = shown
 
 
 def _quiet_unless_terminal(cfg: RunConfig) -> RunConfig:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import errno
 import gc
+import signal
 import socket
 import sys
+import threading
 import warnings
 
 
@@ -73,19 +75,33 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     # a Ctrl-C in the instant between the "serving" line and uvicorn's event loop starting leaves its serve()
     # coroutine never awaited: Python's RuntimeWarning about it (two lines) would follow "server stopped"
     warnings.filterwarnings("ignore", message="coroutine 'Server.serve' was never awaited", category=RuntimeWarning)
+    # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does: uvicorn shuts down gracefully, then
+    # re-raises the signal to the handler it found, which was the default one: exit 143 without "server stopped"
+    on_main = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    term = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
         print(f"serving {run_path} on {url} (docs: /docs{recall})", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         # Ctrl-C is how a server is stopped: uvicorn shuts down gracefully, then re-raises the signal, which
         # ended the process with a traceback (and `recgoat serve` with a line about resuming training); the
         # try starts at the "serving" line, as a Ctrl-C right after it stops the server just the same
         pass
     finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, term)
         sock.close()
     print("server stopped", file=sys.stderr)
     return 0
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: the server is stopped as by Ctrl-C."""
+
+
+def _terminated(signum, frame) -> None:
+    raise _Terminated
 
 
 def _listen(host: str, port: int) -> socket.socket:

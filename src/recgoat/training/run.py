@@ -317,7 +317,10 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
     model = Recommender.load(run_dir / "best")
     where, fp = trained_fingerprint(run_dir)
     if fp is not None and fp != dataset.fingerprint():
-        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {dataset.name!r} has "
+        # data given by --dataset is loaded under the run's name (part of the fingerprint): name what was given
+        given = f"{dataset_source} (--dataset, loaded as {dataset.name!r})" if dataset_source is not None \
+            else repr(dataset.name)
+        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {given} has "
                                f"{dataset.fingerprint()}: not the same data")
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
         raise DataError(run_dir, f"model has {model.n_users} users × {model.n_items} items but dataset "

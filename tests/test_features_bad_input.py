@@ -98,7 +98,7 @@ def test_a_file_that_is_not_npy_is_named_as_such(tmp_path):
     (np.ones((6, 4), bool), "dtype bool is not a number type (expected float32)"),
     (np.ones((6, 4), np.complex64), "dtype complex64 is not a number type (expected float32)"),
     (np.zeros((6, 0), np.float32), "shape (6, 0): no feature columns"),
-    (np.full((6, 4), 1e39), "6 rows hold NaN or inf (first: item 0)"),  # overflows float32
+    (np.full((6, 4), 1e39), "6 rows hold NaN or inf (first: row 0, item_id 'i0')"),  # overflows float32
 ])
 def test_import_mmrec_refuses_bad_matrices_with_one_error(tmp_path, arr, problem):
     ds = small(tmp_path)
@@ -138,7 +138,7 @@ def test_export_mmrec_refuses_nan_and_writes_nothing(tmp_path):
     img = np.load(folder / "image.npy")
     img[3, 1] = np.nan  # an edited or damaged matrix must not be handed on to MMRec
     np.save(folder / "image.npy", img)
-    with pytest.raises(DataError, match=r"image.npy: 1 rows hold NaN or inf \(first: item 3\)"):
+    with pytest.raises(DataError, match=r"image.npy: 1 rows hold NaN or inf \(first: row 3\)"):
         export_mmrec(folder, tmp_path / "out")
     assert not (tmp_path / "out" / "text_feat.npy").exists()
     np.save(folder / "image.npy", img[:-1])  # fewer rows than its manifest says

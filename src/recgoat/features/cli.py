@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from recgoat.errors import DataError, RecGOATError
+from recgoat.errors import ConfigError, DataError, RecGOATError
 
 if TYPE_CHECKING:
     from recgoat.datasets import Dataset
@@ -25,6 +25,36 @@ _HELP = {"text": "Embed item text with a sentence-transformers model.",
          "image": "Embed item images (EfficientNet-Lite0 by default; URLs are downloaded once).",
          "users": "Write user preference profiles (template, openai or transformers) and embed them.",
          "all": "Text, images and user profiles: whatever the dataset has."}
+
+
+# the subcommands (besides `all`) that read each option; options not named here (--out, --device, --mmrec,
+# --force, --progress) apply to every subcommand. The profiles are embedded with the text model.
+_READ_BY = {"text_model": ("text", "users"), "batch_size": ("text", "users"), "template": ("text",),
+            "max_chars": ("text",), "image_model": ("image",), "image_batch_size": ("image",),
+            "image_cache": ("image",), "backend": ("users",), "char_budget": ("users",),
+            **{name: ("users",) for name in ("llm_base_url", "llm_model", "llm_api_key_env", "llm_concurrency",
+                                             "llm_timeout", "llm_retries", "llm_backoff", "llm_max_tokens",
+                                             "llm_temperature")}}
+
+
+def _check_options_apply(ctx: typer.Context, which: tuple[str, ...]) -> None:
+    """A ConfigError naming the options given on the command line that this subcommand does not read.
+
+    Why: `encode text --image-batch-size 7` or `encode image --template ...` ran, ignored them and exited 0,
+    so a mistyped subcommand went unnoticed. Only options given explicitly count (their defaults do not)."""
+    if len(which) != 1:  # `encode all` reads every option
+        return
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    unread: dict[tuple[str, ...], list[str]] = {}
+    for name, readers in _READ_BY.items():
+        # compared by name: typer may bring its own copy of click, whose ParameterSource is another class
+        source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
+        if which[0] not in readers and source not in ("DEFAULT", "DEFAULT_MAP"):
+            unread.setdefault(readers, []).append(flags[name])
+    if unread:
+        parts = [f"{', '.join(opts)} ({'it applies' if len(opts) == 1 else 'they apply'} to "
+                 f"{', '.join(f'`encode {r}`' for r in readers)} and `encode all`)" for readers, opts in unread.items()]
+        raise ConfigError(f"`encode {which[0]}` does not read " + ", nor ".join(parts))
 
 
 def _fail(exc: Exception) -> None:
@@ -43,6 +73,7 @@ def _out_folder(path: Path) -> Path:
 
 def _make_command(which: tuple[str, ...]):
     def command(
+        ctx: typer.Context,
         dataset: str = typer.Argument(..., help="dataset name (ml-latest-small, ml100k-mm) or folder"),
         out: Optional[Path] = typer.Option(None, "--out", help="output folder \\[default: features/<dataset>]"),
         text_model: Optional[str] = typer.Option(None, help="sentence-transformers name or path "
@@ -75,6 +106,7 @@ def _make_command(which: tuple[str, ...]):
         from recgoat.features.store import FeatureConfig, encode_all
 
         try:
+            _check_options_apply(ctx, which)  # before any work
             config = FeatureConfig(
                 text_model=text_model, text_template=template, max_chars=max_chars, text_batch_size=batch_size,
                 image_model=image_model, image_batch_size=image_batch_size,

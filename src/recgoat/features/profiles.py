@@ -53,7 +53,7 @@ from recgoat.errors import ConfigError, RecGOATError
 from recgoat.features.device import check_device
 from recgoat.features.download import (PermanentError, TransientError, call_with_retries,
                                        classify_http_error)
-from recgoat.features.text import clean_column, truncate
+from recgoat.features.text import clean_column, missing_local_model, truncate
 
 PROMPT_VERSION = "recgoat-profile-v1"
 TEMPLATE_VERSION = "recgoat-template-v1"
@@ -621,6 +621,9 @@ class TransformersBackend(ProfileBackend):
             if not path.is_file():
                 raise ConfigError(f"GGUF file {path} not found")
             source, kwargs = str(path.parent), {"gguf_file": path.name}
+        missing = missing_local_model(model, "--llm-model")
+        if missing:  # else tried as a hub repo id: the hub's "Repo id must use alphanumeric chars" error
+            raise ConfigError(missing)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(device).eval()

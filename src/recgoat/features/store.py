@@ -32,7 +32,8 @@ import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
-from recgoat.io import atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file, write_json
+from recgoat.io import (LOCK_NAME, atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file,
+                        write_json)
 from recgoat.strict import is_int, is_real
 
 KINDS = ("text", "image", "users")
@@ -267,6 +268,48 @@ def _writing_into(folder: Path, what: str) -> Iterator[None]:
         if not inside:
             raise
         raise DataError(where, f"{e.strerror or e}; {what} must be a folder this user can write to") from None
+
+
+@contextmanager
+def _made_here(out: Path) -> Iterator[list[Path]]:
+    """Create ``out`` (and missing parents) and yield the folders this created, deepest first; when the
+    block fails, remove again those of them left empty. Folders that existed before are never removed.
+
+    Why: a failed first ``recgoat encode`` (a template naming no column, a model that does not load) left
+    ``features/<name>/`` holding only ``.recgoat.lock``, which reads as a feature folder to the user."""
+    created = [p for p in (out, *out.parents) if not (p.exists() or p.is_symlink())]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield created
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()  # only an empty one
+            except OSError:
+                break  # not empty: its parents are not either
+        raise
+
+
+@contextmanager
+def _undone_if_failed(out: Path, created: list[Path]) -> Iterator[None]:
+    """Inside :func:`folder_lock`, still held: when the block fails and ``out`` is among the ``created``
+    folders (:func:`_made_here`), remove the empty folders the run left in it (``.partial/<kind>-<key>``
+    made before a first chunk was saved) and then the lock file when nothing else is left, so that
+    :func:`_made_here` can remove ``out``. No other file is ever removed."""
+    try:
+        yield
+    except BaseException:
+        if out in created:
+            for root, dirs, _ in os.walk(out, topdown=False):
+                for d in dirs:
+                    try:
+                        os.rmdir(os.path.join(root, d))
+                    except OSError:
+                        pass  # holds files (checkpoints to resume from): kept
+            lock = out / LOCK_NAME
+            if [p.name for p in out.iterdir()] == [LOCK_NAME] and lock.is_file() and not lock.is_symlink():
+                lock.unlink()  # while the lock is held: no other writer can have begun in this folder
+        raise
 
 
 def _up_to_date(out: Path, kind: str, key: str, rows: int, fp: str | None = None) -> bool:
@@ -745,10 +788,9 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
     out = Path(out_dir)
-    with _writing_into(out, "the feature output"):
-        out.mkdir(parents=True, exist_ok=True)
+    with _writing_into(out, "the feature output"), _made_here(out) as created:
         # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
-        with folder_lock(out), _Reporter(progress) as rep:
+        with folder_lock(out), _undone_if_failed(out, created), _Reporter(progress) as rep:
             session = _Session(dataset, out, config, rep, force)
             if "text" in which:
                 session.encode_text()
@@ -771,9 +813,18 @@ class FeatureMatrixError(ValueError):
     :class:`DataError` naming the file, or the model and matrix, it came from."""
 
 
-def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item") -> np.ndarray:
+def _first_row(row: int, per: str, ids: Any = None) -> str:
+    """How a refusal names a matrix row: ``row 5, item_id '1022'`` when the dataset's ids (row order) are
+    known, else ``row 5``. Why: the row index was printed as ``item 5``, read as item id 5."""
+    if ids is None or not 0 <= row < len(ids):
+        return f"row {row}"
+    return f"row {row}, {per}_id {str(ids[row])!r}"
+
+
+def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item", ids: Any = None) -> np.ndarray:
     """``x`` as a float32 feature matrix: 2-D with ``rows`` rows (when given; one per ``per``), at least
     one column, an integer or floating dtype, every value finite; else :class:`FeatureMatrixError`.
+    ``ids`` (the dataset's ``item_ids`` / ``user_ids``, one per row) lets a refusal name a row's id.
 
     The one check behind feature files (:func:`as_feature_matrix`) and features handed to a model from
     Python (``recgoat.models.modalities.feature_matrix``), so both refuse the same matrices."""
@@ -793,20 +844,23 @@ def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item") -> 
         arr = arr.astype(np.float32, copy=False)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
-        raise FeatureMatrixError(f"{int(bad.sum())} rows hold NaN or inf (first: {per} {int(np.flatnonzero(bad)[0])})")
+        first = _first_row(int(np.flatnonzero(bad)[0]), per, ids)
+        raise FeatureMatrixError(f"{int(bad.sum())} rows hold NaN or inf (first: {first})")
     return arr
 
 
-def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who: str = "item") -> np.ndarray:
+def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who: str = "item",
+                      ids: Any = None) -> np.ndarray:
     """:func:`check_feature_matrix`, its refusal a :class:`DataError` naming ``path``."""
     try:
-        return check_feature_matrix(arr, rows, who)
+        return check_feature_matrix(arr, rows, who, ids)
     except FeatureMatrixError as e:
         raise DataError(path, str(e)) from None
 
 
 def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, refused: str = "",
-                    mmap: bool = False, rows_from_manifest: bool = False) -> tuple[np.ndarray, dict]:
+                    mmap: bool = False, rows_from_manifest: bool = False,
+                    ids: Any = None) -> tuple[np.ndarray, dict]:
     """``kind``'s matrix in ``folder`` as float32, and its manifest, both checked; else a DataError naming
     the file. The one check behind load_features, export_mmrec and the encoder's "up to date", so a matrix
     one of them refuses is refused (or re-made) by all.
@@ -815,7 +869,8 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
     be a finite floating 2-D matrix of ``rows`` rows (when given) and the manifest's shape. ``refused`` goes
     before the advice of a fingerprint error (export's "not exported: "). ``rows_from_manifest`` (export
     without a dataset): with ``rows`` None, the manifest's own row count (an int) is the one expected, read
-    from the manifest checked here rather than from a second read of it."""
+    from the manifest checked here rather than from a second read of it. ``ids`` (the dataset's, one per
+    row) name the first non-finite row's id."""
     who = "user" if kind == "users" else "item"
     arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
     # no manifest: a replacement cut short (write_matrix drops it first) or a file put there by hand
@@ -844,7 +899,7 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
         raise DataError(arr_path, f"shape {arr.shape}, but its manifest {man_path.name} says "
                                   f"({man.get('rows')}, {man.get('dim')}): the file was replaced or edited "
                                   f"after encoding; re-run `recgoat encode`")
-    return as_feature_matrix(arr_path, arr, rows, who), man
+    return as_feature_matrix(arr_path, arr, rows, who, ids), man
 
 
 def _checked_mask(folder: Path, rows: int, mmap: bool = False) -> np.ndarray:
@@ -871,11 +926,12 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
         raise DataError(folder, "feature folder not found; run `recgoat encode all <dataset>` first")
     fp = dataset.fingerprint()
     feats = Features()
-    for kind, attr, rows in (("text", "text", dataset.n_items), ("image", "image", dataset.n_items),
-                             ("users", "profile", dataset.n_users)):
+    for kind, attr, ids in (("text", "text", dataset.item_ids), ("image", "image", dataset.item_ids),
+                            ("users", "profile", dataset.user_ids)):
         if not (folder / f"{_FILE[kind]}.npy").exists():
             continue
-        arr, man = _checked_matrix(folder, kind, fp, rows)
+        rows = dataset.n_users if kind == "users" else dataset.n_items
+        arr, man = _checked_matrix(folder, kind, fp, rows, ids=ids)
         setattr(feats, attr, arr)
         feats.manifests[attr] = man
     if feats.image is not None:
@@ -900,7 +956,8 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
             continue
         rows = dataset.n_items if dataset is not None else None  # no dataset: the manifest's row count
         # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
-        arr, _ = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True)
+        arr, _ = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True,
+                                 ids=dataset.item_ids if dataset is not None else None)
         todo.append((dest / name, arr))
     with _writing_into(dest, "the export destination"):
         for path, arr in todo:
@@ -913,11 +970,13 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
     feature folder with manifests. An all-zero image row is taken as a missing image."""
     src, out = Path(src), Path(out_dir)
     # both files are checked before either is written: a bad image_feat.npy leaves no half import
-    found = [(kind, name, src / name, as_feature_matrix(src / name, load_array(src / name), dataset.n_items))
+    found = [(kind, name, src / name, as_feature_matrix(src / name, load_array(src / name), dataset.n_items,
+                                                        ids=dataset.item_ids))
              for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")) if (src / name).exists()]
     if not found:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
-    with _writing_into(out, "the import output"), folder_lock(out):
+    with _writing_into(out, "the import output"), _made_here(out) as created, folder_lock(out), \
+            _undone_if_failed(out, created):
         for kind, name, path, arr in found:
             _import_one(dataset, kind, name, path, arr, out)
     return out

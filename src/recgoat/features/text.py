@@ -107,6 +107,25 @@ def build_item_texts(items: pd.DataFrame | None, n_items: int, text_fields: list
     return [truncate(t, max_chars) for t in texts]
 
 
+# what the hub accepts as a repo id ("name" or "owner/name"); a value of another shape can only be a path
+_HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
+
+
+def missing_local_model(value: str, option: str, what: str = "a local model folder") -> str | None:
+    """The error for a model value that reads as a local path (absolute, ``~``, or of a shape no hub repo id
+    has: ``./x``, ``../x``, ``a/b/c``) but names nothing; None when it exists or may be a hub name.
+
+    Why: handed on, such a value was tried as a hub repo id, and the error was the hub's ("Repo id must
+    use alphanumeric chars ...") instead of saying that the path does not exist."""
+    path = Path(value).expanduser()
+    if path.exists() or path.is_symlink():
+        return None
+    # ./x, ../x, a/b/c, a\\b, '.hidden': shapes no repo id has; "owner/name" may be either, so the hub decides
+    if not (path.is_absolute() or value.startswith("~") or not _HUB_ID.match(value)):
+        return None
+    return f"{option} {value}: no such file or folder ({what}, or a hub name when the hub is reachable)"
+
+
 def resolve_text_model(name: str | None) -> tuple[str, str]:
     """(what to load, a stable identity for manifests) for a model name, a local path, or None.
 
@@ -123,8 +142,10 @@ def resolve_text_model(name: str | None) -> tuple[str, str]:
     path = Path(name).expanduser()
     if path.exists():
         return str(path.resolve()), str(path.resolve())
-    if name.startswith((".", "/", "~")) or "\\" in name:
-        raise ConfigError(f"text model path {name} does not exist")
+    missing = missing_local_model(name, "--text-model", "the path does not exist; a local sentence-transformers "
+                                                        "model folder")
+    if missing:
+        raise ConfigError(missing)
     return name, name
 
 

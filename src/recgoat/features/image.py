@@ -287,11 +287,13 @@ class ImageEncoder:
                 if good:
                     batch = torch.from_numpy(np.stack([a for _, a in good])).permute(0, 3, 1, 2)
                     x = (batch.float().div_(255.0) - self._mean) / self._std
-                    # every batch runs at the full batch size (zero images fill a short one), so an image's
-                    # row does not depend on which other images share its batch (the last one, images
-                    # missing, resumed chunks): a short batch's convolutions round differently, by 1e-6,
-                    # enough to move a RecGOAT run. At the default 32 the rows also came out the same with
-                    # 1 and 2 threads on the reference machine (a short batch of 5 did not).
+                    # every batch runs at the full batch size (zero images fill a short one): a short batch's
+                    # convolutions round differently, by 1e-6, enough to move a RecGOAT run. At the default 32
+                    # the rows also came out the same with 1 and 2 threads on the reference machine (a short
+                    # batch of 5 did not). Known gap: the padded batch leaves torch.cat in NCHW memory format,
+                    # while a full one stays channels-last (the decoded layout), and the two round differently
+                    # (~6e-6), so an image missing from a window moves its companions' rows; making the format
+                    # one changes cached features (ml100k-mm: 222 of 1,349 rows), hence figures in the docs.
                     if len(good) < self.batch_size:
                         x = torch.cat([x, x.new_zeros((self.batch_size - len(good), *x.shape[1:]))])
                     with torch.inference_mode():

@@ -78,14 +78,16 @@ def test_bad_params_do_not_claim_the_run_folder(tmp_path):
     assert run.trained == [f"{DATASET}/bprmf/seed2026"]
 
 
-@pytest.mark.parametrize("change", [("split_seed=7",),
-                                    ("datasets.ml-latest-small.prepare.k_core=10",)])
-def test_finished_cells_of_other_data_are_not_read_back(bench, change):
+@pytest.mark.parametrize("change, named", [(("split_seed=7",), r"data\.split_seed: 2026 → 7"),
+                                           (("datasets.ml-latest-small.prepare.k_core=10",),
+                                            r"data\.prepare\.k_core: unset → 10")])
+def test_finished_cells_of_other_data_are_not_read_back(bench, change, named):
     """Finished cells computed on another split or preparation are refused, not mixed into the table."""
-    with pytest.raises(ConfigError, match=r"mostpop/seed2026: was run with a different configuration \(data differ\)"):
+    with pytest.raises(ConfigError,
+                       match=rf"mostpop/seed2026: was run with a different configuration \({named}\)"):
         run_benchmark(make_config(bench, change, seeds=[2026, 2027]))
     assert not (bench / "runs" / DATASET / "mostpop" / "seed2027").exists()
-    with pytest.raises(ConfigError, match=r"\(data differ\)"):
+    with pytest.raises(ConfigError, match=rf"\({named}\)"):
         check_report_cells(make_config(bench, change))
 
 
@@ -98,8 +100,9 @@ def test_same_split_is_reused(bench):
 def test_changed_model_is_refused_before_anything_trains(bench):
     """A changed model setting is refused up front: no other cell trains and benchmark.json is kept."""
     before = (bench / "benchmark.json").read_bytes()
-    with pytest.raises(ConfigError, match=r"bprmf/seed2026: was run with a different configuration \(train differ\); "
-                                          r"use another --out, give the changed model or dataset another `label`"):
+    with pytest.raises(ConfigError, match=r"bprmf/seed2026: was run with a different configuration "
+                                          r"\(train\.lr: 0\.001 → 0\.01\); use another --out, give the changed model "
+                                          r"or dataset another `label`"):
         run_benchmark(make_config(bench, ("models.bprmf.train.lr=0.01",), seeds=[2026, 2027]))
     assert not (bench / "runs" / DATASET / "mostpop" / "seed2027").exists()
     assert (bench / "benchmark.json").read_bytes() == before
@@ -155,7 +158,8 @@ def test_cell_that_succeeds_later_loses_its_error_file(bench, monkeypatch):
 def test_config_file_errors_name_the_file(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text("datasets: [ml-latest-small]\nmodels: [bprmf]\nfoo: 1\n")
-    with pytest.raises(ConfigError, match=f"^{path}: foo: Extra inputs are not permitted$"):
+    with pytest.raises(ConfigError,
+                       match=rf"^{path}: foo: unknown key \(valid keys: datasets, models, .*, progress\)$"):
         load_config(path)
     path.write_text("datasets: [ml-latest-small]\nmodels: []\n")
     res = CliRunner().invoke(app, ["--config", str(path), "--quiet"])

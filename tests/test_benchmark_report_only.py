@@ -77,19 +77,19 @@ def test_same_configuration_rebuilds_the_report(bench):
 def test_other_train_config_is_refused(bench):
     before = snapshot(bench)
     out = refused(args_for(bench, sets=("train.lr=0.05",)))
-    assert "different configuration" in out and "train differ" in out
+    assert "different configuration (train.lr: 0.001 → 0.05)" in out
     assert str(bench / "runs" / DATASET / "bprmf" / "seed2026") in out
     assert snapshot(bench) == before
 
     out = refused(args_for(bench, epochs=2))  # the epochs are part of the training configuration
-    assert "different configuration" in out and "train differ" in out
+    assert "different configuration (train.epochs: 1 → 2)" in out
     assert snapshot(bench) == before
 
 
 def test_other_model_params_are_refused(bench):
     before = snapshot(bench)
     out = refused(args_for(bench, sets=("models.bprmf.params.embedding_dim=8",)))
-    assert "different configuration" in out and "params differ" in out
+    assert "different configuration (params.embedding_dim: 64 → 8)" in out
     assert str(bench / "runs" / DATASET / "bprmf" / "seed2026") in out
     assert str(bench / "runs" / DATASET / "mostpop") not in out  # mostpop's cell is not blamed
     assert snapshot(bench) == before
@@ -161,9 +161,11 @@ def test_a_features_folder_is_one_configuration_by_relative_or_absolute_path(tmp
     same = {**sig, "data": {**data, "features": str(tmp_path / "features" / "x")}}
     assert _signature_diff(cell, same) == []
     assert _signature_diff(cell, {**sig, "data": {**data, "features": "./features/../features/x"}}) == []
-    assert _signature_diff(cell, {**sig, "data": {**data, "features": str(tmp_path / "features" / "y")}}) == ["data"]
-    assert _signature_diff(cell, {**sig, "data": {**data, "features": "auto"}}) == ["data"]
-    assert _signature_diff(cell, {**sig, "data": {**data, "split_seed": 2027}}) == ["data"]
+    assert _signature_diff(cell, {**sig, "data": {**data, "features": str(tmp_path / "features" / "y")}}) == [
+        f'data.features: "features/x" → "{tmp_path / "features" / "y"}"']
+    assert _signature_diff(cell, {**sig, "data": {**data, "features": "auto"}}) == [
+        'data.features: "features/x" → "auto"']
+    assert _signature_diff(cell, {**sig, "data": {**data, "split_seed": 2027}}) == ["data.split_seed: 2026 → 2027"]
 
 
 def test_a_parameter_given_at_its_default_is_the_same_configuration(tmp_path):
@@ -181,7 +183,10 @@ def test_a_parameter_given_at_its_default_is_the_same_configuration(tmp_path):
     (cell.run_dir / "cell.json").write_text(json.dumps(sig))
     dim = get_model_class("lightgcn").Config().embedding_dim
     assert _signature_diff(cell, {**sig, "params": {"embedding_dim": dim}}) == []
-    assert _signature_diff(cell, {**sig, "params": {"embedding_dim": dim // 2}}) == ["params"]
-    assert _signature_diff(cell, {**sig, "params": {"no_such_key": 1}}) == ["params"]  # invalid: compared raw
-    assert _signature_diff(cell, {**sig, "model": "bprmf", "params": {"embedding_dim": dim}}) == ["model", "params"]
+    assert _signature_diff(cell, {**sig, "params": {"embedding_dim": dim // 2}}) == [
+        f"params.embedding_dim: {dim} → {dim // 2}"]  # as compared: the default filled in
+    # invalid: compared raw
+    assert _signature_diff(cell, {**sig, "params": {"no_such_key": 1}}) == ["params.no_such_key: unset → 1"]
+    assert _signature_diff(cell, {**sig, "model": "bprmf", "params": {"embedding_dim": dim}}) == [
+        'model: "lightgcn" → "bprmf"', f"params.embedding_dim: unset → {dim}"]
 

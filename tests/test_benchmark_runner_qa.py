@@ -135,7 +135,8 @@ def test_diverged_cell_runs_again_once_its_settings_are_fixed(tmp_path):
     assert len(check_report_cells(make_config(out))) == 2
     # an interrupted cell with a checkpoint (no failure) is still protected from a changed configuration
     (cell / "result.json").unlink()
-    with pytest.raises(ConfigError, match=r"bprmf/seed2026: was run with a different configuration \(train differ\)"):
+    with pytest.raises(ConfigError,
+                       match=r"bprmf/seed2026: was run with a different configuration \(train\.lr: 0\.001 → 0\.01\)"):
         run_benchmark(make_config(out, ("models.bprmf.train.lr=0.01",)))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -200,14 +202,27 @@ def _string_fallbacks(data: dict[str, Any], err: ValidationError, raw: dict[tupl
     return changed
 
 
-def _section_keys(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str] | None:
-    """The keys the section holding ``loc``'s last key accepts (None when ``model`` does not say)."""
+def _section_keys(model: Any, loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the section holding ``loc``'s last key accepts (None when ``model`` does not say). An index
+    steps into a list's items (``models.0.parms``: a benchmark's ``ModelSpec``)."""
     for part in loc[:-1]:
+        if isinstance(part, int):  # a list entry: the list's item model
+            args = typing.get_args(model) if typing.get_origin(model) in (list, tuple) else ()
+            model = args[0] if args else None
+            continue
         field = (getattr(model, "model_fields", None) or {}).get(str(part))
-        model = field.annotation if field is not None else None
+        model = _section_model(field.annotation) if field is not None else None
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return None
     return list(model.model_fields)
+
+
+def _section_model(annotation: Any) -> Any:
+    """``annotation`` without an optional ``None`` (``Spec | None`` is the section ``Spec``)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else None
+    return annotation
 
 
 def _unknown_key(e: dict[str, Any], model: type[BaseModel] | None) -> str:
@@ -233,12 +248,16 @@ def format_validation_error(err: ValidationError, prefix: str = "", model: type[
     return "; ".join(_error_line(e, prefix, model) for e in err.errors())
 
 
-def first_validation_error(err: ValidationError) -> str:
+def first_validation_error(err: ValidationError, model: type[BaseModel] | None = None) -> str:
     """``loc: message`` of the first error only (pydantic's ``Value error, `` prefix for our own validators
-    dropped): one line for a command-line refusal."""
+    dropped): one line for a command-line refusal. Given ``model`` (the class validated), an unknown key is
+    told as :func:`format_validation_error` tells it: the closest valid key and all of them."""
     first = err.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    msg = str(first.get("msg")).removeprefix("Value error, ")
+    if model is not None and first.get("type") == "extra_forbidden":
+        msg = _unknown_key(first, model)
+    else:
+        msg = str(first.get("msg")).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg
 
 

@@ -10,7 +10,9 @@ Options override the file; ``--set key=value`` (dotted, repeatable) overrides an
 being chosen by label (``models.<label>...``, ``datasets.<label>...``). Re-running the same command
 resumes: finished cells are read back, an interrupted one continues from its checkpoint.
 ``--report-only`` rebuilds the report without training, and refuses (writing nothing) unless every
-requested cell is finished and was run with the requested configuration.
+requested cell is finished and was run with the requested configuration; given only ``--out`` (no --config,
+--dataset/--models), it reports the configuration the folder's ``benchmark.json`` records, other options and
+``--set`` applying on top.
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def benchmark(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (dotted; repeatable)"),
     report_only: bool = typer.Option(False, "--report-only",
                                      help="rebuild the report without training; every requested cell must "
-                                          "be finished with this configuration"),
+                                          "be finished with this configuration (with --out alone: the "
+                                          "configuration recorded in its benchmark.json)"),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="no progress bars (they are off anyway when stderr is not a terminal)"),
 ) -> None:
@@ -60,11 +63,19 @@ def benchmark(
             seed_list = [int(s) for s in _split(seeds)] if seeds is not None else None
         except ValueError:
             raise RecGOATError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
-        if config is None and not (datasets and models):
-            raise RecGOATError("give --config FILE.yaml, or at least --dataset and --models")
+        # --report-only --out FOLDER alone: the configuration every run records there (benchmark.json)
+        recorded = report_only and config is None and not (datasets and models) and out is not None
+        if config is None and not (datasets and models) and not recorded:
+            raise RecGOATError("give --config FILE.yaml, or at least --dataset and --models"
+                               + (", or --out of the benchmark folder to report" if report_only else ""))
         overrides = {"datasets": datasets, "models": _split(models), "seeds": seed_list, "epochs": epochs,
                      "out": str(out) if out is not None else None, "progress": False if quiet else None}
-        cfg = load_config(config, overrides, set_)
+        if recorded:
+            from recgoat.benchmark.runner import load_recorded_config
+
+            cfg = load_recorded_config(out, overrides, set_)
+        else:
+            cfg = load_config(config, overrides, set_)
         asked = "progress" in cfg.model_fields_set or "progress" in cfg.train.model_fields_set
         if not asked and not sys.stderr.isatty():
             # tqdm redraws with carriage returns: in a log file or a pipe they are garbage (the file or --set

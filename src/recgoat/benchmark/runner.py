@@ -197,7 +197,8 @@ class BenchmarkConfig(BaseModel):
         try:
             return TrainConfig(**{**base, **model.train, "seed": seed})
         except ValidationError as e:
-            raise ConfigError(f"model {model.key!r}: bad train override: {first_validation_error(e)}") from None
+            raise ConfigError(f"model {model.key!r}: bad train override: "
+                              f"{first_validation_error(e, TrainConfig)}") from None
 
 
 def dataset_label(spec: DatasetSpec) -> str:
@@ -263,6 +264,41 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         tree = read_yaml_mapping(p, "the config must be a mapping")
+    return _config_from_tree(tree, path, overrides, sets)
+
+
+RECORD = "benchmark.json"  # the whole configuration, written into the benchmark folder by every run
+
+
+def load_recorded_config(out: str | Path, overrides: dict[str, Any] | None = None,
+                         sets: list[str] | None = None) -> BenchmarkConfig:
+    """The configuration a benchmark folder's ``benchmark.json`` records (every run writes it), with
+    ``overrides`` and ``--set`` overrides applied as :func:`load_config` applies them to a file: what
+    ``--report-only --out FOLDER`` reports when no config is given. A missing or unreadable record is one
+    :class:`ConfigError` naming it."""
+    p = Path(out) / RECORD
+    if not p.is_file():
+        raise ConfigError(f"{p}: not found, so the benchmark's configuration is unknown (every run writes it; "
+                          f"is {out} a benchmark folder?); give --config FILE.yaml, or --dataset and --models")
+    try:
+        tree = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{p}: not a readable benchmark record ({e}); give --config FILE.yaml, or --dataset "
+                          f"and --models") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{p}: not a benchmark record (expected a JSON object at the top level); give "
+                          f"--config FILE.yaml, or --dataset and --models")
+    # the record dumps every field: the training seed (each cell's is its entry of `seeds`, and a `train.seed`
+    # is refused) and the progress bars (how the run was shown, left to the command now) are not settings
+    tree.pop("progress", None)
+    if isinstance(tree.get("train"), dict):
+        tree["train"] = {k: v for k, v in tree["train"].items() if k not in ("seed", "progress")}
+    return _config_from_tree(tree, p, overrides, sets)
+
+
+def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: dict[str, Any] | None,
+                      sets: list[str] | None) -> BenchmarkConfig:
+    """The config ``tree`` (read from ``path``, named in errors) gives once ``overrides`` and ``sets`` apply."""
     where = path if path is not None else "benchmark config"
     for key, value in (overrides or {}).items():
         if value is None:
@@ -289,7 +325,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if "model" in tree:  # `recgoat train`'s --set model.params.x=… does not carry over
             hint += (" (a benchmark config lists its models under `models`: set one's params with, e.g., "
                      "--set models.lightgcn.params.embedding_dim=16)")
-        raise ConfigError(f"{where}: {first_validation_error(e)}{hint}") from None
+        raise ConfigError(f"{where}: {first_validation_error(e, BenchmarkConfig)}{hint}") from None
     try:
         check_config(config)
     except RecGOATError as e:
@@ -611,7 +647,8 @@ def _signature(cell: Cell, train_cfg: TrainConfig, dataset=None) -> dict[str, An
 
 
 def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
-    """The signature keys on which the cell's recorded ``cell.json`` differs from ``sig`` (none if unrecorded)."""
+    """Each setting on which the cell's recorded ``cell.json`` differs from ``sig``, as ``KEY: OLD → NEW``
+    (``train.lr: 0.001 → 0.01``, ``params.embedding_dim: 64 → 16``, values as JSON); none if unrecorded."""
     path = cell.run_dir / "cell.json"
     if not path.exists():
         return []
@@ -625,8 +662,48 @@ def _signature_diff(cell: Cell, sig: dict[str, Any]) -> list[str]:
         diff = [k for k in diff if k != "params" or _effective_params(sig["model"], old["params"])
                 != _effective_params(sig["model"], sig["params"])]
     if not diff:
-        diff = _model_config_changes(sig["model"], _recorded_model_config(cell, old), sig.get("model_config"))
-    return diff
+        return _model_config_changes(sig["model"], _recorded_model_config(cell, old), sig.get("model_config"))
+    changes = []
+    for k in diff:
+        was, now = old[k], sig[k]
+        if k == "params" and "model" not in diff:  # as compared: defaults filled, so `64 → 16`, not `unset → 16`
+            filled = _effective_params(sig["model"], was), _effective_params(sig["model"], now)
+            if filled[0] is not was and filled[1] is not now:  # both valid (else compared raw, as shown)
+                was, now = filled
+        elif k == "data":  # as compared (a folder by the folder it names) where only that shows the change
+            was, now = _comparable_leaves(was, now)
+        changes += _setting_changes(k, was, now)
+    return changes
+
+
+_UNSET = object()
+
+
+def _setting_changes(key: str, old: Any, new: Any) -> list[str]:
+    """``KEY.SUB: OLD → NEW`` for each leaf of two signature entries that differs (a mapping is walked key by
+    key, anything else is one value); a key only one side has is ``unset`` on the other."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(old) + [k for k in new if k not in old]:
+            out += _setting_changes(f"{key}.{k}", old.get(k, _UNSET), new.get(k, _UNSET))
+        return out
+    if old == new:
+        return []
+    shown = ["unset" if v is _UNSET else json.dumps(v, default=str) for v in (old, new)]
+    return [f"{key}: {shown[0]} → {shown[1]}"]
+
+
+def _comparable_leaves(old: Any, new: Any) -> tuple[Any, Any]:
+    """Two data entries with a folder shown as compared (:func:`_comparable`) where its typed spelling is the
+    same on both sides but names another folder (a relative path from another working folder)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return old, new
+    old_c, new_c = _comparable("data", old), _comparable("data", new)
+    old, new = dict(old), dict(new)
+    for k in ("name", "features"):
+        if old.get(k) == new.get(k) and old_c.get(k) != new_c.get(k):
+            old[k], new[k] = old_c.get(k), new_c.get(k)
+    return old, new
 
 
 def _recorded_model_config(cell: Cell, old: dict[str, Any]) -> Any:
@@ -709,7 +786,9 @@ def _same_data_by_recorded_paths(old: dict[str, Any], data: Any, record_dir: Pat
 
 
 def _mismatch_message(cell: Cell, diff: list[str]) -> str:
-    return f"{cell.run_dir}: was run with a different configuration ({', '.join(diff)} differ)"
+    """The refusal of a cell run with another configuration, naming each setting that differs (``diff``:
+    :func:`_signature_diff`), as ``recgoat train`` names them."""
+    return f"{cell.run_dir}: was run with a different configuration ({'; '.join(diff)})"
 
 
 _MISMATCH_FIX = "use another --out, give the changed model or dataset another `label`, or delete that folder"
@@ -734,10 +813,11 @@ def check_model_params(model: ModelSpec) -> None:
     """The model's ``params`` are valid settings of that model; else a ConfigError naming it."""
     from recgoat.models.base import get_model_class
 
+    cls = get_model_class(model.name).Config
     try:
-        get_model_class(model.name).Config(**model.params)
+        cls(**model.params)
     except ValidationError as e:
-        raise ConfigError(f"model {model.key!r}: bad params: {first_validation_error(e)}") from None
+        raise ConfigError(f"model {model.key!r}: bad params: {first_validation_error(e, cls)}") from None
 
 
 def check_prepare(spec: DatasetSpec) -> None:

@@ -92,6 +92,21 @@ class TinyNet(nn.Module):
         return self.conv(x).amax(dim=(2, 3))
 
 
+class NanNet(TinyNet):
+    """The tiny plug-in image model, its ``nan_call``-th forward giving NaN for the batch's first row."""
+
+    def __init__(self, nan_call: int | None):
+        super().__init__()
+        self.calls, self.nan_call = 0, nan_call
+
+    def forward(self, x):
+        self.calls += 1
+        y = super().forward(x)
+        if self.calls == self.nan_call:
+            y[0] = float("nan")
+        return y
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from features_helpers import TinyNet, toy_dataset  # noqa: E402
+from features_helpers import NanNet, toy_dataset  # noqa: E402
 from recgoat.errors import ConfigError, DataError  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmrec, load_features  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
@@ -131,21 +131,6 @@ def test_failed_encode_keeps_a_folder_that_existed(tmp_path):
     with pytest.raises(ConfigError):
         encode_all(ds, out, FeatureConfig(text_template="{nope}"), which=("text",), progress=False)
     assert out.is_dir()
-
-
-class NanNet(TinyNet):
-    """Its ``nan_call``-th forward gives NaN for the batch's first row."""
-
-    def __init__(self, nan_call):
-        super().__init__()
-        self.calls, self.nan_call = 0, nan_call
-
-    def forward(self, x):
-        self.calls += 1
-        y = super().forward(x)
-        if self.calls == self.nan_call:
-            y[0] = float("nan")
-        return y
 
 
 def test_failed_encode_keeps_a_new_folder_holding_checkpoints(tmp_path):

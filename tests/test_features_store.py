@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from features_helpers import Reply, ScriptedServer, TinyNet, chat_reply, mini_dataset  # noqa: E402
+from features_helpers import Reply, NanNet, ScriptedServer, TinyNet, chat_reply, mini_dataset  # noqa: E402
 from recgoat.errors import DataError  # noqa: E402
 from recgoat.features import (FeatureConfig, encode_all, export_mmrec, import_mmrec,  # noqa: E402
                               load_features)
@@ -209,21 +209,6 @@ def test_finishing_a_kind_drops_its_checkpoints_under_other_keys(tmp_path):
     assert (tmp_path / "image.npy").exists()
     assert not stale.exists()
     assert other_kind.exists()
-
-
-class NanNet(TinyNet):
-    """The tiny plug-in image model, its ``nan_call``-th forward giving NaN for the batch's first row."""
-
-    def __init__(self, nan_call: int | None):
-        super().__init__()
-        self.calls, self.nan_call = 0, nan_call
-
-    def forward(self, x):
-        self.calls += 1
-        y = super().forward(x)
-        if self.calls == self.nan_call:
-            y[0] = float("nan")
-        return y
 
 
 def test_nan_features_refused_when_writing(tmp_path):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -79,3 +81,12 @@ def trained_runs(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(Trainer, "fit", counting)
     return calls
+
+
+@pytest.fixture
+def bench(finished, tmp_path) -> Path:
+    """A fresh copy of the module's ``finished`` benchmark folder (a module-scoped fixture of the test module
+    that uses this one), for a test to edit or resume without touching the others' copy."""
+    out = tmp_path / "bench"
+    shutil.copytree(finished, out)
+    return out

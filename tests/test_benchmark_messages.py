@@ -71,13 +71,6 @@ def finished(data, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def bench(finished, tmp_path) -> Path:
-    out = tmp_path / "bench"
-    shutil.copytree(finished, out)
-    return out
-
-
 def config(data: Path, out: Path, *sets: str, epochs: int = 1):
     base = {"datasets": [str(data)], "models": ["mostpop", "bprmf"], "seeds": [1], "epochs": epochs,
             "out": str(out), "progress": False}

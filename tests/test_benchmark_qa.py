@@ -45,13 +45,6 @@ def finished(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def bench(finished, tmp_path) -> Path:
-    out = tmp_path / "bench"
-    shutil.copytree(finished, out)
-    return out
-
-
 def test_diverging_cell_fails_alone_and_is_named(tmp_path):
     """A loss that becomes NaN fails its own cell; the later cells still run and the report names it."""
     out = tmp_path / "b"

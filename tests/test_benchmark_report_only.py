@@ -9,7 +9,6 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -43,13 +42,6 @@ def finished(tmp_path_factory) -> Path:
                              "epochs": 1, "out": str(out), "progress": False}, SETS)
     run = run_benchmark(cfg)
     assert not run.failed, run.failed
-    return out
-
-
-@pytest.fixture
-def bench(finished, tmp_path) -> Path:
-    out = tmp_path / "bench"
-    shutil.copytree(finished, out)
     return out
 
 

@@ -169,3 +169,17 @@ def test_encode_image_refuses_a_template_even_with_its_default_value(tmp_path):
 def test_options_the_subcommand_reads_pass(tmp_path, args):
     res = CliRunner().invoke(app, [args[0], "no-such-dataset", *args[1:]])
     assert res.exit_code == 1 and "does not read" not in res.output and "no-such-dataset" in res.output
+
+
+@pytest.mark.parametrize("sub", ["users", "all"])
+def test_llm_options_with_the_template_backend_are_refused(tmp_path, sub):
+    """The template backend (the default) asks no LLM: `--llm-model`/`--llm-base-url` were ignored silently,
+    so a forgotten `--backend openai` gave template profiles the user took for an LLM's."""
+    res = CliRunner().invoke(app, [sub, "no-such-dataset", "--out", str(tmp_path / "f"), "--llm-model", "m",
+                                   "--llm-base-url", "http://127.0.0.1:9/v1"])
+    assert res.exit_code == 1
+    assert res.output == ("error: --llm-base-url, --llm-model: apply to an LLM profile backend (--backend openai "
+                          "or transformers), not the template backend\n")
+    res = CliRunner().invoke(app, [sub, "no-such-dataset", "--out", str(tmp_path / "f"), "--llm-model", "m",
+                                   "--backend", "openai"])
+    assert res.exit_code == 1 and "template backend" not in res.output and "no-such-dataset" in res.output

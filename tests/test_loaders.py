@@ -234,7 +234,7 @@ def test_mmrec_nan_features(tmp_path):
     arr = np.zeros((5, 4), np.float32)
     arr[2, 1] = np.nan
     np.save(folder / "text_feat.npy", arr)
-    with pytest.raises(DataError, match=r"text_feat\.npy: 1 rows hold NaN or inf \(first: row 2\)"):
+    with pytest.raises(DataError, match=r"text_feat\.npy: 1 rows hold NaN or inf \(first: row 2, item_id 'B00003'\)"):
         load_mmrec(folder)
 
 
@@ -242,7 +242,7 @@ def test_mmrec_nan_features(tmp_path):
     (np.zeros((5, 0), np.float32), "shape (5, 0): no feature columns"),  # a view with nothing in it
     (np.ones((5, 3), np.complex64), "dtype complex64 is not a number type (expected float32)"),
     (np.ones((5, 3), bool), "dtype bool is not a number type (expected float32)"),
-    (np.full((5, 3), 1e39), "5 rows hold NaN or inf (first: row 0)"),  # overflows float32
+    (np.full((5, 3), 1e39), "5 rows hold NaN or inf (first: row 0, item_id 'B00001')"),  # overflows float32
 ])
 def test_mmrec_features_refused_as_the_feature_store_refuses_them(tmp_path, arr, problem):
     """Loading an MMRec folder checks its features with the feature store's check: what `recgoat encode

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -215,15 +216,16 @@ def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
     return out
 
 
-def read_mmrec_features(folder: str | Path, n_items: int) -> dict[str, np.ndarray]:
+def read_mmrec_features(folder: str | Path, n_items: int, item_ids: Any = None) -> dict[str, np.ndarray]:
     """``{"text": …, "image": …}`` for the feature files present, as float32, checked against ``n_items``
     rows by the feature store's one check (:func:`recgoat.features.store.as_feature_matrix`), so a folder
-    loads here only if ``recgoat encode import-mmrec`` accepts its features too."""
+    loads here only if ``recgoat encode import-mmrec`` accepts its features too; ``item_ids`` (one per row)
+    name a refused row's original id."""
     # imported here: recgoat.features imports recgoat.datasets
     from recgoat.features.store import as_feature_matrix, load_array
 
     folder = Path(folder)
-    return {key: as_feature_matrix(folder / fname, load_array(folder / fname), n_items)
+    return {key: as_feature_matrix(folder / fname, load_array(folder / fname), n_items, ids=item_ids)
             for key, fname in FEATURE_FILES.items() if (folder / fname).exists()}
 
 
@@ -264,7 +266,7 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
     if item_ids is None:
         check_dense(items, "item", path)
         item_ids = np.arange(int(items.max()) + 1).astype(str).astype(object)
-    features = read_mmrec_features(folder, len(item_ids))  # validates rows and NaNs up front
+    features = read_mmrec_features(folder, len(item_ids), item_ids)  # validates rows and NaNs up front
     info = {"source": str(folder.resolve()), "layout": "mmrec",
             "features": {k: str((folder / FEATURE_FILES[k]).resolve()) for k in features}}
     return Dataset(name=name, interactions=inter, user_ids=user_ids, item_ids=item_ids,

@@ -42,14 +42,22 @@ def _check_options_apply(ctx: typer.Context, which: tuple[str, ...]) -> None:
 
     Why: `encode text --image-batch-size 7` or `encode image --template ...` ran, ignored them and exited 0,
     so a mistyped subcommand went unnoticed. Only options given explicitly count (their defaults do not)."""
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+
+    def given(name: str) -> bool:
+        # compared by name: typer may bring its own copy of click, whose ParameterSource is another class
+        return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+
+    if "users" in which and ctx.params.get("backend") == "template":  # the template backend asks no LLM
+        llm = [flags[name] for name in _READ_BY if name.startswith("llm_") and given(name)]
+        if llm:
+            raise ConfigError(f"{', '.join(llm)}: {'applies' if len(llm) == 1 else 'apply'} to an LLM profile "
+                              f"backend (--backend openai or transformers), not the template backend")
     if len(which) != 1:  # `encode all` reads every option
         return
-    flags = {p.name: p.opts[0] for p in ctx.command.params}
     unread: dict[tuple[str, ...], list[str]] = {}
     for name, readers in _READ_BY.items():
-        # compared by name: typer may bring its own copy of click, whose ParameterSource is another class
-        source = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
-        if which[0] not in readers and source not in ("DEFAULT", "DEFAULT_MAP"):
+        if which[0] not in readers and given(name):
             unread.setdefault(readers, []).append(flags[name])
     if unread:
         parts = [f"{', '.join(opts)} ({'it applies' if len(opts) == 1 else 'they apply'} to "

@@ -30,7 +30,7 @@ SETS = ["train.num_threads=1", "train.batch_size=1024"]
 
 def config(root: Path, seeds: list[int], max_epochs: int = 1):
     base = {"datasets": [{"name": str(root / "data"), "label": "tiny", "features": str(root / "feats")}],
-            "models": ["vbpr", "mostpop"], "seeds": seeds, "epochs": max_epochs, "out": str(root / "out"),
+            "models": ["mostpop", "vbpr"], "seeds": seeds, "epochs": max_epochs, "out": str(root / "out"),
             "progress": False}
     return load_config(None, base, SETS)
 
@@ -86,12 +86,16 @@ def _add_image(root: Path) -> None:
                                            (_add_image, "other image features")])
 def test_a_finished_cell_of_other_features_is_named_before_another_trains(root, change, named):
     change(root)
+    record = (root / "out" / "benchmark.json").read_text()
     with pytest.raises(ConfigError, match="was trained on other") as e:
         run_benchmark(config(root, [1, 2]))
     msg = str(e.value)
     assert f"{cell(root)}: was trained on {named} than {root / 'feats'} holds now" in msg
     assert "mostpop" not in msg  # a model reading no features is not concerned
-    assert not (cell(root, seed=2) / "result.json").exists()  # refused before the new seed trained
+    # refused before anything trained (MostPop's new seed comes first) or the record named seeds [1, 2]
+    assert not (cell(root, seed=2) / "result.json").exists()
+    assert not (cell(root, "mostpop", seed=2) / "result.json").exists()
+    assert (root / "out" / "benchmark.json").read_text() == record
 
 
 def test_a_checkpointed_cell_of_other_features_is_named(root):

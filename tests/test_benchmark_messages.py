@@ -183,6 +183,23 @@ def test_report_only_of_a_moved_folder_reports_it(bench, tmp_path):
     assert (moved / "results.md").read_text() in res.output
 
 
+def test_report_only_needs_no_preset_file(data, tmp_path, monkeypatch):
+    """The record holds a model's preset already merged into its params: a relative preset path was looked for
+    again from the working folder, and refused from any other (or once the file was gone)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "small.yaml").write_text("embedding_dim: 8\n")
+    monkeypatch.chdir(proj)
+    cfg = load_config(None, {"datasets": [str(data)], "models": [{"name": "bprmf", "preset": "small.yaml"}],
+                             "seeds": [1], "epochs": 1, "out": "results", "progress": False}, SETS)
+    assert not run_benchmark(cfg).failed
+    (proj / "small.yaml").unlink()
+    monkeypatch.chdir(tmp_path)
+    res = cli.invoke(app, ["benchmark", "--out", str(proj / "results"), "--report-only", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "| bprmf |" in res.output
+
+
 @pytest.mark.parametrize("content, said", [
     (None, "benchmark.json: not found"),
     ("{not json", "benchmark.json: not a readable benchmark record"),

@@ -125,6 +125,18 @@ def test_failed_encode_removes_the_folders_it_created(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("out", ["features/tpl", "new/../feats"])
+def test_failed_encode_removes_what_it_created_under_a_relative_path(tmp_path, monkeypatch, out):
+    """As typed on a command line: relative, or through `..` (whose `new/..` is the working folder itself: the
+    empty `new/` the run made was left behind)."""
+    ds = shop(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ConfigError):
+        encode_all(ds, out, FeatureConfig(text_template="{nope}"), which=("text",), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_failed_encode_keeps_a_folder_that_existed(tmp_path):
     ds, out = shop(tmp_path), tmp_path / "mine"
     out.mkdir()

@@ -293,6 +293,11 @@ def load_recorded_config(out: str | Path, overrides: dict[str, Any] | None = Non
     tree.pop("progress", None)
     if isinstance(tree.get("train"), dict):
         tree["train"] = {k: v for k, v in tree["train"].items() if k not in ("seed", "progress")}
+    # a model's preset is recorded already merged into its params: read again, a relative preset path was
+    # looked for from the working folder (refused from any other) and a deleted preset file refused the record
+    for model in tree.get("models") or []:
+        if isinstance(model, dict):
+            model.pop("preset", None)
     return _config_from_tree(tree, p, overrides, sets)
 
 
@@ -1136,7 +1141,8 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     preflight(config, cells, data_cache)  # before benchmark.json is replaced: a refused run leaves the folder as it was
     data_cache = check_data_versions(cells, data_cache)  # the datasets it loads are the ones the cells train on
     with folder_lock(out):  # one writer per benchmark folder: two would train the same cells at once
-        return _run_cells(config, cells, model_classes, on_cell, write_report, data_cache)
+        feat_cache = check_features_before_training(config, cells, model_classes, data_cache)
+        return _run_cells(config, cells, model_classes, on_cell, write_report, data_cache, feat_cache)
 
 
 def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], Any] | None = None
@@ -1227,15 +1233,47 @@ def check_feature_versions(cells: list[Cell], dataset, features, folder: Path) -
         raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
 
 
+def _feature_split(config: BenchmarkConfig, cell: Cell) -> int | None:
+    """The split seed naming a cell's ``features: auto`` folder: only when every seed re-splits the data."""
+    return cell.split_seed if config.split_seeds else None
+
+
+def check_features_before_training(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
+                                   data_cache: dict[tuple[str, int | None], Any]) -> dict[tuple[str, int | None], Any]:
+    """:func:`check_feature_versions` for every dataset with a cell still to train beside finished or
+    checkpointed ones that recorded the features they read, before ``benchmark.json`` is written or any cell
+    trains (checked at the dataset's first cell to train, other models' cells had trained by then and
+    ``benchmark.json`` recorded the refused configuration). Returns the features loaded, by ``(label, split_seed)``, for the cells to
+    reuse; ``data_cache`` gets the datasets loaded. Runs under the benchmark folder's lock: ``auto`` encodes."""
+    out = Path(config.out)
+    feat_cache: dict[tuple[str, int | None], Any] = {}
+    by_key: dict[tuple[str, int | None], list[Cell]] = {}
+    for cell in cells:
+        if needs_features(model_classes[cell.model.key]):
+            by_key.setdefault((dataset_label(cell.dataset), cell.split_seed), []).append(cell)
+    for key, group in by_key.items():
+        to_train = any(not c.done for c in group)
+        recorded = any(not _restartable(c) and _trained_feature_digests(c) is not None for c in group)
+        if not (to_train and recorded):  # nothing would be mixed: the features load when a cell needs them
+            continue
+        if key not in data_cache:
+            data_cache[key] = load_dataset(group[0].dataset, key[1])
+        split = _feature_split(config, group[0])
+        feat_cache[key] = resolve_features(group[0].dataset, data_cache[key], out, split, config.progress)
+        check_feature_versions(group, data_cache[key], feat_cache[key], feature_folder(group[0].dataset, out, split))
+    return feat_cache
+
+
 def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
                on_cell: Callable[[Cell, str], None] | None, write_report: bool,
-               data_cache: dict[tuple[str, int | None], Any] | None = None) -> BenchmarkRun:
+               data_cache: dict[tuple[str, int | None], Any] | None = None,
+               feat_cache: dict[tuple[str, int | None], Any] | None = None) -> BenchmarkRun:
     out = Path(config.out)
     write_json(out / "benchmark.json", config.model_dump(mode="json"))
     run = BenchmarkRun(config)
     notify = on_cell or (lambda c, s: None)
     data_cache = dict(data_cache or {})
-    feat_cache: dict[tuple[str, int], Any] = {}
+    feat_cache = dict(feat_cache or {})
     bar = _CellBar(len(cells), config.progress)
     try:
         for cell in cells:
@@ -1257,12 +1295,8 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
                 features = None
                 if needs_features(model_classes[cell.model.key]):
                     if key not in feat_cache:
-                        feat_split = split_seed if config.split_seeds else None
-                        feat_cache[key] = resolve_features(cell.dataset, dataset, out, feat_split, config.progress)
-                        check_feature_versions(
-                            [c for c in cells if (dataset_label(c.dataset), c.split_seed) == key
-                             and needs_features(model_classes[c.model.key])],
-                            dataset, feat_cache[key], feature_folder(cell.dataset, out, feat_split))
+                        feat_cache[key] = resolve_features(cell.dataset, dataset, out, _feature_split(config, cell),
+                                                           config.progress)
                     features = feat_cache[key]
                 train_cfg = config.cell_train_config(cell.model, cell.seed)
                 if not config.progress:

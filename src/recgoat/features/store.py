@@ -277,7 +277,13 @@ def _made_here(out: Path) -> Iterator[list[Path]]:
 
     Why: a failed first ``recgoat encode`` (a template naming no column, a model that does not load) left
     ``features/<name>/`` holding only ``.recgoat.lock``, which reads as a feature folder to the user."""
-    created = [p for p in (out, *out.parents) if not (p.exists() or p.is_symlink())]
+    # each folder mkdir makes, as its lexically normalised path, deepest (last made) first: `new/../feats` makes
+    # `new` and `feats`, and its `new/..` is the working folder (removing it failed, and `new` was left behind)
+    created: list[Path] = []
+    for i in range(1, len(out.parts) + 1):
+        folder = Path(os.path.abspath(Path(*out.parts[:i])))
+        if not (folder.exists() or folder.is_symlink()) and folder not in created:
+            created.insert(0, folder)
     out.mkdir(parents=True, exist_ok=True)
     try:
         yield created
@@ -299,7 +305,7 @@ def _undone_if_failed(out: Path, created: list[Path]) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if out in created:
+        if Path(os.path.abspath(out)) in created:
             for root, dirs, _ in os.walk(out, topdown=False):
                 for d in dirs:
                     try:

@@ -96,8 +96,9 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     return 0
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: the server is stopped as by Ctrl-C."""
+class _Terminated(BaseException):
+    """SIGTERM arrived: the server is stopped as by Ctrl-C (a BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` on the way swallows it)."""
 
 
 def _terminated(signum, frame) -> None:

@@ -94,9 +94,14 @@ def test_a_loaded_lightgcn_asked_to_recompute_says_to_call_prepare(tmp_path):
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
     assert torch.equal(loaded.score([0, 1]), want)  # from the saved embeddings: no graph needed
-    loaded.train()  # parameters may change: the saved embeddings are dropped
+    saved = {k: v.clone() for k, v in loaded.state_dict().items()}
+    with torch.no_grad():  # other weights: the saved embeddings are stale
+        next(loaded.parameters()).add_(1.0)
     with pytest.raises(RuntimeError, match=r"lightgcn: call prepare\(dataset\)"):
         loaded.score([0])
+    loaded.load_state_dict(saved)  # the saved weights again: the saved embeddings apply again
+    assert torch.equal(loaded.score([0, 1]), want)
+    loaded.train()
     with pytest.raises(RuntimeError, match="prepare"):
         loaded.loss(torch.tensor([0]), torch.tensor([0]), torch.tensor([1]))
     loaded.prepare(ds, None)

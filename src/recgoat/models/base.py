@@ -162,6 +162,8 @@ class Recommender(nn.Module):
         self._prepared = False
         self._cached: tuple[Tensor, Tensor] | None = None
         self._cached_key: tuple = ()  # _weights_key() when _cached was computed
+        # a loaded model: the content hash of the weights its saved final embeddings were computed from
+        self._saved_weights: str | None = None
         self.summary: dict[str, Any] = {}
         # content hashes of the feature matrices prepare() was given (see feature_digests)
         self.feature_digests: dict[str, str] = {}
@@ -251,8 +253,9 @@ class Recommender(nn.Module):
         """Called before each training epoch (e.g. to resample a pruned graph)."""
 
     def train(self, mode: bool = True) -> "Recommender":
-        if mode:
-            self._cached = None  # parameters are about to change
+        if mode and self._prepared:
+            self._cached = None  # parameters are about to change (a loaded model keeps its saved embeddings: it
+            # cannot propagate without its graphs, and final_embeddings checks its weights before using them)
         return super().train(mode)
 
     # ----------------------------------------------------------------- inference
@@ -266,8 +269,15 @@ class Recommender(nn.Module):
         Graph models propagate once here, so an evaluation or a batch of ``recommend`` calls never
         re-runs the full forward pass per user chunk.
         """
-        if self._cached is not None and self._cached_key == self._weights_key():
-            return self._cached
+        if self._cached is not None:
+            key = self._weights_key()
+            if self._cached_key == key:
+                return self._cached
+            if not self._prepared and self._saved_weights is not None and self._weights_digest() == self._saved_weights:
+                # a loaded model's copy (deepcopy) or its own state dict loaded again: other tensors or versions,
+                # the same values; without its graphs it could not compute them again
+                self._cached_key = key
+                return self._cached
         was = self.training
         self.eval()
         with torch.no_grad():
@@ -285,6 +295,15 @@ class Recommender(nn.Module):
         (the scores then came from the old weights, silently)."""
         # inference tensors (made under torch.inference_mode) have no version counter
         return tuple((id(t), -1 if t.is_inference() else t._version) for t in chain(self.parameters(), self.buffers()))
+
+    def _weights_digest(self) -> str:
+        """A content hash of every parameter and buffer (names, dtypes, shapes and bytes)."""
+        h = hashlib.sha256()
+        for name, t in chain(self.named_parameters(), self.named_buffers()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:
         """Scores ``[len(users), n_items]`` (or ``[len(users), len(items)]`` when items are given).
@@ -481,6 +500,7 @@ class Recommender(nn.Module):
         # then rounds differently, so recommend() would differ from the saved model's in the last bit
         model._cached = (u_emb.clone(), i_emb.clone())
         model._cached_key = model._weights_key()
+        model._saved_weights = model._weights_digest()
         if "train.indptr" in tensors:
             indptr = tensors["train.indptr"].numpy()
             indices = tensors.get("train.indices", torch.zeros(0, dtype=torch.long)).numpy()

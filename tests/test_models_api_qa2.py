@@ -100,7 +100,7 @@ def test_a_refused_prepare_leaves_a_loaded_model_scoring_and_unprepared(ds, feat
     with pytest.raises((ConfigError, DataError)):
         loaded.prepare(ds, None)
     assert torch.equal(loaded.score(np.arange(ds.n_users)), saved)
-    label = "RecGOAT was built with text features" if name == "recgoat" else f"{name} needs item features"
+    label = "RecGOAT needs item features" if name == "recgoat" else f"{name} needs item features"
     with pytest.raises((ConfigError, DataError), match=label):
         loaded.fit(ds, small_config(epochs=1))
     loaded.fit(ds, small_config(epochs=1), features=feats)  # and it still trains once given them

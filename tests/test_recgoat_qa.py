@@ -100,10 +100,15 @@ def test_a_loaded_model_that_must_recompute_says_to_prepare_it(data, tmp_path):
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
     assert torch.equal(loaded.score(list(range(ds.n_users))), expected)
-    loaded.train()
+    loaded.train()  # weights unchanged: still the saved embeddings (they were dropped, session 15's audit)
     loaded.eval()
+    assert torch.equal(loaded.score(list(range(ds.n_users))), expected)
+    with torch.no_grad():  # other weights: the saved embeddings are stale and cannot be recomputed
+        next(loaded.parameters()).add_(1.0)
     with pytest.raises(RuntimeError, match=r"^recgoat: call prepare\(dataset, features\) before training or scoring"):
         loaded.score([0])
+    with torch.no_grad():
+        next(loaded.parameters()).sub_(1.0)
     u, p, n = _batch(ds)
     with pytest.raises(RuntimeError, match="call prepare"):
         loaded.loss(u, p, n)

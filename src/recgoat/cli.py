@@ -261,8 +261,14 @@ def _summary_lines(summary: dict) -> list[str]:
         align = [*(["CMCL"] if summary.get("cmcl") else []), *([f"OAT ({oat})"] if oat else [])]
         attention = summary.get("rating_attention")  # a string says how (e.g. "endpoints only (no ratings)")
         shown = attention if isinstance(attention, str) else ("on" if attention else "off")
-        lines.append(f"fusion: {summary['fusion']}; alignment: {' + '.join(align) or 'none'}; rating attention: "
-                     f"{shown}")
+        fusion, gamma = summary["fusion"], summary.get("gamma")
+        if summary.get("gamma_fixed"):  # a γ grid point: weights set by the config, not learned
+            weights = ", ".join(f"{k} {v:g}" for k, v in gamma.items()) if isinstance(gamma, dict) else ""
+            fusion = f"{fusion} with fixed weights" + (f" ({weights})" if weights else "")
+        lines.append(f"fusion: {fusion}; alignment: {' + '.join(align) or 'none'}; rating attention: {shown}")
+    if "item_graphs" in summary or "user_graph" in summary:  # RecGOAT: no_item_graph, gat_layers: 0, …
+        lines.append(f"kNN graph attention: item-item {summary.get('item_graphs', 'off')}; user-user "
+                     f"{summary.get('user_graph', 'off')}")
     if summary.get("note"):
         lines.append(f"note: {summary['note']}")
     return lines

@@ -34,9 +34,7 @@ def item_modalities(features, model: str, n_items: int | None = None) -> dict[st
     """The item feature matrices present in ``features`` (``{"text": X_t, "image": X_v}``, either may be
     absent); raises :class:`ConfigError` naming ``model`` when there are none."""
     if features is None:
-        raise ConfigError(f"{model} needs item features (text and/or image) but none were given: encode them "
-                          f"with `recgoat encode all <dataset>`, then give `--features FOLDER` (recgoat train/evaluate), "
-                          f"`features: FOLDER` (a config file) or features=load_features(dataset, folder) (Python)")
+        raise ConfigError(none_given_message(model))
     found = {m: feature_matrix(getattr(features, m), m, model)
              for m in MODALITIES if getattr(features, m, None) is not None}
     if not found:
@@ -44,9 +42,21 @@ def item_modalities(features, model: str, n_items: int | None = None) -> dict[st
                           f"(a user profile alone is not enough); encode item text or images first")
     for m, x in found.items():
         if n_items is not None and x.shape[0] != n_items:
-            raise ConfigError(f"{model}: {m} features have shape {x.shape}, expected ({n_items}, D): "
-                              f"features were made for another dataset")
+            raise ConfigError(wrong_rows_message(model, m, x.shape, n_items))
     return found
+
+
+def none_given_message(model: str, what: str = "item features (text and/or image)") -> str:
+    """``model`` needs ``what`` but was given no features at all (shared with RecGOAT, whose views differ)."""
+    return (f"{model} needs {what} but none were given: encode them with `recgoat encode all <dataset>`, then give "
+            f"`--features FOLDER` (recgoat train/evaluate), `features: FOLDER` (a config file) or "
+            f"features=load_features(dataset, folder) (Python)")
+
+
+def wrong_rows_message(model: str, name: str, shape: tuple, n_rows: int) -> str:
+    """A feature matrix with another number of rows than the dataset has items (users, for profiles)."""
+    return (f"{model}: {name} features have shape {tuple(shape)}, expected ({n_rows}, D): features were made for "
+            f"another dataset")
 
 
 def modality_dims(features, model: str) -> dict[str, int]:

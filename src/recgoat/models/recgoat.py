@@ -75,7 +75,7 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.graphs.bipartite import normalized_bipartite
 from recgoat.graphs.knn import knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
-from recgoat.models.modalities import feature_matrix, image_mask
+from recgoat.models.modalities import feature_matrix, image_mask, none_given_message, wrong_rows_message
 from recgoat.nn.alignment import oat_losses, symmetric_info_nce
 from recgoat.nn.layers import (AdaptiveMap, ConcatFusion, ModalityGATBranch, RatingAwareLightGCN, SimplexFusion,
                                SumFusion, csr_to_edge_index)
@@ -253,9 +253,18 @@ def inert_settings(c: "RecGOATConfig", modalities: list[str], profile: bool) -> 
     no_user = first((c.gat_layers == 0, "gat_layers: 0"), (not profile, "no profile branch"),
                     (True, "user_graph: false"))
     no_cl = "lambda_cl: 0" if c.lambda_cl == 0 else "nothing to contrast: no item view, no profile-ID pair"
+    no_layer = "no graph attention layer runs (gat_layers: 0)"
     groups: list[tuple[tuple[str, ...], bool, str]] = [
         (("gat_heads", "gat_v2", "gat_impl", "gat_dropout", "gat_concat"), item_gat or user_gat,
          f"no graph attention layer runs ({no_gat})"),
+        # the ablation switches themselves: item_graph / user_graph: false switch off a graph that does not run
+        # anyway (no GAT layer, no view to attend over) and align_users: false a CMCL term that does not act
+        (("item_graph",), c.gat_layers > 0 and bool(modalities),
+         no_layer if c.gat_layers == 0 else "no item-item graph (no item view)"),
+        (("user_graph",), c.gat_layers > 0 and profile,
+         no_layer if c.gat_layers == 0 else "no user-user graph (no profile branch)"),
+        (("align_users",), c.lambda_cl > 0 and profile,
+         "CMCL does not act (lambda_cl: 0)" if c.lambda_cl == 0 else "no user view to align (no profile branch)"),
         (("gat_activation",), (item_gat or user_gat) and c.gat_layers >= 2,
          f"it acts between stacked GAT layers ({no_gat})" if not (item_gat or user_gat)
          else f"it acts between stacked GAT layers (gat_layers: {c.gat_layers})"),
@@ -264,7 +273,10 @@ def inert_settings(c: "RecGOATConfig", modalities: list[str], profile: bool) -> 
         (("tau", "cl_max_points"), cmcl, f"CMCL does not act ({no_cl})"),
         (("ot_eps", "ot_iters", "ot_max_points", "ot_debias", "ot_normalize"), oat,
          "OAT does not act (" + ("lambda_ot: 0" if c.lambda_ot == 0 else "no item view") + ")"),
-        (("align_target", "align_detach_target"), cmcl or oat, "no alignment term acts"),
+        # align_target picks the item views' target; align_detach_target also stops the user CMCL's gradient
+        (("align_target",), bool(modalities) and (c.lambda_cl > 0 or c.lambda_ot > 0),
+         "only the user-profile view is aligned (no item view)" if cmcl else "no alignment term acts"),
+        (("align_detach_target",), cmcl or oat, "no alignment term acts"),
         (("feature_reg", "view_dropout", "feature_norm"), bool(modalities) or profile,
          "no feature branch (no item view, no profile branch)"),
         (("graph_cache_dir",), item_gat or user_gat, "no kNN graph is built"),
@@ -407,6 +419,15 @@ def resolve_projection_dtype(name: str) -> torch.dtype:
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 
+def _graph_state(view: bool, no_view: str, gat_layers: int, switch: bool, key: str) -> str:
+    """The summary's ``item_graphs`` / ``user_graph``: ``on``, or ``off (why)``."""
+    if not view:
+        return f"off ({no_view})"
+    if gat_layers == 0:
+        return "off (gat_layers: 0)"
+    return "on" if switch else f"off ({key}: false)"
+
+
 def _subsample(ids: Tensor, n: int) -> Tensor:
     """At most ``n`` of ``ids`` (sorted), chosen uniformly: bounds the O(n²) in-batch alignment terms."""
     return ids if len(ids) <= n else torch.sort(ids[torch.randperm(len(ids))[:n]]).values
@@ -469,6 +490,7 @@ class RecGOAT(Recommender):
             raise ConfigError(f"recgoat: {keys} weights the {' and '.join(unused)} view, but the features "
                               f"given have no {' or '.join(unused)} features; unset it or give those features")
         self.fusion: nn.Module | None = None  # ID view alone: nothing to fuse
+        fixed = None
         if n_views == 1:
             pass
         elif c.fusion == "concat":
@@ -477,7 +499,6 @@ class RecGOAT(Recommender):
         elif c.fusion == "sum":
             self.fusion = SumFusion()
         else:
-            fixed = None
             if c.gamma_t is not None or c.gamma_v is not None:
                 gm = [float(gammas[m]) for m in self.modalities]
                 fixed = [max(0.0, 1.0 - sum(gm)), *gm]  # the config allows a sum of 1 + 1e-9
@@ -498,7 +519,16 @@ class RecGOAT(Recommender):
             **self._alignment_flags(self.modalities),
             "align_target": c.align_target,
             "projection_dtype": str(self.proj_dtype).removeprefix("torch."),
+            # what an ablation switched off, said outright (absent *_edges keys alone did not say it)
+            "item_graphs": _graph_state(bool(self.modalities), "no item view", c.gat_layers, c.item_graph,
+                                        "item_graph"),
+            "user_graph": _graph_state(self.use_profile, "no profile branch", c.gat_layers, c.user_graph,
+                                       "user_graph"),
         }
+        if isinstance(self.fusion, SimplexFusion):  # fixed γ (a grid point) or learned softmax weights
+            self.summary["gamma_fixed"] = fixed is not None
+            if fixed is not None:
+                self.summary["gamma"] = dict(zip(["id", *self.modalities], [round(x, 4) for x in fixed]))
         self._absent_note: str | None = None
         if missing or (c.use_profile and profile_dim == 0):
             absent = missing + (["profile"] if c.use_profile and profile_dim == 0 else [])
@@ -554,28 +584,35 @@ class RecGOAT(Recommender):
     def checked_features(self, features) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         """Each used view's feature matrix (and the image mask), checked against the shapes the model was built
         for: a :class:`DataError` before :meth:`prepare` changes anything, so a refused call leaves the model
-        as it was (it set the new graph and "not ready" first, and the model could neither score nor save)."""
+        as it was (it set the new graph and "not ready" first, and the model could neither score nor save).
+        While it is being built (neither prepared nor loaded) a matrix with another number of rows is refused in
+        the words every feature model uses: "was built with" named a shape no model had been built with."""
+        # load() sets _saved_feature_digests (None for a model saved before digests were recorded)
+        built = self._prepared or hasattr(self, "_saved_feature_digests")
+        used = [*self.modalities, *(["profile"] if self.use_profile else [])]
+        if features is None and used:
+            what = [*([f"item features ({', '.join(self.modalities)})"] if self.modalities else []),
+                    *(["user profile features"] if self.use_profile else [])]
+            raise ConfigError(none_given_message("RecGOAT", " and ".join(what)))
         out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-        for m in self.modalities:
-            x = getattr(features, m, None) if features is not None else None
-            x = None if x is None else feature_matrix(x, m, "RecGOAT")
-            want = self.dims[f"{m}_dim"]
-            if x is None or x.shape != (self.n_items, want):
-                got = None if x is None else tuple(x.shape)
-                raise DataError(None, f"RecGOAT was built with {m} features of shape ({self.n_items}, {want}); "
-                                      f"the features given have {got}")
+        for m in used:
+            per, rows = ("user", self.n_users) if m == "profile" else ("item", self.n_items)
+            want = (rows, self.dims[f"{m}_dim"])
+            kind = "profiles" if m == "profile" else f"{m} features"
+            x = getattr(features, m, None)
+            if x is None:
+                raise DataError(None, f"RecGOAT was built with {kind} of shape {want}, but the features given have "
+                                      f"no {m} features")
+            x = feature_matrix(x, m, "RecGOAT", per)
+            if x.shape != want:
+                if not built and x.shape[1] == want[1]:  # dims_from took the width from these very features
+                    raise ConfigError(wrong_rows_message("RecGOAT", m, x.shape, rows))
+                raise DataError(None, f"RecGOAT was built with {kind} of shape {want}; the features given have "
+                                      f"{tuple(x.shape)}")
             mask = None
             if m == "image":
                 mask = image_mask(features, self.n_items, "RecGOAT") & (np.linalg.norm(x, axis=1) > 0)
             out[m] = (x, mask)
-        if self.use_profile:
-            x = getattr(features, "profile", None) if features is not None else None
-            x = None if x is None else feature_matrix(x, "profile", "RecGOAT", per="user")
-            want = self.dims["profile_dim"]
-            if x is None or x.shape != (self.n_users, want):
-                raise DataError(None, f"RecGOAT was built with profiles of shape ({self.n_users}, {want}); "
-                                      f"the features given have {None if x is None else tuple(x.shape)}")
-            out["profile"] = (x, None)
         return out
 
     def prepare(self, dataset, features=None) -> None:

@@ -83,6 +83,7 @@ def test_resume_with_changed_config_is_refused_and_changes_nothing(catalogue, fi
         train(run_config(catalogue, override), run_dir=run_dir)
     msg = str(e.value)
     assert msg.startswith(f"{run_dir}: ") and change in msg and "trainer.resume=false" in msg
+    assert "(Python: TrainConfig(resume=False) or another run_dir)" in msg  # fit() callers have no --set
     assert snapshot(run_dir) == before  # run_config.json included
 
 

@@ -48,7 +48,9 @@ SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric", "e
 # larger value was a RuntimeError ("cannot be converted to type float without overflow") mid-epoch
 LR_MAX, WEIGHT_DECAY_MAX = 1e37, 1e38
 # how every refusal to resume a damaged checkpoint ends
-_AFRESH = "to start afresh use --set trainer.resume=false or another --run-dir"
+# the command line's words and the Python API's: `model.fit(..., run_dir=...)` users have no --set
+_AFRESH = "to start afresh use --set trainer.resume=false or another --run-dir (Python: TrainConfig(resume=False) or " \
+    "another run_dir)"
 
 
 class TrainConfig(StrictNumbers):
@@ -378,7 +380,8 @@ class Trainer:
             if changes:
                 raise ConfigError(f"{self.run_dir}: was run with a different configuration "
                                   f"({'; '.join(changes)}); to start afresh use --set trainer.resume=false "
-                                  f"(overwrites that run) or another --run-dir")
+                                  f"(overwrites that run) or another --run-dir (Python: TrainConfig(resume=False) "
+                                  f"or another run_dir)")
         done = state["epoch"] + 1
         if done > self.config.epochs:
             # epochs already run cannot be undone: the run's best epoch, log and epochs_run would lie beyond
@@ -388,7 +391,8 @@ class Trainer:
                               f"{self.config.epochs}, and a resumed run cannot undo epochs; set trainer.epochs="
                               f"{done} or more to continue it ({done}: report it as it stands), or to start "
                               f"afresh with {self.config.epochs} epochs use --set trainer.resume=false "
-                              f"(overwrites that run) or another --run-dir")
+                              f"(overwrites that run) or another --run-dir (Python: TrainConfig(resume=False) "
+                              f"or another run_dir)")
         for f in self._checkpoint_files(state).values():
             if not f.is_file():
                 raise DataError(f, f"missing: the checkpoint is incomplete; {_AFRESH}")

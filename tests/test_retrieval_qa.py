@@ -236,7 +236,7 @@ def test_served_ranking_equals_the_trained_models_recommend(trained, tmp_path):
     from recgoat.serving.app import Service
 
     model, ds = trained
-    run = load_run(export_run(model, ds, tmp_path / "art"))
+    run = load_run(export_run(model, ds, tmp_path / "art", seen="train"))  # model.recommend masks training only
     svc = Service(run)
     seen = [run.seen_items(u) for u in range(run.n_users)]
     for exclude_seen in (True, False):

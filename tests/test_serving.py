@@ -66,7 +66,8 @@ def model(dataset):
 
 @pytest.fixture(scope="module")
 def artefact(model, dataset, tmp_path_factory) -> Path:
-    return export_run(model, dataset, tmp_path_factory.mktemp("serving") / "artefact")
+    # seen="train": the service then masks what model.recommend does, which these tests compare it with
+    return export_run(model, dataset, tmp_path_factory.mktemp("serving") / "artefact", seen="train")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def text_artefact(model, dataset, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serving-text")
     feats = encode_all(dataset, root / "feat", FeatureConfig(text_template="{title}"), which=("text",),
                        progress=False)
-    return export_run(model, dataset, root / "artefact", feats)
+    return export_run(model, dataset, root / "artefact", feats, seen="train")  # as `artefact`
 
 
 @pytest.fixture(scope="module")

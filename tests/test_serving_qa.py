@@ -328,7 +328,7 @@ def test_mostpop_service_lists_equal_the_python_api(tmp_path):
     ds = _dataset()
     model = MostPop.build(ds)
     model.fit(ds)
-    run = load_run(export_run(model, ds, tmp_path / "art"))
+    run = load_run(export_run(model, ds, tmp_path / "art", seen="train"))  # the Python API masks training only
     with TestClient(create_app(run), raise_server_exceptions=False) as c:  # the exact (flat) index
         for k in (10, 50):
             for u in range(ds.n_users):

@@ -3,7 +3,8 @@ r"""The recommendation service: a FastAPI app over a loaded artefact (:mod:`recg
 Endpoints (OpenAPI docs at ``/docs``):
 
 - ``GET /recommend?user_id=&k=&exclude_seen=`` — top-K for a training user, ranking
-  :math:`z_u^\top z_i` with a faiss index; seen items are filtered by over-fetching.
+  :math:`z_u^\top z_i` with a faiss index; seen items (the user's interactions the artefact records: all
+  splits, or training only, see ``/metadata``'s ``seen``) are filtered by over-fetching.
 - ``GET /similar-items?item_id=&k=`` — nearest items by cosine of item embeddings,
   :math:`\cos(z_i, z_j)`, the item itself excluded.
 - ``POST /recommend`` — a user not in training (fold-in). From liked items ``L``:
@@ -18,36 +19,40 @@ Endpoints (OpenAPI docs at ``/docs``):
   against exact search on the lists as served, measured at start-up); ``GET /`` is the web page.
 
 HEAD is answered wherever GET is, OPTIONS with the methods of the path. Unknown ids are 404 (a user not in
-training is served by ``POST /recommend``), bad parameters 422; every input is validated so bad input never
-yields a 500.
+training is served by ``POST /recommend``), bad parameters 422 (an unknown query parameter too, and integer
+parameters take integer text only); every input is validated so bad input never yields a 500.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, quote
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recgoat.errors import RecGOATError
 from recgoat.io import is_url
-from recgoat.serving.artifacts import DISPLAY_FIELDS, Run
+from recgoat.serving.artifacts import DISPLAY_FIELDS, SEEN_CHOICES, Run
 from recgoat.serving.retrieval import ItemIndex, recall_vs_exact
 
 STATIC = Path(__file__).parent / "static"
@@ -84,13 +89,13 @@ class SimilarItems(BaseModel):
 
 class History(BaseModel):
     user_id: str
-    n_interactions: int
+    n_interactions: int = Field(description="the user's seen items as the artefact records them (/metadata's seen)")
     items: list[Item] = Field(description="most recent first")
 
 
 class UserRow(BaseModel):
     user_id: str
-    n_interactions: int
+    n_interactions: int = Field(description="the user's seen items as the artefact records them (/metadata's seen)")
 
 
 class Users(BaseModel):
@@ -125,6 +130,11 @@ class Metadata(BaseModel):
     has_images: bool
     has_text_encoder: bool
     text_encoder: str | None
+    seen: Literal[SEEN_CHOICES] = Field(description="the interactions recorded as each user's seen history, which "
+                                                    "exclude_seen leaves out and /users/{id}/history lists: all "
+                                                    "(train, valid and test) or train (the training split only; "
+                                                    "every artefact exported before this choice); `recgoat export "
+                                                    "--seen` chooses")
     display_fields: list[str]
     summary: dict[str, Any]
 
@@ -212,6 +222,49 @@ class _RepeatedQuery:
                 await JSONResponse(status_code=422, content={"detail": _json_safe([error])})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _integer_text(v: Any) -> Any:
+    """Refuse query text that is not an integer as written: pydantic's lax parsing read ``k=2.0`` and ``k= 5`` as
+    integers, which POST's strict body refuses (``k: 5.0``). Same error type and message as ``k=abc``."""
+    if isinstance(v, str) and not re.fullmatch(r"-?[0-9]+", v):
+        raise PydanticCustomError("int_parsing",
+                                  "Input should be a valid integer, unable to parse string as an integer")
+    return v
+
+
+# integer query parameters, decimal digits only. The validator goes in the annotation, after Query(): FastAPI
+# skipped it beside a Query() default, and before Query() the OpenAPI schema lost its minimum/maximum. At module
+# level: FastAPI resolves the (string) annotations in the module's globals.
+_INTEGER_TEXT = BeforeValidator(_integer_text)
+QueryK = Annotated[int, Query(ge=1, le=MAX_K, description="number of items"), _INTEGER_TEXT]
+QueryCount = Annotated[int, Query(ge=1, le=MAX_K), _INTEGER_TEXT]
+QueryOffset = Annotated[int, Query(ge=0), _INTEGER_TEXT]
+QueryPage = Annotated[int, Query(ge=1, le=1000), _INTEGER_TEXT]
+
+
+def _known_query_only(accepted: dict[Any, tuple[str, ...]]):
+    """A dependency refusing query parameters the route does not declare, which FastAPI silently ignored
+    (``exclude-seen=false`` served seen items, ``top_k=3`` ten), as POST bodies refuse extra keys: a 422
+    in the FieldErrors shape naming each one and the accepted names. ``accepted``: each endpoint's query
+    parameter names, filled once the routes exist; a route declaring none is left alone."""
+
+    async def check(request: Request) -> None:
+        names = accepted.get(request.scope.get("endpoint"))
+        if not names:
+            return
+        errors = []
+        for key, value in request.query_params.multi_items():
+            if key in names:
+                continue
+            near = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            errors.append({"type": "extra_forbidden", "loc": ["query", key],
+                           "msg": f"Unknown query parameter{hint}; accepted: {', '.join(names)}", "input": value})
+        if errors:
+            raise RequestValidationError(errors)
+
+    return check
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -416,14 +469,17 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     meta = run.meta
     # FastAPI's own /docs and /redoc pages load their scripts from a CDN and are blank offline;
     # fastapi-offline serves the same pages from assets packaged with it
+    accepted: dict[Any, tuple[str, ...]] = {}  # endpoint -> its query parameters, filled below
     app = FastAPIOffline(title="recgoat recommendations", version=str(meta.get("format_version")),
-                         description=f"{meta.get('model')} trained on {meta.get('dataset')}")
+                         description=f"{meta.get('model')} trained on {meta.get('dataset')}",
+                         dependencies=[Depends(_known_query_only(accepted))])
     app.state.service = svc
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(_RepeatedQuery)
     app.add_middleware(_Methods, router=app.router)  # outermost: reads the routes added below at request time
-    K = Query(10, ge=1, le=MAX_K, description="number of items")
+    seen_doc = ("leave out the user's seen items: " + ("every interaction the dataset holds (train, valid and test)"
+                if run.seen_scope == "all" else "their training interactions") + " (`recgoat export --seen`)")
     # an id of the run is never refused as too long (a 250-character id was a 422 here, a 200 from /history)
     max_user = max([MAX_ID_CHARS, *map(len, run.user_ids)])
     max_item = max([MAX_ID_CHARS, *map(len, run.item_ids)])
@@ -441,7 +497,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         n_items=run.n_items, embedding_dim=int(run.item_emb.shape[1]), index=index,
                         index_recall=svc.index_recall,
                         has_images=bool(svc.image_files), has_text_encoder=run.has_text_encoder,
-                        text_encoder=enc, display_fields=["title", *svc.fields],
+                        text_encoder=enc, seen=run.seen_scope, display_fields=["title", *svc.fields],
                         summary=meta.get("summary") or {})
 
     @app.get("/recommend", response_model=Recommendations, responses={
@@ -449,10 +505,12 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     async def recommend(user_id: str = Query(..., min_length=1, max_length=max_user,
                                              description="a training user's id, matched as an exact string "
                                                          "(\"007\" is not \"7\")"),
-                        k: int = K, exclude_seen: bool = True) -> Response:
+                        k: QueryK = 10,
+                        exclude_seen: bool = Query(True, description=seen_doc)) -> Response:
         """Top-``k`` items for a user of the training data, by the inner product of user and item embeddings;
-        ``exclude_seen`` leaves out the items of their training history. Fewer than ``k`` items come back when
-        the catalogue holds fewer (less the excluded ones).
+        ``exclude_seen`` leaves out the items of their seen history as the artefact records it (``/metadata``'s
+        ``seen``: ``all`` their train, valid and test interactions, ``train`` the training split only). Fewer
+        than ``k`` items come back when the catalogue holds fewer (less the excluded ones).
 
         **Cold start**: a user id unknown to the run is a 404; for a new user, ``POST /recommend`` with items
         they liked (``item_ids``) and/or a profile text."""
@@ -491,7 +549,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
                         media_type="application/json")
 
     @app.get("/similar-items", response_model=SimilarItems, responses=NOT_FOUND)
-    async def similar_items(item_id: str = Query(..., min_length=1, max_length=max_item), k: int = K) -> Response:
+    async def similar_items(item_id: str = Query(..., min_length=1, max_length=max_item), k: QueryK = 10) -> Response:
         i = svc.item(item_id)
         ids, scores = svc.similar(i, k)
         unscored = svc.fragments[i].replace('"score":%r', '"score":null', 1) % ()
@@ -499,7 +557,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         return Response(body.encode(), media_type="application/json")
 
     @app.get("/users", response_model=Users)
-    async def users(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=1000),
+    async def users(offset: QueryOffset = 0, limit: QueryPage = 50,
                     q: str | None = Query(None, max_length=max_user, description="user id prefix")) -> Users:
         ids = run.user_ids
         idx = np.arange(run.n_users) if not q else np.flatnonzero(svc.user_series.str.startswith(q).to_numpy())
@@ -509,14 +567,15 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
 
     # :path: an id may hold "/" (the page sends it as %2F, which arrives decoded)
     @app.get("/users/{user_id:path}/history", response_model=History, responses=NOT_FOUND)
-    async def history(user_id: str, n: int = Query(20, ge=1, le=MAX_K)) -> History:
+    async def history(user_id: str, n: QueryCount = 20) -> History:
+        """The user's seen history as the artefact records it (``/metadata``'s ``seen``), most recent first."""
         u = svc.user(user_id)
         return History(user_id=user_id, n_interactions=int(svc.n_seen[u]),
                        items=svc.items_out(run.recent_history(u, n)))
 
     @app.get("/items", response_model=ItemList)
     async def items(q: str = Query("", max_length=200, description="case-insensitive title substring"),
-                    limit: int = Query(20, ge=1, le=MAX_K), offset: int = Query(0, ge=0)) -> ItemList:
+                    limit: QueryCount = 20, offset: QueryOffset = 0) -> ItemList:
         needle = q.lower().strip()
         hits = np.flatnonzero(svc.titles_lower.str.contains(needle, regex=False).to_numpy()) if needle \
             else np.arange(run.n_items)
@@ -537,4 +596,6 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         return HTMLResponse((STATIC / "index.html").read_text())
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    accepted.update({r.endpoint: tuple(f.alias for f in r.dependant.query_params)
+                     for r in app.routes if isinstance(r, APIRoute)})
     return app

@@ -13,7 +13,9 @@ Layout::
     embeddings.safetensors final ``user_emb`` (U×d) and ``item_emb`` (I×d), float32
     ids.json               {"users": [...], "items": [...]}: original id of each internal id
     items.parquet          item_id, display fields (title, genres, year, …), ``image`` (relative file or URL)
-    history.parquet        training interactions: user, item (internal ids), timestamp, rating
+    history.parquet        each user's seen interactions: user, item (internal ids), timestamp, rating; which
+                           ones artifact.json's ``seen`` says: ``all`` (train+valid+test, the default) or
+                           ``train`` (the training split; artefacts without ``seen`` recorded only that)
     images/                local item images copied from the dataset (only files listed in items.parquet)
     text.safetensors       optional: item text features (I×Dt) when the run was exported with features
 
@@ -43,6 +45,8 @@ from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound
 from recgoat.io import (atomic_folder, check_folder_path, folder_entries, is_url, read_json, sha256_file,
                         write_json)
 
+# still 1 with the optional ``seen`` field: an artefact without it loads as before (training history), and an
+# older recgoat serves a newer one's history.parquet as recorded
 ARTIFACT_FORMAT_VERSION = 1
 ARTIFACT_FILE = "artifact.json"
 # item columns worth showing; long free text is cut so the table stays small
@@ -53,6 +57,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
 REQUIRED_FILES = ("model/model.json", "model/weights.safetensors", "embeddings.safetensors", "ids.json",
                   "items.parquet", "history.parquet")
 TEXT_FILE = "text.safetensors"
+# which interactions history.parquet records as a user's seen items: a deployed service must not recommend what
+# a user had in the validation/test splits either ("all"); "train" is what the model was evaluated against
+SEEN_CHOICES = ("all", "train")
+LEGACY_SEEN = "train"  # an artefact exported before the choice was recorded holds the training split
 # top-level names export writes: a folder holding only these is an artefact (or one an older export left
 # half-written), which --overwrite may replace; anything else in it is the user's and is never deleted
 ARTEFACT_NAMES = frozenset({ARTIFACT_FILE, "model", "embeddings.safetensors", "ids.json", "items.parquet",
@@ -162,17 +170,23 @@ def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
 
 
 def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, seen: str = "all") -> Path:
     """Write a trained ``model`` and what serving needs from ``dataset`` into ``out_dir``.
 
     ``features_folder`` (from ``recgoat encode``) adds the item text features and the name of their
     text encoder, which enables cold-start recommendation from a profile text.
+
+    ``seen`` chooses the interactions recorded as each user's seen history (what ``exclude_seen`` leaves
+    out and ``/users/{id}/history`` lists): ``all`` (every interaction of the dataset: train, valid and
+    test) or ``train`` (the training split only, as the model was evaluated).
 
     ``out_dir`` must be new or empty, or an artefact folder with ``overwrite``. Every input is checked
     before ``out_dir`` is touched, and the artefact is built in a temporary sibling folder that replaces
     ``out_dir`` only once complete: a failure at any point leaves an existing artefact as it was.
     """
     out = Path(out_dir)
+    if seen not in SEEN_CHOICES:
+        raise ValueError(f"seen must be one of {', '.join(SEEN_CHOICES)}, got {seen!r}")
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
         raise DataError(out, f"model has {model.n_users} users × {model.n_items} items but dataset "
                              f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not the data it was "
@@ -198,13 +212,15 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
 
         feats = load_features(dataset, features_folder)
     with atomic_folder(out) as tmp:
-        _write_artefact(model, dataset, tmp, feats, (u_emb, i_emb))
+        _write_artefact(model, dataset, tmp, feats, (u_emb, i_emb), seen)
     return out
 
 
-def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Tensor, torch.Tensor],
+                    seen: str = "all") -> None:
     """Every file of the artefact, ``artifact.json`` (with their checksums) last, into the empty ``out``;
-    ``embeddings``: the model's final embeddings, as :func:`export_run` checked them (model in eval mode)."""
+    ``embeddings``: the model's final embeddings, as :func:`export_run` checked them (model in eval mode);
+    ``seen``: which interactions history.parquet records (:data:`SEEN_CHOICES`)."""
     model.save(out / "model")
     u_emb, i_emb = embeddings
     save_file({"user_emb": u_emb.clone().contiguous(), "item_emb": i_emb.clone().contiguous()},
@@ -212,11 +228,12 @@ def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Te
     write_json(out / "ids.json", {"users": [str(u) for u in dataset.user_ids],
                                   "items": [str(i) for i in dataset.item_ids]})
     _display_items(dataset, out).to_parquet(out / "items.parquet", index=False)
-    train = dataset.split_frame("train") if dataset.has_split else dataset.interactions
-    hist = pd.DataFrame({"user": train["user"].to_numpy(np.int64), "item": train["item"].to_numpy(np.int64)})
-    hist["timestamp"] = train["timestamp"].to_numpy(np.int64) if "timestamp" in train.columns else 0
-    if "rating" in train.columns:
-        hist["rating"] = train["rating"].to_numpy(np.float32)
+    # a dataset without a split is all training data: both choices record every interaction
+    inter = dataset.split_frame("train") if seen == "train" and dataset.has_split else dataset.interactions
+    hist = pd.DataFrame({"user": inter["user"].to_numpy(np.int64), "item": inter["item"].to_numpy(np.int64)})
+    hist["timestamp"] = inter["timestamp"].to_numpy(np.int64) if "timestamp" in inter.columns else 0
+    if "rating" in inter.columns:
+        hist["rating"] = inter["rating"].to_numpy(np.float32)
     hist.to_parquet(out / "history.parquet", index=False)
 
     text_model = None
@@ -237,6 +254,7 @@ def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Te
         "n_items": int(dataset.n_items),
         "embedding_dim": int(i_emb.shape[1]),
         "text_encoder": text_model,
+        "seen": seen,
         "summary": model.summary,
         "files": {p.relative_to(out).as_posix(): sha256_file(p) for p in files},
     })
@@ -245,7 +263,7 @@ def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Te
 # --------------------------------------------------------------------------------------------- load
 @dataclass
 class Run:
-    """A loaded artefact: embeddings, id maps, display table and training history, all validated."""
+    """A loaded artefact: embeddings, id maps, display table and seen history, all validated."""
 
     path: Path
     meta: dict[str, Any]
@@ -255,7 +273,7 @@ class Run:
     item_ids: list[str]
     items: pd.DataFrame
     history: pd.DataFrame
-    seen: sp.csr_matrix  # U×I training matrix, rows sorted by time for "recent history"
+    seen: sp.csr_matrix  # U×I seen matrix (see seen_scope), rows sorted by time for "recent history"
     item_text: np.ndarray | None = None
     _model: Any = field(default=None, repr=False)
 
@@ -277,6 +295,12 @@ class Run:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def seen_scope(self) -> str:
+        """Which interactions ``seen`` holds: ``all`` (train, valid and test) or ``train`` (the training split;
+        every artefact exported before the choice was recorded)."""
+        return self.meta.get("seen") or LEGACY_SEEN
 
     @property
     def has_text_encoder(self) -> bool:
@@ -305,7 +329,8 @@ class Run:
         return user_emb[users] @ item_emb.t()
 
     def seen_items(self, user: int) -> np.ndarray:
-        """The training items of ``user`` (an internal index; -1 read an empty row, ``n_users`` an IndexError)."""
+        """The seen items of ``user`` (:attr:`seen_scope`'s interactions; an internal index; -1 read an empty row,
+        ``n_users`` an IndexError)."""
         from recgoat.models.base import _as_index
 
         user = _as_index(user, self.n_users, "user")
@@ -313,7 +338,7 @@ class Run:
         return m.indices[m.indptr[user]:m.indptr[user + 1]]
 
     def recent_history(self, user: int, n: int = 20) -> np.ndarray:
-        """The user's last ``n`` (>= 0) training items, most recent first."""
+        """The user's last ``n`` (>= 0) seen items, most recent first."""
         from recgoat.models.base import _is_integer
 
         if not _is_integer(n) or n < 0:  # a negative n cut the |n| oldest items off instead
@@ -345,6 +370,7 @@ _META_FIELDS = {
     "n_items": _count,
     "embedding_dim": _count,
     "text_encoder": lambda v: v is None or (isinstance(v, dict) and all(map(_optional_str, v.values()))),
+    "seen": lambda v: v is None or (isinstance(v, str) and v in SEEN_CHOICES),  # absent: written before it existed
     "summary": lambda v: v is None or isinstance(v, dict),
 }
 

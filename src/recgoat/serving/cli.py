@@ -5,6 +5,7 @@ it into a self-contained artefact; ``recommend`` and ``serve`` then need only th
 """
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -31,6 +32,13 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)  # as every other command; 2 stays click's usage errors
 
 
+class Seen(str, Enum):
+    """``export --seen``: the interactions an artefact records as a user's seen history."""
+
+    all = "all"
+    train = "train"
+
+
 @app.command("export")
 def export_command(
     run_dir: Path = typer.Argument(..., help="trainer run folder (holding best/) or a saved model folder"),
@@ -39,6 +47,9 @@ def export_command(
     out: Path = typer.Option(..., "--out", "-o", help="artefact folder to write"),
     features: Optional[Path] = typer.Option(None, "--features", help="feature folder (enables profile texts)"),
     overwrite: bool = typer.Option(False, help="replace an existing artefact folder"),
+    seen: Seen = typer.Option(Seen.all, "--seen", help="interactions recorded as each user's seen history (left "
+                              "out by exclude_seen, listed by /users/{id}/history): all = train+valid+test, "
+                              "train = the training split only (as evaluated)"),
 ) -> None:
     """Export a trained run with its id maps, item table and history as a servable artefact.
 
@@ -78,7 +89,7 @@ def export_command(
         note = None
         if features is None:  # the run's own feature folder, so a text-trained model keeps its text encoder
             features, note = _recorded_features(record)
-        path = export_run(model, ds, out, features, overwrite=overwrite)
+        path = export_run(model, ds, out, features, overwrite=overwrite, seen=seen.value)
     except RecGOATError as e:
         _fail(e)
     for line in (used, note):
@@ -228,7 +239,8 @@ def recommend_command(
     user: Optional[str] = typer.Option(None, "--user", "-u", help="original user id"),
     item: Optional[str] = typer.Option(None, "--item", "-i", help="original item id: show similar items"),
     k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="number of items"),
-    exclude_seen: bool = typer.Option(True, help="leave out items the user already has"),
+    exclude_seen: bool = typer.Option(True, help="leave out the user's seen history (as the artefact records "
+                                                  "it: see `export --seen`)"),
     history: int = typer.Option(10, min=0, help="how many recent history items to show"),
 ) -> None:
     """Print a user's recent history and recommendations (``--user``) or similar items (``--item``)."""
@@ -247,7 +259,8 @@ def recommend_command(
         if u is None:
             _fail(RecGOATError(_unknown_id("user", user, r.user_index, r.n_users)))
         if history:  # --history 0 printed an empty table
-            console.print(_table(f"user {user}: {int(svc.n_seen[u])} items in training, most recent first", r,
+            where = "in training" if r.seen_scope == "train" else "seen"
+            console.print(_table(f"user {user}: {int(svc.n_seen[u])} items {where}, most recent first", r,
                                  r.recent_history(u, history)))
         ids, scores = svc.recommend(u, k, exclude_seen)
         console.print(_table(f"top {k} for user {user} ({r.meta.get('model')})", r, ids, scores))

@@ -66,3 +66,10 @@ def test_changed_weights_never_score_from_the_stale_embeddings(saved, name):
         next(model.parameters()).add_(1.0)
     with pytest.raises(RuntimeError, match="call prepare"):
         _scores(model)
+
+
+def test_features_given_to_a_model_that_reads_none_are_said_not_used(ml_small):
+    """LightGCN.build(ds, None, features) trained as if they were not there, without a word."""
+    ds = subset_users(ml_small, 60)
+    with pytest.warns(UserWarning, match="^lightgcn reads no side features: the features given are not used$"):
+        get_model_class("lightgcn").build(ds, None, random_features(ds, 0, text=16))

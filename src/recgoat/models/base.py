@@ -17,6 +17,7 @@ import hashlib
 import json
 import operator
 import re
+import warnings
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -236,6 +237,11 @@ class Recommender(nn.Module):
                 raise DataError(None, f"{self.name} was trained with other {' and '.join(other)} features than "
                                       f"those given (their contents differ; sizes alone would pass): give the "
                                       f"feature folder it was trained with")
+        if features is not None and not digests and not self.needs_features:
+            # LightGCN.build(ds, None, features) trained as if they were not there, without a word (`recgoat train`
+            # notes it in its result instead: training.run.train)
+            warnings.warn(f"{self.name} reads no side features: the features given are not used", UserWarning,
+                          stacklevel=3)
         self._prepared = True
         self._cached = None  # embeddings of the graph and features before (a loaded model's saved ones)
         self.set_train_matrix(dataset.csr("train"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -79,7 +80,9 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     # bound: a ValueError "Overflow when unpacking long long"), and below it the reduction changes nothing
     torch.manual_seed(cfg.trainer.seed % 2**64)
     cls = get_model_class(cfg.model.name)
-    model = cls.build(dataset, cfg.model.params, features)
+    with warnings.catch_warnings():  # said once, in the result's notes below (naming the folder)
+        warnings.filterwarnings("ignore", message=".* reads no side features", category=UserWarning)
+        model = cls.build(dataset, cfg.model.params, features)
     # the trainer writes run_config.json only once its checks pass
     result = Trainer(cfg.trainer, run_dir=run_dir, run_config=recorded_run_config(cfg)).fit(model, dataset)
     # a model that neither declares features nor read any matrix of them (e.g. LightGCN given --features)

@@ -225,7 +225,9 @@ _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
-    """Unix seconds (int64) from numbers, datetime columns (Parquet) or date strings, else a DataError.
+    """Unix seconds from numbers, datetime columns (Parquet) or date strings, else a DataError: int64 when every
+    time is a whole second, else float64. Cut to whole seconds, times within one second tied and a temporal or
+    leave-one-out split broke the tie at random, putting a later item in training and an earlier one in test.
 
     Datetimes are converted through a Timedelta, never ``astype("int64")``: that gives the column's own
     unit (nanoseconds under pandas 2, microseconds for strings under pandas 3, milliseconds from Parquet),
@@ -245,8 +247,9 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
                 raise DataError(path, f"column {col!r} has {int(out_of_range.sum())} out-of-range timestamps "
                                       f"(first at data row {first + 1}: {ts.iloc[first]!r}); expected Unix "
                                       "seconds or dates")
-            return numeric.to_numpy(np.int64) if pd.api.types.is_integer_dtype(numeric.dtype) \
-                else np.floor(values).astype(np.int64)
+            if pd.api.types.is_integer_dtype(numeric.dtype):
+                return numeric.to_numpy(np.int64)
+            return np.floor(values).astype(np.int64) if (values == np.floor(values)).all() else values
         else:
             with warnings.catch_warnings():
                 # pandas warns it parses element by element: the values are checked right below instead
@@ -272,7 +275,11 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
                     "all dates in one order, or as ISO 8601 (2020-01-31)")
         raise DataError(path, f"column {col!r} has unparseable timestamps "
                               f"(first at data row {first + 1}: {value!r}){hint}")
-    return ((parsed - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+    delta = parsed - _EPOCH
+    whole = delta // pd.Timedelta(seconds=1)
+    if (delta == whole * pd.Timedelta(seconds=1)).all():
+        return whole.to_numpy(np.int64)
+    return (delta / pd.Timedelta(seconds=1)).to_numpy(np.float64)
 
 
 def _retry_dates(ts: pd.Series, retry: pd.Series) -> pd.Series:

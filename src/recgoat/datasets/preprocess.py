@@ -32,7 +32,8 @@ class PrepareConfig:
 
     min_rating: float | None = None  # keep ratings >= this (implicit feedback); None keeps all
     # keep one interaction per (user, item): the latest when timestamps exist; off, a pair's repeats are
-    # kept and all go to one split
+    # kept and all go to one split, and k_core counts them as interactions (a user with one item reviewed
+    # five times passes a 5-core)
     dedup: bool = True
     k_core: int = 5  # iteratively drop users and items with fewer interactions (0 or 1 disables)
     split: str = "random"  # random | temporal | loo | none

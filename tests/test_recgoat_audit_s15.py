@@ -46,6 +46,8 @@ INERT = [
     ({"modalities": [], "item_graph": False}, r"item_graph=False: no item-item graph \(no item view\)"),
     ({"modalities": [], "align_target": "id", "lambda_ot": 0},
      r"align_target='id': only the user-profile view is aligned \(no item view\)"),
+    ({"n_layers": 0, "rating_attention": False}, r"rating_attention=False: no user-item propagation \(n_layers: 0\)"),
+    ({"modalities": [], "train_item_subset": False}, r"train_item_subset=False: no item view to project"),
 ]
 
 

@@ -280,6 +280,9 @@ def inert_settings(c: "RecGOATConfig", modalities: list[str], profile: bool) -> 
         (("feature_reg", "view_dropout", "feature_norm"), bool(modalities) or profile,
          "no feature branch (no item view, no profile branch)"),
         (("graph_cache_dir",), item_gat or user_gat, "no kNN graph is built"),
+        # the switch off of a default that acts only with propagation layers / item views to project
+        (("rating_attention",), c.n_layers > 0, "no user-item propagation (n_layers: 0)"),
+        (("train_item_subset",), bool(modalities), "no item view to project"),
     ]
     out: dict[str, str] = {}
     for keys, acts, why in groups:

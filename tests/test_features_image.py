@@ -133,6 +133,29 @@ def test_a_rows_features_depend_on_neither_batch_company_nor_threads(encoder, po
     assert default.batch_size == 32 and np.array_equal(out[0], out[1])
 
 
+def test_images_of_windows_with_gaps_are_packed_and_keep_their_rows(encoder, posters):
+    """A catalogue with few images ran one padded forward pass per window holding any image; the images of
+    windows with a gap are packed into full batches now, each row exactly what it was (the NCHW format a
+    padded batch always ran in), and full windows run as before (channels-last)."""
+    paths = ([str(p) for p in posters] * 4)[:20]
+    full = paths[:8]  # batch size 8: a full first window
+    listed = full + [None, *paths[8:11], None, None, None, None] + [None] * 8 + [*paths[11:16], None, None, None]
+    calls = []
+    forward = encoder._forward
+    try:
+        encoder._forward = lambda x: calls.append(x.is_contiguous()) or forward(x)
+        x, mask, _ = encoder.encode(listed)
+    finally:
+        encoder._forward = forward
+    # the full window (channels-last), then 3 + 5 gappy images packed into one NCHW batch (were 2 passes)
+    assert calls == [False, True]
+    assert mask.tolist() == [p is not None for p in listed]
+    assert np.array_equal(x[:8], encoder.encode(full)[0])
+    for row in np.flatnonzero(mask)[8:]:
+        assert np.array_equal(x[row], encoder.encode([listed[row]])[0][0])  # alone in a padded batch
+    assert not x[~mask].any()
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
 def test_a_transparent_image_is_seen_on_white(tmp_path, mode):
     """A product cut out on a transparent background decodes like the same product on white; dropping

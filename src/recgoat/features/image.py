@@ -274,6 +274,7 @@ class ImageEncoder:
         feats = np.zeros((n, self.dim), np.float32)
         mask = np.zeros(n, bool)
         problems = ImageProblems()
+        gappy: list[tuple[int, np.ndarray]] = []  # images of windows with a gap, packed into full batches
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             for start in range(0, n, self.batch_size):
                 idx = range(start, min(n, start + self.batch_size))
@@ -284,23 +285,39 @@ class ImageEncoder:
                         getattr(problems, kind)[i] = msg
                     else:
                         good.append((i, arr))
-                if good:
-                    batch = torch.from_numpy(np.stack([a for _, a in good])).permute(0, 3, 1, 2)
-                    x = (batch.float().div_(255.0) - self._mean) / self._std
-                    # every batch runs at the full batch size (zero images fill a short one): a short batch's
-                    # convolutions round differently, by 1e-6, enough to move a RecGOAT run. At the default 32
-                    # the rows also came out the same with 1 and 2 threads on the reference machine (a short
-                    # batch of 5 did not). Known gap: the padded batch leaves torch.cat in NCHW memory format,
-                    # while a full one stays channels-last (the decoded layout), and the two round differently
-                    # (~6e-6), so an image missing from a window moves its companions' rows; making the format
-                    # one changes cached features (ml100k-mm: 222 of 1,349 rows), hence figures in the docs.
-                    if len(good) < self.batch_size:
-                        x = torch.cat([x, x.new_zeros((self.batch_size - len(good), *x.shape[1:]))])
-                    with torch.inference_mode():
-                        y = self._forward(x.to(self.device)).float().cpu().numpy()[: len(good)]
-                    rows = np.array([i for i, _ in good])
-                    feats[rows] = y
-                    mask[rows] = True
+                if len(good) == self.batch_size:
+                    self._encode_batch(good, feats, mask, nchw=False)
+                else:
+                    # a catalogue with few images ran one padded forward pass per window holding any (24 images
+                    # among 1,034 items: 16 passes); packed, it runs one
+                    gappy += good
+                while len(gappy) >= self.batch_size or (gappy and idx.stop == n):
+                    self._encode_batch(gappy[: self.batch_size], feats, mask, nchw=True)
+                    gappy = gappy[self.batch_size:]
                 if on_progress:
                     on_progress(len(idx))
         return feats, mask, problems
+
+    def _encode_batch(self, good: list[tuple[int, np.ndarray]], feats: np.ndarray, mask: np.ndarray,
+                      nchw: bool) -> None:
+        """Encode decoded images ``good`` (row, H×W×3 array) into their rows of ``feats`` and ``mask``.
+
+        Every batch runs at the full batch size (zero images fill a short one): a short batch's convolutions
+        round differently, by 1e-6, enough to move a RecGOAT run. At the default 32 the rows also came out the
+        same with 1 and 2 threads on the reference machine (a short batch of 5 did not). Within one memory
+        format a row depends on neither its companions nor its place in the batch, but NCHW and channels-last
+        (the decoded layout) round differently (~6e-6). The images of a window with a gap have always run in
+        NCHW (the zero padding's torch.cat made it so) and those of a full window in channels-last, so ``nchw``
+        keeps that and with it every cached feature; one format for all changes ml100k-mm's (222 of 1,349
+        rows), hence figures in the docs, and waits for them to be rerun."""
+        batch = torch.from_numpy(np.stack([a for _, a in good])).permute(0, 3, 1, 2)
+        x = (batch.float().div_(255.0) - self._mean) / self._std
+        if len(good) < self.batch_size:
+            x = torch.cat([x, x.new_zeros((self.batch_size - len(good), *x.shape[1:]))])
+        if nchw:
+            x = x.contiguous()
+        with torch.inference_mode():
+            y = self._forward(x.to(self.device)).float().cpu().numpy()[: len(good)]
+        rows = np.array([i for i, _ in good])
+        feats[rows] = y
+        mask[rows] = True

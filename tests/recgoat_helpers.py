@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from recgoat.features.store import Features
-from recgoat.models.recgoat import RecGOAT
+from recgoat.models.recgoat import RecGOAT, RecGOATConfig
 
 
 def random_features(ds, seed: int, text: int = 0, image: int = 0, profile: int = 0,
@@ -32,3 +32,20 @@ def build(ds, feats: Features, **cfg) -> RecGOAT:
     """A RecGOAT with d = 8 and float32 projections (the same on every CPU), weights from seed 0."""
     torch.manual_seed(0)
     return RecGOAT.build(ds, {"embedding_dim": 8, "projection_dtype": "float32", **cfg}, feats)
+
+
+PRESETS = ("baby", "sports", "electronics", "ml100k")  # the packaged RecGOAT presets
+
+
+def small_problem(ml_small):
+    """30 users of ml-latest-small with standard-normal text (10-d), image (9-d) and profile (10-d) features."""
+    from conftest import subset_users
+
+    ds = subset_users(ml_small, 30)
+    return ds, random_features(ds, 3, text=10, image=9, profile=10)
+
+
+def full_config(**changes) -> dict:
+    """A d = 8 float32 config as a saved model records it, every field given (inert settings are then noted,
+    not refused), with ``changes``."""
+    return {**RecGOATConfig(embedding_dim=8, projection_dtype="float32").model_dump(), **changes}

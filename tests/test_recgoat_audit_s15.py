@@ -17,23 +17,16 @@ from recgoat.features.store import Features
 from recgoat.models import Recommender
 from recgoat.models.recgoat import ABLATIONS, RecGOATConfig, gamma_grid
 
-from conftest import subset_users
-from recgoat_helpers import build, random_features
+from recgoat_helpers import PRESETS, build, full_config, small_problem
 
 torch.set_num_threads(1)
-PRESETS = ("baby", "sports", "electronics", "ml100k")
 CONFIGS = Path(__file__).parents[1] / "src/recgoat/configs"
 
 
 @pytest.fixture(scope="module")
 def data(ml_small):
-    ds = subset_users(ml_small, 30)
-    return ds, random_features(ds, 3, text=10, image=9, profile=10)
+    return small_problem(ml_small)
 
-
-def _full(**changes) -> dict:
-    """A config as a saved model records it: every field given (its inert settings are noted, not refused)."""
-    return {**RecGOATConfig(embedding_dim=8, projection_dtype="float32").model_dump(), **changes}
 
 
 # ---------------------------------------------------------------------------------------------- 1. inert switches
@@ -66,7 +59,7 @@ def test_an_ablation_switch_that_nothing_reads_is_refused_naming_it(data, cfg, w
 def test_a_saved_model_with_an_inert_switch_loads_and_says_so(data, cfg, why):
     """A saved model's full config is noted, not refused (it must still load); failed before its fix: no note."""
     ds, feats = data
-    model = build(ds, feats, **_full(**cfg))
+    model = build(ds, feats, **full_config(**cfg))
     assert "settings that do nothing here: " in model.summary["note"]
     assert why.replace("\\", "") in model.summary["note"]
 

@@ -14,22 +14,15 @@ from recgoat.features.store import Features
 from recgoat.models import Recommender
 from recgoat.models.recgoat import ABLATIONS, RecGOATConfig, gamma_grid
 
-from conftest import subset_users
-from recgoat_helpers import build, random_features
+from recgoat_helpers import PRESETS, build, full_config, small_problem
 
 torch.set_num_threads(1)
-PRESETS = ("baby", "sports", "electronics", "ml100k")
 
 
 @pytest.fixture(scope="module")
 def data(ml_small):
-    ds = subset_users(ml_small, 30)
-    return ds, random_features(ds, 3, text=10, image=9, profile=10)
+    return small_problem(ml_small)
 
-
-def _full(**changes) -> dict:
-    """A config as a saved model records it: every field given."""
-    return {**RecGOATConfig(embedding_dim=8, projection_dtype="float32").model_dump(), **changes}
 
 
 # ---------------------------------------------------------------------------------------------- refused
@@ -110,7 +103,7 @@ def test_a_saved_model_with_an_inert_setting_still_loads_and_says_so(data, tmp_p
     """A saved model's config carries every field, so a refusal added later must not stop it loading: a full
     config is reported, not refused (failed before its fix: the summary said nothing about gat_heads)."""
     ds, feats = data
-    model = build(ds, feats, **_full(gat_layers=0, gat_heads=4, lambda_ot=0.0, ot_eps=0.1))
+    model = build(ds, feats, **full_config(gat_layers=0, gat_heads=4, lambda_ot=0.0, ot_eps=0.1))
     note = model.summary["note"]
     assert "gat_heads=4: no graph attention layer runs (gat_layers: 0)" in note
     assert "ot_eps=0.1: OAT does not act (lambda_ot: 0)" in note
@@ -124,9 +117,9 @@ def test_a_saved_fixed_gamma_without_item_views_is_reported_not_refused(data):
     """The full-config counterpart of the gamma refusal: a model saved with it must load (failed before its
     fix: nothing said γ_t did nothing)."""
     ds, feats = data
-    model = build(ds, Features(profile=feats.profile), **_full(modalities=["text"], gamma_t=0.3, gamma_v=None))
+    model = build(ds, Features(profile=feats.profile), **full_config(modalities=["text"], gamma_t=0.3, gamma_v=None))
     assert model.fusion is None and "gamma_t=0.3: no text view" in model.summary["note"]
-    model = build(ds, Features(profile=feats.profile), **_full(gamma_t=0.3, gamma_v=0.2))
+    model = build(ds, Features(profile=feats.profile), **full_config(gamma_t=0.3, gamma_v=0.2))
     assert "gamma_t=0.3: no text view; gamma_v=0.2: no image view" in model.summary["note"]
 
 

@@ -73,3 +73,27 @@ def test_features_given_to_a_model_that_reads_none_are_said_not_used(ml_small):
     ds = subset_users(ml_small, 60)
     with pytest.warns(UserWarning, match="^lightgcn reads no side features: the features given are not used$"):
         get_model_class("lightgcn").build(ds, None, random_features(ds, 0, text=16))
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "bprmf"])
+def test_a_data_update_in_training_mode_is_seen(saved, name):
+    """``p.data -= lr * p.grad`` leaves no version on the tensor: the saved embeddings were then kept through
+    train() and used for weights they were not made from."""
+    model = Recommender.load(saved[name])
+    before = _scores(model)
+    model.train()
+    for p in model.parameters():
+        p.data.add_(0.5)
+    model.eval()
+    if name == "lightgcn":  # cannot propagate without its graph
+        with pytest.raises(RuntimeError, match="call prepare"):
+            _scores(model)
+    else:
+        assert not torch.equal(_scores(model), before)
+
+
+def test_the_unused_features_warning_points_at_the_callers_line(ml_small):
+    ds = subset_users(ml_small, 60)
+    with pytest.warns(UserWarning, match="reads no side features") as record:
+        get_model_class("lightgcn").build(ds, None, random_features(ds, 0, text=16))
+    assert record[0].filename == __file__

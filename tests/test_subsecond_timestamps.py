@@ -71,3 +71,31 @@ def test_fractional_times_survive_save_and_load(tmp_path):
     again = load(str(tmp_path / "prepared"))
     assert again.fingerprint() == ds.fingerprint()
     assert np.array_equal(again.interactions["timestamp"].to_numpy(), ds.interactions["timestamp"].to_numpy())
+
+
+def _frame(order: list[tuple[str, float]]) -> pd.DataFrame:
+    """u0 saw the items of ``order`` at those times; u1..u5 saw items a, b, c a day apart (a 3-core)."""
+    rows = [("u0", i, t) for i, t in order]
+    rows += [(f"u{u}", i, 1000.0 + 86_400 * k) for u in range(1, 6) for k, i in enumerate("abc")]
+    return pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+
+
+def test_the_fingerprint_sees_the_order_within_a_second():
+    from recgoat.datasets.preprocess import prepare
+
+    cfg = PrepareConfig(split="none", k_core=0)
+    one = prepare("x", _frame([("a", 100.1), ("b", 100.9), ("c", 50.0)]), config=cfg)
+    other = prepare("x", _frame([("a", 100.9), ("b", 100.1), ("c", 50.0)]), config=cfg)
+    assert one.fingerprint() != other.fingerprint()
+
+
+def test_the_served_history_is_most_recent_first_within_a_second(tmp_path):
+    from recgoat.datasets.preprocess import prepare
+    from recgoat.models.base import get_model_class
+    from recgoat.serving.artifacts import export_run, load_run
+
+    ds = prepare("x", _frame([("a", 100.9), ("b", 100.2), ("c", 50.5)]), config=PrepareConfig(k_core=0))
+    export_run(get_model_class("mostpop").build(ds), ds, tmp_path / "art")
+    run = load_run(tmp_path / "art")
+    u0 = int(np.flatnonzero(ds.user_ids == "u0")[0])
+    assert [str(ds.item_ids[i]) for i in run.recent_history(u0)] == ["a", "b", "c"]

@@ -188,7 +188,14 @@ class Dataset:
         inter = self.interactions
         for col, dtype in (("user", "<i8"), ("item", "<i8"), ("rating", "<f8"), ("timestamp", "<i8")):
             if col in inter.columns:
-                h.update(col.encode())
+                if col == "timestamp" and pd.api.types.is_float_dtype(inter[col].dtype):
+                    # sub-second times (the file loaders keep them): as whole seconds, data whose order
+                    # differs within a second (a temporal split, "most recent first") hashed the same;
+                    # whole seconds stay <i8, so existing fingerprints do not move
+                    dtype, col_name = "<f8", b"timestamp:f8"
+                else:
+                    col_name = col.encode()
+                h.update(col_name)
                 h.update(np.ascontiguousarray(inter[col].to_numpy(dtype=dtype)).tobytes())
         if "split" in inter.columns:
             text(_as_str_list(inter["split"]))

@@ -16,7 +16,9 @@ import functools
 import hashlib
 import json
 import operator
+import os
 import re
+import sys
 import warnings
 from contextlib import contextmanager
 from itertools import chain
@@ -241,7 +243,7 @@ class Recommender(nn.Module):
             # LightGCN.build(ds, None, features) trained as if they were not there, without a word (`recgoat train`
             # notes it in its result instead: training.run.train)
             warnings.warn(f"{self.name} reads no side features: the features given are not used", UserWarning,
-                          stacklevel=3)
+                          stacklevel=_caller_level())
         self._prepared = True
         self._cached = None  # embeddings of the graph and features before (a loaded model's saved ones)
         self.set_train_matrix(dataset.csr("train"))
@@ -260,8 +262,11 @@ class Recommender(nn.Module):
 
     def train(self, mode: bool = True) -> "Recommender":
         if mode and self._prepared:
-            self._cached = None  # parameters are about to change (a loaded model keeps its saved embeddings: it
-            # cannot propagate without its graphs, and final_embeddings checks its weights before using them)
+            self._cached = None  # parameters are about to change
+        elif mode:
+            # a loaded model keeps its saved embeddings (it cannot propagate without its graphs), but checks its
+            # weights by content before using them again: `p.data -= lr * p.grad` leaves no version behind
+            self._cached_key = ()
         return super().train(mode)
 
     # ----------------------------------------------------------------- inference
@@ -610,6 +615,19 @@ def _index_array(values: Any, n: int, kind: str) -> np.ndarray:
     if lo < 0 or hi >= n:
         raise KeyError(f"unknown {kind} index {lo if lo < 0 else hi} (expected 0..{n - 1})")
     return arr
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside ``recgoat.models`` from the caller's caller on: a warning
+    raised in ``prepare`` then points at the user's ``build``/``fit`` line, however many model frames (a
+    subclass's ``prepare``, ``_restore_on_error``) lie between."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_MODELS_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _import_all_models() -> None:

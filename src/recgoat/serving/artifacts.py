@@ -230,6 +230,10 @@ def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Te
     _display_items(dataset, out).to_parquet(out / "items.parquet", index=False)
     # a dataset without a split is all training data: both choices record every interaction
     inter = dataset.split_frame("train") if seen == "train" and dataset.has_split else dataset.interactions
+    if "timestamp" in inter.columns:
+        # whole seconds are stored (older loaders read int64) and load_run orders ties by row: rows in exact
+        # time order keep "most recent first" right for times within one second
+        inter = inter.sort_values("timestamp", kind="stable")
     hist = pd.DataFrame({"user": inter["user"].to_numpy(np.int64), "item": inter["item"].to_numpy(np.int64)})
     hist["timestamp"] = inter["timestamp"].to_numpy(np.int64) if "timestamp" in inter.columns else 0
     if "rating" in inter.columns:

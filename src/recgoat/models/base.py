@@ -292,7 +292,7 @@ class Recommender(nn.Module):
         was = self.training
         self.eval()
         with torch.no_grad():
-            u, i = self.embeddings()
+            u, i = self._checked_embeddings(self.embeddings())
         out = (u.detach().float().contiguous(), i.detach().float().contiguous())
         if was:
             self.train(True)  # parameters may still change: do not keep the cache
@@ -306,6 +306,25 @@ class Recommender(nn.Module):
         (the scores then came from the old weights, silently)."""
         # inference tensors (made under torch.inference_mode) have no version counter
         return tuple((id(t), -1 if t.is_inference() else t._version) for t in chain(self.parameters(), self.buffers()))
+
+    def _checked_embeddings(self, out: Any) -> tuple[Tensor, Tensor]:
+        """``embeddings()``'s result if it keeps the contract (two floating tensors ``[n_users, d]`` and
+        ``[n_items, d]``), else a ConfigError naming the class: a plugin's mistake surfaced as a torch shape
+        error inside the evaluator, or an AttributeError for numpy arrays."""
+        def shape(x: Any) -> str:
+            return f"{type(x).__name__} of shape {tuple(x.shape)}" if hasattr(x, "shape") else type(x).__name__
+
+        ok = isinstance(out, (tuple, list)) and len(out) == 2 and all(
+            isinstance(x, Tensor) and x.dim() == 2 and x.is_floating_point() for x in out)
+        if ok:
+            u, i = out
+            ok = u.shape[0] == self.n_users and i.shape[0] == self.n_items and u.shape[1] == i.shape[1]
+        if not ok:
+            got = f"({', '.join(shape(x) for x in out)})" if isinstance(out, (tuple, list)) else shape(out)
+            raise ConfigError(f"{type(self).__name__}.embeddings() must return two floating tensors of shapes "
+                              f"[n_users, d] = [{self.n_users}, d] and [n_items, d] = [{self.n_items}, d]; got "
+                              f"{got}")
+        return out[0], out[1]
 
     def _weights_digest(self) -> str:
         """A content hash of every parameter and buffer (names, dtypes, shapes and bytes)."""

@@ -529,12 +529,12 @@ class Trainer:
                 sums: dict[str, float] = {}
                 n_batches = 0
                 for users, pos, neg in sampler.epoch(cfg.batch_size, rng):
-                    terms = model.loss(users, pos, neg)
+                    terms = _checked_terms(model, model.loss(users, pos, neg))
                     optimizer.zero_grad(set_to_none=True)
                     terms["loss"].backward()
                     optimizer.step()
                     for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                        sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
                     n_batches += 1
                 train_s = time.perf_counter() - t0
                 train_times.append(train_s)
@@ -554,6 +554,7 @@ class Trainer:
                     # instead of propagating again (model.train() at the next epoch drops them)
                     model.eval()
                     t1 = time.perf_counter()
+                    _check_finite_embeddings(model, epoch, self.run_dir)
                     res = valid_eval.evaluate(model)
                     eval_times.append(time.perf_counter() - t1)
                     row["eval_seconds"] = round(eval_times[-1], 4)
@@ -627,6 +628,38 @@ class Trainer:
             np.savez_compressed(self.run_dir / "test_per_user.npz", users=test_res.users,
                                 **{k.replace("@", "_at_"): v for k, v in test_res.per_user.items()})
         return result
+
+
+def _checked_terms(model, terms: Any) -> dict[str, Any]:
+    """``loss()``'s result if it keeps the contract (a dict whose ``"loss"`` is a scalar tensor, every other
+    value a scalar tensor or number), else a ConfigError naming the class: a plugin's mistake was a bare
+    KeyError, AttributeError or torch's "grad can be implicitly created only for scalar outputs"."""
+    def scalar(v: Any, tensor_only: bool) -> bool:
+        if isinstance(v, torch.Tensor):
+            return v.numel() == 1 and v.is_floating_point()
+        return not tensor_only and isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    loss = terms.get("loss") if isinstance(terms, dict) else None
+    if loss is None or not scalar(loss, True) or not all(scalar(v, False) for v in terms.values()):
+        bad = (type(terms).__name__ if not isinstance(terms, dict) else "no 'loss'" if loss is None else
+               ", ".join(f"{k}: {type(v).__name__}{tuple(v.shape) if isinstance(v, torch.Tensor) else ''}"
+                         for k, v in terms.items()))
+        raise ConfigError(f"{type(model).__name__}.loss() must return a dict whose 'loss' is a scalar floating "
+                          f"tensor (other entries scalar tensors or numbers, logged); got {bad}")
+    return terms
+
+
+def _check_finite_embeddings(model, epoch: int, run_dir: Path | None) -> None:
+    """A TrainingDiverged when the final embeddings hold NaN or inf while every parameter is finite (a
+    division by a zero norm, a plugin's bug): the evaluator scores NaN as the worst, so the run went on with
+    every metric 0 and `export` refused the model only afterwards."""
+    for side, emb in zip(("user", "item"), model.final_embeddings()):
+        bad = ~torch.isfinite(emb).all(dim=1)
+        if bad.any():
+            where = f"{run_dir}: " if run_dir is not None else ""
+            raise TrainingDiverged(f"{where}{model.name}: {int(bad.sum())} {side} embeddings hold NaN or inf at "
+                                   f"epoch {epoch} (first: {side} index {int(torch.nonzero(bad)[0])}) although "
+                                   f"every parameter is finite; check the model's embeddings()")
 
 
 def _show_progress(cfg: TrainConfig) -> bool:

@@ -102,6 +102,7 @@ _CONTEXT_TOO_LONG = re.compile(
     r"|max_new_tokens`? must be", re.I)
 _CONTEXT_STATUSES = (400, 413, 422)
 CONTEXT_REASON = "prompt too long for the model's context"
+PROMPT_FAILED_REASON = "the server failed on this prompt alone"
 
 
 @lru_cache(maxsize=1)
@@ -381,6 +382,14 @@ class _Stopped(Exception):
     """The run stopped (Ctrl-C, another request's endpoint failure) while this request waited to retry."""
 
 
+@dataclass
+class _PromptFailed:
+    """A request that failed after its retries (a 5xx, a timeout, a malformed answer) while the endpoint
+    answered other users' prompts: that user's failure, not the run's."""
+
+    error: ProfileError
+
+
 # per worker thread of OpenAIBackend.generate: the backoff wait of its run (thread-local, so that
 # ``complete`` keeps its signature for subclasses that override it)
 _worker = threading.local()
@@ -551,19 +560,43 @@ class OpenAIBackend(ProfileBackend):
             if stop.wait(seconds):
                 raise _Stopped
 
-        def task(client: httpx.Client, h: UserHistory) -> tuple[str, str | None] | ContextLengthError | None:
+        # a request failing after its retries while others are answered is its prompt's failure (a prompt the
+        # server always answers with a 500 stopped every run, naming no user); failures in a row beyond the
+        # requests in flight mean the endpoint itself went down: the run stops with its error
+        answered = threading.Event()
+        lock = threading.Lock()
+        in_a_row = [0]
+
+        def prompt_only(exc: ProfileError) -> bool:
+            if not isinstance(exc.__cause__, TransientError) or not answered.is_set():
+                return False
+            with lock:
+                in_a_row[0] += 1
+                return in_a_row[0] <= self.concurrency + 1
+
+        def task(client: httpx.Client, h: UserHistory
+                 ) -> tuple[str, str | None] | ContextLengthError | _PromptFailed | None:
             if stop.is_set():
                 return None
             _worker.pause = pause
             try:
-                return self.complete(client, build_messages(h.text))
+                got = self.complete(client, build_messages(h.text))
             except ContextLengthError as exc:
                 return exc  # this user's prompt only: the others go on
             except _Stopped:
                 return None
+            except ProfileError as exc:
+                if prompt_only(exc):
+                    return _PromptFailed(exc)
+                stop.set()
+                raise
             except BaseException:
                 stop.set()
                 raise
+            with lock:
+                in_a_row[0] = 0
+            answered.set()
+            return got
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         pending: dict[Future, UserHistory] = {}
@@ -579,6 +612,8 @@ class OpenAIBackend(ProfileBackend):
                     got = fut.result()  # raises ProfileError: already finished ones are saved
                     if isinstance(got, ContextLengthError):
                         on_failure(h, f"{got} (history: {len(h.text)} characters)")
+                    elif isinstance(got, _PromptFailed):
+                        on_failure(h, f"{PROMPT_FAILED_REASON}: {got.error}")
                     elif got is not None:
                         self._deliver(h, got, on_result, on_failure)
             except BaseException:
@@ -733,6 +768,7 @@ def failed_users_error(dataset: Dataset, backend: ProfileBackend, config: Any, c
     failed = sorted(failed, key=lambda f: f[0].user)
     ids = ", ".join(str(dataset.user_ids[h.user]) for h, _ in failed[:5]) + (", …" if len(failed) > 5 else "")
     too_long = sum(reason.startswith(CONTEXT_REASON) for _, reason in failed)
+    server = sum(reason.startswith(PROMPT_FAILED_REASON) for _, reason in failed)
     advice = []
     if too_long:
         advice.append(
@@ -740,7 +776,10 @@ def failed_users_error(dataset: Dataset, backend: ProfileBackend, config: Any, c
             f"{config.profile_char_budget}; only users whose history is longer than the new budget are asked "
             f"again), serve the model with a larger context, or lower llm_max_tokens (now "
             f"{config.llm_max_tokens}; prompt and answer share the context, but every user is asked again).")
-    if too_long < len(failed):
+    if server:
+        advice.append(f"{server} had {PROMPT_FAILED_REASON} (other users' prompts were answered): its log "
+                      f"says why; a re-run asks them again.")
+    if too_long + server < len(failed):
         advice.append(
             f"Raise llm_max_tokens (now {config.llm_max_tokens}; a reasoning model can spend it all inside "
             f"<think>), or check that the model writes its profile between <answer> and </answer>.")

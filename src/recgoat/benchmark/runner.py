@@ -21,8 +21,8 @@ training settings, seed and the data: dataset spec, split seed, features, and th
 ``paths``: the dataset and feature folders made absolute, the working folder and the cell's folder, so that
 ``evaluate``/``export`` of the cell and a resume from another working folder find them: :func:`locate_recorded`);
 before anything trains, a folder holding cells of a different configuration, or of another version of the same
-dataset, is refused rather than silently mixing two experiments (cells that read other feature matrices than the
-folder holds now: once the features are loaded, :func:`check_feature_versions`). A cell
+dataset, or that read other feature matrices than the folder holds now (:func:`check_feature_versions`), is refused
+rather than silently mixing two experiments. A cell
 that failed, or never reached its first checkpoint, holds nothing to mix: under a changed configuration it
 is started afresh.
 """
@@ -717,17 +717,20 @@ def _recorded_model_config(cell: Cell, old: dict[str, Any]) -> Any:
     too (a two-layer RecGOAT cell of bare stacking was reported beside ELU-stacked ones); None if neither."""
     if "model_config" in old:
         return old["model_config"]
-    for path, keys in ((cell.run_dir / "best" / "model.json", ("config",)),
-                       (cell.run_dir / "checkpoint" / "state.json", ("signature", "model_config"))):
-        try:
-            record = read_json(path)
-            for key in keys:
-                record = record[key]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(record, dict):
-            return record
-    return None
+    return (_recorded_mapping(cell.run_dir / "best" / "model.json", "config")
+            or _recorded_mapping(cell.run_dir / "checkpoint" / "state.json", "signature", "model_config"))
+
+
+def _recorded_mapping(path: Path, *keys: str) -> dict[str, Any] | None:
+    """The JSON object at ``keys`` in the JSON file ``path``; None when the file, a key or an object is missing
+    (a cell of an older version, a run stopped before its first checkpoint)."""
+    try:
+        record = read_json(path)
+        for key in keys:
+            record = record[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _model_config_changes(model: str, old: Any, new: Any) -> list[str]:
@@ -952,18 +955,26 @@ def build_problem(model: ModelSpec, features) -> str | None:
     plugin's ``dims_from`` reading the stand-in's absent dataset) proves nothing: the cell reports its own."""
     from recgoat.models.base import get_model_class
 
-    cls = get_model_class(model.name)
-    np_state = np.random.get_state()
+    cls = get_model_class(model.name)  # an unknown name is refused, not taken for "nothing to judge" below
     try:
-        with torch.random.fork_rng(devices=[]):
-            cls(1, 1, dict(model.params), **cls.dims_from(None, features))
+        probe_model(cls, model.params, None, features)
     except ConfigError as e:
         return str(e)
     except Exception:  # noqa: BLE001 — not a configuration the stand-in can judge
         return None
+    return None
+
+
+def probe_model(cls: type, params: dict[str, Any], dataset, features):
+    """A ``cls`` model of ``params`` built with one user and one item on ``features`` (its ``dims_from`` sees
+    ``dataset``): what those settings make of the features (which views it reads, whether it can be built),
+    cheaply; the global random state is left as it was. A constructor's error is raised."""
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return cls(1, 1, dict(params), **cls.dims_from(dataset, features))
     finally:
         np.random.set_state(np_state)
-    return None
 
 
 def pair_problems(config: BenchmarkConfig, cells: list[Cell],
@@ -1185,15 +1196,9 @@ def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], A
 def _trained_feature_digests(cell: Cell) -> dict[str, str] | None:
     """The digests of the feature matrices a finished cell's best model (``best/model.json``) or an unfinished
     cell's checkpoint read (:func:`~recgoat.models.base.feature_digests`); None when neither records them."""
-    path, keys = ((cell.run_dir / "best" / "model.json", ("feature_digests",)) if cell.done
-                  else (cell.run_dir / "checkpoint" / "state.json", ("signature", "features")))
-    try:
-        record = read_json(path)
-        for key in keys:
-            record = record[key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return record if isinstance(record, dict) else None
+    if cell.done:
+        return _recorded_mapping(cell.run_dir / "best" / "model.json", "feature_digests")
+    return _recorded_mapping(cell.run_dir / "checkpoint" / "state.json", "signature", "features")
 
 
 def check_feature_versions(cells: list[Cell], dataset, features, folder: Path) -> None:
@@ -1215,10 +1220,8 @@ def check_feature_versions(cells: list[Cell], dataset, features, folder: Path) -
             continue
         label = cell.model.key
         if label not in now_by_label:
-            cls = get_model_class(cell.model.name)
-            try:  # one user and one item: which matrices this model's settings read, not their rows
-                with torch.random.fork_rng(devices=[]):
-                    probe = cls(1, 1, dict(cell.model.params), **cls.dims_from(dataset, features))
+            try:  # which matrices this model's settings read
+                probe = probe_model(get_model_class(cell.model.name), cell.model.params, dataset, features)
                 now_by_label[label] = feature_digests(features, probe.read_dims())
             except Exception:  # noqa: BLE001 — a model that cannot be built: its cells report that themselves
                 now_by_label[label] = None
@@ -1242,9 +1245,10 @@ def check_features_before_training(config: BenchmarkConfig, cells: list[Cell], m
                                    data_cache: dict[tuple[str, int | None], Any]) -> dict[tuple[str, int | None], Any]:
     """:func:`check_feature_versions` for every dataset with a cell still to train beside finished or
     checkpointed ones that recorded the features they read, before ``benchmark.json`` is written or any cell
-    trains (checked at the dataset's first cell to train, other models' cells had trained by then and
-    ``benchmark.json`` recorded the refused configuration). Returns the features loaded, by ``(label, split_seed)``, for the cells to
-    reuse; ``data_cache`` gets the datasets loaded. Runs under the benchmark folder's lock: ``auto`` encodes."""
+    trains (checked at a dataset's first cell to train, it came after other models' cells had trained and
+    ``benchmark.json`` recorded the refused configuration). Returns the features loaded, by
+    ``(label, split_seed)``, for the cells to reuse; ``data_cache`` gets the datasets loaded. Runs under the
+    benchmark folder's lock: ``auto`` encodes."""
     out = Path(config.out)
     feat_cache: dict[tuple[str, int | None], Any] = {}
     by_key: dict[tuple[str, int | None], list[Cell]] = {}

@@ -6,6 +6,7 @@ user set) could not show either."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,18 @@ def cell_json(root: Path, label: str) -> Path:
     return root / "out" / "runs" / "tiny" / label / "seed1" / "cell.json"
 
 
-def edited(root: Path, label: str, edit) -> dict:
-    """``cell.json`` of ``label`` after ``edit`` (on its dict); the original is restored by the caller."""
-    meta = json.loads(cell_json(root, label).read_text())
-    before = json.dumps(meta)
+@contextmanager
+def edited(path: Path, edit):
+    """The JSON file ``path`` (a cell.json, a saved model.json) after ``edit`` (on its dict) inside the block,
+    as it was after it: the module's benchmark serves every test."""
+    before = path.read_text()
+    meta = json.loads(before)
     edit(meta)
-    cell_json(root, label).write_text(json.dumps(meta))
-    return json.loads(before)
+    path.write_text(json.dumps(meta))
+    try:
+        yield
+    finally:
+        path.write_text(before)
 
 
 def test_the_full_model_config_is_recorded(bench):
@@ -70,49 +76,33 @@ def test_a_resume_with_the_same_settings_retrains_nothing(bench):
     ("rg2", lambda m: m["model_config"].pop("gat_activation"), 'model config gat_activation: "none" → "elu"'),
 ])
 def test_a_finished_cell_of_another_model_config_is_refused_by_name(bench, label, edit, named):
-    original = edited(bench, label, edit)
-    try:
-        with pytest.raises(ConfigError, match="was run with a different configuration") as e:
-            run_benchmark(config(bench / "out", MODELS))
-        assert named in str(e.value)
-    finally:
-        cell_json(bench, label).write_text(json.dumps(original))
+    with edited(cell_json(bench, label), edit), \
+            pytest.raises(ConfigError, match="was run with a different configuration") as e:
+        run_benchmark(config(bench / "out", MODELS))
+    assert named in str(e.value)
 
 
 def test_keys_added_since_with_the_old_behaviour_as_default_are_not_compared(bench):
     """A one-layer record without gat_activation (its legacy value is the default), and any other key the
     record lacks, are the same model."""
-    original = edited(bench, "bprmf", lambda m: m["model_config"].pop("embedding_dim"))
-    try:
+    with edited(cell_json(bench, "bprmf"), lambda m: m["model_config"].pop("embedding_dim")):
         run = run_benchmark(config(bench / "out", MODELS))
-        assert not run.trained and not run.failed
-    finally:
-        cell_json(bench, "bprmf").write_text(json.dumps(original))
+    assert not run.trained and not run.failed
 
 
 def test_a_cell_json_of_an_older_version_without_model_config_resumes_as_before(bench):
     """Its saved best model's configuration is the record then: here the same model (ELU between layers)."""
-    original = edited(bench, "rg2", lambda m: m.pop("model_config"))
-    try:
+    with edited(cell_json(bench, "rg2"), lambda m: m.pop("model_config")):
         run = run_benchmark(config(bench / "out", MODELS))
-        assert not run.trained and not run.failed
-    finally:
-        cell_json(bench, "rg2").write_text(json.dumps(original))
+    assert not run.trained and not run.failed
 
 
 def test_a_cell_of_an_older_version_is_judged_by_its_saved_model_config(bench):
     """A two-layer cell finished before gat_activation existed (nor model_config in cell.json): its saved model
     says what it ran with, bare stacking, so it is not reported beside ELU-stacked cells of the same label."""
     model_json = cell_json(bench, "rg2").parent / "best" / "model.json"
-    saved = model_json.read_text()
-    meta = json.loads(saved)
-    meta["config"].pop("gat_activation")
-    model_json.write_text(json.dumps(meta))
-    original = edited(bench, "rg2", lambda m: m.pop("model_config"))
-    try:
-        with pytest.raises(ConfigError, match="was run with a different configuration") as e:
-            run_benchmark(config(bench / "out", MODELS))
-        assert 'model config gat_activation: "none" → "elu"' in str(e.value)
-    finally:
-        cell_json(bench, "rg2").write_text(json.dumps(original))
-        model_json.write_text(saved)
+    with edited(model_json, lambda m: m["config"].pop("gat_activation")), \
+            edited(cell_json(bench, "rg2"), lambda m: m.pop("model_config")), \
+            pytest.raises(ConfigError, match="was run with a different configuration") as e:
+        run_benchmark(config(bench / "out", MODELS))
+    assert 'model config gat_activation: "none" → "elu"' in str(e.value)

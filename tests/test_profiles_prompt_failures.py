@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from features_helpers import Reply, ScriptedServer, chat_reply  # noqa: E402
 from recgoat.features.profiles import ProfileCache, ProfileError, make_profiles  # noqa: E402
 
-from test_profiles_qa2 import FILMS, films, openai_config, user_of  # noqa: E402
+from test_profiles_qa2 import films, only_u2_failed, openai_config, u2_fails_with, user_of  # noqa: E402
 
 FAIL = Reply(500, json.dumps({"error": {"message": "internal"}}).encode())
 
@@ -25,18 +25,10 @@ FAIL = Reply(500, json.dumps({"error": {"message": "internal"}}).encode())
 def test_a_prompt_the_server_always_fails_on_is_that_users_failure(tmp_path):
     ds = films(4)
     broken = {"on": True}
-
-    def handler(method, path, body):
-        u = user_of(body)
-        return FAIL if u == 2 and broken["on"] else chat_reply(f"<answer>likes {FILMS['title'][u]}</answer>")
-
-    srv = ScriptedServer(handler)
+    srv = ScriptedServer(u2_fails_with(FAIL, broken))
     try:
         cfg = openai_config(srv.url)
-        with pytest.raises(ProfileError) as err:
-            make_profiles(ds, cfg, tmp_path / "p.jsonl")
-        msg = str(err.value)
-        assert "1 of 4 users got no usable profile" in msg and "(user ids: u2)" in msg, msg
+        msg = only_u2_failed(ds, cfg, tmp_path / "p.jsonl")
         assert (f"first: user u2: the server failed on this prompt alone: LLM endpoint {srv.url}/v1/chat/completions"
                 f" failed after 3 tries: HTTP 500") in msg
         assert "1 had the server failed on this prompt alone (other users' prompts were answered)" in msg

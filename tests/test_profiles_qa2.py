@@ -36,6 +36,24 @@ def user_of(body: bytes) -> int:
     return next(k for k, t in enumerate(FILMS["title"]) if f"- {t}" in text)
 
 
+def u2_fails_with(reply: Reply, switch: dict):
+    """A server handler answering every user's prompt but u2's, which gets ``reply`` while ``switch["on"]``."""
+    def handler(method, path, body):
+        u = user_of(body)
+        return reply if u == 2 and switch["on"] else chat_reply(f"<answer>likes {FILMS['title'][u]}</answer>")
+
+    return handler
+
+
+def only_u2_failed(ds, cfg: FeatureConfig, cache) -> str:
+    """The one-line error of a profile run of 4 users in which u2 alone got no profile."""
+    with pytest.raises(ProfileError) as err:
+        make_profiles(ds, cfg, cache)
+    msg = str(err.value)
+    assert "1 of 4 users got no usable profile" in msg and "(user ids: u2)" in msg, msg
+    return msg
+
+
 def openai_config(url: str, **kw) -> FeatureConfig:
     base = dict(profile_backend="openai", llm_base_url=url + "/v1", llm_model="tiny", llm_concurrency=1,
                 llm_timeout=5.0, llm_retries=2, llm_backoff=0.01)
@@ -67,20 +85,10 @@ def test_prompt_too_long_for_the_context_fails_only_that_user(tmp_path, server):
     ds = films(4)
     heavy = {"on": True}
     status, refusal, words = CONTEXT_REFUSALS[server]
-
-    def handler(method, path, body):
-        u = user_of(body)
-        if u == 2 and heavy["on"]:
-            return Reply(status, json.dumps(refusal).encode())
-        return chat_reply(f"<answer>likes {FILMS['title'][u]}</answer>")
-
-    srv = ScriptedServer(handler)
+    srv = ScriptedServer(u2_fails_with(Reply(status, json.dumps(refusal).encode()), heavy))
     try:
         cfg = openai_config(srv.url)
-        with pytest.raises(ProfileError) as err:
-            make_profiles(ds, cfg, tmp_path / "p.jsonl")
-        msg = str(err.value)
-        assert "1 of 4 users got no usable profile" in msg and "(user ids: u2)" in msg, msg
+        msg = only_u2_failed(ds, cfg, tmp_path / "p.jsonl")
         assert f"user u2: prompt too long for the model's context: {srv.url}/v1/chat/completions refused the " \
                f"request: HTTP {status} (server: " in msg and words in msg and "(history: 6 characters)" in msg
         assert "lower profile_char_budget (--char-budget, now 3000" in msg  # the option's real names

@@ -15,7 +15,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,9 +23,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from recgoat.errors import ConfigError, RecGOATError
-
-if TYPE_CHECKING:
-    from recgoat.config import RunConfig
 
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -201,7 +198,8 @@ def train_cmd(
     if run_dir is not None and out is not None:  # --out would be silently ignored
         raise ConfigError("give --out (runs go to OUT/DATASET/MODEL/seedS) or --run-dir (the exact run folder), "
                           "not both")
-    cfg = _quiet_unless_terminal(load_config(config, list(set_), values=values))
+    # the epoch bar is drawn only on a terminal unless the config asks for it: the trainer decides (_show_progress)
+    cfg = load_config(config, list(set_), values=values)
     result = train(cfg, run_dir=run_dir)
     _print_result(result)
 
@@ -304,14 +302,6 @@ def main() -> None:
         raise
     finally:
         warnings.showwarning = shown
-
-
-def _quiet_unless_terminal(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with the epoch progress bar off when stderr is not a terminal (a log file, a pipe), unless the
-    config or ``--set`` asked for it: tqdm redraws with carriage returns, which in a log are garbage."""
-    if "progress" in cfg.trainer.model_fields_set or sys.stderr.isatty():
-        return cfg
-    return cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"progress": False})})
 
 
 try:

@@ -216,10 +216,11 @@ def _key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _manifest(kind: str, dataset: Dataset, arr: np.ndarray, encoder: str, key: str, **extra: Any) -> dict:
+def _manifest(kind: str, dataset: Dataset, fp: str, arr: np.ndarray, encoder: str, key: str, **extra: Any) -> dict:
+    """``kind``'s manifest; ``fp``: ``dataset``'s fingerprint, as the caller hashed it once for its keys too."""
     return {"manifest_version": MANIFEST_VERSION, "kind": kind, "file": f"{_FILE[kind]}.npy",
             "rows": int(arr.shape[0]), "dim": int(arr.shape[1]), "dtype": str(arr.dtype), "encoder": encoder,
-            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "key": key,
+            "dataset": dataset.name, "dataset_fingerprint": fp, "key": key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recgoat_version": recgoat.__version__, **extra}
 
 
@@ -316,6 +317,14 @@ def _undone_if_failed(out: Path, created: list[Path]) -> Iterator[None]:
             if [p.name for p in out.iterdir()] == [LOCK_NAME] and lock.is_file() and not lock.is_symlink():
                 lock.unlink()  # while the lock is held: no other writer can have begun in this folder
         raise
+
+
+@contextmanager
+def _locked_output(out: Path) -> Iterator[None]:
+    """``out`` made if need be and held by this writer alone (:func:`~recgoat.io.folder_lock`); when the block
+    fails, what the run made and left empty is removed again (:func:`_made_here`, :func:`_undone_if_failed`)."""
+    with _made_here(out) as created, folder_lock(out), _undone_if_failed(out, created):
+        yield
 
 
 def _up_to_date(out: Path, kind: str, key: str, rows: int, fp: str | None = None) -> bool:
@@ -593,9 +602,9 @@ class _Session:
             return
         arr = self.embed("text", key, texts)
         empty = sum(1 for t in texts if not t)
-        self.finish("text", key, arr, _manifest("text", ds, arr, self.text_encoder().name, key, text_template=desc,
-                                                text_fields=list(ds.text_fields), max_chars=cfg.max_chars,
-                                                empty_texts=empty,
+        self.finish("text", key, arr, _manifest("text", ds, self.fp, arr, self.text_encoder().name, key,
+                                                text_template=desc, text_fields=list(ds.text_fields),
+                                                max_chars=cfg.max_chars, empty_texts=empty,
                                                 truncated_texts=self.truncated.get("text"),
                                                 example_text=texts[0] if texts else ""))
         self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
@@ -702,7 +711,7 @@ class _Session:
 
         examples = {"missing": named(missing), "unreadable": named(unreadable),
                     "download_failed": named(download_failed)}
-        self.finish("image", key, arr, _manifest("image", ds, arr, encoder.name, key, image_model=identity,
+        self.finish("image", key, arr, _manifest("image", ds, self.fp, arr, encoder.name, key, image_model=identity,
                                                  images=counts, problem_examples=examples),
                     beside={"image_mask.npy": mask})
         bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
@@ -739,7 +748,7 @@ class _Session:
         arr = self.embed("users", key, run.answers)
         template_made = cfg.profile_backend == "template"
         self.finish("users", key, arr, _manifest(
-            "users", ds, arr, self.text_encoder().name, key, profile_backend=cfg.profile_backend,
+            "users", ds, self.fp, arr, self.text_encoder().name, key, profile_backend=cfg.profile_backend,
             template_made=template_made, label=TEMPLATE_LABEL if template_made else None,
             llm_model=None if template_made else cfg.llm_model, prompt_version=PROMPT_VERSION,
             profile_char_budget=cfg.profile_char_budget, history_split="train", profiles=run.stats,
@@ -794,9 +803,9 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
     out = Path(out_dir)
-    with _writing_into(out, "the feature output"), _made_here(out) as created:
-        # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
-        with folder_lock(out), _undone_if_failed(out, created), _Reporter(progress) as rep:
+    # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
+    with _writing_into(out, "the feature output"), _locked_output(out):
+        with _Reporter(progress) as rep:
             session = _Session(dataset, out, config, rep, force)
             if "text" in which:
                 session.encode_text()
@@ -936,8 +945,7 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
                             ("users", "profile", dataset.user_ids)):
         if not (folder / f"{_FILE[kind]}.npy").exists():
             continue
-        rows = dataset.n_users if kind == "users" else dataset.n_items
-        arr, man = _checked_matrix(folder, kind, fp, rows, ids=ids)
+        arr, man = _checked_matrix(folder, kind, fp, len(ids), ids=ids)
         setattr(feats, attr, arr)
         feats.manifests[attr] = man
     if feats.image is not None:
@@ -981,21 +989,22 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
              for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")) if (src / name).exists()]
     if not found:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
-    with _writing_into(out, "the import output"), _made_here(out) as created, folder_lock(out), \
-            _undone_if_failed(out, created):
+    fp = dataset.fingerprint()
+    with _writing_into(out, "the import output"), _locked_output(out):
         for kind, name, path, arr in found:
-            _import_one(dataset, kind, name, path, arr, out)
+            _import_one(dataset, fp, kind, name, path, arr, out)
     return out
 
 
-def _import_one(dataset: Dataset, kind: str, name: str, path: Path, arr: np.ndarray, out: Path) -> None:
-    """Write one imported matrix (and the image mask) into ``out``, its manifest last."""
-    key = _key({"imported": str(path.resolve()), "fp": dataset.fingerprint(), "shape": arr.shape})
+def _import_one(dataset: Dataset, fp: str, kind: str, name: str, path: Path, arr: np.ndarray, out: Path) -> None:
+    """Write one imported matrix (and the image mask) into ``out``, its manifest last; ``fp``: the dataset's
+    fingerprint."""
+    key = _key({"imported": str(path.resolve()), "fp": fp, "shape": arr.shape})
     extra: dict[str, Any] = {"imported_from": str(path.resolve())}
     beside = {}
     if kind == "image":
         mask = np.abs(arr).sum(axis=1) > 0
         beside["image_mask.npy"] = mask
         extra["images"] = {"ok": int(mask.sum()), "missing": int((~mask).sum())}
-    write_matrix(out, kind, arr, _manifest(kind, dataset, arr, f"imported from MMRec ({name})", key, **extra),
+    write_matrix(out, kind, arr, _manifest(kind, dataset, fp, arr, f"imported from MMRec ({name})", key, **extra),
                  beside)

@@ -365,6 +365,12 @@ def read_run_config(path: Path) -> RunConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: not a readable run configuration ({e})") from None
+    return run_config_from(data, path)
+
+
+def run_config_from(data: Any, path: Path) -> RunConfig:
+    """``data`` read from a run's ``run_config.json`` (``path``, named in errors) as a :class:`RunConfig`; a
+    :class:`ConfigError` naming the file when it is not a valid run configuration."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     try:

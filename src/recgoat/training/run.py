@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from recgoat.config import RunConfig, read_run_config
+from recgoat.config import RunConfig, read_run_config, run_config_from
 from recgoat.datasets import Dataset, PrepareConfig, load
 from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.evaluator import Evaluator
@@ -167,12 +167,9 @@ class RunRecord:
     @cached_property
     def config(self) -> RunConfig:
         """run_config.json as a :class:`RunConfig` (its folders absolute: :func:`recorded_run_config`)."""
-        if isinstance(self.content, dict):
-            try:
-                return RunConfig(**self.content)
-            except ValidationError:
-                pass
-        return read_run_config(self.path)  # not one: its ConfigError names the file and what is wrong
+        if self.read_error is not None:
+            return read_run_config(self.path)  # its ConfigError says why the file cannot be read
+        return run_config_from(self.content, self.path)
 
     @cached_property
     def _cell(self) -> tuple[Any, int]:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
-from recgoat.datasets.generic import MAX_SECONDS, warn_missing_items
+from recgoat.datasets.generic import MAX_SECONDS, seconds_array, warn_missing_items
 from recgoat.datasets.preprocess import PrepareConfig, prepare
 from recgoat.errors import DataError
 
@@ -180,13 +180,8 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
                                   f"(first: line {line_of[first]}, value {values[first]!r})")
         df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
     ts = df["timestamp"].to_numpy()
-    # 2023 timestamps are milliseconds; store seconds like every other loader (whole ones as int64; fractional
-    # ones kept, as generic.timestamps keeps them: cut, reviews within a second tied and a temporal split broke
-    # the tie at random)
-    if release == "2023" and (ts % 1000 != 0).any():
-        df["timestamp"] = ts / 1000
-    else:
-        df["timestamp"] = (ts // 1000 if release == "2023" else ts).astype(np.int64)
+    # 2023 timestamps are milliseconds; store seconds like every other loader (fractions kept)
+    df["timestamp"] = seconds_array(ts / 1000) if release == "2023" else ts.astype(np.int64)
     return df, release
 
 

@@ -249,7 +249,7 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
                                       "seconds or dates")
             if pd.api.types.is_integer_dtype(numeric.dtype):
                 return numeric.to_numpy(np.int64)
-            return np.floor(values).astype(np.int64) if (values == np.floor(values)).all() else values
+            return seconds_array(values)
         else:
             with warnings.catch_warnings():
                 # pandas warns it parses element by element: the values are checked right below instead
@@ -280,6 +280,13 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     if (delta == whole * pd.Timedelta(seconds=1)).all():
         return whole.to_numpy(np.int64)
     return (delta / pd.Timedelta(seconds=1)).to_numpy(np.float64)
+
+
+def seconds_array(values: np.ndarray) -> np.ndarray:
+    """Unix seconds ``values`` (float64) as int64 when every one is a whole second, else as they are: a cut to
+    whole seconds tied the times within one, and a temporal split broke such ties at random."""
+    whole = np.floor(values)
+    return whole.astype(np.int64) if (values == whole).all() else values
 
 
 def _retry_dates(ts: pd.Series, retry: pd.Series) -> pd.Series:

@@ -17,7 +17,8 @@ import pytest  # noqa: E402
 from features_helpers import Reply, ScriptedServer, chat_reply  # noqa: E402
 from recgoat.features.profiles import ProfileCache, ProfileError, make_profiles  # noqa: E402
 
-from test_profiles_qa2 import films, only_u2_failed, openai_config, u2_fails_with, user_of  # noqa: E402
+from test_profiles_qa2 import (error_of_run, films, only_u2_failed, openai_config,  # noqa: E402
+                              u2_fails_with, user_of)
 
 FAIL = Reply(500, json.dumps({"error": {"message": "internal"}}).encode())
 
@@ -53,12 +54,7 @@ def test_an_endpoint_that_goes_down_still_stops_the_run(tmp_path):
         return chat_reply("<answer>likes films</answer>")
 
     srv = ScriptedServer(handler)
-    try:
-        with pytest.raises(ProfileError) as err:
-            make_profiles(ds, openai_config(srv.url), tmp_path / "p.jsonl")
-    finally:
-        srv.close()
-    msg = str(err.value)
+    msg = error_of_run(srv, ds, tmp_path / "p.jsonl")
     # concurrency 1: two failures in a row may be prompts' own, the third is the endpoint's
     assert msg.startswith(f"LLM endpoint {srv.url}/v1/chat/completions failed after 3 tries: HTTP 500"), msg
     assert len(srv.requests) == 1 + 3 * 3  # u0 answered; u1, u2, u3 tried three times each; u4, u5 never

@@ -54,6 +54,16 @@ def only_u2_failed(ds, cfg: FeatureConfig, cache) -> str:
     return msg
 
 
+def error_of_run(srv: ScriptedServer, ds, cache) -> str:
+    """The ProfileError message of a profile run of ``ds`` against ``srv`` (closed afterwards)."""
+    try:
+        with pytest.raises(ProfileError) as err:
+            make_profiles(ds, openai_config(srv.url), cache)
+    finally:
+        srv.close()
+    return str(err.value)
+
+
 def openai_config(url: str, **kw) -> FeatureConfig:
     base = dict(profile_backend="openai", llm_base_url=url + "/v1", llm_model="tiny", llm_concurrency=1,
                 llm_timeout=5.0, llm_retries=2, llm_backoff=0.01)
@@ -110,12 +120,7 @@ def test_a_400_not_about_the_context_still_stops_the_run_at_once(tmp_path):
     body = {"error": {"message": "The model `tiny` does not exist", "type": "invalid_request_error",
                       "code": "model_not_found"}}
     srv = ScriptedServer(lambda m, p, b: Reply(400, json.dumps(body).encode()))
-    try:
-        with pytest.raises(ProfileError) as err:
-            make_profiles(ds, openai_config(srv.url), tmp_path / "p.jsonl")
-    finally:
-        srv.close()
-    msg = str(err.value)
+    msg = error_of_run(srv, ds, tmp_path / "p.jsonl")
     assert f"{srv.url}/v1/chat/completions refused the request: HTTP 400 (server: The model `tiny` does not exist" \
            in msg and "got no usable profile" not in msg
     assert len(srv.requests) == 1 and not ProfileCache(tmp_path / "p.jsonl").records

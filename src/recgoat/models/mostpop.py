@@ -30,4 +30,4 @@ class MostPop(Recommender):
         self.popularity.copy_(torch.from_numpy(counts))
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
-        return torch.ones(self.n_users, 1), self.popularity[:, None]
+        return torch.ones(self.n_users, 1, device=self.popularity.device), self.popularity[:, None]

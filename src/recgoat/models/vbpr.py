@@ -104,7 +104,7 @@ class VBPR(Recommender):
         theta = self.user_content.weight if idx is None else self.user_content(idx)
         parts = [gamma, theta]
         if self.config.use_bias:
-            parts.append(torch.ones(gamma.shape[0], 1, dtype=gamma.dtype))
+            parts.append(torch.ones(gamma.shape[0], 1, dtype=gamma.dtype, device=gamma.device))
         return torch.cat(parts, dim=-1)
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

@@ -95,7 +95,7 @@ def test_an_unknown_key_set_on_the_command_line_gets_the_closest_and_the_valid_k
 
 @pytest.mark.parametrize("entry, expected", [
     ("{name: bprmf, parms: {embedding_dim: 16}}",
-     "models.1.parms: unknown key (did you mean 'params'? valid keys: name, label, preset, params, train)"),
+     "models.1.parms: unknown key (did you mean 'params'? valid keys: name, label, preset, params, train, grid, grid_of)"),
     ("{name: bprmf, params: {embeding_dim: 16}}",
      "model 'bprmf': bad params: embeding_dim: unknown key (did you mean 'embedding_dim'? valid keys: embedding_dim,"),
 ])

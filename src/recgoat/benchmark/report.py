@@ -13,6 +13,11 @@ seeds, users are paired by id, and a paired test over users is run: the Wilcoxon
 Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 2006; Sakai,
 "Statistical reform in information retrieval?", SIGIR Forum 2014.
 
+Grids (models sharing ``grid_of``, :func:`recgoat.benchmark.runner.expand_grid`): :func:`tuned` keeps, per
+dataset, the point with the best mean validation metric among the points finished on the most seeds (ties: the
+first listed), as one row named by the grid; the report shows these rows first, with their own significance
+line, then every point. ``tuned.csv`` holds the chosen rows.
+
 Every number comes from the cells' ``result.json`` / ``test_per_user.npz`` files, so a report can be
 rebuilt at any time (``write_report``) without training anything.
 """
@@ -90,6 +95,54 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     out.insert(0, "n_seeds", g.size())
     out.insert(1, "selection_metric", runs.groupby(["dataset", "model"], sort=False)["selection_metric"].first())
     return out.reset_index()
+
+
+def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every grid as one row per dataset: the aggregate row of its point with the best mean validation selection
+    metric among those finished on the most seeds (ties: the first listed), renamed to the grid, with the
+    point's label in ``chosen`` and the number of points compared in ``points``; other models as they are
+    (``chosen`` empty, ``points`` 1). Also the runs of the rows kept, renamed alike, for the paired test. The
+    test split chooses nothing."""
+    group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    rows, kept = [], []
+    for dataset, part in agg.groupby("dataset", sort=False):
+        done: set[str] = set()
+        for _, r in part.iterrows():
+            g = group.get(r["model"])
+            if g is None:
+                rows.append({**r.to_dict(), "chosen": "", "points": 1})
+                kept.append((dataset, r["model"], r["model"]))
+                continue
+            if g in done:
+                continue
+            done.add(g)
+            points = part[part["model"].map(group.get) == g]
+            full = points[points["n_seeds"] == points["n_seeds"].max()]
+            best = full.sort_values("valid_selection_mean", ascending=False, kind="stable").iloc[0]
+            rows.append({**best.to_dict(), "model": g, "chosen": best["model"], "points": len(full)})
+            kept.append((dataset, best["model"], g))
+    table = pd.DataFrame(rows, columns=[*agg.columns, "chosen", "points"])
+    rename = {(d, label): name for d, label, name in kept}
+    keys = list(zip(runs.get("dataset", []), runs.get("model", [])))
+    chosen_runs = runs[[k in rename for k in keys]].copy()
+    chosen_runs["model"] = [rename[k] for k in zip(chosen_runs["dataset"], chosen_runs["model"])]
+    return table, chosen_runs
+
+
+def has_grids(config) -> bool:
+    return any(m.grid_of for m in config.models)
+
+
+def chosen_line(rows: pd.DataFrame, config) -> str:
+    """Which point each grid of a dataset's tuned rows chose, on which validation figure."""
+    picks = [f"{r['model']}: {r['chosen']} (valid {config.train.metric} {r['valid_selection_mean']:.4f}, best of "
+             f"{int(r['points'])} point{'' if r['points'] == 1 else 's'})" for _, r in rows.iterrows() if r["chosen"]]
+    return "Chosen on validation: " + "; ".join(picks) + "."
+
+
+TUNED_NOTE = ("Each grid is one row, named by the grid: per dataset, its point with the best mean validation "
+              "{metric} (among the points finished on the most seeds; ties: the first listed); the test split "
+              "chooses nothing. Every point is listed in the sections after this one.")
 
 
 # ------------------------------------------------------------------------------------- significance
@@ -281,20 +334,36 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None) -> str:
+def _md_tables(agg: pd.DataFrame, dataset: str, config, level: str) -> list[str]:
+    parts = []
+    for title, header, cells, bold in tables(agg, dataset, config):
+        parts.append(f"\n{level} {title}\n")
+        parts.append("| " + " | ".join(header) + " |")
+        parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+        for line, b in zip(cells, bold):
+            parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
+    return parts
+
+
+def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None,
+             grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
+    """The report as Markdown; ``grids``: the :func:`tuned` rows and their significance, shown first."""
     short = seed_shortfall(agg, config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
              f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold (ties at the "
              f"shown precision all bold). "
              f"{short + ' ' if short else ''}{COST_NOTE}\n"]
+    if grids is not None:
+        tagg, tsig = grids
+        parts.append(f"\n## Tuned on validation\n\n{TUNED_NOTE.format(metric=config.train.metric)}\n")
+        for dataset in tagg["dataset"].unique():
+            parts.append(f"\n### {dataset} (tuned)\n\n{chosen_line(tagg[tagg['dataset'] == dataset], config)}\n")
+            parts.extend(_md_tables(tagg, dataset, config, "####"))
+            if dataset in tsig:
+                parts.append("\n" + significance_line(tsig[dataset]))
     for dataset in agg["dataset"].unique():
         parts.append(f"\n## {dataset}\n")
-        for title, header, cells, bold in tables(agg, dataset, config):
-            parts.append(f"\n### {title}\n")
-            parts.append("| " + " | ".join(header) + " |")
-            parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
-            for line, b in zip(cells, bold):
-                parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
+        parts.extend(_md_tables(agg, dataset, config, "###"))
         if dataset in sig:
             parts.append("\n" + significance_line(sig[dataset]))
     if failed:
@@ -392,8 +461,22 @@ td{text-align:right}td:first-child{text-align:left}th{background:#f3f3f3}.sig{ba
 img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:1px 4px}"""
 
 
+def _html_tables(agg: pd.DataFrame, dataset: str, config, level: str) -> list[str]:
+    esc = html.escape
+    body = []
+    for title, header, cells, bold in tables(agg, dataset, config):
+        body.append(f"<{level}>{esc(title)}</{level}><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
+                    + "</tr>")
+        for line, b in zip(cells, bold):
+            body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
+                                         for v, isb in zip(line, b)) + "</tr>")
+        body.append("</table>")
+    return body
+
+
 def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], config,
-                failed: dict[str, str] | None = None) -> str:
+                failed: dict[str, str] | None = None,
+                grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
     esc = html.escape
     body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
             f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
@@ -406,15 +489,18 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
     body.append(f"<p>{esc(COST_NOTE)}</p>")
     if agg.empty:
         body.append("<p>No finished cells.</p>")
+    if grids is not None:
+        tagg, tsig = grids
+        body.append(f"<h2>Tuned on validation</h2><p>{esc(TUNED_NOTE.format(metric=config.train.metric))}</p>")
+        for dataset in tagg["dataset"].unique():
+            body.append(f"<h3>{esc(str(dataset))} (tuned)</h3>"
+                        f"<p>{esc(chosen_line(tagg[tagg['dataset'] == dataset], config))}</p>")
+            body.extend(_html_tables(tagg, dataset, config, "h4"))
+            if dataset in tsig:
+                body.append(f"<p class='sig'>{esc(significance_line(tsig[dataset]))}</p>")
     for dataset in agg["dataset"].unique():
         body.append(f"<h2>{esc(str(dataset))}</h2>")
-        for title, header, cells, bold in tables(agg, dataset, config):
-            body.append(f"<h3>{esc(title)}</h3><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
-                        + "</tr>")
-            for line, b in zip(cells, bold):
-                body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
-                                             for v, isb in zip(line, b)) + "</tr>")
-            body.append("</table>")
+        body.extend(_html_tables(agg, dataset, config, "h3"))
         if dataset in sig:
             body.append(f"<p class='sig'>{esc(significance_line(sig[dataset]))}</p>")
         body.append(f"<img alt='learning curves {esc(str(dataset))}' src='{learning_curves(runs, dataset)}'>")
@@ -438,13 +524,20 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None) 
     sig = significance(runs, agg, config) if not runs.empty else {}
     paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "report.html",
              "runs_csv": out / "runs.csv"}
+    grids = None
+    if has_grids(config):
+        tagg, truns = tuned(agg, runs, config)
+        grids = (tagg, significance(truns, tagg, config) if not truns.empty else {})
+        paths["tuned_csv"] = out / "tuned.csv"
+        with atomic_path(paths["tuned_csv"]) as tmp:
+            tagg.to_csv(tmp, index=False)
     with atomic_path(paths["csv"]) as tmp:
         agg.to_csv(tmp, index=False)
     with atomic_path(paths["runs_csv"]) as tmp:
         runs.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
-        tmp.write_text(markdown(agg, sig, config, failed))
+        tmp.write_text(markdown(agg, sig, config, failed, grids))
     with atomic_path(paths["html"]) as tmp:
         # with no finished cell too: the page still names the failed cells
-        tmp.write_text(html_report(runs, agg, sig, config, failed))
+        tmp.write_text(html_report(runs, agg, sig, config, failed, grids))
     return paths

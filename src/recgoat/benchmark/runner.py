@@ -25,6 +25,11 @@ dataset, or that read other feature matrices than the folder holds now (:func:`c
 rather than silently mixing two experiments. A cell
 that failed, or never reached its first checkpoint, holds nothing to mix: under a changed configuration it
 is started afresh.
+
+Hyper-parameter grids: a model entry's ``grid`` (:func:`expand_grid`) stands for one entry per point of the
+Cartesian product of its settings' values, each an ordinary labelled model of the benchmark (its own cells,
+resumed like any other) marked ``grid_of``; the report picks, per dataset, the point with the best mean
+*validation* metric (:func:`recgoat.benchmark.report.tuned`), as MMRec's grid search does on validation.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import copy
 import ctypes
 import gc
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -53,12 +59,12 @@ from recgoat.training.trainer import TrainConfig
 
 # TrainConfig fields that change how a run is displayed or executed but not its results.
 _COSMETIC_TRAIN_KEYS = ("progress", "num_threads", "eval_chunk_size", "resume")
-_SAFE_NAME = "".join(chr(c) for c in range(128) if chr(c).isalnum()) + "-_.+"
+_SAFE_NAME = "".join(chr(c) for c in range(128) if chr(c).isalnum()) + "-_.+="
 
 
 def _check_name(kind: str, name: str) -> str:
     if not name or any(c not in _SAFE_NAME for c in name) or name.startswith("."):
-        raise ConfigError(f"{kind} label {name!r} cannot name a folder; use letters, digits and -_.+")
+        raise ConfigError(f"{kind} label {name!r} cannot name a folder; use letters, digits and -_.+=")
     return name
 
 
@@ -74,9 +80,16 @@ class ModelSpec(BaseModel):
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the benchmark's TrainConfig
+    # settings → values, expanded by BenchmarkConfig into one entry per point (expand_grid); never kept
+    grid: dict[str, Any] | None = Field(default=None, exclude=True)
+    # the grid this entry is a point of (set by expand_grid, or by hand to group labelled variants): the report
+    # keeps, per dataset, the group's point with the best mean validation metric
+    grid_of: str | None = None
 
     @model_validator(mode="after")
     def _merge_preset(self) -> "ModelSpec":
+        if self.grid is not None:  # a ModelSpec made directly: the grid would be dropped without a word
+            raise ValueError("`grid` is expanded by BenchmarkConfig into one model per point: give the entry there")
         self.params = with_preset(self.name, self.preset, self.params)
         return self
 
@@ -106,6 +119,77 @@ def _as_list(v: Any, key: str) -> list:
     if not isinstance(v, list):
         raise ValueError(f"{key} must be a list, got {type(v).__name__} {v!r}")
     return v
+
+
+GRID_SECTIONS = ("params", "train")
+
+
+def _grid_value_text(value: Any, where: str) -> str:
+    """A grid value as part of a label (a folder name): numbers as Python writes them back exactly."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, (int, float, str)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, list):
+        return "-".join(_grid_value_text(v, where) for v in value) or "none"
+    raise ValueError(f"{where}: a grid value is a number, string, boolean or list, got {value!r}")
+
+
+def expand_grid(entry: Any) -> list[Any]:
+    """A model entry holding ``grid`` → one entry per point of its grid, in order, the last setting varying
+    fastest; any other entry as it is.
+
+    ``grid`` maps ``params.NAME`` / ``train.NAME`` (or ``params:`` / ``train:`` sub-mappings) to lists of
+    values; each point's entry has them set over the entry's own ``params`` / ``train`` (and its preset),
+    the label ``<key>+NAME=VALUE+…`` (``lightgcn+lr=0.001+n_layers=2``; ``section.NAME`` where a name is
+    in both sections) and ``grid_of: <key>``, the entry's label or name."""
+    if not isinstance(entry, dict) or "grid" not in entry:
+        return [entry]
+    key = entry.get("label") or entry.get("name")
+    where = f"models.{key}.grid"
+    grid = entry["grid"]
+    example = "e.g. {train.lr: [0.001, 0.005], params.n_layers: [2, 3]}"
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"{where}: a mapping of settings to lists of values, {example}; got {grid!r}")
+    if entry.get("grid_of") is not None:
+        raise ValueError(f"models.{key}: give `grid` or `grid_of`, not both (a grid names its points' group)")
+    nested = {f"{name}.{k}": v for name in GRID_SECTIONS if isinstance(grid.get(name), dict)
+              for k, v in grid[name].items()}
+    flat: dict[str, Any] = {}
+    for name, values in grid.items():  # in the order given
+        if name in GRID_SECTIONS and isinstance(values, dict):
+            flat.update((k, v) for k, v in nested.items() if k.startswith(f"{name}."))
+        else:
+            flat[str(name)] = values
+    # a section's mapping wins over a dotted key: `--set models.X.grid.train.lr=[…]` (which writes a mapping)
+    # replaces the values a file gave as `train.lr`
+    flat.update(nested)
+    axes: list[tuple[str, str, list]] = []
+    for name, values in flat.items():
+        section, _, setting = name.partition(".")
+        if section not in GRID_SECTIONS or not setting or "." in setting:
+            hint = f" (params.{name} or train.{name}?)" if "." not in name else ""
+            raise ValueError(f"{where}.{name}: a grid setting is params.NAME or train.NAME{hint}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}.{name}: a non-empty list of values, got {values!r}")
+        texts = [_grid_value_text(v, f"{where}.{name}") for v in values]
+        if len(set(texts)) < len(texts):
+            raise ValueError(f"{where}.{name}: values repeat: {values!r}")
+        axes.append((section, setting, values))
+    settings = [s for _, s, _ in axes]
+    base = {k: v for k, v in entry.items() if k != "grid"}
+    points = []
+    for values in itertools.product(*(v for _, _, v in axes)):
+        point = copy.deepcopy(base)
+        sections = {sec: dict(point.get(sec) or {}) for sec in GRID_SECTIONS}
+        parts = [key]
+        for (section, setting, _), value in zip(axes, values):
+            sections[section][setting] = value
+            shown = setting if settings.count(setting) == 1 else f"{section}.{setting}"
+            parts.append(f"{shown}={_grid_value_text(value, where)}")
+        point.update(sections, label="+".join(parts), grid_of=key)
+        points.append(point)
+    return points
 
 
 def check_seeds(seeds: list[int]) -> None:
@@ -144,7 +228,7 @@ class BenchmarkConfig(BaseModel):
     @field_validator("models", mode="before")
     @classmethod
     def _models(cls, v: Any) -> Any:
-        return [{"name": m} if isinstance(m, str) else m for m in _as_list(v, "models")]
+        return [p for m in _as_list(v, "models") for p in expand_grid({"name": m} if isinstance(m, str) else m)]
 
     @field_validator("seeds", "split_seed", mode="before")
     @classmethod
@@ -165,6 +249,13 @@ class BenchmarkConfig(BaseModel):
             dup = sorted({k for k in keys if keys.count(k) > 1})
             if dup:
                 raise ValueError(f"{kind} labels must be unique; repeated: {dup} (set `label`)")
+        # a grid's row in the report is its name: a model labelled so would be a second row of that name
+        groups = {m.grid_of for m in self.models if m.grid_of is not None}
+        for g in sorted(groups):
+            _check_name("grid", g)
+        clash = sorted(groups & {m.key for m in self.models})
+        if clash:
+            raise ValueError(f"{clash[0]!r} names both a model and a grid (grid_of): label one of them otherwise")
         check_seeds(self.seeds)
         # each cell's training seed is its entry of `seeds`: a train.seed would be silently replaced
         where = ["train"] * ("seed" in self.train.model_fields_set) + [f"models.{m.key}.train" for m in self.models
@@ -853,12 +944,16 @@ def check_config(config: BenchmarkConfig) -> None:
     overrides, and every dataset's preparation options are valid (:func:`load_config` names the file). Every
     problem is named in one ConfigError: fixing them one run at a time took as many runs as there were."""
     problems: list[str] = []
+    said: set[str] = set()  # a grid's points share their problems: one of them is named
     for m in config.models:
         try:
             check_model_params(m)  # an unknown name fails here as "unknown model"
             config.cell_train_config(m, config.seeds[0])
         except ConfigError as e:
-            problems.append(str(e))
+            shared = str(e).replace(repr(m.key), repr(m.grid_of)) if m.grid_of else str(e)
+            if shared not in said:
+                said.add(shared)
+                problems.append(str(e))
     for d in config.datasets:
         try:
             check_prepare(d)

@@ -1,0 +1,253 @@
+"""Hyper-parameter grids in `recgoat benchmark`: expansion into labelled points, and the report's choice of
+each grid's point on validation only (never on test).
+
+One small benchmark (120 users of the embedded ml-latest-small, MostPop and a 2 × 2 LightGCN grid, 2 seeds,
+2 epochs) is run once per module; the report tests copy its folder and edit the cells' validation figures.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from recgoat.benchmark import load_config, run_benchmark, write_report
+from recgoat.benchmark.runner import BenchmarkConfig, expand_grid
+from recgoat.errors import ConfigError
+
+torch.set_num_threads(1)
+
+DATASET = "ml-latest-small-u120"
+SETS = ["datasets.ml-latest-small.max_users=120", "datasets.ml-latest-small.features=null", "train.num_threads=1",
+        "train.batch_size=1024"]
+GRID = {"train.lr": [0.0001, 0.01], "params.n_layers": [1, 2]}
+POINTS = ["lightgcn+lr=0.0001+n_layers=1", "lightgcn+lr=0.0001+n_layers=2", "lightgcn+lr=0.01+n_layers=1",
+          "lightgcn+lr=0.01+n_layers=2"]
+
+
+def make_config(out: Path, sets: list[str] | None = None):
+    base = {"datasets": ["ml-latest-small"], "models": ["mostpop", {"name": "lightgcn", "grid": GRID}],
+            "seeds": [2026, 2027], "epochs": 2, "out": str(out), "progress": False}
+    return load_config(None, base, SETS + (sets or []))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    cfg = make_config(out)
+    run = run_benchmark(cfg)
+    assert not run.failed, run.failed
+    return cfg, out
+
+
+def result(out: Path, label: str, seed: int) -> dict:
+    return json.loads((out / "runs" / DATASET / label / f"seed{seed}" / "result.json").read_text())
+
+
+def edit_valid(out: Path, label: str, value: float) -> None:
+    """Give every seed of a point the validation figure ``value`` (the test figures stay as trained)."""
+    for seed in (2026, 2027):
+        path = out / "runs" / DATASET / label / f"seed{seed}" / "result.json"
+        r = json.loads(path.read_text())
+        r["valid"]["recall@20"] = value
+        path.write_text(json.dumps(r))
+
+
+def mean_test(out: Path, label: str, metric: str = "recall@20") -> float:
+    return sum(result(out, label, s)["test"][metric] for s in (2026, 2027)) / 2
+
+
+# ------------------------------------------------------------------------------------- expansion
+def test_grid_expands_into_labelled_points_in_order():
+    cfg = BenchmarkConfig(datasets=["ml-latest-small"], models=["mostpop", {"name": "lightgcn", "grid": GRID,
+                                                                          "params": {"embedding_dim": 16}}])
+    points = cfg.models[1:]
+    assert [m.key for m in points] == POINTS
+    assert [(m.train["lr"], m.params["n_layers"]) for m in points] == [(0.0001, 1), (0.0001, 2), (0.01, 1),
+                                                                       (0.01, 2)]
+    assert all(m.params["embedding_dim"] == 16 and m.grid_of == "lightgcn" and m.name == "lightgcn" for m in points)
+    assert cfg.models[0].grid_of is None
+
+
+def test_nested_sections_and_set_give_the_same_grid(tmp_path):
+    nested = BenchmarkConfig(datasets=["ml-latest-small"], models=[
+        {"name": "lightgcn", "grid": {"train": {"lr": [0.0001, 0.01]}, "params": {"n_layers": [1, 2]}}}])
+    by_set = load_config(None, {"datasets": ["ml-latest-small"], "models": ["lightgcn"], "out": str(tmp_path)},
+                         ["models.lightgcn.grid.train.lr=[0.0001, 0.01]", "models.lightgcn.grid.params.n_layers=[1,2]"])
+    assert [m.key for m in nested.models] == [m.key for m in by_set.models] == POINTS
+
+
+def test_grid_values_override_the_preset_and_label_keeps_its_name():
+    cfg = BenchmarkConfig(datasets=["ml-latest-small"], models=[
+        {"name": "recgoat", "label": "rg", "preset": "ml100k", "grid": {"params.view_dropout": [0.0, 0.5]}}])
+    assert [m.key for m in cfg.models] == ["rg+view_dropout=0.0", "rg+view_dropout=0.5"]
+    assert [m.params["view_dropout"] for m in cfg.models] == [0.0, 0.5]
+    assert cfg.models[0].params["use_profile"] is False  # the preset's other values stay
+    assert {m.grid_of for m in cfg.models} == {"rg"}
+
+
+def test_a_setting_in_both_sections_is_named_with_its_section():
+    (a, b) = expand_grid({"name": "m", "grid": {"params.lr": [1], "train.lr": [0.5, 2]}})
+    assert (a["label"], b["label"]) == ("m+params.lr=1+train.lr=0.5", "m+params.lr=1+train.lr=2")
+    assert (a["params"], a["train"]) == ({"lr": 1}, {"lr": 0.5})
+
+
+def test_list_and_boolean_values_name_their_points():
+    labels = [p["label"] for p in expand_grid({"name": "recgoat", "grid": {
+        "params.modalities": [["text", "image"], ["text"], []], "params.use_profile": [True, False]}})]
+    assert labels[:3] == ["recgoat+modalities=text-image+use_profile=true",
+                          "recgoat+modalities=text-image+use_profile=false", "recgoat+modalities=text+use_profile=true"]
+    assert labels[-1] == "recgoat+modalities=none+use_profile=false"
+
+
+@pytest.mark.parametrize("grid, says", [
+    ({"lr": [0.1]}, "grid.lr: a grid setting is params.NAME or train.NAME (params.lr or train.lr?)"),
+    ({"model.lr": [0.1]}, "grid.model.lr: a grid setting is params.NAME or train.NAME"),
+    ({"train.lr": 0.1}, "grid.train.lr: a non-empty list of values, got 0.1"),
+    ({"train.lr": []}, "grid.train.lr: a non-empty list of values, got []"),
+    ({"train.lr": [0.1, 0.1]}, "grid.train.lr: values repeat: [0.1, 0.1]"),
+    ({"params.x": [{"a": 1}]}, "a grid value is a number, string, boolean or list, got {'a': 1}"),
+    ([0.1], "models.lightgcn.grid: a mapping of settings to lists of values"),
+    ({}, "models.lightgcn.grid: a mapping of settings to lists of values"),
+])
+def test_bad_grids_are_named(tmp_path, grid, says):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"datasets": ["ml-latest-small"], "models": [{"name": "lightgcn", "grid": grid}],
+                           "out": str(tmp_path)})
+    assert says in str(e.value)
+
+
+def test_grid_names_clash_and_unsafe_values_are_refused(tmp_path):
+    def err(models):
+        with pytest.raises(ConfigError) as e:
+            load_config(None, {"datasets": ["ml-latest-small"], "models": models, "out": str(tmp_path)})
+        return str(e.value)
+
+    assert "'lightgcn' names both a model and a grid" in err(
+        ["lightgcn", {"name": "lightgcn", "label": "lg2", "grid_of": "lightgcn"}])
+    assert "give `grid` or `grid_of`, not both" in err([{"name": "lightgcn", "grid": GRID, "grid_of": "x"}])
+    assert "cannot name a folder" in err([{"name": "recgoat", "grid": {"params.fusion": ["a b"]}}])
+
+
+def test_a_bad_setting_of_a_grid_is_named_once(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"datasets": ["ml-latest-small"], "out": str(tmp_path), "models": [
+            {"name": "lightgcn", "grid": {"params.n_layerz": [1, 2, 3]}}]})
+    assert str(e.value).count("n_layerz: unknown key") == 1, str(e.value)
+    assert "did you mean 'n_layers'" in str(e.value)
+
+
+def test_hand_labelled_variants_can_form_a_grid(tmp_path):
+    cfg = load_config(None, {"datasets": ["ml-latest-small"], "out": str(tmp_path), "models": [
+        {"name": "lightgcn", "label": "lg-small", "params": {"embedding_dim": 8}, "grid_of": "lg"},
+        {"name": "lightgcn", "label": "lg-big", "params": {"embedding_dim": 32}, "grid_of": "lg"}]})
+    assert [m.grid_of for m in cfg.models] == ["lg", "lg"]
+
+
+# ------------------------------------------------------------------------------------- runs and report
+def test_every_point_trains_once_and_a_resume_trains_none(bench, tmp_path):
+    cfg, out = bench
+    found = sorted(p.name for p in (out / "runs" / DATASET).iterdir())
+    assert found == sorted(["mostpop", *POINTS])
+    assert result(out, POINTS[0], 2026)["train_config"]["lr"] == 0.0001
+    again = run_benchmark(make_config(out))
+    assert again.trained == [] and len(again.skipped) == 10
+    wider = tmp_path / "wider"
+    shutil.copytree(out, wider)
+    cfg = make_config(wider, ["models.lightgcn.grid.params.n_layers=[1, 2, 3]"])
+    grown = run_benchmark(cfg)
+    assert sorted(grown.trained) == [f"{DATASET}/lightgcn+lr={lr}+n_layers=3/seed{s}"
+                                     for lr in ("0.0001", "0.01") for s in (2026, 2027)]
+
+
+def test_tuned_rows_are_the_best_validation_points(bench):
+    cfg, out = bench
+    tuned = pd.read_csv(out / "tuned.csv")
+    valid = {p: (result(out, p, 2026)["valid"]["recall@20"] + result(out, p, 2027)["valid"]["recall@20"]) / 2
+             for p in POINTS}
+    best = max(POINTS, key=lambda p: valid[p])
+    row = tuned.set_index("model").loc["lightgcn"]
+    assert row["chosen"] == best and row["points"] == 4
+    assert row["valid_selection_mean"] == pytest.approx(valid[best], abs=1e-12)
+    assert row["recall@20_mean"] == pytest.approx(mean_test(out, best), abs=1e-12)
+    assert list(tuned["model"]) == ["mostpop", "lightgcn"]
+    md = (out / "results.md").read_text()
+    assert md.index("## Tuned on validation") < md.index(f"\n## {DATASET}\n")
+    assert f"lightgcn: {best} (valid recall@20 {valid[best]:.4f}, best of 4 points)" in md
+    html = (out / "report.html").read_text()
+    assert "Tuned on validation" in html and f"{best} (valid recall@20" in html
+
+
+def test_validation_chooses_even_against_test(bench, tmp_path):
+    """The point with the worst test figures, given the best validation figure, is the one chosen."""
+    cfg, out = bench
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    worst_test = min(POINTS, key=lambda p: mean_test(out, p))
+    edit_valid(copy, worst_test, 0.99)
+    paths = write_report(copy, make_config(copy))
+    row = pd.read_csv(paths["tuned_csv"]).set_index("model").loc["lightgcn"]
+    assert row["chosen"] == worst_test
+    assert row["recall@20_mean"] == pytest.approx(mean_test(out, worst_test), abs=1e-12)
+    # the tuned significance line compares the grid's chosen point (by the grid's name) with the next model
+    md = paths["md"].read_text()
+    tuned_part = md[md.index("## Tuned on validation"):md.index(f"\n## {DATASET}\n")]
+    assert "Significance: lightgcn (best on validation recall@20) vs mostpop (second)" in tuned_part
+
+
+def test_ties_go_to_the_first_listed_point(bench, tmp_path):
+    cfg, out = bench
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    for p in POINTS:
+        edit_valid(copy, p, 0.5)
+    row = pd.read_csv(write_report(copy, make_config(copy))["tuned_csv"]).set_index("model").loc["lightgcn"]
+    assert row["chosen"] == POINTS[0]
+
+
+def test_points_finished_on_fewer_seeds_are_not_compared(bench, tmp_path):
+    """A point with a seed unfinished would be judged on a mean over fewer seeds: only the points finished on the
+    most seeds compete, and the line says how many did."""
+    cfg, out = bench
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    edit_valid(copy, POINTS[1], 0.99)
+    unfinished = copy / "runs" / DATASET / POINTS[1] / "seed2027" / "result.json"
+    r = json.loads(unfinished.read_text())
+    del r["benchmark"]  # as if killed before the runner's last write: not done
+    unfinished.write_text(json.dumps(r))
+    paths = write_report(copy, make_config(copy))
+    row = pd.read_csv(paths["tuned_csv"]).set_index("model").loc["lightgcn"]
+    assert row["chosen"] != POINTS[1] and row["points"] == 3
+    assert "best of 3 points" in paths["md"].read_text()
+
+
+def test_a_report_without_grids_is_unchanged(bench, tmp_path):
+    cfg, out = bench
+    plain = load_config(None, {"datasets": ["ml-latest-small"], "models": ["mostpop", {
+        "name": "lightgcn", "label": POINTS[3], "params": {"n_layers": 2}, "train": {"lr": 0.01}}],
+        "seeds": [2026, 2027], "epochs": 2, "out": str(out), "progress": False}, SETS)
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    paths = write_report(copy, plain)
+    assert "tuned_csv" not in paths and "Tuned on validation" not in paths["md"].read_text()
+
+
+def test_a_model_spec_made_directly_refuses_a_grid_and_records_none(bench):
+    from pydantic import ValidationError
+
+    from recgoat.benchmark import ModelSpec
+
+    with pytest.raises(ValidationError, match="expanded by BenchmarkConfig"):
+        ModelSpec(name="lightgcn", grid=GRID)
+    cfg, out = bench
+    recorded = json.loads((out / "benchmark.json").read_text())["models"]
+    assert [m.get("label") for m in recorded] == [None, *POINTS]
+    assert all("grid" not in m for m in recorded) and recorded[1]["grid_of"] == "lightgcn"

@@ -16,10 +16,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
+import re
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -207,6 +212,51 @@ def _gray16_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
+# "HTTPS:/", "s3:/", "data:" (the "//" of a URL collapsed once joined to a folder); "C:/" is a Windows drive
+_URLISH = re.compile(r"(?:^|/)\s*(data(?=:)|[A-Za-z][A-Za-z0-9+.-]+(?=:/)):")
+
+
+def _not_found_hint(path: str) -> str:
+    """Why an image column's value may not have been found as a file, for the message: a URL of another kind
+    than lowercase http(s) (read as a relative path, its "//" collapsed), spaces around it, Windows separators."""
+    if path != path.strip():
+        return f" (the value has spaces around it: {path!r})"
+    m = _URLISH.search(path)
+    if m:
+        return f" (it reads as a URL ({m.group(1)}:...); only http:// and https:// URLs are fetched, others are " \
+               f"taken as file paths)"
+    if path.startswith("//"):
+        return " (a URL without http: or https:? it was taken as a file path)"
+    if "\\" in path:
+        return " (a Windows path? '\\' does not separate folders here: use '/')"
+    return ""
+
+
+_decoding = threading.local()  # .path: the file a decoding thread is reading, None between files
+
+
+@contextmanager
+def _warnings_name_the_file() -> Iterator[None]:
+    """Warnings raised while a file is decoded (Pillow's DecompressionBombWarning for a huge image, corrupt
+    EXIF, ...) prefixed with that file's path: Pillow's own never names it, so in a catalogue of thousands
+    of images nobody could tell which one. The decoding threads set ``_decoding.path``; warnings from any
+    other thread pass unchanged. The user's filters apply as before."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            path = getattr(_decoding, "path", None)
+            if path is not None:
+                try:
+                    message = category(f"{path}: {message}")
+                except Exception:  # noqa: BLE001 - a warning class that takes other arguments: the text
+                    message = f"{path}: {message}"
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 @dataclass
 class ImageProblems:
     """Items whose image could not be used, by reason (item row → message)."""
@@ -258,11 +308,23 @@ class ImageEncoder:
                 return None, "unreadable", f"{path}: is a folder, not an image file"
             if p.exists():  # a FIFO or device: opening it could block forever
                 return None, "unreadable", f"{path}: not a regular file"
-            return None, "missing", f"{path}: file not found"
+            if p.is_symlink():  # "file not found" for a link that is there: say where it leads (or that it loops)
+                try:
+                    os.stat(p)
+                except FileNotFoundError:
+                    return None, "missing", f"{path}: a symbolic link to {os.readlink(p)}, which does not exist"
+                except OSError as exc:  # a loop (ELOOP)
+                    return None, "unreadable", f"{path}: a symbolic link that leads to no file ({exc.strerror})"
+            return None, "missing", f"{path}: file not found{_not_found_hint(str(path))}"
+        _decoding.path = path  # names the file in the warnings its decoding raises (see encode)
         try:
+            if p.stat().st_size == 0:  # else "cannot identify image file", as if it held something else
+                return None, "unreadable", f"{path}: empty file (0 bytes)"
             return self.pre.load(path), None, None
         except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             return None, "unreadable", f"{path}: {type(exc).__name__}: {exc}"
+        finally:
+            _decoding.path = None
 
     def encode(self, paths: list[str | None], on_progress: Callable[[int], None] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, ImageProblems]:
@@ -275,7 +337,7 @@ class ImageEncoder:
         mask = np.zeros(n, bool)
         problems = ImageProblems()
         gappy: list[tuple[int, np.ndarray]] = []  # images of windows with a gap, packed into full batches
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        with _warnings_name_the_file(), ThreadPoolExecutor(max_workers=self.workers) as pool:
             for start in range(0, n, self.batch_size):
                 idx = range(start, min(n, start + self.batch_size))
                 loaded = list(pool.map(self._try_load, [paths[i] for i in idx]))

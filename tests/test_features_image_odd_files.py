@@ -5,6 +5,7 @@ import os
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -83,3 +84,18 @@ def test_not_found_says_why_the_value_may_not_be_a_file(tmp_path, encoder, value
 def test_plain_missing_file_message_is_unchanged(tmp_path, encoder):
     _, _, problems = encoder.encode([str(tmp_path / "C:" / "absent.jpg")])
     assert problems.missing[0] == f"{tmp_path / 'C:' / 'absent.jpg'}: file not found"
+
+
+def test_a_symlink_loop_in_the_image_folder_does_not_stop_the_dataset_loading(tmp_path, encoder):
+    from recgoat.datasets.generic import find_images
+
+    images = tmp_path / "images"
+    images.mkdir()
+    _photo(images / "1.png")
+    os.symlink("2.jpg", images / "2.jpg")  # an item's image that loops
+    os.symlink("9.jpg", images / "9.jpg")  # no item's: never looked at
+    found = find_images(pd.Series([1, 2, 3]), images)
+    assert found.iloc[0] == str((images / "1.png").resolve()) and found.iloc[1] == str(images / "2.jpg")
+    assert found.isna().tolist() == [False, False, True]
+    _, mask, problems = encoder.encode([found.iloc[0], found.iloc[1]])
+    assert mask.tolist() == [True, False] and "a symbolic link that leads to no file" in problems.unreadable[1]

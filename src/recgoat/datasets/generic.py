@@ -453,7 +453,16 @@ def find_images(item_ids: pd.Series, image_dir: str | Path) -> pd.Series:
         names = ", ".join(sorted(p.name for p in by_stem[several[0]]))
         raise DataError(image_dir, f"{len(several)} items have several images (item {several[0]!r}: {names}); "
                                    "keep one per item")
-    return ids.map({stem: str(paths[0].resolve()) for stem, paths in by_stem.items()})
+    return ids.map({stem: _absolute(paths[0]) for stem, paths in by_stem.items() if stem in set(ids)})
+
+
+def _absolute(path: Path) -> str:
+    """The file's resolved path; a symbolic link that loops as it is (Python 3.11 raises RuntimeError, 3.13
+    OSError), for the image encoder to name it, not a traceback while the dataset loads."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path.absolute())
 
 
 def load_generic(root: str | Path, interactions: str | None = None, items: str | None = None,

@@ -583,7 +583,7 @@ class _Session:
         return True
 
     def encode_text(self) -> None:
-        from recgoat.features.text import build_item_texts
+        from recgoat.features.text import build_item_texts, items_without_text
 
         ds, cfg = self.dataset, self.config
         if not has_item_text(ds, cfg.text_template):
@@ -601,7 +601,7 @@ class _Session:
         if self.keeps_imported("text"):
             return
         arr = self.embed("text", key, texts)
-        empty = sum(1 for t in texts if not t)
+        empty = items_without_text(ds.items, ds.n_items, ds.text_fields, template)
         self.finish("text", key, arr, _manifest("text", ds, self.fp, arr, self.text_encoder().name, key,
                                                 text_template=desc, text_fields=list(ds.text_fields),
                                                 max_chars=cfg.max_chars, empty_texts=empty,

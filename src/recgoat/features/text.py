@@ -107,6 +107,20 @@ def build_item_texts(items: pd.DataFrame | None, n_items: int, text_fields: list
     return [truncate(t, max_chars) for t in texts]
 
 
+def items_without_text(items: pd.DataFrame | None, n_items: int, text_fields: list[str],
+                       template: str | None = None) -> int:
+    """How many items have every field their text is made of blank (those :func:`build_item_texts` reads:
+    the template's, else ``text_fields``). With a template such an item's text is not empty (its literal
+    parts, e.g. ``". "``), yet it says nothing of the item."""
+    if items is None:
+        return n_items
+    fields = template_fields(template) if template is not None else text_fields
+    cols = [clean_column(items[f]) for f in dict.fromkeys(fields) if f in items.columns]
+    if not cols:
+        return len(items)
+    return int(np.logical_and.reduce([c.str.len().to_numpy() == 0 for c in cols]).sum())
+
+
 # what the hub accepts as a repo id ("name" or "owner/name"); a value of another shape can only be a path
 _HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
 

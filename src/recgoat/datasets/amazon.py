@@ -180,9 +180,32 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
                                   f"(first: line {line_of[first]}, value {values[first]!r})")
         df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
     ts = df["timestamp"].to_numpy()
+    if release == "2023":
+        ts = _seconds_2023(path, ts, line_of)
     # 2023 timestamps are milliseconds; store seconds like every other loader (fractions kept)
-    df["timestamp"] = seconds_array(ts / 1000) if release == "2023" else ts.astype(np.int64)
+    df["timestamp"] = seconds_array(ts) if release == "2023" else ts.astype(np.int64)
     return df, release
+
+
+# 1e11 ms is 3 March 1973, before any Amazon review; 1e11 s is the year 5138: below it, a time is in seconds
+_MS_FLOOR = 1e11
+
+
+def _seconds_2023(path: Path, ts: np.ndarray, line_of: list[int]) -> np.ndarray:
+    """Seconds from a 2023 file's times: its milliseconds divided by 1000, or the times as they are (with a
+    warning) when all are seconds already (a file re-saved so), which divided came out in January 1970; a
+    DataError when the file mixes both."""
+    in_seconds = np.abs(ts) < _MS_FLOOR
+    if not in_seconds.any():
+        return ts / 1000
+    if in_seconds.all():
+        warnings.warn(f"{path}: every timestamp is below 1e11, so in seconds, not in the milliseconds of Amazon's "
+                      "2023 files: read as seconds", UserWarning, stacklevel=3)
+        return ts
+    first = int(np.flatnonzero(in_seconds)[0])
+    raise DataError(path, f"{int(in_seconds.sum())} timestamps are in seconds but the others in milliseconds "
+                          f"(Amazon's 2023 files use milliseconds; first in seconds: line {line_of[first]}, "
+                          f"value {ts[first]:.15g}); write every time in one unit")
 
 
 _WS = re.compile(r"\s+")

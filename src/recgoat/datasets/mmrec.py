@@ -46,8 +46,8 @@ def find_inter(folder: Path, name: str | None) -> Path:
 MAX_ID = 2**53
 
 
-def _dense_ids(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
-    """Integer ids ≥ 0, or a DataError naming the first bad row."""
+def _dense_ids(df: pd.DataFrame, col: str, path: Path, hint: str = "") -> np.ndarray:
+    """Integer ids ≥ 0, or a DataError naming the first bad row (``hint`` appended to it)."""
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() | (values < 0) | (values != np.floor(values))
@@ -55,7 +55,7 @@ def _dense_ids(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
         first = int(np.flatnonzero(bad.to_numpy())[0])
         what = "empty" if pd.isna(raw.iloc[first]) else f"{raw.iloc[first]!r}"
         raise DataError(path, f"column {col!r} has {int(bad.sum())} ids that are not integers ≥ 0 "
-                              f"(first at data row {first + 1}: {what})")
+                              f"(first at data row {first + 1}: {what}){hint}")
     huge = (values > MAX_ID).to_numpy(bool)
     if huge.any():
         first = int(np.flatnonzero(huge)[0])
@@ -239,10 +239,15 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
     df = _canonical_columns(read_table(path, sep="\t"), path)
     for col in ("userID", "itemID", "x_label"):
         if col not in df.columns:
-            raise DataError(path, f"missing column {col!r}; columns are {list(df.columns)}")
+            # a comma- or space-separated file reads as one column named after its whole header line
+            seps = [s for s in (",", ";", " ") if len(df.columns) == 1 and s in str(df.columns[0])]
+            hint = (f"; MMRec's .inter file is tab-separated, but this header line holds {seps[0]!r}"
+                    if seps else "")
+            raise DataError(path, f"missing column {col!r}; columns are {list(df.columns)}{hint}")
     users = _dense_ids(df, "userID", path)
     items = _dense_ids(df, "itemID", path)
-    labels = _dense_ids(df, "x_label", path)
+    # a label of -1, "test" or an empty cell was reported as bad "ids" only: say which values x_label takes
+    labels = _dense_ids(df, "x_label", path, hint="; x_label must be 0, 1 or 2 (train/valid/test)")
     if (labels > 2).any():
         first = int(np.flatnonzero(labels > 2)[0])
         raise DataError(path, f"column 'x_label' must be 0, 1 or 2 (train/valid/test); "

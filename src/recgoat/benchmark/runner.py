@@ -498,8 +498,20 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
         raise ConfigError(f"dataset {dataset_label(spec)}: a model needs features but `features` is null")
     folder = feature_folder(spec, out, split_seed)
     if spec.features == "auto":
+        if mmrec_feature_kinds(dataset):
+            from recgoat.features import import_mmrec
+
+            # an MMRec folder's own text_feat.npy / image_feat.npy (the paper's data ships its features so):
+            # imported first, which encode_all keeps, encoding only what they lack (user profiles)
+            import_mmrec(dataset, dataset.info["source"], folder)
         encode_all(dataset, folder, progress=progress)
     return load_features(dataset, folder)
+
+
+def mmrec_feature_kinds(dataset) -> tuple[str, ...]:
+    """The feature kinds an MMRec folder's dataset brings as ``text_feat.npy`` / ``image_feat.npy``."""
+    info = getattr(dataset, "info", None) or {}
+    return tuple(info.get("features") or ()) if info.get("layout") == "mmrec" else ()
 
 
 # ------------------------------------------------------------------------------------- recorded paths
@@ -1012,15 +1024,17 @@ def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
     """The feature matrices (``text``, ``image``, ``profile``) a model of this dataset would be given, known
     before anything is encoded: a folder's files, or what ``auto`` encodes (:func:`resolve_features` runs
     ``encode_all`` with the default settings: item text and images where the dataset has them, user profiles
-    always). ``auto`` needs the loaded ``dataset``; None when ``features`` is null."""
+    always) or imports (an MMRec folder's feature files). ``auto`` needs the loaded ``dataset``; None when
+    ``features`` is null."""
     from recgoat.features.store import FeatureConfig, has_item_text
 
     if spec.features is None:
         return None
     if spec.features != "auto":
         return tuple(k for k, f in _FEATURE_FILES.items() if (Path(spec.features) / f).exists())
-    return (*(["text"] if has_item_text(dataset, FeatureConfig().text_template) else []),
-            *(["image"] if dataset.has_images else []), "profile")
+    imported = mmrec_feature_kinds(dataset)
+    return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
+            *(["image"] if "image" in imported or dataset.has_images else []), "profile")
 
 
 def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):

@@ -951,6 +951,11 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
     if feats.image is not None:
         feats.image_mask = _checked_mask(folder, dataset.n_items)
     if feats.text is None and feats.image is None and feats.profile is None:
+        mmrec = [n for n in ("text_feat.npy", "image_feat.npy") if (folder / n).exists()]
+        if mmrec:  # an MMRec folder given as the feature folder: its matrices are imported into one first
+            raise DataError(folder, f"no feature files (text.npy, image.npy, profile.npy), but MMRec's "
+                                    f"{' and '.join(mmrec)}: import them first, `recgoat encode import-mmrec "
+                                    f"{folder} DATASET --out FEATURES`, then give --features FEATURES")
         raise DataError(folder, "no feature files (text.npy, image.npy, profile.npy); run `recgoat encode all`")
     return feats
 

@@ -1,0 +1,62 @@
+"""A benchmark on an MMRec folder with `features: auto` trains on the folder's own text_feat.npy /
+image_feat.npy (imported), not on profiles alone: the paper's Amazon data ships its features so, and they
+were silently ignored (session-16 audit of MMRec journeys)."""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from recgoat.benchmark import load_config, run_benchmark  # noqa: E402
+from recgoat.errors import DataError  # noqa: E402
+from recgoat.features import load_features  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def mmrec_folder(folder: Path) -> Path:
+    """12 users × 8 items, x_label 0/0/0/0/1/2 per user, distinct text (6-d) and image (5-d) features."""
+    folder.mkdir(parents=True)
+    rows = ["userID\titemID\trating\ttimestamp\tx_label"]
+    for u in range(12):
+        for j, label in enumerate([0, 0, 0, 0, 1, 2]):
+            rows.append(f"{u}\t{(u + j) % 8}\t5\t{1_500_000_000 + j}\t{label}")
+    (folder / f"{folder.name}.inter").write_text("\n".join(rows) + "\n")
+    rng = np.random.default_rng(0)
+    np.save(folder / "text_feat.npy", rng.normal(size=(8, 6)).astype(np.float32))
+    np.save(folder / "image_feat.npy", rng.normal(size=(8, 5)).astype(np.float32))
+    return folder
+
+
+def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path):
+    data = mmrec_folder(tmp_path / "baby")
+    cfg = load_config(None, {"datasets": [str(data)], "models": ["vbpr"], "seeds": [1], "epochs": 1,
+                             "out": str(tmp_path / "b"), "progress": False},
+                      ["train.num_threads=1", "train.batch_size=64"])
+    run = run_benchmark(cfg)
+    assert not run.failed, run.failed
+    folder = tmp_path / "b" / "features" / "baby"
+    for kind in ("text", "image"):
+        assert np.array_equal(np.load(folder / f"{kind}.npy"), np.load(data / f"{kind}_feat.npy"))
+        assert json.loads((folder / f"{kind}.json").read_text())["imported_from"] == str(
+            (data / f"{kind}_feat.npy").resolve())
+    assert (folder / "profile.npy").exists()  # what the folder lacks is encoded beside them
+    digests = json.loads((tmp_path / "b" / "runs" / "baby" / "vbpr" / "seed1" / "best" / "model.json").read_text())[
+        "feature_digests"]
+    assert {"text", "image"} <= set(digests)
+
+
+def test_an_mmrec_folder_given_as_features_says_to_import_it(tmp_path):
+    from recgoat.datasets.mmrec import load_mmrec
+
+    data = mmrec_folder(tmp_path / "baby")
+    with pytest.raises(DataError) as e:
+        load_features(load_mmrec(data), data)
+    assert "MMRec's text_feat.npy and image_feat.npy: import them first, `recgoat encode import-mmrec" in str(e.value)

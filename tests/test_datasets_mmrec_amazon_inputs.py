@@ -88,3 +88,19 @@ def test_amazon_2023_file_mixing_seconds_and_milliseconds_is_refused(tmp_path):
     assert e.value.path == str(path)
     assert "1 timestamps are in seconds but the others in milliseconds" in e.value.problem
     assert "line 2, value 1588615900" in e.value.problem
+
+
+def test_an_mmrec_folder_without_validation_rows_names_the_file_not_ratios(tmp_path):
+    from recgoat.training.trainer import check_held_out
+
+    folder = tmp_path / "novalid"
+    folder.mkdir()
+    rows = ["userID\titemID\trating\ttimestamp\tx_label"]
+    rows += [f"{u}\t{(u + j) % 5}\t5\t{1_500_000_000 + j}\t{label}" for u in range(6)
+             for j, label in enumerate([0, 0, 0, 2])]
+    (folder / "novalid.inter").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as e:
+        check_held_out(load_mmrec(folder))
+    assert e.value.path == str(folder.resolve())
+    assert e.value.problem == ("the valid split holds no interactions; validation and test need users with held-out "
+                               "items (the .inter file's rows with x_label 1 are validation, 2 test)")

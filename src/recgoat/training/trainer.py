@@ -198,8 +198,17 @@ def check_held_out(dataset) -> None:
     empty = [s for s in ("valid", "test") if len(dataset.split_frame(s)) == 0]
     if empty:
         which = "the valid and test splits hold" if len(empty) == 2 else f"the {empty[0]} split holds"
+        info = getattr(dataset, "info", None) or {}
+        if info.get("layout") in PRESPLIT_FIX:  # split by its files: ratios and split options do not apply
+            raise DataError(info.get("source"), f"{which} no interactions; validation and test need users with "
+                                                f"held-out items ({PRESPLIT_FIX[info['layout']]})")
         raise DataError(None, f"dataset {dataset.name!r}: {which} no interactions; validation and test need "
                               f"users with held-out items (check data.ratios and data.split)")
+
+
+# where a pre-split folder's held-out rows come from
+PRESPLIT_FIX = {"mmrec": "the .inter file's rows with x_label 1 are validation, 2 test",
+                "lines": "valid.txt and test.txt list them"}
 
 
 def check_trained_on(model, dataset) -> None:

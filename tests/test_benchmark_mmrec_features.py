@@ -60,3 +60,23 @@ def test_an_mmrec_folder_given_as_features_says_to_import_it(tmp_path):
     with pytest.raises(DataError) as e:
         load_features(load_mmrec(data), data)
     assert "MMRec's text_feat.npy and image_feat.npy: import them first, `recgoat encode import-mmrec" in str(e.value)
+
+
+
+def test_train_on_an_mmrec_folder_without_features_names_its_feature_files(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from conftest import run_main
+
+    data = mmrec_folder(tmp_path / "baby")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside pytest: shown, not recorded or raised
+        code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "recgoat", "--set",
+                             "trainer.epochs=1", "--set", "trainer.num_threads=1")
+        assert code == 0, err
+        assert (f"warning: {data.resolve()} holds MMRec's text_feat.npy and image_feat.npy, but no feature folder "
+                f"was given: recgoat does not read them; import them with `recgoat encode import-mmrec") in err
+        code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "lightgcn", "--set",
+                             "trainer.epochs=1", "--set", "trainer.num_threads=1")
+        assert code == 0 and "MMRec's" not in err  # a model that reads no features: no word

@@ -53,6 +53,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recgoat.config import first_validation_error, parse_value, read_yaml_mapping, with_preset
+from recgoat.datasets.mmrec import mmrec_feature_kinds
 from recgoat.errors import ConfigError, DataError, RecGOATError, TrainingDiverged
 from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
@@ -506,12 +507,6 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
             import_mmrec(dataset, dataset.info["source"], folder)
         encode_all(dataset, folder, progress=progress)
     return load_features(dataset, folder)
-
-
-def mmrec_feature_kinds(dataset) -> tuple[str, ...]:
-    """The feature kinds an MMRec folder's dataset brings as ``text_feat.npy`` / ``image_feat.npy``."""
-    info = getattr(dataset, "info", None) or {}
-    return tuple(info.get("features") or ()) if info.get("layout") == "mmrec" else ()
 
 
 # ------------------------------------------------------------------------------------- recorded paths

@@ -278,6 +278,13 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
                    items=pd.DataFrame({"item_id": item_ids}), text_fields=[], info=info)
 
 
+def mmrec_feature_kinds(dataset) -> tuple[str, ...]:
+    """The feature kinds (``text``, ``image``) an MMRec folder's dataset brings as ``text_feat.npy`` /
+    ``image_feat.npy``; none for a dataset of another layout."""
+    info = getattr(dataset, "info", None) or {}
+    return tuple(info.get("features") or ()) if info.get("layout") == "mmrec" else ()
+
+
 def save_mmrec(dataset: Dataset, folder: str | Path,
                features: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``dataset`` in MMRec's layout; ``features`` maps ``text``/``image`` to (items × dims) arrays.

@@ -80,6 +80,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     # bound: a ValueError "Overflow when unpacking long long"), and below it the reduction changes nothing
     torch.manual_seed(cfg.trainer.seed % 2**64)
     cls = get_model_class(cfg.model.name)
+    if features is None and cls.needs_features:
+        _warn_of_mmrec_features(dataset, cfg)
     with warnings.catch_warnings():  # said once, in the result's notes below (naming the folder)
         warnings.filterwarnings("ignore", message=".* reads no side features", category=UserWarning)
         model = cls.build(dataset, cfg.model.params, features)
@@ -89,6 +91,20 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     notes = [] if features is None or cls.needs_features or model.feature_digests else [
         f"{cfg.model.name} reads no side features: the feature folder {cfg.features} was not used"]
     return {**result, "run_dir": str(run_dir), "notes": notes}  # where `recgoat evaluate` / `export` find it
+
+
+def _warn_of_mmrec_features(dataset: Dataset, cfg: RunConfig) -> None:
+    """An MMRec folder's own feature files go unread without ``--features``: RecGOAT trained on IDs alone (its
+    summary said only "features absent") and the other multimodal models were refused, neither naming them."""
+    from recgoat.datasets.mmrec import FEATURE_FILES, mmrec_feature_kinds
+
+    kinds = mmrec_feature_kinds(dataset)
+    if kinds:
+        src = dataset.info["source"]
+        warnings.warn(f"{src} holds MMRec's {' and '.join(FEATURE_FILES[k] for k in kinds)}, but no feature folder "
+                      f"was given: {cfg.model.name} does not read them; import them with `recgoat encode "
+                      f"import-mmrec {src} {cfg.data.name} --out FEATURES` and give --features FEATURES",
+                      UserWarning, stacklevel=3)
 
 
 def recorded_run_config(cfg: RunConfig) -> dict[str, Any]:

@@ -347,13 +347,22 @@ def test_packaged_benchmark_configs_are_valid(path):
 
     from recgoat.models.recgoat import load_preset
 
+    from recgoat.config import preset_params
+
     cfg = load_config(path)
     assert cfg.models and cfg.datasets
     for spec in cfg.models:
         params = get_model_class(spec.name).Config(**(spec.params or {}))
-        if spec.name == "recgoat" and spec.label and spec.label.startswith("recgoat-"):
-            assert spec.preset == spec.label.removeprefix("recgoat-"), spec.label
-            assert params == load_preset(spec.preset), spec.label
+        name = spec.grid_of or spec.label  # a grid's points are labelled after their grid
+        if spec.name == "recgoat" and name and name.startswith("recgoat-"):
+            assert spec.preset == name.removeprefix("recgoat-"), spec.label
+            if spec.grid_of is None:
+                assert params == load_preset(spec.preset), spec.label
+            else:  # the preset's settings, except the ones the grid varies
+                varied = spec.label.removeprefix(name).split("+")[1:]
+                keep = {k: v for k, v in preset_params("recgoat", spec.preset).items()
+                        if not any(x.startswith(f"{k}=") for x in varied)}
+                assert keep and all(getattr(params, k) == v for k, v in keep.items()), spec.label
 
 
 def test_model_spec_preset_is_merged_under_params(tmp_path):

@@ -81,7 +81,7 @@ def config(data: Path, out: Path, *sets: str, epochs: int = 1):
 @pytest.mark.parametrize("item, expected", [
     ("train.lrr=1", "error: benchmark config: train.lrr: unknown key (did you mean 'lr'? " + TRAIN_KEYS),
     ("progres=true", "error: benchmark config: progres: unknown key (did you mean 'progress'? valid keys: "
-                     "datasets, models, seeds, train, split_seed,"),
+                     "datasets, models, seeds, grid_seeds, train, split_seed,"),
     ("models.bprmf.params.embeding_dim=16", "error: model 'bprmf': bad params: embeding_dim: unknown key (did you "
                                             "mean 'embedding_dim'? valid keys: embedding_dim,"),
     ("models.bprmf.train.epoch=2", "error: model 'bprmf': bad train override: epoch: unknown key (did you mean "

@@ -15,8 +15,9 @@ Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple Data S
 
 Grids (models sharing ``grid_of``, :func:`recgoat.benchmark.runner.expand_grid`): :func:`tuned` keeps, per
 dataset, the point with the best mean validation metric among the points finished on the most seeds (ties: the
-first listed), as one row named by the grid; the report shows these rows first, with their own significance
-line, then every point. ``tuned.csv`` holds the chosen rows.
+first listed; with ``grid_seeds: N``, over the first N seeds only, the seeds every point trains on), as one row
+named by the grid; the report shows these rows first, with their own significance line, then every point.
+``tuned.csv`` holds the chosen rows.
 
 Every number comes from the cells' ``result.json`` / ``test_per_user.npz`` files, so a report can be
 rebuilt at any time (``write_report``) without training anything.
@@ -97,13 +98,48 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every grid as one row per dataset: the aggregate row of its point with the best mean validation selection
-    metric among those finished on the most seeds (ties: the first listed), renamed to the grid, with the
-    point's label in ``chosen`` and the number of points compared in ``points``; other models as they are
-    (``chosen`` empty, ``points`` 1). Also the runs of the rows kept, renamed alike, for the paired test. The
-    test split chooses nothing."""
+def grid_seed_count(config) -> int:
+    """How many of the benchmark's first seeds a grid's points are all trained on and compared over
+    (``grid_seeds``; every seed when it is unset)."""
+    n = len(config.seeds)
+    limit = getattr(config, "grid_seeds", None)
+    return n if limit is None else min(limit, n)
+
+
+def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str, int]]:
+    """``(dataset, grid) → (label, points)``: the point validation chooses in each grid, and how many points it
+    was compared with. Only the grid's first :func:`grid_seed_count` seeds count: among the points finished on
+    the most of them, the best mean validation selection metric wins (ties: the first listed). The test split
+    chooses nothing."""
     group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    if runs.empty or not group:
+        return {}
+    seeds = config.seeds[:grid_seed_count(config)]
+    part = runs[runs["seed"].isin(seeds) & runs["model"].isin(list(group))]
+    stats = part.groupby(["dataset", "model"], sort=False)["valid_selection"].agg(["size", "mean"])
+    chosen: dict[tuple[str, str], tuple[str, int]] = {}
+    for dataset in runs["dataset"].unique():
+        best: dict[str, tuple[str, int, float]] = {}
+        counts: dict[str, list[int]] = {}
+        for label in group:  # the config's order: a later point must be strictly better to win a tie
+            if (dataset, label) not in stats.index:
+                continue
+            n, mean = int(stats.loc[(dataset, label), "size"]), float(stats.loc[(dataset, label), "mean"])
+            g = group[label]
+            counts.setdefault(g, []).append(n)
+            if g not in best or (n, mean) > best[g][1:]:
+                best[g] = (label, n, mean)
+        chosen.update({(dataset, g): (b[0], counts[g].count(b[1])) for g, b in best.items()})
+    return chosen
+
+
+def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every grid as one row per dataset: the aggregate row (over all its finished seeds) of the point
+    :func:`chosen_points` picks, renamed to the grid, with the point's label in ``chosen`` and the number of
+    points compared in ``points``; other models as they are (``chosen`` empty, ``points`` 1). Also the runs of
+    the rows kept, renamed alike, for the paired test."""
+    group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    picks = chosen_points(runs, config)
     rows, kept = [], []
     for dataset, part in agg.groupby("dataset", sort=False):
         done: set[str] = set()
@@ -113,20 +149,34 @@ def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, 
                 rows.append({**r.to_dict(), "chosen": "", "points": 1})
                 kept.append((dataset, r["model"], r["model"]))
                 continue
-            if g in done:
+            if g in done or (dataset, g) not in picks:
                 continue
             done.add(g)
-            points = part[part["model"].map(group.get) == g]
-            full = points[points["n_seeds"] == points["n_seeds"].max()]
-            best = full.sort_values("valid_selection_mean", ascending=False, kind="stable").iloc[0]
-            rows.append({**best.to_dict(), "model": g, "chosen": best["model"], "points": len(full)})
-            kept.append((dataset, best["model"], g))
+            label, points = picks[(dataset, g)]
+            best = part[part["model"] == label].iloc[0]
+            rows.append({**best.to_dict(), "model": g, "chosen": label, "points": points})
+            kept.append((dataset, label, g))
     table = pd.DataFrame(rows, columns=[*agg.columns, "chosen", "points"])
     rename = {(d, label): name for d, label, name in kept}
     keys = list(zip(runs.get("dataset", []), runs.get("model", [])))
     chosen_runs = runs[[k in rename for k in keys]].copy()
     chosen_runs["model"] = [rename[k] for k in zip(chosen_runs["dataset"], chosen_runs["model"])]
     return table, chosen_runs
+
+
+def later_seed_of_unchosen_point(runs: pd.DataFrame, config) -> pd.Series:
+    """Per run, whether it is a seed beyond ``grid_seeds`` of a grid point its grid did not choose (such a cell
+    is not trained with ``grid_seeds``; one finished by an earlier run without it is left out of the report, so
+    that every unchosen point is shown over the same seeds its grid compared)."""
+    n = grid_seed_count(config)
+    if runs.empty or n == len(config.seeds):
+        return pd.Series(False, index=runs.index)
+    group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    picks = {k: v[0] for k, v in chosen_points(runs, config).items()}
+    later = ~runs["seed"].isin(config.seeds[:n])
+    unchosen = [label in group and picks.get((d, group[label])) != label
+                for d, label in zip(runs["dataset"], runs["model"])]
+    return later & pd.Series(unchosen, index=runs.index)
 
 
 def has_grids(config) -> bool:
@@ -320,12 +370,31 @@ COST_NOTE = ("Cost: training seconds per epoch (with any per-epoch graph resampl
              "the cell added to the memory held when it started (the model's own footprint).")
 
 
-def seed_shortfall(agg: pd.DataFrame, config) -> str:
-    """A sentence naming the rows averaged over fewer seeds than the header's (their other cells failed),
-    or "" when every row has them all."""
-    n = len(config.seeds)
-    short = [f"{r.model} on {r.dataset} ({int(r.n_seeds)} of {n})" for r in agg.itertuples() if r.n_seeds < n]
+def seed_shortfall(agg: pd.DataFrame, config, tuned_rows: pd.DataFrame | None = None) -> str:
+    """A sentence naming the rows averaged over fewer seeds than they should be (their other cells failed), or
+    "" when every row has them all. With ``grid_seeds``, a grid point its grid did not choose (``tuned_rows``:
+    the :func:`tuned` rows naming the chosen ones) should have the first ``grid_seeds`` seeds only."""
+    n, first = len(config.seeds), grid_seed_count(config)
+    group = {m.key for m in config.models if m.grid_of} if first < n else set()
+    chosen = set() if tuned_rows is None else {(d, c) for d, c in zip(tuned_rows["dataset"], tuned_rows["chosen"]) if c}
+
+    def expected(dataset: str, model: str) -> int:
+        return first if model in group and (dataset, model) not in chosen else n
+
+    short = [f"{r.model} on {r.dataset} ({int(r.n_seeds)} of {expected(r.dataset, r.model)})"
+             for r in agg.itertuples() if r.n_seeds < expected(r.dataset, r.model)]
     return f"Fewer seeds (the others failed, see below): {', '.join(short)}." if short else ""
+
+
+def grid_seeds_note(config) -> str:
+    """The sentence saying that grid points were trained on the first seeds only, or "" (every seed)."""
+    n = grid_seed_count(config)
+    if n == len(config.seeds) or not has_grids(config):
+        return ""
+    return (f"Grid points are trained on the first {n} seed{'' if n == 1 else 's'} "
+            f"({', '.join(map(str, config.seeds[:n]))}) and compared on their mean validation "
+            f"{config.train.metric} there (grid_seeds: {n}); the point each grid chooses is then trained on every "
+            f"seed.")
 
 
 def _one_line(text: str) -> str:
@@ -348,10 +417,11 @@ def _md_tables(agg: pd.DataFrame, dataset: str, config, level: str) -> list[str]
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None,
              grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
     """The report as Markdown; ``grids``: the :func:`tuned` rows and their significance, shown first."""
-    short = seed_shortfall(agg, config)
+    short = seed_shortfall(agg, config, grids[0] if grids is not None else None)
+    by_grid = grid_seeds_note(config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
              f"mean ± sample std over seeds {', '.join(map(str, config.seeds))}; best mean in bold (ties at the "
-             f"shown precision all bold). "
+             f"shown precision all bold). {by_grid + ' ' if by_grid else ''}"
              f"{short + ' ' if short else ''}{COST_NOTE}\n"]
     if grids is not None:
         tagg, tsig = grids
@@ -481,9 +551,9 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
     body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
             f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
             f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold (ties at the shown "
-            f"precision all bold). "
+            f"precision all bold). {esc(grid_seeds_note(config) + ' ') if grid_seeds_note(config) else ''}"
             f"Models: {esc(', '.join(m.key for m in config.models))}.</p>"]
-    short = seed_shortfall(agg, config)
+    short = seed_shortfall(agg, config, grids[0] if grids is not None else None)
     if short:
         body.append(f"<p><strong>{esc(short)}</strong></p>")
     body.append(f"<p>{esc(COST_NOTE)}</p>")
@@ -520,6 +590,7 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None) 
     matplotlib.use("Agg")
     out = Path(out)
     runs = collect_runs(config)
+    runs = runs[~later_seed_of_unchosen_point(runs, config)].reset_index(drop=True)
     agg = aggregate(runs)
     sig = significance(runs, agg, config) if not runs.empty else {}
     paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "report.html",

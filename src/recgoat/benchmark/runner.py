@@ -30,6 +30,8 @@ Hyper-parameter grids: a model entry's ``grid`` (:func:`expand_grid`) stands for
 Cartesian product of its settings' values, each an ordinary labelled model of the benchmark (its own cells,
 resumed like any other) marked ``grid_of``; the report picks, per dataset, the point with the best mean
 *validation* metric (:func:`recgoat.benchmark.report.tuned`), as MMRec's grid search does on validation.
+With ``grid_seeds: N`` the points train on the first N seeds only; after every other cell, the point chosen over
+those seeds (:func:`split_later_grid_cells`, the report's own choice) trains on the remaining seeds.
 """
 from __future__ import annotations
 
@@ -211,6 +213,9 @@ class BenchmarkConfig(BaseModel):
     datasets: list[DatasetSpec]
     models: list[ModelSpec]
     seeds: list[int] = Field(default_factory=lambda: [2026])
+    # a grid's points train on the first N seeds only; the point validation chooses there then trains on the
+    # rest (MMRec tunes on one seed): P·N + S − N cells a grid of P points instead of P·S. None: every seed
+    grid_seeds: int | None = Field(default=None, ge=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     split_seed: int = 2026
     split_seeds: bool = False  # re-split the data with every seed (else one fixed split)
@@ -231,7 +236,7 @@ class BenchmarkConfig(BaseModel):
     def _models(cls, v: Any) -> Any:
         return [p for m in _as_list(v, "models") for p in expand_grid({"name": m} if isinstance(m, str) else m)]
 
-    @field_validator("seeds", "split_seed", mode="before")
+    @field_validator("seeds", "split_seed", "grid_seeds", mode="before")
     @classmethod
     def _no_bool_seeds(cls, v: Any) -> Any:
         # pydantic reads true/false as the integers 1/0: `seeds: [true]` trained seed 1 without a word
@@ -710,6 +715,8 @@ class BenchmarkRun:
     results: list[dict] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)  # cells computed now (others were resumed)
     skipped: list[str] = field(default_factory=list)
+    # cells of grid points beyond ``grid_seeds`` that validation did not choose: never trained
+    unchosen: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell title → error message
     report: dict[str, Path] = field(default_factory=dict)
 
@@ -719,6 +726,35 @@ def plan_cells(config: BenchmarkConfig) -> list[Cell]:
     return [Cell(d, m, s, out / "runs" / dataset_label(d) / m.key / f"seed{s}",
                  s if config.split_seeds else config.split_seed)
             for d in config.datasets for m in config.models for s in config.seeds]
+
+
+def is_later_grid_cell(config: BenchmarkConfig, cell: Cell) -> bool:
+    """Whether ``cell`` is a grid point's seed beyond ``grid_seeds``: trained only if its point is chosen."""
+    from recgoat.benchmark.report import grid_seed_count
+
+    return cell.model.grid_of is not None and cell.seed not in config.seeds[:grid_seed_count(config)]
+
+
+def split_later_grid_cells(config: BenchmarkConfig, later: list[Cell]) -> tuple[list[Cell], list[Cell]]:
+    """``later`` (cells of :func:`is_later_grid_cell`) as (those of the points validation chooses over the first
+    ``grid_seeds`` seeds' finished cells, the others). The choice is the report's (:func:`~recgoat.benchmark.
+    report.chosen_points`), so the point trained on every seed is the point the report shows as tuned."""
+    from recgoat.benchmark.report import chosen_points, collect_runs
+
+    if not later:
+        return [], []
+    picks = {k: v[0] for k, v in chosen_points(collect_runs(config), config).items()}
+    chosen = [picks.get((dataset_label(c.dataset), c.model.grid_of)) == c.model.key for c in later]
+    return [c for c, k in zip(later, chosen) if k], [c for c, k in zip(later, chosen) if not k]
+
+
+def required_cells(config: BenchmarkConfig, cells: list[Cell]) -> list[Cell]:
+    """The cells a finished benchmark holds: all of ``cells`` but the later-seed cells of the grid points
+    validation did not choose (``grid_seeds``)."""
+    first = [c for c in cells if not is_later_grid_cell(config, c)]
+    chosen, _ = split_later_grid_cells(config, [c for c in cells if is_later_grid_cell(config, c)])
+    keep = {id(c) for c in first + chosen}
+    return [c for c in cells if id(c) in keep]
 
 
 def _data_signature(cell: Cell) -> dict[str, Any]:
@@ -1175,7 +1211,7 @@ def check_report_cells(config: BenchmarkConfig) -> list[Cell]:
     out = Path(config.out)
     if not out.is_dir():
         raise ConfigError(f"{out}: no such benchmark folder; run the benchmark without --report-only first")
-    cells = plan_cells(config)
+    cells = required_cells(config, plan_cells(config))
     done = [c for c in cells if c.done]
     if not done:
         raise ConfigError(f"{out}: holds no finished cell of this benchmark ({len(cells)} requested, e.g. "
@@ -1244,7 +1280,8 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
                   write_report: bool = True) -> BenchmarkRun:
     """Run (or resume) every cell, then write ``results.csv``, ``results.md`` and ``report.html``.
 
-    ``on_cell(cell, status)`` is told ``"skipped"``, ``"start"``, ``"done"`` or ``"failed"``.
+    ``on_cell(cell, status)`` is told ``"skipped"``, ``"start"``, ``"done"``, ``"failed"``, or ``"unchosen"``
+    (a grid point's seed beyond ``grid_seeds``, not trained: validation chose another point).
     """
     from recgoat.models.base import get_model_class
 
@@ -1382,53 +1419,69 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
     notify = on_cell or (lambda c, s: None)
     data_cache = dict(data_cache or {})
     feat_cache = dict(feat_cache or {})
-    bar = _CellBar(len(cells), config.progress)
-    try:
-        for cell in cells:
-            bar.describe(cell.title)
-            if cell.done:  # its cell.json was checked by preflight
-                run.results.append(read_json(cell.run_dir / "result.json"))
-                run.skipped.append(cell.title)
-                notify(cell, "skipped")
-                bar.advance()
-                continue
-            notify(cell, "start")
-            t0 = time.perf_counter()
-            try:
-                split_seed = cell.split_seed
-                key = (dataset_label(cell.dataset), split_seed)
-                if key not in data_cache:
-                    data_cache[key] = load_dataset(cell.dataset, split_seed)
-                dataset = data_cache[key]
-                features = None
-                if needs_features(model_classes[cell.model.key]):
-                    if key not in feat_cache:
-                        feat_cache[key] = resolve_features(cell.dataset, dataset, out, _feature_split(config, cell),
-                                                           config.progress)
-                    features = feat_cache[key]
-                train_cfg = config.cell_train_config(cell.model, cell.seed)
-                if not config.progress:
-                    train_cfg = train_cfg.model_copy(update={"progress": False})
-                result = run_cell(cell, dataset, features, train_cfg)
-            except Exception as e:  # noqa: BLE001 — one diverging model must not sink the benchmark
-                # a configuration error would fail every later cell the same way; a diverging loss is this
-                # cell's own (its model's lr or loss weights), so the other cells still run
-                if config.on_error == "raise" or (isinstance(e, RecGOATError) and not isinstance(e, TrainingDiverged)):
-                    raise
-                msg = f"{type(e).__name__}: {e}"
-                run.failed[cell.title] = msg
-                cell.run_dir.mkdir(parents=True, exist_ok=True)
-                (cell.run_dir / "error.txt").write_text(traceback.format_exc())
-                bar.write(f"FAILED {cell.title}: {msg}")
-                notify(cell, "failed")
-            else:
-                run.results.append(result)
-                run.trained.append(cell.title)
-                bar.write(f"{cell.title}: {config.train.metric} valid "
-                          f"{result['valid'][config.train.metric]:.4f} test {result['test'][config.train.metric]:.4f}"
-                          f" ({time.perf_counter() - t0:.1f}s)")
-                notify(cell, "done")
+    first = [c for c in cells if not is_later_grid_cell(config, c)]
+    later = [c for c in cells if is_later_grid_cell(config, c)]
+    # before the choice is made: the later seeds of one point per (dataset, grid)
+    one_point_each = {(dataset_label(c.dataset), c.model.grid_of, c.seed) for c in later}
+    bar = _CellBar(len(first) + len(one_point_each), config.progress)
+
+    def one(cell: Cell) -> None:
+        bar.describe(cell.title)
+        if cell.done:  # its cell.json was checked by preflight
+            run.results.append(read_json(cell.run_dir / "result.json"))
+            run.skipped.append(cell.title)
+            notify(cell, "skipped")
             bar.advance()
+            return
+        notify(cell, "start")
+        t0 = time.perf_counter()
+        try:
+            split_seed = cell.split_seed
+            key = (dataset_label(cell.dataset), split_seed)
+            if key not in data_cache:
+                data_cache[key] = load_dataset(cell.dataset, split_seed)
+            dataset = data_cache[key]
+            features = None
+            if needs_features(model_classes[cell.model.key]):
+                if key not in feat_cache:
+                    feat_cache[key] = resolve_features(cell.dataset, dataset, out, _feature_split(config, cell),
+                                                       config.progress)
+                features = feat_cache[key]
+            train_cfg = config.cell_train_config(cell.model, cell.seed)
+            if not config.progress:
+                train_cfg = train_cfg.model_copy(update={"progress": False})
+            result = run_cell(cell, dataset, features, train_cfg)
+        except Exception as e:  # noqa: BLE001 — one diverging model must not sink the benchmark
+            # a configuration error would fail every later cell the same way; a diverging loss is this
+            # cell's own (its model's lr or loss weights), so the other cells still run
+            if config.on_error == "raise" or (isinstance(e, RecGOATError) and not isinstance(e, TrainingDiverged)):
+                raise
+            msg = f"{type(e).__name__}: {e}"
+            run.failed[cell.title] = msg
+            cell.run_dir.mkdir(parents=True, exist_ok=True)
+            (cell.run_dir / "error.txt").write_text(traceback.format_exc())
+            bar.write(f"FAILED {cell.title}: {msg}")
+            notify(cell, "failed")
+        else:
+            run.results.append(result)
+            run.trained.append(cell.title)
+            bar.write(f"{cell.title}: {config.train.metric} valid "
+                      f"{result['valid'][config.train.metric]:.4f} test {result['test'][config.train.metric]:.4f}"
+                      f" ({time.perf_counter() - t0:.1f}s)")
+            notify(cell, "done")
+        bar.advance()
+
+    try:
+        for cell in first:
+            one(cell)
+        # grid_seeds: every point has its first seeds now; the chosen ones train on the rest
+        chosen, unchosen = split_later_grid_cells(config, later)
+        run.unchosen = [c.title for c in unchosen]
+        bar.set_total(len(first) + len(chosen))
+        for cell in chosen:
+            one(cell)
+        for cell in unchosen:
+            notify(cell, "unchosen")
     finally:
         bar.close()
     if write_report:
@@ -1455,6 +1508,11 @@ class _CellBar:
     def advance(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+    def set_total(self, total: int) -> None:
+        if self.bar is not None and self.bar.total != total:
+            self.bar.total = total
+            self.bar.refresh()
 
     def write(self, text: str) -> None:
         """One line per finished or failed cell: above the bar, or on stderr without one (a log or a pipe

@@ -90,6 +90,10 @@ def test_the_report_shows_the_chosen_point_over_every_seed_and_the_others_over_t
     assert {p: int(agg.loc[p, "n_seeds"]) for p in POINTS} == {p: 2 if p == best else 1 for p in POINTS}
     md = (out / "results.md").read_text()
     assert "Grid points are trained on the first 1 seed (2026)" in md
+    # the line gives the figure the choice was made on, then the point's figure over all its seeds
+    assert (f"lightgcn: {best} (valid recall@20 {valid(out, best, 2026):.4f} on seed 2026, best of 4 points; "
+            f"{tuned['valid_selection_mean']:.4f} over all its seeds)") in md
+    assert tuned["chosen_on"] == pytest.approx(valid(out, best, 2026), abs=1e-12)
     assert "Fewer seeds" not in md  # an unchosen point has the seeds its grid compared
     assert "Grid points are trained on the first 1 seed (2026)" in (out / "report.html").read_text()
 

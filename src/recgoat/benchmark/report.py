@@ -106,18 +106,18 @@ def grid_seed_count(config) -> int:
     return n if limit is None else min(limit, n)
 
 
-def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str, int]]:
-    """``(dataset, grid) → (label, points)``: the point validation chooses in each grid, and how many points it
-    was compared with. Only the grid's first :func:`grid_seed_count` seeds count: among the points finished on
-    the most of them, the best mean validation selection metric wins (ties: the first listed). The test split
-    chooses nothing."""
+def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str, int, float]]:
+    """``(dataset, grid) → (label, points, valid)``: the point validation chooses in each grid, how many points
+    it was compared with, and its mean validation figure over the seeds compared. Only the grid's first
+    :func:`grid_seed_count` seeds count: among the points finished on the most of them, the best mean validation
+    selection metric wins (ties: the first listed). The test split chooses nothing."""
     group = {m.key: m.grid_of for m in config.models if m.grid_of}
     if runs.empty or not group:
         return {}
     seeds = config.seeds[:grid_seed_count(config)]
     part = runs[runs["seed"].isin(seeds) & runs["model"].isin(list(group))]
     stats = part.groupby(["dataset", "model"], sort=False)["valid_selection"].agg(["size", "mean"])
-    chosen: dict[tuple[str, str], tuple[str, int]] = {}
+    chosen: dict[tuple[str, str], tuple[str, int, float]] = {}
     for dataset in runs["dataset"].unique():
         best: dict[str, tuple[str, int, float]] = {}
         counts: dict[str, list[int]] = {}
@@ -129,15 +129,16 @@ def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str
             counts.setdefault(g, []).append(n)
             if g not in best or (n, mean) > best[g][1:]:
                 best[g] = (label, n, mean)
-        chosen.update({(dataset, g): (b[0], counts[g].count(b[1])) for g, b in best.items()})
+        chosen.update({(dataset, g): (b[0], counts[g].count(b[1]), b[2]) for g, b in best.items()})
     return chosen
 
 
 def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every grid as one row per dataset: the aggregate row (over all its finished seeds) of the point
-    :func:`chosen_points` picks, renamed to the grid, with the point's label in ``chosen`` and the number of
-    points compared in ``points``; other models as they are (``chosen`` empty, ``points`` 1). Also the runs of
-    the rows kept, renamed alike, for the paired test."""
+    :func:`chosen_points` picks, renamed to the grid, with the point's label in ``chosen``, the number of
+    points compared in ``points`` and the validation figure it was chosen on in ``chosen_on``; other models as
+    they are (``chosen`` empty, ``points`` 1). Also the runs of the rows kept, renamed alike, for the paired
+    test."""
     group = {m.key: m.grid_of for m in config.models if m.grid_of}
     picks = chosen_points(runs, config)
     rows, kept = [], []
@@ -146,17 +147,17 @@ def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, 
         for _, r in part.iterrows():
             g = group.get(r["model"])
             if g is None:
-                rows.append({**r.to_dict(), "chosen": "", "points": 1})
+                rows.append({**r.to_dict(), "chosen": "", "points": 1, "chosen_on": float("nan")})
                 kept.append((dataset, r["model"], r["model"]))
                 continue
             if g in done or (dataset, g) not in picks:
                 continue
             done.add(g)
-            label, points = picks[(dataset, g)]
+            label, points, chosen_on = picks[(dataset, g)]
             best = part[part["model"] == label].iloc[0]
-            rows.append({**best.to_dict(), "model": g, "chosen": label, "points": points})
+            rows.append({**best.to_dict(), "model": g, "chosen": label, "points": points, "chosen_on": chosen_on})
             kept.append((dataset, label, g))
-    table = pd.DataFrame(rows, columns=[*agg.columns, "chosen", "points"])
+    table = pd.DataFrame(rows, columns=[*agg.columns, "chosen", "points", "chosen_on"])
     rename = {(d, label): name for d, label, name in kept}
     keys = list(zip(runs.get("dataset", []), runs.get("model", [])))
     chosen_runs = runs[[k in rename for k in keys]].copy()
@@ -184,9 +185,21 @@ def has_grids(config) -> bool:
 
 
 def chosen_line(rows: pd.DataFrame, config) -> str:
-    """Which point each grid of a dataset's tuned rows chose, on which validation figure."""
-    picks = [f"{r['model']}: {r['chosen']} (valid {config.train.metric} {r['valid_selection_mean']:.4f}, best of "
-             f"{int(r['points'])} point{'' if r['points'] == 1 else 's'})" for _, r in rows.iterrows() if r["chosen"]]
+    """Which point each grid of a dataset's tuned rows chose, on which validation figure (with ``grid_seeds``,
+    the figure over the seeds compared, then the point's figure over all its seeds)."""
+    n = grid_seed_count(config)
+    picks = []
+    for _, r in rows.iterrows():
+        if not r["chosen"]:
+            continue
+        of = f"best of {int(r['points'])} point{'' if r['points'] == 1 else 's'}"
+        if n < len(config.seeds):
+            on = ", ".join(map(str, config.seeds[:n]))
+            picks.append(f"{r['model']}: {r['chosen']} (valid {config.train.metric} {r['chosen_on']:.4f} on seed"
+                         f"{'' if n == 1 else 's'} {on}, {of}; {r['valid_selection_mean']:.4f} over all its seeds)")
+        else:
+            picks.append(f"{r['model']}: {r['chosen']} (valid {config.train.metric} {r['valid_selection_mean']:.4f}, "
+                         f"{of})")
     return "Chosen on validation: " + "; ".join(picks) + "."
 
 

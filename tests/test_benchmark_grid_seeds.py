@@ -22,15 +22,9 @@ import torch
 from recgoat.benchmark import load_config, run_benchmark, write_report
 from recgoat.benchmark.runner import report_only
 from recgoat.errors import ConfigError
+from test_benchmark_grid import DATASET, GRID, POINTS, SETS  # the same small benchmark and 2 × 2 grid
 
 torch.set_num_threads(1)
-
-DATASET = "ml-latest-small-u120"
-SETS = ["datasets.ml-latest-small.max_users=120", "datasets.ml-latest-small.features=null", "train.num_threads=1",
-        "train.batch_size=1024"]
-GRID = {"train.lr": [0.0001, 0.01], "params.n_layers": [1, 2]}
-POINTS = ["lightgcn+lr=0.0001+n_layers=1", "lightgcn+lr=0.0001+n_layers=2", "lightgcn+lr=0.01+n_layers=1",
-          "lightgcn+lr=0.01+n_layers=2"]
 
 
 def make_config(out: Path, sets: list[str] | None = None, grid_seeds: int | None = 1):

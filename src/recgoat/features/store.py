@@ -30,6 +30,7 @@ import numpy as np
 
 import recgoat
 from recgoat.datasets import Dataset
+from recgoat.datasets.mmrec import FEATURE_FILES as MMREC_FILES
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
 from recgoat.io import (LOCK_NAME, atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file,
@@ -951,12 +952,13 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
     if feats.image is not None:
         feats.image_mask = _checked_mask(folder, dataset.n_items)
     if feats.text is None and feats.image is None and feats.profile is None:
-        mmrec = [n for n in ("text_feat.npy", "image_feat.npy") if (folder / n).exists()]
+        none = "no feature files (text.npy, image.npy, profile.npy)"
+        mmrec = [n for n in MMREC_FILES.values() if (folder / n).exists()]
         if mmrec:  # an MMRec folder given as the feature folder: its matrices are imported into one first
-            raise DataError(folder, f"no feature files (text.npy, image.npy, profile.npy), but MMRec's "
-                                    f"{' and '.join(mmrec)}: import them first, `recgoat encode import-mmrec "
-                                    f"{folder} DATASET --out FEATURES`, then give --features FEATURES")
-        raise DataError(folder, "no feature files (text.npy, image.npy, profile.npy); run `recgoat encode all`")
+            raise DataError(folder, f"{none}, but MMRec's {' and '.join(mmrec)}: import them first, `recgoat "
+                                    f"encode import-mmrec {folder} DATASET --out FEATURES`, then give --features "
+                                    f"FEATURES")
+        raise DataError(folder, f"{none}; run `recgoat encode all`")
     return feats
 
 
@@ -970,7 +972,7 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
     folder, dest = Path(folder), Path(dest)
     fp = dataset.fingerprint() if dataset is not None else None
     todo = []
-    for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")):
+    for kind, name in MMREC_FILES.items():
         if not (folder / f"{kind}.npy").exists():
             continue
         rows = dataset.n_items if dataset is not None else None  # no dataset: the manifest's row count
@@ -991,7 +993,7 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
     # both files are checked before either is written: a bad image_feat.npy leaves no half import
     found = [(kind, name, src / name, as_feature_matrix(src / name, load_array(src / name), dataset.n_items,
                                                         ids=dataset.item_ids))
-             for kind, name in (("text", "text_feat.npy"), ("image", "image_feat.npy")) if (src / name).exists()]
+             for kind, name in MMREC_FILES.items() if (src / name).exists()]
     if not found:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
     fp = dataset.fingerprint()

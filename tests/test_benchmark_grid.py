@@ -84,6 +84,17 @@ def test_nested_sections_and_set_give_the_same_grid(tmp_path):
     assert [m.key for m in nested.models] == [m.key for m in by_set.models] == POINTS
 
 
+def test_set_leaves_the_callers_entries_as_they_were(tmp_path):
+    """`--set models.X.grid...` wrote into the caller's own grid dict: a module's GRID, shared with another test
+    module, grew a third layer count for every later config made from it."""
+    grid = {"train.lr": [0.0001, 0.01]}
+    entry = {"name": "lightgcn", "grid": grid}
+    cfg = load_config(None, {"datasets": ["ml-latest-small"], "models": [entry], "out": str(tmp_path)},
+                      SETS + ["models.lightgcn.grid.params.n_layers=[1, 2]"])
+    assert len(cfg.models) == 4
+    assert grid == {"train.lr": [0.0001, 0.01]} and entry == {"name": "lightgcn", "grid": grid}
+
+
 def test_grid_values_override_the_preset_and_label_keeps_its_name():
     cfg = BenchmarkConfig(datasets=["ml-latest-small"], models=[
         {"name": "recgoat", "label": "rg", "preset": "ml100k", "grid": {"params.view_dropout": [0.0, 0.5]}}])

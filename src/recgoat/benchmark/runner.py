@@ -405,6 +405,7 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        value = copy.deepcopy(value)  # --set edits the tree in place: never the caller's own lists and dicts
         if key == "epochs":
             if tree.get("train") is None:  # an empty `train:` section reads as null
                 tree["train"] = {}

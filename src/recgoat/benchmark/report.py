@@ -98,6 +98,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def grid_groups(config) -> dict[str, str]:
+    """Each grid point's label → its grid (``grid_of``), in the config's order."""
+    return {m.key: m.grid_of for m in config.models if m.grid_of}
+
+
 def grid_seed_count(config) -> int:
     """How many of the benchmark's first seeds a grid's points are all trained on and compared over
     (``grid_seeds``; every seed when it is unset)."""
@@ -111,7 +116,7 @@ def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str
     it was compared with, and its mean validation figure over the seeds compared. Only the grid's first
     :func:`grid_seed_count` seeds count: among the points finished on the most of them, the best mean validation
     selection metric wins (ties: the first listed). The test split chooses nothing."""
-    group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    group = grid_groups(config)
     if runs.empty or not group:
         return {}
     seeds = config.seeds[:grid_seed_count(config)]
@@ -139,7 +144,7 @@ def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, 
     points compared in ``points`` and the validation figure it was chosen on in ``chosen_on``; other models as
     they are (``chosen`` empty, ``points`` 1). Also the runs of the rows kept, renamed alike, for the paired
     test."""
-    group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    group = grid_groups(config)
     picks = chosen_points(runs, config)
     rows, kept = [], []
     for dataset, part in agg.groupby("dataset", sort=False):
@@ -172,7 +177,7 @@ def later_seed_of_unchosen_point(runs: pd.DataFrame, config) -> pd.Series:
     n = grid_seed_count(config)
     if runs.empty or n == len(config.seeds):
         return pd.Series(False, index=runs.index)
-    group = {m.key: m.grid_of for m in config.models if m.grid_of}
+    group = grid_groups(config)
     picks = {k: v[0] for k, v in chosen_points(runs, config).items()}
     later = ~runs["seed"].isin(config.seeds[:n])
     unchosen = [label in group and picks.get((d, group[label])) != label
@@ -188,18 +193,16 @@ def chosen_line(rows: pd.DataFrame, config) -> str:
     """Which point each grid of a dataset's tuned rows chose, on which validation figure (with ``grid_seeds``,
     the figure over the seeds compared, then the point's figure over all its seeds)."""
     n = grid_seed_count(config)
+    by_seed = n < len(config.seeds)
+    on = f" on seed{'' if n == 1 else 's'} {', '.join(map(str, config.seeds[:n]))}" if by_seed else ""
     picks = []
     for _, r in rows.iterrows():
         if not r["chosen"]:
             continue
-        of = f"best of {int(r['points'])} point{'' if r['points'] == 1 else 's'}"
-        if n < len(config.seeds):
-            on = ", ".join(map(str, config.seeds[:n]))
-            picks.append(f"{r['model']}: {r['chosen']} (valid {config.train.metric} {r['chosen_on']:.4f} on seed"
-                         f"{'' if n == 1 else 's'} {on}, {of}; {r['valid_selection_mean']:.4f} over all its seeds)")
-        else:
-            picks.append(f"{r['model']}: {r['chosen']} (valid {config.train.metric} {r['valid_selection_mean']:.4f}, "
-                         f"{of})")
+        figure = r["chosen_on"] if by_seed else r["valid_selection_mean"]
+        overall = f"; {r['valid_selection_mean']:.4f} over all its seeds" if by_seed else ""
+        picks.append(f"{r['model']}: {r['chosen']} (valid {config.train.metric} {figure:.4f}{on}, best of "
+                     f"{int(r['points'])} point{'' if r['points'] == 1 else 's'}{overall})")
     return "Chosen on validation: " + "; ".join(picks) + "."
 
 
@@ -388,7 +391,7 @@ def seed_shortfall(agg: pd.DataFrame, config, tuned_rows: pd.DataFrame | None = 
     "" when every row has them all. With ``grid_seeds``, a grid point its grid did not choose (``tuned_rows``:
     the :func:`tuned` rows naming the chosen ones) should have the first ``grid_seeds`` seeds only."""
     n, first = len(config.seeds), grid_seed_count(config)
-    group = {m.key for m in config.models if m.grid_of} if first < n else set()
+    group = set(grid_groups(config)) if first < n else set()
     chosen = set() if tuned_rows is None else {(d, c) for d, c in zip(tuned_rows["dataset"], tuned_rows["chosen"]) if c}
 
     def expected(dataset: str, model: str) -> int:
@@ -561,10 +564,11 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
                 failed: dict[str, str] | None = None,
                 grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
     esc = html.escape
+    by_grid = grid_seeds_note(config)
     body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
             f"(<code>{esc(config.train.metric)}</code>), mean ± sample std over seeds "
             f"<code>{esc(', '.join(map(str, config.seeds)))}</code>; best mean in bold (ties at the shown "
-            f"precision all bold). {esc(grid_seeds_note(config) + ' ') if grid_seeds_note(config) else ''}"
+            f"precision all bold). {esc(by_grid + ' ') if by_grid else ''}"
             f"Models: {esc(', '.join(m.key for m in config.models))}.</p>"]
     short = seed_shortfall(agg, config, grids[0] if grids is not None else None)
     if short:

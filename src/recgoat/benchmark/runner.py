@@ -729,15 +729,18 @@ def plan_cells(config: BenchmarkConfig) -> list[Cell]:
             for d in config.datasets for m in config.models for s in config.seeds]
 
 
-def is_later_grid_cell(config: BenchmarkConfig, cell: Cell) -> bool:
-    """Whether ``cell`` is a grid point's seed beyond ``grid_seeds``: trained only if its point is chosen."""
+def split_grid_seeds(config: BenchmarkConfig, cells: list[Cell]) -> tuple[list[Cell], list[Cell]]:
+    """``cells`` as (those always trained, the grid points' seeds beyond ``grid_seeds``: trained only for the
+    point validation chooses, :func:`split_later_grid_cells`), each in ``cells``' order."""
     from recgoat.benchmark.report import grid_seed_count
 
-    return cell.model.grid_of is not None and cell.seed not in config.seeds[:grid_seed_count(config)]
+    first_seeds = config.seeds[:grid_seed_count(config)]
+    later = [c.model.grid_of is not None and c.seed not in first_seeds for c in cells]
+    return [c for c, k in zip(cells, later) if not k], [c for c, k in zip(cells, later) if k]
 
 
 def split_later_grid_cells(config: BenchmarkConfig, later: list[Cell]) -> tuple[list[Cell], list[Cell]]:
-    """``later`` (cells of :func:`is_later_grid_cell`) as (those of the points validation chooses over the first
+    """``later`` (the second list of :func:`split_grid_seeds`) as (those of the points validation chooses over the first
     ``grid_seeds`` seeds' finished cells, the others). The choice is the report's (:func:`~recgoat.benchmark.
     report.chosen_points`), so the point trained on every seed is the point the report shows as tuned."""
     from recgoat.benchmark.report import chosen_points, collect_runs
@@ -750,12 +753,10 @@ def split_later_grid_cells(config: BenchmarkConfig, later: list[Cell]) -> tuple[
 
 
 def required_cells(config: BenchmarkConfig, cells: list[Cell]) -> list[Cell]:
-    """The cells a finished benchmark holds: all of ``cells`` but the later-seed cells of the grid points
-    validation did not choose (``grid_seeds``)."""
-    first = [c for c in cells if not is_later_grid_cell(config, c)]
-    chosen, _ = split_later_grid_cells(config, [c for c in cells if is_later_grid_cell(config, c)])
-    keep = {id(c) for c in first + chosen}
-    return [c for c in cells if id(c) in keep]
+    """The cells a finished benchmark holds, in training order: all of ``cells`` but the later-seed cells of the
+    grid points validation did not choose (``grid_seeds``)."""
+    first, later = split_grid_seeds(config, cells)
+    return first + split_later_grid_cells(config, later)[0]
 
 
 def _data_signature(cell: Cell) -> dict[str, Any]:
@@ -1420,8 +1421,7 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
     notify = on_cell or (lambda c, s: None)
     data_cache = dict(data_cache or {})
     feat_cache = dict(feat_cache or {})
-    first = [c for c in cells if not is_later_grid_cell(config, c)]
-    later = [c for c in cells if is_later_grid_cell(config, c)]
+    first, later = split_grid_seeds(config, cells)
     # before the choice is made: the later seeds of one point per (dataset, grid)
     one_point_each = {(dataset_label(c.dataset), c.model.grid_of, c.seed) for c in later}
     bar = _CellBar(len(first) + len(one_point_each), config.progress)

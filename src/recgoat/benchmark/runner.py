@@ -1048,8 +1048,6 @@ def preflight(config: BenchmarkConfig, cells: list[Cell],
         raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
 
 
-# the files load_features reads, by the Features attribute they fill
-_FEATURE_FILES = {"text": "text.npy", "image": "image.npy", "profile": "profile.npy"}
 _STAND_IN_DIM = 8  # any width: a model's build checks which feature matrices exist, not how wide they are
 
 
@@ -1059,12 +1057,12 @@ def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
     ``encode_all`` with the default settings: item text and images where the dataset has them, user profiles
     always) or imports (an MMRec folder's feature files). ``auto`` needs the loaded ``dataset``; None when
     ``features`` is null."""
-    from recgoat.features.store import FeatureConfig, has_item_text
+    from recgoat.features.store import FEATURE_FILES, FeatureConfig, has_item_text
 
     if spec.features is None:
         return None
     if spec.features != "auto":
-        return tuple(k for k, f in _FEATURE_FILES.items() if (Path(spec.features) / f).exists())
+        return tuple(k for k, f in FEATURE_FILES.items() if (Path(spec.features) / f).exists())
     imported = mmrec_feature_kinds(dataset)
     return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
             *(["image"] if "image" in imported or dataset.has_images else []), "profile")
@@ -1074,11 +1072,11 @@ def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):
     """Zero matrices (one row) of the given kinds: enough for ``dims_from`` and a model's constructor. Each is as
     wide as the ``folder``'s file where its header says (read alone, not the matrix), else any width: ``auto``
     features' widths are the encoders', unknown before encoding."""
-    from recgoat.features.store import Features
+    from recgoat.features.store import FEATURE_FILES, Features
 
     def width(kind: str) -> int:
         try:
-            shape = np.load(Path(folder) / _FEATURE_FILES[kind], mmap_mode="r").shape if folder else ()
+            shape = np.load(Path(folder) / FEATURE_FILES[kind], mmap_mode="r").shape if folder else ()
         except (OSError, ValueError, EOFError):  # unreadable: load_features reports it, in the cell
             shape = ()
         return int(shape[1]) if len(shape) == 2 and shape[1] > 0 else _STAND_IN_DIM
@@ -1129,6 +1127,7 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
     ``auto`` features are known from the loaded dataset (whether it has item text, images), not encoded;
     the datasets loaded for that are put into ``data_cache`` by ``(label, split_seed)`` for the run to reuse.
     """
+    from recgoat.features.store import FEATURE_FILES
     from recgoat.models.base import get_model_class
 
     todo: dict[tuple[str, str], Cell] = {}  # (dataset label, model key) → its first cell still to run
@@ -1153,7 +1152,7 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
                 continue
             if not kinds:
                 problems.append(f"dataset {label}: model {model.key!r} needs features but its feature folder "
-                                f"{spec.features} holds no feature file ({', '.join(_FEATURE_FILES.values())}); "
+                                f"{spec.features} holds no feature file ({', '.join(FEATURE_FILES.values())}); "
                                 f"run `recgoat encode all <dataset>`")
                 continue
         folder = spec.features if kinds is not None and spec.features != "auto" else None

@@ -226,6 +226,8 @@ def _manifest(kind: str, dataset: Dataset, fp: str, arr: np.ndarray, encoder: st
 
 
 _FILE = {"text": "text", "image": "image", "users": "profile", "profile": "profile"}
+# the matrix files load_features reads, by the Features attribute each fills
+FEATURE_FILES = {"text": "text.npy", "image": "image.npy", "profile": "profile.npy"}
 
 
 def read_manifest(path: Path) -> dict:
@@ -952,7 +954,7 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
     if feats.image is not None:
         feats.image_mask = _checked_mask(folder, dataset.n_items)
     if feats.text is None and feats.image is None and feats.profile is None:
-        none = "no feature files (text.npy, image.npy, profile.npy)"
+        none = f"no feature files ({', '.join(FEATURE_FILES.values())})"
         mmrec = [n for n in MMREC_FILES.values() if (folder / n).exists()]
         if mmrec:  # an MMRec folder given as the feature folder: its matrices are imported into one first
             raise DataError(folder, f"{none}, but MMRec's {' and '.join(mmrec)}: import them first, `recgoat "

@@ -152,7 +152,7 @@ def test_config_file_errors_name_the_file(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text("datasets: [ml-latest-small]\nmodels: [bprmf]\nfoo: 1\n")
     with pytest.raises(ConfigError,
-                       match=rf"^{path}: foo: unknown key \(valid keys: datasets, models, .*, progress\)$"):
+                       match=rf"^{path}: foo: unknown key \(valid keys: datasets, models, .*, progress, jobs\)$"):
         load_config(path)
     path.write_text("datasets: [ml-latest-small]\nmodels: []\n")
     res = CliRunner().invoke(app, ["--config", str(path), "--quiet"])

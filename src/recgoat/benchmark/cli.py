@@ -53,6 +53,8 @@ def benchmark(
                                           "configuration recorded in its benchmark.json)"),
     quiet: bool = typer.Option(False, "--quiet", "-q",
                                help="no progress bars (they are off anyway when stderr is not a terminal)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j",
+                                       help="cells trained at once, each in its own process (default 1)"),
 ) -> None:
     """Run (or resume) a benchmark, print the results table and the path of the HTML report."""
     from recgoat.benchmark.runner import load_config, run_benchmark
@@ -69,7 +71,8 @@ def benchmark(
             raise RecGOATError("give --config FILE.yaml, or at least --dataset and --models"
                                + (", or --out of the benchmark folder to report" if report_only else ""))
         overrides = {"datasets": datasets, "models": _split(models), "seeds": seed_list, "epochs": epochs,
-                     "out": str(out) if out is not None else None, "progress": False if quiet else None}
+                     "out": str(out) if out is not None else None, "progress": False if quiet else None,
+                     "jobs": jobs}
         if recorded:
             from recgoat.benchmark.runner import load_recorded_config
 

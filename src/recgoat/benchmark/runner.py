@@ -32,6 +32,10 @@ resumed like any other) marked ``grid_of``; the report picks, per dataset, the p
 *validation* metric (:func:`recgoat.benchmark.report.tuned`), as MMRec's grid search does on validation.
 With ``grid_seeds: N`` the points train on the first N seeds only; after every other cell, the point chosen over
 those seeds (:func:`split_later_grid_cells`, the report's own choice) trains on the remaining seeds.
+
+Workers: with ``jobs: N`` the cells still to train are handed to N processes (:func:`_run_in_workers`), each
+cell trained exactly as one process trains it (:func:`run_cell`: same seeds, folders and files); the grid's
+first-seed points are all trained before its chosen points' other seeds, as in one process.
 """
 from __future__ import annotations
 
@@ -225,6 +229,9 @@ class BenchmarkConfig(BaseModel):
     report_ks: list[int] | None = None  # the Ks of the tables; None: every evaluated K (train.ks)
     on_error: Literal["continue", "raise"] = "continue"
     progress: bool = True
+    # cells trained at once, each in a worker process of its own (``train.num_threads`` threads each; unset:
+    # the cores shared out); how a run is carried out, not a setting of its results
+    jobs: int = Field(default=1, ge=1)
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -388,6 +395,7 @@ def load_recorded_config(out: str | Path, overrides: dict[str, Any] | None = Non
     # the record dumps every field: the training seed (each cell's is its entry of `seeds`, and a `train.seed`
     # is refused) and the progress bars (how the run was shown, left to the command now) are not settings
     tree.pop("progress", None)
+    tree.pop("jobs", None)
     if isinstance(tree.get("train"), dict):
         tree["train"] = {k: v for k, v in tree["train"].items() if k not in ("seed", "progress")}
     # a model's preset is recorded already merged into its params: read again, a relative preset path was
@@ -1425,61 +1433,66 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
     one_point_each = {(dataset_label(c.dataset), c.model.grid_of, c.seed) for c in later}
     bar = _CellBar(len(first) + len(one_point_each), config.progress)
 
+    def finished(cell: Cell, result: dict[str, Any], seconds: float) -> None:
+        run.results.append(result)
+        run.trained.append(cell.title)
+        bar.write(f"{cell.title}: {config.train.metric} valid "
+                  f"{result['valid'][config.train.metric]:.4f} test {result['test'][config.train.metric]:.4f}"
+                  f" ({seconds:.1f}s)")
+        notify(cell, "done")
+        bar.advance()
+
+    def failed(cell: Cell, msg: str, trace: str) -> None:
+        run.failed[cell.title] = msg
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        (cell.run_dir / "error.txt").write_text(trace)
+        bar.write(f"FAILED {cell.title}: {msg}")
+        notify(cell, "failed")
+        bar.advance()
+
+    def skip(cell: Cell) -> None:  # its cell.json was checked by preflight
+        run.results.append(read_json(cell.run_dir / "result.json"))
+        run.skipped.append(cell.title)
+        notify(cell, "skipped")
+        bar.advance()
+
     def one(cell: Cell) -> None:
         bar.describe(cell.title)
-        if cell.done:  # its cell.json was checked by preflight
-            run.results.append(read_json(cell.run_dir / "result.json"))
-            run.skipped.append(cell.title)
-            notify(cell, "skipped")
-            bar.advance()
+        if cell.done:
+            skip(cell)
             return
         notify(cell, "start")
         t0 = time.perf_counter()
         try:
-            split_seed = cell.split_seed
-            key = (dataset_label(cell.dataset), split_seed)
-            if key not in data_cache:
-                data_cache[key] = load_dataset(cell.dataset, split_seed)
-            dataset = data_cache[key]
-            features = None
-            if needs_features(model_classes[cell.model.key]):
-                if key not in feat_cache:
-                    feat_cache[key] = resolve_features(cell.dataset, dataset, out, _feature_split(config, cell),
-                                                       config.progress)
-                features = feat_cache[key]
-            train_cfg = config.cell_train_config(cell.model, cell.seed)
-            if not config.progress:
-                train_cfg = train_cfg.model_copy(update={"progress": False})
+            dataset, features, train_cfg = _cell_inputs(config, cell, model_classes, data_cache, feat_cache)
             result = run_cell(cell, dataset, features, train_cfg)
         except Exception as e:  # noqa: BLE001 — one diverging model must not sink the benchmark
             # a configuration error would fail every later cell the same way; a diverging loss is this
             # cell's own (its model's lr or loss weights), so the other cells still run
-            if config.on_error == "raise" or (isinstance(e, RecGOATError) and not isinstance(e, TrainingDiverged)):
+            if config.on_error == "raise" or _fatal(e):
                 raise
-            msg = f"{type(e).__name__}: {e}"
-            run.failed[cell.title] = msg
-            cell.run_dir.mkdir(parents=True, exist_ok=True)
-            (cell.run_dir / "error.txt").write_text(traceback.format_exc())
-            bar.write(f"FAILED {cell.title}: {msg}")
-            notify(cell, "failed")
+            failed(cell, f"{type(e).__name__}: {e}", traceback.format_exc())
         else:
-            run.results.append(result)
-            run.trained.append(cell.title)
-            bar.write(f"{cell.title}: {config.train.metric} valid "
-                      f"{result['valid'][config.train.metric]:.4f} test {result['test'][config.train.metric]:.4f}"
-                      f" ({time.perf_counter() - t0:.1f}s)")
-            notify(cell, "done")
-        bar.advance()
+            finished(cell, result, time.perf_counter() - t0)
+
+    def phase(batch: list[Cell]) -> None:
+        todo = [c for c in batch if not c.done]
+        if config.jobs == 1 or len(todo) < 2:
+            for cell in batch:
+                one(cell)
+            return
+        for cell in batch:
+            if cell.done:
+                skip(cell)
+        _run_in_workers(config, todo, model_classes, data_cache, feat_cache, notify, finished, failed)
 
     try:
-        for cell in first:
-            one(cell)
+        phase(first)
         # grid_seeds: every point has its first seeds now; the chosen ones train on the rest
         chosen, unchosen = split_later_grid_cells(config, later)
         run.unchosen = [c.title for c in unchosen]
         bar.set_total(len(first) + len(chosen))
-        for cell in chosen:
-            one(cell)
+        phase(chosen)
         for cell in unchosen:
             notify(cell, "unchosen")
     finally:
@@ -1489,6 +1502,116 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
 
         run.report = _write(out, config, failed=run.failed)
     return run
+
+
+def _fatal(e: BaseException) -> bool:
+    """An error that would fail every later cell alike (the user's data or configuration): it stops the run. A
+    diverging loss (:class:`TrainingDiverged`) and any other exception are the cell's own."""
+    return isinstance(e, RecGOATError) and not isinstance(e, TrainingDiverged)
+
+
+def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, Any],
+                 data_cache: dict[tuple[str, int | None], Any], feat_cache: dict[tuple[str, int | None], Any]
+                 ) -> tuple[Any, Any, TrainConfig]:
+    """The dataset, the features (None for a model that reads none) and the training settings of ``cell``;
+    datasets and features loaded once per ``(dataset, split seed)`` into the caches."""
+    key = (dataset_label(cell.dataset), cell.split_seed)
+    if key not in data_cache:
+        data_cache[key] = load_dataset(cell.dataset, cell.split_seed)
+    dataset = data_cache[key]
+    features = None
+    if needs_features(model_classes[cell.model.key]):
+        if key not in feat_cache:
+            feat_cache[key] = resolve_features(cell.dataset, dataset, Path(config.out), _feature_split(config, cell),
+                                               config.progress)
+        features = feat_cache[key]
+    train_cfg = config.cell_train_config(cell.model, cell.seed)
+    if not config.progress:
+        train_cfg = train_cfg.model_copy(update={"progress": False})
+    return dataset, features, train_cfg
+
+
+# a worker process's datasets and features, loaded by its first cell of each and reused by the next
+_WORKER_CACHE: tuple[dict, dict] = ({}, {})
+
+
+def _train_in_worker(config: BenchmarkConfig, cell: Cell, model_cls: Any) -> dict[str, Any]:
+    """One cell in a worker process of a ``jobs > 1`` run; its result, or its error as plain data (an exception
+    object need not survive pickling). ``model_cls`` travels with the cell: unpickling it imports the module that
+    defines (and registers) it, so a model registered in the parent's script is known here too."""
+    t0 = time.perf_counter()
+    try:
+        dataset, features, train_cfg = _cell_inputs(config, cell, {cell.model.key: model_cls}, *_WORKER_CACHE)
+        # no bars from workers (their lines would interleave), and the cores shared out unless a count is set
+        update: dict[str, Any] = {"progress": False}
+        if not train_cfg.num_threads:
+            update["num_threads"] = max(1, (os.cpu_count() or 1) // config.jobs)
+        result = run_cell(cell, dataset, features, train_cfg.model_copy(update=update))
+    except Exception as e:  # noqa: BLE001 — reported by the parent as the sequential run reports it
+        return {"error": f"{type(e).__name__}: {e}", "message": str(e), "trace": traceback.format_exc(),
+                "fatal": _fatal(e), "user_error": isinstance(e, RecGOATError)}
+    return {"result": result, "seconds": time.perf_counter() - t0}
+
+
+def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
+                    data_cache: dict, feat_cache: dict, notify: Callable[[Cell, str], None],
+                    finished: Callable[[Cell, dict, float], None], failed: Callable[[Cell, str, str], None]) -> None:
+    """Train ``cells`` in ``config.jobs`` worker processes, each cell as :func:`run_cell` trains it alone (same
+    seeds, same files), reported as each finishes.
+
+    Workers are started by ``spawn`` (a forked child of a process that has run torch's thread pool can hang).
+    ``auto`` features are encoded here first, once, rather than by several workers at the same time. An error
+    that stops a sequential run (bad data or configuration, or any error with ``on_error: raise``) stops this one
+    too: cells not started are cancelled, and the ones running finish and keep their results.
+    """
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    for cell in cells:
+        if cell.dataset.features == "auto" and needs_features(model_classes[cell.model.key]):
+            _cell_inputs(config, cell, model_classes, data_cache, feat_cache)
+    stop: BaseException | None = None
+    pool = ProcessPoolExecutor(max_workers=min(config.jobs, len(cells)),
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {}
+        for cell in cells:
+            futures[pool.submit(_train_in_worker, config, cell, model_classes[cell.model.key])] = cell
+            notify(cell, "start")
+        for fut in as_completed(futures):
+            cell = futures[fut]
+            if fut.cancelled():
+                continue
+            try:
+                out = fut.result()
+            except BrokenProcessPool:
+                stop = stop or RecGOATError(f"a worker process died (killed, or out of memory?) while {cell.title} "
+                                            f"or another cell trained; what finished is kept and a rerun resumes "
+                                            f"the rest from their checkpoints")
+                continue
+            except (pickle.PicklingError, AttributeError, TypeError) as e:  # the cell or its model class
+                stop = stop or ConfigError(f"jobs: {config.jobs}: {cell.title} cannot be sent to a worker process "
+                                           f"({type(e).__name__}: {e}); a model defined where a new process "
+                                           f"cannot import it (a notebook, a function) needs jobs: 1")
+                pool.shutdown(wait=False, cancel_futures=True)
+                continue
+            if "result" in out:
+                finished(cell, out["result"], out["seconds"])
+                continue
+            if out["fatal"] or (config.on_error == "raise" and out["user_error"]):  # one line, as the CLI prints it
+                stop = stop or RecGOATError(out["message"])
+            elif config.on_error == "raise":
+                stop = stop or RuntimeError(f"{cell.title} failed in a worker process:\n{out['trace']}")
+            else:
+                failed(cell, out["error"], out["trace"])
+                continue
+            pool.shutdown(wait=False, cancel_futures=True)  # the cells running finish, with their results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if stop is not None:
+        raise stop
 
 
 class _CellBar:

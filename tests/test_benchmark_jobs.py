@@ -1,0 +1,109 @@
+"""`jobs: N` (`recgoat benchmark -j N`): cells trained in N worker processes give the same cells, results, failures
+and grid choices as one process, resume alike, and stop alike on an error that stops a sequential run.
+
+One small benchmark (120 users of the embedded ml-latest-small; MostPop, a 2 × 2 LightGCN grid with grid_seeds 1,
+and a BPR-MF whose learning rate makes it diverge; 2 seeds, 2 epochs) runs once with jobs 1 and once with jobs 2.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recgoat.benchmark import load_config, run_benchmark
+from recgoat.benchmark.cli import app
+from recgoat.benchmark.runner import load_recorded_config
+from recgoat.errors import ConfigError, RecGOATError
+from test_benchmark_grid import DATASET, GRID, SETS  # the grid tests' small benchmark and 2 × 2 grid
+
+torch.set_num_threads(1)
+
+BAD = {"name": "bprmf", "label": "diverges", "train": {"lr": 1e30}}  # NaN loss in its first epoch
+TITLES_BAD = {f"{DATASET}/diverges/seed{s}" for s in (2026, 2027)}
+
+
+def make_config(out: Path, jobs: int, models: list | None = None, sets: list[str] | None = None):
+    base = {"datasets": ["ml-latest-small"], "models": models or ["mostpop", {"name": "lightgcn", "grid": GRID}, BAD],
+            "seeds": [2026, 2027], "epochs": 2, "out": str(out), "progress": False}
+    return load_config(None, base, SETS + ["grid_seeds=1", f"jobs={jobs}", *(sets or [])])
+
+
+def cells(out: Path) -> dict[str, dict]:
+    """Every finished cell's result.json, by ``label/seed``."""
+    return {f"{p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())
+            for p in (out / "runs" / DATASET).glob("*/seed*/result.json")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jobs")
+    out = {}
+    for jobs in (1, 2):
+        seen: list[tuple[str, str]] = []
+        run = run_benchmark(make_config(root / f"j{jobs}", jobs), on_cell=lambda c, st: seen.append((c.title, st)))
+        out[jobs] = (root / f"j{jobs}", run, seen)
+    return out
+
+
+def test_two_workers_train_the_same_cells_as_one_process(runs):
+    (one, run1, seen1), (two, run2, seen2) = runs[1], runs[2]
+    assert sorted(run2.trained) == sorted(run1.trained) and len(run1.trained) == 7  # 2 MostPop, 4 + 1 LightGCN
+    assert run2.unchosen == run1.unchosen and len(run1.unchosen) == 3
+    assert set(run2.failed) == set(run1.failed) == TITLES_BAD
+    assert all(msg.startswith("TrainingDiverged: ") for msg in run2.failed.values())
+    assert all((two / "runs" / DATASET / "diverges" / f"seed{s}" / "error.txt").is_file() for s in (2026, 2027))
+    a, b = cells(one), cells(two)
+    assert set(a) == set(b) and len(a) == 7
+    for key in a:  # the same seeds and code in another process: the same numbers, exactly
+        assert a[key]["valid"] == b[key]["valid"] and a[key]["test"] == b[key]["test"], key
+        assert a[key]["best_epoch"] == b[key]["best_epoch"], key
+    # every cell told to on_cell with the same statuses (in completion order, not plan order)
+    assert sorted(seen2) == sorted(seen1)
+    # and the workers did train them: all 8 first-phase cells were handed out before any finished, where one
+    # process finishes each before it starts the next
+    assert [st for _, st in seen2[:8]] == ["start"] * 8
+    assert [st for _, st in seen1[:2]] == ["start", "done"]
+    assert sorted(st for t, st in seen2 if t in TITLES_BAD) == ["failed", "failed", "start", "start"]
+
+
+def test_the_reports_agree(runs):
+    metric_cols = lambda df: [c for c in df.columns if c.split("@")[0] in ("recall", "ndcg", "precision")]  # noqa: E731
+    for name in ("tuned.csv", "results.csv"):
+        a, b = (pd.read_csv(runs[j][0] / name) for j in (1, 2))
+        cols = metric_cols(a)
+        assert cols and a[["model", *cols]].equals(b[["model", *cols]]), name
+
+
+def test_a_rerun_with_workers_resumes(runs):
+    two = runs[2][0]
+    before = {k: v["test"] for k, v in cells(two).items()}
+    run = run_benchmark(make_config(two, 2))
+    assert run.trained == [] and len(run.skipped) == 7
+    assert set(run.failed) == TITLES_BAD  # tried again: a failed cell holds nothing to keep
+    assert {k: v["test"] for k, v in cells(two).items()} == before
+
+
+def test_on_error_raise_stops_with_the_cells_error(tmp_path):
+    with pytest.raises(RecGOATError, match="loss became nan"):
+        run_benchmark(make_config(tmp_path, 2, models=["mostpop", BAD], sets=["on_error=raise"]))
+
+
+def test_jobs_is_checked_and_is_not_a_setting_of_the_results(runs):
+    with pytest.raises(ConfigError, match="jobs"):
+        make_config(Path("unused"), 0)
+    two = runs[2][0]
+    assert json.loads((two / "benchmark.json").read_text())["jobs"] == 2
+    assert load_recorded_config(two).jobs == 1  # how the folder was run, not what it holds
+    res = CliRunner().invoke(app, ["--out", str(two), "--report-only", "-m", "mostpop", "-j", "2"])
+    assert res.exit_code == 0, res.output
+    bad = CliRunner().invoke(app, ["--dataset", "ml-latest-small", "--models", "mostpop", "-j", "0", "--out",
+                                   str(two / "other")])
+    assert bad.exit_code == 1 and "jobs" in bad.output and "Traceback" not in bad.output

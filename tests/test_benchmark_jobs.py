@@ -92,8 +92,13 @@ def test_a_rerun_with_workers_resumes(runs):
 
 
 def test_on_error_raise_stops_with_the_cells_error(tmp_path):
+    """The first failure stops the run: the cells not yet handed to a worker are cancelled (and not waited for),
+    the ones running finish."""
+    seeds = "seeds=[2026, 2027, 2028, 2029, 2030, 2031]"
     with pytest.raises(RecGOATError, match="loss became nan"):
-        run_benchmark(make_config(tmp_path, 2, models=["mostpop", BAD], sets=["on_error=raise"]))
+        run_benchmark(make_config(tmp_path, 2, models=[BAD, "mostpop"], sets=["on_error=raise", seeds]))
+    started = list((tmp_path / "runs" / DATASET).glob("*/seed*/cell.json"))
+    assert 2 <= len(started) < 12  # BAD's six cells come first in the plan, MostPop's six after
 
 
 def test_jobs_is_checked_and_is_not_a_setting_of_the_results(runs):

@@ -1566,13 +1566,36 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
     """
     import multiprocessing
     import pickle
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     for cell in cells:
         if cell.dataset.features == "auto" and needs_features(model_classes[cell.model.key]):
             _cell_inputs(config, cell, model_classes, data_cache, feat_cache)
     stop: BaseException | None = None
+
+    def outcome(cell: Cell, fut) -> BaseException | None:
+        """Report a finished future; the error that stops the run, if it is one."""
+        try:
+            out = fut.result()
+        except BrokenProcessPool:
+            return RecGOATError(f"a worker process died (killed, or out of memory?) while {cell.title} or another "
+                                f"cell trained; what finished is kept and a rerun resumes the rest from their "
+                                f"checkpoints")
+        except (pickle.PicklingError, AttributeError, TypeError) as e:  # the cell or its model class
+            return ConfigError(f"jobs: {config.jobs}: {cell.title} cannot be sent to a worker process "
+                               f"({type(e).__name__}: {e}); a model defined where a new process cannot import it "
+                               f"(a notebook, a function) needs jobs: 1")
+        if "result" in out:
+            finished(cell, out["result"], out["seconds"])
+        elif out["fatal"] or (config.on_error == "raise" and out["user_error"]):  # one line, as the CLI prints it
+            return RecGOATError(out["message"])
+        elif config.on_error == "raise":
+            return RuntimeError(f"{cell.title} failed in a worker process:\n{out['trace']}")
+        else:
+            failed(cell, out["error"], out["trace"])
+        return None
+
     pool = ProcessPoolExecutor(max_workers=min(config.jobs, len(cells)),
                                mp_context=multiprocessing.get_context("spawn"))
     try:
@@ -1580,34 +1603,14 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
         for cell in cells:
             futures[pool.submit(_train_in_worker, config, cell, model_classes[cell.model.key])] = cell
             notify(cell, "start")
-        for fut in as_completed(futures):
-            cell = futures[fut]
-            if fut.cancelled():
-                continue
-            try:
-                out = fut.result()
-            except BrokenProcessPool:
-                stop = stop or RecGOATError(f"a worker process died (killed, or out of memory?) while {cell.title} "
-                                            f"or another cell trained; what finished is kept and a rerun resumes "
-                                            f"the rest from their checkpoints")
-                continue
-            except (pickle.PicklingError, AttributeError, TypeError) as e:  # the cell or its model class
-                stop = stop or ConfigError(f"jobs: {config.jobs}: {cell.title} cannot be sent to a worker process "
-                                           f"({type(e).__name__}: {e}); a model defined where a new process "
-                                           f"cannot import it (a notebook, a function) needs jobs: 1")
-                pool.shutdown(wait=False, cancel_futures=True)
-                continue
-            if "result" in out:
-                finished(cell, out["result"], out["seconds"])
-                continue
-            if out["fatal"] or (config.on_error == "raise" and out["user_error"]):  # one line, as the CLI prints it
-                stop = stop or RecGOATError(out["message"])
-            elif config.on_error == "raise":
-                stop = stop or RuntimeError(f"{cell.title} failed in a worker process:\n{out['trace']}")
-            else:
-                failed(cell, out["error"], out["trace"])
-                continue
-            pool.shutdown(wait=False, cancel_futures=True)  # the cells running finish, with their results
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:  # every finished cell is reported, after an error too
+                error = outcome(futures[fut], fut)
+                stop = stop or error
+            if stop is not None:  # cancel what has not started (waited on no more); the running cells finish
+                pending = {f for f in pending if not f.cancel()}
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if stop is not None:

@@ -112,3 +112,37 @@ def test_jobs_is_checked_and_is_not_a_setting_of_the_results(runs):
     bad = CliRunner().invoke(app, ["--dataset", "ml-latest-small", "--models", "mostpop", "-j", "0", "--out",
                                    str(two / "other")])
     assert bad.exit_code == 1 and "jobs" in bad.output and "Traceback" not in bad.output
+
+
+def test_ctrl_c_stops_the_workers_and_a_rerun_resumes_to_the_same_numbers(tmp_path):
+    """Ctrl-C (SIGINT to the whole foreground process group, workers included) ends a `-j 2` run with the CLI's
+    "interrupted" line and exit code 130; the rerun trains on from what was kept, to the numbers of one
+    uninterrupted process. The child restores SIGINT's default, which a background shell had set to ignore."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["-d", "ml-latest-small", "-m", "lightgcn", "-s", "2026,2027", "--epochs", "40", "-q",
+            "--set", "train.num_threads=1", "--set", "datasets.ml-latest-small.features=null"]
+    out = tmp_path / "interrupted"
+    cli = [sys.executable, "-c", "from recgoat.cli import main; main()", "benchmark"]  # `recgoat benchmark`
+    child = subprocess.Popen([*cli, *args, "-o", str(out), "-j", "2"],
+                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(8)  # start-up, the workers' start, a few epochs: each cell takes ~15 s more
+    os.killpg(child.pid, signal.SIGINT)
+    text, _ = child.communicate(timeout=120)
+    assert child.returncode == 130 and "interrupted; finished work is kept" in text, text
+    assert len(list(out.glob("runs/*/*/seed*/result.json"))) < 2  # stopped before both cells finished
+    resumed = run_benchmark(load_config(None, {"datasets": ["ml-latest-small"], "models": ["lightgcn"],
+                                               "seeds": [2026, 2027], "epochs": 40, "out": str(out),
+                                               "progress": False},
+                                        ["train.num_threads=1", "datasets.ml-latest-small.features=null", "jobs=2"]))
+    alone = run_benchmark(load_config(None, {"datasets": ["ml-latest-small"], "models": ["lightgcn"],
+                                             "seeds": [2026, 2027], "epochs": 40, "out": str(tmp_path / "alone"),
+                                             "progress": False},
+                                      ["train.num_threads=1", "datasets.ml-latest-small.features=null"]))
+    assert not resumed.failed and len(resumed.trained) == 2
+    by_seed = lambda run: {r["benchmark"]["seed"]: (r["valid"], r["test"]) for r in run.results}  # noqa: E731
+    assert by_seed(resumed) == by_seed(alone)

@@ -1,5 +1,6 @@
 """`jobs: N` (`recgoat benchmark -j N`): cells trained in N worker processes give the same cells, results, failures
-and grid choices as one process, resume alike, and stop alike on an error that stops a sequential run.
+and grid choices as one process, resume alike (after Ctrl-C too), and stop alike on an error that stops a
+sequential run.
 
 One small benchmark (120 users of the embedded ml-latest-small; MostPop, a 2 × 2 LightGCN grid with grid_seeds 1,
 and a BPR-MF whose learning rate makes it diverge; 2 seeds, 2 epochs) runs once with jobs 1 and once with jobs 2.

@@ -136,14 +136,14 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_resumes_to_the_same_numbers(tmp_pa
     text, _ = child.communicate(timeout=120)
     assert child.returncode == 130 and "interrupted; finished work is kept" in text, text
     assert len(list(out.glob("runs/*/*/seed*/result.json"))) < 2  # stopped before both cells finished
-    resumed = run_benchmark(load_config(None, {"datasets": ["ml-latest-small"], "models": ["lightgcn"],
-                                               "seeds": [2026, 2027], "epochs": 40, "out": str(out),
-                                               "progress": False},
-                                        ["train.num_threads=1", "datasets.ml-latest-small.features=null", "jobs=2"]))
-    alone = run_benchmark(load_config(None, {"datasets": ["ml-latest-small"], "models": ["lightgcn"],
-                                             "seeds": [2026, 2027], "epochs": 40, "out": str(tmp_path / "alone"),
-                                             "progress": False},
-                                      ["train.num_threads=1", "datasets.ml-latest-small.features=null"]))
+
+    def same_run(folder: Path, jobs: int):  # what the command line above asks for, from Python
+        return load_config(None, {"datasets": ["ml-latest-small"], "models": ["lightgcn"], "seeds": [2026, 2027],
+                                  "epochs": 40, "out": str(folder), "progress": False},
+                           ["train.num_threads=1", "datasets.ml-latest-small.features=null", f"jobs={jobs}"])
+
+    resumed = run_benchmark(same_run(out, 2))
+    alone = run_benchmark(same_run(tmp_path / "alone", 1))
     assert not resumed.failed and len(resumed.trained) == 2
     by_seed = lambda run: {r["benchmark"]["seed"]: (r["valid"], r["test"]) for r in run.results}  # noqa: E731
     assert by_seed(resumed) == by_seed(alone)

@@ -393,7 +393,8 @@ def load_recorded_config(out: str | Path, overrides: dict[str, Any] | None = Non
         raise ConfigError(f"{p}: not a benchmark record (expected a JSON object at the top level); give "
                           f"--config FILE.yaml, or --dataset and --models")
     # the record dumps every field: the training seed (each cell's is its entry of `seeds`, and a `train.seed`
-    # is refused) and the progress bars (how the run was shown, left to the command now) are not settings
+    # is refused), the progress bars and the worker count (how the run was shown and carried out, left to the
+    # command now) are not settings
     tree.pop("progress", None)
     tree.pop("jobs", None)
     if isinstance(tree.get("train"), dict):

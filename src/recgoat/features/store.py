@@ -227,7 +227,7 @@ def _manifest(kind: str, dataset: Dataset, fp: str, arr: np.ndarray, encoder: st
 
 _FILE = {"text": "text", "image": "image", "users": "profile", "profile": "profile"}
 # the matrix files load_features reads, by the Features attribute each fills
-FEATURE_FILES = {"text": "text.npy", "image": "image.npy", "profile": "profile.npy"}
+FEATURE_FILES = {kind: f"{_FILE[kind]}.npy" for kind in ("text", "image", "profile")}
 
 
 def read_manifest(path: Path) -> dict:

@@ -162,6 +162,40 @@ def test_hand_labelled_variants_can_form_a_grid(tmp_path):
     assert [m.grid_of for m in cfg.models] == ["lg", "lg"]
 
 
+GRID_FILE = """datasets: [ml-latest-small]
+models:
+  - {name: lightgcn, grid: {params.n_layers: [1, 2]}}
+  - {name: lightgcn, label: lg-extra, grid_of: lightgcn, params: {n_layers: 4}, train: {min_epochs: 5}}
+  - {name: freedom, grid: {params.dropout: [0.8, 0.9]}}
+  - {name: mostpop}
+"""
+
+
+@pytest.mark.parametrize("chosen, keys", [
+    # the grid's name brings the point the file adds to it (`-m lightgcn` chose among 2 points, not 3)
+    (["lightgcn"], ["lightgcn+n_layers=1", "lightgcn+n_layers=2", "lg-extra"]),
+    # named as well, before or after its grid, it runs once, where it was first brought
+    (["lightgcn", "lg-extra"], ["lightgcn+n_layers=1", "lightgcn+n_layers=2", "lg-extra"]),
+    (["lg-extra", "lightgcn", "mostpop"], ["lg-extra", "lightgcn+n_layers=1", "lightgcn+n_layers=2", "mostpop"]),
+    (["lg-extra"], ["lg-extra"]),  # a point alone is still a point alone
+    (["freedom", "mostpop"], ["freedom+dropout=0.8", "freedom+dropout=0.9", "mostpop"]),
+])
+def test_models_option_with_a_grid_name_brings_the_points_that_join_it(tmp_path, chosen, keys):
+    path = tmp_path / "bench.yaml"
+    path.write_text(GRID_FILE)
+    cfg = load_config(path, {"models": chosen})
+    assert [m.key for m in cfg.models] == keys
+    extra = [m for m in cfg.models if m.key == "lg-extra"]
+    assert [(m.grid_of, m.params, m.train) for m in extra] == [("lightgcn", {"n_layers": 4}, {"min_epochs": 5})][:len(extra)]
+
+
+def test_models_option_naming_a_grid_twice_is_still_refused(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(GRID_FILE)
+    with pytest.raises(ConfigError, match="model labels must be unique"):
+        load_config(path, {"models": ["lightgcn", "lightgcn"]})
+
+
 # ------------------------------------------------------------------------------------- runs and report
 def test_every_point_trains_once_and_a_resume_trains_none(bench, tmp_path):
     cfg, out = bench

@@ -42,7 +42,7 @@ def benchmark(
                                       "dataset the file lists keeps its settings there"),
     models: Optional[str] = typer.Option(
         None, "--models", "-m", help="comma-separated model names; with --config, the file's entries by label or "
-                                     "name (keeping their params)"),
+                                     "name (keeping their params; a grid's name brings every point of it)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="comma-separated seeds, e.g. 2026,2027"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum training epochs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),

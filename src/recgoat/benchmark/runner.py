@@ -424,7 +424,16 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
             tree["train"]["epochs"] = value
         elif key in ("models", "datasets") and isinstance(tree.get(key), list) and isinstance(value, list):
             # --models/--dataset choose among the file's entries (keeping their params, preset, features…)
-            tree[key] = [_pick(tree[key], v) for v in value]
+            picked: list[Any] = []
+            joined: list[Any] = []  # entries brought by their grid's name: named again, they are not repeated
+            for v in value:
+                entry, *members = _pick(tree[key], v, grid_members=key == "models")
+                if entry not in joined:
+                    picked.append(entry)
+                new = [m for m in members if m not in picked]
+                picked += new
+                joined += new
+            tree[key] = picked
         else:
             tree[key] = value
     for dotted, value in parse_set(sets):
@@ -447,14 +456,23 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
     return config
 
 
-def _pick(entries: list, name: Any) -> Any:
-    """The config entry a ``--models``/``--dataset`` name stands for: the one whose key (label, else name) it
+def _pick(entries: list, name: Any, grid_members: bool = False) -> list[Any]:
+    """The config entries a ``--models``/``--dataset`` name stands for: the one whose key (label, else name) it
     is, else the only one of that name; another name is a new plain entry. (Replacing the file's entries by
-    bare names dropped their params and features, and a label such as ``recgoat-ml100k`` was an unknown model.)"""
-    keyed = [e for e in entries if ((e.get("label") or e.get("name")) if isinstance(e, dict) else e) == name]
+    bare names dropped their params and features, and a label such as ``recgoat-ml100k`` was an unknown model.)
+    With ``grid_members``, a grid's name brings the entries that join it (``grid_of``) too: ``-m lightgcn`` ran
+    LightGCN's grid without the extra point the file adds to it, and chose among fewer points than the file."""
+    def key(e: Any) -> Any:
+        return (e.get("label") or e.get("name")) if isinstance(e, dict) else e
+
+    keyed = [e for e in entries if key(e) == name]
     if not keyed:
         keyed = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
-    return copy.deepcopy(keyed[0]) if len(keyed) == 1 else name
+    if len(keyed) != 1:
+        return [name]
+    members = [e for e in entries if grid_members and isinstance(e, dict) and e.get("grid_of") is not None
+               and e.get("grid_of") == key(keyed[0])]
+    return copy.deepcopy(keyed + members)
 
 
 # ------------------------------------------------------------------------------------- data and features

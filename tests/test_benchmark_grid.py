@@ -168,6 +168,8 @@ models:
   - {name: lightgcn, label: lg-extra, grid_of: lightgcn, params: {n_layers: 4}, train: {min_epochs: 5}}
   - {name: freedom, grid: {params.dropout: [0.8, 0.9]}}
   - {name: mostpop}
+  - {name: bprmf, label: mf-small, grid_of: mf, params: {embedding_dim: 8}}
+  - {name: bprmf, label: mf-big, grid_of: mf, params: {embedding_dim: 32}}
 """
 
 
@@ -179,6 +181,9 @@ models:
     (["lg-extra", "lightgcn", "mostpop"], ["lg-extra", "lightgcn+n_layers=1", "lightgcn+n_layers=2", "mostpop"]),
     (["lg-extra"], ["lg-extra"]),  # a point alone is still a point alone
     (["freedom", "mostpop"], ["freedom+dropout=0.8", "freedom+dropout=0.9", "mostpop"]),
+    # a grid of hand-labelled entries only, by its name (there is no entry `mf`)
+    (["mf"], ["mf-small", "mf-big"]),
+    (["mf-big", "mf", "mf-small"], ["mf-big", "mf-small"]),
 ])
 def test_models_option_with_a_grid_name_brings_the_points_that_join_it(tmp_path, chosen, keys):
     path = tmp_path / "bench.yaml"

@@ -427,8 +427,8 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
             picked: list[Any] = []
             joined: list[Any] = []  # entries brought by their grid's name: named again, they are not repeated
             for v in value:
-                entry, *members = _pick(tree[key], v, grid_members=key == "models")
-                if entry not in joined:
+                entry, members = _pick(tree[key], v, grid_members=key == "models")
+                if entry is not None and entry not in joined:
                     picked.append(entry)
                 new = [m for m in members if m not in picked]
                 picked += new
@@ -456,23 +456,29 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
     return config
 
 
-def _pick(entries: list, name: Any, grid_members: bool = False) -> list[Any]:
-    """The config entries a ``--models``/``--dataset`` name stands for: the one whose key (label, else name) it
+def _pick(entries: list, name: Any, grid_members: bool = False) -> tuple[Any, list[Any]]:
+    """The config entry a ``--models``/``--dataset`` name stands for: the one whose key (label, else name) it
     is, else the only one of that name; another name is a new plain entry. (Replacing the file's entries by
     bare names dropped their params and features, and a label such as ``recgoat-ml100k`` was an unknown model.)
-    With ``grid_members``, a grid's name brings the entries that join it (``grid_of``) too: ``-m lightgcn`` ran
-    LightGCN's grid without the extra point the file adds to it, and chose among fewer points than the file."""
+    With ``grid_members``, also the entries that join the grid of that name (``grid_of``), returned second:
+    ``-m lightgcn`` ran LightGCN's grid without the extra point the file adds to it, and chose among fewer
+    points than the file. A grid made of hand-labelled entries only (``grid_of: lg``, no entry ``lg``) is
+    ``(None, its entries)``."""
     def key(e: Any) -> Any:
         return (e.get("label") or e.get("name")) if isinstance(e, dict) else e
+
+    def joining(group: Any) -> list[Any]:
+        return [e for e in entries if grid_members and isinstance(e, dict) and e.get("grid_of") is not None
+                and e.get("grid_of") == group]
 
     keyed = [e for e in entries if key(e) == name]
     if not keyed:
         keyed = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
-    if len(keyed) != 1:
-        return [name]
-    members = [e for e in entries if grid_members and isinstance(e, dict) and e.get("grid_of") is not None
-               and e.get("grid_of") == key(keyed[0])]
-    return copy.deepcopy(keyed + members)
+    if len(keyed) == 1:
+        return copy.deepcopy(keyed[0]), copy.deepcopy(joining(key(keyed[0])))
+    if not keyed and joining(name):
+        return None, copy.deepcopy(joining(name))
+    return name, []
 
 
 # ------------------------------------------------------------------------------------- data and features

@@ -325,6 +325,11 @@ def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
     return out
 
 
+def _entry_key(e: Any) -> Any:
+    """A raw ``models``/``datasets`` entry's key: its label, else its name (a plain string entry is a name)."""
+    return (e.get("label") or e.get("name")) if isinstance(e, dict) else e
+
+
 def _apply(tree: dict, path: list[str], value: Any) -> None:
     """Set a dotted path in a config dict; list entries (``models``/``datasets``) are chosen by label."""
     node: Any = tree
@@ -333,8 +338,7 @@ def _apply(tree: dict, path: list[str], value: Any) -> None:
         if isinstance(node, list):
             # an entry's key is its label, else its name (a plain string entry is a name); a name reaches a
             # labelled entry only when no entry has it as key and just one entry has that name
-            keyed = [j for j, e in enumerate(node)
-                     if ((e.get("label") or e.get("name")) if isinstance(e, dict) else e) == part]
+            keyed = [j for j, e in enumerate(node) if _entry_key(e) == part]
             if not keyed:
                 keyed = [j for j, e in enumerate(node) if isinstance(e, dict) and e.get("name") == part]
                 if len(keyed) > 1:
@@ -342,7 +346,7 @@ def _apply(tree: dict, path: list[str], value: Any) -> None:
                                       f"{'.'.join(path[:i])}; use a label: {[node[j].get('label') for j in keyed]}")
             if not keyed:
                 # name the keys there are: a dataset given as a folder is keyed by its path, not its label
-                keys = [(e.get("label") or e.get("name")) if isinstance(e, dict) else e for e in node]
+                keys = [_entry_key(e) for e in node]
                 raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}; "
                                   f"its entries: {', '.join(map(repr, keys)) or 'none'}")
             if last:
@@ -464,21 +468,19 @@ def _pick(entries: list, name: Any, grid_members: bool = False) -> tuple[Any, li
     ``-m lightgcn`` ran LightGCN's grid without the extra point the file adds to it, and chose among fewer
     points than the file. A grid made of hand-labelled entries only (``grid_of: lg``, no entry ``lg``) is
     ``(None, its entries)``."""
-    def key(e: Any) -> Any:
-        return (e.get("label") or e.get("name")) if isinstance(e, dict) else e
-
     def joining(group: Any) -> list[Any]:
-        return [e for e in entries if grid_members and isinstance(e, dict) and e.get("grid_of") is not None
-                and e.get("grid_of") == group]
+        if not grid_members:
+            return []
+        return copy.deepcopy([e for e in entries if isinstance(e, dict) and e.get("grid_of") is not None
+                              and e.get("grid_of") == group])
 
-    keyed = [e for e in entries if key(e) == name]
+    keyed = [e for e in entries if _entry_key(e) == name]
     if not keyed:
         keyed = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
     if len(keyed) == 1:
-        return copy.deepcopy(keyed[0]), copy.deepcopy(joining(key(keyed[0])))
-    if not keyed and joining(name):
-        return None, copy.deepcopy(joining(name))
-    return name, []
+        return copy.deepcopy(keyed[0]), joining(_entry_key(keyed[0]))
+    members = [] if keyed else joining(name)
+    return (None, members) if members else (name, [])
 
 
 # ------------------------------------------------------------------------------------- data and features
@@ -1501,15 +1503,17 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
             finished(cell, result, time.perf_counter() - t0)
 
     def phase(batch: list[Cell]) -> None:
-        todo = [c for c in batch if not c.done]
-        if config.jobs == 1 or len(todo) < 2:
-            for cell in batch:
-                one(cell)
-            return
+        if config.jobs > 1:
+            to_train = [not c.done for c in batch]  # a file test each: read once
+            if sum(to_train) >= 2:
+                for cell, train in zip(batch, to_train):
+                    if not train:
+                        skip(cell)
+                todo = [c for c, train in zip(batch, to_train) if train]
+                _run_in_workers(config, todo, model_classes, data_cache, feat_cache, notify, finished, failed)
+                return
         for cell in batch:
-            if cell.done:
-                skip(cell)
-        _run_in_workers(config, todo, model_classes, data_cache, feat_cache, notify, finished, failed)
+            one(cell)
 
     try:
         phase(first)

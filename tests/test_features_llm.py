@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 
 from features_helpers import free_port, mini_dataset  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, load_features  # noqa: E402
-from recgoat.features.profiles import ProfileCache, make_profiles  # noqa: E402
+from recgoat.features.profiles import ProfileCache, make_backend, make_profiles  # noqa: E402
 
 pytestmark = pytest.mark.llm
 
@@ -94,9 +94,20 @@ def test_transformers_backend_with_the_same_gguf(tmp_path):
     if missing:
         pytest.skip(f"transformers loads GGUF files only with {' and '.join(missing)} installed")
     model = gguf_model(tmp_path)
-    ds = mini_dataset(n_users=2)
+    ds = mini_dataset(n_users=3)
     cfg = FeatureConfig(profile_backend="transformers", llm_model=str(model), llm_max_tokens=64,
-                        profile_char_budget=400)
-    run = make_profiles(ds, cfg, tmp_path / "profiles.jsonl")
-    assert run.generated == 2 and all(a.strip() for a in run.answers)
-    assert make_profiles(ds, cfg, tmp_path / "profiles.jsonl").cached == 2
+                        llm_concurrency=3, profile_char_budget=400)
+    be = make_backend(ds, cfg)
+    # the packaged Gemma 3 270M is a base model: it continues the prompt and never closes an <answer>, so
+    # every answer would be cut at llm_max_tokens and (rightly) refused; ending at its first line break
+    # makes the answers whole (untagged) lines
+    breaks = [be.tokenizer.encode(t, add_special_tokens=False) for t in ("\n", "\n\n")]
+    assert all(len(b) == 1 for b in breaks)
+    be.model.generation_config.eos_token_id = [*be._stop_ids(), *(b[0] for b in breaks)]
+    run = make_profiles(ds, cfg, tmp_path / "profiles.jsonl", backend=be)
+    assert run.generated == 3 and run.untagged == 3 and all(a.strip() for a in run.answers)
+    # the same answers one prompt at a time as in one padded batch of three
+    be.batch_size = 1
+    alone = make_profiles(ds, cfg, tmp_path / "alone.jsonl", backend=be)
+    assert alone.answers == run.answers
+    assert make_profiles(ds, cfg, tmp_path / "profiles.jsonl", backend=be).cached == 3

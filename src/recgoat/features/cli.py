@@ -96,7 +96,8 @@ def _make_command(which: tuple[str, ...]):
         llm_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
         llm_model: Optional[str] = typer.Option(None, help="LLM name (openai) or path (transformers)"),
         llm_api_key_env: Optional[str] = typer.Option(None, help="environment variable holding the API key"),
-        llm_concurrency: int = typer.Option(4, help="parallel LLM requests"),
+        llm_concurrency: int = typer.Option(4, help="parallel LLM requests (openai), or prompts generated "
+                                                    "together in one batch (transformers)"),
         llm_timeout: float = typer.Option(120.0, help="seconds per LLM request"),
         llm_retries: int = typer.Option(3, help="retries per LLM request"),
         llm_backoff: float = typer.Option(1.0, help="seconds before the first retry, doubled each time"),

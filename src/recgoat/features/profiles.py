@@ -637,13 +637,25 @@ class OpenAIBackend(ProfileBackend):
 
 
 class TransformersBackend(ProfileBackend):
-    """A local causal LM through ``transformers`` (a folder, a hub name, or a ``.gguf`` file)."""
+    """A local causal LM through ``transformers`` (a folder, a hub name, or a ``.gguf`` file).
+
+    ``batch_size`` prompts are generated together, left-padded (``llm_concurrency``: the prompts in flight,
+    as for the ``openai`` backend). Batching is what makes a local model usable for thousands of users: one
+    decoding step costs about the same for 8 prompts as for 1 while the weights dominate the memory traffic.
+    Prompts are grouped by length so that little of a batch is padding; each prompt keeps the token ids it
+    has alone, and with greedy decoding its answer is the one it gets alone (up to floating-point rounding in
+    the differently shaped products, which can flip a near-tie between two tokens).
+    """
 
     name = "transformers"
 
-    def __init__(self, model: str, device: str = "cpu", max_new_tokens: int = 512, temperature: float = 0.0):
+    def __init__(self, model: str, device: str = "cpu", max_new_tokens: int = 512, temperature: float = 0.0,
+                 batch_size: int = 4):
         if not model:
             raise ConfigError("the transformers profile backend needs llm_model (a local path or model name)")
+        if int(batch_size) < 1:
+            raise ConfigError(f"the transformers profile backend needs a batch size (llm_concurrency) >= 1, "
+                              f"got {batch_size}")
         check_device(device)  # before loading: else torch fails inside .to(device) (or computes nothing: meta)
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -666,34 +678,62 @@ class TransformersBackend(ProfileBackend):
             raise ConfigError(f"cannot load causal LM {model!r} with transformers: {exc}") from exc
         self.device, self.model_name = device, model
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
+        self.batch_size = int(batch_size)
+        # not the batch size: it changes how fast, not what (see the class docstring)
         self.identity = f"transformers:{model}:max_new_tokens={self.max_new_tokens}:temperature={self.temperature}"
 
-    def _prompt_ids(self, messages: list[dict[str, str]]):
+    def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         except Exception:  # no chat template or no system role: plain text prompt
             text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-            ids = self.tokenizer(text, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in ids.items()}
+            ids = self.tokenizer(text)
+        return list(ids["input_ids"])
+
+    def _stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return set() if eos is None else {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+    def complete_batch(self, prompts: list[list[int]]) -> list[tuple[str, bool]]:
+        """``(response, cut)`` for each prompt (token ids), generated together, left-padded; ``cut``: it
+        stopped at ``max_new_tokens`` without an end-of-sequence token."""
+        import torch
+
+        stop = self._stop_ids()
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = min(stop) if stop else 0
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[r, width - len(p):] = 1
+        sample = self.temperature > 0
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=self.max_new_tokens, do_sample=sample, pad_token_id=pad,
+                                      **({"temperature": self.temperature} if sample else {}))
+        new = out[:, width:].cpu()
+        ended = torch.isin(new, torch.tensor(sorted(stop), dtype=new.dtype))
+        # a row's answer ends at its first stop token; the rows that ended earlier are padded after it
+        length = torch.where(ended.any(1), ended.int().argmax(1), torch.full((len(new),), new.shape[1]))
+        return [(self.tokenizer.decode(row[:n], skip_special_tokens=True), n >= self.max_new_tokens)
+                for row, n in zip(new, length.tolist())]
 
     def describe(self) -> str:
         return f"local model {self.model_name!r} (transformers)"
 
     def generate(self, histories, on_result, on_failure=_raise):
-        import torch
-
-        for h in histories:
-            inputs = self._prompt_ids(build_messages(h.text))
-            sample = self.temperature > 0
-            with torch.inference_mode():
-                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=sample,
-                                          **({"temperature": self.temperature} if sample else {}))
-            new_ids = out[0, inputs["input_ids"].shape[1]:]
-            response = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-            cut = len(new_ids) >= self.max_new_tokens
-            note = f" (cut off at llm_max_tokens={self.max_new_tokens})" if cut else ""
-            self.deliver(h, response, on_result, on_failure, note, cut=cut)
+        prompts = [self._prompt_ids(build_messages(h.text)) for h in histories]
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        note = f" (cut off at llm_max_tokens={self.max_new_tokens})"
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            for i, (response, cut) in zip(chunk, self.complete_batch([prompts[i] for i in chunk])):
+                self.deliver(histories[i], response, on_result, on_failure, note if cut else "", cut=cut)
 
 
 def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:
@@ -706,7 +746,8 @@ def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:
                              config.llm_concurrency, config.llm_timeout, config.llm_retries,
                              config.llm_backoff, config.llm_max_tokens, config.llm_temperature)
     if kind == "transformers":
-        return TransformersBackend(config.llm_model, config.device, config.llm_max_tokens, config.llm_temperature)
+        return TransformersBackend(config.llm_model, config.device, config.llm_max_tokens, config.llm_temperature,
+                                  config.llm_concurrency)
     raise ConfigError(f"unknown profile backend {kind!r}; expected one of {', '.join(BACKENDS)}")
 
 

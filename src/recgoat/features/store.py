@@ -60,7 +60,7 @@ class FeatureConfig:
     llm_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
     llm_model: str | None = None
     llm_api_key_env: str | None = None  # name of the environment variable holding the API key
-    llm_concurrency: int = 4
+    llm_concurrency: int = 4  # requests in flight (openai); prompts generated in one batch (transformers)
     llm_timeout: float = 120.0
     llm_retries: int = 3
     llm_backoff: float = 1.0  # seconds before the first retry, doubled each time

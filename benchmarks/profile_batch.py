@@ -2,7 +2,8 @@
 
 The first ``--users`` users of a dataset (their training histories, as ``recgoat encode users`` builds
 them), greedy decoding, each batch size in turn on the same prompts; prints seconds per user, the
-speed-up over batch size 1 and how many answers equal the lone ones.
+speed-up over batch size 1 and how many answers equal the lone ones; ``--show N`` prints the first N
+users' raw responses (what a model makes of the prompt).
 
 Run: ``python benchmarks/profile_batch.py --model /path/to/model-or.gguf --users 16 --sizes 1 8``
 """
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--char-budget", type=int, default=1500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--show", type=int, default=0, help="print the first N users' responses")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load(args.dataset)
@@ -55,6 +57,8 @@ def main() -> None:
         same = sum(a == b for a, b in zip(answers, base))
         print(f"batch {size:3d}: {per_user:6.2f} s per user  {base_s / per_user:5.2f}×  "
               f"{same}/{len(hs)} answers as batch {args.sizes[0]}")
+    for u in range(min(args.show, len(hs))):
+        print(f"\n--- user {ds.user_ids[hs[u].user]} ({len(hs[u].items)} items in the prompt) ---\n{base[u]}")
 
 
 if __name__ == "__main__":

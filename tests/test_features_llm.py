@@ -22,7 +22,8 @@ import pytest  # noqa: E402
 
 from features_helpers import free_port, mini_dataset  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, load_features  # noqa: E402
-from recgoat.features.profiles import ProfileCache, make_backend, make_profiles  # noqa: E402
+from recgoat.features.profiles import (OpenAIBackend, ProfileCache, ProfileError, make_backend,  # noqa: E402
+                                       make_profiles)
 
 pytestmark = pytest.mark.llm
 
@@ -70,16 +71,29 @@ def llama_server(tmp_path_factory):
         proc.kill()
 
 
+class StopAtLineBreak(OpenAIBackend):
+    """The packaged Gemma 3 270M is a base model: it continues the prompt and never closes an <answer>, so
+    every answer was cut at llm_max_tokens and (rightly) refused. Ending each at its first line break (the
+    API's ``stop``) makes the answers whole, untagged lines."""
+
+    def payload(self, messages):
+        return {**super().payload(messages), "stop": ["\n"]}
+
+
 def test_openai_backend_against_llama_cpp_server(llama_server, tmp_path):
     ds = mini_dataset(n_users=3)
     cfg = FeatureConfig(profile_backend="openai", llm_base_url=llama_server + "/v1", llm_model="gemma3-270m",
                         llm_concurrency=1, llm_timeout=300, llm_retries=1, llm_max_tokens=160,
                         profile_char_budget=600)
-    run = make_profiles(ds, cfg, tmp_path / "profiles.jsonl")
+    with pytest.raises(ProfileError, match=r"3 of 3 users got no usable profile.*finish_reason='length'"):
+        make_profiles(ds, cfg, tmp_path / "refused.jsonl")
+    assert not ProfileCache(tmp_path / "refused.jsonl").records  # nothing cut is cached
+    backend = StopAtLineBreak(llama_server + "/v1", "gemma3-270m", None, 1, 300, 1, 1.0, 160, 0.0)
+    run = make_profiles(ds, cfg, tmp_path / "profiles.jsonl", backend=backend)
     assert run.generated == 3 and all(isinstance(a, str) and a.strip() for a in run.answers)
     recs = list(ProfileCache(tmp_path / "profiles.jsonl").records.values())
     assert len(recs) == 3 and all(r["response"].strip() and r["backend"] == "openai" for r in recs)
-    again = make_profiles(ds, cfg, tmp_path / "profiles.jsonl")
+    again = make_profiles(ds, cfg, tmp_path / "profiles.jsonl", backend=backend)
     assert again.cached == 3 and again.generated == 0 and again.answers == run.answers
     encode_all(ds, tmp_path, cfg, which=("users",), progress=False)
     f = load_features(ds, tmp_path)

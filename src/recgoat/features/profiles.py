@@ -484,14 +484,18 @@ class OpenAIBackend(ProfileBackend):
         """``text`` without the API key (a server may echo it in an error body)."""
         return text.replace(self._key, "***") if self._key else text
 
+    def payload(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The chat-completions request body for one prompt."""
+        return {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
+                "temperature": self.temperature}
+
     def complete(self, client: httpx.Client, messages: list[dict[str, str]]) -> tuple[str, str | None]:
         """(message content, finish_reason) of one chat completion; raises :class:`ContextLengthError` when
         the server says the prompt is too long for the model's context and :class:`ProfileError` when the
         endpoint fails. Empty content is returned, not retried: at a fixed temperature the model would
         answer the same (a reasoning model whose thinking used up max_tokens gives no content). Waits
         between retries with ``_worker.pause`` where ``generate`` set one (a stopping run cuts it short)."""
-        payload = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
-                   "temperature": self.temperature}
+        payload = self.payload(messages)
 
         def once() -> tuple[str, str | None]:
             try:

@@ -18,6 +18,8 @@ from recgoat.features.profiles import (TransformersBackend, build_histories, bui
                                        item_briefs, make_backend, make_profiles)
 
 MAX_NEW = 6
+# the tiny model's WordPiece tokenizer has no chat template; the one test about that warning still sees it
+pytestmark = pytest.mark.filterwarnings("ignore:.*has no chat template:UserWarning")
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,24 @@ def test_llm_concurrency_is_the_batch_size_and_is_not_in_the_cache_key(tiny_lm, 
 def test_a_batch_size_below_one_is_refused_before_loading(size):
     with pytest.raises(ConfigError, match="batch size"):
         TransformersBackend("/nonexistent/model", batch_size=size)
+
+
+def test_a_model_without_a_chat_template_is_warned_about_and_one_with_it_is_not(tiny_lm, tmp_path):
+    with pytest.warns(UserWarning, match="has no chat template: the profile prompt goes to it as plain text"):
+        TransformersBackend(tiny_lm)
+    import shutil
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "with-template"
+    shutil.copytree(tiny_lm, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    tok.save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        be = TransformersBackend(str(folder))
+    ids = be._prompt_ids(build_messages("- Toy Story (1995)"))
+    text = be.tokenizer.decode(ids, skip_special_tokens=True)  # the WordPiece tokenizer lowercases, splits ":"
+    assert text.startswith("system : you study what a person likes") and text.endswith("assistant :")

@@ -37,6 +37,7 @@ import re
 import threading
 import time
 import unicodedata
+import warnings
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
@@ -683,6 +684,12 @@ class TransformersBackend(ProfileBackend):
         self.device, self.model_name = device, model
         self.max_new_tokens, self.temperature = int(max_new_tokens), float(temperature)
         self.batch_size = int(batch_size)
+        if not getattr(self.tokenizer, "chat_template", None):
+            # the prompt then goes as plain text: a base model continues it (the packaged Gemma 3 270M writes
+            # "I hope this helps!" and repeats itself) and its answers are refused as cut at llm_max_tokens
+            warnings.warn(f"{model!r} has no chat template: the profile prompt goes to it as plain text, which "
+                          f"only an instruction-following model answers; a base model continues it instead",
+                          stacklevel=2)
         # not the batch size: it changes how fast, not what (see the class docstring)
         self.identity = f"transformers:{model}:max_new_tokens={self.max_new_tokens}:temperature={self.temperature}"
 

@@ -5,6 +5,7 @@ WordPiece tokenizer, so nothing is downloaded: a batch must give every prompt th
 alone, end each row at its own stop token, and say which rows were cut at ``llm_max_tokens``.
 """
 import os
+import re
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -14,8 +15,9 @@ import torch  # noqa: E402
 from features_helpers import mini_dataset  # noqa: E402
 from recgoat.errors import ConfigError  # noqa: E402
 from recgoat.features import FeatureConfig  # noqa: E402
-from recgoat.features.profiles import (TransformersBackend, build_histories, build_messages,  # noqa: E402
-                                       item_briefs, make_backend, make_profiles)
+from recgoat.features.profiles import (ProfileCache, ProfileError, TransformersBackend,  # noqa: E402
+                                       build_histories, build_messages, item_briefs, make_backend,
+                                       make_profiles)
 
 MAX_NEW = 6
 # the tiny model's WordPiece tokenizer has no chat template; the one test about that warning still sees it
@@ -129,3 +131,25 @@ def test_a_model_without_a_chat_template_is_warned_about_and_one_with_it_is_not(
     ids = be._prompt_ids(build_messages("- Toy Story (1995)"))
     text = be.tokenizer.decode(ids, skip_special_tokens=True)  # the WordPiece tokenizer lowercases, splits ":"
     assert text.startswith("system : you study what a person likes") and text.endswith("assistant :")
+
+
+def test_prompts_longer_than_the_model_context_fail_alone_with_the_advice_to_shorten_them(tiny_lm, tmp_path):
+    ds = mini_dataset(n_users=5)
+    cfg = FeatureConfig(profile_backend="transformers", llm_model=tiny_lm, llm_max_tokens=MAX_NEW,
+                        llm_concurrency=2, profile_char_budget=400)
+    be = make_backend(ds, cfg)
+    hs = build_histories(ds, item_briefs(ds), 400)
+    lengths = sorted(len(be._prompt_ids(build_messages(h.text))) for h in hs)
+    assert lengths[1] < lengths[-1]
+    # room for the two shortest prompts and their answers only
+    be.model.config.max_position_embeddings = lengths[1] + MAX_NEW
+    be.complete_batch = lambda prompts: [("<answer>fits</answer>", False) for _ in prompts]
+    with pytest.raises(ProfileError) as err:
+        make_profiles(ds, cfg, tmp_path / "profiles.jsonl", backend=be)
+    msg = str(err.value)
+    n_long = sum(n > lengths[1] for n in lengths)
+    assert msg.startswith(f"{n_long} of 5 users got no usable profile")
+    assert re.search(rf"prompt too long for the model's context: (\d+) prompt tokens \+ llm_max_tokens=6 > the "
+                     rf"model's {lengths[1] + MAX_NEW} \(history: \d+ characters\)", msg)
+    assert f"{n_long} had a prompt too long for the model's context: lower profile_char_budget" in msg
+    assert len(ProfileCache(tmp_path / "profiles.jsonl").records) == 5 - n_long  # the others are kept

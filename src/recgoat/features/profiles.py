@@ -21,7 +21,7 @@ Why this shape:
 - **Failures.** An endpoint that is unreachable, refuses, or does not speak chat-completions stops the
   run at once (every user would fail alike). A response without a usable answer (e.g. ``<think>`` cut off
   by ``llm_max_tokens``, or an answer cut there before ``</answer>``) or a prompt the server rejects as too
-  long for the model's context concerns that user only: the others go on and are cached, and one
+  long for the model's context (a local model's: its position limit) concerns that user only: the others go on and are cached, and one
   :class:`ProfileError` at the end names the
   failed users, the endpoint and what to change; a re-run asks only for those users. A ``Retry-After`` from
   a rate-limited server is honoured between retries, up to ``download.MAX_RETRY_AFTER`` seconds per wait.
@@ -737,9 +737,28 @@ class TransformersBackend(ProfileBackend):
     def describe(self) -> str:
         return f"local model {self.model_name!r} (transformers)"
 
+    def context_limit(self) -> int | None:
+        """Tokens the model reads and writes at most (its position limit), if its config says."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            v = getattr(cfg, name, None)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+        return None
+
     def generate(self, histories, on_result, on_failure=_raise):
         prompts = [self._prompt_ids(build_messages(h.text)) for h in histories]
-        order = np.argsort([len(p) for p in prompts], kind="stable")
+        lengths = np.array([len(p) for p in prompts], dtype=np.int64)
+        limit = self.context_limit()
+        fits = np.ones(len(prompts), dtype=bool) if limit is None else lengths + self.max_new_tokens <= limit
+        # as a server refuses them: that user fails (a shorter char budget fixes it), the others go on;
+        # generated, a learned-position model fails inside torch and a RoPE model goes past what it was trained on
+        for i in np.flatnonzero(~fits):
+            on_failure(histories[i], f"{CONTEXT_REASON}: {lengths[i]} prompt tokens + llm_max_tokens="
+                                     f"{self.max_new_tokens} > the model's {limit} (history: "
+                                     f"{len(histories[i].text)} characters)")
+        order = np.flatnonzero(fits)[np.argsort(lengths[fits], kind="stable")]
         note = f" (cut off at llm_max_tokens={self.max_new_tokens})"
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]

@@ -20,10 +20,10 @@ Why this shape:
   in the file, unused, and are counted (``cache_records_not_used``).
 - **Failures.** An endpoint that is unreachable, refuses, or does not speak chat-completions stops the
   run at once (every user would fail alike). A response without a usable answer (e.g. ``<think>`` cut off
-  by ``llm_max_tokens``, or an answer cut there before ``</answer>``) or a prompt the server rejects as too
-  long for the model's context (a local model's: its position limit) concerns that user only: the others go on and are cached, and one
-  :class:`ProfileError` at the end names the
-  failed users, the endpoint and what to change; a re-run asks only for those users. A ``Retry-After`` from
+  by ``llm_max_tokens``, or an answer cut there before ``</answer>``) or a prompt too long for the model's
+  context (as the server says, or a local model's position limit) concerns that user only: the others go
+  on and are cached, and one :class:`ProfileError` at the end names the failed users, the endpoint and
+  what to change; a re-run asks only for those users. A ``Retry-After`` from
   a rate-limited server is honoured between retries, up to ``download.MAX_RETRY_AFTER`` seconds per wait.
 - **Interruption.** On Ctrl-C no new request, retry or backoff wait starts; requests already on the wire
   finish their current try and their answers are cached (a second Ctrl-C stops waiting for them).

@@ -15,7 +15,6 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from recgoat.datasets import load  # noqa: E402
@@ -39,7 +38,6 @@ def main() -> None:
     hs = build_histories(ds, item_briefs(ds), args.char_budget)[:args.users]
     be = TransformersBackend(args.model, max_new_tokens=args.max_new_tokens)
     prompts = [be._prompt_ids(build_messages(h.text)) for h in hs]
-    order = np.argsort([len(p) for p in prompts], kind="stable")  # as generate() groups them
     print(f"{args.model}: {len(hs)} users of {args.dataset}, prompts of {min(map(len, prompts))}–"
           f"{max(map(len, prompts))} tokens, at most {args.max_new_tokens} new, {args.threads} thread(s)")
     base: list[str] | None = None
@@ -47,10 +45,9 @@ def main() -> None:
     for size in args.sizes:
         answers: list[str] = [""] * len(hs)
         t = time.perf_counter()
-        for s in range(0, len(order), size):
-            chunk = order[s:s + size]
-            for i, (text, _cut) in zip(chunk, be.complete_batch([prompts[i] for i in chunk])):
-                answers[i] = text
+        be.batch_size = size
+        for i, text, _cut in be.complete_all(prompts):  # the batches generate() makes
+            answers[i] = text
         per_user = (time.perf_counter() - t) / len(hs)
         if base is None:
             base, base_s = answers, per_user

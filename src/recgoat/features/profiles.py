@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 import numpy as np
@@ -734,6 +734,15 @@ class TransformersBackend(ProfileBackend):
         return [(self.tokenizer.decode(row[:n], skip_special_tokens=True), n >= self.max_new_tokens)
                 for row, n in zip(new, length.tolist())]
 
+    def complete_all(self, prompts: list[list[int]]) -> Iterator[tuple[int, str, bool]]:
+        """``(index, response, cut)`` for every prompt, ``batch_size`` at a time, grouped by length so that
+        little of a batch is padding; each batch's answers come as soon as it is done."""
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            for i, (response, cut) in zip(chunk, self.complete_batch([prompts[i] for i in chunk])):
+                yield int(i), response, cut
+
     def describe(self) -> str:
         return f"local model {self.model_name!r} (transformers)"
 
@@ -758,12 +767,10 @@ class TransformersBackend(ProfileBackend):
             on_failure(histories[i], f"{CONTEXT_REASON}: {lengths[i]} prompt tokens + llm_max_tokens="
                                      f"{self.max_new_tokens} > the model's {limit} (history: "
                                      f"{len(histories[i].text)} characters)")
-        order = np.flatnonzero(fits)[np.argsort(lengths[fits], kind="stable")]
+        kept = np.flatnonzero(fits)
         note = f" (cut off at llm_max_tokens={self.max_new_tokens})"
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            for i, (response, cut) in zip(chunk, self.complete_batch([prompts[i] for i in chunk])):
-                self.deliver(histories[i], response, on_result, on_failure, note if cut else "", cut=cut)
+        for j, response, cut in self.complete_all([prompts[i] for i in kept]):
+            self.deliver(histories[kept[j]], response, on_result, on_failure, note if cut else "", cut=cut)
 
 
 def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:

@@ -38,7 +38,7 @@ def test_lines_pair_in_valid_and_test_refused(tmp_path):
 
 
 def test_lines_repeated_items_dropped_with_one_warning(tmp_path):
-    d = _write(tmp_path / "d", {"train.txt": "0 1 1 1\n1 2\n", "test.txt": "0 4\n1 1\n"})
+    d = _write(tmp_path / "d", {"train.txt": "0 1 1 1\n1 2\n", "test.txt": "0 3\n1 0\n"})  # ids dense
     with pytest.warns(UserWarning, match=r"train\.txt: dropped 2 repeated") as rec:
         ds = load_lines(d)
     assert len(rec) == 1
@@ -146,3 +146,35 @@ def test_stable_reference_matches_what_load_reads(tmp_path, monkeypatch):
     assert stable_reference("ml-latest-small") == str(tmp_path / "ml-latest-small")
     assert _comparable("data", {"name": "ml-latest-small", "features": "f"}) == {
         "name": str(tmp_path / "ml-latest-small"), "features": str(tmp_path / "f")}
+
+
+@pytest.mark.parametrize("layout", ["mmrec", "lines"])
+def test_ids_missing_below_the_largest_are_said(tmp_path, layout):
+    # raw, non-dense ids (users 3 and 9, items 10..12): loaded as 0..max, so 8 users and 10 items without data
+    if layout == "mmrec":
+        d = _write(tmp_path / "m", {"m.inter": H + "3\t10\t0\n3\t11\t2\n9\t11\t0\n9\t12\t2\n"})
+        ds = None
+        with pytest.warns(UserWarning) as rec:
+            ds = load_mmrec(d)
+        where = "m.inter"
+    else:
+        d = _write(tmp_path / "d", {"train.txt": "3 10\n9 11\n", "test.txt": "3 11\n9 12\n"})
+        with pytest.warns(UserWarning) as rec:
+            ds = load_lines(d)
+        where = ".txt"
+    said = [str(w.message) for w in rec]
+    assert any(where in m and "8 of the user ids 0..9 never occur (2 distinct)" in m for m in said), said
+    assert any("10 of the item ids 0..12 never occur (3 distinct)" in m and "models still rank" in m for m in said)
+    assert (ds.n_users, ds.n_items) == (10, 13)
+
+
+@pytest.mark.parametrize("layout", ["mmrec", "lines"])
+def test_dense_ids_load_without_a_warning(tmp_path, layout):
+    if layout == "mmrec":
+        d = _write(tmp_path / "m", {"m.inter": H + "0\t0\t0\n0\t1\t2\n1\t1\t0\n1\t2\t2\n"})
+    else:
+        d = _write(tmp_path / "d", {"train.txt": "0 0\n1 1\n", "test.txt": "0 1\n1 2\n"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_mmrec(d) if layout == "mmrec" else load_lines(d)
+    assert (ds.n_users, ds.n_items) == (2, 3)

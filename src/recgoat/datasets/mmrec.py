@@ -76,7 +76,8 @@ def dense_limit(n_distinct: int) -> int:
 
 
 def check_dense(ids: np.ndarray, kind: str, path: Path) -> None:
-    """DataError naming ``path`` and the largest id when ``ids`` are not (nearly) dense 0..N-1."""
+    """DataError naming ``path`` and the largest id when ``ids`` are not (nearly) dense 0..N-1; a warning
+    when some ids below the largest never occur (each becomes a user or item without data)."""
     if len(ids) == 0:
         return
     top = int(ids.max())
@@ -85,6 +86,17 @@ def check_dense(ids: np.ndarray, kind: str, path: Path) -> None:
         raise DataError(path, f"{kind} id {top} is far above the {n} distinct {kind} ids: this layout "
                               f"uses dense ids 0..N-1, so the largest id + 1 must be at most "
                               f"2 × distinct + 1000 = {dense_limit(n)}")
+    if n < top + 1:
+        # said, not silent: a file of raw ids (e.g. MovieLens') loaded here got hundreds of made-up users and
+        # items, and the empty items were recommended like any other
+        kept = "an item with no interaction, which models still rank" if kind == "item" else \
+            "a user with no interaction"
+        gap = top + 1 - n
+        warnings.warn(f"{path}: {gap} of the {kind} ids 0..{top} never {'occurs' if gap == 1 else 'occur'} ({n} "
+                      f"distinct); this layout "
+                      f"numbers {kind}s 0..N-1, so each missing id is kept as {kept}. If the ids are not such "
+                      f"indices, load the file as a generic dataset (interactions.csv) instead",
+                      UserWarning, stacklevel=3)
 
 
 def drop_split_duplicates(inter: pd.DataFrame, where: str | dict[str, Path]) -> pd.DataFrame:

@@ -198,6 +198,35 @@ def test_damaged_checkpoint_is_one_data_error_naming_the_file(ds, tmp_path, dama
     assert str(e.value).startswith(f"{run / where}: ")
 
 
+def test_checkpoint_of_another_model_is_one_line_naming_the_difference(ds, tmp_path):
+    """Another model's weights in the checkpoint: the error was load_state_dict's page listing every key."""
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    _fit(ds, run, epochs=2, lr=0.0)
+    weights = next((run / "checkpoint").glob("model-*"))
+    save_file({"branches.image.att": torch.zeros(3), "user_emb.weight": torch.zeros(2, 5)}, str(weights))
+    with pytest.raises(DataError) as e:
+        _fit(ds, run, epochs=3, lr=0.0)
+    msg = str(e.value)
+    assert msg.startswith(f"{weights}: holds weights of another model than this run's BPRMF") and "\n" not in msg
+    assert "1 unexpected tensor(s), e.g. 'branches.image.att'" in msg
+    assert "1 missing tensor(s), e.g. 'item_emb.weight'" in msg
+    assert "1 of another shape, e.g. 'user_emb.weight' (2, 5) against" in msg and "trainer.resume=false" in msg
+
+
+def test_corrupt_optimizer_checkpoint_is_one_line_without_torchs_advice(ds, tmp_path):
+    """torch.load's error on a corrupt file advises weights_only=False and filing an issue: wrong here."""
+    run = tmp_path / "run"
+    _fit(ds, run, epochs=2, lr=0.0)
+    next((run / "checkpoint").glob("optimizer-*")).write_text("garbage\n")
+    with pytest.raises(DataError) as e:
+        _fit(ds, run, epochs=3, lr=0.0)
+    msg = str(e.value)
+    assert "corrupt or not a torch optimizer state" in msg and "trainer.resume=false" in msg
+    assert "\n" not in msg and "weights_only" not in msg and "issue" not in msg
+
+
 # ------------------------------------------------------------------ models and data
 def test_trainer_fits_a_loaded_graph_model(ds, tmp_path):
     """Trainer.fit on a loaded LightGCN skipped prepare() (it has a training matrix): a TypeError on its

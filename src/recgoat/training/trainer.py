@@ -53,6 +53,35 @@ _AFRESH = "to start afresh use --set trainer.resume=false or another --run-dir (
     "another run_dir)"
 
 
+
+def _brief(e: BaseException, limit: int = 160) -> str:
+    """``Type: first line`` of an exception, cut: torch's unpickling errors run to a page of advice (re-run with
+    ``weights_only=False``, file an issue) that is wrong for a corrupt file."""
+    full = str(e)
+    if "WeightsUnpickler error:" in full:  # the page's one line of substance ("Unsupported operand 103")
+        full = full.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in full.splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _foreign_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> str:
+    """Why ``weights`` are not ``model``'s (other parameter names or shapes), in one line; '' when they fit.
+    ``load_state_dict`` says it in a page listing every key."""
+    own = model.state_dict()
+    extra, missing = sorted(set(weights) - set(own)), sorted(set(own) - set(weights))
+    shapes = [k for k in own.keys() & weights.keys() if tuple(own[k].shape) != tuple(weights[k].shape)]
+    parts = []
+    for what, keys in (("unexpected", extra), ("missing", missing)):
+        if keys:
+            parts.append(f"{len(keys)} {what} tensor(s), e.g. {keys[0]!r}")
+    if shapes:
+        k = sorted(shapes)[0]
+        parts.append(f"{len(shapes)} of another shape, e.g. {k!r} {tuple(weights[k].shape)} against "
+                     f"{tuple(own[k].shape)}")
+    return "; ".join(parts)
+
 class TrainConfig(StrictNumbers):
     """Training hyper-parameters shared by every model."""
 
@@ -355,12 +384,23 @@ class Trainer:
 
     def _load_checkpoint(self, model, optimizer, state: dict) -> None:
         files = self._checkpoint_files(state)
-        for key, load in (("model", lambda p: model.load_state_dict(load_file(str(p)))),
-                          ("optimizer", lambda p: optimizer.load_state_dict(torch.load(p, weights_only=True)))):
-            try:
-                load(files[key])
-            except Exception as e:  # noqa: BLE001 - safetensors, pickle and torch each raise their own
-                raise DataError(files[key], f"unreadable checkpoint ({type(e).__name__}: {e}); {_AFRESH}") from None
+        try:
+            weights = load_file(str(files["model"]))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own
+            raise DataError(files["model"], f"unreadable checkpoint ({_brief(e)}); {_AFRESH}") from None
+        foreign = _foreign_weights(model, weights)
+        if foreign:
+            raise DataError(files["model"], f"holds weights of another model than this run's "
+                                            f"{type(model).__name__} ({foreign}); {_AFRESH}")
+        try:
+            model.load_state_dict(weights)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(files["model"], f"unreadable checkpoint ({_brief(e)}); {_AFRESH}") from None
+        try:
+            optimizer.load_state_dict(torch.load(files["optimizer"], weights_only=True))
+        except Exception as e:  # noqa: BLE001 - pickle and torch each raise their own
+            raise DataError(files["optimizer"], f"unreadable optimizer checkpoint, corrupt or not a torch optimizer "
+                                                f"state ({_brief(e)}); {_AFRESH}") from None
 
     def resume_state(self, model, signature: dict[str, Any] | None) -> dict | None:
         """The checkpoint state this run resumes (None: a fresh start); a :class:`ConfigError` when the

@@ -171,6 +171,23 @@ def test_bad_set_values_are_refused_by_key(override, message):
         load_config(None, ["model.name=recgoat", override])
 
 
+@pytest.mark.parametrize("content, key", [("trainer: 5\n", "trainer"), ("model:\n  params: [1]\n", "model.params"),
+                                          ("data: x\n", "data")])
+def test_a_file_section_that_is_not_a_mapping_is_the_files_error(tmp_path, content, key):
+    """``trainer: 5`` with ``--epochs 1`` was "override 'trainer.epochs=1': 'trainer' is not a section": an
+    override never typed, and not the file."""
+    f = tmp_path / "run.yaml"
+    f.write_text(content)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{f}: {key}: expected a section")):
+        load_config(f, ["trainer.epochs=1"], values={"data.name": "x", "trainer.seed": 1})
+
+
+def test_a_value_the_validator_quotes_is_not_quoted_twice():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["trainer.metric=auc@20"])
+    assert str(e.value) == "trainer.metric: metric must look like recall@20, got 'auc@20'"
+
+
 def test_set_wins_over_the_file(tmp_path):
     f = tmp_path / "run.yaml"
     f.write_text("trainer:\n  lr: 0.1\n  epochs: 7\n")

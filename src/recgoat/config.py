@@ -238,7 +238,9 @@ def _unknown_key(e: dict[str, Any], model: type[BaseModel] | None) -> str:
 def _error_line(e: dict[str, Any], prefix: str = "", model: type[BaseModel] | None = None) -> str:
     loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
     msg = _unknown_key(e, model) if e["type"] == "extra_forbidden" else str(e["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden"
+    # a validator's own message often quotes the value already ("…, got 'auc@20'"): not twice
+    said = "input" in e and f"got {e['input']!r}" in msg
+    return f"{loc}: {msg}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not said
                               and "input" in e and not isinstance(e["input"], dict) else "")
 
 
@@ -297,6 +299,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data[section] = {}
     if isinstance(data.get("model"), dict) and "params" in data["model"] and data["model"]["params"] is None:
         data["model"]["params"] = {}
+    # before the CLI's values go in: `trainer: 5` was blamed on an override "trainer.epochs=1" never typed
+    nested = [(("model", "params"), data["model"]["params"])] \
+        if isinstance(data.get("model"), dict) and "params" in data["model"] else []
+    for keys, node in [((s,), data.get(s)) for s in ("data", "model", "trainer") if s in data] + nested:
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: {'.'.join(keys)}: expected a section (key: value lines under it), "
+                              f"got {node!r}")
     raw: dict[tuple[str, ...], str] = {}  # key → the text typed for it, for the string fallback
     given: set[tuple[str, ...]] = set()  # keys set on the command line (errors there are not the file's)
     for key, value in (values or {}).items():

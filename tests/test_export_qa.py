@@ -118,6 +118,24 @@ def test_export_of_a_run_whose_dataset_folder_moved_says_to_pass_dataset(work, t
     ok("export", run, "--dataset", work / "cat", "--out", tmp_path / "art")  # and that is the way out
 
 
+def test_evaluate_of_a_run_whose_dataset_folder_moved_says_what_export_says(work, tmp_path):
+    """evaluate said only "…/moved/cat: no such dataset name or folder (known names: …)"."""
+    run = tmp_path / "run"
+    shutil.copytree(work / "plain", run)
+    config = json.loads((run / "run_config.json").read_text())
+    config["data"]["name"] = str(tmp_path / "moved" / "cat")
+    (run / "run_config.json").write_text(json.dumps(config))
+    from recgoat.errors import DataError
+    from recgoat.training.run import evaluate
+
+    with pytest.raises(DataError) as e:
+        evaluate(run)
+    assert str(e.value) == (f"{run / 'run_config.json'}: records dataset {tmp_path / 'moved' / 'cat'}, which is not "
+                            f"found from here (no such folder): pass --dataset with the data the run was trained on")
+    want = json.loads((run / "result.json").read_text())["test"]["recall@20"]
+    assert evaluate(run, dataset_source=str(work / "cat"))["recall@20"] == pytest.approx(want, abs=1e-6)
+
+
 def test_export_of_a_run_whose_shared_dataset_is_not_mounted_says_where_it_looked(work, tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(work / "plain", run)

@@ -543,6 +543,13 @@ def test_cli_recommend_and_similar(artefact, run):
     assert sim.exit_code == 0 and "similar" in sim.output
     bad = runner.invoke(app, ["recommend", str(artefact), "--user", "no-such-user"])
     assert bad.exit_code == 1 and "unknown user id" in bad.output
+    assert "note:" not in out.output
+    # more than the unseen items: a short table, and why (it was said nowhere)
+    left = run.n_items - len(run.seen_items(11))
+    many = runner.invoke(app, ["recommend", str(artefact), "--user", run.user_ids[11], "-k", str(run.n_items + 5)])
+    assert many.exit_code == 0
+    assert f"note: {left} of the {run.n_items} items are left to recommend to user {run.user_ids[11]}" \
+        in " ".join(many.output.split())
 
 
 def test_serve_entry_points_refuse_bad_folders_and_bind_loopback(tmp_path, capsys):

@@ -102,7 +102,6 @@ def _recorded_dataset(run_dir: Path, record: RunRecord | None) -> tuple[Dataset,
     """The dataset ``run_dir``'s record (training.run.read_run_record: run_config.json of `recgoat train`, or cell.json
     of a benchmark cell) names, prepared as it was for training, checked against the fingerprint the run recorded;
     and a line saying so."""
-    from recgoat.datasets.registry import SHARED, find_source
     from recgoat.training.run import trained_fingerprint
 
     if record is None:
@@ -112,15 +111,7 @@ def _recorded_dataset(run_dir: Path, record: RunRecord | None) -> tuple[Dataset,
         raise DataError(run_dir, f"records no dataset (no run_config.json or cell.json: not a `recgoat train` run "
                                  f"or benchmark cell folder): {hint}pass --dataset NAME_OR_FOLDER")
     name = record.dataset_name  # a cell's where it is now: an error naming the paths tried if nowhere
-    try:
-        find_source(name)  # a clear word before a moved folder fails somewhere inside the loader
-    except DataError as e:
-        # a shared name says where it was looked for; a benchmark records a folder as typed, relative to where it ran
-        why = e.problem if name in SHARED else "no such folder" if Path(name).is_absolute() else \
-            "no such folder here; a relative path is relative to the folder the run was started in"
-        raise DataError(record.path, f"records dataset {name}, which is not found from here ({why}): pass "
-                                     f"--dataset with the data the run was trained on") from None
-    ds = record.load_dataset()
+    ds = record.load_dataset()  # a recorded folder moved away: an error naming the record and --dataset
     where, fp = trained_fingerprint(run_dir)
     where, fp = (where, fp) if fp is not None else (record.path, record.recorded_fingerprint)
     if fp is not None and fp != ds.fingerprint():
@@ -228,7 +219,7 @@ def _unknown_id(kind: str, given: str, index: dict, n: int) -> str:
     fewer interactions than the k-core filter (default 5) was dropped before training, without a word here."""
     near = [i for i in index if str(i).strip().lstrip("0") == given.strip().lstrip("0") and i != given][:3]
     hint = f"; did you mean {', '.join(repr(i) for i in near)}? (ids are matched as exact text)" if near else \
-        f"; ids are matched as exact text, and a {kind} with fewer interactions than the dataset's k-core " \
+        f"; ids are matched as exact text, and {'an' if kind[0] in 'aeiou' else 'a'} {kind} with fewer interactions than the dataset's k-core " \
         f"filter (default 5) is dropped before training"
     return f"unknown {kind} id {given!r} ({n} {kind}s in this run){hint}"
 
@@ -264,6 +255,12 @@ def recommend_command(
                                  r.recent_history(u, history)))
         ids, scores = svc.recommend(u, k, exclude_seen)
         console.print(_table(f"top {k} for user {user} ({r.meta.get('model')})", r, ids, scores))
+        found = int((ids >= 0).sum())  # -1: padding past the last candidate
+        if found < k:  # an empty or short table said nothing of why
+            console.print(f"note: {found} of the {r.n_items} items are left to recommend to user {user} "
+                          f"(the others are seen; --no-exclude-seen ranks every item)"
+                          if exclude_seen else f"note: the catalogue holds {r.n_items} items", highlight=False,
+                          markup=False, soft_wrap=True)
     else:
         i = r.item_index.get(item)
         if i is None:

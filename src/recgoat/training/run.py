@@ -253,10 +253,26 @@ class RunRecord:
         fp = self.content.get("dataset_fingerprint") if self.is_cell and isinstance(self.content, dict) else None
         return fp if isinstance(fp, str) else None
 
+    def _check_found(self, name: str) -> None:
+        """A DataError naming this record when the data it records is not found from here (a moved folder said
+        only "no such dataset name or folder", not that the run's record names it, nor what to do)."""
+        from recgoat.datasets.registry import SHARED, find_source
+
+        try:
+            find_source(name)
+        except DataError as e:
+            # a shared name says where it was looked for; a relative folder is relative to where the run started
+            why = e.problem if name in SHARED else "no such folder" if Path(name).is_absolute() else \
+                "no such folder here; a relative path is relative to the folder the run was started in"
+            raise DataError(self.path, f"records dataset {name}, which is not found from here ({why}): pass "
+                                       f"--dataset with the data the run was trained on") from None
+
     def load_dataset(self) -> Dataset:
         """The run's data, prepared as it was for training: a cell's under its label, split as the benchmark split
         it; from ``source``, named as the run's data was (the name is part of the fingerprint: a folder moved under
         another name holds the same data, as a cell keeps its label)."""
+        if self.source is None:
+            self._check_found(self.dataset_name)  # a cell's: where it is now, or a DataError naming the paths tried
         if self.is_cell:
             from recgoat.benchmark.runner import load_dataset as load_cell_dataset
 

@@ -59,3 +59,14 @@ def test_a_cache_file_of_another_size_is_rebuilt(tmp_path):
     sp.save_npz(path, sp.identity(7, format="csr"))  # a graph of 7 nodes under this 30-node key
     rg._GRAPHS.clear()
     assert same(rg.cached_knn(x, 4, "item-image", None, str(tmp_path)), knn_graph(x, 4))
+
+
+def test_a_cache_folder_that_is_a_file_is_named_as_the_setting(tmp_path):
+    """Was "gcfile: File exists" from mkdir, naming neither the setting nor the problem."""
+    from recgoat.errors import ConfigError
+
+    f = tmp_path / "gcfile"
+    f.write_text("hi")
+    with pytest.raises(ConfigError, match=f"^model.params.graph_cache_dir: {f} is a file, not a folder$"):
+        rg.cached_knn(feats(0), 5, "item-text", None, str(f))
+    assert f.read_text() == "hi"

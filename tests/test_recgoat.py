@@ -6,6 +6,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import warnings  # noqa: E402
 from functools import lru_cache  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -464,8 +465,16 @@ def test_missing_modalities_are_left_out_and_reported():
     u, p, n = batch()
     assert torch.isfinite(text_only.loss(u, p, n)["loss"])
     sub, _ = small()
-    bare = RecGOAT.build(sub, {"embedding_dim": 16}, None)
+    with pytest.warns(UserWarning, match=r"the text, image, profile views are asked for, but no features were "
+                                         r"given: this trains the ID view alone") as said:
+        bare = RecGOAT.build(sub, {"embedding_dim": 16}, None)
+    assert len(said) == 1
     assert bare.modalities == [] and bare.summary["modalities_missing"] == ["text", "image"]
+    with pytest.warns(UserWarning, match=r"the text views are asked for, but the features given hold none of them"):
+        RecGOAT.build(sub, {"embedding_dim": 16, "modalities": ["text"], "use_profile": False}, Features(image=f.image))
+    with warnings.catch_warnings():  # the ID-only ablation asks for no view: nothing to say
+        warnings.simplefilter("error")
+        RecGOAT.build(sub, {"embedding_dim": 16, **ABLATIONS["id_only"]}, None)
     assert torch.isfinite(bare.loss(u, p, n)["loss"])
     # features whose shape does not match what the model was built for are refused clearly
     with pytest.raises(DataError, match="text features"):

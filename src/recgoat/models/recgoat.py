@@ -60,6 +60,7 @@ have d/2 channels each, concatenated (``gat_concat``), so each GAT layer maps d 
 from __future__ import annotations
 
 import hashlib
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -358,6 +359,8 @@ def cached_knn(x: np.ndarray, k: int, kind: str, mask: np.ndarray | None = None,
     if key in _GRAPHS:
         return _GRAPHS[key]
     path = Path(cache_dir) / f"knn-{key}.npz" if cache_dir else None
+    if path is not None and path.parent.exists() and not path.parent.is_dir():  # was "gcfile: File exists"
+        raise ConfigError(f"model.params.graph_cache_dir: {cache_dir} is a file, not a folder")
     g = None
     if path is not None and path.exists():
         try:
@@ -624,6 +627,13 @@ class RecGOAT(Recommender):
         super().prepare(dataset, features)
         self._views_ready = False  # until every graph and buffer below is in place
         c = self.config
+        asked = [*c.modalities, *(["profile"] if c.use_profile else [])]
+        if asked and not self.modalities and not self.use_profile:
+            # only a stdout line said it: a run named recgoat was LightGCN with rating attention
+            why = "no features were given" if features is None else "the features given hold none of them"
+            warnings.warn(f"recgoat: the {', '.join(asked)} views are asked for, but {why}: this trains the ID view "
+                          f"alone (LightGCN with rating attention); encode them with `recgoat encode all` and pass "
+                          f"the folder (--features)", UserWarning, stacklevel=2)
         adj = normalized_bipartite(self._train_csr)
         ratings = edge_ratings(dataset, adj, self.n_users)
         self.propagation.set_graph(adj, ratings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -225,6 +226,24 @@ def test_corrupt_optimizer_checkpoint_is_one_line_without_torchs_advice(ds, tmp_
     msg = str(e.value)
     assert "corrupt or not a torch optimizer state" in msg and "trainer.resume=false" in msg
     assert "\n" not in msg and "weights_only" not in msg and "issue" not in msg
+
+
+def test_a_run_that_never_leaves_the_bpr_plateau_is_warned_about(ds):
+    """RecGOAT at lr 1e-3 (the README's command) stays at BPR = ln 2 and ends with a useless "best" model
+    without a word. lr 0 keeps every score at its initial value, which the Xavier-scaled tables make tiny."""
+    with pytest.warns(UserWarning, match=r"bprmf: the BPR loss stayed at ln 2 = 0.693 in all 3 epochs .* raise "
+                                         r"trainer.lr"):
+        _fit(ds, epochs=3, lr=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _fit(ds, epochs=3, lr=0.05)  # leaves it at once
+
+
+@pytest.mark.parametrize("bpr, said", [([0.6931, 0.6930, 0.6932], True), ([0.6931, 0.6850], False),
+                                       ([0.6931], False), ([0.69, float("nan"), 0.6931], True), ([], False)])
+def test_plateau_message_reads_the_bpr_term_of_every_epoch(bpr, said):
+    history = [{"epoch": i, "loss": 1.0, "bpr": v} for i, v in enumerate(bpr)] + [{"epoch": 9, "loss": 0.1}]
+    assert (trainer_mod.plateau_message("m", history) is not None) == said
 
 
 # ------------------------------------------------------------------ models and data

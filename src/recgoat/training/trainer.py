@@ -27,6 +27,7 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +53,18 @@ LR_MAX, WEIGHT_DECAY_MAX = 1e37, 1e38
 _AFRESH = "to start afresh use --set trainer.resume=false or another --run-dir (Python: TrainConfig(resume=False) or " \
     "another run_dir)"
 
+
+
+def plateau_message(name: str, history: list[dict]) -> str | None:
+    """Why a run learned nothing, when its mean BPR term stayed at ln 2 in every epoch (all scores alike: the
+    plateau a small learning rate leaves RecGOAT on, docs/benchmarks.md), else None. Such a run ends with a
+    "best" model a tenth as good as LightGCN's, and nothing said so (the README's own RecGOAT command)."""
+    bpr = [r["bpr"] for r in history if isinstance(r.get("bpr"), (int, float)) and math.isfinite(r["bpr"])]
+    if len(bpr) < 2 or min(bpr) < math.log(2) - 0.005:
+        return None
+    return (f"{name}: the BPR loss stayed at ln 2 = 0.693 in all {len(bpr)} epochs (positive and negative items "
+            f"scored alike), so the model learned next to nothing from the interactions; raise trainer.lr (RecGOAT "
+            f"at d = 64 needs about 5e-3, docs/benchmarks.md) or let it train longer (trainer.min_epochs)")
 
 
 def _brief(e: BaseException, limit: int = 160) -> str:
@@ -630,6 +643,9 @@ class Trainer:
             bar.close()
             if best["epoch"] < 0:
                 self._no_best(history, bad, start_epoch)
+            plateau = plateau_message(model.name, history)
+            if plateau:
+                warnings.warn(plateau, UserWarning, stacklevel=2)
             # restore the best-validation parameters before testing
             if self.run_dir is not None and (self.run_dir / "best" / "weights.safetensors").exists():
                 tensors = load_file(str(self.run_dir / "best" / "weights.safetensors"))

@@ -328,6 +328,19 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+def test_connections_are_accepted_with_nagle_off():
+    """uvicorn writes a response's head and body apart; with Nagle on, the body waited for the client's delayed
+    ACK: 44 ms per keep-alive request. asyncio leaves TCP_NODELAY unset on create_server's sockets (proto 0)."""
+    from recgoat.serving.__main__ import _listen
+
+    with _listen("127.0.0.1", 0) as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        with socket.create_connection(sock.getsockname()[:2]):
+            conn, _ = sock.accept()
+            with conn:
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
 def test_health_metadata_docs(server, run):
     if os.path.exists("/proc/net/tcp"):  # the default bind is loopback only, checked on the live socket
         assert _listening_addresses(server.base_url.port) == {"127.0.0.1"}

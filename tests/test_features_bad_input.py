@@ -99,6 +99,10 @@ def test_a_file_that_is_not_npy_is_named_as_such(tmp_path):
     (np.ones((6, 4), np.complex64), "dtype complex64 is not a number type (expected float32)"),
     (np.zeros((6, 0), np.float32), "shape (6, 0): no feature columns"),
     (np.full((6, 4), 1e39), "6 rows hold NaN or inf (first: row 0, item_id 'i0')"),  # overflows float32
+    # one value per item: its 6 entries were told "expected 6 rows"; what it lacks is the second axis
+    (np.ones(6, np.float32), "shape (6,) is 1-D, expected a 2-D matrix: 6 rows (one per item) x feature dimensions"),
+    (np.ones((6, 2, 2), np.float32),
+     "shape (6, 2, 2) is 3-D, expected a 2-D matrix: 6 rows (one per item) x feature dimensions"),
 ])
 def test_import_mmrec_refuses_bad_matrices_with_one_error(tmp_path, arr, problem):
     ds = small(tmp_path)
@@ -107,6 +111,28 @@ def test_import_mmrec_refuses_bad_matrices_with_one_error(tmp_path, arr, problem
     np.save(src / "image_feat.npy", arr)
     with pytest.raises(DataError, match="^" + re.escape(f"{src / 'image_feat.npy'}: {problem}") + "$"):
         import_mmrec(ds, src, tmp_path / "f")
+
+
+def test_cli_import_mmrec_1d_array_is_told_to_be_2d(tmp_path):
+    ds = small(tmp_path)
+    ds.save(tmp_path / "ds")
+    (tmp_path / "mm").mkdir()
+    np.save(tmp_path / "mm" / "text_feat.npy", np.ones(ds.n_items, np.float32))
+    res = CliRunner().invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"),
+                                   "--out", str(tmp_path / "f")])
+    assert res.exit_code == 1
+    assert res.output == f"error: {tmp_path / 'mm' / 'text_feat.npy'}: shape (6,) is 1-D, expected a 2-D matrix: " \
+                         "6 rows (one per item) x feature dimensions\n"
+
+
+def test_load_features_1d_matrix_is_told_to_be_2d(tmp_path):
+    ds = small(tmp_path)
+    folder = imported(tmp_path, ds)
+    np.save(folder / "text.npy", np.ones(ds.n_items, np.float32))
+    with pytest.raises(DataError) as err:
+        load_features(ds, folder)
+    assert str(err.value) == (f"{folder / 'text.npy'}: shape (6,) is 1-D, expected a 2-D matrix: 6 rows (one per "
+                              "item) x feature dimensions")
 
 
 def test_import_mmrec_writes_nothing_when_one_file_is_bad(tmp_path):

@@ -322,7 +322,7 @@ def test_openai_one_unusable_answer_others_go_on_and_rerun_asks_only_for_it(tmp_
         msg = str(err.value)
         assert f"1 of {ds.n_users} users got no usable profile from model 'tiny' at {srv.url}/v1" in msg
         assert f"(user ids: {ds.user_ids[2]})" in msg and "finish_reason='length'" in msg
-        assert "Raise llm_max_tokens (now 64" in msg and "<answer> and </answer>" in msg
+        assert "1 was cut off at the token limit. Raise llm_max_tokens (now 64" in msg
         assert "\n" not in msg  # one line for the CLI
         assert len(calls) == ds.n_users and calls.count("BAD") == 1  # every user asked once, no retry of BAD
         cached = ProfileCache(tmp_path / "p.jsonl").records.values()
@@ -340,7 +340,7 @@ def test_openai_empty_content_is_a_user_failure_not_retried(tmp_path):
     ds = mini_dataset(n_users=3)
     srv = ScriptedServer(lambda m, p, b: Reply(200, json.dumps({"choices": [{"message": {"content": None}}]}).encode()))
     try:
-        with pytest.raises(ProfileError, match=r"3 of 3 users got no usable profile .*no usable answer: ''"):
+        with pytest.raises(ProfileError, match=r"3 of 3 users got no usable profile .*the LLM's response is empty\. "):
             make_profiles(ds, openai_config(srv.url, llm_concurrency=1, llm_retries=3), tmp_path / "p.jsonl")
         assert len(srv.requests) == 3  # one per user: the same prompt at temperature 0 answers the same
     finally:

@@ -202,6 +202,7 @@ def test_cache_line_without_a_text_answer_is_asked_again(tmp_path):
     recs[0]["answer"] = None
     del recs[1]["answer"]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    run = make_profiles(ds, FeatureConfig(), path)
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable lines \(lines 1, 2:"):
+        run = make_profiles(ds, FeatureConfig(), path)
     assert run.answers == first.answers and run.cached == 1 and run.generated == 2
     assert run.stats["torn_cache_lines"] == 2

@@ -131,7 +131,7 @@ def _make_command(which: tuple[str, ...]):
 
                 check_folder_path(image_cache, "the image cache must be a folder")
             ds = load(dataset)
-            _check_has(ds, which, template)
+            _check_has(ds, which, template, dataset)
             folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
                                 progress=progress, force=force)
         except RecGOATError as exc:
@@ -141,15 +141,22 @@ def _make_command(which: tuple[str, ...]):
     return command
 
 
-def _check_has(ds: "Dataset", which: tuple[str, ...], template: str | None = None) -> None:
+def _check_has(ds: "Dataset", which: tuple[str, ...], template: str | None = None, given: str | None = None) -> None:
     """`encode text` / `encode image` on a dataset without that input is an error: skipping it (as `encode
-    all` does) would exit 0 having written nothing, and print an older matrix's line as if just made."""
-    from recgoat.features.store import has_item_text
+    all` does) would exit 0 having written nothing, and print an older matrix's line as if just made. So is
+    `encode text` when every item's text is blank. ``given``: the dataset as named on the command line, for
+    an error about a dataset whose provenance names no file."""
+    from recgoat.features.store import blank_text_fields, blank_text_problem, has_text_columns, items_file
 
-    if which == ("text",) and not has_item_text(ds, template):
-        raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item text (an items table with text "
-                                               f"columns such as title or description, or a --template over "
-                                               f"its columns); nothing to encode")
+    if which == ("text",):
+        blank = blank_text_fields(ds, template)
+        if blank is not None:  # text columns, every one empty for every item
+            raise DataError(items_file(ds) or given, f"{blank_text_problem(ds, blank)}; nothing to encode (fill "
+                                                     f"them, or give a --template over columns that hold text)")
+        if not has_text_columns(ds, template):
+            raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item text (an items table with "
+                                                   f"text columns such as title or description, or a --template "
+                                                   f"over its columns); nothing to encode")
     if which == ("image",) and not ds.has_images:
         # an images/ folder that is there, named otherwise, read as "no images/ folder": say what it holds
         folder = Path(str(ds.info.get("source") or "")) / "images"

@@ -104,6 +104,8 @@ _CONTEXT_TOO_LONG = re.compile(
 _CONTEXT_STATUSES = (400, 413, 422)
 CONTEXT_REASON = "prompt too long for the model's context"
 PROMPT_FAILED_REASON = "the server failed on this prompt alone"
+EMPTY_REASON = "the LLM's response is empty"
+CUT_NOTE = "cut off at llm_max_tokens"  # in a failure's reason when the generation stopped at the token limit
 
 
 @lru_cache(maxsize=1)
@@ -266,6 +268,9 @@ class ProfileBackend:
         # a lone surrogate (JSON "\ud83c" from a server that split an emoji between tokens) cannot be
         # written as UTF-8: it would crash the cache append, and the embedder, mid-run
         response = response.encode("utf-8", "replace").decode("utf-8")
+        if not response.strip():  # told apart from a cut answer: raising llm_max_tokens does not help it
+            on_failure(h, f"{EMPTY_REASON}{note}")
+            return
         try:
             answer, tagged = extract_answer(response)
         except ProfileError as exc:
@@ -541,8 +546,8 @@ class OpenAIBackend(ProfileBackend):
             return call_with_retries(once, self.retries, self.backoff, sleep=getattr(_worker, "pause", time.sleep))
         except TransientError as exc:
             tries = self.retries + 1
-            raise ProfileError(self._redact(f"LLM endpoint {self.endpoint} failed after {tries} tries: {exc}")) \
-                from exc
+            raise ProfileError(self._redact(f"LLM endpoint {self.endpoint} failed after {tries} "
+                                            f"{'try' if tries == 1 else 'tries'}: {exc}")) from exc
         except _PromptTooLong as exc:
             raise ContextLengthError(self._redact(f"{CONTEXT_REASON}: {self.endpoint} refused the request: {exc}")) \
                 from exc
@@ -552,8 +557,9 @@ class OpenAIBackend(ProfileBackend):
     def _deliver(self, h: UserHistory, got: tuple[str, str | None], on_result: OnResult,
                  on_failure: OnFailure) -> None:
         response, finish = got
-        note = f" (finish_reason={finish!r}: cut off at llm_max_tokens={self.max_tokens})" \
-            if finish == "length" else ""
+        # the finish reason is said for every failure: "stop" tells the user the token limit was not the cause
+        note = f" (finish_reason={finish!r}: {CUT_NOTE}={self.max_tokens})" if finish == "length" else \
+            f" (finish_reason={finish!r})" if finish is not None else ""
         self.deliver(h, response, on_result, on_failure, note, cut=finish == "length")
 
     def generate(self, histories, on_result, on_failure=_raise):
@@ -768,7 +774,7 @@ class TransformersBackend(ProfileBackend):
                                      f"{self.max_new_tokens} > the model's {limit} (history: "
                                      f"{len(histories[i].text)} characters)")
         kept = np.flatnonzero(fits)
-        note = f" (cut off at llm_max_tokens={self.max_new_tokens})"
+        note = f" ({CUT_NOTE}={self.max_new_tokens})"
         for j, response, cut in self.complete_all([prompts[i] for i in kept]):
             self.deliver(histories[kept[j]], response, on_result, on_failure, note if cut else "", cut=cut)
 
@@ -790,15 +796,19 @@ def make_backend(dataset: Dataset, config: Any) -> ProfileBackend:
 
 # ---------------------------------------------------------------------------------------------- cache
 class ProfileCache:
-    """Append-only JSONL of profiles keyed by hash; a torn last line (crash mid-write) is ignored."""
+    """Append-only JSONL of profiles keyed by hash; a torn line (crash mid-write) or any other unreadable one
+    is skipped, its number kept in ``unreadable_lines`` (:func:`unreadable_lines_notice` says so)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         self.skipped_lines = 0
+        self.unreadable_lines: list[int] = []  # 1-based
         if self.path.exists():
             with self.path.open("rb") as f:
-                for raw in f:
+                for number, raw in enumerate(f, 1):
+                    if not raw.strip():  # a blank line (an edit) holds nothing to lose
+                        continue
                     try:
                         rec = json.loads(raw)
                         # a hand-edited line without a text answer would crash the run (KeyError) or the
@@ -808,6 +818,7 @@ class ProfileCache:
                         self.records[rec["key"]] = rec
                     except (ValueError, KeyError, TypeError):
                         self.skipped_lines += 1
+                        self.unreadable_lines.append(number)
 
     def get(self, key: str) -> dict | None:
         return self.records.get(key)
@@ -831,6 +842,19 @@ class ProfileCache:
             os.fsync(f.fileno())
 
 
+def unreadable_lines_notice(cache: ProfileCache) -> str | None:
+    """One line saying which lines of the cache file were skipped as unreadable, and what that costs; None
+    when there are none. Why: they were skipped silently, and a damaged file went unnoticed."""
+    lines = cache.unreadable_lines
+    if not lines:
+        return None
+    n = len(lines)
+    shown = ", ".join(map(str, lines[:5])) + (", …" if n > 5 else "")
+    return (f"{cache.path}: skipped {n} unreadable line{'s' if n != 1 else ''} (line{'s' if n != 1 else ''} "
+            f"{shown}: not a whole JSON profile record, e.g. cut short by a run killed mid-write); a user whose "
+            f"profile was only there gets it made again, nothing else is lost")
+
+
 def profile_key(backend: ProfileBackend, history: UserHistory, extra: str = "") -> str:
     h = hashlib.sha256()
     for part in (PROMPT_VERSION, SYSTEM_PROMPT, USER_PROMPT, backend.identity, history.text, extra):
@@ -839,14 +863,25 @@ def profile_key(backend: ProfileBackend, history: UserHistory, extra: str = "") 
     return h.hexdigest()
 
 
+def _failure_kind(reason: str) -> str:
+    """What a failed user's ``reason`` says went wrong: its advice in :func:`failed_users_error`."""
+    for prefix, kind in ((CONTEXT_REASON, "too_long"), (PROMPT_FAILED_REASON, "server")):
+        if reason.startswith(prefix):
+            return kind
+    if CUT_NOTE in reason:  # finish_reason "length", or a local model's generation at max_new_tokens
+        return "cut"
+    return "empty" if reason.startswith(EMPTY_REASON) else "other"
+
+
 def failed_users_error(dataset: Dataset, backend: ProfileBackend, config: Any, cache_path: str | Path,
-                       failed: list[tuple[UserHistory, str]], n_users: int) -> ProfileError:
+                       failed: list[tuple[UserHistory, str]], n_users: int, made: int) -> ProfileError:
     """One error for every user who got no profile (no usable answer, or a prompt too long for the model's
-    context): how many, which, where, and what to do for each kind of failure."""
+    context): how many, which, where, and what to do for each kind of failure. ``made``: the profiles this run
+    got or found cached; with none, the error does not say the others are cached."""
     failed = sorted(failed, key=lambda f: f[0].user)
     ids = ", ".join(str(dataset.user_ids[h.user]) for h, _ in failed[:5]) + (", …" if len(failed) > 5 else "")
-    too_long = sum(reason.startswith(CONTEXT_REASON) for _, reason in failed)
-    server = sum(reason.startswith(PROMPT_FAILED_REASON) for _, reason in failed)
+    kinds = Counter(_failure_kind(reason) for _, reason in failed)
+    too_long, server = kinds["too_long"], kinds["server"]
     advice = []
     if too_long:
         advice.append(
@@ -857,14 +892,22 @@ def failed_users_error(dataset: Dataset, backend: ProfileBackend, config: Any, c
     if server:
         advice.append(f"{server} had {PROMPT_FAILED_REASON} (other users' prompts were answered): its log "
                       f"says why; a re-run asks them again.")
-    if too_long + server < len(failed):
+    if kinds["cut"]:
         advice.append(
-            f"Raise llm_max_tokens (now {config.llm_max_tokens}; a reasoning model can spend it all inside "
-            f"<think>), or check that the model writes its profile between <answer> and </answer>.")
+            f"{kinds['cut']} {'was' if kinds['cut'] == 1 else 'were'} cut off at the token limit. Raise "
+            f"llm_max_tokens (now {config.llm_max_tokens}; a reasoning model can spend it all inside <think>).")
+    if kinds["empty"]:
+        # content null or "" with finish_reason "stop": the model ended at once, which more tokens do not change
+        log = "the server's log may say why; " if backend.name == "openai" else ""
+        advice.append(f"{kinds['empty']} got an empty response, not one cut at the token limit: {log}check that "
+                      f"llm_model is an instruction-following chat model.")
+    if kinds["other"]:
+        advice.append("Check that the model writes its profile between <answer> and </answer>.")
+    cached = (f"The other profiles are cached in {cache_path} and a re-run asks only for the failed users."
+              if made else f"No profile was made, so none is cached in {cache_path}: a re-run asks for them all.")
     return ProfileError(
         f"{len(failed)} of {n_users} users got no usable profile from {backend.describe()} (user ids: {ids}); "
-        f"first: user {dataset.user_ids[failed[0][0].user]}: {failed[0][1]}. The other profiles are cached in "
-        f"{cache_path} and a re-run asks only for the failed users. " + " ".join(advice))
+        f"first: user {dataset.user_ids[failed[0][0].user]}: {failed[0][1]}. {cached} " + " ".join(advice))
 
 
 @dataclass
@@ -882,13 +925,22 @@ class ProfileRun:
 
 def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
                   on_progress: Callable[[int], None] | None = None,
-                  backend: ProfileBackend | None = None) -> ProfileRun:
-    """Profiles for every user, from the cache where possible, appending each new one as it arrives."""
+                  backend: ProfileBackend | None = None,
+                  on_notice: Callable[[str], None] | None = None) -> ProfileRun:
+    """Profiles for every user, from the cache where possible, appending each new one as it arrives.
+    ``on_notice`` is told of unreadable cache lines (:func:`unreadable_lines_notice`), before any profile is
+    made; without it they are a warning."""
     if not dataset.has_split:
         raise ConfigError(f"dataset {dataset.name!r} has no train split: profiles need one (prepare it first)")
     backend = backend or make_backend(dataset, config)
     histories = build_histories(dataset, item_briefs(dataset), int(config.profile_char_budget))
     cache = ProfileCache(cache_path)
+    notice = unreadable_lines_notice(cache)
+    if notice:
+        if on_notice is not None:
+            on_notice(notice)
+        else:
+            warnings.warn(notice, stacklevel=2)
     extra = (lambda h: backend.material(h)) if isinstance(backend, TemplateBackend) else (lambda h: "")
     keys = [profile_key(backend, h, extra(h)) for h in histories]
     answers: list[str | None] = [None] * len(histories)
@@ -952,7 +1004,8 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
     finally:
         cache.append(batch)
     if failed:
-        raise failed_users_error(dataset, backend, config, cache_path, failed, len(histories))
+        raise failed_users_error(dataset, backend, config, cache_path, failed, len(histories),
+                                 run.cached + run.generated)
     run.answers = [a if a is not None else EMPTY_HISTORY_ANSWER for a in answers]
     run.keys_digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     run.stats = {"cached": run.cached, "generated": run.generated, "empty_history": run.empty,

@@ -452,10 +452,53 @@ def _file_identity(paths: list[str], memo_path: Path | None = None) -> str:
     return h.hexdigest()[:20]
 
 
-def has_item_text(dataset: Dataset, template: str | None) -> bool:
-    """Whether there is item text to encode: text columns the loader recognised, or, with a ``template``,
-    any items table (the template may name any of its columns, e.g. ``{name}. {summary}``)."""
+def has_text_columns(dataset: Dataset, template: str | None) -> bool:
+    """Text columns the loader recognised, or, with a ``template``, any items table (the template may name any
+    of its columns, e.g. ``{name}. {summary}``)."""
     return dataset.has_text or (template is not None and dataset.items is not None)
+
+
+def blank_text_fields(dataset: Dataset, template: str | None) -> list[str] | None:
+    """The fields item text is read from (the template's, else the dataset's text fields) when every item is
+    blank in all of them, else None (None too without text columns: :func:`has_text_columns`).
+
+    Why: such a dataset was encoded into one identical vector per item and reported a success. A template
+    naming a column the items lack raises its :class:`ConfigError` here (read first, it looked all blank)."""
+    from recgoat.features.text import items_without_text, template_fields
+
+    if not has_text_columns(dataset, template) or dataset.n_items == 0:
+        return None
+    fields = template_fields(template) if template is not None else list(dataset.text_fields)
+    if not fields:  # a template of literal text only: not blank, the same words for every item
+        return None
+    blank = items_without_text(dataset.items, dataset.n_items, dataset.text_fields, template)
+    return list(dict.fromkeys(fields)) if blank >= dataset.n_items else None
+
+
+def has_item_text(dataset: Dataset, template: str | None) -> bool:
+    """Whether there is item text to encode: text columns (:func:`has_text_columns`) that are not blank for
+    every item (:func:`blank_text_fields`)."""
+    return has_text_columns(dataset, template) and blank_text_fields(dataset, template) is None
+
+
+def items_file(dataset: Dataset) -> str | None:
+    """The file the dataset's items table came from, as far as its provenance says: an Amazon metadata file,
+    a folder's ``items.csv``/``.tsv``/``.parquet``; else the dataset's source (None for one built in Python)."""
+    meta, source = dataset.info.get("meta"), dataset.info.get("source")
+    if meta:
+        return str(meta)
+    if source and Path(str(source)).is_dir():
+        found = [Path(str(source)) / f"items{ext}" for ext in (".csv", ".tsv", ".parquet")]
+        return str(next((p for p in found if p.is_file()), source))
+    return None if source is None else str(source)
+
+
+def blank_text_problem(dataset: Dataset, fields: list[str]) -> str:
+    """What :func:`blank_text_fields` found, for an error or a skip (after the items file's name)."""
+    several = len(fields) > 1
+    return (f"every item's text is empty: the field{'s' if several else ''} item text is read from "
+            f"({', '.join(fields)}) {'are' if several else 'is'} blank for all {dataset.n_items} items of dataset "
+            f"{dataset.name}, so their embeddings would all be one vector")
 
 
 # ---------------------------------------------------------------------------------------------- encoders
@@ -589,8 +632,15 @@ class _Session:
         from recgoat.features.text import build_item_texts, items_without_text
 
         ds, cfg = self.dataset, self.config
-        if not has_item_text(ds, cfg.text_template):
+        if not has_text_columns(ds, cfg.text_template):
             self.rep.say(f"text: dataset {ds.name} has no item text; skipped")
+            self.drop_stale("text")
+            return
+        blank = blank_text_fields(ds, cfg.text_template)
+        if blank is not None:  # as no text (`encode text` refuses it first, in the CLI); a problem with the data
+            where = items_file(ds)
+            self.rep.say(f"text: {where + ': ' if where else ''}{blank_text_problem(ds, blank)}; skipped",
+                         always=True)
             self.drop_stale("text")
             return
         template = cfg.text_template
@@ -747,7 +797,8 @@ class _Session:
             return
         label = f"users ({cfg.profile_backend})"
         with self.rep.task(label, ds.n_users) as tick:
-            run = make_profiles(ds, cfg, self.out / "profiles.jsonl", on_progress=tick)
+            run = make_profiles(ds, cfg, self.out / "profiles.jsonl", on_progress=tick,
+                                on_notice=lambda m: self.rep.say(f"users: {m}", always=True))
         arr = self.embed("users", key, run.answers)
         template_made = cfg.profile_backend == "template"
         self.finish("users", key, arr, _manifest(
@@ -798,10 +849,12 @@ def _truncated_total(encoder: Any, texts: list[str], metas: list[dict]) -> int |
 
 
 def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,
-               which: tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False) -> Path:
-    """Encode what the dataset has (``which`` ⊆ text, image, users) into ``out_dir``; reuse what is up to
-    date; resume what was interrupted. Returns ``out_dir``."""
+               which: str | tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False) -> Path:
+    """Encode what the dataset has (``which`` ⊆ text, image, users; one kind may be given as a string) into
+    ``out_dir``; reuse what is up to date; resume what was interrupted. Returns ``out_dir``."""
     config = (config or FeatureConfig()).validate()
+    if isinstance(which, str):  # iterated, "text" was the kinds 't', 'e', 'x', 't'
+        which = (which,)
     unknown = [w for w in which if w not in KINDS]
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
@@ -839,6 +892,15 @@ def _first_row(row: int, per: str, ids: Any = None) -> str:
     return f"row {row}, {per}_id {str(ids[row])!r}"
 
 
+def _not_2d(shape: tuple[int, ...], rows: int | None, per: str) -> str:
+    """The refusal of an array that is not 2-D. Why: a 1-D array of one value per item was told "shape (60,),
+    expected 60 rows", which it has; what it lacks is the second axis (the feature dimensions)."""
+    if rows is None:
+        return f"shape {shape}, expected a 2-D matrix (one row per {per})"
+    return (f"shape {shape} is {len(shape)}-D, expected a 2-D matrix: {rows} rows (one per {per}) x feature "
+            f"dimensions")
+
+
 def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item", ids: Any = None) -> np.ndarray:
     """``x`` as a float32 feature matrix: 2-D with ``rows`` rows (when given; one per ``per``), at least
     one column, an integer or floating dtype, every value finite; else :class:`FeatureMatrixError`.
@@ -850,9 +912,10 @@ def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item", ids
         arr = np.asarray(x)
     except ValueError as e:  # ragged nested lists
         raise FeatureMatrixError(f"not a matrix: {e}") from None
-    if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows):
-        expected = f"{rows} rows (one per {per})" if rows is not None else f"a 2-D matrix (one row per {per})"
-        raise FeatureMatrixError(f"shape {arr.shape}, expected {expected}")
+    if arr.ndim != 2:
+        raise FeatureMatrixError(_not_2d(arr.shape, rows, per))
+    if rows is not None and arr.shape[0] != rows:
+        raise FeatureMatrixError(f"shape {arr.shape}, expected {rows} rows (one per {per})")
     if arr.shape[1] == 0:
         raise FeatureMatrixError(f"shape {arr.shape}: no feature columns")
     # bool and complex would cast silently (True → 1.0, the imaginary part dropped)
@@ -906,9 +969,10 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
     if rows is None and rows_from_manifest and type(man.get("rows")) is int:
         rows = man["rows"]
     arr = load_array(arr_path, mmap)
-    if arr.ndim != 2 or (rows is not None and arr.shape[0] != rows):
-        expected = f"{rows} rows (one per {who}) for {rows} {who}s" if rows is not None else "a 2-D matrix"
-        raise DataError(arr_path, f"shape {arr.shape}, expected {expected}")
+    if arr.ndim != 2:
+        raise DataError(arr_path, _not_2d(arr.shape, rows, who))
+    if rows is not None and arr.shape[0] != rows:
+        raise DataError(arr_path, f"shape {arr.shape}, expected {rows} rows (one per {who}) for {rows} {who}s")
     if not np.issubdtype(arr.dtype, np.floating):
         raise DataError(arr_path, f"dtype {arr.dtype} is not floating point")
     # the manifest describes one file: another one put in its place (text.npy copied over image.npy,

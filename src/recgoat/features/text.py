@@ -94,11 +94,7 @@ def build_item_texts(items: pd.DataFrame | None, n_items: int, text_fields: list
         parts = np.stack([np.where(c.str.len() > 0, f + ": " + c, "") for f, c in zip(fields, cols)], 1)
         texts = ["\n".join(p for p in row if p) for row in parts]
     else:
-        names = template_fields(template)
-        missing = sorted({n for n in names if n not in items.columns})
-        if missing:
-            raise ConfigError(f"text template uses {', '.join('{' + m + '}' for m in missing)} but the dataset "
-                              f"has no such column; available: {', '.join(map(str, items.columns))}")
+        names = _template_columns(items, template)
         cols = {n: clean_column(items[n]).tolist() for n in dict.fromkeys(names)}
         texts = []
         for i in range(len(items)):
@@ -107,14 +103,26 @@ def build_item_texts(items: pd.DataFrame | None, n_items: int, text_fields: list
     return [truncate(t, max_chars) for t in texts]
 
 
+def _template_columns(items: pd.DataFrame, template: str) -> list[str]:
+    """The columns ``template`` names, or a :class:`ConfigError` listing the available ones when the items
+    table lacks one of them."""
+    names = template_fields(template)
+    missing = sorted({n for n in names if n not in items.columns})
+    if missing:
+        raise ConfigError(f"text template uses {', '.join('{' + m + '}' for m in missing)} but the dataset "
+                          f"has no such column; available: {', '.join(map(str, items.columns))}")
+    return names
+
+
 def items_without_text(items: pd.DataFrame | None, n_items: int, text_fields: list[str],
                        template: str | None = None) -> int:
     """How many items have every field their text is made of blank (those :func:`build_item_texts` reads:
     the template's, else ``text_fields``). With a template such an item's text is not empty (its literal
-    parts, e.g. ``". "``), yet it says nothing of the item."""
+    parts, e.g. ``". "``), yet it says nothing of the item. A template naming a column the items lack is
+    the :class:`ConfigError` of :func:`build_item_texts` (counted first, it was read as "all blank")."""
     if items is None:
         return n_items
-    fields = template_fields(template) if template is not None else text_fields
+    fields = _template_columns(items, template) if template is not None else text_fields
     cols = [clean_column(items[f]) for f in dict.fromkeys(fields) if f in items.columns]
     if not cols:
         return len(items)

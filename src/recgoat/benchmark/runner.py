@@ -52,7 +52,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from recgoat.datasets.mmrec import mmrec_feature_kinds
 from recgoat.errors import ConfigError, DataError, RecGOATError, TrainingDiverged
 from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
+
+if TYPE_CHECKING:
+    from recgoat.datasets.dataset import Dataset
 
 # TrainConfig fields that change how a run is displayed or executed but not its results.
 _COSMETIC_TRAIN_KEYS = ("progress", "num_threads", "eval_chunk_size", "resume")
@@ -547,7 +550,33 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
             # imported first, which encode_all keeps, encoding only what they lack (user profiles)
             import_mmrec(dataset, dataset.info["source"], folder)
         encode_all(dataset, folder, progress=progress)
-    return load_features(dataset, folder)
+        return load_features(dataset, folder)
+    return load_features(named_as_encoded(dataset, folder), folder)
+
+
+def named_as_encoded(dataset: Dataset, folder: Path) -> Dataset:
+    """``dataset`` under the name the manifests of the feature ``folder`` record, when they all record one other
+    than its own; else ``dataset`` itself. The benchmark names a dataset by its label (cells, checkpoints and
+    ``auto`` folders hold fingerprints under it), ``recgoat encode`` by the name it loads under (a prepared
+    folder: the name it was prepared under), and the name is part of the fingerprint a manifest holds: features
+    encoded for the very data were refused under its label, and re-encoding could not help. Only the name is
+    taken: ``load_features`` still compares the data's fingerprint under it, so features made for other data are
+    refused as before. A view sharing the data, not a copy."""
+    from dataclasses import replace
+
+    from recgoat.features.store import FEATURE_FILES
+
+    names: set[Any] = set()
+    for file in FEATURE_FILES.values():
+        if not (folder / file).exists():
+            continue
+        try:
+            manifest = read_json((folder / file).with_suffix(".json"))
+        except (OSError, ValueError):  # load_features names the file and its problem
+            return dataset
+        names.add(manifest.get("dataset") if isinstance(manifest, dict) else None)
+    name = names.pop() if len(names) == 1 else None
+    return replace(dataset, name=name) if isinstance(name, str) and name and name != dataset.name else dataset
 
 
 # ------------------------------------------------------------------------------------- recorded paths
@@ -1328,9 +1357,47 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     data_cache: dict[tuple[str, int | None], Any] = {}  # datasets loaded by the checks, for the cells to reuse
     preflight(config, cells, data_cache)  # before benchmark.json is replaced: a refused run leaves the folder as it was
     data_cache = check_data_versions(cells, data_cache)  # the datasets it loads are the ones the cells train on
+    feat_cache = check_inputs_before_training(config, cells, model_classes, data_cache)
     with folder_lock(out):  # one writer per benchmark folder: two would train the same cells at once
-        feat_cache = check_features_before_training(config, cells, model_classes, data_cache)
+        feat_cache = check_features_before_training(config, cells, model_classes, data_cache, feat_cache)
         return _run_cells(config, cells, model_classes, on_cell, write_report, data_cache, feat_cache)
+
+
+def check_inputs_before_training(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
+                                 data_cache: dict[tuple[str, int | None], Any]) -> dict[tuple[str, int | None], Any]:
+    """Load every dataset with a cell still to train (into ``data_cache``, for the cells to reuse), and the given
+    feature folder of each one a model still to train reads, raising the error its first cell would raise, before
+    ``benchmark.json`` is written or any cell trains: a dataset or features found bad at their turn stopped the
+    run after earlier datasets' cells had trained. ``features: auto`` folders are left to be encoded when a cell
+    needs them (minutes to hours of encoding; the dataset they are encoded from is loaded here, and
+    :func:`pair_problems` judged what they will hold). Returns the features of the first folder read (in training
+    order), by ``(label, split_seed)``, for its cells to reuse; the others are let go once checked and read again
+    at their turn, so one folder's matrices (up to hundreds of MB) are held at a time here, not every dataset's.
+    With ``jobs > 1`` none is kept: the workers read their own. An error other than a RecGOATError is left to the
+    cell, which reports it as its failure, as before."""
+    out = Path(config.out)
+    feat_cache: dict[tuple[str, int | None], Any] = {}
+    checked: set[tuple[str, int | None]] = set()
+    first, later = split_grid_seeds(config, cells)
+    for cell in first + later:  # in training order: the first error is the one the cell loop met first
+        if cell.done:
+            continue
+        dataset = _load_cached(cell.dataset, cell.split_seed, data_cache)
+        key = (dataset_label(cell.dataset), cell.split_seed)
+        if dataset is None or key in checked or cell.dataset.features in (None, "auto") \
+                or not needs_features(model_classes[cell.model.key]):
+            continue
+        checked.add(key)
+        try:
+            features = resolve_features(cell.dataset, dataset, out, _feature_split(config, cell), config.progress)
+        except RecGOATError:
+            raise
+        except Exception:  # noqa: BLE001 — left to the cell loop
+            continue
+        if config.jobs == 1 and not feat_cache:
+            feat_cache[key] = features
+        del features  # one not kept is let go now, not held while the next folder is read
+    return feat_cache
 
 
 def check_data_versions(cells: list[Cell], cache: dict[tuple[str, int | None], Any] | None = None
@@ -1419,15 +1486,17 @@ def _feature_split(config: BenchmarkConfig, cell: Cell) -> int | None:
 
 
 def check_features_before_training(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
-                                   data_cache: dict[tuple[str, int | None], Any]) -> dict[tuple[str, int | None], Any]:
+                                   data_cache: dict[tuple[str, int | None], Any],
+                                   feat_cache: dict[tuple[str, int | None], Any] | None = None
+                                   ) -> dict[tuple[str, int | None], Any]:
     """:func:`check_feature_versions` for every dataset with a cell still to train beside finished or
     checkpointed ones that recorded the features they read, before ``benchmark.json`` is written or any cell
     trains (checked at a dataset's first cell to train, it came after other models' cells had trained and
     ``benchmark.json`` recorded the refused configuration). Returns the features loaded, by
-    ``(label, split_seed)``, for the cells to reuse; ``data_cache`` gets the datasets loaded. Runs under the
-    benchmark folder's lock: ``auto`` encodes."""
+    ``(label, split_seed)``, for the cells to reuse, with those of ``feat_cache`` (already loaded: not read
+    again); ``data_cache`` gets the datasets loaded. Runs under the benchmark folder's lock: ``auto`` encodes."""
     out = Path(config.out)
-    feat_cache: dict[tuple[str, int | None], Any] = {}
+    feat_cache = dict(feat_cache or {})
     by_key: dict[tuple[str, int | None], list[Cell]] = {}
     for cell in cells:
         if needs_features(model_classes[cell.model.key]):
@@ -1440,7 +1509,8 @@ def check_features_before_training(config: BenchmarkConfig, cells: list[Cell], m
         if key not in data_cache:
             data_cache[key] = load_dataset(group[0].dataset, key[1])
         split = _feature_split(config, group[0])
-        feat_cache[key] = resolve_features(group[0].dataset, data_cache[key], out, split, config.progress)
+        if key not in feat_cache:
+            feat_cache[key] = resolve_features(group[0].dataset, data_cache[key], out, split, config.progress)
         check_feature_versions(group, data_cache[key], feat_cache[key], feature_folder(group[0].dataset, out, split))
     return feat_cache
 

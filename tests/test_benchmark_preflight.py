@@ -154,6 +154,17 @@ def test_features_encoded_for_a_prepared_folder_are_accepted_under_the_benchmark
     # resumed: the finished cell is read back
     again = run_benchmark(config([{"name": str(prep), "features": str(tmp_path / "feats")}], out, ["vbpr"]))
     assert again.trained == [] and again.skipped == ["prep/vbpr/seed1"]
+    # and exported with the features the cell recorded (export refused them as the benchmark did)
+    from typer.testing import CliRunner
+
+    from recgoat.serving.artifacts import load_run
+    from recgoat.serving.cli import app
+
+    cell_dir = out / "runs" / "prep" / "vbpr" / "seed1"
+    r = CliRunner().invoke(app, ["export", str(cell_dir), "--out", str(tmp_path / "art")])
+    assert r.exit_code == 0, r.output
+    art = load_run(tmp_path / "art")
+    assert art.item_text is not None and art.item_text.shape == (30, 8)
 
 
 def test_features_made_for_other_data_of_the_same_name_are_still_refused(tmp_path, trained_runs):

@@ -52,7 +52,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -63,9 +63,6 @@ from recgoat.datasets.mmrec import mmrec_feature_kinds
 from recgoat.errors import ConfigError, DataError, RecGOATError, TrainingDiverged
 from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
-
-if TYPE_CHECKING:
-    from recgoat.datasets.dataset import Dataset
 
 # TrainConfig fields that change how a run is displayed or executed but not its results.
 _COSMETIC_TRAIN_KEYS = ("progress", "num_threads", "eval_chunk_size", "resume")
@@ -551,32 +548,9 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
             import_mmrec(dataset, dataset.info["source"], folder)
         encode_all(dataset, folder, progress=progress)
         return load_features(dataset, folder)
+    from recgoat.features.store import named_as_encoded
+
     return load_features(named_as_encoded(dataset, folder), folder)
-
-
-def named_as_encoded(dataset: Dataset, folder: Path) -> Dataset:
-    """``dataset`` under the name the manifests of the feature ``folder`` record, when they all record one other
-    than its own; else ``dataset`` itself. The benchmark names a dataset by its label (cells, checkpoints and
-    ``auto`` folders hold fingerprints under it), ``recgoat encode`` by the name it loads under (a prepared
-    folder: the name it was prepared under), and the name is part of the fingerprint a manifest holds: features
-    encoded for the very data were refused under its label, and re-encoding could not help. Only the name is
-    taken: ``load_features`` still compares the data's fingerprint under it, so features made for other data are
-    refused as before. A view sharing the data, not a copy."""
-    from dataclasses import replace
-
-    from recgoat.features.store import FEATURE_FILES
-
-    names: set[Any] = set()
-    for file in FEATURE_FILES.values():
-        if not (folder / file).exists():
-            continue
-        try:
-            manifest = read_json((folder / file).with_suffix(".json"))
-        except (OSError, ValueError):  # load_features names the file and its problem
-            return dataset
-        names.add(manifest.get("dataset") if isinstance(manifest, dict) else None)
-    name = names.pop() if len(names) == 1 else None
-    return replace(dataset, name=name) if isinstance(name, str) and name and name != dataset.name else dataset
 
 
 # ------------------------------------------------------------------------------------- recorded paths

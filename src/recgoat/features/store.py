@@ -452,6 +452,29 @@ def _file_identity(paths: list[str], memo_path: Path | None = None) -> str:
     return h.hexdigest()[:20]
 
 
+def named_as_encoded(dataset: Dataset, folder: str | Path) -> Dataset:
+    """``dataset`` under the name the manifests of the feature ``folder`` record, when they all record one other
+    than its own; else ``dataset`` itself. A benchmark names a dataset by its label, ``recgoat encode`` by the name
+    it loads under (a prepared folder: the name it was prepared under), and the name is part of the fingerprint a
+    manifest holds: features encoded for the very data were refused under the label ("made for dataset
+    fingerprint …"), and re-encoding could not help. Only the name is taken: :func:`load_features` still compares
+    the data's fingerprint under it, so features made for other data are refused as before. A view sharing the
+    data, not a copy."""
+    folder = Path(folder)
+    names: set[Any] = set()
+    for file in FEATURE_FILES.values():
+        if not (folder / file).exists():
+            continue
+        try:
+            manifest = read_json((folder / file).with_suffix(".json"))
+        except (OSError, ValueError):  # load_features names the file and its problem
+            return dataset
+        names.add(manifest.get("dataset") if isinstance(manifest, dict) else None)
+    name = names.pop() if len(names) == 1 else None
+    return dataclasses.replace(dataset, name=name) if isinstance(name, str) and name and name != dataset.name \
+        else dataset
+
+
 def has_text_columns(dataset: Dataset, template: str | None) -> bool:
     """Text columns the loader recognised, or, with a ``template``, any items table (the template may name any
     of its columns, e.g. ``{name}. {summary}``)."""

@@ -208,9 +208,10 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
         raise DataError(None, f"cannot export model {model.name!r}: its final {problem}; nothing was written")
     feats = None
     if features_folder is not None:
-        from recgoat.features.store import load_features
+        from recgoat.features.store import load_features, named_as_encoded
 
-        feats = load_features(dataset, features_folder)
+        # a benchmark cell's dataset carries its label, the features the name they were encoded under
+        feats = load_features(named_as_encoded(dataset, features_folder), features_folder)
     with atomic_folder(out) as tmp:
         _write_artefact(model, dataset, tmp, feats, (u_emb, i_emb), seen)
     return out

@@ -22,7 +22,7 @@ from recgoat.io import read_json  # noqa: E402
 LONG = "word " * 300
 TITLES = [LONG, "a short title", LONG + "another ending", "short again", LONG + "a third one"]
 LINE = ("text: 3 of the 5 item texts are longer than the text model's 256-token limit: it reads their start "
-        "only (lower max_chars or profile_char_budget, or use a model with a longer limit)")
+        "only (lower max_chars (--max-chars), or use a model with a longer limit)")
 
 
 @pytest.fixture

@@ -601,9 +601,11 @@ class _Session:
         self.truncated[kind] = cut = _truncated_total(enc, texts, metas)
         if cut:
             what = {"text": "item texts", "users": "profiles"}[kind]
+            # the CLI option beside the config key: a command-line user was told only the Python field name
+            knob = {"text": "max_chars (--max-chars)", "users": "profile_char_budget (--char-budget)"}[kind]
             self.rep.say(f"{kind}: {cut} of the {len(texts)} {what} are longer than the text model's "
                          f"{getattr(enc, 'max_seq_length', None)}-token limit: it reads their start only "
-                         "(lower max_chars or profile_char_budget, or use a model with a longer limit)", always=True)
+                         f"(lower {knob}, or use a model with a longer limit)", always=True)
         return arrays["x"].astype(np.float32, copy=False)
 
     def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict,

@@ -102,7 +102,10 @@ def test_mmrec_bad_x_label_is_one_clear_error(tmp_path, label, problem):
 def test_mmrec_ids_not_starting_at_zero_and_items_only_held_out_keep_their_ids(tmp_path):
     # as MMRec: user_num / item_num are max id + 1 over all rows, also those of items only in test
     d = _write(tmp_path / "x", {"x.inter": "userID\titemID\tx_label\n5\t7\t0\n6\t8\t0\n5\t9\t2\n6\t7\t1\n"})
-    ds = _quiet_load(d)
+    with pytest.warns(UserWarning) as said:  # kept, but said: the ids below the smallest never occur
+        ds = load(d)
+    assert sorted(str(w.message).split(": ", 1)[1][:32] for w in said) == [
+        "5 of the user ids 0..6 never occ", "7 of the item ids 0..9 never occ"]
     assert (ds.n_users, ds.n_items) == (7, 10)
     assert ds.split_frame("test")[["user", "item"]].values.tolist() == [[5, 9]]
 

@@ -113,18 +113,6 @@ def test_import_mmrec_refuses_bad_matrices_with_one_error(tmp_path, arr, problem
         import_mmrec(ds, src, tmp_path / "f")
 
 
-def test_cli_import_mmrec_1d_array_is_told_to_be_2d(tmp_path):
-    ds = small(tmp_path)
-    ds.save(tmp_path / "ds")
-    (tmp_path / "mm").mkdir()
-    np.save(tmp_path / "mm" / "text_feat.npy", np.ones(ds.n_items, np.float32))
-    res = CliRunner().invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"),
-                                   "--out", str(tmp_path / "f")])
-    assert res.exit_code == 1
-    assert res.output == f"error: {tmp_path / 'mm' / 'text_feat.npy'}: shape (6,) is 1-D, expected a 2-D matrix: " \
-                         "6 rows (one per item) x feature dimensions\n"
-
-
 def test_load_features_1d_matrix_is_told_to_be_2d(tmp_path):
     ds = small(tmp_path)
     folder = imported(tmp_path, ds)
@@ -146,16 +134,21 @@ def test_import_mmrec_writes_nothing_when_one_file_is_bad(tmp_path):
     assert not (tmp_path / "f" / "text.npy").exists()
 
 
-def test_cli_import_mmrec_string_matrix_is_one_line(tmp_path):
+@pytest.mark.parametrize("make, problem", [
+    # a 1-D array was told "shape (6,), expected 6 rows", which it has
+    (lambda n: np.ones(n, np.float32), "shape (6,) is 1-D, expected a 2-D matrix: 6 rows (one per item) x "
+                                        "feature dimensions"),
+    (lambda n: np.array([["x"] * 3] * n), "dtype <U1 is not a number type (expected float32)"),
+])
+def test_cli_import_mmrec_bad_matrix_is_one_line(tmp_path, make, problem):
     ds = small(tmp_path)
     ds.save(tmp_path / "ds")
     (tmp_path / "mm").mkdir()
-    np.save(tmp_path / "mm" / "text_feat.npy", np.array([["x"] * 3] * ds.n_items))
+    np.save(tmp_path / "mm" / "text_feat.npy", make(ds.n_items))
     res = CliRunner().invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"),
                                    "--out", str(tmp_path / "f")])
     assert res.exit_code == 1
-    assert res.output == f"error: {tmp_path / 'mm' / 'text_feat.npy'}: dtype <U1 is not a number type " \
-                         "(expected float32)\n"
+    assert res.output == f"error: {tmp_path / 'mm' / 'text_feat.npy'}: {problem}\n"
 
 
 def test_export_mmrec_refuses_nan_and_writes_nothing(tmp_path):

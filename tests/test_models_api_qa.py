@@ -102,6 +102,29 @@ def test_a_model_json_that_is_not_an_object_or_not_text_is_refused(data, tmp_pat
         Recommender.load(tmp_path / "m")
 
 
+def test_loading_a_run_folder_points_to_the_model_saved_in_it(data, tmp_path):
+    ds, _ = data
+    _build("bprmf", ds, None).save(tmp_path / "run" / "best")
+    with pytest.raises(DataError) as e:
+        Recommender.load(tmp_path / "run")
+    assert str(e.value).endswith(f"; the model saved in it is {tmp_path / 'run' / 'best'}")
+    assert Recommender.load(tmp_path / "run" / "best").n_items == ds.n_items
+
+
+def test_scores_of_a_pandas_series_of_users_warn_nothing(data):
+    """np.asarray of a Series is read-only: torch warned "The given NumPy array is not writable"."""
+    import warnings
+
+    import pandas as pd
+
+    ds, _ = data
+    model = _build("bprmf", ds, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = model.score(pd.Series([0, 2]))
+    assert torch.equal(got, model.score([0, 2]))
+
+
 def _rewrite_weights(folder, fn) -> None:
     """Change the tensors and record the new hash, as a tool (not corruption) would."""
     tensors = load_file(str(folder / "weights.safetensors"))

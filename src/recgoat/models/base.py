@@ -477,7 +477,10 @@ class Recommender(nn.Module):
         path = _as_path(path)
         meta_path, weights_path = path / "model.json", path / "weights.safetensors"
         if not meta_path.is_file() or not weights_path.is_file():
-            raise DataError(path, "not a saved model folder (model.json and weights.safetensors expected)")
+            # a run folder keeps its saved model in best/ (and an artefact in model/): the path one level too high
+            inner = next((path / sub for sub in ("best", "model") if (path / sub / "model.json").is_file()), None)
+            hint = f"; the model saved in it is {inner}" if inner is not None else ""
+            raise DataError(path, f"not a saved model folder (model.json and weights.safetensors expected){hint}")
         try:
             meta = json.loads(meta_path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -633,7 +636,8 @@ def _index_array(values: Any, n: int, kind: str) -> np.ndarray:
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n:
         raise KeyError(f"unknown {kind} index {lo if lo < 0 else hi} (expected 0..{n - 1})")
-    return arr
+    # a pandas Series' values are read-only: torch.as_tensor warned "The given NumPy array is not writable"
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def _caller_level() -> int:

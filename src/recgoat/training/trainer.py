@@ -260,8 +260,8 @@ def check_trained_on(model, dataset) -> None:
     train = dataset.csr("train")
     ours = model._train_csr
     if ours is None or ours.shape != train.shape or (ours.astype(bool) != train.astype(bool)).nnz:
-        raise DataError(None, f"{model.name} was prepared on another training split than dataset "
-                              f"{dataset.name!r}'s: build the model from this dataset (Model.build(dataset))")
+        raise DataError(None, f"{model.name} was prepared on another training split than the one of dataset "
+                              f"{dataset.name!r}: build the model from this dataset (Model.build(dataset))")
 
 
 def check_negatives(train, dataset) -> None:

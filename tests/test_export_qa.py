@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -134,6 +135,24 @@ def test_evaluate_of_a_run_whose_dataset_folder_moved_says_what_export_says(work
                             f"found from here (no such folder): pass --dataset with the data the run was trained on")
     want = json.loads((run / "result.json").read_text())["test"]["recall@20"]
     assert evaluate(run, dataset_source=str(work / "cat"))["recall@20"] == pytest.approx(want, abs=1e-6)
+
+
+def test_evaluate_and_export_of_an_unfinished_run_say_so(work, tmp_path):
+    """A run stopped before its end (a checkpoint, no result.json) was evaluated and exported without a word."""
+    from recgoat.training.run import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(work / "plain", run)
+    (run / "result.json").unlink()
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    said = (f"{run}: the run has not finished (no result.json; stopped, or still training, after epoch "
+            f"{state['epoch']}): its best model so far (epoch {state['best']['epoch']}) is used")
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        evaluate(run)
+    r = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "art")])
+    assert r.exit_code == 0 and said in " ".join(r.stderr.split())
+    finished = runner.invoke(app, ["export", str(work / "plain"), "--out", str(tmp_path / "art2")])
+    assert finished.exit_code == 0 and "warning" not in finished.stderr
 
 
 def test_export_of_a_run_whose_shared_dataset_is_not_mounted_says_where_it_looked(work, tmp_path, monkeypatch):

@@ -60,10 +60,13 @@ def export_command(
     from recgoat.io import read_json
     from recgoat.models.base import Recommender
     from recgoat.serving.artifacts import check_destination, export_run
-    from recgoat.training.run import read_run_record
+    from recgoat.training.run import read_run_record, unfinished_note
 
     try:
         check_destination(out, overwrite)  # first: fail before the slow loads
+        unfinished = unfinished_note(run_dir)
+        if unfinished:
+            err_console.print(f"[yellow]warning:[/] {escape(unfinished)}", highlight=False, soft_wrap=True)
         model_dir = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
         try:
             model = Recommender.load(model_dir)

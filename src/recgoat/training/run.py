@@ -138,6 +138,21 @@ def trained_fingerprint(run_dir: Path) -> tuple[Path | None, str | None]:
     return None, None
 
 
+def unfinished_note(run_dir: Path) -> str | None:
+    """A line saying that the run in ``run_dir`` has not finished (a checkpoint, no result.json), so its best/ is
+    the best model so far; None for a finished run or a folder that is no run. Why: evaluate and export used a run
+    stopped at epoch 73 of 300, or one still training in another process, without a word."""
+    if (run_dir / "result.json").exists() or not (run_dir / "checkpoint" / "state.json").is_file():
+        return None
+    try:
+        state = read_json(run_dir / "checkpoint" / "state.json")
+        last, best = int(state["epoch"]), int(state["best"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{run_dir}: the run has not finished (no result.json): its best model so far is used"
+    return (f"{run_dir}: the run has not finished (no result.json; stopped, or still training, after epoch {last}): "
+            f"its best model so far (epoch {best}) is used; the same training command resumes it")
+
+
 def logged_metric(run_dir: Path, metric: str) -> list[float]:
     """The validation ``metric`` of each evaluation ``run_dir/log.jsonl`` records (NaN reads back as NaN;
     nothing when the log is missing or unreadable)."""
@@ -346,6 +361,9 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
         raise DataError(run_dir, "no best model yet: the run stopped before its first validation; resume it "
                                  "with the same `recgoat train` command (it continues from its checkpoint)")
     dataset = dataset if dataset is not None else record.load_dataset()
+    note = unfinished_note(run_dir)
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
     model = Recommender.load(run_dir / "best")
     where, fp = trained_fingerprint(run_dir)
     if fp is not None and fp != dataset.fingerprint():

@@ -125,6 +125,26 @@ def test_scores_of_a_pandas_series_of_users_warn_nothing(data):
     assert torch.equal(got, model.score([0, 2]))
 
 
+@pytest.mark.parametrize("name", ALL[1:])
+def test_a_model_made_float64_trains_and_scores_as_in_float32(data, name):
+    """FREEDOM and LGMRec kept their graphs and features float32 (no buffers) and failed in torch
+    ("expected scalar type Double but found Float"); a cached eval pass survived .double() (same tensors,
+    same versions)."""
+    ds, feats = data
+    m32 = _build(name, ds, feats).eval()
+    before = m32.score([0, 1])
+    m64 = _build(name, ds, feats).eval()
+    m64.score([0, 1])  # cached in float32
+    key = m64._weights_key()
+    m64.double()
+    assert m64._weights_key() != key
+    torch.testing.assert_close(m64.score([0, 1]), before, rtol=1e-4, atol=1e-5)
+    m64.train()
+    loss = m64.loss(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))["loss"]
+    loss.backward()
+    assert loss.dtype == torch.float64 and torch.isfinite(loss)
+
+
 def _rewrite_weights(folder, fn) -> None:
     """Change the tensors and record the new hash, as a tool (not corruption) would."""
     tensors = load_file(str(folder / "weights.safetensors"))

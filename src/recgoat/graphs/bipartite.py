@@ -68,6 +68,8 @@ def spmm(a: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
     pass (``addmm(add, a, x)`` itself copies and zero-fills again). Results are bitwise those of ``a @ x``.
     Falls back to ``@`` where autograd must see the product or ``a`` is not CSR.
     """
+    if a.dtype != x.dtype and x.dtype == torch.float64:  # a model made .double(): its graphs are no buffers
+        a = a.to(x.dtype)
     if a.layout != torch.sparse_csr or (torch.is_grad_enabled() and (x.requires_grad or a.requires_grad)):
         return a @ x if add is None else add + a @ x
     x = x.contiguous()

@@ -304,8 +304,10 @@ class Recommender(nn.Module):
         """Identity and in-place version of every parameter and buffer: eval mode keeps the embeddings cached,
         and ``load_state_dict`` or an optimizer step taken in eval mode changes the weights without ``train()``
         (the scores then came from the old weights, silently)."""
-        # inference tensors (made under torch.inference_mode) have no version counter
-        return tuple((id(t), -1 if t.is_inference() else t._version) for t in chain(self.parameters(), self.buffers()))
+        # inference tensors (made under torch.inference_mode) have no version counter; .double() or .to(device)
+        # swaps a parameter's data without touching its version, so dtype and device are part of the key
+        return tuple((id(t), -1 if t.is_inference() else t._version, t.dtype, t.device)
+                     for t in chain(self.parameters(), self.buffers()))
 
     def _checked_embeddings(self, out: Any) -> tuple[Tensor, Tensor]:
         """``embeddings()``'s result if it keeps the contract (two floating tensors ``[n_users, d]`` and

@@ -170,7 +170,8 @@ class FREEDOM(Recommender):
         terms: dict[str, Tensor] = {"bpr": bpr_loss(u, z_i[pos], z_i[neg])}
         modal = torch.zeros(())
         for m, layer in self.proj.items():
-            t = bpr_loss(u, layer(self.feats[m][pos]), layer(self.feats[m][neg]))
+            x = self.feats[m].to(layer.weight.dtype)  # no buffer: .double() left it float32
+            t = bpr_loss(u, layer(x[pos]), layer(x[neg]))
             terms[f"bpr_{m}"] = t
             modal = modal + t
         reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))

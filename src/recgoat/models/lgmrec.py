@@ -214,7 +214,12 @@ class LGMRec(Recommender):
 
     def modality_items(self) -> dict[str, Tensor]:
         """``E_I^m = X_m W_m`` per modality."""
-        return {m: layer(self.feats[m]) for m, layer in self.proj.items()}
+        return {m: layer(self._feat(m)) for m, layer in self.proj.items()}
+
+    def _feat(self, m: str) -> Tensor:
+        """``X_m`` in the model's dtype: the features are no buffers, so ``.double()`` left them float32."""
+        x = self.feats[m]
+        return x if x.dtype == self.item_emb.weight.dtype else x.to(self.item_emb.weight.dtype)
 
     def local_modality(self, item_modal: Tensor) -> Tensor:
         """``E^m``: users start as the mean of their items' modality embeddings; LightGCN propagation."""
@@ -231,7 +236,7 @@ class LGMRec(Recommender):
         for m in self.proj:
             local = local + F.normalize(self.local_modality(item_modal[m]), dim=-1)
         item_start = e_id[self.n_users:]
-        glob = {m: self.hyper[m](self.feats[m], self.interactions, item_start) for m in self.proj}
+        glob = {m: self.hyper[m](self._feat(m), self.interactions, item_start) for m in self.proj}
         e_ghe = sum(torch.cat(g) for g in glob.values())
         return local + self.config.alpha * F.normalize(e_ghe, dim=-1), glob
 

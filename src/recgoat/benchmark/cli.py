@@ -16,9 +16,12 @@ requested cell is finished and was run with the requested configuration; given o
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
@@ -32,6 +35,25 @@ def _split(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what ``timeout``, ``kill`` and job schedulers send) stops the run as Ctrl-C does: the cells stop,
+    the workers of ``-j N`` with them (SIGTERM's default killed this process alone, its workers training on into
+    a folder whose lock was gone), finished work is kept and the command exits 130."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("benchmark")
@@ -90,7 +112,8 @@ def benchmark(
             paths = _report_only(cfg)  # refuses unless every requested cell is finished with this config
             failed: dict = {}
         else:
-            run = run_benchmark(cfg)
+            with _sigterm_as_interrupt():
+                run = run_benchmark(cfg)
             paths, failed = run.report, run.failed
     except RecGOATError as e:
         typer.echo(f"error: {e}", err=True)

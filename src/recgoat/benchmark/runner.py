@@ -35,7 +35,9 @@ those seeds (:func:`split_later_grid_cells`, the report's own choice) trains on 
 
 Workers: with ``jobs: N`` the cells still to train are handed to N processes (:func:`_run_in_workers`), each
 cell trained exactly as one process trains it (:func:`run_cell`: same seeds, folders and files); the grid's
-first-seed points are all trained before its chosen points' other seeds, as in one process.
+first-seed points are all trained before its chosen points' other seeds, as in one process. Once the run stops
+(Ctrl-C, SIGTERM through the CLI, an error that stops it) no worker starts another cell, and no worker outlives the
+parent (:func:`_stop_workers`, :func:`_watch_parent`).
 """
 from __future__ import annotations
 
@@ -315,14 +317,46 @@ def dataset_label(spec: DatasetSpec) -> str:
 # ------------------------------------------------------------------------------------- config loading
 def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
     """``["train.lr=0.01", "models.lightgcn.params.n_layers=2"]`` → dotted paths and values (:func:`recgoat.config.parse_value`)."""
+    return [_set_splits(item)[0] for item in items or []]
+
+
+def _set_splits(item: str) -> list[tuple[list[str], Any]]:
+    """Every way to read ``item`` as ``key=value``, split at each ``=`` from the left: an entry's key may hold ``=``
+    (a grid point's label, ``lightgcn+lr=0.01``), so which ``=`` ends the key is known only in the tree
+    (:func:`_apply_set`)."""
     out = []
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        # read as `recgoat train --set` reads it: 1e-3 a float, "runs #2" not cut at a YAML comment
-        out.append((key.strip().split("."), parse_value(value) if value.strip() else ""))
+    for at, char in enumerate(item):
+        if char != "=":
+            continue
+        key, value = item[:at], item[at + 1:]
+        if key.strip():
+            # read as `recgoat train --set` reads it: 1e-3 a float, "runs #2" not cut at a YAML comment
+            out.append((key.strip().split("."), parse_value(value) if value.strip() else ""))
+    if not out or not item.partition("=")[0].strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
     return out
+
+
+class _NoEntry(ConfigError):
+    """A ``--set`` path naming no entry of a list."""
+
+
+def _apply_set(tree: dict, item: str) -> None:
+    """Apply one ``--set key=value``: the first split at an ``=`` (from the left) that reaches its entry wins. If
+    none does, the error reported is the leftmost split's that got past the entries (the key reached an entry,
+    something after it is wrong), else the leftmost's (the key as the first ``=`` ends it)."""
+    errors: list[ConfigError] = []
+    for path, value in _set_splits(item):
+        trial = copy.deepcopy(tree)  # _apply edits as it goes (a plain entry becomes a mapping): only a success counts
+        try:
+            _apply(trial, path, value)
+        except ConfigError as e:
+            errors.append(e)
+            continue
+        tree.clear()
+        tree.update(trial)
+        return
+    raise next((e for e in errors if not isinstance(e, _NoEntry)), errors[0])
 
 
 def _entry_key(e: Any) -> Any:
@@ -330,37 +364,55 @@ def _entry_key(e: Any) -> Any:
     return (e.get("label") or e.get("name")) if isinstance(e, dict) else e
 
 
+def _find_entry(node: list, path: list[str], i: int) -> tuple[int, int]:
+    """The entry of the list ``node`` that ``path[i:]`` starts with, and how many segments its key took: an entry
+    key may hold dots (a label ``BPRMF.hand``, a dataset folder ``my.data``), so the longest key that the next
+    segments spell wins. An entry's key is its label, else its name; a name reaches a labelled entry only when no
+    entry has it as key and just one entry has that name."""
+    where = ".".join(path[:i])
+    spans = range(len(path) - i, 0, -1)
+    for n in spans:
+        part = ".".join(path[i:i + n])
+        keyed = [j for j, e in enumerate(node) if _entry_key(e) == part]
+        if keyed:
+            return keyed[0], n
+    for n in spans:
+        part = ".".join(path[i:i + n])
+        named = [j for j, e in enumerate(node) if isinstance(e, dict) and e.get("name") == part]
+        if len(named) > 1:
+            raise ConfigError(f"--set {'.'.join(path)}: {part!r} names several entries of "
+                              f"{where}; use a label: {[node[j].get('label') for j in named]}")
+        if named:
+            return named[0], n
+    # name the keys there are: a dataset given as a folder is keyed by its path, not its label
+    keys = [_entry_key(e) for e in node]
+    raise _NoEntry(f"--set {'.'.join(path)}: no entry {path[i]!r} in {where}; "
+                      f"its entries: {', '.join(map(repr, keys)) or 'none'}")
+
+
 def _apply(tree: dict, path: list[str], value: Any) -> None:
-    """Set a dotted path in a config dict; list entries (``models``/``datasets``) are chosen by label."""
+    """Set a dotted path in a config dict; list entries (``models``/``datasets``) are chosen by key
+    (:func:`_find_entry`)."""
     node: Any = tree
-    for i, part in enumerate(path):
-        last = i == len(path) - 1
+    i = 0
+    while i < len(path):
+        part = path[i]
         if isinstance(node, list):
-            # an entry's key is its label, else its name (a plain string entry is a name); a name reaches a
-            # labelled entry only when no entry has it as key and just one entry has that name
-            keyed = [j for j, e in enumerate(node) if _entry_key(e) == part]
-            if not keyed:
-                keyed = [j for j, e in enumerate(node) if isinstance(e, dict) and e.get("name") == part]
-                if len(keyed) > 1:
-                    raise ConfigError(f"--set {'.'.join(path)}: {part!r} names several entries of "
-                                      f"{'.'.join(path[:i])}; use a label: {[node[j].get('label') for j in keyed]}")
-            if not keyed:
-                # name the keys there are: a dataset given as a folder is keyed by its path, not its label
-                keys = [_entry_key(e) for e in node]
-                raise ConfigError(f"--set {'.'.join(path)}: no entry {part!r} in {'.'.join(path[:i])}; "
-                                  f"its entries: {', '.join(map(repr, keys)) or 'none'}")
-            if last:
+            j, n = _find_entry(node, path, i)
+            if i + n == len(path):
                 raise ConfigError(f"--set {'.'.join(path)}: cannot replace a whole list entry")
-            if not isinstance(node[keyed[0]], dict):
-                node[keyed[0]] = {"name": part}  # a plain string entry becomes a dict so it can receive keys
-            node = node[keyed[0]]
+            if not isinstance(node[j], dict):
+                node[j] = {"name": node[j]}  # a plain string entry becomes a dict so it can receive keys
+            node = node[j]
+            i += n
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i])} is not a mapping")
-        if last:
+        if i == len(path) - 1:
             node[part] = value
         else:
             node = node.setdefault(part, {})
+        i += 1
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -440,8 +492,8 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
             tree[key] = picked
         else:
             tree[key] = value
-    for dotted, value in parse_set(sets):
-        _apply(tree, dotted, value)
+    for item in sets or []:
+        _apply_set(tree, item)
     try:
         config = BenchmarkConfig(**tree)
     except ValidationError as e:
@@ -466,8 +518,9 @@ def _pick(entries: list, name: Any, grid_members: bool = False) -> tuple[Any, li
     bare names dropped their params and features, and a label such as ``recgoat-ml100k`` was an unknown model.)
     With ``grid_members``, also the entries that join the grid of that name (``grid_of``), returned second:
     ``-m lightgcn`` ran LightGCN's grid without the extra point the file adds to it, and chose among fewer
-    points than the file. A grid made of hand-labelled entries only (``grid_of: lg``, no entry ``lg``) is
-    ``(None, its entries)``."""
+    points than the file. A grid with no entry of its key (hand-labelled entries ``grid_of: lg``; or any grid in
+    a run's ``benchmark.json``, which records it as its points) is ``(None, its entries)``, even where its name is
+    also a model name."""
     def joining(group: Any) -> list[Any]:
         if not grid_members:
             return []
@@ -476,11 +529,15 @@ def _pick(entries: list, name: Any, grid_members: bool = False) -> tuple[Any, li
 
     keyed = [e for e in entries if _entry_key(e) == name]
     if not keyed:
+        # a grid's name before a model's: the record of a run (benchmark.json) holds a grid as its points, every
+        # one of that model name, and `-m lightgcn` named none of them alone but a new plain LightGCN
+        members = joining(name)
+        if members:
+            return None, members
         keyed = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
     if len(keyed) == 1:
         return copy.deepcopy(keyed[0]), joining(_entry_key(keyed[0]))
-    members = [] if keyed else joining(name)
-    return (None, members) if members else (name, [])
+    return name, []
 
 
 # ------------------------------------------------------------------------------------- data and features
@@ -1606,23 +1663,73 @@ def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, A
 
 # a worker process's datasets and features, loaded by its first cell of each and reused by the next
 _WORKER_CACHE: tuple[dict, dict] = ({}, {})
+# a worker's view of the run: the stop flag shared with the parent and the other workers (a lock-free shared byte:
+# it is set from signal handlers, where a lock held by the interrupted code would deadlock), whether a cell is
+# training now, and whether this worker has been interrupted already
+_WORKER_STOP: Any = None
+_WORKER_IN_CELL = False
+_WORKER_INTERRUPTED = False
+_PARENT_POLL_S = 1.0  # how often a worker checks that its parent is alive
+
+
+def _worker_sigint(signum: int, frame: Any) -> None:
+    """SIGINT in a worker (Ctrl-C reaches the whole process group; the parent sends it to stop its workers): no
+    further cell starts in any worker, and the cell training here stops as a Ctrl-C stops it in one process (its
+    checkpoint kept). An idle worker is not interrupted: a KeyboardInterrupt inside the pool's own queue handling
+    would kill it with a traceback."""
+    global _WORKER_INTERRUPTED
+    if _WORKER_STOP is not None:
+        _WORKER_STOP.value = 1
+    if _WORKER_IN_CELL and not _WORKER_INTERRUPTED:
+        _WORKER_INTERRUPTED = True
+        raise KeyboardInterrupt
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit the worker once its parent is gone (``kill -9``, or a parent stopped before it could stop its
+    workers): an orphan would write cells into a benchmark folder whose lock died with the parent. Exiting
+    at once loses nothing finished: every file is written atomically, and the cell resumes from its checkpoint."""
+    while True:
+        time.sleep(_PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _worker_init(stop: Any, parent: int) -> None:
+    """Initializer of a ``jobs > 1`` worker process: the shared stop flag, its SIGINT handling, the parent watch."""
+    import signal
+
+    global _WORKER_STOP
+    _WORKER_STOP = stop
+    signal.signal(signal.SIGINT, _worker_sigint)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
 
 
 def _train_in_worker(config: BenchmarkConfig, cell: Cell, model_cls: Any) -> dict[str, Any]:
     """One cell in a worker process of a ``jobs > 1`` run; its result, or its error as plain data (an exception
     object need not survive pickling). ``model_cls`` travels with the cell: unpickling it imports the module that
     defines (and registers) it, so a model registered in the parent's script is known here too."""
+    global _WORKER_IN_CELL
     t0 = time.perf_counter()
     try:
+        _WORKER_IN_CELL = True  # set inside the try: a SIGINT right after it is caught below
+        # a cell already queued to this worker when the run was stopped (Ctrl-C, SIGTERM, an error that stops
+        # the run): cancelling its future cannot take it back, so it is dropped here, before it starts
+        if _WORKER_INTERRUPTED or (_WORKER_STOP is not None and _WORKER_STOP.value):
+            return {"stopped": True}
         dataset, features, train_cfg = _cell_inputs(config, cell, {cell.model.key: model_cls}, *_WORKER_CACHE)
         # no bars from workers (their lines would interleave), and the cores shared out unless a count is set
         update: dict[str, Any] = {"progress": False}
         if not train_cfg.num_threads:
             update["num_threads"] = max(1, (os.cpu_count() or 1) // config.jobs)
         result = run_cell(cell, dataset, features, train_cfg.model_copy(update=update))
+    except KeyboardInterrupt:  # stopped by the run (see _worker_sigint): what it finished is kept, nothing to report
+        return {"stopped": True}
     except Exception as e:  # noqa: BLE001 — reported by the parent as the sequential run reports it
         return {"error": f"{type(e).__name__}: {e}", "message": str(e), "trace": traceback.format_exc(),
                 "fatal": _fatal(e), "user_error": isinstance(e, RecGOATError)}
+    finally:
+        _WORKER_IN_CELL = False
     return {"result": result, "seconds": time.perf_counter() - t0}
 
 
@@ -1659,6 +1766,8 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
             return ConfigError(f"jobs: {config.jobs}: {cell.title} cannot be sent to a worker process "
                                f"({type(e).__name__}: {e}); a model defined where a new process cannot import it "
                                f"(a notebook, a function) needs jobs: 1")
+        if "stopped" in out:  # not started, or interrupted, after the run was stopped: not a result nor a failure
+            return None
         if "result" in out:
             finished(cell, out["result"], out["seconds"])
         elif out["fatal"] or (config.on_error == "raise" and out["user_error"]):  # one line, as the CLI prints it
@@ -1669,8 +1778,13 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
             failed(cell, out["error"], out["trace"])
         return None
 
-    pool = ProcessPoolExecutor(max_workers=min(config.jobs, len(cells)),
-                               mp_context=multiprocessing.get_context("spawn"))
+    ctx = multiprocessing.get_context("spawn")
+    # set once the run stops: a worker starts no cell after it (cancelling a future cannot recall the cells the
+    # pool has already queued to its workers)
+    stop_flag = ctx.Value("b", 0, lock=False)
+    pool = ProcessPoolExecutor(max_workers=min(config.jobs, len(cells)), mp_context=ctx,
+                               initializer=_worker_init, initargs=(stop_flag, os.getpid()))
+    ended = False
     try:
         futures = {}
         for cell in cells:
@@ -1683,11 +1797,45 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
                 error = outcome(futures[fut], fut)
                 stop = stop or error
             if stop is not None:  # cancel what has not started (waited on no more); the running cells finish
+                stop_flag.value = 1
                 pending = {f for f in pending if not f.cancel()}
+        ended = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if ended:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:  # Ctrl-C, SIGTERM (the CLI raises KeyboardInterrupt for it) or an error of the parent's own
+            _stop_workers(pool, stop_flag)
     if stop is not None:
         raise stop
+
+
+_STOP_GRACE_S = 15.0  # how long interrupted workers get to stop before they are killed
+
+
+def _stop_workers(pool: Any, stop_flag: Any, grace: float = _STOP_GRACE_S) -> None:
+    """Stop a worker pool on the parent's way out: no cell starts any more, the running ones are interrupted as
+    Ctrl-C interrupts them (a SIGINT, whether or not they had one already: ``kill -INT``/``-TERM`` of the parent
+    alone reaches no worker), and a worker still alive after ``grace`` seconds is killed, so that none outlives
+    the parent and its folder lock. Nothing finished is lost: files are written atomically, cells resume from
+    their checkpoints."""
+    import signal
+
+    stop_flag.value = 1
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:  # ended meanwhile
+                pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
 
 
 class _CellBar:

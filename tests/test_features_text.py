@@ -44,6 +44,17 @@ def test_template_that_cannot_format_text_is_a_config_error(template, problem):
                                                                                        "Hea|"]
 
 
+def test_template_fields_are_column_names_as_written():
+    """A column named "genre.main", "score[0]" or "0" raised KeyError 'genre' / ValueError from str.format's
+    attribute, index and positional syntax, with a traceback from `recgoat encode text`."""
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["T1", "T2"], "genre.main": ["g1", None],
+                          "score[0]": [1, 2], "0": ["z", "y"]})
+    got = build_item_texts(items, 2, ["title"], "{title} ({genre.main}) {score[0]} x {0} {{lit}} {title!r:>6}")
+    assert got == ["T1 (g1) 1 x z {lit} 'T1'", "T2 () 2 x y {lit} 'T2'"]  # whitespace runs collapsed
+    with pytest.raises(ConfigError, match=r"uses \{title.upper\} but the dataset has no such column"):
+        build_item_texts(items, 2, ["title"], "{title.upper}")
+
+
 def test_truncate_at_word_boundary():
     text = "word " * 100
     cut = truncate(text, 52)

@@ -96,9 +96,14 @@ def build_item_texts(items: pd.DataFrame | None, n_items: int, text_fields: list
     else:
         names = _template_columns(items, template)
         cols = {n: clean_column(items[n]).tolist() for n in dict.fromkeys(names)}
+        # each {field} is a column name as written, not format_map's attribute/index/positional syntax: a column
+        # "genre.main", "score[0]" or "0" raised KeyError 'genre' / ValueError from inside str.format
+        fmt = string.Formatter()
+        pieces = list(fmt.parse(template))
         texts = []
         for i in range(len(items)):
-            t = template.format_map({n: c[i] for n, c in cols.items()})
+            t = "".join(lit + ("" if f is None else format(fmt.convert_field(cols[f][i], conv), spec or ""))
+                        for lit, f, spec, conv in pieces)
             texts.append(_BLANK_LINES.sub("\n", _WS.sub(" ", t)).strip())
     return [truncate(t, max_chars) for t in texts]
 

@@ -427,6 +427,15 @@ def test_cold_start_post(server, run):
     assert [run.item_index[x["item_id"]] for x in keep["items"]] == brute_force_topk(z[None], run.item_emb, 7)[0][0].tolist()
 
 
+def test_a_trailing_slash_is_not_redirected(server, run):
+    """Starlette's slash redirect decoded the path once more: /users/%25342/history/ went to /users/%342/history,
+    i.e. user "42"'s history was served for user "%342". Such a path is now simply not found."""
+    uid = run.user_ids[3]
+    assert server.get(f"/users/{uid}/history").status_code == 200
+    r = server.get(f"/users/{uid}/history/", follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+
+
 def test_history_users_items_and_images(server, run, dataset):
     uid = run.user_ids[3]
     h = server.get(f"/users/{uid}/history", params={"n": 5}).json()

@@ -470,9 +470,11 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     # FastAPI's own /docs and /redoc pages load their scripts from a CDN and are blank offline;
     # fastapi-offline serves the same pages from assets packaged with it
     accepted: dict[Any, tuple[str, ...]] = {}  # endpoint -> its query parameters, filled below
+    # no trailing-slash redirects: Starlette's Location header decodes the path once more, so
+    # /users/%25342/history/ was sent to /users/%342/history and served user "42"'s history
     app = FastAPIOffline(title="recgoat recommendations", version=str(meta.get("format_version")),
                          description=f"{meta.get('model')} trained on {meta.get('dataset')}",
-                         dependencies=[Depends(_known_query_only(accepted))])
+                         dependencies=[Depends(_known_query_only(accepted))], redirect_slashes=False)
     app.state.service = svc
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

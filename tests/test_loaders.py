@@ -401,3 +401,21 @@ def test_generic_folder_errors(tmp_path):
 def test_read_table_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_table(tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("layout", ["generic", "lines"])
+def test_a_folder_given_as_dot_or_dotdot_is_named_after_the_folder(tmp_path, monkeypatch, layout):
+    """'.' was named "" (its features went to features/ itself) and '..' was named ".." (features/.. is the
+    working folder)."""
+    data = tmp_path / "my-data"
+    (data / "sub").mkdir(parents=True)
+    if layout == "generic":
+        rows = [(u, i) for u in range(6) for i in range(6) if (u + i) % 3]
+        pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(data / "interactions.csv", index=False)
+    else:
+        (data / "train.txt").write_text("0 1 2\n1 0 2\n")
+        (data / "test.txt").write_text("0 0\n1 1\n")
+    monkeypatch.chdir(data)
+    assert load(".", PrepareConfig(k_core=0)).name == "my-data"
+    monkeypatch.chdir(data / "sub")
+    assert load("..", PrepareConfig(k_core=0)).name == "my-data"

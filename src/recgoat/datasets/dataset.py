@@ -29,6 +29,12 @@ MANIFEST = "manifest.json"
 PREPARED_FILES = (MANIFEST, "interactions.parquet", "ids.parquet", "items.parquet")
 
 
+def folder_name(path: Path) -> str:
+    """A dataset folder's name, also when given as ``.`` or ``..`` (whose ``Path.name`` is "" and "..": the
+    dataset was named "" and its features went to features/ itself, or to the working folder via features/..)."""
+    return path.name if path.name not in ("", ".", "..") else path.resolve().name
+
+
 @dataclass
 class Dataset:
     """Interactions plus everything known about users and items.

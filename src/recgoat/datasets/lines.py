@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recgoat.datasets.dataset import SPLITS, Dataset
+from recgoat.datasets.dataset import SPLITS, Dataset, folder_name
 from recgoat.datasets.mmrec import (MAX_ID, check_dense, check_split_overlap, drop_held_out_without_train,
                                     drop_split_duplicates)
 from recgoat.errors import DataError
@@ -102,7 +102,7 @@ def load_lines(folder: str | Path, name: str | None = None) -> Dataset:
     n_items = int(inter["item"].max()) + 1  # before dropping rows: an item only they held keeps its id
     inter = drop_held_out_without_train(inter, folder)
     item_ids = np.arange(n_items).astype(str).astype(object)
-    return Dataset(name=name or folder.name, interactions=inter,
+    return Dataset(name=name or folder_name(folder), interactions=inter,
                    user_ids=np.arange(n_users).astype(str).astype(object), item_ids=item_ids,
                    items=pd.DataFrame({"item_id": item_ids}), text_fields=[],
                    info={"source": str(folder.resolve()), "layout": "lines"})

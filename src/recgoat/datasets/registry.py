@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from recgoat.datasets.dataset import MANIFEST, Dataset, _read_manifest
+from recgoat.datasets.dataset import MANIFEST, Dataset, _read_manifest, folder_name
 from recgoat.datasets.generic import load_generic, read_table
 from recgoat.datasets.preprocess import PrepareConfig, prepare
 from recgoat.errors import ConfigError, DataError
@@ -205,7 +205,8 @@ def load_raw(name_or_path: str | Path) -> tuple[str, pd.DataFrame, pd.DataFrame 
         what = "no interactions.csv, .tsv or .parquet in this folder" if path.is_dir() else "not a dataset file"
         raise DataError(path, f"{what}, nor another recognised layout ({layouts_help()})")
     inter, items, fields = load_generic(path)
-    return path.name, inter, items, fields, {"source": str(path.resolve())}
+    return folder_name(path), inter, items, fields, {"source": str(path.resolve())}
+
 
 
 PREPARE_OPTIONS = ("min_rating", "k_core", "split", "ratios", "seed")

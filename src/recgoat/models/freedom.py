@@ -50,7 +50,8 @@ from recgoat.graphs.bipartite import (bipartite_adjacency, normalized_bipartite,
 from recgoat.graphs.knn import normalized_knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.modalities import image_mask, item_features, modality_dims, present_modalities
+from recgoat.models.modalities import (image_mask, item_features, modality_dims, present_modalities,
+                                       register_item_features, registered_item_features)
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 
@@ -112,10 +113,14 @@ class FREEDOM(Recommender):
         # W_m, one per modality present (no bias: it cancels in the modality BPR difference)
         self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d, bias=False)
                                    for m in present_modalities(dims, self.name)})
-        self.feats: dict[str, Tensor] = {}
         self.adj: Tensor | None = None  # full Â (evaluation)
         self.pruned_adj: Tensor | None = None  # Â_ρ of the current epoch (training)
         self.ii_graph: Tensor | None = None  # frozen S
+
+    @property
+    def feats(self) -> dict[str, Tensor]:
+        """``X_m`` per modality present (buffers: they follow ``.double()`` / ``.to(device)``)."""
+        return registered_item_features(self)
 
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
@@ -124,7 +129,7 @@ class FREEDOM(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
+        register_item_features(self, found)
         self.adj = normalized_bipartite(self._train_csr)
         self.pruned_adj = None
         cfg = self.config
@@ -170,8 +175,7 @@ class FREEDOM(Recommender):
         terms: dict[str, Tensor] = {"bpr": bpr_loss(u, z_i[pos], z_i[neg])}
         modal = torch.zeros(())
         for m, layer in self.proj.items():
-            x = self.feats[m].to(layer.weight.dtype)  # no buffer: .double() left it float32
-            t = bpr_loss(u, layer(x[pos]), layer(x[neg]))
+            t = bpr_loss(u, layer(self.feats[m][pos]), layer(self.feats[m][neg]))
             terms[f"bpr_{m}"] = t
             modal = modal + t
         reg = l2_reg(self.user_emb(users), self.item_emb(pos), self.item_emb(neg))

@@ -82,7 +82,8 @@ from torch import Tensor, nn
 from recgoat.graphs.bipartite import normalized_bipartite, spmm, to_torch_csr
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.modalities import item_features, modality_dims, present_modalities
+from recgoat.models.modalities import (item_features, modality_dims, present_modalities,
+                                       register_item_features, registered_item_features)
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 
@@ -186,10 +187,14 @@ class LGMRec(Recommender):
             nn.init.xavier_uniform_(layer.weight)
         self.hyper = nn.ModuleDict({m: HypergraphConv(cfg.n_hyperedges, int(dims[f"{m}_dim"]), cfg.tau,
                                                       cfg.hyper_dropout, cfg.n_hyper_layers) for m in present})
-        self.feats: dict[str, Tensor] = {}
         self.adj: Tensor | None = None
         self.interactions: SparseOperator | None = None  # R (U × I), binary
         self.user_mean: SparseOperator | None = None  # D_U^{-1} R: mean over a user's items
+
+    @property
+    def feats(self) -> dict[str, Tensor]:
+        """``X_m`` per modality present (buffers: they follow ``.double()`` / ``.to(device)``)."""
+        return registered_item_features(self)
 
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
@@ -198,7 +203,7 @@ class LGMRec(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
+        register_item_features(self, found)
         train = self._train_csr.astype(np.float32)
         train.data[:] = 1.0
         self.adj = normalized_bipartite(train)
@@ -214,12 +219,7 @@ class LGMRec(Recommender):
 
     def modality_items(self) -> dict[str, Tensor]:
         """``E_I^m = X_m W_m`` per modality."""
-        return {m: layer(self._feat(m)) for m, layer in self.proj.items()}
-
-    def _feat(self, m: str) -> Tensor:
-        """``X_m`` in the model's dtype: the features are no buffers, so ``.double()`` left them float32."""
-        x = self.feats[m]
-        return x if x.dtype == self.item_emb.weight.dtype else x.to(self.item_emb.weight.dtype)
+        return {m: layer(self.feats[m]) for m, layer in self.proj.items()}
 
     def local_modality(self, item_modal: Tensor) -> Tensor:
         """``E^m``: users start as the mean of their items' modality embeddings; LightGCN propagation."""
@@ -236,7 +236,7 @@ class LGMRec(Recommender):
         for m in self.proj:
             local = local + F.normalize(self.local_modality(item_modal[m]), dim=-1)
         item_start = e_id[self.n_users:]
-        glob = {m: self.hyper[m](self._feat(m), self.interactions, item_start) for m in self.proj}
+        glob = {m: self.hyper[m](self.feats[m], self.interactions, item_start) for m in self.proj}
         e_ghe = sum(torch.cat(g) for g in glob.values())
         return local + self.config.alpha * F.normalize(e_ghe, dim=-1), glob
 

@@ -96,6 +96,19 @@ def image_mask(features, n_items: int, model: str) -> np.ndarray:
     return mask.astype(bool)
 
 
+def register_item_features(model: Recommender, found: dict[str, np.ndarray]) -> None:
+    """Each modality's frozen features as a non-persistent buffer ``feat_<m>`` (not saved): ``.double()`` and
+    ``.to(device)`` move them with the weights, as RecGOAT's. Held in a plain dict, FREEDOM's and LGMRec's stayed
+    float32 on the CPU, and the first product with float64 weights failed inside torch."""
+    for m, x in found.items():
+        model.register_buffer(f"feat_{m}", torch.from_numpy(x), persistent=False)
+
+
+def registered_item_features(model: Recommender) -> dict[str, torch.Tensor]:
+    """The ``feat_<m>`` buffers of :func:`register_item_features`, by modality (none before ``prepare``)."""
+    return {m: b for m in MODALITIES if (b := getattr(model, f"feat_{m}", None)) is not None}
+
+
 def item_features(model: Recommender, features) -> dict[str, np.ndarray]:
     """The item modalities in ``features``, checked against what ``model`` was built with, C-contiguous (each
     model hands them to ``torch.from_numpy``, which refuses a reversed view such as ``features[::-1]``)."""

@@ -315,13 +315,9 @@ def dataset_label(spec: DatasetSpec) -> str:
 
 
 # ------------------------------------------------------------------------------------- config loading
-def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
-    """``["train.lr=0.01", "models.lightgcn.params.n_layers=2"]`` → dotted paths and values (:func:`recgoat.config.parse_value`)."""
-    return [_set_splits(item)[0] for item in items or []]
-
-
 def _set_splits(item: str) -> list[tuple[list[str], Any]]:
-    """Every way to read ``item`` as ``key=value``, split at each ``=`` from the left: an entry's key may hold ``=``
+    """Every way to read ``item`` (``"train.lr=0.01"``) as a dotted key path and a value
+    (:func:`recgoat.config.parse_value`), split at each ``=`` from the left: an entry's key may hold ``=``
     (a grid point's label, ``lightgcn+lr=0.01``), so which ``=`` ends the key is known only in the tree
     (:func:`_apply_set`)."""
     out = []

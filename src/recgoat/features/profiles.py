@@ -802,7 +802,6 @@ class ProfileCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.records: dict[str, dict] = {}
-        self.skipped_lines = 0
         self.unreadable_lines: list[int] = []  # 1-based
         if self.path.exists():
             with self.path.open("rb") as f:
@@ -817,8 +816,11 @@ class ProfileCache:
                             raise TypeError("answer is not text")
                         self.records[rec["key"]] = rec
                     except (ValueError, KeyError, TypeError):
-                        self.skipped_lines += 1
                         self.unreadable_lines.append(number)
+
+    @property
+    def skipped_lines(self) -> int:
+        return len(self.unreadable_lines)
 
     def get(self, key: str) -> dict | None:
         return self.records.get(key)

@@ -77,11 +77,17 @@ def serve(run_path: str, host: str = "127.0.0.1", port: int = 8000, index: str =
     warnings.filterwarnings("ignore", message="coroutine 'Server.serve' was never awaited", category=RuntimeWarning)
     # SIGTERM (docker stop, systemd, kill) stops the server as Ctrl-C does: uvicorn shuts down gracefully, then
     # re-raises the signal to the handler it found, which was the default one: exit 143 without "server stopped"
+    # built before the "serving" line: it configures logging, and a SIGTERM sent on seeing the line raised inside
+    # logging's handler lock ("cannot release un-acquired lock", exit 1 instead of a clean stop)
+    try:
+        config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
+    except BaseException:
+        sock.close()
+        raise
     on_main = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
     term = signal.signal(signal.SIGTERM, _terminated) if on_main else None
     try:
         print(f"serving {run_path} on {url} (docs: /docs{recall})", file=sys.stderr, flush=True)
-        config = uvicorn.Config(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
     except (KeyboardInterrupt, _Terminated):
         # Ctrl-C is how a server is stopped: uvicorn shuts down gracefully, then re-raises the signal, which

@@ -74,12 +74,12 @@ def test_text_cache_follows_each_input_and_nothing_else(tmp_path):
     changed = toy(titles)
     assert len(run(changed, out, max_chars=50)) == 6  # one item's text
     assert np.allclose(load_features(changed, out).text[3], fake_vec("title: another title"))
-    assert len(run(changed, out, max_chars=10)) == 6  # max_chars
-    assert len(run(changed, out, max_chars=10, text_template="{title}!")) == 6  # template
+    assert len(run(changed, out, max_chars=16)) == 6  # max_chars
+    assert len(run(changed, out, max_chars=16, text_template="{title}!")) == 6  # template
     assert load_features(changed, out).manifests["text"]["text_template"] == "{title}!"
-    assert len(run(changed, out, max_chars=10, text_template="{title}!", text_model="other-model")) == 6
+    assert len(run(changed, out, max_chars=16, text_template="{title}!", text_model="other-model")) == 6
     assert load_features(changed, out).manifests["text"]["encoder"] == "fake other-model"
-    assert run(changed, out, max_chars=10, text_template="{title}!", text_model="other-model") == []
+    assert run(changed, out, max_chars=16, text_template="{title}!", text_model="other-model") == []
 
 
 def test_profile_cache_follows_the_backend_settings_and_the_data(tmp_path):

@@ -279,7 +279,9 @@ def _load_ml_latest(root: Path):
     movies = read_table(root / "movies.csv").rename(columns={"movieId": "item_id"})
     movies["year"] = movies["title"].str.extract(r"\((\d{4})\)\s*$", expand=False)
     tags = read_table(root / "tags.csv")
-    tag_text = (tags.assign(tag=tags["tag"].astype(str).str.strip().str.lower())
+    # an empty tag cell (NaN) became the tag "nan" through astype(str), and fails the join under pandas 3
+    tag = tags["tag"].str.strip().str.lower()
+    tag_text = (tags.assign(tag=tag)[tag.notna() & (tag != "")]
                 .drop_duplicates(["movieId", "tag"])
                 .groupby("movieId")["tag"].agg(lambda t: ", ".join(t)))
     movies["tags"] = movies["item_id"].map(tag_text)

@@ -82,6 +82,11 @@ class FeatureConfig:
                      "llm_concurrency", "profile_char_budget", "chunk_size", "max_chars", "llm_max_tokens"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        from recgoat.features.text import check_max_chars
+
+        # here, before a dataset is read: a cut that short keeps no word (profiles' histories are cut alike)
+        check_max_chars(self.max_chars)
+        check_max_chars(self.profile_char_budget, "profile_char_budget (--char-budget)")
         for name in ("llm_retries", "download_retries"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 and a whole number, got {getattr(self, name)!r}")
@@ -481,12 +486,13 @@ def has_text_columns(dataset: Dataset, template: str | None) -> bool:
     return dataset.has_text or (template is not None and dataset.items is not None)
 
 
-def blank_text_fields(dataset: Dataset, template: str | None) -> list[str] | None:
+def blank_text_fields(dataset: Dataset, template: str | None, without_text: int | None = None) -> list[str] | None:
     """The fields item text is read from (the template's, else the dataset's text fields) when every item is
     blank in all of them, else None (None too without text columns: :func:`has_text_columns`).
 
     Why: such a dataset was encoded into one identical vector per item and reported a success. A template
-    naming a column the items lack raises its :class:`ConfigError` here (read first, it looked all blank)."""
+    naming a column the items lack raises its :class:`ConfigError` here (read first, it looked all blank).
+    ``without_text``: :func:`~recgoat.features.text.items_without_text` when the caller has counted it already."""
     from recgoat.features.text import items_without_text, template_fields
 
     if not has_text_columns(dataset, template) or dataset.n_items == 0:
@@ -494,7 +500,8 @@ def blank_text_fields(dataset: Dataset, template: str | None) -> list[str] | Non
     fields = template_fields(template) if template is not None else list(dataset.text_fields)
     if not fields:  # a template of literal text only: not blank, the same words for every item
         return None
-    blank = items_without_text(dataset.items, dataset.n_items, dataset.text_fields, template)
+    blank = items_without_text(dataset.items, dataset.n_items, dataset.text_fields, template) \
+        if without_text is None else without_text
     return list(dict.fromkeys(fields)) if blank >= dataset.n_items else None
 
 
@@ -661,14 +668,16 @@ class _Session:
             self.rep.say(f"text: dataset {ds.name} has no item text; skipped")
             self.drop_stale("text")
             return
-        blank = blank_text_fields(ds, cfg.text_template)
+        template = cfg.text_template
+        # counted once: it decides the all-blank skip and is the manifest's empty_texts
+        empty = items_without_text(ds.items, ds.n_items, ds.text_fields, template)
+        blank = blank_text_fields(ds, template, empty)
         if blank is not None:  # as no text (`encode text` refuses it first, in the CLI); a problem with the data
             where = items_file(ds)
             self.rep.say(f"text: {where + ': ' if where else ''}{blank_text_problem(ds, blank)}; skipped",
                          always=True)
             self.drop_stale("text")
             return
-        template = cfg.text_template
         texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, template, cfg.max_chars)
         desc = template if template is not None else "field: value lines over " + ", ".join(ds.text_fields)
         key = _key({"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars,
@@ -679,7 +688,6 @@ class _Session:
         if self.keeps_imported("text"):
             return
         arr = self.embed("text", key, texts)
-        empty = items_without_text(ds.items, ds.n_items, ds.text_fields, template)
         self.finish("text", key, arr, _manifest("text", ds, self.fp, arr, self.text_encoder().name, key,
                                                 text_template=desc, text_fields=list(ds.text_fields),
                                                 max_chars=cfg.max_chars, empty_texts=empty,

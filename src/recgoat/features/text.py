@@ -23,6 +23,7 @@ import pandas as pd
 
 from recgoat.errors import ConfigError
 from recgoat.features.device import check_device
+from recgoat.strict import is_int
 
 DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _WS = re.compile(r"[ \t\r\f\v]+")
@@ -59,14 +60,36 @@ def template_fields(template: str) -> list[str]:
 
 
 def clean_column(col: pd.Series) -> pd.Series:
-    """One field as display text: missing → '', ``a|b`` lists → ``a, b``, whitespace collapsed."""
+    """One field as display text: missing (None, NaN, pd.NA) → '', ``a|b`` lists → ``a, b``, whitespace
+    collapsed. Missing is read from the table (``isna``), never from the text: a film titled "None" or a
+    product "NaN" keeps its title (the strings "nan", "None" and "<NA>" were blanked after stringifying)."""
     s = col.astype(object).where(col.notna(), "").astype(str)
-    s = s.str.replace("|", ", ", regex=False).str.replace(_WS, " ", regex=True).str.strip()
-    return s.where(~s.isin(["nan", "None", "<NA>"]), "")
+    return s.str.replace("|", ", ", regex=False).str.replace(_WS, " ", regex=True).str.strip()
+
+
+# why 16: a cut keeps max_chars - 1 characters before '…', and the default text begins with a field's name
+# ("title: ", 7 characters); a shorter limit left "…", "ti…" or "title: To…", no word of the item, for every
+# item alike (and so one embedding for all). 16 holds that name, a word of average length and the '…'
+MIN_MAX_CHARS = 16
+
+
+def check_max_chars(max_chars: Any, option: str = "max_chars (--max-chars)") -> None:
+    """A :class:`ConfigError` unless ``max_chars`` is None, 0 or less (no limit, as :func:`truncate` reads
+    them) or a whole number >= :data:`MIN_MAX_CHARS`. ``option`` names the setting in the message (the
+    profiles' history budget is cut by the same :func:`truncate`)."""
+    if max_chars is None:
+        return
+    if not is_int(max_chars):  # 2.5 or "300" failed inside truncate with a bare TypeError; True read as 1
+        raise ConfigError(f"{option} must be a whole number of characters, got {max_chars!r}")
+    if 0 < max_chars < MIN_MAX_CHARS:
+        raise ConfigError(f"{option} must be at least {MIN_MAX_CHARS}, got {max_chars}: a "
+                          f"shorter cut keeps no word of the item, only '…' or the field's name")
 
 
 def truncate(text: str, max_chars: int | None) -> str:
-    """Cut ``text`` to at most ``max_chars`` characters, at a word boundary when one is near, with '…'."""
+    """Cut ``text`` to at most ``max_chars`` characters, at a word boundary when one is near, with '…'.
+    None or <= 0: no limit. Limits below :data:`MIN_MAX_CHARS` are refused by :func:`check_max_chars` where a
+    user sets them (item texts); here they still cut (``truncate(t, 1)`` is ``'…'``)."""
     if max_chars is None or max_chars <= 0 or len(text) <= max_chars:
         return text
     cut = text[: max_chars - 1]
@@ -83,7 +106,9 @@ def build_item_texts(items: pd.DataFrame | None, n_items: int, text_fields: list
     ``template`` is a ``str.format`` template over item columns (``"{title}. {genres}. {overview}"``);
     ``None`` gives ``field: value`` lines over every text field that is non-empty for that item.
     A placeholder naming a column the dataset lacks is a :class:`ConfigError` that lists the columns.
+    ``max_chars``: None or 0 for no limit, else at least :data:`MIN_MAX_CHARS` (:func:`check_max_chars`).
     """
+    check_max_chars(max_chars)  # first: also when there is no items table, so a bad limit never passes
     if items is None:
         return [""] * n_items
     if template is None:

@@ -27,6 +27,8 @@ import torch
 from recgoat.errors import ConfigError, DataError
 from recgoat.serving import ItemIndex, brute_force_topk, export_run, load_run, recall_vs_exact
 
+from serving_helpers import browser_page
+
 httpx = pytest.importorskip("httpx")
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -610,87 +612,63 @@ def test_cli_export_from_trainer_run(model, dataset, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- browser
-def _chromium() -> str | None:
-    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if os.path.exists(p):
-            return p
-    return None
-
-
 def test_web_page_in_headless_chromium(text_server, run, tmp_path):
     """Against the run with a text encoder, so the profile-text box is shown and used too."""
     server = text_server
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install 'recgoat[test]')")
     base = str(server.base_url).rstrip("/")
     u = int(np.argmax(np.diff(run.seen.indptr)))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    with sync_playwright() as pw:
-        # a persistent context is how playwright takes a (fresh) --user-data-dir
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=exe, args=flags, headless=True,
-            viewport={"width": 1200, "height": 1400})
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/", timeout=30_000)
-            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-            page.fill("#user", run.user_ids[u])
-            page.click("#show")
-            page.wait_for_selector("#recs .card", timeout=30_000)
-            page.wait_for_selector("#history .card", timeout=30_000)
-            recs = page.eval_on_selector_all("#recs .card", "els => els.map(e => e.dataset.itemId)")
-            expected = [run.item_ids[i] for i in run.score([u])[0].masked_fill(
-                torch.from_numpy(np.isin(np.arange(run.n_items), run.seen_items(u))), -torch.inf
-            ).topk(10).indices.tolist()]
-            assert recs == expected
-            titles = page.inner_text("#recs")
-            assert run.items["title"].iloc[run.item_index[recs[0]]] in titles
-            if run.items["image"].notna().any():
-                page.wait_for_function(
-                    "() => [...document.querySelectorAll('#recs img')].some(i => i.complete && i.naturalWidth > 0)",
-                    timeout=30_000)
-            page.click("#recs .card button")
-            page.wait_for_selector("#similar .card", timeout=30_000)
-            assert page.inner_text("#similar-title").startswith("Similar to")
-            # a cold-start basket: search a title, add it, ask for recommendations
-            title = run.items["title"].iloc[run.item_index[recs[0]]]
-            page.fill("#search", title[:10])
-            page.wait_for_selector("#results li", timeout=30_000)
-            page.click("#results li")
-            page.wait_for_selector("#basket span", timeout=30_000)
-            page.click("#go-cold")
-            page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('new user')",
-                                   timeout=30_000)
-            assert page.locator("#recs .card").count() == 10
-            # a profile text alone (the basket emptied): the cards are the service's answer for that text
-            page.click("#clear")
-            page.fill("#profile", title)
-            page.click("#go-cold")
-            page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('0 liked "
-                                   "items + profile')", timeout=30_000)
-            cards = page.eval_on_selector_all("#recs .card", "els => els.map(e => e.dataset.itemId)")
-            answer = server.post("/recommend", json={"text": title, "k": 10}).json()
-            assert cards == [x["item_id"] for x in answer["items"]]
-            page.click("#show")  # back to the chosen user for the screenshot
-            page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('for user')",
-                                   timeout=30_000)
-            page.click("#recs .card button")
-            page.wait_for_selector("#similar .card", timeout=30_000)
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = ARTIFACTS / "serving-page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"screenshot: {shot}")
-            assert shot.stat().st_size > 10_000 and not errors, errors
-        finally:
-            browser.close()
+    with browser_page(tmp_path / "profile") as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/", timeout=30_000)
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        page.fill("#user", run.user_ids[u])
+        page.click("#show")
+        page.wait_for_selector("#recs .card", timeout=30_000)
+        page.wait_for_selector("#history .card", timeout=30_000)
+        recs = page.eval_on_selector_all("#recs .card", "els => els.map(e => e.dataset.itemId)")
+        expected = [run.item_ids[i] for i in run.score([u])[0].masked_fill(
+            torch.from_numpy(np.isin(np.arange(run.n_items), run.seen_items(u))), -torch.inf
+        ).topk(10).indices.tolist()]
+        assert recs == expected
+        titles = page.inner_text("#recs")
+        assert run.items["title"].iloc[run.item_index[recs[0]]] in titles
+        if run.items["image"].notna().any():
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#recs img')].some(i => i.complete && i.naturalWidth > 0)",
+                timeout=30_000)
+        page.click("#recs .card button")
+        page.wait_for_selector("#similar .card", timeout=30_000)
+        assert page.inner_text("#similar-title").startswith("Similar to")
+        # a cold-start basket: search a title, add it, ask for recommendations
+        title = run.items["title"].iloc[run.item_index[recs[0]]]
+        page.fill("#search", title[:10])
+        page.wait_for_selector("#results li", timeout=30_000)
+        page.click("#results li")
+        page.wait_for_selector("#basket span", timeout=30_000)
+        page.click("#go-cold")
+        page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('new user')",
+                               timeout=30_000)
+        assert page.locator("#recs .card").count() == 10
+        # a profile text alone (the basket emptied): the cards are the service's answer for that text
+        page.click("#clear")
+        page.fill("#profile", title)
+        page.click("#go-cold")
+        page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('0 liked "
+                               "items + profile')", timeout=30_000)
+        cards = page.eval_on_selector_all("#recs .card", "els => els.map(e => e.dataset.itemId)")
+        answer = server.post("/recommend", json={"text": title, "k": 10}).json()
+        assert cards == [x["item_id"] for x in answer["items"]]
+        page.click("#show")  # back to the chosen user for the screenshot
+        page.wait_for_function("() => document.querySelector('#recs-title').textContent.includes('for user')",
+                               timeout=30_000)
+        page.click("#recs .card button")
+        page.wait_for_selector("#similar .card", timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "serving-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
+        assert shot.stat().st_size > 10_000 and not errors, errors
 
 
 # ------------------------------------------------------------------------------------------- profile text

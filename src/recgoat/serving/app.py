@@ -6,7 +6,9 @@ Endpoints (OpenAPI docs at ``/docs``):
   :math:`z_u^\top z_i` with a faiss index; seen items (the user's interactions the artefact records: all
   splits, or training only, see ``/metadata``'s ``seen``) are filtered by over-fetching.
 - ``GET /similar-items?item_id=&k=`` — nearest items by cosine of item embeddings,
-  :math:`\cos(z_i, z_j)`, the item itself excluded.
+  :math:`\cos(z_i, z_j)`, the item itself excluded. An ID-only model (no item text or image features)
+  learned nothing about an item without training interactions: such items are never listed, and one asked
+  about gets an empty list with a ``note`` saying why (``training_interactions`` is 0).
 - ``POST /recommend`` — a user not in training (fold-in). From liked items ``L``:
   :math:`z = \frac1{|L|}\sum_{i\in L} z_i`, one LightGCN-style propagation step from the items (exact
   for a one-layer mean aggregator, a good proxy for MF). From a profile text ``t`` (runs exported with
@@ -14,9 +16,11 @@ Endpoints (OpenAPI docs at ``/docs``):
   most cosine-similar, :math:`z = \sum_j w_j z_j` with :math:`w \propto \max(\cos, 0)`. Both given:
   the mean of the two vectors.
 - ``GET /users``, ``GET /users/{id}/history``, ``GET /items``, ``GET /items/{id}/image`` — what the web
-  page needs; the image endpoint only serves files listed in the artefact's item table.
+  page needs; the image endpoint only serves files listed in the artefact's item table, with the content
+  type their bytes show (a file that is no JPEG, PNG, GIF or WebP image is a 404 saying so).
 - ``GET /health``, ``GET /metadata`` (with ``index_recall``: an approximate index's recall@10 and @100
-  against exact search on the lists as served, measured at start-up); ``GET /`` is the web page.
+  against exact search on the lists as served, measured at start-up); ``GET /`` is the web page
+  (``/?user_id=ID`` opens that user's page).
 
 HEAD is answered wherever GET is, OPTIONS with the methods of the path. Unknown ids are 404 (a user not in
 training is served by ``POST /recommend``), bad parameters 422 (an unknown query parameter too, and integer
@@ -52,7 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recgoat.errors import RecGOATError
 from recgoat.io import is_url
-from recgoat.serving.artifacts import DISPLAY_FIELDS, SEEN_CHOICES, Run
+from recgoat.serving.artifacts import DISPLAY_FIELDS, SEEN_CHOICES, Run, display_text
 from recgoat.serving.retrieval import ItemIndex, recall_vs_exact
 
 STATIC = Path(__file__).parent / "static"
@@ -61,8 +65,18 @@ MAX_ID_CHARS = 200  # query ids longer than this and than every id of the run ar
 LONG_FIELDS = ("title", "overview", "description")
 TEXT_NEIGHBOURS = 20  # items whose embeddings represent a profile text
 RECALL_KS, RECALL_USERS = (10, 100), 200  # an approximate index's recall is measured at start-up on this sample
-MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
-               ".webp": "image/webp"}
+# an image's content type comes from its first bytes (as a browser sniffs it), not its name: a PNG saved as
+# .jpg was served as image/jpeg, and a file that is no image at all as an image too
+IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+                    (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+IMAGE_KINDS = "a JPEG, PNG, GIF or WebP image"
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The content type of an image file from its first 12 bytes, or None when they are no such image's."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return next((media for sig, media in IMAGE_SIGNATURES if head.startswith(sig)), None)
 
 
 # ------------------------------------------------------------------------------------------- schemas
@@ -84,7 +98,14 @@ class Recommendations(BaseModel):
 class SimilarItems(BaseModel):
     item: Item
     k: int
-    items: list[Item]
+    training_interactions: int | None = Field(
+        description="the item's interactions in the model's training data (null where the artefact does not "
+                    "record them)")
+    note: str | None = Field(
+        description="set for an item without training interactions: an ID-only model lists no similar items "
+                    "for it (it learned nothing about it); a model with item text/image features lists them "
+                    "by those features")
+    items: list[Item] = Field(description="an ID-only model never lists items without training interactions")
 
 
 class History(BaseModel):
@@ -335,17 +356,27 @@ class Service:
         self.index_recall = {f"recall@{k}": 1.0 if index == "flat" else round(self._index_recall(k), 4)
                              for k in RECALL_KS}
         norms = np.linalg.norm(run.item_emb, axis=1, keepdims=True)
-        self.cosine = ItemIndex(run.item_emb / np.maximum(norms, 1e-12), "flat")
+        unit = run.item_emb / np.maximum(norms, 1e-12)
+        counts = run.item_train_counts
+        # an ID-only model's embedding of an item without training interactions is its initialisation, moved
+        # only as a sampled negative: such items came out "similar" to one another at cosines near 1. The
+        # cosine index then holds the trained items alone (internal ids: similar_pool); a model with item
+        # features embeds every item by its content, so all of them stay.
+        self.similar_pool: np.ndarray | None = None
+        if run.id_only and counts is not None and not counts.all():
+            self.similar_pool = np.flatnonzero(counts)
+            unit = unit[self.similar_pool]
+        self.cosine = ItemIndex(unit, "flat") if len(unit) else None
         self.n_seen = np.diff(run.seen.indptr)
         items = run.items
         # short fields only: long descriptions would bloat every response (the CLI still shows them)
         self.fields = [c for c in DISPLAY_FIELDS if c in items.columns and c not in LONG_FIELDS]
         titles = run.titles
         images = [self._image_url(i) for i in range(run.n_items)]
-        cols = {c: items[c].astype(str).tolist() for c in self.fields}
+        cols = {c: [display_text(v) for v in items[c].tolist()] for c in self.fields}
         # display rows built once; a request only adds scores
         self.rows = [{"item_id": run.item_ids[i], "title": titles[i], "image_url": images[i],
-                      "details": {c: cols[c][i] for c in self.fields if cols[c][i] not in ("", "None", "nan")}}
+                      "details": {c: cols[c][i] for c in self.fields if cols[c][i]}}
                      for i in range(run.n_items)]
         # "%r" for the score: repr of a Python float is valid JSON and round-trips exactly
         self.fragments = [Item.model_construct(score=None, **row).model_dump_json().replace("%", "%%")
@@ -355,6 +386,7 @@ class Service:
         allowed = {rel for rel in run.meta.get("files", {}) if rel.startswith("images/")}
         self.image_files = {i: run.path / ref for i, ref in enumerate(run.image_refs)
                             if ref is not None and ref in allowed}
+        self._image_types: dict[int, str | None] = {}  # sniffed on an image's first request
         self._encoder = None
         self._encoder_lock = threading.Lock()
         # one profile text at a time: the encoder's tokenizer is shared state (a Rust tokenizer used from two
@@ -414,8 +446,47 @@ class Service:
         return ids[0], scores[0]
 
     def similar(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, scores = self.cosine.search(self.cosine_query(i), k, [np.array([i])])
-        return ids[0], scores[0]
+        """The ``k`` items nearest item ``i`` by cosine (padded with id -1): none for an item an ID-only model
+        never saw in training, and never such an item (see :attr:`similar_pool`)."""
+        pool = self.similar_pool
+        if pool is None:
+            ids, scores = self.cosine.search(self.cosine_query(i), k, [np.array([i])])
+            return ids[0], scores[0]
+        pos = int(np.searchsorted(pool, i))
+        if self.cosine is None or pos == len(pool) or pool[pos] != i:
+            return np.full(k, -1, np.int64), np.full(k, -np.inf, np.float32)
+        # pool is sorted, so ties still go by ascending internal id
+        ids, scores = self.cosine.search(self.cosine_query(i), k, [np.array([pos])])
+        return np.where(ids[0] >= 0, pool[ids[0]], -1), scores[0]
+
+    def training_interactions(self, i: int) -> int | None:
+        counts = self.run.item_train_counts
+        return None if counts is None else int(counts[i])
+
+    def similar_note(self, i: int) -> str | None:
+        """Why item ``i``'s similar items are missing or rest on content alone (None when neither)."""
+        if self.training_interactions(i) != 0:
+            return None
+        run = self.run
+        head = f"item {run.item_ids[i]!r} had no interactions in the training data"
+        if run.id_only:
+            return (f"{head}: the model ({run.meta.get('model')}) reads no item features and learns an item from "
+                    f"its interactions alone, so its embedding says nothing about it: no similar items are listed")
+        if run.item_features:
+            return f"{head}: its similar items come from its {' and '.join(run.item_features)} features alone"
+        return head  # what the model read is unknown (a Run built by hand)
+
+    def image_type(self, i: int) -> str | None:
+        """The content type of item ``i``'s image file by its first bytes (None: not an image it can serve),
+        read once per file: the artefact's files are checksummed at load and not rewritten while served."""
+        if i not in self._image_types:
+            try:
+                with open(self.image_files[i], "rb") as f:
+                    head = f.read(12)
+            except OSError:
+                head = b""
+            self._image_types[i] = sniff_image(head)
+        return self._image_types[i]
 
     def cosine_query(self, i: int) -> np.ndarray:
         v = self.run.item_emb[i:i + 1]
@@ -552,10 +623,16 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
 
     @app.get("/similar-items", response_model=SimilarItems, responses=NOT_FOUND)
     async def similar_items(item_id: str = Query(..., min_length=1, max_length=max_item), k: QueryK = 10) -> Response:
+        """The ``k`` items nearest ``item_id`` by the cosine of their embeddings. ``training_interactions``: the
+        item's interactions in the training data. An ID-only model (no item text or image features) learned
+        nothing about an item without any: such an item gets an empty list and a ``note`` saying so, and is
+        never listed for another; a model with item features lists them by those features (``note`` says so)."""
         i = svc.item(item_id)
         ids, scores = svc.similar(i, k)
         unscored = svc.fragments[i].replace('"score":%r', '"score":null', 1) % ()
-        body = '{"item":%s,"k":%d,"items":[%s]}' % (unscored, k, svc.scored(ids, scores))
+        body = '{"item":%s,"k":%d,"training_interactions":%s,"note":%s,"items":[%s]}' % (
+            unscored, k, json.dumps(svc.training_interactions(i)), json.dumps(svc.similar_note(i)),
+            svc.scored(ids, scores))
         return Response(body.encode(), media_type="application/json")
 
     @app.get("/users", response_model=Users)
@@ -585,13 +662,22 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         return ItemList(total=len(hits), items=svc.items_out(hits[offset:offset + limit]))
 
     @app.get("/items/{item_id:path}/image", response_class=FileResponse,
-             responses={404: {"model": ErrorMessage, "description": "unknown item, or the item has no image file"}})
+             responses={404: {"model": ErrorMessage,
+                              "description": "unknown item, or the item has no image file, or its file is no "
+                                             "JPEG, PNG, GIF or WebP image"}})
     async def image(item_id: str) -> FileResponse:
-        path = svc.image_files.get(svc.item(item_id))
+        """The item's image file, with the content type its bytes show (not its name's suffix)."""
+        i = svc.item(item_id)
+        path = svc.image_files.get(i)
         if path is None or not path.is_file():
             raise HTTPException(404, f"item {item_id!r} has no image")
-        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-                            headers={"Cache-Control": "max-age=3600"})
+        media = svc.image_type(i)  # 12 bytes read once per file: not worth a thread
+        if media is None:
+            raise HTTPException(404, f"item {item_id!r} has no image to serve: its file {run.image_refs[i]} is "
+                                     f"not {IMAGE_KINDS}")
+        # nosniff: the type is the bytes' own, so a browser has nothing to second-guess
+        return FileResponse(path, media_type=media,
+                            headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:

@@ -9,7 +9,8 @@ run reproduces the in-memory model's scores exactly.
 Layout::
 
     artifact.json          format version, created, model and dataset names, sizes, sha256 of every file
-    model/                 model.json + weights.safetensors (Recommender.save, carries its own sha256)
+    model/                 model.json + weights.safetensors (Recommender.save, carries its own sha256); serving
+                           reads which item features the model used and its training matrix from them
     embeddings.safetensors final ``user_emb`` (U×d) and ``item_emb`` (I×d), float32
     ids.json               {"users": [...], "items": [...]}: original id of each internal id
     items.parquet          item_id, display fields (title, genres, year, …), ``image`` (relative file or URL)
@@ -117,12 +118,11 @@ def _readable_image(path: Path) -> bool:
 
 
 def display_text(value: Any) -> str:
-    """A catalogue cell as shown: empty where it is missing (None, NaN, or such a value already written out
-    as text), never "nan"."""
-    if value is None or (isinstance(value, float) and value != value):
+    """A catalogue cell as shown: empty where it is missing (None, NaN, pd.NA), never "nan". A title that
+    is the word "None" or "NaN" is shown as such (export writes missing cells as "")."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return ""
-    text = str(value)
-    return "" if text in ("None", "nan", "<NA>") else text
+    return str(value)
 
 
 def display_titles(items: pd.DataFrame, item_ids: list[str]) -> list[str]:
@@ -280,6 +280,10 @@ class Run:
     history: pd.DataFrame
     seen: sp.csr_matrix  # U×I seen matrix (see seen_scope), rows sorted by time for "recent history"
     item_text: np.ndarray | None = None
+    # each item's interactions in the model's training matrix (None: the artefact does not record them)
+    item_train_counts: np.ndarray | None = None
+    # the item feature matrices (text, image) the model read: () for an ID-only model, None when unknown
+    item_features: tuple[str, ...] | None = None
     _model: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -306,6 +310,13 @@ class Run:
         """Which interactions ``seen`` holds: ``all`` (train, valid and test) or ``train`` (the training split;
         every artefact exported before the choice was recorded)."""
         return self.meta.get("seen") or LEGACY_SEEN
+
+    @property
+    def id_only(self) -> bool:
+        """Whether the model's item embeddings rest on interactions alone (no item text or image features): an
+        item without training interactions then has the embedding it was initialised with (moved only as a
+        sampled negative), which says nothing about it. False when unknown."""
+        return self.item_features == ()
 
     @property
     def has_text_encoder(self) -> bool:
@@ -510,9 +521,44 @@ def load_run(path: str | Path) -> Run:
         if item_text.ndim != 2 or item_text.shape[0] != n_items or not np.isfinite(item_text).all():
             raise DataError(path / TEXT_FILE, f"inconsistent artefact: text features of shape {item_text.shape} "
                                               f"for {n_items} items, or not all finite")
+    with _reading(path / "model" / "model.json"):
+        item_features = _item_features(read_json(path / "model" / "model.json"))
+    with _reading(path / "model" / "weights.safetensors"):
+        train_counts = _train_counts(path / "model" / "weights.safetensors", n_items)
+    if train_counts is None and meta.get("seen") == "train":  # older models: the history is the training split
+        train_counts = np.bincount(seen.indices, minlength=n_items)
     return Run(path=path, meta=meta, user_emb=np.ascontiguousarray(user_emb, np.float32),
                item_emb=np.ascontiguousarray(item_emb, np.float32), user_ids=users, item_ids=items_ids,
-               items=items, history=history, seen=seen, item_text=item_text)
+               items=items, history=history, seen=seen, item_text=item_text, item_train_counts=train_counts,
+               item_features=item_features)
+
+
+def _item_features(model_meta: Any) -> tuple[str, ...]:
+    """The item feature matrices (``text``, ``image``) a saved model read, from its ``model.json``: the
+    ``feature_digests`` it was prepared with, or (models saved before they were recorded) its non-zero
+    ``{name}_dim`` sizes. User profiles are left out: they shape no item's embedding."""
+    if not isinstance(model_meta, dict):
+        raise ValueError(f"expected a JSON object, got {type(model_meta).__name__}")
+    digests = model_meta.get("feature_digests")
+    if isinstance(digests, dict):
+        return tuple(name for name in ("text", "image") if name in digests)
+    dims = model_meta.get("dims") if isinstance(model_meta.get("dims"), dict) else {}
+    return tuple(name for name in ("text", "image")
+                 if isinstance(dims.get(f"{name}_dim"), (int, float)) and dims[f"{name}_dim"] > 0)
+
+
+def _train_counts(weights: Path, n_items: int) -> np.ndarray | None:
+    """Each item's interactions in the training matrix saved with the model (None when it saved none); only
+    that tensor is read, not the weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as f:
+        if "train.indices" not in f.keys():
+            return None
+        indices = f.get_tensor("train.indices")
+    if indices.ndim != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= n_items)):
+        raise ValueError(f"the training matrix refers to items outside 0..{n_items - 1}")
+    return np.bincount(indices.astype(np.int64), minlength=n_items)
 
 
 @contextmanager

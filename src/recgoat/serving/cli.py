@@ -270,6 +270,9 @@ def recommend_command(
             _fail(RecGOATError(_unknown_id("item", item, r.item_index, r.n_items)))
         ids, scores = svc.similar(i, k)
         console.print(_table(f"items similar to {item} — {r.titles[i]} (cosine)", r, ids, scores))
+        note = svc.similar_note(i)  # an item without training interactions: an empty table or content alone
+        if note:
+            console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("serve")

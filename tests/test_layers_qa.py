@@ -88,6 +88,9 @@ def test_sparse_gat_matches_pyg_and_dense_reference(heads, concat, self_loops, d
     n = 11
     ei = random_edges(n, 30, seed=heads, isolated=(4, 9))
     kw = dict(heads=heads, concat=concat, negative_slope=0.2, add_self_loops=self_loops)
+    # seeded: GATConv draws its weights from the global generator, so they followed the tests run before, and
+    # about one draw in twelve put a float32 rounding difference just past atol
+    torch.manual_seed(heads)
     pyg, ours = GATConv(6, 4, **kw).to(dtype), SparseGATConv(6, 4, **kw).to(dtype)
     ours.load_state_dict(pyg.state_dict())
     with torch.no_grad():

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def bipartite_adjacency(train: sp.csr_matrix, weights: np.ndarray | None = None) -> sp.csr_matrix:
@@ -58,6 +58,26 @@ def csr_tensor(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]
         return torch.sparse_csr_tensor(crow, col, values, size=shape)
 
 
+def register_fixed(module: nn.Module, name: str, tensor: Tensor | None, like: Tensor | None = None) -> None:
+    """Hold ``tensor`` — a fixed graph (CSR), index or feature matrix that training never updates — as the
+    non-persistent buffer ``name`` of ``module``.
+
+    As a buffer, ``module.double()`` / ``.half()`` / ``.to(device)`` cast and move it with the weights
+    (``Module._apply`` maps every buffer, sparse CSR ones included: the values are cast, the int64 indices kept);
+    non-persistent, it never enters ``state_dict``, so checkpoints hold the learnt weights only and ``prepare``
+    rebuilds it from the data. ``tensor`` is put on ``like``'s device and, if floating, cast to its dtype (``like``:
+    by default the module's first floating parameter; none, and ``tensor`` stays as it is), so one built after
+    ``.double()`` or ``.to(device)`` — the ``prepare`` of a loaded model, FREEDOM's graph pruned each epoch —
+    matches the weights: :func:`spmm` refuses mixed dtypes rather than cast per call. ``None`` registers an empty
+    slot (the graph before ``prepare``).
+    """
+    if like is None:
+        like = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if tensor is not None and like is not None:  # a no-op (the same tensor) when it already matches
+        tensor = tensor.to(device=like.device, dtype=like.dtype if tensor.is_floating_point() else None)
+    module.register_buffer(name, tensor, persistent=False)
+
+
 def spmm(a: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
     """``a @ x`` (plus ``add``, fused) for a sparse ``a`` and a dense ``x``, outside autograd.
 
@@ -67,9 +87,13 @@ def spmm(a: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
     tensor's contents, NaN included) writes the product once; with ``add`` it is ``add + a @ x`` in one
     pass (``addmm(add, a, x)`` itself copies and zero-fills again). Results are bitwise those of ``a @ x``.
     Falls back to ``@`` where autograd must see the product or ``a`` is not CSR.
+
+    ``a`` and ``x`` must have one dtype: no per-call cast (a model's graphs are buffers, :func:`register_fixed`,
+    cast by ``.double()`` with its weights), and a clear error instead of torch's "expected scalar type".
     """
-    if a.dtype != x.dtype and x.dtype == torch.float64:  # a model made .double(): its graphs are no buffers
-        a = a.to(x.dtype)
+    if a.dtype != x.dtype:
+        raise RuntimeError(f"spmm: sparse matrix of {a.dtype} times dense of {x.dtype}: a model's fixed graphs must "
+                           f"be buffers (register_fixed) so .double() / .half() / .to() cast them with its weights")
     if a.layout != torch.sparse_csr or (torch.is_grad_enabled() and (x.requires_grad or a.requires_grad)):
         return a @ x if add is None else add + a @ x
     x = x.contiguous()

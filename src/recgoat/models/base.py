@@ -137,6 +137,11 @@ class Recommender(nn.Module):
     Subclasses set ``Config`` (a :class:`ModelConfig`) and implement :meth:`embeddings` and, when
     trainable, :meth:`loss`. Models that need the dataset or features beyond the training matrix
     implement :meth:`prepare` and :meth:`dims_from`.
+
+    The fixed tensors ``prepare`` builds (sparse graphs, frozen features, index tensors) are non-persistent
+    buffers (:func:`recgoat.graphs.bipartite.register_fixed`), not plain attributes: ``.double()``,
+    ``.half()`` and ``.to(device)`` cast and move them with the weights (torch's ``Module._apply`` handles
+    sparse CSR buffers as any other), and ``state_dict`` — what is saved — holds the learnt weights only.
     """
 
     name: ClassVar[str] = "base"
@@ -332,9 +337,12 @@ class Recommender(nn.Module):
         """A content hash of every parameter and buffer (names, dtypes, shapes and bytes)."""
         h = hashlib.sha256()
         for name, t in chain(self.named_parameters(), self.named_buffers()):
-            t = t.detach().cpu().contiguous()
+            t = t.detach().cpu()
             h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            # a graph buffer (register_fixed) is sparse CSR, whose bytes are its three arrays
+            parts = (t.crow_indices(), t.col_indices(), t.values()) if t.layout == torch.sparse_csr else (t,)
+            for part in parts:
+                h.update(part.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
     def score(self, users: Tensor | np.ndarray | list[int], items: Tensor | np.ndarray | None = None) -> Tensor:

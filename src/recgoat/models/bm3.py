@@ -50,10 +50,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from recgoat.graphs.bipartite import normalized_bipartite
+from recgoat.graphs.bipartite import normalized_bipartite, register_fixed
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
-from recgoat.models.modalities import item_features, modality_dims, present_modalities
+from recgoat.models.modalities import (item_features, modality_dims, present_modalities, register_item_features,
+                                       registered_item_features)
 from recgoat.nn.losses import l2_reg
 
 
@@ -95,12 +96,17 @@ class BM3(Recommender):
         self.predictor = nn.Linear(d, d)
         nn.init.xavier_normal_(self.predictor.weight)
         self.drop = nn.Dropout(self.config.dropout)
-        self.feats: dict[str, Tensor] = {}
         # registered here, not in prepare(): load() builds the model and reads its state before any prepare()
         self.feat_params = nn.ParameterDict(
             {m: nn.Parameter(torch.zeros(n_items, int(dims[f"{m}_dim"]))) for m in present}
             if self.config.finetune_features else {})
-        self.adj: Tensor | None = None
+        register_fixed(self, "adj", None)  # Â: a buffer (follows .double() / .to()), never saved
+
+    @property
+    def feats(self) -> dict[str, Tensor]:
+        """``X_m`` per modality: the fine-tuned parameters, or (``finetune_features`` off) the frozen features, buffers
+        that follow ``.double()`` / ``.to(device)`` (a plain dict of them stayed float32 on the CPU)."""
+        return {**registered_item_features(self), **self.feat_params}
 
     @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
@@ -109,16 +115,16 @@ class BM3(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        self.feats = {m: torch.from_numpy(x) for m, x in found.items()}
         # a model from load() keeps its fine-tuned values: prepare() above refused features other than those it
         # was trained with, so fitting it trains on from where it stopped (as every other parameter does)
         loaded = getattr(self, "_saved_feature_digests", None) is not None
         with torch.no_grad():
             for m, p in self.feat_params.items():
                 if not loaded:
-                    p.copy_(self.feats[m])
-                self.feats[m] = p
-        self.adj = normalized_bipartite(self._train_csr)
+                    p.copy_(torch.from_numpy(found[m]))
+        # the features not fine-tuned (all of them, or none) are frozen buffers
+        register_item_features(self, {m: x for m, x in found.items() if m not in self.feat_params})
+        register_fixed(self, "adj", normalized_bipartite(self._train_csr))
 
     def online(self) -> tuple[Tensor, Tensor]:
         """LightGCN ``(h_U, h_I)`` before the predictor."""

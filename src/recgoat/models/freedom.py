@@ -45,8 +45,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from recgoat.graphs.bipartite import (bipartite_adjacency, normalized_bipartite, sym_normalize, sym_spmm,
-                                      to_torch_csr)
+from recgoat.graphs.bipartite import (bipartite_adjacency, normalized_bipartite, register_fixed, sym_normalize,
+                                      sym_spmm, to_torch_csr)
 from recgoat.graphs.knn import normalized_knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
@@ -113,9 +113,10 @@ class FREEDOM(Recommender):
         # W_m, one per modality present (no bias: it cancels in the modality BPR difference)
         self.proj = nn.ModuleDict({m: nn.Linear(int(dims[f"{m}_dim"]), d, bias=False)
                                    for m in present_modalities(dims, self.name)})
-        self.adj: Tensor | None = None  # full Â (evaluation)
-        self.pruned_adj: Tensor | None = None  # Â_ρ of the current epoch (training)
-        self.ii_graph: Tensor | None = None  # frozen S
+        # the graphs are buffers (they follow .double() / .to()), never saved: prepare() rebuilds them
+        register_fixed(self, "adj", None)  # full Â (evaluation)
+        register_fixed(self, "pruned_adj", None)  # Â_ρ of the current epoch (training)
+        register_fixed(self, "ii_graph", None)  # frozen S
 
     @property
     def feats(self) -> dict[str, Tensor]:
@@ -130,11 +131,11 @@ class FREEDOM(Recommender):
         super().prepare(dataset, features)
         found = item_features(self, features)
         register_item_features(self, found)
-        self.adj = normalized_bipartite(self._train_csr)
+        register_fixed(self, "adj", normalized_bipartite(self._train_csr))
         self.pruned_adj = None
         cfg = self.config
         graph = item_item_graph(found, cfg.knn_k, cfg.image_weight, image_mask(features, self.n_items, self.name))
-        self.ii_graph = to_torch_csr(graph)
+        register_fixed(self, "ii_graph", to_torch_csr(graph))
         self.summary["item_item_edges"] = int(graph.nnz)
 
     def on_epoch_start(self, epoch: int, rng: np.random.Generator) -> None:
@@ -147,7 +148,8 @@ class FREEDOM(Recommender):
         idx = degree_sensitive_keep(train, keep, rng)
         coo = train.tocoo()
         kept = sp.csr_matrix((np.ones(len(idx), np.float32), (coo.row[idx], coo.col[idx])), shape=train.shape)
-        self.pruned_adj = to_torch_csr(sym_normalize(bipartite_adjacency(kept)))
+        # in the weights' dtype and device (a model made .double() before fitting)
+        register_fixed(self, "pruned_adj", to_torch_csr(sym_normalize(bipartite_adjacency(kept))))
 
     def _graph(self) -> Tensor:
         if self.adj is None:

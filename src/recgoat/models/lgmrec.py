@@ -79,7 +79,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from recgoat.graphs.bipartite import normalized_bipartite, spmm, to_torch_csr
+from recgoat.graphs.bipartite import normalized_bipartite, register_fixed, spmm, to_torch_csr
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
 from recgoat.models.modalities import (item_features, modality_dims, present_modalities,
@@ -114,13 +114,19 @@ class _SpMM(torch.autograd.Function):
         return None, None, spmm(ctx.mt, grad)
 
 
-class SparseOperator:
-    """A fixed sparse matrix and its transpose (both torch CSR) applied with :class:`_SpMM`."""
+class SparseOperator(nn.Module):
+    """A fixed sparse matrix and its transpose (both torch CSR) applied with :class:`_SpMM`.
 
-    def __init__(self, m: sp.csr_matrix):
-        self.m, self.mt = to_torch_csr(m), to_torch_csr(m.T.tocsr())
+    A module whose two matrices are non-persistent buffers: the model's ``.double()`` / ``.to(device)`` reaches
+    them, and they never enter its ``state_dict``. ``like`` gives their dtype and device (the model's weights).
+    """
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __init__(self, m: sp.csr_matrix, like: Tensor | None = None):
+        super().__init__()
+        register_fixed(self, "m", to_torch_csr(m), like)
+        register_fixed(self, "mt", to_torch_csr(m.T.tocsr()), like)
+
+    def forward(self, x: Tensor) -> Tensor:
         return _SpMM.apply(self.m, self.mt, x) if x.requires_grad else spmm(self.m, x)
 
 
@@ -187,7 +193,8 @@ class LGMRec(Recommender):
             nn.init.xavier_uniform_(layer.weight)
         self.hyper = nn.ModuleDict({m: HypergraphConv(cfg.n_hyperedges, int(dims[f"{m}_dim"]), cfg.tau,
                                                       cfg.hyper_dropout, cfg.n_hyper_layers) for m in present})
-        self.adj: Tensor | None = None
+        # the graphs are buffers (they follow .double() / .to()), never saved: prepare() rebuilds them
+        register_fixed(self, "adj", None)
         self.interactions: SparseOperator | None = None  # R (U × I), binary
         self.user_mean: SparseOperator | None = None  # D_U^{-1} R: mean over a user's items
 
@@ -206,10 +213,12 @@ class LGMRec(Recommender):
         register_item_features(self, found)
         train = self._train_csr.astype(np.float32)
         train.data[:] = 1.0
-        self.adj = normalized_bipartite(train)
-        self.interactions = SparseOperator(train)
+        register_fixed(self, "adj", normalized_bipartite(train))
+        like = self.user_emb.weight  # the operators' dtype and device (a model made .double() before fitting)
+        self.interactions = SparseOperator(train, like)
         deg = np.asarray(train.sum(axis=1)).ravel()
-        self.user_mean = SparseOperator((sp.diags(1.0 / np.maximum(deg, 1.0)) @ train).tocsr().astype(np.float32))
+        self.user_mean = SparseOperator((sp.diags(1.0 / np.maximum(deg, 1.0)) @ train).tocsr().astype(np.float32),
+                                        like)
 
     # ------------------------------------------------------------------ the three embedding kinds
     def collaborative(self) -> Tensor:

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from recgoat.graphs.bipartite import normalized_bipartite, sym_spmm
+from recgoat.graphs.bipartite import normalized_bipartite, register_fixed, sym_spmm
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.nn.losses import bpr_loss, l2_reg
 
@@ -26,7 +26,9 @@ class LightGCNConfig(ModelConfig):
 
 def propagate(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
     """Mean of ``[E, ÂE, Â²E, …]`` over ``n_layers`` sparse propagations."""
-    if adj.dtype != ego.dtype:  # Â is built in float32: a model in float64 (``.double()``) failed in the product
+    if adj.dtype != ego.dtype:
+        # a caller's own Â (built float32) with float64 embeddings; a model's graphs are buffers that .double()
+        # casts with its weights (register_fixed), so its steps never copy Â here
         adj = adj.to(ego.dtype)
     out = ego
     h = ego
@@ -44,11 +46,11 @@ class LightGCN(Recommender):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
         self.init_id_embeddings(d)
-        self.adj: Tensor | None = None
+        register_fixed(self, "adj", None)  # Â: a buffer (follows .double() / .to()), never saved
 
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
-        self.adj = normalized_bipartite(self._train_csr)
+        register_fixed(self, "adj", normalized_bipartite(self._train_csr))
 
     def get_embedding(self) -> Tensor:
         """Propagated embeddings of all ``U + I`` nodes (users first)."""

@@ -12,6 +12,7 @@ import torch
 
 from recgoat.errors import ConfigError, DataError
 from recgoat.features.store import FeatureMatrixError, check_feature_matrix
+from recgoat.graphs.bipartite import register_fixed
 from recgoat.models.base import Recommender
 
 MODALITIES = ("text", "image")
@@ -99,9 +100,10 @@ def image_mask(features, n_items: int, model: str) -> np.ndarray:
 def register_item_features(model: Recommender, found: dict[str, np.ndarray]) -> None:
     """Each modality's frozen features as a non-persistent buffer ``feat_<m>`` (not saved): ``.double()`` and
     ``.to(device)`` move them with the weights, as RecGOAT's. Held in a plain dict, FREEDOM's and LGMRec's stayed
-    float32 on the CPU, and the first product with float64 weights failed inside torch."""
+    float32 on the CPU, and the first product with float64 weights failed inside torch. Made in the weights'
+    dtype and device (:func:`register_fixed`), so features given after ``.double()`` match them too."""
     for m, x in found.items():
-        model.register_buffer(f"feat_{m}", torch.from_numpy(x), persistent=False)
+        register_fixed(model, f"feat_{m}", torch.from_numpy(x))
 
 
 def registered_item_features(model: Recommender) -> dict[str, torch.Tensor]:

@@ -73,7 +73,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from recgoat.errors import ConfigError, DataError
-from recgoat.graphs.bipartite import normalized_bipartite
+from recgoat.graphs.bipartite import normalized_bipartite, register_fixed
 from recgoat.graphs.knn import knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.modalities import feature_matrix, image_mask, none_given_message, wrong_rows_message
@@ -636,29 +636,30 @@ class RecGOAT(Recommender):
                           f"the folder (--features)", UserWarning, stacklevel=2)
         adj = normalized_bipartite(self._train_csr)
         ratings = edge_ratings(dataset, adj, self.n_users)
-        self.propagation.set_graph(adj, ratings)
+        # every fixed tensor is a non-persistent buffer (register_fixed) in the weights' dtype and on their device:
+        # .double() / .to() then reach it, and it is never saved
+        like = self.user_emb.weight
+        self.propagation.set_graph(adj, ratings, like)
         mans = getattr(features, "manifests", {}) or {}
         for m in self.modalities:
             x, mask = views[m]
             if mask is not None:
-                self.register_buffer("image_mask", torch.from_numpy(mask), persistent=False)
+                register_fixed(self, "image_mask", torch.from_numpy(mask))
                 self.summary["images_missing"] = int((~mask).sum())
-            self.register_buffer(f"feat_{m}", torch.from_numpy(_normalise(x, c.feature_norm, mask)).to(self.proj_dtype),
-                                 persistent=False)
+            self._register_features(f"feat_{m}", _normalise(x, c.feature_norm, mask))
             if c.item_graph and c.gat_layers > 0:
                 g = cached_knn(x, c.item_k, f"item-{m}", mask, c.graph_cache_dir)
-                self.register_buffer(f"edges_{m}", csr_to_edge_index(g), persistent=False)
+                register_fixed(self, f"edges_{m}", csr_to_edge_index(g))
                 self.summary[f"item_graph_{m}_edges"] = int(g.nnz)
             else:
                 setattr(self, f"edges_{m}", None)
         if self.use_profile:
             x, _ = views["profile"]
-            self.register_buffer("feat_profile", torch.from_numpy(_normalise(x, c.feature_norm)).to(self.proj_dtype),
-                                 persistent=False)
+            self._register_features("feat_profile", _normalise(x, c.feature_norm))
             if c.user_graph and c.gat_layers > 0:
                 g = cached_knn(x, c.user_k, "user", None, c.graph_cache_dir,
                                symmetrize=c.user_graph_symmetric)
-                self.register_buffer("edges_profile", csr_to_edge_index(g), persistent=False)
+                register_fixed(self, "edges_profile", csr_to_edge_index(g))
                 self.summary["user_graph_edges"] = int(g.nnz)
             else:
                 self.edges_profile = None
@@ -690,6 +691,14 @@ class RecGOAT(Recommender):
             llm = f"{prof.get('profile_backend')}:{prof.get('llm_model')}"
             self.summary["profile_source"] = prof.get("label") or llm
         self._views_ready = True
+
+    def _register_features(self, name: str, x: np.ndarray) -> None:
+        """Frozen features as a non-persistent buffer: in ``proj_dtype`` when that is bfloat16 (the projection reads
+        them so), else in the weights' dtype (a model made ``.double()`` before ``prepare`` projects in float64)."""
+        like = self.user_emb.weight
+        if self.proj_dtype != torch.float32:
+            like = like.new_empty(0, dtype=self.proj_dtype)
+        register_fixed(self, name, torch.from_numpy(x), like)
 
     # ----------------------------------------------------------------- forward
     def item_views(self, items: Tensor | None = None) -> dict[str, Tensor]:

@@ -43,6 +43,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from recgoat.graphs.bipartite import register_fixed
 from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.modalities import MODALITIES, item_features, modality_dims, present_modalities
 from recgoat.nn.losses import bpr_loss, l2_reg
@@ -84,7 +85,9 @@ class VBPR(Recommender):
     def prepare(self, dataset, features=None) -> None:
         super().prepare(dataset, features)
         found = item_features(self, features)
-        self.content = torch.from_numpy(np.concatenate([found[m] for m in MODALITIES if m in found], axis=1))
+        # in the weights' dtype and device (a model made .double() before prepare): assigning kept it float32
+        register_fixed(self, "content", torch.from_numpy(np.concatenate([found[m] for m in MODALITIES if m in found],
+                                                                        axis=1)))
 
     def _items(self, idx: Tensor | None) -> Tensor:
         """Item vectors ``[γ_i ‖ E f_i (‖ β_i + β'ᵀ f_i)]`` for ``idx`` (all items when None)."""

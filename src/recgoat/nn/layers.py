@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from recgoat.graphs.bipartite import csr_tensor, spmm
+from recgoat.graphs.bipartite import csr_tensor, register_fixed, spmm
 
 
 def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
@@ -57,7 +57,7 @@ def csr_to_edge_index(graph: sp.csr_matrix) -> Tensor:
 def _sampled_dot(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """``a[row_e] · b[col_e]`` for every stored entry ``e`` of a CSR pattern, without an ``E × C`` tensor."""
     n, m = a.shape[0], b.shape[0]
-    mask = csr_tensor(crow, col, torch.zeros(len(col), dtype=a.dtype), (n, m))
+    mask = csr_tensor(crow, col, torch.zeros(len(col), dtype=a.dtype, device=a.device), (n, m))
     return torch.sparse.sampled_addmm(mask, a, b.t(), beta=0.0).values()
 
 
@@ -511,7 +511,9 @@ class RatingAwareLightGCN(nn.Module):
     """LightGCN over the user-item graph with rating-aware edge attention (or plain LightGCN).
 
     ``set_graph`` takes the symmetric-normalised adjacency (torch CSR, users first) and the
-    standardised rating of each stored entry (aligned with its ``values``).
+    standardised rating of each stored entry (aligned with its ``values``). Both, and the index tensors
+    derived from them, are non-persistent buffers: ``.double()`` / ``.to(device)`` cast and move them with the
+    weights, and a ``state_dict`` holds none of them.
     """
 
     def __init__(self, n_users: int, dim: int, n_layers: int = 3, attention: bool = True):
@@ -523,20 +525,34 @@ class RatingAwareLightGCN(nn.Module):
         if attention:
             self.bilinear = nn.Parameter(torch.zeros(dim, dim))  # zero: the factor starts at 1
             self.rating_coef = nn.Parameter(torch.zeros(()))
-        self.adj: Tensor | None = None
+        register_fixed(self, "adj", None)
 
-    def set_graph(self, adj: Tensor, ratings: Tensor) -> None:
-        self.adj = adj
+    def set_graph(self, adj: Tensor, ratings: Tensor, like: Tensor | None = None) -> None:
+        """``like``: the tensor whose dtype and device the graph takes (by default this module's weights; a
+        module without attention has none, so its model passes its own)."""
         crow, col = adj.crow_indices(), adj.col_indices()
-        row = torch.repeat_interleave(torch.arange(adj.shape[0]), crow[1:] - crow[:-1])
-        self._crow, self._col, self._row = crow, col, row
-        self._base = adj.values()
-        self._perm_t = torch.argsort(col * adj.shape[0] + row)  # entry (r, c) -> position of (c, r)
+        row = torch.repeat_interleave(torch.arange(adj.shape[0], device=crow.device), crow[1:] - crow[:-1])
+        register_fixed(self, "adj", adj, like)
+        register_fixed(self, "_row", row, like)  # each stored entry's row
+        register_fixed(self, "_perm_t", torch.argsort(col * adj.shape[0] + row), like)  # (r, c) -> (c, r)'s entry
         # each entry as (user, item) whichever direction it is stored in
         is_user_row = row < self.n_users
-        self._u = torch.where(is_user_row, row, col)
-        self._i = torch.where(is_user_row, col, row)
-        self._rating = ratings.to(self._base.dtype)
+        register_fixed(self, "_u", torch.where(is_user_row, row, col), like)
+        register_fixed(self, "_i", torch.where(is_user_row, col, row), like)
+        register_fixed(self, "_rating", ratings.to(adj.dtype), like)
+
+    # views of the adjacency's own arrays (no copies that .to(device) would move twice)
+    @property
+    def _crow(self) -> Tensor:
+        return self.adj.crow_indices()
+
+    @property
+    def _col(self) -> Tensor:
+        return self.adj.col_indices()
+
+    @property
+    def _base(self) -> Tensor:
+        return self.adj.values()
 
     def edge_factor(self, ego: Tensor) -> Tensor:
         """``2σ(s_e)`` per stored entry; equal on ``(u,i)`` and ``(i,u)`` by construction.
@@ -553,7 +569,7 @@ class RatingAwareLightGCN(nn.Module):
         else:
             m = torch.cat([users, items @ self.bilinear.t()])
         s = _SymSampledDot.apply(self._crow, self._col, self._perm_t, m) / math.sqrt(self.dim)
-        return 2.0 * torch.sigmoid(s + self.rating_coef * self._rating.to(s.dtype))
+        return 2.0 * torch.sigmoid(s + self.rating_coef * self._rating)
 
     def forward(self, ego: Tensor) -> Tensor:
         """Mean over layers of the propagated ``(U + I) × d`` embeddings."""
@@ -562,10 +578,8 @@ class RatingAwareLightGCN(nn.Module):
         if not self.attention:
             from recgoat.models.lightgcn import propagate
 
-            # set_graph's adjacency is float32; a float64 ego would fail in the sparse product
-            adj = self.adj if self.adj.dtype == ego.dtype else self.adj.to(ego.dtype)
-            return propagate(adj, ego, self.n_layers)
-        values = self._base.to(ego.dtype) * self.edge_factor(ego)
+            return propagate(self.adj, ego, self.n_layers)
+        values = self._base * self.edge_factor(ego)
         return _WeightedSymPropagation.apply(self._crow, self._col, values, ego, self.n_layers)
 
 

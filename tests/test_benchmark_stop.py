@@ -56,9 +56,8 @@ def _finished(out: Path) -> list[str]:
     return sorted(p.parent.name for p in out.glob("runs/*/bprmf/seed*/result.json"))
 
 
-def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """`recgoat benchmark -j 2` in a session of its own, once both workers are training a cell (each has written
-    its first checkpoint)."""
+def _launch(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`recgoat benchmark -j 2` in a session of its own, just started."""
     (tmp_path / "b3.yaml").write_text(CONFIG)
     out = tmp_path / "out"
     cli = [sys.executable, "-c", "from recgoat.cli import main; main()", "benchmark"]  # `recgoat benchmark`
@@ -66,6 +65,26 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     child = subprocess.Popen([*cli, "-c", str(tmp_path / "b3.yaml"), "-j", "2", "-q", "-o", str(out)],
                              start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return child, out
+
+
+def _workers(sid: int) -> list[int]:
+    """The worker processes of session ``sid`` started so far (multiprocessing's spawn runs them as
+    ``python -c 'from multiprocessing.spawn import spawn_main; …'``)."""
+    found = []
+    for pid in _session(sid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:  # ended meanwhile
+            pass
+    return found
+
+
+def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`recgoat benchmark -j 2` in a session of its own, once both workers are training a cell (each has written
+    its first checkpoint)."""
+    child, out = _launch(tmp_path)
     deadline = time.monotonic() + 120  # start-up and the workers' start on a loaded machine
     while len(list(out.glob("runs/*/bprmf/seed*/checkpoint/state.json"))) < 2:
         assert child.poll() is None, child.communicate()[0]
@@ -123,6 +142,28 @@ def test_sigint_to_the_parent_alone_stops_its_workers(tmp_path):
     child, out = _start(tmp_path)
     os.kill(child.pid, signal.SIGINT)
     _stopped_promptly(child, out, "SIGINT to the parent")
+
+
+def test_ctrl_c_while_the_workers_start_up_prints_no_traceback(tmp_path):
+    """A worker takes seconds to start (the interpreter, then torch's and recgoat's imports) before its initializer
+    sets its SIGINT handling: a Ctrl-C then killed it with a KeyboardInterrupt traceback from the middle of an
+    import, below the CLI's "interrupted" line. Now it starts with SIGINT blocked and handles it once started."""
+    child, out = _launch(tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not _workers(child.pid):
+            assert child.poll() is None, child.communicate()[0]
+            assert time.monotonic() < deadline, "no worker started"
+            time.sleep(0.01)
+        time.sleep(0.5)  # into the worker's imports (the interpreter's own start-up is over by then)
+        os.killpg(child.pid, signal.SIGINT)
+        text, _ = child.communicate(timeout=60)
+        assert child.returncode == 130 and "interrupted; finished work is kept" in text, (child.returncode, text)
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        assert _wait_gone(child.pid, 10) == [], "worker processes outlived the benchmark"
+        assert _finished(out) == []
+    finally:
+        _kill_session(child.pid)
 
 
 def test_workers_of_a_killed_parent_exit(tmp_path):

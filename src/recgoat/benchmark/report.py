@@ -49,12 +49,20 @@ METRIC_TITLES = {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "
 
 
 # ------------------------------------------------------------------------------------- collection
-def collect_runs(config) -> pd.DataFrame:
-    """One row per finished cell: dataset, model, seed, run_dir, test metrics, validation metric, timings."""
+def collect_runs(config, rows: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per finished cell: dataset, model, seed, run_dir, test metrics, validation metric, timings.
+
+    ``rows``: the rows of an earlier call, by run folder, taken as they are (a finished cell's result is not
+    rewritten) and completed with the cells finished since; the run reads each cell once for its choice of grid
+    points and its report."""
     from recgoat.benchmark.runner import dataset_label, plan_cells
 
-    rows = []
+    known = {} if rows is None else rows
+    found = []
     for cell in plan_cells(config):
+        if str(cell.run_dir) in known:
+            found.append(known[str(cell.run_dir)])
+            continue
         if not cell.done:  # an interrupted cell's result.json may lack its test_per_user.npz
             continue
         r = read_json(cell.run_dir / "result.json")
@@ -75,8 +83,9 @@ def collect_runs(config) -> pd.DataFrame:
             "wall_seconds": float(r["wall_seconds"]),
         }
         row.update({k: float(v) for k, v in r["test"].items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+        known[str(cell.run_dir)] = row
+        found.append(row)
+    return pd.DataFrame(found)
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -138,14 +147,15 @@ def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str
     return chosen
 
 
-def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config,
+          picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every grid as one row per dataset: the aggregate row (over all its finished seeds) of the point
-    :func:`chosen_points` picks, renamed to the grid, with the point's label in ``chosen``, the number of
-    points compared in ``points`` and the validation figure it was chosen on in ``chosen_on``; other models as
-    they are (``chosen`` empty, ``points`` 1). Also the runs of the rows kept, renamed alike, for the paired
-    test."""
+    :func:`chosen_points` picks (``picks``, when known already), renamed to the grid, with the point's label in
+    ``chosen``, the number of points compared in ``points`` and the validation figure it was chosen on in
+    ``chosen_on``; other models as they are (``chosen`` empty, ``points`` 1). Also the runs of the rows kept,
+    renamed alike, for the paired test."""
     group = grid_groups(config)
-    picks = chosen_points(runs, config)
+    picks = chosen_points(runs, config) if picks is None else picks
     rows, kept = [], []
     for dataset, part in agg.groupby("dataset", sort=False):
         done: set[str] = set()
@@ -170,15 +180,17 @@ def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config) -> tuple[pd.DataFrame, 
     return table, chosen_runs
 
 
-def later_seed_of_unchosen_point(runs: pd.DataFrame, config) -> pd.Series:
-    """Per run, whether it is a seed beyond ``grid_seeds`` of a grid point its grid did not choose (such a cell
-    is not trained with ``grid_seeds``; one finished by an earlier run without it is left out of the report, so
-    that every unchosen point is shown over the same seeds its grid compared)."""
+def later_seed_of_unchosen_point(runs: pd.DataFrame, config,
+                                 picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> pd.Series:
+    """Per run, whether it is a seed beyond ``grid_seeds`` of a grid point its grid did not choose (``picks``:
+    :func:`chosen_points`, when known already; such a cell is not trained with ``grid_seeds``; one finished by an
+    earlier run without it is left out of the report, so that every unchosen point is shown over the same seeds
+    its grid compared)."""
     n = grid_seed_count(config)
     if runs.empty or n == len(config.seeds):
         return pd.Series(False, index=runs.index)
     group = grid_groups(config)
-    picks = {k: v[0] for k, v in chosen_points(runs, config).items()}
+    picks = {k: v[0] for k, v in (chosen_points(runs, config) if picks is None else picks).items()}
     later = ~runs["seed"].isin(config.seeds[:n])
     unchosen = [label in group and picks.get((d, group[label])) != label
                 for d, label in zip(runs["dataset"], runs["model"])]
@@ -600,21 +612,26 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
             f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
 
 
-def write_report(out: str | Path, config, failed: dict[str, str] | None = None) -> dict[str, Path]:
-    """Write ``results.csv``, ``results.md`` and ``report.html`` under ``out`` from the run folders."""
+def write_report(out: str | Path, config, failed: dict[str, str] | None = None, runs: pd.DataFrame | None = None,
+                 picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.md`` and ``report.html`` under ``out`` from the run folders (``runs``:
+    :func:`collect_runs` of them, when known already), with the grid points :func:`chosen_points` picks (``picks``,
+    when known already: the runner's, which chose the points trained beyond ``grid_seeds``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(out)
-    runs = collect_runs(config)
-    runs = runs[~later_seed_of_unchosen_point(runs, config)].reset_index(drop=True)
+    runs = collect_runs(config) if runs is None else runs
+    # chosen once, on every run: the runs left out below are seeds beyond the ones compared, which choose nothing
+    picks = chosen_points(runs, config) if picks is None else picks
+    runs = runs[~later_seed_of_unchosen_point(runs, config, picks)].reset_index(drop=True)
     agg = aggregate(runs)
     sig = significance(runs, agg, config) if not runs.empty else {}
     paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "report.html",
              "runs_csv": out / "runs.csv"}
     grids = None
     if has_grids(config):
-        tagg, truns = tuned(agg, runs, config)
+        tagg, truns = tuned(agg, runs, config, picks)
         grids = (tagg, significance(truns, tagg, config) if not truns.empty else {})
         paths["tuned_csv"] = out / "tuned.csv"
         with atomic_path(paths["tuned_csv"]) as tmp:

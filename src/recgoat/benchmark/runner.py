@@ -37,7 +37,8 @@ Workers: with ``jobs: N`` the cells still to train are handed to N processes (:f
 cell trained exactly as one process trains it (:func:`run_cell`: same seeds, folders and files); the grid's
 first-seed points are all trained before its chosen points' other seeds, as in one process. Once the run stops
 (Ctrl-C, SIGTERM through the CLI, an error that stops it) no worker starts another cell, and no worker outlives the
-parent (:func:`_stop_workers`, :func:`_watch_parent`).
+parent (:func:`_stop_workers`, :func:`_watch_parent`); a worker still starting up handles a Ctrl-C once started
+(:func:`_sigint_blocked`).
 """
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -830,16 +832,21 @@ def split_grid_seeds(config: BenchmarkConfig, cells: list[Cell]) -> tuple[list[C
     return [c for c, k in zip(cells, later) if not k], [c for c, k in zip(cells, later) if k]
 
 
-def split_later_grid_cells(config: BenchmarkConfig, later: list[Cell]) -> tuple[list[Cell], list[Cell]]:
+def split_later_grid_cells(config: BenchmarkConfig, later: list[Cell],
+                           picks: dict[tuple[str, str], tuple[str, int, float]] | None = None
+                           ) -> tuple[list[Cell], list[Cell]]:
     """``later`` (the second list of :func:`split_grid_seeds`) as (those of the points validation chooses over the first
     ``grid_seeds`` seeds' finished cells, the others). The choice is the report's (:func:`~recgoat.benchmark.
-    report.chosen_points`), so the point trained on every seed is the point the report shows as tuned."""
+    report.chosen_points`; ``picks``, when made already), so the point trained on every seed is the point the report
+    shows as tuned."""
     from recgoat.benchmark.report import chosen_points, collect_runs
 
     if not later:
         return [], []
-    picks = {k: v[0] for k, v in chosen_points(collect_runs(config), config).items()}
-    chosen = [picks.get((dataset_label(c.dataset), c.model.grid_of)) == c.model.key for c in later]
+    if picks is None:
+        picks = chosen_points(collect_runs(config), config)
+    labels = {k: v[0] for k, v in picks.items()}
+    chosen = [labels.get((dataset_label(c.dataset), c.model.grid_of)) == c.model.key for c in later]
     return [c for c, k in zip(later, chosen) if k], [c for c, k in zip(later, chosen) if not k]
 
 
@@ -1384,25 +1391,63 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     data_cache: dict[tuple[str, int | None], Any] = {}  # datasets loaded by the checks, for the cells to reuse
     preflight(config, cells, data_cache)  # before benchmark.json is replaced: a refused run leaves the folder as it was
     data_cache = check_data_versions(cells, data_cache)  # the datasets it loads are the ones the cells train on
+    # each feature folder is read once by the checks: a given one here (a refused run leaves no folder behind), an
+    # `auto` one under the lock (encoding writes into the benchmark folder)
     feat_cache = check_inputs_before_training(config, cells, model_classes, data_cache)
     with folder_lock(out):  # one writer per benchmark folder: two would train the same cells at once
         feat_cache = check_features_before_training(config, cells, model_classes, data_cache, feat_cache)
         return _run_cells(config, cells, model_classes, on_cell, write_report, data_cache, feat_cache)
 
 
+def _feature_groups(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any]
+                    ) -> dict[tuple[str, int | None], list[Cell]]:
+    """The cells of models that read features, by ``(dataset label, split seed)``, of each dataset where such a cell
+    is still to train: the datasets in the order their first such cell trains (the grid's first seeds first), each
+    one's cells in plan order."""
+    groups: dict[tuple[str, int | None], list[Cell]] = {}
+    for cell in cells:
+        if needs_features(model_classes[cell.model.key]):
+            groups.setdefault((dataset_label(cell.dataset), cell.split_seed), []).append(cell)
+    first, later = split_grid_seeds(config, cells)
+    order = [(dataset_label(c.dataset), c.split_seed) for c in first + later
+             if needs_features(model_classes[c.model.key]) and not c.done]
+    return {key: groups[key] for key in dict.fromkeys(order)}
+
+
+def _checked_features(config: BenchmarkConfig, group: list[Cell], dataset) -> Any:
+    """The features of ``group`` (:func:`_feature_groups`: one dataset's feature-reading cells), read, or encoded
+    for ``auto``, as its first cell would read them (raising that cell's error), and checked on that same read
+    against what its finished or checkpointed cells read (:func:`check_feature_versions`)."""
+    out, spec, split = Path(config.out), group[0].dataset, _feature_split(config, group[0])
+    features = resolve_features(spec, dataset, out, split, config.progress)
+    check_feature_versions(group, dataset, features, feature_folder(spec, out, split))
+    return features
+
+
+def _keeps_checked_features(config: BenchmarkConfig, key: tuple[str, int | None],
+                            groups: dict[tuple[str, int | None], list[Cell]]) -> bool:
+    """Whether the features the checks read for ``key`` are kept for its cells: only the first dataset's to train,
+    in one process (``jobs > 1``: the workers read their own).
+
+    Why not every dataset's: a folder's matrices can be hundreds of MB, and one kept from the checks is held through
+    every earlier dataset's cells (and counted in their peak memory) until its own turn; so a later folder is read
+    once by the checks, let go, and read again when its first cell comes: one more read of each later folder,
+    against holding all of them at once before the first cell trains."""
+    return config.jobs == 1 and key == next(iter(groups), None)
+
+
 def check_inputs_before_training(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[str, Any],
                                  data_cache: dict[tuple[str, int | None], Any]) -> dict[tuple[str, int | None], Any]:
-    """Load every dataset with a cell still to train (into ``data_cache``, for the cells to reuse), and the given
-    feature folder of each one a model still to train reads, raising the error its first cell would raise, before
-    ``benchmark.json`` is written or any cell trains: a dataset or features found bad at their turn stopped the
-    run after earlier datasets' cells had trained. ``features: auto`` folders are left to be encoded when a cell
-    needs them (minutes to hours of encoding; the dataset they are encoded from is loaded here, and
-    :func:`pair_problems` judged what they will hold). Returns the features of the first folder read (in training
-    order), by ``(label, split_seed)``, for its cells to reuse; the others are let go once checked and read again
-    at their turn, so one folder's matrices (up to hundreds of MB) are held at a time here, not every dataset's.
-    With ``jobs > 1`` none is kept: the workers read their own. An error other than a RecGOATError is left to the
-    cell, which reports it as its failure, as before."""
-    out = Path(config.out)
+    """Load every dataset with a cell still to train (into ``data_cache``, for the cells to reuse), and read the given
+    feature folder of each one a model still to train reads (:func:`_checked_features`: raising the error its first
+    cell would raise, and refusing features other than its finished or checkpointed cells read), before the
+    benchmark folder is locked and written or any cell trains: a dataset or features found bad at their turn stopped
+    the run after earlier datasets' cells had trained. Each folder is read once here; ``features: auto`` folders
+    are left to :func:`check_features_before_training` (encoded under the benchmark folder's lock), and
+    :func:`pair_problems` judged what they will hold from the dataset loaded here. Returns the features kept for the
+    cells (:func:`_keeps_checked_features`), by ``(label, split_seed)``. An error other than a RecGOATError is left
+    to the cell, which reports it as its failure, as before."""
+    groups = _feature_groups(config, cells, model_classes)
     feat_cache: dict[tuple[str, int | None], Any] = {}
     checked: set[tuple[str, int | None]] = set()
     first, later = split_grid_seeds(config, cells)
@@ -1416,12 +1461,12 @@ def check_inputs_before_training(config: BenchmarkConfig, cells: list[Cell], mod
             continue
         checked.add(key)
         try:
-            features = resolve_features(cell.dataset, dataset, out, _feature_split(config, cell), config.progress)
+            features = _checked_features(config, groups[key], dataset)
         except RecGOATError:
             raise
         except Exception:  # noqa: BLE001 — left to the cell loop
             continue
-        if config.jobs == 1 and not feat_cache:
+        if _keeps_checked_features(config, key, groups):
             feat_cache[key] = features
         del features  # one not kept is let go now, not held while the next folder is read
     return feat_cache
@@ -1516,29 +1561,26 @@ def check_features_before_training(config: BenchmarkConfig, cells: list[Cell], m
                                    data_cache: dict[tuple[str, int | None], Any],
                                    feat_cache: dict[tuple[str, int | None], Any] | None = None
                                    ) -> dict[tuple[str, int | None], Any]:
-    """:func:`check_feature_versions` for every dataset with a cell still to train beside finished or
-    checkpointed ones that recorded the features they read, before ``benchmark.json`` is written or any cell
+    """:func:`check_feature_versions` for every ``features: auto`` dataset with a cell still to train beside finished
+    or checkpointed ones that recorded the features they read, before ``benchmark.json`` is written or any cell
     trains (checked at a dataset's first cell to train, it came after other models' cells had trained and
-    ``benchmark.json`` recorded the refused configuration). Returns the features loaded, by
-    ``(label, split_seed)``, for the cells to reuse, with those of ``feat_cache`` (already loaded: not read
-    again); ``data_cache`` gets the datasets loaded. Runs under the benchmark folder's lock: ``auto`` encodes."""
-    out = Path(config.out)
+    ``benchmark.json`` recorded the refused configuration). Runs under the benchmark folder's lock: ``auto``
+    encodes. Given folders were checked, on the one read of each, by :func:`check_inputs_before_training`; an
+    ``auto`` folder no cell recorded is encoded when a cell needs it (nothing would be mixed). Returns ``feat_cache``
+    with the features kept for the cells (:func:`_keeps_checked_features`); ``data_cache`` gets the datasets
+    loaded."""
     feat_cache = dict(feat_cache or {})
-    by_key: dict[tuple[str, int | None], list[Cell]] = {}
-    for cell in cells:
-        if needs_features(model_classes[cell.model.key]):
-            by_key.setdefault((dataset_label(cell.dataset), cell.split_seed), []).append(cell)
-    for key, group in by_key.items():
-        to_train = any(not c.done for c in group)
-        recorded = any(not _restartable(c) and _trained_feature_digests(c) is not None for c in group)
-        if not (to_train and recorded):  # nothing would be mixed: the features load when a cell needs them
+    groups = _feature_groups(config, cells, model_classes)
+    for key, group in groups.items():
+        if group[0].dataset.features != "auto" \
+                or not any(not _restartable(c) and _trained_feature_digests(c) is not None for c in group):
             continue
         if key not in data_cache:
             data_cache[key] = load_dataset(group[0].dataset, key[1])
-        split = _feature_split(config, group[0])
-        if key not in feat_cache:
-            feat_cache[key] = resolve_features(group[0].dataset, data_cache[key], out, split, config.progress)
-        check_feature_versions(group, data_cache[key], feat_cache[key], feature_folder(group[0].dataset, out, split))
+        features = _checked_features(config, group, data_cache[key])
+        if _keeps_checked_features(config, key, groups):
+            feat_cache[key] = features
+        del features
     return feat_cache
 
 
@@ -1612,10 +1654,17 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
         for cell in batch:
             one(cell)
 
+    from recgoat.benchmark.report import chosen_points, collect_runs, write_report as _write
+
+    rows: dict[str, dict[str, Any]] = {}  # the finished cells' report rows (collect_runs): each cell read once
+    picks = None
     try:
         phase(first)
-        # grid_seeds: every point has its first seeds now; the chosen ones train on the rest
-        chosen, unchosen = split_later_grid_cells(config, later)
+        # grid_seeds: every point has its first seeds now; the chosen ones train on the rest. Chosen once, here, for
+        # the report too: the later seeds trained next choose nothing (only the first seeds are compared)
+        if later:
+            picks = chosen_points(collect_runs(config, rows), config)
+        chosen, unchosen = split_later_grid_cells(config, later, picks)
         run.unchosen = [c.title for c in unchosen]
         bar.set_total(len(first) + len(chosen))
         phase(chosen)
@@ -1624,9 +1673,7 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
     finally:
         bar.close()
     if write_report:
-        from recgoat.benchmark.report import write_report as _write
-
-        run.report = _write(out, config, failed=run.failed)
+        run.report = _write(out, config, failed=run.failed, runs=collect_runs(config, rows), picks=picks)
     return run
 
 
@@ -1698,7 +1745,35 @@ def _worker_init(stop: Any, parent: int) -> None:
     global _WORKER_STOP
     _WORKER_STOP = stop
     signal.signal(signal.SIGINT, _worker_sigint)
+    if hasattr(signal, "pthread_sigmask"):
+        # blocked since the process started (_sigint_blocked): a Ctrl-C, or _stop_workers' SIGINT, that came during
+        # the start-up was kept pending and is handled now, as one coming later is
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+
+
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread for the block, where the platform can block it.
+
+    Why: a process started in the block inherits the blocked signal (across exec), and the pool starts its workers
+    inside ``submit``. A worker's start-up (the interpreter, then the imports of torch and this module) takes
+    seconds before :func:`_worker_init` installs its handler; a Ctrl-C there (it reaches the whole process group)
+    killed the worker with a KeyboardInterrupt traceback from the middle of an import. Blocked, it waits pending
+    until the initializer unblocks it under the worker's own handler (so a run stopped then ends once its workers
+    have started, seconds later, rather than at once with a traceback). Nothing is lost here either: a SIGINT that
+    came during the block is delivered to this process when the block ends. (CPython starts its resource tracker
+    process so.)"""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no signals to block
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _train_in_worker(config: BenchmarkConfig, cell: Cell, model_cls: Any) -> dict[str, Any]:
@@ -1784,7 +1859,9 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
     try:
         futures = {}
         for cell in cells:
-            futures[pool.submit(_train_in_worker, config, cell, model_classes[cell.model.key])] = cell
+            with _sigint_blocked():  # a worker started by this submit starts with SIGINT blocked (_worker_init)
+                future = pool.submit(_train_in_worker, config, cell, model_classes[cell.model.key])
+            futures[future] = cell
             notify(cell, "start")
         pending = set(futures)
         while pending:
@@ -1817,6 +1894,13 @@ def _stop_workers(pool: Any, stop_flag: Any, grace: float = _STOP_GRACE_S) -> No
     import signal
 
     stop_flag.value = 1
+    # The pool's own processes, read from the executor: it has no public way to reach them before Python 3.14,
+    # whose terminate_workers()/kill_workers() end them at once rather than interrupting their cells as Ctrl-C
+    # does. The public alternatives miss some or take too many: multiprocessing.active_children() is every child
+    # of this process (a caller's own pool too), and pids recorded by the workers' initializer leave out a worker
+    # still starting up (the one a Ctrl-C during start-up finds) and give no handle to join or kill. Read only, and
+    # guarded: without it the workers still stop, after their cell (the shutdown below) or with this process
+    # (_watch_parent).
     procs = list((getattr(pool, "_processes", None) or {}).values())
     for p in procs:
         if p.is_alive() and p.pid is not None:

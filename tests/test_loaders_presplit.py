@@ -104,6 +104,7 @@ def test_registry_detects_lines_folder(tmp_path):
 
 
 def _amazon_reviews(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"reviewerID": f"U{u}", "asin": f"B{i}", "overall": 5.0, "unixReviewTime": 1_400_000_000 + u * 10 + i}
             for u in range(6) for i in range(6)]
     with gzip.open(path, "wt") as fh:
@@ -178,3 +179,20 @@ def test_dense_ids_load_without_a_warning(tmp_path, layout):
         warnings.simplefilter("error")
         ds = load_mmrec(d) if layout == "mmrec" else load_lines(d)
     assert (ds.n_users, ds.n_items) == (2, 3)
+
+
+def test_amazon_review_file_without_metadata_warns_and_2023_meta_folder_is_found(tmp_path):
+    """Without its meta_ file the dataset has no item text or images: said at load, not first at `encode text`.
+    Amazon Reviews 2023 publishes reviews and metadata in sibling folders: that metadata is found."""
+    reviews = _amazon_reviews(tmp_path / "review_categories" / "Toys.json.gz")
+    with pytest.warns(UserWarning, match=r"no metadata file meta_Toys\.json\[l\]\[\.gz\] beside it, so the dataset "
+                                         r"has no item text or images"):
+        assert not load(reviews).has_text
+    (tmp_path / "meta_categories").mkdir()
+    asins = sorted({json.loads(line)["asin"] for line in gzip.open(reviews, "rt")})
+    (tmp_path / "meta_categories" / "meta_Toys.json").write_text(
+        "\n".join(json.dumps({"asin": a, "title": f"Toy {a}"}) for a in asins) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load(reviews)
+    assert ds.has_text and ds.info["meta"] == str((tmp_path / "meta_categories" / "meta_Toys.json").resolve())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,22 @@ def _amazon_category(path: Path) -> str:
 
 
 def _amazon_meta(reviews: Path) -> Path | None:
-    """The ``meta_<Cat>`` file beside a review file, if there is exactly one."""
+    """The ``meta_<Cat>`` file beside a review file, if there is exactly one; else in a ``meta_categories`` folder
+    beside the review file's (Amazon Reviews 2023 as published: ``raw/review_categories/<Cat>.jsonl`` and
+    ``raw/meta_categories/meta_<Cat>.jsonl``). None, with a warning, when there is none: the dataset then has no
+    item text or images, which was only found out at ``encode text``."""
     cat = _amazon_category(reviews)
-    found = [p for p in sorted(reviews.parent.glob(f"meta_{cat}.json*")) if _AMAZON.search(p.name)]
-    if len(found) > 1:
-        raise DataError(reviews.parent, f"several metadata files for {cat} ({', '.join(p.name for p in found)}); "
-                                        "call recgoat.datasets.load_amazon(reviews, meta) with the one to use")
-    return found[0] if found else None
+    for folder in (reviews.parent, reviews.parent.parent / "meta_categories"):
+        found = [p for p in sorted(folder.glob(f"meta_{cat}.json*")) if _AMAZON.search(p.name)]
+        if len(found) > 1:
+            raise DataError(folder, f"several metadata files for {cat} ({', '.join(p.name for p in found)}); "
+                                    "call recgoat.datasets.load_amazon(reviews, meta) with the one to use")
+        if found:
+            return found[0]
+    warnings.warn(f"{reviews}: no metadata file meta_{cat}.json[l][.gz] beside it, so the dataset has no item text "
+                  f"or images; put it beside the review file, or call recgoat.datasets.load_amazon(reviews, meta)",
+                  UserWarning, stacklevel=2)
+    return None
 
 
 def find_amazon(path: Path) -> tuple[Path, Path | None] | None:

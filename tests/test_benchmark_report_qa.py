@@ -250,7 +250,7 @@ def test_an_underflowing_p_value_is_not_printed_as_zero():
     assert significance_line({**s, "p_value": 0.0123}).endswith("p = 0.0123.")
 
 
-@pytest.mark.parametrize("damage", ["deleted", "truncated", "other metric"])
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "other metric", "deflate"])
 def test_a_missing_per_user_file_is_one_error_naming_it(tmp_path, damage):
     """A finished cell whose test_per_user.npz was deleted or damaged afterwards: the report stopped with a
     traceback from inside numpy; now one DataError naming the file and how to recompute it."""
@@ -262,6 +262,10 @@ def test_a_missing_per_user_file_is_one_error_naming_it(tmp_path, damage):
         path.unlink()
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[:20])
+    elif damage == "deflate":  # was a zlib.error traceback
+        from test_graph_cache import break_deflate
+
+        break_deflate(path)
     else:
         np.savez(path, users=np.arange(2), hit_at_5=np.zeros(2))
     with pytest.raises(DataError, match=r"test_per_user\.npz: the paired test reads each cell's per-user "

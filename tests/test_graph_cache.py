@@ -37,12 +37,28 @@ def test_other_features_get_their_own_graph(tmp_path, on_disk):
     assert rg._GRAPHS and all(v.shape == (30, 30) for v in rg._GRAPHS.values())
 
 
-@pytest.mark.parametrize("damage", [b"not a zip file", b""])
+def break_deflate(path) -> None:
+    """Make the first member of the zip ``path`` an invalid deflate stream (its first block's type the reserved
+    0b11): reading it is a ``zlib.error``, which no zip check (BadZipFile) catches first."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    method, = struct.unpack_from("<H", data, 8)
+    assert data[:4] == b"PK\x03\x04" and method == 8, "not a deflated first member"
+    n, m = struct.unpack_from("<HH", data, 26)
+    data[30 + n + m] = 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [b"not a zip file", b"", "deflate"])
 def test_a_damaged_cache_file_is_rebuilt(tmp_path, damage):
     x = feats(2)
     g = rg.cached_knn(x, 4, "user", None, str(tmp_path), symmetrize=False)
     (path,) = tmp_path.glob("knn-*.npz")
-    path.write_bytes(damage)
+    if damage == "deflate":  # was a zlib.error traceback
+        break_deflate(path)
+    else:
+        path.write_bytes(damage)
     rg._GRAPHS.clear()
     again = rg.cached_knn(x, 4, "user", None, str(tmp_path), symmetrize=False)
     assert same(again, g) and same(again, knn_graph(x, 4, symmetrize=False))

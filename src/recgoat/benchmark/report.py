@@ -29,6 +29,7 @@ import html
 import io
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,8 @@ def per_user_means(run_dirs: list[str | Path], metric: str) -> pd.Series:
         try:
             with np.load(path) as z:
                 parts.append(pd.Series(z[key], index=z["users"]))
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:  # deleted or damaged after the cell finished
+        # deleted or damaged after the cell finished (a damaged deflate stream is zlib.error, a cut one EOFError)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise DataError(path, f"the paired test reads each cell's per-user {metric} here, and it is missing or "
                                   f"unreadable ({type(e).__name__}: {e}); delete the cell's folder and run the "
                                   f"benchmark again to recompute it") from None

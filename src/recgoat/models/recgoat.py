@@ -62,6 +62,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -365,7 +366,7 @@ def cached_knn(x: np.ndarray, k: int, kind: str, mask: np.ndarray | None = None,
     if path is not None and path.exists():
         try:
             g = sp.load_npz(path).tocsr()
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged or not ours: rebuilt
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):  # damaged or not ours: rebuilt
             g = None
         if g is not None and g.shape != (len(x), len(x)):
             g = None

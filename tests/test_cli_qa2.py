@@ -297,3 +297,19 @@ def test_encode_help_keeps_its_defaults(command, option, default):
     assert r.exit_code == 0
     line = next(x for x in r.output.splitlines() if option in x)
     assert default in line, line
+
+
+def test_a_finished_command_ignores_ctrl_c_in_its_teardown():
+    """After a command's output, the interpreter's teardown (about a second with torch loaded) took a Ctrl-C as a
+    silent exit -2 or an "Exception ignored in atexit callback" traceback; a finished command exits 0."""
+    script = textwrap.dedent("""
+        import os, signal, sys, atexit
+        sys.argv = ["recgoat", "--help"]
+        # the Ctrl-C lands in the teardown: an atexit callback (run then) sends it
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
+        from recgoat.cli import main
+        main()
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=ENV)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr

@@ -181,6 +181,15 @@ def test_log_line_cut_by_a_kill_is_dropped_on_resume(ds, tmp_path):
     assert [r["epoch"] for r in _log(run)] == [0, 1, 2] and res["epochs_run"] == 3
 
 
+def _without_digests(run) -> None:
+    """Make ``run``'s checkpoint one of a version that recorded no file digests, so that a damaged file reaches
+    the loader (with digests it is refused as a checksum mismatch before it is read)."""
+    path = run / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    del state["files_sha256"]
+    path.write_text(json.dumps(state))
+
+
 @pytest.mark.parametrize("damage, where", [
     (lambda ck: (ck / "state.json").write_text("[1]"), "checkpoint/state.json"),
     (lambda ck: next(ck.glob("model-*")).unlink(), "checkpoint/model-000001.safetensors"),
@@ -188,11 +197,15 @@ def test_log_line_cut_by_a_kill_is_dropped_on_resume(ds, tmp_path):
     (lambda ck: next(ck.glob("optimizer-*")).write_bytes(b"garbage"), "checkpoint/optimizer-000001.pt"),
     (lambda ck: shutil.rmtree(ck.parent / "best"), "best/weights.safetensors"),
 ])
-def test_damaged_checkpoint_is_one_data_error_naming_the_file(ds, tmp_path, damage, where):
+@pytest.mark.parametrize("digests", [True, False], ids=["digests", "older-checkpoint"])
+def test_damaged_checkpoint_is_one_data_error_naming_the_file(ds, tmp_path, damage, where, digests):
     """Was AttributeError, FileNotFoundError, a safetensors / pickle error, or (best/ gone and no later
-    improvement) an UnboundLocalError after training."""
+    improvement) an UnboundLocalError after training. A checkpoint recording its files' digests is refused by
+    the checksum; one of an older version by the loader."""
     run = tmp_path / "run"
     _fit(ds, run, epochs=2, lr=0.0)
+    if not digests:
+        _without_digests(run)
     damage(run / "checkpoint")
     with pytest.raises(DataError, match="trainer.resume=false") as e:
         _fit(ds, run, epochs=3, lr=0.0)
@@ -205,6 +218,7 @@ def test_checkpoint_of_another_model_is_one_line_naming_the_difference(ds, tmp_p
 
     run = tmp_path / "run"
     _fit(ds, run, epochs=2, lr=0.0)
+    _without_digests(run)
     weights = next((run / "checkpoint").glob("model-*"))
     save_file({"branches.image.att": torch.zeros(3), "user_emb.weight": torch.zeros(2, 5)}, str(weights))
     with pytest.raises(DataError) as e:
@@ -220,6 +234,7 @@ def test_corrupt_optimizer_checkpoint_is_one_line_without_torchs_advice(ds, tmp_
     """torch.load's error on a corrupt file advises weights_only=False and filing an issue: wrong here."""
     run = tmp_path / "run"
     _fit(ds, run, epochs=2, lr=0.0)
+    _without_digests(run)
     next((run / "checkpoint").glob("optimizer-*")).write_text("garbage\n")
     with pytest.raises(DataError) as e:
         _fit(ds, run, epochs=3, lr=0.0)

@@ -299,6 +299,12 @@ def main() -> None:
         # handler above saw only an interrupt before a command started and this line was never printed
         if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
             _interrupted()
+        if not e.code:
+            # the command finished and said so: only the interpreter's teardown is left (~1 s with torch), where a
+            # Ctrl-C ended the process silently with status -2 or an "Exception ignored in atexit" traceback
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise
     finally:
         warnings.showwarning = shown

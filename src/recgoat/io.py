@@ -267,6 +267,17 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def holds_lock(folder: str | Path) -> bool:
+    """Whether this process holds ``folder``'s :func:`folder_lock` (False where the file system has no flock and
+    the folder runs unlocked): only then may it judge other writers' leftovers there."""
+    return bool(_held.get(os.path.abspath(folder)))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    return _pid_alive(pid)
+
+
 def is_atomic_temp(name: str) -> bool:
     """A temporary left by an interrupted :func:`atomic_path` / :func:`atomic_folder` (``.NAME.PID-XXXX.tmp``)."""
     return name.startswith(".") and name.endswith(".tmp")

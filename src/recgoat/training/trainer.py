@@ -14,6 +14,7 @@ Run folder layout::
 
     log.jsonl              one line per epoch (loss terms, validation metrics, seconds)
     checkpoint/            last epoch: state.json naming its model-EPOCH.safetensors, optimizer-EPOCH.pt
+                           (with their SHA-256, and best/'s, all checked on resume)
     best/                  best-validation model (Recommender.save format; staged in best.new/ until
                            the checkpoint recording it is written)
     result.json            validation and test metrics at the best epoch, timings, memory
@@ -23,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import re
 import resource
 import shutil
 import sys
@@ -38,7 +41,8 @@ from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
-from recgoat.io import atomic_path, folder_lock, nearest_existing, write_json
+from recgoat.io import (atomic_path, folder_lock, holds_lock, nearest_existing, pid_alive, sha256_file,
+                        write_json)
 from recgoat.strict import StrictNumbers
 from recgoat.training.sampling import NegativeSampler, users_without_negatives
 
@@ -289,6 +293,45 @@ def _count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _log_row_problem(row: Any, metric: str) -> str | None:
+    """Why ``row`` is not a ``log.jsonl`` row as :meth:`Trainer._log` writes it (None when it is one): a resumed
+    run reads its epoch, seconds and validation metric (a hand-edited row was a KeyError or TypeError)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    if not _count(row.get("epoch")):
+        return "no epoch number"
+    for key in ("train_seconds", "eval_seconds"):
+        if (key in row or key == "train_seconds") and not _number(row.get(key)):
+            return f"{key} is not a number"
+    valid = row.get("valid")
+    if "valid" in row and not (isinstance(valid, dict) and _number(valid.get(metric))
+                               and all(_number(v) for v in valid.values())):
+        return f"valid is not the validation metrics with {metric}"
+    return None
+
+
+def _torn_row(line: bytes) -> bool:
+    """Whether ``line`` is the start of a row cut short (json.dumps writes ASCII, an object)."""
+    if not (line.isascii() and line.lstrip().startswith(b"{")):
+        return False
+    try:
+        json.loads(line)
+    except ValueError:
+        return True
+    return False
+
+
+# an atomic_path temporary (io._temp_prefix + mkstemp): .NAME.PID-XXXXXXXX.tmp
+_TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[^/]*\.tmp$")
+# the files the trainer writes in the run folder itself (`recgoat evaluate` writes its evaluate_*.json there
+# without the lock: its temporaries are not the trainer's to judge)
+_RUN_FILES = ("log.jsonl", "result.json", "run_config.json")
+
+
 def _valid_best(best: Any) -> bool:
     """A checkpoint's best-epoch record as the trainer writes it: epoch -1 (none yet) or a validated epoch
     with its score and metrics. (A record without its score was a KeyError at the next evaluation, a
@@ -336,15 +379,23 @@ class Trainer:
         """Weights and optimizer go to files named by epoch, then ``state.json`` (atomic) names them: a kill
         at any point leaves the previous ``state.json`` naming the previous epoch's complete pair. (With
         fixed names, a kill after the weights but before ``state.json`` paired epoch e's weights with
-        epoch e-1's state, and the resumed run re-trained epoch e from them.)"""
+        epoch e-1's state, and the resumed run re-trained epoch e from them.)
+
+        ``state.json`` records both files' SHA-256, checked on resume: bytes changed inside a tensor still load
+        (and resumed another trajectory, silently). Hashing costs one read of the two files per epoch (three
+        times the parameters' size, from the page cache)."""
         ck = self.run_dir / "checkpoint"
         ck.mkdir(parents=True, exist_ok=True)
         files = {"model": f"model-{state['epoch']:06d}.safetensors", "optimizer": f"optimizer-{state['epoch']:06d}.pt"}
+        digests = {}
         with atomic_path(ck / files["model"]) as tmp:
             save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+            digests["model"] = sha256_file(tmp)
         with atomic_path(ck / files["optimizer"]) as tmp:
             torch.save(optimizer.state_dict(), tmp)
-        write_json(ck / "state.json", {**state, "files": files})  # written last: it commits the checkpoint
+            digests["optimizer"] = sha256_file(tmp)
+        # written last: it commits the checkpoint
+        write_json(ck / "state.json", {**state, "files": files, "files_sha256": digests})
         for old in ck.iterdir():  # earlier epochs' pairs (and the fixed names of older versions)
             if old.name.startswith(("model", "optimizer")) and old.name not in files.values():
                 old.unlink(missing_ok=True)
@@ -377,17 +428,66 @@ class Trainer:
             shutil.rmtree(best, ignore_errors=True)
             staged.rename(best)
 
+    def _staged_is_best(self, state: dict) -> bool:
+        """Whether ``best.new/`` holds the checkpoint's best model (a kill came between the checkpoint and the
+        promotion), its weights intact."""
+        staged, want = self.run_dir / "best.new", state["best"].get("weights_sha256")
+        if want is None or not staged.is_dir() or _saved_digest(staged) != want:
+            return False
+        weights = staged / "weights.safetensors"
+        return weights.is_file() and sha256_file(weights) == want
+
+    def _check_best(self, state: dict) -> None:
+        """A :class:`DataError` unless the checkpoint's best model is there, intact: in ``best.new/`` awaiting
+        its promotion, else in ``best/``. Read-only (:meth:`_reconcile_best` acts on it under the lock). A
+        damaged ``best/weights.safetensors`` was a safetensors traceback after training, or, still loadable,
+        silently reported as the test metrics of the best epoch."""
+        best = state["best"]
+        if best["epoch"] < 0 or self._staged_is_best(state):
+            return
+        weights = self.run_dir / "best" / "weights.safetensors"
+        if not weights.is_file():
+            # the best-validation weights the resumed run would report (unless a later epoch beats them)
+            raise DataError(weights, f"missing: the checkpoint's best epoch {best['epoch']} has no saved "
+                                     f"model; {_AFRESH}")
+        # checkpoints of older versions record no digest: best/model.json's, written with the weights
+        want = best.get("weights_sha256") or _saved_digest(weights.parent)
+        if want is not None and sha256_file(weights) != want:
+            raise DataError(weights, f"checksum mismatch: not the best model (epoch {best['epoch']}) the "
+                                     f"checkpoint recorded, corrupt or replaced; {_AFRESH}")
+
     def _reconcile_best(self, state: dict) -> None:
-        """On resume: finish a promotion a kill interrupted (``best.new/`` is the checkpoint's best), or drop
-        a staged best of the lost epoch."""
+        """On resume, with the run folder locked: finish a promotion a kill interrupted (``best.new/`` is the
+        checkpoint's best), or drop a staged best of the lost epoch."""
         staged = self.run_dir / "best.new"
         if not staged.is_dir():
             return
-        want = state["best"].get("weights_sha256")
-        if want is not None and _saved_digest(staged) == want:
+        if self._staged_is_best(state):
             self._promote_best()
         else:
             shutil.rmtree(staged, ignore_errors=True)
+
+    def _sweep_dead_temps(self) -> None:
+        """Delete the temporaries of the trainer's files that a killed writer left in this run folder.
+
+        Only with the folder's lock held (no other trainer can be writing here), and only those whose writer's
+        process is gone: ``atomic_path``'s own sweep waits an hour, for writers on another machine, so a kill
+        left a full-size copy of the weights and optimizer in checkpoint/ for that long."""
+        if not holds_lock(self.run_dir):  # unlocked (no flock here): leave them to that sweep
+            return
+        for folder, names in ((self.run_dir, _RUN_FILES), (self.run_dir / "checkpoint", None)):
+            try:
+                entries = list(folder.iterdir())
+            except OSError:
+                continue
+            for p in entries:
+                m = _TEMP_FILE.match(p.name)
+                if m is None or (names is not None and m["name"] not in names):
+                    continue
+                pid = int(m["pid"])
+                if pid == os.getpid() or pid_alive(pid) or p.is_symlink() or not p.is_file():
+                    continue
+                p.unlink(missing_ok=True)
 
     def _checkpoint_files(self, state: dict) -> dict[str, Path]:
         """The weights and optimizer files ``state`` names (fixed names for checkpoints of older versions)."""
@@ -431,10 +531,12 @@ class Trainer:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise DataError(path, f"unreadable checkpoint state ({e}); {_AFRESH}") from None
         files = state.get("files", {}) if isinstance(state, dict) else None
+        sums = state.get("files_sha256", {}) if isinstance(state, dict) else None
         if not (isinstance(state, dict) and _count(state.get("epoch")) and _count(state.get("bad"))
                 and _valid_best(state.get("best"))
                 and isinstance(files, dict) and ("files" not in state or
-                                                 all(isinstance(files.get(k), str) for k in ("model", "optimizer")))):
+                                                 all(isinstance(files.get(k), str) for k in ("model", "optimizer")))
+                and isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values())):
             raise DataError(path, f"not a checkpoint state (expected epoch, bad, best); {_AFRESH}")
         old = state.get("signature")
         if old is not None:
@@ -455,20 +557,21 @@ class Trainer:
                               f"afresh with {self.config.epochs} epochs use --set trainer.resume=false "
                               f"(overwrites that run) or another --run-dir (Python: TrainConfig(resume=False) "
                               f"or another run_dir)")
-        for f in self._checkpoint_files(state).values():
+        for key, f in self._checkpoint_files(state).items():
             if not f.is_file():
                 raise DataError(f, f"missing: the checkpoint is incomplete; {_AFRESH}")
-        self._reconcile_best(state)
-        best = self.run_dir / "best" / "weights.safetensors"
-        if state["best"].get("epoch", -1) >= 0 and not best.is_file():
-            # the best-validation weights the resumed run would report (unless a later epoch beats them)
-            raise DataError(best, f"missing: the checkpoint's best epoch {state['best']['epoch']} has no saved "
-                                  f"model; {_AFRESH}")
+            # checkpoints of older versions record no digests: their files are read as they are
+            if key in sums and sha256_file(f) != sums[key]:
+                raise DataError(f, f"checksum mismatch: the checkpoint file is corrupt or was replaced since it "
+                                   f"was written; {_AFRESH}")
+        self._check_best(state)
+        self._log_rows(state["epoch"])  # a damaged log is refused here, before the run writes anything
         return state
 
     def preflight(self, model, dataset, signature: dict[str, Any] | None) -> dict | None:
         """Every check that can refuse this run, done before anything is written or trained; returns
-        :meth:`resume_state`."""
+        :meth:`resume_state`. Read-only: it runs before (or without) the run folder's lock, so it must not
+        change what a live run in that folder owns (it deleted such a run's newly staged best/)."""
         if self.run_dir is not None:
             check_run_dir(self.run_dir)
         check_held_out(dataset)
@@ -483,19 +586,48 @@ class Trainer:
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def _log_rows(self, last_epoch: int) -> list[dict]:
+        """The log rows up to the checkpointed epoch (later ones belong to the lost work); a :class:`DataError`
+        naming the line when one is not a log row.
+
+        Only a last line without its newline that starts like a row is skipped: a kill while appending cuts
+        one there, and it belongs to the lost epoch. Any other line that is not a row was damaged or edited:
+        skipping it would silently drop an epoch from the run's history, times and epochs_run (it was a
+        UnicodeDecodeError, KeyError or TypeError)."""
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return []
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        last = lines.pop()  # b"" when the file ends with its newline
+        rows = []
+        for n, line in enumerate(lines, 1):
+            rows.append(self._log_row(path, n, line))
+        if last.strip() and not _torn_row(last):
+            rows.append(self._log_row(path, len(lines) + 1, last))
+        return [r for r in rows if r is not None and r["epoch"] <= last_epoch]
+
+    def _log_row(self, path: Path, n: int, line: bytes) -> dict | None:
+        """Line ``n`` of ``log.jsonl`` as a row (None: blank); a :class:`DataError` when it is none."""
+        if not line.strip():
+            return None
+        try:
+            row, why = json.loads(line.decode("utf-8")), None
+        except UnicodeDecodeError:
+            row, why = None, "not UTF-8 text"
+        except json.JSONDecodeError:
+            row, why = None, "not JSON"
+        why = why or _log_row_problem(row, self.config.metric)
+        if why:
+            raise DataError(path, f"line {n}: not a log row ({why}); {_AFRESH}")
+        return row
+
     def _truncate_log(self, last_epoch: int) -> list[dict]:
         """Keep log lines up to the checkpointed epoch (later ones belong to the lost work)."""
         path = self.run_dir / "log.jsonl"
         if not path.exists():
             return []
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by the kill: it belongs to the lost epoch
-                continue
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= last_epoch:
-                rows.append(row)
+        rows = self._log_rows(last_epoch)
         with atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return rows
@@ -541,11 +673,22 @@ class Trainer:
             model.prepare(dataset)
         # what a checkpoint of this run records and a resumed one is compared with
         signature = run_signature(model, dataset, cfg) if self.run_dir is not None and _trains(model) else None
+        # one writer per run folder: two runs in one folder would interleave checkpoints and logs. An existing
+        # folder is locked before its checkpoint is read: a live run's files change under the checks (a new
+        # run folder is made only once the checks pass, so a refused run leaves none behind)
+        locked = self.run_dir is not None and self.run_dir.is_dir()
+        if locked:
+            self._exit.enter_context(folder_lock(self.run_dir))
         state = self.preflight(model, dataset, signature)
         if self.run_dir is not None:
             make_run_dir(self.run_dir)
-            # one writer per run folder: two runs in one folder would interleave checkpoints and logs
-            self._exit.enter_context(folder_lock(self.run_dir))
+            if not locked:
+                self._exit.enter_context(folder_lock(self.run_dir))
+                # another run may have made the folder and checkpointed in it since preflight looked
+                state = self.resume_state(model, signature)
+            self._sweep_dead_temps()
+            if state is not None:
+                self._reconcile_best(state)
             if self.run_config is not None:
                 write_json(self.run_dir / "run_config.json", self.run_config)
         valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)
@@ -647,8 +790,12 @@ class Trainer:
             if plateau:
                 warnings.warn(plateau, UserWarning, stacklevel=2)
             # restore the best-validation parameters before testing
-            if self.run_dir is not None and (self.run_dir / "best" / "weights.safetensors").exists():
-                tensors = load_file(str(self.run_dir / "best" / "weights.safetensors"))
+            best_file = self.run_dir / "best" / "weights.safetensors" if self.run_dir is not None else None
+            if best_file is not None and best_file.exists():
+                try:
+                    tensors = load_file(str(best_file))
+                except Exception as e:  # noqa: BLE001 - safetensors raises its own
+                    raise DataError(best_file, f"unreadable best model ({_brief(e)}); {_AFRESH}") from None
                 model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
             elif best["epoch"] >= 0:
                 model.load_state_dict(best_state)

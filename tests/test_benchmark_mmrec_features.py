@@ -35,7 +35,7 @@ def mmrec_folder(folder: Path) -> Path:
     return folder
 
 
-def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path):
+def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path, capsys):
     data = mmrec_folder(tmp_path / "baby")
     cfg = load_config(None, {"datasets": [str(data)], "models": ["vbpr"], "seeds": [1], "epochs": 1,
                              "out": str(tmp_path / "b"), "progress": False},
@@ -45,12 +45,34 @@ def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path):
     folder = tmp_path / "b" / "features" / "baby"
     for kind in ("text", "image"):
         assert np.array_equal(np.load(folder / f"{kind}.npy"), np.load(data / f"{kind}_feat.npy"))
-        assert json.loads((folder / f"{kind}.json").read_text())["imported_from"] == str(
-            (data / f"{kind}_feat.npy").resolve())
-    assert (folder / "profile.npy").exists()  # what the folder lacks is encoded beside them
+        manifest = json.loads((folder / f"{kind}.json").read_text())
+        assert manifest["imported_from"] == str((data / f"{kind}_feat.npy").resolve())
+        # no i_id_mapping.csv: the dataset is the folder itself, whose item ids are the rows
+        assert manifest["row_alignment"]["by"] == ("row numbers: the dataset is this MMRec folder, whose item ids "
+                                                   "are its rows")
+    # the folder has no item text: profiles would be written from item ids, so none are made, and it is said
+    assert not (folder / "profile.npy").exists()
+    assert "users: dataset baby has no item text: a user profile written from item ids alone says nothing" in \
+        capsys.readouterr().err
     digests = json.loads((tmp_path / "b" / "runs" / "baby" / "vbpr" / "seed1" / "best" / "model.json").read_text())[
         "feature_digests"]
     assert {"text", "image"} <= set(digests)
+
+
+def test_recgoat_on_an_mmrec_folder_runs_without_a_profile_branch(tmp_path):
+    """`features: auto` on an MMRec folder (no item text) encoded "profiles" of item-id strings, and RecGOAT's
+    profile branch and user-user graph were built on them while the summary said profile."""
+    data = mmrec_folder(tmp_path / "baby")
+    cfg = load_config(None, {"datasets": [str(data)], "models": ["recgoat"], "seeds": [1], "epochs": 1,
+                             "out": str(tmp_path / "b"), "progress": False},
+                      ["train.num_threads=1", "train.batch_size=64"])
+    run = run_benchmark(cfg)
+    assert not run.failed, run.failed
+    assert not (tmp_path / "b" / "features" / "baby" / "profile.npy").exists()
+    result = json.loads((tmp_path / "b" / "runs" / "baby" / "recgoat" / "seed1" / "result.json").read_text())
+    summary = json.dumps(result)
+    assert '"profile_branch": false' in summary and '"profile_missing": true' in summary
+    assert "profile_source" not in summary
 
 
 def test_an_mmrec_folder_given_as_features_says_to_import_it(tmp_path):

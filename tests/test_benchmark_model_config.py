@@ -9,6 +9,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -31,6 +32,9 @@ def config(out: Path, models: list):
 def bench(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mc")
     write_data(root / "data" / "tiny")
+    # item text: `auto` writes user profiles only from items with text (from ids alone they would be noise)
+    pd.DataFrame({"item": range(30), "title": [f"Film {i}" for i in range(30)]}).to_csv(
+        root / "data" / "tiny" / "items.csv", index=False)
     run = run_benchmark(config(root / "out", MODELS))
     assert not run.failed and len(run.trained) == 2
     return root

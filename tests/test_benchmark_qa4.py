@@ -62,11 +62,11 @@ def no_encoding(monkeypatch) -> None:
 # ------------------------------------------------------------------------------------- preflight: pairs
 def test_vbpr_on_auto_features_of_a_dataset_without_item_text_or_images_is_refused_up_front(
         tmp_path, trained_runs, no_encoding):
-    """`features: auto` on a dataset with interactions only encodes user profiles alone, which VBPR cannot
-    use: its ConfigError came in the cell loop, after mostpop had trained, and no report was written."""
+    """`features: auto` on a dataset with interactions only encodes nothing (user profiles are written from item
+    text): VBPR's ConfigError came in the cell loop, after mostpop had trained, and no report was written."""
     data, out = write_data(tmp_path / "plain"), tmp_path / "b"
-    with pytest.raises(ConfigError, match=r"^dataset plain: model 'vbpr' cannot be built: vbpr needs item text or "
-                                          r"image features.* \(`features: auto` encodes profile for it\)$"):
+    with pytest.raises(ConfigError, match=r"^dataset plain: model 'vbpr' needs features but `features: auto` "
+                                          r"encodes none for it: its items have no text or images"):
         run_benchmark(config([{"name": str(data), "features": "auto"}], out, ["mostpop", "vbpr"]))
     assert trained_runs == [] and not out.exists()
 
@@ -74,7 +74,7 @@ def test_vbpr_on_auto_features_of_a_dataset_without_item_text_or_images_is_refus
 def test_every_pair_that_cannot_run_is_listed_in_one_error(tmp_path, trained_runs, no_encoding):
     """Three datasets × (mostpop, vbpr, recgoat with fixed weights for both views): each pair that cannot run
     is named once with why, in one error, and nothing trains (the old code stopped at the first one, midway).
-    RecGOAT on profiles alone is listed too: its fixed weights of the text and image views would be ignored."""
+    RecGOAT on text and profiles is listed too: its fixed weight of the image view would be ignored."""
     plain = write_data(tmp_path / "plain")
     texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
     nulled = write_data(tmp_path / "nulled")
@@ -90,8 +90,8 @@ def test_every_pair_that_cannot_run_is_listed_in_one_error(tmp_path, trained_run
     assert [p.removeprefix("dataset ").split(": model ")[0] + ":" + p.split(": model ")[1].split(" ")[0]
             for p in parts] == ["plain:'vbpr'", "plain:'recgoat'", "texty:'recgoat'", "nulled:'vbpr'",
                                 "nulled:'recgoat'"]
-    assert "vbpr needs item text or image features" in parts[0] and "encodes profile for it)" in parts[0]
-    assert "model.params.gamma_t, model.params.gamma_v weights the text and image view" in parts[1]
+    # plain has no item text: auto encodes nothing for it (profiles are written from item text)
+    assert all("needs features but `features: auto` encodes none for it" in p for p in parts[:2])
     assert "model.params.gamma_v weights the image view" in parts[2]
     assert parts[2].endswith("(`features: auto` encodes text and profile for it)")
     assert parts[3].endswith("needs features but `features` is null; give a feature folder or `auto`")
@@ -193,7 +193,7 @@ def test_dataset_loaded_for_auto_features_is_reused_by_the_cells(tmp_path, monke
     monkeypatch.setattr(runner, "load_dataset", counting)
     monkeypatch.setattr(runner, "resolve_features", fake_features)
     try:
-        data = write_data(tmp_path / "plain")
+        data = write_data(tmp_path / "plain", {"title": [f"t{i}" for i in range(30)]})
         run = run_benchmark(config([{"name": str(data), "features": "auto"}], tmp_path / "b",
                                    ["mostpop", "_qa4_feature_reader"]))
     finally:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from recgoat.cli import app
 from recgoat.config import load_config
 from recgoat.errors import ConfigError, DataError
+from test_feature_store_qa3 import mmrec_mapping
 
 from conftest import run_main
 from training_helpers import catalogue, write_catalogue  # noqa: F401  (catalogue: a fixture)
@@ -55,6 +56,7 @@ def test_relative_dataset_and_feature_folders_are_found_from_another_folder(cata
     ds = load(work / "data" / "cat")
     (work / "mm").mkdir()
     np.save(work / "mm" / "text_feat.npy", np.random.default_rng(0).normal(size=(ds.n_items, 8)).astype(np.float32))
+    mmrec_mapping(work / "mm", ds)
     import_mmrec(ds, work / "mm", work / "feat")
 
     monkeypatch.chdir(work)
@@ -90,6 +92,7 @@ def test_features_a_model_does_not_read_are_reported_unused(catalogue, tmp_path)
     ds = load(catalogue)
     (tmp_path / "mm").mkdir()
     np.save(tmp_path / "mm" / "text_feat.npy", np.ones((ds.n_items, 4), np.float32))
+    mmrec_mapping(tmp_path / "mm", ds)
     import_mmrec(ds, tmp_path / "mm", tmp_path / "feat")
     r = train("--dataset", str(catalogue), "--model", "lightgcn", "--features", str(tmp_path / "feat"),
               "--epochs", "1", "--run-dir", str(tmp_path / "run"))

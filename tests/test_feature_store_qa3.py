@@ -57,12 +57,20 @@ def toy(images: bool = False) -> Dataset:
     return toy_dataset(items, [[0, 1, 2], [3, 4, 5], [1, 3, 5], [0, 2], [4]], held_out=[5, 0, 2, 1, 3])
 
 
+def mmrec_mapping(src: Path, ds: Dataset) -> None:
+    """MMRec's i_id_mapping.csv in ``src``, rows in ``ds``'s item order: without it import_mmrec cannot know
+    which item each row of the feature files describes (the ids are not row numbers) and refuses."""
+    pd.DataFrame({"asin": ds.item_ids, "itemID": range(ds.n_items)}).to_csv(src / "i_id_mapping.csv", sep="\t",
+                                                                            index=False)
+
+
 def encoded(tmp_path: Path, ds: Dataset | None = None) -> tuple[Dataset, Path]:
     """A feature folder with text (fake encoder) and image features (imported: no image model needed)."""
     ds = ds or toy(images=True)
     src = tmp_path / "mm"
     src.mkdir()
     np.save(src / "image_feat.npy", np.random.default_rng(0).normal(size=(ds.n_items, 6)).astype(np.float32))
+    mmrec_mapping(src, ds)
     out = import_mmrec(ds, src, tmp_path / "f")
     encode_all(ds, out, FeatureConfig(), which=("text",), progress=False)
     return ds, out
@@ -207,6 +215,7 @@ def test_read_only_output_folder_is_one_line_naming_the_file():
         src = root / "mm"
         src.mkdir()
         np.save(src / "text_feat.npy", np.ones((ds.n_items, 4), np.float32))
+        mmrec_mapping(src, ds)
         import_mmrec(ds, src, root / "feat")
         (root / "read only").mkdir()
         for p in [root, *root.rglob("*")]:

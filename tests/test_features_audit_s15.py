@@ -18,6 +18,7 @@ from recgoat.features.cli import app  # noqa: E402
 from recgoat.features.store import FeatureError, check_feature_matrix  # noqa: E402
 from recgoat.features.text import resolve_text_model  # noqa: E402
 from recgoat.io import LOCK_NAME  # noqa: E402
+from test_feature_store_qa3 import mmrec_mapping  # noqa: E402
 
 # ids sorted as strings: row k is not item k (row 2 is item '1022')
 IDS = ["1000", "1011", "1022", "1033", "1044", "1055"]
@@ -36,20 +37,21 @@ def shop(tmp_path, images: bool = False):
     return toy_dataset(items, [[0, 1, 2], [3, 4, 5], [1, 3, 5]])
 
 
-def mmrec_src(tmp_path, nan_row=None):
+def mmrec_src(tmp_path, ds, nan_row=None):
     src = tmp_path / "mm"
     src.mkdir(exist_ok=True)
     x = np.ones((6, 4), np.float32)
     if nan_row is not None:
         x[nan_row, 1] = np.nan
     np.save(src / "text_feat.npy", x)
+    mmrec_mapping(src, ds)
     return src
 
 
 # ---------------------------------------------------------------------------------------------- 1: row and id
 def test_load_features_names_the_row_and_its_item_id(tmp_path):
     ds = shop(tmp_path)
-    out = import_mmrec(ds, mmrec_src(tmp_path), tmp_path / "f")
+    out = import_mmrec(ds, mmrec_src(tmp_path, ds), tmp_path / "f")
     x = np.load(out / "text.npy")
     x[2, 0] = np.nan
     np.save(out / "text.npy", x)
@@ -66,7 +68,7 @@ def test_load_features_names_the_row_and_its_item_id(tmp_path):
 def test_import_mmrec_cli_names_the_row_and_its_item_id(tmp_path):
     ds = shop(tmp_path)
     ds.save(tmp_path / "ds")
-    src = mmrec_src(tmp_path, nan_row=5)
+    src = mmrec_src(tmp_path, ds, nan_row=5)
     res = CliRunner().invoke(app, ["import-mmrec", str(src), str(tmp_path / "ds"), "--out", str(tmp_path / "f")])
     assert res.exit_code == 1
     assert res.output == f"error: {src / 'text_feat.npy'}: 1 rows hold NaN or inf (first: row 5, item_id '1055')\n"

@@ -22,6 +22,7 @@ from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmr
 from recgoat.features import store  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
 from recgoat.features.image import ImagePreprocessor  # noqa: E402
+from test_feature_store_qa3 import mmrec_mapping  # noqa: E402
 
 
 def small(tmp_path, n_items: int = 6):
@@ -45,6 +46,7 @@ def imported(tmp_path, ds, dim: int = 8):
     src.mkdir()
     np.save(src / "text_feat.npy", rng.normal(size=(ds.n_items, dim)).astype(np.float32))
     np.save(src / "image_feat.npy", rng.normal(size=(ds.n_items, dim + 2)).astype(np.float32))
+    mmrec_mapping(src, ds)
     return import_mmrec(ds, src, tmp_path / "f")
 
 
@@ -109,6 +111,7 @@ def test_import_mmrec_refuses_bad_matrices_with_one_error(tmp_path, arr, problem
     src = tmp_path / "mm"
     src.mkdir()
     np.save(src / "image_feat.npy", arr)
+    mmrec_mapping(src, ds)
     with pytest.raises(DataError, match="^" + re.escape(f"{src / 'image_feat.npy'}: {problem}") + "$"):
         import_mmrec(ds, src, tmp_path / "f")
 

@@ -122,7 +122,8 @@ def test_load_features_validation(encoded, tmp_path):
 def test_mmrec_export_import_roundtrip(encoded, tmp_path):
     ds, out = encoded
     written = export_mmrec(out, tmp_path / "mm")
-    assert sorted(p.name for p in written) == ["image_feat.npy", "text_feat.npy"]
+    # the mapping records which item each row is, so the import below puts every row back on its item
+    assert sorted(p.name for p in written) == ["i_id_mapping.csv", "image_feat.npy", "text_feat.npy"]
     img = np.load(tmp_path / "mm" / "image_feat.npy")
     img[1] = 0  # MMRec marks no image as a zero row
     np.save(tmp_path / "mm" / "image_feat.npy", img)
@@ -406,7 +407,8 @@ def test_cli_encode_all_and_mmrec_commands(tmp_path):
 
     res = runner.invoke(app, ["export-mmrec", str(tmp_path / "f"), "--dest", str(tmp_path / "mm")])
     assert res.exit_code == 0, res.output
-    assert res.output.strip() == f"wrote {tmp_path / 'mm' / 'text_feat.npy'}, {tmp_path / 'mm' / 'image_feat.npy'}"
+    assert res.output.strip() == (f"wrote {tmp_path / 'mm' / 'text_feat.npy'}, {tmp_path / 'mm' / 'image_feat.npy'}, "
+                                  f"{tmp_path / 'mm' / 'i_id_mapping.csv'}")
     res = runner.invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "ds"),
                               "--out", str(tmp_path / "imp")])
     assert res.exit_code == 0, res.output

@@ -18,6 +18,7 @@ from recgoat.datasets import load
 from recgoat.features.store import import_mmrec, load_features
 from recgoat.models import get_model_class
 from recgoat.training import TrainConfig
+from test_feature_store_qa3 import mmrec_mapping
 
 N_USERS, N_ITEMS = 12, 11  # 11 items: (3k + 5j) mod 11 gives each user 7 distinct items
 
@@ -41,6 +42,7 @@ def _features(ds, tmp_path: Path, kind: str = "image_feat.npy", dim: int = 8) ->
     src = tmp_path / "mmrec"
     src.mkdir(exist_ok=True)
     np.save(src / kind, np.random.default_rng(0).normal(size=(ds.n_items, dim)).astype(np.float32))
+    mmrec_mapping(src, ds)
     return import_mmrec(ds, src, tmp_path / "feats")
 
 
@@ -99,6 +101,7 @@ def test_train_with_a_split_of_its_own_says_how_to_encode_for_it(tmp_path):
     ds = load(str(prepared))
     (tmp_path / "m2").mkdir()
     np.save(tmp_path / "m2" / "text_feat.npy", np.ones((ds.n_items, 4), np.float32))
+    mmrec_mapping(tmp_path / "m2", ds)
     import_mmrec(ds, tmp_path / "m2", feats2)
     ok = CliRunner().invoke(app, ["train", "--dataset", str(prepared), "--model", "vbpr", "--features", str(feats2),
                                   "--epochs", "1", "--run-dir", str(tmp_path / "run2")])

@@ -1153,8 +1153,9 @@ def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
     """The feature matrices (``text``, ``image``, ``profile``) a model of this dataset would be given, known
     before anything is encoded: a folder's files, or what ``auto`` encodes (:func:`resolve_features` runs
     ``encode_all`` with the default settings: item text and images where the dataset has them, user profiles
-    always) or imports (an MMRec folder's feature files). ``auto`` needs the loaded ``dataset``; None when
-    ``features`` is null."""
+    where its items have text to write them from) or imports (an MMRec folder's feature files). ``auto`` needs
+    the loaded ``dataset``; None when ``features`` is null."""
+    from recgoat.features.profiles import profile_text_problem
     from recgoat.features.store import FEATURE_FILES, FeatureConfig, has_item_text
 
     if spec.features is None:
@@ -1163,7 +1164,8 @@ def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
         return tuple(k for k, f in FEATURE_FILES.items() if (Path(spec.features) / f).exists())
     imported = mmrec_feature_kinds(dataset)
     return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
-            *(["image"] if "image" in imported or dataset.has_images else []), "profile")
+            *(["image"] if "image" in imported or dataset.has_images else []),
+            *(["profile"] if profile_text_problem(dataset) is None else []))
 
 
 def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):
@@ -1247,6 +1249,11 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
                 kinds_of[label] = _kinds_before_encoding(spec, cell.split_seed, data_cache)
             kinds = kinds_of[label]
             if kinds is None:  # the dataset did not load: the cell loop reports that as its failure
+                continue
+            if not kinds and spec.features == "auto":  # no folder to fill: the data has nothing to encode
+                problems.append(f"dataset {label}: model {model.key!r} needs features but `features: auto` encodes "
+                                f"none for it: its items have no text or images (and user profiles are written "
+                                f"from item text); give the dataset an items file with text or images")
                 continue
             if not kinds:
                 problems.append(f"dataset {label}: model {model.key!r} needs features but its feature folder "

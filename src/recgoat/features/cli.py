@@ -157,6 +157,12 @@ def _check_has(ds: "Dataset", which: tuple[str, ...], template: str | None = Non
             raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item text (an items table with "
                                                    f"text columns such as title or description, or a --template "
                                                    f"over its columns); nothing to encode")
+    if which == ("users",):
+        from recgoat.features.profiles import NO_TEXT_FIX, profile_text_problem
+
+        no_text = profile_text_problem(ds)
+        if no_text is not None:  # `encode all` skips the profiles instead, saying why
+            raise DataError(items_file(ds) or given, f"{no_text}; nothing to encode: {NO_TEXT_FIX}")
     if which == ("image",) and not ds.has_images:
         # an images/ folder that is there, named otherwise, read as "no images/ folder": say what it holds
         folder = Path(str(ds.info.get("source") or "")) / "images"
@@ -207,11 +213,13 @@ for _name, _which in _WHICH.items():
 
 
 @app.command("import-mmrec")
-def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat.npy / image_feat.npy"),
+def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat.npy / image_feat.npy (and MMRec's "
+                                                          "i_id_mapping.csv naming each row's item)"),
                      dataset: str = typer.Argument(..., help="dataset the rows belong to"),
                      out: Optional[Path] = typer.Option(None, "--out",
                                                         help="output folder \\[default: features/<dataset>]")) -> None:
-    """Import MMRec-layout item features as a feature folder with manifests."""
+    """Import MMRec-layout item features as a feature folder with manifests, each row put on its item by
+    SRC's i_id_mapping.csv (without one, only a dataset whose item ids are the row numbers is accepted)."""
     from recgoat.datasets import load
     from recgoat.features.store import import_mmrec
 
@@ -230,8 +238,13 @@ def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat
 @app.command("export-mmrec")
 def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
                      dest: Optional[Path] = typer.Option(None, "--dest", help="folder to write text_feat.npy / "
-                                                         "image_feat.npy to \\[default: the same folder]")) -> None:
-    """Write text_feat.npy / image_feat.npy (MMRec's layout) from a feature folder."""
+                                                         "image_feat.npy to \\[default: the same folder]"),
+                     dataset: Optional[str] = typer.Option(None, "--dataset", help="the dataset the features were "
+                                                           "made for: checked against it, and its item ids name the "
+                                                           "rows \\[default: the ids the folder records]")) -> None:
+    """Write text_feat.npy / image_feat.npy (MMRec's layout) and i_id_mapping.csv (each row's item) from a
+    feature folder; into an MMRec dataset folder the rows follow its own item numbering."""
+    from recgoat.datasets import load
     from recgoat.features.store import export_mmrec
 
     try:
@@ -241,7 +254,8 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
         if not any((folder / f"{kind}.npy").is_file() for kind in ("text", "image")):
             raise DataError(folder, "holds no text.npy or image.npy to export; run `recgoat encode text` or "
                                     "`recgoat encode image` first")
-        written = export_mmrec(folder, _out_folder(dest or folder))
+        target = _out_folder(dest or folder)
+        written = export_mmrec(folder, target, load(dataset) if dataset is not None else None)
     except RecGOATError as exc:
         _fail(exc)
     typer.echo("wrote " + ", ".join(map(str, written)))

@@ -50,11 +50,11 @@ import numpy as np
 import pandas as pd
 
 from recgoat.datasets import Dataset
-from recgoat.errors import ConfigError, RecGOATError
+from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
 from recgoat.features.download import (PermanentError, TransientError, call_with_retries,
                                        classify_http_error)
-from recgoat.features.text import clean_column, missing_local_model, truncate
+from recgoat.features.text import clean_column, items_without_text, missing_local_model, truncate
 
 PROMPT_VERSION = "recgoat-profile-v1"
 TEMPLATE_VERSION = "recgoat-template-v1"
@@ -147,6 +147,26 @@ class UserHistory:
     user: int
     items: list[int]
     text: str
+
+
+NO_TEXT_WHY = "a user profile written from item ids alone says nothing about the user's preferences"
+NO_TEXT_FIX = "give the dataset an items file with text, e.g. by preparing it from the raw files with their metadata"
+
+
+def profile_text_problem(dataset: Dataset) -> str | None:
+    """Why no profile can be written for ``dataset``'s users, else None: its items have no text (no text
+    columns, or every item blank in all of them), so every history would be :func:`item_briefs`' ``item <id>``
+    placeholders, and the profiles, the profile branch and the user-user graph built on them would be noise.
+    Single items without text, in a dataset that has text, keep their placeholder."""
+    if dataset.has_text and dataset.n_items > 0:
+        blank = items_without_text(dataset.items, dataset.n_items, list(dataset.text_fields))
+        if blank < dataset.n_items:
+            return None
+        what = (f"dataset {dataset.name} has no item text (its text field{'s' if len(dataset.text_fields) > 1 else ''} "
+                f"{', '.join(dataset.text_fields)} blank for every item)")
+    else:
+        what = f"dataset {dataset.name} has no item text"
+    return f"{what}: {NO_TEXT_WHY}"
 
 
 def item_briefs(dataset: Dataset, max_chars: int = 200) -> list[str]:
@@ -934,6 +954,9 @@ def make_profiles(dataset: Dataset, config: Any, cache_path: str | Path,
     made; without it they are a warning."""
     if not dataset.has_split:
         raise ConfigError(f"dataset {dataset.name!r} has no train split: profiles need one (prepare it first)")
+    no_text = profile_text_problem(dataset)
+    if no_text is not None:
+        raise DataError(None, f"{no_text}; {NO_TEXT_FIX}")
     backend = backend or make_backend(dataset, config)
     histories = build_histories(dataset, item_briefs(dataset), int(config.profile_char_budget))
     cache = ProfileCache(cache_path)

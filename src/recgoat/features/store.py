@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import pandas as pd
 
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.datasets.mmrec import FEATURE_FILES as MMREC_FILES
+from recgoat.datasets.mmrec import MAPPING_FILES as MMREC_MAPPINGS, _read_mapping
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
 from recgoat.io import (LOCK_NAME, atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file,
@@ -624,10 +626,12 @@ class _Session:
         for part in (self.out / ".partial").glob(f"{kind}-*"):
             shutil.rmtree(part, ignore_errors=True)
 
-    def drop_stale(self, kind: str) -> None:
+    def drop_stale(self, kind: str, even_for_this_data: str | None = None) -> None:
         """Remove ``kind``'s matrix when the dataset no longer has that input and the matrix is not for it
         (made for older data, or without its manifest): no encode would replace it, and load_features
-        refused the whole folder over it, advising `recgoat encode image`, which has nothing to encode."""
+        refused the whole folder over it, advising `recgoat encode image`, which has nothing to encode.
+        ``even_for_this_data``: removed when made for this very data too, for this reason (profiles of a
+        dataset without item text, written from item ids by an older recgoat, which models would still read)."""
         man_path, arr_path = self.out / f"{_FILE[kind]}.json", self.out / f"{_FILE[kind]}.npy"
         if not arr_path.exists():
             return
@@ -635,6 +639,11 @@ class _Session:
             made_for = read_manifest(man_path).get("dataset_fingerprint") if man_path.exists() else None
         except DataError:
             made_for = None
+        if made_for == self.fp and even_for_this_data is not None:
+            for path in (man_path, arr_path):
+                path.unlink(missing_ok=True)
+            self.rep.say(f"{kind}: removed {arr_path}: {even_for_this_data}", always=True)
+            return
         if made_for == self.fp:  # e.g. features imported for it: kept
             return
         # the manifest first, as write_matrix does: a kill midway never leaves a pair that looks whole
@@ -812,9 +821,15 @@ class _Session:
     # -------------------------------------------------------------------------------------- users
     def encode_users(self) -> None:
         from recgoat.features.profiles import (PROMPT_VERSION, TEMPLATE_LABEL, TEMPLATE_VERSION, endpoint_key,
-                                               make_profiles)
+                                               NO_TEXT_FIX, make_profiles, profile_text_problem)
 
         ds, cfg = self.dataset, self.config
+        no_text = profile_text_problem(ds)
+        if no_text is not None:
+            # as text is skipped without item text; said always: models then get no profile branch
+            self.rep.say(f"users: {no_text}; skipped (to have profiles, {NO_TEXT_FIX})", always=True)
+            self.drop_stale("users", even_for_this_data="its profiles were written from item ids")
+            return
         backend_spec = {"backend": cfg.profile_backend, "prompt": PROMPT_VERSION, "budget": cfg.profile_char_budget}
         if cfg.profile_backend == "template":
             backend_spec["template"] = TEMPLATE_VERSION
@@ -902,6 +917,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
                 session.encode_image()
             if "users" in which:
                 session.encode_users()
+            if any((out / FEATURE_FILES[kind]).exists() for kind in ("text", "image")):
+                record_item_ids(out, dataset, session.fp)  # the rows' items, for export_mmrec without the dataset
             if config.export_mmrec:
                 written = export_mmrec(out, out, dataset)
                 rep.say(f"MMRec layout: {', '.join(p.name for p in written) or 'nothing to write'}")
@@ -1062,51 +1079,220 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
 
 
 # ---------------------------------------------------------------------------------------------- MMRec
+# MMRec's record of its row order: original item id -> itemID = the row of text_feat.npy / image_feat.npy
+MMREC_MAPPING, _MMREC_DENSE = MMREC_MAPPINGS["item"]
+# in a feature folder: which item each row of text.npy / image.npy is, so that an export without the dataset
+# can still write MMRec's mapping (a manifest names the dataset, not its items)
+ITEM_IDS_FILE = "item_ids.json"
+
+
+def _item_mapping(folder: Path) -> np.ndarray | None:
+    """The original item ids of ``folder``'s ``i_id_mapping.csv``, indexed by row (itemID), or None without
+    one; a malformed one (a column missing, repeated or empty ids, itemIDs not 0..n-1) is the DataError of
+    :func:`recgoat.datasets.mmrec._read_mapping`, naming the file."""
+    path = folder / MMREC_MAPPING
+    if not path.exists():
+        return None
+    try:
+        ids = _read_mapping(folder, "item", 0)
+    except OSError as e:  # a folder by that name, no permission: one line, not a traceback
+        raise DataError(path, f"not readable: {e.strerror or e}") from None
+    return np.asarray(ids).astype(str)
+
+
+def _rows_by_id(ids: np.ndarray, by_row: np.ndarray) -> np.ndarray:
+    """For each of ``ids``, its row in ``by_row`` (the ids of a file's rows, unique), or -1; vectorised."""
+    return pd.Index(by_row).get_indexer(pd.Index(np.asarray(ids).astype(str)))
+
+
+def _row_number_ids(n: int) -> np.ndarray:
+    """The ids ``"0" .. "n-1"``: an MMRec folder without a mapping names its items by their rows."""
+    return np.arange(n).astype(str)
+
+
+def _is_source(dataset: Dataset, folder: Path) -> bool:
+    """Whether ``dataset`` was read from the MMRec ``folder`` itself (:func:`recgoat.datasets.mmrec.load_mmrec`)."""
+    info = dataset.info or {}
+    source = info.get("source")
+    return info.get("layout") == "mmrec" and source is not None and Path(str(source)).resolve() == folder.resolve()
+
+
+def record_item_ids(out: Path, dataset: Dataset, fp: str) -> None:
+    """Write ``item_ids.json`` into the feature folder ``out``: ``dataset``'s item ids in row order, under its
+    fingerprint ``fp``, for :func:`export_mmrec` without the dataset. Unchanged when it already holds them."""
+    path = out / ITEM_IDS_FILE
+    try:
+        old = read_json(path)
+        if isinstance(old, dict) and old.get("dataset_fingerprint") == fp:
+            return  # the fingerprint covers the item ids
+    except (OSError, ValueError):
+        pass
+    text = json.dumps({"dataset": dataset.name, "dataset_fingerprint": fp,
+                       "item_ids": [str(i) for i in dataset.item_ids]})
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+
+
+def _recorded_item_ids(folder: Path, fps: set[Any], names: str) -> np.ndarray:
+    """The item ids ``folder``'s ``item_ids.json`` records for the matrices ``names`` (made for the dataset
+    fingerprints ``fps``); else a DataError saying the rows' items are unknown and to pass the dataset."""
+    path = folder / ITEM_IDS_FILE
+    fix = (f"so which item each row of {names} is cannot be known, and MMRec's {MMREC_MAPPING} cannot be "
+           f"written; pass the dataset they were made for (`recgoat encode export-mmrec {folder} --dataset "
+           f"DATASET`, or export_mmrec(..., dataset=...))")
+    try:
+        rec = read_json(path)
+    except FileNotFoundError:
+        raise DataError(folder, f"holds no {ITEM_IDS_FILE} (features made by an older recgoat), {fix}") from None
+    except (OSError, ValueError) as e:
+        raise DataError(path, f"not readable ({e}), {fix}") from None
+    ids = rec.get("item_ids") if isinstance(rec, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise DataError(path, f"holds no list of item ids, {fix}")
+    made_for = rec.get("dataset_fingerprint")
+    if len(fps) != 1 or made_for not in fps:
+        raise DataError(path, f"records the items of dataset fingerprint {made_for}, but {names} "
+                              f"{'were made for ' + ', '.join(map(str, sorted(fps, key=str)))}, {fix}")
+    return np.asarray(ids, dtype=object)
+
+
+def _export_rows(dest: Path, ids: np.ndarray, folder: Path) -> tuple[np.ndarray | None, bool]:
+    """How to write features whose rows are the items ``ids`` into ``dest``: (for each row written, the
+    feature row it copies, or None for all rows as they are; whether to write ``i_id_mapping.csv``).
+
+    A folder holding an MMRec dataset (a ``.inter`` file) numbers its items already: by its
+    ``i_id_mapping.csv``, else by the item ids themselves (its itemIDs are the rows); the rows are put in that
+    order and the mapping is left as it is (rewriting it would renumber the items of the ``.inter`` file).
+    Anywhere else the rows stay in the features' order and the mapping is written to record it."""
+    inter = sorted(dest.glob("*.inter")) if dest.is_dir() else []
+    if not inter:
+        return None, True
+    mapping = _item_mapping(dest)
+    by_row = mapping if mapping is not None else _row_number_ids(len(ids))
+    rows = _rows_by_id(by_row, np.asarray(ids).astype(str))
+    lost = np.flatnonzero(rows < 0)
+    if len(lost) and mapping is None:
+        raise DataError(dest, f"holds MMRec's {inter[0].name} without {MMREC_MAPPING}: its itemIDs are the rows of "
+                              f"the feature files, and the items of {folder} are not numbered so (e.g. "
+                              f"{str(ids[0])!r}); add the folder's {MMREC_MAPPING}, or export into another folder")
+    if len(lost):
+        raise DataError(dest / MMREC_MAPPING, f"{len(lost)} of its {len(by_row)} items have no row in the features "
+                                              f"of {folder} (e.g. {str(by_row[lost[0]])!r}): they were made for another "
+                                              f"catalogue")
+    return rows, False
+
+
 def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None) -> list[Path]:
-    """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32).
+    """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32) and MMRec's
+    ``i_id_mapping.csv`` recording which item each row is; returns the files written.
 
     Every source is checked as load_features checks it (:func:`_checked_matrix`: its own kind's manifest,
     made for ``dataset`` when given, a finite floating matrix of the manifest's shape) before anything is
-    written, so a bad one gives load_features' error and no half export."""
+    written, so a bad one gives load_features' error and no half export. The rows' items are ``dataset``'s,
+    else those the folder records (``item_ids.json``, for the same data as the manifests). Into a folder that
+    holds an MMRec dataset (a ``.inter`` file) the rows follow its own numbering (:func:`_export_rows`)."""
     folder, dest = Path(folder), Path(dest)
     fp = dataset.fingerprint() if dataset is not None else None
-    todo = []
+    todo, fps = [], set()
     for kind, name in MMREC_FILES.items():
         if not (folder / f"{kind}.npy").exists():
             continue
         rows = dataset.n_items if dataset is not None else None  # no dataset: the manifest's row count
         # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
-        arr, _ = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True,
-                                 ids=dataset.item_ids if dataset is not None else None)
+        arr, man = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True,
+                                   ids=dataset.item_ids if dataset is not None else None)
         todo.append((dest / name, arr))
+        fps.add(man.get("dataset_fingerprint"))
+    order, write_mapping = None, False
+    if todo:
+        names = " and ".join(f"{k}.npy" for k in MMREC_FILES if (folder / f"{k}.npy").exists())
+        ids = np.asarray(dataset.item_ids) if dataset is not None else _recorded_item_ids(folder, fps, names)
+        if len({arr.shape[0] for _, arr in todo} | {len(ids)}) != 1:
+            raise DataError(folder / ITEM_IDS_FILE, f"records {len(ids)} items, but {names} hold "
+                                                    f"{', '.join(str(a.shape[0]) for _, a in todo)} rows; "
+                                                    f"re-run `recgoat encode`")
+        order, write_mapping = _export_rows(dest, ids, folder)
+        empty = np.flatnonzero(np.asarray(ids).astype(str) == "")
+        if write_mapping and len(empty):  # load_mmrec and import_mmrec refuse an empty original id
+            raise DataError(dest / MMREC_MAPPING, f"{len(empty)} item id(s) are empty (first at row {empty[0]}): "
+                                                  f"MMRec's mapping cannot hold an empty id")
     with _writing_into(dest, "the export destination"):
+        if write_mapping:
+            # the old mapping goes first, the new one comes last: a run killed between leaves rows without a
+            # mapping (refused by import_mmrec), never new rows under another catalogue's mapping
+            (dest / MMREC_MAPPING).unlink(missing_ok=True)
         for path, arr in todo:
-            save_array(path, arr)
-    return [path for path, _ in todo]
+            save_array(path, arr if order is None else arr[order])
+        if write_mapping:
+            with atomic_path(dest / MMREC_MAPPING) as tmp:
+                pd.DataFrame({"asin": np.asarray(ids).astype(str), _MMREC_DENSE: np.arange(len(ids))}).to_csv(
+                    tmp, sep="\t", index=False)
+    return [path for path, _ in todo] + ([dest / MMREC_MAPPING] if write_mapping else [])
 
 
 def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path:
-    """Turn MMRec-layout ``text_feat.npy`` / ``image_feat.npy`` (rows = the dataset's item order) into a
-    feature folder with manifests. An all-zero image row is taken as a missing image."""
+    """Turn MMRec-layout ``text_feat.npy`` / ``image_feat.npy`` into a feature folder with manifests, each
+    row put on its own item. An all-zero image row is taken as a missing image.
+
+    Why the alignment: MMRec numbers items in order of first appearance and records it in
+    ``i_id_mapping.csv`` (original id, itemID = row), while a dataset prepared from raw files is numbered in
+    sorted id order; copying the rows in file order put 119 of Amazon-Baby's 120 test items on another
+    item's features. So with a mapping the rows are reordered to ``dataset.item_ids`` by original id (every
+    item of the dataset must be in it; it may hold more). Without one, only a dataset whose item ids are the
+    row numbers 0..n-1 (an MMRec folder read as the dataset, whose ids are its rows) is accepted; any other
+    is refused, its row order unknown. Each manifest records how its rows were aligned (``row_alignment``)."""
     src, out = Path(src), Path(out_dir)
-    # both files are checked before either is written: a bad image_feat.npy leaves no half import
-    found = [(kind, name, src / name, as_feature_matrix(src / name, load_array(src / name), dataset.n_items,
-                                                        ids=dataset.item_ids))
-             for kind, name in MMREC_FILES.items() if (src / name).exists()]
-    if not found:
+    files = [(kind, name, src / name) for kind, name in MMREC_FILES.items() if (src / name).exists()]
+    if not files:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
+    mapping = _item_mapping(src)
+    ids = np.asarray(dataset.item_ids).astype(str)
+    numbered = bool((_rows_by_id(ids, _row_number_ids(len(ids))) >= 0).all())  # ids a permutation of 0..n-1
+    # the ids of the files' rows, as far as known: a refused row is named by its own id, never another item's
+    by_row = mapping if mapping is not None else (_row_number_ids(len(ids)) if numbered else None)
+    # both files are checked before either is written: a bad image_feat.npy leaves no half import
+    found = []
+    for kind, name, path in files:
+        arr = load_array(path)
+        if mapping is not None and arr.ndim == 2 and arr.shape[0] != len(mapping):
+            raise DataError(path, f"shape {arr.shape}, expected {len(mapping)} rows: one per item of {MMREC_MAPPING}")
+        rows = len(mapping) if mapping is not None else dataset.n_items
+        found.append((kind, name, path, as_feature_matrix(path, arr, rows, ids=by_row)))
+    names = " and ".join(name for _, name, _ in files)
+    if mapping is not None:
+        order = _rows_by_id(ids, mapping)
+        lost = np.flatnonzero(order < 0)
+        if len(lost):
+            raise DataError(src / MMREC_MAPPING, f"{len(lost)} of the {len(ids)} items of dataset {dataset.name} "
+                                                 f"are not in it (e.g. {str(ids[lost[0]])!r}), so their rows of {names} "
+                                                 f"cannot be found: the features describe another catalogue")
+        how = {"by": MMREC_MAPPING, "mapping": str((src / MMREC_MAPPING).resolve()), "file_rows": len(mapping),
+               "rows_moved": int((order != np.arange(len(order))).sum())}
+    elif numbered:
+        order = _rows_by_id(ids, by_row)
+        how = {"by": "row numbers: " + ("the dataset is this MMRec folder, whose item ids are its rows"
+                                        if _is_source(dataset, src) else "the dataset's item ids are 0..n-1"),
+               "file_rows": len(ids), "rows_moved": int((order != np.arange(len(order))).sum())}
+    else:
+        raise DataError(src, f"no {MMREC_MAPPING} beside {names}, so which item each row describes cannot be "
+                             f"known: MMRec numbers items in its own order (first appearance in the raw data), and "
+                             f"the items of dataset {dataset.name} are not numbered by row (e.g. {str(ids[0])!r}); add "
+                             f"the {MMREC_MAPPING} MMRec wrote with these features (tab-separated: original item id, "
+                             f"then {_MMREC_DENSE} = its row)")
     fp = dataset.fingerprint()
     with _writing_into(out, "the import output"), _locked_output(out):
         for kind, name, path, arr in found:
-            _import_one(dataset, fp, kind, name, path, arr, out)
+            _import_one(dataset, fp, kind, name, path, arr[order], out, how)
+        record_item_ids(out, dataset, fp)
     return out
 
 
-def _import_one(dataset: Dataset, fp: str, kind: str, name: str, path: Path, arr: np.ndarray, out: Path) -> None:
-    """Write one imported matrix (and the image mask) into ``out``, its manifest last; ``fp``: the dataset's
-    fingerprint."""
-    key = _key({"imported": str(path.resolve()), "fp": fp, "shape": arr.shape})
-    extra: dict[str, Any] = {"imported_from": str(path.resolve())}
+def _import_one(dataset: Dataset, fp: str, kind: str, name: str, path: Path, arr: np.ndarray, out: Path,
+                how: dict[str, Any]) -> None:
+    """Write one imported matrix (rows already in the dataset's item order, aligned as ``how`` says) and
+    for images the mask into ``out``, its manifest last; ``fp``: the dataset's fingerprint."""
+    key = _key({"imported": str(path.resolve()), "fp": fp, "shape": arr.shape, "rows": how})
+    extra: dict[str, Any] = {"imported_from": str(path.resolve()), "row_alignment": how}
     beside = {}
     if kind == "image":
         mask = np.abs(arr).sum(axis=1) > 0

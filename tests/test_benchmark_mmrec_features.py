@@ -35,13 +35,17 @@ def mmrec_folder(folder: Path) -> Path:
     return folder
 
 
-def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path, capsys):
-    data = mmrec_folder(tmp_path / "baby")
-    cfg = load_config(None, {"datasets": [str(data)], "models": ["vbpr"], "seeds": [1], "epochs": 1,
-                             "out": str(tmp_path / "b"), "progress": False},
-                      ["train.num_threads=1", "train.batch_size=64"])
+def run_auto(data, out, model: str):
+    """``model`` benchmarked for one epoch on ``data`` with ``features: auto`` into ``out``; it must not fail."""
+    cfg = load_config(None, {"datasets": [str(data)], "models": [model], "seeds": [1], "epochs": 1,
+                             "out": str(out), "progress": False}, ["train.num_threads=1", "train.batch_size=64"])
     run = run_benchmark(cfg)
     assert not run.failed, run.failed
+
+
+def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path, capsys):
+    data = mmrec_folder(tmp_path / "baby")
+    run_auto(data, tmp_path / "b", "vbpr")
     folder = tmp_path / "b" / "features" / "baby"
     for kind in ("text", "image"):
         assert np.array_equal(np.load(folder / f"{kind}.npy"), np.load(data / f"{kind}_feat.npy"))
@@ -62,12 +66,7 @@ def test_auto_features_of_an_mmrec_folder_are_its_own(tmp_path, capsys):
 def test_recgoat_on_an_mmrec_folder_runs_without_a_profile_branch(tmp_path):
     """`features: auto` on an MMRec folder (no item text) encoded "profiles" of item-id strings, and RecGOAT's
     profile branch and user-user graph were built on them while the summary said profile."""
-    data = mmrec_folder(tmp_path / "baby")
-    cfg = load_config(None, {"datasets": [str(data)], "models": ["recgoat"], "seeds": [1], "epochs": 1,
-                             "out": str(tmp_path / "b"), "progress": False},
-                      ["train.num_threads=1", "train.batch_size=64"])
-    run = run_benchmark(cfg)
-    assert not run.failed, run.failed
+    run_auto(mmrec_folder(tmp_path / "baby"), tmp_path / "b", "recgoat")
     assert not (tmp_path / "b" / "features" / "baby" / "profile.npy").exists()
     result = json.loads((tmp_path / "b" / "runs" / "baby" / "recgoat" / "seed1" / "result.json").read_text())
     summary = json.dumps(result)

@@ -670,7 +670,7 @@ class _Session:
         return True
 
     def encode_text(self) -> None:
-        from recgoat.features.text import build_item_texts, items_without_text
+        from recgoat.features.text import build_item_texts, items_without_text, items_without_text_mask, template_fields
 
         ds, cfg = self.dataset, self.config
         if not has_text_columns(ds, cfg.text_template):
@@ -688,15 +688,28 @@ class _Session:
             self.drop_stale("text")
             return
         texts = build_item_texts(ds.items, ds.n_items, ds.text_fields, template, cfg.max_chars)
+        # the items without text (every field their text is read from blank) get a zero row, as a missing image
+        # does: the embedding of "" (or of a template's literal parts) was one shared vector that the models took
+        # for a real text (a clique in the text kNN graph); they read a zero text row as absent
+        # (none for a template of literal text only: the same words for every item, as blank_text_fields reads it)
+        absent = items_without_text_mask(ds.items, ds.n_items, ds.text_fields, template) \
+            if empty and (template is None or template_fields(template)) else np.zeros(len(texts), bool)
         desc = template if template is not None else "field: value lines over " + ", ".join(ds.text_fields)
-        key = _key({"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars,
-                    "fp": self.fp})
+        parts = {"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars, "fp": self.fp}
+        if absent.any():  # only then: a folder encoded without blank items keeps its key (and is reused)
+            parts["items_without_text"] = "zero rows"
+        key = _key(parts)
         if not self.force and _up_to_date(self.out, "text", key, ds.n_items, self.fp):
             self.rep.say(f"text: up to date ({self.out / 'text.npy'})")
             return
         if self.keeps_imported("text"):
             return
-        arr = self.embed("text", key, texts)
+        if absent.any():
+            rows = self.embed("text", key, [t for t, a in zip(texts, absent) if not a])
+            arr = np.zeros((len(texts), rows.shape[1]), np.float32)
+            arr[~absent] = rows
+        else:
+            arr = self.embed("text", key, texts)
         self.finish("text", key, arr, _manifest("text", ds, self.fp, arr, self.text_encoder().name, key,
                                                 text_template=desc, text_fields=list(ds.text_fields),
                                                 max_chars=cfg.max_chars, empty_texts=empty,

@@ -144,19 +144,25 @@ def _template_columns(items: pd.DataFrame, template: str) -> list[str]:
     return names
 
 
-def items_without_text(items: pd.DataFrame | None, n_items: int, text_fields: list[str],
-                       template: str | None = None) -> int:
-    """How many items have every field their text is made of blank (those :func:`build_item_texts` reads:
-    the template's, else ``text_fields``). With a template such an item's text is not empty (its literal
-    parts, e.g. ``". "``), yet it says nothing of the item. A template naming a column the items lack is
-    the :class:`ConfigError` of :func:`build_item_texts` (counted first, it was read as "all blank")."""
+def items_without_text_mask(items: pd.DataFrame | None, n_items: int, text_fields: list[str],
+                            template: str | None = None) -> np.ndarray:
+    """Per item, whether every field its text is made of is blank (those :func:`build_item_texts` reads: the
+    template's, else ``text_fields``). With a template such an item's text is not empty (its literal parts,
+    e.g. ``". "``), yet it says nothing of the item. A template naming a column the items lack is the
+    :class:`ConfigError` of :func:`build_item_texts` (counted first, it was read as "all blank")."""
     if items is None:
-        return n_items
+        return np.ones(n_items, bool)
     fields = _template_columns(items, template) if template is not None else text_fields
     cols = [clean_column(items[f]) for f in dict.fromkeys(fields) if f in items.columns]
     if not cols:
-        return len(items)
-    return int(np.logical_and.reduce([c.str.len().to_numpy() == 0 for c in cols]).sum())
+        return np.ones(len(items), bool)
+    return np.logical_and.reduce([c.str.len().to_numpy() == 0 for c in cols])
+
+
+def items_without_text(items: pd.DataFrame | None, n_items: int, text_fields: list[str],
+                       template: str | None = None) -> int:
+    """How many items :func:`items_without_text_mask` marks."""
+    return int(items_without_text_mask(items, n_items, text_fields, template).sum())
 
 
 # what the hub accepts as a repo id ("name" or "owner/name"); a value of another shape can only be a path

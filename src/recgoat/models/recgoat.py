@@ -589,7 +589,8 @@ class RecGOAT(Recommender):
         return {"text_dim": dim("text", "item"), "image_dim": dim("image", "item"), "profile_dim": dim("profile", "user")}
 
     def checked_features(self, features) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-        """Each used view's feature matrix (and the image mask), checked against the shapes the model was built
+        """Each used view's feature matrix (and its presence mask: the image mask, and for text the rows that are
+        not all zero when some are; None when every text is present), checked against the shapes the model was built
         for: a :class:`DataError` before :meth:`prepare` changes anything, so a refused call leaves the model
         as it was (it set the new graph and "not ready" first, and the model could neither score nor save).
         While it is being built (neither prepared nor loaded) a matrix with another number of rows is refused in
@@ -617,8 +618,11 @@ class RecGOAT(Recommender):
                 raise DataError(None, f"RecGOAT was built with {kind} of shape {want}; the features given have "
                                       f"{tuple(x.shape)}")
             mask = None
+            present = np.linalg.norm(x, axis=1) > 0  # an all-zero row is an absent text or image
             if m == "image":
-                mask = image_mask(features, self.n_items, "RecGOAT") & (np.linalg.norm(x, axis=1) > 0)
+                mask = image_mask(features, self.n_items, "RecGOAT") & present
+            elif m == "text" and not present.all():  # items without text (zero rows); else no mask, as before
+                mask = present
             out[m] = (x, mask)
         return out
 
@@ -642,11 +646,13 @@ class RecGOAT(Recommender):
         like = self.user_emb.weight
         self.propagation.set_graph(adj, ratings, like)
         mans = getattr(features, "manifests", {}) or {}
+        self.summary.pop("texts_missing", None)
+        register_fixed(self, "text_mask", None)  # set below when some item has no text
         for m in self.modalities:
             x, mask = views[m]
             if mask is not None:
-                register_fixed(self, "image_mask", torch.from_numpy(mask))
-                self.summary["images_missing"] = int((~mask).sum())
+                register_fixed(self, f"{m}_mask", torch.from_numpy(mask))
+                self.summary[f"{m}s_missing"] = int((~mask).sum())
             self._register_features(f"feat_{m}", _normalise(x, c.feature_norm, mask))
             if c.item_graph and c.gat_layers > 0:
                 g = cached_knn(x, c.item_k, f"item-{m}", mask, c.graph_cache_dir)
@@ -664,13 +670,15 @@ class RecGOAT(Recommender):
                 self.summary["user_graph_edges"] = int(g.nnz)
             else:
                 self.edges_profile = None
-        # an image view with fewer than two real images is zero (or one point) everywhere: nothing to align
-        few = int(self.image_mask.sum()) if "image" in self.modalities else None
-        alignable = [m for m in self.modalities if m != "image" or few >= 2]
+        # a view with fewer than two real images (texts) is zero (or one point) everywhere: nothing to align
+        few = {m: int(mask.sum()) for m in self.modalities if (mask := self.view_mask(m)) is not None}
+        alignable = [m for m in self.modalities if few.get(m, 2) >= 2]
         self.summary.update(self._alignment_flags(alignable))
         notes = []
-        if few is not None and few < 2:
-            notes.append(f"{few} of {self.n_items} items have an image: the image view is zero and is not aligned")
+        for m, n in few.items():
+            if n < 2:
+                notes.append(f"{n} of {self.n_items} items have {'an image' if m == 'image' else 'a text'}: "
+                             f"the {m} view is zero and is not aligned")
         # without ratings (implicit data, or all equal) every edge's rating is 0: the attention still learns,
         # from the two endpoint embeddings alone, and its rating coefficient is never moved
         self.summary["rating_attention"] = c.rating_attention and c.n_layers > 0
@@ -702,14 +710,20 @@ class RecGOAT(Recommender):
         register_fixed(self, name, torch.from_numpy(x), like)
 
     # ----------------------------------------------------------------- forward
+    def view_mask(self, m: str) -> Tensor | None:
+        """Which items have modality ``m`` (``image_mask``, ``text_mask``); None when all of them do (every
+        text present: no mask is applied, as before text masks existed)."""
+        return getattr(self, f"{m}_mask", None)
+
     def item_views(self, items: Tensor | None = None) -> dict[str, Tensor]:
-        """``H_m`` (``I × d``, or the rows ``items`` only) per used modality; items without an image get a
-        zero image view."""
+        """``H_m`` (``I × d``, or the rows ``items`` only) per used modality; items without an image (a text)
+        get a zero image (text) view."""
         out = {}
         for m in self.modalities:
             h = self.branches[m](getattr(self, f"feat_{m}"), getattr(self, f"edges_{m}"), items)
-            if m == "image":
-                mask = self.image_mask if items is None else self.image_mask[items]
+            mask = self.view_mask(m)
+            if mask is not None:
+                mask = mask if items is None else mask[items]
                 h = h * mask[:, None].to(h.dtype)
             out[m] = F.dropout(h, self.config.view_dropout, self.training)
         return out
@@ -767,12 +781,13 @@ class RecGOAT(Recommender):
         if c.align_detach_target:
             target_all = target_all.detach()
         target_rows = rows if c.align_target == "unified" else (lambda _out, ids: ids)  # z_id is always whole
-        keep = {m: (self.image_mask[items] if m == "image" else None) for m in self.modalities}
+        masks = {m: self.view_mask(m) for m in self.modalities}
+        keep = {m: (None if masks[m] is None else masks[m][items]) for m in self.modalities}
         if c.lambda_cl > 0:
             cl = zero
             cl_items = _subsample(items, c.cl_max_points)
             for m in self.modalities:
-                sel = cl_items if keep[m] is None else cl_items[self.image_mask[cl_items]]
+                sel = cl_items if keep[m] is None else cl_items[masks[m][cl_items]]
                 if len(sel) > 1:
                     cl = cl + symmetric_info_nce(out["h"][m][rows(out, sel)], target_all[target_rows(out, sel)], c.tau)
             if self.use_profile and c.align_users:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner  # noqa: E402
 import recgoat.features.text as text_mod  # noqa: E402
 from features_helpers import toy_dataset  # noqa: E402
 from recgoat.datasets import load  # noqa: E402
-from recgoat.datasets.mmrec import _read_mapping, load_mmrec  # noqa: E402
+from recgoat.datasets.mmrec import read_mapping, load_mmrec  # noqa: E402
 from recgoat.errors import DataError  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmrec, load_features  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
@@ -195,7 +195,7 @@ def test_export_writes_the_mapping_and_the_round_trip_keeps_every_row_on_its_ite
     res = runner.invoke(app, ["export-mmrec", str(tmp_path / "f"), "--dest", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert res.output.strip().endswith(f"{tmp_path / 'out' / 'i_id_mapping.csv'}")
-    mapping = _read_mapping(tmp_path / "out", "item", 0)  # MMRec's format, as load_mmrec reads it
+    mapping = read_mapping(tmp_path / "out", "item", 0)  # MMRec's format, as load_mmrec reads it
     assert list(mapping) == list(ds.item_ids)
     exported = np.load(tmp_path / "out" / "text_feat.npy")
     assert exported[:, 0].astype(int).tolist() == own_number(mapping)
@@ -256,14 +256,14 @@ def test_export_without_the_dataset_or_recorded_items_is_refused(tmp_path):
     res = runner.invoke(app, ["export-mmrec", str(tmp_path / "f"), "--dest", str(tmp_path / "out"), "--dataset",
                               str(tmp_path / "gen")])
     assert res.exit_code == 0, res.output
-    assert list(_read_mapping(tmp_path / "out", "item", 0)) == list(ds.item_ids)
+    assert list(read_mapping(tmp_path / "out", "item", 0)) == list(ds.item_ids)
 
 
 def test_encode_mmrec_writes_the_mapping_beside_the_rows(tmp_path):
     raw_catalogue(tmp_path / "gen", titles=True)
     ds = load(str(tmp_path / "gen"))
     out = encode_all(ds, tmp_path / "f", FeatureConfig(export_mmrec=True), which=("text",), progress=False)
-    assert list(_read_mapping(out, "item", 0)) == list(ds.item_ids)
+    assert list(read_mapping(out, "item", 0)) == list(ds.item_ids)
     assert json.loads((out / "item_ids.json").read_text())["item_ids"] == list(ds.item_ids)
     back = load_features(ds, import_mmrec(ds, out, tmp_path / "back"))
     np.testing.assert_array_equal(back.text, np.load(out / "text.npy"))

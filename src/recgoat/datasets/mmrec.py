@@ -192,7 +192,7 @@ def _canonical_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return df.rename(columns=rename)
 
 
-def _read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
+def read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
     """Original ids (as str) indexed by dense id, from MMRec's mapping file when there is one."""
     fname, dense_col = MAPPING_FILES[kind]
     path = folder / fname
@@ -274,8 +274,8 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
     check_split_overlap(inter, path, {s: f"{s} (x_label {i})" for i, s in enumerate(SPLITS)})
     inter = drop_held_out_without_train(inter, path)
 
-    user_ids = _read_mapping(folder, "user", int(users.max()) + 1)
-    item_ids = _read_mapping(folder, "item", int(items.max()) + 1)
+    user_ids = read_mapping(folder, "user", int(users.max()) + 1)
+    item_ids = read_mapping(folder, "item", int(items.max()) + 1)
     # without a mapping file the ids are numbered 0..max: refuse sparse ids before allocating that many
     if user_ids is None:
         check_dense(users, "user", path)

@@ -32,7 +32,7 @@ import pandas as pd
 import recgoat
 from recgoat.datasets import Dataset
 from recgoat.datasets.mmrec import FEATURE_FILES as MMREC_FILES
-from recgoat.datasets.mmrec import MAPPING_FILES as MMREC_MAPPINGS, _read_mapping
+from recgoat.datasets.mmrec import MAPPING_FILES as MMREC_MAPPINGS, read_mapping
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
 from recgoat.io import (LOCK_NAME, atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file,
@@ -670,7 +670,7 @@ class _Session:
         return True
 
     def encode_text(self) -> None:
-        from recgoat.features.text import build_item_texts, items_without_text, items_without_text_mask, template_fields
+        from recgoat.features.text import build_item_texts, items_without_text_mask, template_fields
 
         ds, cfg = self.dataset, self.config
         if not has_text_columns(ds, cfg.text_template):
@@ -678,8 +678,9 @@ class _Session:
             self.drop_stale("text")
             return
         template = cfg.text_template
-        # counted once: it decides the all-blank skip and is the manifest's empty_texts
-        empty = items_without_text(ds.items, ds.n_items, ds.text_fields, template)
+        # read once: it decides the all-blank skip, the zero rows below and the manifest's empty_texts
+        without_text = items_without_text_mask(ds.items, ds.n_items, ds.text_fields, template)
+        empty = int(without_text.sum())
         blank = blank_text_fields(ds, template, empty)
         if blank is not None:  # as no text (`encode text` refuses it first, in the CLI); a problem with the data
             where = items_file(ds)
@@ -692,8 +693,7 @@ class _Session:
         # does: the embedding of "" (or of a template's literal parts) was one shared vector that the models took
         # for a real text (a clique in the text kNN graph); they read a zero text row as absent
         # (none for a template of literal text only: the same words for every item, as blank_text_fields reads it)
-        absent = items_without_text_mask(ds.items, ds.n_items, ds.text_fields, template) \
-            if empty and (template is None or template_fields(template)) else np.zeros(len(texts), bool)
+        absent = without_text if template is None or template_fields(template) else np.zeros(len(texts), bool)
         desc = template if template is not None else "field: value lines over " + ", ".join(ds.text_fields)
         parts = {"encoder": self.text_identity(), "template": desc, "max_chars": cfg.max_chars, "fp": self.fp}
         if absent.any():  # only then: a folder encoded without blank items keeps its key (and is reused)
@@ -1102,12 +1102,12 @@ ITEM_IDS_FILE = "item_ids.json"
 def _item_mapping(folder: Path) -> np.ndarray | None:
     """The original item ids of ``folder``'s ``i_id_mapping.csv``, indexed by row (itemID), or None without
     one; a malformed one (a column missing, repeated or empty ids, itemIDs not 0..n-1) is the DataError of
-    :func:`recgoat.datasets.mmrec._read_mapping`, naming the file."""
+    :func:`recgoat.datasets.mmrec.read_mapping`, naming the file."""
     path = folder / MMREC_MAPPING
     if not path.exists():
         return None
     try:
-        ids = _read_mapping(folder, "item", 0)
+        ids = read_mapping(folder, "item", 0)
     except OSError as e:  # a folder by that name, no permission: one line, not a traceback
         raise DataError(path, f"not readable: {e.strerror or e}") from None
     return np.asarray(ids).astype(str)
@@ -1260,7 +1260,8 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
     mapping = _item_mapping(src)
     ids = np.asarray(dataset.item_ids).astype(str)
-    numbered = bool((_rows_by_id(ids, _row_number_ids(len(ids))) >= 0).all())  # ids a permutation of 0..n-1
+    by_number = _rows_by_id(ids, _row_number_ids(len(ids)))  # each id's row when the ids are the row numbers
+    numbered = bool((by_number >= 0).all())  # ids a permutation of 0..n-1
     # the ids of the files' rows, as far as known: a refused row is named by its own id, never another item's
     by_row = mapping if mapping is not None else (_row_number_ids(len(ids)) if numbered else None)
     # both files are checked before either is written: a bad image_feat.npy leaves no half import
@@ -1279,19 +1280,19 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
             raise DataError(src / MMREC_MAPPING, f"{len(lost)} of the {len(ids)} items of dataset {dataset.name} "
                                                  f"are not in it (e.g. {str(ids[lost[0]])!r}), so their rows of {names} "
                                                  f"cannot be found: the features describe another catalogue")
-        how = {"by": MMREC_MAPPING, "mapping": str((src / MMREC_MAPPING).resolve()), "file_rows": len(mapping),
-               "rows_moved": int((order != np.arange(len(order))).sum())}
+        how = {"by": MMREC_MAPPING, "mapping": str((src / MMREC_MAPPING).resolve()), "file_rows": len(mapping)}
     elif numbered:
-        order = _rows_by_id(ids, by_row)
+        order = by_number
         how = {"by": "row numbers: " + ("the dataset is this MMRec folder, whose item ids are its rows"
                                         if _is_source(dataset, src) else "the dataset's item ids are 0..n-1"),
-               "file_rows": len(ids), "rows_moved": int((order != np.arange(len(order))).sum())}
+               "file_rows": len(ids)}
     else:
         raise DataError(src, f"no {MMREC_MAPPING} beside {names}, so which item each row describes cannot be "
                              f"known: MMRec numbers items in its own order (first appearance in the raw data), and "
                              f"the items of dataset {dataset.name} are not numbered by row (e.g. {str(ids[0])!r}); add "
                              f"the {MMREC_MAPPING} MMRec wrote with these features (tab-separated: original item id, "
                              f"then {_MMREC_DENSE} = its row)")
+    how["rows_moved"] = int((order != np.arange(len(order))).sum())
     fp = dataset.fingerprint()
     with _writing_into(out, "the import output"), _locked_output(out):
         for kind, name, path, arr in found:

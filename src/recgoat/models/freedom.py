@@ -89,7 +89,8 @@ def degree_sensitive_keep(train: sp.csr_matrix, keep: int, rng: np.random.Genera
 
 def item_item_graph(found: dict[str, np.ndarray], k: int, image_weight: float, mask: np.ndarray) -> sp.csr_matrix:
     """``Σ_m α_m Ŝ^m`` over the modalities present (weights renormalised to sum to 1); ``mask``: the items with
-    an image; items whose text row is all zero have no text and no edges in the text graph."""
+    an image. An all-zero row (an item without text or image: the feature store writes zeros for it) gets no
+    edges, as :func:`~recgoat.graphs.knn.knn_graph` isolates zero rows."""
     weights = {"text": 1.0 - image_weight, "image": image_weight}
     present = {m: weights[m] for m in found if weights[m] > 0}
     if not present:  # e.g. image_weight = 1 with text only: fall back to equal weights
@@ -97,10 +98,7 @@ def item_item_graph(found: dict[str, np.ndarray], k: int, image_weight: float, m
     total = sum(present.values())
     graph = None
     for m, w in present.items():
-        # an all-zero text row is an item without text (the feature store writes zeros for it): isolated, as the
-        # items without an image are (knn_graph also isolates zero rows; the mask says so explicitly)
-        m_mask = mask if m == "image" else np.linalg.norm(found[m], axis=1) > 0
-        g = normalized_knn_graph(found[m], k, mask=m_mask) * (w / total)
+        g = normalized_knn_graph(found[m], k, mask=mask if m == "image" else None) * (w / total)
         graph = g if graph is None else graph + g
     return graph.tocsr()
 

@@ -66,17 +66,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)-[^/]*\.tmp$")  # what _temp_prefix + mkstemp/mkdtemp make
+_TEMP_NAME = re.compile(r"^\.(.+)\.(\d+)-[^/]*\.tmp$")  # what _temp_prefix + mkstemp/mkdtemp make: name, pid
 _swept: set[str] = set()  # folders this process has swept: once each, not per write (image caches are big)
 
 
-def sweep_stale_temps(folder: Path, min_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+def sweep_stale_temps(folder: Path, min_age: float = STALE_TEMP_SECONDS,
+                      names: tuple[str, ...] | None = None) -> list[Path]:
     """Delete the temporaries in ``folder`` left by writers killed mid-write (``kill -9``, power loss).
 
     Why: each is a full copy of what was being written (a feature matrix, a dataset folder), hidden by its
     leading dot; repeated crashes would pile them up. Only temporaries named by a process that no longer
     exists on this machine and untouched for ``min_age`` seconds go (the age guards a writer on another
-    machine sharing the folder). Returns what was removed.
+    machine sharing the folder; a caller holding the folder's :func:`folder_lock` may pass 0). ``names``: only
+    the temporaries of these files. Returns what was removed.
     """
     removed: list[Path] = []
     try:
@@ -86,7 +88,7 @@ def sweep_stale_temps(folder: Path, min_age: float = STALE_TEMP_SECONDS) -> list
     now = time.time()
     for p in siblings:
         m = _TEMP_NAME.match(p.name)
-        if m is None or _pid_alive(int(m.group(1))):
+        if m is None or (names is not None and m.group(1) not in names) or _pid_alive(int(m.group(2))):
             continue
         try:
             if now - p.lstat().st_mtime < min_age:
@@ -271,11 +273,6 @@ def holds_lock(folder: str | Path) -> bool:
     """Whether this process holds ``folder``'s :func:`folder_lock` (False where the file system has no flock and
     the folder runs unlocked): only then may it judge other writers' leftovers there."""
     return bool(_held.get(os.path.abspath(folder)))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine."""
-    return _pid_alive(pid)
 
 
 def is_atomic_temp(name: str) -> bool:

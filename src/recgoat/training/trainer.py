@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import re
 import resource
 import shutil
 import sys
@@ -41,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
-from recgoat.io import (atomic_path, folder_lock, holds_lock, nearest_existing, pid_alive, sha256_file,
+from recgoat.io import (atomic_path, folder_lock, holds_lock, nearest_existing, sha256_file, sweep_stale_temps,
                         write_json)
 from recgoat.strict import StrictNumbers
 from recgoat.training.sampling import NegativeSampler, users_without_negatives
@@ -325,8 +323,6 @@ def _torn_row(line: bytes) -> bool:
     return False
 
 
-# an atomic_path temporary (io._temp_prefix + mkstemp): .NAME.PID-XXXXXXXX.tmp
-_TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[^/]*\.tmp$")
 # the files the trainer writes in the run folder itself (`recgoat evaluate` writes its evaluate_*.json there
 # without the lock: its temporaries are not the trainer's to judge)
 _RUN_FILES = ("log.jsonl", "result.json", "run_config.json")
@@ -470,24 +466,13 @@ class Trainer:
     def _sweep_dead_temps(self) -> None:
         """Delete the temporaries of the trainer's files that a killed writer left in this run folder.
 
-        Only with the folder's lock held (no other trainer can be writing here), and only those whose writer's
-        process is gone: ``atomic_path``'s own sweep waits an hour, for writers on another machine, so a kill
-        left a full-size copy of the weights and optimizer in checkpoint/ for that long."""
+        Only with the folder's lock held (no other trainer can be writing here), so without
+        :func:`~recgoat.io.sweep_stale_temps`' hour of grace (for writers on another machine), which left a
+        full-size copy of the weights and optimizer in checkpoint/ for that long after a kill."""
         if not holds_lock(self.run_dir):  # unlocked (no flock here): leave them to that sweep
             return
-        for folder, names in ((self.run_dir, _RUN_FILES), (self.run_dir / "checkpoint", None)):
-            try:
-                entries = list(folder.iterdir())
-            except OSError:
-                continue
-            for p in entries:
-                m = _TEMP_FILE.match(p.name)
-                if m is None or (names is not None and m["name"] not in names):
-                    continue
-                pid = int(m["pid"])
-                if pid == os.getpid() or pid_alive(pid) or p.is_symlink() or not p.is_file():
-                    continue
-                p.unlink(missing_ok=True)
+        sweep_stale_temps(self.run_dir, min_age=0, names=_RUN_FILES)
+        sweep_stale_temps(self.run_dir / "checkpoint", min_age=0)
 
     def _checkpoint_files(self, state: dict) -> dict[str, Path]:
         """The weights and optimizer files ``state`` names (fixed names for checkpoints of older versions)."""

@@ -136,8 +136,13 @@ def test_amazon_malformed_review_line(tmp_path):
 
 
 def test_amazon_review_missing_field(tmp_path):
+    # no line has a rating: read without the column, said once; a line without its user is still an error
     path = _gz(tmp_path / "X.json.gz", [json.dumps({"reviewerID": "A1", "asin": "B1", "unixReviewTime": 1})])
-    with pytest.raises(DataError, match=r"X\.json\.gz: malformed line 1: missing or empty rating"):
+    with pytest.warns(UserWarning, match=r"X\.json\.gz: no line has a rating"):
+        inter, _, _ = read_amazon(path)
+    assert list(inter.columns) == ["user", "item", "timestamp"]
+    path = _gz(tmp_path / "Y.json.gz", [json.dumps({"asin": "B1", "overall": 5.0, "unixReviewTime": 1})])
+    with pytest.raises(DataError, match=r"Y\.json\.gz: malformed line 1: missing or empty user"):
         read_amazon(path)
 
 

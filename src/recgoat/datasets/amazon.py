@@ -9,6 +9,14 @@
 - 2023: ``<Cat>.jsonl(.gz)`` (user_id, parent_asin/asin, rating, timestamp in milliseconds) and
   ``meta_<Cat>.jsonl(.gz)`` (parent_asin, title, store, categories, description and features lists,
   images as dicts with large/hi_res/thumb URLs).
+- 2014 "ratings only": ``ratings_<Cat>.csv(.gz)``, headerless CSV ``user,item,rating,timestamp`` (seconds),
+  e.g. ``A2XVJBSRI3SWDI,0000031887,5.0,1383523200``; its ``meta_<Cat>`` file is read as for the reviews.
+  Only this name is read as CSV: 2018's ratings-only ``<Cat>.csv`` files put the item first.
+
+A review without a user or item id is an error, as is any malformed line. A review without a rating or a
+time (the field absent, null or empty) is skipped, with one warning saying how many and the first line;
+when no line of a file has one, the interactions are read without that column (with a warning), which
+the preparation supports (only ``min_rating`` and a temporal split need it, and say so).
 
 All three may give a ``price``: a number (2014, 2023) or a string such as ``"$12.99"`` (2018). It is
 kept as a float column (not a text field) so profiles can speak of a typical price; anything that is
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import codecs
+import csv
 import gzip
 import html
 import io
@@ -69,6 +78,17 @@ def _parse_json(path: Path, n: int, line: str) -> tuple[Any, str | None]:
         raise DataError(path, f"malformed line {n}: {e}") from None
 
 
+def _decode(n: int, raw: bytes) -> tuple[str, bool]:
+    """Line ``n`` as text, a leading byte-order mark dropped, and whether it was UTF-8 (bytes that are not are
+    read as U+FFFD: the caller warns once)."""
+    if n == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), False
+
+
 def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each non-blank line; JSON, or a Python literal where allowed.
 
@@ -80,13 +100,9 @@ def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
     try:
         with _open_binary(path) as fh:
             for n, raw in enumerate(fh, 1):
-                if n == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
+                line, utf8 = _decode(n, raw)
+                if not utf8:
                     not_utf8, first_not_utf8 = not_utf8 + 1, first_not_utf8 or n
-                    line = raw.decode("utf-8", errors="replace")
                 line = line.strip()
                 if not line:
                     continue
@@ -137,13 +153,30 @@ def _id(path: Path, n: int, value: Any, what: str) -> str | None:
     return str(value)
 
 
+# the two columns a review may lack (skipped, or the column left out: see _interactions), and how the JSON
+# releases name them
+_OPTIONAL = {"rating": "rating (rating/overall)", "timestamp": "time (timestamp/unixReviewTime)"}
+# what a column left out of every line costs: said in the warning
+_WITHOUT = {"rating": "min_rating cannot filter them",
+            "timestamp": "no temporal split, and a repeated (user, item) pair keeps its last line"}
+#: Amazon 2014's ratings-only files, headerless ``user,item,rating,timestamp`` CSV (plain or gzipped)
+RATINGS_FILE = re.compile(r"^ratings_.+\.csv(\.gz)?$")
+_CSV = re.compile(r"\.csv(\.gz)?$")
+
+
 def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
-    """Interactions (user, item, rating, timestamp in seconds) and the release they look like."""
+    """Interactions (user, item, rating, timestamp in seconds) and the release they look like.
+
+    A review with no rating or time is skipped (one warning); a file with none at all is read without that
+    column (see the module docstring). ``ratings_<Cat>.csv`` files are read by :func:`read_ratings_csv`.
+    """
     path = Path(path)
+    if _CSV.search(path.name):
+        return read_ratings_csv(path), "2014"
     users: list[str] = []
     items: list[str] = []
-    ratings: list[Any] = []
-    times: list[Any] = []
+    values: dict[str, list[Any]] = {"rating": [], "timestamp": []}
+    missing: dict[str, list[int]] = {"rating": [], "timestamp": []}  # row positions lacking the value
     line_of: list[int] = []
     release = None
     # the 2014 files are read by their authors' own code with eval(): "loose" Python-literal lines too
@@ -152,39 +185,166 @@ def read_reviews(path: str | Path) -> tuple[pd.DataFrame, str]:
             release = "2023" if "user_id" in rec else "2014/2018"
         user = _id(path, n, _first(rec, ("user_id", "reviewerID")), "user (user_id/reviewerID)")
         item = _id(path, n, _first(rec, ("parent_asin", "asin")), "item (parent_asin/asin)")
-        rating = _first(rec, ("rating", "overall"))
-        ts = _first(rec, ("timestamp", "unixReviewTime"))
-        for field, value in (("user (user_id/reviewerID)", user), ("item (parent_asin/asin)", item),
-                             ("rating (rating/overall)", rating), ("time (timestamp/unixReviewTime)", ts)):
-            if value is None or value == "":
+        for field, value in (("user (user_id/reviewerID)", user), ("item (parent_asin/asin)", item)):
+            if value is None:
                 raise DataError(path, f"malformed line {n}: missing or empty {field}")
+        for col, keys in (("rating", ("rating", "overall")), ("timestamp", ("timestamp", "unixReviewTime"))):
+            value = _first(rec, keys)
+            if value is None or (isinstance(value, str) and value == ""):
+                missing[col].append(len(users))
+                value = None
+            values[col].append(value)
         users.append(user)
         items.append(item)
-        ratings.append(rating)
-        times.append(ts)
         line_of.append(n)
     if not users:
         raise DataError(path, "no reviews in this file")
+    df, kept_lines = _interactions(path, users, items, values, missing, line_of, _OPTIONAL)
+    if "timestamp" not in df.columns:
+        return df, release
+    ts = df["timestamp"].to_numpy()
+    if release == "2023":
+        ts = _seconds_2023(path, ts, kept_lines)
+    # 2023 timestamps are milliseconds; store seconds like every other loader (fractions kept)
+    df["timestamp"] = seconds_array(ts) if release == "2023" else ts.astype(np.int64)
+    return df, release
+
+
+def _interactions(path: Path, users: list[str], items: list[str], values: dict[str, list[Any]],
+                  missing: dict[str, list[int]], line_of: list[int], labels: dict[str, str]
+                  ) -> tuple[pd.DataFrame, list[int]]:
+    """The interactions frame (rating float32, timestamp float64 as read) and the line of each kept row.
+
+    Rows lacking a rating or time (``missing``: their positions) are dropped with one warning; a column no
+    row has is left out (one warning), so a file without ratings still loads. Values present must be finite
+    numbers: else one DataError naming the first bad line, as before.
+    """
+    n = len(users)
+    absent = [col for col in values if len(missing[col]) == n]
+    if absent:
+        warnings.warn(f"{path}: no line has a " + " or a ".join(labels[c] for c in absent) + ", so the interactions "
+                      "have no " + " and no ".join(f"{c} column ({_WITHOUT[c]})" for c in absent),
+                      UserWarning, stacklevel=3)
+    keep = np.ones(n, bool)
+    for col in values:
+        if col not in absent:
+            keep[missing[col]] = False
+    n_skipped = n - int(keep.sum())
+    if n_skipped == n:
+        # each column is missing on some lines but not all (else it would be absent): both lists hold a line
+        firsts = ", ".join(f"first without a {c}: line {line_of[missing[c][0]]}" for c in values)
+        raise DataError(path, f"no review has both a {' and a '.join(labels.values())} ({firsts})")
+    if n_skipped:
+        # rows skipped, never silently: a research user must be able to tell the dataset shrank and where
+        why = ", ".join(f"{len(missing[c])} without a {labels[c]}" for c in values
+                        if c not in absent and missing[c])
+        first = line_of[int(np.flatnonzero(~keep)[0])]
+        warnings.warn(f"{path}: {n_skipped} of {n} reviews skipped ({why}; first: line {first}); the other "
+                      f"{n - n_skipped} are read", UserWarning, stacklevel=3)
+        where = np.flatnonzero(keep)
+        users, items = [users[i] for i in where], [items[i] for i in where]
+        line_of = [line_of[i] for i in where]
+        values = {c: [v[i] for i in where] for c, v in values.items()}
     df = pd.DataFrame({"user": users, "item": items})
-    for col, values in (("rating", ratings), ("timestamp", times)):
-        num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+    for col, vals in values.items():
+        if col in absent:
+            continue
+        num = pd.to_numeric(pd.Series(vals, dtype=object), errors="coerce")
         if num.isna().any():
             first = int(np.flatnonzero(num.isna().to_numpy())[0])
             raise DataError(path, f"{int(num.isna().sum())} reviews have a non-numeric or NaN {col} "
-                                  f"(first: line {line_of[first]}, value {values[first]!r})")
+                                  f"(first: line {line_of[first]}, value {vals[first]!r})")
         # JSON's 1e999 is inf: a rating that poisons weights, a time that wraps around in int64
         huge = ~(np.abs(num.to_numpy(np.float64)) < MAX_SECONDS)
         if huge.any():
             first = int(np.flatnonzero(huge)[0])
             raise DataError(path, f"{int(huge.sum())} reviews have an infinite or out-of-range {col} "
-                                  f"(first: line {line_of[first]}, value {values[first]!r})")
+                                  f"(first: line {line_of[first]}, value {vals[first]!r})")
         df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
-    ts = df["timestamp"].to_numpy()
-    if release == "2023":
-        ts = _seconds_2023(path, ts, line_of)
-    # 2023 timestamps are milliseconds; store seconds like every other loader (fractions kept)
-    df["timestamp"] = seconds_array(ts) if release == "2023" else ts.astype(np.int64)
-    return df, release
+    return df, line_of
+
+
+def read_ratings_csv(path: str | Path) -> pd.DataFrame:
+    """Interactions from Amazon 2014's ratings-only ``ratings_<Cat>.csv``: headerless ``user,item,rating,
+    timestamp`` lines (timestamps in seconds), plain or gzipped.
+
+    Bad lines are treated as in the JSON files: a wrong number of fields, a missing user or item, or a line
+    that is a header is one DataError naming the line; an empty rating or time skips the line (one warning).
+    """
+    path = Path(path)
+    if not RATINGS_FILE.match(path.name):
+        # 2018's ratings-only <Cat>.csv is item,user,rating,timestamp: read by this order, users and items swap
+        raise DataError(path, "not an Amazon ratings file: only Amazon 2014's ratings_<Cat>.csv[.gz] "
+                              "(headerless user,item,rating,timestamp) is read as CSV; rename a file in that "
+                              "format to ratings_<Cat>.csv, or convert other CSVs to the generic layout "
+                              "(interactions.csv with a header)")
+    users: list[str] = []
+    items: list[str] = []
+    values: dict[str, list[Any]] = {"rating": [], "timestamp": []}
+    missing: dict[str, list[int]] = {"rating": [], "timestamp": []}
+    line_of: list[int] = []
+    not_utf8, first_not_utf8 = 0, 0
+    try:
+        with _open_binary(path) as fh:
+            for n, raw in enumerate(fh, 1):
+                line, utf8 = _decode(n, raw)
+                if not utf8:
+                    not_utf8, first_not_utf8 = not_utf8 + 1, first_not_utf8 or n
+                line = line.strip()
+                if not line:
+                    continue
+                fields = _csv_fields(path, n, line)
+                if len(fields) != 4:
+                    raise DataError(path, f"malformed line {n}: {len(fields)} fields, expected 4 "
+                                          "(user,item,rating,timestamp)")
+                if " " in line or "\t" in line:  # "A1, B1, 5.0, 1": rare, so stripped only then (speed)
+                    fields = [f.strip() for f in fields]
+                user, item, rating, ts = fields
+                # a header (a file re-saved with one) read as data was a "non-numeric rating" error at best
+                if not users and rating and ts and not _is_number(rating) and not _is_number(ts):
+                    raise DataError(path, f"line {n} looks like a header ({line[:80]!r}): Amazon's ratings_<Cat>.csv "
+                                          "files have none; remove it (the columns are read as user,item,rating,"
+                                          "timestamp in this order)")
+                for field, value in (("user (field 1)", user), ("item (field 2)", item)):
+                    if not value:
+                        raise DataError(path, f"malformed line {n}: missing or empty {field}")
+                for col, value in (("rating", rating), ("timestamp", ts)):
+                    if not value:
+                        missing[col].append(len(users))
+                    values[col].append(value or None)
+                users.append(user)
+                items.append(item)
+                line_of.append(n)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(path, f"cannot be read: {e}") from None
+    if not_utf8:
+        warnings.warn(f"{path}: {not_utf8} lines are not valid UTF-8 (first: line {first_not_utf8}); their "
+                      "undecodable bytes were read as U+FFFD (check the file's encoding)", UserWarning, stacklevel=3)
+    if not users:
+        raise DataError(path, "no ratings in this file")
+    df, _ = _interactions(path, users, items, values, missing, line_of,
+                          {"rating": "rating (field 3)", "timestamp": "time (field 4)"})
+    if "timestamp" in df.columns:
+        df["timestamp"] = df["timestamp"].to_numpy().astype(np.int64)  # seconds, as 2014's review files
+    return df
+
+
+def _csv_fields(path: Path, n: int, line: str) -> list[str]:
+    """The comma-separated fields of one line; quoted fields (a file re-saved by a spreadsheet) are unquoted."""
+    if '"' not in line:
+        return line.split(",")  # Amazon's own files: no quotes, and split is far faster than csv
+    try:
+        return next(csv.reader([line], strict=True))
+    except csv.Error as e:
+        raise DataError(path, f"malformed line {n}: {e}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # 1e11 ms is 3 March 1973, before any Amazon review; 1e11 s is the year 5138: below it, a time is in seconds
@@ -346,10 +506,11 @@ def read_amazon(reviews_path: str | Path, meta_path: str | Path | None = None
 
 
 def category_name(reviews_path: str | Path) -> str:
-    """``reviews_Baby_5.json.gz`` / ``Baby.json.gz`` / ``Baby_Products.jsonl`` → ``amazon-baby…``."""
+    """``reviews_Baby_5.json.gz`` / ``Baby.json.gz`` / ``Baby_Products.jsonl`` / ``ratings_Baby.csv`` →
+    ``amazon-baby…``."""
     stem = Path(reviews_path).name
-    stem = re.sub(r"(\.jsonl?|\.gz)+$", "", stem)
-    stem = re.sub(r"^reviews_", "", stem)
+    stem = re.sub(r"(\.jsonl?|\.csv|\.gz)+$", "", stem)
+    stem = re.sub(r"^(reviews|ratings)_", "", stem)
     stem = re.sub(r"_5$", "", stem)
     return "amazon-" + stem.lower().replace("_", "-")
 

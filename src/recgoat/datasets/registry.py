@@ -7,7 +7,7 @@ Known names:
 A path may be a prepared dataset folder (``manifest.json``), a folder in the generic layout, a folder
 in MMRec's layout (``<name>.inter``, or that file itself), a line-per-user folder (``train.txt``,
 ``test.txt``), or an Amazon review file (or a folder holding one, with its ``meta_<Cat>`` file beside
-it). See :data:`LAYOUTS`.
+it), Amazon 2014's ratings-only ``ratings_<Cat>.csv`` included. See :data:`LAYOUTS`.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from recgoat.datasets.amazon import RATINGS_FILE
 from recgoat.datasets.dataset import MANIFEST, Dataset, _read_manifest, folder_name
 from recgoat.datasets.generic import load_generic, read_table
 from recgoat.datasets.preprocess import PrepareConfig, prepare
@@ -34,10 +35,15 @@ LAYOUTS = {
     "generic": ("interactions.{csv,tsv,parquet} [+ items.*, images/]", "recgoat.datasets.load"),
     "mmrec": ("<name>.inter [+ text_feat.npy, image_feat.npy]", "recgoat.datasets.load_mmrec"),
     "lines": ("train.txt + test.txt [+ valid.txt]", "recgoat.datasets.load_lines"),
-    "amazon": ("reviews_<Cat>.json.gz | <Cat>.json.gz | <Cat>.jsonl[.gz] [+ meta_<Cat>.*]",
-               "recgoat.datasets.load_amazon"),
+    "amazon": ("reviews_<Cat>.json.gz | <Cat>.json.gz | <Cat>.jsonl[.gz] | ratings_<Cat>.csv[.gz] "
+               "[+ meta_<Cat>.*]", "recgoat.datasets.load_amazon"),
 }
 _AMAZON = re.compile(r"\.jsonl?(\.gz)?$")
+
+
+def _is_amazon_reviews(path: Path) -> bool:
+    """A review file's name (JSON lines), or 2014's ratings-only ``ratings_<Cat>.csv[.gz]``."""
+    return bool(_AMAZON.search(path.name) or RATINGS_FILE.match(path.name))
 
 
 def layouts_help() -> str:
@@ -46,9 +52,10 @@ def layouts_help() -> str:
 
 
 def _amazon_category(path: Path) -> str:
-    """``reviews_Baby_5.json.gz`` / ``Baby.json.gz`` / ``Baby_Products.jsonl`` → ``Baby…``."""
-    stem = re.sub(r"(\.jsonl?|\.gz)+$", "", path.name)
-    return re.sub(r"_5$", "", re.sub(r"^reviews_", "", stem))
+    """``reviews_Baby_5.json.gz`` / ``Baby.json.gz`` / ``Baby_Products.jsonl`` / ``ratings_Baby.csv`` →
+    ``Baby…``."""
+    stem = re.sub(r"(\.jsonl?|\.csv|\.gz)+$", "", path.name)
+    return re.sub(r"_5$", "", re.sub(r"^(reviews|ratings)_", "", stem))
 
 
 def _amazon_meta(reviews: Path) -> Path | None:
@@ -73,13 +80,14 @@ def _amazon_meta(reviews: Path) -> Path | None:
 def find_amazon(path: Path) -> tuple[Path, Path | None] | None:
     """(reviews, meta) when ``path`` is an Amazon review file or a folder holding exactly one; else None."""
     if path.is_file():
-        if not _AMAZON.search(path.name):
+        if not _is_amazon_reviews(path):
             return None
         if path.name.startswith("meta_"):
             raise DataError(path, "this is an Amazon metadata file; pass the review file (the meta_ file "
                                   "beside it is found automatically)")
         return path, _amazon_meta(path)
-    reviews = [p for p in sorted(path.glob("*.json*")) if _AMAZON.search(p.name) and not p.name.startswith("meta_")]
+    reviews = [p for p in sorted([*path.glob("*.json*"), *path.glob("ratings_*.csv*")])
+               if _is_amazon_reviews(p) and not p.name.startswith("meta_")]
     if not reviews:
         return None
     if len(reviews) > 1:

@@ -4,7 +4,8 @@ A folder ``data/<name>/`` holds ``<name>.inter`` (tab-separated; ``userID``, ``i
 ``rating`` and ``timestamp``, and ``x_label`` with 0/1/2 = train/valid/test; ids are already dense
 integers), optional ``text_feat.npy`` / ``image_feat.npy`` (one row per item id) and optional
 ``u_id_mapping.csv`` / ``i_id_mapping.csv`` (tab-separated: original id, dense id) that give back the
-original user and item ids.
+original user and item ids. Without an item mapping the items are 0..N-1, N the largest itemID + 1 or the
+feature files' row count when they agree on more (items with no interaction are still catalogue items).
 """
 from __future__ import annotations
 
@@ -241,8 +242,81 @@ def read_mmrec_features(folder: str | Path, n_items: int, item_ids: Any = None) 
             for key, fname in FEATURE_FILES.items() if (folder / fname).exists()}
 
 
+def feature_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of each feature file present in ``folder`` (``text`` / ``image``), read from its header
+    (memory-mapped: nothing is loaded); a DataError naming a file that is not a readable .npy array."""
+    from recgoat.features.store import load_array  # recgoat.features imports recgoat.datasets
+
+    return {key: tuple(load_array(folder / fname, mmap=True).shape)
+            for key, fname in FEATURE_FILES.items() if (folder / fname).exists()}
+
+
+def catalogue_size(folder: Path, inter: Path, seen: int) -> int:
+    """How many items a folder without ``i_id_mapping.csv`` has: ``seen`` (the largest itemID of ``inter``
+    + 1), or more when its feature files agree on more rows (with a warning naming the ids).
+
+    Why: items are numbered by the feature rows, and the items with the largest ids may have no interaction
+    left in the ``.inter`` file (filtered out, or a catalogue larger than its interactions); their rows are
+    the evidence that they exist, so they are kept as items with no interaction (as :func:`check_dense` keeps
+    a gap below the largest id) rather than the feature files blamed for a row count "mismatch". A file with
+    fewer rows than ``seen`` lacks rows for items that occur, and is the one refused (by
+    :func:`read_mmrec_features`' row check, or here when a longer file would be read, and blamed, first).
+    Files that disagree with each other above ``seen`` are refused here, naming both counts: which one is
+    right cannot be told."""
+    shapes = {key: shape for key, shape in feature_shapes(folder).items() if len(shape) == 2}
+    rows = {key: shape[0] for key, shape in shapes.items()}
+    short = [key for key, n in rows.items() if n < seen]
+    if short and max(rows.values()) > seen:
+        # the short file is the one certainly wrong: the row check would blame the longer one, if read first
+        key = short[0]
+        raise DataError(folder / FEATURE_FILES[key], f"shape {shapes[key]}, expected {seen} rows (one per item)")
+    if not rows or short:
+        return seen  # no files, or one short of rows: refused by the row check with "expected {seen} rows"
+    if len(set(rows.values())) > 1:
+        (k1, n1), (k2, n2) = rows.items()
+        raise DataError(folder / FEATURE_FILES[k2],
+                        f"{n2} rows, but {FEATURE_FILES[k1]} has {n1}: both hold one row per item, so they must "
+                        f"agree (without {MAPPING_FILES['item'][0]} the items are numbered by these rows, and "
+                        f"{inter.name} uses item ids up to {seen - 1})")
+    n = next(iter(rows.values()))
+    if n > seen:
+        files = " and ".join(FEATURE_FILES[k] for k in rows)
+        warnings.warn(f"{inter}: item ids {seen}..{n - 1} never occur, but {files} "
+                      f"{'has' if len(rows) == 1 else 'have'} {n} rows: kept as {n - seen} item(s) with no "
+                      f"interaction, which models still rank. If these rows are not this folder's items 0..{n - 1}, "
+                      f"add the {MAPPING_FILES['item'][0]} naming each row's item", UserWarning, stacklevel=3)
+    return n
+
+
+def mmrec_feature_files(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """``{kind: {"file", "rows", "dims"}}`` for the feature files an MMRec folder's dataset brings
+    (``text_feat.npy`` / ``image_feat.npy``, as :func:`mmrec_feature_kinds` names them), read from their
+    headers; ``{}`` for a dataset of another layout. What `recgoat datasets info` reports: such a folder
+    holds no image files (``images`` counts those), but it does bring image (and text) features."""
+    from recgoat.features.store import load_array  # recgoat.features imports recgoat.datasets
+
+    info = getattr(dataset, "info", None) or {}
+    paths = info.get("features") if isinstance(info.get("features"), dict) else {}
+    out: dict[str, dict[str, Any]] = {}
+    for kind in mmrec_feature_kinds(dataset):
+        if kind not in paths:
+            continue
+        path = Path(str(paths[kind]))
+        if not path.exists():  # moved or deleted since the folder was read (the source of a prepared copy)
+            out[kind] = {"file": str(path), "missing": True}
+            continue
+        shape = load_array(path, mmap=True).shape
+        out[kind] = {"file": str(path), "rows": int(shape[0]) if shape else None,
+                     "dims": int(shape[1]) if len(shape) == 2 else None}
+    return out
+
+
 def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
-    """Read an MMRec folder into a split :class:`Dataset` (split from ``x_label``), validating features."""
+    """Read an MMRec folder into a split :class:`Dataset` (split from ``x_label``), validating features.
+
+    Items are numbered by ``i_id_mapping.csv`` when there is one; else they are 0..N-1 where N is the largest
+    itemID + 1, or the feature files' row count when they agree on more (:func:`catalogue_size`): items with
+    no interaction are catalogue items all the same."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "folder not found")
@@ -282,7 +356,8 @@ def load_mmrec(folder: str | Path, name: str | None = None) -> Dataset:
         user_ids = np.arange(int(users.max()) + 1).astype(str).astype(object)
     if item_ids is None:
         check_dense(items, "item", path)
-        item_ids = np.arange(int(items.max()) + 1).astype(str).astype(object)
+        n_items = catalogue_size(folder, path, int(items.max()) + 1)
+        item_ids = np.arange(n_items).astype(str).astype(object)
     features = read_mmrec_features(folder, len(item_ids), item_ids)  # validates rows and NaNs up front
     info = {"source": str(folder.resolve()), "layout": "mmrec",
             "features": {k: str((folder / FEATURE_FILES[k]).resolve()) for k in features}}

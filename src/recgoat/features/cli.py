@@ -241,9 +241,12 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
                                                          "image_feat.npy to \\[default: the same folder]"),
                      dataset: Optional[str] = typer.Option(None, "--dataset", help="the dataset the features were "
                                                            "made for: checked against it, and its item ids name the "
-                                                           "rows \\[default: the ids the folder records]")) -> None:
+                                                           "rows \\[default: the ids the folder records, else the "
+                                                           "dataset its manifests name, when found]")) -> None:
     """Write text_feat.npy / image_feat.npy (MMRec's layout) and i_id_mapping.csv (each row's item) from a
-    feature folder; into an MMRec dataset folder the rows follow its own item numbering."""
+    feature folder; into an MMRec dataset folder the rows follow its own item numbering. Without --dataset the
+    rows' items are those the folder records (item_ids.json), else those of the dataset its manifests name
+    (a known name, a folder here, or the MMRec folder imported from) when its fingerprint matches."""
     from recgoat.datasets import load
     from recgoat.features.store import export_mmrec
 
@@ -255,7 +258,9 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
             raise DataError(folder, "holds no text.npy or image.npy to export; run `recgoat encode text` or "
                                     "`recgoat encode image` first")
         target = _out_folder(dest or folder)
-        written = export_mmrec(folder, target, load(dataset) if dataset is not None else None)
+        # without --dataset an older folder's rows are named by the dataset its manifests name, when found: say which
+        written = export_mmrec(folder, target, load(dataset) if dataset is not None else None,
+                               on_notice=lambda line: typer.echo(line, err=True))
     except RecGOATError as exc:
         _fail(exc)
     typer.echo("wrote " + ", ".join(map(str, written)))

@@ -97,7 +97,8 @@ def test_train_on_an_mmrec_folder_without_features_names_its_feature_files(tmp_p
                              "trainer.epochs=1", "--set", "trainer.num_threads=1")
         assert code == 0, err
         assert (f"warning: {data.resolve()} holds MMRec's text_feat.npy and image_feat.npy, but no feature folder "
-                f"was given: recgoat does not read them; import them with `recgoat encode import-mmrec") in err
+                f"was given: recgoat does not read them; give --features auto (imports them, and encodes what they "
+                f"lack), or import them with `recgoat encode import-mmrec") in err
         code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "lightgcn", "--set",
                              "trainer.epochs=1", "--set", "trainer.num_threads=1")
         assert code == 0 and "MMRec's" not in err  # a model that reads no features: no word

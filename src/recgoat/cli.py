@@ -100,11 +100,17 @@ def datasets_info(
     seed: Optional[int] = typer.Option(None, help="split seed \\[default: 2026]"),
 ) -> None:
     """Statistics of a dataset after preparation (users, items, interactions, sparsity, split), with the
-    options `datasets prepare` takes."""
+    options `datasets prepare` takes; for an MMRec folder also the feature files it brings (text_feat.npy,
+    image_feat.npy: rows x dims)."""
+    from recgoat.datasets.mmrec import mmrec_feature_files
     from recgoat.datasets.preprocess import removal_lines
 
     ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
     out = ds.stats()
+    feature_files = mmrec_feature_files(ds)
+    if feature_files:
+        # "images": 0 counts image files (none in MMRec's layout); the folder's image features were not shown
+        out["feature_files"] = feature_files
     if isinstance(ds.info.get("prepare"), dict) and "removed" in ds.info["prepare"]:
         # inside the JSON (stdout stays parseable), one line per step that removed something; [] when nothing
         # was, absent when the preparation recorded no counts (an older folder, data split elsewhere)
@@ -172,8 +178,10 @@ def train_cmd(
     model: Optional[str] = typer.Option(None, help=f"model name (overrides the config) {_DEFAULTS['model']}"),
     dataset: Optional[str] = typer.Option(None, help=f"dataset name or folder (overrides the config) "
                                                      f"{_DEFAULTS['dataset']}"),
-    features: Optional[str] = typer.Option(None, help="feature folder written by `recgoat encode` "
-                                                      "\\[default: the config's, else none: ID embeddings only]"),
+    features: Optional[str] = typer.Option(None, help="feature folder written by `recgoat encode`, or `auto`: "
+                                                      "encoded into OUT/features/DATASET and reused (a folder "
+                                                      "named auto: ./auto) \\[default: the config's, else none: "
+                                                      "ID embeddings only]"),
     epochs: Optional[int] = typer.Option(None, help=f"maximum epochs (early stopping may end sooner) "
                                                     f"{_DEFAULTS['epochs']}"),
     seed: Optional[int] = typer.Option(None, help=f"training seed {_DEFAULTS['seed']}"),

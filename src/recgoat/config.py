@@ -72,7 +72,8 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     trainer: TrainConfig = Field(default_factory=TrainConfig)
-    features: str | None = None  # folder written by `recgoat encode`; None: no side features
+    # folder written by `recgoat encode`; "auto": encoded into <out>/features/ (training.run); None: none
+    features: str | None = None
     out: str = Field("runs", min_length=1)
 
 

@@ -589,20 +589,15 @@ def feature_folder(spec: DatasetSpec, out: Path, split_seed: int | None) -> Path
 
 def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool):
     """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder`."""
-    from recgoat.features import encode_all, load_features
+    from recgoat.features import load_features
 
     if spec.features is None:
         raise ConfigError(f"dataset {dataset_label(spec)}: a model needs features but `features` is null")
     folder = feature_folder(spec, out, split_seed)
     if spec.features == "auto":
-        if mmrec_feature_kinds(dataset):
-            from recgoat.features import import_mmrec
+        from recgoat.features.auto import encode_auto
 
-            # an MMRec folder's own text_feat.npy / image_feat.npy (the paper's data ships its features so):
-            # imported first, which encode_all keeps, encoding only what they lack (user profiles)
-            import_mmrec(dataset, dataset.info["source"], folder)
-        encode_all(dataset, folder, progress=progress)
-        return load_features(dataset, folder)
+        return encode_auto(dataset, folder, progress)
     from recgoat.features.store import named_as_encoded
 
     return load_features(named_as_encoded(dataset, folder), folder)

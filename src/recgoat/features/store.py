@@ -1146,27 +1146,80 @@ def record_item_ids(out: Path, dataset: Dataset, fp: str) -> None:
         tmp.write_text(text + "\n", encoding="utf-8")
 
 
-def _recorded_item_ids(folder: Path, fps: set[Any], names: str) -> np.ndarray:
+def _recorded_item_ids(folder: Path, fps: set[Any], names: str) -> tuple[np.ndarray | None, Path, str]:
     """The item ids ``folder``'s ``item_ids.json`` records for the matrices ``names`` (made for the dataset
-    fingerprints ``fps``); else a DataError saying the rows' items are unknown and to pass the dataset."""
+    fingerprints ``fps``), as ``(ids, path, "")``; else ``(None, file, why)``: why they cannot be taken, for
+    :func:`_unknown_rows` to say, naming ``file``."""
     path = folder / ITEM_IDS_FILE
-    fix = (f"so which item each row of {names} is cannot be known, and MMRec's {MMREC_MAPPING} cannot be "
-           f"written; pass the dataset they were made for (`recgoat encode export-mmrec {folder} --dataset "
-           f"DATASET`, or export_mmrec(..., dataset=...))")
     try:
         rec = read_json(path)
     except FileNotFoundError:
-        raise DataError(folder, f"holds no {ITEM_IDS_FILE} (features made by an older recgoat), {fix}") from None
+        return None, folder, f"holds no {ITEM_IDS_FILE} (features made by an older recgoat)"
     except (OSError, ValueError) as e:
-        raise DataError(path, f"not readable ({e}), {fix}") from None
+        return None, path, f"not readable ({e})"
     ids = rec.get("item_ids") if isinstance(rec, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise DataError(path, f"holds no list of item ids, {fix}")
+        return None, path, "holds no list of item ids"
     made_for = rec.get("dataset_fingerprint")
     if len(fps) != 1 or made_for not in fps:
-        raise DataError(path, f"records the items of dataset fingerprint {made_for}, but {names} "
-                              f"{'were made for ' + ', '.join(map(str, sorted(fps, key=str)))}, {fix}")
-    return np.asarray(ids, dtype=object)
+        return None, path, (f"records the items of dataset fingerprint {made_for}, but {names} "
+                            f"{'were made for ' + ', '.join(map(str, sorted(fps, key=str)))}")
+    return np.asarray(ids, dtype=object), path, ""
+
+
+def _unknown_rows(folder: Path, names: str, path: Path, why: str, searched: str) -> DataError:
+    """The refusal of an export whose rows' items are unknown: ``why`` (of ``path``), then that the mapping
+    cannot be written, where the dataset was looked for (``searched``), and to pass the dataset."""
+    return DataError(path, f"{why}, so which item each row of {names} is cannot be known, and MMRec's "
+                           f"{MMREC_MAPPING} cannot be written{'; ' + searched if searched else ''}; pass the "
+                           f"dataset they were made for (`recgoat encode export-mmrec {folder} --dataset DATASET`, "
+                           f"or export_mmrec(..., dataset=...))")
+
+
+def dataset_of_features(manifests: list[dict]) -> tuple[Dataset | None, str]:
+    """The dataset feature matrices were made for, found from what their ``manifests`` record, and how it was
+    found; else (None, where it was looked for in vain).
+
+    Why: a feature folder written before ``item_ids.json`` existed does not say which item each row is, but
+    its manifests name the dataset (``dataset``: a name such as ``ml-latest-small``, or a folder's name) and
+    its fingerprint, and an imported matrix the MMRec folder it came from (``imported_from``). Each candidate
+    (that folder when it holds an MMRec dataset; the name when it is a known dataset name or a folder here) is
+    loaded as `recgoat encode` loads it and taken only if its fingerprint is the recorded one, so another
+    dataset, other data or other preparation options are never taken for it."""
+    from recgoat.datasets import load
+    from recgoat.datasets.registry import EMBEDDED, SHARED, presplit_layout
+
+    fps = {m.get("dataset_fingerprint") for m in manifests}
+    named = sorted({str(m["dataset"]) for m in manifests if isinstance(m.get("dataset"), str) and m["dataset"]})
+    if len(fps) != 1 or None in fps:
+        return None, ""  # no single fingerprint to match: _recorded_item_ids' own refusal says why
+    fp = next(iter(fps))
+    candidates: list[str] = []
+    for m in manifests:
+        source = m.get("imported_from")
+        if isinstance(source, str) and source and presplit_layout(Path(source).parent) == "MMRec":
+            candidates.append(str(Path(source).parent))  # the MMRec folder, which import-mmrec may have read
+    for name in named:
+        if name in EMBEDDED or name in SHARED or Path(name).is_dir():
+            candidates.append(name)
+    tried: list[str] = []
+    for cand in dict.fromkeys(candidates):
+        try:
+            with warnings.catch_warnings():
+                # a candidate's loading notes (dropped rows, gaps) are about that dataset, not this export
+                warnings.simplefilter("ignore")
+                ds = load(cand)
+            got = ds.fingerprint()
+        except (RecGOATError, OSError) as e:
+            tried.append(f"{cand!r} did not load ({e})")
+            continue
+        if got == fp:
+            return ds, f"dataset {ds.name} ({cand}), whose fingerprint {fp} the manifests record"
+        tried.append(f"{cand!r} has fingerprint {got} (other data, or prepared with other options)")
+    what = f"the manifests name dataset {' and '.join(repr(n) for n in named) or '(none)'} of fingerprint {fp}"
+    if not tried:
+        return None, f"{what}, neither a known dataset name nor a folder here"
+    return None, f"{what}, not found: {'; '.join(tried)}"
 
 
 def _export_rows(dest: Path, ids: np.ndarray, folder: Path) -> tuple[np.ndarray | None, bool]:
@@ -1195,18 +1248,21 @@ def _export_rows(dest: Path, ids: np.ndarray, folder: Path) -> tuple[np.ndarray 
     return rows, False
 
 
-def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None) -> list[Path]:
+def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None,
+                 on_notice: Callable[[str], None] | None = None) -> list[Path]:
     """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32) and MMRec's
     ``i_id_mapping.csv`` recording which item each row is; returns the files written.
 
     Every source is checked as load_features checks it (:func:`_checked_matrix`: its own kind's manifest,
     made for ``dataset`` when given, a finite floating matrix of the manifest's shape) before anything is
     written, so a bad one gives load_features' error and no half export. The rows' items are ``dataset``'s,
-    else those the folder records (``item_ids.json``, for the same data as the manifests). Into a folder that
-    holds an MMRec dataset (a ``.inter`` file) the rows follow its own numbering (:func:`_export_rows`)."""
+    else those the folder records (``item_ids.json``, for the same data as the manifests), else those of the
+    dataset the manifests name, when it is found with their fingerprint (:func:`dataset_of_features`;
+    ``on_notice`` is told which). Into a folder that holds an MMRec dataset (a ``.inter`` file) the rows
+    follow its own numbering (:func:`_export_rows`)."""
     folder, dest = Path(folder), Path(dest)
     fp = dataset.fingerprint() if dataset is not None else None
-    todo, fps = [], set()
+    todo, fps, mans = [], set(), []
     for kind, name in MMREC_FILES.items():
         if not (folder / f"{kind}.npy").exists():
             continue
@@ -1216,10 +1272,24 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
                                    ids=dataset.item_ids if dataset is not None else None)
         todo.append((dest / name, arr))
         fps.add(man.get("dataset_fingerprint"))
+        mans.append(man)
     order, write_mapping = None, False
     if todo:
         names = " and ".join(f"{k}.npy" for k in MMREC_FILES if (folder / f"{k}.npy").exists())
-        ids = np.asarray(dataset.item_ids) if dataset is not None else _recorded_item_ids(folder, fps, names)
+        if dataset is not None:
+            ids = np.asarray(dataset.item_ids)
+        else:
+            recorded, path, why = _recorded_item_ids(folder, fps, names)
+            if recorded is not None:
+                ids = recorded
+            else:
+                # an older folder: the dataset its manifests name, when found with their fingerprint, names the rows
+                found, how = dataset_of_features(mans)
+                if found is None:
+                    raise _unknown_rows(folder, names, path, why, how)
+                ids = np.asarray(found.item_ids)
+                if on_notice is not None:
+                    on_notice(f"{folder}: {why}; its rows are the items of {how}")
         if len({arr.shape[0] for _, arr in todo} | {len(ids)}) != 1:
             raise DataError(folder / ITEM_IDS_FILE, f"records {len(ids)} items, but {names} hold "
                                                     f"{', '.join(str(a.shape[0]) for _, a in todo)} rows; "
@@ -1301,11 +1371,29 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
     return out
 
 
+def _imported_already(out: Path, kind: str, key: str, arr: np.ndarray) -> bool:
+    """Whether ``out`` already holds this import: the same key (source, data, alignment) and the same values.
+    Why: ``features: auto`` imports an MMRec folder's matrices on every run; rewriting identical files (an image
+    matrix of 7,050 × 4,096 on Amazon Baby) under a folder other runs may be reading gained nothing. The key
+    does not cover the source's contents, so the values are compared too (a source edited in place is
+    re-imported)."""
+    try:
+        man = read_manifest(out / f"{_FILE[kind]}.json")
+        if man.get("key") != key or (kind == "image" and not (out / "image_mask.npy").exists()):
+            return False
+        old = load_array(out / f"{_FILE[kind]}.npy", mmap=True)
+    except (DataError, OSError, ValueError):
+        return False  # absent or unreadable: written afresh
+    return old.shape == arr.shape and old.dtype == arr.dtype and bool(np.array_equal(old, arr))
+
+
 def _import_one(dataset: Dataset, fp: str, kind: str, name: str, path: Path, arr: np.ndarray, out: Path,
                 how: dict[str, Any]) -> None:
     """Write one imported matrix (rows already in the dataset's item order, aligned as ``how`` says) and
     for images the mask into ``out``, its manifest last; ``fp``: the dataset's fingerprint."""
     key = _key({"imported": str(path.resolve()), "fp": fp, "shape": arr.shape, "rows": how})
+    if _imported_already(out, kind, key, arr):
+        return
     extra: dict[str, Any] = {"imported_from": str(path.resolve()), "row_alignment": how}
     beside = {}
     if kind == "image":

@@ -74,7 +74,11 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     if run_dir is not None:
         check_run_dir(Path(run_dir))  # before the dataset loads
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
-    features = load_side_features(dataset, cfg.features, cfg)
+    auto_notes: list[str] = []
+    if cfg.features == AUTO:
+        cfg, features, auto_notes = encode_auto_features(cfg, dataset)
+    else:
+        features = load_side_features(dataset, cfg.features, cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     # initialisation depends on the run's seed only; torch takes no seed >= 2**64 (trainer.seed has no upper
     # bound: a ValueError "Overflow when unpacking long long"), and below it the reduction changes nothing
@@ -88,9 +92,42 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     # the trainer writes run_config.json only once its checks pass
     result = Trainer(cfg.trainer, run_dir=run_dir, run_config=recorded_run_config(cfg)).fit(model, dataset)
     # a model that neither declares features nor read any matrix of them (e.g. LightGCN given --features)
-    notes = [] if features is None or cls.needs_features or model.feature_digests else [
+    notes = auto_notes if features is None or cls.needs_features or model.feature_digests else [
         f"{cfg.model.name} reads no side features: the feature folder {cfg.features} was not used"]
     return {**result, "run_dir": str(run_dir), "notes": notes}  # where `recgoat evaluate` / `export` find it
+
+
+#: ``features: auto`` (``--features auto``); a folder named "auto" is given as ``./auto``
+AUTO = "auto"
+
+
+def auto_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
+    """Where ``--features auto`` encodes: ``<out>/features/<dataset>``, the benchmark's folder for it, so that
+    every run (and the benchmark) with the same ``out`` shares one encode. A run that prepares the data with
+    options of its own (another split seed, k-core…) gets a folder of its own, named with the prepared data's
+    fingerprint: user profiles are made from one split's training items, and a shared folder re-encoded for
+    another split would no longer load for the first run's ``recgoat evaluate``."""
+    from recgoat.datasets.registry import PREPARE_OPTIONS
+
+    own = any(k in cfg.data.model_fields_set for k in PREPARE_OPTIONS)
+    return Path(cfg.out) / "features" / (f"{dataset.name}-{dataset.fingerprint()[:12]}" if own else dataset.name)
+
+
+def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, Any, list[str]]:
+    """``features: auto``: the features the model reads, encoded (an MMRec folder's own imported first) into
+    :func:`auto_feature_folder` and loaded; the configuration returned names that folder (absolute), as
+    ``run_config.json`` records it for ``recgoat evaluate`` / ``export`` / ``serve``. A model that reads no side
+    features gets none, and nothing is encoded."""
+    from recgoat.features.auto import encode_auto
+    from recgoat.training.trainer import show_progress
+
+    if not get_model_class(cfg.model.name).needs_features:
+        return (cfg.model_copy(update={"features": None}), None,
+                [f"{cfg.model.name} reads no side features: --features auto encoded nothing"])
+    folder = auto_feature_folder(cfg, dataset)
+    features = encode_auto(dataset, folder, progress=show_progress(cfg.trainer))
+    return (cfg.model_copy(update={"features": str(folder.resolve())}), features,
+            [f"features: auto, encoded into {folder} (reused by later runs)"])
 
 
 def _warn_of_mmrec_features(dataset: Dataset, cfg: RunConfig) -> None:
@@ -102,8 +139,9 @@ def _warn_of_mmrec_features(dataset: Dataset, cfg: RunConfig) -> None:
     if kinds:
         src = dataset.info["source"]
         warnings.warn(f"{src} holds MMRec's {' and '.join(FEATURE_FILES[k] for k in kinds)}, but no feature folder "
-                      f"was given: {cfg.model.name} does not read them; import them with `recgoat encode "
-                      f"import-mmrec {src} {cfg.data.name} --out FEATURES` and give --features FEATURES",
+                      f"was given: {cfg.model.name} does not read them; give --features auto (imports them, and "
+                      f"encodes what they lack), or import them with `recgoat encode import-mmrec {src} "
+                      f"{cfg.data.name} --out FEATURES` and give --features FEATURES",
                       UserWarning, stacklevel=3)
 
 

@@ -121,7 +121,7 @@ class TrainConfig(StrictNumbers):
     # how the evaluator ranks (recgoat.evaluation.evaluator): "count" (ties against the model, fastest),
     # or a top-K list by "faiss" heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)
     eval_selection: Selection = "count"
-    progress: bool = True  # unset: a bar only on a terminal or in Jupyter; set true: always (_show_progress)
+    progress: bool = True  # unset: a bar only on a terminal or in Jupyter; set true: always (show_progress)
     resume: bool = True
 
     @field_validator("lr", "weight_decay")
@@ -705,7 +705,7 @@ class Trainer:
                 history = self._truncate_log(state["epoch"])
                 train_times = [r["train_seconds"] for r in history]
                 eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
-            bar = _progress(cfg.epochs, start_epoch, _show_progress(cfg), model.name)
+            bar = _progress(cfg.epochs, start_epoch, show_progress(cfg), model.name)
             for epoch in range(start_epoch, cfg.epochs):
                 # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first.
                 # With no best yet, every evaluation so far was NaN (never > -inf): stopping too spares the
@@ -859,7 +859,7 @@ def _check_finite_embeddings(model, epoch: int, run_dir: Path | None) -> None:
                                    f"every parameter is finite; check the model's embeddings()")
 
 
-def _show_progress(cfg: TrainConfig) -> bool:
+def show_progress(cfg: TrainConfig) -> bool:
     """Whether to draw the epoch bar: ``progress`` as set, or by default only where someone watches it (stderr
     a terminal, or a Jupyter kernel). tqdm redraws with carriage returns, which fill a log or a pipe with
     garbage: the commands already left it off there, ``model.fit`` in a script did not (12.7 KB for the

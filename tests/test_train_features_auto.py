@@ -1,0 +1,103 @@
+"""`recgoat train --features auto`: the features the model reads encoded (an MMRec folder's own imported) into
+`<out>/features/<dataset>`, shared by later runs, and recorded so that `recgoat evaluate` finds them. Before,
+an MMRec folder's feature files needed a separate `encode import-mmrec` (only the benchmark had `auto`)."""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from conftest import run_main  # noqa: E402
+from test_benchmark_mmrec_features import mmrec_folder  # noqa: E402
+
+from recgoat.config import load_config  # noqa: E402
+from recgoat.datasets.mmrec import load_mmrec  # noqa: E402
+from recgoat.training.run import auto_feature_folder  # noqa: E402
+
+torch.set_num_threads(1)
+FAST = ["--set", "trainer.epochs=1", "--set", "trainer.num_threads=1", "--set", "trainer.batch_size=64"]
+
+
+def test_train_auto_imports_an_mmrec_folders_features_and_evaluate_finds_them(tmp_path, monkeypatch, capsys):
+    data = mmrec_folder(tmp_path / "baby")
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "vbpr",
+                         "--features", "auto", *FAST)
+    assert code == 0, err
+    folder = tmp_path / "runs" / "features" / "baby"
+    for kind in ("text", "image"):  # VBPR trained on the folder's own matrices, row for row
+        assert np.array_equal(np.load(folder / f"{kind}.npy"), np.load(data / f"{kind}_feat.npy"))
+    run_dir = tmp_path / "runs" / "baby" / "vbpr" / "seed2026"
+    recorded = json.loads((run_dir / "run_config.json").read_text())
+    assert recorded["features"] == str(folder.resolve())  # the folder, not "auto": evaluate reads it back
+    digests = json.loads((run_dir / "best" / "model.json").read_text())["feature_digests"]
+    assert {"text", "image"} <= set(digests)
+    code, err = run_main(monkeypatch, capsys, "evaluate", str(run_dir))
+    assert code == 0, err
+
+
+def test_train_auto_reuses_the_folder_and_encodes_nothing_for_an_id_model(tmp_path, monkeypatch, capsys):
+    data = mmrec_folder(tmp_path / "baby")
+    monkeypatch.chdir(tmp_path)
+    assert run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "vbpr", "--features", "auto",
+                    *FAST)[0] == 0
+    folder = tmp_path / "runs" / "features" / "baby"
+    stamp = (folder / "text.npy").stat().st_mtime_ns
+    code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "recgoat", "--features",
+                         "auto", *FAST)
+    assert code == 0, err
+    assert (folder / "text.npy").stat().st_mtime_ns == stamp  # the second run read the first one's encode
+    summary = json.loads((tmp_path / "runs" / "baby" / "recgoat" / "seed2026" / "result.json").read_text())["summary"]
+    assert summary["profile_missing"] is True and "MMRec's" not in err  # no item text: no profiles; no warning
+    # LightGCN reads no features: nothing is encoded for it, and its run records none
+    code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "lightgcn", "--features",
+                         "auto", "--out", "other", *FAST)
+    assert code == 0, err
+    assert not (tmp_path / "other" / "features").exists()
+    recorded = json.loads((tmp_path / "other" / "baby" / "lightgcn" / "seed2026" / "run_config.json").read_text())
+    assert recorded["features"] is None
+
+
+def test_auto_folder_is_shared_unless_the_run_prepares_the_data_its_own_way(tmp_path):
+    data = mmrec_folder(tmp_path / "baby")
+    ds = load_mmrec(data)
+    plain = load_config(None, values={"data.name": str(data), "features": "auto", "out": str(tmp_path / "r")})
+    assert auto_feature_folder(plain, ds) == tmp_path / "r" / "features" / "baby"
+    seeded = load_config(None, ["data.seed=7"], values={"data.name": str(data), "features": "auto",
+                                                         "out": str(tmp_path / "r")})
+    assert auto_feature_folder(seeded, ds) == tmp_path / "r" / "features" / f"baby-{ds.fingerprint()[:12]}"
+
+
+def test_train_api_says_where_auto_encoded(tmp_path):
+    from recgoat.training.run import train
+
+    data = mmrec_folder(tmp_path / "baby")
+    cfg = load_config(None, ["trainer.epochs=1", "trainer.num_threads=1", "trainer.batch_size=64",
+                             "trainer.progress=false"],
+                      values={"data.name": str(data), "model.name": "freedom", "features": "auto",
+                              "out": str(tmp_path / "r")})
+    result = train(cfg)
+    assert result["notes"] == [f"features: auto, encoded into {tmp_path / 'r' / 'features' / 'baby'} "
+                               f"(reused by later runs)"]
+
+
+def test_a_repeated_import_rewrites_nothing_unless_the_source_changed(tmp_path):
+    from recgoat.features import import_mmrec
+
+    data = mmrec_folder(tmp_path / "baby")
+    ds = load_mmrec(data)
+    out = tmp_path / "f"
+    import_mmrec(ds, data, out)
+    stamps = {f: (out / f).stat().st_mtime_ns for f in ("text.npy", "image.npy", "image_mask.npy")}
+    import_mmrec(ds, data, out)
+    assert {f: (out / f).stat().st_mtime_ns for f in stamps} == stamps
+    edited = np.load(data / "text_feat.npy")
+    edited[3] += 1.0  # same shape, so the same key: the values tell
+    np.save(data / "text_feat.npy", edited)
+    import_mmrec(ds, data, out)
+    assert np.array_equal(np.load(out / "text.npy"), edited)
+    assert (out / "image.npy").stat().st_mtime_ns == stamps["image.npy"]

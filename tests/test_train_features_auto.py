@@ -16,7 +16,7 @@ from test_benchmark_mmrec_features import mmrec_folder  # noqa: E402
 
 from recgoat.config import load_config  # noqa: E402
 from recgoat.datasets.mmrec import load_mmrec  # noqa: E402
-from recgoat.training.run import auto_feature_folder  # noqa: E402
+from recgoat.training.run import auto_feature_folder, own_feature_folder  # noqa: E402
 
 torch.set_num_threads(1)
 FAST = ["--set", "trainer.epochs=1", "--set", "trainer.num_threads=1", "--set", "trainer.batch_size=64"]
@@ -69,7 +69,11 @@ def test_auto_folder_is_shared_unless_the_run_prepares_the_data_its_own_way(tmp_
     assert auto_feature_folder(plain, ds) == tmp_path / "r" / "features" / "baby"
     seeded = load_config(None, ["data.seed=7"], values={"data.name": str(data), "features": "auto",
                                                          "out": str(tmp_path / "r")})
-    assert auto_feature_folder(seeded, ds) == tmp_path / "r" / "features" / f"baby-{ds.fingerprint()[:12]}"
+    assert auto_feature_folder(seeded, ds) == own_feature_folder(seeded, ds)
+    # named by the prepared data and the folder read: another MMRec folder of one name and data gets another
+    assert own_feature_folder(seeded, ds).name.startswith("baby-")
+    twin = mmrec_folder(tmp_path / "twin" / "baby")
+    assert own_feature_folder(seeded, load_mmrec(twin)) != own_feature_folder(seeded, ds)
 
 
 def test_train_api_says_where_auto_encoded(tmp_path):
@@ -101,3 +105,34 @@ def test_a_repeated_import_rewrites_nothing_unless_the_source_changed(tmp_path):
     import_mmrec(ds, data, out)
     assert np.array_equal(np.load(out / "text.npy"), edited)
     assert (out / "image.npy").stat().st_mtime_ns == stamps["image.npy"]
+
+
+def titled_shop(folder):
+    """A generic folder: 12 users × 8 items with titles (item text, so user profiles can be written)."""
+    folder.mkdir(parents=True)
+    rows = ["user_id,item_id"] + [f"u{u},i{(u + j) % 8}" for u in range(12) for j in range(6)]
+    (folder / "interactions.csv").write_text("\n".join(rows) + "\n")
+    titles = ["red kettle", "blue teapot", "green mug", "steel pan", "oak board", "glass jar", "clay bowl", "tin cup"]
+    (folder / "items.csv").write_text("item_id,title\n" + "\n".join(f"i{k},{t}" for k, t in enumerate(titles)) + "\n")
+    return folder
+
+
+def test_auto_encodes_user_profiles_only_for_a_model_that_reads_them(tmp_path):
+    from recgoat.training.run import train
+
+    data = titled_shop(tmp_path / "shop")
+
+    def run(model: str, *extra: str) -> dict:
+        cfg = load_config(None, ["trainer.epochs=1", "trainer.num_threads=1", "trainer.batch_size=64",
+                                 "trainer.progress=false", *extra],
+                          values={"data.name": str(data), "model.name": model, "features": "auto",
+                                  "out": str(tmp_path / "r")})
+        return train(cfg)
+
+    folder = tmp_path / "r" / "features" / "shop"
+    run("vbpr")
+    assert (folder / "text.npy").exists() and not (folder / "profile.npy").exists()  # VBPR reads no profiles
+    run("recgoat", "model.params.use_profile=false")
+    assert not (folder / "profile.npy").exists()
+    result = run("recgoat", "trainer.resume=false")
+    assert (folder / "profile.npy").exists() and result["summary"]["profile_branch"] is True

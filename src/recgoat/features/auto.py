@@ -12,12 +12,19 @@ from pathlib import Path
 from recgoat.datasets.mmrec import mmrec_feature_kinds
 
 
-def encode_auto(dataset, folder: str | Path, progress: bool = True):
-    """Import an MMRec folder's own features (if any), encode the rest into ``folder``, and return the loaded
-    :class:`~recgoat.features.store.Features`."""
-    from recgoat.features.store import encode_all, import_mmrec, load_features
+def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None):
+    """Import an MMRec folder's own features (if any), encode the rest into ``folder`` (the kinds ``which``,
+    default all: ``text``, ``image``, ``users``), and return the loaded :class:`~recgoat.features.store.Features`."""
+    from recgoat.errors import DataError
+    from recgoat.features.store import FEATURE_FILES, KINDS, encode_all, import_mmrec, load_features
 
     if mmrec_feature_kinds(dataset):
         import_mmrec(dataset, dataset.info["source"], folder)
-    encode_all(dataset, folder, progress=progress)
+    encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress)
+    if not any((Path(folder) / name).exists() for name in FEATURE_FILES.values()):
+        # load_features said "no feature files; run `recgoat encode all`", which was just run and made none
+        raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name}: its items have no "
+                                "text or images (and user profiles are written from item text); give the dataset "
+                                "an items file with text or images, or leave out --features auto (a model that "
+                                "reads no features, or RecGOAT on IDs alone)")
     return load_features(dataset, folder)

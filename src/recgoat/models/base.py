@@ -221,6 +221,12 @@ class Recommender(nn.Module):
         return {}
 
     @classmethod
+    def feature_kinds(cls, config: ModelConfig) -> tuple[str, ...]:
+        """The kinds of side features (``recgoat encode``'s: ``text``, ``image``, ``users``) this model reads with
+        ``config``: what ``--features auto`` encodes for it. Item text and images for a model that reads features."""
+        return ("text", "image") if cls.needs_features else ()
+
+    @classmethod
     def build(cls, dataset, config: ModelConfig | dict | None = None, features=None) -> "Recommender":
         model = cls(dataset.n_users, dataset.n_items, config, **cls.dims_from(dataset, features))
         model.prepare(dataset, features)

@@ -574,6 +574,11 @@ class RecGOAT(Recommender):
 
     # ----------------------------------------------------------------- construction
     @classmethod
+    def feature_kinds(cls, config: RecGOATConfig) -> tuple[str, ...]:
+        """Its modalities, and the user profiles when the profile branch is on."""
+        return (*config.modalities, *(("users",) if config.use_profile else ()))
+
+    @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
         def dim(name: str, per: str) -> int:
             x = getattr(features, name, None)

@@ -6,6 +6,7 @@ trains it with early stopping on validation and returns the result dict (also in
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import warnings
@@ -76,6 +77,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
     auto_notes: list[str] = []
     if cfg.features == AUTO:
+        # an encode can take hours: a run its folder's checkpoint refuses is refused before it, not after
+        _refuse_other_run(Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset), cfg, dataset)
         cfg, features, auto_notes = encode_auto_features(cfg, dataset)
     else:
         features = load_side_features(dataset, cfg.features, cfg)
@@ -103,31 +106,112 @@ AUTO = "auto"
 
 def auto_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
     """Where ``--features auto`` encodes: ``<out>/features/<dataset>``, the benchmark's folder for it, so that
-    every run (and the benchmark) with the same ``out`` shares one encode. A run that prepares the data with
-    options of its own (another split seed, k-core…) gets a folder of its own, named with the prepared data's
-    fingerprint: user profiles are made from one split's training items, and a shared folder re-encoded for
-    another split would no longer load for the first run's ``recgoat evaluate``."""
+    every run (and the benchmark) with the same ``out`` shares one encode; else :func:`own_feature_folder`.
+
+    A folder of its own for a run that prepares the data with options of its own (another split seed, k-core…):
+    user profiles are made from one split's training items, and a shared folder re-encoded for another split no
+    longer loaded for the first run's ``recgoat evaluate``. And for a run whose shared folder already holds
+    features of other data (another dataset of the same name, the benchmark's other split, data changed since,
+    :func:`_made_for_other_data`): encoding there removed that data's features (an MMRec folder's imported
+    matrices), and its runs' ``export`` then failed, or packaged features its model was not trained on."""
+    plain = Path(cfg.out) / "features" / dataset.name
+    return own_feature_folder(cfg, dataset) if _prepares_its_own(cfg) or _made_for_other_data(plain, dataset) \
+        else plain
+
+
+def _prepares_its_own(cfg: RunConfig) -> bool:
+    """Whether the run sets preparation options (split seed, k-core, …) rather than taking the defaults."""
     from recgoat.datasets.registry import PREPARE_OPTIONS
 
-    own = any(k in cfg.data.model_fields_set for k in PREPARE_OPTIONS)
-    return Path(cfg.out) / "features" / (f"{dataset.name}-{dataset.fingerprint()[:12]}" if own else dataset.name)
+    return any(k in cfg.data.model_fields_set for k in PREPARE_OPTIONS)
+
+
+def own_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
+    """``<out>/features/<dataset>-<key>``, the key a digest of the prepared data's fingerprint and the folder it
+    was read from: two MMRec folders of one name and one ``.inter`` file share a fingerprint (it hashes no
+    feature file), and their imported features differ."""
+    info = dataset.info if isinstance(dataset.info, dict) else {}
+    key = hashlib.sha256(f"{dataset.fingerprint()}\0{info.get('source', '')}".encode()).hexdigest()[:12]
+    return Path(cfg.out) / "features" / f"{dataset.name}-{key}"
+
+
+def _made_for_other_data(folder: Path, dataset: Dataset) -> bool:
+    """Whether a manifest (or ``item_ids.json``) in the feature ``folder`` records a dataset fingerprint other than
+    ``dataset``'s, or features imported from another MMRec folder's file than ``dataset``'s own (the fingerprint
+    is that of the interactions only: two MMRec folders of one name and one ``.inter`` file, with other feature
+    files, share it, and the second run's import replaced the first's features, which `export` then packaged for
+    the first run's model). Unreadable files are left to the store to name."""
+    from recgoat.datasets.mmrec import FEATURE_FILES, mmrec_feature_kinds
+
+    fingerprint = dataset.fingerprint()
+    info = dataset.info if isinstance(dataset.info, dict) else {}
+    # only for an MMRec folder's own files: features imported by hand (`encode import-mmrec`) into the folder of
+    # a dataset of another layout are kept there by the encode, as before
+    own_files = {str(Path(str(info["features"][kind])).resolve()) for kind in mmrec_feature_kinds(dataset)} \
+        if info.get("layout") == "mmrec" else None
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            record = read_json(path)
+            made_for, source = record.get("dataset_fingerprint"), record.get("imported_from")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(made_for, str) and made_for != fingerprint:
+            return True
+        if (own_files is not None and isinstance(source, str) and Path(source).name in FEATURE_FILES.values()
+                and str(Path(source).resolve()) not in own_files):
+            return True
+    return False
 
 
 def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, Any, list[str]]:
-    """``features: auto``: the features the model reads, encoded (an MMRec folder's own imported first) into
+    """``features: auto``: the features the model reads (:meth:`~recgoat.models.base.Recommender.feature_kinds`:
+    user profiles for RecGOAT's profile branch only), encoded (an MMRec folder's own imported first) into
     :func:`auto_feature_folder` and loaded; the configuration returned names that folder (absolute), as
     ``run_config.json`` records it for ``recgoat evaluate`` / ``export`` / ``serve``. A model that reads no side
     features gets none, and nothing is encoded."""
     from recgoat.features.auto import encode_auto
     from recgoat.training.trainer import show_progress
 
-    if not get_model_class(cfg.model.name).needs_features:
+    cls = get_model_class(cfg.model.name)
+    try:
+        kinds = cls.feature_kinds(cls.Config(**cfg.model.params))
+    except (ValidationError, TypeError):  # the model's build says what is wrong, by name
+        kinds = ("text", "image", "users")
+    if not kinds:
         return (cfg.model_copy(update={"features": None}), None,
                 [f"{cfg.model.name} reads no side features: --features auto encoded nothing"])
     folder = auto_feature_folder(cfg, dataset)
-    features = encode_auto(dataset, folder, progress=show_progress(cfg.trainer))
+    plain = Path(cfg.out) / "features" / dataset.name
+    why = ""
+    if folder != plain and not _prepares_its_own(cfg):  # auto_feature_folder's other reason
+        why = f"; {plain} holds features of other data (another dataset named {dataset.name!r}, or another split), " \
+              f"left as they are"
+    features = encode_auto(dataset, folder, progress=show_progress(cfg.trainer), which=kinds)
     return (cfg.model_copy(update={"features": str(folder.resolve())}), features,
-            [f"features: auto, encoded into {folder} (reused by later runs)"])
+            [f"features: auto, encoded into {folder} (reused by later runs){why}"])
+
+
+def _refuse_other_run(run_dir: Path, cfg: RunConfig, dataset: Dataset) -> None:
+    """The trainer's refusal of a checkpoint made by another model or on other data (``Trainer.resume_state``),
+    said before ``--features auto`` encodes: it came only once the encode had finished (minutes to hours), e.g.
+    for ``--set data.seed=7`` in the default run folder of an earlier run (its name holds the trainer's seed
+    only). The other differences need the built model and are left to the trainer."""
+    if not cfg.trainer.resume or not get_model_class(cfg.model.name).needs_features:
+        return
+    try:
+        sig = read_json(run_dir / "checkpoint" / "state.json").get("signature")
+    except (OSError, ValueError, AttributeError):
+        return  # none, or unreadable: the trainer says so
+    if not isinstance(sig, dict):
+        return
+    changes = [f"{key}: {json.dumps(old)} → {json.dumps(new)}"
+               for key, old, new in (("model.name", sig.get("model"), cfg.model.name),
+                                     ("data (fingerprint)", sig.get("dataset_fingerprint"), dataset.fingerprint()))
+               if old is not None and old != new]
+    if changes:
+        raise ConfigError(f"{run_dir}: was run with a different configuration ({'; '.join(changes)}); to start "
+                          f"afresh use --set trainer.resume=false (overwrites that run) or another --run-dir "
+                          f"(Python: TrainConfig(resume=False) or another run_dir)")
 
 
 def _warn_of_mmrec_features(dataset: Dataset, cfg: RunConfig) -> None:

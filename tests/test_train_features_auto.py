@@ -136,3 +136,22 @@ def test_auto_encodes_user_profiles_only_for_a_model_that_reads_them(tmp_path):
     assert not (folder / "profile.npy").exists()
     result = run("recgoat", "trainer.resume=false")
     assert (folder / "profile.npy").exists() and result["summary"]["profile_branch"] is True
+
+
+def test_export_refuses_text_features_the_model_was_not_trained_on(tmp_path, monkeypatch, capsys):
+    from recgoat.features import import_mmrec
+
+    data = mmrec_folder(tmp_path / "baby")
+    monkeypatch.chdir(tmp_path)
+    assert run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "vbpr", "--features", "auto",
+                    *FAST)[0] == 0
+    run_dir = tmp_path / "runs" / "baby" / "vbpr" / "seed2026"
+    code, err = run_main(monkeypatch, capsys, "export", str(run_dir), "--out", "ok")
+    assert code == 0, err
+    edited = np.load(data / "text_feat.npy")
+    edited[0] *= -1.0  # same shape: only the contents tell
+    np.save(data / "text_feat.npy", edited)
+    import_mmrec(load_mmrec(data), data, tmp_path / "runs" / "features" / "baby")
+    code, err = run_main(monkeypatch, capsys, "export", str(run_dir), "--out", "bad")
+    assert code == 1 and "are not those model 'vbpr' was trained on" in err, err
+    assert not (tmp_path / "bad").exists()

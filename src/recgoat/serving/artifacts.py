@@ -212,9 +212,26 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
 
         # a benchmark cell's dataset carries its label, the features the name they were encoded under
         feats = load_features(named_as_encoded(dataset, features_folder), features_folder)
+        _check_trained_text(model, feats, Path(features_folder))
     with atomic_folder(out) as tmp:
         _write_artefact(model, dataset, tmp, feats, (u_emb, i_emb), seen)
     return out
+
+
+def _check_trained_text(model, feats, folder: Path) -> None:
+    """Refuse item text features other than those the model was trained on (by the content digest its
+    ``model.json`` records): same-shaped text re-encoded since, or another dataset's of the same name, passed
+    every size check and was packaged for cold-start ranking beside a model that never read it."""
+    from recgoat.models.base import feature_digests
+
+    trained = getattr(model, "_saved_feature_digests", None) or getattr(model, "feature_digests", None) or {}
+    if feats is None or feats.text is None or "text" not in trained:
+        return
+    now = feature_digests(feats, {"text_dim": feats.text.shape[1]}).get("text")
+    if now != trained["text"]:
+        raise DataError(folder, f"its text features (digest {now}) are not those model {model.name!r} was trained "
+                                f"on (digest {trained['text']}): the folder was re-encoded since, or holds another "
+                                f"dataset's; export with the feature folder the run was trained with, or train again")
 
 
 def _write_artefact(model, dataset, out: Path, feats, embeddings: tuple[torch.Tensor, torch.Tensor],

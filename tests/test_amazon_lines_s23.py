@@ -204,7 +204,7 @@ def test_ratings_csv_empty_rating_or_time_skips_the_line(tmp_path: Path) -> None
     lines = [RATINGS[0], "A2ZY49IDE6TY5I,0000031887,,1395273600", RATINGS[2], "AJ9Z9TFFYF3ZS,0000031852,1.0,"]
     path = _write(tmp_path / "ratings_Baby.csv", lines)
     (df, _), msgs = _read(read_reviews, path)
-    assert msgs == [f"{path}: 2 of 4 reviews skipped (1 without a rating (field 3), 1 without a time (field 4); "
+    assert msgs == [f"{path}: 2 of 4 ratings skipped (1 without a rating (field 3), 1 without a time (field 4); "
                     "first: line 2); the other 2 are read"]
     assert df["user"].tolist() == ["A2XVJBSRI3SWDI", "A2XVJBSRI3SWDI"]
     assert df["timestamp"].tolist() == [1383523200, 1314316800]

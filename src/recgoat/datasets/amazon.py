@@ -230,16 +230,17 @@ def _interactions(path: Path, users: list[str], items: list[str], values: dict[s
         if col not in absent:
             keep[missing[col]] = False
     n_skipped = n - int(keep.sum())
+    lines = "ratings" if _CSV.search(path.name) else "reviews"  # a ratings_<Cat>.csv line is no review
     if n_skipped == n:
         # each column is missing on some lines but not all (else it would be absent): both lists hold a line
         firsts = ", ".join(f"first without a {c}: line {line_of[missing[c][0]]}" for c in values)
-        raise DataError(path, f"no review has both a {' and a '.join(labels.values())} ({firsts})")
+        raise DataError(path, f"no {lines[:-1]} has both a {' and a '.join(labels.values())} ({firsts})")
     if n_skipped:
         # rows skipped, never silently: a research user must be able to tell the dataset shrank and where
         why = ", ".join(f"{len(missing[c])} without a {labels[c]}" for c in values
                         if c not in absent and missing[c])
         first = line_of[int(np.flatnonzero(~keep)[0])]
-        warnings.warn(f"{path}: {n_skipped} of {n} reviews skipped ({why}; first: line {first}); the other "
+        warnings.warn(f"{path}: {n_skipped} of {n} {lines} skipped ({why}; first: line {first}); the other "
                       f"{n - n_skipped} are read", UserWarning, stacklevel=3)
         where = np.flatnonzero(keep)
         users, items = [users[i] for i in where], [items[i] for i in where]

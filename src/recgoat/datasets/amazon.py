@@ -89,13 +89,13 @@ def _decode(n: int, raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8", errors="replace"), False
 
 
-def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line; JSON, or a Python literal where allowed.
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) for each non-blank line of a plain or gzipped file.
 
     Lines are decoded one by one: a leading byte-order mark is dropped, and bytes that are not UTF-8 are
-    read as U+FFFD with one warning naming the first such line (never silently).
+    read as U+FFFD with one warning naming the first such line (never silently). A file that cannot be
+    read (a damaged .gz included) is one DataError naming it.
     """
-    use_literal = False  # switches on after the first line that only parses as a literal
     not_utf8, first_not_utf8 = 0, 0
     try:
         with _open_binary(path) as fh:
@@ -104,35 +104,40 @@ def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
                 if not utf8:
                     not_utf8, first_not_utf8 = not_utf8 + 1, first_not_utf8 or n
                 line = line.strip()
-                if not line:
-                    continue
-                rec: Any = None
-                if not use_literal:
-                    rec, why = _parse_json(path, n, line)
-                    if why is not None:
-                        if not literal_ok:
-                            raise DataError(path, f"malformed line {n}: not valid JSON ({why})")
-                        use_literal = True
-                if use_literal:
-                    try:
-                        rec = ast.literal_eval(line)
-                    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
-                        # TypeError: an unhashable key, {['a']: 1}. Else perhaps a JSON line after
-                        # literal ones (true/false/null are no Python literals)
-                        rec, why = _parse_json(path, n, line)
-                        if why is not None:
-                            raise DataError(path, f"malformed line {n}: neither JSON nor a Python literal "
-                                                  f"({type(e).__name__})") from None
-                if not isinstance(rec, dict):
-                    raise DataError(path, f"malformed line {n}: expected an object, got "
-                                          f"{type(rec).__name__}")
-                yield n, rec
+                if line:
+                    yield n, line
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         # zlib.error (a damaged deflate stream inside a .gz) is no OSError: it escaped as a bare traceback
         raise DataError(path, f"cannot be read: {e}") from None
     if not_utf8:
         warnings.warn(f"{path}: {not_utf8} lines are not valid UTF-8 (first: line {first_not_utf8}); their "
-                      "undecodable bytes were read as U+FFFD (check the file's encoding)", UserWarning, stacklevel=3)
+                      "undecodable bytes were read as U+FFFD (check the file's encoding)", UserWarning, stacklevel=4)
+
+
+def _records(path: Path, literal_ok: bool) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each non-blank line (:func:`_lines`); JSON, or a Python literal where allowed."""
+    use_literal = False  # switches on after the first line that only parses as a literal
+    for n, line in _lines(path):
+        rec: Any = None
+        if not use_literal:
+            rec, why = _parse_json(path, n, line)
+            if why is not None:
+                if not literal_ok:
+                    raise DataError(path, f"malformed line {n}: not valid JSON ({why})")
+                use_literal = True
+        if use_literal:
+            try:
+                rec = ast.literal_eval(line)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
+                # TypeError: an unhashable key, {['a']: 1}. Else perhaps a JSON line after
+                # literal ones (true/false/null are no Python literals)
+                rec, why = _parse_json(path, n, line)
+                if why is not None:
+                    raise DataError(path, f"malformed line {n}: neither JSON nor a Python literal "
+                                          f"({type(e).__name__})") from None
+        if not isinstance(rec, dict):
+            raise DataError(path, f"malformed line {n}: expected an object, got {type(rec).__name__}")
+        yield n, rec
 
 
 def _first(rec: dict, keys: tuple[str, ...]) -> Any:
@@ -284,43 +289,29 @@ def read_ratings_csv(path: str | Path) -> pd.DataFrame:
     values: dict[str, list[Any]] = {"rating": [], "timestamp": []}
     missing: dict[str, list[int]] = {"rating": [], "timestamp": []}
     line_of: list[int] = []
-    not_utf8, first_not_utf8 = 0, 0
-    try:
-        with _open_binary(path) as fh:
-            for n, raw in enumerate(fh, 1):
-                line, utf8 = _decode(n, raw)
-                if not utf8:
-                    not_utf8, first_not_utf8 = not_utf8 + 1, first_not_utf8 or n
-                line = line.strip()
-                if not line:
-                    continue
-                fields = _csv_fields(path, n, line)
-                if len(fields) != 4:
-                    raise DataError(path, f"malformed line {n}: {len(fields)} fields, expected 4 "
-                                          "(user,item,rating,timestamp)")
-                if " " in line or "\t" in line:  # "A1, B1, 5.0, 1": rare, so stripped only then (speed)
-                    fields = [f.strip() for f in fields]
-                user, item, rating, ts = fields
-                # a header (a file re-saved with one) read as data was a "non-numeric rating" error at best
-                if not users and rating and ts and not _is_number(rating) and not _is_number(ts):
-                    raise DataError(path, f"line {n} looks like a header ({line[:80]!r}): Amazon's ratings_<Cat>.csv "
-                                          "files have none; remove it (the columns are read as user,item,rating,"
-                                          "timestamp in this order)")
-                for field, value in (("user (field 1)", user), ("item (field 2)", item)):
-                    if not value:
-                        raise DataError(path, f"malformed line {n}: missing or empty {field}")
-                for col, value in (("rating", rating), ("timestamp", ts)):
-                    if not value:
-                        missing[col].append(len(users))
-                    values[col].append(value or None)
-                users.append(user)
-                items.append(item)
-                line_of.append(n)
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(path, f"cannot be read: {e}") from None
-    if not_utf8:
-        warnings.warn(f"{path}: {not_utf8} lines are not valid UTF-8 (first: line {first_not_utf8}); their "
-                      "undecodable bytes were read as U+FFFD (check the file's encoding)", UserWarning, stacklevel=3)
+    for n, line in _lines(path):
+        fields = _csv_fields(path, n, line)
+        if len(fields) != 4:
+            raise DataError(path, f"malformed line {n}: {len(fields)} fields, expected 4 "
+                                  "(user,item,rating,timestamp)")
+        if " " in line or "\t" in line:  # "A1, B1, 5.0, 1": rare, so stripped only then (speed)
+            fields = [f.strip() for f in fields]
+        user, item, rating, ts = fields
+        # a header (a file re-saved with one) read as data was a "non-numeric rating" error at best
+        if not users and rating and ts and not _is_number(rating) and not _is_number(ts):
+            raise DataError(path, f"line {n} looks like a header ({line[:80]!r}): Amazon's ratings_<Cat>.csv "
+                                  "files have none; remove it (the columns are read as user,item,rating,"
+                                  "timestamp in this order)")
+        for field, value in (("user (field 1)", user), ("item (field 2)", item)):
+            if not value:
+                raise DataError(path, f"malformed line {n}: missing or empty {field}")
+        for col, value in (("rating", rating), ("timestamp", ts)):
+            if not value:
+                missing[col].append(len(users))
+            values[col].append(value or None)
+        users.append(user)
+        items.append(item)
+        line_of.append(n)
     if not users:
         raise DataError(path, "no ratings in this file")
     df, _ = _interactions(path, users, items, values, missing, line_of,

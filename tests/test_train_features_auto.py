@@ -155,3 +155,31 @@ def test_export_refuses_text_features_the_model_was_not_trained_on(tmp_path, mon
     code, err = run_main(monkeypatch, capsys, "export", str(run_dir), "--out", "bad")
     assert code == 1 and "are not those model 'vbpr' was trained on" in err, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_auto_waits_for_another_process_encoding_into_its_folder(tmp_path):
+    """Seeds started together (`train … --features auto &` three times): the second and third refused at once
+    ("another recgoat process is writing"); they now wait for the lock, say so once, and reuse the encode."""
+    import subprocess
+    import sys
+    import time
+
+    from recgoat.features.auto import encode_auto
+
+    data = mmrec_folder(tmp_path / "baby")
+    folder = tmp_path / "f"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from recgoat.io import folder_lock\n"
+        "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(1.5)"), str(folder)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said: list[str] = []
+        start = time.monotonic()
+        feats = encode_auto(load_mmrec(data), folder, progress=False, on_wait=said.append)
+        assert time.monotonic() - start > 0.5  # it did wait for the holder
+        assert said == [f"{folder}: waiting for recgoat process {holder.pid}, which is writing to this folder"]
+        assert np.array_equal(feats.text, np.load(data / "text_feat.npy"))
+    finally:
+        holder.kill()
+        holder.wait()

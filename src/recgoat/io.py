@@ -18,7 +18,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _proc_umask() -> int | None:
@@ -217,8 +217,10 @@ _held: dict[str, int] = {}  # folder → depth: a process re-entering its own lo
 
 
 @contextmanager
-def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (created if needed) for the block; a second process is refused.
+def folder_lock(folder: str | Path, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the block; a second process is refused, or
+    with ``on_wait`` waits for the lock (told once, with the holder's pid): ``train --features auto`` runs started
+    together, whose second would otherwise fail, then reuse what the first encoded.
 
     Why: two runs writing one feature folder, run folder or benchmark folder at once interleave checkpoints
     and caches that each would write correctly alone (each file is atomic, the set is not). The lock is
@@ -253,8 +255,11 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise DataError(folder, f"another recgoat process (pid {holder}) is writing to this folder; "
-                                    "wait for it to finish or use another folder") from None
+            if on_wait is None:
+                raise DataError(folder, f"another recgoat process (pid {holder}) is writing to this folder; "
+                                        "wait for it to finish or use another folder") from None
+            on_wait(f"{folder}: waiting for recgoat process {holder}, which is writing to this folder")
+            fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until released (by exit too); Ctrl-C still interrupts it
         except OSError:  # a file system without flock (some network mounts): run unlocked, as before
             locked = False
         if locked:

@@ -7,20 +7,28 @@ the dataset allows is encoded — what is already there and up to date is reused
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 from recgoat.datasets.mmrec import mmrec_feature_kinds
+from recgoat.io import check_folder_path, folder_lock
 
 
-def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None):
+def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None,
+                on_wait: Callable[[str], None] | None = None):
     """Import an MMRec folder's own features (if any), encode the rest into ``folder`` (the kinds ``which``,
-    default all: ``text``, ``image``, ``users``), and return the loaded :class:`~recgoat.features.store.Features`."""
+    default all: ``text``, ``image``, ``users``), and return the loaded :class:`~recgoat.features.store.Features`.
+    ``on_wait``: wait for another process writing to ``folder`` (told by that callback), else refuse (the store's
+    rule: one writer per feature folder)."""
     from recgoat.errors import DataError
     from recgoat.features.store import FEATURE_FILES, KINDS, encode_all, import_mmrec, load_features
 
-    if mmrec_feature_kinds(dataset):
-        import_mmrec(dataset, dataset.info["source"], folder)
-    encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress)
+    check_folder_path(Path(folder), "the feature output must be a folder")  # before the lock makes it
+    with folder_lock(folder, on_wait) if on_wait is not None else nullcontext():
+        if mmrec_feature_kinds(dataset):
+            import_mmrec(dataset, dataset.info["source"], folder)
+        encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress)
     if not any((Path(folder) / name).exists() for name in FEATURE_FILES.values()):
         # load_features said "no feature files; run `recgoat encode all`", which was just run and made none
         raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name}: its items have no "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -186,7 +187,9 @@ def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, A
     if folder != plain and not _prepares_its_own(cfg):  # auto_feature_folder's other reason
         why = f"; {plain} holds features of other data (another dataset named {dataset.name!r}, or another split), " \
               f"left as they are"
-    features = encode_auto(dataset, folder, progress=show_progress(cfg.trainer), which=kinds)
+    # runs started together (seeds, models) wait for the one encoding, then reuse its work
+    features = encode_auto(dataset, folder, progress=show_progress(cfg.trainer), which=kinds,
+                           on_wait=lambda line: print(line, file=sys.stderr, flush=True))
     return (cfg.model_copy(update={"features": str(folder.resolve())}), features,
             [f"features: auto, encoded into {folder} (reused by later runs){why}"])
 

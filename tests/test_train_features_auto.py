@@ -70,6 +70,9 @@ def test_auto_folder_is_shared_unless_the_run_prepares_the_data_its_own_way(tmp_
     seeded = load_config(None, ["data.seed=7"], values={"data.name": str(data), "features": "auto",
                                                          "out": str(tmp_path / "r")})
     assert auto_feature_folder(seeded, ds) == own_feature_folder(seeded, ds)
+    same = load_config(None, ["data.seed=2026", "data.k_core=5"], values={"data.name": str(data), "features": "auto",
+                                                                         "out": str(tmp_path / "r")})
+    assert auto_feature_folder(same, ds) == tmp_path / "r" / "features" / "baby"  # the defaults, spelt out
     # named by the prepared data and the folder read: another MMRec folder of one name and data gets another
     assert own_feature_folder(seeded, ds).name.startswith("baby-")
     twin = mmrec_folder(tmp_path / "twin" / "baby")

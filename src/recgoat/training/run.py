@@ -121,10 +121,12 @@ def auto_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
 
 
 def _prepares_its_own(cfg: RunConfig) -> bool:
-    """Whether the run sets preparation options (split seed, k-core, …) rather than taking the defaults."""
+    """Whether the run prepares the data otherwise than by default (another split seed, k-core, …); an option
+    set to its default value (``--set data.seed=2026``) prepares the same data, so shares the folder."""
+    from recgoat.config import DataConfig
     from recgoat.datasets.registry import PREPARE_OPTIONS
 
-    return any(k in cfg.data.model_fields_set for k in PREPARE_OPTIONS)
+    return any(getattr(cfg.data, k) != DataConfig.model_fields[k].default for k in PREPARE_OPTIONS)
 
 
 def own_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:

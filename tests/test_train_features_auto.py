@@ -186,3 +186,25 @@ def test_auto_waits_for_another_process_encoding_into_its_folder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_benchmark_auto_encodes_user_profiles_only_when_a_model_reads_them(tmp_path):
+    from recgoat.benchmark import load_config as bench_config
+    from recgoat.benchmark import run_benchmark
+    from recgoat.benchmark.runner import auto_kinds
+
+    data = titled_shop(tmp_path / "shop")
+
+    def bench(models: list[str]):
+        cfg = bench_config(None, {"datasets": [str(data)], "models": models, "seeds": [1], "epochs": 1,
+                                  "out": str(tmp_path / "b"), "progress": False},
+                           ["train.num_threads=1", "train.batch_size=64"])
+        run = run_benchmark(cfg)
+        assert not run.failed, run.failed
+        return cfg
+
+    folder = tmp_path / "b" / "features" / "shop"
+    assert auto_kinds(bench(["lightgcn", "vbpr", "freedom"])) == ("text", "image")
+    assert (folder / "text.npy").exists() and not (folder / "profile.npy").exists()
+    assert auto_kinds(bench(["vbpr", "recgoat"])) == ("text", "image", "users")
+    assert (folder / "profile.npy").exists()

@@ -587,8 +587,27 @@ def feature_folder(spec: DatasetSpec, out: Path, split_seed: int | None) -> Path
     return Path(spec.features) if spec.features != "auto" else auto_feature_folder(out, dataset_label(spec), split_seed)
 
 
-def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool):
-    """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder`."""
+def auto_kinds(config: BenchmarkConfig) -> tuple[str, ...]:
+    """What ``features: auto`` encodes (``recgoat encode``'s kinds): those the benchmark's models read
+    (:meth:`~recgoat.models.base.Recommender.feature_kinds`). User profiles only when one of them reads them
+    (RecGOAT with its profile branch): with an LLM backend they cost hours a benchmark of peers never used."""
+    from recgoat.features.store import KINDS
+    from recgoat.models.base import get_model_class
+
+    kinds: set[str] = set()
+    for model in config.models:
+        cls = get_model_class(model.name)
+        try:
+            kinds.update(cls.feature_kinds(cls.Config(**model.params)))
+        except (ValidationError, TypeError):  # the cell reports its own settings' error, by name
+            kinds.update(KINDS)
+    return tuple(k for k in KINDS if k in kinds)
+
+
+def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool,
+                     which: tuple[str, ...] | None = None):
+    """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder` (the kinds
+    ``which``, default all; see :func:`auto_kinds`)."""
     from recgoat.features import load_features
 
     if spec.features is None:
@@ -597,7 +616,7 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
     if spec.features == "auto":
         from recgoat.features.auto import encode_auto
 
-        return encode_auto(dataset, folder, progress)
+        return encode_auto(dataset, folder, progress, which)
     from recgoat.features.store import named_as_encoded
 
     return load_features(named_as_encoded(dataset, folder), folder)
@@ -1144,12 +1163,13 @@ def preflight(config: BenchmarkConfig, cells: list[Cell],
 _STAND_IN_DIM = 8  # any width: a model's build checks which feature matrices exist, not how wide they are
 
 
-def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
+def feature_kinds(spec: DatasetSpec, dataset=None, profiles: bool = True) -> tuple[str, ...] | None:
     """The feature matrices (``text``, ``image``, ``profile``) a model of this dataset would be given, known
     before anything is encoded: a folder's files, or what ``auto`` encodes (:func:`resolve_features` runs
     ``encode_all`` with the default settings: item text and images where the dataset has them, user profiles
-    where its items have text to write them from) or imports (an MMRec folder's feature files). ``auto`` needs
-    the loaded ``dataset``; None when ``features`` is null."""
+    where its items have text to write them from, and ``profiles`` is true: some model reads them, :func:`auto_kinds`)
+    or imports (an MMRec folder's feature files). ``auto`` needs the loaded ``dataset``; None when ``features`` is
+    null."""
     from recgoat.features.profiles import profile_text_problem
     from recgoat.features.store import FEATURE_FILES, FeatureConfig, has_item_text
 
@@ -1160,7 +1180,7 @@ def feature_kinds(spec: DatasetSpec, dataset=None) -> tuple[str, ...] | None:
     imported = mmrec_feature_kinds(dataset)
     return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
             *(["image"] if "image" in imported or dataset.has_images else []),
-            *(["profile"] if profile_text_problem(dataset) is None else []))
+            *(["profile"] if profiles and profile_text_problem(dataset) is None else []))
 
 
 def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):
@@ -1232,6 +1252,7 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
     problems: list[str] = []
     built: dict[tuple[str, tuple[str, ...] | None, str | None], str | None] = {}
     kinds_of: dict[str, tuple[str, ...] | None] = {}
+    encodes_profiles = "users" in auto_kinds(config)
     for (label, _), cell in todo.items():  # in the cells' order: datasets, then models, as configured
         spec, model = cell.dataset, cell.model
         kinds: tuple[str, ...] | None = None
@@ -1241,7 +1262,7 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
                                 f"give a feature folder or `auto`")
                 continue
             if label not in kinds_of:
-                kinds_of[label] = _kinds_before_encoding(spec, cell.split_seed, data_cache)
+                kinds_of[label] = _kinds_before_encoding(spec, cell.split_seed, data_cache, encodes_profiles)
             kinds = kinds_of[label]
             if kinds is None:  # the dataset did not load: the cell loop reports that as its failure
                 continue
@@ -1268,13 +1289,14 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
 
 
 def _kinds_before_encoding(spec: DatasetSpec, split_seed: int | None,
-                           data_cache: dict[tuple[str, int | None], Any]) -> tuple[str, ...] | None:
+                           data_cache: dict[tuple[str, int | None], Any], profiles: bool = True
+                           ) -> tuple[str, ...] | None:
     """:func:`feature_kinds`, loading the dataset (into ``data_cache``) where ``auto`` needs it; None when it
     cannot be loaded for a reason other than a RecGOATError (raised, as the cell loop would raise it)."""
     if spec.features != "auto":
         return feature_kinds(spec)
     dataset = _load_cached(spec, split_seed, data_cache)
-    return None if dataset is None else feature_kinds(spec, dataset)
+    return None if dataset is None else feature_kinds(spec, dataset, profiles)
 
 
 def _load_cached(spec: DatasetSpec, split_seed: int | None, cache: dict[tuple[str, int | None], Any]) -> Any:
@@ -1421,7 +1443,7 @@ def _checked_features(config: BenchmarkConfig, group: list[Cell], dataset) -> An
     for ``auto``, as its first cell would read them (raising that cell's error), and checked on that same read
     against what its finished or checkpointed cells read (:func:`check_feature_versions`)."""
     out, spec, split = Path(config.out), group[0].dataset, _feature_split(config, group[0])
-    features = resolve_features(spec, dataset, out, split, config.progress)
+    features = resolve_features(spec, dataset, out, split, config.progress, auto_kinds(config))
     check_feature_versions(group, dataset, features, feature_folder(spec, out, split))
     return features
 
@@ -1698,7 +1720,7 @@ def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, A
     if needs_features(model_classes[cell.model.key]):
         if key not in feat_cache:
             feat_cache[key] = resolve_features(cell.dataset, dataset, Path(config.out), _feature_split(config, cell),
-                                               config.progress)
+                                               config.progress, auto_kinds(config))
         features = feat_cache[key]
     train_cfg = config.cell_train_config(cell.model, cell.seed)
     if not config.progress:

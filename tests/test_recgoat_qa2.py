@@ -146,9 +146,14 @@ def test_an_image_view_without_images_is_reported_and_not_claimed_aligned(data):
     assert terms["oat"] == 0 and model.summary["oat"] is False
     assert model.summary["cmcl"] is True and terms["cmcl"] > 0  # the profile–ID term still acts
     assert "0 of" in model.summary["note"] and "image view is zero" in model.summary["note"]
+    assert model.summary["empty_views"] == ["image"]
+    from recgoat.cli import _summary_lines
+
+    assert "feature views used: image (empty: no item has one), profile" in _summary_lines(model.summary)
     assert build(ds, none, modalities=["image"], use_profile=False).summary["cmcl"] is False
     model.prepare(ds, feats)
     assert model.summary["oat"] == "sinkhorn divergence" and "note" not in model.summary
+    assert "empty_views" not in model.summary
     assert model.loss(*_batch(ds))["oat"] > 0
     # the note about absent features survives a prepare that adds its own
     text_less = Features(image=none.image, image_mask=none.image_mask, profile=feats.profile)

@@ -260,7 +260,9 @@ def _summary_lines(summary: dict) -> list[str]:
     would otherwise show only in result.json."""
     lines = []
     if "modalities_used" in summary:
-        views = [*summary["modalities_used"], *(["profile"] if summary.get("profile_branch") else [])]
+        empty = summary.get("empty_views") or ()
+        views = [*(f"{m} (empty: no item has one)" if m in empty else m for m in summary["modalities_used"]),
+                 *(["profile"] if summary.get("profile_branch") else [])]
         lines.append(f"feature views used: {', '.join(views) or 'none (ID embeddings only)'}")
     if "fusion" in summary:  # RecGOAT: an ablation set by config alone shows what it switched off
         oat = summary.get("oat")

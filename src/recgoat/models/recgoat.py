@@ -677,6 +677,10 @@ class RecGOAT(Recommender):
                 self.edges_profile = None
         # a view with fewer than two real images (texts) is zero (or one point) everywhere: nothing to align
         few = {m: int(mask.sum()) for m in self.modalities if (mask := self.view_mask(m)) is not None}
+        # a view no item has is zero everywhere: "feature views used: image" alone read as if images were used
+        self.summary.pop("empty_views", None)
+        if any(n == 0 for n in few.values()):
+            self.summary["empty_views"] = [m for m, n in few.items() if n == 0]
         alignable = [m for m in self.modalities if few.get(m, 2) >= 2]
         self.summary.update(self._alignment_flags(alignable))
         notes = []

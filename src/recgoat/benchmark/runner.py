@@ -591,16 +591,10 @@ def auto_kinds(config: BenchmarkConfig) -> tuple[str, ...]:
     """What ``features: auto`` encodes (``recgoat encode``'s kinds): those the benchmark's models read
     (:meth:`~recgoat.models.base.Recommender.feature_kinds`). User profiles only when one of them reads them
     (RecGOAT with its profile branch): with an LLM backend they cost hours a benchmark of peers never used."""
+    from recgoat.features.auto import kinds_read
     from recgoat.features.store import KINDS
-    from recgoat.models.base import get_model_class
 
-    kinds: set[str] = set()
-    for model in config.models:
-        cls = get_model_class(model.name)
-        try:
-            kinds.update(cls.feature_kinds(cls.Config(**model.params)))
-        except (ValidationError, TypeError):  # the cell reports its own settings' error, by name
-            kinds.update(KINDS)
+    kinds = {k for model in config.models for k in kinds_read(model.name, model.params)}
     return tuple(k for k in KINDS if k in kinds)
 
 

@@ -11,8 +11,24 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from recgoat.datasets.mmrec import mmrec_feature_kinds
 from recgoat.io import check_folder_path, folder_lock
+
+
+def kinds_read(model_name: str, params: dict) -> tuple[str, ...]:
+    """The kinds (``text``, ``image``, ``users``) ``features: auto`` encodes for model ``model_name`` with
+    ``params``: :meth:`~recgoat.models.base.Recommender.feature_kinds` of that configuration; all of them when
+    the params do not validate (the model's build then says what is wrong, by name)."""
+    from recgoat.features.store import KINDS
+    from recgoat.models.base import get_model_class
+
+    cls = get_model_class(model_name)
+    try:
+        return tuple(cls.feature_kinds(cls.Config(**params)))
+    except (ValidationError, TypeError):
+        return KINDS
 
 
 def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None,

@@ -25,7 +25,7 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.evaluator import Evaluator
 from recgoat.io import read_json, write_json
 from recgoat.models.base import Recommender, get_model_class
-from recgoat.training.trainer import TrainConfig, Trainer, check_run_dir
+from recgoat.training.trainer import TrainConfig, Trainer, check_run_dir, other_configuration
 
 EVAL_SPLITS = ("valid", "test")  # the held-out splits a run can be evaluated on
 
@@ -76,14 +76,14 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     if run_dir is not None:
         check_run_dir(Path(run_dir))  # before the dataset loads
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     auto_notes: list[str] = []
     if cfg.features == AUTO:
         # an encode can take hours: a run its folder's checkpoint refuses is refused before it, not after
-        _refuse_other_run(Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset), cfg, dataset)
+        _refuse_other_run(run_dir, cfg, dataset)
         cfg, features, auto_notes = encode_auto_features(cfg, dataset)
     else:
         features = load_side_features(dataset, cfg.features, cfg)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     # initialisation depends on the run's seed only; torch takes no seed >= 2**64 (trainer.seed has no upper
     # bound: a ValueError "Overflow when unpacking long long"), and below it the reduction changes nothing
     torch.manual_seed(cfg.trainer.seed % 2**64)
@@ -115,9 +115,14 @@ def auto_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
     features of other data (another dataset of the same name, the benchmark's other split, data changed since,
     :func:`_made_for_other_data`): encoding there removed that data's features (an MMRec folder's imported
     matrices), and its runs' ``export`` then failed, or packaged features its model was not trained on."""
-    plain = Path(cfg.out) / "features" / dataset.name
+    plain = _shared_feature_folder(cfg, dataset)
     return own_feature_folder(cfg, dataset) if _prepares_its_own(cfg) or _made_for_other_data(plain, dataset) \
         else plain
+
+
+def _shared_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
+    """``<out>/features/<dataset>``: the folder every run of the dataset (and the benchmark) shares by default."""
+    return Path(cfg.out) / "features" / dataset.name
 
 
 def _prepares_its_own(cfg: RunConfig) -> bool:
@@ -172,19 +177,15 @@ def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, A
     :func:`auto_feature_folder` and loaded; the configuration returned names that folder (absolute), as
     ``run_config.json`` records it for ``recgoat evaluate`` / ``export`` / ``serve``. A model that reads no side
     features gets none, and nothing is encoded."""
-    from recgoat.features.auto import encode_auto
+    from recgoat.features.auto import encode_auto, kinds_read
     from recgoat.training.trainer import show_progress
 
-    cls = get_model_class(cfg.model.name)
-    try:
-        kinds = cls.feature_kinds(cls.Config(**cfg.model.params))
-    except (ValidationError, TypeError):  # the model's build says what is wrong, by name
-        kinds = ("text", "image", "users")
+    kinds = kinds_read(cfg.model.name, cfg.model.params)
     if not kinds:
         return (cfg.model_copy(update={"features": None}), None,
                 [f"{cfg.model.name} reads no side features: --features auto encoded nothing"])
     folder = auto_feature_folder(cfg, dataset)
-    plain = Path(cfg.out) / "features" / dataset.name
+    plain = _shared_feature_folder(cfg, dataset)
     why = ""
     if folder != plain and not _prepares_its_own(cfg):  # auto_feature_folder's other reason
         why = f"; {plain} holds features of other data (another dataset named {dataset.name!r}, or another split), " \
@@ -214,9 +215,7 @@ def _refuse_other_run(run_dir: Path, cfg: RunConfig, dataset: Dataset) -> None:
                                      ("data (fingerprint)", sig.get("dataset_fingerprint"), dataset.fingerprint()))
                if old is not None and old != new]
     if changes:
-        raise ConfigError(f"{run_dir}: was run with a different configuration ({'; '.join(changes)}); to start "
-                          f"afresh use --set trainer.resume=false (overwrites that run) or another --run-dir "
-                          f"(Python: TrainConfig(resume=False) or another run_dir)")
+        raise other_configuration(run_dir, changes)
 
 
 def _warn_of_mmrec_features(dataset: Dataset, cfg: RunConfig) -> None:

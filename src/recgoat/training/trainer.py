@@ -527,10 +527,7 @@ class Trainer:
         if old is not None:
             changes = signature_changes(old, signature)
             if changes:
-                raise ConfigError(f"{self.run_dir}: was run with a different configuration "
-                                  f"({'; '.join(changes)}); to start afresh use --set trainer.resume=false "
-                                  f"(overwrites that run) or another --run-dir (Python: TrainConfig(resume=False) "
-                                  f"or another run_dir)")
+                raise other_configuration(self.run_dir, changes)
         done = state["epoch"] + 1
         if done > self.config.epochs:
             # epochs already run cannot be undone: the run's best epoch, log and epochs_run would lie beyond
@@ -857,6 +854,14 @@ def _check_finite_embeddings(model, epoch: int, run_dir: Path | None) -> None:
             raise TrainingDiverged(f"{where}{model.name}: {int(bad.sum())} {side} embeddings hold NaN or inf at "
                                    f"epoch {epoch} (first: {side} index {int(torch.nonzero(bad)[0])}) although "
                                    f"every parameter is finite; check the model's embeddings()")
+
+
+def other_configuration(run_dir, changes: list[str]) -> ConfigError:
+    """The refusal of a run folder whose checkpoint was made with another configuration (``changes``: what
+    differs, as :func:`signature_changes` words it)."""
+    return ConfigError(f"{run_dir}: was run with a different configuration ({'; '.join(changes)}); to start afresh "
+                       f"use --set trainer.resume=false (overwrites that run) or another --run-dir (Python: "
+                       f"TrainConfig(resume=False) or another run_dir)")
 
 
 def show_progress(cfg: TrainConfig) -> bool:

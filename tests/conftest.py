@@ -61,15 +61,9 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 
     from recgoat.cli import main
 
-    import signal
-
     monkeypatch.setattr(sys, "argv", ["recgoat", *args])
-    sigint = signal.getsignal(signal.SIGINT)  # a finished command ignores Ctrl-C in its teardown: not pytest's
-    try:
-        with pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        signal.signal(signal.SIGINT, sigint)
+    with pytest.raises(SystemExit) as e:
+        main()
     return e.value.code, capsys.readouterr().err
 
 

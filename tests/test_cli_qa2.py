@@ -170,8 +170,8 @@ def test_ctrl_c_while_recgoat_starts_exits_130_without_traceback(module):
 
         sys.meta_path.insert(0, CtrlC())
         sys.argv = ["recgoat", "--help"]
-        from recgoat.cli import main
-        main()
+        from recgoat.cli import entry
+        entry()
     """)
     script = script.replace("MODULE", repr(module))
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=ENV)
@@ -307,8 +307,8 @@ def test_a_finished_command_ignores_ctrl_c_in_its_teardown():
         sys.argv = ["recgoat", "--help"]
         # the Ctrl-C lands in the teardown: an atexit callback (run then) sends it
         atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
-        from recgoat.cli import main
-        main()
+        from recgoat.cli import entry
+        entry()
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=ENV)
     assert p.returncode == 0, (p.returncode, p.stderr)

@@ -309,15 +309,25 @@ def main() -> None:
         # handler above saw only an interrupt before a command started and this line was never printed
         if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
             _interrupted()
-        if not e.code:
-            # the command finished and said so: only the interpreter's teardown is left (~1 s with torch), where a
-            # Ctrl-C ended the process silently with status -2 or an "Exception ignored in atexit" traceback
-            import signal
-
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise
     finally:
         warnings.showwarning = shown
+
+
+def entry() -> None:
+    """The ``recgoat`` command: :func:`main`, then, once a command has finished, Ctrl-C ignored. Only the
+    interpreter's teardown is left then (~1 s with torch), where a Ctrl-C ended the process silently with status
+    -2 or an "Exception ignored in atexit" traceback. Here and not in ``main``: a caller of ``main`` in its own
+    process (a test, a script) went on with Ctrl-C ignored."""
+    import signal
+
+    try:
+        main()
+    except SystemExit as e:
+        if not e.code:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 try:
@@ -327,4 +337,4 @@ except KeyboardInterrupt:  # raised while `recgoat` imports this module, before 
 
 
 if __name__ == "__main__":
-    main()
+    entry()

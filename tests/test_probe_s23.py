@@ -105,8 +105,10 @@ def test_a_generic_folder_of_an_mmrec_folders_name_leaves_its_features_alone(tmp
     # imported matrices ("made for other data … which this dataset can no longer replace")
     code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(generic), "--model", "freedom",
                          "--features", "auto", "--run-dir", "other", *FAST)
-    assert code == 1 and "`features: auto` encoded nothing for dataset baby" in err, err
+    assert code == 1 and "`features: auto` has nothing to encode for dataset baby" in err, err
     assert "runs/features/baby-" in err  # its own folder, not the MMRec folder's
+    # said before anything is written: no folder holding only the lock file is left behind
+    assert [p.name for p in (tmp_path / "runs" / "features").iterdir()] == ["baby"]
     shared = tmp_path / "runs" / "features" / "baby"
     for kind in ("text", "image"):
         assert np.array_equal(np.load(shared / f"{kind}.npy"), np.load(mmrec / f"{kind}_feat.npy"))

@@ -63,7 +63,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recgoat.config import first_validation_error, parse_value, read_yaml_mapping, with_preset
-from recgoat.datasets.mmrec import mmrec_feature_kinds
 from recgoat.errors import ConfigError, DataError, RecGOATError, TrainingDiverged
 from recgoat.io import folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
@@ -1159,22 +1158,17 @@ _STAND_IN_DIM = 8  # any width: a model's build checks which feature matrices ex
 
 def feature_kinds(spec: DatasetSpec, dataset=None, profiles: bool = True) -> tuple[str, ...] | None:
     """The feature matrices (``text``, ``image``, ``profile``) a model of this dataset would be given, known
-    before anything is encoded: a folder's files, or what ``auto`` encodes (:func:`resolve_features` runs
-    ``encode_all`` with the default settings: item text and images where the dataset has them, user profiles
-    where its items have text to write them from, and ``profiles`` is true: some model reads them, :func:`auto_kinds`)
-    or imports (an MMRec folder's feature files). ``auto`` needs the loaded ``dataset``; None when ``features`` is
-    null."""
-    from recgoat.features.profiles import profile_text_problem
-    from recgoat.features.store import FEATURE_FILES, FeatureConfig, has_item_text
+    before anything is encoded: a folder's files, or what ``auto`` makes (:func:`~recgoat.features.auto.
+    encodable_kinds`; profiles when ``profiles`` is true: some model reads them, :func:`auto_kinds`). ``auto``
+    needs the loaded ``dataset``; None when ``features`` is null."""
+    from recgoat.features.auto import encodable_kinds
+    from recgoat.features.store import FEATURE_FILES
 
     if spec.features is None:
         return None
     if spec.features != "auto":
         return tuple(k for k, f in FEATURE_FILES.items() if (Path(spec.features) / f).exists())
-    imported = mmrec_feature_kinds(dataset)
-    return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
-            *(["image"] if "image" in imported or dataset.has_images else []),
-            *(["profile"] if profiles and profile_text_problem(dataset) is None else []))
+    return encodable_kinds(dataset, profiles)
 
 
 def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):

@@ -31,6 +31,19 @@ def kinds_read(model_name: str, params: dict) -> tuple[str, ...]:
         return KINDS
 
 
+def encodable_kinds(dataset, profiles: bool = True) -> tuple[str, ...]:
+    """The feature matrices (``text``, ``image``, ``profile``) :func:`encode_auto` makes of ``dataset`` with the
+    default settings, known before anything is encoded: an MMRec folder's imported files, item text and images
+    where the dataset has them, and (``profiles``) user profiles where its items have text to write them from."""
+    from recgoat.features.profiles import profile_text_problem
+    from recgoat.features.store import FeatureConfig, has_item_text
+
+    imported = mmrec_feature_kinds(dataset)
+    return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
+            *(["image"] if "image" in imported or dataset.has_images else []),
+            *(["profile"] if profiles and profile_text_problem(dataset) is None else []))
+
+
 def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None,
                 on_wait: Callable[[str], None] | None = None):
     """Import an MMRec folder's own features (if any), encode the rest into ``folder`` (the kinds ``which``,
@@ -40,15 +53,19 @@ def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple
     from recgoat.errors import DataError
     from recgoat.features.store import FEATURE_FILES, KINDS, encode_all, import_mmrec, load_features
 
+    if not encodable_kinds(dataset, profiles=False):
+        # said before the lock makes the folder: "encode all" would make nothing, and load_features then said
+        # "no feature files; run `recgoat encode all`", which had just run
+        raise DataError(folder, f"`features: auto` has nothing to encode for dataset {dataset.name}: its items have "
+                                "no text or images (and user profiles are written from item text); give the "
+                                "dataset an items file with text or images, or leave out --features auto (a model "
+                                "that reads no features, or RecGOAT on IDs alone)")
     check_folder_path(Path(folder), "the feature output must be a folder")  # before the lock makes it
     with folder_lock(folder, on_wait) if on_wait is not None else nullcontext():
         if mmrec_feature_kinds(dataset):
             import_mmrec(dataset, dataset.info["source"], folder)
         encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress)
     if not any((Path(folder) / name).exists() for name in FEATURE_FILES.values()):
-        # load_features said "no feature files; run `recgoat encode all`", which was just run and made none
-        raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name}: its items have no "
-                                "text or images (and user profiles are written from item text); give the dataset "
-                                "an items file with text or images, or leave out --features auto (a model that "
-                                "reads no features, or RecGOAT on IDs alone)")
+        raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name} (of the kinds "
+                                f"{', '.join(KINDS if which is None else which)})")
     return load_features(dataset, folder)

@@ -188,7 +188,8 @@ def train_cmd(
     out: Optional[str] = typer.Option(None, help=f"root folder for runs {_DEFAULTS['out']}"),
     # a str: typer makes a Path of "" (an unset shell variable), which is "." and trained into the current folder
     run_dir: Optional[str] = typer.Option(None, help="exact run folder, resumed if it holds a checkpoint "
-                                                     "\\[default: OUT/DATASET/MODEL/seedS]"),
+                                                     "\\[default: OUT/DATASET/MODEL/seedS; DATASET+seed=7 for "
+                                                     "--set data.seed=7, and so for other data.* options]"),
     set_: list[str] = typer.Option([], "--set", help="override any key of the run configuration, repeatable, "
                                                      "e.g. --set trainer.lr=5e-3; wins over the options"),
 ) -> None:

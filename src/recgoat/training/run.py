@@ -64,7 +64,26 @@ def load_side_features(dataset: Dataset, folder: str | None, cfg: RunConfig | No
 
 
 def default_run_dir(cfg: RunConfig, dataset: Dataset) -> Path:
-    return Path(cfg.out) / dataset.name / cfg.model.name / f"seed{cfg.trainer.seed}"
+    """``<out>/<dataset>/<model>/seed<S>``; data prepared with options of its own is named by them,
+    ``<out>/<dataset>+seed=7+k_core=10/…``: another split of the data is another experiment, as another trainer
+    seed is (in the default data's folder, its run was refused for its checkpoint's other data fingerprint)."""
+    own = "".join(f"+{k}={_option_text(v)}" for k, v in data_options(cfg).items())
+    return Path(cfg.out) / f"{dataset.name}{own}" / cfg.model.name / f"seed{cfg.trainer.seed}"
+
+
+def data_options(cfg: RunConfig) -> dict[str, Any]:
+    """The preparation options (``data.seed``, ``data.k_core``, …) the run sets to other than their defaults; one
+    set to its default value (``--set data.seed=2026``) prepares the same data, so is not among them."""
+    from recgoat.config import DataConfig
+    from recgoat.datasets.registry import PREPARE_OPTIONS
+
+    return {k: getattr(cfg.data, k) for k in PREPARE_OPTIONS
+            if getattr(cfg.data, k) != DataConfig.model_fields[k].default}
+
+
+def _option_text(value: Any) -> str:
+    """A preparation option's value in a folder name: as ``--set`` takes it (a tuple as ``0.7,0.15,0.15``)."""
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
@@ -126,12 +145,9 @@ def _shared_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
 
 
 def _prepares_its_own(cfg: RunConfig) -> bool:
-    """Whether the run prepares the data otherwise than by default (another split seed, k-core, …); an option
-    set to its default value (``--set data.seed=2026``) prepares the same data, so shares the folder."""
-    from recgoat.config import DataConfig
-    from recgoat.datasets.registry import PREPARE_OPTIONS
-
-    return any(getattr(cfg.data, k) != DataConfig.model_fields[k].default for k in PREPARE_OPTIONS)
+    """Whether the run prepares the data otherwise than by default (another split seed, k-core, …,
+    :func:`data_options`)."""
+    return bool(data_options(cfg))
 
 
 def own_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
@@ -200,8 +216,8 @@ def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, A
 def _refuse_other_run(run_dir: Path, cfg: RunConfig, dataset: Dataset) -> None:
     """The trainer's refusal of a checkpoint made by another model or on other data (``Trainer.resume_state``),
     said before ``--features auto`` encodes: it came only once the encode had finished (minutes to hours), e.g.
-    for ``--set data.seed=7`` in the default run folder of an earlier run (its name holds the trainer's seed
-    only). The other differences need the built model and are left to the trainer."""
+    for another dataset or model given the same ``--run-dir``. The other differences need the built model and
+    are left to the trainer."""
     if not cfg.trainer.resume or not get_model_class(cfg.model.name).needs_features:
         return
     try:

@@ -3,7 +3,9 @@
 One meaning for both ``recgoat train --features auto`` and the benchmark's ``features: auto``: an MMRec
 folder's own ``text_feat.npy`` / ``image_feat.npy`` are imported first (the paper's data ships its item features
 so; :func:`~recgoat.features.store.encode_all` keeps them and encodes only what they lack), then everything
-the dataset allows is encoded — what is already there and up to date is reused, an interrupted encode resumed.
+the dataset allows is encoded — what is already there and up to date is reused, an interrupted encode resumed,
+and item text and images another auto folder beside it made of the same content (another split of the data)
+are copied rather than encoded again.
 """
 from __future__ import annotations
 
@@ -64,7 +66,9 @@ def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple
     with folder_lock(folder, on_wait) if on_wait is not None else nullcontext():
         if mmrec_feature_kinds(dataset):
             import_mmrec(dataset, dataset.info["source"], folder)
-        encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress)
+        # the other auto folders beside it (other splits of the data) lend their text and images
+        encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress,
+                   reuse_beside=Path(folder).parent)
     if not any((Path(folder) / name).exists() for name in FEATURE_FILES.values()):
         raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name} (of the kinds "
                                 f"{', '.join(KINDS if which is None else which)})")

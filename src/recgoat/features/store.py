@@ -337,6 +337,49 @@ def _locked_output(out: Path) -> Iterator[None]:
         yield
 
 
+#: the fields every manifest has (:func:`_manifest`); the rest describe one encode and travel with a reused matrix
+_MANIFEST_FIELDS = {"manifest_version", "kind", "file", "rows", "dim", "dtype", "encoder", "dataset",
+                    "dataset_fingerprint", "key", "created", "recgoat_version", "reused_from"}
+
+
+def _rows_digest(values: Any) -> str:
+    """A digest of one value per row, in order (item ids, texts, image sources; None is its own value)."""
+    h = hashlib.sha256()
+    for v in values:
+        h.update(b"\x00" if v is None else str(v).encode("utf-8", "surrogatepass") + b"\x01")
+    return h.hexdigest()[:20]
+
+
+def _reusable_sibling(out: Path, kind: str, content: str, rows: int, beside: Path
+                      ) -> tuple[np.ndarray, np.ndarray | None, dict, Path] | None:
+    """``kind``'s matrix from a feature folder in ``beside`` (other than ``out``) whose manifest records the same
+    ``content`` key (the same items, inputs and encoder, other data: another split of the dataset), checked as
+    load_features checks it: ``(matrix, image mask or None, manifest, folder)``, else None.
+
+    Why: item text and images do not depend on the split, but the store keys them on the dataset fingerprint,
+    which does; each split of a benchmark with ``split_seeds: true``, or a run with ``--set data.seed=7``,
+    encoded them again (on ml100k-mm, 100 s of the 126 s of an encode). The manifest is read again after the
+    arrays: a folder another process re-encodes meanwhile drops it first (:func:`write_matrix`), and is passed by."""
+    try:
+        here = Path(os.path.abspath(out))
+        siblings = sorted(p for p in beside.iterdir() if p.is_dir() and Path(os.path.abspath(p)) != here)
+    except OSError:
+        return None
+    for folder in siblings:
+        man_path = folder / f"{_FILE[kind]}.json"
+        try:
+            if not man_path.is_file() or read_json(man_path).get("content_key") != content:
+                continue
+            arr, man = _checked_matrix(folder, kind, None, rows)
+            mask = _checked_mask(folder, rows) if kind == "image" else None
+            if read_manifest(man_path) != man:
+                continue
+        except (OSError, ValueError, AttributeError, DataError):
+            continue
+        return np.array(arr, np.float32), mask, man, folder
+    return None
+
+
 def _up_to_date(out: Path, kind: str, key: str, rows: int, fp: str | None = None) -> bool:
     """Whether ``kind``'s matrix in ``out`` was made under ``key`` and passes every check of load_features
     (:func:`_checked_matrix`): a cached matrix holding NaN rows, an edited manifest or another kind's
@@ -537,8 +580,10 @@ def blank_text_problem(dataset: Dataset, fields: list[str]) -> str:
 class _Session:
     """One encoding run: config, output folder, reporter, and the lazily loaded text encoder."""
 
-    def __init__(self, dataset: Dataset, out: Path, config: FeatureConfig, rep: _Reporter, force: bool):
+    def __init__(self, dataset: Dataset, out: Path, config: FeatureConfig, rep: _Reporter, force: bool,
+                 reuse_beside: Path | None = None):
         self.dataset, self.out, self.config, self.rep, self.force = dataset, out, config, rep, force
+        self.reuse_beside = reuse_beside  # a folder of feature folders to copy text and images from
         self._text_encoder = None
         self.fp = dataset.fingerprint()  # hashed once: every cache key and manifest check of the session uses it
         self.truncated: dict[str, int | None] = {}  # texts longer than the text model reads, by kind
@@ -652,6 +697,23 @@ class _Session:
         self.rep.say(f"{kind}: removed {arr_path}, made for other data (dataset fingerprint {made_for}, this "
                      f"one's is {self.fp}), which this dataset can no longer replace", always=True)
 
+    def reuse_sibling(self, kind: str, key: str, content: str) -> bool:
+        """``kind``'s matrix copied from a folder beside this one that encoded the same content for other data
+        (:func:`_reusable_sibling`), written here under this data's ``key`` and fingerprint; False when none."""
+        rows = self.dataset.n_users if kind == "users" else self.dataset.n_items
+        found = None if self.force or self.reuse_beside is None \
+            else _reusable_sibling(self.out, kind, content, rows, self.reuse_beside)
+        if found is None:
+            return False
+        arr, mask, man, folder = found
+        extra = {k: v for k, v in man.items() if k not in _MANIFEST_FIELDS}
+        self.finish(kind, key, arr, _manifest(kind, self.dataset, self.fp, arr, man.get("encoder", "?"), key,
+                                              **extra, reused_from=str(folder)),
+                    beside=None if mask is None else {"image_mask.npy": mask})
+        self.rep.say(f"{kind}: the same {'texts' if kind == 'text' else 'images'} and encoder as {folder} "
+                     f"(other data, e.g. another split): copied its matrix -> {self.out / (_FILE[kind] + '.npy')}")
+        return True
+
     # -------------------------------------------------------------------------------------- text
     def keeps_imported(self, kind: str) -> bool:
         """True (and says so) when ``kind``'s matrix was imported (``encode import-mmrec``) for this very
@@ -704,6 +766,11 @@ class _Session:
             return
         if self.keeps_imported("text"):
             return
+        # what the matrix is made of, the data's fingerprint aside: the same items' texts, in order, and encoder
+        content = _key({**{k: v for k, v in parts.items() if k != "fp"}, "items": _rows_digest(ds.item_ids),
+                        "texts": _rows_digest(texts), "absent": _rows_digest(absent.tolist())})
+        if self.reuse_sibling("text", key, content):
+            return
         if absent.any():
             rows = self.embed("text", key, [t for t, a in zip(texts, absent) if not a])
             arr = np.zeros((len(texts), rows.shape[1]), np.float32)
@@ -714,7 +781,7 @@ class _Session:
                                                 text_template=desc, text_fields=list(ds.text_fields),
                                                 max_chars=cfg.max_chars, empty_texts=empty,
                                                 truncated_texts=self.truncated.get("text"),
-                                                example_text=texts[0] if texts else ""))
+                                                example_text=texts[0] if texts else "", content_key=content))
         self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
 
     # -------------------------------------------------------------------------------------- image
@@ -790,6 +857,12 @@ class _Session:
             return
         if self.keeps_imported("image"):
             return
+        # what the matrix is made of, the data's fingerprint aside: the same items' image sources, in order, with
+        # the same file contents, and encoder (a URL's bytes are those the shared image cache fetched)
+        content = _key({"encoder": identity, "files": files, "decode": PREPROCESS_VERSION,
+                        "items": _rows_digest(ds.item_ids), "sources": _rows_digest(sources)})
+        if self.reuse_sibling("image", key, content):
+            return
         paths, download_failed = self.image_paths(sources)
         # a chunk holds zero rows for the images whose download failed in the run that made it: checkpoints
         # are kept apart per set of failed downloads, else a run resumed once the network is back (or with
@@ -819,8 +892,10 @@ class _Session:
 
         examples = {"missing": named(missing), "unreadable": named(unreadable),
                     "download_failed": named(download_failed)}
+        # a matrix with failed downloads is not offered to other folders: theirs retry them
         self.finish("image", key, arr, _manifest("image", ds, self.fp, arr, encoder.name, key, image_model=identity,
-                                                 images=counts, problem_examples=examples),
+                                                 images=counts, problem_examples=examples,
+                                                 content_key=None if download_failed else content),
                     beside={"image_mask.npy": mask})
         bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
         # one example of each kind of problem: an unreadable file is the one a person can act on
@@ -910,9 +985,14 @@ def _truncated_total(encoder: Any, texts: list[str], metas: list[dict]) -> int |
 
 
 def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,
-               which: str | tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False) -> Path:
+               which: str | tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False,
+               reuse_beside: str | Path | None = None) -> Path:
     """Encode what the dataset has (``which`` ⊆ text, image, users; one kind may be given as a string) into
-    ``out_dir``; reuse what is up to date; resume what was interrupted. Returns ``out_dir``."""
+    ``out_dir``; reuse what is up to date; resume what was interrupted. Returns ``out_dir``.
+
+    ``reuse_beside``: a folder of feature folders (``features: auto``'s ``<out>/features``); item text and image
+    matrices one of them made of the same content for other data (another split) are copied, not encoded again
+    (:func:`_reusable_sibling`). Off by default: a folder the user names is encoded as asked."""
     config = (config or FeatureConfig()).validate()
     if isinstance(which, str):  # iterated, "text" was the kinds 't', 'e', 'x', 't'
         which = (which,)
@@ -923,7 +1003,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
     with _writing_into(out, "the feature output"), _locked_output(out):
         with _Reporter(progress) as rep:
-            session = _Session(dataset, out, config, rep, force)
+            session = _Session(dataset, out, config, rep, force,
+                               None if reuse_beside is None else Path(reuse_beside))
             if "text" in which:
                 session.encode_text()
             if "image" in which:

@@ -1,4 +1,4 @@
-"""A tiny catalogue and a BPR-MF trained on it for one epoch: what the serving QA modules export and serve; and
+"""A tiny catalogue and a BPR-MF trained on it for one epoch: what the serving tests export and serve; and
 headless Chromium and an in-process server for the browser tests."""
 from __future__ import annotations
 

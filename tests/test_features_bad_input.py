@@ -22,7 +22,7 @@ from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmr
 from recgoat.features import store  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
 from recgoat.features.image import ImagePreprocessor  # noqa: E402
-from test_feature_store_qa3 import mmrec_mapping  # noqa: E402
+from test_features_store_validation import mmrec_mapping  # noqa: E402
 
 
 def small(tmp_path, n_items: int = 6):

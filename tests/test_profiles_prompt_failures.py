@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 from features_helpers import Reply, ScriptedServer, chat_reply  # noqa: E402
 from recgoat.features.profiles import ProfileCache, ProfileError, make_profiles  # noqa: E402
 
-from test_profiles_qa2 import (error_of_run, films, only_u2_failed, openai_config,  # noqa: E402
-                              u2_fails_with, user_of)
+from test_profiles_cache_key import (error_of_run, films, only_u2_failed, openai_config,  # noqa: E402
+                                    u2_fails_with, user_of)
 
 FAIL = Reply(500, json.dumps({"error": {"message": "internal"}}).encode())
 

@@ -1,4 +1,4 @@
-"""The synthetic catalogue the training QA modules train on (imported as their module fixtures)."""
+"""The synthetic catalogue the training, model-API and export tests train on (imported as their module fixtures)."""
 from __future__ import annotations
 
 from typing import Callable

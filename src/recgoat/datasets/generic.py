@@ -1,8 +1,9 @@
 """The generic layout: an interactions file, an optional items table and an optional image folder.
 
 Interactions may be CSV, TSV or Parquet; column names are given or guessed (``user``/``userId``/
-``user_id``…). Images are the items table's ``image`` column (a path, relative to the dataset folder or
-absolute, or a URL) and, for rows it leaves empty, ``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``/``.webp``).
+``user_id``…). Images are the items table's ``image`` column (or ``image_path``, ``poster``…: guessed as the
+ids are; a path, relative to the dataset folder or absolute, or a URL) and, for rows it leaves empty,
+``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``/``.webp``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,12 @@ GUESSES = {
     "item": ["item", "item_id", "itemid", "iid", "movieid", "asin", "parent_asin", "item_id:token", "itemID"],
     "rating": ["rating", "score", "overall", "stars", "rating:float"],
     "timestamp": ["timestamp", "time", "ts", "unixreviewtime", "date", "timestamp:float"],
+    # an item table's picture: "image_path" or "poster" was silently taken as no image column at all (0 images,
+    # no image features, not a word said), unless the files happened to be named images/<item_id>.jpg
+    "image": ["image", "image_path", "image_file", "image_url", "imageurl", "imurl", "img", "img_path", "img_url",
+              "picture", "photo", "poster", "poster_path", "thumbnail"],
 }
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the files images/<item_id>.* is matched with
 TEXT_CANDIDATES = ["title", "brand", "categories", "category", "genres", "year", "description",
                    "overview", "tags", "features"]
 
@@ -181,7 +187,8 @@ def guess_column(df: pd.DataFrame, role: str, given: str | None, path: Path, req
     if matches:
         if len(matches) > 1 and warn_several:
             # e.g. item_id beside an item name, or asin beside parent_asin: the wrong one merges or splits ids
-            warnings.warn(f"{path}: columns {matches} could each be the {role} id; using {matches[0]!r} (rename "
+            what = f"{role} id" if role in ("user", "item") else f"{role} column"
+            warnings.warn(f"{path}: columns {matches} could each be the {what}; using {matches[0]!r} (rename "
                           f"or drop the others, or name it with recgoat.datasets.generic.load_generic(root, "
                           f"{role}_col=...))", stacklevel=2)
         return matches[0]
@@ -382,17 +389,17 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
         # renaming col to item_id would give two item_id columns (a pandas traceback further on)
         raise DataError(path, f"columns {col!r} and 'item_id' both name the item; keep one, or rename the other")
     keys = {"item id": col}
-    if image_col is not None and image_col in df.columns:
-        keys["image"] = image_col
-    elif "image" in df.columns:
-        keys["image"] = "image"
-    _check_line_breaks(df, path, None, keys)
     # " title" or "image ": a text or image column silently went unused
-    spaced = [c for c in df.columns if str(c).strip().lower() in [*TEXT_CANDIDATES, "image"]
+    spaced = [c for c in df.columns if str(c).strip().lower() in [*TEXT_CANDIDATES, *GUESSES["image"]]
               and str(c) != str(c).strip()]
     if spaced:
         raise DataError(path, f"column {spaced[0]!r} is not read as {str(spaced[0]).strip()!r}: column names have "
                               "spaces around them; remove the spaces after the separators")
+    image = image_col if image_col is not None and image_col in df.columns else \
+        guess_column(df, "image", None, path, False, warn_several=True)
+    if image is not None:
+        keys["image"] = image
+    _check_line_breaks(df, path, None, keys)
     _check_ids(df[col], "item", path)
     item_ids = id_strings(df[col])
     dup = item_ids.duplicated(keep=False)
@@ -411,7 +418,9 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
         if image_col not in df.columns:
             raise DataError(path, f"missing image column {image_col!r}")
         df["image"] = df[image_col]
-    elif image_dir is not None:
+    elif image is not None and image != "image":
+        df = df.rename(columns={image: "image"})  # the guessed spelling (image_path, poster…) is the image column
+    if image_col is None and image_dir is not None:
         if "image" in df.columns:
             # the table's own image column wins (paths relative to the dataset folder, or URLs): the images/
             # folder, matched by item id stem, fills only the rows it leaves empty
@@ -420,7 +429,22 @@ def read_items(path: str | Path, item_col: str | None = None, image_dir: str | P
             df["image"] = given.astype(object).where(given.notna(), found)
         else:
             df["image"] = find_images(df["item_id"], image_dir)
+            _warn_unmatched_images(df["image"], Path(image_dir), path)
     return df, text_fields
+
+
+def _warn_unmatched_images(found: pd.Series, image_dir: Path, items_path: Path) -> None:
+    """An image folder beside an item table without an image column, none of whose pictures is named after
+    an item id: every item was silently left without an image (``images: 0``), as when the pictures are
+    named ``poster_0001.jpg`` and the table's column of paths has a name not recognised."""
+    if found.notna().any():
+        return
+    n = sum(1 for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if n:
+        warnings.warn(f"{image_dir}: none of its {n} image files is named after an item id of {items_path.name} "
+                      f"(images/<item_id>.jpg), and {items_path.name} has no image column (one of "
+                      f"{', '.join(GUESSES['image'])}): no item gets an image; name the column of image paths "
+                      "'image', or the files after the item ids", UserWarning, stacklevel=4)
 
 
 def _whole_numbers(col: pd.Series) -> pd.Series:
@@ -444,7 +468,7 @@ def find_images(item_ids: pd.Series, image_dir: str | Path) -> pd.Series:
         raise DataError(image_dir, "image folder not found")
     by_stem: dict[str, list[Path]] = {}
     for p in image_dir.iterdir():
-        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
             by_stem.setdefault(p.stem, []).append(p)
     ids = item_ids.astype(str)
     # 7.jpg beside 7.png: which one came first in the folder listing (not the same on every disk) was used

@@ -1,13 +1,15 @@
 """The generic layout: an interactions file, an optional items table and an optional image folder.
 
-Interactions may be CSV, TSV or Parquet; column names are given or guessed (``user``/``userId``/
-``user_id``…). Images are the items table's ``image`` column (or ``image_path``, ``poster``…: guessed as the
-ids are; a path, relative to the dataset folder or absolute, or a URL) and, for rows it leaves empty,
-``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``/``.webp``).
+Interactions may be CSV, TSV or Parquet, the items table also JSON (an array of objects, or JSON lines); column
+names are given or guessed (``user``/``userId``/``user_id``…). Images are the items table's ``image`` column (or
+``image_path``, ``poster``…: guessed as the ids are; a path, relative to the dataset folder or absolute, or a URL)
+and, for rows it leaves empty, ``{image_dir}/{item_id}.jpg`` (or ``.png``/``.jpeg``/``.webp``).
 """
 from __future__ import annotations
 
 import csv
+import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -43,6 +45,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
+        elif path.suffix in JSON_SUFFIXES:
+            df = _read_json_records(path)
         else:
             sep = _sep_for(path, sep)
             with warnings.catch_warnings():
@@ -74,6 +78,69 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
 
 
 _QUOTE_FIX = 'close the quote, or double it ("") to write it literally'
+JSON_SUFFIXES = (".json", ".jsonl")
+# an item table may also be JSON (what a catalogue export or a scraper writes); items.json was silently ignored
+ITEM_TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", *JSON_SUFFIXES)
+
+
+def _read_json_records(path: Path) -> pd.DataFrame:
+    """A JSON file of records: an array of objects (``.json``) or one object per line (``.jsonl``, or a ``.json``
+    holding lines), each cell as the text a CSV gives (lists joined with ", ", a number as written, an empty
+    value missing), so the table is read as a CSV item table is."""
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        data = json.loads(text)
+        line_of = None
+    except json.JSONDecodeError as e:
+        if path.suffix == ".json" and not (e.msg == "Extra data" and text.lstrip()[:1] == "{"):
+            raise DataError(path, f"line {e.lineno}: not valid JSON ({e.msg}); expected an array of objects, "
+                                  "one per item, or one object per line (JSON lines)") from None
+        data, line_of = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as e2:
+                raise DataError(path, f"line {n}: not valid JSON ({e2.msg}); expected one object per line") \
+                    from None
+            line_of.append(n)
+    if isinstance(data, dict):
+        data = [data] if path.suffix == ".jsonl" else data
+    if not isinstance(data, list):
+        raise DataError(path, f"holds a JSON {type(data).__name__}, not an array of objects (one per item)")
+    if not data:
+        raise DataError(path, "holds no records (one JSON object per item)")
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            where = f"line {line_of[i]}" if line_of else f"entry {i + 1}"
+            raise DataError(path, f"{where}: a JSON {type(rec).__name__}, not an object (one per item)")
+    columns = list(dict.fromkeys(k for rec in data for k in rec))
+    image_cols = {c for c in columns if str(c).lower() in GUESSES["image"]}
+    # dtype=str: the columns read_csv(dtype=str) gives (missing cells stay NaN), so both read alike
+    return pd.DataFrame({c: pd.Series([_json_cell(rec.get(c), c in image_cols) for rec in data], dtype=str)
+                         for c in columns}, columns=columns)
+
+
+def _json_cell(value, image: bool = False):
+    """One JSON value as the text a CSV cell holds (NaN when empty): a list joined with ", " (an image column's
+    list: its first entry), a whole float as an integer's text (a year 1995.0 is "1995"), an object as JSON."""
+    if isinstance(value, list):
+        parts = [v for v in (_json_cell(v, image) for v in value) if isinstance(v, str)]
+        if image:
+            return parts[0] if parts else np.nan
+        return ", ".join(parts) if parts else np.nan
+    if value is None or value == "":
+        return np.nan
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return np.nan
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def _sep_for(path: Path, sep: str | None) -> str:
@@ -494,10 +561,10 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
     """Read a folder in the generic layout: ``interactions.{csv,tsv,parquet}``, ``items.*``, ``images/``."""
     root = Path(root)
 
-    def pick(stem: str, given: str | None) -> Path | None:
+    def pick(stem: str, given: str | None, suffixes: tuple[str, ...] = (".csv", ".tsv", ".parquet")) -> Path | None:
         if given is not None:
             return root / given
-        found = [root / f"{stem}{ext}" for ext in (".csv", ".tsv", ".parquet") if (root / f"{stem}{ext}").exists()]
+        found = [root / f"{stem}{ext}" for ext in suffixes if (root / f"{stem}{ext}").exists()]
         if len(found) > 1:
             # e.g. a CSV left beside the Parquet made from it: reading one silently may read stale data
             raise DataError(root, f"several {stem} files ({', '.join(p.name for p in found)}); keep one, or "
@@ -508,7 +575,9 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
     if inter_path is None:
         raise DataError(root, "no interactions.csv, .tsv or .parquet in this folder")
     inter = read_interactions(inter_path, **{k: v for k, v in columns.items() if k.endswith("_col")})
-    items_path = pick("items", items)
+    items_path = pick("items", items, ITEM_TABLE_SUFFIXES)
+    if items_path is None:
+        _warn_unread_item_table(root)
     item_df, text_fields = None, []
     if items_path is not None:
         img = root / (image_dir or "images")
@@ -520,6 +589,16 @@ def load_generic(root: str | Path, interactions: str | None = None, items: str |
         ids = pd.Series(pd.unique(inter["item"]), dtype=object)
         item_df = pd.DataFrame({"item_id": ids, "image": find_images(ids, root / (image_dir or "images"))})
     return inter, item_df, text_fields
+
+
+def _warn_unread_item_table(root: Path) -> None:
+    """An ``items.<ext>`` file of a format not read (items.xlsx, items.txt): the items were silently left
+    without text or images."""
+    other = sorted(p.name for p in root.glob("items.*") if p.is_file() and p.stem == "items")
+    if other:
+        warnings.warn(f"{root / other[0]}: not read as the item table (items.csv, .tsv, .parquet, .json or "
+                      ".jsonl are), so the items get no text or image features; save it in one of those formats",
+                      UserWarning, stacklevel=3)
 
 
 def warn_missing_items(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Path, items_path: Path,

@@ -195,9 +195,12 @@ class ColdStart(BaseModel):
     exclude_seen: bool = Field(True, description="leave out the liked items")
 
 
-# a 404 for an unknown user says where a new user goes (the docs named no route for them)
-COLD_START_HINT = ": not a user of the training data (for a new user, POST /recommend with liked item_ids or a " \
-                  "profile text)"
+def fold_in_fields(has_text_encoder: bool) -> str:
+    """What a cold-start body may hold, by its field names: "a profile text" alone sent clients guessing
+    ``profile`` or ``profile_text`` (each a 422 "extra inputs are not permitted"), and a run without a text
+    encoder was still offered a text it refuses."""
+    return "liked item ids in item_ids" + (", or a profile text in text" if has_text_encoder else
+                                             "; this run has no text encoder, so no profile text")
 ECHO_CHARS = 200  # an error echoes at most this much of an input string (a 10,000-char text came back whole)
 
 
@@ -554,6 +557,9 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
     seen_doc = ("leave out the user's seen items: " + ("every interaction the dataset holds (train, valid and test)"
                 if run.seen_scope == "all" else "their training interactions") + " (`recgoat export --seen`)")
     # an id of the run is never refused as too long (a 250-character id was a 422 here, a 200 from /history)
+    # a 404 for an unknown user says where a new user goes (the docs named no route for them)
+    cold_start_hint = f": not a user of the training data (for a new user, POST /recommend with " \
+                      f"{fold_in_fields(run.has_text_encoder)})"
     max_user = max([MAX_ID_CHARS, *map(len, run.user_ids)])
     max_item = max([MAX_ID_CHARS, *map(len, run.item_ids)])
 
@@ -587,7 +593,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
 
         **Cold start**: a user id unknown to the run is a 404; for a new user, ``POST /recommend`` with items
         they liked (``item_ids``) and/or a profile text."""
-        ids, scores = svc.recommend(svc.user(user_id, COLD_START_HINT), k, exclude_seen)
+        ids, scores = svc.recommend(svc.user(user_id, cold_start_hint), k, exclude_seen)
         # the hot path: JSON assembled from per-item fragments made once (same schema as Recommendations)
         return Response(svc.recommendations_json(user_id, k, exclude_seen, ids, scores),
                         media_type="application/json")
@@ -610,7 +616,7 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
             raise HTTPException(422, "this run has no text encoder (export it with --features to enable "
                                      "profile texts); give item_ids instead")
         if not body.item_ids and not text:
-            raise HTTPException(422, "give at least one liked item id in item_ids, or a profile text")
+            raise HTTPException(422, f"nothing to fold in: give {fold_in_fields(run.has_text_encoder)}")
         items = np.unique(np.array([run.item_index[i] for i in body.item_ids], np.int64))
         try:
             # the text encoder is a model forward pass: off the event loop

@@ -257,6 +257,10 @@ def _warnings_name_the_file() -> Iterator[None]:
         yield
 
 
+# the "missing" of an item the metadata gives no image; any other "missing" is an image it names that is not there
+NO_IMAGE_GIVEN = "no image path or URL in the item metadata"
+
+
 @dataclass
 class ImageProblems:
     """Items whose image could not be used, by reason (item row → message)."""
@@ -301,7 +305,7 @@ class ImageEncoder:
 
     def _try_load(self, path: str | None) -> tuple[np.ndarray | None, str | None, str | None]:
         if path is None or path == "":
-            return None, "missing", "no image path or URL in the item metadata"
+            return None, "missing", NO_IMAGE_GIVEN
         p = Path(path)
         if not p.is_file():
             if p.is_dir():  # "file not found" would send the user looking for a file that is there

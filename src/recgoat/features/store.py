@@ -836,7 +836,7 @@ class _Session:
         return model, f"{name} {backbone_identity(model)}"
 
     def encode_image(self) -> None:
-        from recgoat.features.image import PREPROCESS_VERSION, ImageEncoder
+        from recgoat.features.image import NO_IMAGE_GIVEN, PREPROCESS_VERSION, ImageEncoder
 
         ds, cfg = self.dataset, self.config
         if not ds.has_images:
@@ -900,9 +900,15 @@ class _Session:
         bad = counts["missing"] + counts["unreadable"] + counts["download_failed"]
         # one example of each kind of problem: an unreadable file is the one a person can act on
         first = "; ".join(e[0] for e in examples.values() if e)
+        # "missing" counts the items the metadata gives no image beside those whose listed file is not there: in
+        # a catalogue where most items have none, a broken path hid among them (missing 339, e.g. "no image path")
+        absent = {i: v for i, v in missing.items() if v != NO_IMAGE_GIVEN}
+        listed = "" if not absent or len(absent) == len(missing) else (
+            f"; {len(absent)} of the {len(missing)} missing name an image that is not there"
+            + ("" if min(missing) in absent else f", e.g. {named(absent)[0]}"))  # else the example above is one
         self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
                      f"{self.out / 'image.npy'}" + (f"; {bad} without one (zero rows, mask False): "
-                                                    f"{counts}; e.g. {first}" if bad else "")
+                                                    f"{counts}; e.g. {first}{listed}" if bad else "")
                      + ("; --force retries the failed downloads" if counts["download_failed"] else ""),
                      always=bool(bad))
 

@@ -222,7 +222,7 @@ def _unknown_id(kind: str, given: str, index: dict, n: int) -> str:
     fewer interactions than the k-core filter (default 5) was dropped before training, without a word here."""
     near = [i for i in index if str(i).strip().lstrip("0") == given.strip().lstrip("0") and i != given][:3]
     hint = f"; did you mean {', '.join(repr(i) for i in near)}? (ids are matched as exact text)" if near else \
-        f"; ids are matched as exact text, and {'an' if kind[0] in 'aeiou' else 'a'} {kind} with fewer interactions than the dataset's k-core " \
+        f"; ids are matched as exact text, and {'an' if kind == 'item' else 'a'} {kind} with fewer interactions than the dataset's k-core " \
         f"filter (default 5) is dropped before training"
     return f"unknown {kind} id {given!r} ({n} {kind}s in this run){hint}"
 

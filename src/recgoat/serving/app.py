@@ -201,6 +201,8 @@ def fold_in_fields(has_text_encoder: bool) -> str:
     encoder was still offered a text it refuses."""
     return "liked item ids in item_ids" + (", or a profile text in text" if has_text_encoder else
                                              "; this run has no text encoder, so no profile text")
+
+
 ECHO_CHARS = 200  # an error echoes at most this much of an input string (a 10,000-char text came back whole)
 
 

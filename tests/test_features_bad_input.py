@@ -160,7 +160,7 @@ def test_export_mmrec_refuses_nan_and_writes_nothing(tmp_path):
     img = np.load(folder / "image.npy")
     img[3, 1] = np.nan  # an edited or damaged matrix must not be handed on to MMRec
     np.save(folder / "image.npy", img)
-    with pytest.raises(DataError, match=r"image.npy: 1 rows hold NaN or inf \(first: row 3\)"):
+    with pytest.raises(DataError, match=r"image.npy: 1 row holds NaN or inf \(first: row 3\)"):
         export_mmrec(folder, tmp_path / "out")
     assert not (tmp_path / "out" / "text_feat.npy").exists()
     np.save(folder / "image.npy", img[:-1])  # fewer rows than its manifest says

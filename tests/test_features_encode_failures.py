@@ -59,9 +59,9 @@ def test_load_features_names_the_row_and_its_item_id(tmp_path):
     np.save(out / "text.npy", x)
     with pytest.raises(DataError) as e:
         load_features(ds, out)
-    assert str(e.value) == f"{out / 'text.npy'}: 1 rows hold NaN or inf (first: row 2, item_id '1022')"
+    assert str(e.value) == f"{out / 'text.npy'}: 1 row holds NaN or inf (first: row 2, item_id '1022')"
     # export without a dataset: no ids to name, and never "item 2"
-    with pytest.raises(DataError, match=r"1 rows hold NaN or inf \(first: row 2\)$"):
+    with pytest.raises(DataError, match=r"1 row holds NaN or inf \(first: row 2\)$"):
         export_mmrec(out, tmp_path / "x")
     with pytest.raises(DataError, match=r"\(first: row 2, item_id '1022'\)$"):
         export_mmrec(out, tmp_path / "x", ds)
@@ -73,15 +73,15 @@ def test_import_mmrec_cli_names_the_row_and_its_item_id(tmp_path):
     src = mmrec_src(tmp_path, ds, nan_row=5)
     res = CliRunner().invoke(app, ["import-mmrec", str(src), str(tmp_path / "ds"), "--out", str(tmp_path / "f")])
     assert res.exit_code == 1
-    assert res.output == f"error: {src / 'text_feat.npy'}: 1 rows hold NaN or inf (first: row 5, item_id '1055')\n"
+    assert res.output == f"error: {src / 'text_feat.npy'}: 1 row holds NaN or inf (first: row 5, item_id '1055')\n"
 
 
 def test_check_feature_matrix_user_rows():
     x = np.ones((3, 2), np.float32)
     x[1, 1] = np.inf
-    with pytest.raises(ValueError, match=r"^1 rows hold NaN or inf \(first: row 1, user_id 'u7'\)$"):
+    with pytest.raises(ValueError, match=r"^1 row holds NaN or inf \(first: row 1, user_id 'u7'\)$"):
         check_feature_matrix(x, per="user", ids=np.array(["u0", "u7", "u9"], object))
-    with pytest.raises(ValueError, match=r"^1 rows hold NaN or inf \(first: row 1\)$"):
+    with pytest.raises(ValueError, match=r"^1 row holds NaN or inf \(first: row 1\)$"):
         check_feature_matrix(x, per="user")
 
 

@@ -103,7 +103,7 @@ def test_load_features_validation(encoded, tmp_path):
         load_features(ds, bad)
     text[2, 5] = np.nan
     np.save(bad / "text.npy", text)
-    with pytest.raises(DataError, match="1 rows hold NaN or inf"):
+    with pytest.raises(DataError, match="1 row holds NaN or inf"):
         load_features(ds, bad)
     shutil.copy(out / "text.npy", bad / "text.npy")
     other = mini_dataset(n_users=5)

@@ -231,7 +231,7 @@ def test_load_features_names_the_file_for_an_overflowing_float64_and_an_integer_
     x = np.load(out / "text.npy").astype(np.float64)
     x[4, 0] = 1e300  # finite in float64, inf in float32
     np.save(out / "text.npy", x)
-    with pytest.raises(DataError, match=r"text.npy: 1 rows hold NaN or inf \(first: row 4, item_id \'i4\'\)"):
+    with pytest.raises(DataError, match=r"text.npy: 1 row holds NaN or inf \(first: row 4, item_id \'i4\'\)"):
         load_features(ds, out)
     np.save(out / "text.npy", np.ones(x.shape, np.int64))
     with pytest.raises(DataError, match=r"text.npy: dtype int64 is not floating point"):

@@ -240,7 +240,7 @@ def test_mmrec_nan_features(tmp_path):
     arr = np.zeros((5, 4), np.float32)
     arr[2, 1] = np.nan
     np.save(folder / "text_feat.npy", arr)
-    with pytest.raises(DataError, match=r"text_feat\.npy: 1 rows hold NaN or inf \(first: row 2, item_id 'B00003'\)"):
+    with pytest.raises(DataError, match=r"text_feat\.npy: 1 row holds NaN or inf \(first: row 2, item_id 'B00003'\)"):
         load_mmrec(folder)
 
 

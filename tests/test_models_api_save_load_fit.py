@@ -219,7 +219,7 @@ def test_side_features_from_python_are_checked(data, name):
     ds, feats = data
     cls = MODELS[name]
     label = "RecGOAT" if name == "recgoat" else name
-    with pytest.raises(DataError, match=rf"^{label}: text features: 1 rows hold NaN or inf \(first: row 3\)$"):
+    with pytest.raises(DataError, match=rf"^{label}: text features: 1 row holds NaN or inf \(first: row 3\)$"):
         cls.build(ds, {}, Features(text=_nan_row(feats.text)))
     with pytest.raises(DataError, match=rf"^{label}: text features: dtype <U\d+ is not a number type"):
         cls.build(ds, {}, Features(text=feats.text.astype(str)))
@@ -248,7 +248,7 @@ def test_an_image_mask_of_the_wrong_length_is_refused(data, name):
 def test_recgoat_profiles_with_nan_are_refused(data):
     ds, feats = data
     profile = _nan_row(np.ones((ds.n_users, 4), np.float32), row=2)
-    with pytest.raises(DataError, match=r"^RecGOAT: profile features: 1 rows hold NaN or inf \(first: row 2\)$"):
+    with pytest.raises(DataError, match=r"^RecGOAT: profile features: 1 row holds NaN or inf \(first: row 2\)$"):
         MODELS["recgoat"].build(ds, {}, Features(text=feats.text, profile=profile))
 
 

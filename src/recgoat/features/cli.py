@@ -192,7 +192,7 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
             continue
         line = f"{kind}: {m.get('rows')} x {m.get('dim')} ({m.get('encoder')})"
         if kind == "text" and m.get("empty_texts"):  # these rows all get the empty string's embedding
-            line += f"; {m['empty_texts']} items with no text"
+            line += f"; {m['empty_texts']} item{'' if m['empty_texts'] == 1 else 's'} with no text"
         if m.get("truncated_texts"):  # the model read only their first max_seq_length tokens
             line += f"; {m['truncated_texts']} texts cut at the text model's token limit"
         if kind == "image":

@@ -1076,7 +1076,8 @@ def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item", ids
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         first = _first_row(int(np.flatnonzero(bad)[0]), per, ids)
-        raise FeatureMatrixError(f"{int(bad.sum())} rows hold NaN or inf (first: {first})")
+        n = int(bad.sum())
+        raise FeatureMatrixError(f"{n} {'row holds' if n == 1 else 'rows hold'} NaN or inf (first: {first})")
     return arr
 
 

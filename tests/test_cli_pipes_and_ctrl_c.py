@@ -228,7 +228,8 @@ def test_train_help_states_each_default():
     for default in (ModelSection().name, DataConfig().name, TrainConfig().epochs, TrainConfig().seed,
                     RunConfig().out):
         assert flat(f"[default: the config's, else {default}]") in text
-    assert flat("[default: OUT/DATASET/MODEL/seedS]") in text
+    assert flat("[default: OUT/DATASET/MODEL/seedS; DATASET+seed=7 for --set data.seed=7, and so for other data.* "
+                "options]") in text
 
 
 # ------------------------------------------------------------------------------------------ demo

@@ -34,8 +34,11 @@ console = Console()
 def _interrupted() -> None:
     _close_progress_bars()
     # every command writes through temp files: what was finished is kept, nothing is half-written
-    Console(stderr=True).print("interrupted; finished work is kept (train, encode and benchmark resume from "
-                               "it when run again)", highlight=False, soft_wrap=True)
+    # said by unit: an encode stopped inside its first chunk keeps nothing, which "finished work is kept" hid
+    Console(stderr=True).print("interrupted; finished work is kept, and resumed from when run again: train's "
+                               "finished epochs, encode's finished chunks of rows (chunk_size, default 512; the "
+                               "chunk under way is done again) and LLM profile answers, benchmark's finished cells",
+                               highlight=False, soft_wrap=True)
     sys.exit(130)
 
 

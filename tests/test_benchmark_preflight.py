@@ -101,7 +101,7 @@ def test_each_dataset_is_loaded_once_and_all_before_the_first_cell_trains(tmp_pa
         events.append(f"train {cell.title}")
         return run_cell(cell, *args)
 
-    monkeypatch.setattr(runner, "load_dataset", loading)
+    monkeypatch.setattr("recgoat.benchmark.checks.load_dataset", loading)
     monkeypatch.setattr(runner, "run_cell", training)
     a, b = write_data(tmp_path / "a"), write_data(tmp_path / "b")
     run = run_benchmark(config([{"name": str(a)}, {"name": str(b)}], tmp_path / "out", ["mostpop"]))

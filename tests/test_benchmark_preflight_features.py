@@ -56,7 +56,7 @@ def no_encoding(monkeypatch) -> None:
     def refuse(*a, **kw):
         raise AssertionError("a cell's features were resolved: the benchmark was not refused up front")
 
-    monkeypatch.setattr(runner, "resolve_features", refuse)
+    monkeypatch.setattr("recgoat.benchmark.checks.resolve_features", refuse)
 
 
 # ------------------------------------------------------------------------------------- preflight: pairs
@@ -190,8 +190,8 @@ def test_dataset_loaded_for_auto_features_is_reused_by_the_cells(tmp_path, monke
         seen.append(dataset)
         return None
 
-    monkeypatch.setattr(runner, "load_dataset", counting)
-    monkeypatch.setattr(runner, "resolve_features", fake_features)
+    monkeypatch.setattr("recgoat.benchmark.checks.load_dataset", counting)
+    monkeypatch.setattr("recgoat.benchmark.checks.resolve_features", fake_features)
     try:
         data = write_data(tmp_path / "plain", {"title": [f"t{i}" for i in range(30)]})
         run = run_benchmark(config([{"name": str(data), "features": "auto"}], tmp_path / "b",

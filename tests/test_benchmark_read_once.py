@@ -53,7 +53,7 @@ def record(monkeypatch) -> list[str]:
         events.append(f"train {cell.title}")
         return run_cell(cell, *args)
 
-    monkeypatch.setattr(runner, "resolve_features", reading)
+    monkeypatch.setattr("recgoat.benchmark.checks.resolve_features", reading)
     monkeypatch.setattr(runner, "run_cell", training)
     return events
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
-        from recgoat.benchmark.runner import check_seeds
+        from recgoat.benchmark.config import check_seeds
 
         try:
             check_seeds(seeds)
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         progress = sys.stderr.isatty()
         feat_dir = encode_all(ds, out / "features" / ds.name, FeatureConfig(), progress=progress)
         console.print(f"features → {feat_dir}")
-        from recgoat.benchmark.runner import BenchmarkConfig, run_benchmark
+        from recgoat.benchmark.config import BenchmarkConfig
+        from recgoat.benchmark.runner import run_benchmark
         from recgoat.features import load_features
 
         if models is None:

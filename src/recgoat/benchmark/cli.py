@@ -79,7 +79,8 @@ def benchmark(
                                        help="cells trained at once, each in its own process (default 1)"),
 ) -> None:
     """Run (or resume) a benchmark, print the results table and the path of the HTML report."""
-    from recgoat.benchmark.runner import load_config, run_benchmark
+    from recgoat.benchmark.config import load_config
+    from recgoat.benchmark.runner import run_benchmark
 
     try:
         datasets = [d for item in dataset for d in _split(item)] if dataset else None
@@ -96,7 +97,7 @@ def benchmark(
                      "out": str(out) if out is not None else None, "progress": False if quiet else None,
                      "jobs": jobs}
         if recorded:
-            from recgoat.benchmark.runner import load_recorded_config
+            from recgoat.benchmark.config import load_recorded_config
 
             cfg = load_recorded_config(out, overrides, set_)
         else:

@@ -13,7 +13,7 @@ seeds, users are paired by id, and a paired test over users is run: the Wilcoxon
 Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 2006; Sakai,
 "Statistical reform in information retrieval?", SIGIR Forum 2014.
 
-Grids (models sharing ``grid_of``, :func:`recgoat.benchmark.runner.expand_grid`): :func:`tuned` keeps, per
+Grids (models sharing ``grid_of``, :func:`recgoat.benchmark.config.expand_grid`): :func:`tuned` keeps, per
 dataset, the point with the best mean validation metric among the points finished on the most seeds (ties: the
 first listed; with ``grid_seeds: N``, over the first N seeds only, the seeds every point trains on), as one row
 named by the grid; the report shows these rows first, with their own significance line, then every point.
@@ -56,7 +56,8 @@ def collect_runs(config, rows: dict[str, dict[str, Any]] | None = None) -> pd.Da
     ``rows``: the rows of an earlier call, by run folder, taken as they are (a finished cell's result is not
     rewritten) and completed with the cells finished since; the run reads each cell once for its choice of grid
     points and its report."""
-    from recgoat.benchmark.runner import dataset_label, plan_cells
+    from recgoat.benchmark.cells import plan_cells
+    from recgoat.benchmark.config import dataset_label
 
     known = {} if rows is None else rows
     found = []

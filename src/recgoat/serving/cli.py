@@ -143,10 +143,11 @@ _WITHOUT = "exporting without text features (pass --features to enable profile t
 
 def _cell_features(record: RunRecord) -> tuple[Optional[Path], Optional[str]]:
     """The feature folder a benchmark cell trained with, as cell.json's ``data.features`` records it: a folder as
-    typed (relative to where the benchmark ran), or ``auto``: ``<out>/features/<label>[-split<seed>]`` (runner's
-    auto_feature_folder), the cell folder being ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line:
-    a cell exported without text features used to lose its profile texts silently."""
-    from recgoat.benchmark.runner import locate_recorded
+    typed (relative to where the benchmark ran), or ``auto``: ``<out>/features/<label>[-split<seed>]``
+    (:func:`~recgoat.benchmark.data.auto_feature_folder`), the cell folder being
+    ``<out>/runs/<label>/<model>/seed<seed>``. Always with a line: a cell exported without text features used to
+    lose its profile texts silently."""
+    from recgoat.benchmark.paths import locate_recorded
 
     meta, run_dir = record.content, record.path.parent
     try:
@@ -175,7 +176,7 @@ def _cell_features(record: RunRecord) -> tuple[Optional[Path], Optional[str]]:
 def _auto_features(run_dir: Path) -> Optional[Path]:
     """``<out>/features/<label><tag>`` for a cell at ``<out>/runs/<label>/<model>/seed<seed>`` (None if it is not
     there); ``<tag>`` is ``-split<seed>`` under benchmark.json's ``split_seeds: true`` (each seed re-splits)."""
-    from recgoat.benchmark.runner import auto_feature_folder
+    from recgoat.benchmark.data import auto_feature_folder
     from recgoat.io import read_json
 
     if len(run_dir.parents) < 4 or run_dir.parents[2].name != "runs" or not run_dir.name.startswith("seed"):

@@ -347,7 +347,7 @@ class RunRecord:
     @cached_property
     def _cell(self) -> tuple[Any, int]:
         """cell.json's DatasetSpec and split seed (:func:`read_cell`)."""
-        from recgoat.benchmark.runner import DatasetSpec
+        from recgoat.benchmark.config import DatasetSpec
 
         meta = self.content
         try:
@@ -375,11 +375,12 @@ class RunRecord:
 
     @cached_property
     def _cell_data(self) -> Any:
-        """The :class:`~recgoat.benchmark.runner.DatasetSpec` of :func:`read_cell` with its dataset where it is now:
-        ``source`` when given, else where ``cell.json`` records it (:func:`~recgoat.benchmark.runner.locate_recorded`:
+        """The :class:`~recgoat.benchmark.config.DatasetSpec` of :func:`read_cell` with its dataset where it is now:
+        ``source`` when given, else where ``cell.json`` records it (:func:`~recgoat.benchmark.paths.locate_recorded`:
         its absolute path, that path moved with the benchmark folder, then as typed); the label stays the cell's.
         A DataError naming the record, the paths tried and ``--dataset`` when none exists."""
-        from recgoat.benchmark.runner import dataset_label, locate_recorded
+        from recgoat.benchmark.config import dataset_label
+        from recgoat.benchmark.paths import locate_recorded
 
         spec, source = self._cell[0], self.source
         if source is None:
@@ -431,7 +432,7 @@ class RunRecord:
         if self.source is None:
             self._check_found(self.dataset_name)  # a cell's: where it is now, or a DataError naming the paths tried
         if self.is_cell:
-            from recgoat.benchmark.runner import load_dataset as load_cell_dataset
+            from recgoat.benchmark.data import load_dataset as load_cell_dataset
 
             return load_cell_dataset(self._cell_data, self._cell[1])
         cfg = self.config
@@ -464,7 +465,7 @@ def _read_record(path: Path, source: str | None = None) -> RunRecord:
 
 
 def read_cell(path: Path) -> tuple[dict, Any, int]:
-    """A benchmark cell's ``cell.json``: the record, the :class:`~recgoat.benchmark.runner.DatasetSpec` its data
+    """A benchmark cell's ``cell.json``: the record, the :class:`~recgoat.benchmark.config.DatasetSpec` its data
     was loaded with (name, label, ``max_users``, preparation options: the label is part of the fingerprint)
     and its split seed; one DataError for a record that is not one."""
     record = _read_record(path)

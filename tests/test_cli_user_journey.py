@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from recgoat.cli import app
 from recgoat.datasets import load
-from recgoat.features.store import import_mmrec, load_features
+from recgoat.features import import_mmrec, load_features
 from recgoat.models import get_model_class
 from recgoat.training import TrainConfig
 from test_features_store_validation import mmrec_mapping

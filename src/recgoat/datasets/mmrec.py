@@ -231,11 +231,11 @@ def read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
 
 def read_mmrec_features(folder: str | Path, n_items: int, item_ids: Any = None) -> dict[str, np.ndarray]:
     """``{"text": …, "image": …}`` for the feature files present, as float32, checked against ``n_items``
-    rows by the feature store's one check (:func:`recgoat.features.store.as_feature_matrix`), so a folder
+    rows by the feature store's one check (:func:`recgoat.features.loading.as_feature_matrix`), so a folder
     loads here only if ``recgoat encode import-mmrec`` accepts its features too; ``item_ids`` (one per row)
     name a refused row's original id."""
     # imported here: recgoat.features imports recgoat.datasets
-    from recgoat.features.store import as_feature_matrix, load_array
+    from recgoat.features.loading import as_feature_matrix, load_array
 
     folder = Path(folder)
     return {key: as_feature_matrix(folder / fname, load_array(folder / fname), n_items, ids=item_ids)
@@ -245,7 +245,7 @@ def read_mmrec_features(folder: str | Path, n_items: int, item_ids: Any = None) 
 def feature_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     """The shape of each feature file present in ``folder`` (``text`` / ``image``), read from its header
     (memory-mapped: nothing is loaded); a DataError naming a file that is not a readable .npy array."""
-    from recgoat.features.store import load_array  # recgoat.features imports recgoat.datasets
+    from recgoat.features.loading import load_array  # recgoat.features imports recgoat.datasets
 
     return {key: tuple(load_array(folder / fname, mmap=True).shape)
             for key, fname in FEATURE_FILES.items() if (folder / fname).exists()}
@@ -293,7 +293,7 @@ def mmrec_feature_files(dataset: Dataset) -> dict[str, dict[str, Any]]:
     (``text_feat.npy`` / ``image_feat.npy``, as :func:`mmrec_feature_kinds` names them), read from their
     headers; ``{}`` for a dataset of another layout. What `recgoat datasets info` reports: such a folder
     holds no image files (``images`` counts those), but it does bring image (and text) features."""
-    from recgoat.features.store import load_array  # recgoat.features imports recgoat.datasets
+    from recgoat.features.loading import load_array  # recgoat.features imports recgoat.datasets
 
     info = getattr(dataset, "info", None) or {}
     paths = info.get("features") if isinstance(info.get("features"), dict) else {}

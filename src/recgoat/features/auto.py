@@ -49,11 +49,12 @@ def encodable_kinds(dataset, profiles: bool = True) -> tuple[str, ...]:
 def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None,
                 on_wait: Callable[[str], None] | None = None):
     """Import an MMRec folder's own features (if any), encode the rest into ``folder`` (the kinds ``which``,
-    default all: ``text``, ``image``, ``users``), and return the loaded :class:`~recgoat.features.store.Features`.
+    default all: ``text``, ``image``, ``users``), and return the loaded :class:`~recgoat.features.loading.Features`.
     ``on_wait``: wait for another process writing to ``folder`` (told by that callback), else refuse (the store's
     rule: one writer per feature folder)."""
     from recgoat.errors import DataError
-    from recgoat.features.store import FEATURE_FILES, KINDS, encode_all, import_mmrec, load_features
+    from recgoat.features.mmrec_io import import_mmrec
+    from recgoat.features.store import FEATURE_FILES, KINDS, encode_all, load_features
 
     if not encodable_kinds(dataset, profiles=False):
         # said before the lock makes the folder: "encode all" would make nothing, and load_features then said

@@ -221,7 +221,7 @@ def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat
     """Import MMRec-layout item features as a feature folder with manifests, each row put on its item by
     SRC's i_id_mapping.csv (without one, only a dataset whose item ids are the row numbers is accepted)."""
     from recgoat.datasets import load
-    from recgoat.features.store import import_mmrec
+    from recgoat.features.mmrec_io import import_mmrec
 
     try:
         if out is not None:
@@ -248,7 +248,7 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
     rows' items are those the folder records (item_ids.json), else those of the dataset its manifests name
     (a known name, a folder here, or the MMRec folder imported from) when its fingerprint matches."""
     from recgoat.datasets import load
-    from recgoat.features.store import export_mmrec
+    from recgoat.features.mmrec_io import export_mmrec
 
     try:
         # nothing to export is an error, not a success that wrote nothing: a mistyped folder must not pass

@@ -1,4 +1,4 @@
-"""The feature store: encode, save with a manifest, reuse, resume, validate, and MMRec interop.
+"""The feature store: encode, save with a manifest, reuse, resume.
 
 Why this shape: every later stage (graphs, models, serving) reads the same three matrices, so they must
 be trustworthy and cheap to get again. Each matrix ``{text,image,profile}.npy`` sits beside a JSON
@@ -10,6 +10,9 @@ Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only
 bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
 they arrive, so a killed run resumes where it stopped. Features holding NaN/inf are refused before they
 are written (:class:`FeatureError`). Every file is written atomically.
+
+Reading the matrices back, checked, is :mod:`recgoat.features.loading` (its names are importable from here too);
+MMRec's ``text_feat.npy`` / ``image_feat.npy`` in and out, :mod:`recgoat.features.mmrec_io`.
 """
 from __future__ import annotations
 
@@ -22,22 +25,29 @@ import stat
 import warnings
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 
 import recgoat
 from recgoat.datasets import Dataset
-from recgoat.datasets.mmrec import FEATURE_FILES as MMREC_FILES
-from recgoat.datasets.mmrec import MAPPING_FILES as MMREC_MAPPINGS, read_mapping
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
+# reading and checking matrices lives in loading.py; its public names stay importable from here, where they were
+from recgoat.features.loading import (_FILE, FEATURE_FILES, FeatureMatrixError, Features, _checked_mask,
+                                      _checked_matrix, as_feature_matrix, check_feature_matrix, load_array,
+                                      load_features, read_manifest)
 from recgoat.io import (LOCK_NAME, atomic_path, check_folder_path, folder_lock, is_url, read_json, sha256_file,
                         write_json)
 from recgoat.strict import is_int, is_real
+
+__all__ = ["KINDS", "FeatureConfig", "FeatureError", "encode_all", "named_as_encoded", "has_text_columns",
+           "blank_text_fields", "has_item_text", "items_file", "blank_text_problem", "save_array", "write_matrix",
+           # from loading.py
+           "FEATURE_FILES", "FeatureMatrixError", "Features", "as_feature_matrix", "check_feature_matrix",
+           "load_array", "load_features", "read_manifest"]
 
 KINDS = ("text", "image", "users")
 MANIFEST_VERSION = 1
@@ -114,17 +124,6 @@ class FeatureError(RecGOATError):
     """An encoder produced unusable output (NaN or inf): refused before anything is written."""
 
 
-@dataclass
-class Features:
-    """The feature matrices of one dataset (rows = internal item / user ids) and their manifests."""
-
-    text: np.ndarray | None = None
-    image: np.ndarray | None = None
-    image_mask: np.ndarray | None = None
-    profile: np.ndarray | None = None
-    manifests: dict[str, dict] = field(default_factory=dict)
-
-
 # ---------------------------------------------------------------------------------------------- progress
 class _Reporter:
     """Rich progress bars with items/s, or silence."""
@@ -187,39 +186,6 @@ def save_array(path: Path, arr: np.ndarray) -> None:
             np.save(f, arr, allow_pickle=False)
 
 
-def load_array(path: Path, mmap: bool = False) -> np.ndarray:
-    """The array in ``path`` (memory-mapped read-only with ``mmap``), or a DataError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            # checked first: for any other file numpy says it "contains pickled (object) data"
-            if f.read(6) != b"\x93NUMPY":
-                raise DataError(path, "not a .npy file (no NumPy header); save it with numpy.save")
-            _check_npy_size(path, f)
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"not a readable .npy array: {exc}") from exc
-
-
-def _check_npy_size(path: Path, f) -> None:
-    """A DataError when the data the header announces is not all in the file (a copy cut short, a damaged
-    header): numpy would first try to allocate it all, a bare MemoryError for a shape gone wrong."""
-    from numpy.lib import format as npy_format
-
-    f.seek(0)
-    major, minor = npy_format.read_magic(f)
-    reader = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}.get((major, minor))
-    if reader is None:  # a newer format version: numpy itself says what it makes of it
-        return
-    shape, _, dtype = reader(f)
-    if dtype.hasobject:
-        return  # refused by np.load(allow_pickle=False) with its own message
-    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    have = os.fstat(f.fileno()).st_size - f.tell()
-    if have < need:
-        raise DataError(path, f"truncated or damaged .npy: its header announces shape {shape} {dtype} "
-                              f"({need:,} bytes of data) but the file holds {have:,}; write it again")
-
-
 def _key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -230,22 +196,6 @@ def _manifest(kind: str, dataset: Dataset, fp: str, arr: np.ndarray, encoder: st
             "rows": int(arr.shape[0]), "dim": int(arr.shape[1]), "dtype": str(arr.dtype), "encoder": encoder,
             "dataset": dataset.name, "dataset_fingerprint": fp, "key": key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recgoat_version": recgoat.__version__, **extra}
-
-
-_FILE = {"text": "text", "image": "image", "users": "profile", "profile": "profile"}
-# the matrix files load_features reads, by the Features attribute each fills
-FEATURE_FILES = {kind: f"{_FILE[kind]}.npy" for kind in ("text", "image", "profile")}
-
-
-def read_manifest(path: Path) -> dict:
-    """A manifest as a dict, or a DataError naming the file (unreadable, not JSON, or not an object)."""
-    try:
-        man = read_json(path)
-    except (OSError, ValueError) as exc:  # ValueError covers JSON and UTF-8 decoding errors
-        raise DataError(path, f"manifest is not readable JSON: {exc}") from exc
-    if not isinstance(man, dict):
-        raise DataError(path, f"manifest is a JSON {type(man).__name__}, not an object; re-run `recgoat encode`")
-    return man
 
 
 def write_matrix(out: Path, kind: str, arr: np.ndarray, manifest: dict,
@@ -999,6 +949,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     ``reuse_beside``: a folder of feature folders (``features: auto``'s ``<out>/features``); item text and image
     matrices one of them made of the same content for other data (another split) are copied, not encoded again
     (:func:`_reusable_sibling`). Off by default: a folder the user names is encoded as asked."""
+    from recgoat.features.mmrec_io import export_mmrec, record_item_ids  # it imports this module
+
     config = (config or FeatureConfig()).validate()
     if isinstance(which, str):  # iterated, "text" was the kinds 't', 'e', 'x', 't'
         which = (which,)
@@ -1028,465 +980,3 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     return out
 
 
-# ---------------------------------------------------------------------------------------------- loading
-class FeatureMatrixError(ValueError):
-    """What is wrong with a feature matrix (:func:`check_feature_matrix`); callers turn it into a
-    :class:`DataError` naming the file, or the model and matrix, it came from."""
-
-
-def _first_row(row: int, per: str, ids: Any = None) -> str:
-    """How a refusal names a matrix row: ``row 5, item_id '1022'`` when the dataset's ids (row order) are
-    known, else ``row 5``. Why: the row index was printed as ``item 5``, read as item id 5."""
-    if ids is None or not 0 <= row < len(ids):
-        return f"row {row}"
-    return f"row {row}, {per}_id {str(ids[row])!r}"
-
-
-def _not_2d(shape: tuple[int, ...], rows: int | None, per: str) -> str:
-    """The refusal of an array that is not 2-D. Why: a 1-D array of one value per item was told "shape (60,),
-    expected 60 rows", which it has; what it lacks is the second axis (the feature dimensions)."""
-    if rows is None:
-        return f"shape {shape}, expected a 2-D matrix (one row per {per})"
-    return (f"shape {shape} is {len(shape)}-D, expected a 2-D matrix: {rows} rows (one per {per}) x feature "
-            f"dimensions")
-
-
-def check_feature_matrix(x: Any, rows: int | None = None, per: str = "item", ids: Any = None) -> np.ndarray:
-    """``x`` as a float32 feature matrix: 2-D with ``rows`` rows (when given; one per ``per``), at least
-    one column, an integer or floating dtype, every value finite; else :class:`FeatureMatrixError`.
-    ``ids`` (the dataset's ``item_ids`` / ``user_ids``, one per row) lets a refusal name a row's id.
-
-    The one check behind feature files (:func:`as_feature_matrix`) and features handed to a model from
-    Python (``recgoat.models.modalities.feature_matrix``), so both refuse the same matrices."""
-    try:
-        arr = np.asarray(x)
-    except ValueError as e:  # ragged nested lists
-        raise FeatureMatrixError(f"not a matrix: {e}") from None
-    if arr.ndim != 2:
-        raise FeatureMatrixError(_not_2d(arr.shape, rows, per))
-    if rows is not None and arr.shape[0] != rows:
-        raise FeatureMatrixError(f"shape {arr.shape}, expected {rows} rows (one per {per})")
-    if arr.shape[1] == 0:
-        raise FeatureMatrixError(f"shape {arr.shape}: no feature columns")
-    # bool and complex would cast silently (True → 1.0, the imaginary part dropped)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise FeatureMatrixError(f"dtype {arr.dtype} is not a number type (expected float32)")
-    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf: refused just below
-        arr = arr.astype(np.float32, copy=False)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        first = _first_row(int(np.flatnonzero(bad)[0]), per, ids)
-        n = int(bad.sum())
-        raise FeatureMatrixError(f"{n} {'row holds' if n == 1 else 'rows hold'} NaN or inf (first: {first})")
-    return arr
-
-
-def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who: str = "item",
-                      ids: Any = None) -> np.ndarray:
-    """:func:`check_feature_matrix`, its refusal a :class:`DataError` naming ``path``."""
-    try:
-        return check_feature_matrix(arr, rows, who, ids)
-    except FeatureMatrixError as e:
-        raise DataError(path, str(e)) from None
-
-
-def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, refused: str = "",
-                    mmap: bool = False, rows_from_manifest: bool = False,
-                    ids: Any = None) -> tuple[np.ndarray, dict]:
-    """``kind``'s matrix in ``folder`` as float32, and its manifest, both checked; else a DataError naming
-    the file. The one check behind load_features, export_mmrec and the encoder's "up to date", so a matrix
-    one of them refuses is refused (or re-made) by all.
-
-    The manifest must exist, be ``kind``'s and (``fp`` given) name that dataset fingerprint; the array must
-    be a finite floating 2-D matrix of ``rows`` rows (when given) and the manifest's shape. ``refused`` goes
-    before the advice of a fingerprint error (export's "not exported: "). ``rows_from_manifest`` (export
-    without a dataset): with ``rows`` None, the manifest's own row count (an int) is the one expected, read
-    from the manifest checked here rather than from a second read of it. ``ids`` (the dataset's, one per
-    row) name the first non-finite row's id."""
-    who = "user" if kind == "users" else "item"
-    arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
-    # no manifest: a replacement cut short (write_matrix drops it first) or a file put there by hand
-    if not man_path.exists():
-        raise DataError(man_path, f"manifest missing for {arr_path.name}; re-run `recgoat encode`")
-    man = read_manifest(man_path)
-    # another kind's pair copied in its place (text.npy + text.json over image.*) matches in rows and shape
-    if man.get("kind", kind) != kind:
-        raise DataError(man_path, f"is the manifest of {man.get('kind')} features ({man.get('file')}), "
-                                  f"not of {arr_path.name}: files copied in their place; re-run `recgoat encode`")
-    if fp is not None and man.get("dataset_fingerprint") != fp:
-        raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
-                                  f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
-                                  f"since encoding; {refused}re-run `recgoat encode {kind}`")
-    if rows is None and rows_from_manifest and type(man.get("rows")) is int:
-        rows = man["rows"]
-    arr = load_array(arr_path, mmap)
-    if arr.ndim != 2:
-        raise DataError(arr_path, _not_2d(arr.shape, rows, who))
-    if rows is not None and arr.shape[0] != rows:
-        raise DataError(arr_path, f"shape {arr.shape}, expected {rows} rows (one per {who}) for {rows} {who}s")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(arr_path, f"dtype {arr.dtype} is not floating point")
-    # the manifest describes one file: another one put in its place (text.npy copied over image.npy,
-    # an edit) has the dataset's row count but not the manifest's shape
-    if arr.shape != (man.get("rows"), man.get("dim")):
-        raise DataError(arr_path, f"shape {arr.shape}, but its manifest {man_path.name} says "
-                                  f"({man.get('rows')}, {man.get('dim')}): the file was replaced or edited "
-                                  f"after encoding; re-run `recgoat encode`")
-    return as_feature_matrix(arr_path, arr, rows, who, ids), man
-
-
-def _checked_mask(folder: Path, rows: int, mmap: bool = False) -> np.ndarray:
-    """``image_mask.npy`` beside image.npy: a bool vector of ``rows``; else a DataError naming it."""
-    mask_path = folder / "image_mask.npy"
-    if not mask_path.exists():
-        raise DataError(mask_path, "image mask missing beside image.npy; re-run `recgoat encode image`")
-    mask = load_array(mask_path, mmap)
-    if mask.shape != (rows,):
-        raise DataError(mask_path, f"shape {mask.shape}, expected ({rows},)")
-    if mask.dtype != bool:  # casting would read any non-zero value (0.5, -1) as "has an image"
-        raise DataError(mask_path, f"dtype {mask.dtype}, expected bool (True where the item has an image)")
-    return mask
-
-
-def load_features(dataset: Dataset, folder: str | Path) -> Features:
-    """Read and validate the feature matrices in ``folder`` for ``dataset``.
-
-    Raises :class:`DataError` naming the file when rows do not match the dataset, values are not finite,
-    a manifest is missing, or the manifest's dataset fingerprint is not ``dataset.fingerprint()``.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(folder, "feature folder not found; run `recgoat encode all <dataset>` first")
-    fp = dataset.fingerprint()
-    feats = Features()
-    for kind, attr, ids in (("text", "text", dataset.item_ids), ("image", "image", dataset.item_ids),
-                            ("users", "profile", dataset.user_ids)):
-        if not (folder / f"{_FILE[kind]}.npy").exists():
-            continue
-        arr, man = _checked_matrix(folder, kind, fp, len(ids), ids=ids)
-        setattr(feats, attr, arr)
-        feats.manifests[attr] = man
-    if feats.image is not None:
-        feats.image_mask = _checked_mask(folder, dataset.n_items)
-    if feats.text is None and feats.image is None and feats.profile is None:
-        none = f"no feature files ({', '.join(FEATURE_FILES.values())})"
-        mmrec = [n for n in MMREC_FILES.values() if (folder / n).exists()]
-        if mmrec:  # an MMRec folder given as the feature folder: its matrices are imported into one first
-            raise DataError(folder, f"{none}, but MMRec's {' and '.join(mmrec)}: import them first, `recgoat "
-                                    f"encode import-mmrec {folder} DATASET --out FEATURES`, then give --features "
-                                    f"FEATURES")
-        raise DataError(folder, f"{none}; run `recgoat encode all`")
-    return feats
-
-
-# ---------------------------------------------------------------------------------------------- MMRec
-# MMRec's record of its row order: original item id -> itemID = the row of text_feat.npy / image_feat.npy
-MMREC_MAPPING, _MMREC_DENSE = MMREC_MAPPINGS["item"]
-# in a feature folder: which item each row of text.npy / image.npy is, so that an export without the dataset
-# can still write MMRec's mapping (a manifest names the dataset, not its items)
-ITEM_IDS_FILE = "item_ids.json"
-
-
-def _item_mapping(folder: Path) -> np.ndarray | None:
-    """The original item ids of ``folder``'s ``i_id_mapping.csv``, indexed by row (itemID), or None without
-    one; a malformed one (a column missing, repeated or empty ids, itemIDs not 0..n-1) is the DataError of
-    :func:`recgoat.datasets.mmrec.read_mapping`, naming the file."""
-    path = folder / MMREC_MAPPING
-    if not path.exists():
-        return None
-    try:
-        ids = read_mapping(folder, "item", 0)
-    except OSError as e:  # a folder by that name, no permission: one line, not a traceback
-        raise DataError(path, f"not readable: {e.strerror or e}") from None
-    return np.asarray(ids).astype(str)
-
-
-def _rows_by_id(ids: np.ndarray, by_row: np.ndarray) -> np.ndarray:
-    """For each of ``ids``, its row in ``by_row`` (the ids of a file's rows, unique), or -1; vectorised."""
-    return pd.Index(by_row).get_indexer(pd.Index(np.asarray(ids).astype(str)))
-
-
-def _row_number_ids(n: int) -> np.ndarray:
-    """The ids ``"0" .. "n-1"``: an MMRec folder without a mapping names its items by their rows."""
-    return np.arange(n).astype(str)
-
-
-def _is_source(dataset: Dataset, folder: Path) -> bool:
-    """Whether ``dataset`` was read from the MMRec ``folder`` itself (:func:`recgoat.datasets.mmrec.load_mmrec`)."""
-    info = dataset.info or {}
-    source = info.get("source")
-    return info.get("layout") == "mmrec" and source is not None and Path(str(source)).resolve() == folder.resolve()
-
-
-def record_item_ids(out: Path, dataset: Dataset, fp: str) -> None:
-    """Write ``item_ids.json`` into the feature folder ``out``: ``dataset``'s item ids in row order, under its
-    fingerprint ``fp``, for :func:`export_mmrec` without the dataset. Unchanged when it already holds them."""
-    path = out / ITEM_IDS_FILE
-    try:
-        old = read_json(path)
-        if isinstance(old, dict) and old.get("dataset_fingerprint") == fp:
-            return  # the fingerprint covers the item ids
-    except (OSError, ValueError):
-        pass
-    text = json.dumps({"dataset": dataset.name, "dataset_fingerprint": fp,
-                       "item_ids": [str(i) for i in dataset.item_ids]})
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
-
-
-def _recorded_item_ids(folder: Path, fps: set[Any], names: str) -> tuple[np.ndarray | None, Path, str]:
-    """The item ids ``folder``'s ``item_ids.json`` records for the matrices ``names`` (made for the dataset
-    fingerprints ``fps``), as ``(ids, path, "")``; else ``(None, file, why)``: why they cannot be taken, for
-    :func:`_unknown_rows` to say, naming ``file``."""
-    path = folder / ITEM_IDS_FILE
-    try:
-        rec = read_json(path)
-    except FileNotFoundError:
-        return None, folder, f"holds no {ITEM_IDS_FILE} (features made by an older recgoat)"
-    except (OSError, ValueError) as e:
-        return None, path, f"not readable ({e})"
-    ids = rec.get("item_ids") if isinstance(rec, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return None, path, "holds no list of item ids"
-    made_for = rec.get("dataset_fingerprint")
-    if len(fps) != 1 or made_for not in fps:
-        return None, path, (f"records the items of dataset fingerprint {made_for}, but {names} "
-                            f"{'were made for ' + ', '.join(map(str, sorted(fps, key=str)))}")
-    return np.asarray(ids, dtype=object), path, ""
-
-
-def _unknown_rows(folder: Path, names: str, path: Path, why: str, searched: str) -> DataError:
-    """The refusal of an export whose rows' items are unknown: ``why`` (of ``path``), then that the mapping
-    cannot be written, where the dataset was looked for (``searched``), and to pass the dataset."""
-    return DataError(path, f"{why}, so which item each row of {names} is cannot be known, and MMRec's "
-                           f"{MMREC_MAPPING} cannot be written{'; ' + searched if searched else ''}; pass the "
-                           f"dataset they were made for (`recgoat encode export-mmrec {folder} --dataset DATASET`, "
-                           f"or export_mmrec(..., dataset=...))")
-
-
-def dataset_of_features(manifests: list[dict]) -> tuple[Dataset | None, str]:
-    """The dataset feature matrices were made for, found from what their ``manifests`` record, and how it was
-    found; else (None, where it was looked for in vain).
-
-    Why: a feature folder written before ``item_ids.json`` existed does not say which item each row is, but
-    its manifests name the dataset (``dataset``: a name such as ``ml-latest-small``, or a folder's name) and
-    its fingerprint, and an imported matrix the MMRec folder it came from (``imported_from``). Each candidate
-    (that folder when it holds an MMRec dataset; the name when it is a known dataset name or a folder here) is
-    loaded as `recgoat encode` loads it and taken only if its fingerprint is the recorded one, so another
-    dataset, other data or other preparation options are never taken for it."""
-    from recgoat.datasets import load
-    from recgoat.datasets.registry import EMBEDDED, SHARED, presplit_layout
-
-    fps = {m.get("dataset_fingerprint") for m in manifests}
-    named = sorted({str(m["dataset"]) for m in manifests if isinstance(m.get("dataset"), str) and m["dataset"]})
-    if len(fps) != 1 or None in fps:
-        return None, ""  # no single fingerprint to match: _recorded_item_ids' own refusal says why
-    fp = next(iter(fps))
-    candidates: list[str] = []
-    for m in manifests:
-        source = m.get("imported_from")
-        if isinstance(source, str) and source and presplit_layout(Path(source).parent) == "MMRec":
-            candidates.append(str(Path(source).parent))  # the MMRec folder, which import-mmrec may have read
-    for name in named:
-        if name in EMBEDDED or name in SHARED or Path(name).is_dir():
-            candidates.append(name)
-    tried: list[str] = []
-    for cand in dict.fromkeys(candidates):
-        try:
-            with warnings.catch_warnings():
-                # a candidate's loading notes (dropped rows, gaps) are about that dataset, not this export
-                warnings.simplefilter("ignore")
-                ds = load(cand)
-            got = ds.fingerprint()
-        except (RecGOATError, OSError) as e:
-            tried.append(f"{cand!r} did not load ({e})")
-            continue
-        if got == fp:
-            return ds, f"dataset {ds.name} ({cand}), whose fingerprint {fp} the manifests record"
-        tried.append(f"{cand!r} has fingerprint {got} (other data, or prepared with other options)")
-    what = f"the manifests name dataset {' and '.join(repr(n) for n in named) or '(none)'} of fingerprint {fp}"
-    if not tried:
-        return None, f"{what}, neither a known dataset name nor a folder here"
-    return None, f"{what}, not found: {'; '.join(tried)}"
-
-
-def _export_rows(dest: Path, ids: np.ndarray, folder: Path) -> tuple[np.ndarray | None, bool]:
-    """How to write features whose rows are the items ``ids`` into ``dest``: (for each row written, the
-    feature row it copies, or None for all rows as they are; whether to write ``i_id_mapping.csv``).
-
-    A folder holding an MMRec dataset (a ``.inter`` file) numbers its items already: by its
-    ``i_id_mapping.csv``, else by the item ids themselves (its itemIDs are the rows); the rows are put in that
-    order and the mapping is left as it is (rewriting it would renumber the items of the ``.inter`` file).
-    Anywhere else the rows stay in the features' order and the mapping is written to record it."""
-    inter = sorted(dest.glob("*.inter")) if dest.is_dir() else []
-    if not inter:
-        return None, True
-    mapping = _item_mapping(dest)
-    by_row = mapping if mapping is not None else _row_number_ids(len(ids))
-    rows = _rows_by_id(by_row, np.asarray(ids).astype(str))
-    lost = np.flatnonzero(rows < 0)
-    if len(lost) and mapping is None:
-        raise DataError(dest, f"holds MMRec's {inter[0].name} without {MMREC_MAPPING}: its itemIDs are the rows of "
-                              f"the feature files, and the items of {folder} are not numbered so (e.g. "
-                              f"{str(ids[0])!r}); add the folder's {MMREC_MAPPING}, or export into another folder")
-    if len(lost):
-        raise DataError(dest / MMREC_MAPPING, f"{len(lost)} of its {len(by_row)} items have no row in the features "
-                                              f"of {folder} (e.g. {str(by_row[lost[0]])!r}): they were made for another "
-                                              f"catalogue")
-    return rows, False
-
-
-def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None,
-                 on_notice: Callable[[str], None] | None = None) -> list[Path]:
-    """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32) and MMRec's
-    ``i_id_mapping.csv`` recording which item each row is; returns the files written.
-
-    Every source is checked as load_features checks it (:func:`_checked_matrix`: its own kind's manifest,
-    made for ``dataset`` when given, a finite floating matrix of the manifest's shape) before anything is
-    written, so a bad one gives load_features' error and no half export. The rows' items are ``dataset``'s,
-    else those the folder records (``item_ids.json``, for the same data as the manifests), else those of the
-    dataset the manifests name, when it is found with their fingerprint (:func:`dataset_of_features`;
-    ``on_notice`` is told which). Into a folder that holds an MMRec dataset (a ``.inter`` file) the rows
-    follow its own numbering (:func:`_export_rows`)."""
-    folder, dest = Path(folder), Path(dest)
-    fp = dataset.fingerprint() if dataset is not None else None
-    todo, fps, mans = [], set(), []
-    for kind, name in MMREC_FILES.items():
-        if not (folder / f"{kind}.npy").exists():
-            continue
-        rows = dataset.n_items if dataset is not None else None  # no dataset: the manifest's row count
-        # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
-        arr, man = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True,
-                                   ids=dataset.item_ids if dataset is not None else None)
-        todo.append((dest / name, arr))
-        fps.add(man.get("dataset_fingerprint"))
-        mans.append(man)
-    order, write_mapping = None, False
-    if todo:
-        names = " and ".join(f"{k}.npy" for k in MMREC_FILES if (folder / f"{k}.npy").exists())
-        if dataset is not None:
-            ids = np.asarray(dataset.item_ids)
-        else:
-            recorded, path, why = _recorded_item_ids(folder, fps, names)
-            if recorded is not None:
-                ids = recorded
-            else:
-                # an older folder: the dataset its manifests name, when found with their fingerprint, names the rows
-                found, how = dataset_of_features(mans)
-                if found is None:
-                    raise _unknown_rows(folder, names, path, why, how)
-                ids = np.asarray(found.item_ids)
-                if on_notice is not None:
-                    on_notice(f"{folder}: {why}; its rows are the items of {how}")
-        if len({arr.shape[0] for _, arr in todo} | {len(ids)}) != 1:
-            raise DataError(folder / ITEM_IDS_FILE, f"records {len(ids)} items, but {names} hold "
-                                                    f"{', '.join(str(a.shape[0]) for _, a in todo)} rows; "
-                                                    f"re-run `recgoat encode`")
-        order, write_mapping = _export_rows(dest, ids, folder)
-        empty = np.flatnonzero(np.asarray(ids).astype(str) == "")
-        if write_mapping and len(empty):  # load_mmrec and import_mmrec refuse an empty original id
-            raise DataError(dest / MMREC_MAPPING, f"{len(empty)} item id(s) are empty (first at row {empty[0]}): "
-                                                  f"MMRec's mapping cannot hold an empty id")
-    with _writing_into(dest, "the export destination"):
-        if write_mapping:
-            # the old mapping goes first, the new one comes last: a run killed between leaves rows without a
-            # mapping (refused by import_mmrec), never new rows under another catalogue's mapping
-            (dest / MMREC_MAPPING).unlink(missing_ok=True)
-        for path, arr in todo:
-            save_array(path, arr if order is None else arr[order])
-        if write_mapping:
-            with atomic_path(dest / MMREC_MAPPING) as tmp:
-                pd.DataFrame({"asin": np.asarray(ids).astype(str), _MMREC_DENSE: np.arange(len(ids))}).to_csv(
-                    tmp, sep="\t", index=False)
-    return [path for path, _ in todo] + ([dest / MMREC_MAPPING] if write_mapping else [])
-
-
-def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path:
-    """Turn MMRec-layout ``text_feat.npy`` / ``image_feat.npy`` into a feature folder with manifests, each
-    row put on its own item. An all-zero image row is taken as a missing image.
-
-    Why the alignment: MMRec numbers items in order of first appearance and records it in
-    ``i_id_mapping.csv`` (original id, itemID = row), while a dataset prepared from raw files is numbered in
-    sorted id order; copying the rows in file order put 119 of Amazon-Baby's 120 test items on another
-    item's features. So with a mapping the rows are reordered to ``dataset.item_ids`` by original id (every
-    item of the dataset must be in it; it may hold more). Without one, only a dataset whose item ids are the
-    row numbers 0..n-1 (an MMRec folder read as the dataset, whose ids are its rows) is accepted; any other
-    is refused, its row order unknown. Each manifest records how its rows were aligned (``row_alignment``)."""
-    src, out = Path(src), Path(out_dir)
-    files = [(kind, name, src / name) for kind, name in MMREC_FILES.items() if (src / name).exists()]
-    if not files:
-        raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")
-    mapping = _item_mapping(src)
-    ids = np.asarray(dataset.item_ids).astype(str)
-    by_number = _rows_by_id(ids, _row_number_ids(len(ids)))  # each id's row when the ids are the row numbers
-    numbered = bool((by_number >= 0).all())  # ids a permutation of 0..n-1
-    # the ids of the files' rows, as far as known: a refused row is named by its own id, never another item's
-    by_row = mapping if mapping is not None else (_row_number_ids(len(ids)) if numbered else None)
-    # both files are checked before either is written: a bad image_feat.npy leaves no half import
-    found = []
-    for kind, name, path in files:
-        arr = load_array(path)
-        if mapping is not None and arr.ndim == 2 and arr.shape[0] != len(mapping):
-            raise DataError(path, f"shape {arr.shape}, expected {len(mapping)} rows: one per item of {MMREC_MAPPING}")
-        rows = len(mapping) if mapping is not None else dataset.n_items
-        found.append((kind, name, path, as_feature_matrix(path, arr, rows, ids=by_row)))
-    names = " and ".join(name for _, name, _ in files)
-    if mapping is not None:
-        order = _rows_by_id(ids, mapping)
-        lost = np.flatnonzero(order < 0)
-        if len(lost):
-            raise DataError(src / MMREC_MAPPING, f"{len(lost)} of the {len(ids)} items of dataset {dataset.name} "
-                                                 f"are not in it (e.g. {str(ids[lost[0]])!r}), so their rows of {names} "
-                                                 f"cannot be found: the features describe another catalogue")
-        how = {"by": MMREC_MAPPING, "mapping": str((src / MMREC_MAPPING).resolve()), "file_rows": len(mapping)}
-    elif numbered:
-        order = by_number
-        how = {"by": "row numbers: " + ("the dataset is this MMRec folder, whose item ids are its rows"
-                                        if _is_source(dataset, src) else "the dataset's item ids are 0..n-1"),
-               "file_rows": len(ids)}
-    else:
-        raise DataError(src, f"no {MMREC_MAPPING} beside {names}, so which item each row describes cannot be "
-                             f"known: MMRec numbers items in its own order (first appearance in the raw data), and "
-                             f"the items of dataset {dataset.name} are not numbered by row (e.g. {str(ids[0])!r}); add "
-                             f"the {MMREC_MAPPING} MMRec wrote with these features (tab-separated: original item id, "
-                             f"then {_MMREC_DENSE} = its row)")
-    how["rows_moved"] = int((order != np.arange(len(order))).sum())
-    fp = dataset.fingerprint()
-    with _writing_into(out, "the import output"), _locked_output(out):
-        for kind, name, path, arr in found:
-            _import_one(dataset, fp, kind, name, path, arr[order], out, how)
-        record_item_ids(out, dataset, fp)
-    return out
-
-
-def _imported_already(out: Path, kind: str, key: str, arr: np.ndarray) -> bool:
-    """Whether ``out`` already holds this import: the same key (source, data, alignment) and the same values.
-    Why: ``features: auto`` imports an MMRec folder's matrices on every run; rewriting identical files (an image
-    matrix of 7,050 × 4,096 on Amazon Baby) under a folder other runs may be reading gained nothing. The key
-    does not cover the source's contents, so the values are compared too (a source edited in place is
-    re-imported)."""
-    try:
-        man = read_manifest(out / f"{_FILE[kind]}.json")
-        if man.get("key") != key or (kind == "image" and not (out / "image_mask.npy").exists()):
-            return False
-        old = load_array(out / f"{_FILE[kind]}.npy", mmap=True)
-    except (DataError, OSError, ValueError):
-        return False  # absent or unreadable: written afresh
-    return old.shape == arr.shape and old.dtype == arr.dtype and bool(np.array_equal(old, arr))
-
-
-def _import_one(dataset: Dataset, fp: str, kind: str, name: str, path: Path, arr: np.ndarray, out: Path,
-                how: dict[str, Any]) -> None:
-    """Write one imported matrix (rows already in the dataset's item order, aligned as ``how`` says) and
-    for images the mask into ``out``, its manifest last; ``fp``: the dataset's fingerprint."""
-    key = _key({"imported": str(path.resolve()), "fp": fp, "shape": arr.shape, "rows": how})
-    if _imported_already(out, kind, key, arr):
-        return
-    extra: dict[str, Any] = {"imported_from": str(path.resolve()), "row_alignment": how}
-    beside = {}
-    if kind == "image":
-        mask = np.abs(arr).sum(axis=1) > 0
-        beside["image_mask.npy"] = mask
-        extra["images"] = {"ok": int(mask.sum()), "missing": int((~mask).sum())}
-    write_matrix(out, kind, arr, _manifest(kind, dataset, fp, arr, f"imported from MMRec ({name})", key, **extra),
-                 beside)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from recgoat.errors import ConfigError, DataError
-from recgoat.features.store import FeatureMatrixError, check_feature_matrix
+from recgoat.features.loading import FeatureMatrixError, check_feature_matrix
 from recgoat.graphs.bipartite import register_fixed
 from recgoat.models.base import Recommender
 

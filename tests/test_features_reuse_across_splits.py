@@ -138,3 +138,16 @@ def test_train_features_auto_with_another_split_seed_copies_from_the_shared_fold
     own = json.loads(Path(second["run_dir"], "run_config.json").read_text())["features"]
     assert own != shared
     assert json.loads((Path(own) / "text.json").read_text())["reused_from"] == shared
+
+
+@pytest.mark.parametrize("a, b", [
+    (["a\x01b", "c"], ["a", "b\x01c"]),  # the same bytes run together, cut elsewhere: other texts
+    (["ab"], ["a", "b"]),
+    ([None], ["None"]),  # an item without an image is not one whose path reads "None"
+    ([None], [""]),
+])
+def test_the_content_key_tells_apart_lists_that_run_together_alike(a, b):
+    from recgoat.features.store import _rows_digest
+
+    assert _rows_digest(a) != _rows_digest(b)
+    assert _rows_digest(a) == _rows_digest(list(a))

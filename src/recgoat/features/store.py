@@ -293,10 +293,12 @@ _MANIFEST_FIELDS = {"manifest_version", "kind", "file", "rows", "dim", "dtype", 
 
 
 def _rows_digest(values: Any) -> str:
-    """A digest of one value per row, in order (item ids, texts, image sources; None is its own value)."""
+    """A digest of one value per row, in order (item ids, texts, image sources; None is its own value). Each
+    value goes in with its length, so no two lists of values run together alike (a text may hold any byte)."""
     h = hashlib.sha256()
     for v in values:
-        h.update(b"\x00" if v is None else str(v).encode("utf-8", "surrogatepass") + b"\x01")
+        data = None if v is None else str(v).encode("utf-8", "surrogatepass")
+        h.update(b"n" if data is None else b"v" + len(data).to_bytes(8, "little") + data)
     return h.hexdigest()[:20]
 
 

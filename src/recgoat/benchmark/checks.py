@@ -413,16 +413,26 @@ def check_features_before_training(config: BenchmarkConfig, cells: list[Cell], m
 
 # ------------------------------------------------------------------------------------- a cell's inputs
 def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, Any],
-                 data_cache: dict[tuple[str, int | None], Any], feat_cache: dict[tuple[str, int | None], Any]
-                 ) -> tuple[Any, Any, TrainConfig]:
+                 data_cache: dict[tuple[str, int | None], Any], feat_cache: dict[tuple[str, int | None], Any],
+                 encoded: bool = False) -> tuple[Any, Any, TrainConfig]:
     """The dataset, the features (None for a model that reads none) and the training settings of ``cell``;
-    datasets and features loaded once per ``(dataset, split seed)`` into the caches."""
+    datasets and features loaded once per ``(dataset, split seed)`` into the caches. ``encoded``: ``auto``
+    features were encoded already (by the parent of a worker), so they are read, not encoded
+    (:func:`~recgoat.benchmark.data.resolve_features`)."""
     key = (dataset_label(cell.dataset), cell.split_seed)
     if key not in data_cache:
         data_cache[key] = load_dataset(cell.dataset, cell.split_seed)
     dataset = data_cache[key]
     features = None
     if needs_features(model_classes[cell.model.key]):
+        if key not in feat_cache and encoded and cell.dataset.features == "auto":
+            # only read: encoding checks its cache under the folder's writer lock, and two workers starting their
+            # first feature-reading cells at the same moment refused each other ("another recgoat process is
+            # writing to this folder"), failing the run
+            from recgoat.features import load_features
+
+            feat_cache[key] = load_features(dataset, feature_folder(cell.dataset, Path(config.out),
+                                                                    _feature_split(config, cell)))
         if key not in feat_cache:
             feat_cache[key] = resolve_features(cell.dataset, dataset, Path(config.out), _feature_split(config, cell),
                                                config.progress, auto_kinds(config))

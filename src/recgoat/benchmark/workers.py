@@ -110,7 +110,9 @@ def _train_in_worker(config: BenchmarkConfig, cell: Cell, model_cls: Any) -> dic
         # the run): cancelling its future cannot take it back, so it is dropped here, before it starts
         if _WORKER_INTERRUPTED or (_WORKER_STOP is not None and _WORKER_STOP.value):
             return {"stopped": True}
-        dataset, features, train_cfg = _cell_inputs(config, cell, {cell.model.key: model_cls}, *_WORKER_CACHE)
+        # auto features were encoded by the parent before the workers started (_run_in_workers): read, not encoded
+        dataset, features, train_cfg = _cell_inputs(config, cell, {cell.model.key: model_cls}, *_WORKER_CACHE,
+                                                    encoded=True)
         # no bars from workers (their lines would interleave), and the cores shared out unless a count is set
         update: dict[str, Any] = {"progress": False}
         if not train_cfg.num_threads:

@@ -6,7 +6,9 @@ script reloads each cell's best model and scores its test split both ways, to sh
 under the two conventions differ (numbers published under MMRec's protocol are comparable with the second).
 
 Run: ``python benchmarks/test_mask.py OUT [OUT ...]`` with the ``--out`` folders of finished
-``recgoat benchmark`` runs (their cells' datasets are loaded by name, split as the benchmark split them).
+``recgoat benchmark`` runs (their cells' datasets are loaded by name, split as the benchmark split them). One row per
+dataset and model *as the benchmark labels them* (``runs/<dataset label>/<model label>/seed*``): each grid point,
+each labelled entry (``recgoat`` and ``recgoat-ml100k``) and each ``max_users`` subset has its own row.
 """
 from __future__ import annotations
 
@@ -26,10 +28,11 @@ from recgoat.training.run import read_run_record  # noqa: E402
 METRICS = ("recall@20", "ndcg@20")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("outs", nargs="+", type=Path)
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Test metrics of finished benchmark cells with training and validation "
+                                             "items masked (recgoat) and with training items only (MMRec).")
+    ap.add_argument("outs", nargs="+", type=Path, help="--out folders of finished `recgoat benchmark` runs")
+    args = ap.parse_args(argv)
     table: dict[tuple[str, str], dict[str, list[float]]] = {}
     datasets = {}
     for out in args.outs:
@@ -44,7 +47,9 @@ def main() -> None:
                 datasets[key] = record.load_dataset()
             ds = datasets[key]
             model = Recommender.load(cell / "best")
-            row = table.setdefault((meta["data"]["name"], meta["model"]), {})
+            # the labels of the cell's folders, not cell.json's dataset name and model name: grid points, labelled
+            # entries of one model and max_users subsets of one dataset share those, and were averaged into one row
+            row = table.setdefault((cell.parent.parent.name, cell.parent.name), {})
             for mask in ("train+valid", "train"):
                 res = Evaluator.for_split(ds, "test", trainer.ks, trainer.eval_chunk_size, trainer.eval_selection,
                                           test_mask=mask).evaluate(model).means

@@ -212,6 +212,16 @@ class BenchmarkConfig(BaseModel):
             raise ValueError(f"seeds are integers, got {v!r}")
         return v
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_list(cls, v: Any) -> Any:
+        # pydantic said only "Input should be a valid list" for `seeds: 2026` or `seeds: "2026,2027"` (the form
+        # --seeds takes on the command line), which tells neither the form wanted nor how to write it
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            raise ValueError(f"a list of integers, e.g. seeds: [2026, 2027] in YAML, --seeds 2026,2027 or --set "
+                             f"'seeds=[2026,2027]' on the command line; got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "BenchmarkConfig":
         if not self.datasets or not self.models or not self.seeds:
@@ -447,6 +457,8 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
             tree[key] = picked
         else:
             tree[key] = value
+    # an error is then told against the file only if the file (not a --set on top of it) holds the wrong value
+    before_sets = copy.deepcopy(tree) if sets and path is not None else None
     for item in sets or []:
         _apply_set(tree, item)
     try:
@@ -457,14 +469,42 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
         if "model" in tree:  # `recgoat train`'s --set model.params.x=… does not carry over
             hint += (" (a benchmark config lists its models under `models`: set one's params with, e.g., "
                      "--set models.lightgcn.params.embedding_dim=16)")
-        raise ConfigError(f"{where}: {first_validation_error(e, BenchmarkConfig)}{hint}") from None
+        source = _failing_set(before_sets, sets) or where
+        raise ConfigError(f"{source}: {first_validation_error(e, BenchmarkConfig)}{hint}") from None
     try:
         check_config(config)
     except RecGOATError as e:
-        if path is None:
+        source = _failing_set(before_sets, sets) or path
+        if source is None:
             raise
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
     return config
+
+
+def _valid(tree: dict[str, Any]) -> bool:
+    """Whether ``tree`` makes a benchmark configuration that passes :func:`check_config`."""
+    try:
+        check_config(BenchmarkConfig(**copy.deepcopy(tree)))
+    except (ValidationError, RecGOATError):
+        return False
+    return True
+
+
+def _failing_set(before: dict[str, Any] | None, sets: list[str] | None) -> str | None:
+    """``--set ITEM``, the first of ``sets`` after which a configuration valid without them (``before``: the file
+    with the command's options) is no longer valid; None when it was not valid before them (or there are none, or
+    no file: the error then says "benchmark config", which blames nothing wrongly).
+
+    Why: an error a ``--set`` caused was prefixed with the config file's name (``run.yaml: train.epoch: unknown
+    key`` for ``--set train.epoch=3``), sending the reader to a file that holds no such key."""
+    if not sets or before is None or not _valid(before):
+        return None
+    tree = copy.deepcopy(before)
+    for item in sets:
+        _apply_set(tree, item)
+        if not _valid(tree):
+            return f"--set {item}"
+    return None
 
 
 def _pick(entries: list, name: Any, grid_members: bool = False) -> tuple[Any, list[Any]]:

@@ -83,6 +83,43 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
         from recgoat.features.auto import encode_auto
 
         return encode_auto(dataset, folder, progress, which)
+    from recgoat.errors import DataError
     from recgoat.features.store import named_as_encoded
 
-    return load_features(named_as_encoded(dataset, folder), folder)
+    named = named_as_encoded(dataset, folder)
+    try:
+        return load_features(named, folder)
+    except DataError as e:
+        other = _other_data_features(e, spec, named.name)
+        if other is None:
+            raise
+        raise other from None
+
+
+def _other_data_features(error, spec: DatasetSpec, encoded_for: str):
+    """The fingerprint refusal ``error`` of a given feature folder, told as features of another dataset when the
+    folder's manifests name a dataset other than this entry's (its label, its name); None otherwise (the same
+    dataset: its data changed since encoding, as the store says).
+
+    Why: the store's advice, "the data changed since encoding; re-run `recgoat encode text`", is wrong for a
+    folder of other data given by mistake (another dataset's, another ``max_users`` subset's): nothing changed,
+    and re-encoding into that folder would overwrite the other dataset's features; a ``max_users`` subset or
+    ``prepare`` options cannot be encoded by `recgoat encode` at all, only by ``features: auto``."""
+    from recgoat.errors import DataError
+    from recgoat.io import read_json
+
+    names = {dataset_label(spec), spec.name, Path(spec.name).name}
+    if is_presplit(spec) and (Path(spec.name) / "manifest.json").is_file():
+        try:  # a prepared folder loads under the name it was prepared under, which `recgoat encode` records
+            names.add(read_json(Path(spec.name) / "manifest.json").get("name"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    if "made for dataset fingerprint" not in error.problem or encoded_for in names:
+        return None
+    label = dataset_label(spec)
+    auto = ("`features: auto` (encoded into <out>/features/; `recgoat encode` cannot make features of a "
+            "max_users subset or of prepare options)" if spec.max_users or spec.prepare else
+            f"`features: auto`, or the folder `recgoat encode all {spec.name} --out DIR` makes")
+    return DataError(error.path, f"features of dataset {encoded_for}, not of this benchmark's dataset {label} "
+                                 f"({error.problem.split(': the data changed')[0]}); give dataset {label} "
+                                 f"(datasets entry {spec.name!r}, key `features`) its own features: {auto}")

@@ -83,13 +83,13 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
         from recgoat.features.auto import encode_auto
 
         return encode_auto(dataset, folder, progress, which)
-    from recgoat.errors import DataError
+    from recgoat.features.loading import FingerprintMismatch
     from recgoat.features.store import named_as_encoded
 
     named = named_as_encoded(dataset, folder)
     try:
         return load_features(named, folder)
-    except DataError as e:
+    except FingerprintMismatch as e:
         other = _other_data_features(e, spec, named.name)
         if other is None:
             raise
@@ -97,7 +97,8 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
 
 
 def _other_data_features(error, spec: DatasetSpec, encoded_for: str):
-    """The fingerprint refusal ``error`` of a given feature folder, told as features of another dataset when the
+    """The fingerprint refusal ``error`` (a :class:`~recgoat.features.loading.FingerprintMismatch`) of a given
+    feature folder, told as features of another dataset when the
     folder's manifests name a dataset other than this entry's (its label, its name); None otherwise (the same
     dataset: its data changed since encoding, as the store says).
 
@@ -114,12 +115,12 @@ def _other_data_features(error, spec: DatasetSpec, encoded_for: str):
             names.add(read_json(Path(spec.name) / "manifest.json").get("name"))
         except (OSError, ValueError, AttributeError):
             pass
-    if "made for dataset fingerprint" not in error.problem or encoded_for in names:
+    if encoded_for in names:
         return None
     label = dataset_label(spec)
     auto = ("`features: auto` (encoded into <out>/features/; `recgoat encode` cannot make features of a "
             "max_users subset or of prepare options)" if spec.max_users or spec.prepare else
             f"`features: auto`, or the folder `recgoat encode all {spec.name} --out DIR` makes")
     return DataError(error.path, f"features of dataset {encoded_for}, not of this benchmark's dataset {label} "
-                                 f"({error.problem.split(': the data changed')[0]}); give dataset {label} "
+                                 f"({error.mismatch}); give dataset {label} "
                                  f"(datasets entry {spec.name!r}, key `features`) its own features: {auto}")

@@ -83,6 +83,16 @@ def read_manifest(path: Path) -> dict:
     return man
 
 
+class FingerprintMismatch(DataError):
+    """A feature file made for another dataset fingerprint: ``mismatch`` says whose and which, apart from the
+    store's advice (re-encode), which callers that know the cause replace (a run preparing the data with options of
+    its own, a benchmark given another dataset's folder) without parsing the message."""
+
+    def __init__(self, path: str | Path, mismatch: str, advice: str):
+        self.mismatch = mismatch
+        super().__init__(path, f"{mismatch}: {advice}")
+
+
 class FeatureMatrixError(ValueError):
     """What is wrong with a feature matrix (:func:`check_feature_matrix`); callers turn it into a
     :class:`DataError` naming the file, or the model and matrix, it came from."""
@@ -168,9 +178,9 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
         raise DataError(man_path, f"is the manifest of {man.get('kind')} features ({man.get('file')}), "
                                   f"not of {arr_path.name}: files copied in their place; re-run `recgoat encode`")
     if fp is not None and man.get("dataset_fingerprint") != fp:
-        raise DataError(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
-                                  f"({man.get('dataset')}), but this dataset's is {fp}: the data changed "
-                                  f"since encoding; {refused}re-run `recgoat encode {kind}`")
+        raise FingerprintMismatch(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
+                                            f"({man.get('dataset')}), but this dataset's is {fp}",
+                                  f"the data changed since encoding; {refused}re-run `recgoat encode {kind}`")
     if rows is None and rows_from_manifest and type(man.get("rows")) is int:
         rows = man["rows"]
     arr = load_array(arr_path, mmap)

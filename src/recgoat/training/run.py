@@ -47,16 +47,17 @@ def load_side_features(dataset: Dataset, folder: str | None, cfg: RunConfig | No
         return None
     from recgoat.datasets.registry import PREPARE_OPTIONS
     from recgoat.features import load_features
+    from recgoat.features.loading import FingerprintMismatch
 
     try:
         return load_features(dataset, folder)
-    except DataError as e:
+    except FingerprintMismatch as e:
         given = {k: getattr(cfg.data, k) for k in PREPARE_OPTIONS if k in cfg.data.model_fields_set} if cfg else {}
-        if not given or "made for dataset fingerprint" not in e.problem:
+        if not given:
             raise
         # `encode` prepares the data with the default options, so re-running it (the advice) fails the same way
         opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items() if k != "ratios")
-        raise DataError(e.path, f"{e.problem.split(': the data changed')[0]}: `recgoat encode` prepares the data "
+        raise DataError(e.path, f"{e.mismatch}: `recgoat encode` prepares the data "
                                 f"with the default options, this run with "
                                 f"{', '.join(f'{k}={v}' for k, v in given.items())}; prepare the data once with them "
                                 f"(`recgoat datasets prepare {cfg.data.name} {opts} --out DIR`), then encode and "
@@ -135,19 +136,13 @@ def auto_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
     :func:`_made_for_other_data`): encoding there removed that data's features (an MMRec folder's imported
     matrices), and its runs' ``export`` then failed, or packaged features its model was not trained on."""
     plain = _shared_feature_folder(cfg, dataset)
-    return own_feature_folder(cfg, dataset) if _prepares_its_own(cfg) or _made_for_other_data(plain, dataset) \
+    return own_feature_folder(cfg, dataset) if data_options(cfg) or _made_for_other_data(plain, dataset) \
         else plain
 
 
 def _shared_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
     """``<out>/features/<dataset>``: the folder every run of the dataset (and the benchmark) shares by default."""
     return Path(cfg.out) / "features" / dataset.name
-
-
-def _prepares_its_own(cfg: RunConfig) -> bool:
-    """Whether the run prepares the data otherwise than by default (another split seed, k-core, …,
-    :func:`data_options`)."""
-    return bool(data_options(cfg))
 
 
 def own_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
@@ -203,7 +198,7 @@ def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, A
     folder = auto_feature_folder(cfg, dataset)
     plain = _shared_feature_folder(cfg, dataset)
     why = ""
-    if folder != plain and not _prepares_its_own(cfg):  # auto_feature_folder's other reason
+    if folder != plain and not data_options(cfg):  # auto_feature_folder's other reason
         why = f"; {plain} holds features of other data (another dataset named {dataset.name!r}, or another split), " \
               f"left as they are"
     # runs started together (seeds, models) wait for the one encoding, then reuse its work

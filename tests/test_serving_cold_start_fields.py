@@ -76,3 +76,29 @@ def test_an_unknown_users_404_names_the_fields_of_a_cold_start(with_text):
     assert r.status_code == 404
     assert r.json()["detail"] == ("unknown user_id 'nobody': not a user of the training data (for a new user, POST "
                                   "/recommend with liked item ids in item_ids, or a profile text in text)")
+
+
+@pytest.fixture(scope="module")
+def numeric_ids(tmp_path_factory):
+    """A catalogue whose ids are numbers, as MovieLens': a client sends them as JSON numbers."""
+    items = [str(50 + i) for i in range(8)]
+    rows = [(str(u), it, 1000 + j) for u in range(6) for j, it in enumerate(items) if (u + j) % 3]
+    root = tmp_path_factory.mktemp("cold-numeric")
+    trained = train_shop(root / "shop", rows, items)
+    with _client(load_run(export_run(*trained, root / "a"))) as c:
+        yield c
+
+
+def test_numeric_item_ids_are_read_as_the_ids_they_spell(numeric_ids):
+    as_text = numeric_ids.post("/recommend", json={"item_ids": ["50", "53"], "k": 3})
+    as_numbers = numeric_ids.post("/recommend", json={"item_ids": [50, 53], "k": 3})
+    assert as_text.status_code == 200 and as_numbers.status_code == 200
+    assert as_numbers.json() == as_text.json()
+    assert {"50", "53"}.isdisjoint(i["item_id"] for i in as_numbers.json()["items"])  # liked ones left out
+    assert numeric_ids.post("/recommend", json={"item_ids": [999]}).json()["detail"] == "unknown item_id(s): '999'"
+
+
+@pytest.mark.parametrize("bad", [True, 50.0, [50], None])
+def test_item_ids_that_spell_no_id_are_refused(numeric_ids, bad):
+    r = numeric_ids.post("/recommend", json={"item_ids": [bad]})
+    assert r.status_code == 422

@@ -184,12 +184,21 @@ class FieldErrors(BaseModel):
 NOT_FOUND = {404: {"model": ErrorMessage, "description": "unknown id"}}
 
 
+def _integer_ids(v: Any) -> Any:
+    """JSON integers in ``item_ids`` as their decimal text: catalogue ids are strings, but MovieLens-style
+    ids are numbers and a client sends ``[50, 181]`` as readily as ``["50", "181"]``. Booleans and floats stay
+    refused (``true`` and ``50.0`` name no item), as the strict body refuses them elsewhere."""
+    if isinstance(v, list):
+        return [str(i) if isinstance(i, int) and not isinstance(i, bool) else i for i in v]
+    return v
+
+
 class ColdStart(BaseModel):
     """A user not in training: items they liked and/or a profile text."""
 
     # strict: JSON true is not k=1 and "10" is not 10; a request that means something else is refused
     model_config = ConfigDict(extra="forbid", strict=True)
-    item_ids: list[str] = Field(default_factory=list, max_length=2000)
+    item_ids: Annotated[list[str], BeforeValidator(_integer_ids)] = Field(default_factory=list, max_length=2000)
     text: str | None = Field(None, max_length=10_000, description="profile text (runs with a text encoder)")
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_seen: bool = Field(True, description="leave out the liked items")
@@ -605,7 +614,8 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         503: {"model": ErrorMessage, "description": "the text encoder cannot be loaded"}})
     async def recommend_cold(body: ColdStart) -> Response:
         """Top-``k`` items for a user not in the training data (cold start), folded in from items they liked
-        and/or a profile text (runs exported with text features). Repeated ``item_ids`` count once; with
+        and/or a profile text (runs exported with text features). ``item_ids`` may be JSON numbers for numeric
+        ids (``[50, 181]`` is ``["50", "181"]``). Repeated ``item_ids`` count once; with
         ``exclude_seen`` the liked items are left out, and fewer than ``k`` items come back when fewer are left.
         """
         # each unknown id named once (a basket repeating one unknown id listed it as often)

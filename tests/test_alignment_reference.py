@@ -1,7 +1,7 @@
 """The alignment mathematics (METHOD.md §4), against independent references.
 
 InfoNCE (fused path and fallback) against ``F.cross_entropy`` on explicit logits; log-domain Sinkhorn
-against POT (``ot.sinkhorn``, ``ot.emd2``); the batched OAT losses against zero-weight padding, one-by-one
+against POT (``ot.sinkhorn``, ``ot.emd2``, the batched solvers against ``ot.batch.solve_batch``); the batched OAT losses against zero-weight padding, one-by-one
 solving, the envelope-theorem gradient formula and its early-stopping rule; and finiteness at the edges.
 """
 from __future__ import annotations
@@ -156,6 +156,30 @@ def test_zero_weight_padding_leaves_sinkhorn_log_unchanged():
     plan_p, f_p, g_p = sinkhorn_log(pairwise_distance(xp, y), a=a, eps=0.05, n_iter=3000, tol=1e-12)
     assert torch.equal(plan_p[:5], plan) and torch.equal(g_p, g)
     assert torch.equal(plan_p[5:], torch.zeros(3, 6, dtype=F64)) and torch.isfinite(f_p).all()
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.05])
+def test_batched_solvers_give_pots_batch_plans_on_padded_problems(eps):
+    """The two batched solvers the OAT loss runs against POT's own batched log-Sinkhorn (ot.batch.solve_batch):
+    three problems of 7, 12 and 12 points padded to 12 with zero weights, and their symmetric counterparts."""
+    from ot.batch import solve_batch
+
+    sizes, size = [7, 12, 12], 12
+    xs = [_unit(_cloud(n, 4, 10 + i)) for i, n in enumerate(sizes)]
+    ys = [_unit(_cloud(size, 4, 20 + i) + 0.5) for i in range(3)]
+    pad = torch.stack([F.pad(x, (0, 0, 0, size - len(x))) for x in xs])
+    cost = pairwise_distance(pad, torch.stack(ys))
+    w = torch.stack([torch.cat([torch.full((n,), 1.0 / n, dtype=F64), torch.zeros(size - n, dtype=F64)])
+                     for n in sizes])
+    b = torch.full((3, size), 1.0 / size, dtype=F64)
+    plan, _, _ = _sinkhorn_batched(cost, w.log(), b.log(), eps, 5000, 1e-13)
+    ref = solve_batch(cost, reg=eps, a=w, b=b, max_iter=5000, tol=1e-13, method="log_sinkhorn", grad="detach")
+    assert torch.allclose(plan, ref.plan, atol=1e-10, rtol=0)
+    assert torch.allclose(plan.sum(2), w, atol=1e-10) and torch.allclose(plan.sum(1), b, atol=1e-12)
+    sym = pairwise_distance(pad, pad)
+    plan_s, _ = _sinkhorn_sym_batched(sym, w.log(), eps, 5000, 1e-13)
+    ref_s = solve_batch(sym, reg=eps, a=w, b=w, max_iter=5000, tol=1e-13, method="log_sinkhorn", grad="detach")
+    assert torch.allclose(plan_s, ref_s.plan, atol=1e-10, rtol=0)
 
 
 def test_early_stopping_stops_at_the_first_check_within_tol():

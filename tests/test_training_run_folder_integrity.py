@@ -255,3 +255,28 @@ def test_temporaries_stay_where_the_folder_cannot_be_locked(ds, tmp_path, monkey
     monkeypatch.setattr(fcntl, "flock", refuse)
     _fit(ds, run, epochs=3)
     assert all(p.exists() for p in gone + kept)
+
+
+# ------------------------------------------------------------------ the run's last files
+def test_a_failure_writing_the_per_user_figures_leaves_no_result_and_no_partial_file(ds, tmp_path, monkeypatch):
+    """test_per_user.npz is written before result.json, atomically: a run dying while writing it left a cut-off
+    file beside a finished-looking result.json (the npz was written in place, after it)."""
+    import numpy as np
+
+    real = np.savez_compressed
+
+    def dies_midway(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", dies_midway)
+    with pytest.raises(OSError):
+        _fit(ds, tmp_path / "run")
+    left = {p.name for p in (tmp_path / "run").iterdir()}
+    assert "result.json" not in left and "test_per_user.npz" not in left
+    assert not [n for n in left if n.endswith(".tmp")], left
+    monkeypatch.setattr(np, "savez_compressed", real)
+    _, result = _fit(ds, tmp_path / "run")  # resumed from the last checkpoint: finishes, both files whole
+    with np.load(tmp_path / "run" / "test_per_user.npz") as z:
+        assert set(z.files) >= {"users", "recall_at_20"} and len(z["users"]) == len(z["recall_at_20"])
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["test"] == result["test"]

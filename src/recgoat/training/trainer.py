@@ -818,9 +818,11 @@ class Trainer:
         }
         self.test_result = test_res
         if self.run_dir is not None:
+            # per-user figures first, both atomically: a result.json always has its complete test_per_user.npz
+            with atomic_path(self.run_dir / "test_per_user.npz") as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(f, users=test_res.users,
+                                    **{k.replace("@", "_at_"): v for k, v in test_res.per_user.items()})
             write_json(self.run_dir / "result.json", result)
-            np.savez_compressed(self.run_dir / "test_per_user.npz", users=test_res.users,
-                                **{k.replace("@", "_at_"): v for k, v in test_res.per_user.items()})
         return result
 
 

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from recgoat.datasets import load  # noqa: E402
 from recgoat.features import load_features  # noqa: E402
+from recgoat.io import write_json  # noqa: E402
 from recgoat.models import get_model_class  # noqa: E402
 from recgoat.training.trainer import TrainConfig  # noqa: E402
 
@@ -90,7 +91,7 @@ def main() -> None:
         n = np.array([x["ndcg@20"] for x in rows if x["model"] == name])
         print(f"{name:9s}  {r.mean():.4f} ± {r.std():.4f}     {n.mean():.4f} ± {n.std():.4f}     {len(r)}")
     if args.json:
-        args.json.write_text(json.dumps({"features": present, "rows": rows}, indent=2))
+        write_json(args.json, {"features": present, "rows": rows})  # atomically: a kill leaves no cut-off file
 
 
 if __name__ == "__main__":

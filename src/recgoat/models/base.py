@@ -23,7 +23,7 @@ import warnings
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,6 +36,11 @@ from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.evaluation.ranking import top_k
 from recgoat.io import _json_default, atomic_path, sha256_file, write_json
 from recgoat.strict import StrictNumbers
+
+if TYPE_CHECKING:  # imported for annotations only: the datasets and training layers import this module
+    from recgoat.datasets.dataset import Dataset
+    from recgoat.features.loading import Features
+    from recgoat.training.trainer import TrainConfig
 
 MODEL_FORMAT_VERSION = 1
 MODELS: dict[str, type["Recommender"]] = {}
@@ -149,7 +154,8 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False  # reads item/user side features (the benchmark loads them)
 
-    def __init__(self, n_users: int, n_items: int, config: ModelConfig | dict | None = None, **dims: Any):
+    def __init__(self, n_users: int, n_items: int, config: ModelConfig | dict[str, Any] | None = None,
+                 **dims: Any):
         super().__init__()
         self.n_users = n_users
         self.n_items = n_items
@@ -216,7 +222,7 @@ class Recommender(nn.Module):
         return dict(self.dims)
 
     @classmethod
-    def dims_from(cls, dataset, features=None) -> dict[str, Any]:
+    def dims_from(cls, dataset: Dataset, features: Features | None = None) -> dict[str, Any]:
         """Constructor dimensions that depend on the data (feature sizes…); saved with the model."""
         return {}
 
@@ -227,12 +233,13 @@ class Recommender(nn.Module):
         return ("text", "image") if cls.needs_features else ()
 
     @classmethod
-    def build(cls, dataset, config: ModelConfig | dict | None = None, features=None) -> "Recommender":
+    def build(cls, dataset: Dataset, config: ModelConfig | dict[str, Any] | None = None,
+              features: Features | None = None) -> "Recommender":
         model = cls(dataset.n_users, dataset.n_items, config, **cls.dims_from(dataset, features))
         model.prepare(dataset, features)
         return model
 
-    def prepare(self, dataset, features=None) -> None:
+    def prepare(self, dataset: Dataset, features: Features | None = None) -> None:
         """Build what training needs from the training split only (graphs, statistics)."""
         if (dataset.n_users, dataset.n_items) != (self.n_users, self.n_items):  # a loaded model, other data
             raise DataError(None, f"{self.name} has {self.n_users} users × {self.n_items} items but dataset "
@@ -407,7 +414,8 @@ class Recommender(nn.Module):
         return ids, s[ids]
 
     # ----------------------------------------------------------------- training entry point
-    def fit(self, dataset, train_config=None, features=None, run_dir: str | Path | None = None, **kw):
+    def fit(self, dataset: Dataset, train_config: TrainConfig | dict[str, Any] | None = None,
+            features: Features | None = None, run_dir: str | Path | None = None, **kw: Any) -> dict[str, Any]:
         """Train with the shared :class:`~recgoat.training.Trainer` (early stopping on validation)."""
         from recgoat.training.trainer import Trainer, TrainConfig
 

@@ -6,6 +6,8 @@ r"""BPR-MF (Rendle et al., UAI 2009): matrix factorisation trained with the BPR 
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from torch import Tensor
 
@@ -22,7 +24,7 @@ class BPRMFConfig(ModelConfig):
 class BPRMF(Recommender):
     Config = BPRMFConfig
 
-    def __init__(self, n_users: int, n_items: int, config=None, **dims):
+    def __init__(self, n_users: int, n_items: int, config: BPRMFConfig | dict[str, Any] | None = None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         self.init_id_embeddings(self.config.embedding_dim)
 

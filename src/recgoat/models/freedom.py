@@ -108,7 +108,7 @@ class FREEDOM(Recommender):
     Config = FREEDOMConfig
     needs_features = True
 
-    def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
+    def __init__(self, n_users: int, n_items: int, config: FREEDOMConfig | dict[str, Any] | None = None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
         self.init_id_embeddings(d)

@@ -182,7 +182,7 @@ class LGMRec(Recommender):
     Config = LGMRecConfig
     needs_features = True
 
-    def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
+    def __init__(self, n_users: int, n_items: int, config: LGMRecConfig | dict[str, Any] | None = None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         cfg = self.config
         d = cfg.embedding_dim

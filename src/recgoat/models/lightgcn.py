@@ -6,8 +6,16 @@ r"""LightGCN (He et al., SIGIR 2020): linear propagation of ID embeddings over t
 
 with :math:`\hat A` the symmetric-normalised user-item adjacency (CSR, sparse matmul), trained with
 BPR plus L2 on the batch's layer-0 embeddings.
+
+Why not ``torch_geometric.nn.models.LightGCN``: it propagates by message passing, a scatter of E × d messages
+per layer over an ``edge_index`` or a CSR product whose backward transposes the matrix on every call; ours
+multiplies by :math:`\hat A` in CSR and reuses it for the backward (it is symmetric: ``graphs/bipartite.py``,
+``sym_spmm``). A training step at Amazon Baby size (``python benchmarks/lightgcn_vs_pyg.py``, one thread) takes
+PyG's model 11.6× ours over an ``edge_index`` and 2.3× over a CSR adjacency. Everything else is the same model.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -42,7 +50,7 @@ def propagate(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:
 class LightGCN(Recommender):
     Config = LightGCNConfig
 
-    def __init__(self, n_users: int, n_items: int, config=None, **dims):
+    def __init__(self, n_users: int, n_items: int, config: LightGCNConfig | dict[str, Any] | None = None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         d = self.config.embedding_dim
         self.init_id_embeddings(d)

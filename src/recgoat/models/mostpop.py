@@ -4,6 +4,8 @@ A rank-1 "embedding" model (``z_u = 1``, ``z_i = popularity``) so it shares the 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,7 +22,7 @@ class MostPop(Recommender):
     Config = MostPopConfig
     trainable = False
 
-    def __init__(self, n_users: int, n_items: int, config=None, **dims):
+    def __init__(self, n_users: int, n_items: int, config: MostPopConfig | dict[str, Any] | None = None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         self.register_buffer("popularity", torch.zeros(n_items))
 

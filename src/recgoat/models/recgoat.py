@@ -446,7 +446,8 @@ class RecGOAT(Recommender):
     Config = RecGOATConfig
     needs_features = True  # the benchmark loads features for it; it still runs without them (ID view only)
 
-    def __init__(self, n_users: int, n_items: int, config=None, text_dim: int = 0, image_dim: int = 0,
+    def __init__(self, n_users: int, n_items: int,
+                 config: RecGOATConfig | dict[str, Any] | None = None, text_dim: int = 0, image_dim: int = 0,
                  profile_dim: int = 0, **dims):
         super().__init__(n_users, n_items, config, text_dim=text_dim, image_dim=image_dim,
                          profile_dim=profile_dim, **dims)

@@ -60,7 +60,7 @@ class VBPR(Recommender):
     Config = VBPRConfig
     needs_features = True
 
-    def __init__(self, n_users: int, n_items: int, config=None, **dims: Any):
+    def __init__(self, n_users: int, n_items: int, config: VBPRConfig | dict[str, Any] | None = None, **dims: Any):
         super().__init__(n_users, n_items, config, **dims)
         cfg = self.config
         self.feat_dim = sum(int(dims[f"{m}_dim"]) for m in present_modalities(dims, self.name))

@@ -13,6 +13,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -156,9 +157,31 @@ def test_grid_seeds_at_or_above_the_seed_count_is_every_seed(bench, tmp_path):
     out, _, _ = bench
     copy = tmp_path / "b"
     shutil.copytree(out, copy)
-    run = run_benchmark(make_config(copy, grid_seeds=5))
+    with pytest.warns(UserWarning, match="grid_seeds: 5 is more than the 2 seeds given"):
+        config = make_config(copy, grid_seeds=5)
+    run = run_benchmark(config)
     assert len(run.trained) == 3 and run.unchosen == []
     assert "Grid points are trained" not in (copy / "results.md").read_text()
+
+
+def test_grid_seeds_above_the_seed_count_is_said_once_naming_the_file(tmp_path):
+    """`grid_seeds: 3` over 2 seeds was accepted without a word. It is not refused: `-s 2026` narrowing the seeds
+    of a file with `grid_seeds: 2` means every point on that seed, as the count is read (grid_seed_count)."""
+    path = tmp_path / "bench.yaml"
+    path.write_text("datasets: [ml-latest-small]\nmodels: [{name: bprmf, grid: {train.lr: [0.001, 0.01]}}]\n"
+                    "seeds: [1, 2]\ngrid_seeds: 3\n")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        load_config(path)
+    assert [str(w.message) for w in said] == [f"{path}: grid_seeds: 3 is more than the 2 seeds given; every grid "
+                                              f"point trains on every seed, as without grid_seeds"]
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert load_config(path, {"seeds": [1, 2, 3]}).grid_seeds == 3  # as many: no warning
+        load_config(path, {"seeds": [7]}, ["grid_seeds=1"])
+    assert said == []
+    with pytest.warns(UserWarning, match=r"^benchmark config: grid_seeds: 2 is more than the 1 seed given;"):
+        load_config(None, {"datasets": ["ml-latest-small"], "models": ["bprmf"], "seeds": [7]}, ["grid_seeds=2"])
 
 
 @pytest.mark.parametrize("value, says", [("0", "greater than or equal to 1"), ("true", "integers"),

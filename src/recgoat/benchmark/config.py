@@ -17,6 +17,7 @@ import copy
 import itertools
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,7 +180,8 @@ class BenchmarkConfig(BaseModel):
     models: list[ModelSpec]
     seeds: list[int] = Field(default_factory=lambda: [2026])
     # a grid's points train on the first N seeds only; the point validation chooses there then trains on the
-    # rest (MMRec tunes on one seed): P·N + S − N cells a grid of P points instead of P·S. None: every seed
+    # rest (MMRec tunes on one seed): P·N + S − N cells a grid of P points instead of P·S. None (or more than
+    # the seeds, with a warning: _warn_grid_seeds): every seed
     grid_seeds: int | None = Field(default=None, ge=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     split_seed: int = 2026
@@ -478,7 +480,20 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
         if source is None:
             raise
         raise ConfigError(f"{source}: {e}") from None
+    _warn_grid_seeds(config, where)
     return config
+
+
+def _warn_grid_seeds(config: BenchmarkConfig, where: str | Path) -> None:
+    """Warn when ``grid_seeds`` exceeds the seeds: it then means every seed (:func:`~recgoat.benchmark.report.
+    grid_seed_count`), as without it. Not refused: ``--seeds`` narrowing a file's seeds (``-s 2026`` to try a
+    config with ``grid_seeds: 2``), or a report of fewer seeds than a run's ``benchmark.json`` records, gives
+    such a pair with that meaning."""
+    n = len(config.seeds)
+    if config.grid_seeds is not None and config.grid_seeds > n:
+        warnings.warn(f"{where}: grid_seeds: {config.grid_seeds} is more than the {n} seed{'' if n == 1 else 's'} "
+                      f"given; every grid point trains on every seed, as without grid_seeds", UserWarning,
+                      stacklevel=3)
 
 
 def _valid(tree: dict[str, Any]) -> bool:

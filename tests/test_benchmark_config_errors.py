@@ -63,19 +63,24 @@ def test_bad_prepare_options_are_refused_before_anything_trains(tmp_path, prepar
 
 
 def test_missing_later_dataset_is_refused_before_anything_trains(tmp_path):
+    """The error named the path alone, not which entry of the config gave it: it names the dataset's label (given,
+    or the folder's name) and the key."""
     out = tmp_path / "b"
     missing = str(tmp_path / "nowhere")
-    with pytest.raises(DataError, match=f"^{missing}: no such dataset name or folder"):
+    with pytest.raises(DataError, match=f"^dataset nowhere: name {missing}: no such dataset name or folder"):
         run_benchmark(make_config(out, datasets=[SMALL, missing], models=["mostpop"]))
+    with pytest.raises(DataError, match=f"^dataset mydata: name {missing}: no such dataset name or folder"):
+        run_benchmark(make_config(out, datasets=[SMALL, {"name": missing, "label": "mydata"}], models=["mostpop"]))
     assert not out.exists()
 
 
 def test_missing_feature_folder_is_refused_before_anything_trains(tmp_path):
     """A model needing features on a folder never encoded (the packaged benchmark-ml100k.yaml before `recgoat
-    encode all`): the cells of the models before it trained, then the benchmark stopped."""
+    encode all`): the cells of the models before it trained, then the benchmark stopped. The error names the
+    dataset entry and its `features` key, not the path alone."""
     out = tmp_path / "b"
     missing = str(tmp_path / "features")
-    with pytest.raises(DataError, match=f"^{missing}: feature folder not found"):
+    with pytest.raises(DataError, match=f"^dataset {DATASET}: features {missing}: feature folder not found"):
         run_benchmark(make_config(out, datasets=[{**SMALL, "features": missing}], models=["mostpop", "vbpr"]))
     assert not out.exists()
 

@@ -33,14 +33,18 @@ from recgoat.training.trainer import TrainConfig
 # ------------------------------------------------------------------------------------- configuration and pairs
 def check_dataset_source(spec: DatasetSpec) -> None:
     """The dataset can be found (a known name, or an existing folder), and an already split folder is given
-    no subsetting/preparation; else the error :func:`load_dataset` would raise when the dataset's turn came."""
+    no subsetting/preparation; else the error :func:`load_dataset` would raise when the dataset's turn came,
+    naming the config entry (``dataset LABEL: name PATH: …``: the path alone did not say which entry gave it)."""
     from recgoat.datasets.registry import find_source
 
     if is_presplit(spec):
         if spec.max_users or spec.prepare:
             raise ConfigError(f"dataset {spec.name}: already split; max_users/prepare do not apply")
         return
-    find_source(spec.name)
+    try:
+        find_source(spec.name)
+    except DataError as e:
+        raise DataError(None, f"dataset {dataset_label(spec)}: name {e}") from None
 
 
 def preflight(config: BenchmarkConfig, cells: list[Cell],
@@ -58,7 +62,8 @@ def preflight(config: BenchmarkConfig, cells: list[Cell],
         feats = cell.dataset.features
         if needs_features(get_model_class(cell.model.name)) and feats not in (None, "auto") \
                 and not Path(feats).is_dir():  # else found when the first such cell came
-            raise DataError(feats, "feature folder not found; run `recgoat encode all <dataset>` first")
+            raise DataError(None, f"dataset {dataset_label(cell.dataset)}: features {feats}: feature folder not "
+                                  f"found; run `recgoat encode all <dataset>` first")
     problems = pair_problems(config, cells, data_cache if data_cache is not None else {})
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1 else

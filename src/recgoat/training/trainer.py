@@ -14,7 +14,7 @@ Run folder layout::
 
     log.jsonl              one line per epoch (loss terms, validation metrics, seconds)
     checkpoint/            last epoch: state.json naming its model-EPOCH.safetensors, optimizer-EPOCH.pt
-                           (with their SHA-256, and best/'s, all checked on resume)
+                           (with their SHA-256, and best/'s, all checked on resume) and the wall time so far
     best/                  best-validation model (Recommender.save format; staged in best.new/ until
                            the checkpoint recording it is written)
     result.json            validation and test metrics at the best epoch, timings, memory
@@ -680,6 +680,7 @@ class Trainer:
         eval_times: list[float] = []
         best = {"score": -math.inf, "epoch": -1, "valid": None}
         start_epoch, bad = 0, 0
+        wall_before = 0.0  # the wall time of the earlier runs this one resumes (_resumed_wall_seconds)
         if state is None and self.run_dir is not None:
             # a fresh start (or a model without epochs, e.g. MostPop): what an earlier run left here describes
             # another trajectory (its checkpoint must not be resumed if this run stops before writing its own,
@@ -702,6 +703,7 @@ class Trainer:
                 history = self._truncate_log(state["epoch"])
                 train_times = [r["train_seconds"] for r in history]
                 eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
+                wall_before = _resumed_wall_seconds(state, history)
             bar = _progress(cfg.epochs, start_epoch, show_progress(cfg), model.name)
             for epoch in range(start_epoch, cfg.epochs):
                 # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first.
@@ -759,8 +761,9 @@ class Trainer:
                 history.append(row)
                 self._log(row)
                 if self.run_dir is not None:
-                    self._save_checkpoint(model, optimizer, {"epoch": epoch, "bad": bad, "best": best,
-                                                             "signature": signature})
+                    self._save_checkpoint(model, optimizer, {
+                        "epoch": epoch, "bad": bad, "best": best, "signature": signature,
+                        "wall_seconds": round(wall_before + time.perf_counter() - t_start, 4)})
                     self._promote_best()
                 bar.update(1, row, best)
                 if self.on_epoch_end is not None:
@@ -809,7 +812,8 @@ class Trainer:
             "test": test_res.means,
             "seconds_per_epoch": float(np.mean(train_times)) if train_times else 0.0,
             "eval_seconds": float(np.mean(eval_times)) if eval_times else 0.0,
-            "wall_seconds": time.perf_counter() - t_start,
+            # every run's, up to the checkpoint this one resumed (a resumed run counted only its own part)
+            "wall_seconds": wall_before + time.perf_counter() - t_start,
             "peak_memory_mb": peak_memory_mb(),
             "summary": model.summary,
             "history": [{k: r[k] for k in ("epoch", "loss") if k in r}
@@ -824,6 +828,16 @@ class Trainer:
                                     **{k.replace("@", "_at_"): v for k, v in test_res.per_user.items()})
             write_json(self.run_dir / "result.json", result)
         return result
+
+
+def _resumed_wall_seconds(state: dict, history: list[dict]) -> float:
+    """The wall time the runs before this resumed one spent up to its checkpoint: the checkpoint's record, or, for
+    a checkpoint of an older version (none recorded), the restored epochs' training and validation seconds in the
+    log (without the checkpoints' writing)."""
+    recorded = state.get("wall_seconds")
+    if _number(recorded) and math.isfinite(recorded) and recorded >= 0:
+        return float(recorded)
+    return float(sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in history))
 
 
 def _checked_terms(model, terms: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@
   not permitted"; it is "unknown key (did you mean …? valid keys: …)", the section of a list entry
   (``models.0``) being the entry's own model.
 * A resume or `--report-only` refused for another configuration said only which part differed ("(train
-  differ)"); it names each setting, ``train.lr: 0.001 → 0.01``.
+  differ)"); it names each setting, ``train.lr: 0.001 → 0.01``, once for all the cells refused for it.
 * `--report-only --out FOLDER` alone asked for --config or --dataset/--models, although the folder's
   ``benchmark.json`` records the whole configuration; it reports that configuration now.
 
@@ -124,12 +124,13 @@ def test_the_train_spelling_of_a_section_gets_the_benchmark_one(data, tmp_path):
 
 
 # ------------------------------------------------------------------ a refused resume names each setting
+# a change of the training or data settings refuses both cells (mostpop's and bprmf's), said once for the two
 @pytest.mark.parametrize("sets, epochs, named", [
-    (("train.lr=0.01",), 1, "bprmf/seed1: was run with a different configuration (train.lr: 0.001 → 0.01)"),
+    (("train.lr=0.01",), 1, "2 cells were run with a different configuration (train.lr: 0.001 → 0.01)"),
     (("models.bprmf.params.embedding_dim=16",), 1,
      "bprmf/seed1: was run with a different configuration (params.embedding_dim: 64 → 16)"),
-    ((), 10, "bprmf/seed1: was run with a different configuration (train.epochs: 1 → 10)"),
-    (("split_seed=7",), 1, "bprmf/seed1: was run with a different configuration (data.split_seed: 2026 → 7)"),
+    ((), 10, "2 cells were run with a different configuration (train.epochs: 1 → 10)"),
+    (("split_seed=7",), 1, "2 cells were run with a different configuration (data.split_seed: 2026 → 7)"),
     (("train.lr=0.01", "train.weight_decay=0.5"), 1, "(train.lr: 0.001 → 0.01; train.weight_decay: 0.0 → 0.5)"),
 ])
 def test_a_refused_resume_names_each_setting_that_differs(bench, sets, epochs, named):
@@ -140,6 +141,37 @@ def test_a_refused_resume_names_each_setting_that_differs(bench, sets, epochs, n
     assert "differ)" not in msg, msg  # not "(train differ)"
 
 
+def test_cells_refused_for_one_change_are_told_once_with_their_count(data, tmp_path):
+    """Every cell refused for the same changed setting had a sentence of its own, the same one over and over (ten of
+    them shown, "… and 6 more"): one sentence per change now, with how many cells and their first folders."""
+    out = tmp_path / "b"
+    run = run_benchmark(config(data, out, "seeds=[1,2,3,4]"))
+    assert not run.failed and len(run.trained) == 8
+    runs = out / "runs" / data.name
+    with pytest.raises(ConfigError) as e:
+        run_benchmark(config(data, out, "seeds=[1,2,3,4]", "train.lr=0.01"))
+    msg = str(e.value)
+    assert msg.startswith(f"8 cells were run with a different configuration (train.lr: 0.001 → 0.01): "
+                          f"{runs / 'mostpop' / 'seed1'}, {runs / 'mostpop' / 'seed2'}, {runs / 'mostpop' / 'seed3'} "
+                          f"and 5 more; use another --out"), msg
+    assert msg.count("different configuration") == 1, msg
+    # two changes: one sentence each, in the cells' order
+    with pytest.raises(ConfigError) as e:
+        run_benchmark(config(data, out, "seeds=[1,2,3,4]", "train.lr=0.01", "models.bprmf.params.embedding_dim=16"))
+    msg = str(e.value)
+    assert msg.startswith("4 cells were run with a different configuration (train.lr: 0.001 → 0.01): "), msg
+    assert ("; 4 cells were run with a different configuration (params.embedding_dim: 64 → 16; train.lr: 0.001 → "
+            f"0.01): {runs / 'bprmf' / 'seed1'}, ") in msg, msg
+    assert msg.count("different configuration") == 2, msg
+    # a cell alone in its change keeps its own sentence
+    with pytest.raises(ConfigError) as e:
+        run_benchmark(config(data, out, "seeds=[1]", "train.lr=0.01"))
+    assert str(e.value).count("different configuration") == 1
+    out_text = refused(cli_args(data, out, "train.lr=0.01") + ["--report-only"])
+    assert out_text.startswith(f"error: 2 cells were run with a different configuration (train.lr: 0.001 → 0.01): "
+                               f"{runs / 'mostpop' / 'seed1'}, {runs / 'bprmf' / 'seed1'}; --report-only"), out_text
+
+
 def test_a_model_param_spelt_out_at_its_default_is_no_change(bench):
     run = run_benchmark(config(_data_of(bench), bench, "models.bprmf.params.embedding_dim=64"))
     assert run.trained == [] and not run.failed
@@ -148,8 +180,9 @@ def test_a_model_param_spelt_out_at_its_default_is_no_change(bench):
 def test_report_only_refusal_names_each_setting_too(bench):
     before = (bench / "results.md").read_bytes()
     out = refused(cli_args(_data_of(bench), bench, "train.lr=0.01") + ["--report-only"])
-    assert "bprmf/seed1: was run with a different configuration (train.lr: 0.001 → 0.01)" in out, out
-    assert "mostpop/seed1: was run with a different configuration (train.lr: 0.001 → 0.01)" in out, out
+    runs = bench / "runs" / _data_of(bench).name
+    assert (f"2 cells were run with a different configuration (train.lr: 0.001 → 0.01): {runs / 'mostpop' / 'seed1'}, "
+            f"{runs / 'bprmf' / 'seed1'}") in out, out
     assert (bench / "results.md").read_bytes() == before
 
 
@@ -171,7 +204,7 @@ def test_report_only_with_out_alone_takes_other_options_on_top(bench):
     assert res.exit_code == 0, res.output
     assert "| mostpop |" in res.output and "| bprmf |" not in res.output
     out = refused(["--out", str(bench), "--report-only", "-q", "--set", "train.lr=0.01"])
-    assert "was run with a different configuration (train.lr: 0.001 → 0.01)" in out, out
+    assert "2 cells were run with a different configuration (train.lr: 0.001 → 0.01)" in out, out
 
 
 def test_report_only_of_a_moved_folder_reports_it(bench, tmp_path):

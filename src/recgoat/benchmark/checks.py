@@ -69,11 +69,11 @@ def preflight(config: BenchmarkConfig, cells: list[Cell],
         raise ConfigError(problems[0] if len(problems) == 1 else
                           f"{len(problems)} (dataset, model) pairs cannot run, so nothing was trained: "
                           + "; ".join(problems))
-    mismatched = [_mismatch_message(c, d) for c in cells
+    mismatched = [(c, d) for c in cells
                   if (d := _signature_diff(c, _signature(c, config.cell_train_config(c.model, c.seed))))
                   and not _restartable(c)]
     if mismatched:
-        raise ConfigError(f"{_listed(mismatched)}; {_MISMATCH_FIX}")
+        raise ConfigError(f"{_listed(_mismatches(mismatched))}; {_MISMATCH_FIX}")
 
 
 _STAND_IN_DIM = 8  # any width: a model's build checks which feature matrices exist, not how wide they are
@@ -228,6 +228,27 @@ def _load_cached(spec: DatasetSpec, split_seed: int | None, cache: dict[tuple[st
 def _listed(items: list[str], limit: int = 10) -> str:
     shown = "; ".join(items[:limit])
     return shown + (f"; … and {len(items) - limit} more" if len(items) > limit else "")
+
+
+_FOLDERS_SHOWN = 3  # of the cells refused for one difference
+
+
+def _mismatches(mismatched: list[tuple[Cell, list[str]]]) -> list[str]:
+    """The refusals of cells run with another configuration (each with its :func:`_signature_diff`), one per
+    difference: a cell's own (:func:`_mismatch_message`) where it alone differs so, else how many cells do and the
+    first of their folders. (One changed ``train.lr`` was told once per cell, the same sentence ten times over.)"""
+    groups: dict[tuple[str, ...], list[Cell]] = {}
+    for cell, diff in mismatched:
+        groups.setdefault(tuple(diff), []).append(cell)
+    out = []
+    for diff, group in groups.items():
+        if len(group) == 1:
+            out.append(_mismatch_message(group[0], list(diff)))
+            continue
+        folders = ", ".join(str(c.run_dir) for c in group[:_FOLDERS_SHOWN])
+        more = f" and {len(group) - _FOLDERS_SHOWN} more" if len(group) > _FOLDERS_SHOWN else ""
+        out.append(f"{len(group)} cells were run with a different configuration ({'; '.join(diff)}): {folders}{more}")
+    return out
 
 
 # ------------------------------------------------------------------------------------- data and feature versions
@@ -473,10 +494,10 @@ def check_report_cells(config: BenchmarkConfig) -> list[Cell]:
     for cell in done:
         diff = _signature_diff(cell, _signature(cell, config.cell_train_config(cell.model, cell.seed)))
         if diff:
-            mismatched.append(_mismatch_message(cell, diff))
+            mismatched.append((cell, diff))
     if mismatched:
-        raise ConfigError(f"{_listed(mismatched)}; --report-only reports the requested configuration only: "
-                          f"give the options those cells were run with, or use another --out")
+        raise ConfigError(f"{_listed(_mismatches(mismatched))}; --report-only reports the requested configuration "
+                          f"only: give the options those cells were run with, or use another --out")
     missing = [c for c in cells if not c.done]
     if missing:
         names = [c.title + (" (failed: see its error.txt)" if (c.run_dir / "error.txt").exists() else "")

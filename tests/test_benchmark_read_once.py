@@ -5,7 +5,8 @@ chooses its grid points and reads its cells' results once for the choice and the
   feature folder twice before its first cell trained: once to see that it loads, once more to compare it with
   the cells' digests (and then held it, with every other such dataset's, through the whole run).
 - At the end of a ``grid_seeds`` run the points were chosen three times (for the cells to train, then twice by the
-  report) and every finished cell's result.json read twice (for the choice, then for the report).
+  report) and every finished cell's result.json read twice (for the choice, then for the report); `--report-only`
+  of such a run chose twice on two reads too.
 
 Benchmarks run on constructed generic folders (40 users × 12 interactions among 30 items) with a stand-in 8-d text
 matrix, or an MMRec-layout folder with `features: auto`; MostPop, VBPR and a 2-point BPR-MF grid, 1 epoch, one
@@ -151,4 +152,38 @@ def test_a_grid_seeds_run_chooses_once_and_reads_each_result_once(tmp_path, monk
     names = ("results.csv", "results.md", "tuned.csv", "runs.csv")
     made = {name: (tmp_path / "out" / name).read_text() for name in names}
     write_report(tmp_path / "out", cfg)
+    assert {name: (tmp_path / "out" / name).read_text() for name in names} == made
+
+
+def test_report_only_of_a_grid_seeds_run_chooses_once_and_reads_each_result_once(tmp_path, monkeypatch):
+    """--report-only chose the points twice (for the later seeds its check requires, then for the report) on two
+    reads of every cell's result.json; once now, the report unchanged."""
+    data = write_data(tmp_path / "d")
+    grid = {"name": "bprmf", "grid": {"train.lr": [0.001, 0.05]}}
+    cfg = config([{"name": str(data), "features": None}], tmp_path / "out", ["mostpop", grid], [1, 2],
+                 ("grid_seeds=1",))
+    run = run_benchmark(cfg)
+    assert not run.failed and len(run.trained) == 5
+    names = ("results.csv", "results.md", "tuned.csv", "runs.csv")
+    made = {name: (tmp_path / "out" / name).read_text() for name in names}
+    for name in names:
+        (tmp_path / "out" / name).unlink()
+    choices: list[int] = []
+    reads: list[str] = []
+    chosen_points, read_json = report.chosen_points, report.read_json
+
+    def choosing(runs, config):
+        choices.append(len(runs))
+        return chosen_points(runs, config)
+
+    def reading(path):
+        if sys._getframe(1).f_code.co_name == "collect_runs":  # not the learning curves' history
+            reads.append(str(Path(path).relative_to(tmp_path / "out" / "runs" / "d")))
+        return read_json(path)
+
+    monkeypatch.setattr(report, "chosen_points", choosing)
+    monkeypatch.setattr(report, "read_json", reading)
+    runner.report_only(cfg)
+    assert choices == [5]  # every finished cell: the first seeds choose, as in the run
+    assert sorted(reads) == sorted(f"{title.split('/', 1)[1]}/result.json" for title in run.trained)
     assert {name: (tmp_path / "out" / name).read_text() for name in names} == made

@@ -91,8 +91,9 @@ def split_later_grid_cells(config: BenchmarkConfig, later: list[Cell],
     return [c for c, k in zip(later, chosen) if k], [c for c, k in zip(later, chosen) if not k]
 
 
-def required_cells(config: BenchmarkConfig, cells: list[Cell]) -> list[Cell]:
+def required_cells(config: BenchmarkConfig, cells: list[Cell],
+                   picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> list[Cell]:
     """The cells a finished benchmark holds, in training order: all of ``cells`` but the later-seed cells of the
-    grid points validation did not choose (``grid_seeds``)."""
+    grid points validation did not choose (``grid_seeds``; ``picks``: that choice, when made already)."""
     first, later = split_grid_seeds(config, cells)
-    return first + split_later_grid_cells(config, later)[0]
+    return first + split_later_grid_cells(config, later, picks)[0]

@@ -470,8 +470,10 @@ def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, A
 
 
 # ------------------------------------------------------------------------------------- report only
-def check_report_cells(config: BenchmarkConfig) -> list[Cell]:
-    """Check that every cell of ``config`` is finished and was run with ``config``; return the cells.
+def check_report_cells(config: BenchmarkConfig,
+                       picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> list[Cell]:
+    """Check that every cell of ``config`` is finished and was run with ``config``; return the cells (with
+    ``grid_seeds``, the later seeds of the points ``picks`` names: :func:`~recgoat.benchmark.cells.required_cells`).
 
     This is what ``--report-only`` relies on: a report is only rebuilt from a folder holding exactly the
     requested benchmark. A finished cell is checked against its ``cell.json`` as a resumed run checks it;
@@ -485,7 +487,7 @@ def check_report_cells(config: BenchmarkConfig) -> list[Cell]:
     out = Path(config.out)
     if not out.is_dir():
         raise ConfigError(f"{out}: no such benchmark folder; run the benchmark without --report-only first")
-    cells = required_cells(config, plan_cells(config))
+    cells = required_cells(config, plan_cells(config), picks)
     done = [c for c in cells if c.done]
     if not done:
         raise ConfigError(f"{out}: holds no finished cell of this benchmark ({len(cells)} requested, e.g. "

@@ -110,13 +110,18 @@ def report_only(config: BenchmarkConfig) -> dict[str, Path]:
     """Rebuild ``results.csv``/``results.md``/``report.html`` of a finished benchmark without training.
 
     Every requested cell must be finished with this configuration (:func:`check_report_cells`); nothing
-    is written otherwise.
+    is written otherwise. With ``grid_seeds``, the grid points are chosen once, for the check (which later seeds
+    are required) and the report, on one read of each cell, as :func:`run_benchmark` chooses them.
     """
-    from recgoat.benchmark.report import write_report as _write
+    from recgoat.benchmark.report import chosen_points, collect_runs, write_report as _write
 
     config = with_recorded_paths(config)
-    check_report_cells(config)
-    return _write(Path(config.out), config)
+    rows: dict[str, dict[str, Any]] = {}  # the finished cells' report rows (collect_runs): each cell read once
+    picks = None
+    if split_grid_seeds(config, plan_cells(config))[1]:
+        picks = chosen_points(collect_runs(config, rows), config)
+    check_report_cells(config, picks)
+    return _write(Path(config.out), config, runs=collect_runs(config, rows), picks=picks)
 
 
 def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str, Any]:

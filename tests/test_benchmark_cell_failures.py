@@ -105,8 +105,8 @@ def test_changed_model_is_refused_before_anything_trains(bench):
 
 
 def test_cell_killed_before_its_per_user_file_is_rerun(bench, monkeypatch, trained_runs):
-    """Killed after the trainer's result.json but before test_per_user.npz: the cell is unfinished, never read
-    back as finished (the report would need its npz); the rerun completes it from its checkpoint."""
+    """Killed while the trainer writes test_per_user.npz (now before its result.json): the cell is unfinished,
+    never read back as finished (the report would need its npz); the rerun completes it from its checkpoint."""
     cell = bench / "runs" / DATASET / "bprmf" / "seed2026"
     for name in ("result.json", "test_per_user.npz", "cell.json"):
         (cell / name).unlink()
@@ -115,13 +115,13 @@ def test_cell_killed_before_its_per_user_file_is_rerun(bench, monkeypatch, train
     real = np.savez_compressed
 
     def killed(path, *a, **kw):
-        raise KeyboardInterrupt  # stands for kill -9 between the two writes
+        raise KeyboardInterrupt  # stands for kill -9 while the per-user file is written
 
     monkeypatch.setattr(np, "savez_compressed", killed)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(make_config(bench, models=["bprmf"]))
     monkeypatch.setattr(np, "savez_compressed", real)
-    assert (cell / "result.json").exists() and not (cell / "test_per_user.npz").exists()
+    assert not (cell / "result.json").exists() and not (cell / "test_per_user.npz").exists()
     assert list(collect_runs(make_config(bench))["model"]) == ["mostpop"]
     with pytest.raises(ConfigError, match=f"1 of 2 requested cells are not finished: {DATASET}/bprmf/seed2026"):
         check_report_cells(make_config(bench))

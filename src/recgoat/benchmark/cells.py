@@ -33,8 +33,8 @@ class Cell:
 
     @property
     def done(self) -> bool:
-        # the trainer writes result.json before test_per_user.npz, and run_cell rewrites it with its
-        # "benchmark" entry only after both: a cell killed in between is unfinished, not read back
+        # run_cell rewrites the trainer's result.json with its "benchmark" entry only once the cell's files are
+        # all written: a cell killed before that is unfinished, not read back
         path = self.run_dir / "result.json"
         try:
             return path.exists() and "benchmark" in read_json(path)

@@ -65,7 +65,7 @@ def collect_runs(config, rows: dict[str, dict[str, Any]] | None = None) -> pd.Da
         if str(cell.run_dir) in known:
             found.append(known[str(cell.run_dir)])
             continue
-        if not cell.done:  # an interrupted cell's result.json may lack its test_per_user.npz
+        if not cell.done:  # an interrupted cell: its result.json lacks the runner's "benchmark" entry
             continue
         r = read_json(cell.run_dir / "result.json")
         metric = r.get("train_config", {}).get("metric", config.train.metric)

@@ -80,7 +80,7 @@ from recgoat.benchmark.workers import (_PARENT_POLL_S, _STOP_GRACE_S, _WORKER_CA
                                        _WORKER_INTERRUPTED, _WORKER_STOP, _run_in_workers, _sigint_blocked,
                                        _stop_workers, _train_in_worker, _watch_parent, _worker_init, _worker_sigint)
 from recgoat.errors import RecGOATError, TrainingDiverged
-from recgoat.io import folder_lock, read_json, write_json
+from recgoat.io import atomic_path, folder_lock, read_json, write_json
 from recgoat.training.trainer import TrainConfig
 
 
@@ -203,8 +203,8 @@ def _run_cells(config: BenchmarkConfig, cells: list[Cell], model_classes: dict[s
 
     def failed(cell: Cell, msg: str, trace: str) -> None:
         run.failed[cell.title] = msg
-        cell.run_dir.mkdir(parents=True, exist_ok=True)
-        (cell.run_dir / "error.txt").write_text(trace)
+        with atomic_path(cell.run_dir / "error.txt") as tmp:  # makes the folder; never a cut-off trace
+            tmp.write_text(trace)
         bar.write(f"FAILED {cell.title}: {msg}")
         notify(cell, "failed")
         bar.advance()

@@ -1,5 +1,6 @@
 """`recgoat export RUN --out ART` without --dataset: the run's own records (run_config.json, a benchmark cell's
-cell.json) name the dataset, its preparation options and split seed; found by a QA pass.
+cell.json) name the dataset, its preparation options and split seed; found by a QA pass. The Python call that does
+it, `recgoat.serving.export_run_dir`, writes the same artefact with the same lines and errors.
 
 Every run trains BPR-MF (d 8) for one epoch on the synthetic 50-user × 40-item catalogue of training_helpers.
 """
@@ -390,3 +391,96 @@ def test_export_of_a_cell_without_benchmark_json_finds_the_auto_folder_there_is(
     r = ok("export", run, "--out", tmp_path / "art")
     assert f"features: {feats} (the cell's `features: auto` folder" in " ".join(r.stdout.split())
     assert has_text(tmp_path / "art")
+
+
+# ------------------------------------------------------------------------------------------ the Python API
+def cli_export(*args) -> list[str]:
+    """The lines `recgoat export ARGS` prints on stdout."""
+    return ok("export", *args).stdout.splitlines()
+
+
+def cli_error(*args) -> str:
+    return one_line_error("export", *args).removeprefix("error: ")
+
+
+def test_export_run_dir_of_a_train_run_is_what_the_command_writes_and_says(work, tmp_path):
+    """`recgoat export` held the run-folder logic (best/, the recorded dataset and its fingerprint): a Python user
+    had export_run only, which takes a model and dataset in hand. export_run_dir is the command in one call."""
+    from recgoat.serving import RunExport, export_run_dir
+
+    done = export_run_dir(work / "run", tmp_path / "py")
+    assert isinstance(done, RunExport) and (done.path, done.model, done.dataset) == (tmp_path / "py", "bprmf", "cat")
+    assert done.notes == (f"dataset: {work / 'cat'}, prepared as the run's run_config.json records (--dataset to "
+                          f"choose another)",)
+    assert cli_export(work / "run", "--out", tmp_path / "cli") == \
+        [*done.notes, f"exported bprmf on cat → {tmp_path / 'cli'}"]
+    same_artefact(tmp_path / "py", tmp_path / "cli")
+    given = export_run_dir(str(work / "plain"), str(tmp_path / "given"), dataset=work / "cat", seen="train")
+    assert given.notes == () and given.path == tmp_path / "given"  # data given: no line, as the command
+    assert json.loads((tmp_path / "given" / "artifact.json").read_text())["seen"] == "train"
+
+
+def test_export_run_dir_of_a_benchmark_cell_finds_its_data_and_auto_features(work, tmp_path, monkeypatch):
+    from recgoat.serving import export_run_dir
+
+    monkeypatch.chdir(work)
+    run = cell_copy(work, tmp_path / "bench", "auto")
+    feats = write_text_features(work, tmp_path / "bench" / "features" / "mycat")
+    done = export_run_dir(run, tmp_path / "py")
+    assert (done.model, done.dataset) == ("bprmf", "mycat") and has_text(tmp_path / "py")
+    assert done.notes == ("dataset: cat, prepared as the run's cell.json records (--dataset to choose another)",
+                          f"features: {feats} (the cell's `features: auto` folder; --features to choose another)")
+    assert cli_export(run, "--out", tmp_path / "cli") == \
+        [*done.notes, f"exported bprmf on mycat → {tmp_path / 'cli'}"]
+    same_artefact(tmp_path / "py", tmp_path / "cli")
+
+
+def test_export_run_dir_refuses_with_the_commands_errors(work, tmp_path):
+    """The same RecGOATError class and message as the command's one line, destination first (before any load)."""
+    from recgoat.errors import DataError
+    from recgoat.serving import export_run_dir
+
+    def refused(*args, **kwargs) -> str:
+        with pytest.raises(DataError) as e:
+            export_run_dir(*args, **kwargs)
+        assert type(e.value) is DataError
+        return " ".join(str(e.value).split())
+
+    assert refused(work / "run", tmp_path / "a", dataset=work / "cat") == \
+        cli_error(work / "run", "--dataset", work / "cat", "--out", tmp_path / "a")
+    assert "fingerprint" in cli_error(work / "run", "--dataset", work / "cat", "--out", tmp_path / "a")
+    best = work / "plain" / "best"
+    assert refused(best, tmp_path / "a") == cli_error(best, "--out", tmp_path / "a")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    nowhere = tmp_path / "no-such-run"  # never looked at: the destination is refused first
+    assert refused(nowhere, tmp_path / "mine") == cli_error(nowhere, "--out", tmp_path / "mine")
+    assert "is not an artefact folder" in refused(nowhere, tmp_path / "mine")
+    assert not (tmp_path / "a").exists() and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match=r"^seen must be one of all, train, got 'valid'$"):
+        export_run_dir(nowhere, tmp_path / "a", seen="valid")
+
+
+def test_export_run_dir_says_a_run_is_unfinished_before_it_fails(work, tmp_path):
+    """A UserWarning (as evaluate gives), or the caller's ``warn``: called at once, so said also when the export
+    then fails (the command printed it before the slow loads)."""
+    from recgoat.errors import DataError
+    from recgoat.serving import export_run_dir
+    from recgoat.training.run import unfinished_note
+
+    run = tmp_path / "run"
+    shutil.copytree(work / "plain", run)
+    (run / "result.json").unlink()
+    note = unfinished_note(run)
+    assert note and "has not finished" in note
+    with pytest.warns(UserWarning, match=re.escape(note)):
+        export_run_dir(run, tmp_path / "art")
+    config = json.loads((run / "run_config.json").read_text())
+    config["data"]["name"] = str(tmp_path / "moved" / "cat")
+    (run / "run_config.json").write_text(json.dumps(config))
+    said: list[str] = []
+    with pytest.raises(DataError, match="which is not found from here"):
+        export_run_dir(run, tmp_path / "art2", warn=said.append)
+    assert said == [note]
+    r = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "art3")])
+    assert r.exit_code == 1 and r.stderr.splitlines()[0].startswith(f"warning: {run}: the run has not finished")

@@ -169,6 +169,12 @@ def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
         raise DataError(out, "already holds an artefact; pass --overwrite to replace it")
 
 
+def check_seen(seen: str) -> None:
+    """Refuse a ``seen`` choice :func:`export_run` does not know (a ValueError: a caller's mistake, not data)."""
+    if seen not in SEEN_CHOICES:
+        raise ValueError(f"seen must be one of {', '.join(SEEN_CHOICES)}, got {seen!r}")
+
+
 def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path | None = None,
                overwrite: bool = False, seen: str = "all") -> Path:
     """Write a trained ``model`` and what serving needs from ``dataset`` into ``out_dir``.
@@ -185,8 +191,7 @@ def export_run(model, dataset, out_dir: str | Path, features_folder: str | Path 
     ``out_dir`` only once complete: a failure at any point leaves an existing artefact as it was.
     """
     out = Path(out_dir)
-    if seen not in SEEN_CHOICES:
-        raise ValueError(f"seen must be one of {', '.join(SEEN_CHOICES)}, got {seen!r}")
+    check_seen(seen)
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:
         raise DataError(out, f"model has {model.n_users} users × {model.n_items} items but dataset "
                              f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}: not the data it was "

@@ -1,6 +1,6 @@
 """`recgoat datasets info` says which image paths of the items table name no file: its ``images`` counts the
 items naming an image, and a catalogue with broken paths read as all there (62 listed, 60 usable, and the
-encode was the first to say so)."""
+encode was the first to say so). `Dataset.describe()` gives the same facts to a Python caller."""
 from __future__ import annotations
 
 import json
@@ -19,8 +19,8 @@ def info(root) -> dict:
     return json.loads(r.stdout)
 
 
-def test_info_lists_image_paths_without_a_file(tmp_path):
-    root = tmp_path / "shop"
+def write_shop(root):
+    """6 users x 6 items; items p0-p2 with an image file, p3 and p4 naming a file that is not there, p5 none."""
     (root / "images").mkdir(parents=True)
     rows = ["user_id,item_id"] + [f"u{u},i{i}" for u in range(6) for i in range(6)]
     (root / "interactions.csv").write_text("\n".join(rows) + "\n")
@@ -30,6 +30,11 @@ def test_info_lists_image_paths_without_a_file(tmp_path):
             Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(root / "images" / f"p{i}.png")
         lines.append(f"i{i},Item {i}," + (f"images/p{i}.png" if i < 5 else ""))
     (root / "items.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_info_lists_image_paths_without_a_file(tmp_path):
+    root = write_shop(tmp_path / "shop")
     out = info(root)
     assert out["images"] == 5  # the items naming one, as before
     assert out["image_files_absent"] == {"count": 2, "first": [f"item i3: {root / 'images' / 'p3.png'}",
@@ -38,3 +43,17 @@ def test_info_lists_image_paths_without_a_file(tmp_path):
     for i in (3, 4):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / f"p{i}.png")
     assert "image_files_absent" not in info(root)
+
+
+def test_describe_gives_python_callers_what_info_prints(tmp_path):
+    """The absent image files and the removal lines were worked out in the CLI: a Python user had stats() only."""
+    from recgoat.datasets import PrepareConfig, load
+
+    root = write_shop(tmp_path / "shop")
+    ds = load(str(root), PrepareConfig(k_core=0))
+    out = ds.describe()
+    assert out == info(root)
+    assert {k: v for k, v in out.items() if k not in ("image_files_absent", "removed")} == ds.stats()
+    assert out["image_files_absent"] == ds.absent_image_files() == \
+        {"count": 2, "first": [f"item i3: {root / 'images' / 'p3.png'}", f"item i4: {root / 'images' / 'p4.png'}"]}
+    assert out["removed"] == []  # counts recorded, nothing removed

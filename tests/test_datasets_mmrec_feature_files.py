@@ -81,6 +81,14 @@ def test_info_lists_the_feature_files_an_mmrec_folder_brings(tmp_path, monkeypat
         "image": {"file": str((folder / "image_feat.npy").resolve()), "rows": 5, "dims": 3}}
 
 
+def test_describe_lists_the_feature_files_as_info_does(tmp_path, monkeypatch, capsys):
+    """Dataset.describe(): the Python call behind `datasets info`, feature files included."""
+    folder = mmrec_folder(tmp_path / "baby")
+    out = quiet_load(folder).describe()
+    assert out == info_json(monkeypatch, capsys, folder)
+    assert set(out["feature_files"]) == {"text", "image"} and out["images"] == 0
+
+
 def test_info_lists_only_the_files_present(tmp_path, monkeypatch, capsys):
     out = info_json(monkeypatch, capsys, mmrec_folder(tmp_path / "baby", image_rows=None))
     assert list(out["feature_files"]) == ["text"] and out["feature_files"]["text"]["rows"] == 5

@@ -15,7 +15,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -105,36 +105,9 @@ def datasets_info(
     """Statistics of a dataset after preparation (users, items, interactions, sparsity, split), with the
     options `datasets prepare` takes; for an MMRec folder also the feature files it brings (text_feat.npy,
     image_feat.npy: rows x dims)."""
-    from recgoat.datasets.mmrec import mmrec_feature_files
-    from recgoat.datasets.preprocess import removal_lines
-
     ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
-    out = ds.stats()
-    absent = absent_image_files(ds)
-    if absent:
-        # "images" counts the items naming an image: a path whose file is not there was counted as one
-        out["image_files_absent"] = absent
-    feature_files = mmrec_feature_files(ds)
-    if feature_files:
-        # "images": 0 counts image files (none in MMRec's layout); the folder's image features were not shown
-        out["feature_files"] = feature_files
-    if isinstance(ds.info.get("prepare"), dict) and "removed" in ds.info["prepare"]:
-        # inside the JSON (stdout stays parseable), one line per step that removed something; [] when nothing
-        # was, absent when the preparation recorded no counts (an older folder, data split elsewhere)
-        out["removed"] = removal_lines(ds.info)
-    console.print_json(json.dumps(out))
-
-
-def absent_image_files(ds) -> dict[str, Any] | None:
-    """The items whose image is a local path with no file there: their count and the first few (item id: path),
-    None when every local image path is a file (URLs are not fetched to check)."""
-    from recgoat.io import is_url
-
-    sources = ds.image_sources()
-    absent = [i for i, v in enumerate(sources) if v is not None and not is_url(v) and not Path(v).is_file()]
-    if not absent:
-        return None
-    return {"count": len(absent), "first": [f"item {ds.item_ids[i]}: {sources[i]}" for i in absent[:3]]}
+    # removal lines inside the JSON: stdout stays parseable
+    console.print_json(json.dumps(ds.describe()))
 
 
 @datasets_app.command("prepare")

@@ -100,6 +100,37 @@ class Dataset:
             out["split"] = {s: int(counts.get(s, 0)) for s in SPLITS}
         return out
 
+    def describe(self) -> dict[str, Any]:
+        """:meth:`stats` and what else a first look at the data should show, as `recgoat datasets info` prints it:
+        ``image_files_absent`` (:meth:`absent_image_files`, when any), ``feature_files`` (an MMRec folder's
+        ``text_feat.npy`` / ``image_feat.npy``: rows x dims, when any) and ``removed`` (one line per preparation
+        step that removed something; [] when nothing was, absent when the preparation recorded no counts)."""
+        from recgoat.datasets.mmrec import mmrec_feature_files  # they import this module
+        from recgoat.datasets.preprocess import removal_lines
+
+        out = self.stats()
+        absent = self.absent_image_files()
+        if absent:
+            # "images" counts the items naming an image: a path whose file is not there was counted as one
+            out["image_files_absent"] = absent
+        feature_files = mmrec_feature_files(self)
+        if feature_files:
+            # "images": 0 counts image files (none in MMRec's layout); the folder's image features were not shown
+            out["feature_files"] = feature_files
+        if isinstance(self.info.get("prepare"), dict) and "removed" in self.info["prepare"]:
+            # a shrunken catalogue says why; absent for an older folder or data split elsewhere
+            out["removed"] = removal_lines(self.info)
+        return out
+
+    def absent_image_files(self) -> dict[str, Any] | None:
+        """The items whose image is a local path with no file there: their count and the first few (item id: path),
+        None when every local image path is a file (URLs are not fetched to check)."""
+        sources = self.image_sources()
+        absent = [i for i, v in enumerate(sources) if v is not None and not is_url(v) and not Path(v).is_file()]
+        if not absent:
+            return None
+        return {"count": len(absent), "first": [f"item {self.item_ids[i]}: {sources[i]}" for i in absent[:3]]}
+
     # ------------------------------------------------------------------ split access
     def split_frame(self, split: str) -> pd.DataFrame:
         if not self.has_split:

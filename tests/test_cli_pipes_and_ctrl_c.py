@@ -212,6 +212,25 @@ def test_serve_takes_port_0_as_python_m_recgoat_serving_does(tmp_path):
     assert "no such artefact folder" in r.stderr
 
 
+def test_python_m_recgoat_runs_the_recgoat_command():
+    """`python -m recgoat --help` failed ("No module named recgoat.__main__"): the way to run the command with a
+    chosen interpreter, or where the scripts folder is not on PATH. It is the console script's entry (its errors
+    one line, exit 1)."""
+    import recgoat
+
+    src = str(Path(recgoat.__file__).parents[1])  # this checkout's recgoat, whatever is installed
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([src, *filter(None, [ENV.get("PYTHONPATH")])])}
+    p = subprocess.run([sys.executable, "-m", "recgoat", "--help"], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert p.returncode == 0, p.stderr
+    assert "Usage: python -m recgoat" in p.stdout and flat("LLM-enhanced multimodal recommendation") in flat(p.stdout)
+    assert all(f" {c} " in p.stdout for c in ("train", "evaluate", "benchmark", "export", "serve", "datasets"))
+    bad = subprocess.run([sys.executable, "-m", "recgoat", "datasets", "info", "no-such-data"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: no-such-data: no such dataset name or folder")
+    assert "Traceback" not in bad.stderr
+
+
 def test_benchmark_help_shows_its_own_description():
     """The mounted `benchmark` command showed a generic fallback, not its docstring (resume, results, report)."""
     r = runner.invoke(app, ["benchmark", "--help"])

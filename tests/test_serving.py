@@ -719,7 +719,7 @@ def test_unloadable_text_encoder_is_503_not_500(text_artefact, tmp_path):
 def test_export_defaults_to_the_runs_feature_folder(tmp_path):
     """`recgoat export` without --features uses the folder run_config.json records (a text-trained run
     would otherwise lose its text encoder), and says so; a recorded folder that is gone is reported."""
-    from recgoat.serving.cli import _recorded_features
+    from recgoat.serving.export import _recorded_features
     from recgoat.training.run import read_run_record
 
     def _run_features(run):

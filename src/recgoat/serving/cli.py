@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from recgoat.errors import RecGOATError
-from recgoat.serving.export import _recorded_features  # noqa: F401  (tests read a run's features through it here)
 
 app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
 console = Console()

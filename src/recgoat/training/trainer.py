@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -655,9 +656,34 @@ class Trainer:
             model.prepare(dataset)
         # what a checkpoint of this run records and a resumed one is compared with
         signature = run_signature(model, dataset, cfg) if self.run_dir is not None and _trains(model) else None
-        # one writer per run folder: two runs in one folder would interleave checkpoints and logs. An existing
-        # folder is locked before its checkpoint is read: a live run's files change under the checks (a new
-        # run folder is made only once the checks pass, so a refused run leaves none behind)
+        state = self._open_run_dir(model, dataset, signature)
+        valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)
+        run = _Course(t_start=time.perf_counter())
+        if state is None and self.run_dir is not None:
+            self._clear_earlier_run()
+        if _trains(model):
+            self._train(model, state, signature, valid_eval, run)
+            if run.best["epoch"] < 0:
+                self._no_best(run.history, run.bad, run.start_epoch)
+            plateau = plateau_message(model.name, run.history)
+            if plateau:
+                warnings.warn(plateau, UserWarning, stacklevel=2)
+            self._restore_best(model, run)
+        else:
+            t1 = time.perf_counter()
+            run.best = {"score": None, "epoch": 0, "valid": valid_eval.evaluate(model).means}
+            run.eval_times.append(time.perf_counter() - t1)
+            run.best["score"] = run.best["valid"][cfg.metric]
+            if self.run_dir is not None:
+                model.save(self.run_dir / "best")
+        return self._test(model, dataset, valid_eval, run)
+
+    def _open_run_dir(self, model, dataset, signature: dict[str, Any] | None) -> dict | None:
+        """Lock and check the run folder (made only once the checks pass); the checkpoint state to resume, if any.
+
+        One writer per run folder: two runs in one folder would interleave checkpoints and logs. An existing
+        folder is locked before its checkpoint is read: a live run's files change under the checks (a new run
+        folder is made only once the checks pass, so a refused run leaves none behind)."""
         locked = self.run_dir is not None and self.run_dir.is_dir()
         if locked:
             self._exit.enter_context(folder_lock(self.run_dir))
@@ -673,128 +699,127 @@ class Trainer:
                 self._reconcile_best(state)
             if self.run_config is not None:
                 write_json(self.run_dir / "run_config.json", self.run_config)
-        valid_eval = Evaluator.for_split(dataset, "valid", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection)
-        t_start = time.perf_counter()
-        history: list[dict] = []
-        train_times: list[float] = []
-        eval_times: list[float] = []
-        best = {"score": -math.inf, "epoch": -1, "valid": None}
-        start_epoch, bad = 0, 0
-        wall_before = 0.0  # the wall time of the earlier runs this one resumes (_resumed_wall_seconds)
-        if state is None and self.run_dir is not None:
-            # a fresh start (or a model without epochs, e.g. MostPop): what an earlier run left here describes
-            # another trajectory (its checkpoint must not be resumed if this run stops before writing its own,
-            # nor by a later run of that model, which then loaded this run's best/ into it: a RuntimeError; its
-            # result no longer describes best/; its best/ and what `recgoat evaluate` wrote of it are another
-            # model, which evaluate and export took for this run's until its first validation replaced it)
-            self._drop_results()
-            for stale in ("log.jsonl", "checkpoint/state.json"):
-                (self.run_dir / stale).unlink(missing_ok=True)
-            for stale in ("best.new", "best"):
-                shutil.rmtree(self.run_dir / stale, ignore_errors=True)
+        return state
 
-        if _trains(model):
-            sampler = NegativeSampler(model._train_csr)
-            optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            if state is not None:
-                self._load_checkpoint(model, optimizer, state)
-                start_epoch, bad = state["epoch"] + 1, state["bad"]
-                best = state["best"]
-                history = self._truncate_log(state["epoch"])
-                train_times = [r["train_seconds"] for r in history]
-                eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
-                wall_before = _resumed_wall_seconds(state, history)
-            bar = _progress(cfg.epochs, start_epoch, show_progress(cfg), model.name)
-            for epoch in range(start_epoch, cfg.epochs):
-                # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first.
-                # With no best yet, every evaluation so far was NaN (never > -inf): stopping too spares the
-                # remaining epochs of a run that ends in the error below anyway
-                if bad >= max(cfg.patience, 1) and epoch >= cfg.min_epochs:
-                    break
-                rng = self._seed_epoch(epoch)
-                model.train()
-                t0 = time.perf_counter()  # per-epoch model work (e.g. FREEDOM's graph pruning) is training time
-                model.on_epoch_start(epoch, rng)
-                sums: dict[str, float] = {}
-                n_batches = 0
-                for users, pos, neg in sampler.epoch(cfg.batch_size, rng):
-                    terms = _checked_terms(model, model.loss(users, pos, neg))
-                    optimizer.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
-                    optimizer.step()
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
-                    n_batches += 1
-                train_s = time.perf_counter() - t0
-                train_times.append(train_s)
-                row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_s, 4)}
-                row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
-                # the epoch's last step can overflow the parameters while every loss was finite: that epoch
-                # must not be evaluated, chosen as best or checkpointed either
-                bad_param = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
-                if not math.isfinite(row.get("loss", 0.0)) or bad_param is not None:
-                    where = f"{self.run_dir}: " if self.run_dir is not None else ""
-                    what = (f"loss became {row['loss']}" if not math.isfinite(row.get("loss", 0.0))
-                            else f"parameter {bad_param} became non-finite")
-                    raise TrainingDiverged(f"{where}{model.name}: {what} at epoch {epoch}; lower the learning rate "
-                                           f"or the loss weights (the last finite epoch's checkpoint is kept)")
-                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                    # eval mode keeps the propagated embeddings cached, so saving a new best reuses them
-                    # instead of propagating again (model.train() at the next epoch drops them)
-                    model.eval()
-                    t1 = time.perf_counter()
-                    _check_finite_embeddings(model, epoch, self.run_dir)
-                    res = valid_eval.evaluate(model)
-                    eval_times.append(time.perf_counter() - t1)
-                    row["eval_seconds"] = round(eval_times[-1], 4)
-                    row["valid"] = res.means
-                    score = res.means[cfg.metric]
-                    if score > best["score"]:
-                        best = {"score": score, "epoch": epoch, "valid": res.means}
-                        bad = 0
-                        if self.run_dir is not None:
-                            best["weights_sha256"] = self._stage_best(model)
-                        else:
-                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        bad += 1
-                history.append(row)
-                self._log(row)
-                if self.run_dir is not None:
-                    self._save_checkpoint(model, optimizer, {
-                        "epoch": epoch, "bad": bad, "best": best, "signature": signature,
-                        "wall_seconds": round(wall_before + time.perf_counter() - t_start, 4)})
-                    self._promote_best()
-                bar.update(1, row, best)
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(epoch, row)
-            bar.close()
-            if best["epoch"] < 0:
-                self._no_best(history, bad, start_epoch)
-            plateau = plateau_message(model.name, history)
-            if plateau:
-                warnings.warn(plateau, UserWarning, stacklevel=2)
-            # restore the best-validation parameters before testing
-            best_file = self.run_dir / "best" / "weights.safetensors" if self.run_dir is not None else None
-            if best_file is not None and best_file.exists():
-                try:
-                    tensors = load_file(str(best_file))
-                except Exception as e:  # noqa: BLE001 - safetensors raises its own
-                    raise DataError(best_file, f"unreadable best model ({_brief(e)}); {_AFRESH}") from None
-                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
-            elif best["epoch"] >= 0:
-                model.load_state_dict(best_state)
-        else:
-            t1 = time.perf_counter()
-            best = {"score": None, "epoch": 0, "valid": valid_eval.evaluate(model).means}
-            eval_times.append(time.perf_counter() - t1)
-            best["score"] = best["valid"][cfg.metric]
+    def _clear_earlier_run(self) -> None:
+        """A fresh start (or a model without epochs, e.g. MostPop): what an earlier run left here describes another
+        trajectory (its checkpoint must not be resumed if this run stops before writing its own, nor by a later
+        run of that model, which then loaded this run's best/ into it: a RuntimeError; its result no longer
+        describes best/; its best/ and what `recgoat evaluate` wrote of it are another model, which evaluate and
+        export took for this run's until its first validation replaced it)."""
+        self._drop_results()
+        for stale in ("log.jsonl", "checkpoint/state.json"):
+            (self.run_dir / stale).unlink(missing_ok=True)
+        for stale in ("best.new", "best"):
+            shutil.rmtree(self.run_dir / stale, ignore_errors=True)
+
+    def _train(self, model, state: dict | None, signature: dict[str, Any] | None, valid_eval: Evaluator,
+               run: _Course) -> None:
+        """The epochs, from ``state``'s checkpoint when resuming, until ``trainer.epochs`` or early stopping."""
+        cfg = self.config
+        sampler = NegativeSampler(model._train_csr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if state is not None:
+            self._load_checkpoint(model, optimizer, state)
+            run.resume(state, self._truncate_log(state["epoch"]))
+        bar = _progress(cfg.epochs, run.start_epoch, show_progress(cfg), model.name)
+        for epoch in range(run.start_epoch, cfg.epochs):
+            # bad >= 1: patience 0 stops at the first evaluation without improvement, not after the first.
+            # With no best yet, every evaluation so far was NaN (never > -inf): stopping too spares the
+            # remaining epochs of a run that ends in the error below anyway
+            if run.bad >= max(cfg.patience, 1) and epoch >= cfg.min_epochs:
+                break
+            row = self._train_epoch(model, sampler, optimizer, epoch, run)
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                self._validate(model, valid_eval, epoch, row, run)
+            run.history.append(row)
+            self._log(row)
             if self.run_dir is not None:
-                model.save(self.run_dir / "best")
+                self._save_checkpoint(model, optimizer, {
+                    "epoch": epoch, "bad": run.bad, "best": run.best, "signature": signature,
+                    "wall_seconds": round(run.wall_seconds(), 4)})
+                self._promote_best()
+            bar.update(1, row, run.best)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, row)
+        bar.close()
 
+    def _train_epoch(self, model, sampler: NegativeSampler, optimizer: torch.optim.Optimizer, epoch: int,
+                     run: _Course) -> dict[str, Any]:
+        """One pass over the training interactions; its log row (mean loss terms, seconds). A TrainingDiverged
+        when the loss or a parameter stops being finite."""
+        cfg = self.config
+        rng = self._seed_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()  # per-epoch model work (e.g. FREEDOM's graph pruning) is training time
+        model.on_epoch_start(epoch, rng)
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for users, pos, neg in sampler.epoch(cfg.batch_size, rng):
+            terms = _checked_terms(model, model.loss(users, pos, neg))
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
+            n_batches += 1
+        train_s = time.perf_counter() - t0
+        run.train_times.append(train_s)
+        row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_s, 4)}
+        row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
+        # the epoch's last step can overflow the parameters while every loss was finite: that epoch
+        # must not be evaluated, chosen as best or checkpointed either
+        bad_param = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+        if not math.isfinite(row.get("loss", 0.0)) or bad_param is not None:
+            where = f"{self.run_dir}: " if self.run_dir is not None else ""
+            what = (f"loss became {row['loss']}" if not math.isfinite(row.get("loss", 0.0))
+                    else f"parameter {bad_param} became non-finite")
+            raise TrainingDiverged(f"{where}{model.name}: {what} at epoch {epoch}; lower the learning rate "
+                                   f"or the loss weights (the last finite epoch's checkpoint is kept)")
+        return row
+
+    def _validate(self, model, valid_eval: Evaluator, epoch: int, row: dict[str, Any], run: _Course) -> None:
+        """Evaluate on validation into ``row``; a better score becomes the best model (staged in the run folder,
+        or kept in memory), another one counts towards early stopping."""
+        # eval mode keeps the propagated embeddings cached, so saving a new best reuses them
+        # instead of propagating again (model.train() at the next epoch drops them)
+        model.eval()
+        t1 = time.perf_counter()
+        _check_finite_embeddings(model, epoch, self.run_dir)
+        res = valid_eval.evaluate(model)
+        run.eval_times.append(time.perf_counter() - t1)
+        row["eval_seconds"] = round(run.eval_times[-1], 4)
+        row["valid"] = res.means
+        score = res.means[self.config.metric]
+        if score > run.best["score"]:
+            run.best = {"score": score, "epoch": epoch, "valid": res.means}
+            run.bad = 0
+            if self.run_dir is not None:
+                run.best["weights_sha256"] = self._stage_best(model)
+            else:
+                run.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            run.bad += 1
+
+    def _restore_best(self, model, run: _Course) -> None:
+        """The best-validation parameters back into ``model`` before testing (from best/, or from memory)."""
+        best_file = self.run_dir / "best" / "weights.safetensors" if self.run_dir is not None else None
+        if best_file is not None and best_file.exists():
+            try:
+                tensors = load_file(str(best_file))
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own
+                raise DataError(best_file, f"unreadable best model ({_brief(e)}); {_AFRESH}") from None
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
+        elif run.best["epoch"] >= 0:
+            model.load_state_dict(run.best_state)
+
+    def _test(self, model, dataset, valid_eval: Evaluator, run: _Course) -> dict[str, Any]:
+        """Test the best model; the run's result, written with its per-user figures to the run folder."""
+        cfg = self.config
         model.eval()
         model._cached = None
         test_res = Evaluator.for_split(dataset, "test", cfg.ks, cfg.eval_chunk_size, cfg.eval_selection).evaluate(model)
+        best = run.best
         if set(best["valid"]) != set(test_res.means):
             # resumed under other trainer.ks: the checkpoint's best was validated at the old cut-offs, so the
             # result (and `recgoat train`'s table) mixed two sets of columns; the best model, loaded above, again
@@ -806,19 +831,19 @@ class Trainer:
             "model_config": model.config.model_dump(mode="json"),
             "train_config": cfg.model_dump(mode="json"),
             "best_epoch": best["epoch"],
-            "epochs_run": len(train_times),
-            "resumed_epochs": start_epoch,  # epochs restored from a checkpoint (0: a fresh run)
+            "epochs_run": len(run.train_times),
+            "resumed_epochs": run.start_epoch,  # epochs restored from a checkpoint (0: a fresh run)
             "valid": best["valid"],
             "test": test_res.means,
-            "seconds_per_epoch": float(np.mean(train_times)) if train_times else 0.0,
-            "eval_seconds": float(np.mean(eval_times)) if eval_times else 0.0,
+            "seconds_per_epoch": float(np.mean(run.train_times)) if run.train_times else 0.0,
+            "eval_seconds": float(np.mean(run.eval_times)) if run.eval_times else 0.0,
             # every run's, up to the checkpoint this one resumed (a resumed run counted only its own part)
-            "wall_seconds": wall_before + time.perf_counter() - t_start,
+            "wall_seconds": run.wall_seconds(),
             "peak_memory_mb": peak_memory_mb(),
             "summary": model.summary,
             "history": [{k: r[k] for k in ("epoch", "loss") if k in r}
                         | ({"valid_" + cfg.metric: r["valid"][cfg.metric]} if "valid" in r else {})
-                        for r in history],
+                        for r in run.history],
         }
         self.test_result = test_res
         if self.run_dir is not None:
@@ -828,6 +853,32 @@ class Trainer:
                                     **{k.replace("@", "_at_"): v for k, v in test_res.per_user.items()})
             write_json(self.run_dir / "result.json", result)
         return result
+
+
+@dataclass
+class _Course:
+    """A training run's course so far: what a checkpoint restores (:meth:`resume`) and the result reports."""
+
+    t_start: float  # this process's start of the run (perf_counter)
+    history: list[dict] = field(default_factory=list)  # log rows, one per epoch
+    train_times: list[float] = field(default_factory=list)
+    eval_times: list[float] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "epoch": -1, "valid": None})
+    best_state: dict[str, torch.Tensor] | None = None  # the best parameters, without a run folder to stage them
+    start_epoch: int = 0
+    bad: int = 0  # evaluations since the best one
+    wall_before: float = 0.0  # the wall time of the earlier runs this one resumes (_resumed_wall_seconds)
+
+    def resume(self, state: dict, history: list[dict]) -> None:
+        """Continue from checkpoint ``state`` with the log rows of its epochs."""
+        self.start_epoch, self.bad, self.best = state["epoch"] + 1, state["bad"], state["best"]
+        self.history = history
+        self.train_times = [r["train_seconds"] for r in history]
+        self.eval_times = [r["eval_seconds"] for r in history if "eval_seconds" in r]
+        self.wall_before = _resumed_wall_seconds(state, history)
+
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
 
 
 def _resumed_wall_seconds(state: dict, history: list[dict]) -> float:

@@ -246,6 +246,29 @@ def test_cli_single_kind_on_a_dataset_without_it_is_an_error(tmp_path, command, 
     assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())
 
 
+@pytest.mark.parametrize("kind, problem", [("text", "has no item text (an items table"),
+                                           ("image", "has no item images"),
+                                           ("users", "has no item text: a user profile written from item ids")])
+def test_python_single_kind_on_a_dataset_without_it_is_the_clis_error_and_makes_no_folder(tmp_path, kind, problem):
+    """encode_all(ds, out, which=KIND) on a dataset without it returned quietly, leaving a folder that held only
+    .recgoat.lock; it raises the error `recgoat encode KIND` prints, before the folder is made. Among several kinds
+    the absent ones are still skipped (`encode all`: whatever the dataset has)."""
+    ds = small(tmp_path)
+    ds.items = ds.items.drop(columns=["image", "title"])
+    ds.text_fields = []
+    out = tmp_path / "new" / "f"
+    with pytest.raises(store.NothingToEncode) as err:
+        encode_all(ds, out, FeatureConfig(image_model=TinyNet()), which=kind, progress=False)
+    assert f"dataset toy {problem}" in str(err.value) and "; nothing to encode" in str(err.value)
+    assert not (tmp_path / "new").exists()
+    ds.save(tmp_path / "ds")  # no items file to name: the CLI names the dataset as given where the file is meant
+    res = CliRunner().invoke(app, [kind, str(tmp_path / "ds"), "--out", str(out), "--no-progress"])
+    named = f"{tmp_path / 'ds'}: " if err.value.of_items_file else ""
+    assert res.exit_code == 1 and res.output == f"error: {named}{err.value}\n"
+    assert encode_all(ds, out, FeatureConfig(), which=("text", "image", "users"), progress=False) == out
+    assert not any(out.glob("*.npy"))
+
+
 def test_image_cache_that_is_a_file_is_named(tmp_path):
     ds = small(tmp_path)
     ds.items.loc[0, "image"] = "http://127.0.0.1:9/0.jpg"  # a URL: the cache folder is needed

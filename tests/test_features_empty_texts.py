@@ -16,7 +16,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from recgoat.features import FeatureConfig, encode_all  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
-from recgoat.features.store import blank_text_fields, has_item_text  # noqa: E402
+from recgoat.features.store import NothingToEncode, blank_text_fields, has_item_text  # noqa: E402
 from recgoat.features.text import build_item_texts, items_without_text  # noqa: E402
 
 ITEMS = pd.DataFrame({"item_id": ["a", "b", "c", "d", "e", "f"],
@@ -82,11 +82,13 @@ def test_cli_encode_text_refuses_items_whose_text_is_all_empty(tmp_path):
 
 
 def test_encode_all_skips_all_empty_text_and_says_so(tmp_path, capsys):
-    """As for a dataset without text columns; said even with progress off (a problem with the data). `which` as
-    one string is one kind (it was iterated: kinds 't', 'e', 'x', 't')."""
+    """As for a dataset without text columns; said even with progress off (a problem with the data). Asked for
+    alone it is `encode text`'s error; `which` as one string is one kind (it was iterated: kinds 't', 'e', 'x', 't')."""
     ds = toy_dataset(BLANK, [[0, 1], [1, 2]])
     assert not has_item_text(ds, None) and blank_text_fields(ds, None) == ["title"]
-    out = encode_all(ds, tmp_path / "f", FeatureConfig(), which="text", progress=False)
+    with pytest.raises(NothingToEncode, match="every item's text is empty: .*; nothing to encode"):
+        encode_all(ds, tmp_path / "f", FeatureConfig(), which="text", progress=False)
+    out = encode_all(ds, tmp_path / "f", FeatureConfig(), which=("text", "image"), progress=False)
     assert not (out / "text.npy").exists()
     err = capsys.readouterr().err
     assert "text: every item's text is empty: the field item text is read from (title) is blank for all 3 items " \

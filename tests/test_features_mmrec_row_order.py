@@ -300,7 +300,8 @@ def test_profiles_an_older_recgoat_wrote_from_item_ids_are_removed(tmp_path, cap
     (out / "profile.json").write_text(json.dumps({"kind": "users", "rows": ds.n_users, "dim": 6,
                                                   "dataset_fingerprint": ds.fingerprint()}))
     load_features(ds, out)  # readable: a model would have read them
-    encode_all(ds, out, FeatureConfig(), which=("users",), progress=False)
+    # with another kind: asked for alone, users are refused ("nothing to encode") before anything is touched
+    encode_all(ds, out, FeatureConfig(), which=("text", "users"), progress=False)
     assert not (out / "profile.npy").exists() and not (out / "profile.json").exists()
     assert f"users: removed {out / 'profile.npy'}: its profiles were written from item ids" in capsys.readouterr().err
 

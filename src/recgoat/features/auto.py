@@ -37,13 +37,12 @@ def encodable_kinds(dataset, profiles: bool = True) -> tuple[str, ...]:
     """The feature matrices (``text``, ``image``, ``profile``) :func:`encode_auto` makes of ``dataset`` with the
     default settings, known before anything is encoded: an MMRec folder's imported files, item text and images
     where the dataset has them, and (``profiles``) user profiles where its items have text to write them from."""
-    from recgoat.features.profiles import profile_text_problem
-    from recgoat.features.store import FeatureConfig, has_item_text
+    from recgoat.features.store import nothing_to_encode
 
     imported = mmrec_feature_kinds(dataset)
-    return (*(["text"] if "text" in imported or has_item_text(dataset, FeatureConfig().text_template) else []),
-            *(["image"] if "image" in imported or dataset.has_images else []),
-            *(["profile"] if profiles and profile_text_problem(dataset) is None else []))
+    return (*(["text"] if "text" in imported or nothing_to_encode(dataset, "text") is None else []),
+            *(["image"] if "image" in imported or nothing_to_encode(dataset, "image") is None else []),
+            *(["profile"] if profiles and nothing_to_encode(dataset, "users") is None else []))
 
 
 def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None,
@@ -68,8 +67,10 @@ def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple
         if mmrec_feature_kinds(dataset):
             import_mmrec(dataset, dataset.info["source"], folder)
         # the other auto folders beside it (other splits of the data) lend their text and images
+        # a kind the dataset lacks is skipped even alone (a model reading only images, an MMRec folder's own
+        # matrices imported above): "nothing to encode" is this function's own refusal, above and below
         encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress,
-                   reuse_beside=Path(folder).parent)
+                   reuse_beside=Path(folder).parent, skip_absent=True)
     if not any((Path(folder) / name).exists() for name in FEATURE_FILES.values()):
         raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name} (of the kinds "
                                 f"{', '.join(KINDS if which is None else which)})")

@@ -8,14 +8,11 @@ User errors (:class:`RecGOATError`) are printed as one line with exit code 1.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
 from recgoat.errors import ConfigError, DataError, RecGOATError
-
-if TYPE_CHECKING:
-    from recgoat.datasets import Dataset
 
 app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
                   no_args_is_help=True, add_completion=False)
@@ -112,7 +109,7 @@ def _make_command(which: tuple[str, ...]):
         progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
     ) -> None:
         from recgoat.datasets import load
-        from recgoat.features.store import FeatureConfig, encode_all
+        from recgoat.features.store import FeatureConfig, NothingToEncode, encode_all
 
         try:
             _check_options_apply(ctx, which)  # before any work
@@ -131,47 +128,19 @@ def _make_command(which: tuple[str, ...]):
 
                 check_folder_path(image_cache, "the image cache must be a folder")
             ds = load(dataset)
-            _check_has(ds, which, template, dataset)
-            folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
-                                progress=progress, force=force)
+            try:  # `encode text` / `image` / `users` on a dataset without it: encode_all's error (nothing_to_encode)
+                folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
+                                    progress=progress, force=force)
+            except NothingToEncode as exc:
+                if exc.path is not None or not exc.of_items_file:
+                    raise
+                # a dataset whose provenance names no items file: named as given on the command line
+                raise DataError(dataset, exc.problem) from None
         except RecGOATError as exc:
             _fail(exc)
         _summary(folder, which)
 
     return command
-
-
-def _check_has(ds: "Dataset", which: tuple[str, ...], template: str | None = None, given: str | None = None) -> None:
-    """`encode text` / `encode image` on a dataset without that input is an error: skipping it (as `encode
-    all` does) would exit 0 having written nothing, and print an older matrix's line as if just made. So is
-    `encode text` when every item's text is blank. ``given``: the dataset as named on the command line, for
-    an error about a dataset whose provenance names no file."""
-    from recgoat.features.store import blank_text_fields, blank_text_problem, has_text_columns, items_file
-
-    if which == ("text",):
-        blank = blank_text_fields(ds, template)
-        if blank is not None:  # text columns, every one empty for every item
-            raise DataError(items_file(ds) or given, f"{blank_text_problem(ds, blank)}; nothing to encode (fill "
-                                                     f"them, or give a --template over columns that hold text)")
-        if not has_text_columns(ds, template):
-            raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item text (an items table with "
-                                                   f"text columns such as title or description, or a --template "
-                                                   f"over its columns); nothing to encode")
-    if which == ("users",):
-        from recgoat.features.profiles import NO_TEXT_FIX, profile_text_problem
-
-        no_text = profile_text_problem(ds)
-        if no_text is not None:  # `encode all` skips the profiles instead, saying why
-            raise DataError(items_file(ds) or given, f"{no_text}; nothing to encode: {NO_TEXT_FIX}")
-    if which == ("image",) and not ds.has_images:
-        # an images/ folder that is there, named otherwise, read as "no images/ folder": say what it holds
-        folder = Path(str(ds.info.get("source") or "")) / "images"
-        pictures = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")) \
-            if folder.is_dir() else []
-        found = f"; its images/ folder holds {len(pictures)} picture(s) (e.g. {pictures[0]!r}) but none is named " \
-                f"after an item id (e.g. '{ds.item_ids[0]}.jpg')" if pictures else ""
-        raise DataError(ds.info.get("source"), f"dataset {ds.name} has no item images (an images/ folder or an "
-                                               f"image column in the items table){found}; nothing to encode")
 
 
 def _summary(folder: Path, which: tuple[str, ...]) -> None:

@@ -43,7 +43,8 @@ from recgoat.io import (LOCK_NAME, atomic_path, check_folder_path, folder_lock, 
                         write_json)
 from recgoat.strict import is_int, is_real
 
-__all__ = ["KINDS", "FeatureConfig", "FeatureError", "encode_all", "named_as_encoded", "has_text_columns",
+__all__ = ["KINDS", "FeatureConfig", "FeatureError", "NothingToEncode", "encode_all", "nothing_to_encode",
+           "named_as_encoded", "has_text_columns",
            "blank_text_fields", "has_item_text", "items_file", "blank_text_problem", "save_array", "write_matrix",
            # from loading.py
            "FEATURE_FILES", "FeatureMatrixError", "Features", "as_feature_matrix", "check_feature_matrix",
@@ -528,6 +529,56 @@ def blank_text_problem(dataset: Dataset, fields: list[str]) -> str:
             f"{dataset.name}, so their embeddings would all be one vector")
 
 
+class NothingToEncode(DataError):
+    """A kind asked of :func:`encode_all` alone that the dataset has nothing of to encode (:func:`nothing_to_encode`).
+    ``of_items_file``: the path is the dataset's items file, None when its provenance names none (a dataset built in
+    Python, or prepared from one), for which `recgoat encode` names the dataset as it was given instead."""
+
+    def __init__(self, path: str | Path | None, problem: str, of_items_file: bool = False):
+        super().__init__(path, problem)
+        self.of_items_file = of_items_file
+
+
+def nothing_to_encode(dataset: Dataset, kind: str, template: str | None = None) -> NothingToEncode | None:
+    """Why ``dataset`` has nothing to encode as ``kind`` (``text`` with the item text ``template``, ``image``,
+    ``users``), as the error :func:`encode_all` raises when that kind is asked for alone; None when it has some.
+    The one rule of what can be encoded: ``features: auto`` counts the encodable kinds by it too
+    (:func:`~recgoat.features.auto.encodable_kinds`).
+
+    Why an error: skipping the kind (as among several) returned having written nothing, leaving a folder that
+    holds only its lock, and `recgoat encode` printed an older matrix's line as if just made. A ``template``
+    naming a column the items lack raises its :class:`ConfigError` here (:func:`blank_text_fields`)."""
+    if kind == "text":
+        blank = blank_text_fields(dataset, template)
+        if blank is not None:  # text columns, every one empty for every item
+            return NothingToEncode(items_file(dataset), f"{blank_text_problem(dataset, blank)}; nothing to encode "
+                                                        f"(fill them, or give a --template over columns that hold "
+                                                        f"text)", of_items_file=True)
+        if not has_text_columns(dataset, template):
+            return NothingToEncode(dataset.info.get("source"), f"dataset {dataset.name} has no item text (an items "
+                                                               f"table with text columns such as title or "
+                                                               f"description, or a --template over its columns); "
+                                                               f"nothing to encode")
+    if kind == "users":
+        from recgoat.features.profiles import NO_TEXT_FIX, profile_text_problem
+
+        no_text = profile_text_problem(dataset)
+        if no_text is not None:  # several kinds skip the profiles instead, saying why
+            return NothingToEncode(items_file(dataset), f"{no_text}; nothing to encode: {NO_TEXT_FIX}",
+                                   of_items_file=True)
+    if kind == "image" and not dataset.has_images:
+        # an images/ folder that is there, named otherwise, read as "no images/ folder": say what it holds
+        folder = Path(str(dataset.info.get("source") or "")) / "images"
+        pictures = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")) \
+            if folder.is_dir() else []
+        found = f"; its images/ folder holds {len(pictures)} picture(s) (e.g. {pictures[0]!r}) but none is named " \
+                f"after an item id (e.g. '{dataset.item_ids[0]}.jpg')" if pictures else ""
+        return NothingToEncode(dataset.info.get("source"), f"dataset {dataset.name} has no item images (an images/ "
+                                                           f"folder or an image column in the items table){found}; "
+                                                           f"nothing to encode")
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- encoders
 class _Session:
     """One encoding run: config, output folder, reporter, and the lazily loaded text encoder."""
@@ -696,7 +747,7 @@ class _Session:
         without_text = items_without_text_mask(ds.items, ds.n_items, ds.text_fields, template)
         empty = int(without_text.sum())
         blank = blank_text_fields(ds, template, empty)
-        if blank is not None:  # as no text (`encode text` refuses it first, in the CLI); a problem with the data
+        if blank is not None:  # as no text (asked for alone, encode_all refuses it first); a problem with the data
             where = items_file(ds)
             self.rep.say(f"text: {where + ': ' if where else ''}{blank_text_problem(ds, blank)}; skipped",
                          always=True)
@@ -944,9 +995,15 @@ def _truncated_total(encoder: Any, texts: list[str], metas: list[dict]) -> int |
 
 def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,
                which: str | tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False,
-               reuse_beside: str | Path | None = None) -> Path:
+               reuse_beside: str | Path | None = None, skip_absent: bool = False) -> Path:
     """Encode what the dataset has (``which`` ⊆ text, image, users; one kind may be given as a string) into
     ``out_dir``; reuse what is up to date; resume what was interrupted. Returns ``out_dir``.
+
+    One kind asked for alone that the dataset has nothing of (no item images for ``which="image"``) is the
+    :class:`NothingToEncode` error of :func:`nothing_to_encode`, raised before ``out_dir`` is made, as `recgoat
+    encode image` says it; among several kinds it is skipped, saying so (`encode all`: whatever the dataset has).
+    ``skip_absent``: skipped even alone (``features: auto``, which imports an MMRec folder's own matrices first and
+    refuses "nothing to encode" itself).
 
     ``reuse_beside``: a folder of feature folders (``features: auto``'s ``<out>/features``); item text and image
     matrices one of them made of the same content for other data (another split) are copied, not encoded again
@@ -959,6 +1016,10 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     unknown = [w for w in which if w not in KINDS]
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
+    if len(set(which)) == 1 and not skip_absent:
+        absent = nothing_to_encode(dataset, which[0], config.text_template)
+        if absent is not None:  # before the lock makes the folder
+            raise absent
     out = Path(out_dir)
     # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
     with _writing_into(out, "the feature output"), _locked_output(out):

@@ -168,6 +168,39 @@ def test_export_mmrec_refuses_nan_and_writes_nothing(tmp_path):
         export_mmrec(folder, tmp_path / "out")
 
 
+def test_python_export_and_import_of_no_features_are_the_clis_errors(tmp_path):
+    """export_mmrec of a folder that is not there, or holds neither matrix, returned [] having written nothing
+    (only `recgoat encode export-mmrec` refused it), and import_mmrec of a folder that is not there said it held
+    no feature files: the Python functions raise what the CLI prints."""
+    ds = small(tmp_path)
+    ds.save(tmp_path / "ds")
+    (tmp_path / "empty").mkdir()
+    for folder, problem in (("nope", "no such feature folder"),
+                            ("empty", "holds no text.npy or image.npy to export; run `recgoat encode text` or "
+                                      "`recgoat encode image` first")):
+        with pytest.raises(DataError) as err:
+            export_mmrec(tmp_path / folder, tmp_path / "dest", ds)
+        assert str(err.value) == f"{tmp_path / folder}: {problem}"
+        res = CliRunner().invoke(app, ["export-mmrec", str(tmp_path / folder), "--dest", str(tmp_path / "dest")])
+        assert res.exit_code == 1 and res.output == f"error: {err.value}\n"
+    assert not (tmp_path / "dest").exists() and list((tmp_path / "empty").iterdir()) == []
+    with pytest.raises(DataError) as err:
+        import_mmrec(ds, tmp_path / "nope", tmp_path / "out")
+    assert str(err.value) == f"{tmp_path / 'nope'}: no such folder"
+    res = CliRunner().invoke(app, ["import-mmrec", str(tmp_path / "nope"), str(tmp_path / "ds"),
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1 and res.output == f"error: {err.value}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_encode_with_mmrec_and_nothing_to_export_says_so(tmp_path, capsys):
+    """`encode users --mmrec` writes no item matrix: the export has nothing to write, said, not an error."""
+    ds = small(tmp_path)
+    out = encode_all(ds, tmp_path / "f", FeatureConfig(export_mmrec=True), which="users")
+    assert (out / "profile.npy").is_file() and not list(out.glob("*_feat.npy"))
+    assert "MMRec layout: nothing to write" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- devices
 @pytest.mark.parametrize("device, problem", [
     ("foo", "device 'foo' is not a torch device to encode on"),

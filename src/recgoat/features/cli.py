@@ -190,13 +190,12 @@ def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat
     """Import MMRec-layout item features as a feature folder with manifests, each row put on its item by
     SRC's i_id_mapping.csv (without one, only a dataset whose item ids are the row numbers is accepted)."""
     from recgoat.datasets import load
-    from recgoat.features.mmrec_io import import_mmrec
+    from recgoat.features.mmrec_io import check_import_source, import_mmrec
 
     try:
         if out is not None:
             _out_folder(out)
-        if not src.is_dir():
-            raise DataError(src, "no such folder")
+        check_import_source(src)  # import_mmrec's own first check, made before the dataset is loaded
         ds = load(dataset)
         folder = import_mmrec(ds, src, _out_folder(out or Path("features") / ds.name))
     except RecGOATError as exc:
@@ -217,15 +216,10 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
     rows' items are those the folder records (item_ids.json), else those of the dataset its manifests name
     (a known name, a folder here, or the MMRec folder imported from) when its fingerprint matches."""
     from recgoat.datasets import load
-    from recgoat.features.mmrec_io import export_mmrec
+    from recgoat.features.mmrec_io import check_export_source, export_mmrec
 
     try:
-        # nothing to export is an error, not a success that wrote nothing: a mistyped folder must not pass
-        if not folder.is_dir():
-            raise DataError(folder, "no such feature folder")
-        if not any((folder / f"{kind}.npy").is_file() for kind in ("text", "image")):
-            raise DataError(folder, "holds no text.npy or image.npy to export; run `recgoat encode text` or "
-                                    "`recgoat encode image` first")
+        check_export_source(folder)  # export_mmrec's own first check, made before --dataset is loaded
         target = _out_folder(dest or folder)
         # without --dataset an older folder's rows are named by the dataset its manifests name, when found: say which
         written = export_mmrec(folder, target, load(dataset) if dataset is not None else None,

@@ -181,6 +181,31 @@ def _export_rows(dest: Path, ids: np.ndarray, folder: Path) -> tuple[np.ndarray 
     return rows, False
 
 
+def has_exportable(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``text.npy`` or ``image.npy`` for :func:`export_mmrec` to write."""
+    return any((folder / f"{kind}.npy").is_file() for kind in MMREC_FILES)
+
+
+def check_export_source(folder: str | Path) -> None:
+    """A DataError unless ``folder`` is a feature folder holding a matrix to export: the first check of
+    :func:`export_mmrec`, which `recgoat encode export-mmrec` makes before loading its ``--dataset``.
+
+    Why: nothing to export is an error, not a success that wrote nothing: a mistyped folder returned ``[]``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "no such feature folder")
+    if not has_exportable(folder):
+        raise DataError(folder, "holds no text.npy or image.npy to export; run `recgoat encode text` or "
+                                "`recgoat encode image` first")
+
+
+def check_import_source(src: str | Path) -> None:
+    """A DataError unless ``src`` is a folder: the first check of :func:`import_mmrec`, which `recgoat encode
+    import-mmrec` makes before loading its dataset. Why: a mistyped folder was said to hold no feature files."""
+    if not Path(src).is_dir():
+        raise DataError(src, "no such folder")
+
+
 def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None = None,
                  on_notice: Callable[[str], None] | None = None) -> list[Path]:
     """Write ``text_feat.npy`` / ``image_feat.npy`` (MMRec's layout: row = item index, float32) and MMRec's
@@ -192,8 +217,10 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
     else those the folder records (``item_ids.json``, for the same data as the manifests), else those of the
     dataset the manifests name, when it is found with their fingerprint (:func:`dataset_of_features`;
     ``on_notice`` is told which). Into a folder that holds an MMRec dataset (a ``.inter`` file) the rows
-    follow its own numbering (:func:`_export_rows`)."""
+    follow its own numbering (:func:`_export_rows`). A folder that is not there or holds neither matrix is a
+    DataError (:func:`check_export_source`)."""
     folder, dest = Path(folder), Path(dest)
+    check_export_source(folder)
     fp = dataset.fingerprint() if dataset is not None else None
     todo, fps, mans = [], set(), []
     for kind, name in MMREC_FILES.items():
@@ -256,8 +283,10 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
     item's features. So with a mapping the rows are reordered to ``dataset.item_ids`` by original id (every
     item of the dataset must be in it; it may hold more). Without one, only a dataset whose item ids are the
     row numbers 0..n-1 (an MMRec folder read as the dataset, whose ids are its rows) is accepted; any other
-    is refused, its row order unknown. Each manifest records how its rows were aligned (``row_alignment``)."""
+    is refused, its row order unknown. Each manifest records how its rows were aligned (``row_alignment``).
+    A ``src`` that is not a folder is a DataError (:func:`check_import_source`)."""
     src, out = Path(src), Path(out_dir)
+    check_import_source(src)
     files = [(kind, name, src / name) for kind, name in MMREC_FILES.items() if (src / name).exists()]
     if not files:
         raise DataError(src, "no text_feat.npy or image_feat.npy in this folder")

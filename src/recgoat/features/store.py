@@ -1008,7 +1008,7 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     ``reuse_beside``: a folder of feature folders (``features: auto``'s ``<out>/features``); item text and image
     matrices one of them made of the same content for other data (another split) are copied, not encoded again
     (:func:`_reusable_sibling`). Off by default: a folder the user names is encoded as asked."""
-    from recgoat.features.mmrec_io import export_mmrec, record_item_ids  # it imports this module
+    from recgoat.features.mmrec_io import export_mmrec, has_exportable, record_item_ids  # it imports this module
 
     config = (config or FeatureConfig()).validate()
     if isinstance(which, str):  # iterated, "text" was the kinds 't', 'e', 'x', 't'
@@ -1035,7 +1035,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
             if any((out / FEATURE_FILES[kind]).exists() for kind in ("text", "image")):
                 record_item_ids(out, dataset, session.fp)  # the rows' items, for export_mmrec without the dataset
             if config.export_mmrec:
-                written = export_mmrec(out, out, dataset)
+                # nothing to export (`encode users --mmrec`) is export_mmrec's error; said here, not raised
+                written = export_mmrec(out, out, dataset) if has_exportable(out) else []
                 rep.say(f"MMRec layout: {', '.join(p.name for p in written) or 'nothing to write'}")
         partial = out / ".partial"
         if partial.is_dir() and not any(partial.iterdir()):

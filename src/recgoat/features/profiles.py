@@ -227,6 +227,16 @@ def build_messages(history_text: str) -> list[dict[str, str]]:
             {"role": "user", "content": USER_PROMPT.format(history=history_text)}]
 
 
+def system_in_user_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages`` with the system message's text put at the start of the first user turn, for a chat template
+    that refuses the system role (Gemma 2's raises "System role not supported"): the model still reads it, first."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if system and rest and rest[0]["role"] == "user":
+        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+    return rest
+
+
 def extract_answer(response: str) -> tuple[str, bool]:
     """(the part to embed, whether an ``<answer>`` tag was found).
 
@@ -667,6 +677,10 @@ class OpenAIBackend(ProfileBackend):
                 pool.shutdown(wait=not abandon, cancel_futures=True)
 
 
+# how the transformers backend's prompt reaches its model (TransformersBackend._prompt_form)
+CHAT, SYSTEM_IN_USER_TURN, PLAIN_TEXT = "chat template", "chat template, system message in the user turn", "plain text"
+
+
 class TransformersBackend(ProfileBackend):
     """A local causal LM through ``transformers`` (a folder, a hub name, or a ``.gguf`` file).
 
@@ -716,16 +730,53 @@ class TransformersBackend(ProfileBackend):
             warnings.warn(f"{model!r} has no chat template: the profile prompt goes to it as plain text, which "
                           f"only an instruction-following model answers; a base model continues it instead",
                           stacklevel=2)
-        # not the batch size: it changes how fast, not what (see the class docstring)
-        self.identity = f"transformers:{model}:max_new_tokens={self.max_new_tokens}:temperature={self.temperature}"
+        self.prompt_form = self._prompt_form()
+        # not the batch size: it changes how fast, not what (see the class docstring); the prompt form does: a
+        # prompt with its system message moved is another prompt, whose answers must not come from the cache
+        self.identity = f"transformers:{model}:max_new_tokens={self.max_new_tokens}:temperature={self.temperature}" \
+            + (":system-in-user-turn" if self.prompt_form == SYSTEM_IN_USER_TURN else "")
+
+    def _chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        return list(ids["input_ids"])
+
+    def _prompt_form(self) -> str:
+        """How the profile prompt reaches the model, found once on a sample prompt: :data:`CHAT` (its chat
+        template), :data:`SYSTEM_IN_USER_TURN` (a template that refuses the system message: merged into the user
+        turn, :func:`system_in_user_turn`, warned once) or :data:`PLAIN_TEXT` (no chat template, warned above).
+
+        Why only a template's own refusal falls back: any failure (a broken template, an older transformers
+        refusing ``return_dict``) turned the prompt into plain text silently, changing what the model read and
+        what was cached; any other failure is now a :class:`ConfigError` naming the model. Why once, at load: the
+        form is part of ``identity``, hence of the profile cache key, which is made before any prompt."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return PLAIN_TEXT
+        from jinja2.exceptions import TemplateError  # what a template's raise_exception() raises
+
+        sample = build_messages("")
+        try:
+            self._chat_ids(sample)
+            return CHAT
+        except TemplateError as exc:
+            refused = exc
+        except Exception as exc:
+            raise ConfigError(f"cannot build the profile prompt with the chat template of {self.model_name!r}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        try:
+            self._chat_ids(system_in_user_turn(sample))
+        except Exception as exc:
+            raise ConfigError(f"the chat template of {self.model_name!r} refuses the profile prompt ({refused}), "
+                              f"also with its system message moved into the user turn ({type(exc).__name__}: "
+                              f"{exc})") from exc
+        warnings.warn(f"the chat template of {self.model_name!r} refuses a system message ({refused}): the profile "
+                      f"prompt's system message goes at the start of the user turn instead", stacklevel=3)
+        return SYSTEM_IN_USER_TURN
 
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-        except Exception:  # no chat template or no system role: plain text prompt
-            text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-            ids = self.tokenizer(text)
-        return list(ids["input_ids"])
+        """``messages`` as the model's prompt token ids, in its prompt form (:meth:`_prompt_form`)."""
+        if self.prompt_form == PLAIN_TEXT:
+            return list(self.tokenizer("\n\n".join(m["content"] for m in messages) + "\n\n")["input_ids"])
+        return self._chat_ids(system_in_user_turn(messages) if self.prompt_form == SYSTEM_IN_USER_TURN else messages)
 
     def _stop_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

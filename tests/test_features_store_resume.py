@@ -2,8 +2,8 @@
 
 Feature-store QA pass 2, with a fake text encoder (a digest of each text, no model loaded): the text and
 profile caches follow each input and nothing else; a run interrupted at any chunk resumes to the result of an
-uninterrupted one; profiles regenerated after an interruption are not stitched to checkpoints of the old
-answers; the MMRec export refuses a matrix left from another dataset or without its manifest, and its rows
+uninterrupted one (an image encode interrupted inside a chunk keeps the rows it finished);
+profiles regenerated after an interruption are not stitched to checkpoints of the old answers; the MMRec export refuses a matrix left from another dataset or without its manifest, and its rows
 follow the item index through an MMRec round trip; load_features refuses matrices of the wrong kind and
 turns other float dtypes and layouts into float32."""
 import os
@@ -18,11 +18,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from features_helpers import toy_dataset  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from features_helpers import TinyNet, toy_dataset  # noqa: E402
 from recgoat.errors import DataError  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmrec, load_features  # noqa: E402
 from recgoat.features import store  # noqa: E402
 import recgoat.features.text as text_mod  # noqa: E402
+from recgoat.features.image import ImageEncoder  # noqa: E402
 
 LOG: dict = {"texts": [], "calls": 0, "fail_at": None}
 
@@ -131,6 +134,72 @@ def test_kill_between_a_chunks_arrays_and_its_marker_recomputes_that_chunk(tmp_p
     assert len(run(ds, out, chunk_size=2)) == 4  # chunks 1 and 2
     np.testing.assert_array_equal(load_features(ds, out).text[2], fake_vec(ds.items.loc[2].pipe(
         lambda r: f"title: {r['title']}")))
+
+
+def pictures(tmp_path, n: int, without: set[int]):
+    """A toy dataset of ``n`` items, each with its own coloured PNG but those in ``without`` (no image path)."""
+    (tmp_path / "img").mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        Image.new("RGB", (40, 50), (20 * i, 255 - 20 * i, 90)).save(tmp_path / "img" / f"{i}.png")
+        paths.append(None if i in without else str(tmp_path / "img" / f"{i}.png"))
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": [f"t{i}" for i in range(n)],
+                          "image": paths})
+    return toy_dataset(items, [[0, 1], [2, 3]])
+
+
+@pytest.mark.parametrize("without, kills, encoded", [
+    # batches of 2: [0,1] [2,4] (the gap windows' images packed) [6,7] [8,9] [10,11]; killed in the 3rd batch, rows
+    # 0-5 are kept; the resumed run killed in its 2nd keeps rows 6-7 too; the last run encodes only 8-11
+    ({3, 5}, [3, 2], [[0, 1, 2, 4], [6, 7], [8, 9, 10, 11]]),
+    # [0,1] [4,5] ... [2] (image 2 waits for a batch partner until the chunk's end): killed in the 2nd batch, only
+    # rows 0-1 are final
+    ({3}, [2], [[0, 1], [2, 4, 5, 6, 7, 8, 9, 10, 11]]),
+    # killed in the first batch: nothing kept
+    (set(), [1], [[], list(range(12))]),
+])
+def test_an_image_encode_killed_inside_a_chunk_keeps_the_rows_it_finished(tmp_path, monkeypatch, without, kills,
+                                                                           encoded):
+    """Ctrl-C during an image chunk (512 rows by default) lost every row of it; the rows finished (whole batch
+    windows) are checkpointed as the chunk's head, and the resumed run encodes only the rest, to the very matrix
+    an uninterrupted run makes."""
+    ds = pictures(tmp_path, 12, without)
+    cfg = dict(image_model=TinyNet(), image_batch_size=2, chunk_size=12)
+    real, real_encode = ImageEncoder._encode_batch, ImageEncoder.encode
+    runs: list[list[int]] = []
+    kill = {"at": None, "first": 0}
+
+    def counted(self, good, feats, mask, nchw):
+        if len(runs[-1]) // 2 + 1 == kill["at"]:
+            raise KeyboardInterrupt
+        real(self, good, feats, mask, nchw)
+        runs[-1] += [kill["first"] + i for i, _ in good]
+
+    def encode(self, paths, on_progress=None):  # one chunk: the rows resumed from are the last len(paths)
+        kill["first"] = 12 - len(paths)
+        return real_encode(self, paths, on_progress)
+
+    monkeypatch.setattr(ImageEncoder, "_encode_batch", counted)
+    monkeypatch.setattr(ImageEncoder, "encode", encode)
+    out = tmp_path / "f"
+    for at in [*kills, None]:
+        runs.append([])
+        kill["at"] = at
+        if at is None:
+            encode_all(ds, out, FeatureConfig(**cfg), which="image", progress=False)
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                encode_all(ds, out, FeatureConfig(**cfg), which="image", progress=False)
+            assert not (out / "image.npy").exists()
+    assert [sorted(rows) for rows in runs] == encoded  # the killed runs: the rows of their finished batches
+    assert not (out / ".partial").exists()
+    kill["at"] = None
+    encode_all(ds, tmp_path / "fresh", FeatureConfig(**cfg), which="image", progress=False)
+    got, fresh = load_features(ds, out), load_features(ds, tmp_path / "fresh")
+    np.testing.assert_array_equal(got.image, fresh.image)
+    assert got.image_mask.tolist() == [i not in without for i in range(12)] == fresh.image_mask.tolist()
+    assert got.manifests["image"]["images"] == fresh.manifests["image"]["images"]
+    assert got.manifests["image"]["problem_examples"] == fresh.manifests["image"]["problem_examples"]
 
 
 def test_regenerated_profiles_are_not_stitched_to_checkpoints_of_the_old_answers(tmp_path):

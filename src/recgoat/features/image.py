@@ -275,6 +275,17 @@ class ImageProblems:
         return {"missing": list(self.missing.values())[:k], "unreadable": list(self.unreadable.values())[:k]}
 
 
+class EncodeInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt during :meth:`ImageEncoder.encode`, carrying its first ``rows`` rows, which are final:
+    ``feats``, ``mask`` and their ``problems``. Why: the caller keeps them (the store's checkpoint of a chunk's head),
+    so a resumed run does not encode them again. ``rows`` is a whole number of windows of the batch size, so the
+    rest, encoded from there, runs in the windows and memory formats an uninterrupted run gives it."""
+
+    def __init__(self, rows: int, feats: np.ndarray, mask: np.ndarray, problems: ImageProblems):
+        super().__init__(f"interrupted; the first {rows} rows are encoded")
+        self.rows, self.feats, self.mask, self.problems = rows, feats, mask, problems
+
+
 class ImageEncoder:
     """Image files → features with a backbone; bad images give zero rows and a False mask."""
 
@@ -335,33 +346,44 @@ class ImageEncoder:
         """(N×dim float32 features, N bool mask, problems) for N image paths (None = no image).
 
         Rows where the model's output is not finite are returned as is (mask True) for the caller to refuse.
+        A KeyboardInterrupt comes as :class:`EncodeInterrupted`, with the rows finished before it.
         """
         n = len(paths)
         feats = np.zeros((n, self.dim), np.float32)
         mask = np.zeros(n, bool)
         problems = ImageProblems()
         gappy: list[tuple[int, np.ndarray]] = []  # images of windows with a gap, packed into full batches
-        with _warnings_name_the_file(), ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for start in range(0, n, self.batch_size):
-                idx = range(start, min(n, start + self.batch_size))
-                loaded = list(pool.map(self._try_load, [paths[i] for i in idx]))
-                good = []
-                for i, (arr, kind, msg) in zip(idx, loaded):
-                    if arr is None:
-                        getattr(problems, kind)[i] = msg
+        finished = 0  # the windows before this row are done: encoded, or their images waiting in gappy
+        try:
+            with _warnings_name_the_file(), ThreadPoolExecutor(max_workers=self.workers) as pool:
+                for start in range(0, n, self.batch_size):
+                    idx = range(start, min(n, start + self.batch_size))
+                    loaded = list(pool.map(self._try_load, [paths[i] for i in idx]))
+                    good = []
+                    for i, (arr, kind, msg) in zip(idx, loaded):
+                        if arr is None:
+                            getattr(problems, kind)[i] = msg
+                        else:
+                            good.append((i, arr))
+                    if len(good) == self.batch_size:
+                        self._encode_batch(good, feats, mask, nchw=False)
                     else:
-                        good.append((i, arr))
-                if len(good) == self.batch_size:
-                    self._encode_batch(good, feats, mask, nchw=False)
-                else:
-                    # a catalogue with few images ran one padded forward pass per window holding any (24 images
-                    # among 1,034 items: 16 passes); packed, it runs one
-                    gappy += good
-                while len(gappy) >= self.batch_size or (gappy and idx.stop == n):
-                    self._encode_batch(gappy[: self.batch_size], feats, mask, nchw=True)
-                    gappy = gappy[self.batch_size:]
-                if on_progress:
-                    on_progress(len(idx))
+                        # a catalogue with few images ran one padded forward pass per window holding any (24
+                        # images among 1,034 items: 16 passes); packed, it runs one
+                        gappy += good
+                    while len(gappy) >= self.batch_size or (gappy and idx.stop == n):
+                        self._encode_batch(gappy[: self.batch_size], feats, mask, nchw=True)
+                        gappy = gappy[self.batch_size:]
+                    if on_progress:
+                        on_progress(len(idx))
+                    finished = idx.stop
+        except KeyboardInterrupt:
+            # final: the windows before the first image still waiting in gappy (a batch cut short by the interrupt
+            # keeps its images there, a window cut short is not finished); a whole number of windows
+            done = min(finished, gappy[0][0] - gappy[0][0] % self.batch_size) if gappy else finished
+            kept = ImageProblems({i: m for i, m in problems.missing.items() if i < done},
+                                 {i: m for i, m in problems.unreadable.items() if i < done})
+            raise EncodeInterrupted(done, feats[:done].copy(), mask[:done].copy(), kept) from None
         return feats, mask, problems
 
     def _encode_batch(self, good: list[tuple[int, np.ndarray]], feats: np.ndarray, mask: np.ndarray,

@@ -7,9 +7,10 @@ over everything that changes it (settings, data, and for images the local files'
 are decoded and a plug-in model's weights, code and preprocessing); a matrix whose key matches is
 reused, anything else recomputed.
 Encoding runs in chunks checkpointed under ``.partial/`` (a chunk is reused only for the same row
-bounds, so changing chunk_size between runs is safe) and LLM profiles are appended to a JSONL cache as
-they arrive, so a killed run resumes where it stopped. Features holding NaN/inf are refused before they
-are written (:class:`FeatureError`). Every file is written atomically.
+bounds, so changing chunk_size between runs is safe; an image chunk interrupted by Ctrl-C keeps the rows
+it finished) and LLM profiles are appended to a JSONL cache as they arrive, so a killed run resumes where
+it stopped. Features holding NaN/inf are refused before they are written (:class:`FeatureError`). Every
+file is written atomically.
 
 Reading the matrices back, checked, is :mod:`recgoat.features.loading` (its names are importable from here too);
 MMRec's ``text_feat.npy`` / ``image_feat.npy`` in and out, :mod:`recgoat.features.mmrec_io`.
@@ -350,20 +351,27 @@ def _up_to_date(out: Path, kind: str, key: str, rows: int, fp: str | None = None
     return True
 
 
-def _load_chunk(partial: Path, c: int, start: int, stop: int) -> tuple[dict[str, np.ndarray], dict] | None:
-    """Checkpoint ``c`` if it is complete and covers exactly rows ``start:stop``, else None.
+def _load_chunk(partial: Path, c: int, start: int, stop: int, head: bool = False
+                ) -> tuple[dict[str, np.ndarray], dict] | None:
+    """Checkpoint ``c`` if it is complete and covers exactly rows ``start:stop``, else None; with ``head``, the
+    checkpoint of its first rows an interrupted run finished (``NNNNN.head.*``, rows ``start:k``, k <= ``stop``).
 
     Bounds are checked because the checkpoint folder is keyed by what the rows contain, not by
     chunk_size: a run resumed with another chunk_size must recompute, not stitch chunks of other bounds.
     Unreadable, short or non-finite arrays (a damaged checkpoint) are recomputed too."""
-    meta_path = partial / f"{c:05d}.json"
+    stem = f"{c:05d}.head" if head else f"{c:05d}"
+    meta_path = partial / f"{stem}.json"
     if not meta_path.exists():
         return None
     try:
         meta = read_json(meta_path)
-        if meta.get("rows") != [start, stop]:
+        rows = meta.get("rows")
+        if head and isinstance(rows, list) and len(rows) == 2 and rows[0] == start and is_int(rows[1]) \
+                and start < rows[1] <= stop:
+            stop = rows[1]
+        if rows != [start, stop]:
             return None
-        got = {name: load_array(partial / f"{c:05d}.{name}.npy") for name in meta["arrays"]}
+        got = {name: load_array(partial / f"{stem}.{name}.npy") for name in meta["arrays"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, DataError):
         return None
     for arr in got.values():
@@ -374,13 +382,55 @@ def _load_chunk(partial: Path, c: int, start: int, stop: int) -> tuple[dict[str,
     return got, meta
 
 
+class ChunkInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt in a :func:`_chunked` ``compute(start, stop)``, carrying the ``arrays`` of its first
+    ``rows`` rows, which are final, and their ``meta``: saved as the chunk's head, so a resumed run computes only the
+    rest (an image chunk is 512 rows, minutes of a large model)."""
+
+    def __init__(self, rows: int, arrays: dict[str, np.ndarray], meta: dict):
+        super().__init__(f"interrupted; the first {rows} rows are done")
+        self.rows, self.arrays, self.meta = rows, arrays, meta
+
+
+def _joined(partial: Path, c: int, head: tuple[dict[str, np.ndarray], dict], rows: dict[str, np.ndarray],
+            meta: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """A chunk's ``head`` (:func:`_load_chunk`) followed by the ``rows`` computed after it; their ``meta`` joined
+    (a dict of row → problem is merged, a count added)."""
+    got, before = head
+    if set(got) != set(rows):  # a head written by another version of the encoder: said, never stitched
+        raise DataError(partial / f"{c:05d}.head.json", f"holds the arrays {sorted(got)}, this encode makes "
+                                                        f"{sorted(rows)}; delete it, or run with --force")
+    joined = dict(meta)
+    for k, v in before.items():
+        if k in ("arrays", "rows"):
+            continue
+        if isinstance(v, dict) and isinstance(meta.get(k), dict):
+            joined[k] = {**v, **meta[k]}
+        elif is_int(v) and is_int(meta.get(k)):
+            joined[k] = v + meta[k]
+    return {k: np.concatenate([got[k], rows[k]]) for k in rows}, joined
+
+
+def _save_rows(partial: Path, stem: str, arrays: dict[str, np.ndarray], meta: dict, start: int, stop: int) -> None:
+    """Checkpoint rows ``start:stop`` as ``stem``'s files; the JSON last, marking them complete (an older one is
+    removed first: a kill in between leaves arrays without it, recomputed, never new arrays under old bounds)."""
+    (partial / f"{stem}.json").unlink(missing_ok=True)
+    for name, arr in arrays.items():
+        save_array(partial / f"{stem}.{name}.npy", arr)
+    write_json(partial / f"{stem}.json", {**meta, "arrays": sorted(arrays), "rows": [start, stop]})
+
+
 def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tuple[dict[str, np.ndarray], dict]],
              tick: Callable[[int], None] | None = None,
              check: Callable[[int, dict[str, np.ndarray]], None] | None = None,
              ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Run ``compute(start, stop)`` over chunks of rows, checkpointing each; done chunks are loaded, not
     recomputed. ``check(start, arrays)`` may refuse a computed chunk (raise) before it is saved, so only
-    good chunks are kept. The chunk's JSON is written last: it marks the chunk complete."""
+    good chunks are kept. The chunk's JSON is written last: it marks the chunk complete.
+
+    A compute interrupted with :class:`ChunkInterrupted` (the image encoder's Ctrl-C) leaves the rows it finished
+    as the chunk's head; the next run computes only the rest of that chunk (a head is checked as it is loaded:
+    a non-finite one is recomputed, as a damaged chunk is)."""
     partial.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, list[np.ndarray]] = {}
     metas = []
@@ -392,13 +442,31 @@ def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tu
             if tick:
                 tick(stop - start)
         else:
-            got, meta = compute(start, stop)
+            head = _load_chunk(partial, c, start, stop, head=True)
+            begin = start if head is None else head[1]["rows"][1]
+            if head is not None and tick:
+                tick(begin - start)
+            try:
+                got, meta = compute(begin, stop)
+            except ChunkInterrupted as cut:
+                if cut.rows > 0:  # saved while the interrupt goes on
+                    try:
+                        kept = _joined(partial, c, head, cut.arrays, cut.meta) if head is not None \
+                            else (cut.arrays, cut.meta)
+                        _save_rows(partial, f"{c:05d}.head", *kept, start, begin + cut.rows)
+                    except (OSError, DataError):  # a full disk, a foreign head: not kept; the interrupt goes on
+                        pass
+                raise
+            if head is not None:
+                got, meta = _joined(partial, c, head, got, meta)
             if check:
                 check(start, got)
             for name, arr in got.items():
                 save_array(partial / f"{c:05d}.{name}.npy", arr)
             meta = {**meta, "arrays": sorted(got), "rows": [start, stop]}
             write_json(partial / f"{c:05d}.json", meta)
+            for path in partial.glob(f"{c:05d}.head.*"):  # the chunk is complete: its head is not needed
+                path.unlink(missing_ok=True)
         for name, arr in got.items():
             arrays.setdefault(name, []).append(arr)
         metas.append(meta)
@@ -839,7 +907,7 @@ class _Session:
         return model, f"{name} {backbone_identity(model)}"
 
     def encode_image(self) -> None:
-        from recgoat.features.image import NO_IMAGE_GIVEN, PREPROCESS_VERSION, ImageEncoder
+        from recgoat.features.image import NO_IMAGE_GIVEN, PREPROCESS_VERSION, EncodeInterrupted, ImageEncoder
 
         ds, cfg = self.dataset, self.config
         if not ds.has_images:
@@ -873,11 +941,16 @@ class _Session:
         ckpt = key if not download_failed else f"{key}-{_key({'download_failed': sorted(download_failed)})[:12]}"
         encoder = ImageEncoder(model, cfg.device, cfg.image_batch_size, cfg.image_workers)
 
+        def found(a: int, problems) -> dict[str, dict[str, str]]:  # by row of the whole matrix
+            return {"missing": {str(a + k): v for k, v in problems.missing.items()},
+                    "unreadable": {str(a + k): v for k, v in problems.unreadable.items()}}
+
         def compute(a: int, b: int):
-            x, m, problems = encoder.encode(paths[a:b], tick)
-            probs = {"missing": {str(a + k): v for k, v in problems.missing.items()},
-                     "unreadable": {str(a + k): v for k, v in problems.unreadable.items()}}
-            return {"x": x, "mask": m}, probs
+            try:
+                x, m, problems = encoder.encode(paths[a:b], tick)
+            except EncodeInterrupted as cut:  # Ctrl-C: the rows it finished are kept as the chunk's head
+                raise ChunkInterrupted(cut.rows, {"x": cut.feats, "mask": cut.mask}, found(a, cut.problems)) from None
+            return {"x": x, "mask": m}, found(a, problems)
 
         with self.rep.task("image (items)", ds.n_items) as tick:
             arrays, metas = _chunked(self.checkpoints(f"image-{ckpt}"), ds.n_items, cfg.chunk_size, compute,

@@ -103,14 +103,35 @@ def test_shapes_and_finite(trained, data):
     torch.testing.assert_close(s, z_u[[0, 5, 7]] @ z_i.t())
 
 
+@pytest.fixture(scope="module")
+def most_popular_recall(data) -> float:
+    """Validation Recall@20 of ranking each user's unseen items by training popularity, computed here by hand (not
+    by the evaluator or the MostPop model, which a broken scoring path would break alike): the bar a model that
+    learned anything personal clears (a uniform ranking, which the old bar 20 / n_items was, scores about 0.028)."""
+    ds, _ = data
+    train, valid = ds.csr("train"), ds.csr("valid")
+    order = np.argsort(-np.asarray(train.sum(0)).ravel(), kind="stable")
+    recalls = []
+    for u in range(ds.n_users):
+        held = set(valid.indices[valid.indptr[u]:valid.indptr[u + 1]].tolist())
+        if not held:
+            continue
+        seen = set(train.indices[train.indptr[u]:train.indptr[u + 1]].tolist())
+        top = [i for i in order[: 20 + len(seen)] if i not in seen][:20]
+        recalls.append(len(held.intersection(top)) / len(held))
+    return float(np.mean(recalls))
+
+
 @pytest.mark.parametrize("trained", PEERS, indirect=True)
-def test_loss_decreases_and_learns(trained):
+def test_loss_decreases_and_learns(trained, most_popular_recall):
     model, result = trained
     losses = [h["loss"] for h in result["history"]]
     assert len(losses) == EPOCHS
     assert losses[-1] < losses[0] * 0.95, losses
-    # better than nothing on validation: items ranked by the model beat a uniform ranking
-    assert result["valid"]["recall@20"] > 20 / model.n_items
+    # at 6 epochs VBPR and BM3 sit at the popularity ranking's level (0.192 and 0.189 against its 0.192),
+    # FREEDOM and LGMRec well above (0.221, 0.297); 0.9 × that leaves room for another CPU's rounding, and a
+    # model ranking items at random (0.023–0.038 with the item rows shuffled) fails it
+    assert result["valid"]["recall@20"] > 0.9 * most_popular_recall, (result["valid"], most_popular_recall)
 
 
 @pytest.mark.parametrize("trained", PEERS, indirect=True)

@@ -15,11 +15,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import recgoat.datasets as D
 from recgoat.errors import ConfigError, DataError
 from recgoat.models.base import MODELS, ModelNameTaken, Recommender, available_models, get_model_class, register
 from recgoat.models.lightgcn import LightGCN
 
 from conftest import run_main, subset_users
+from training_helpers import popularity_recall
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 DOC = Path(__file__).parents[1] / "docs" / "extending.md"
@@ -84,7 +86,9 @@ def test_the_documented_python_example_runs(plugins):
     assert len(session) == 1
     exec(compile(session[0], "docs/extending.md", "exec"), {})
     result = json.loads(Path("runs/logmf-py/result.json").read_text())
-    assert result["model"] == "logmf" and result["test"]["recall@20"] > 0.13  # MostPop's: 0.122
+    assert result["model"] == "logmf"
+    # it learned: above the popularity ranking on the same test split, computed by hand (0.120)
+    assert result["test"]["recall@20"] > popularity_recall(D.load("ml-latest-small"), "test")
     assert Recommender.load("models/logmf").name == "logmf"
 
 

@@ -502,17 +502,25 @@ def test_presets_load_with_the_papers_settings():
     assert baby.tau == 0.2 and baby.reg_weight == 1e-4 and baby.n_layers == 3 and baby.gat_layers == 1
 
 
-def test_trains_through_the_shared_trainer(tmp_path):
+def test_trains_through_the_shared_trainer_and_learns(tmp_path):
+    """Through the shared trainer, RecGOAT's loss falls and its validation recall beats the popularity ranking
+    (computed by hand; 0.175 on this slice, RecGOAT 0.222 after 8 epochs): "recall > 0", checked before, held
+    with its item rows shuffled."""
     import json
 
     from recgoat.training.trainer import TrainConfig
+    from training_helpers import popularity_recall
 
     sub, _ = small()
     model = build()
-    res = model.fit(sub, TrainConfig(epochs=2, batch_size=1024, progress=False, patience=5), run_dir=tmp_path / "run")
+    res = model.fit(sub, TrainConfig(epochs=8, lr=0.05, batch_size=256, progress=False, patience=8),
+                    run_dir=tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["summary"]["modalities_used"] == ["text", "image"] and "gamma" in saved["summary"]
-    assert np.isfinite(res["test"]["recall@20"]) and res["valid"]["recall@20"] > 0
+    losses = [h["loss"] for h in res["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert np.isfinite(res["test"]["recall@20"])
+    assert res["valid"]["recall@20"] > popularity_recall(sub), res["valid"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

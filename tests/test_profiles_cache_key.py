@@ -246,9 +246,18 @@ def test_ctrl_c_starts_no_retry_and_no_queued_request(tmp_path):
         srv.close()
 
 
-# a real SIGINT reaches Python's handler only where nothing (a background job's SIG_IGN) replaced it
-needs_default_sigint = pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
-                                          reason="SIGINT is not Python's default handler here")
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test, the previous one back after: a shell starts a background job with
+    SIGINT ignored, and these tests were skipped there (pytest run as `… &`), so a CI running them so never did."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+needs_default_sigint = pytest.mark.usefixtures("default_sigint")
 
 
 @needs_default_sigint

@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from conftest import run_main  # noqa: E402
@@ -139,12 +140,22 @@ def test_info_reports_the_grown_catalogue(tmp_path, monkeypatch, capsys):
 
 
 def test_a_model_trains_on_items_without_interactions(tmp_path, monkeypatch, capsys):
-    """A graph model (node degree 0 for the items with no interaction) trains and evaluates."""
+    """A graph model (node degree 0 for the items with no interaction: 1/√0 in the normalisation) trains and
+    evaluates: finite metrics, and finite scores for those items too."""
+    import math
+
+    from recgoat.models.base import Recommender
+
     folder = mmrec_folder(tmp_path / "baby", text_rows=7, image_rows=7)
     code, err = run_main(monkeypatch, capsys, "train", "--model", "lightgcn", "--dataset", str(folder),
                          "--epochs", "2", "--run-dir", str(tmp_path / "run"))
     assert code == 0, err
-    assert (tmp_path / "run").is_dir()
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["epochs_run"] == 2
+    assert all(math.isfinite(v) for split in ("valid", "test") for v in result[split].values()), result
+    model = Recommender.load(tmp_path / "run" / "best")
+    scores = model.score(list(range(model.n_users)))
+    assert scores.shape[1] == 7 and torch.isfinite(scores).all()  # items 5 and 6 occur in no interaction
 
 
 def test_feature_files_that_disagree_above_the_largest_id_are_refused_naming_both(tmp_path):

@@ -97,9 +97,25 @@ def test_min_epochs_defers_early_stopping(small, tmp_path):
     assert res["best_epoch"] == 0 and res["epochs_run"] == 9
 
 
-def test_untrainable_model_is_evaluated_once(small, tmp_path):
+def test_untrainable_model_is_evaluated_once(small, tmp_path, monkeypatch):
+    """A model without parameters to train (MostPop) is not trained: one validation and one test evaluation, no
+    epoch, no checkpoint or log, and its best/ is the model itself."""
+    from recgoat.evaluation.evaluator import Evaluator
+
+    calls: list[int] = []
+    real = Evaluator.evaluate
+
+    def counted(self, model, *a, **kw):
+        calls.append(self.target.nnz)
+        return real(self, model, *a, **kw)
+
+    monkeypatch.setattr(Evaluator, "evaluate", counted)
     _, res = _fit(MostPop, small, tmp_path / "p")
-    assert res["epochs_run"] == 0 and res["test"]["recall@20"] > 0
+    assert calls == [small.csr("valid").nnz, small.csr("test").nnz]  # validation, then test: once each
+    assert res["epochs_run"] == 0 and res["best_epoch"] == 0 and res["history"] == []
+    assert res["test"]["recall@20"] > 0
+    assert not (tmp_path / "p" / "log.jsonl").exists() and not (tmp_path / "p" / "checkpoint" / "state.json").exists()
+    assert Recommender.load(tmp_path / "p" / "best").name == "mostpop"
 
 
 def test_dropout_is_off_at_evaluation(small):

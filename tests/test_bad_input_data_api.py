@@ -64,8 +64,10 @@ def test_invalid_prepare_option_is_a_config_error(kwargs, message):
 
 
 def test_valid_prepare_options_still_accepted():
-    PrepareConfig(split="none", ratios=[1, 0, 0], k_core=0, seed=0, min_rating=4)
-    PrepareConfig(split="loo", ratios=(0.7, 0.15, 0.15), k_core=np.int64(3), seed=np.int32(7))
+    a = PrepareConfig(split="none", ratios=[1, 0, 0], k_core=0, seed=0, min_rating=4)
+    assert (a.split, tuple(a.ratios), a.k_core, a.seed, a.min_rating) == ("none", (1, 0, 0), 0, 0, 4)
+    b = PrepareConfig(split="loo", ratios=(0.7, 0.15, 0.15), k_core=np.int64(3), seed=np.int32(7))
+    assert (b.split, tuple(b.ratios), b.k_core, b.seed) == ("loo", (0.7, 0.15, 0.15), 3, 7)
 
 
 def test_prepare_revalidates_options_set_after_construction():

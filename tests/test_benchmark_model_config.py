@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from recgoat.benchmark import load_config, run_benchmark
+from recgoat.benchmark.cells import plan_cells
 from recgoat.errors import ConfigError
 
 from test_benchmark_paths import write_data
@@ -69,8 +70,10 @@ def test_the_full_model_config_is_recorded(bench):
 
 
 def test_a_resume_with_the_same_settings_retrains_nothing(bench):
-    run = run_benchmark(config(bench / "out", MODELS))
+    cfg = config(bench / "out", MODELS)
+    run = run_benchmark(cfg)
     assert not run.trained and not run.failed
+    assert sorted(run.skipped) == sorted(c.title for c in plan_cells(cfg))  # every cell was found finished
 
 
 @pytest.mark.parametrize("label, edit, named", [

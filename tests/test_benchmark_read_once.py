@@ -120,14 +120,9 @@ def test_an_auto_folder_is_encoded_and_compared_once_under_the_lock(tmp_path, mo
     assert events == ["read baby"]
 
 
-# ------------------------------------------------------------------------------------- grid_seeds: chosen once
-def test_a_grid_seeds_run_chooses_once_and_reads_each_result_once(tmp_path, monkeypatch):
-    """The points are chosen once, for the cells to train and for the report, and each finished cell's result.json
-    is read once for both (by collect_runs); the report is the one write_report builds afresh from the folder."""
-    data = write_data(tmp_path / "d")
-    grid = {"name": "bprmf", "grid": {"train.lr": [0.001, 0.05]}}
-    cfg = config([{"name": str(data), "features": None}], tmp_path / "out", ["mostpop", grid], [1, 2],
-                 ("grid_seeds=1",))
+def _count_choices_and_reads(monkeypatch, runs_dir: Path) -> tuple[list[int], list[str]]:
+    """Spies on the report: the number of runs each choice of grid points saw, and the result.json files
+    collect_runs read (relative to ``runs_dir``)."""
     choices: list[int] = []
     reads: list[str] = []
     chosen_points, read_json = report.chosen_points, report.read_json
@@ -138,11 +133,23 @@ def test_a_grid_seeds_run_chooses_once_and_reads_each_result_once(tmp_path, monk
 
     def reading(path):
         if sys._getframe(1).f_code.co_name == "collect_runs":  # not the learning curves' history
-            reads.append(str(Path(path).relative_to(tmp_path / "out" / "runs" / "d")))
+            reads.append(str(Path(path).relative_to(runs_dir)))
         return read_json(path)
 
     monkeypatch.setattr(report, "chosen_points", choosing)
     monkeypatch.setattr(report, "read_json", reading)
+    return choices, reads
+
+
+# ------------------------------------------------------------------------------------- grid_seeds: chosen once
+def test_a_grid_seeds_run_chooses_once_and_reads_each_result_once(tmp_path, monkeypatch):
+    """The points are chosen once, for the cells to train and for the report, and each finished cell's result.json
+    is read once for both (by collect_runs); the report is the one write_report builds afresh from the folder."""
+    data = write_data(tmp_path / "d")
+    grid = {"name": "bprmf", "grid": {"train.lr": [0.001, 0.05]}}
+    cfg = config([{"name": str(data), "features": None}], tmp_path / "out", ["mostpop", grid], [1, 2],
+                 ("grid_seeds=1",))
+    choices, reads = _count_choices_and_reads(monkeypatch, tmp_path / "out" / "runs" / "d")
     run = run_benchmark(cfg)
     assert not run.failed and len(run.trained) == 5 and len(run.unchosen) == 1
     assert choices == [4]  # after the first seeds: mostpop's two, each point's first
@@ -168,21 +175,7 @@ def test_report_only_of_a_grid_seeds_run_chooses_once_and_reads_each_result_once
     made = {name: (tmp_path / "out" / name).read_text() for name in names}
     for name in names:
         (tmp_path / "out" / name).unlink()
-    choices: list[int] = []
-    reads: list[str] = []
-    chosen_points, read_json = report.chosen_points, report.read_json
-
-    def choosing(runs, config):
-        choices.append(len(runs))
-        return chosen_points(runs, config)
-
-    def reading(path):
-        if sys._getframe(1).f_code.co_name == "collect_runs":  # not the learning curves' history
-            reads.append(str(Path(path).relative_to(tmp_path / "out" / "runs" / "d")))
-        return read_json(path)
-
-    monkeypatch.setattr(report, "chosen_points", choosing)
-    monkeypatch.setattr(report, "read_json", reading)
+    choices, reads = _count_choices_and_reads(monkeypatch, tmp_path / "out" / "runs" / "d")
     runner.report_only(cfg)
     assert choices == [5]  # every finished cell: the first seeds choose, as in the run
     assert sorted(reads) == sorted(f"{title.split('/', 1)[1]}/result.json" for title in run.trained)

@@ -87,7 +87,8 @@ def test_the_documented_python_example_runs(plugins):
     exec(compile(session[0], "docs/extending.md", "exec"), {})
     result = json.loads(Path("runs/logmf-py/result.json").read_text())
     assert result["model"] == "logmf"
-    # it learned: above the popularity ranking on the same test split, computed by hand (0.120)
+    # it learned: above the popularity ranking on the same test split, computed by hand (0.126; MostPop through the
+    # evaluator, pessimistic on its tied counts: 0.122); LogMF reaches 0.199, one with its item rows shuffled ~0.01
     assert result["test"]["recall@20"] > popularity_recall(D.load("ml-latest-small"), "test")
     assert Recommender.load("models/logmf").name == "logmf"
 

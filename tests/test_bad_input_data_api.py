@@ -63,11 +63,25 @@ def test_invalid_prepare_option_is_a_config_error(kwargs, message):
         PrepareConfig(**kwargs)
 
 
-def test_valid_prepare_options_still_accepted():
+def test_valid_prepare_options_still_accepted(tmp_path):
+    """Kept as given (numpy integers from a script included), and a dataset prepared with them records them in
+    its saved manifest as plain JSON numbers."""
+    from recgoat.datasets import Dataset
+
     a = PrepareConfig(split="none", ratios=[1, 0, 0], k_core=0, seed=0, min_rating=4)
     assert (a.split, tuple(a.ratios), a.k_core, a.seed, a.min_rating) == ("none", (1, 0, 0), 0, 0, 4)
     b = PrepareConfig(split="loo", ratios=(0.7, 0.15, 0.15), k_core=np.int64(3), seed=np.int32(7))
     assert (b.split, tuple(b.ratios), b.k_core, b.seed) == ("loo", (0.7, 0.15, 0.15), 3, 7)
+    # 10 users × 8 of 12 items: every user and item has at least 3 interactions, so the 3-core keeps them all
+    raw = pd.DataFrame([(f"u{u}", f"i{(u + j) % 12}", u * 10 + j) for u in range(10) for j in range(8)],
+                       columns=["user", "item", "timestamp"])
+    ds = prepare("opts", raw, config=b)
+    ds.save(tmp_path / "opts")
+    recorded = Dataset.load(tmp_path / "opts").info["prepare"]
+    assert {k: recorded[k] for k in ("split", "ratios", "k_core", "seed")} == \
+        {"split": "loo", "ratios": [0.7, 0.15, 0.15], "k_core": 3, "seed": 7}
+    assert type(recorded["k_core"]) is int and type(recorded["seed"]) is int
+    assert (ds.split_frame("valid").groupby("user").size() == 1).all() and ds.n_users == 10 and ds.n_items == 12
 
 
 def test_prepare_revalidates_options_set_after_construction():

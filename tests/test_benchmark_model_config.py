@@ -73,7 +73,9 @@ def test_a_resume_with_the_same_settings_retrains_nothing(bench):
     cfg = config(bench / "out", MODELS)
     run = run_benchmark(cfg)
     assert not run.trained and not run.failed
-    assert sorted(run.skipped) == sorted(c.title for c in plan_cells(cfg))  # every cell was found finished
+    assert sorted(r["model"] for r in run.results) == ["bprmf", "recgoat"]
+    # every cell was found finished (its result read back), none silently left out
+    assert sorted(run.skipped) == sorted(c.title for c in plan_cells(cfg)) and len(run.skipped) == len(MODELS)
 
 
 @pytest.mark.parametrize("label, edit, named", [

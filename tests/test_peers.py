@@ -30,7 +30,7 @@ from training_helpers import popularity_recall  # noqa: E402
 PEERS = ["vbpr", "freedom", "lgmrec", "bm3"]
 SHARED_FEATURES = Path(os.environ.get("RECGOAT_TEST_FEATURES", "/nonexistent"))
 N_USERS = 150
-EPOCHS = 6
+EPOCHS = 15  # a second each; at 6, VBPR and BM3 had not yet left the popularity ranking's level
 
 torch.set_num_threads(1)
 
@@ -117,10 +117,10 @@ def test_loss_decreases_and_learns(trained, most_popular_recall):
     losses = [h["loss"] for h in result["history"]]
     assert len(losses) == EPOCHS
     assert losses[-1] < losses[0] * 0.95, losses
-    # at 6 epochs VBPR and BM3 sit at the popularity ranking's level (0.192 and 0.189 against its 0.192),
-    # FREEDOM and LGMRec well above (0.221, 0.297); 0.9 × that leaves room for another CPU's rounding, and a
-    # model ranking items at random (0.023–0.038 with the item rows shuffled) fails it
-    assert result["valid"]["recall@20"] > 0.9 * most_popular_recall, (result["valid"], most_popular_recall)
+    # above the popularity ranking (0.192; a uniform ranking: 0.028): after 15 epochs VBPR 0.274, FREEDOM 0.309,
+    # LGMRec 0.331, BM3 0.263 (at 6 epochs VBPR and BM3 were only at its level, 0.192 and 0.189, and the bar was
+    # 0.9 × it); with the item rows shuffled they score 0.03–0.05
+    assert result["valid"]["recall@20"] > most_popular_recall, (result["valid"], most_popular_recall)
 
 
 @pytest.mark.parametrize("trained", PEERS, indirect=True)

@@ -375,3 +375,18 @@ def test_an_items_image_column_is_kept_beside_an_images_folder(tmp_path):
     got = dict(zip(ds.item_ids, ds.image_sources()))
     assert got == {"a": str(folder / "pics" / "first.png"), "b": "https://example.com/b.jpg",
                    "c": str((folder / "images" / "c.jpg").resolve()), "d": None}
+
+
+def test_python_load_of_a_split_folder_refuses_preparation_options_it_would_ignore(tmp_path):
+    """`recgoat datasets info FOLDER --k-core 3` refused options an already split folder ignores; Python's
+    load(FOLDER, PrepareConfig(k_core=3)) ignored them silently. Options at their defaults are nothing given."""
+    mmrec = Path(__file__).parent / "fixtures" / "mmrec_tiny"
+    with pytest.raises(ConfigError, match=r"mmrec_tiny: a MMRec dataset folder is already split and keeps its "
+                                          r"split; k_core=3, seed=7 would be ignored"):
+        load(mmrec, PrepareConfig(k_core=3, seed=7))
+    assert load(mmrec, PrepareConfig()).n_users == load(mmrec).n_users
+    # a prepared folder: the options it was prepared with are fine, others refused naming them
+    load("ml-latest-small", PrepareConfig(k_core=3)).save(tmp_path / "p")
+    assert load(tmp_path / "p", PrepareConfig(k_core=3)).info["prepare"]["k_core"] == 3
+    with pytest.raises(ConfigError, match=r"\(it was prepared with k_core=3\); k_core=4 would be ignored"):
+        load(tmp_path / "p", PrepareConfig(k_core=4))

@@ -268,9 +268,15 @@ def refuse_ignored_prepare_options(name_or_path: str | Path, options: dict[str, 
 
 
 def load(name_or_path: str | Path, config: PrepareConfig | None = None) -> Dataset:
-    """Load a dataset by name or path and prepare it (filter, remap, split) unless already prepared."""
+    """Load a dataset by name or path and prepare it (filter, remap, split) unless already prepared.
+
+    A folder that is already split keeps its split: a ``config`` whose options differ from the defaults there is
+    a :class:`ConfigError` (:func:`refuse_ignored_prepare_options`, as the CLI's), not silently ignored."""
     p = Path(str(name_or_path))
     layout = presplit_layout(p)
+    if layout is not None and config is not None:
+        defaults = PrepareConfig().__dict__
+        refuse_ignored_prepare_options(p, {k: v for k, v in config.__dict__.items() if v != defaults[k]})
     if layout == "prepared":
         return Dataset.load(p)
     if layout == "MMRec":

@@ -9,6 +9,12 @@ from typing import Iterator
 import pandas as pd
 
 
+def shop_rows(users: list[str], items: list[str], t0: int = 1000, step: int = 1) -> list[tuple]:
+    """(user, item, timestamp) rows of a small catalogue: user ``u`` (``ui``-th) bought item ``j`` unless
+    ``(ui + j) % 3 == 0``, at ``t0 + step * j``; every user and item has some, no two users the same set."""
+    return [(u, it, t0 + step * j) for ui, u in enumerate(users) for j, it in enumerate(items) if (ui + j) % 3]
+
+
 def train_shop(folder: Path, rows: list[tuple], items: list[str], titles: list[str | None] | None = None,
                dedup: bool = True):
     """``(model, dataset)``: the generic-layout catalogue of ``rows`` (user_id, item_id, timestamp) and

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from recgoat.serving import export_run, load_run
-from serving_helpers import train_shop
+from serving_helpers import shop_rows, train_shop
 
 pytest.importorskip("httpx")
 
@@ -20,7 +20,7 @@ ITEMS = [f"i{i}" for i in range(8)]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    rows = [(u, it, 1000 + j) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS) if (ui + j) % 3]
+    rows = shop_rows(USERS, ITEMS)
     return train_shop(tmp_path_factory.mktemp("cold") / "shop", rows, ITEMS)
 
 
@@ -82,7 +82,7 @@ def test_an_unknown_users_404_names_the_fields_of_a_cold_start(with_text):
 def numeric_ids(tmp_path_factory):
     """A catalogue whose ids are numbers, as MovieLens': a client sends them as JSON numbers."""
     items = [str(50 + i) for i in range(8)]
-    rows = [(str(u), it, 1000 + j) for u in range(6) for j, it in enumerate(items) if (u + j) % 3]
+    rows = shop_rows([str(u) for u in range(6)], items)
     root = tmp_path_factory.mktemp("cold-numeric")
     trained = train_shop(root / "shop", rows, items)
     with _client(load_run(export_run(*trained, root / "a"))) as c:

@@ -16,7 +16,7 @@ import pytest
 
 from recgoat.serving import export_run, load_run
 
-from serving_helpers import train_shop
+from serving_helpers import shop_rows, train_shop
 
 pytest.importorskip("httpx")
 
@@ -26,7 +26,7 @@ ITEMS = [f"i{i}" for i in range(20)] + ["007", "it/em", "i+j", "i j", "ü#?"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    rows = [(u, it, 1000 + 10 * j) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS) if (ui + j) % 3]
+    rows = shop_rows(USERS, ITEMS, step=10)
     return train_shop(tmp_path_factory.mktemp("qa3") / "shop", rows, ITEMS)
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from recgoat.serving import export_run, load_run
 
-from serving_helpers import train_shop
+from serving_helpers import shop_rows, train_shop
 
 pytest.importorskip("httpx")
 
@@ -33,7 +33,7 @@ TITLES = [f"A film about {t}" for t in TOPICS * 2] + ["a spy", "seven", "a path"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    rows = [(u, it, 1000 + 10 * j) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS) if (ui + j) % 3]
+    rows = shop_rows(USERS, ITEMS, step=10)
     return train_shop(tmp_path_factory.mktemp("qa5") / "shop", rows, ITEMS, TITLES)
 
 

@@ -19,7 +19,7 @@ from recgoat.errors import DataError
 from recgoat.serving import export_run, load_run
 from recgoat.serving.artifacts import sha256_file
 
-from serving_helpers import train_shop
+from serving_helpers import shop_rows, train_shop
 
 ITEMS = [f"i{i}" for i in range(12)]
 USERS = [f"u{u}" for u in range(6)]
@@ -27,7 +27,7 @@ USERS = [f"u{u}" for u in range(6)]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    rows = [(u, it, 100 + j) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS) if (ui + j) % 3]
+    rows = shop_rows(USERS, ITEMS, t0=100)
     return train_shop(tmp_path_factory.mktemp("qa4") / "shop", rows, ITEMS)
 
 

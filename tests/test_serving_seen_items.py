@@ -24,7 +24,7 @@ import pytest
 from recgoat.errors import DataError
 from recgoat.serving import export_run, load_run
 
-from serving_helpers import train_shop
+from serving_helpers import shop_rows, train_shop
 
 pytest.importorskip("httpx")
 
@@ -36,7 +36,7 @@ NOT_INT = "Input should be a valid integer, unable to parse string as an integer
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    rows = [(u, it, 100 + j) for ui, u in enumerate(USERS) for j, it in enumerate(ITEMS) if (ui + j) % 3]
+    rows = shop_rows(USERS, ITEMS, t0=100)
     model, ds = train_shop(tmp_path_factory.mktemp("s15") / "shop", rows, ITEMS)
     held_out = ds.interactions["split"] != "train"
     assert held_out.any() and ds.interactions[held_out]["user"].nunique() == ds.n_users  # every user holds some

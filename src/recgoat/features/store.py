@@ -411,13 +411,16 @@ def _joined(partial: Path, c: int, head: tuple[dict[str, np.ndarray], dict], row
     return {k: np.concatenate([got[k], rows[k]]) for k in rows}, joined
 
 
-def _save_rows(partial: Path, stem: str, arrays: dict[str, np.ndarray], meta: dict, start: int, stop: int) -> None:
-    """Checkpoint rows ``start:stop`` as ``stem``'s files; the JSON last, marking them complete (an older one is
-    removed first: a kill in between leaves arrays without it, recomputed, never new arrays under old bounds)."""
+def _save_rows(partial: Path, stem: str, arrays: dict[str, np.ndarray], meta: dict, start: int, stop: int) -> dict:
+    """Checkpoint rows ``start:stop`` as ``stem``'s files (a chunk, or its head); the JSON last, marking them
+    complete (an older one is removed first: a kill in between leaves arrays without it, recomputed, never new
+    arrays under old bounds). Returns the meta written."""
     (partial / f"{stem}.json").unlink(missing_ok=True)
     for name, arr in arrays.items():
         save_array(partial / f"{stem}.{name}.npy", arr)
-    write_json(partial / f"{stem}.json", {**meta, "arrays": sorted(arrays), "rows": [start, stop]})
+    meta = {**meta, "arrays": sorted(arrays), "rows": [start, stop]}
+    write_json(partial / f"{stem}.json", meta)
+    return meta
 
 
 def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tuple[dict[str, np.ndarray], dict]],
@@ -461,10 +464,7 @@ def _chunked(partial: Path, n: int, chunk: int, compute: Callable[[int, int], tu
                 got, meta = _joined(partial, c, head, got, meta)
             if check:
                 check(start, got)
-            for name, arr in got.items():
-                save_array(partial / f"{c:05d}.{name}.npy", arr)
-            meta = {**meta, "arrays": sorted(got), "rows": [start, stop]}
-            write_json(partial / f"{c:05d}.json", meta)
+            meta = _save_rows(partial, f"{c:05d}", got, meta, start, stop)
             for path in partial.glob(f"{c:05d}.head.*"):  # the chunk is complete: its head is not needed
                 path.unlink(missing_ok=True)
         for name, arr in got.items():

@@ -235,6 +235,40 @@ def test_tuned_rows_are_the_best_validation_points(bench):
     assert "Tuned on validation" in html and f"{best} (valid recall@20" in html
 
 
+def test_every_grid_point_is_plotted_with_its_validation_mean(bench, tmp_path):
+    """The HTML's grid-search plot reads grid_point_stats: per point, the mean and sample std of its validation
+    figures over the seeds compared (here edited to known values), and how many seeds finished."""
+    import base64
+
+    from recgoat.benchmark.report import collect_runs, grid_point_stats
+
+    cfg, out = bench
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    for i, p in enumerate(POINTS):
+        for seed, v in ((2026, 0.1 + 0.1 * i), (2027, 0.2 + 0.1 * i)):
+            path = copy / "runs" / DATASET / p / f"seed{seed}" / "result.json"
+            r = json.loads(path.read_text())
+            r["valid"]["recall@20"] = v
+            path.write_text(json.dumps(r))
+    unfinished = copy / "runs" / DATASET / POINTS[0] / "seed2027" / "result.json"
+    r = json.loads(unfinished.read_text())
+    del r["benchmark"]  # not done: the point has one seed of two
+    unfinished.write_text(json.dumps(r))
+    cfg = make_config(copy)
+    stats = grid_point_stats(collect_runs(cfg), cfg)
+    assert list(stats["model"]) == POINTS and set(stats["grid"]) == {"lightgcn"}
+    assert list(stats["seeds"]) == [1, 2, 2, 2]
+    assert stats["valid_mean"].tolist() == pytest.approx([0.1, 0.25, 0.35, 0.45], abs=1e-12)
+    assert stats["valid_std"].isna().tolist() == [True, False, False, False]
+    assert stats["valid_std"].iloc[1:].tolist() == pytest.approx([0.1 / 2 ** 0.5] * 3, abs=1e-12)
+    page = write_report(copy, cfg)["html"].read_text()
+    tuned_part = page[page.index("Tuned on validation"):page.index(f"<h2>{DATASET}</h2>")]
+    for alt in (f"grid search {DATASET}", f"metric bars {DATASET} (tuned)"):
+        src = tuned_part.split(f"<img alt='{alt}' src='data:image/png;base64,")[1].split("'")[0]
+        assert base64.b64decode(src)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_validation_chooses_even_against_test(bench, tmp_path):
     """The point with the worst test figures, given the best validation figure, is the one chosen."""
     cfg, out = bench
@@ -288,6 +322,7 @@ def test_a_report_without_grids_is_unchanged(bench, tmp_path):
     shutil.copytree(out, copy)
     paths = write_report(copy, plain)
     assert "tuned_csv" not in paths and "Tuned on validation" not in paths["md"].read_text()
+    assert "grid search" not in paths["html"].read_text()
 
 
 def test_a_model_spec_made_directly_refuses_a_grid_and_records_none(bench):

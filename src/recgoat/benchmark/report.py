@@ -127,26 +127,32 @@ def chosen_points(runs: pd.DataFrame, config) -> dict[tuple[str, str], tuple[str
     it was compared with, and its mean validation figure over the seeds compared. Only the grid's first
     :func:`grid_seed_count` seeds count: among the points finished on the most of them, the best mean validation
     selection metric wins (ties: the first listed). The test split chooses nothing."""
+    best: dict[tuple[str, str], tuple[str, int, float]] = {}
+    counts: dict[tuple[str, str], list[int]] = {}
+    # the config's order: a later point must be strictly better to win a tie
+    for r in grid_point_stats(runs, config).itertuples(index=False):
+        key, n, mean = (r.dataset, r.grid), int(r.seeds), float(r.valid_mean)
+        counts.setdefault(key, []).append(n)
+        if key not in best or (n, mean) > best[key][1:]:
+            best[key] = (r.model, n, mean)
+    return {key: (b[0], counts[key].count(b[1]), b[2]) for key, b in best.items()}
+
+
+def grid_point_stats(runs: pd.DataFrame, config) -> pd.DataFrame:
+    """Every grid point's validation selection metric over the seeds its grid compares (:func:`grid_seed_count`):
+    one row per dataset × point, in the config's order, with ``grid``, ``seeds`` (how many finished), ``valid_mean``
+    and ``valid_std`` (sample std; NaN for one seed). What :func:`chosen_points` chooses from."""
+    cols = ["dataset", "grid", "model", "seeds", "valid_mean", "valid_std"]
     group = grid_groups(config)
     if runs.empty or not group:
-        return {}
+        return pd.DataFrame(columns=cols)
     seeds = config.seeds[:grid_seed_count(config)]
     part = runs[runs["seed"].isin(seeds) & runs["model"].isin(list(group))]
-    stats = part.groupby(["dataset", "model"], sort=False)["valid_selection"].agg(["size", "mean"])
-    chosen: dict[tuple[str, str], tuple[str, int, float]] = {}
-    for dataset in runs["dataset"].unique():
-        best: dict[str, tuple[str, int, float]] = {}
-        counts: dict[str, list[int]] = {}
-        for label in group:  # the config's order: a later point must be strictly better to win a tie
-            if (dataset, label) not in stats.index:
-                continue
-            n, mean = int(stats.loc[(dataset, label), "size"]), float(stats.loc[(dataset, label), "mean"])
-            g = group[label]
-            counts.setdefault(g, []).append(n)
-            if g not in best or (n, mean) > best[g][1:]:
-                best[g] = (label, n, mean)
-        chosen.update({(dataset, g): (b[0], counts[g].count(b[1]), b[2]) for g, b in best.items()})
-    return chosen
+    stats = part.groupby(["dataset", "model"], sort=False)["valid_selection"].agg(["size", "mean", "std"])
+    rows = [(dataset, group[label], label, int(stats.loc[(dataset, label), "size"]),
+             float(stats.loc[(dataset, label), "mean"]), float(stats.loc[(dataset, label), "std"]))
+            for dataset in runs["dataset"].unique() for label in group if (dataset, label) in stats.index]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def tuned(agg: pd.DataFrame, runs: pd.DataFrame, config,
@@ -516,8 +522,9 @@ def learning_curves(runs: pd.DataFrame, dataset: str) -> str:
     return _png(fig)
 
 
-def metric_bars(agg: pd.DataFrame, dataset: str, config) -> str:
-    """Grouped bars (metric@K groups, one bar per model) with ±1 std error bars."""
+def metric_bars(agg: pd.DataFrame, dataset: str, config, what: str = "") -> str:
+    """Grouped bars (metric@K groups, one bar per model) with ±1 std error bars; ``what`` qualifies the title
+    (e.g. "each grid at its chosen point")."""
     import matplotlib.pyplot as plt
 
     rows = agg[agg["dataset"] == dataset]
@@ -531,7 +538,7 @@ def metric_bars(agg: pd.DataFrame, dataset: str, config) -> str:
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
                label=r["model"], color=f"C{i % 10}")
     ax.set_xticks(x, [f"{METRIC_TITLES[c.split('@')[0]]}@{c.split('@')[1]}" for c in cols], rotation=30)
-    ax.set_title(f"{dataset}: test metrics (mean ± std over seeds)")
+    ax.set_title(f"{dataset}: test metrics{f', {what}' if what else ''} (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -551,6 +558,38 @@ def timing_bars(agg: pd.DataFrame, dataset: str) -> str:
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", rotation=30, labelsize=8)
         ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def grid_search_dots(points: pd.DataFrame, picks: dict[tuple[str, str], tuple[str, int, float]], dataset: str,
+                     metric: str) -> str:
+    """One panel per grid: each point's mean validation ``metric`` over the seeds compared, ±1 std (dots, not
+    bars: the axis does not start at zero, so that close points stay apart), the chosen point in red; points
+    finished on fewer seeds than the others (not compared) hollow."""
+    import matplotlib.pyplot as plt
+
+    rows = points[points["dataset"] == dataset]
+    grids = list(dict.fromkeys(rows["grid"]))
+    sizes = [int((rows["grid"] == g).sum()) for g in grids]
+    fig, axes = plt.subplots(len(grids), 1, squeeze=False,
+                             figsize=(7.2, sum(0.28 * n + 0.9 for n in sizes)), height_ratios=sizes)
+    for ax, g in zip(axes[:, 0], grids):
+        def short(label: str) -> str:  # the grid's name prefixes every automatic label
+            return label[len(g) + 1:] if label.startswith(g + "+") else label
+
+        part = rows[rows["grid"] == g]
+        chosen = picks.get((dataset, g), ("", 0, 0.0))[0]
+        most = part["seeds"].max()
+        y = np.arange(len(part))[::-1]  # the config's order from the top
+        for yi, r in zip(y, part.itertuples(index=False)):
+            color = "C3" if r.model == chosen else "C0"
+            ax.errorbar(r.valid_mean, yi, xerr=0.0 if np.isnan(r.valid_std) else r.valid_std, fmt="o", capsize=3,
+                        color=color, mfc=color if r.seeds == most else "white")
+        ax.set_yticks(y, [short(m) for m in part["model"]], fontsize=8)
+        ax.set_ylim(-0.6, len(part) - 0.4)
+        ax.set_title(f"{g}: validation {metric} per grid point (chosen: {short(chosen)})", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)
 
@@ -577,7 +616,10 @@ def _html_tables(agg: pd.DataFrame, dataset: str, config, level: str) -> list[st
 
 def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], config,
                 failed: dict[str, str] | None = None,
-                grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
+                grids: tuple[pd.DataFrame, dict[str, dict]] | None = None,
+                picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> str:
+    """The report as an HTML page with its plots inlined; ``grids`` as :func:`markdown`'s, ``picks`` the
+    :func:`chosen_points` (found from ``runs`` when not given)."""
     esc = html.escape
     by_grid = grid_seeds_note(config)
     body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
@@ -593,6 +635,7 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
         body.append("<p>No finished cells.</p>")
     if grids is not None:
         tagg, tsig = grids
+        points = grid_point_stats(runs, config)
         body.append(f"<h2>Tuned on validation</h2><p>{esc(TUNED_NOTE.format(metric=config.train.metric))}</p>")
         for dataset in tagg["dataset"].unique():
             body.append(f"<h3>{esc(str(dataset))} (tuned)</h3>"
@@ -600,6 +643,13 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
             body.extend(_html_tables(tagg, dataset, config, "h4"))
             if dataset in tsig:
                 body.append(f"<p class='sig'>{esc(significance_line(tsig[dataset]))}</p>")
+            if (points["dataset"] == dataset).any():
+                picks = chosen_points(runs, config) if picks is None else picks
+                body.append(f"<img alt='grid search {esc(str(dataset))}' "
+                            f"src='{grid_search_dots(points, picks, dataset, config.train.metric)}'>")
+            if not tagg[tagg["dataset"] == dataset].empty:
+                body.append(f"<img alt='metric bars {esc(str(dataset))} (tuned)' "
+                            f"src='{metric_bars(tagg, dataset, config, 'each grid at its chosen point')}'>")
     for dataset in agg["dataset"].unique():
         body.append(f"<h2>{esc(str(dataset))}</h2>")
         body.extend(_html_tables(agg, dataset, config, "h3"))
@@ -647,5 +697,5 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
         tmp.write_text(markdown(agg, sig, config, failed, grids))
     with atomic_path(paths["html"]) as tmp:
         # with no finished cell too: the page still names the failed cells
-        tmp.write_text(html_report(runs, agg, sig, config, failed, grids))
+        tmp.write_text(html_report(runs, agg, sig, config, failed, grids, picks))
     return paths

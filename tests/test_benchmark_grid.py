@@ -235,6 +235,21 @@ def test_tuned_rows_are_the_best_validation_points(bench):
     assert "Tuned on validation" in html and f"{best} (valid recall@20" in html
 
 
+def test_every_point_tables_bold_no_test_figure(bench):
+    """Bolding the best test mean among a grid's points would show the point test chooses: the every-point
+    section bolds only its validation table; the tuned section, one row per grid, bolds its test tables."""
+    cfg, out = bench
+    for text, section_start in (((out / "results.md").read_text(), f"\n## {DATASET}\n"),
+                                ((out / "report.html").read_text(), f"<h2>{DATASET}</h2>")):
+        tuned_part, every = text.split(section_start)
+        test_tables = every[:every.index("alidation recall@20 (the selection metric)")]
+        assert "Test metrics @20" in test_tables and "**" not in test_tables and "<b>" not in test_tables
+        assert "not bolded here" in every
+        valid = every[every.index("(the selection metric)"):]
+        assert ("**" in valid[:valid.index("Cost")]) or ("<b>" in valid[:valid.index("Cost")])
+        assert "**" in tuned_part or "<b>" in tuned_part
+
+
 def test_every_grid_point_is_plotted_with_its_validation_mean(bench, tmp_path):
     """The HTML's grid-search plot reads grid_point_stats: per point, the mean and sample std of its validation
     figures over the seeds compared (here edited to known values), and how many seeds finished."""

@@ -231,6 +231,10 @@ TUNED_NOTE = ("Each grid is one row, named by the grid: per dataset, its point w
               "chooses nothing. Every point is listed in the sections after this one.")
 
 
+EVERY_POINT_NOTE = ("Every grid point as trained. Test figures are not bolded here: the point best on them would "
+                    "be a choice made on test; the tuned section above chose on validation.")
+
+
 # ------------------------------------------------------------------------------------- significance
 def per_user_means(run_dirs: list[str | Path], metric: str) -> pd.Series:
     """A user's test ``metric`` averaged over the given runs (seeds); index = internal user id."""
@@ -382,13 +386,13 @@ def _table(rows: pd.DataFrame, title: str, cols: list[tuple[str, str, int, bool]
     return title, header, cells, bold
 
 
-def tables(agg: pd.DataFrame, dataset: str, config) -> list[Table]:
-    """A dataset's tables: test metrics at each reported K (best mean bold), the validation metric models are
-    ranked and chosen on, then training cost."""
+def tables(agg: pd.DataFrame, dataset: str, config, bold_test: bool = True) -> list[Table]:
+    """A dataset's tables: test metrics at each reported K (best mean bold unless ``bold_test`` is False), the
+    validation metric models are ranked and chosen on, then training cost."""
     rows = agg[agg["dataset"] == dataset]
     out = []
     for k in config.ks_reported:
-        cols = [(f"{m}@{k}", f"{METRIC_TITLES[m]}@{k}", 4, True) for m in config.report_metrics
+        cols = [(f"{m}@{k}", f"{METRIC_TITLES[m]}@{k}", 4, bold_test) for m in config.report_metrics
                 if f"{m}@{k}_mean" in rows.columns]
         if cols:
             out.append(_table(rows, f"Test metrics @{k}", cols))
@@ -440,9 +444,9 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _md_tables(agg: pd.DataFrame, dataset: str, config, level: str) -> list[str]:
+def _md_tables(agg: pd.DataFrame, dataset: str, config, level: str, bold_test: bool = True) -> list[str]:
     parts = []
-    for title, header, cells, bold in tables(agg, dataset, config):
+    for title, header, cells, bold in tables(agg, dataset, config, bold_test):
         parts.append(f"\n{level} {title}\n")
         parts.append("| " + " | ".join(header) + " |")
         parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
@@ -470,7 +474,9 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
                 parts.append("\n" + significance_line(tsig[dataset]))
     for dataset in agg["dataset"].unique():
         parts.append(f"\n## {dataset}\n")
-        parts.extend(_md_tables(agg, dataset, config, "###"))
+        if grids is not None:
+            parts.append(f"\n{EVERY_POINT_NOTE}\n")
+        parts.extend(_md_tables(agg, dataset, config, "###", bold_test=grids is None))
         if dataset in sig:
             parts.append("\n" + significance_line(sig[dataset]))
     if failed:
@@ -601,10 +607,10 @@ td{text-align:right}td:first-child{text-align:left}th{background:#f3f3f3}.sig{ba
 img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:1px 4px}"""
 
 
-def _html_tables(agg: pd.DataFrame, dataset: str, config, level: str) -> list[str]:
+def _html_tables(agg: pd.DataFrame, dataset: str, config, level: str, bold_test: bool = True) -> list[str]:
     esc = html.escape
     body = []
-    for title, header, cells, bold in tables(agg, dataset, config):
+    for title, header, cells, bold in tables(agg, dataset, config, bold_test):
         body.append(f"<{level}>{esc(title)}</{level}><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
                     + "</tr>")
         for line, b in zip(cells, bold):
@@ -652,7 +658,9 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
                             f"src='{metric_bars(tagg, dataset, config, 'each grid at its chosen point')}'>")
     for dataset in agg["dataset"].unique():
         body.append(f"<h2>{esc(str(dataset))}</h2>")
-        body.extend(_html_tables(agg, dataset, config, "h3"))
+        if grids is not None:
+            body.append(f"<p>{esc(EVERY_POINT_NOTE)}</p>")
+        body.extend(_html_tables(agg, dataset, config, "h3", bold_test=grids is None))
         if dataset in sig:
             body.append(f"<p class='sig'>{esc(significance_line(sig[dataset]))}</p>")
         body.append(f"<img alt='learning curves {esc(str(dataset))}' src='{learning_curves(runs, dataset)}'>")

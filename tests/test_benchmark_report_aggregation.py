@@ -20,8 +20,8 @@ import pytest
 from scipy import stats
 
 from recgoat.benchmark import load_config
-from recgoat.benchmark.report import (aggregate, markdown, paired_test, per_user_means, significance, tables,
-                                      write_report)
+from recgoat.benchmark.report import (aggregate, latex, markdown, paired_test, per_user_means, significance,
+                                      tables, write_report)
 
 METRIC = "recall@20"
 
@@ -179,6 +179,31 @@ def test_mean_sample_std_single_seed_and_bold():
     assert bold == [[False, True, True], [False, True, True], [False, False, False]]
     cost = tables(agg.reset_index(), "d", bench_config())[-1]
     assert cost[0] == "Cost" and not any(any(b) for b in cost[3])
+
+
+def test_latex_tables_escape_labels_and_bold_as_the_markdown():
+    """results.tex: one booktabs table per dataset and K, labels escaped (``_`` ``&`` ``%`` ``#`` ``$`` ``{}``),
+    ± as $\\pm$, "—" as "---", the bold cells those of :func:`tables`; with grids, only the tuned rows."""
+    rows = []
+    for model, vals in (("lgm_rec&co", [0.2, 0.4, 0.3]), ("b%#$", [0.3, 0.3, 0.3]), ("{c}", [0.1])):
+        for s, v in enumerate(vals):
+            rows.append({"dataset": "my_data", "model": model, "seed": s, "valid": 0.1,
+                         "test": {METRIC: v, "ndcg@20": float("nan") if model == "{c}" else v / 2}})
+    agg = aggregate(runs_frame(rows))
+    tex = latex(agg, bench_config())
+    body = [ln for ln in tex.splitlines() if ln.endswith(r" \\")]
+    assert body == [r"Model & Recall@20 & NDCG@20 \\",
+                    r"lgm\_rec\&co & \textbf{0.3000 $\pm$ 0.1000} & \textbf{0.1500 $\pm$ 0.0500} \\",
+                    r"b\%\#\$ & \textbf{0.3000 $\pm$ 0.0000} & \textbf{0.1500 $\pm$ 0.0000} \\",
+                    r"\{c\} & 0.1000 & --- \\"]
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 1
+    assert r"\begin{tabular}{lrr}" in tex and r"\caption{my\_data: test metrics @20" in tex
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    # with grids: the tuned rows stand for the models (here one row, as if the others were unchosen points)
+    tuned_rows = agg[agg["model"] == "{c}"].assign(chosen="", points=1, chosen_on=float("nan"))
+    tex = latex(agg, bench_config(), (tuned_rows, {}))
+    assert [ln.split(" & ")[0] for ln in tex.splitlines() if ln.endswith(r" \\")] == ["Model", r"\{c\}"]
+    assert "tuned on validation" in tex
 
 
 # ------------------------------------------------------------------------------------- failed cells

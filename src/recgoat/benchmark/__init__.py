@@ -1,7 +1,7 @@
 """``recgoat benchmark``: datasets × models × seeds, resumable, with a self-contained report.
 
 ``run_benchmark(load_config("bench.yaml"))`` trains every cell into ``<out>/runs/<dataset>/<model>/seed<s>/``
-(skipping finished ones) and writes ``results.csv``, ``results.md`` and ``report.html`` under ``<out>``.
+(skipping finished ones) and writes ``results.csv``, ``results.md``, ``report.html`` and ``results.tex`` under ``<out>``.
 """
 from recgoat.benchmark.cells import BenchmarkRun, plan_cells
 from recgoat.benchmark.config import BenchmarkConfig, DatasetSpec, ModelSpec, load_config

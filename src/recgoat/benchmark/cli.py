@@ -27,7 +27,7 @@ import typer
 
 from recgoat.errors import RecGOATError
 
-app = typer.Typer(help="Benchmark models over datasets and seeds; writes results.csv/.md and report.html.",
+app = typer.Typer(help="Benchmark models over datasets and seeds; writes results.csv/.md/.tex and report.html.",
                   add_completion=False)
 
 

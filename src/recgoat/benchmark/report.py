@@ -1,4 +1,5 @@
-r"""Turn a benchmark's run folders into ``results.csv``, ``results.md`` and a standalone ``report.html``.
+r"""Turn a benchmark's run folders into ``results.csv``, ``results.md``, a standalone ``report.html`` and
+``results.tex`` (the test tables for a paper).
 
 Aggregation: for model :math:`m` on dataset :math:`d` with seeds :math:`s = 1..S`, every test metric
 :math:`x_s` (taken at the best-*validation* epoch of seed :math:`s`) is summarised by the mean
@@ -485,6 +486,43 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
     return "\n".join(parts) + "\n"
 
 
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    """``text`` as LaTeX source that prints it (model labels hold ``_``, ``+``, ``=``; a dataset folder anything)."""
+    out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace("—", "---")
+
+
+def latex(agg: pd.DataFrame, config, grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
+    r"""The test tables as LaTeX (``booktabs``), one ``table`` per dataset and reported K, ready to ``\input``
+    into a paper: with grids, each grid's chosen row (the tuned section's table), else every model; best mean
+    bold as in the Markdown (ties at the shown precision all bold)."""
+    rows = grids[0] if grids is not None else agg
+    seeds = ", ".join(map(str, config.seeds))
+    how = "tuned on validation, " if grids is not None else ""
+    short = seed_shortfall(agg, config, grids[0] if grids is not None else None)
+    parts = [f"% recgoat benchmark: test metrics at the best-validation epoch ({config.train.metric}), {how}"
+             f"mean $\\pm$ sample std over seeds {seeds}.", *([f"% {short}"] if short else []),
+             "% Needs \\usepackage{booktabs}.", ""]
+    for dataset in rows["dataset"].unique():
+        for title, header, cells, bold in tables(rows, dataset, config):
+            if not title.startswith("Test metrics"):
+                continue
+            parts += [r"\begin{table}[t]", r"\centering",
+                      rf"\caption{{{_tex(dataset)}: {_tex(title[0].lower() + title[1:])} (mean $\pm$ std over "
+                      rf"seeds{', ' + how.strip(', ') if how else ''}).}}",
+                      r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+                      " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+            for line, marks in zip(cells, bold):
+                parts.append(" & ".join(rf"\textbf{{{_tex(v)}}}" if b else _tex(v) for v, b in zip(line, marks))
+                             + r" \\")
+            parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(parts)
+
+
 # ------------------------------------------------------------------------------------- plots
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -689,7 +727,7 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
     agg = aggregate(runs)
     sig = significance(runs, agg, config) if not runs.empty else {}
     paths = {"csv": out / "results.csv", "md": out / "results.md", "html": out / "report.html",
-             "runs_csv": out / "runs.csv"}
+             "tex": out / "results.tex", "runs_csv": out / "runs.csv"}
     grids = None
     if has_grids(config):
         tagg, truns = tuned(agg, runs, config, picks)
@@ -703,6 +741,8 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
         runs.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
         tmp.write_text(markdown(agg, sig, config, failed, grids))
+    with atomic_path(paths["tex"]) as tmp:
+        tmp.write_text(latex(agg, config, grids))
     with atomic_path(paths["html"]) as tmp:
         # with no finished cell too: the page still names the failed cells
         tmp.write_text(html_report(runs, agg, sig, config, failed, grids, picks))

@@ -36,7 +36,7 @@ cells one by one or in workers, the report), the training of one cell (:func:`ru
 - ``memory.py``: a cell's peak memory (:class:`PeakRSS`);
 - ``workers.py``: ``jobs: N``, the cells trained in worker processes (``_run_in_workers``, ``_stop_workers``,
   ``_watch_parent``, ``_sigint_blocked``);
-- ``report.py``: ``results.csv``, ``results.md`` and ``report.html``.
+- ``report.py``: ``results.csv``, ``results.md``, ``report.html`` and ``results.tex``.
 
 Every name this module held before it was split is still importable from it (they are imported here). A test that
 replaces one of them replaces it where its callers look it up: ``run_cell`` here, ``load_dataset`` and
@@ -107,7 +107,7 @@ __all__ = ["GRID_SECTIONS", "RECORD", "BenchmarkConfig", "BenchmarkRun", "Cell",
 
 
 def report_only(config: BenchmarkConfig) -> dict[str, Path]:
-    """Rebuild ``results.csv``/``results.md``/``report.html`` of a finished benchmark without training.
+    """Rebuild ``results.csv``/``results.md``/``report.html``/``results.tex`` of a finished benchmark without training.
 
     Every requested cell must be finished with this configuration (:func:`check_report_cells`); nothing
     is written otherwise. With ``grid_seeds``, the grid points are chosen once, for the check (which later seeds
@@ -155,7 +155,7 @@ def run_cell(cell: Cell, dataset, features, train_cfg: TrainConfig) -> dict[str,
 
 def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] | None = None,
                   write_report: bool = True) -> BenchmarkRun:
-    """Run (or resume) every cell, then write ``results.csv``, ``results.md`` and ``report.html``.
+    """Run (or resume) every cell, then write ``results.csv``, ``results.md``, ``report.html`` and ``results.tex``.
 
     ``on_cell(cell, status)`` is told ``"skipped"``, ``"start"``, ``"done"``, ``"failed"``, or ``"unchosen"``
     (a grid point's seed beyond ``grid_seeds``, not trained: validation chose another point).

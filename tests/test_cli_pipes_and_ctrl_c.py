@@ -129,6 +129,8 @@ def test_benchmark_draws_no_progress_bar_into_a_pipe(shop, tmp_path):
     assert r.exit_code == 0, (r.output, r.exception)
     assert "cell/s" not in r.stderr and "\r" not in r.stderr
     assert "HTML report:" in r.stdout
+    tex = re.search(r"^LaTeX tables: (.+)$", r.stdout, re.M)
+    assert tex and "\\begin{tabular}" in Path(tex.group(1)).read_text()
     # without bars each finished cell is still one line there: the log saw nothing for the whole run
     assert re.search(r"^shop/mostpop/seed2026: recall@20 valid \d\.\d{4} test \d\.\d{4} \(", r.stderr, re.M), r.stderr
 

@@ -120,7 +120,7 @@ def benchmark(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1)
     typer.echo(Path(paths["md"]).read_text())
-    typer.echo(f"HTML report: {paths['html']}")
+    typer.echo(f"HTML report: {paths['html']}\nLaTeX tables: {paths['tex']}")
     if failed:
         lines = "".join(f"\n  {title}: {msg}" for title, msg in failed.items())
         typer.echo(f"{len(failed)} cell(s) failed; see error.txt in their run folders:{lines}", err=True)

@@ -284,6 +284,34 @@ def test_every_grid_point_is_plotted_with_its_validation_mean(bench, tmp_path):
         assert base64.b64decode(src)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("baseline, says", [
+    ("lightgcn+lr=0.01+n_layers=1", "is a grid point: name its grid"),
+    ("lightgnc", "is not among the models (mostpop, lightgcn); add it, or set baseline: null"),
+])
+def test_a_baseline_is_a_model_or_a_grid(tmp_path, baseline, says):
+    with pytest.raises(ConfigError, match=f"baseline {baseline!r} {says}".replace("(", r"\(").replace(")", r"\)")
+                       .replace("+", r"\+")):
+        make_config(tmp_path, [f"baseline={baseline}"])
+
+
+def test_the_tuned_rows_are_compared_with_the_baseline(bench, tmp_path):
+    """With grids, baseline.csv and the tuned section compare each grid's chosen point (by the grid's name)."""
+    cfg, out = bench
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    cfg = make_config(copy, ["baseline=mostpop"])
+    paths = write_report(copy, cfg)
+    cmp = pd.read_csv(paths["baseline_csv"])
+    assert list(cmp["model"]) == ["lightgcn"] and list(cmp["baseline"]) == ["mostpop"]
+    tuned = pd.read_csv(paths["tuned_csv"]).set_index("model")
+    rel = tuned.loc["lightgcn", "recall@20_mean"] / tuned.loc["mostpop", "recall@20_mean"] - 1
+    assert cmp.loc[0, "recall@20_rel"] == pytest.approx(rel, rel=1e-12)
+    md = paths["md"].read_text()
+    assert md.index("#### Against the baseline (mostpop)") < md.index(f"\n## {DATASET}\n")
+    assert "Against the baseline" in paths["html"].read_text()
+    assert "baseline_csv" not in write_report(copy, make_config(copy))  # none asked for: none written
+
+
 def test_validation_chooses_even_against_test(bench, tmp_path):
     """The point with the worst test figures, given the best validation figure, is the one chosen."""
     cfg, out = bench

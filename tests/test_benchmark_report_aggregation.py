@@ -20,8 +20,8 @@ import pytest
 from scipy import stats
 
 from recgoat.benchmark import load_config
-from recgoat.benchmark.report import (aggregate, latex, markdown, paired_test, per_user_means, significance,
-                                      tables, write_report)
+from recgoat.benchmark.report import (aggregate, holm, latex, markdown, paired_test, per_user_means, significance,
+                                      tables, versus_baseline, write_report)
 
 METRIC = "recall@20"
 
@@ -204,6 +204,58 @@ def test_latex_tables_escape_labels_and_bold_as_the_markdown():
     tex = latex(agg, bench_config(), (tuned_rows, {}))
     assert [ln.split(" & ")[0] for ln in tex.splitlines() if ln.endswith(r" \\")] == ["Model", r"\{c\}"]
     assert "tuned on validation" in tex
+
+
+# ------------------------------------------------------------------------------------- against a baseline
+@pytest.mark.parametrize("p, adjusted", [
+    # sorted 0.005, 0.01, 0.03, 0.04 → ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 → running max 0.02, 0.03, 0.06, 0.06
+    ([0.01, 0.04, 0.03, float("nan"), 0.005], [0.03, 0.06, 0.06, float("nan"), 0.02]),
+    ([0.5, 0.6], [1.0, 1.0]),  # 0.5 × 2 = 1, then the running max keeps 0.6 × 1 at 1
+    ([0.2], [0.2]),
+    ([0.01, 0.01], [0.02, 0.02]),
+])
+def test_holm_adjusted_p_values_by_hand(p, adjusted):
+    np.testing.assert_allclose(holm(p), adjusted, rtol=0, atol=1e-15)
+
+
+def test_every_model_against_the_baseline_by_hand(tmp_path):
+    """Two models against a baseline over 8 users × 2 seeds: the relative difference of the mean test figures,
+    the Wilcoxon p of the seed-averaged per-user figures, and Holm over the two, each computed here apart;
+    a cell failed on one seed pairs the other model's seeds with the baseline's alike (seed 2 only)."""
+    rng = np.random.default_rng(0)
+    users = np.arange(8)
+    per = {"base": rng.random((2, 8)) * 0.4, "a": rng.random((2, 8)) * 0.4 + 0.2, "b": rng.random((2, 8)) * 0.4}
+    rows = []
+    for model, vals in per.items():
+        for seed in (1, 2):
+            if model == "b" and seed == 1:
+                continue  # failed
+            d = write_cell(tmp_path / model / f"seed{seed}", users, {METRIC: vals[seed - 1],
+                                                                      "ndcg@20": vals[seed - 1] / 2})
+            rows.append({"model": model, "seed": seed, "run_dir": d, "valid": 0.1,
+                         "test": {METRIC: float(vals[seed - 1].mean()), "ndcg@20": float(vals[seed - 1].mean() / 2)}})
+    runs = runs_frame(rows)
+    cmp = versus_baseline(aggregate(runs), runs, bench_config(baseline="base")).set_index("model")
+    assert list(cmp.index) == ["a", "b"]
+    p_a = stats.wilcoxon(per["a"].mean(0), per["base"].mean(0)).pvalue
+    p_b = stats.wilcoxon(per["b"][1], per["base"][1]).pvalue  # seed 2 on both sides
+    for metric, scale in ((METRIC, 1.0), ("ndcg@20", 0.5)):
+        assert cmp.loc["a", f"{metric}_rel"] == pytest.approx(per["a"].mean() / per["base"].mean() - 1, rel=1e-12)
+        assert cmp.loc["b", f"{metric}_rel"] == pytest.approx(per["b"][1].mean() / per["base"].mean() - 1,
+                                                              rel=1e-12)
+        assert cmp.loc["a", f"{metric}_p"] == pytest.approx(p_a, rel=1e-12)
+        assert cmp.loc["b", f"{metric}_p"] == pytest.approx(p_b, rel=1e-12)
+        lo, hi = sorted([p_a, p_b])
+        expect = {p_a: None, p_b: None}
+        expect[lo] = min(1.0, 2 * lo)
+        expect[hi] = max(min(1.0, 2 * lo), hi)
+        assert cmp.loc["a", f"{metric}_p_holm"] == pytest.approx(expect[p_a], rel=1e-12)
+        assert cmp.loc["b", f"{metric}_p_holm"] == pytest.approx(expect[p_b], rel=1e-12)
+    md = markdown(aggregate(runs), {}, bench_config(baseline="base"), versus=cmp.reset_index())
+    table = md[md.index("### Against the baseline (base)"):]
+    assert "| Model | Recall@20 vs base | p (Holm) | NDCG@20 vs base | p (Holm) |" in table
+    rel_a = 100 * (per["a"].mean() / per["base"].mean() - 1)
+    assert f"| a | {rel_a:+.1f}% | {expect[p_a]:.4f} | {rel_a:+.1f}% | {expect[p_a]:.4f} |" in table
 
 
 # ------------------------------------------------------------------------------------- failed cells

@@ -188,6 +188,9 @@ class BenchmarkConfig(BaseModel):
     split_seeds: bool = False  # re-split the data with every seed (else one fixed split)
     out: Path = Path("benchmark-results")
     significance: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    # a model (or grid) every other is compared with: relative difference and paired test per model,
+    # Holm-corrected over the models (report.versus_baseline); None: no such section
+    baseline: str | None = None
     report_metrics: list[str] = Field(default_factory=lambda: ["recall", "ndcg", "precision", "hit", "map"])
     report_ks: list[int] | None = None  # the Ks of the tables; None: every evaluated K (train.ks)
     on_error: Literal["continue", "raise"] = "continue"
@@ -260,6 +263,14 @@ class BenchmarkConfig(BaseModel):
         bad = [m for m in self.report_metrics if m not in METRICS]
         if bad:
             raise ValueError(f"unknown report metrics {bad}; expected some of {list(METRICS)}")
+        if self.baseline is not None:
+            # a grid's points stand for it in the tuned rows that are compared: the grid's name, not a point's
+            rows = [m.key for m in self.models if m.grid_of is None] + sorted(groups)
+            if self.baseline not in rows:
+                point = any(m.key == self.baseline for m in self.models)
+                raise ValueError(f"baseline {self.baseline!r} " + (
+                    "is a grid point: name its grid (the point validation chooses is the one compared)" if point
+                    else f"is not among the models ({', '.join(rows)}); add it, or set baseline: null"))
         missing = [k for k in self.report_ks or [] if k not in self.train.ks]
         if missing:
             raise ValueError(f"report_ks {missing} are not evaluated; add them to train.ks {list(self.train.ks)}")

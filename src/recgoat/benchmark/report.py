@@ -304,23 +304,111 @@ def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dic
         ranked = rows.sort_values("valid_selection_mean", ascending=False, kind="stable")
         best, second = ranked["model"].iloc[0], ranked["model"].iloc[1]
         metric = config.train.metric
-        sel = runs[runs["dataset"] == dataset]
-        dirs_a = sel.loc[sel["model"] == best].set_index("seed")["run_dir"]
-        dirs_b = sel.loc[sel["model"] == second].set_index("seed")["run_dir"]
-        # paired means paired seeds too: where a cell failed, both sides average over the seeds both finished
-        common = [s for s in dirs_a.index if s in dirs_b.index]
-        pairing = "all"
-        if not common:
-            pairing = "disjoint"  # nothing to pair: each side keeps its own seeds, and the line says so
-        elif len(common) < len(dirs_a) or len(common) < len(dirs_b):
-            dirs_a, dirs_b, pairing = dirs_a.loc[common], dirs_b.loc[common], "common"
-        a = per_user_means(dirs_a.tolist(), metric)
-        b = per_user_means(dirs_b.tolist(), metric)
-        res = paired_test(a, b, config.significance)
-        res.update(best=best, second=second, metric=metric, seeds_best=len(dirs_a), seeds_second=len(dirs_b),
-                   seed_pairing=pairing)
+        res = paired_models(runs[runs["dataset"] == dataset], best, second, metric, config.significance)
+        res.update(best=best, second=second, metric=metric)
         out[str(dataset)] = res
     return out
+
+
+def paired_models(runs: pd.DataFrame, a: str, b: str, metric: str, method: str) -> dict[str, Any]:
+    """:func:`paired_test` of models ``a`` and ``b`` (one dataset's ``runs``) on the per-user test ``metric``
+    averaged over seeds, with ``seeds_best`` / ``seeds_second`` (how many each side averaged) and ``seed_pairing``:
+    paired users mean paired seeds too, so where a cell failed both sides average over the seeds both finished
+    ("common"); with no seed in common each side keeps its own ("disjoint")."""
+    dirs_a = runs.loc[runs["model"] == a].set_index("seed")["run_dir"]
+    dirs_b = runs.loc[runs["model"] == b].set_index("seed")["run_dir"]
+    common = [s for s in dirs_a.index if s in dirs_b.index]
+    pairing = "all"
+    if not common:
+        pairing = "disjoint"
+    elif len(common) < len(dirs_a) or len(common) < len(dirs_b):
+        dirs_a, dirs_b, pairing = dirs_a.loc[common], dirs_b.loc[common], "common"
+    res = paired_test(per_user_means(dirs_a.tolist(), metric), per_user_means(dirs_b.tolist(), metric), method)
+    res.update(seeds_best=len(dirs_a), seeds_second=len(dirs_b), seed_pairing=pairing)
+    return res
+
+
+def holm(p_values: list[float]) -> list[float]:
+    r"""Holm–Bonferroni adjusted p-values (Holm, Scand. J. Statist. 1979): with :math:`p_{(1)} \le \dots \le p_{(m)}`,
+    :math:`\tilde p_{(i)} = \max_{j \le i} \min(1, (m - j + 1)\, p_{(j)})`. NaN (no test) is left out of the family
+    and stays NaN. Written here because scipy offers only Benjamini–Hochberg (``false_discovery_control``) and
+    statsmodels is not a dependency for six lines."""
+    p = np.asarray(p_values, float)
+    out = np.full(len(p), np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out.tolist()
+
+
+def baseline_metrics(config) -> list[str]:
+    """What the baseline comparison reports: recall and NDCG (those of ``report_metrics``) at the selection metric's
+    K, else the selection metric alone."""
+    k = config.train.metric.split("@")[1]
+    return [f"{m}@{k}" for m in config.report_metrics if m in ("recall", "ndcg")] or [config.train.metric]
+
+
+def versus_baseline(rows: pd.DataFrame, runs: pd.DataFrame, config) -> pd.DataFrame:
+    """Every model against ``config.baseline`` on each dataset: per :func:`baseline_metrics` metric, the relative
+    difference of the mean test figures (``<metric>_rel``, e.g. +0.05 for 5 % above), the paired test over users
+    (:func:`paired_models`, ``<metric>_p``) and its Holm-adjusted p-value over the models compared on that dataset
+    (``<metric>_p_holm``). ``rows``: the table compared (the tuned rows when there are grids; ``runs`` named alike)."""
+    base = config.baseline
+    metrics = baseline_metrics(config)
+    out = []
+    for dataset, part in rows.groupby("dataset", sort=False):
+        if base not in set(part["model"]):
+            continue
+        b = part[part["model"] == base].iloc[0]
+        sel = runs[runs["dataset"] == dataset]
+        lines = [{"dataset": dataset, "model": r["model"], "baseline": base} for _, r in part.iterrows()
+                 if r["model"] != base]
+        for metric in metrics:
+            ps = []
+            for line in lines:
+                r = part[part["model"] == line["model"]].iloc[0]
+                line[f"{metric}_rel"] = r[f"{metric}_mean"] / b[f"{metric}_mean"] - 1.0 \
+                    if b[f"{metric}_mean"] > 0 else float("nan")
+                test = paired_models(sel, line["model"], base, metric, config.significance)
+                ps.append(test["p_value"])
+                line[f"{metric}_p"] = test["p_value"]
+            for line, adj in zip(lines, holm(ps)):
+                line[f"{metric}_p_holm"] = adj
+        out.extend(lines)
+    cols = ["dataset", "model", "baseline", *[f"{m}_{s}" for m in metrics for s in ("rel", "p", "p_holm")]]
+    return pd.DataFrame(out, columns=cols)
+
+
+def baseline_table(cmp: pd.DataFrame, dataset: str, config) -> Table:
+    """:func:`versus_baseline`'s rows of ``dataset`` as a report table: relative difference and Holm-adjusted p."""
+    metrics = baseline_metrics(config)
+    header = ["Model"]
+    for m in metrics:
+        name, k = m.split("@")
+        header += [f"{METRIC_TITLES[name]}@{k} vs {config.baseline}", "p (Holm)"]
+    cells, bold = [], []
+    for _, r in cmp[cmp["dataset"] == dataset].iterrows():
+        line = [str(r["model"])]
+        for m in metrics:
+            rel = r[f"{m}_rel"]
+            line += ["—" if not math.isfinite(rel) else f"{100 * rel:+.1f}%", _p_short(r[f"{m}_p_holm"])]
+        cells.append(line)
+        bold.append([False] * len(line))
+    return f"Against the baseline ({config.baseline})", header, cells, bold
+
+
+def versus_note(config) -> str:
+    name = "Wilcoxon signed-rank" if config.significance == "wilcoxon" else "paired t-test"
+    return (f"Relative difference of the mean test figures from {config.baseline}'s; p: paired {name} test over "
+            f"the test users (per-user figures averaged over the seeds both finished), Holm-adjusted over the "
+            f"models compared (baseline.csv has the unadjusted p too).")
+
+
+def _p_short(p: float) -> str:
+    if not math.isfinite(p):
+        return "—"
+    return "< 1e-4" if p < 1e-4 else f"{p:.4f}"
 
 
 def significance_line(s: dict[str, Any]) -> str:
@@ -446,19 +534,28 @@ def _one_line(text: str) -> str:
 
 
 def _md_tables(agg: pd.DataFrame, dataset: str, config, level: str, bold_test: bool = True) -> list[str]:
-    parts = []
-    for title, header, cells, bold in tables(agg, dataset, config, bold_test):
-        parts.append(f"\n{level} {title}\n")
-        parts.append("| " + " | ".join(header) + " |")
-        parts.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
-        for line, b in zip(cells, bold):
-            parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
+    return [line for t in tables(agg, dataset, config, bold_test) for line in _md_table(t, level)]
+
+
+def _md_versus(versus: pd.DataFrame | None, dataset: str, config, level: str) -> list[str]:
+    if versus is None or not (versus["dataset"] == dataset).any():
+        return []
+    return [*_md_table(baseline_table(versus, dataset, config), level), "", versus_note(config)]
+
+
+def _md_table(table: Table, level: str) -> list[str]:
+    title, header, cells, bold = table
+    parts = [f"\n{level} {title}\n", "| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for line, b in zip(cells, bold):
+        parts.append("| " + " | ".join(f"**{v}**" if isb else v for v, isb in zip(line, b)) + " |")
     return parts
 
 
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None,
-             grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
-    """The report as Markdown; ``grids``: the :func:`tuned` rows and their significance, shown first."""
+             grids: tuple[pd.DataFrame, dict[str, dict]] | None = None, versus: pd.DataFrame | None = None) -> str:
+    """The report as Markdown; ``grids``: the :func:`tuned` rows and their significance, shown first; ``versus``:
+    :func:`versus_baseline` of the rows shown first (the tuned ones with grids), after their tables."""
     short = seed_shortfall(agg, config, grids[0] if grids is not None else None)
     by_grid = grid_seeds_note(config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
@@ -473,6 +570,7 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
             parts.extend(_md_tables(tagg, dataset, config, "####"))
             if dataset in tsig:
                 parts.append("\n" + significance_line(tsig[dataset]))
+            parts.extend(_md_versus(versus, dataset, config, "####"))
     for dataset in agg["dataset"].unique():
         parts.append(f"\n## {dataset}\n")
         if grids is not None:
@@ -480,6 +578,8 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
         parts.extend(_md_tables(agg, dataset, config, "###", bold_test=grids is None))
         if dataset in sig:
             parts.append("\n" + significance_line(sig[dataset]))
+        if grids is None:
+            parts.extend(_md_versus(versus, dataset, config, "###"))
     if failed:
         parts.append("\n## Failed cells\n")
         parts.extend(f"- {k}: {_one_line(v)}" for k, v in failed.items())
@@ -646,24 +746,33 @@ img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:1p
 
 
 def _html_tables(agg: pd.DataFrame, dataset: str, config, level: str, bold_test: bool = True) -> list[str]:
+    return [line for t in tables(agg, dataset, config, bold_test) for line in _html_table(t, level)]
+
+
+def _html_versus(versus: pd.DataFrame | None, dataset: str, config, level: str) -> list[str]:
+    if versus is None or not (versus["dataset"] == dataset).any():
+        return []
+    return [*_html_table(baseline_table(versus, dataset, config), level), f"<p>{html.escape(versus_note(config))}</p>"]
+
+
+def _html_table(table: Table, level: str) -> list[str]:
     esc = html.escape
-    body = []
-    for title, header, cells, bold in tables(agg, dataset, config, bold_test):
-        body.append(f"<{level}>{esc(title)}</{level}><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
-                    + "</tr>")
-        for line, b in zip(cells, bold):
-            body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
-                                         for v, isb in zip(line, b)) + "</tr>")
-        body.append("</table>")
+    title, header, cells, bold = table
+    body = [f"<{level}>{esc(title)}</{level}><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    for line, b in zip(cells, bold):
+        body.append("<tr>" + "".join(f"<td><b>{esc(v)}</b></td>" if isb else f"<td>{esc(v)}</td>"
+                                     for v, isb in zip(line, b)) + "</tr>")
+    body.append("</table>")
     return body
 
 
 def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], config,
                 failed: dict[str, str] | None = None,
                 grids: tuple[pd.DataFrame, dict[str, dict]] | None = None,
-                picks: dict[tuple[str, str], tuple[str, int, float]] | None = None) -> str:
-    """The report as an HTML page with its plots inlined; ``grids`` as :func:`markdown`'s, ``picks`` the
-    :func:`chosen_points` (found from ``runs`` when not given)."""
+                picks: dict[tuple[str, str], tuple[str, int, float]] | None = None,
+                versus: pd.DataFrame | None = None) -> str:
+    """The report as an HTML page with its plots inlined; ``grids`` and ``versus`` as :func:`markdown`'s, ``picks``
+    the :func:`chosen_points` (found from ``runs`` when not given)."""
     esc = html.escape
     by_grid = grid_seeds_note(config)
     body = [f"<h1>Benchmark results</h1><p>Test metrics at the best-validation epoch "
@@ -687,6 +796,7 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
             body.extend(_html_tables(tagg, dataset, config, "h4"))
             if dataset in tsig:
                 body.append(f"<p class='sig'>{esc(significance_line(tsig[dataset]))}</p>")
+            body.extend(_html_versus(versus, dataset, config, "h4"))
             if (points["dataset"] == dataset).any():
                 picks = chosen_points(runs, config) if picks is None else picks
                 body.append(f"<img alt='grid search {esc(str(dataset))}' "
@@ -701,6 +811,8 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
         body.extend(_html_tables(agg, dataset, config, "h3", bold_test=grids is None))
         if dataset in sig:
             body.append(f"<p class='sig'>{esc(significance_line(sig[dataset]))}</p>")
+        if grids is None:
+            body.extend(_html_versus(versus, dataset, config, "h3"))
         body.append(f"<img alt='learning curves {esc(str(dataset))}' src='{learning_curves(runs, dataset)}'>")
         body.append(f"<img alt='metric bars {esc(str(dataset))}' src='{metric_bars(agg, dataset, config)}'>")
         body.append(f"<img alt='timing bars {esc(str(dataset))}' src='{timing_bars(agg, dataset)}'>")
@@ -735,15 +847,22 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
         paths["tuned_csv"] = out / "tuned.csv"
         with atomic_path(paths["tuned_csv"]) as tmp:
             tagg.to_csv(tmp, index=False)
+    versus = None
+    if getattr(config, "baseline", None) and not runs.empty:
+        shown = (tagg, truns) if grids is not None else (agg, runs)
+        versus = versus_baseline(shown[0], shown[1], config)
+        paths["baseline_csv"] = out / "baseline.csv"
+        with atomic_path(paths["baseline_csv"]) as tmp:
+            versus.to_csv(tmp, index=False)
     with atomic_path(paths["csv"]) as tmp:
         agg.to_csv(tmp, index=False)
     with atomic_path(paths["runs_csv"]) as tmp:
         runs.to_csv(tmp, index=False)
     with atomic_path(paths["md"]) as tmp:
-        tmp.write_text(markdown(agg, sig, config, failed, grids))
+        tmp.write_text(markdown(agg, sig, config, failed, grids, versus))
     with atomic_path(paths["tex"]) as tmp:
         tmp.write_text(latex(agg, config, grids))
     with atomic_path(paths["html"]) as tmp:
         # with no finished cell too: the page still names the failed cells
-        tmp.write_text(html_report(runs, agg, sig, config, failed, grids, picks))
+        tmp.write_text(html_report(runs, agg, sig, config, failed, grids, picks, versus))
     return paths

@@ -317,7 +317,8 @@ def genre_decade_features(ds) -> Features:
 
 
 def test_learns_above_the_popularity_ranking(ml100k):
-    """15 epochs on the first 150 users: validation Recall@20 above popularity's (0.2; LATTICE ~0.30)."""
+    """15 epochs on the first 150 users: validation Recall@20 above popularity's (0.190; LATTICE 0.261, LightGCN
+    alone 0.262 after the same 15 epochs: genres and decades add little on this dense slice)."""
     ds = subset_users(ml100k, 150)
     torch.manual_seed(0)
     model = get_model_class("lattice").build(ds, None, genre_decade_features(ds))

@@ -9,6 +9,7 @@ from recgoat.models.freedom import FREEDOM
 from recgoat.models.lgmrec import LGMRec
 from recgoat.models.bm3 import BM3
 from recgoat.models.lattice import LATTICE
+from recgoat.models.mgcn import MGCN
 
 __all__ = ["MODELS", "ModelConfig", "Recommender", "get_model_class", "register",
-           "BPRMF", "LightGCN", "MostPop", "RecGOAT", "VBPR", "FREEDOM", "LGMRec", "BM3", "LATTICE"]
+           "BPRMF", "LightGCN", "MostPop", "RecGOAT", "VBPR", "FREEDOM", "LGMRec", "BM3", "LATTICE", "MGCN"]

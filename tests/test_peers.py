@@ -50,9 +50,18 @@ def first_users(ds: Dataset, n: int) -> Dataset:
     return prepare(f"{ds.name}-{n}u", raw, ds.items, ds.text_fields, PrepareConfig(k_core=5, seed=7))
 
 
+_SLICE: list[tuple[Dataset, Features]] = []  # made once per session: test_peers_mgcn reuses this fixture
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Dataset, Features]:
     _require_data()
+    if not _SLICE:
+        _SLICE.append(_make_slice(tmp_path_factory))
+    return _SLICE[0]
+
+
+def _make_slice(tmp_path_factory) -> tuple[Dataset, Features]:
     full = load("ml100k-mm")
     sub = first_users(full, N_USERS)
     ff = None

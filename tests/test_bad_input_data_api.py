@@ -316,7 +316,7 @@ def test_score_checks_its_indices(tiny_model):
 
 
 # ------------------------------------------------------------------------------ 6. model hyper-parameters
-EMBEDDING_MODELS = ["lightgcn", "bprmf", "vbpr", "freedom", "lgmrec", "bm3", "recgoat"]
+EMBEDDING_MODELS = ["lightgcn", "bprmf", "vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn", "recgoat"]
 
 
 @pytest.mark.parametrize("name", EMBEDDING_MODELS)

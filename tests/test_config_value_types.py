@@ -128,7 +128,7 @@ def test_every_packaged_preset_validates_and_explicit_params_win():
         assert cfg.model.params["embedding_dim"] == 8 and cfg.model.params["view_dropout"] == 0.25, name
 
 
-@pytest.mark.parametrize("name", ["bm3", "bprmf", "freedom", "lgmrec", "lightgcn", "recgoat", "vbpr"])
+@pytest.mark.parametrize("name", ["bm3", "bprmf", "freedom", "lattice", "lgmrec", "lightgcn", "mgcn", "recgoat", "vbpr"])
 def test_a_param_typo_names_the_closest_param_of_each_model(name):
     params = list(get_model_class(name).Config.model_fields)
     for param in params[:3]:

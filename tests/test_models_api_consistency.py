@@ -16,9 +16,9 @@ from training_helpers import small_config
 
 catalogue, ds = training_helpers.catalogue, training_helpers.ds  # module fixtures
 
-ALL = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "recgoat"]
+ALL = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn", "recgoat"]
 TRAINABLE = ALL[1:]
-PEERS = ["vbpr", "freedom", "lgmrec", "bm3"]
+PEERS = ["vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,17 @@ def _build(name: str, ds, feats, seed: int = 0, **cfg) -> Recommender:
     torch.manual_seed(seed)
     cls = get_model_class(name)
     return cls.build(ds, {"embedding_dim": 8, **cfg} if cls.trainable else {}, feats if cls.needs_features else None)
+
+
+def test_every_built_in_model_is_in_these_lists():
+    """A model added to recgoat.models without being added here would skip every API check of this file (and of
+    the files that import their lists alike: a new model once passed none of them)."""
+    import recgoat.models as models
+
+    built_in = {c.name for c in vars(models).values()
+                if isinstance(c, type) and issubclass(c, Recommender) and c is not Recommender}
+    assert built_in == set(ALL)
+    assert {n for n in ALL if get_model_class(n).needs_features} - {"recgoat"} == set(PEERS)
 
 
 # ------------------------------------------------------------------ the eval-mode cache

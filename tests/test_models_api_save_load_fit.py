@@ -19,8 +19,8 @@ from recgoat.training import TrainConfig
 
 from conftest import subset_users
 
-ALL = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "recgoat"]
-FEATURE_MODELS = ["vbpr", "freedom", "lgmrec", "bm3", "recgoat"]
+ALL = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn", "recgoat"]
+FEATURE_MODELS = ["vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn", "recgoat"]
 
 
 @pytest.fixture(scope="module")

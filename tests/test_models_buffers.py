@@ -19,7 +19,7 @@ from recgoat.graphs.bipartite import normalized_bipartite, spmm
 from recgoat.models import Recommender, get_model_class
 from recgoat_helpers import random_features
 
-TRAINABLE = ["bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "recgoat"]
+TRAINABLE = ["bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn", "recgoat"]
 # variants whose fixed tensors differ: BM3's frozen features (no parameters), RecGOAT's plain propagation
 # (a submodule without weights of its own)
 VARIANTS = [(n, {}) for n in TRAINABLE] + [("bm3", {"finetune_features": False}),
@@ -45,11 +45,19 @@ KEYS_BEFORE: dict[str, set[str]] = {
                "proj.text.bias", "proj.text.weight"},
     "bm3": {*_BM3, "feat_params.image", "feat_params.text"},
     "bm3-finetune_features=False": _BM3,
+    # added after the change: their keys as they first were
+    "lattice": {*_PEER, "modal_logits", "proj.image.bias", "proj.image.weight", "proj.text.bias", "proj.text.weight"},
+    "mgcn": {*_PEER, "attention.0.bias", "attention.0.weight", "attention.2.weight",
+             *(f"prefer.{v}.{w}" for v in ("image", "text", "shared") for w in ("bias", "weight")),
+             *(f"purifier.{m}.{p}.{w}" for m in ("image", "text") for p in ("gate", "transform")
+               for w in ("bias", "weight"))},
     "recgoat": {*_RECGOAT, "propagation.bilinear", "propagation.rating_coef"},
     "recgoat-rating_attention=False": _RECGOAT,
 }
 # the fixed tensors that became buffers (none of them may be saved)
 GRAPHS = {"adj", "pruned_adj", "ii_graph", "interactions.m", "interactions.mt", "user_mean.m", "user_mean.mt",
+          "initial.image.m", "initial.image.mt", "initial.text.m", "initial.text.mt", "ii_image", "ii_text",
+          "user_items.m", "user_items.mt",
           *(f"propagation.{k}" for k in ("adj", "_row", "_perm_t", "_u", "_i", "_rating"))}
 
 

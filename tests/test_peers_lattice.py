@@ -124,17 +124,17 @@ def test_learned_neighbours_are_fixed_within_an_epoch_and_chosen_again_at_its_st
     model = build(feats, ds)
     model.train()
     model.on_epoch_start(0, np.random.default_rng(0))
-    before = model._pairs
+    before = model._cached_pairs
     with torch.no_grad():  # a large step, as an optimizer makes (in place: versions change, not identities)
         for layer in model.proj.values():
             layer.weight.copy_(torch.randn_like(layer.weight))
     model.loss(*BATCH)
-    assert model._pairs is before  # within the epoch: the pairs chosen at its start
+    assert model._cached_pairs is before  # within the epoch: the pairs chosen at its start
     model.on_epoch_start(1, np.random.default_rng(0))
-    assert model._pairs is not before
+    assert model._cached_pairs is not before
     with torch.no_grad():
         projected = model.proj["text"](model.feats["text"]).double().numpy()
-    p = model._pairs["text"]
+    p = model._cached_pairs["text"]
     assert set(zip(p.rows.tolist(), p.cols.tolist())) == set(zip(*np.nonzero(dense_knn(projected, 3,
                                                                                         np.ones(9, bool)))))
 

@@ -33,7 +33,7 @@ from recgoat.models import get_model_class
 from recgoat.models.freedom import item_item_graph
 
 N_USERS, N_ITEMS, TEXT_DIM, IMAGE_DIM = 7, 11, 6, 5
-ALL_MODELS = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3"]
+ALL_MODELS = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn"]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from training_helpers import popularity_recall
 
 PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 DOC = Path(__file__).parents[1] / "docs" / "extending.md"
-BUILTIN = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "recgoat"]
+BUILTIN = ["mostpop", "bprmf", "lightgcn", "vbpr", "freedom", "lgmrec", "bm3", "lattice", "mgcn", "recgoat"]
 QUIET = ["--set", "trainer.progress=false"]
 
 

@@ -221,8 +221,10 @@ class LATTICE(Recommender):
         # the graphs are buffers (they follow .double() / .to()), never saved: prepare() rebuilds them
         register_fixed(self, "adj", None)
         self.initial: nn.ModuleDict | None = None  # Ŝ^m per modality (frozen)
-        self._pairs: dict[str, KnnPattern] | None = None  # the learned graphs' kept pairs
-        self._pairs_key: tuple = ()  # the projections' identity and versions those pairs were chosen with
+        # the learned graphs' kept pairs: derived from the weights (rebuilt when their key, which includes their
+        # device and dtype, changes), so a cache as the evaluation one, not a fixed tensor for .to() to move
+        self._cached_pairs: dict[str, KnnPattern] | None = None
+        self._cached_pairs_key: tuple = ()  # the projections' identity and versions those pairs were chosen with
 
     @property
     def feats(self) -> dict[str, Tensor]:
@@ -248,7 +250,7 @@ class LATTICE(Recommender):
             initial[m] = SparseOperator(graph, like)
             edges += graph.nnz
         self.initial = nn.ModuleDict(initial)
-        self._pairs, self._pairs_key = None, ()
+        self._cached_pairs, self._cached_pairs_key = None, ()
         self.summary["item_item_edges"] = edges
 
     def _projection_key(self) -> tuple:
@@ -262,12 +264,12 @@ class LATTICE(Recommender):
         """The learned graphs' neighbours chosen from the current projections (kept if the projections have not
         changed since they were chosen)."""
         key = self._projection_key()
-        if self._pairs is None or self._pairs_key != key:
+        if self._cached_pairs is None or self._cached_pairs_key != key:
             with torch.no_grad():
                 x = projected if projected is not None else self.projected()
-                self._pairs = {m: topk_pairs(x[m], self.config.knn_k, getattr(self, f"valid_{m}")) for m in self.proj}
-            self._pairs_key = key
-        return self._pairs
+                self._cached_pairs = {m: topk_pairs(x[m], self.config.knn_k, getattr(self, f"valid_{m}")) for m in self.proj}
+            self._cached_pairs_key = key
+        return self._cached_pairs
 
     def on_epoch_start(self, epoch: int, rng: np.random.Generator) -> None:
         """Choose the learned graphs' neighbours from the projections as they are now, for this epoch."""
@@ -290,8 +292,8 @@ class LATTICE(Recommender):
             x = self.projected()
             # training keeps the epoch's pairs (chosen at its start, or on the first step of a hand-written
             # loop); evaluation chooses them from the weights it scores with
-            reuse = self.training and self._pairs is not None and _same_tensors(self._pairs_key, self._projection_key())
-            pairs = self._pairs if reuse else self.rebuild_learned_pairs(x)
+            reuse = self.training and self._cached_pairs is not None and _same_tensors(self._cached_pairs_key, self._projection_key())
+            pairs = self._cached_pairs if reuse else self.rebuild_learned_pairs(x)
             learned = {m: (knn_values(x[m], pairs[m]), pairs[m]) for m in self.proj}
         h = self.item_emb.weight
         for _ in range(self.config.n_ii_layers):

@@ -3,8 +3,8 @@
 1. prepare ``ml-latest-small`` (5-core, random 8:1:1, seed 2026);
 2. encode item text and user preference profiles offline (packaged MiniLM, template profiles);
 3. run the benchmark — RecGOAT beside MostPopular, BPR-MF, LightGCN and the multimodal peers (VBPR,
-   FREEDOM, LGMRec, BM3) that can be built from the dataset's features (all four with text alone) — and
-   print the results table and the HTML report's path.
+   LATTICE, FREEDOM, LGMRec, BM3, MGCN) that can be built from the dataset's features (all six with text
+   alone) — and print the results table and the HTML report's path.
 
     python -m recgoat.demo [--out demo-out] [--epochs 60] [--seeds 2026] [--models a,b,…]
 
@@ -28,7 +28,7 @@ from recgoat.training.trainer import TrainConfig
 
 console = Console(soft_wrap=True)  # a log or pipe gets 80 columns: lines are not broken there
 BASELINES = ["mostpop", "bprmf", "lightgcn"]
-PEERS = ["vbpr", "freedom", "lgmrec", "bm3"]
+PEERS = ["vbpr", "lattice", "freedom", "lgmrec", "bm3", "mgcn"]
 
 
 def applicable_peers(dataset, features) -> tuple[list[str], dict[str, str]]:

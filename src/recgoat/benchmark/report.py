@@ -14,6 +14,11 @@ seeds, users are paired by id, and a paired test over users is run: the Wilcoxon
 Reference: Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 2006; Sakai,
 "Statistical reform in information retrieval?", SIGIR Forum 2014.
 
+Against a baseline (``baseline: MODEL``): every other model's relative difference of the mean test Recall and
+NDCG at the selection K, :math:`\bar x_m / \bar x_b - 1`, and the same paired test against the baseline, its
+p-values Holm-adjusted over the models compared on the dataset (a family of tests: the chance that some model
+looks better than the baseline by luck grows with their number). ``baseline.csv`` holds the raw p-values too.
+
 Grids (models sharing ``grid_of``, :func:`recgoat.benchmark.config.expand_grid`): :func:`tuned` keeps, per
 dataset, the point with the best mean validation metric among the points finished on the most seeds (ties: the
 first listed; with ``grid_seeds: N``, over the first N seeds only, the seeds every point trains on), as one row

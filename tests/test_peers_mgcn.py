@@ -9,8 +9,6 @@ is refused, and evaluation is deterministic.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -22,34 +20,13 @@ from recgoat.features import Features
 from recgoat.models import get_model_class
 from recgoat.models.mgcn import info_nce
 from recgoat.training.trainer import TrainConfig
+from test_peers_spec import TrainOnly  # the training split alone: any other read fails
 from training_helpers import popularity_recall
 
 torch.set_num_threads(1)
 
 N_USERS, N_ITEMS, TEXT_DIM, IMAGE_DIM, D, K = 6, 10, 7, 5, 8, 3
 data = test_peers.data  # module fixture: the first 150 users of ml100k-mm and their item features
-
-
-@dataclass
-class TrainOnly:
-    """The slice of the Dataset interface ``prepare`` reads; any read of another split fails the test."""
-
-    n_users: int
-    n_items: int
-    train: sp.csr_matrix
-    name: str = "train-only"
-
-    def csr(self, split: str | None = "train", weight: str | None = None) -> sp.csr_matrix:
-        if split != "train":
-            raise AssertionError(f"read split {split!r}: only the training split may be read")
-        return self.train.copy()
-
-    def split_frame(self, split: str):
-        raise AssertionError(f"read split_frame({split!r})")
-
-    @property
-    def interactions(self):
-        raise AssertionError("read all interactions (valid/test included)")
 
 
 def tiny(text: bool = True, image: bool = True) -> tuple[TrainOnly, Features]:

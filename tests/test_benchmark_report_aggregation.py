@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 from recgoat.benchmark import load_config
-from recgoat.benchmark.report import (aggregate, holm, latex, markdown, paired_test, per_user_means, significance,
+from recgoat.benchmark.report import (_tex, aggregate, holm, latex, markdown, paired_test, per_user_means, significance,
                                       tables, versus_baseline, write_report)
 
 METRIC = "recall@20"
@@ -197,7 +197,9 @@ def test_latex_tables_escape_labels_and_bold_as_the_markdown():
                     r"b\%\#\$ & \textbf{0.3000 $\pm$ 0.0000} & \textbf{0.1500 $\pm$ 0.0000} \\",
                     r"\{c\} & 0.1000 & --- \\"]
     assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 1
-    assert r"\begin{tabular}{lrr}" in tex and r"\caption{my\_data: test metrics @20" in tex
+    assert r"\begin{tabular}{lrr}" in tex
+    assert _tex("p < 1e-4, x > y, -5.0%") == r"p \textless{} 1e-4, x \textgreater{} y, -5.0\%"  # < is ¡ in OT1
+    assert r"\caption{my\_data: test metrics @20 (mean $\pm$ std over seeds).}" in tex
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     # with grids: the tuned rows stand for the models (here one row, as if the others were unchosen points)
     tuned_rows = agg[agg["model"] == "{c}"].assign(chosen="", points=1, chosen_on=float("nan"))
@@ -251,6 +253,9 @@ def test_every_model_against_the_baseline_by_hand(tmp_path):
         expect[hi] = max(min(1.0, 2 * lo), hi)
         assert cmp.loc["a", f"{metric}_p_holm"] == pytest.approx(expect[p_a], rel=1e-12)
         assert cmp.loc["b", f"{metric}_p_holm"] == pytest.approx(expect[p_b], rel=1e-12)
+    tex = latex(aggregate(runs), bench_config(baseline="base"), versus=cmp.reset_index())
+    assert r"\caption{d: against base: relative difference" in tex and tex.count(r"\begin{table}") == 2
+    assert r"Model & Recall@20 vs base & p (Holm) & NDCG@20 vs base & p (Holm) \\" in tex
     md = markdown(aggregate(runs), {}, bench_config(baseline="base"), versus=cmp.reset_index())
     table = md[md.index("### Against the baseline (base)"):]
     assert "| Model | Recall@20 vs base | p (Holm) | NDCG@20 vs base | p (Holm) |" in table

@@ -592,7 +592,8 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def _tex(text: str) -> str:
@@ -601,10 +602,12 @@ def _tex(text: str) -> str:
     return out.replace("±", r"$\pm$").replace("—", "---")
 
 
-def latex(agg: pd.DataFrame, config, grids: tuple[pd.DataFrame, dict[str, dict]] | None = None) -> str:
+def latex(agg: pd.DataFrame, config, grids: tuple[pd.DataFrame, dict[str, dict]] | None = None,
+          versus: pd.DataFrame | None = None) -> str:
     r"""The test tables as LaTeX (``booktabs``), one ``table`` per dataset and reported K, ready to ``\input``
     into a paper: with grids, each grid's chosen row (the tuned section's table), else every model; best mean
-    bold as in the Markdown (ties at the shown precision all bold)."""
+    bold as in the Markdown (ties at the shown precision all bold); then, with ``versus``
+    (:func:`versus_baseline`), each dataset's comparison with the baseline."""
     rows = grids[0] if grids is not None else agg
     seeds = ", ".join(map(str, config.seeds))
     how = "tuned on validation, " if grids is not None else ""
@@ -613,12 +616,15 @@ def latex(agg: pd.DataFrame, config, grids: tuple[pd.DataFrame, dict[str, dict]]
              f"mean $\\pm$ sample std over seeds {seeds}.", *([f"% {short}"] if short else []),
              "% Needs \\usepackage{booktabs}.", ""]
     for dataset in rows["dataset"].unique():
-        for title, header, cells, bold in tables(rows, dataset, config):
-            if not title.startswith("Test metrics"):
-                continue
-            parts += [r"\begin{table}[t]", r"\centering",
-                      rf"\caption{{{_tex(dataset)}: {_tex(title[0].lower() + title[1:])} (mean $\pm$ std over "
-                      rf"seeds{', ' + how.strip(', ') if how else ''}).}}",
+        shown = [t for t in tables(rows, dataset, config) if t[0].startswith("Test metrics")]
+        captions = [f"{t[0][0].lower() + t[0][1:]} (mean ± std over seeds{', ' + how.strip(', ') if how else ''})"
+                    for t in shown]
+        if versus is not None and (versus["dataset"] == dataset).any():
+            shown.append(baseline_table(versus, dataset, config))
+            captions.append(f"against {config.baseline}: relative difference of the mean test figures and the "
+                            f"paired test's p over the test users, Holm-adjusted over the models")
+        for (_, header, cells, bold), caption in zip(shown, captions):
+            parts += [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(dataset)}: {_tex(caption)}.}}",
                       r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
                       " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
             for line, marks in zip(cells, bold):
@@ -866,7 +872,7 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
     with atomic_path(paths["md"]) as tmp:
         tmp.write_text(markdown(agg, sig, config, failed, grids, versus))
     with atomic_path(paths["tex"]) as tmp:
-        tmp.write_text(latex(agg, config, grids))
+        tmp.write_text(latex(agg, config, grids, versus))
     with atomic_path(paths["html"]) as tmp:
         # with no finished cell too: the page still names the failed cells
         tmp.write_text(html_report(runs, agg, sig, config, failed, grids, picks, versus))

@@ -18,7 +18,7 @@ import test_peers
 from recgoat.errors import ConfigError
 from recgoat.features import Features
 from recgoat.models import get_model_class
-from recgoat.models.mgcn import info_nce
+from recgoat.nn.losses import candidate_info_nce
 from recgoat.training.trainer import TrainConfig
 from test_peers_spec import TrainOnly  # the training split alone: any other read fails
 from training_helpers import popularity_recall
@@ -179,7 +179,7 @@ def test_info_nce_matches_hand_computation():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))  # 3 anchors, 5 candidates
     pos, tau = [2, 0, 4], 0.2
-    got = info_nce(torch.from_numpy(a), torch.from_numpy(b), torch.tensor(pos), tau).item()
+    got = candidate_info_nce(torch.from_numpy(a), torch.from_numpy(b), torch.tensor(pos), tau).item()
     assert got == pytest.approx(hand_info_nce(a, b, pos, tau), rel=1e-10)
 
 

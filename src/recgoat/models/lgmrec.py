@@ -84,7 +84,7 @@ from recgoat.models.base import ModelConfig, Recommender, register
 from recgoat.models.lightgcn import propagate
 from recgoat.models.modalities import (item_features, modality_dims, present_modalities,
                                        register_item_features, registered_item_features)
-from recgoat.nn.losses import bpr_loss, l2_reg
+from recgoat.nn.losses import bpr_loss, candidate_info_nce, l2_reg
 
 
 class LGMRecConfig(ModelConfig):
@@ -172,9 +172,8 @@ def hcl_loss(anchors: Tensor, candidates: Tensor, positive: Tensor, tau: float) 
     ``anchors`` (B × d) are the batch's rows of one modality, ``candidates`` (N × d) every user (or item)
     of the other, ``positive`` (B,) the index of each anchor's own row among the candidates.
     """
-    a, b = F.normalize(anchors, dim=-1), F.normalize(candidates, dim=-1)
-    logits = a @ b.t() / tau  # B × N: every user (item) is a negative, as in the paper
-    return F.cross_entropy(logits, positive, reduction="sum")  # a sum, not a batch mean (the paper's)
+    # every user (item) is a negative, as in the paper; a sum, not a batch mean (the paper's)
+    return candidate_info_nce(anchors, candidates, positive, tau, reduction="sum")
 
 
 @register("lgmrec")

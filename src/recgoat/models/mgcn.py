@@ -71,7 +71,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -82,7 +81,7 @@ from recgoat.models.lgmrec import SparseOperator
 from recgoat.models.lightgcn import propagate
 from recgoat.models.modalities import (image_mask, item_features, modality_dims, present_modalities,
                                        register_item_features, registered_item_features)
-from recgoat.nn.losses import bpr_loss, l2_reg
+from recgoat.nn.losses import bpr_loss, candidate_info_nce, l2_reg
 
 
 class MGCNConfig(ModelConfig):
@@ -93,16 +92,6 @@ class MGCNConfig(ModelConfig):
     cl_weight: float = Field(0.01, ge=0.0)  # λ_C
     tau: float = Field(0.2, gt=0.0)
     reg_weight: float = Field(1e-4, ge=0.0)  # λ_E
-
-
-def info_nce(anchors: Tensor, candidates: Tensor, positive: Tensor, tau: float) -> Tensor:
-    r"""Mean InfoNCE over anchors, cosine similarity at temperature ``tau``:
-    :math:`\operatorname{mean}_r -\log \frac{\exp(s(a_r, b_{p_r})/\tau)}{\sum_c \exp(s(a_r, b_c)/\tau)}`.
-
-    ``anchors`` (B × d), ``candidates`` (N × d, every user or item), ``positive`` (B,) each anchor's own row.
-    """
-    a, b = F.normalize(anchors, dim=-1), F.normalize(candidates, dim=-1)
-    return F.cross_entropy(a @ b.t() / tau, positive)  # B × N logits, never N × N
 
 
 class Purifier(nn.Module):
@@ -224,8 +213,8 @@ class MGCN(Recommender):
         fused modality view of every user / item."""
         nu, tau = self.n_users, self.config.tau
         uu, ii = torch.unique(users), torch.unique(pos)
-        return (info_nce(id_view[uu], fused[:nu], uu, tau)
-                + info_nce(id_view[nu + ii], fused[nu:], ii, tau))
+        return (candidate_info_nce(id_view[uu], fused[:nu], uu, tau)
+                + candidate_info_nce(id_view[nu + ii], fused[nu:], ii, tau))
 
     def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
         id_view, fused = self.forward_all()

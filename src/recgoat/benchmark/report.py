@@ -36,6 +36,7 @@ import io
 import math
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -315,11 +316,13 @@ def significance(runs: pd.DataFrame, agg: pd.DataFrame, config) -> dict[str, dic
     return out
 
 
-def paired_models(runs: pd.DataFrame, a: str, b: str, metric: str, method: str) -> dict[str, Any]:
+def paired_models(runs: pd.DataFrame, a: str, b: str, metric: str, method: str,
+                  means: Callable[[list[str], str], pd.Series] = per_user_means) -> dict[str, Any]:
     """:func:`paired_test` of models ``a`` and ``b`` (one dataset's ``runs``) on the per-user test ``metric``
     averaged over seeds, with ``seeds_best`` / ``seeds_second`` (how many each side averaged) and ``seed_pairing``:
     paired users mean paired seeds too, so where a cell failed both sides average over the seeds both finished
-    ("common"); with no seed in common each side keeps its own ("disjoint")."""
+    ("common"); with no seed in common each side keeps its own ("disjoint"). ``means``: :func:`per_user_means`, or
+    a memo of it where one side recurs."""
     dirs_a = runs.loc[runs["model"] == a].set_index("seed")["run_dir"]
     dirs_b = runs.loc[runs["model"] == b].set_index("seed")["run_dir"]
     common = [s for s in dirs_a.index if s in dirs_b.index]
@@ -328,7 +331,7 @@ def paired_models(runs: pd.DataFrame, a: str, b: str, metric: str, method: str) 
         pairing = "disjoint"
     elif len(common) < len(dirs_a) or len(common) < len(dirs_b):
         dirs_a, dirs_b, pairing = dirs_a.loc[common], dirs_b.loc[common], "common"
-    res = paired_test(per_user_means(dirs_a.tolist(), metric), per_user_means(dirs_b.tolist(), metric), method)
+    res = paired_test(means(dirs_a.tolist(), metric), means(dirs_b.tolist(), metric), method)
     res.update(seeds_best=len(dirs_a), seeds_second=len(dirs_b), seed_pairing=pairing)
     return res
 
@@ -361,21 +364,29 @@ def versus_baseline(rows: pd.DataFrame, runs: pd.DataFrame, config) -> pd.DataFr
     (``<metric>_p_holm``). ``rows``: the table compared (the tuned rows when there are grids; ``runs`` named alike)."""
     base = config.baseline
     metrics = baseline_metrics(config)
+    read: dict[tuple[tuple[str, ...], str], pd.Series] = {}
+
+    def means(run_dirs: list[str], metric: str) -> pd.Series:  # the baseline's files are read once, not per model
+        key = (tuple(run_dirs), metric)
+        if key not in read:
+            read[key] = per_user_means(run_dirs, metric)
+        return read[key]
+
     out = []
     for dataset, part in rows.groupby("dataset", sort=False):
         if base not in set(part["model"]):
             continue
-        b = part[part["model"] == base].iloc[0]
+        by_model = part.set_index("model")
+        b = by_model.loc[base]
         sel = runs[runs["dataset"] == dataset]
-        lines = [{"dataset": dataset, "model": r["model"], "baseline": base} for _, r in part.iterrows()
-                 if r["model"] != base]
+        lines = [{"dataset": dataset, "model": m, "baseline": base} for m in part["model"] if m != base]
         for metric in metrics:
             ps = []
             for line in lines:
-                r = part[part["model"] == line["model"]].iloc[0]
+                r = by_model.loc[line["model"]]
                 line[f"{metric}_rel"] = r[f"{metric}_mean"] / b[f"{metric}_mean"] - 1.0 \
                     if b[f"{metric}_mean"] > 0 else float("nan")
-                test = paired_models(sel, line["model"], base, metric, config.significance)
+                test = paired_models(sel, line["model"], base, metric, config.significance, means)
                 ps.append(test["p_value"])
                 line[f"{metric}_p"] = test["p_value"]
             for line, adj in zip(lines, holm(ps)):

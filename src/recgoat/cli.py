@@ -153,6 +153,7 @@ def _train_defaults() -> dict[str, str]:
 
     values = {"model": ModelSection.model_fields["name"].default, "dataset": DataConfig.model_fields["name"].default,
               "epochs": TrainConfig.model_fields["epochs"].default, "seed": TrainConfig.model_fields["seed"].default,
+              "device": TrainConfig.model_fields["device"].default,
               "out": RunConfig.model_fields["out"].default}
     return {k: f"\\[default: the config's, else {v}]" for k, v in values.items()}
 
@@ -177,6 +178,8 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, help=f"maximum epochs (early stopping may end sooner) "
                                                     f"{_DEFAULTS['epochs']}"),
     seed: Optional[int] = typer.Option(None, help=f"training seed {_DEFAULTS['seed']}"),
+    device: Optional[str] = typer.Option(None, help=f"where the model trains: cpu, cuda, cuda:1, mps "
+                                                    f"{_DEFAULTS['device']}"),
     out: Optional[str] = typer.Option(None, help=f"root folder for runs {_DEFAULTS['out']}"),
     # a str: typer makes a Path of "" (an unset shell variable), which is "." and trained into the current folder
     run_dir: Optional[str] = typer.Option(None, help="exact run folder, resumed if it holds a checkpoint "
@@ -192,7 +195,8 @@ def train_cmd(
     # the options' values are taken as typed, not read as YAML (a folder "runs #2" or "2024" stays one);
     # --set wins over them
     values = {key: value for key, value in (("model.name", model), ("data.name", dataset), ("features", features),
-                                            ("trainer.epochs", epochs), ("trainer.seed", seed), ("out", out))
+                                            ("trainer.epochs", epochs), ("trainer.seed", seed),
+                                            ("trainer.device", device), ("out", out))
               if value is not None}
     if run_dir is not None and not run_dir.strip():
         raise ConfigError("--run-dir is empty (the current folder would be the run folder: give `--run-dir .`)")

@@ -26,6 +26,7 @@ from recgoat.benchmark.data import (auto_kinds, feature_folder, is_presplit, loa
 from recgoat.benchmark.resume import (_MISMATCH_FIX, REFUSED, TRAIN_ON, _recorded_mapping, _restartable, _signature,
                                       resume_plan)
 from recgoat.errors import ConfigError, DataError, RecGOATError
+from recgoat.features.device import check_device
 from recgoat.io import read_json
 from recgoat.training.trainer import TrainConfig
 
@@ -77,6 +78,9 @@ def preflight(config: BenchmarkConfig, cells: list[Cell],
             mismatched.append((c, diff))
     if mismatched:
         raise ConfigError(f"{_listed(_mismatches(mismatched))}; {_MISMATCH_FIX}")
+    # a device this machine lacks (train.device: cuda without a GPU) would fail every cell that trains, one by one
+    for device in sorted({config.cell_train_config(c.model, c.seed).device for c in cells if not c.done}):
+        check_device(device, name="train.device", purpose="train on", fix="--set train.device=cpu")
 
 
 _STAND_IN_DIM = 8  # any width: a model's build checks which feature matrices exist, not how wide they are

@@ -32,8 +32,9 @@ from recgoat.io import read_json
 from recgoat.training.trainer import TrainConfig
 
 
-# TrainConfig fields that change how a run is displayed or executed but not its results.
-_COSMETIC_TRAIN_KEYS = ("progress", "num_threads", "eval_chunk_size", "resume")
+# TrainConfig fields that change how a run is displayed or executed but not its results (beyond float rounding:
+# the thread count and the device change the order of sums, as a resumed cell on another machine would).
+_COSMETIC_TRAIN_KEYS = ("progress", "num_threads", "eval_chunk_size", "resume", "device")
 
 
 def _data_signature(cell: Cell) -> dict[str, Any]:

@@ -151,8 +151,9 @@ class Evaluator:
             raise ValueError(f"user embeddings have {user_emb.shape[0]} rows, the evaluator expects "
                              f"{self.mask.shape[0]}")
         max_k = min(max(self.ks), n_items)
-        user_emb, item_t = user_emb.float(), item_emb.float().t()
-        may_nan = not score_bound(user_emb.detach().cpu().numpy(), item_t.detach().cpu().numpy().T) < SAFE_SCORE_BOUND
+        # scored on the CPU (its buffers are numpy's, for faiss): a model trained on a GPU hands its embeddings over
+        user_emb, item_t = user_emb.detach().float().cpu(), item_emb.detach().float().cpu().t()
+        may_nan = not score_bound(user_emb.numpy(), item_t.numpy().T) < SAFE_SCORE_BOUND
         rows = min(self.chunk_size, len(self.users))
         scores_np = np.empty(rows * n_items, dtype=np.float32)  # numpy-owned so faiss can read it in place
         scores_buf = torch.from_numpy(scores_np)

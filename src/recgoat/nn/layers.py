@@ -90,11 +90,12 @@ def restrict_rows(g: GATGraph, rows: Tensor) -> GATGraph:
     n_src = g.shape[1]
     starts = g.crow.index_select(0, rows)
     counts = g.crow.index_select(0, rows + 1) - starts
-    crow = torch.zeros(len(rows) + 1, dtype=torch.long)
+    dev = rows.device
+    crow = torch.zeros(len(rows) + 1, dtype=torch.long, device=dev)
     torch.cumsum(counts, 0, out=crow[1:])
     # edge e of local row r is at starts[r] + (e − crow[r]) in g
-    edges = torch.arange(int(crow[-1])) + torch.repeat_interleave(starts - crow[:-1], counts)
-    row = torch.repeat_interleave(torch.arange(len(rows)), counts)
+    edges = torch.arange(int(crow[-1]), device=dev) + torch.repeat_interleave(starts - crow[:-1], counts)
+    row = torch.repeat_interleave(torch.arange(len(rows), device=dev), counts)
     return GATGraph(crow, g.col.index_select(0, edges), row, None, None, None, len(rows), n_src)
 
 
@@ -107,6 +108,11 @@ def _transposed_spmm(g: GATGraph, values: Tensor, x: Tensor) -> Tensor:
     """
     if g.crow_t is not None:
         return spmm(csr_tensor(g.crow_t, g.col_t, values.detach().index_select(0, g.perm), g.shape[::-1]), x)
+    if x.device.type != "cpu":  # no scipy there; sorting the edges by source is cheap on a GPU
+        perm = torch.argsort(g.col * g.shape[0] + g.row)
+        crow_t = _crow_of_sorted(g.col.index_select(0, perm), g.shape[1])
+        return spmm(csr_tensor(crow_t, g.row.index_select(0, perm), values.detach().index_select(0, perm),
+                               g.shape[::-1]), x)
     adj = sp.csr_matrix((values.detach().numpy(), g.col.numpy(), g.crow.numpy()), shape=g.shape)
     return torch.from_numpy(np.ascontiguousarray(adj.T @ x.detach().numpy()))
 
@@ -117,16 +123,19 @@ def gat_graph(edge_index: Tensor, num_nodes: int, add_self_loops: bool = True) -
     src, dst = edge_index[0].long(), edge_index[1].long()
     if add_self_loops:
         keep = src != dst
-        loop = torch.arange(num_nodes)
+        loop = torch.arange(num_nodes, device=src.device)
         src, dst = torch.cat([src[keep], loop]), torch.cat([dst[keep], loop])
     order = torch.argsort(dst * num_nodes + src)
     row, col = dst[order], src[order]
-    crow = torch.zeros(num_nodes + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=num_nodes), 0)
     perm = torch.argsort(col * num_nodes + row)  # edges sorted by source: the transpose in CSR order
-    crow_t = torch.zeros(num_nodes + 1, dtype=torch.long)
-    crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=num_nodes), 0)
-    return GATGraph(crow, col, row, crow_t, row[perm], perm, num_nodes)
+    return GATGraph(_crow_of_sorted(row, num_nodes), col, row, _crow_of_sorted(col[perm], num_nodes), row[perm], perm,
+                    num_nodes)
+
+
+def _crow_of_sorted(rows: Tensor, n: int) -> Tensor:
+    """CSR row pointers of edges whose (sorted) rows are ``rows``: where each row's run starts. A search, not
+    ``cumsum(bincount)``: CUDA's bincount has no deterministic kernel, and the trainer runs deterministic."""
+    return torch.searchsorted(rows, torch.arange(n + 1, device=rows.device, dtype=rows.dtype))
 
 
 class _EdgeSpMM(torch.autograd.Function):
@@ -314,7 +323,7 @@ def stack_graph(g: GATGraph, copies: int) -> GATGraph:
     are offset by k·n and k·n_src); edge values are ordered copy by copy (copy k's edges at k·E …)."""
     e = len(g.col)
     n_dst, n_src = g.shape
-    k = torch.arange(copies)
+    k = torch.arange(copies, device=g.col.device)
 
     def offsets(crow: Tensor) -> Tensor:
         return torch.cat([crow[:1], (crow[1:][None, :] + (k * e)[:, None]).reshape(-1)])

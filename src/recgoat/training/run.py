@@ -25,7 +25,7 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.evaluator import Evaluator
 from recgoat.io import read_json, write_json
 from recgoat.models.base import Recommender, get_model_class
-from recgoat.training.trainer import TrainConfig, Trainer, check_run_dir, other_configuration
+from recgoat.training.trainer import TrainConfig, Trainer, check_run_dir, check_train_device, other_configuration
 
 EVAL_SPLITS = ("valid", "test")  # the held-out splits a run can be evaluated on
 
@@ -95,6 +95,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     """
     if run_dir is not None:
         check_run_dir(Path(run_dir))  # before the dataset loads
+    check_train_device(cfg.trainer)  # likewise: `--device cuda` on a machine without one
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     auto_notes: list[str] = []

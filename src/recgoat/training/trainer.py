@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import resource
 import shutil
 import sys
@@ -40,6 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.evaluation.evaluator import DEFAULT_KS, Evaluator, Selection
+from recgoat.features.device import check_device, parse_device
 from recgoat.io import (atomic_path, folder_lock, holds_lock, nearest_existing, sha256_file, sweep_stale_temps,
                         write_json)
 from recgoat.strict import StrictNumbers
@@ -118,6 +120,8 @@ class TrainConfig(StrictNumbers):
     ks: tuple[int, ...] = DEFAULT_KS
     seed: int = Field(2026, ge=0)  # numpy's generators take no negative seed
     num_threads: int | None = Field(None, ge=0)  # None or 0: torch's default
+    # where the model trains: cpu, cuda, cuda:1, mps... (sampling and the ranking evaluation stay on the CPU)
+    device: str = "cpu"
     eval_chunk_size: int = Field(256, ge=1)  # users per scoring block: small blocks stay in cache
     # how the evaluator ranks (recgoat.evaluation.evaluator): "count" (ties against the model, fastest),
     # or a top-K list by "faiss" heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)
@@ -131,6 +135,14 @@ class TrainConfig(StrictNumbers):
         top = LR_MAX if info.field_name == "lr" else WEIGHT_DECAY_MAX
         if v > top:
             raise ValueError(f"must be at most {top:g} (Adam computes with it in float32)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str) -> str:
+        # whether this machine has it is checked when training starts: a configuration may be written elsewhere
+        if parse_device(v) is None:
+            raise ValueError(f"device must be a torch device that computes (cpu, cuda, cuda:1, mps), got {v!r}")
         return v
 
     @field_validator("metric")
@@ -159,8 +171,10 @@ class TrainConfig(StrictNumbers):
 
 
 @contextlib.contextmanager
-def deterministic_kernels():
+def deterministic_kernels(warn_only: bool = False):
     """torch's deterministic kernels for the duration of a training run, then the caller's settings back.
+    ``warn_only`` (a GPU run): an operation without a deterministic kernel there warns instead of stopping the run
+    (GPU runs repeat to float rounding only in any case, :meth:`Trainer.fit`).
 
     With more than one thread, the backward of a row gather ``x[idx]`` (``index_put_`` with accumulation)
     adds rows from several threads in arbitrary order, so two runs with the same seed drifted apart (LGMRec
@@ -172,13 +186,19 @@ def deterministic_kernels():
 
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               det.fill_uninitialized_memory)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     det.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         det.fill_uninitialized_memory = before[2]
+
+
+def check_train_device(config: TrainConfig) -> None:
+    """A ConfigError when this machine lacks ``config.device`` (``cuda`` without a GPU): said before a dataset
+    loads or features encode, not after."""
+    check_device(config.device, name="trainer.device", purpose="train on", fix="--set trainer.device=cpu")
 
 
 def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
@@ -640,10 +660,18 @@ class Trainer:
         the same seed and thread count give the same model (:func:`deterministic_kernels`).
 
         ``num_threads`` holds for this run only: the caller's torch thread count is back when it returns or
-        raises (it stayed set, so the process's later work ran at the trainer's count, not its own)."""
+        raises (it stayed set, so the process's later work ran at the trainer's count, not its own).
+
+        ``device`` (e.g. ``cuda``): the model moves there after ``prepare`` and stays there; mini-batches are
+        drawn on the CPU and moved, the ranking evaluation runs on the CPU from the model's embeddings. Runs on
+        a GPU repeat to float rounding only: deterministic kernels (warning, not stopping, where an operation
+        has none there) and cuBLAS's fixed workspace are set, but cuSPARSE's sparse products (torch's on CUDA,
+        unflagged by its deterministic mode) sum in no fixed order (two runs' losses differ by ~1e-8 relative). They differ from a CPU run's in rounding and in dropout's
+        random stream; a checkpoint resumes on either device."""
         threads = torch.get_num_threads()
         try:
-            with deterministic_kernels(), contextlib.ExitStack() as self._exit:
+            with deterministic_kernels(warn_only=torch.device(self.config.device).type != "cpu"), \
+                    contextlib.ExitStack() as self._exit:
                 return self._fit(model, dataset)
         finally:
             torch.set_num_threads(threads)
@@ -652,8 +680,14 @@ class Trainer:
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        check_train_device(cfg)
+        if torch.device(cfg.device).type == "cuda":
+            # cuBLAS's deterministic workspace (deterministic_kernels): torch refuses a matrix product without it
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.cuda.reset_peak_memory_stats(cfg.device)
         if not model._prepared:  # a loaded model has its training matrix but no graphs: prepare builds them
             model.prepare(dataset)
+        model.to(cfg.device)  # after prepare: the graphs it builds are buffers, and move with the weights
         # what a checkpoint of this run records and a resumed one is compared with
         signature = run_signature(model, dataset, cfg) if self.run_dir is not None and _trains(model) else None
         state = self._open_run_dir(model, dataset, signature)
@@ -755,7 +789,10 @@ class Trainer:
         model.on_epoch_start(epoch, rng)
         sums: dict[str, float] = {}
         n_batches = 0
+        dev = torch.device(cfg.device)
         for users, pos, neg in sampler.epoch(cfg.batch_size, rng):
+            if dev.type != "cpu":
+                users, pos, neg = (t.to(dev, non_blocking=True) for t in (users, pos, neg))
             terms = _checked_terms(model, model.loss(users, pos, neg))
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -840,6 +877,9 @@ class Trainer:
             # every run's, up to the checkpoint this one resumed (a resumed run counted only its own part)
             "wall_seconds": run.wall_seconds(),
             "peak_memory_mb": peak_memory_mb(),
+            "device": cfg.device,
+            **({"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(cfg.device) / 2**20}
+               if torch.device(cfg.device).type == "cuda" else {}),
             "summary": model.summary,
             "history": [{k: r[k] for k in ("epoch", "loss") if k in r}
                         | ({"valid_" + cfg.metric: r["valid"][cfg.metric]} if "valid" in r else {})

@@ -87,8 +87,9 @@ class EpochRunner:
     the model's ``on_epoch_start`` hook (FREEDOM resamples its pruned graph there, LATTICE re-chooses its
     learned neighbours), which is training time, to the last optimiser step."""
 
-    def __init__(self, model, batch: int, seed: int, lr: float = 1e-3):
-        self.model, self.batch, self.seed = model, batch, seed
+    def __init__(self, model, batch: int, seed: int, lr: float = 1e-3, device: str = "cpu"):
+        self.model, self.batch, self.seed = model.to(device), batch, seed
+        self.device = torch.device(device)
         self.sampler = NegativeSampler(model._train_csr)
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
         self.epoch = 0
@@ -100,15 +101,19 @@ class EpochRunner:
         t0 = time.perf_counter()
         self.model.on_epoch_start(self.epoch, rng)
         for u, p, n in self.sampler.epoch(self.batch, rng):
+            if self.device.type != "cpu":  # as the trainer: batches drawn on the CPU, moved
+                u, p, n = (t.to(self.device, non_blocking=True) for t in (u, p, n))
             loss = self.model.loss(u, p, n)["loss"]
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+        if self.device.type == "cuda":  # kernels run asynchronously: the epoch ends when the GPU is done
+            torch.cuda.synchronize(self.device)
         self.epoch += 1
         return time.perf_counter() - t0
 
 
-def check_allocations(model, batches: int, batch: int, seed: int) -> LargestTensors:
+def check_allocations(model, batches: int, batch: int, seed: int, device: str = "cpu") -> LargestTensors:
     """``batches`` training steps (forward, backward, Adam) and an evaluation forward pass under
     :class:`LargestTensors`; more steps than an epoch has go on into further epochs (a tiny problem has one
     or two batches)."""
@@ -124,7 +129,7 @@ def check_allocations(model, batches: int, batch: int, seed: int) -> LargestTens
     it = steps()
     with mode:
         for _ in range(batches):
-            u, p, n = next(it)
+            u, p, n = (t.to(device) for t in next(it))
             loss = model.loss(u, p, n)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

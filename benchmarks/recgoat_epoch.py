@@ -17,7 +17,8 @@ printed too, for comparison with the I², U² and I·d² sizes. The mode watches
 built by faiss in numpy, outside torch: knn.py queries in blocks of at most 16,384 × (k+1), and the peak
 memory figure covers that stage.
 
-Run: ``python benchmarks/recgoat_epoch.py --epochs 1 --scale 0.25`` (quick) or with defaults.
+Run: ``python benchmarks/recgoat_epoch.py --epochs 1 --scale 0.25`` (quick) or with defaults; ``--device cuda`` trains
+both models on a GPU (epochs timed to the GPU's end; the peak GPU memory is printed beside the process's).
 
 Measured (full scale, 3 alternating epochs each, machine otherwise idle), session 9: 1 thread: LightGCN
 2.20 s, RecGOAT 10.71 s per epoch, 4.87×; 2 threads: 1.76 s vs 8.21 s, 4.66×; peak RSS ~0.9 GiB; no
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="where both models train (cpu, cuda...); memory: the GPU's peak")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--check-batches", type=int, default=2)
     ap.add_argument("--preset", default=None, help="RecGOAT preset name or YAML path, e.g. ml100k (before --set)")
@@ -83,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     rg = RecGOAT.build(ds, {"embedding_dim": args.dim, **overrides}, feats)
     prep = time.perf_counter() - t1
     # the two models' epochs alternate, so that drifts in this machine's speed hit both alike
-    run_lg, run_rg = EpochRunner(lg, args.batch, args.seed), EpochRunner(rg, args.batch, args.seed)
+    run_lg = EpochRunner(lg, args.batch, args.seed, device=args.device)
+    run_rg = EpochRunner(rg, args.batch, args.seed, device=args.device)
     lg_times, rg_times = [], []
     for _ in range(args.epochs):
         lg_times.append(run_lg())
         rg_times.append(run_rg())
 
     d, n_i, n_u = args.dim, ds.n_items, ds.n_users
-    mode = check_allocations(rg, args.check_batches, args.batch, args.seed)
+    mode = check_allocations(rg, args.check_batches, args.batch, args.seed, args.device)
     rss = peak_rss_mb()
+    if args.device.startswith("cuda"):
+        print(f"device {torch.cuda.get_device_name(args.device)}: peak GPU memory allocated "
+              f"{torch.cuda.max_memory_allocated(args.device) / 2**20:.0f} MiB (both models)")
 
     lg_s, rg_s = float(np.mean(lg_times)), float(np.mean(rg_times))
     print(f"{'model':<10}{'s/epoch':>10}   epochs")

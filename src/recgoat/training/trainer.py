@@ -49,7 +49,11 @@ from recgoat.training.sampling import NegativeSampler, users_without_negatives
 
 # TrainConfig fields that, with the model and the data, decide a run's trajectory: a checkpoint resumes only
 # under the same values. The others (epochs, patience, eval_every...) may change, e.g. to extend a run.
-SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric", "eval_selection")
+SIGNATURE_TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "seed", "metric", "eval_selection", "lr_decay",
+                        "lr_decay_every")
+# signature keys added after runs were recorded without them, with the behaviour those runs had (a constant lr):
+# a checkpoint or benchmark cell that lacks one ran with this value, and is compared as such
+LEGACY_TRAIN_SETTINGS = {"lr_decay": 1.0, "lr_decay_every": 50.0}
 # Adam turns weight_decay and its first step lr / (1 - beta1) = 10·lr into float32 scalars (max 3.4e38): a
 # larger value was a RuntimeError ("cannot be converted to type float without overflow") mid-epoch
 LR_MAX, WEIGHT_DECAY_MAX = 1e37, 1e38
@@ -110,6 +114,11 @@ class TrainConfig(StrictNumbers):
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(1e-3, ge=0, allow_inf_nan=False)  # 0: parameters stay at their initialisation
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    # MMRec's learning_rate_scheduler [lr_decay, lr_decay_every]: epoch e trains at lr · lr_decay^(e / lr_decay_every)
+    # (torch's LambdaLR stepped once an epoch, as MMRec's trainer; 1.0, constant, is MMRec's default; MGCN's
+    # authors use 0.96 per 50 epochs)
+    lr_decay: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    lr_decay_every: float = Field(50.0, gt=0, allow_inf_nan=False)
     # evaluations without improvement before stopping; 0 stops at the first one (never before it)
     patience: int = Field(10, ge=0)
     # no early stop before this many epochs: a model whose loss sits on a plateau at first (RecGOAT with
@@ -210,10 +219,13 @@ def run_signature(model, dataset, config: TrainConfig) -> dict[str, Any]:
 
 
 def _with_legacy_settings(sig: dict[str, Any]) -> dict[str, Any]:
-    """``sig`` with the model options its ``model_config`` lacks that meant another behaviour when it was saved
-    (``Config.with_legacy_settings``, as :meth:`Recommender.load` reads them); as it is for an unknown model."""
+    """``sig`` with the trainer settings (:data:`LEGACY_TRAIN_SETTINGS`) and model options its ``train`` and
+    ``model_config`` lack that meant another behaviour when it was saved (``Config.with_legacy_settings``, as
+    :meth:`Recommender.load` reads them); the model's as they are for an unknown model."""
     from recgoat.models.base import find_model_class
 
+    if isinstance(sig.get("train"), dict):
+        sig = {**sig, "train": {**LEGACY_TRAIN_SETTINGS, **sig["train"]}}
     saved, name = sig.get("model_config"), sig.get("model")
     cls = find_model_class(name) if isinstance(name, str) else None
     if cls is None or not isinstance(saved, dict):
@@ -787,6 +799,9 @@ class Trainer:
         model.train()
         t0 = time.perf_counter()  # per-epoch model work (e.g. FREEDOM's graph pruning) is training time
         model.on_epoch_start(epoch, rng)
+        lr = self.epoch_lr(epoch)
+        for group in optimizer.param_groups:  # set, not multiplied: a resumed run gets its epoch's lr as well
+            group["lr"] = lr
         sums: dict[str, float] = {}
         n_batches = 0
         dev = torch.device(cfg.device)
@@ -803,6 +818,8 @@ class Trainer:
         train_s = time.perf_counter() - t0
         run.train_times.append(train_s)
         row: dict[str, Any] = {"epoch": epoch, "train_seconds": round(train_s, 4)}
+        if cfg.lr_decay != 1.0:
+            row["lr"] = lr
         row.update({k: v / max(n_batches, 1) for k, v in sums.items()})
         # the epoch's last step can overflow the parameters while every loss was finite: that epoch
         # must not be evaluated, chosen as best or checkpointed either
@@ -814,6 +831,11 @@ class Trainer:
             raise TrainingDiverged(f"{where}{model.name}: {what} at epoch {epoch}; lower the learning rate "
                                    f"or the loss weights (the last finite epoch's checkpoint is kept)")
         return row
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based): ``lr · lr_decay^(epoch / lr_decay_every)``."""
+        cfg = self.config
+        return cfg.lr * cfg.lr_decay ** (epoch / cfg.lr_decay_every)
 
     def _validate(self, model, valid_eval: Evaluator, epoch: int, row: dict[str, Any], run: _Course) -> None:
         """Evaluate on validation into ``row``; a better score becomes the best model (staged in the run folder,

@@ -1,11 +1,12 @@
-"""The device check shared by the feature store and the text and image encoders.
+"""The device check shared by the feature store, the text and image encoders, and the trainer (``trainer.device``)
+and the benchmark (``train.device``).
 
 Why it exists: torch accepts any string as a device until it first moves something there, so a typo
 (``cuda:7`` on a one-GPU machine, ``nonsense``, ``CPU``) or a device that computes nothing (``meta``) failed
 deep inside the first ``.to(device)`` of model loading, with an AssertionError or RuntimeError that names
 neither the option nor the fix. :func:`check_device` says what is wrong as a :class:`ConfigError` before any
 model is loaded. It lives in its own module so that the encoders (``text``, ``image``) need not import the
-store, which imports them.
+store, which imports them; the training layer, downstream of the features, imports it from here.
 """
 from __future__ import annotations
 

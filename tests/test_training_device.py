@@ -3,8 +3,8 @@ GPU the same function as on the CPU, repeatable to float rounding, and interchan
 models and checkpoints.
 
 The GPU tests run only where torch sees a CUDA GPU (CI has none; a session lent one runs them there, see
-tests/README.md). Every trainable model, on 30 users of ml-latest-small with random text, image and profile
-features (``recgoat_helpers.small_problem``).
+tests/README.md). Every trainable model and six RecGOAT variants, on 30 users of ml-latest-small with random
+text, image and profile features (``recgoat_helpers.small_problem``).
 """
 from __future__ import annotations
 

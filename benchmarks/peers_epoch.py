@@ -51,6 +51,7 @@ Run (from ``benchmarks/``)::
     python peers_epoch.py                                   # every model, full scale, 2 epochs, 1 thread
     python peers_epoch.py --scale 0.25 --epochs 1           # quick
     python peers_epoch.py --models lightgcn freedom lattice --epochs 3 --check-batches 2 --json peers.json
+    python peers_epoch.py --device cuda --threads 4          # on a GPU: the table adds each model's peak GPU MiB
 
 ``--models`` takes registry names (``recgoat train --model``'s), space- or comma-separated; ``--json`` also
 writes every epoch's figures. The workers live side by side, each holding its own copy of the data: at
@@ -61,7 +62,9 @@ why.
 Measured (session 27, full scale, ``--epochs 2 --check-batches 1``, 2-core AMD EPYC otherwise idle): seconds per
 epoch LightGCN 1.43, BPR-MF 0.26, RecGOAT 7.76 (5.48×), VBPR 2.23, FREEDOM 2.60, LGMRec 30.1 (21.2×), BM3 6.02,
 LATTICE 8.14, MGCN 13.3; peak +MiB 88 to 1,047 (LATTICE); no forbidden tensor. The table and what explains
-it: docs/benchmarks.md, "Every model's training cost at Amazon Baby size".
+it: docs/benchmarks.md, "Every model's training cost at Amazon Baby size". Session 28 on an H100
+(``--device cuda --threads 4 --epochs 3``): LightGCN 0.263, RecGOAT 3.54 (13.4×), LGMRec 1.14, MGCN 0.745
+(docs/benchmarks.md, "On a GPU").
 """
 from __future__ import annotations
 
@@ -150,7 +153,7 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
-def _warm_up(seed: int) -> None:
+def _warm_up(seed: int, device: str) -> None:
     """One LightGCN epoch on a problem of a hundred users, before the memory baseline and the timings: torch's
     work on first use (its thread pool, the autograd engine, Adam's first step, sparse kernels) is then
     counted against no model."""
@@ -158,10 +161,10 @@ def _warm_up(seed: int) -> None:
     from recgoat.models import LightGCN
 
     tiny, _ = synthetic(0.005, seed, 8, 8)
-    EpochRunner(LightGCN.build(tiny, {}), BATCH, seed, lr=LR)()
+    EpochRunner(LightGCN.build(tiny, {}), BATCH, seed, lr=LR, device=device)()
 
 
-def worker(conn, name: str, scale: float, seed: int, threads: int) -> None:
+def worker(conn, name: str, scale: float, seed: int, threads: int, device: str = "cpu") -> None:
     """One model's process: make the data, then answer the parent's requests (``build``, ``epoch``,
     ``memory``, ``check``, ``quit``) one by one with a dict; a failure is answered ``{"error": ...}``."""
     import torch
@@ -176,13 +179,16 @@ def worker(conn, name: str, scale: float, seed: int, threads: int) -> None:
             return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
 
     state: dict[str, Any] = {}
+    gpu = device.startswith("cuda")
 
     def ready() -> dict:
         _limit_threads(threads)
         ds, feats = synthetic(scale, seed, TEXT_DIM, IMAGE_DIM)
         cls = get_model_class(name)
         state.update(ds=ds, cls=cls, feats=feats if cls.feature_kinds(cls.Config()) else None)
-        _warm_up(seed)
+        _warm_up(seed, device)
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
         state["memory"] = PeakMemory()  # the baseline: interpreter, torch warmed up, data and features
         return {"users": ds.n_users, "items": ds.n_items, "interactions": len(ds.interactions),
                 "train": int(ds.csr("train").nnz), "baseline_mib": state["memory"].baseline}
@@ -192,7 +198,7 @@ def worker(conn, name: str, scale: float, seed: int, threads: int) -> None:
         t0 = time.perf_counter()
         model = state["cls"].build(state["ds"], {}, state["feats"])
         seconds = time.perf_counter() - t0
-        state["model"], state["runner"] = model, EpochRunner(model, BATCH, seed, lr=LR)
+        state["model"], state["runner"] = model, EpochRunner(model, BATCH, seed, lr=LR, device=device)
         return {"seconds": seconds, "dim": getattr(model.config, "embedding_dim", None)}
 
     def epoch() -> dict:
@@ -200,10 +206,11 @@ def worker(conn, name: str, scale: float, seed: int, threads: int) -> None:
 
     def memory() -> dict:
         return {"growth_mib": state["memory"].growth(), "peak_mib": state["memory"].peak(),
-                "resettable": state["memory"].resettable}
+                "resettable": state["memory"].resettable,
+                "gpu_peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if gpu else None}
 
     def check(batches: int) -> dict:
-        mode = check_allocations(state["model"], batches, BATCH, seed)
+        mode = check_allocations(state["model"], batches, BATCH, seed, device)
         size, op, shape = mode.largest
         return {"largest": [size, op, list(shape)], "violations": len(mode.violations),
                 "examples": [[op, list(s)] for op, s in mode.violations[:3]]}
@@ -232,7 +239,7 @@ class Worker:
     def __init__(self, ctx, name: str, args: argparse.Namespace):
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker, args=(child, name, args.scale, args.seed, args.threads),
+        self.proc = ctx.Process(target=worker, args=(child, name, args.scale, args.seed, args.threads, args.device),
                                 name=f"peers-epoch-{name}", daemon=True)
         self.proc.start()
         child.close()  # so that recv() sees the end of a worker that died
@@ -323,7 +330,10 @@ def _fmt_tensor(largest: list) -> str:
 def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
     """The table, one line per model."""
     ref = rows.get(REFERENCE, {}).get("epochs", [])
+    gpu = args.device != "cpu"
     cols = f"{'model':<10}{'set-up s':>10}{'s/epoch':>10}{'× ' + REFERENCE:>13}{'peak +MiB':>11}"
+    if gpu:
+        cols += f"{'GPU MiB':>9}"
     if args.check_batches:
         cols += f"  {'largest tensor (elements, shape)':<34}{'forbidden':>9}"
     lines = [cols + "   epochs (s)"]
@@ -336,6 +346,8 @@ def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
         ratio = f"{np.median(ratios):.2f}" if ratios else "-"
         line = (f"{name:<10}{_seconds(r['setup']):>10}{_seconds(float(np.median(epochs))):>10}{ratio:>13}"
                 f"{r['growth_mib']:>11.0f}")
+        if gpu:
+            line += f"{r['gpu_peak_mib']:>9.0f}"
         if args.check_batches:
             line += f"  {_fmt_tensor(r['largest']):<34}{r['violations']:>9}"
         lines.append(line + "   " + ", ".join(_seconds(t) for t in epochs))
@@ -352,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-batches", type=int, default=0,
                     help="training steps per model to watch for forbidden tensor shapes (0: no watch)")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--device", default="cpu", help="where every model trains (cpu, cuda...); on a GPU the table "
+                                                    "adds each model's peak GPU memory allocated")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures (every epoch's) to this file")
     args = ap.parse_args(argv)
     for flag, value, low in (("--epochs", args.epochs, 1), ("--threads", args.threads, 1),
@@ -361,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (math.isfinite(args.scale) and 0 < args.scale <= 10):
         ap.error(f"--scale must be in (0, 10], got {args.scale}")
     try:
+        from recgoat.features.device import check_device
+
+        check_device(args.device, name="--device", purpose="train on", fix="--device cpu")
         names, notes = choose(args.models)
     except ConfigError as e:
         print(f"peers_epoch.py: error: {e}", file=sys.stderr)
@@ -379,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"synthetic Baby x{args.scale}: {shape['users']:,} users, {shape['items']:,} items, "
                   f"{shape['interactions']:,} interactions ({shape['train']:,} train); text {TEXT_DIM}-d, image "
                   f"{IMAGE_DIM}-d (10 % missing), profiles {TEXT_DIM}-d; each model's default configuration; "
-                  f"batch {BATCH}, Adam lr {LR:g}; {args.threads} thread(s) per model", flush=True)
+                  f"batch {BATCH}, Adam lr {LR:g}; {args.threads} thread(s) per model; device {args.device}",
+                  flush=True)
         for n, w in workers.items():
             r = w.ask("build")
             if r:
@@ -396,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, w in workers.items():
             r = w.ask("memory")
             if r:
-                rows[n].update(growth_mib=r["growth_mib"], peak_mib=r["peak_mib"])
+                rows[n].update(growth_mib=r["growth_mib"], peak_mib=r["peak_mib"], gpu_peak_mib=r["gpu_peak_mib"])
         if args.check_batches:
             for n, w in workers.items():
                 r = w.ask("check", batches=args.check_batches)
@@ -427,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
     if args.json:
-        write_json(args.json, {"problem": shape, "threads": args.threads, "epochs": args.epochs, "batch": BATCH,
+        write_json(args.json, {"problem": shape, "threads": args.threads, "device": args.device,
+                               "epochs": args.epochs, "batch": BATCH,
                                "lr": LR, "check_batches": args.check_batches, "rows": rows, "notes": notes})
     return 1 if any(r.get("error") for r in rows.values()) else 0
 

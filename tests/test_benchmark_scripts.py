@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -75,3 +76,13 @@ def test_peers_epoch_unknown_model_is_one_line(capsys, monkeypatch):
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert captured.err.startswith("peers_epoch.py: error: unknown model 'nosuch'; available: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_peers_epoch_on_an_absent_gpu_is_one_line(capsys, monkeypatch):
+    peers_epoch = _import_peers_epoch(monkeypatch)
+    assert peers_epoch.main(["--device", "cuda", "--scale", "0.02"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("peers_epoch.py: error: --device 'cuda': no CUDA GPU is available to torch here; "
+                            "use --device cpu\n")

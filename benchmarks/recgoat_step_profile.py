@@ -6,11 +6,13 @@ under ``torch.profiler``: the operators by own host time and, on a GPU, by devic
 launches per step. On a GPU the gap between the host's time and the device's says how much of a step is
 launching kernels rather than running them.
 
-Run: ``python benchmarks/recgoat_step_profile.py --device cuda`` (or ``--device cpu --threads 1``)
+Run: ``python benchmarks/recgoat_step_profile.py --device cuda`` (or ``--device cpu --threads 1``; ``--shapes``
+groups the operators by input shape: which product is which)
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -22,22 +24,26 @@ from recgoat.training.sampling import NegativeSampler
 from _cost import synthetic
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--profiled", type=int, default=5)
     ap.add_argument("--rows", type=int, default=25)
-    args = ap.parse_args()
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the Baby sizes (users, items, interactions)")
+    ap.add_argument("--shapes", action="store_true", help="group the operators by their input shapes too")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     gpu = dev.type == "cuda"
-    ds, feats = synthetic(1.0, 2026, 384, 1280)
+    ds, feats = synthetic(args.scale, 2026, 384, 1280)
     torch.manual_seed(0)
     model = RecGOAT.build(ds, {"embedding_dim": 64}, feats).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    it = NegativeSampler(model._train_csr).epoch(2048, np.random.default_rng(0))
+    sampler = NegativeSampler(model._train_csr)
+    # as many batches as asked, from as many epochs as it takes (a small --scale has a batch or two an epoch)
+    it = itertools.chain.from_iterable(sampler.epoch(2048, np.random.default_rng([0, e])) for e in itertools.count())
     batches = [tuple(t.to(dev) for t in next(it)) for _ in range(5 + args.steps + args.profiled)]
     model.train()
 
@@ -61,18 +67,19 @@ def main() -> None:
     print(f"{args.device}: {(time.perf_counter() - t) * 1000 / args.steps:.1f} ms per step (mean of {args.steps} "
           f"steps after 5 warm-up steps)")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=args.shapes) as prof:
         for b in batches[5 + args.steps:]:
             step(b)
         sync()
-    ka = prof.key_averages()
+    ka = prof.key_averages(group_by_input_shape=args.shapes)
     launches = sum(e.count for e in ka if e.key == "cudaLaunchKernel")
     if gpu:
         # the kernels' own events: an operator's device time is its kernels', counted again
         device_ms = sum(e.self_device_time_total for e in prof.events()
                         if e.device_type == torch.autograd.DeviceType.CUDA) / 1000 / args.profiled
         print(f"profiled: {launches / args.profiled:.0f} kernel launches and {device_ms:.1f} ms of device time per step")
-    print(ka.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=50))
+    print(ka.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=50,
+                   max_shapes_column_width=90))
     if gpu:
         print(ka.table(sort_by="self_device_time_total", row_limit=args.rows, max_name_column_width=50))
 

@@ -86,3 +86,17 @@ def test_peers_epoch_on_an_absent_gpu_is_one_line(capsys, monkeypatch):
     assert captured.out == ""
     assert captured.err == ("peers_epoch.py: error: --device 'cuda': no CUDA GPU is available to torch here; "
                             "use --device cpu\n")
+
+
+def test_recgoat_step_profile_prints_the_step_time_and_the_operators_by_shape(capsys, monkeypatch):
+    import re
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("recgoat_step_profile", None)
+    import recgoat_step_profile
+
+    recgoat_step_profile.main(["--scale", "0.02", "--steps", "2", "--profiled", "1", "--rows", "8", "--shapes",
+                               "--threads", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"^cpu: \d+\.\d ms per step \(mean of 2 steps after 5 warm-up steps\)$", out, re.M)
+    assert "Input Shapes" in out and "aten::" in out

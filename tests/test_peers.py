@@ -270,6 +270,10 @@ def test_demo_runs_the_peers_the_features_allow(data):
     (["--seeds", ","], "--seeds: no seed given"),
     (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
     (["--lr", "-1"], "--lr: Input should be greater than or equal to 0"),
+    (["--device", "nonsense"], "--device: device must be a torch device that computes (cpu, cuda, cuda:1, mps), got "
+                               "'nonsense'"),
+    pytest.param(["--device", "cuda"], "--device 'cuda': no CUDA GPU is available to torch here; use --device cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")),
 ])
 def test_demo_refuses_bad_options_before_encoding(tmp_path, capsys, args, message):
     """One line and exit 1, before minutes of encoding (these were pydantic/ValueError tracebacks)."""

@@ -6,7 +6,7 @@
    LATTICE, FREEDOM, LGMRec, BM3, MGCN) that can be built from the dataset's features (all six with text
    alone) — and print the results table (with every model against LightGCN) and the HTML report's path.
 
-    python -m recgoat.demo [--out demo-out] [--epochs 60] [--seeds 2026] [--models a,b,…]
+    python -m recgoat.demo [--out demo-out] [--epochs 60] [--seeds 2026] [--models a,b,…] [--device cuda]
 
 One seed by default to keep the demo short; ``--seeds 2026,2027,2028`` gives the mean ± std over seeds.
 """
@@ -24,6 +24,7 @@ from rich.markup import escape
 from recgoat.config import first_validation_error
 from recgoat.datasets import load
 from recgoat.errors import ConfigError, RecGOATError
+from recgoat.features.device import check_device
 from recgoat.training.trainer import TrainConfig
 
 console = Console(soft_wrap=True)  # a log or pipe gets 80 columns: lines are not broken there
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                                                              "stopping (default: %(default)s)")
     ap.add_argument("--seeds", default="2026", help="comma-separated training seeds (default: %(default)s)")
     ap.add_argument("--lr", type=float, default=5e-3, help="learning rate (default: %(default)s)")
+    ap.add_argument("--device", default="cpu", help="where the models train: cpu, cuda, cuda:1, mps; the encoders run "
+                                                    "on the CPU (default: %(default)s)")
     ap.add_argument("--models", default=None, help="comma-separated (default: baselines, applicable "
                                                         "peers, recgoat)")
     args = ap.parse_args(argv)
@@ -74,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             check_seeds(seeds)
         except ValueError as e:
             raise ConfigError(f"--seeds: {e}") from None
-        train = {"epochs": args.epochs, "patience": args.patience, "lr": args.lr}
+        train = {"epochs": args.epochs, "patience": args.patience, "lr": args.lr, "device": args.device}
         try:
             TrainConfig(**train)
         except ValidationError as e:
             raise ConfigError(f"--{first_validation_error(e)}") from None
+        check_device(args.device, name="--device", purpose="train on", fix="--device cpu")
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         if models is not None:  # an unknown or repeated name was refused only after the encoding
             from recgoat.models import get_model_class

@@ -42,9 +42,9 @@ class _ChunkedInfoNCE(torch.autograd.Function):
     B × N. The same function (up to rounding):
 
     .. math::
-        \ell = \sum_r ig(\operatorname{lse}_c(a_r \cdot b_c / 	au) - a_r \cdot b_{p_r} / 	auig), \qquad
-        rac{\partial \ell}{\partial a_r} = rac{1}{	au}\Big(\sum_c \pi_{rc} b_c - b_{p_r}\Big), \qquad
-        rac{\partial \ell}{\partial b_c} = rac{1}{	au}\Big(\sum_r \pi_{rc} a_r
+        \ell = \sum_r \big(\operatorname{lse}_c(a_r \cdot b_c / \tau) - a_r \cdot b_{p_r} / \tau\big), \qquad
+        \frac{\partial \ell}{\partial a_r} = \frac{1}{\tau}\Big(\sum_c \pi_{rc} b_c - b_{p_r}\Big), \qquad
+        \frac{\partial \ell}{\partial b_c} = \frac{1}{\tau}\Big(\sum_r \pi_{rc} a_r
             - \sum_{r: p_r = c} a_r\Big),
 
     with :math:`\pi_{rc}` the softmax of row :math:`r`; divided by B for the mean.

@@ -1,6 +1,7 @@
 """Pieces the training-cost benchmarks share (``recgoat_epoch.py``, ``recgoat_step_breakdown.py``,
-``peers_epoch.py``): the synthetic Amazon-Baby-shaped problem with RecGOAT's side features, the trainer's
-epoch loop, peak resident memory, and the ``TorchDispatchMode`` that watches every tensor a training step makes.
+``recgoat_step_profile.py``, ``peers_epoch.py``): the synthetic Amazon-Baby-shaped problem with RecGOAT's side
+features, the trainer's epoch loop and its mini-batches, peak resident memory, and the ``TorchDispatchMode`` that
+watches every tensor a training step makes.
 """
 from __future__ import annotations
 
@@ -113,20 +114,23 @@ class EpochRunner:
         return time.perf_counter() - t0
 
 
+def endless_batches(train_csr, batch: int, seed: int):
+    """The trainer's mini-batches (``NegativeSampler``) epoch after epoch, as many as the caller takes: a tiny problem
+    has a batch or two an epoch, fewer than a measurement needs. Epoch 0 draws from ``default_rng(seed)``, epoch e
+    from ``default_rng([seed, e])``."""
+    sampler = NegativeSampler(train_csr)
+    yield from sampler.epoch(batch, np.random.default_rng(seed))
+    for epoch in itertools.count(1):
+        yield from sampler.epoch(batch, np.random.default_rng([seed, epoch]))
+
+
 def check_allocations(model, batches: int, batch: int, seed: int, device: str = "cpu") -> LargestTensors:
     """``batches`` training steps (forward, backward, Adam) and an evaluation forward pass under
     :class:`LargestTensors`; more steps than an epoch has go on into further epochs (a tiny problem has one
     or two batches)."""
-    sampler = NegativeSampler(model._train_csr)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     mode = LargestTensors(model.n_users, model.n_items, getattr(model.config, "embedding_dim", 64))
-
-    def steps():
-        yield from sampler.epoch(batch, np.random.default_rng(seed))
-        for epoch in itertools.count(1):
-            yield from sampler.epoch(batch, np.random.default_rng([seed, epoch]))
-
-    it = steps()
+    it = endless_batches(model._train_csr, batch, seed)
     with mode:
         for _ in range(batches):
             u, p, n = (t.to(device) for t in next(it))

@@ -12,16 +12,13 @@ groups the operators by input shape: which product is which)
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recgoat.models.recgoat import RecGOAT
-from recgoat.training.sampling import NegativeSampler
-from _cost import synthetic
+from _cost import endless_batches, synthetic
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,9 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = RecGOAT.build(ds, {"embedding_dim": 64}, feats).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sampler = NegativeSampler(model._train_csr)
-    # as many batches as asked, from as many epochs as it takes (a small --scale has a batch or two an epoch)
-    it = itertools.chain.from_iterable(sampler.epoch(2048, np.random.default_rng([0, e])) for e in itertools.count())
+    it = endless_batches(model._train_csr, 2048, 0)  # a small --scale has a batch or two an epoch
     batches = [tuple(t.to(dev) for t in next(it)) for _ in range(5 + args.steps + args.profiled)]
     model.train()
 

@@ -70,16 +70,19 @@ def preflight(config: BenchmarkConfig, cells: list[Cell],
         raise ConfigError(problems[0] if len(problems) == 1 else
                           f"{len(problems)} (dataset, model) pairs cannot run, so nothing was trained: "
                           + "; ".join(problems))
-    mismatched = []
+    mismatched, devices = [], set()
     for c in cells:
+        train_cfg = config.cell_train_config(c.model, c.seed)
         # a larger train.epochs alone is no other experiment: such a cell stands or trains on (resume_plan)
-        plan, diff = resume_plan(c, _signature(c, config.cell_train_config(c.model, c.seed)))
+        plan, diff = resume_plan(c, _signature(c, train_cfg))
         if plan == REFUSED:
             mismatched.append((c, diff))
+        if not c.done:
+            devices.add(train_cfg.device)
     if mismatched:
         raise ConfigError(f"{_listed(_mismatches(mismatched))}; {_MISMATCH_FIX}")
     # a device this machine lacks (train.device: cuda without a GPU) would fail every cell that trains, one by one
-    for device in sorted({config.cell_train_config(c.model, c.seed).device for c in cells if not c.done}):
+    for device in sorted(devices):
         check_device(device, name="train.device", purpose="train on", fix="--set train.device=cpu")
 
 

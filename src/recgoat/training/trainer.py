@@ -154,6 +154,11 @@ class TrainConfig(StrictNumbers):
             raise ValueError(f"device must be a torch device that computes (cpu, cuda, cuda:1, mps), got {v!r}")
         return v
 
+    @property
+    def torch_device(self) -> torch.device:
+        """``device`` as torch's (validated: it parses)."""
+        return torch.device(self.device)
+
     @field_validator("metric")
     @classmethod
     def _metric_known(cls, v: str) -> str:
@@ -678,11 +683,12 @@ class Trainer:
         drawn on the CPU and moved, the ranking evaluation runs on the CPU from the model's embeddings. Runs on
         a GPU repeat to float rounding only: deterministic kernels (warning, not stopping, where an operation
         has none there) and cuBLAS's fixed workspace are set, but cuSPARSE's sparse products (torch's on CUDA,
-        unflagged by its deterministic mode) sum in no fixed order (two runs' losses differ by ~1e-8 relative). They differ from a CPU run's in rounding and in dropout's
-        random stream; a checkpoint resumes on either device."""
+        unflagged by its deterministic mode) sum in no fixed order (two runs' losses differ by ~1e-8 relative).
+        They differ from a CPU run's in rounding and in dropout's random stream; a checkpoint resumes on either
+        device."""
         threads = torch.get_num_threads()
         try:
-            with deterministic_kernels(warn_only=torch.device(self.config.device).type != "cpu"), \
+            with deterministic_kernels(warn_only=self.config.torch_device.type != "cpu"), \
                     contextlib.ExitStack() as self._exit:
                 return self._fit(model, dataset)
         finally:
@@ -693,7 +699,7 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         check_train_device(cfg)
-        if torch.device(cfg.device).type == "cuda":
+        if cfg.torch_device.type == "cuda":
             # cuBLAS's deterministic workspace (deterministic_kernels): torch refuses a matrix product without it
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.cuda.reset_peak_memory_stats(cfg.device)
@@ -804,7 +810,7 @@ class Trainer:
             group["lr"] = lr
         sums: dict[str, float] = {}
         n_batches = 0
-        dev = torch.device(cfg.device)
+        dev = cfg.torch_device
         for users, pos, neg in sampler.epoch(cfg.batch_size, rng):
             if dev.type != "cpu":
                 users, pos, neg = (t.to(dev, non_blocking=True) for t in (users, pos, neg))
@@ -901,7 +907,7 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(),
             "device": cfg.device,
             **({"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(cfg.device) / 2**20}
-               if torch.device(cfg.device).type == "cuda" else {}),
+               if cfg.torch_device.type == "cuda" else {}),
             "summary": model.summary,
             "history": [{k: r[k] for k in ("epoch", "loss") if k in r}
                         | ({"valid_" + cfg.metric: r["valid"][cfg.metric]} if "valid" in r else {})

@@ -82,8 +82,9 @@ nothing.
 
 **Where we differ, deliberately.** (1) The learning rate and batch size are the trainer's (the benchmark's
 shared lr 5e-3 at a constant rate; the authors' 1e-3, batch 2048, with ``learning_rate_scheduler [0.96, 50]``, a
-decay of 0.96 per 50 epochs: ``--set trainer.lr_decay=0.96`` (``lr_decay_every`` is 50 by default) trains so). (2) The L2 term divides by the batch's length, where the
-authors' code divides by the configured batch size: the same except on an epoch's last, shorter batch.
+decay of 0.96 per 50 epochs: ``--set trainer.lr_decay=0.96`` (``lr_decay_every`` is 50 by default) trains so).
+(2) The L2 term divides by the batch's length, where the authors' code divides by the configured batch size: the
+same except on an epoch's last, shorter batch.
 (3) The kNN graph is searched with faiss in blocks (``graphs/knn.py``), never as a dense I×I similarity
 (METHOD.md §9); its entries are those of the authors' ``torch.topk`` over that matrix, the item itself counted
 first when exact duplicates tie with it. A kept similarity below 0 stays negative, as theirs; a row whose sum is

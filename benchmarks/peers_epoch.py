@@ -330,7 +330,7 @@ def _fmt_tensor(largest: list) -> str:
 def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
     """The table, one line per model."""
     ref = rows.get(REFERENCE, {}).get("epochs", [])
-    gpu = args.device != "cpu"
+    gpu = args.device.startswith("cuda")  # the workers read a peak GPU memory on CUDA only
     cols = f"{'model':<10}{'set-up s':>10}{'s/epoch':>10}{'× ' + REFERENCE:>13}{'peak +MiB':>11}"
     if gpu:
         cols += f"{'GPU MiB':>9}"
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-batches", type=int, default=0,
                     help="training steps per model to watch for forbidden tensor shapes (0: no watch)")
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--device", default="cpu", help="where every model trains (cpu, cuda...); on a GPU the table "
+    ap.add_argument("--device", default="cpu", help="where every model trains (cpu, cuda...); on CUDA the table "
                                                     "adds each model's peak GPU memory allocated")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures (every epoch's) to this file")
     args = ap.parse_args(argv)

@@ -17,10 +17,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from recgoat.datasets.dataset import Dataset
+from recgoat.errors import ConfigError
+from recgoat.features.device import check_device
 from recgoat.features.store import Features
 from recgoat.training.sampling import NegativeSampler
 
 BABY = {"users": 19_445, "items": 7_050, "interactions": 160_792}
+
+
+def device_refused(prog: str, device: str) -> bool:
+    """True, after one line on stderr (``<prog>: error: …``), when ``--device`` names a device torch cannot use
+    here (a typo, no CUDA GPU, an index past the GPUs): the script then exits with 2 before it builds anything,
+    rather than with torch's traceback from the first tensor moved."""
+    try:
+        check_device(device, name="--device", purpose="train on", fix="--device cpu")
+    except ConfigError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return True
+    return False
 
 
 def peak_rss_mb() -> float:

@@ -83,7 +83,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from _cost import peak_rss_mb  # noqa: E402
+from _cost import device_refused, peak_rss_mb  # noqa: E402
 from recgoat.benchmark.memory import release_free_memory  # noqa: E402
 from recgoat.errors import ConfigError  # noqa: E402
 from recgoat.io import write_json  # noqa: E402
@@ -374,10 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{flag} must be at least {low}, got {value}")
     if not (math.isfinite(args.scale) and 0 < args.scale <= 10):
         ap.error(f"--scale must be in (0, 10], got {args.scale}")
+    if device_refused("peers_epoch.py", args.device):
+        return 2
     try:
-        from recgoat.features.device import check_device
-
-        check_device(args.device, name="--device", purpose="train on", fix="--device cpu")
         names, notes = choose(args.models)
     except ConfigError as e:
         print(f"peers_epoch.py: error: {e}", file=sys.stderr)

@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _cost import EpochRunner, check_allocations, peak_rss_mb, synthetic  # noqa: E402
+from _cost import EpochRunner, check_allocations, device_refused, peak_rss_mb, synthetic  # noqa: E402
 from recgoat.models.lightgcn import LightGCN  # noqa: E402
 from recgoat.models.recgoat import RecGOAT  # noqa: E402
 
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default=None, help="RecGOAT preset name or YAML path, e.g. ml100k (before --set)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RecGOAT config override")
     args = ap.parse_args(argv)
+    if device_refused("recgoat_epoch.py", args.device):
+        return 2
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()

@@ -18,10 +18,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recgoat.models.recgoat import RecGOAT
-from _cost import endless_batches, synthetic
+from _cost import device_refused, endless_batches, synthetic
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=4)
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the Baby sizes (users, items, interactions)")
     ap.add_argument("--shapes", action="store_true", help="group the operators by their input shapes too")
     args = ap.parse_args(argv)
+    if device_refused("recgoat_step_profile.py", args.device):
+        return 2
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     gpu = dev.type == "cuda"
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                    max_shapes_column_width=90))
     if gpu:
         print(ka.table(sort_by="self_device_time_total", row_limit=args.rows, max_name_column_width=50))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 here: performance targets are read from the scripts' output on the full shape, not asserted in tests)."""
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -78,14 +79,21 @@ def test_peers_epoch_unknown_model_is_one_line(capsys, monkeypatch):
     assert captured.err.startswith("peers_epoch.py: error: unknown model 'nosuch'; available: ")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_peers_epoch_on_an_absent_gpu_is_one_line(capsys, monkeypatch):
-    peers_epoch = _import_peers_epoch(monkeypatch)
-    assert peers_epoch.main(["--device", "cuda", "--scale", "0.02"]) == 2
+@pytest.mark.parametrize("script", ["peers_epoch", "recgoat_epoch", "recgoat_step_profile"])
+@pytest.mark.parametrize("device, problem", [
+    ("cuda", "'cuda': no CUDA GPU is available to torch here; use --device cpu"),
+    ("gpu", "'gpu' is not a torch device to train on (e.g. cpu, cuda, cuda:1, mps)"),
+])
+def test_cost_scripts_refuse_an_unusable_device_in_one_line(script, device, problem, capsys, monkeypatch):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop(script, None)
+    module = importlib.import_module(script)
+    assert module.main(["--device", device, "--scale", "0.02"]) == 2  # before the data is built
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == ("peers_epoch.py: error: --device 'cuda': no CUDA GPU is available to torch here; "
-                            "use --device cpu\n")
+    assert captured.err == f"{script}.py: error: --device {problem}\n"
 
 
 def test_recgoat_step_profile_prints_the_step_time_and_the_operators_by_shape(capsys, monkeypatch):

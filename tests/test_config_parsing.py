@@ -271,3 +271,24 @@ def test_datasets_info_takes_min_rating_as_prepare_does(tmp_path):
     r = runner.invoke(app, ["datasets", "info", str(data), "--k-core", "0", "--split", "none", "--min-rating", "3"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["interactions"] == sum(r_ >= 3 for *_, r_ in rows) == 8
+
+
+# ---------------------------------------------------------------------- the run's and the benchmark's config files
+@pytest.mark.parametrize("which", ["run", "benchmark"])
+@pytest.mark.parametrize("case", ["absent", "folder", "list"])
+def test_config_files_are_read_alike_by_run_and_benchmark(which, case, tmp_path):
+    """One reader for both: a path with nothing there, a folder, and a YAML list each give one ConfigError naming
+    the path (the benchmark's said "config file not found" for a folder)."""
+    from recgoat.benchmark.config import load_config as load_benchmark_config
+
+    path = tmp_path / "cfg.yaml"
+    if case == "folder":
+        path.mkdir()
+    elif case == "list":
+        path.write_text("- a\n- b\n")
+    load = load_config if which == "run" else load_benchmark_config
+    with pytest.raises(ConfigError) as e:
+        load(path)
+    problem = {"absent": "configuration file not found", "folder": "is a folder, not a YAML file",
+               "list": "expected a mapping at the top level" if which == "run" else "the config must be a mapping"}
+    assert str(e.value) == f"{path}: {problem[case]}"

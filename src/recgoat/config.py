@@ -283,18 +283,25 @@ def read_yaml_mapping(path: Path, not_mapping: str) -> dict[str, Any]:
     return data
 
 
+def read_config_file(path: str | Path | None, not_mapping: str) -> dict[str, Any]:
+    """The mapping in the configuration file ``path`` (``{}`` without one), for the run's and the benchmark's
+    ``load_config``: a :class:`ConfigError` naming the path when there is nothing there, else as
+    :func:`read_yaml_mapping` says."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: configuration file not found")
+    return read_yaml_mapping(path, not_mapping)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 values: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML run configuration, apply overrides, validate everything including model params.
 
     ``values`` (``{"data.name": "my data #2"}``) are set as given, not read as YAML (the CLI's ``--dataset``,
     ``--out``…), before the ``key=value`` ``overrides``, which win over them and over the file."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: configuration file not found")
-        data = read_yaml_mapping(path, "expected a mapping at the top level")
+    data = read_config_file(path, "expected a mapping at the top level")
     for section in ("data", "model", "trainer"):  # an empty YAML section (all keys commented out) is {}
         if section in data and data[section] is None:
             data[section] = {}

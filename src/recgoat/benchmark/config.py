@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recgoat.config import first_validation_error, parse_value, read_yaml_mapping, with_preset
+from recgoat.config import first_validation_error, parse_value, read_config_file, with_preset
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.training.trainer import TrainConfig
 
@@ -396,12 +396,7 @@ def _apply(tree: dict, path: list[str], value: Any) -> None:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 sets: list[str] | None = None) -> BenchmarkConfig:
     """Read a YAML config (optional), apply top-level ``overrides`` then ``--set`` dotted overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        tree = read_yaml_mapping(p, "the config must be a mapping")
+    tree = read_config_file(path, "the config must be a mapping")
     return _config_from_tree(tree, path, overrides, sets)
 
 

@@ -311,3 +311,22 @@ def test_a_model_name_in_a_data_file_is_never_imported(plugins, tmp_path, monkey
         assert f"unknown model {name!r}" in one_line_error(code, err)
         assert not any(m.endswith("untrusted_plugin") for m in sys.modules), name
     assert not Path("a").exists() and not Path("bench").exists()
+
+
+def test_models_list_and_show_describe_plugins(plugins, capsys):
+    """`recgoat models list` loads the plugins to describe them, after the built-ins; a broken one is its one
+    error, as for `train`."""
+    from recgoat.models.catalogue import list_models, model_info
+
+    plugins.setenv("RECGOAT_PLUGINS", "logmf")
+    infos = list_models()
+    assert [i.name for i in infos] == sorted(BUILTIN) + ["logmf"]
+    logmf = model_info("logmf")
+    assert not logmf.builtin and logmf.trainable and logmf.reads == () and logmf.presets == ()
+    assert [(p.name, p.type, p.bounds, p.default) for p in logmf.params] == [
+        ("embedding_dim", "int", ">= 1", 64), ("reg_weight", "float", ">= 0.0", 1e-4)]
+    assert logmf.summary.startswith("score(u, i) = p_u · q_i + b_i")  # the class's own docstring before its module's
+
+    plugins.setenv("RECGOAT_PLUGINS", "broken_plugin")
+    code, err = run_main(plugins, capsys, "models", "list")
+    assert "plugin module 'broken_plugin' (from RECGOAT_PLUGINS) failed to load" in one_line_error(code, err)

@@ -1,6 +1,7 @@
 """``recgoat`` command line: a thin shell over the Python API.
 
     recgoat datasets list | info NAME | prepare NAME --out DIR
+    recgoat models list | show NAME [--preset P]      (recgoat.models.catalogue)
     recgoat encode text|image|users|all DATASET       (recgoat.features)
     recgoat train [--config FILE] [--model M] [--dataset D] [--set key=value ...]
     recgoat evaluate RUN_DIR [--split test]
@@ -28,6 +29,8 @@ app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 datasets_app = typer.Typer(help="List, inspect and prepare datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+models_app = typer.Typer(help="List the models and show the hyper-parameters each takes.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console()
 
 
@@ -142,6 +145,62 @@ def _load_prepared(name: str, **given):
     given = {k: v for k, v in given.items() if v is not None}
     refuse_ignored_prepare_options(name, given)
     return load(name, PrepareConfig(**{**default_prepare_config(name).__dict__, **given}))
+
+
+# ---------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(
+    as_json: bool = typer.Option(False, "--json", help="print JSON (every model's full description) instead"),
+) -> None:
+    """Every model (recgoat's own, then installed plugins'): whether it trains, which features it reads with its
+    defaults, its packaged presets and its reference."""
+    from recgoat.models.catalogue import list_models
+
+    infos = list_models()
+    if as_json:
+        print(json.dumps([i.as_dict() for i in infos], default=str, indent=1))
+        return
+    table = Table("name", "trains", "reads", "presets")
+    table.add_column("reference", overflow="fold")
+    for i in infos:
+        table.add_row(escape(i.name + ("" if i.builtin else " (plugin)")), "yes" if i.trainable else "no",
+                      escape(", ".join(i.reads) or "-"), escape(", ".join(i.presets) or "-"), escape(i.summary))
+    console.print(table)
+    console.print("[dim]hyper-parameters: recgoat models show NAME[/]", highlight=False)
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="model name (recgoat models list)"),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p",
+                                         help="show the values a preset sets (a packaged name or a YAML file)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead"),
+) -> None:
+    """A model's hyper-parameters: type, bounds, default (or a preset's value) and what each does. Set them with
+    `recgoat train --set model.params.NAME=VALUE` (a benchmark: `--set models.MODEL.params.NAME=VALUE`)."""
+    from recgoat.models.catalogue import model_info
+
+    info = model_info(name, preset)
+    if as_json:
+        print(json.dumps(info.as_dict(), default=str, indent=1))
+        return
+    reads = ", ".join(info.reads) or "no side features"
+    console.print(f"[bold]{escape(info.name)}[/] ({escape(info.class_path)}): {escape(info.summary)}",
+                  highlight=False, soft_wrap=True)
+    console.print(f"trains: {'yes' if info.trainable else 'no'}; reads: {escape(reads)}; presets: "
+                  f"{escape(', '.join(info.presets) or 'none')}", highlight=False, soft_wrap=True)
+    if not info.params:
+        console.print("no hyper-parameters", highlight=False)
+        return
+    value = "default" if preset is None else f"value ({escape(preset)}; default)"
+    table = Table("parameter", "type", "bounds", value)
+    table.add_column("what it does", overflow="fold")
+    for p in info.params:
+        shown = escape(json.dumps(p.value, default=str))
+        if p.from_preset:  # the preset's value in bold, the default beside it
+            shown = f"[bold]{shown}[/] ({escape(json.dumps(p.default, default=str))})"
+        table.add_row(escape(p.name), escape(p.type), escape(p.bounds), shown, escape(p.doc))
+    console.print(table)
 
 
 # ---------------------------------------------------------------------------- training

@@ -403,14 +403,22 @@ def preset_params(model: str, preset: str) -> dict[str, Any]:
     return read_yaml_mapping(_preset_path(model, preset), "a preset is a mapping of model params")
 
 
+def _configs_folder() -> Path:
+    return Path(str(resources.files("recgoat") / "configs"))
+
+
+def packaged_presets(model: str) -> list[str]:
+    """The names of the presets packaged for ``model`` (``recgoat/configs/<model>-<name>.yaml``), sorted."""
+    return sorted(f.name[len(model) + 1: -len(".yaml")] for f in _configs_folder().glob(f"{model}-*.yaml"))
+
+
 def _preset_path(model: str, preset: str) -> Path:
     """The YAML file ``preset`` names (see :func:`preset_params`)."""
     path = Path(preset)
     if not path.is_file():
-        configs = Path(str(resources.files("recgoat") / "configs"))
-        path = configs / f"{model}-{preset}.yaml"
+        path = _configs_folder() / f"{model}-{preset}.yaml"
         if not path.is_file():
-            known = sorted(f.name[len(model) + 1: -len(".yaml")] for f in configs.glob(f"{model}-*.yaml"))
+            known = packaged_presets(model)
             raise ConfigError(f"no preset {preset!r} for model {model!r} (packaged: {', '.join(known) or 'none'}; "
                               "or the path of a YAML file of model params)")
     return path

@@ -49,7 +49,8 @@ MODELS: dict[str, type["Recommender"]] = {}
 class ModelConfig(StrictNumbers):
     """Hyper-parameters of a model; unknown or ill-typed keys are refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # a field's docstring (the string literal below it) is its description: `recgoat models show` prints it
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
     # keys added after models were saved without them, with the behaviour those models had: a saved config
     # holds every key of its day (model_dump), so an absent one means "older model", not "the new default"
     legacy_defaults: ClassVar[dict[str, Any]] = {}

@@ -60,18 +60,24 @@ from recgoat.nn.losses import l2_reg
 
 class BM3Config(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
+    """d: the width of the ID embeddings and projected features."""
     n_layers: int = Field(1, ge=0)
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)  # the target-view generator
-    modal_weight: float = Field(1.0, ge=0.0)  # μ on the alignment and masked-reconstruction terms
+    """LightGCN layers over the user-item graph."""
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    """The target-view generator's dropout."""
+    modal_weight: float = Field(1.0, ge=0.0)
+    """μ: weight of the alignment and masked-reconstruction terms."""
     reg_weight: float = Field(0.1, ge=0.0)
-    id_residual: bool = False  # h_i + e_i, as in the authors' code (not in the paper)
-    # the regulariser: "authors" (their code, MMRec's EmbLoss): (‖H_U‖_F + ‖H_I‖_F) / I over every row,
-    # unsquared, the form their λ = 0.1 was tuned for; "batch_l2": the paper's squared L2 on the batch's
-    # rows, (‖h_u‖² + ‖h_i‖²) / 2B. On ml100k-mm "authors" is 11 % better in test Recall@20 (3 seeds) and
-    # stable, where "batch_l2" swings and collapses towards a few items (docs/benchmarks.md)
+    """λ: weight of the regulariser (reg_form)."""
+    id_residual: bool = False
+    """h_i + e_i, as in the authors' code (not in the paper)."""
     reg_form: Literal["authors", "batch_l2"] = "authors"
-    # the item features X_m as trainable parameters (the authors' code); False: frozen
+    """The regulariser: "authors" (their code, MMRec's EmbLoss): (‖H_U‖_F + ‖H_I‖_F) / I over every row,
+    unsquared, the form their λ = 0.1 was tuned for; "batch_l2": the paper's squared L2 on the batch's rows,
+    (‖h_u‖² + ‖h_i‖²) / 2B. On ml100k-mm "authors" is 11 % better in test Recall@20 (3 seeds) and stable, where
+    "batch_l2" swings and collapses towards a few items (docs/benchmarks.md)."""
     finetune_features: bool = True
+    """The item features X_m as trainable parameters (the authors' code); False: frozen."""
     legacy_defaults = {"finetune_features": False}  # BM3 models saved before session 13 had frozen features
 
 

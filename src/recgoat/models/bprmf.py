@@ -17,7 +17,9 @@ from recgoat.nn.losses import bpr_loss, l2_reg
 
 class BPRMFConfig(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
+    """d: the width of the ID embeddings."""
     reg_weight: float = Field(1e-4, ge=0.0)
+    """L2 on the batch's embeddings."""
 
 
 @register("bprmf")

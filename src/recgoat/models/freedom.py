@@ -57,13 +57,21 @@ from recgoat.nn.losses import bpr_loss, l2_reg
 
 class FREEDOMConfig(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
-    n_ui_layers: int = Field(2, ge=0)  # LightGCN layers on the (pruned) user-item graph
-    n_ii_layers: int = Field(1, ge=0)  # convolutions of item ID embeddings on the frozen item-item graph
+    """d: the width of the ID embeddings and projected features."""
+    n_ui_layers: int = Field(2, ge=0)
+    """LightGCN layers on the (pruned) user-item graph."""
+    n_ii_layers: int = Field(1, ge=0)
+    """Convolutions of the item ID embeddings on the frozen item-item graph."""
     knn_k: int = Field(10, ge=1)
-    image_weight: float = Field(0.1, ge=0.0, le=1.0)  # α_v; text gets 1 − α_v
-    dropout: float = Field(0.8, ge=0.0, lt=1.0)  # ρ: fraction of user-item edges pruned each epoch
-    modal_weight: float = Field(1e-3, ge=0.0)  # λ on the modality BPR terms
+    """Neighbours per item in each modality's kNN graph."""
+    image_weight: float = Field(0.1, ge=0.0, le=1.0)
+    """α_v: the image graph's weight in the item-item graph; the text graph's is 1 − α_v."""
+    dropout: float = Field(0.8, ge=0.0, lt=1.0)
+    """ρ: the fraction of user-item edges pruned each epoch (degree-sensitive)."""
+    modal_weight: float = Field(1e-3, ge=0.0)
+    """λ: weight of the modality BPR terms."""
     reg_weight: float = Field(0.0, ge=0.0)
+    """L2 on the batch's embeddings; the paper adds none (0)."""
 
 
 def degree_sensitive_keep(train: sp.csr_matrix, keep: int, rng: np.random.Generator) -> np.ndarray:

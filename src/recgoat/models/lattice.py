@@ -91,11 +91,17 @@ _BLOCK_ROWS = 1024
 
 class LATTICEConfig(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
-    n_ui_layers: int = Field(2, ge=0)  # LightGCN layers on the user-item graph
-    n_ii_layers: int = Field(1, ge=0)  # convolutions of item ID embeddings on the item-item graph A
-    knn_k: int = Field(10, ge=1)  # K: entries kept per row, the item itself included
-    lambda_coeff: float = Field(0.9, ge=0.0, le=1.0)  # λ: weight of the frozen initial graph; 1 − λ the learned
+    """d: the width of the ID embeddings and projected features."""
+    n_ui_layers: int = Field(2, ge=0)
+    """LightGCN layers on the user-item graph."""
+    n_ii_layers: int = Field(1, ge=0)
+    """Convolutions of the item ID embeddings on the item-item graph A."""
+    knn_k: int = Field(10, ge=1)
+    """K: entries kept per row of the item-item graphs, the item itself included."""
+    lambda_coeff: float = Field(0.9, ge=0.0, le=1.0)
+    """λ: weight of the frozen initial graph; 1 − λ that of the learned one."""
     reg_weight: float = Field(1e-5, ge=0.0)
+    """L2 on the batch's embeddings."""
 
 
 @dataclass

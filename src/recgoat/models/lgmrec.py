@@ -89,15 +89,25 @@ from recgoat.nn.losses import bpr_loss, candidate_info_nce, l2_reg
 
 class LGMRecConfig(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
-    n_ui_layers: int = Field(2, ge=0)  # collaborative LightGCN layers
-    n_mm_layers: int = Field(2, ge=0)  # modality LightGCN layers
+    """d: the width of the ID embeddings and projected features."""
+    n_ui_layers: int = Field(2, ge=0)
+    """Collaborative LightGCN layers."""
+    n_mm_layers: int = Field(2, ge=0)
+    """Modality LightGCN layers."""
     n_hyper_layers: int = Field(1, ge=1)
+    """Hypergraph convolution layers of the global branch."""
     n_hyperedges: int = Field(4, ge=1)
-    alpha: float = Field(0.2, ge=0.0)  # weight of the global embeddings
+    """Learnable hyperedges per modality."""
+    alpha: float = Field(0.2, ge=0.0)
+    """α: weight of the global (hypergraph) embeddings."""
     cl_weight: float = Field(1e-4, ge=0.0)
-    tau: float = Field(0.2, gt=0.0)  # Gumbel-softmax and InfoNCE temperature
-    hyper_dropout: float = Field(0.5, ge=0.0, lt=1.0)  # dropout on the hyperedge assignments
+    """Weight of the contrastive term between the modalities' global embeddings."""
+    tau: float = Field(0.2, gt=0.0)
+    """Gumbel-softmax and InfoNCE temperature."""
+    hyper_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    """Dropout on the hyperedge assignments."""
     reg_weight: float = Field(1e-4, ge=0.0)
+    """L2 on the batch's ID embeddings (not fixed by the paper)."""
 
 
 class _SpMM(torch.autograd.Function):

@@ -28,8 +28,11 @@ from recgoat.nn.losses import bpr_loss, l2_reg
 
 class LightGCNConfig(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
+    """d: the width of the ID embeddings."""
     n_layers: int = Field(3, ge=0)
+    """L: propagation layers over the user-item graph (0: matrix factorisation)."""
     reg_weight: float = Field(1e-4, ge=0.0)
+    """L2 on the batch's ego embeddings (LightGCN's convention)."""
 
 
 def propagate(adj: Tensor, ego: Tensor, n_layers: int) -> Tensor:

@@ -125,14 +125,21 @@ from recgoat.nn.losses import bpr_loss, in_batch_info_nce, l2_reg
 
 class MGCNConfig(ModelConfig):
     embedding_dim: int = Field(64, ge=1)
-    n_ui_layers: int = Field(2, ge=0)  # L_ui: LightGCN layers of the user-item (ID) view
-    n_ii_layers: int = Field(1, ge=0)  # L_ii: convolutions of the purified embeddings on each item-item graph
-    knn_k: int = Field(10, ge=1)  # entries of an item's row of the item-item graph, the item itself included
-    cl_weight: float = Field(0.01, ge=0.0)  # λ_C
+    """d: the width of the ID embeddings and projected features."""
+    n_ui_layers: int = Field(2, ge=0)
+    """L_ui: LightGCN layers of the user-item (ID) view."""
+    n_ii_layers: int = Field(1, ge=0)
+    """L_ii: convolutions of the purified embeddings on each item-item graph."""
+    knn_k: int = Field(10, ge=1)
+    """Entries of an item's row of the item-item graph, the item itself included."""
+    cl_weight: float = Field(0.01, ge=0.0)
+    """λ_C: weight of the contrastive term between the ID and the fused views."""
     tau: float = Field(0.2, gt=0.0)
-    reg_weight: float = Field(1e-4, ge=0.0)  # λ_E, on the batch's final embeddings
-    # the item features X_m as trainable parameters (the authors' code); False: frozen
+    """The contrastive term's temperature."""
+    reg_weight: float = Field(1e-4, ge=0.0)
+    """λ_E: L2 on the batch's final embeddings."""
     finetune_features: bool = True
+    """The item features X_m as trainable parameters (the authors' code); False: frozen."""
     # MGCN models saved before session 27 had frozen features: what a benchmark cell or checkpoint of that version
     # ran with, so a resume names the change (their weights no longer load: saved_problem)
     legacy_defaults = {"finetune_features": False}

@@ -88,70 +88,100 @@ MODALITIES = ("text", "image")
 
 
 class RecGOATConfig(ModelConfig):
+    """RecGOAT's hyper-parameters (METHOD.md §2–§5); ``recgoat models show recgoat`` lists them with these notes."""
+
     embedding_dim: int = Field(64, ge=1)
+    """d: the width of every view (ID embeddings, projected features, GAT outputs)."""
     n_layers: int = Field(3, ge=0)
+    """L: LightGCN layers of the collaborative branch over the user-item graph (§3)."""
     reg_weight: float = Field(1e-4, ge=0.0)
-    # regularisation of the feature pathways (not in the paper; 0 = off): a trainable projection of a
-    # 1280-d feature can memorise items like a free embedding table, which plain L2 on the batch's ID
-    # embeddings does not restrain. feature_reg: λ·Σ‖W‖² over the projection and GAT weights of every
-    # branch; view_dropout: dropout on the branch outputs H_m / H_u during training.
+    """λ_reg: L2 on the batch's ID embeddings (§5)."""
     feature_reg: float = Field(0.0, ge=0.0)
+    """Not in the paper (0 = off): λ·Σ‖W‖² over every branch's projection and GAT weights. A trainable projection
+    of a 1280-d feature can memorise items like a free embedding table, which L2 on the batch's ID embeddings does
+    not restrain."""
     view_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    # which inputs and graphs are used (ablations)
+    """Not in the paper (0 = off): dropout on the branch outputs H_m and H_u during training."""
     modalities: list[Literal["text", "image"]] = ["text", "image"]
+    """The item feature views used (ablations: [text], [image], or [] for the ID view alone)."""
     use_profile: bool = True
-    item_graph: bool = True  # GAT over the item-item kNN graphs (False: projection only)
-    user_graph: bool = True  # GAT over the user-user kNN graph (False: projection only)
+    """The user-profile branch over the LLM profile embeddings (§3; False: users start from their ID alone)."""
+    item_graph: bool = True
+    """GAT over the item-item kNN graphs (False: the projection only)."""
+    user_graph: bool = True
+    """GAT over the user-user kNN graph (False: the projection only)."""
     item_k: int = Field(20, ge=1)
-    user_k: int = Field(10, ge=1)  # the paper does not fix it; 10 halves the user-user graph (the GAT's largest)
-    # METHOD.md §2 symmetrises the item-item graphs only; the user graph is each user's own top-k
-    # (directed: a user attends to the k users nearest to it), a third fewer edges than symmetrised
+    """Neighbours per item in each modality's item-item graph (the authors: 20 on Baby, 30 on Sports)."""
+    user_k: int = Field(10, ge=1)
+    """Neighbours per user in the user-user graph; the paper does not fix it, and 10 halves that graph (the GAT's
+    largest)."""
     user_graph_symmetric: bool = False
+    """METHOD.md §2 symmetrises the item-item graphs only; the user graph is each user's own top-k (directed: a
+    user attends to the k users nearest it), a third fewer edges than symmetrised."""
     gat_layers: int = Field(1, ge=0)
+    """Graph-attention layers of each branch (the paper: 1–2)."""
     gat_heads: int = Field(2, ge=1)
+    """Attention heads per GAT layer."""
     gat_v2: bool = False
-    gat_impl: Literal["sparse", "pyg"] = "sparse"  # sparse: E × heads edge scalars; pyg: E × heads × C messages
-    gat_concat: bool = True  # heads of d/heads channels concatenated (False: heads of d averaged)
+    """GATv2's attention (Brody et al.) instead of GAT's."""
+    gat_impl: Literal["sparse", "pyg"] = "sparse"
+    """sparse: ours, E × heads edge scalars; pyg: torch_geometric's GATConv, E × heads × C messages (same
+    function)."""
+    gat_concat: bool = True
+    """Heads of d/heads channels concatenated (False: heads of d channels averaged)."""
     gat_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    # between stacked GAT layers (gat_layers >= 2): "none" made two layers one linear two-hop aggregation
+    """Dropout on the attention coefficients during training."""
     gat_activation: Literal["elu", "none"] = "elu"
+    """Between stacked GAT layers (gat_layers >= 2); "none" makes two layers one linear two-hop aggregation."""
     rating_attention: bool = True
-    # fusion
+    """Rating-aware attention on the user-item edges (§3; False: exactly LightGCN)."""
     fusion: Literal["simplex", "concat", "sum"] = "simplex"
-    # fixed γ_t / γ_v (γ_id = 1 − γ_t − γ_v); None: learned softmax
+    """The unified item representation (§5): weights on the simplex, or the naive concat + linear and sum."""
     gamma_t: float | None = Field(None, ge=0.0, le=1.0)
+    """Fixed γ_t with gamma_v (γ_id = 1 − γ_t − γ_v; the paper's γ grid); null: learned (softmax of logits)."""
     gamma_v: float | None = Field(None, ge=0.0, le=1.0)
-    # alignment
+    """Fixed γ_v with gamma_t; null: learned."""
     lambda_cl: float = Field(0.032, ge=0.0)
+    """λ_cl: weight of CMCL, the symmetric InfoNCE (§4; 0 = off)."""
     lambda_ot: float = Field(0.01, ge=0.0)
+    """λ_ot: weight of OAT, the entropic transport distance (§4; 0 = off)."""
     tau: float = Field(0.2, gt=0.0)
+    """τ: CMCL's temperature."""
     align_target: Literal["unified", "id"] = "unified"
-    align_users: bool = True  # CMCL between the user-profile view and the user ID view
-    # stop the alignment gradients at the target (unified / ID view, and the user ID view): the views are
-    # pulled onto the collaborative representation without pulling it towards them
+    """What the modality views are aligned onto: the unified representation (the paper) or the ID view."""
+    align_users: bool = True
+    """CMCL between the user-profile view and the user ID view too."""
     align_detach_target: bool = False
+    """Stop the alignment gradients at the target (unified or ID view, and the user ID view): the views are
+    pulled onto the collaborative representation without pulling it towards them."""
     ot_eps: float = Field(0.05, gt=0.0)
+    """ε: Sinkhorn's entropic regularisation."""
     ot_iters: int = Field(50, ge=1)
-    # items per batch in the transport problem (O(n²) memory); ≥ 2: one point has nothing to transport
+    """Log-domain Sinkhorn iterations."""
     ot_max_points: int = Field(128, ge=2)
-    # items (users) per batch in each InfoNCE (O(n²) time); ≥ batch: all of them; ≥ 2: one point has no negative
+    """Items per batch in the transport problem (O(n²) memory); at least 2: one point has nothing to transport."""
     cl_max_points: int = Field(1024, ge=2)
-    ot_debias: bool = True  # Sinkhorn divergence (0 for identical distributions); False: ⟨T, C⟩
-    # the transport cost between L2-normalised clouds (ε on the unit sphere's scale, costs ≤ 2: one ε fits
-    # every encoder and d); False: the paper's C_ij = ‖ẑ_i − z_j‖ on the raw embeddings, where a rescaling
-    # of the view by Δ_m has a cost (choose ε on the embeddings' scale then)
+    """Items (users) per batch in each InfoNCE (O(n²) time; at least the batch: all of them); at least 2: one
+    point has no negative."""
+    ot_debias: bool = True
+    """The Sinkhorn divergence (0 for identical distributions); False: the plain ⟨T, C⟩."""
     ot_normalize: bool = True
-    # frozen features as fed to the projections (the kNN graphs always use the raw features' cosine):
-    # encoders differ wildly in scale (ml100k-mm: text rows have norm 1, pooled CNN image rows ~18 and are
-    # all-positive), and an unnormalised view swamps the ID embeddings in the fusion at initialisation
+    """The transport cost between L2-normalised clouds (ε on the unit sphere's scale, costs ≤ 2: one ε fits every
+    encoder and d); False: the paper's C_ij = ‖ẑ_i − z_j‖ on the raw embeddings, where a rescaling of the view by
+    Δ_m has a cost (choose ε on the embeddings' scale then)."""
     feature_norm: Literal["center_l2", "l2", "none"] = "center_l2"
+    """The frozen features as fed to the projections (the kNN graphs always use the raw features' cosine):
+    encoders differ wildly in scale (ml100k-mm: text rows have norm 1, pooled CNN image rows ~18, all positive),
+    and an unnormalised view swamps the ID embeddings in the fusion at initialisation."""
     graph_cache_dir: str | None = None
-    # precision of the feature projections (the largest dense products of a step); "auto": bfloat16 where
-    # the CPU has AVX512-BF16 (3–4× faster there, ~3e-3 relative error), float32 elsewhere
+    """A folder where the kNN graphs are kept between processes (keyed by the features' content; null: reused
+    within the process only)."""
     projection_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    # training steps compute the item-side views only for the batch's items (identical loss and gradients,
-    # a fraction of the item-item attention); False computes every item, as evaluation does
+    """Precision of the feature projections, a step's largest dense products; auto: bfloat16 where the CPU has
+    AVX512-BF16 (3–4× faster there, ~3e-3 relative error), float32 elsewhere."""
     train_item_subset: bool = True
+    """Training steps compute the item views only for the batch's items (the same loss and gradients, a fraction
+    of the item-item attention); False computes every item, as evaluation does."""
 
     # models saved before gat_activation stacked their GAT layers without one (with one layer: no difference)
     legacy_defaults = {"gat_activation": "none"}

@@ -49,10 +49,14 @@ from recgoat.models.modalities import MODALITIES, item_features, modality_dims, 
 from recgoat.nn.losses import bpr_loss, l2_reg
 
 class VBPRConfig(ModelConfig):
-    embedding_dim: int = Field(64, ge=1)  # K: ID factors
-    content_dim: int = Field(64, ge=1)  # K': content-preference factors
-    use_bias: bool = True  # item bias beta_i + content bias beta'^T f_i
+    embedding_dim: int = Field(64, ge=1)
+    """K: ID factors."""
+    content_dim: int = Field(64, ge=1)
+    """K': content-preference factors."""
+    use_bias: bool = True
+    """Item bias β_i and content bias β'ᵀf_i."""
     reg_weight: float = Field(1e-4, ge=0)
+    """L2 on the batch's parameters."""
 
 
 @register("vbpr")

@@ -208,3 +208,34 @@ def test_benchmark_auto_encodes_user_profiles_only_when_a_model_reads_them(tmp_p
     assert (folder / "text.npy").exists() and not (folder / "profile.npy").exists()
     assert auto_kinds(bench(["vbpr", "recgoat"])) == ("text", "image", "users")
     assert (folder / "profile.npy").exists()
+
+
+def test_auto_encodes_on_the_trainers_device(tmp_path, monkeypatch):
+    """A run (or benchmark) training on a GPU encodes its `features: auto` there too (it encoded on the CPU
+    whatever the trainer's device). Spied at the store: this machine may have no GPU, so the encoding itself
+    runs on the CPU."""
+    import recgoat.features.store as store
+    from recgoat.benchmark.config import DatasetSpec
+    from recgoat.benchmark.data import resolve_features
+    from recgoat.datasets import load
+    from recgoat.training.run import encode_auto_features
+
+    asked = []
+    real = store.encode_all
+
+    def spy(dataset, out_dir, config=None, **kw):
+        asked.append(config.device)
+        return real(dataset, out_dir, store.FeatureConfig(device="cpu"), **kw)
+
+    monkeypatch.setattr(store, "encode_all", spy)
+    data = titled_shop(tmp_path / "shop")
+    dataset = load(str(data))
+    for device in ("cpu", "cuda:1"):
+        cfg = load_config(None, ["trainer.progress=false", f"trainer.device={device}"],
+                          values={"data.name": str(data), "model.name": "vbpr", "features": "auto",
+                                  "out": str(tmp_path / f"r-{device}")})
+        _, features, _ = encode_auto_features(cfg, dataset)
+        assert features.text is not None
+    spec = DatasetSpec(name=str(data), features="auto")
+    resolve_features(spec, dataset, tmp_path / "b", None, False, ("text",), "cuda")
+    assert asked == ["cpu", "cuda:1", "cuda"]

@@ -289,7 +289,7 @@ def _checked_features(config: BenchmarkConfig, group: list[Cell], dataset) -> An
     for ``auto``, as its first cell would read them (raising that cell's error), and checked on that same read
     against what its finished or checkpointed cells read (:func:`check_feature_versions`)."""
     out, spec, split = Path(config.out), group[0].dataset, _feature_split(config, group[0])
-    features = resolve_features(spec, dataset, out, split, config.progress, auto_kinds(config))
+    features = resolve_features(spec, dataset, out, split, config.progress, auto_kinds(config), config.train.device)
     check_feature_versions(group, dataset, features, feature_folder(spec, out, split))
     return features
 
@@ -478,7 +478,7 @@ def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, A
                                                                     _feature_split(config, cell)))
         if key not in feat_cache:
             feat_cache[key] = resolve_features(cell.dataset, dataset, Path(config.out), _feature_split(config, cell),
-                                               config.progress, auto_kinds(config))
+                                               config.progress, auto_kinds(config), config.train.device)
         features = feat_cache[key]
     train_cfg = config.cell_train_config(cell.model, cell.seed)
     if not config.progress:

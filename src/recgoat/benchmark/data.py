@@ -71,9 +71,9 @@ def auto_kinds(config: BenchmarkConfig) -> tuple[str, ...]:
 
 
 def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool,
-                     which: tuple[str, ...] | None = None):
+                     which: tuple[str, ...] | None = None, device: str = "cpu"):
     """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder` (the kinds
-    ``which``, default all; see :func:`auto_kinds`)."""
+    ``which``, default all; see :func:`auto_kinds`) by encoders on ``device`` (the benchmark's ``train.device``)."""
     from recgoat.features import load_features
 
     if spec.features is None:
@@ -82,7 +82,7 @@ def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | No
     if spec.features == "auto":
         from recgoat.features.auto import encode_auto
 
-        return encode_auto(dataset, folder, progress, which)
+        return encode_auto(dataset, folder, progress, which, device=device)
     from recgoat.features.loading import FingerprintMismatch
     from recgoat.features.store import named_as_encoded
 

@@ -46,14 +46,16 @@ def encodable_kinds(dataset, profiles: bool = True) -> tuple[str, ...]:
 
 
 def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple[str, ...] | None = None,
-                on_wait: Callable[[str], None] | None = None):
+                on_wait: Callable[[str], None] | None = None, device: str = "cpu"):
     """Import an MMRec folder's own features (if any), encode the rest into ``folder`` (the kinds ``which``,
     default all: ``text``, ``image``, ``users``), and return the loaded :class:`~recgoat.features.loading.Features`.
+    ``device``: where the encoders run (the trainer's: a run on a GPU encodes there too; the matrices are the
+    same to float rounding, and the cache key ignores the device, as ``recgoat encode --device`` does).
     ``on_wait``: wait for another process writing to ``folder`` (told by that callback), else refuse (the store's
     rule: one writer per feature folder)."""
     from recgoat.errors import DataError
     from recgoat.features.mmrec_io import import_mmrec
-    from recgoat.features.store import FEATURE_FILES, KINDS, encode_all, load_features
+    from recgoat.features.store import FEATURE_FILES, KINDS, FeatureConfig, encode_all, load_features
 
     if not encodable_kinds(dataset, profiles=False):
         # said before the lock makes the folder: "encode all" would make nothing, and load_features then said
@@ -69,8 +71,8 @@ def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple
         # the other auto folders beside it (other splits of the data) lend their text and images
         # a kind the dataset lacks is skipped even alone (a model reading only images, an MMRec folder's own
         # matrices imported above): "nothing to encode" is this function's own refusal, above and below
-        encode_all(dataset, folder, which=KINDS if which is None else which, progress=progress,
-                   reuse_beside=Path(folder).parent, skip_absent=True)
+        encode_all(dataset, folder, FeatureConfig(device=device), which=KINDS if which is None else which,
+                   progress=progress, reuse_beside=Path(folder).parent, skip_absent=True)
     if not any((Path(folder) / name).exists() for name in FEATURE_FILES.values()):
         raise DataError(folder, f"`features: auto` encoded nothing for dataset {dataset.name} (of the kinds "
                                 f"{', '.join(KINDS if which is None else which)})")

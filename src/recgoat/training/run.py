@@ -204,7 +204,7 @@ def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, A
               f"left as they are"
     # runs started together (seeds, models) wait for the one encoding, then reuse its work
     features = encode_auto(dataset, folder, progress=show_progress(cfg.trainer), which=kinds,
-                           on_wait=lambda line: print(line, file=sys.stderr, flush=True))
+                           on_wait=lambda line: print(line, file=sys.stderr, flush=True), device=cfg.trainer.device)
     return (cfg.model_copy(update={"features": str(folder.resolve())}), features,
             [f"features: auto, encoded into {folder} (reused by later runs){why}"])
 

@@ -28,7 +28,7 @@ class ParamInfo:
     """One hyper-parameter: ``model.params.<name>`` in a run config, ``params.<name>`` in a benchmark's."""
 
     name: str
-    type: str  # e.g. "int", "float or null", "one of: elu, none", "list of: text, image"
+    type: str  # e.g. "int", "float or null", "one of: elu, none", "list of text, image"
     bounds: str  # e.g. ">= 1", "0 <= x < 1"; "" when unbounded
     default: Any
     value: Any  # the value with the preset asked for (the default without one)
@@ -36,6 +36,7 @@ class ParamInfo:
 
     @property
     def from_preset(self) -> bool:
+        """The preset sets another value than the default (one setting it to the default shows as the default)."""
         return self.value != self.default
 
 
@@ -43,7 +44,7 @@ class ParamInfo:
 class ModelInfo:
     name: str
     class_path: str  # module.Class
-    summary: str  # the first paragraph of the model's module (or class) docstring, on one line
+    summary: str  # the first paragraph of the class's own docstring, else its module's, on one line
     builtin: bool  # recgoat's own, not a plugin's
     trainable: bool
     reads: tuple[str, ...]  # feature kinds read with these settings (`recgoat encode`'s text, image, users)

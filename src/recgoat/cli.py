@@ -245,7 +245,8 @@ def train_cmd(
                                                      "\\[default: OUT/DATASET/MODEL/seedS; DATASET+seed=7 for "
                                                      "--set data.seed=7, and so for other data.* options]"),
     set_: list[str] = typer.Option([], "--set", help="override any key of the run configuration, repeatable, "
-                                                     "e.g. --set trainer.lr=5e-3; wins over the options"),
+                                                     "e.g. --set trainer.lr=5e-3 or model.params.n_layers=2 (a model's "
+                                                     "params: recgoat models show MODEL); wins over the options"),
 ) -> None:
     """Train a model with early stopping on validation; prints validation and test metrics."""
     from recgoat.config import load_config

@@ -68,7 +68,9 @@ def benchmark(
     seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="comma-separated seeds, e.g. 2026,2027"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum training epochs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (dotted; repeatable)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (dotted; repeatable), e.g. train.lr=5e-3 or "
+                                                             "models.lightgcn.params.n_layers=2 (a model's params: "
+                                                             "recgoat models show MODEL)"),
     report_only: bool = typer.Option(False, "--report-only",
                                      help="rebuild the report without training; every requested cell must "
                                           "be finished with this configuration (with --out alone: the "

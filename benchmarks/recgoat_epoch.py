@@ -26,7 +26,8 @@ forbidden tensor; session 11, 1 thread: 2.32 s vs 11.79 s, 5.07×; session 12: 2
 and 2.34 s vs 10.41 s, 4.45×; with ``--preset ml100k`` (no profile branch) 2.27 s vs 7.45 s, 3.28×, and
 2.36 s vs 8.02 s, 3.40×; session 13, 1 thread: 2.18 s vs 10.18 s, 4.66×, 911 MiB; session 18 (a CPU with
 AVX512-BF16, so bfloat16 projections), 1 thread: 1.77 s vs 8.92 s, 5.05× (epoch by epoch 4.64, 5.08, 5.53),
-913 MiB, and ``recgoat_step_breakdown.py --threads 1 --rounds 4`` 32.6 ms vs 152.3 ms a step, 4.67×. (Session 8, before the shared sparse
+913 MiB, and ``recgoat_step_breakdown.py --threads 1 --rounds 4`` 32.6 ms vs 152.3 ms a step, 4.67×. Session 29
+(a slower machine of that kind), 1 thread: 2.34 s vs 11.94 s, 5.10×, 923 MiB. (Session 8, before the shared sparse
 product got faster for both: 2.85 s vs 11.91 s, 4.18×.) Where a step's time goes: ``recgoat_step_breakdown.py``.
 """
 from __future__ import annotations

@@ -247,9 +247,12 @@ def train_cmd(
     set_: list[str] = typer.Option([], "--set", help="override any key of the run configuration, repeatable, "
                                                      "e.g. --set trainer.lr=5e-3 or model.params.n_layers=2 (a model's "
                                                      "params: recgoat models show MODEL); wins over the options"),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="print the run's whole configuration as commented YAML (every key, the "
+                                           "model's params in full) and exit without training: a file for --config"),
 ) -> None:
     """Train a model with early stopping on validation; prints validation and test metrics."""
-    from recgoat.config import load_config
+    from recgoat.config import load_config, run_config_yaml
     from recgoat.training.run import train
 
     # the options' values are taken as typed, not read as YAML (a folder "runs #2" or "2024" stays one);
@@ -265,6 +268,9 @@ def train_cmd(
                           "not both")
     # the epoch bar is drawn only on a terminal unless the config asks for it: the trainer decides (_show_progress)
     cfg = load_config(config, list(set_), values=values)
+    if print_config:
+        sys.stdout.write(run_config_yaml(cfg))
+        return
     result = train(cfg, run_dir=run_dir)
     _print_result(result)
 

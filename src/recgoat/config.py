@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import textwrap
 import types
 import typing
 from importlib import resources
@@ -28,14 +29,20 @@ class DataConfig(BaseModel):
     """Which dataset and how to prepare it. A folder already split (prepared, MMRec, line-per-user) keeps
     its split: preparation options set explicitly for one are refused, since they would be ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = Field("ml-latest-small", min_length=1)  # "" would be the current folder
+    """A dataset name (recgoat datasets list) or folder."""
     min_rating: float | None = None
+    """Keep the interactions rated at least this as implicit feedback (null: every interaction counts)."""
     k_core: int = 5
+    """Iterative k-core filter: every user and item keeps at least k interactions."""
     split: str = "random"
+    """random (per user, by ratios), temporal (per user, by time) or loo (leave one out)."""
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train, validation and test shares of each user's interactions."""
     seed: int = 2026
+    """The split's seed."""
 
     @field_validator("split")
     @classmethod
@@ -57,24 +64,32 @@ class DataConfig(BaseModel):
 
 
 class ModelSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = "lightgcn"
-    preset: str | None = None  # see preset_params; ``params`` override the preset's values
+    """The model (recgoat models list)."""
+    preset: str | None = None
+    """A packaged preset of the model's params (recgoat models list) or a YAML file of params; params override it."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """The model's hyper-parameters (recgoat models show MODEL); a key left out takes the preset's or default value."""
 
 
 class RunConfig(BaseModel):
     """A whole training run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     data: DataConfig = Field(default_factory=DataConfig)
+    """Which dataset and how it is prepared."""
     model: ModelSection = Field(default_factory=ModelSection)
+    """Which model, with which hyper-parameters."""
     trainer: TrainConfig = Field(default_factory=TrainConfig)
-    # folder written by `recgoat encode`; "auto": encoded into <out>/features/ (training.run); None: none
+    """How the model is trained and selected (shared by every model)."""
     features: str | None = None
+    """A folder written by `recgoat encode`, or auto: encoded into <out>/features/<dataset> and reused; null: ID
+    embeddings only."""
     out: str = Field("runs", min_length=1)
+    """The root folder of runs: <out>/<dataset>/<model>/seed<S>."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -427,3 +442,38 @@ def _preset_path(model: str, preset: str) -> Path:
 def with_preset(model: str, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` over the preset's values (``params`` as they are when there is no preset)."""
     return params if preset is None else {**preset_params(model, preset), **params}
+
+
+def run_config_yaml(cfg: RunConfig) -> str:
+    """``cfg`` (from :func:`load_config`) as a commented YAML file that ``recgoat train --config`` reads back as the
+    same run: every key of every section, the model's params included, under its description (the fields'
+    docstrings). The keys the configuration sets are written; the others are commented out with their defaults,
+    since an unset key can mean more than its default value (``trainer.progress`` unset: a bar on a terminal only;
+    a data option given for a folder already split is refused; a model config with every key given reads as a saved
+    model's)."""
+    from recgoat.models.base import get_model_class
+
+    model_config = get_model_class(cfg.model.name).Config(**cfg.model.params)
+    lines = ["# recgoat run configuration, for recgoat train --config FILE; a commented-out key is at its default"]
+
+    def scalar(value: Any) -> str:
+        value = list(value) if isinstance(value, tuple) else value
+        text = yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=True).strip()
+        return text[:-len("...")].strip() if text.endswith("...") else text  # a bare scalar ends with "..."
+
+    def section(model: BaseModel, given: set[str], indent: str) -> None:
+        for name, field in type(model).model_fields.items():
+            doc = " ".join((field.description or "").split())
+            lines.extend(f"{indent}# {part}" for part in textwrap.wrap(doc, 110 - len(indent)))
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                lines.append(f"{indent}{name}:")
+                section(value, value.model_fields_set, indent + "  ")
+            elif isinstance(model, ModelSection) and name == "params":
+                lines.append(f"{indent}{name}:")
+                section(model_config, set(cfg.model.params), indent + "  ")
+            else:
+                lines.append(f"{indent}{'' if name in given else '# '}{name}: {scalar(value)}")
+
+    section(cfg, cfg.model_fields_set, "")
+    return "\n".join(lines) + "\n"

@@ -77,7 +77,7 @@ class BM3Config(ModelConfig):
     (‖h_u‖² + ‖h_i‖²) / 2B. On ml100k-mm "authors" is 11 % better in test Recall@20 (3 seeds) and stable, where
     "batch_l2" swings and collapses towards a few items (docs/benchmarks.md)."""
     finetune_features: bool = True
-    """The item features X_m as trainable parameters (the authors' code); False: frozen."""
+    """The item features X_m as trainable parameters (the authors' code); false: frozen."""
     legacy_defaults = {"finetune_features": False}  # BM3 models saved before session 13 had frozen features
 
 

@@ -139,7 +139,7 @@ class MGCNConfig(ModelConfig):
     reg_weight: float = Field(1e-4, ge=0.0)
     """λ_E: L2 on the batch's final embeddings."""
     finetune_features: bool = True
-    """The item features X_m as trainable parameters (the authors' code); False: frozen."""
+    """The item features X_m as trainable parameters (the authors' code); false: frozen."""
     # MGCN models saved before session 27 had frozen features: what a benchmark cell or checkpoint of that version
     # ran with, so a resume names the change (their weights no longer load: saved_problem)
     legacy_defaults = {"finetune_features": False}

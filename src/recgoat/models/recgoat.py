@@ -105,11 +105,11 @@ class RecGOATConfig(ModelConfig):
     modalities: list[Literal["text", "image"]] = ["text", "image"]
     """The item feature views used (ablations: [text], [image], or [] for the ID view alone)."""
     use_profile: bool = True
-    """The user-profile branch over the LLM profile embeddings (§3; False: users start from their ID alone)."""
+    """The user-profile branch over the LLM profile embeddings (§3; false: users start from their ID alone)."""
     item_graph: bool = True
-    """GAT over the item-item kNN graphs (False: the projection only)."""
+    """GAT over the item-item kNN graphs (false: the projection only)."""
     user_graph: bool = True
-    """GAT over the user-user kNN graph (False: the projection only)."""
+    """GAT over the user-user kNN graph (false: the projection only)."""
     item_k: int = Field(20, ge=1)
     """Neighbours per item in each modality's item-item graph (the authors: 20 on Baby, 30 on Sports)."""
     user_k: int = Field(10, ge=1)
@@ -128,13 +128,13 @@ class RecGOATConfig(ModelConfig):
     """sparse: ours, E × heads edge scalars; pyg: torch_geometric's GATConv, E × heads × C messages (same
     function)."""
     gat_concat: bool = True
-    """Heads of d/heads channels concatenated (False: heads of d channels averaged)."""
+    """Heads of d/heads channels concatenated (false: heads of d channels averaged)."""
     gat_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the attention coefficients during training."""
     gat_activation: Literal["elu", "none"] = "elu"
     """Between stacked GAT layers (gat_layers >= 2); "none" makes two layers one linear two-hop aggregation."""
     rating_attention: bool = True
-    """Rating-aware attention on the user-item edges (§3; False: exactly LightGCN)."""
+    """Rating-aware attention on the user-item edges (§3; false: exactly LightGCN)."""
     fusion: Literal["simplex", "concat", "sum"] = "simplex"
     """The unified item representation (§5): weights on the simplex, or the naive concat + linear and sum."""
     gamma_t: float | None = Field(None, ge=0.0, le=1.0)
@@ -164,10 +164,10 @@ class RecGOATConfig(ModelConfig):
     """Items (users) per batch in each InfoNCE (O(n²) time; at least the batch: all of them); at least 2: one
     point has no negative."""
     ot_debias: bool = True
-    """The Sinkhorn divergence (0 for identical distributions); False: the plain ⟨T, C⟩."""
+    """The Sinkhorn divergence (0 for identical distributions); false: the plain ⟨T, C⟩."""
     ot_normalize: bool = True
     """The transport cost between L2-normalised clouds (ε on the unit sphere's scale, costs ≤ 2: one ε fits every
-    encoder and d); False: the paper's C_ij = ‖ẑ_i − z_j‖ on the raw embeddings, where a rescaling of the view by
+    encoder and d); false: the paper's C_ij = ‖ẑ_i − z_j‖ on the raw embeddings, where a rescaling of the view by
     Δ_m has a cost (choose ε on the embeddings' scale then)."""
     feature_norm: Literal["center_l2", "l2", "none"] = "center_l2"
     """The frozen features as fed to the projections (the kNN graphs always use the raw features' cosine):
@@ -181,7 +181,7 @@ class RecGOATConfig(ModelConfig):
     AVX512-BF16 (3–4× faster there, ~3e-3 relative error), float32 elsewhere."""
     train_item_subset: bool = True
     """Training steps compute the item views only for the batch's items (the same loss and gradients, a fraction
-    of the item-item attention); False computes every item, as evaluation does."""
+    of the item-item attention); false computes every item, as evaluation does."""
 
     # models saved before gat_activation stacked their GAT layers without one (with one layer: no difference)
     legacy_defaults = {"gat_activation": "none"}

@@ -107,36 +107,51 @@ def _foreign_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -
 class TrainConfig(StrictNumbers):
     """Training hyper-parameters shared by every model."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # a field's docstring is its description: `recgoat train --print-config` writes it above the key
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     # bounds refuse values that would end in an error deep inside torch or the loop (lr=-1, eval_every=0)
     epochs: int = Field(200, ge=1)
+    """The most epochs trained (early stopping may end sooner)."""
     batch_size: int = Field(2048, ge=1)
-    lr: float = Field(1e-3, ge=0, allow_inf_nan=False)  # 0: parameters stay at their initialisation
+    """BPR triples (user, positive, sampled negative) per step."""
+    lr: float = Field(1e-3, ge=0, allow_inf_nan=False)
+    """Adam's learning rate (0: the parameters stay at their initialisation)."""
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
-    # MMRec's learning_rate_scheduler [lr_decay, lr_decay_every]: epoch e trains at lr · lr_decay^(e / lr_decay_every)
-    # (torch's LambdaLR stepped once an epoch, as MMRec's trainer; 1.0, constant, is MMRec's default; MGCN's
-    # authors use 0.96 per 50 epochs)
+    """Adam's weight decay (the models' own L2 terms are their reg_weight)."""
     lr_decay: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    """MMRec's learning_rate_scheduler [lr_decay, lr_decay_every]: epoch e trains at lr · lr_decay^(e /
+    lr_decay_every), as torch's LambdaLR stepped once an epoch (1.0, constant, is MMRec's default; MGCN's
+    authors use 0.96 per 50 epochs)."""
     lr_decay_every: float = Field(50.0, gt=0, allow_inf_nan=False)
-    # evaluations without improvement before stopping; 0 stops at the first one (never before it)
+    """Epochs per factor lr_decay of the learning rate."""
     patience: int = Field(10, ge=0)
-    # no early stop before this many epochs: a model whose loss sits on a plateau at first (RecGOAT with
-    # the alignment terms on and a small lr: BPR ≈ ln 2 for tens of epochs) is not stopped at epoch 0
+    """Evaluations without improvement of the metric before stopping; 0 stops at the first one (never before it)."""
     min_epochs: int = Field(0, ge=0)
+    """No early stop before this many epochs: a model whose loss sits on a plateau at first (RecGOAT with the
+    alignment terms on and a small lr: BPR ≈ ln 2 for tens of epochs) is not stopped at epoch 0."""
     eval_every: int = Field(1, ge=1)
+    """Epochs between evaluations on the validation split."""
     metric: str = "recall@20"
+    """The validation metric that selects the best epoch and stops early (recall, ndcg, precision, hit or map,
+    at one of ks)."""
     ks: tuple[int, ...] = DEFAULT_KS
-    seed: int = Field(2026, ge=0)  # numpy's generators take no negative seed
-    num_threads: int | None = Field(None, ge=0)  # None or 0: torch's default
-    # where the model trains: cpu, cuda, cuda:1, mps... (sampling and the ranking evaluation stay on the CPU)
+    """The cut-offs K every metric is computed at."""
+    seed: int = Field(2026, ge=0)
+    """Fixes the initial weights and the sampled negatives (numpy's generators take no negative seed)."""
+    num_threads: int | None = Field(None, ge=0)
+    """Torch's threads for this run (null or 0: torch's default, every core)."""
     device: str = "cpu"
-    eval_chunk_size: int = Field(256, ge=1)  # users per scoring block: small blocks stay in cache
-    # how the evaluator ranks (recgoat.evaluation.evaluator): "count" (ties against the model, fastest),
-    # or a top-K list by "faiss" heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)
+    """Where the model trains: cpu, cuda, cuda:1, mps... (sampling and the ranking evaluation stay on the CPU)."""
+    eval_chunk_size: int = Field(256, ge=1)
+    """Users per scoring block of the evaluation: small blocks stay in cache."""
     eval_selection: Selection = "count"
-    progress: bool = True  # unset: a bar only on a terminal or in Jupyter; set true: always (show_progress)
+    """How the evaluator ranks: "count" (ties count against the model, fastest), or a top-K list by "faiss"
+    heaps or "torch" topk (ties in arbitrary order, as MMRec's torch.topk)."""
+    progress: bool = True
+    """A progress bar: left unset, only on a terminal or in Jupyter; set true, always."""
     resume: bool = True
+    """Resume the run folder's checkpoint (false: start afresh there)."""
 
     @field_validator("lr", "weight_decay")
     @classmethod

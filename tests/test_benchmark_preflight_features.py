@@ -186,7 +186,7 @@ def test_dataset_loaded_for_auto_features_is_reused_by_the_cells(tmp_path, monke
 
     seen: list = []
 
-    def fake_features(spec, dataset, out, tag, progress, which=None):
+    def fake_features(spec, dataset, out, tag, progress, which=None, device="cpu"):
         seen.append(dataset)
         return None
 

@@ -46,9 +46,9 @@ def record(monkeypatch) -> list[str]:
     events: list[str] = []
     resolve, run_cell = runner.resolve_features, runner.run_cell
 
-    def reading(spec, dataset, out, split, progress, which=None):
+    def reading(spec, dataset, out, split, progress, which=None, device="cpu"):
         events.append(f"read {runner.feature_folder(spec, out, split).name}")
-        return resolve(spec, dataset, out, split, progress, which)
+        return resolve(spec, dataset, out, split, progress, which, device)
 
     def training(cell, *args):
         events.append(f"train {cell.title}")

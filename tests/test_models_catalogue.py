@@ -118,6 +118,9 @@ def test_the_commands_print_what_the_api_returns(monkeypatch):
     assert out.exit_code == 0, out.output
     assert "trains: yes; reads: no side features; presets: none" in out.stdout
     assert "n_layers" in out.stdout and ">= 0" in out.stdout and "propagation layers" in out.stdout
+    out = runner.invoke(app, ["models", "show", "mostpop"])
+    assert out.exit_code == 0, out.output
+    assert "trains: no; reads: no side features; presets: none\nno hyper-parameters\n" in out.stdout
 
 
 @pytest.mark.parametrize("args, problem", [

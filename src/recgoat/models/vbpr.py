@@ -56,7 +56,7 @@ class VBPRConfig(ModelConfig):
     use_bias: bool = True
     """Item bias β_i and content bias β'ᵀf_i."""
     reg_weight: float = Field(1e-4, ge=0)
-    """L2 on the batch's parameters."""
+    """L2 on the batch's user and item vectors (the module docstring says which)."""
 
 
 @register("vbpr")

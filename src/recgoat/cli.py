@@ -152,8 +152,10 @@ def _load_prepared(name: str, **given):
 def models_list(
     as_json: bool = typer.Option(False, "--json", help="print JSON (every model's full description) instead"),
 ) -> None:
-    """Every model (recgoat's own, then installed plugins'): whether it trains, which features it reads with its
-    defaults, its packaged presets and its reference."""
+    """List every model: whether it trains, the features it reads, its presets and its paper.
+
+    recgoat's own first, then installed plugins' (marked "(plugin)"); the features are those read with the
+    model's defaults."""
     from recgoat.models.catalogue import list_models
 
     infos = list_models()
@@ -176,8 +178,10 @@ def models_show(
                                          help="show the values a preset sets (a packaged name or a YAML file)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead"),
 ) -> None:
-    """A model's hyper-parameters: type, bounds, default (or a preset's value) and what each does. Set them with
-    `recgoat train --set model.params.NAME=VALUE` (a benchmark: `--set models.MODEL.params.NAME=VALUE`)."""
+    """Show a model's hyper-parameters: type, bounds, default (or a preset's value), what each does.
+
+    Set them with `recgoat train --set model.params.NAME=VALUE` (a benchmark: `--set
+    models.MODEL.params.NAME=VALUE`)."""
     from recgoat.models.catalogue import model_info
 
     info = model_info(name, preset)

@@ -140,3 +140,12 @@ def test_a_preset_file_the_model_refuses_is_one_error(tmp_path):
         model_info("lightgcn", str(path))
     path.write_text("n_layers: 1\n")
     assert {p.name: p.value for p in model_info("lightgcn", str(path)).params}["n_layers"] == 1
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    import recgoat.models.catalogue as catalogue
+
+    result = doctest.testmod(catalogue)
+    assert result.attempted == 2 and result.failed == 0

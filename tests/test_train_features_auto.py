@@ -239,3 +239,28 @@ def test_auto_encodes_on_the_trainers_device(tmp_path, monkeypatch):
     spec = DatasetSpec(name=str(data), features="auto")
     resolve_features(spec, dataset, tmp_path / "b", None, False, ("text",), "cuda")
     assert asked == ["cpu", "cuda:1", "cuda"]
+
+
+def test_a_benchmark_encodes_on_the_device_its_cells_train_on(tmp_path, monkeypatch):
+    """A model entry's own `train.device` is where its cells train, and the device preflight checks: `auto`
+    encodes there, not on the benchmark-wide `train.device` (cuda here, which this machine may lack: no cell
+    trains on it, so nothing refused it, and the encoding did)."""
+    import recgoat.features.store as store
+    from recgoat.benchmark import load_config as bench_config
+    from recgoat.benchmark import run_benchmark
+
+    asked = []
+    real = store.encode_all
+
+    def spy(dataset, out_dir, config=None, **kw):
+        asked.append(config.device)
+        return real(dataset, out_dir, store.FeatureConfig(device="cpu"), **kw)
+
+    monkeypatch.setattr(store, "encode_all", spy)
+    data = titled_shop(tmp_path / "shop")
+    cfg = bench_config(None, {"datasets": [str(data)], "models": [{"name": "vbpr", "train": {"device": "cpu"}}],
+                              "seeds": [1], "epochs": 1, "out": str(tmp_path / "b"), "progress": False},
+                       ["train.num_threads=1", "train.batch_size=64", "train.device=cuda"])
+    run = run_benchmark(cfg)
+    assert not run.failed, run.failed
+    assert asked == ["cpu"]

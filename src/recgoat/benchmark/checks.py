@@ -289,7 +289,10 @@ def _checked_features(config: BenchmarkConfig, group: list[Cell], dataset) -> An
     for ``auto``, as its first cell would read them (raising that cell's error), and checked on that same read
     against what its finished or checkpointed cells read (:func:`check_feature_versions`)."""
     out, spec, split = Path(config.out), group[0].dataset, _feature_split(config, group[0])
-    features = resolve_features(spec, dataset, out, split, config.progress, auto_kinds(config), config.train.device)
+    # encoded (auto) on the device of the first cell to train: its own train settings, which preflight checked
+    first = next((c for c in group if not c.done), group[0])
+    device = config.cell_train_config(first.model, first.seed).device
+    features = resolve_features(spec, dataset, out, split, config.progress, auto_kinds(config), device)
     check_feature_versions(group, dataset, features, feature_folder(spec, out, split))
     return features
 
@@ -467,6 +470,7 @@ def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, A
         data_cache[key] = load_dataset(cell.dataset, cell.split_seed)
     dataset = data_cache[key]
     features = None
+    train_cfg = config.cell_train_config(cell.model, cell.seed)
     if needs_features(model_classes[cell.model.key]):
         if key not in feat_cache and encoded and cell.dataset.features == "auto":
             # only read: encoding checks its cache under the folder's writer lock, and two workers starting their
@@ -478,9 +482,8 @@ def _cell_inputs(config: BenchmarkConfig, cell: Cell, model_classes: dict[str, A
                                                                     _feature_split(config, cell)))
         if key not in feat_cache:
             feat_cache[key] = resolve_features(cell.dataset, dataset, Path(config.out), _feature_split(config, cell),
-                                               config.progress, auto_kinds(config), config.train.device)
+                                               config.progress, auto_kinds(config), train_cfg.device)
         features = feat_cache[key]
-    train_cfg = config.cell_train_config(cell.model, cell.seed)
     if not config.progress:
         train_cfg = train_cfg.model_copy(update={"progress": False})
     return dataset, features, train_cfg

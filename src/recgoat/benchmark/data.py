@@ -73,7 +73,8 @@ def auto_kinds(config: BenchmarkConfig) -> tuple[str, ...]:
 def resolve_features(spec: DatasetSpec, dataset, out: Path, split_seed: int | None, progress: bool,
                      which: tuple[str, ...] | None = None, device: str = "cpu"):
     """Features for a dataset: a given folder, or encoded once into :func:`auto_feature_folder` (the kinds
-    ``which``, default all; see :func:`auto_kinds`) by encoders on ``device`` (the benchmark's ``train.device``)."""
+    ``which``, default all; see :func:`auto_kinds`) by encoders on ``device`` (the ``train.device`` of the cell
+    that needs them)."""
     from recgoat.features import load_features
 
     if spec.features is None:

@@ -29,7 +29,7 @@ from recgoat.benchmark.data import is_presplit, needs_features
 from recgoat.benchmark.paths import _recorded_locations, recorded_paths
 from recgoat.errors import ConfigError
 from recgoat.io import read_json
-from recgoat.training.trainer import LEGACY_TRAIN_SETTINGS, TrainConfig
+from recgoat.training.trainer import TrainConfig
 
 
 # TrainConfig fields that change how a run is displayed or executed but not its results (beyond float rounding:
@@ -177,11 +177,12 @@ def _effective_params(model: str, params: Any) -> Any:
 def _comparable(key: str, value: Any) -> Any:
     """A signature entry as compared: a dataset or features folder by the folder it names (a relative path is
     relative to the working directory), so ``features/x`` and its absolute path are one configuration; the
-    training settings with those a cell of an older version lacks at their legacy values (``LEGACY_TRAIN_SETTINGS``)."""
+    training settings with those a cell of an older version lacks at their legacy values
+    (``TrainConfig.with_legacy_settings``)."""
     from recgoat.datasets.registry import stable_reference
 
     if key == "train" and isinstance(value, dict):  # a cell recorded before a setting existed ran with its legacy value
-        return {**LEGACY_TRAIN_SETTINGS, **value}
+        return TrainConfig.with_legacy_settings(value)
     if key != "data" or not isinstance(value, dict):
         return value
     value = dict(value)

@@ -169,6 +169,13 @@ class TrainConfig(StrictNumbers):
             raise ValueError(f"device must be a torch device that computes (cpu, cuda, cuda:1, mps), got {v!r}")
         return v
 
+    @classmethod
+    def with_legacy_settings(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """``saved`` (a recorded train section: a checkpoint's, a benchmark cell's) with the settings it lacks at
+        :data:`LEGACY_TRAIN_SETTINGS`, the behaviour it was recorded with (as ``ModelConfig.with_legacy_settings``
+        does for a model's)."""
+        return {**LEGACY_TRAIN_SETTINGS, **saved}
+
     @property
     def torch_device(self) -> torch.device:
         """``device`` as torch's (validated: it parses)."""
@@ -245,7 +252,7 @@ def _with_legacy_settings(sig: dict[str, Any]) -> dict[str, Any]:
     from recgoat.models.base import find_model_class
 
     if isinstance(sig.get("train"), dict):
-        sig = {**sig, "train": {**LEGACY_TRAIN_SETTINGS, **sig["train"]}}
+        sig = {**sig, "train": TrainConfig.with_legacy_settings(sig["train"])}
     saved, name = sig.get("model_config"), sig.get("model")
     cls = find_model_class(name) if isinstance(name, str) else None
     if cls is None or not isinstance(saved, dict):

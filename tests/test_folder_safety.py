@@ -414,7 +414,6 @@ def held_lock(tmp_path):
     """A child process holding folder_lock on a folder until killed (-9: the kernel must release it)."""
     import subprocess
     import sys
-    import time
 
     procs = []
 

@@ -223,6 +223,20 @@ def test_the_evaluation_cache_follows_double_and_back(data):
     assert model.adj.dtype == torch.float32 and model.final_embeddings() is not again
 
 
+def test_the_evaluation_cache_follows_weights_swapped_through_data(data):
+    """``p.data = other`` (copying weights in by hand) leaves the parameter's version as it was: the key holds
+    the data's address too, so the embeddings are computed again from the new weights."""
+    ds, feats = data
+    model = _build("lightgcn", {}, ds, feats).eval()
+    first = model.final_embeddings()
+    for weight in model.parameters():
+        weight.data = weight.data * 2
+    again = model.final_embeddings()
+    assert again is not first and model.final_embeddings() is again
+    for a, b in zip(again, first):  # LightGCN: the propagation is linear in the weights
+        torch.testing.assert_close(a, b * 2)
+
+
 @pytest.mark.parametrize("name", ["freedom", "lgmrec"])
 def test_half_casts_the_sparse_graphs_and_float_restores_them(data, name):
     """torch's Module._apply casts sparse CSR buffers like dense ones: values to float16, indices left int64."""

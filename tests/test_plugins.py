@@ -315,8 +315,10 @@ def test_a_model_name_in_a_data_file_is_never_imported(plugins, tmp_path, monkey
 
 def test_models_list_and_show_describe_plugins(plugins, capsys):
     """`recgoat models list` loads the plugins to describe them, after the built-ins; a broken one is its one
-    error, as for `train`."""
+    error line, as for `train`, after the listing of every model that does load (exit status 1)."""
+    from recgoat.cli import main
     from recgoat.models.catalogue import list_models, model_info
+    from recgoat.models.plugins import PluginError
 
     plugins.setenv("RECGOAT_PLUGINS", "logmf")
     infos = list_models()
@@ -330,3 +332,22 @@ def test_models_list_and_show_describe_plugins(plugins, capsys):
     plugins.setenv("RECGOAT_PLUGINS", "broken_plugin")
     code, err = run_main(plugins, capsys, "models", "list")
     assert "plugin module 'broken_plugin' (from RECGOAT_PLUGINS) failed to load" in one_line_error(code, err)
+
+    # the others are listed: the built-ins, a RECGOAT_PLUGINS module after the broken one, an entry point;
+    # each broken plugin (a module, an entry point) is one line
+    del sys.modules["logmf"]
+    MODELS.pop("logmf")
+    plugins.setenv("RECGOAT_PLUGINS", "broken_plugin,logmf")
+    install_entry_points(plugins, Path("site"), ["epmf = ep_plugin:EPMF", "mymodel = broken_plugin"])
+    failures: list[str] = []
+    assert [i.name for i in list_models(failures)] == sorted(BUILTIN) + ["epmf", "logmf"]
+    assert len(failures) == 2 and "'broken_plugin' (from RECGOAT_PLUGINS) failed to load" in failures[0]
+    assert "plugin entry point 'mymodel' = 'broken_plugin'" in failures[1] and "failed to load" in failures[1]
+    with pytest.raises(PluginError, match="'broken_plugin' .from RECGOAT_PLUGINS. failed to load"):
+        list_models()  # without a list to collect them: the first failure, as before
+    plugins.setattr(sys, "argv", ["recgoat", "models", "list", "--json"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capsys.readouterr()
+    assert e.value.code == 1 and err.splitlines() == [f"error: {m}" for m in failures]
+    assert [m["name"] for m in json.loads(out)] == sorted(BUILTIN) + ["epmf", "logmf"]

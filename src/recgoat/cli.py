@@ -155,10 +155,19 @@ def models_list(
     """List every model: whether it trains, the features it reads, its presets and its paper.
 
     recgoat's own first, then installed plugins' (marked "(plugin)"); the features are those read with the
-    model's defaults."""
+    model's defaults. A plugin that fails to load is one error line after the others' listing (exit status 1)."""
     from recgoat.models.catalogue import list_models
 
-    infos = list_models()
+    failures: list[str] = []
+    infos = list_models(failures)
+    _print_models(infos, as_json)
+    for message in failures:  # after the listing, which may be long: what a reader must not miss
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_models(infos, as_json: bool) -> None:
     if as_json:
         print(json.dumps([i.as_dict() for i in infos], default=str, indent=1))
         return

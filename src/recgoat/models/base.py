@@ -330,9 +330,10 @@ class Recommender(nn.Module):
         """Identity and in-place version of every parameter and buffer: eval mode keeps the embeddings cached,
         and ``load_state_dict`` or an optimizer step taken in eval mode changes the weights without ``train()``
         (the scores then came from the old weights, silently)."""
-        # inference tensors (made under torch.inference_mode) have no version counter; .double() or .to(device)
-        # swaps a parameter's data without touching its version, so dtype and device are part of the key
-        return tuple((id(t), -1 if t.is_inference() else t._version, t.dtype, t.device)
+        # inference tensors (made under torch.inference_mode) have no version counter; .double(), .to(device) and
+        # `p.data = other` swap a parameter's data without touching its version: dtype, device and the data's
+        # address are part of the key. (An in-place edit through `p.data` leaves no trace but the values.)
+        return tuple((id(t), -1 if t.is_inference() else t._version, t.dtype, t.device, _data_address(t))
                      for t in chain(self.parameters(), self.buffers()))
 
     def _checked_embeddings(self, out: Any) -> tuple[Tensor, Tensor]:
@@ -688,6 +689,11 @@ def _caller_level() -> int:
 _MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def _data_address(t: Tensor) -> int:
+    """Where ``t``'s values are (a sparse CSR buffer's: its values'); 0 on the shape-only ``meta`` device."""
+    return (t if t.layout == torch.strided else t.values()).data_ptr()
+
+
 def _import_all_models() -> None:
     import recgoat.models  # noqa: F401  (registers every model)
 
@@ -707,12 +713,14 @@ def find_model_class(name: str) -> type[Recommender] | None:
     return MODELS.get(name)
 
 
-def available_models() -> list[str]:
-    """Every model name: recgoat's own, those of RECGOAT_PLUGINS' modules and installed plugins' names."""
+def available_models(failures: list[str] | None = None) -> list[str]:
+    """Every model name: recgoat's own, those of RECGOAT_PLUGINS' modules and installed plugins' names. A
+    RECGOAT_PLUGINS module that fails to load raises its PluginError; given ``failures``, its message is
+    appended there instead and the names of the others are returned."""
     _import_all_models()
     from recgoat.models.plugins import discover, plugin_names
 
-    discover(None)
+    discover(None, failures)
     return sorted(set(MODELS) | set(plugin_names()))
 
 

@@ -124,9 +124,17 @@ def model_info(name: str, preset: str | None = None) -> ModelInfo:
                      preset=preset, params=params)
 
 
-def list_models() -> list[ModelInfo]:
+def list_models(failures: list[str] | None = None) -> list[ModelInfo]:
     """Every available model's :class:`ModelInfo`: recgoat's own, then the plugins' (RECGOAT_PLUGINS' modules and
-    installed entry points, loaded to describe them), each group by name. A plugin that fails to load is its one
-    error (a PluginError naming it), as for every command that looks models up."""
-    infos = [model_info(name) for name in available_models()]
+    installed entry points, loaded to describe them), each group by name. A plugin that fails to load (or to be
+    described) is its one error (a ConfigError naming it), as for every command that looks models up; given
+    ``failures``, each such error's message is appended there instead and every other model is listed."""
+    infos = []
+    for name in available_models(failures):
+        try:
+            infos.append(model_info(name))
+        except ConfigError as e:
+            if failures is None:
+                raise
+            failures.append(str(e))
     return sorted(infos, key=lambda i: (not i.builtin, i.name))

@@ -134,22 +134,38 @@ def load_entry_point(name: str) -> None:
                           f"be the name given to @register (or point it at the model class: 'module:Class')")
 
 
-def load_env_plugins() -> None:
-    """Import every module listed in ``RECGOAT_PLUGINS`` (each once: an imported module is kept)."""
-    for module in env_modules():
-        _guarded(f"plugin module {module!r} (from {ENV_VAR})", lambda m=module: importlib.import_module(m))
+def load_env_plugins(failures: list[str] | None = None) -> None:
+    """Import every module listed in ``RECGOAT_PLUGINS`` (each once: an imported module is kept). The first
+    that fails raises its :class:`PluginError`; given ``failures``, each failure's message is appended there
+    instead and the other modules are still imported (a listing shows what does load)."""
+    def failed(e: PluginError) -> None:
+        if failures is None:
+            raise e
+        failures.append(str(e))
+
+    try:
+        modules = env_modules()
+    except PluginError as e:
+        failed(e)
+        return
+    for module in modules:
+        try:
+            _guarded(f"plugin module {module!r} (from {ENV_VAR})", lambda m=module: importlib.import_module(m))
+        except PluginError as e:
+            failed(e)
 
 
-def discover(name: str | None = None) -> None:
+def discover(name: str | None = None, failures: list[str] | None = None) -> None:
     """Make model ``name`` available if a plugin provides it; ``None``: load what the full list of model
-    names needs (the ``RECGOAT_PLUGINS`` modules; entry points are listed by name without being loaded)."""
+    names needs (the ``RECGOAT_PLUGINS`` modules; entry points are listed by name without being loaded).
+    ``failures``: as for :func:`load_env_plugins`."""
     from recgoat.models.base import MODELS
 
     with _lock:
         if name is not None and name not in MODELS:
             load_entry_point(name)  # the one installed plugin for that name, not every installed one
         if name is None or name not in MODELS:
-            load_env_plugins()
+            load_env_plugins(failures)
 
 
 def plugin_names() -> list[str]:

@@ -34,6 +34,8 @@ CASES = {
                                       "trainer.progress=false", "features=auto", "data.min_rating=4"],
                                      {"model.name": "recgoat"}),
     "strings YAML would misread": ([], {"data.name": "2024", "out": "runs #2: final", "features": "null"}),
+    # YAML 1.1 (PyYAML's dumper) writes 1e-3 bare as a string; recgoat's loader reads it as a float (YAML 1.2)
+    "a string recgoat reads as a float": ([], {"data.name": "1e-3", "out": "5E+4"}),
     "a param set to its default": (["model.params.embedding_dim=64", "trainer.device=cpu"], {"model.name": "mgcn"}),
 }
 

@@ -13,7 +13,7 @@ import textwrap
 import types
 import typing
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable
 
 import yaml
@@ -117,10 +117,16 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+_SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper knowing :class:`_Loader`'s floats: it quotes a string ``1e-3``, which it wrote bare
+    (YAML 1.1 reads it as a string), and :func:`yaml_load` read back as the float 0.001."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789."))
 
 
 def _yaml_number(loader: _Loader, node: yaml.ScalarNode) -> int | float | str:
@@ -444,6 +450,55 @@ def with_preset(model: str, preset: str | None, params: dict[str, Any]) -> dict[
     return params if preset is None else {**preset_params(model, preset), **params}
 
 
+def one_line(text: str | None) -> str:
+    """``text`` (a docstring, a description) on one line: each run of whitespace, newlines included, one space."""
+    return " ".join((text or "").split())
+
+
+def yaml_scalar(value: Any) -> str:
+    """``value`` as one line of YAML that reads back as the same value: a string YAML would read as something
+    else (``2024``, ``null``, ``runs #2: final``) quoted, a tuple as a list, a path as its text."""
+    value = list(value) if isinstance(value, tuple) else str(value) if isinstance(value, PurePath) else value
+    # keys in their order: a grid's order is its points' (and their labels')
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=2**31, allow_unicode=True,
+                     sort_keys=False).strip()
+    return text[:-len("...")].strip() if text.endswith("...") else text  # a bare scalar ends with "..."
+
+
+def field_values(model: BaseModel) -> dict[str, Any]:
+    """Each field of ``model`` → its value (the instance's own, not a dump: a nested section stays a model)."""
+    return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+# a key whose lines a caller writes itself (model params, a list of entries): (the model holding it, the key, the
+# indent) → its lines, or None to write it as any other
+Nested = Callable[[type[BaseModel], str, str], "list[str] | None"]
+
+
+def yaml_fields(model: type[BaseModel], values: dict[str, Any], given: set[str] | frozenset[str], indent: str = "",
+                nested: Nested | None = None, describe: bool = True) -> list[str]:
+    """The lines of a commented YAML section holding ``model``'s fields, in their order, each under its
+    description (the field's docstring) unless not ``describe``: a key in ``given`` written at its value, any other
+    commented out (``# key: value``), a field absent from ``values`` left out. A value that is itself a model is a
+    section of its own (its set keys given); ``nested`` may write a key's lines instead (see :data:`Nested`)."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        if name not in values:
+            continue
+        if describe:
+            lines.extend(f"{indent}# {part}" for part in textwrap.wrap(one_line(field.description), 110 - len(indent)))
+        value = values[name]
+        own = nested(model, name, indent) if nested is not None else None
+        if own is not None:
+            lines.extend(own)
+        elif isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:")
+            lines.extend(yaml_fields(type(value), field_values(value), value.model_fields_set, indent + "  ", nested))
+        else:
+            lines.append(f"{indent}{'' if name in given else '# '}{name}: {yaml_scalar(value)}")
+    return lines
+
+
 def run_config_yaml(cfg: RunConfig) -> str:
     """``cfg`` (from :func:`load_config`) as a commented YAML file that ``recgoat train --config`` reads back as the
     same run: every key of every section, the model's params included, under its description (the fields'
@@ -456,24 +511,11 @@ def run_config_yaml(cfg: RunConfig) -> str:
     model_config = get_model_class(cfg.model.name).Config(**cfg.model.params)
     lines = ["# recgoat run configuration, for recgoat train --config FILE; a commented-out key is at its default"]
 
-    def scalar(value: Any) -> str:
-        value = list(value) if isinstance(value, tuple) else value
-        text = yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=True).strip()
-        return text[:-len("...")].strip() if text.endswith("...") else text  # a bare scalar ends with "..."
+    def params(owner: type[BaseModel], name: str, indent: str) -> list[str] | None:
+        if owner is not ModelSection or name != "params":
+            return None
+        return [f"{indent}{name}:", *yaml_fields(type(model_config), field_values(model_config),
+                                                 set(cfg.model.params), indent + "  ")]
 
-    def section(model: BaseModel, given: set[str], indent: str) -> None:
-        for name, field in type(model).model_fields.items():
-            doc = " ".join((field.description or "").split())
-            lines.extend(f"{indent}# {part}" for part in textwrap.wrap(doc, 110 - len(indent)))
-            value = getattr(model, name)
-            if isinstance(value, BaseModel):
-                lines.append(f"{indent}{name}:")
-                section(value, value.model_fields_set, indent + "  ")
-            elif isinstance(model, ModelSection) and name == "params":
-                lines.append(f"{indent}{name}:")
-                section(model_config, set(cfg.model.params), indent + "  ")
-            else:
-                lines.append(f"{indent}{'' if name in given else '# '}{name}: {scalar(value)}")
-
-    section(cfg, cfg.model_fields_set, "")
+    lines += yaml_fields(RunConfig, field_values(cfg), cfg.model_fields_set, nested=params)
     return "\n".join(lines) + "\n"

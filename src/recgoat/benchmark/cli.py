@@ -12,7 +12,8 @@ resumes: finished cells are read back, an interrupted one continues from its che
 ``--report-only`` rebuilds the report without training, and refuses (writing nothing) unless every
 requested cell is finished and was run with the requested configuration; given only ``--out`` (no --config,
 --dataset/--models), it reports the configuration the folder's ``benchmark.json`` records, other options and
-``--set`` applying on top.
+``--set`` applying on top. ``--print-config`` prints the configuration the command would run (or report) as commented
+YAML for ``--config``, and exits.
 """
 from __future__ import annotations
 
@@ -79,10 +80,13 @@ def benchmark(
                                help="no progress bars (they are off anyway when stderr is not a terminal)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j",
                                        help="cells trained at once, each in its own process (default 1)"),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="print the benchmark's whole configuration as commented YAML (every key, "
+                                           "grids as grids, each model's params in full) and exit without training "
+                                           "or writing anything: a file for --config"),
 ) -> None:
     """Run (or resume) a benchmark, print the results table and the path of the HTML report."""
-    from recgoat.benchmark.config import load_config
-    from recgoat.benchmark.runner import run_benchmark
+    from recgoat.benchmark.config import benchmark_config_yaml, load_config_tree, load_recorded_config_tree
 
     try:
         datasets = [d for item in dataset for d in _split(item)] if dataset else None
@@ -98,12 +102,12 @@ def benchmark(
         overrides = {"datasets": datasets, "models": _split(models), "seeds": seed_list, "epochs": epochs,
                      "out": str(out) if out is not None else None, "progress": False if quiet else None,
                      "jobs": jobs}
-        if recorded:
-            from recgoat.benchmark.config import load_recorded_config
-
-            cfg = load_recorded_config(out, overrides, set_)
-        else:
-            cfg = load_config(config, overrides, set_)
+        # the tree as given (grids, presets) beside the configuration, for --print-config
+        tree, cfg = (load_recorded_config_tree(out, overrides, set_) if recorded
+                     else load_config_tree(config, overrides, set_))
+        if print_config:  # before anything is read or written: the configuration only
+            sys.stdout.write(benchmark_config_yaml(tree, cfg))
+            return
         asked = "progress" in cfg.model_fields_set or "progress" in cfg.train.model_fields_set
         if not asked and not sys.stderr.isatty():
             # tqdm redraws with carriage returns: in a log file or a pipe they are garbage (the file or --set
@@ -115,6 +119,8 @@ def benchmark(
             paths = _report_only(cfg)  # refuses unless every requested cell is finished with this config
             failed: dict = {}
         else:
+            from recgoat.benchmark.runner import run_benchmark
+
             with _sigterm_as_interrupt():
                 run = run_benchmark(cfg)
             paths, failed = run.report, run.failed

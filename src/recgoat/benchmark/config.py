@@ -1,7 +1,8 @@
 """A benchmark's configuration: its datasets, models and seeds (:class:`BenchmarkConfig`, :class:`DatasetSpec`,
 :class:`ModelSpec`), read from YAML with ``--set`` overrides (:func:`load_config`) or from the record every run
-writes into the benchmark folder (:func:`load_recorded_config`), and checked as far as it can be without data or run
-folders (:func:`check_config`).
+writes into the benchmark folder (:func:`load_recorded_config`), checked as far as it can be without data or run
+folders (:func:`check_config`), and printed as commented YAML that reads back as the same benchmark
+(:func:`benchmark_config_yaml`, ``recgoat benchmark --print-config``).
 
 Hyper-parameter grids: a model entry's ``grid`` (:func:`expand_grid`) stands for one entry per point of the
 Cartesian product of its settings' values, each an ordinary labelled model of the benchmark (its own cells,
@@ -17,13 +18,15 @@ import copy
 import itertools
 import json
 import os
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recgoat.config import first_validation_error, parse_value, read_config_file, with_preset
+from recgoat.config import (Nested, field_values, first_validation_error, parse_value, read_config_file, with_preset,
+                            yaml_fields, yaml_scalar)
 from recgoat.errors import ConfigError, RecGOATError
 from recgoat.training.trainer import TrainConfig
 
@@ -40,20 +43,37 @@ def _check_name(kind: str, name: str) -> str:
 class ModelSpec(BaseModel):
     """One model of the benchmark: a registered model name, its hyper-parameters, training overrides."""
 
-    model_config = ConfigDict(extra="forbid")
+    # a field's docstring is its description: `recgoat benchmark --print-config` writes it above the key
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str
-    label: str | None = None  # column/folder name; defaults to ``name`` (set it to compare two configs)
-    # a preset (recgoat.config.with_preset: a packaged name such as "ml100k", or a YAML path); its values
-    # are merged under ``params`` when the spec is read, so cells are signed by the settings themselves
+    """The model (recgoat models list)."""
+    label: str | None = None
+    """Its column and folder name (null: the name); set it to compare two settings of one model."""
+    # its values are merged under ``params`` when the spec is read, so cells are signed by the settings themselves
     preset: str | None = None
+    """A packaged preset of the model's params (recgoat models list) or a YAML file of params; params override it."""
     params: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the benchmark's TrainConfig
-    # settings → values, expanded by BenchmarkConfig into one entry per point (expand_grid); never kept
+    """The model's hyper-parameters (recgoat models show MODEL); a key left out takes the preset's or default value."""
+    train: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the benchmark's train section for this model, e.g. {lr: 0.005}."""
+    # expanded by BenchmarkConfig into one entry per point (expand_grid); never kept
     grid: dict[str, Any] | None = Field(default=None, exclude=True)
-    # the grid this entry is a point of (set by expand_grid, or by hand to group labelled variants): the report
-    # keeps, per dataset, the group's point with the best mean validation metric
+    """A hyper-parameter grid, params.NAME or train.NAME → a list of values, e.g. {train.lr: [0.001, 0.005],
+    params.n_layers: [2, 3]}: one model per point, labelled <label or name>+NAME=VALUE+..., the report keeping per
+    dataset the point with the best mean validation metric."""
     grid_of: str | None = None
+    """The grid this entry joins as one more point (a grid's points get it by themselves): the report keeps, per
+    dataset, the group's point with the best mean validation metric."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `params:` or `train:` with nothing under it (every key commented out, as --print-config writes a model's
+        # params) reads as null: no settings, as when the key is left out
+        if isinstance(data, dict) and any(data.get(k, {}) is None for k in ("params", "train")):
+            return {k: v for k, v in data.items() if not (k in ("params", "train") and v is None)}
+        return data
 
     @model_validator(mode="after")
     def _merge_preset(self) -> "ModelSpec":
@@ -70,13 +90,21 @@ class ModelSpec(BaseModel):
 class DatasetSpec(BaseModel):
     """One dataset: a registered name or a folder, optional subsetting/preparation, and its features."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    name: str  # a name known to recgoat.datasets.load, or a folder
+    name: str
+    """A dataset name (recgoat datasets list) or folder."""
     label: str | None = None
-    features: str | None = "auto"  # a folder, "auto" (encode into <out>/features/<label>), or None
-    max_users: int | None = Field(default=None, gt=0)  # keep the first N users of the raw data
-    prepare: dict[str, Any] = Field(default_factory=dict)  # PrepareConfig fields (k_core, split…)
+    """Its name in the report and the run folders (null: the name, a folder's last part, with -u<max_users> when
+    that is set)."""
+    features: str | None = "auto"
+    """A folder written by `recgoat encode`, or auto: encoded into <out>/features/<label> if a model needs features,
+    and reused; null: ID embeddings only."""
+    max_users: int | None = Field(default=None, gt=0)
+    """Keep the first N users of the raw data (quick runs); null: every user."""
+    prepare: dict[str, Any] = Field(default_factory=dict)
+    """How the data is prepared (min_rating, k_core, split, ratios; recgoat train's data section): the split's
+    seed is split_seed."""
 
 
 def _as_list(v: Any, key: str) -> list:
@@ -104,6 +132,23 @@ def _grid_value_text(value: Any, where: str) -> str:
     raise ValueError(f"{where}: a grid value is a number, string, boolean or list, got {value!r}")
 
 
+def flat_grid(grid: dict[str, Any]) -> dict[str, Any]:
+    """A model entry's ``grid`` (a mapping) as ``section.NAME`` → values, one key per axis in the order given:
+    ``params:`` / ``train:`` sub-mappings spelled out as dotted keys. A section's mapping wins over a dotted key:
+    ``--set models.X.grid.train.lr=[…]`` (which writes a mapping) replaces the values a file gave as ``train.lr``.
+    The same grid as ``grid``, in the form :func:`benchmark_config_yaml` prints."""
+    nested = {f"{name}.{k}": v for name in GRID_SECTIONS if isinstance(grid.get(name), dict)
+              for k, v in grid[name].items()}
+    flat: dict[str, Any] = {}
+    for name, values in grid.items():  # in the order given
+        if name in GRID_SECTIONS and isinstance(values, dict):
+            flat.update((k, v) for k, v in nested.items() if k.startswith(f"{name}."))
+        else:
+            flat[str(name)] = values
+    flat.update(nested)
+    return flat
+
+
 def expand_grid(entry: Any) -> list[Any]:
     """A model entry holding ``grid`` → one entry per point of its grid, in order, the last setting varying
     fastest; any other entry as it is.
@@ -122,19 +167,8 @@ def expand_grid(entry: Any) -> list[Any]:
         raise ValueError(f"{where}: a mapping of settings to lists of values, {example}; got {grid!r}")
     if entry.get("grid_of") is not None:
         raise ValueError(f"models.{key}: give `grid` or `grid_of`, not both (a grid names its points' group)")
-    nested = {f"{name}.{k}": v for name in GRID_SECTIONS if isinstance(grid.get(name), dict)
-              for k, v in grid[name].items()}
-    flat: dict[str, Any] = {}
-    for name, values in grid.items():  # in the order given
-        if name in GRID_SECTIONS and isinstance(values, dict):
-            flat.update((k, v) for k, v in nested.items() if k.startswith(f"{name}."))
-        else:
-            flat[str(name)] = values
-    # a section's mapping wins over a dotted key: `--set models.X.grid.train.lr=[…]` (which writes a mapping)
-    # replaces the values a file gave as `train.lr`
-    flat.update(nested)
     axes: list[tuple[str, str, list]] = []
-    for name, values in flat.items():
+    for name, values in flat_grid(grid).items():
         section, _, setting = name.partition(".")
         if section not in GRID_SECTIONS or not setting or "." in setting:
             hint = f" (params.{name} or train.{name}?)" if "." not in name else ""
@@ -174,30 +208,58 @@ def check_seeds(seeds: list[int]) -> None:
 class BenchmarkConfig(BaseModel):
     """Everything a benchmark run depends on; read from YAML, overridable key by key."""
 
-    model_config = ConfigDict(extra="forbid")
+    # a field's docstring is its description: `recgoat benchmark --print-config` writes it above the key
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     datasets: list[DatasetSpec]
+    """The datasets, each a name or folder or a mapping of the keys below; every model trains on each."""
     models: list[ModelSpec]
+    """The models, each a name or a mapping of the keys below: one column of the report each (a grid, one per
+    point)."""
     seeds: list[int] = Field(default_factory=lambda: [2026])
-    # a grid's points train on the first N seeds only; the point validation chooses there then trains on the
-    # rest (MMRec tunes on one seed): P·N + S − N cells a grid of P points instead of P·S. None (or more than
-    # the seeds, with a warning: _warn_grid_seeds): every seed
+    """The training seeds: each model trains once per seed on each dataset (a cell), the report giving the mean
+    and standard deviation."""
+    # with more than the seeds: every seed, with a warning (_warn_grid_seeds)
     grid_seeds: int | None = Field(default=None, ge=1)
+    """A grid's points train on the first N seeds only, and the point validation chooses there on the other seeds
+    too (MMRec tunes on one seed): P·N + S − N cells for a grid of P points instead of P·S; null: every seed."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """How every model is trained and selected (a model's own train overrides it); the training seed of each
+    cell is its entry of seeds."""
     split_seed: int = 2026
-    split_seeds: bool = False  # re-split the data with every seed (else one fixed split)
+    """The seed of the one train/valid/test split every cell shares."""
+    split_seeds: bool = False
+    """Re-split the data with every seed (each cell's split seed is its training seed) instead of split_seed's
+    one fixed split."""
     out: Path = Path("benchmark-results")
+    """The benchmark folder: runs/<dataset>/<model>/seed<S>, features/, the report (results.md, .csv, .tex,
+    report.html)."""
     significance: Literal["wilcoxon", "ttest"] = "wilcoxon"
-    # a model (or grid) every other is compared with: relative difference and paired test per model,
-    # Holm-corrected over the models (report.versus_baseline); None: no such section
+    """The paired test over users between the best and second-best models: wilcoxon or ttest."""
     baseline: str | None = None
+    """A model (or grid) every other is compared with: relative difference and paired test per model,
+    Holm-corrected over the models; null: no such comparison."""
     report_metrics: list[str] = Field(default_factory=lambda: ["recall", "ndcg", "precision", "hit", "map"])
-    report_ks: list[int] | None = None  # the Ks of the tables; None: every evaluated K (train.ks)
+    """The metrics of the report's tables (recall, ndcg, precision, hit, map)."""
+    report_ks: list[int] | None = None
+    """The cut-offs K of the report's tables, each one of train.ks; null: every K of train.ks."""
     on_error: Literal["continue", "raise"] = "continue"
+    """A cell that fails: continue (recorded in its folder's error.txt, the other cells run) or raise (stop)."""
     progress: bool = True
-    # cells trained at once, each in a worker process of its own (``train.num_threads`` threads each; unset:
-    # the cores shared out); how a run is carried out, not a setting of its results
+    """Progress bars: left unset, only on a terminal; set true, always."""
+    # how a run is carried out, not a setting of its results
     jobs: int = Field(default=1, ge=1)
+    """Cells trained at once, each in a worker process of its own (train.num_threads threads each; unset: the
+    cores shared out)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_train(cls, data: Any) -> Any:
+        # `train:` with nothing under it (every key commented out, as --print-config writes it) reads as null: the
+        # defaults, as when the section is left out
+        if isinstance(data, dict) and "train" in data and data["train"] is None:
+            return {k: v for k, v in data.items() if k != "train"}
+        return data
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -389,15 +451,25 @@ def _apply(tree: dict, path: list[str], value: Any) -> None:
         if i == len(path) - 1:
             node[part] = value
         else:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or a section with nothing under it (`params:`, read as null)
+                node[part] = {}
+            node = node[part]
         i += 1
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 sets: list[str] | None = None) -> BenchmarkConfig:
     """Read a YAML config (optional), apply top-level ``overrides`` then ``--set`` dotted overrides."""
+    return load_config_tree(path, overrides, sets)[1]
+
+
+def load_config_tree(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                     sets: list[str] | None = None) -> tuple[dict[str, Any], BenchmarkConfig]:
+    """:func:`load_config`'s configuration, after the tree it was validated from: the file's mapping once
+    ``overrides`` and ``sets`` apply, grids and presets as given (the configuration holds a grid's points and
+    presets merged into params), which :func:`benchmark_config_yaml` prints."""
     tree = read_config_file(path, "the config must be a mapping")
-    return _config_from_tree(tree, path, overrides, sets)
+    return _tree_and_config(tree, path, overrides, sets)
 
 
 RECORD = "benchmark.json"  # the whole configuration, written into the benchmark folder by every run
@@ -405,10 +477,18 @@ RECORD = "benchmark.json"  # the whole configuration, written into the benchmark
 
 def load_recorded_config(out: str | Path, overrides: dict[str, Any] | None = None,
                          sets: list[str] | None = None) -> BenchmarkConfig:
+    """The configuration a benchmark folder's ``benchmark.json`` records, as :func:`load_recorded_config_tree`
+    reads it."""
+    return load_recorded_config_tree(out, overrides, sets)[1]
+
+
+def load_recorded_config_tree(out: str | Path, overrides: dict[str, Any] | None = None,
+                              sets: list[str] | None = None) -> tuple[dict[str, Any], BenchmarkConfig]:
     """The configuration a benchmark folder's ``benchmark.json`` records (every run writes it), with
     ``overrides`` and ``--set`` overrides applied as :func:`load_config` applies them to a file: what
     ``--report-only --out FOLDER`` reports when no config is given. A missing or unreadable record is one
-    :class:`ConfigError` naming it."""
+    :class:`ConfigError` naming it. Returned after the tree it was validated from, as :func:`load_config_tree`
+    returns it."""
     p = Path(out) / RECORD
     if not p.is_file():
         raise ConfigError(f"{p}: not found, so the benchmark's configuration is unknown (every run writes it; "
@@ -433,12 +513,19 @@ def load_recorded_config(out: str | Path, overrides: dict[str, Any] | None = Non
     for model in tree.get("models") or []:
         if isinstance(model, dict):
             model.pop("preset", None)
-    return _config_from_tree(tree, p, overrides, sets)
+    return _tree_and_config(tree, p, overrides, sets)
 
 
 def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: dict[str, Any] | None,
                       sets: list[str] | None) -> BenchmarkConfig:
     """The config ``tree`` (read from ``path``, named in errors) gives once ``overrides`` and ``sets`` apply."""
+    return _tree_and_config(tree, path, overrides, sets)[1]
+
+
+def _tree_and_config(tree: dict[str, Any], path: str | Path | None, overrides: dict[str, Any] | None,
+                     sets: list[str] | None) -> tuple[dict[str, Any], BenchmarkConfig]:
+    """``tree`` (read from ``path``, named in errors) once ``overrides`` and ``sets`` apply to it (in place), and
+    the config it gives: the one path of both the loaders and the printer (:func:`benchmark_config_yaml`)."""
     where = path if path is not None else "benchmark config"
     for key, value in (overrides or {}).items():
         if value is None:
@@ -470,7 +557,7 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
     for item in sets or []:
         _apply_set(tree, item)
     try:
-        config = BenchmarkConfig(**tree)
+        config = BenchmarkConfig(**copy.deepcopy(tree))  # the tree stays as given, for the printer
     except ValidationError as e:
         hint = (" (a benchmark config's training section is `train`, e.g. --set train.lr=1e-3; `trainer` is the "
                 "key of `recgoat train`'s run config)") if "trainer" in tree else ""
@@ -487,7 +574,7 @@ def _config_from_tree(tree: dict[str, Any], path: str | Path | None, overrides: 
             raise
         raise ConfigError(f"{source}: {e}") from None
     _warn_grid_seeds(config, where)
-    return config
+    return tree, config
 
 
 def _warn_grid_seeds(config: BenchmarkConfig, where: str | Path) -> None:
@@ -610,3 +697,101 @@ def check_config(config: BenchmarkConfig) -> None:
             problems.append(str(e))
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+# ------------------------------------------------------------------------------------- printing (--print-config)
+def benchmark_config_yaml(tree: dict[str, Any], config: BenchmarkConfig) -> str:
+    """``config`` as a commented YAML file that ``recgoat benchmark --config`` reads back as the same benchmark,
+    ``tree`` being the mapping it was validated from (:func:`load_config_tree`). Every key is written under its
+    description (the fields' docstrings; a list entry's keys described in its first entry), those the configuration
+    sets at their values and the others commented out at their defaults, since an unset key can mean more than its
+    default (``progress`` unset: bars on a terminal only). Datasets are mappings of every key; a model entry is
+    written as given, its grid as a grid (not its points) and its preset by name, then the model's params it does
+    not set commented out at their preset or default values. After the models, what the grids expand to and how
+    many cells the benchmark has."""
+    from recgoat.models.base import get_model_class
+
+    entries = [{"name": e} if isinstance(e, str) else e for e in _as_list(tree.get("models"), "models")]
+
+    def entry(model: type[BaseModel], values: dict[str, Any], given: set[str], indent: str,
+              nested: Nested | None, describe: bool) -> list[str]:
+        lines = yaml_fields(model, values, given, indent + "    ", nested, describe)
+        first = next(i for i, line in enumerate(lines) if not line.lstrip().startswith("#"))  # `name:`, always set
+        lines[first] = f"{indent}  - {lines[first].lstrip()}"
+        return lines
+
+    def model_entry(raw: dict[str, Any], indent: str, describe: bool) -> list[str]:
+        # `params:` / `train:` with nothing under them read as absent (ModelSpec._empty_sections)
+        given = {k for k, v in raw.items() if v is not None or k not in ("params", "train")}
+        values = {name: raw[name] if name in given else field.get_default(call_default_factory=True)
+                  for name, field in ModelSpec.model_fields.items()}
+        if "grid" in given:
+            values["grid"] = flat_grid(raw["grid"])  # a --set into a section of the grid merged with the file's
+
+        def params(owner: type[BaseModel], name: str, indent: str) -> list[str] | None:
+            if owner is not ModelSpec or name != "params":
+                return None
+            own = dict(raw.get("params") or {})
+            cls = get_model_class(raw["name"]).Config
+            effective = {k: f.get_default(call_default_factory=True) for k, f in cls.model_fields.items()
+                         if not f.is_required()}
+            effective.update(with_preset(raw["name"], raw.get("preset"), own))
+            extra = [f"{indent}  {k}: {yaml_scalar(v)}" for k, v in own.items() if k not in cls.model_fields]
+            under = [*yaml_fields(cls, effective, set(own), indent + "  "), *extra]
+            if not under:  # a model without params (mostpop)
+                return [f"{indent}{'' if 'params' in given else '# '}params: {{}}"]
+            # `params: {}` given: kept so (a header alone reads as no params given)
+            return [f"{indent}params:" + (" {}" if "params" in given and not own else ""), *under]
+
+        return entry(ModelSpec, values, given, indent, params, describe)
+
+    def sections(owner: type[BaseModel], name: str, indent: str) -> list[str] | None:
+        if owner is not BenchmarkConfig:
+            return None
+        if name == "datasets":
+            return [f"{indent}datasets:", *(line for i, d in enumerate(config.datasets) for line in entry(
+                DatasetSpec, field_values(d), d.model_fields_set, indent, None, i == 0))]
+        if name == "models":
+            return [f"{indent}models:",
+                    *(line for i, e in enumerate(entries) for line in model_entry(e, indent, i == 0)),
+                    *_cells_note(config)]
+        if name == "train":  # each cell's training seed is its entry of `seeds`: train.seed is refused, not shown
+            given = config.train.model_fields_set
+            values = {k: v for k, v in field_values(config.train).items() if k != "seed"}
+            head = f"{indent}train:" + (" {}" if "train" in config.model_fields_set and not given else "")
+            return [head, *yaml_fields(TrainConfig, values, given, indent + "  ")]
+        return None
+
+    lines = ["# recgoat benchmark configuration, for recgoat benchmark --config FILE; a commented-out key is at its "
+             "default",
+             *yaml_fields(BenchmarkConfig, field_values(config), config.model_fields_set, nested=sections)]
+    return "\n".join(lines) + "\n"
+
+
+def _cells_note(config: BenchmarkConfig) -> list[str]:
+    """Comment lines on what ``config``'s grids expand to (the points' labels) and how many cells it has, both
+    read off the loaded configuration (its points, :func:`~recgoat.benchmark.cells.plan_cells`)."""
+    from recgoat.benchmark.cells import plan_cells, split_grid_seeds
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    groups: dict[str, list[str]] = {}
+    for m in config.models:
+        if m.grid_of is not None:
+            groups.setdefault(m.grid_of, []).append(m.key)
+    notes = [f"Grid {g}: {count(len(keys), 'point')}, {', '.join(keys)}." for g, keys in groups.items()]
+    first, later = split_grid_seeds(config, plan_cells(config))
+    # of a grid's cells beyond grid_seeds, only the point validation chooses trains: one per dataset and seed
+    chosen = {(dataset_label(c.dataset), c.model.grid_of, c.seed) for c in later}
+    cells = (f"{count(len(config.datasets), 'dataset')} × {count(len(config.models), 'model')}"
+             f"{' (grid points included)' if groups else ''} × {count(len(config.seeds), 'seed')}")
+    if later:
+        tuned = [s for s in config.seeds if s not in {c.seed for c in later}]
+        cells += (f" = {len(first) + len(later)} cells; with grid_seeds: {config.grid_seeds}, a grid's points train "
+                  f"on {'seed' if len(tuned) == 1 else 'seeds'} {', '.join(map(str, tuned))} only and the point "
+                  f"chosen there on the other {len(config.seeds) - len(tuned)}: {len(first) + len(chosen)} cells.")
+    else:
+        cells += f": {count(len(first), 'cell')}."
+    return [f"# {line}" for note in [*notes, cells] for line in textwrap.wrap(
+        note, 108, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)]

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from recgoat.config import format_validation_error, packaged_presets, preset_params
+from recgoat.config import format_validation_error, one_line, packaged_presets, preset_params
 from recgoat.errors import ConfigError
 from recgoat.models.base import Recommender, available_models, get_model_class, is_builtin
 
@@ -60,10 +60,6 @@ class ModelInfo:
         return out
 
 
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
 def _summary(cls: type[Recommender]) -> str:
     """The first paragraph of the class's docstring, else of its module's (recgoat's models cite their paper
     there): the base class's docstring is no model's."""
@@ -72,7 +68,7 @@ def _summary(cls: type[Recommender]) -> str:
     for doc in (own, getattr(module, "__doc__", None)):
         doc = inspect.cleandoc(doc or "")
         if doc:
-            return _one_line(doc.split("\n\n")[0])
+            return one_line(doc.split("\n\n")[0])
     return ""
 
 
@@ -116,7 +112,7 @@ def model_info(name: str, preset: str | None = None) -> ModelInfo:
         raise ConfigError(f"preset {preset!r} of {name}: {format_validation_error(e, prefix='model.params')}") from None
     params = tuple(
         ParamInfo(name=k, type=_type_name(f.annotation), bounds=_bounds(f), default=f.get_default(call_default_factory=True),
-                  value=getattr(config, k), doc=_one_line(f.description))
+                  value=getattr(config, k), doc=one_line(f.description))
         for k, f in cls.Config.model_fields.items())
     return ModelInfo(name=name, class_path=f"{cls.__module__}.{cls.__qualname__}", summary=_summary(cls),
                      builtin=is_builtin(cls), trainable=bool(cls.trainable),

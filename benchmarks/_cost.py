@@ -97,6 +97,16 @@ class LargestTensors(TorchDispatchMode):
                 or ((count[i] >= 1 or count[u] >= 1) and count[d] >= 2))
 
 
+def train_step(model, opt, users, pos, neg):
+    """One step as the shared trainer takes it: the model's loss on a batch of BPR triples, backward, the
+    optimiser's step. Returns the loss."""
+    loss = model.loss(users, pos, neg)["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 class EpochRunner:
     """The shared trainer's epoch (NegativeSampler + Adam), one per call, timed as the trainer times it: from
     the model's ``on_epoch_start`` hook (FREEDOM resamples its pruned graph there, LATTICE re-chooses its
@@ -118,10 +128,7 @@ class EpochRunner:
         for u, p, n in self.sampler.epoch(self.batch, rng):
             if self.device.type != "cpu":  # as the trainer: batches drawn on the CPU, moved
                 u, p, n = (t.to(self.device, non_blocking=True) for t in (u, p, n))
-            loss = self.model.loss(u, p, n)["loss"]
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            train_step(self.model, self.opt, u, p, n)
         if self.device.type == "cuda":  # kernels run asynchronously: the epoch ends when the GPU is done
             torch.cuda.synchronize(self.device)
         self.epoch += 1
@@ -147,11 +154,7 @@ def check_allocations(model, batches: int, batch: int, seed: int, device: str = 
     it = endless_batches(model._train_csr, batch, seed)
     with mode:
         for _ in range(batches):
-            u, p, n = (t.to(device) for t in next(it))
-            loss = model.loss(u, p, n)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, opt, *(t.to(device) for t in next(it)))
         model.eval()
         model._cached = None
         model.final_embeddings()  # the evaluation forward pass too

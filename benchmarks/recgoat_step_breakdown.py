@@ -18,7 +18,7 @@ import torch
 from recgoat.models.lightgcn import LightGCN
 from recgoat.models.recgoat import RecGOAT
 from recgoat.training.sampling import NegativeSampler
-from _cost import synthetic
+from _cost import synthetic, train_step
 
 VARIANTS = {
     "RecGOAT (paper defaults)": {},
@@ -58,10 +58,7 @@ def main() -> None:
         for i, (u, p, n) in enumerate(batches):
             for k, m in models.items():
                 t = time.perf_counter()
-                loss = m.loss(u, p, n)["loss"]
-                opts[k].zero_grad(set_to_none=True)
-                loss.backward()
-                opts[k].step()
+                train_step(m, opts[k], u, p, n)
                 if rnd > 0 or i >= 2:  # the first steps warm caches up
                     times[k].append(time.perf_counter() - t)
     base = float(np.median(times["LightGCN"]))

@@ -18,7 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recgoat.models.recgoat import RecGOAT
-from _cost import device_refused, endless_batches, synthetic
+from _cost import device_refused, endless_batches, synthetic, train_step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
 
     def step(b) -> None:
-        loss = model.loss(*b)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, *b)
 
     def sync() -> None:
         if gpu:

@@ -234,3 +234,15 @@ def test_out_and_run_dir_together_are_refused(tmp_path, monkeypatch, capsys):
                          "--run-dir", str(tmp_path / "b"))
     assert code == 1 and "not both" in err and "Traceback" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------------------------------ piped output
+def test_the_result_line_stays_one_line_in_80_columns(tmp_path, monkeypatch):
+    """Piped (`| tee log`), rich wraps at 80 columns: the result line was split before `s/epoch`, and a grep of
+    a log for it found half."""
+    data = tmp_path / "a_catalogue_with_a_name_long_enough_to_pass_80_columns"
+    write_catalogue(data)
+    monkeypatch.setenv("COLUMNS", "80")
+    r = train("--dataset", str(data), "--model", "bprmf", "--epochs", "1", "--run-dir", str(tmp_path / "run"))
+    line = next(line for line in r.stdout.splitlines() if "best epoch" in line)
+    assert len(line) > 80 and line.endswith(" s/epoch"), line

@@ -123,9 +123,33 @@ def test_the_commands_print_what_the_api_returns(monkeypatch):
     assert "trains: no; reads: no side features; presets: none\nno hyper-parameters\n" in out.stdout
 
 
+def test_a_narrow_output_lists_entries_whole(monkeypatch):
+    """In 80 columns (a pipe, `| less`) five table columns cut the parameter names --set needs: one entry per
+    parameter (per model) instead, its name whole at the start of its line and its description under it."""
+    monkeypatch.setenv("COLUMNS", "80")
+    out = runner.invoke(app, ["models", "show", "recgoat", "--preset", "ml100k"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines if line.startswith("    "))  # the descriptions wrapped
+    info = model_info("recgoat", "ml100k")
+    heads = [line.split("  ")[0] for line in lines if line and not line.startswith(" ")][2:]
+    assert heads == [p.name for p in info.params]
+    assert "view_dropout  float, 0.0 <= x < 1.0; value (ml100k; default): 0.3 (0.0)" in lines
+    assert " ".join(" ".join(lines).split()).count(info.params[0].doc) == 1  # wrapped, every word kept
+
+    out = runner.invoke(app, ["models", "list"])
+    assert out.exit_code == 0, out.output
+    heads = [line.split("  ")[0] for line in out.stdout.splitlines() if line and not line.startswith(" ")]
+    assert heads[:-1] == [i.name for i in list_models()] and heads[-1].startswith("hyper-parameters")
+
+
 @pytest.mark.parametrize("args, problem", [
-    (["show", "lightgcm"], "unknown model 'lightgcm'; available: bm3, bprmf,"),
+    (["show", "lightgcm"], "unknown model 'lightgcm'; did you mean 'lightgcn'? available: bm3, bprmf,"),
+    (["show", "LightGCN"], "unknown model 'LightGCN'; did you mean 'lightgcn'? available: bm3, bprmf,"),
+    (["show", "nosuch"], "unknown model 'nosuch'; available: bm3, bprmf,"),  # nothing near: no guess
     (["show", "lightgcn", "--preset", "baby"], "no preset 'baby' for model 'lightgcn' (packaged: none;"),
+    (["show", "recgoat", "--preset", "ml100"], "no preset 'ml100' for model 'recgoat' (did you mean 'ml100k'? "
+                                               "packaged: baby, electronics, ml100k, sports;"),
 ])
 def test_mistakes_are_one_line(args, problem, monkeypatch, capsys):
     code, err = run_main(monkeypatch, capsys, "models", *args)

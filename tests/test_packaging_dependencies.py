@@ -55,3 +55,18 @@ def test_the_check_sees_an_undeclared_import(tmp_path):
     """The scan finds imports in nested functions and `from x.y import z` forms (how transformers was imported)."""
     (tmp_path / "m.py").write_text("def f():\n    from transformers.utils import logging\n    import tqdm.auto\n")
     assert _imported_top_level(tmp_path) == {"transformers", "tqdm"}
+
+
+def test_the_version_is_pyproject_s_and_the_cli_prints_it():
+    """``recgoat.__version__`` (what ``recgoat --version`` prints, for bug reports) is the one pyproject.toml
+    releases: the two are written by hand in two places."""
+    import torch
+    from typer.testing import CliRunner
+
+    import recgoat
+    from recgoat.cli import app
+
+    assert recgoat.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    out = CliRunner().invoke(app, ["--version"])
+    assert out.exit_code == 0 and out.stdout == f"recgoat {recgoat.__version__} (torch {torch.__version__}, " \
+                                                f"Python {sys.version.split()[0]})\n"

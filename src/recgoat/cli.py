@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -32,6 +33,23 @@ app.add_typer(datasets_app, name="datasets")
 models_app = typer.Typer(help="List the models and show the hyper-parameters each takes.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import torch
+
+        from recgoat import __version__
+
+        # what a bug report needs: torch's build (CPU or CUDA) decides most numbers' last digits
+        print(f"recgoat {__version__} (torch {torch.__version__}, Python {sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print recgoat's version (and torch's, Python's) and exit")) -> None:
+    """LLM-enhanced multimodal recommendation (RecGOAT) and its peers."""
 
 
 def _interrupted() -> None:
@@ -171,6 +189,13 @@ def _print_models(infos, as_json: bool) -> None:
     if as_json:
         print(json.dumps([i.as_dict() for i in infos], default=str, indent=1))
         return
+    if console.width < 120:  # a pipe's 80 columns: one entry per model, as `models show` does its parameters
+        for i in infos:
+            _print_entry(f"[bold]{escape(i.name)}[/]{'' if i.builtin else ' (plugin)'}  trains: "
+                         f"{'yes' if i.trainable else 'no'}; reads: {escape(', '.join(i.reads) or '-')}; presets: "
+                         f"{escape(', '.join(i.presets) or '-')}", i.summary)
+        console.print("[dim]hyper-parameters: recgoat models show NAME[/]", highlight=False)
+        return
     table = Table("name", "trains", "reads", "presets")
     table.add_column("reference", overflow="fold")
     for i in infos:
@@ -178,6 +203,14 @@ def _print_models(infos, as_json: bool) -> None:
                       escape(", ".join(i.reads) or "-"), escape(", ".join(i.presets) or "-"), escape(i.summary))
     console.print(table)
     console.print("[dim]hyper-parameters: recgoat models show NAME[/]", highlight=False)
+
+
+def _print_entry(head: str, text: str) -> None:
+    """A listing's entry where a table would not fit: ``head`` (markup) on one line, ``text`` (plain) indented
+    under it, wrapped to the console."""
+    console.print(head, highlight=False, soft_wrap=True)
+    for line in textwrap.wrap(text, max(console.width - 4, 40)):
+        console.print(f"    {escape(line)}", highlight=False, soft_wrap=True)
 
 
 @models_app.command("show")
@@ -206,13 +239,22 @@ def models_show(
         console.print("no hyper-parameters", highlight=False)
         return
     value = "default" if preset is None else f"value ({escape(preset)}; default)"
-    table = Table("parameter", "type", "bounds", value)
-    table.add_column("what it does", overflow="fold")
+    rows = []
     for p in info.params:
         shown = escape(json.dumps(p.value, default=str))
         if p.from_preset:  # the preset's value in bold, the default beside it
             shown = f"[bold]{shown}[/] ({escape(json.dumps(p.default, default=str))})"
-        table.add_row(escape(p.name), escape(p.type), escape(p.bounds), shown, escape(p.doc))
+        rows.append((escape(p.name), escape(p.type), escape(p.bounds), shown, escape(p.doc)))
+    if console.width < 120:
+        # five columns in 80 (a pipe's width) cut the names --set needs and wrap each description over ten lines:
+        # one entry per parameter instead, its name first on its line
+        for (name, kind, bounds, shown, _), p in zip(rows, info.params):
+            _print_entry(f"[bold]{name}[/]  {kind}{f', {bounds}' if bounds else ''}; {value}: {shown}", p.doc)
+        return
+    table = Table("parameter", "type", "bounds", value)
+    table.add_column("what it does", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -319,7 +361,7 @@ def _print_result(result: dict) -> None:
     console.print(f"[bold]{escape(str(result['model']))}[/] on {escape(str(result['dataset']))}: "
                   # epochs count from 0 (as in result.json and log.jsonl); the benchmark's epochs→best is 1 more
                   f"best epoch {result['best_epoch']} (counted from 0) of {result['epochs_run']} run, "
-                  f"{result['seconds_per_epoch']:.2f} s/epoch")
+                  f"{result['seconds_per_epoch']:.2f} s/epoch", soft_wrap=True)  # one line, as in a log
     if result.get("run_dir"):
         console.print(f"run folder: {result['run_dir']}", highlight=False, markup=False, soft_wrap=True)
     resumed = result.get("resumed_epochs") or 0

@@ -6,7 +6,6 @@ the chosen model's own ``Config``.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import textwrap
@@ -20,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recgoat.datasets.preprocess import NO_HELD_OUT, RATIOS_RULE, SPLIT_METHODS, ratios_ok
-from recgoat.errors import ConfigError
+from recgoat.errors import ConfigError, did_you_mean
 from recgoat.strict import booleans_for_numbers
 from recgoat.training.trainer import TrainConfig
 
@@ -253,8 +252,7 @@ def _unknown_key(e: dict[str, Any], model: type[BaseModel] | None) -> str:
     keys = _section_keys(model, tuple(e["loc"]))
     if not keys:
         return "unknown key"
-    close = difflib.get_close_matches(str(e["loc"][-1]), keys, n=1)
-    return "unknown key (" + (f"did you mean {close[0]!r}? " if close else "") + f"valid keys: {', '.join(keys)})"
+    return f"unknown key ({did_you_mean(str(e['loc'][-1]), keys)}valid keys: {', '.join(keys)})"
 
 
 def _error_line(e: dict[str, Any], prefix: str = "", model: type[BaseModel] | None = None) -> str:
@@ -440,8 +438,8 @@ def _preset_path(model: str, preset: str) -> Path:
         path = _configs_folder() / f"{model}-{preset}.yaml"
         if not path.is_file():
             known = packaged_presets(model)
-            raise ConfigError(f"no preset {preset!r} for model {model!r} (packaged: {', '.join(known) or 'none'}; "
-                              "or the path of a YAML file of model params)")
+            raise ConfigError(f"no preset {preset!r} for model {model!r} ({did_you_mean(preset, known)}packaged: "
+                              f"{', '.join(known) or 'none'}; or the path of a YAML file of model params)")
     return path
 
 

@@ -5,7 +5,17 @@ and the problem. The CLI prints that one message and exits non-zero instead of s
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+
+def did_you_mean(given: str, choices: Iterable[str], canonical: Callable[[str], str] = str) -> str:
+    """``did you mean 'lightgcn'? `` for a near miss of one of ``choices`` (compared through ``canonical``), else
+    '': a typo is then fixed from the error message alone."""
+    by_canon = {canonical(c): c for c in choices}
+    close = difflib.get_close_matches(canonical(given), list(by_canon), n=1, cutoff=0.6)
+    return f"did you mean {by_canon[close[0]]!r}? " if close else ""
 
 
 class RecGOATError(Exception):

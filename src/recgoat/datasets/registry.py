@@ -11,7 +11,6 @@ it), Amazon 2014's ratings-only ``ratings_<Cat>.csv`` included. See :data:`LAYOU
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import warnings
@@ -25,7 +24,7 @@ from recgoat.datasets.amazon import RATINGS_FILE
 from recgoat.datasets.dataset import MANIFEST, Dataset, _read_manifest, folder_name
 from recgoat.datasets.generic import load_generic, read_table
 from recgoat.datasets.preprocess import PrepareConfig, prepare
-from recgoat.errors import ConfigError, DataError
+from recgoat.errors import ConfigError, DataError, did_you_mean
 
 EMBEDDED = ("ml-latest-small",)
 SHARED = ("ml100k-mm",)
@@ -180,9 +179,7 @@ def _suggestion(given: str) -> str:
     for a path: a folder not found is no misspelt name)."""
     if "/" in given or os.sep in given:
         return ""
-    by_canon = {n.lower().replace("_", "-"): n for n in (*EMBEDDED, *SHARED)}
-    close = difflib.get_close_matches(given.lower().replace("_", "-"), list(by_canon), n=1, cutoff=0.6)
-    return f"did you mean {by_canon[close[0]]!r}? " if close else ""
+    return did_you_mean(given, (*EMBEDDED, *SHARED), lambda n: n.lower().replace("_", "-"))
 
 
 def stable_reference(name_or_path: str | Path, names: tuple[str, ...] = (*EMBEDDED, *SHARED)) -> str:

@@ -32,7 +32,7 @@ from pydantic import ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from recgoat.errors import ConfigError, DataError, RecGOATError
+from recgoat.errors import ConfigError, DataError, RecGOATError, did_you_mean
 from recgoat.evaluation.ranking import top_k
 from recgoat.io import _json_default, atomic_path, sha256_file, write_json
 from recgoat.strict import StrictNumbers
@@ -728,5 +728,7 @@ def get_model_class(name: str) -> type[Recommender]:
     """The model class registered as ``name`` (a :class:`ConfigError` listing the available ones if none)."""
     cls = find_model_class(name)
     if cls is None:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}; {_PLUGIN_HINT}")
+        names = available_models()
+        raise ConfigError(f"unknown model {name!r}; {did_you_mean(name, names, str.lower)}available: "
+                          f"{', '.join(names)}; {_PLUGIN_HINT}")
     return cls

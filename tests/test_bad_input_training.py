@@ -83,7 +83,14 @@ def test_resume_with_changed_config_is_refused_and_changes_nothing(catalogue, fi
         train(run_config(catalogue, override), run_dir=run_dir)
     msg = str(e.value)
     assert msg.startswith(f"{run_dir}: ") and change in msg and "trainer.resume=false" in msg
-    assert "(Python: TrainConfig(resume=False) or another run_dir)" in msg  # fit() callers have no --set
+    if change == "data (fingerprint)":
+        # that run is of other data: another folder first, not "to start afresh … (overwrites that run)"
+        assert ("this run's data differs from that run's: give it a folder of its own with --run-dir DIR (or "
+                "another --out) (Python: another run_dir); --set trainer.resume=false would overwrite that run of "
+                "other data (Python: TrainConfig(resume=False))") in msg, msg
+        assert "to start afresh" not in msg
+    else:
+        assert "(Python: TrainConfig(resume=False) or another run_dir)" in msg  # fit() callers have no --set
     assert snapshot(run_dir) == before  # run_config.json included
 
 

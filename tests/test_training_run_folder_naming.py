@@ -56,3 +56,59 @@ def test_another_split_seed_trains_beside_the_default_split(tmp_path, monkeypatc
     for run_dir in (plain, seeded):
         r = runner.invoke(app, ["evaluate", str(run_dir)])
         assert r.exit_code == 0, (r.output, r.stderr)
+
+
+def test_a_folder_prepared_with_options_of_its_own_trains_where_those_options_do(tmp_path, monkeypatch):
+    """`datasets prepare shop --seed 7 --out s7` then `train --dataset s7` trained in runs/shop/… (the manifest's
+    name alone), and was refused there for the default split's checkpoint ("data (fingerprint)"), advised to
+    overwrite it. It trains in runs/shop+seed=7/…, as `--set data.seed=7` does (one folder: the same data); a
+    folder prepared with the default options keeps the plain name, as before."""
+    write_catalogue(tmp_path / "shop")
+    monkeypatch.chdir(tmp_path)
+    for out, options in (("s7", ["--seed", "7"]), ("plain", [])):
+        r = runner.invoke(app, ["datasets", "prepare", "shop", *options, "--out", out])
+        assert r.exit_code == 0, (r.output, r.stderr)
+    for dataset, extra in (("shop", []), ("s7", []), ("shop", ["--set", "data.seed=7"]), ("plain", [])):
+        r = runner.invoke(app, ["train", "--dataset", dataset, "--model", "bprmf", *QUIET, *extra])
+        assert r.exit_code == 0, (dataset, extra, r.output, r.stderr)
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["shop", "shop+seed=7"]
+    seeded = runs / "shop+seed=7" / "bprmf" / "seed2026"
+    assert json.loads((seeded / "run_config.json").read_text())["data"]["seed"] == 7  # the last to train there
+    r = runner.invoke(app, ["evaluate", str(seeded)])
+    assert r.exit_code == 0, (r.output, r.stderr)
+
+
+def test_prepared_options_are_read_from_the_manifest_typed_as_the_run_configuration(tmp_path):
+    from recgoat.datasets import load
+    from recgoat.training.run import prepared_options, recorded_prepare_options
+
+    write_catalogue(tmp_path / "shop")
+    ds = load(tmp_path / "shop")
+    cfg = load_config(None, ["model.name=bprmf", "trainer.seed=3"], values={"out": "runs"})
+    assert recorded_prepare_options(ds) == {}
+    ds.info["prepare"].update(min_rating=4, ratios=[0.7, 0.15, 0.15], seed=7, dedup=False, k_core=5)
+    # in PREPARE_OPTIONS' order; 4 as --set data.min_rating=4 gives it (4.0); dedup, off only in Python, named too
+    assert default_run_dir(cfg, ds) == Path("runs") / "shop+min_rating=4.0+ratios=0.7,0.15,0.15+seed=7+dedup=False" \
+        / "bprmf" / "seed3"
+    ds.info.pop("prepare")  # data split elsewhere records none: the run's own options name it
+    assert recorded_prepare_options(ds) is None and prepared_options(cfg, ds) == {}
+
+
+def test_a_folder_prepared_without_a_split_is_named_by_the_folder_given(tmp_path, monkeypatch):
+    """`train --dataset nosplit` said "dataset 'shop' has no train/valid/test split; prepare it first", naming
+    the manifest's name, of a folder that was prepared (with --split none)."""
+    write_catalogue(tmp_path / "shop")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["datasets", "prepare", "shop", "--split", "none", "--out", "nosplit"])
+    assert r.exit_code == 0, (r.output, r.stderr)
+    r = runner.invoke(app, ["train", "--dataset", "nosplit", "--model", "bprmf", *QUIET])
+    err = str(r.exception)  # the command line prints it as one "error: …" line
+    assert r.exit_code == 1 and err.startswith("nosplit: this dataset folder was prepared without a split "
+                                               "(--split none)"), err
+    assert f"`recgoat datasets prepare {tmp_path / 'shop'} --split random --out DIR`" in err, err
+    assert not (tmp_path / "runs").exists()
+    # data.split is refused for it (the folder keeps its preparation), as the message says
+    r = runner.invoke(app, ["train", "--dataset", "nosplit", "--model", "bprmf", *QUIET, "--set", "data.split=random"])
+    err = str(r.exception)
+    assert r.exit_code == 1 and "keeps its preparation, without a split (it was prepared with split=none)" in err

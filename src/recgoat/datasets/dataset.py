@@ -134,6 +134,10 @@ class Dataset:
     # ------------------------------------------------------------------ split access
     def split_frame(self, split: str) -> pd.DataFrame:
         if not self.has_split:
+            prep = self.info.get("prepare") if isinstance(self.info, dict) else None
+            if isinstance(prep, dict) and prep.get("split") == "none":  # it was prepared: "prepare it first" misled
+                raise DataError(None, f"dataset {self.name!r} was prepared without a split (split: none), so has no "
+                                      f"train/valid/test split; prepare it with one (e.g. --split random)")
             raise DataError(None, f"dataset {self.name!r} has no train/valid/test split; prepare it first")
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -260,7 +260,10 @@ def refuse_ignored_prepare_options(name_or_path: str | Path, options: dict[str, 
         given = ", ".join(f"{k}={v}" for k, v in ignored.items())
         kept = f" (it was prepared with {', '.join(f'{k}={stored[k]}' for k in ignored if k in stored)})" \
             if any(k in stored for k in ignored) else ""
-        raise ConfigError(f"{name_or_path}: a {layout} dataset folder is already split and keeps its split{kept}; "
+        # a folder prepared with split=none is not "already split": it keeps its preparation all the same
+        keeps = "keeps its preparation, without a split" if stored.get("split") == "none" else \
+            "is already split and keeps its split"
+        raise ConfigError(f"{name_or_path}: a {layout} dataset folder {keeps}{kept}; "
                           f"{given} would be ignored. Prepare the raw data with these options instead, or drop them")
 
 

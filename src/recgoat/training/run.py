@@ -25,7 +25,8 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.evaluation.evaluator import Evaluator
 from recgoat.io import read_json, write_json
 from recgoat.models.base import Recommender, get_model_class
-from recgoat.training.trainer import TrainConfig, Trainer, check_run_dir, check_train_device, other_configuration
+from recgoat.training.trainer import (DATA_CHANGE, TrainConfig, Trainer, check_run_dir, check_train_device,
+                                     other_configuration)
 
 EVAL_SPLITS = ("valid", "test")  # the held-out splits a run can be evaluated on
 
@@ -67,8 +68,10 @@ def load_side_features(dataset: Dataset, folder: str | None, cfg: RunConfig | No
 def default_run_dir(cfg: RunConfig, dataset: Dataset) -> Path:
     """``<out>/<dataset>/<model>/seed<S>``; data prepared with options of its own is named by them,
     ``<out>/<dataset>+seed=7+k_core=10/…``: another split of the data is another experiment, as another trainer
-    seed is (in the default data's folder, its run was refused for its checkpoint's other data fingerprint)."""
-    own = "".join(f"+{k}={_option_text(v)}" for k, v in data_options(cfg).items())
+    seed is (in the default data's folder, its run was refused for its checkpoint's other data fingerprint).
+    The options are those the data was prepared with (:func:`prepared_options`), so a folder written by
+    ``recgoat datasets prepare ml100k-mm --seed 7`` trains where ``--set data.seed=7`` does."""
+    own = "".join(f"+{k}={_option_text(v)}" for k, v in prepared_options(cfg, dataset).items())
     return Path(cfg.out) / f"{dataset.name}{own}" / cfg.model.name / f"seed{cfg.trainer.seed}"
 
 
@@ -80,6 +83,43 @@ def data_options(cfg: RunConfig) -> dict[str, Any]:
 
     return {k: getattr(cfg.data, k) for k in PREPARE_OPTIONS
             if getattr(cfg.data, k) != DataConfig.model_fields[k].default}
+
+
+def prepared_options(cfg: RunConfig, dataset: Dataset) -> dict[str, Any]:
+    """The preparation options the data was prepared with, other than the defaults: those its ``info["prepare"]``
+    records (a prepared folder's manifest: how ``datasets prepare`` made it; or this run's own preparation, which
+    are the run's :func:`data_options`), else the run's :func:`data_options` (data split elsewhere, an MMRec or
+    line-per-user folder, records none). Before, a prepared folder's options went unseen: data prepared with
+    ``--seed 7`` trained in the default split's folder, and was refused there for its other data."""
+    recorded = recorded_prepare_options(dataset)
+    return recorded if recorded is not None else data_options(cfg)
+
+
+def recorded_prepare_options(dataset: Dataset) -> dict[str, Any] | None:
+    """The options ``dataset.info["prepare"]`` records other than their defaults (the run configuration's
+    ``data.*``, and ``dedup``, which only the Python API turns off), in :data:`PREPARE_OPTIONS`' order and
+    typed as the run configuration types them (a min_rating recorded as ``4`` is ``4.0``, as ``--set
+    data.min_rating=4`` gives it); None when nothing is recorded."""
+    from recgoat.config import DataConfig
+    from recgoat.datasets.registry import PREPARE_OPTIONS
+    from recgoat.strict import is_int, is_real
+
+    info = getattr(dataset, "info", None)
+    prep = info.get("prepare") if isinstance(info, dict) else None
+    if not isinstance(prep, dict):
+        return None
+
+    def typed(key: str, v: Any) -> Any:
+        if key == "min_rating" and is_real(v):
+            return float(v)
+        if key == "ratios" and isinstance(v, (list, tuple)) and all(is_real(x) for x in v):
+            return tuple(float(x) for x in v)
+        if key in ("k_core", "seed") and is_int(v):
+            return int(v)
+        return v
+
+    defaults = {k: DataConfig.model_fields[k].default for k in PREPARE_OPTIONS} | {"dedup": PrepareConfig.dedup}
+    return {k: typed(k, prep[k]) for k in defaults if k in prep and typed(k, prep[k]) != defaults[k]}
 
 
 def _option_text(value: Any) -> str:
@@ -97,6 +137,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
         check_run_dir(Path(run_dir))  # before the dataset loads
     check_train_device(cfg.trainer)  # likewise: `--device cuda` on a machine without one
     dataset = dataset if dataset is not None else load_dataset(cfg, check_options=True)
+    refuse_unsplit(cfg.data.name, dataset)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, dataset)
     auto_notes: list[str] = []
     if cfg.features == AUTO:
@@ -122,6 +163,31 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, dataset: Dataset | 
     return {**result, "run_dir": str(run_dir), "notes": notes}  # where `recgoat evaluate` / `export` find it
 
 
+def refuse_unsplit(given: str, dataset: Dataset) -> None:
+    """A :class:`DataError` naming the dataset as given (``--dataset``: the folder) when it has no train/valid/test
+    split. The error came from deep in the trainer, naming the manifest's dataset name ("dataset 'ml-latest-small'
+    has no train/valid/test split; prepare it first") for a folder the user had prepared, with ``--split none``;
+    a prepared folder keeps its split (``--set data.split=random`` is refused there), so it is prepared again."""
+    if dataset.has_split:
+        return
+    from recgoat.datasets.registry import EMBEDDED, SHARED
+
+    info = dataset.info if isinstance(dataset.info, dict) else {}
+    prep = info.get("prepare") if isinstance(info.get("prepare"), dict) else {}
+    source = info.get("source")
+    if dataset.name in (*EMBEDDED, *SHARED) and (source == f"embedded:{dataset.name}" or dataset.name in SHARED):
+        source = dataset.name  # the name it is loaded by
+    if not isinstance(source, str) or not source:
+        source = "SOURCE"
+    redo = (f"prepare the raw data again with one (`recgoat datasets prepare {source} --split random --out DIR`) "
+            f"and train on DIR, or train on {source} itself (split as data.split says)")
+    if prep.get("split") == "none":
+        raise DataError(given, f"this dataset folder was prepared without a split (--split none), and training "
+                               f"needs train, valid and test; a prepared folder keeps its split (data.split does "
+                               f"not apply to it): {redo}")
+    raise DataError(given, f"dataset {dataset.name!r} has no train/valid/test split, and training needs one: {redo}")
+
+
 #: ``features: auto`` (``--features auto``); a folder named "auto" is given as ``./auto``
 AUTO = "auto"
 
@@ -137,8 +203,8 @@ def auto_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
     :func:`_made_for_other_data`): encoding there removed that data's features (an MMRec folder's imported
     matrices), and its runs' ``export`` then failed, or packaged features its model was not trained on."""
     plain = _shared_feature_folder(cfg, dataset)
-    return own_feature_folder(cfg, dataset) if data_options(cfg) or _made_for_other_data(plain, dataset) \
-        else plain
+    own = prepared_options(cfg, dataset) or _made_for_other_data(plain, dataset)
+    return own_feature_folder(cfg, dataset) if own else plain
 
 
 def _shared_feature_folder(cfg: RunConfig, dataset: Dataset) -> Path:
@@ -199,7 +265,7 @@ def encode_auto_features(cfg: RunConfig, dataset: Dataset) -> tuple[RunConfig, A
     folder = auto_feature_folder(cfg, dataset)
     plain = _shared_feature_folder(cfg, dataset)
     why = ""
-    if folder != plain and not data_options(cfg):  # auto_feature_folder's other reason
+    if folder != plain and not prepared_options(cfg, dataset):  # auto_feature_folder's other reason
         why = f"; {plain} holds features of other data (another dataset named {dataset.name!r}, or another split), " \
               f"left as they are"
     # runs started together (seeds, models) wait for the one encoding, then reuse its work
@@ -224,7 +290,7 @@ def _refuse_other_run(run_dir: Path, cfg: RunConfig, dataset: Dataset) -> None:
         return
     changes = [f"{key}: {json.dumps(old)} → {json.dumps(new)}"
                for key, old, new in (("model.name", sig.get("model"), cfg.model.name),
-                                     ("data (fingerprint)", sig.get("dataset_fingerprint"), dataset.fingerprint()))
+                                     (DATA_CHANGE, sig.get("dataset_fingerprint"), dataset.fingerprint()))
                if old is not None and old != new]
     if changes:
         raise other_configuration(run_dir, changes)

@@ -260,13 +260,17 @@ def _with_legacy_settings(sig: dict[str, Any]) -> dict[str, Any]:
     return {**sig, "model_config": cls.Config.with_legacy_settings(saved)}
 
 
+#: how :func:`signature_changes` (and the refusal before ``features: auto`` encodes) name a change of the data
+DATA_CHANGE = "data (fingerprint)"
+
+
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """``key: old → new`` for every value that differs, named as in the run configuration."""
     def flat(sig: dict[str, Any]) -> dict[str, Any]:
         out = {"model.name": sig.get("model"),
                **{f"model.params.{k}": v for k, v in (sig.get("model_config") or {}).items()},
                **{f"features ({k})": v for k, v in (sig.get("dims") or {}).items()},
-               "data (fingerprint)": sig.get("dataset_fingerprint"),
+               DATA_CHANGE: sig.get("dataset_fingerprint"),
                **{f"trainer.{k}": v for k, v in (sig.get("train") or {}).items()}}
         if "features" in sig:
             out["feature values"] = sig["features"]
@@ -1015,8 +1019,16 @@ def _check_finite_embeddings(model, epoch: int, run_dir: Path | None) -> None:
 
 def other_configuration(run_dir, changes: list[str]) -> ConfigError:
     """The refusal of a run folder whose checkpoint was made with another configuration (``changes``: what
-    differs, as :func:`signature_changes` words it)."""
-    return ConfigError(f"{run_dir}: was run with a different configuration ({'; '.join(changes)}); to start afresh "
+    differs, as :func:`signature_changes` words it). When the data differs (another dataset, split or version of
+    it), another folder comes first: that run is of other data, not an earlier try of this one, and the advice to
+    start afresh with ``trainer.resume=false`` overwrote it."""
+    said = '; '.join(changes)
+    if any(c.startswith(DATA_CHANGE) for c in changes):
+        return ConfigError(f"{run_dir}: was run with a different configuration ({said}); this run's data differs "
+                           f"from that run's: give it a folder of its own with --run-dir DIR (or another --out) "
+                           f"(Python: another run_dir); --set trainer.resume=false would overwrite that run of "
+                           f"other data (Python: TrainConfig(resume=False))")
+    return ConfigError(f"{run_dir}: was run with a different configuration ({said}); to start afresh "
                        f"use --set trainer.resume=false (overwrites that run) or another --run-dir (Python: "
                        f"TrainConfig(resume=False) or another run_dir)")
 

@@ -74,6 +74,18 @@ def test_missing_later_dataset_is_refused_before_anything_trains(tmp_path):
     assert not out.exists()
 
 
+def test_a_misspelt_dataset_name_is_named_once(tmp_path):
+    """The label of an entry given by name is the name: the error said it twice ("dataset ml-latest-smal: name
+    ml-latest-smal: no such …"); the did-you-mean suggestion stays."""
+    out = tmp_path / "b"
+    with pytest.raises(DataError) as e:
+        run_benchmark(make_config(out, datasets=[SMALL, "ml-latest-smal"], models=["mostpop"]))
+    assert str(e.value).startswith("dataset ml-latest-smal: no such dataset name or folder (did you mean "
+                                   "'ml-latest-small'? "), str(e.value)
+    assert str(e.value).count("ml-latest-smal:") == 1
+    assert not out.exists()
+
+
 def test_missing_feature_folder_is_refused_before_anything_trains(tmp_path):
     """A model needing features on a folder never encoded (the packaged benchmark-ml100k.yaml before `recgoat
     encode all`): the cells of the models before it trained, then the benchmark stopped. The error names the

@@ -116,7 +116,7 @@ def test_whole_number_float_ids_from_parquet_read_as_integers(tmp_path):
     assert ds.items["title"].tolist() == ["Ten", "Eleven"] and ds.user_index(1) == 0
     # a column with one fractional id is no integer column: every id stays as written
     pd.DataFrame({"user": [1.5, 2.0], "item": [3.0, 3.0]}).to_parquet(tmp_path / "interactions.parquet")
-    with pytest.warns(UserWarning, match="1 of the 1 items in interactions.parquet have no row"):
+    with pytest.warns(UserWarning, match="1 of the 1 items in interactions.parquet has no row"):
         inter, _, _ = load_generic(tmp_path)
     assert inter["user"].tolist() == ["1.5", "2.0"] and inter["item"].tolist() == ["3", "3"]
 
@@ -202,13 +202,13 @@ def test_amazon_infinite_rating_or_time_is_refused(tmp_path, field, value):
     line = ", ".join(f'"{k}": {value if k == field else json.dumps(v)}' for k, v in rec.items())
     path = _write(tmp_path / "Toys.jsonl", "{" + line + "}\n")
     what = "rating" if field == "overall" else "timestamp"
-    with pytest.raises(DataError, match=f"1 reviews have an infinite or out-of-range {what}") as e:
+    with pytest.raises(DataError, match=f"1 review has an infinite or out-of-range {what}") as e:
         read_reviews(path)
     assert e.value.path == str(path)
 
 
 @pytest.mark.parametrize("frame, problem", [
-    (pd.DataFrame({"user": ["a", None], "item": ["x", "y"]}), r"1 interactions have no user id \(first at row 2\)"),
+    (pd.DataFrame({"user": ["a", None], "item": ["x", "y"]}), r"1 interaction has no user id \(first at row 2\)"),
     (pd.DataFrame({"uid": ["a"], "item": ["x"]}), r"interactions lack column\(s\) user"),
     (pd.DataFrame({"user": ["a", "a"], "item": ["x", "y"], "rating": ["5", "x"]}), "column 'rating' must hold finite"),
     (pd.DataFrame({"user": ["a", "a"], "item": ["x", "y"], "timestamp": ["5", "x"]}),

@@ -142,8 +142,8 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
 # ------------------------------------------------------------------------------ frames handed to prepare
 @pytest.mark.parametrize(("items", "problem"), [
     (pd.DataFrame({"id": ["a"], "title": ["A"]}), "needs an 'item_id' column"),
-    (pd.DataFrame({"item_id": [7, "7", "8"], "title": ["A", "B", "C"]}), "1 duplicated item ids"),
-    (pd.DataFrame({"item_id": ["7", None], "title": ["A", "B"]}), "1 rows with no item_id"),
+    (pd.DataFrame({"item_id": [7, "7", "8"], "title": ["A", "B", "C"]}), "1 duplicated item id "),
+    (pd.DataFrame({"item_id": ["7", None], "title": ["A", "B"]}), "1 row with no item_id"),
 ])
 def test_prepare_refuses_a_bad_item_table(items, problem):
     frame = pd.DataFrame({"user": ["u", "u"], "item": ["7", "8"]})

@@ -86,7 +86,7 @@ def test_amazon_2023_file_mixing_seconds_and_milliseconds_is_refused(tmp_path):
     with pytest.raises(DataError) as e:
         read_reviews(path)
     assert e.value.path == str(path)
-    assert "1 timestamps are in seconds but the others in milliseconds" in e.value.problem
+    assert "1 timestamp is in seconds but the others in milliseconds" in e.value.problem
     assert "line 2, value 1588615900" in e.value.problem
 
 

@@ -151,7 +151,7 @@ def test_amazon_nan_rating(tmp_path):
              for r in (5.0, "NaN")]
     path = tmp_path / "X.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"X\.jsonl: 1 reviews have a non-numeric or NaN rating"):
+    with pytest.raises(DataError, match=r"X\.jsonl: 1 review has a non-numeric or NaN rating"):
         read_amazon(path)
 
 
@@ -276,8 +276,8 @@ def _edit_inter(folder: Path, fn) -> Path:
 @pytest.mark.parametrize("edit, problem", [
     (lambda t: t.replace("\tx_label", "\tlabel"), "missing column 'x_label'"),
     (lambda t: t.replace("2\t0\t4\t1388534600", "2\t-1\t4\t1388534600"),
-     "column 'itemID' has 1 ids that are not integers ≥ 0 (first at data row 9: '-1')"),
-    (lambda t: t.replace("0\t1\t4\t1388620800", "0\tB2\t4\t1388620800"), "column 'itemID' has 1 ids"),
+     "column 'itemID' has 1 id that is not an integer ≥ 0 (first at data row 9: '-1')"),
+    (lambda t: t.replace("0\t1\t4\t1388620800", "0\tB2\t4\t1388620800"), "column 'itemID' has 1 id "),
     (lambda t: t.replace("1\t4\t4\t1388707300\t1", "1\t4\t4\t1388707300\t7"), "must be 0, 1 or 2"),
     (lambda t: t.replace("0\t2\t3\t1388707200", "0\t2\tNaN\t1388707200"),
      "column 'rating' has 1 missing or non-numeric values (first at data row 3"),

@@ -83,7 +83,7 @@ def test_bytes_that_are_not_utf8_are_said_once(tmp_path):
                            "unixReviewTime": T0}, ensure_ascii=False).encode("latin-1")
     path = tmp_path / "reviews_Baby.json"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.warns(UserWarning, match=r"reviews_Baby\.json: 1 lines are not valid UTF-8 \(first: line 4\)") as rec:
+    with pytest.warns(UserWarning, match=r"reviews_Baby\.json: 1 line is not valid UTF-8 \(first: line 4\)") as rec:
         inter, _ = read_reviews(path)
     assert len(rec) == 1 and len(inter) == 36 and "Ren\ufffde" in set(inter["user"])
 
@@ -122,7 +122,7 @@ def test_a_bad_rating_is_reported_at_its_line(tmp_path):
     rows = [json.dumps(r) for r in _reviews_2014()[:4]]
     rows[3] = rows[3].replace('"overall": ', '"overall": "five", "x": ')
     path = _write(tmp_path / "Baby.json", [rows[0], "", "", rows[1], rows[2], rows[3]])
-    with pytest.raises(DataError, match=r"1 reviews have a non-numeric or NaN rating \(first: line 6, value 'five'\)"):
+    with pytest.raises(DataError, match=r"1 review has a non-numeric or NaN rating \(first: line 6, value 'five'\)"):
         read_reviews(path)
 
 
@@ -188,7 +188,7 @@ def test_meta_lines_that_disagree_for_one_item_are_said_once(tmp_path):
     same = _write(tmp_path / "meta_A.json", [line, line, json.dumps({"asin": "B2", "title": "Cup"})])
     assert _quiet(read_meta, same)["item_id"].tolist() == ["B1", "B2"]
     differ = _write(tmp_path / "meta_B.json", [line, json.dumps({"asin": "B1", "title": "Bib, 2 pack"}), line])
-    with pytest.warns(UserWarning, match=r"meta_B\.json: 1 items have several different lines \(e\.g\. 'B1'\)"):
+    with pytest.warns(UserWarning, match=r"meta_B\.json: 1 item has several different lines \(e\.g\. 'B1'\)"):
         got = read_meta(differ)
     assert got["title"].tolist() == ["Bib"]
 

@@ -128,7 +128,7 @@ def test_two_images_for_one_item_are_refused_not_picked_by_folder_order(tmp_path
     _write(tmp_path / "items.csv", "item_id,title\n7,a\n8,b\n")
     for name in ("7.jpg", "7.png", "8.png"):
         _write(tmp_path / "images" / name, PNG)
-    with pytest.raises(DataError, match=r"1 items have several images \(item '7': 7.jpg, 7.png\)") as e:
+    with pytest.raises(DataError, match=r"1 item has several images \(item '7': 7.jpg, 7.png\)") as e:
         load_generic(tmp_path)
     assert e.value.path == str(tmp_path / "images")
     # the table's own image column names item 7's picture: the folder is not asked for it

@@ -166,3 +166,25 @@ def test_datasets_prepare_keeps_the_output_path_on_its_line_in_a_pipe(tmp_path):
     assert r.exit_code == 0, r.output
     line = next(x for x in r.output.splitlines() if x.startswith("prepared "))
     assert line.endswith(f"→ {out}"), r.output
+
+
+@pytest.mark.parametrize("unused, line", [
+    (1, "1 item of the item table had no interactions and was left out"),  # was "1 item … and were left out"
+    (3, "3 items of the item table had no interactions and were left out"),
+])
+def test_the_unused_items_line_agrees_with_its_count(unused, line):
+    from recgoat.datasets.preprocess import removal_lines
+
+    inter, _ = _frames()
+    ids = ["x", "y", "z", "w", *["v", "u", "t"][:unused]]  # the last `unused` in no interaction
+    items = pd.DataFrame({"item_id": ids, "title": [f"t {i}" for i in ids]})
+    ds = prepare("shop", inter, items, ["title"], PrepareConfig(k_core=0))
+    assert ds.info["prepare"]["removed"]["unused_items"]["items"] == unused
+    assert removal_lines(ds.info)[-1] == line
+
+
+@pytest.mark.parametrize("n, words", [(1, "1 interaction has no user id"), (2, "2 interactions have no user id")])
+def test_counted_messages_agree_with_their_count(n, words):
+    inter = pd.DataFrame({"user": [None] * n + ["a"], "item": ["x"] * (n + 1)})
+    with pytest.raises(DataError, match=f"{words} \\(first at row 1\\)"):
+        prepare("shop", inter)

@@ -45,7 +45,10 @@ def check_dataset_source(spec: DatasetSpec) -> None:
     try:
         find_source(spec.name)
     except DataError as e:
-        raise DataError(None, f"dataset {dataset_label(spec)}: name {e}") from None
+        label = dataset_label(spec)
+        # the entry's label is the name given (`--dataset ml-latest-smal`): said once, not "dataset X: name X: …"
+        raise DataError(None, f"dataset {label}: {e.problem}" if e.path == label else
+                        f"dataset {label}: name {e}") from None
 
 
 def preflight(config: BenchmarkConfig, cells: list[Cell],

@@ -14,7 +14,7 @@ import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
 from recgoat.datasets.generic import id_strings
-from recgoat.errors import ConfigError, DataError
+from recgoat.errors import ConfigError, DataError, counted
 from recgoat.strict import is_int, is_real
 
 SPLIT_METHODS = ("random", "temporal", "loo", "none")
@@ -142,7 +142,9 @@ def removal_lines(info: dict[str, Any] | None) -> list[str]:
         elif step == "k_core":
             lines.append(f"k-core {prep.get('k_core')} removed {', '.join(parts)}")
         else:
-            lines.append(f"{parts[0]} of the item table had no interactions and were left out")
+            n = counts["items"]  # the one count this step records
+            lines.append(f"{parts[0]} of the item table had no interactions and {'was' if n == 1 else 'were'} "
+                         f"left out")
     return lines
 
 
@@ -257,7 +259,7 @@ def check_raw(df: pd.DataFrame, where: str) -> None:
     for col in ("user", "item"):
         empty = df[col].isna().to_numpy(bool)
         if empty.any():
-            raise DataError(where, f"{int(empty.sum())} interactions have no {col} id "
+            raise DataError(where, f"{counted(int(empty.sum()), 'interaction has', 'interactions have')} no {col} id "
                                    f"(first at row {int(np.flatnonzero(empty)[0]) + 1})")
     if "rating" in df.columns:
         r = df["rating"]
@@ -287,12 +289,13 @@ def check_items(items: pd.DataFrame, where: str) -> None:
         raise DataError(where, f"the item table needs an 'item_id' column; got {cols}")
     empty = items["item_id"].isna().to_numpy(bool)
     if empty.any():
-        raise DataError(where, f"the item table has {int(empty.sum())} rows with no item_id "
+        raise DataError(where, f"the item table has {counted(int(empty.sum()), 'row', 'rows')} with no item_id "
                                f"(first at row {int(np.flatnonzero(empty)[0]) + 1})")
     ids = id_strings(items["item_id"])
     dup = ids[ids.duplicated()].unique()
     if len(dup):
-        raise DataError(where, f"the item table has {len(dup)} duplicated item ids (e.g. {dup[0]!r}); each item "
+        dups = counted(len(dup), "duplicated item id", "duplicated item ids")
+        raise DataError(where, f"the item table has {dups} (e.g. {dup[0]!r}); each item "
                                "needs exactly one row")
 
 

@@ -143,7 +143,7 @@ def test_encode_image_names_the_pictures_that_match_no_item(tmp_path):
     res = CliRunner().invoke(app, ["encode", "image", str(root), "--out", str(tmp_path / "f"), "--no-progress"])
     flat = " ".join(res.output.split())  # `encode` prints its own `error: …` line
     assert res.exit_code == 1, res.output
-    assert "its images/ folder holds 1 picture(s) (e.g. 'photo-1.jpg') but none is named after an item id " \
+    assert "its images/ folder holds 1 picture (e.g. 'photo-1.jpg') but none is named after an item id " \
            "(e.g. 'i00.jpg')" in flat, flat
 
 

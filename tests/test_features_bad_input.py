@@ -285,7 +285,7 @@ def test_cli_single_kind_on_a_dataset_without_it_is_an_error(tmp_path, command, 
 def test_python_single_kind_on_a_dataset_without_it_is_the_clis_error_and_makes_no_folder(tmp_path, kind, problem):
     """encode_all(ds, out, which=KIND) on a dataset without it returned quietly, leaving a folder that held only
     .recgoat.lock; it raises the error `recgoat encode KIND` prints, before the folder is made. Among several kinds
-    the absent ones are still skipped (`encode all`: whatever the dataset has)."""
+    the absent ones are still skipped (`encode all`: whatever the dataset has), but none of them is one error too."""
     ds = small(tmp_path)
     ds.items = ds.items.drop(columns=["image", "title"])
     ds.text_fields = []
@@ -298,8 +298,10 @@ def test_python_single_kind_on_a_dataset_without_it_is_the_clis_error_and_makes_
     res = CliRunner().invoke(app, [kind, str(tmp_path / "ds"), "--out", str(out), "--no-progress"])
     named = f"{tmp_path / 'ds'}: " if err.value.of_items_file else ""
     assert res.exit_code == 1 and res.output == f"error: {named}{err.value}\n"
-    assert encode_all(ds, out, FeatureConfig(), which=("text", "image", "users"), progress=False) == out
-    assert not any(out.glob("*.npy"))
+    with pytest.raises(store.NothingToEncode, match="^dataset toy has nothing to encode: its items have no text or "
+                                                    "images"):
+        encode_all(ds, out, FeatureConfig(), which=("text", "image", "users"), progress=False)
+    assert not (tmp_path / "new").exists()
 
 
 def test_image_cache_that_is_a_file_is_named(tmp_path):

@@ -88,11 +88,25 @@ def test_encode_all_skips_all_empty_text_and_says_so(tmp_path, capsys):
     assert not has_item_text(ds, None) and blank_text_fields(ds, None) == ["title"]
     with pytest.raises(NothingToEncode, match="every item's text is empty: .*; nothing to encode"):
         encode_all(ds, tmp_path / "f", FeatureConfig(), which="text", progress=False)
-    out = encode_all(ds, tmp_path / "f", FeatureConfig(), which=("text", "image"), progress=False)
-    assert not (out / "text.npy").exists()
+    # among several kinds it is skipped, saying so, while a kind the dataset has is encoded (images here)
+    from PIL import Image
+
+    from features_helpers import TinyNet
+
+    Image.new("RGB", (20, 20), (90, 90, 90)).save(tmp_path / "a.png")
+    pictured = toy_dataset(BLANK.assign(image=[str(tmp_path / "a.png")] * len(BLANK)), [[0, 1], [1, 2]])
+    out = encode_all(pictured, tmp_path / "f", FeatureConfig(image_model=TinyNet()), which=("text", "image"),
+                     progress=False)
+    assert not (out / "text.npy").exists() and (out / "image.npy").exists()
     err = capsys.readouterr().err
     assert "text: every item's text is empty: the field item text is read from (title) is blank for all 3 items " \
            "of dataset toy" in err and "skipped" in err
+    # and without images, nothing to encode of either kind is one error, saying what the dataset lacks
+    with pytest.raises(NothingToEncode, match=r"^dataset toy has nothing to encode: its items' text field \(title\) is "
+                                              r"blank for every item, and they have no images; give the dataset an "
+                                              r"items file with text or images$"):
+        encode_all(ds, tmp_path / "g", FeatureConfig(), which=("text", "image"), progress=False)
+    assert not (tmp_path / "g").exists()
     # one item with a description is item text (partly empty: encoded, the empty ones counted)
     assert has_item_text(ds, "{title} {description}") is False
     one = BLANK.assign(description=["", "oak desk", None])

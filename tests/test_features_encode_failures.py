@@ -199,3 +199,59 @@ def test_llm_options_with_the_template_backend_are_refused(tmp_path, sub):
     res = CliRunner().invoke(app, [sub, "no-such-dataset", "--out", str(tmp_path / "f"), "--llm-model", "m",
                                    "--backend", "openai"])
     assert res.exit_code == 1 and "template backend" not in res.output and "no-such-dataset" in res.output
+
+
+# ---------------------------------------------------------------------------------------------- nothing to encode
+NOTHING = ("dataset ratings has nothing to encode: its items have no text or images (and user profiles are written "
+           "from item text); give the dataset an items file with text or images")
+
+
+def ratings_only(parent) -> "os.PathLike":
+    """A dataset folder of interactions alone (MovieLens' columns), no items file: no text, no images."""
+    data = parent / "ratings"
+    data.mkdir(parents=True)
+    rows = ["userId,movieId,rating,timestamp"] + [f"{u},{(u * 3 + j) % 8},4.0,{1000 + 10 * u + j}"
+                                                  for u in range(15) for j in range(6)]
+    (data / "interactions.csv").write_text("\n".join(rows) + "\n")
+    return data
+
+
+def test_encode_all_with_nothing_to_encode_is_one_error_and_makes_no_folder(tmp_path):
+    """It printed the profiles' "skipped" note and "features in feats/all2", exited 0 and left a folder holding
+    only its lock file, which `train --features feats/all2` refused, advising the `encode all` just run."""
+    data = ratings_only(tmp_path)
+    out = tmp_path / "feats" / "all2"
+    res = CliRunner().invoke(app, ["all", str(data), "--out", str(out)])  # progress on: still one line
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert res.output == f"error: {data}: {NOTHING}\n"
+    assert not (tmp_path / "feats").exists()  # neither the folder nor its parent made by this command
+
+
+def test_encode_all_with_nothing_to_encode_keeps_a_folder_that_was_there(tmp_path):
+    data = ratings_only(tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(app, ["all", str(data), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 1 and res.output == f"error: {data}: {NOTHING}\n"
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_train_on_a_folder_without_feature_files_advises_what_can_help(tmp_path, monkeypatch, capsys):
+    """`train --features DIR` of a folder with no feature file said "run `recgoat encode all`", which for a
+    dataset without item text or images encodes nothing: it says what the dataset lacks instead."""
+    from conftest import run_main
+
+    data = ratings_only(tmp_path)
+    (tmp_path / "empty").mkdir()
+    code, err = run_main(monkeypatch, capsys, "train", "--dataset", str(data), "--model", "vbpr", "--features",
+                         str(tmp_path / "empty"), "--out", str(tmp_path / "runs"))
+    assert code == 1 and "Traceback" not in err
+    assert err == (f"error: {tmp_path / 'empty'}: no feature files (text.npy, image.npy, profile.npy); {NOTHING}, "
+                   f"or train a model that reads no features\n")
+    # a dataset with item text: `recgoat encode all` is the way, told with the folder to fill
+    ds = shop(tmp_path)
+    with pytest.raises(DataError) as e:
+        load_features(ds, tmp_path / "empty")
+    assert str(e.value) == (f"{tmp_path / 'empty'}: no feature files (text.npy, image.npy, profile.npy); run "
+                            f"`recgoat encode all DATASET --out {tmp_path / 'empty'}` (or use --features auto)")

@@ -33,7 +33,7 @@ def test_a_listed_image_that_is_not_there_is_counted_and_shown_apart(tmp_path, c
     err = " ".join(capsys.readouterr().err.split())
     # the counts and the first example as before
     assert "5 without one (zero rows, mask False)" in err and "e.g. item i0: no image path" in err
-    assert f"; 1 of the 5 missing name an image that is not there, e.g. item i4: {absent}: file not found" in err
+    assert f"; 1 of the 5 missing names an image that is not there, e.g. item i4: {absent}: file not found" in err
     man = load_features(ds, tmp_path / "f").manifests["image"]
     assert man["images"] == {"ok": 1, "missing": 5, "unreadable": 0, "download_failed": 0}  # unchanged
 
@@ -53,4 +53,4 @@ def test_the_example_is_not_repeated_when_it_is_already_the_first(tmp_path, caps
     encode_all(ds, tmp_path / "f", FeatureConfig(image_model=TinyNet()), which=("image",), progress=False)
     err = " ".join(capsys.readouterr().err.split())
     assert f"e.g. item i0: {absent}: file not found" in err
-    assert err.count("file not found") == 1 and "1 of the 5 missing name an image that is not there" in err
+    assert err.count("file not found") == 1 and "1 of the 5 missing names an image that is not there" in err

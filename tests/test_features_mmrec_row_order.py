@@ -27,6 +27,7 @@ from recgoat.errors import DataError  # noqa: E402
 from recgoat.features import FeatureConfig, encode_all, export_mmrec, import_mmrec, load_features  # noqa: E402
 from recgoat.features.cli import app  # noqa: E402
 from recgoat.features.profiles import make_profiles  # noqa: E402
+from recgoat.features.store import NothingToEncode  # noqa: E402
 
 runner = CliRunner()
 
@@ -115,8 +116,8 @@ def test_an_item_missing_from_the_mapping_is_refused_naming_it(tmp_path):
     mmrec_features(tmp_path / "mm", [f"i{i}" for i in range(11)] + ["i99"])  # i11 is not in MMRec's catalogue
     res = runner.invoke(app, ["import-mmrec", str(tmp_path / "mm"), str(tmp_path / "gen"), "--out", str(tmp_path / "f")])
     assert res.exit_code == 1
-    assert res.output == (f"error: {tmp_path / 'mm' / 'i_id_mapping.csv'}: 1 of the 12 items of dataset gen are not in "
-                          "it (e.g. 'i11'), so their rows of text_feat.npy and image_feat.npy cannot be found: the "
+    assert res.output == (f"error: {tmp_path / 'mm' / 'i_id_mapping.csv'}: 1 of the 12 items of dataset gen is not in "
+                          "it (e.g. 'i11'), so its rows of text_feat.npy and image_feat.npy cannot be found: the "
                           "features describe another catalogue\n")
     assert not (tmp_path / "f").exists()
 
@@ -281,12 +282,20 @@ def test_encode_users_without_item_text_is_one_error(tmp_path):
 
 
 def test_encode_all_without_item_text_skips_the_profiles_and_says_so(tmp_path, capsys):
-    raw_catalogue(tmp_path / "gen")
-    ds = load(str(tmp_path / "gen"))
-    encode_all(ds, tmp_path / "f", FeatureConfig(), progress=False)
+    """Among kinds the dataset has (images here), profiles without item text are skipped, saying why."""
+    from PIL import Image
+
+    from features_helpers import TinyNet
+
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["", " ", ""], "image": [str(tmp_path / "a.png")] * 3})
+    ds = toy_dataset(items, [[0, 1], [1, 2]])
+    encode_all(ds, tmp_path / "f", FeatureConfig(image_model=TinyNet()), progress=False)
+    assert (tmp_path / "f" / "image.npy").exists()
     assert not (tmp_path / "f" / "profile.npy").exists() and not (tmp_path / "f" / "profiles.jsonl").exists()
-    err = capsys.readouterr().err
-    assert "users: dataset gen has no item text: a user profile written from item ids alone says nothing" in err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "users: dataset toy has no item text (its text field title blank for every item): a user profile " \
+           "written from item ids alone says nothing" in err
     with pytest.raises(DataError, match="no item text"):  # the profile stage itself refuses it too
         make_profiles(ds, FeatureConfig(), tmp_path / "p.jsonl")
 
@@ -300,8 +309,10 @@ def test_profiles_an_older_recgoat_wrote_from_item_ids_are_removed(tmp_path, cap
     (out / "profile.json").write_text(json.dumps({"kind": "users", "rows": ds.n_users, "dim": 6,
                                                   "dataset_fingerprint": ds.fingerprint()}))
     load_features(ds, out)  # readable: a model would have read them
-    # with another kind: asked for alone, users are refused ("nothing to encode") before anything is touched
-    encode_all(ds, out, FeatureConfig(), which=("text", "users"), progress=False)
+    # with another kind: asked for alone, users are refused ("nothing to encode") before anything is touched;
+    # with text, which it has neither, the folder's stale profiles are removed, then nothing to encode is the error
+    with pytest.raises(NothingToEncode, match=r"^.*: dataset gen has nothing to encode: its items have no text "):
+        encode_all(ds, out, FeatureConfig(), which=("text", "users"), progress=False)
     assert not (out / "profile.npy").exists() and not (out / "profile.json").exists()
     assert f"users: removed {out / 'profile.npy'}: its profiles were written from item ids" in capsys.readouterr().err
 

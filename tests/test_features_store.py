@@ -357,7 +357,7 @@ def test_url_images_and_dataset_without_images(tmp_path, capsys):
         capsys.readouterr()
         encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, download_retries=0), which=("image",))
         said = " ".join(capsys.readouterr().err.split())  # rich wraps lines at the terminal's width
-        assert "; 1 image downloads had failed: --force retries them" in said
+        assert "; 1 image download had failed: --force retries them" in said
         gone.clear()
         encode_all(ds, tmp_path, FeatureConfig(image_model=TINY, download_retries=0), which=("image",),
                    progress=False, force=True)

@@ -106,6 +106,47 @@ def test_export_fingerprint_message_is_load_features_message(tmp_path):
     assert "the data changed since encoding; re-run `recgoat encode text`" in loaded
     assert error(lambda: export_mmrec(out, tmp_path / "x", other)) == loaded.replace("re-run", "not exported: re-run")
 
+    assert "encoded for dataset" not in loaded  # the same dataset: its data changed, as the store said
+
+
+def test_features_of_another_dataset_are_named_as_such_not_as_changed_data(tmp_path):
+    """Features encoded for ml100k-mm loaded with ml-latest-small said "the data changed since encoding; re-run
+    `recgoat encode text`": nothing changed, it is another dataset, and re-encoding would overwrite its features."""
+    import dataclasses
+
+    from recgoat.features.loading import FingerprintMismatch
+
+    ds, out = encoded(tmp_path)
+    other = dataclasses.replace(toy(images=True), name="ml-latest-small")
+    with pytest.raises(FingerprintMismatch) as e:
+        load_features(other, out)
+    fp, this = json.loads((out / "text.json").read_text())["dataset_fingerprint"], other.fingerprint()
+    assert str(e.value) == (f"{out / 'text.json'}: features encoded for dataset toy, not for dataset ml-latest-small "
+                            f"(dataset fingerprint {fp}, this dataset's is {this}): encode dataset ml-latest-small's "
+                            f"own features, `recgoat encode all ml-latest-small --out DIR` (or use --features auto)")
+    assert e.value.other_dataset and "data changed" not in str(e.value)
+    assert error(lambda: export_mmrec(out, tmp_path / "x", other)) == \
+        str(e.value).replace(": encode dataset", ": not exported: encode dataset")
+
+
+def test_a_run_preparing_the_data_its_own_way_names_another_datasets_features_too(tmp_path):
+    """`train --set data.seed=7` replaced the store's advice with "prepare the data once with them": of no help
+    for another dataset's features."""
+    import dataclasses
+
+    from recgoat.config import load_config
+    from recgoat.training.run import load_side_features
+
+    ds, out = encoded(tmp_path)
+    cfg = load_config(None, ["data.name=ml-latest-small", "data.seed=7", "model.name=vbpr"])
+    other = dataclasses.replace(toy(images=True), name="ml-latest-small")
+    msg = error(lambda: load_side_features(other, str(out), cfg))
+    assert "features encoded for dataset toy, not for dataset ml-latest-small" in msg and "prepare" not in msg
+    changed = toy(images=True)
+    changed.items.loc[0, "title"] = "changed"  # the same dataset's data changed: the run's own advice, as before
+    assert "`recgoat encode` prepares the data with the default options" in \
+        error(lambda: load_side_features(changed, str(out), cfg))
+
 
 @pytest.mark.parametrize("edit, problem", [
     ("int", "text.npy: dtype int64 is not floating point"),

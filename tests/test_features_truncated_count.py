@@ -108,3 +108,19 @@ def test_chunks_checkpointed_without_a_count_are_counted_by_the_store(ds, tokeni
     assert read_json(out / "text.json")["truncated_texts"] == 3
     assert capsys.readouterr().err.count(LINE) == 1
     assert sorted(tokenized) == [1, 2, 2]  # the last chunk while encoding, the two resumed ones by the store
+
+
+def test_one_cut_text_is_said_in_the_singular(tmp_path, capsys) -> None:
+    """"1 of the 3 item texts are longer…" and "1 texts cut…": a count of 1 takes the singular, in the store's
+    note, the summary line of `recgoat encode` and the encoder's own warning (which the store still hides)."""
+    from recgoat.features.cli import _summary
+
+    items = pd.DataFrame({"item_id": list("abc"), "title": [LONG, "a short title", "short again"]})
+    one = toy_dataset(items, [[0, 1], [1, 2], [0, 2]])
+    encode(one, tmp_path / "f")  # warnings are errors: the encoder's singular warning is filtered as its plural
+    assert capsys.readouterr().err.count("text: 1 of the 3 item texts is longer than the text model's 256-token "
+                                         "limit: it reads its start only") == 1
+    _summary(tmp_path / "f", ("text",))
+    assert "; 1 text cut at the text model's token limit" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match=r"^1 of the 2 texts is longer than the text model's 256-token limit"):
+        text_mod.TextEncoder().encode([LONG, "short"])

@@ -191,9 +191,12 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
             if kinds is None:  # the dataset did not load: the cell loop reports that as its failure
                 continue
             if not kinds and spec.features == "auto":  # no folder to fill: the data has nothing to encode
+                from recgoat.features.store import NOTHING_TO_ENCODE_FIX, what_it_lacks
+
+                # the wording of `encode all` and `train --features auto` (loaded above, for its kinds)
+                lacks = what_it_lacks(_load_cached(spec, cell.split_seed, data_cache))
                 problems.append(f"dataset {label}: model {model.key!r} needs features but `features: auto` encodes "
-                                f"none for it: its items have no text or images (and user profiles are written "
-                                f"from item text); give the dataset an items file with text or images")
+                                f"none for it: {lacks}; {NOTHING_TO_ENCODE_FIX}")
                 continue
             if not kinds:
                 problems.append(f"dataset {label}: model {model.key!r} needs features but its feature folder "

@@ -55,15 +55,15 @@ def encode_auto(dataset, folder: str | Path, progress: bool = True, which: tuple
     rule: one writer per feature folder)."""
     from recgoat.errors import DataError
     from recgoat.features.mmrec_io import import_mmrec
-    from recgoat.features.store import FEATURE_FILES, KINDS, FeatureConfig, encode_all, load_features
+    from recgoat.features.store import (FEATURE_FILES, KINDS, NOTHING_TO_ENCODE_FIX, FeatureConfig, encode_all,
+                                        load_features, what_it_lacks)
 
     if not encodable_kinds(dataset, profiles=False):
         # said before the lock makes the folder: "encode all" would make nothing, and load_features then said
         # "no feature files; run `recgoat encode all`", which had just run
-        raise DataError(folder, f"`features: auto` has nothing to encode for dataset {dataset.name}: its items have "
-                                "no text or images (and user profiles are written from item text); give the "
-                                "dataset an items file with text or images, or leave out --features auto (a model "
-                                "that reads no features, or RecGOAT on IDs alone)")
+        raise DataError(folder, f"`features: auto` has nothing to encode for dataset {dataset.name}: "
+                                f"{what_it_lacks(dataset)}; {NOTHING_TO_ENCODE_FIX}, or leave out --features auto "
+                                f"(a model that reads no features, or RecGOAT on IDs alone)")
     check_folder_path(Path(folder), "the feature output must be a folder")  # before the lock makes it
     with folder_lock(folder, on_wait) if on_wait is not None else nullcontext():
         if mmrec_feature_kinds(dataset):

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from recgoat.errors import ConfigError, DataError, RecGOATError
+from recgoat.features.words import plural
 
 app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
                   no_args_is_help=True, add_completion=False)
@@ -161,9 +162,9 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
             continue
         line = f"{kind}: {m.get('rows')} x {m.get('dim')} ({m.get('encoder')})"
         if kind == "text" and m.get("empty_texts"):  # these rows all get the empty string's embedding
-            line += f"; {m['empty_texts']} item{'' if m['empty_texts'] == 1 else 's'} with no text"
+            line += f"; {plural(m['empty_texts'], 'item')} with no text"
         if m.get("truncated_texts"):  # the model read only their first max_seq_length tokens
-            line += f"; {m['truncated_texts']} texts cut at the text model's token limit"
+            line += f"; {plural(m['truncated_texts'], 'text')} cut at the text model's token limit"
         if kind == "image":
             line += f"; images {m.get('images')}"
         if kind == "users":
@@ -171,7 +172,8 @@ def _summary(folder: Path, which: tuple[str, ...]) -> None:
                 f" profiles by {m.get('profile_backend')}:{m.get('llm_model')}"
             stats = m.get("profiles") if isinstance(m.get("profiles"), dict) else {}
             if stats.get("cache_records_not_used"):  # another prompt version, model or server: asked again
-                line += (f"; {stats['cache_records_not_used']} lines of {m.get('profiles_file', 'profiles.jsonl')} "
+                line += (f"; {plural(stats['cache_records_not_used'], 'line')} of "
+                         f"{m.get('profiles_file', 'profiles.jsonl')} "
                          "(another prompt, model or server) not used")
         typer.echo(line)
     typer.echo(f"features in {folder}")

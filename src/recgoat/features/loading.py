@@ -86,10 +86,12 @@ def read_manifest(path: Path) -> dict:
 class FingerprintMismatch(DataError):
     """A feature file made for another dataset fingerprint: ``mismatch`` says whose and which, apart from the
     store's advice (re-encode), which callers that know the cause replace (a run preparing the data with options of
-    its own, a benchmark given another dataset's folder) without parsing the message."""
+    its own, a benchmark given another dataset's folder) without parsing the message. ``other_dataset``: the
+    manifest names another dataset than the one loading it (not the same one's data changed since encoding)."""
 
-    def __init__(self, path: str | Path, mismatch: str, advice: str):
+    def __init__(self, path: str | Path, mismatch: str, advice: str, other_dataset: bool = False):
         self.mismatch = mismatch
+        self.other_dataset = other_dataset
         super().__init__(path, f"{mismatch}: {advice}")
 
 
@@ -156,7 +158,7 @@ def as_feature_matrix(path: Path, arr: np.ndarray, rows: int | None = None, who:
 
 def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, refused: str = "",
                     mmap: bool = False, rows_from_manifest: bool = False,
-                    ids: Any = None) -> tuple[np.ndarray, dict]:
+                    ids: Any = None, name: str | None = None) -> tuple[np.ndarray, dict]:
     """``kind``'s matrix in ``folder`` as float32, and its manifest, both checked; else a DataError naming
     the file. The one check behind load_features, export_mmrec and the encoder's "up to date", so a matrix
     one of them refuses is refused (or re-made) by all.
@@ -166,7 +168,8 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
     before the advice of a fingerprint error (export's "not exported: "). ``rows_from_manifest`` (export
     without a dataset): with ``rows`` None, the manifest's own row count (an int) is the one expected, read
     from the manifest checked here rather than from a second read of it. ``ids`` (the dataset's, one per
-    row) name the first non-finite row's id."""
+    row) name the first non-finite row's id. ``name``: the dataset's name, for a fingerprint refusal of features
+    whose manifest names another dataset (told as such, not as "the data changed since encoding")."""
     who = "user" if kind == "users" else "item"
     arr_path, man_path = folder / f"{_FILE[kind]}.npy", folder / f"{_FILE[kind]}.json"
     # no manifest: a replacement cut short (write_matrix drops it first) or a file put there by hand
@@ -178,8 +181,16 @@ def _checked_matrix(folder: Path, kind: str, fp: str | None, rows: int | None, r
         raise DataError(man_path, f"is the manifest of {man.get('kind')} features ({man.get('file')}), "
                                   f"not of {arr_path.name}: files copied in their place; re-run `recgoat encode`")
     if fp is not None and man.get("dataset_fingerprint") != fp:
+        made_for = man.get("dataset")
+        if name is not None and isinstance(made_for, str) and made_for and made_for != name:
+            # another dataset altogether: nothing changed, and re-encoding this folder would overwrite its features
+            raise FingerprintMismatch(man_path, f"features encoded for dataset {made_for}, not for dataset {name} "
+                                                f"(dataset fingerprint {man.get('dataset_fingerprint')}, this "
+                                                f"dataset's is {fp})",
+                                      f"{refused}encode dataset {name}'s own features, `recgoat encode all {name} "
+                                      f"--out DIR` (or use --features auto)", other_dataset=True)
         raise FingerprintMismatch(man_path, f"made for dataset fingerprint {man.get('dataset_fingerprint')} "
-                                            f"({man.get('dataset')}), but this dataset's is {fp}",
+                                            f"({made_for}), but this dataset's is {fp}",
                                   f"the data changed since encoding; {refused}re-run `recgoat encode {kind}`")
     if rows is None and rows_from_manifest and type(man.get("rows")) is int:
         rows = man["rows"]
@@ -227,7 +238,7 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
                             ("users", "profile", dataset.user_ids)):
         if not (folder / f"{_FILE[kind]}.npy").exists():
             continue
-        arr, man = _checked_matrix(folder, kind, fp, len(ids), ids=ids)
+        arr, man = _checked_matrix(folder, kind, fp, len(ids), ids=ids, name=dataset.name)
         setattr(feats, attr, arr)
         feats.manifests[attr] = man
     if feats.image is not None:
@@ -239,5 +250,17 @@ def load_features(dataset: Dataset, folder: str | Path) -> Features:
             raise DataError(folder, f"{none}, but MMRec's {' and '.join(mmrec)}: import them first, `recgoat "
                                     f"encode import-mmrec {folder} DATASET --out FEATURES`, then give --features "
                                     f"FEATURES")
-        raise DataError(folder, f"{none}; run `recgoat encode all`")
+        raise DataError(folder, f"{none}; {_encode_advice(dataset, folder)}")
     return feats
+
+
+def _encode_advice(dataset: Dataset, folder: Path) -> str:
+    """What fills a feature folder with none of its files for ``dataset``: `recgoat encode all` where the dataset
+    has something to encode, else what it lacks (the wording of `encode all`'s own refusal). Why: the advice was
+    `recgoat encode all` always, which for a dataset without item text or images encodes nothing."""
+    from recgoat.features.store import NOTHING_TO_ENCODE_FIX, nothing_encodable, what_it_lacks
+
+    if nothing_encodable(dataset) is None:
+        return f"run `recgoat encode all DATASET --out {folder}` (or use --features auto)"
+    return (f"dataset {dataset.name} has nothing to encode: {what_it_lacks(dataset)}; {NOTHING_TO_ENCODE_FIX}, or "
+            f"train a model that reads no features")

@@ -22,6 +22,7 @@ from recgoat.datasets.mmrec import MAPPING_FILES as MMREC_MAPPINGS, read_mapping
 from recgoat.errors import DataError, RecGOATError
 from recgoat.features.loading import _FILE, _checked_matrix, as_feature_matrix, load_array, read_manifest
 from recgoat.features.store import _key, _locked_output, _manifest, _writing_into, save_array, write_matrix
+from recgoat.features.words import agree, plural
 from recgoat.io import atomic_path, read_json
 
 
@@ -175,8 +176,9 @@ def _export_rows(dest: Path, ids: np.ndarray, folder: Path) -> tuple[np.ndarray 
                               f"the feature files, and the items of {folder} are not numbered so (e.g. "
                               f"{str(ids[0])!r}); add the folder's {MMREC_MAPPING}, or export into another folder")
     if len(lost):
-        raise DataError(dest / MMREC_MAPPING, f"{len(lost)} of its {len(by_row)} items have no row in the features "
-                                              f"of {folder} (e.g. {str(by_row[lost[0]])!r}): they were made for another "
+        raise DataError(dest / MMREC_MAPPING, f"{len(lost)} of its {plural(len(by_row), 'item')} "
+                                              f"{agree(len(lost), 'has', 'have')} no row in the features of {folder} "
+                                              f"(e.g. {str(by_row[lost[0]])!r}): they were made for another "
                                               f"catalogue")
     return rows, False
 
@@ -229,7 +231,8 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
         rows = dataset.n_items if dataset is not None else None  # no dataset: the manifest's row count
         # `encode image --mmrec` exported a text.npy left from another dataset (or older data) beside it
         arr, man = _checked_matrix(folder, kind, fp, rows, "not exported: ", rows_from_manifest=True,
-                                   ids=dataset.item_ids if dataset is not None else None)
+                                   ids=dataset.item_ids if dataset is not None else None,
+                                   name=dataset.name if dataset is not None else None)
         todo.append((dest / name, arr))
         fps.add(man.get("dataset_fingerprint"))
         mans.append(man)
@@ -251,14 +254,15 @@ def export_mmrec(folder: str | Path, dest: str | Path, dataset: Dataset | None =
                 if on_notice is not None:
                     on_notice(f"{folder}: {why}; its rows are the items of {how}")
         if len({arr.shape[0] for _, arr in todo} | {len(ids)}) != 1:
-            raise DataError(folder / ITEM_IDS_FILE, f"records {len(ids)} items, but {names} hold "
+            raise DataError(folder / ITEM_IDS_FILE, f"records {plural(len(ids), 'item')}, but {names} hold "
                                                     f"{', '.join(str(a.shape[0]) for _, a in todo)} rows; "
                                                     f"re-run `recgoat encode`")
         order, write_mapping = _export_rows(dest, ids, folder)
         empty = np.flatnonzero(np.asarray(ids).astype(str) == "")
         if write_mapping and len(empty):  # load_mmrec and import_mmrec refuse an empty original id
-            raise DataError(dest / MMREC_MAPPING, f"{len(empty)} item id(s) are empty (first at row {empty[0]}): "
-                                                  f"MMRec's mapping cannot hold an empty id")
+            raise DataError(dest / MMREC_MAPPING, f"{plural(len(empty), 'item id')} {agree(len(empty), 'is', 'are')} "
+                                                  f"empty (first at row {empty[0]}): MMRec's mapping cannot hold an "
+                                                  f"empty id")
     with _writing_into(dest, "the export destination"):
         if write_mapping:
             # the old mapping goes first, the new one comes last: a run killed between leaves rows without a
@@ -309,9 +313,10 @@ def import_mmrec(dataset: Dataset, src: str | Path, out_dir: str | Path) -> Path
         order = _rows_by_id(ids, mapping)
         lost = np.flatnonzero(order < 0)
         if len(lost):
-            raise DataError(src / MMREC_MAPPING, f"{len(lost)} of the {len(ids)} items of dataset {dataset.name} "
-                                                 f"are not in it (e.g. {str(ids[lost[0]])!r}), so their rows of {names} "
-                                                 f"cannot be found: the features describe another catalogue")
+            raise DataError(src / MMREC_MAPPING, f"{len(lost)} of the {plural(len(ids), 'item')} of dataset "
+                                                 f"{dataset.name} {agree(len(lost), 'is', 'are')} not in it (e.g. "
+                                                 f"{str(ids[lost[0]])!r}), so {agree(len(lost), 'its', 'their')} rows "
+                                                 f"of {names} cannot be found: the features describe another catalogue")
         how = {"by": MMREC_MAPPING, "mapping": str((src / MMREC_MAPPING).resolve()), "file_rows": len(mapping)}
     elif numbered:
         order = by_number

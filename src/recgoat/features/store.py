@@ -36,6 +36,7 @@ import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
+from recgoat.features.words import agree, plural
 # reading and checking matrices lives in loading.py; its public names stay importable from here, where they were
 from recgoat.features.loading import (_FILE, FEATURE_FILES, FeatureMatrixError, Features, _checked_mask,
                                       _checked_matrix, as_feature_matrix, check_feature_matrix, load_array,
@@ -639,12 +640,62 @@ def nothing_to_encode(dataset: Dataset, kind: str, template: str | None = None) 
         folder = Path(str(dataset.info.get("source") or "")) / "images"
         pictures = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")) \
             if folder.is_dir() else []
-        found = f"; its images/ folder holds {len(pictures)} picture(s) (e.g. {pictures[0]!r}) but none is named " \
-                f"after an item id (e.g. '{dataset.item_ids[0]}.jpg')" if pictures else ""
+        found = f"; its images/ folder holds {plural(len(pictures), 'picture')} (e.g. {pictures[0]!r}) but none is " \
+                f"named after an item id (e.g. '{dataset.item_ids[0]}.jpg')" if pictures else ""
         return NothingToEncode(dataset.info.get("source"), f"dataset {dataset.name} has no item images (an images/ "
                                                            f"folder or an image column in the items table){found}; "
                                                            f"nothing to encode")
     return None
+
+
+#: why profiles made for this very data are removed when its items have no text (:meth:`_Session.drop_stale`)
+PROFILES_FROM_IDS = "its profiles were written from item ids"
+
+#: the way out of :func:`what_it_lacks`: what would give the dataset features to encode
+NOTHING_TO_ENCODE_FIX = "give the dataset an items file with text or images"
+
+
+def what_it_lacks(dataset: Dataset, kinds: tuple[str, ...] | list[str] = KINDS, template: str | None = None) -> str:
+    """What ``dataset`` lacks to have any of ``kinds`` (``text``, ``image``, ``users``) encoded, as the middle of a
+    "nothing to encode" error (``its items have no text or images (…)``); meant for a dataset
+    :func:`nothing_encodable` finds nothing in. The one wording of `recgoat encode all` with nothing to encode,
+    ``features: auto``'s refusal and `train --features`' advice on a folder with no feature files.
+
+    An MMRec folder's own ``text_feat.npy`` / ``image_feat.npy`` (which the encoders do not read) are named with
+    the command that imports them."""
+    from recgoat.datasets.mmrec import FEATURE_FILES as MMREC_FILES, mmrec_feature_kinds
+
+    kinds = tuple(dict.fromkeys(kinds))
+    lacks = [k for k in ("text", "image") if k in kinds or (k == "text" and "users" in kinds)]
+    blank = blank_text_fields(dataset, template) if "text" in lacks else None
+    what = f"its items have no {' or '.join('images' if k == 'image' else 'text' for k in lacks)}"
+    if blank is not None:  # text columns, every one blank: said as such, not as "no text"
+        several = len(blank) > 1
+        what = (f"its items' text field{'s' if several else ''} ({', '.join(blank)}) {'are' if several else 'is'} "
+                f"blank for every item" + (", and they have no images" if "image" in lacks else ""))
+    if "users" in kinds:
+        what += " (and user profiles are written from item text)"
+    imported = mmrec_feature_kinds(dataset)
+    if imported:  # e.g. `encode all` on an MMRec folder: its own matrices come in by import, not by encoding
+        files = " and ".join(MMREC_FILES[k] for k in imported if k in MMREC_FILES)
+        what += (f"; its own {files} {'are' if ' and ' in files else 'is'} imported by `recgoat encode import-mmrec "
+                 f"{dataset.info.get('source')} {dataset.name} --out DIR` (or `--features auto`)")
+    return what
+
+
+def nothing_encodable(dataset: Dataset, kinds: tuple[str, ...] | list[str] = KINDS,
+                      template: str | None = None) -> NothingToEncode | None:
+    """The error of :func:`encode_all` asked for several ``kinds`` of which ``dataset`` has none to encode (by
+    :func:`nothing_to_encode`, kind by kind), naming what it lacks (:func:`what_it_lacks`); None when it has one.
+
+    Why: `recgoat encode all` on a dataset without item text or images skipped every kind, said "features in
+    DIR", exited 0 and left DIR holding only its lock file, which `train --features DIR` then refused, advising
+    the very `recgoat encode all` that had just "succeeded"."""
+    if any(nothing_to_encode(dataset, k, template) is None for k in dict.fromkeys(kinds)):
+        return None
+    return NothingToEncode(dataset.info.get("source"), f"dataset {dataset.name} has nothing to encode: "
+                                                       f"{what_it_lacks(dataset, kinds, template)}; "
+                                                       f"{NOTHING_TO_ENCODE_FIX}")
 
 
 # ---------------------------------------------------------------------------------------------- encoders
@@ -697,8 +748,8 @@ class _Session:
                 return
             first = ", ".join(f"row {start + r} ({who} {ids[start + r]})" for r in bad[:5])
             raise FeatureError(
-                f"{kind}: the encoder {encoder} produced NaN or inf features for {len(bad)} of the {len(x)} "
-                f"{who}s in rows {start}-{start + len(x) - 1} (first: {first}); refused before writing "
+                f"{kind}: the encoder {encoder} produced NaN or inf features for {len(bad)} of the "
+                f"{plural(len(x), who)} in rows {start}-{start + len(x) - 1} (first: {first}); refused before writing "
                 f"{self.out / (_FILE[kind] + '.npy')}. Chunks already done are kept in "
                 f"{self.out / '.partial' / f'{kind}-{key}'} and reused on the next run (not with --force); "
                 f"check the model "
@@ -718,19 +769,20 @@ class _Session:
         with self.rep.task(label, len(texts)) as tick, warnings.catch_warnings():
             # the encoder's own warning counts one chunk and points into this file: the count over every text
             # is said below and recorded in the manifest instead
-            warnings.filterwarnings("ignore", message=r"\d+ of the \d+ texts are longer than the text model")
+            warnings.filterwarnings("ignore", message=r"\d+ of the \d+ texts? (is|are) longer than the text model")
             arrays, metas = _chunked(self.checkpoints(f"{kind}-{ckpt}"), len(texts), self.config.chunk_size,
                                      lambda a, b: _encode_counting(enc, texts[a:b], tick), tick,
                                      self.finite_check(kind, ckpt, enc.name))
         # over every text, chunks resumed from .partial/ included (not encoded now): recorded in the manifest
         self.truncated[kind] = cut = _truncated_total(enc, texts, metas)
         if cut:
-            what = {"text": "item texts", "users": "profiles"}[kind]
+            what = {"text": "item text", "users": "profile"}[kind]
             # the CLI option beside the config key: a command-line user was told only the Python field name
             knob = {"text": "max_chars (--max-chars)", "users": "profile_char_budget (--char-budget)"}[kind]
-            self.rep.say(f"{kind}: {cut} of the {len(texts)} {what} are longer than the text model's "
-                         f"{getattr(enc, 'max_seq_length', None)}-token limit: it reads their start only "
-                         f"(lower {knob}, or use a model with a longer limit)", always=True)
+            self.rep.say(f"{kind}: {cut} of the {plural(len(texts), what)} {agree(cut, 'is', 'are')} longer than "
+                         f"the text model's {getattr(enc, 'max_seq_length', None)}-token limit: it reads "
+                         f"{agree(cut, 'its', 'their')} start only (lower {knob}, or use a model with a longer limit)",
+                         always=True)
         return arrays["x"].astype(np.float32, copy=False)
 
     def finish(self, kind: str, key: str, arr: np.ndarray, manifest: dict,
@@ -853,7 +905,7 @@ class _Session:
                                                 max_chars=cfg.max_chars, empty_texts=empty,
                                                 truncated_texts=self.truncated.get("text"),
                                                 example_text=texts[0] if texts else "", content_key=content))
-        self.rep.say(f"text: {arr.shape[0]} items x {arr.shape[1]} -> {self.out / 'text.npy'}")
+        self.rep.say(f"text: {plural(arr.shape[0], 'item')} x {arr.shape[1]} -> {self.out / 'text.npy'}")
 
     # -------------------------------------------------------------------------------------- image
     def image_paths(self, sources: list[str | None]) -> tuple[list[str | None], dict[int, str]]:
@@ -924,7 +976,7 @@ class _Session:
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
             failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
-                         + (f"; {failed} image downloads had failed: --force retries them" if failed else ""))
+                         + (f"; {plural(failed, 'image download')} had failed: --force retries them" if failed else ""))
             return
         if self.keeps_imported("image"):
             return
@@ -980,7 +1032,8 @@ class _Session:
         # a catalogue where most items have none, a broken path hid among them (missing 339, e.g. "no image path")
         absent = {i: v for i, v in missing.items() if v != NO_IMAGE_GIVEN}
         listed = "" if not absent or len(absent) == len(missing) else (
-            f"; {len(absent)} of the {len(missing)} missing name an image that is not there"
+            f"; {len(absent)} of the {len(missing)} missing {agree(len(absent), 'names', 'name')} an image that is "
+            f"not there"
             + ("" if min(missing) in absent else f", e.g. {named(absent)[0]}"))  # else the example above is one
         self.rep.say(f"image: {counts['ok']}/{ds.n_items} items with an image x {arr.shape[1]} -> "
                      f"{self.out / 'image.npy'}" + (f"; {bad} without one (zero rows, mask False): "
@@ -998,7 +1051,7 @@ class _Session:
         if no_text is not None:
             # as text is skipped without item text; said always: models then get no profile branch
             self.rep.say(f"users: {no_text}; skipped (to have profiles, {NO_TEXT_FIX})", always=True)
-            self.drop_stale("users", even_for_this_data="its profiles were written from item ids")
+            self.drop_stale("users", even_for_this_data=PROFILES_FROM_IDS)
             return
         backend_spec = {"backend": cfg.profile_backend, "prompt": PROMPT_VERSION, "budget": cfg.profile_char_budget}
         if cfg.profile_backend == "template":
@@ -1027,7 +1080,8 @@ class _Session:
             profiles_file="profiles.jsonl", example_answer=run.answers[0] if run.answers else "",
             truncated_texts=self.truncated.get("users")))
         made = "TEMPLATE-MADE (no LLM) " if template_made else ""
-        self.rep.say(f"users: {made}profiles for {ds.n_users} users ({run.stats}) -> {self.out / 'profile.npy'}")
+        self.rep.say(f"users: {made}profiles for {plural(ds.n_users, 'user')} ({run.stats}) -> "
+                     f"{self.out / 'profile.npy'}")
 
 
 def _count_truncated(encoder: Any, texts: list[str]) -> int | None:
@@ -1074,9 +1128,11 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
 
     One kind asked for alone that the dataset has nothing of (no item images for ``which="image"``) is the
     :class:`NothingToEncode` error of :func:`nothing_to_encode`, raised before ``out_dir`` is made, as `recgoat
-    encode image` says it; among several kinds it is skipped, saying so (`encode all`: whatever the dataset has).
-    ``skip_absent``: skipped even alone (``features: auto``, which imports an MMRec folder's own matrices first and
-    refuses "nothing to encode" itself).
+    encode image` says it; among several kinds it is skipped, saying so (`encode all`: whatever the dataset has),
+    unless the dataset has none of them: then that is the error (:func:`nothing_encodable`), raised before
+    ``out_dir`` is made, or, into a folder that was there, once the matrices no encode of this dataset replaces
+    are removed from it (as each kind's skip removes them). ``skip_absent``: skipped even alone (``features: auto``,
+    which imports an MMRec folder's own matrices first and refuses "nothing to encode" itself).
 
     ``reuse_beside``: a folder of feature folders (``features: auto``'s ``<out>/features``); item text and image
     matrices one of them made of the same content for other data (another split) are copied, not encoded again
@@ -1089,16 +1145,26 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     unknown = [w for w in which if w not in KINDS]
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
+    out = Path(out_dir)
     if len(set(which)) == 1 and not skip_absent:
         absent = nothing_to_encode(dataset, which[0], config.text_template)
         if absent is not None:  # before the lock makes the folder
             raise absent
-    out = Path(out_dir)
+    # several kinds, none of which the dataset has: one error too, not a "success" that wrote nothing
+    nothing = None if skip_absent else nothing_encodable(dataset, which, config.text_template)
+    if nothing is not None and not out.is_dir():
+        raise nothing  # before the lock makes the folder
     # one writer per feature folder: two encodes would share .partial/ checkpoints and manifests
     with _writing_into(out, "the feature output"), _locked_output(out):
         with _Reporter(progress) as rep:
             session = _Session(dataset, out, config, rep, force,
                                None if reuse_beside is None else Path(reuse_beside))
+            if nothing is not None:
+                # a folder that was there: the matrices no encode of this dataset replaces are removed (as each
+                # kind's skip does), then the error; the folder and what it holds for this data are kept
+                for kind in which:
+                    session.drop_stale(kind, even_for_this_data=PROFILES_FROM_IDS if kind == "users" else None)
+                raise nothing
             if "text" in which:
                 session.encode_text()
             if "image" in which:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from recgoat.errors import ConfigError
 from recgoat.features.device import check_device
+from recgoat.features.words import agree, plural
 from recgoat.strict import is_int
 
 DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -361,9 +362,10 @@ class TextEncoder:
         if truncated and not self._warned_truncation:
             # once per encoder: the feature store calls encode per chunk, and one line per chunk is noise
             self._warned_truncation = True
-            warnings.warn(f"{truncated} of the {len(texts)} texts are longer than the text model's "
-                          f"{self.max_seq_length}-token limit: the model reads their first {self.max_seq_length} "
-                          f"tokens only (lower max_chars, or use a model with a longer limit); warned once, "
+            warnings.warn(f"{truncated} of the {plural(len(texts), 'text')} {agree(truncated, 'is', 'are')} longer "
+                          f"than the text model's {self.max_seq_length}-token limit: the model reads "
+                          f"{agree(truncated, 'its', 'their')} first {self.max_seq_length} tokens only "
+                          f"(lower max_chars, or use a model with a longer limit); warned once, "
                           f"TextEncoder.truncated_texts counts all", stacklevel=2)
         return out
 

@@ -54,7 +54,7 @@ def load_side_features(dataset: Dataset, folder: str | None, cfg: RunConfig | No
         return load_features(dataset, folder)
     except FingerprintMismatch as e:
         given = {k: getattr(cfg.data, k) for k in PREPARE_OPTIONS if k in cfg.data.model_fields_set} if cfg else {}
-        if not given:
+        if not given or e.other_dataset:  # another dataset's features: preparing this one otherwise cannot help
             raise
         # `encode` prepares the data with the default options, so re-running it (the advice) fails the same way
         opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items() if k != "ratios")

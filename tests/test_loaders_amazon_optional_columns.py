@@ -85,7 +85,7 @@ def test_2023_lines_skipped_keep_their_millisecond_conversion_and_line_numbers(t
             {"user_id": "U4", "parent_asin": "P2", "rating": "x", "timestamp": ms}]  # line 4: bad rating
     path = _write(tmp_path / "Baby_Products.jsonl", [json.dumps(r) for r in recs])
     # a bad value on a line after a skipped one is still refused, naming its own line
-    with pytest.raises(DataError, match=r"Baby_Products\.jsonl: 1 reviews have a non-numeric or NaN rating "
+    with pytest.raises(DataError, match=r"Baby_Products\.jsonl: 1 review has a non-numeric or NaN rating "
                                         r"\(first: line 4, value 'x'\)"):
         _read(read_reviews, path)
     path = _write(path, [json.dumps(r) for r in recs[:3]])
@@ -183,7 +183,7 @@ def test_ratings_csv_with_its_meta_beside_it(tmp_path: Path) -> None:
     _check_ratings(inter)
     assert fields == ["title", "categories"] and items["item_id"].tolist() == ["0000031887", "B00001W0DI"]
     assert items["title"].tolist() == ["Tutu & Bow", "Bib"]
-    assert msgs == [f"{meta}: 1 of the 3 items in ratings_Baby.csv have no line in this file; they get no text "
+    assert msgs == [f"{meta}: 1 of the 3 items in ratings_Baby.csv has no line in this file; it gets no text "
                     "or image features"]
     ds, _ = _read(load_amazon, path, meta, config=PrepareConfig(k_core=0))
     assert ds.name == "amazon-baby" and len(ds.interactions) == 4 and ds.text_fields == ["title", "categories"]
@@ -215,10 +215,10 @@ def test_ratings_csv_empty_rating_or_time_skips_the_line(tmp_path: Path) -> None
     ("A1,B1,5.0,1383523200,extra", r"malformed line 3: 5 fields, expected 4"),
     (",B1,5.0,1383523200", r"malformed line 3: missing or empty user \(field 1\)"),
     ("A1,,5.0,1383523200", r"malformed line 3: missing or empty item \(field 2\)"),
-    ("A1,B1,five,1383523200", r"1 reviews have a non-numeric or NaN rating \(first: line 3, value 'five'\)"),
-    ("A1,B1,5.0,2014-01-01", r"1 reviews have a non-numeric or NaN timestamp \(first: line 3, "
+    ("A1,B1,five,1383523200", r"1 review has a non-numeric or NaN rating \(first: line 3, value 'five'\)"),
+    ("A1,B1,5.0,2014-01-01", r"1 review has a non-numeric or NaN timestamp \(first: line 3, "
                              r"value '2014-01-01'\)"),
-    ("A1,B1,5.0,1e999", r"1 reviews have an infinite or out-of-range timestamp \(first: line 3"),
+    ("A1,B1,5.0,1e999", r"1 review has an infinite or out-of-range timestamp \(first: line 3"),
     ('"A1,B1,5.0,1383523200', r"malformed line 3: unexpected end of data"),
 ])
 def test_ratings_csv_bad_row_is_one_error_naming_file_and_line(tmp_path: Path, bad: str, problem: str) -> None:

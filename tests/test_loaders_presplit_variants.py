@@ -92,9 +92,9 @@ def test_mmrec_feature_rows_must_match_the_mapping_not_the_largest_id(tmp_path):
 
 
 @pytest.mark.parametrize("label, problem", [("3", r"must be 0, 1 or 2.*data row 2 has 3"),
-                                            ("-1", r"'x_label' has 1 ids that are not integers ≥ 0"),
-                                            ("test", r"'x_label' has 1 ids that are not integers ≥ 0.*'test'"),
-                                            ("", r"'x_label' has 1 ids .*data row 2: empty")])
+                                            ("-1", r"'x_label' has 1 id that is not an integer ≥ 0"),
+                                            ("test", r"'x_label' has 1 id that is not an integer ≥ 0.*'test'"),
+                                            ("", r"'x_label' has 1 id .*data row 2: empty")])
 def test_mmrec_bad_x_label_is_one_clear_error(tmp_path, label, problem):
     d = _write(tmp_path / "x", {"x.inter": f"userID\titemID\tx_label\n0\t0\t0\n0\t1\t{label}\n"})
     with pytest.raises(DataError, match=r"x\.inter: .*" + problem):

@@ -18,12 +18,6 @@ def did_you_mean(given: str, choices: Iterable[str], canonical: Callable[[str], 
     return f"did you mean {by_canon[close[0]]!r}? " if close else ""
 
 
-def counted(n: int, one: str, many: str) -> str:
-    """``n`` and the words for it, singular or plural: ``counted(1, "review has", "reviews have")`` is
-    "1 review has", with 3 "3 reviews have" (messages said "1 items … were left out")."""
-    return f"{n} {one if n == 1 else many}"
-
-
 class RecGOATError(Exception):
     """An error caused by the user's input or configuration, with a message meant for a person."""
 

@@ -46,7 +46,8 @@ import pandas as pd
 from recgoat.datasets.dataset import Dataset
 from recgoat.datasets.generic import MAX_SECONDS, seconds_array, warn_missing_items
 from recgoat.datasets.preprocess import PrepareConfig, prepare
-from recgoat.errors import DataError, counted
+from recgoat.errors import DataError
+from recgoat.words import plural
 
 TEXT_COLUMNS = ["title", "brand", "categories", "description", "features"]
 ITEM_COLUMNS = ["item_id", *TEXT_COLUMNS, "image", "price"]
@@ -110,7 +111,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         # zlib.error (a damaged deflate stream inside a .gz) is no OSError: it escaped as a bare traceback
         raise DataError(path, f"cannot be read: {e}") from None
     if not_utf8:
-        warnings.warn(f"{path}: {counted(not_utf8, 'line is', 'lines are')} not valid UTF-8 (first: line "
+        warnings.warn(f"{path}: {plural(not_utf8, 'line is', 'lines are')} not valid UTF-8 (first: line "
                       f"{first_not_utf8}); {'its' if not_utf8 == 1 else 'their'} undecodable bytes were read as U+FFFD "
                       "(check the file's encoding)", UserWarning, stacklevel=4)
 
@@ -259,14 +260,14 @@ def _interactions(path: Path, users: list[str], items: list[str], values: dict[s
         num = pd.to_numeric(pd.Series(vals, dtype=object), errors="coerce")
         if num.isna().any():
             first = int(np.flatnonzero(num.isna().to_numpy())[0])
-            raise DataError(path, f"{counted(int(num.isna().sum()), 'review has', 'reviews have')} a non-numeric "
+            raise DataError(path, f"{plural(int(num.isna().sum()), 'review has', 'reviews have')} a non-numeric "
                                   f"or NaN {col} "
                                   f"(first: line {line_of[first]}, value {vals[first]!r})")
         # JSON's 1e999 is inf: a rating that poisons weights, a time that wraps around in int64
         huge = ~(np.abs(num.to_numpy(np.float64)) < MAX_SECONDS)
         if huge.any():
             first = int(np.flatnonzero(huge)[0])
-            raise DataError(path, f"{counted(int(huge.sum()), 'review has', 'reviews have')} an infinite or "
+            raise DataError(path, f"{plural(int(huge.sum()), 'review has', 'reviews have')} an infinite or "
                                   f"out-of-range {col} "
                                   f"(first: line {line_of[first]}, value {vals[first]!r})")
         df[col] = num.to_numpy(np.float32 if col == "rating" else np.float64)
@@ -358,7 +359,7 @@ def _seconds_2023(path: Path, ts: np.ndarray, line_of: list[int]) -> np.ndarray:
                       "2023 files: read as seconds", UserWarning, stacklevel=3)
         return ts
     first = int(np.flatnonzero(in_seconds)[0])
-    raise DataError(path, f"{counted(int(in_seconds.sum()), 'timestamp is', 'timestamps are')} in seconds but the "
+    raise DataError(path, f"{plural(int(in_seconds.sum()), 'timestamp is', 'timestamps are')} in seconds but the "
                           f"others in milliseconds "
                           f"(Amazon's 2023 files use milliseconds; first in seconds: line {line_of[first]}, "
                           f"value {ts[first]:.15g}); write every time in one unit")
@@ -483,7 +484,7 @@ def read_meta(path: str | Path) -> pd.DataFrame:
     clash = distinct["item_id"].duplicated(keep="first").to_numpy(bool)
     if clash.any():
         ids = distinct["item_id"][clash].unique()
-        warnings.warn(f"{path}: {counted(len(ids), 'item has', 'items have')} several different lines (e.g. "
+        warnings.warn(f"{path}: {plural(len(ids), 'item has', 'items have')} several different lines (e.g. "
                       f"{ids[0]!r}); the first line "
                       "of each is kept", UserWarning, stacklevel=2)
     return distinct[~clash].reset_index(drop=True)

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from recgoat.errors import DataError, counted
+from recgoat.errors import DataError
+from recgoat.words import agree, plural
 
 GUESSES = {
     "user": ["user", "user_id", "userid", "uid", "reviewerid", "user_id:token", "userID"],
@@ -542,7 +543,7 @@ def find_images(item_ids: pd.Series, image_dir: str | Path) -> pd.Series:
     several = [i for i in pd.unique(ids) if len(by_stem.get(i, ())) > 1]
     if several:
         names = ", ".join(sorted(p.name for p in by_stem[several[0]]))
-        raise DataError(image_dir, f"{counted(len(several), 'item has', 'items have')} several images (item "
+        raise DataError(image_dir, f"{plural(len(several), 'item has', 'items have')} several images (item "
                                    f"{several[0]!r}: {names}); "
                                    "keep one per item")
     return ids.map({stem: _absolute(paths[0]) for stem, paths in by_stem.items() if stem in set(ids)})
@@ -611,5 +612,5 @@ def warn_missing_items(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Pat
     n_missing = int((~pd.Index(used).isin(items["item_id"])).sum())
     if n_missing:
         warnings.warn(f"{items_path}: {n_missing} of the {len(used)} items in {Path(inter_path).name} "
-                      f"{'has' if n_missing == 1 else 'have'} no "
-                      f"{entry}; they get no text or image features", UserWarning, stacklevel=3)
+                      f"{agree(n_missing, 'has', 'have')} no {entry}; {agree(n_missing, 'it gets', 'they get')} no "
+                      f"text or image features", UserWarning, stacklevel=3)

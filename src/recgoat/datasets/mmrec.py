@@ -18,7 +18,8 @@ import pandas as pd
 
 from recgoat.datasets.dataset import SPLITS, Dataset
 from recgoat.datasets.generic import _numeric, read_table, timestamps
-from recgoat.errors import DataError, counted
+from recgoat.errors import DataError
+from recgoat.words import plural
 from recgoat.io import atomic_path
 
 FEATURE_FILES = {"text": "text_feat.npy", "image": "image_feat.npy"}
@@ -55,12 +56,12 @@ def _dense_ids(df: pd.DataFrame, col: str, path: Path, hint: str = "") -> np.nda
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
         what = "empty" if pd.isna(raw.iloc[first]) else f"{raw.iloc[first]!r}"
-        not_ids = counted(int(bad.sum()), "id that is not an integer", "ids that are not integers")
+        not_ids = plural(int(bad.sum()), "id that is not an integer", "ids that are not integers")
         raise DataError(path, f"column {col!r} has {not_ids} ≥ 0 (first at data row {first + 1}: {what}){hint}")
     huge = (values > MAX_ID).to_numpy(bool)
     if huge.any():
         first = int(np.flatnonzero(huge)[0])
-        raise DataError(path, f"column {col!r} has {counted(int(huge.sum()), 'id', 'ids')} above 2**53 (first at "
+        raise DataError(path, f"column {col!r} has {plural(int(huge.sum()), 'id', 'ids')} above 2**53 (first at "
                               f"data row {first + 1}: {raw.iloc[first]!r}); this layout uses dense ids 0..N-1")
     return values.to_numpy(np.int64)
 
@@ -221,7 +222,7 @@ def read_mapping(folder: Path, kind: str, n_seen: int) -> np.ndarray | None:
     if dup.any():
         # two dense ids for one original id: recommend/serve could not tell which is meant
         first = int(np.flatnonzero(dup)[0])
-        raise DataError(path, f"column {orig_col!r} has {counted(int(dup.sum()), 'row', 'rows')} with repeated "
+        raise DataError(path, f"column {orig_col!r} has {plural(int(dup.sum()), 'row', 'rows')} with repeated "
                               f"{kind} ids "
                               f"(first at data row {first + 1}: {original.iloc[first]!r}); each original id "
                               "maps to one dense id")

@@ -14,7 +14,8 @@ import pandas as pd
 
 from recgoat.datasets.dataset import Dataset
 from recgoat.datasets.generic import id_strings
-from recgoat.errors import ConfigError, DataError, counted
+from recgoat.errors import ConfigError, DataError
+from recgoat.words import plural
 from recgoat.strict import is_int, is_real
 
 SPLIT_METHODS = ("random", "temporal", "loo", "none")
@@ -112,10 +113,6 @@ def _minus(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: before[k] - after[k] for k in before}
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 def removal_lines(info: dict[str, Any] | None) -> list[str]:
     """One line per preparation step that removed something, as recorded by :func:`prepare` (e.g. "k-core 5
     removed 12 users, 340 items, 1,020 interactions"); none for a dataset whose preparation recorded no counts
@@ -129,7 +126,7 @@ def removal_lines(info: dict[str, Any] | None) -> list[str]:
         counts = removed.get(step)
         if not isinstance(counts, dict):
             continue
-        parts = [_plural(n, what[:-1]) for what in ("users", "items", "interactions")
+        parts = [plural(n, what[:-1]) for what in ("users", "items", "interactions")
                  if isinstance(n := counts.get(what), int) and n > 0]
         if not parts:
             continue
@@ -138,7 +135,7 @@ def removal_lines(info: dict[str, Any] | None) -> list[str]:
             shown = f"{threshold:g}" if is_real(threshold) else threshold  # 4.0 as typed: 4
             lines.append(f"min_rating {shown} removed {', '.join(parts)}")
         elif step == "dedup":  # repeats of a (user, item) pair: only interactions go
-            lines.append(f"dedup merged {_plural(counts['interactions'], 'duplicate interaction')}")
+            lines.append(f"dedup merged {plural(counts['interactions'], 'duplicate interaction')}")
         elif step == "k_core":
             lines.append(f"k-core {prep.get('k_core')} removed {', '.join(parts)}")
         else:
@@ -259,7 +256,7 @@ def check_raw(df: pd.DataFrame, where: str) -> None:
     for col in ("user", "item"):
         empty = df[col].isna().to_numpy(bool)
         if empty.any():
-            raise DataError(where, f"{counted(int(empty.sum()), 'interaction has', 'interactions have')} no {col} id "
+            raise DataError(where, f"{plural(int(empty.sum()), 'interaction has', 'interactions have')} no {col} id "
                                    f"(first at row {int(np.flatnonzero(empty)[0]) + 1})")
     if "rating" in df.columns:
         r = df["rating"]
@@ -289,12 +286,12 @@ def check_items(items: pd.DataFrame, where: str) -> None:
         raise DataError(where, f"the item table needs an 'item_id' column; got {cols}")
     empty = items["item_id"].isna().to_numpy(bool)
     if empty.any():
-        raise DataError(where, f"the item table has {counted(int(empty.sum()), 'row', 'rows')} with no item_id "
+        raise DataError(where, f"the item table has {plural(int(empty.sum()), 'row', 'rows')} with no item_id "
                                f"(first at row {int(np.flatnonzero(empty)[0]) + 1})")
     ids = id_strings(items["item_id"])
     dup = ids[ids.duplicated()].unique()
     if len(dup):
-        dups = counted(len(dup), "duplicated item id", "duplicated item ids")
+        dups = plural(len(dup), "duplicated item id", "duplicated item ids")
         raise DataError(where, f"the item table has {dups} (e.g. {dup[0]!r}); each item "
                                "needs exactly one row")
 

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from recgoat.errors import ConfigError, DataError, RecGOATError
-from recgoat.features.words import plural
+from recgoat.words import plural
 
 app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
                   no_args_is_help=True, add_completion=False)

@@ -22,7 +22,7 @@ from recgoat.datasets.mmrec import MAPPING_FILES as MMREC_MAPPINGS, read_mapping
 from recgoat.errors import DataError, RecGOATError
 from recgoat.features.loading import _FILE, _checked_matrix, as_feature_matrix, load_array, read_manifest
 from recgoat.features.store import _key, _locked_output, _manifest, _writing_into, save_array, write_matrix
-from recgoat.features.words import agree, plural
+from recgoat.words import agree, plural
 from recgoat.io import atomic_path, read_json
 
 

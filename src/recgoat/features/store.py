@@ -36,7 +36,7 @@ import recgoat
 from recgoat.datasets import Dataset
 from recgoat.errors import ConfigError, DataError, RecGOATError
 from recgoat.features.device import check_device
-from recgoat.features.words import agree, plural
+from recgoat.words import agree, plural
 # reading and checking matrices lives in loading.py; its public names stay importable from here, where they were
 from recgoat.features.loading import (_FILE, FEATURE_FILES, FeatureMatrixError, Features, _checked_mask,
                                       _checked_matrix, as_feature_matrix, check_feature_matrix, load_array,

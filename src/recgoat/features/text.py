@@ -23,7 +23,7 @@ import pandas as pd
 
 from recgoat.errors import ConfigError
 from recgoat.features.device import check_device
-from recgoat.features.words import agree, plural
+from recgoat.words import agree, plural
 from recgoat.strict import is_int
 
 DEFAULT_TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"

@@ -163,6 +163,49 @@ def test_the_command_prints_and_writes_nothing(tmp_path, monkeypatch):
     assert [m.key for m in want.models] == ["mostpop", "lightgcn+lr=0.001", "lightgcn+lr=0.005"]
 
 
+@pytest.mark.parametrize("options, models, seeds", [
+    (["-m", "mostpop", "-m", "bprmf", "-s", "2026", "-s", "2027"], ["mostpop", "bprmf"], [2026, 2027]),
+    (["-m", "mostpop,bprmf", "--models", "lightgcn", "-s", "3", "--seeds", "1,2"],
+     ["mostpop", "bprmf", "lightgcn"], [3, 1, 2]),
+    (["-m", "bprmf", "-m", " mostpop , lightgcn,", "-s", "5,", "-s", "4"], ["bprmf", "mostpop", "lightgcn"], [5, 4]),
+])
+def test_models_and_seeds_are_repeatable_and_comma_separated(tmp_path, monkeypatch, options, models, seeds):
+    """`-m A -m B -s 1 -s 2` kept only the last of each (B, seed 2): every occurrence counts, each may hold a
+    comma list, all joined in order as --dataset's are."""
+    monkeypatch.chdir(tmp_path)
+    out = runner.invoke(app, ["benchmark", "-d", "ml-latest-small", *options, "--print-config"])
+    assert out.exit_code == 0, out.output
+    (tmp_path / "bench.yaml").write_text(out.stdout, encoding="utf-8")
+    cfg = load_config(tmp_path / "bench.yaml")
+    assert [m.key for m in cfg.models] == models and cfg.seeds == seeds
+    same_benchmark(cfg, load_config(None, {"datasets": ["ml-latest-small"], "models": models, "seeds": seeds}))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["-m", "mostpop", "-m", "mostpop"], "model labels must be unique; repeated: ['mostpop']"),
+    (["-m", "mostpop,bprmf", "-m", "bprmf"], "model labels must be unique; repeated: ['bprmf']"),
+    (["-m", "mostpop", "-s", "1", "-s", "2,1"], "seeds repeat: [1, 2, 1]"),
+    (["-m", "mostpop", "-s", "1", "-s", "x"], "--seeds expects integers (repeatable or comma-separated), got 'x'"),
+])
+def test_a_value_repeated_across_occurrences_is_refused_as_in_one_list(tmp_path, monkeypatch, capsys, options,
+                                                                       message):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(monkeypatch, capsys, "benchmark", "-d", "ml-latest-small", *options, "--print-config")
+    assert message in one_line_error(code, err)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_help_says_models_and_seeds_are_repeatable(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option's help
+    out = runner.invoke(app, ["benchmark", "--help"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    for option in ("--dataset", "--models", "--seeds"):
+        assert option in text
+    assert text.count("(repeatable or comma-separated)") >= 3, text
+    assert "model name (repeatable or comma-separated)" in text and "seed (repeatable or comma-separated)" in text
+
+
 def test_report_only_prints_the_recorded_configuration(tmp_path, monkeypatch):
     """With --report-only --out FOLDER alone, the configuration the folder's record holds, as the report uses it."""
     folder = tmp_path / "bench"

@@ -38,6 +38,20 @@ def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _joined(items: list[str] | None) -> list[str] | None:
+    """A repeatable, comma-separated option's values, every occurrence's in order; None when it was not given."""
+    if not items:
+        return None
+    return [t for item in items for t in _split(item)]
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RecGOATError(f"--seeds expects integers (repeatable or comma-separated), got {text!r}") from None
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -63,10 +77,12 @@ def benchmark(
     dataset: Optional[list[str]] = typer.Option(
         None, "--dataset", "-d", help="dataset name or folder (repeatable or comma-separated); with --config, a "
                                       "dataset the file lists keeps its settings there"),
-    models: Optional[str] = typer.Option(
-        None, "--models", "-m", help="comma-separated model names; with --config, the file's entries by label or "
-                                     "name (keeping their params; a grid's name brings every point of it)"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="comma-separated seeds, e.g. 2026,2027"),
+    models: Optional[list[str]] = typer.Option(
+        None, "--models", "-m", help="model name (repeatable or comma-separated); with --config, the file's entries "
+                                     "by label or name (keeping their params; a grid's name brings every point of "
+                                     "it)"),
+    seeds: Optional[list[str]] = typer.Option(
+        None, "--seeds", "-s", help="seed (repeatable or comma-separated), e.g. -s 2026,2027 or -s 2026 -s 2027"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum training epochs"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override key=value (dotted; repeatable), e.g. train.lr=5e-3 or "
@@ -89,17 +105,18 @@ def benchmark(
     from recgoat.benchmark.config import benchmark_config_yaml, load_config_tree, load_recorded_config_tree
 
     try:
-        datasets = [d for item in dataset for d in _split(item)] if dataset else None
-        try:
-            seed_list = [int(s) for s in _split(seeds)] if seeds is not None else None
-        except ValueError:
-            raise RecGOATError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
+        # each occurrence of a repeatable option may hold a comma list: all joined in order (a value repeated
+        # across occurrences is refused as one repeated within a list is)
+        datasets = _joined(dataset)
+        model_list = _joined(models)
+        seed_text = _joined(seeds)
+        seed_list = [_seed(s) for s in seed_text] if seed_text is not None else None
         # --report-only --out FOLDER alone: the configuration every run records there (benchmark.json)
         recorded = report_only and config is None and not (datasets and models) and out is not None
         if config is None and not (datasets and models) and not recorded:
             raise RecGOATError("give --config FILE.yaml, or at least --dataset and --models"
                                + (", or --out of the benchmark folder to report" if report_only else ""))
-        overrides = {"datasets": datasets, "models": _split(models), "seeds": seed_list, "epochs": epochs,
+        overrides = {"datasets": datasets, "models": model_list, "seeds": seed_list, "epochs": epochs,
                      "out": str(out) if out is not None else None, "progress": False if quiet else None,
                      "jobs": jobs}
         # the tree as given (grids, presets) beside the configuration, for --print-config

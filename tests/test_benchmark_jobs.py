@@ -147,3 +147,57 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_resumes_to_the_same_numbers(tmp_pa
     assert not resumed.failed and len(resumed.trained) == 2
     by_seed = lambda run: {r["benchmark"]["seed"]: (r["valid"], r["test"]) for r in run.results}  # noqa: E731
     assert by_seed(resumed) == by_seed(alone)
+
+
+PLATEAU = "bprmf: the BPR loss stayed at ln 2"  # the trainer's UserWarning for a run that learned nothing
+
+
+def test_a_workers_warning_is_one_line_as_the_commands_own(tmp_path, monkeypatch, capfd):
+    """`recgoat benchmark -j 2` printed a warning raised in a worker in Python's two-line form (the library's file
+    and line, `UserWarning:`, then its source line `return self._fit(model, dataset)`), where the command prints
+    its own as one `warning: …` line. Two BPR-MF cells whose learning rate leaves the loss at ln 2 warn, each in
+    its worker."""
+    import sys
+
+    from recgoat.cli import main
+
+    args = ["benchmark", "-d", "ml-latest-small", "-m", "bprmf", "-s", "1,2", "--epochs", "2", "-q", "-j", "2",
+            "-o", str(tmp_path / "bench"), "--set", "datasets.ml-latest-small.max_users=60",
+            "--set", "datasets.ml-latest-small.features=null", "--set", "train.num_threads=1",
+            "--set", "train.lr=1e-9"]
+    monkeypatch.setattr(sys, "argv", ["recgoat", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capfd.readouterr().err  # the workers write to the file descriptor they inherited
+    assert e.value.code in (0, None), err
+    warned = [line for line in err.splitlines() if PLATEAU in line]
+    assert len(warned) == 2 and all(line.startswith(f"warning: {PLATEAU}") for line in warned), err
+    assert "UserWarning" not in err and "return self._fit" not in err and ".py:" not in err, err
+
+
+def test_workers_warn_under_the_parents_filters_and_display():
+    """What a worker is told (_warning_setup) and does with it (_warn_as_parent): the one-line display only where
+    the parent has it (a Python caller of run_benchmark(jobs=2) keeps its own), the parent's filters always."""
+    import warnings
+
+    from recgoat.benchmark.workers import _warn_as_parent, _warning_setup
+    from recgoat.errors import show_warning
+
+    with warnings.catch_warnings():  # puts the filters and showwarning back
+        warnings.simplefilter("ignore", UserWarning)
+        shown = warnings.showwarning
+        one_line, filters = _warning_setup()
+        assert one_line is False and filters is not None
+        warnings.resetwarnings()  # a fresh worker's filters, say
+        _warn_as_parent(one_line, filters)
+        assert warnings.showwarning is shown  # the caller's display, untouched
+        assert warnings.filters[0][:3] == ("ignore", None, UserWarning)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.warn("hidden", UserWarning)
+            assert seen == []
+        warnings.showwarning = show_warning
+        assert _warning_setup()[0] is True
+        _warn_as_parent(True, None)  # no filters given (unpicklable): the worker keeps its own
+        assert warnings.showwarning is show_warning and warnings.filters[0][:3] == ("ignore", None, UserWarning)
+        _warn_as_parent(False, b"not a pickle")
+        assert warnings.filters[0][:3] == ("ignore", None, UserWarning)

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import ConfigError, RecGOATError
+from recgoat.errors import ConfigError, RecGOATError, show_warning
 
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -400,15 +400,9 @@ def _summary_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one ``warning: …`` line on stderr. Python's default adds the file and line of the library
-    and then its source line (``warnings.warn(…)``): noise to someone running a command."""
-    Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
-
-
 def main() -> None:
     shown = warnings.showwarning
-    warnings.showwarning = _show_warning
+    warnings.showwarning = show_warning  # one line (the workers of `benchmark -j N` print theirs so too)
     try:
         app()
     except RecGOATError as e:

@@ -1,7 +1,9 @@
-"""User-facing errors.
+"""User-facing errors and warnings.
 
 Every problem with a user's input is raised as a :class:`RecGOATError` whose message names the file
 and the problem. The CLI prints that one message and exits non-zero instead of showing a traceback.
+It prints a warning as one line too (:func:`show_warning`), in the worker processes of ``benchmark -j N``
+as well.
 """
 from __future__ import annotations
 
@@ -39,3 +41,14 @@ class TrainingDiverged(RecGOATError, FloatingPointError):
     """The training loss became NaN or infinite: a setting (learning rate, loss weights) is too large.
 
     Also a ``FloatingPointError``, so code that caught the earlier plain error keeps working."""
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning: …`` line on stderr, for ``warnings.showwarning``. Python's default adds the file
+    and line of the library and then its source line (``warnings.warn(…)``): noise to someone running a command.
+    Installed by the ``recgoat`` command (:func:`recgoat.cli.main`) and, where it is, by the worker processes of a
+    ``jobs > 1`` benchmark (:mod:`recgoat.benchmark.workers`); the Python API keeps Python's own."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)

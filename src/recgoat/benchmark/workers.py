@@ -21,7 +21,7 @@ from recgoat.benchmark.cells import Cell
 from recgoat.benchmark.checks import _cell_inputs
 from recgoat.benchmark.config import BenchmarkConfig
 from recgoat.benchmark.data import needs_features
-from recgoat.errors import ConfigError, RecGOATError
+from recgoat.errors import ConfigError, RecGOATError, show_warning
 
 
 # a worker process's datasets and features, loaded by its first cell of each and reused by the next
@@ -58,12 +58,48 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_init(stop: Any, parent: int) -> None:
-    """Initializer of a ``jobs > 1`` worker process: the shared stop flag, its SIGINT handling, the parent watch."""
+def _warning_setup() -> tuple[bool, bytes | None]:
+    """What a worker needs to warn as this process warns (:func:`_worker_init`): whether warnings print as the
+    ``recgoat`` command's one line (:func:`~recgoat.errors.show_warning` installed here: a Python caller keeps
+    Python's own display, in the workers too), and this process's warnings filters, pickled (None where one cannot
+    be: the worker keeps its own, the defaults with ``-W``/``PYTHONWARNINGS``, which a spawned process inherits)."""
+    import pickle
+    import warnings
+
+    try:
+        filters = pickle.dumps(list(warnings.filters))
+    except Exception:  # noqa: BLE001 - a filter of an unpicklable category
+        filters = None
+    return warnings.showwarning is show_warning, filters
+
+
+def _warn_as_parent(one_line: bool, filters: bytes | None) -> None:
+    """Warnings in this worker filtered by the parent's filters (a warning the parent ignores, or turns into an
+    error, is so here too; one it shows once is shown once by each worker) and, where the parent printed them as
+    one ``warning: …`` line, printed so here (not Python's two lines with the library's file and source line)."""
+    import pickle
+    import warnings
+
+    if filters is not None:
+        try:
+            parents = pickle.loads(filters)
+        except Exception:  # noqa: BLE001 - a category this process cannot import (the parent's script): its own
+            parents = None
+        if parents is not None:
+            warnings.resetwarnings()  # (which also forgets the warnings noted as shown under the filters before)
+            warnings.filters.extend(parents)
+    if one_line:
+        warnings.showwarning = show_warning
+
+
+def _worker_init(stop: Any, parent: int, one_line_warnings: bool = False, warning_filters: bytes | None = None) -> None:
+    """Initializer of a ``jobs > 1`` worker process: the shared stop flag, its SIGINT handling, the parent watch,
+    and warnings shown as the parent shows them (:func:`_warn_as_parent`)."""
     import signal
 
     global _WORKER_STOP
     _WORKER_STOP = stop
+    _warn_as_parent(one_line_warnings, warning_filters)
     signal.signal(signal.SIGINT, _worker_sigint)
     if hasattr(signal, "pthread_sigmask"):
         # blocked since the process started (_sigint_blocked): a Ctrl-C, or _stop_workers' SIGINT, that came during
@@ -178,7 +214,7 @@ def _run_in_workers(config: BenchmarkConfig, cells: list[Cell], model_classes: d
     # pool has already queued to its workers)
     stop_flag = ctx.Value("b", 0, lock=False)
     pool = ProcessPoolExecutor(max_workers=min(config.jobs, len(cells)), mp_context=ctx,
-                               initializer=_worker_init, initargs=(stop_flag, os.getpid()))
+                               initializer=_worker_init, initargs=(stop_flag, os.getpid(), *_warning_setup()))
     ended = False
     try:
         futures = {}

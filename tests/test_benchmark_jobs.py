@@ -156,14 +156,17 @@ def test_a_workers_warning_is_one_line_as_the_commands_own(tmp_path, monkeypatch
     """`recgoat benchmark -j 2` printed a warning raised in a worker in Python's two-line form (the library's file
     and line, `UserWarning:`, then its source line `return self._fit(model, dataset)`), where the command prints
     its own as one `warning: …` line. Two BPR-MF cells whose learning rate leaves the loss at ln 2 warn, each in
-    its worker."""
+    its worker. The dataset's own warning (its items file lacks an item) is shown once, by the parent that loads
+    every dataset before any cell, not again by each worker loading it."""
     import sys
 
     from recgoat.cli import main
+    from test_cli_warnings import write_folder
 
-    args = ["benchmark", "-d", "ml-latest-small", "-m", "bprmf", "-s", "1,2", "--epochs", "2", "-q", "-j", "2",
-            "-o", str(tmp_path / "bench"), "--set", "datasets.ml-latest-small.max_users=60",
-            "--set", "datasets.ml-latest-small.features=null", "--set", "train.num_threads=1",
+    shop = write_folder(tmp_path / "shop")
+    args = ["benchmark", "-d", str(shop), "-m", "bprmf", "-s", "1,2", "--epochs", "2", "-q", "-j", "2",
+            "-o", str(tmp_path / "bench"), "--set", f"datasets.{shop}.features=null",
+            "--set", f"datasets.{shop}.prepare.k_core=0", "--set", "train.num_threads=1",
             "--set", "train.lr=1e-9"]
     monkeypatch.setattr(sys, "argv", ["recgoat", *args])
     with pytest.raises(SystemExit) as e:
@@ -173,6 +176,9 @@ def test_a_workers_warning_is_one_line_as_the_commands_own(tmp_path, monkeypatch
     warned = [line for line in err.splitlines() if PLATEAU in line]
     assert len(warned) == 2 and all(line.startswith(f"warning: {PLATEAU}") for line in warned), err
     assert "UserWarning" not in err and "return self._fit" not in err and ".py:" not in err, err
+    assert [line for line in err.splitlines() if "has no row in this table" in line] == [
+        f"warning: {shop / 'items.csv'}: 1 of the 15 items in interactions.csv has no row in this table; it gets no "
+        f"text or image features"], err
 
 
 def test_workers_warn_under_the_parents_filters_and_display():

@@ -44,5 +44,5 @@ def test_a_warning_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
 def test_python_callers_keep_pythons_warnings(tmp_path):
     from recgoat.datasets import load
 
-    with pytest.warns(UserWarning, match="have no row in this table"):
+    with pytest.warns(UserWarning, match="has no row in this table"):
         load(str(write_folder(tmp_path / "shop")))

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import traceback
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -146,9 +147,13 @@ def _train_in_worker(config: BenchmarkConfig, cell: Cell, model_cls: Any) -> dic
         # the run): cancelling its future cannot take it back, so it is dropped here, before it starts
         if _WORKER_INTERRUPTED or (_WORKER_STOP is not None and _WORKER_STOP.value):
             return {"stopped": True}
-        # auto features were encoded by the parent before the workers started (_run_in_workers): read, not encoded
-        dataset, features, train_cfg = _cell_inputs(config, cell, {cell.model.key: model_cls}, *_WORKER_CACHE,
-                                                    encoded=True)
+        # auto features were encoded by the parent before the workers started (_run_in_workers): read, not encoded.
+        # The parent loaded these data and features too, before any cell (checks.py), and showed their warnings
+        # then (an items file lacking some items, say): here each would be shown again by every worker
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset, features, train_cfg = _cell_inputs(config, cell, {cell.model.key: model_cls}, *_WORKER_CACHE,
+                                                        encoded=True)
         # no bars from workers (their lines would interleave), and the cores shared out unless a count is set
         update: dict[str, Any] = {"progress": False}
         if not train_cfg.num_threads:

@@ -248,7 +248,7 @@ def test_a_run_that_never_leaves_the_bpr_plateau_is_warned_about(ds):
     """RecGOAT at lr 1e-3 (the README's command) stays at BPR = ln 2 and ends with a useless "best" model
     without a word. lr 0 keeps every score at its initial value, which the Xavier-scaled tables make tiny."""
     with pytest.warns(UserWarning, match=r"bprmf: the BPR loss stayed at ln 2 = 0.693 in all 3 epochs .* raise "
-                                         r"trainer.lr"):
+                                         r"the learning rate \(trainer.lr; a benchmark's train.lr;"):
         _fit(ds, epochs=3, lr=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)

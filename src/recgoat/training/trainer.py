@@ -72,8 +72,9 @@ def plateau_message(name: str, history: list[dict]) -> str | None:
     if len(bpr) < 2 or min(bpr) < math.log(2) - 0.005:
         return None
     return (f"{name}: the BPR loss stayed at ln 2 = 0.693 in all {len(bpr)} epochs (positive and negative items "
-            f"scored alike), so the model learned next to nothing from the interactions; raise trainer.lr (RecGOAT "
-            f"at d = 64 needs about 5e-3, docs/benchmarks.md) or let it train longer (trainer.min_epochs)")
+            f"scored alike), so the model learned next to nothing from the interactions; raise the learning rate "
+            f"(trainer.lr; a benchmark's train.lr; RecGOAT at d = 64 needs about 5e-3, docs/benchmarks.md) or let it "
+            f"train longer (min_epochs)")
 
 
 def _brief(e: BaseException, limit: int = 160) -> str:

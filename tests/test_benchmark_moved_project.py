@@ -48,7 +48,8 @@ def test_a_moved_project_resumes_and_reports_from_another_folder(tmp_path, monke
 def test_evaluate_dataset_takes_a_train_runs_data_moved_under_another_name(tmp_path, monkeypatch):
     """`recgoat evaluate RUN --dataset FOLDER` for a `recgoat train` run whose data folder was moved and renamed:
     the same data, prepared as recorded, under the run's dataset name (part of the fingerprint), as a benchmark
-    cell keeps its label. It was refused: "trained on dataset fingerprint …, but 'kept' has …"."""
+    cell keeps its label. It was refused: "trained on dataset fingerprint …, but 'kept' has …". `export --dataset`
+    loads it the same way (it still refused it, and named another fingerprint for other data than evaluate did)."""
     from typer.testing import CliRunner
 
     from recgoat.cli import app
@@ -72,6 +73,16 @@ def test_evaluate_dataset_takes_a_train_runs_data_moved_under_another_name(tmp_p
     assert r.exit_code == 1 and "not the same data" in str(r.exception)
     # the folder given is named, not the run's name it was loaded under (session 15's audit)
     assert f"but {other} (--dataset, loaded as 'tiny') has" in str(r.exception)
+    refused = str(r.exception).split(": ", 1)[1]
+
+    r = cli.invoke(app, ["export", "run", "--dataset", str(tmp_path / "kept"), "--out", "art"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    made = json.loads((tmp_path / "art" / "artifact.json").read_text())
+    trained = json.loads((tmp_path / "run" / "result.json").read_text())["dataset_fingerprint"]
+    assert made["dataset"] == "tiny" and made["dataset_fingerprint"] == trained
+    r = cli.invoke(app, ["export", "run", "--dataset", str(other), "--out", "art2"])
+    assert r.exit_code == 1 and refused in " ".join(r.output.split())  # as evaluate words it, the same figures
+    assert not (tmp_path / "art2").exists()
 
 
 # ------------------------------------------------------------------ legacy settings on resume

@@ -88,16 +88,25 @@ def same_artefact(a: Path, b: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ recgoat train runs
+def other_data(work: Path, where: Path) -> Path:
+    """The catalogue with its last 40 interactions left out: other data, under the same name."""
+    shutil.copytree(work / "cat", where)
+    lines = (where / "interactions.csv").read_text().splitlines()
+    (where / "interactions.csv").write_text("\n".join(lines[:-40]) + "\n")
+    return where
+
+
 def test_export_without_dataset_prepares_the_data_as_the_run_recorded(work, tmp_path):
-    """--dataset was required, and `--dataset cat` prepares with the default options: a run trained with
-    data.k_core=2 and data.seed=7 could not be exported from its catalogue at all (fingerprint refused)."""
-    err = one_line_error("export", work / "run", "--dataset", work / "cat", "--out", tmp_path / "with")
-    assert "fingerprint" in err  # as before: --dataset is the data as named, prepared with default options
+    """--dataset was required, and `--dataset cat` prepared with the default options: a run trained with
+    data.k_core=2 and data.seed=7 could not be exported from its catalogue at all (fingerprint refused). Given,
+    --dataset is now prepared as the run recorded too, as `evaluate --dataset` prepares it."""
     r = ok("export", work / "run", "--out", tmp_path / "art")
     out = " ".join(r.stdout.split())
     assert f"dataset: {work / 'cat'}, prepared as the run's run_config.json records" in out
     meta = json.loads((tmp_path / "art" / "artifact.json").read_text())
     assert meta["dataset_fingerprint"] == trained_fp(work / "run") and meta["n_users"] == 50
+    ok("export", work / "run", "--dataset", work / "cat", "--out", tmp_path / "with")
+    same_artefact(tmp_path / "with", tmp_path / "art")
 
 
 def test_export_without_dataset_writes_what_export_with_it_writes(work, tmp_path):
@@ -164,7 +173,8 @@ def test_an_unfinished_run_given_other_data_is_refused_by_its_checkpoints_finger
     (run / "result.json").unlink()
     state = run / "checkpoint" / "state.json"
     fp = json.loads(state.read_text())["signature"]["dataset_fingerprint"]
-    r = runner.invoke(app, ["export", str(run), "--dataset", str(work / "cat"), "--out", str(tmp_path / "art")])
+    other = other_data(work, tmp_path / "cat")
+    r = runner.invoke(app, ["export", str(run), "--dataset", str(other), "--out", str(tmp_path / "art")])
     warning, err = r.stderr.splitlines()  # the unfinished run's warning first, then the one error line
     assert r.exit_code == 1 and warning.startswith(f"warning: {run}: the run has not finished")
     assert err.startswith(f"error: {state}: the run was trained on dataset fingerprint {fp}, but "), err
@@ -479,9 +489,10 @@ def test_export_run_dir_refuses_with_the_commands_errors(work, tmp_path):
         assert type(e.value) is DataError
         return " ".join(str(e.value).split())
 
-    assert refused(work / "run", tmp_path / "a", dataset=work / "cat") == \
-        cli_error(work / "run", "--dataset", work / "cat", "--out", tmp_path / "a")
-    assert "fingerprint" in cli_error(work / "run", "--dataset", work / "cat", "--out", tmp_path / "a")
+    other = other_data(work, tmp_path / "cat")
+    assert refused(work / "run", tmp_path / "a", dataset=other) == \
+        cli_error(work / "run", "--dataset", other, "--out", tmp_path / "a")
+    assert "fingerprint" in cli_error(work / "run", "--dataset", other, "--out", tmp_path / "a")
     best = work / "plain" / "best"
     assert refused(best, tmp_path / "a") == cli_error(best, "--out", tmp_path / "a")
     (tmp_path / "mine").mkdir()

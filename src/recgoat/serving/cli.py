@@ -39,7 +39,8 @@ class Seen(str, Enum):
 def export_command(
     run_dir: Path = typer.Argument(..., help="trainer run folder (holding best/) or a saved model folder"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name or folder the run was trained "
-                                          "on; default: the one its run_config.json or cell.json records"),
+                                          "on, prepared as the run recorded; default: the one its run_config.json or "
+                                          "cell.json records"),
     out: Path = typer.Option(..., "--out", "-o", help="artefact folder to write"),
     features: Optional[Path] = typer.Option(None, "--features", help="feature folder (enables profile texts)"),
     overwrite: bool = typer.Option(False, help="replace an existing artefact folder"),

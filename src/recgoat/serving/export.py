@@ -38,8 +38,9 @@ def export_run_dir(run_dir: str | Path, out: str | Path, dataset: str | Path | D
     model folder) as a servable artefact in ``out``, as ``recgoat export`` does.
 
     ``dataset`` (a name or folder, or a :class:`~recgoat.datasets.Dataset` in hand): the data the run was trained
-    on; default: the one its run_config.json or cell.json records, prepared as for training. Any of them is checked
-    against the fingerprint the run recorded.
+    on; default: the one its run_config.json or cell.json records, prepared as for training. A name or folder is
+    prepared as the run recorded and named as its data, as ``evaluate --dataset`` does (a saved model's folder
+    records nothing: loaded as named). Any of them is checked against the fingerprint the run recorded.
     ``features``: the feature folder (enables profile texts); default: the one the run recorded, if found.
     ``overwrite`` and ``seen``: as :func:`~recgoat.serving.artifacts.export_run`, which writes the artefact.
 
@@ -64,11 +65,15 @@ def export_run_dir(run_dir: str | Path, out: str | Path, dataset: str | Path | D
         ds, used = _recorded_dataset(run_dir, record)
     elif isinstance(dataset, Dataset):  # loaded already: not loaded again, checked the same way
         ds, used = dataset, None
-        _check_trained_on(run_dir, dataset.name, ds)
+        _check_trained_on(run_dir, repr(dataset.name), ds)
+    elif record is None:  # a saved model's folder: nothing says how its data was prepared
+        ds, used = load(str(dataset)), None
+        _check_trained_on(run_dir, repr(str(dataset)), ds)
     else:
-        dataset = str(dataset)
-        ds, used = load(dataset), None
-        _check_trained_on(run_dir, dataset, ds)
+        # as `evaluate --dataset` loads it: prepared as the run's record says and under the run's name (part of the
+        # fingerprint: a folder moved under another name holds the same data), which plain loading refused
+        ds, used = read_run_record(run_dir, str(dataset)).load_dataset(), None
+        _check_trained_on(run_dir, f"{dataset} (--dataset, loaded as {ds.name!r})", ds)
     note = None
     if features is None:  # the run's own feature folder, so a text-trained model keeps its text encoder
         features, note = _recorded_features(record)
@@ -93,13 +98,14 @@ def _load_model(model_dir: Path):
 
 
 def _check_trained_on(run_dir: Path, given: str, ds: Dataset) -> None:
-    """Refuse a dataset ``given`` by the caller whose fingerprint is not the one the run recorded (its result.json,
-    or the checkpoint of a run not finished: :func:`~recgoat.training.run.trained_fingerprint`)."""
+    """Refuse a dataset given by the caller (``given``: how the message names it) whose fingerprint is not the one
+    the run recorded (its result.json, or the checkpoint of a run not finished:
+    :func:`~recgoat.training.run.trained_fingerprint`)."""
     from recgoat.training.run import trained_fingerprint
 
     where, fp = trained_fingerprint(run_dir)
     if fp is not None and fp != ds.fingerprint():
-        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {given!r} has "
+        raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {given} has "
                                f"{ds.fingerprint()}: not the same data")
 
 

@@ -210,17 +210,12 @@ def test_benchmark_auto_encodes_user_profiles_only_when_a_model_reads_them(tmp_p
     assert (folder / "profile.npy").exists()
 
 
-def test_auto_encodes_on_the_trainers_device(tmp_path, monkeypatch):
-    """A run (or benchmark) training on a GPU encodes its `features: auto` there too (it encoded on the CPU
-    whatever the trainer's device). Spied at the store: this machine may have no GPU, so the encoding itself
-    runs on the CPU."""
+def devices_asked(monkeypatch) -> list[str]:
+    """The devices the feature store is asked to encode on, in order, as the calls come; each encoding itself runs
+    on the CPU (this machine may have no GPU)."""
     import recgoat.features.store as store
-    from recgoat.benchmark.config import DatasetSpec
-    from recgoat.benchmark.data import resolve_features
-    from recgoat.datasets import load
-    from recgoat.training.run import encode_auto_features
 
-    asked = []
+    asked: list[str] = []
     real = store.encode_all
 
     def spy(dataset, out_dir, config=None, **kw):
@@ -228,6 +223,19 @@ def test_auto_encodes_on_the_trainers_device(tmp_path, monkeypatch):
         return real(dataset, out_dir, store.FeatureConfig(device="cpu"), **kw)
 
     monkeypatch.setattr(store, "encode_all", spy)
+    return asked
+
+
+def test_auto_encodes_on_the_trainers_device(tmp_path, monkeypatch):
+    """A run (or benchmark) training on a GPU encodes its `features: auto` there too (it encoded on the CPU
+    whatever the trainer's device). Spied at the store: this machine may have no GPU, so the encoding itself
+    runs on the CPU."""
+    from recgoat.benchmark.config import DatasetSpec
+    from recgoat.benchmark.data import resolve_features
+    from recgoat.datasets import load
+    from recgoat.training.run import encode_auto_features
+
+    asked = devices_asked(monkeypatch)
     data = titled_shop(tmp_path / "shop")
     dataset = load(str(data))
     for device in ("cpu", "cuda:1"):
@@ -245,18 +253,10 @@ def test_a_benchmark_encodes_on_the_device_its_cells_train_on(tmp_path, monkeypa
     """A model entry's own `train.device` is where its cells train, and the device preflight checks: `auto`
     encodes there, not on the benchmark-wide `train.device` (cuda here, which this machine may lack: no cell
     trains on it, so nothing refused it, and the encoding did)."""
-    import recgoat.features.store as store
     from recgoat.benchmark import load_config as bench_config
     from recgoat.benchmark import run_benchmark
 
-    asked = []
-    real = store.encode_all
-
-    def spy(dataset, out_dir, config=None, **kw):
-        asked.append(config.device)
-        return real(dataset, out_dir, store.FeatureConfig(device="cpu"), **kw)
-
-    monkeypatch.setattr(store, "encode_all", spy)
+    asked = devices_asked(monkeypatch)
     data = titled_shop(tmp_path / "shop")
     cfg = bench_config(None, {"datasets": [str(data)], "models": [{"name": "vbpr", "train": {"device": "cpu"}}],
                               "seeds": [1], "epochs": 1, "out": str(tmp_path / "b"), "progress": False},

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import ConfigError, RecGOATError, show_warning
+from recgoat.errors import ConfigError, RecGOATError, print_error, show_warning
 
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -180,7 +180,7 @@ def models_list(
     infos = list_models(failures)
     _print_models(infos, as_json)
     for message in failures:  # after the listing, which may be long: what a reader must not miss
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        print_error(message)
     if failures:
         raise typer.Exit(1)
 
@@ -406,13 +406,11 @@ def main() -> None:
     try:
         app()
     except RecGOATError as e:
-        # the message is plain text: a path like data/[test] must neither vanish nor crash rich's markup parser
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        print_error(str(e))  # plain text: a path like data/[test] must neither vanish nor crash rich's markup
         sys.exit(1)
     except OSError as e:  # a folder not writable, a full disk, a file gone: one line naming it, no traceback
         where = ", ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(where + ': ' if where else '')}"
-                                   f"{escape(str(e.strerror or e))}", highlight=False, soft_wrap=True)
+        print_error(f"{where + ': ' if where else ''}{e.strerror or e}")
         sys.exit(1)
     except KeyboardInterrupt:
         _interrupted()

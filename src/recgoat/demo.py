@@ -19,11 +19,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from recgoat.config import first_validation_error
 from recgoat.datasets import load
-from recgoat.errors import ConfigError, RecGOATError
+from recgoat.errors import ConfigError, RecGOATError, print_error
 from recgoat.features.device import check_device
 from recgoat.training.trainer import TrainConfig
 
@@ -132,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(first_validation_error(e)) from None
         run = run_benchmark(cfg)
     except RecGOATError as e:
-        # escaped: a folder like data/[bold]x lost its brackets to rich's markup
-        # on stderr: `make demo > demo.log` kept the error out of sight in the log otherwise
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        # as the commands print it (a folder like data/[bold]x keeps its brackets), on stderr: `make demo >
+        # demo.log` kept the error out of sight in the log otherwise
+        print_error(str(e))
         return 1
     except KeyboardInterrupt:
         # encoding and the benchmark write through temp files and resume: say so instead of a traceback

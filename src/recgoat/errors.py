@@ -48,7 +48,24 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     and line of the library and then its source line (``warnings.warn(…)``): noise to someone running a command.
     Installed by the ``recgoat`` command (:func:`recgoat.cli.main`) and, where it is, by the worker processes of a
     ``jobs > 1`` benchmark (:mod:`recgoat.benchmark.workers`); the Python API keeps Python's own."""
+    print_warning(str(message))
+
+
+def print_warning(message: str) -> None:
+    """A warning as the commands print it: one ``warning: …`` line on stderr (the text taken as it is)."""
+    _print_line("[yellow]warning:[/]", message)
+
+
+def print_error(message: str) -> None:
+    """An error as the commands print it: one ``error: …`` line on stderr, whatever the terminal's width, the text
+    taken as it is (a path like ``data/[test]`` is no rich markup)."""
+    _print_line("[bold red]error:[/]", message)
+
+
+def _print_line(label: str, message: str) -> None:
+    """``label`` (rich markup) and ``message`` (plain: escaped) as one line on stderr, never wrapped; rich is
+    imported here, when a line is printed, so that importing this module stays light."""
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)

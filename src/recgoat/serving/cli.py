@@ -14,17 +14,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import RecGOATError
+from recgoat.errors import RecGOATError, print_error, print_warning
 
 app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _fail(e: Exception) -> None:
     # one line whatever the terminal width, and a path holding [brackets] is not read as rich markup; on
     # stderr, as every other command's errors: `recgoat recommend … > top.txt` put the error in the file
-    err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+    print_error(str(e))
     raise typer.Exit(1)  # as every other command; 2 stays click's usage errors
 
 
@@ -56,7 +55,7 @@ def export_command(
     from recgoat.serving.export import export_run_dir
 
     def warn(message: str) -> None:  # as it is found, before the slow loads: also said when the export fails
-        err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        print_warning(message)
 
     try:
         done = export_run_dir(run_dir, out, dataset, features, overwrite=overwrite, seen=seen.value, warn=warn)

@@ -189,19 +189,18 @@ def _print_models(infos, as_json: bool) -> None:
     if as_json:
         print(json.dumps([i.as_dict() for i in infos], default=str, indent=1))
         return
+    rows = [(i.name + ("" if i.builtin else " (plugin)"), "yes" if i.trainable else "no", ", ".join(i.reads) or "-",
+             ", ".join(i.presets) or "-", i.summary) for i in infos]
     if console.width < 120:  # a pipe's 80 columns: one entry per model, as `models show` does its parameters
-        for i in infos:
-            _print_entry(f"[bold]{escape(i.name)}[/]{'' if i.builtin else ' (plugin)'}  trains: "
-                         f"{'yes' if i.trainable else 'no'}; reads: {escape(', '.join(i.reads) or '-')}; presets: "
-                         f"{escape(', '.join(i.presets) or '-')}", i.summary)
-        console.print("[dim]hyper-parameters: recgoat models show NAME[/]", highlight=False)
-        return
-    table = Table("name", "trains", "reads", "presets")
-    table.add_column("reference", overflow="fold")
-    for i in infos:
-        table.add_row(escape(i.name + ("" if i.builtin else " (plugin)")), "yes" if i.trainable else "no",
-                      escape(", ".join(i.reads) or "-"), escape(", ".join(i.presets) or "-"), escape(i.summary))
-    console.print(table)
+        for name, trains, reads, presets, summary in rows:
+            _print_entry(f"[bold]{escape(name)}[/]  trains: {trains}; reads: {escape(reads)}; presets: "
+                         f"{escape(presets)}", summary)
+    else:
+        table = Table("name", "trains", "reads", "presets")
+        table.add_column("reference", overflow="fold")
+        for row in rows:
+            table.add_row(*map(escape, row))
+        console.print(table)
     console.print("[dim]hyper-parameters: recgoat models show NAME[/]", highlight=False)
 
 
@@ -239,22 +238,22 @@ def models_show(
         console.print("no hyper-parameters", highlight=False)
         return
     value = "default" if preset is None else f"value ({escape(preset)}; default)"
-    rows = []
+    shown = {}
     for p in info.params:
-        shown = escape(json.dumps(p.value, default=str))
+        shown[p.name] = escape(json.dumps(p.value, default=str))
         if p.from_preset:  # the preset's value in bold, the default beside it
-            shown = f"[bold]{shown}[/] ({escape(json.dumps(p.default, default=str))})"
-        rows.append((escape(p.name), escape(p.type), escape(p.bounds), shown, escape(p.doc)))
+            shown[p.name] = f"[bold]{shown[p.name]}[/] ({escape(json.dumps(p.default, default=str))})"
     if console.width < 120:
         # five columns in 80 (a pipe's width) cut the names --set needs and wrap each description over ten lines:
         # one entry per parameter instead, its name first on its line
-        for (name, kind, bounds, shown, _), p in zip(rows, info.params):
-            _print_entry(f"[bold]{name}[/]  {kind}{f', {bounds}' if bounds else ''}; {value}: {shown}", p.doc)
+        for p in info.params:
+            bounds = f", {escape(p.bounds)}" if p.bounds else ""
+            _print_entry(f"[bold]{escape(p.name)}[/]  {escape(p.type)}{bounds}; {value}: {shown[p.name]}", p.doc)
         return
     table = Table("parameter", "type", "bounds", value)
     table.add_column("what it does", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
+    for p in info.params:
+        table.add_row(escape(p.name), escape(p.type), escape(p.bounds), shown[p.name], escape(p.doc))
     console.print(table)
 
 

@@ -258,9 +258,9 @@ def _encode_advice(dataset: Dataset, folder: Path) -> str:
     """What fills a feature folder with none of its files for ``dataset``: `recgoat encode all` where the dataset
     has something to encode, else what it lacks (the wording of `encode all`'s own refusal). Why: the advice was
     `recgoat encode all` always, which for a dataset without item text or images encodes nothing."""
-    from recgoat.features.store import NOTHING_TO_ENCODE_FIX, nothing_encodable, what_it_lacks
+    from recgoat.features.store import nothing_encodable
 
-    if nothing_encodable(dataset) is None:
+    nothing = nothing_encodable(dataset)  # its problem is `encode all`'s refusal, said here as it says it
+    if nothing is None:
         return f"run `recgoat encode all DATASET --out {folder}` (or use --features auto)"
-    return (f"dataset {dataset.name} has nothing to encode: {what_it_lacks(dataset)}; {NOTHING_TO_ENCODE_FIX}, or "
-            f"train a model that reads no features")
+    return f"{nothing.problem}, or train a model that reads no features"

@@ -170,12 +170,12 @@ def refuse_unsplit(given: str, dataset: Dataset) -> None:
     a prepared folder keeps its split (``--set data.split=random`` is refused there), so it is prepared again."""
     if dataset.has_split:
         return
-    from recgoat.datasets.registry import EMBEDDED, SHARED
+    from recgoat.datasets.registry import SHARED
 
     info = dataset.info if isinstance(dataset.info, dict) else {}
     prep = info.get("prepare") if isinstance(info.get("prepare"), dict) else {}
     source = info.get("source")
-    if dataset.name in (*EMBEDDED, *SHARED) and (source == f"embedded:{dataset.name}" or dataset.name in SHARED):
+    if dataset.name in SHARED or source == f"embedded:{dataset.name}":
         source = dataset.name  # the name it is loaded by
     if not isinstance(source, str) or not source:
         source = "SOURCE"

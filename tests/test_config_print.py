@@ -76,3 +76,16 @@ def test_print_config_trains_nothing(tmp_path, monkeypatch):
     again = load_config(tmp_path / "run.yaml")
     assert (again.model.name, again.trainer.epochs, again.trainer.lr) == ("lightgcn", 3, 5e-3)
     assert again.trainer.model_fields_set == {"epochs", "lr"}
+
+
+def test_print_config_names_the_run_folder_it_cannot_hold(tmp_path, monkeypatch):
+    """--run-dir is no key of the file: a comment says it was given, so the file's reader gives it again."""
+    monkeypatch.chdir(tmp_path)
+    out = runner.invoke(app, ["train", "--run-dir", "my runs/a", "--print-config"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[1].startswith("# printed with --run-dir my runs/a: not a key of this file")
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "run.yaml").write_text(out.stdout, encoding="utf-8")
+    _same_run(load_config(tmp_path / "run.yaml"), load_config(None))
+    plain = runner.invoke(app, ["train", "--print-config"])
+    assert "--run-dir" not in plain.stdout

@@ -323,7 +323,7 @@ def train_cmd(
     # the epoch bar is drawn only on a terminal unless the config asks for it: the trainer decides (_show_progress)
     cfg = load_config(config, list(set_), values=values)
     if print_config:
-        sys.stdout.write(run_config_yaml(cfg))
+        sys.stdout.write(run_config_yaml(cfg, run_dir))
         return
     result = train(cfg, run_dir=run_dir)
     _print_result(result)

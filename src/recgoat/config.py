@@ -497,17 +497,21 @@ def yaml_fields(model: type[BaseModel], values: dict[str, Any], given: set[str] 
     return lines
 
 
-def run_config_yaml(cfg: RunConfig) -> str:
+def run_config_yaml(cfg: RunConfig, run_dir: str | None = None) -> str:
     """``cfg`` (from :func:`load_config`) as a commented YAML file that ``recgoat train --config`` reads back as the
     same run: every key of every section, the model's params included, under its description (the fields'
     docstrings). The keys the configuration sets are written; the others are commented out with their defaults,
     since an unset key can mean more than its default value (``trainer.progress`` unset: a bar on a terminal only;
     a data option given for a folder already split is refused; a model config with every key given reads as a saved
-    model's)."""
+    model's). ``run_dir`` (train's ``--run-dir``, not a key of the configuration) is named in a comment, so that the
+    file's reader knows the run folder must be given again."""
     from recgoat.models.base import get_model_class
 
     model_config = get_model_class(cfg.model.name).Config(**cfg.model.params)
     lines = ["# recgoat run configuration, for recgoat train --config FILE; a commented-out key is at its default"]
+    if run_dir is not None:
+        lines.append(f"# printed with --run-dir {one_line(run_dir)}: not a key of this file, give it again "
+                     "(recgoat train --config FILE --run-dir …)")
 
     def params(owner: type[BaseModel], name: str, indent: str) -> list[str] | None:
         if owner is not ModelSection or name != "params":

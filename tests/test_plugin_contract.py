@@ -7,11 +7,15 @@ trained on with every metric 0 and were refused only by `recgoat export`.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from torch import nn
 
-from recgoat.errors import ConfigError, TrainingDiverged
-from recgoat.models.base import get_model_class
+import recgoat.models.base as base
+from recgoat.errors import ConfigError, DataError, TrainingDiverged
+from recgoat.models.base import Recommender, get_model_class
 from recgoat.training.trainer import TrainConfig
 
 from conftest import subset_users
@@ -52,6 +56,12 @@ class FloatTerm(BPRMF):
         return {**super().loss(users, pos, neg), "note": 0.5}
 
 
+class ExtraInPrepare(BPRMF):
+    def prepare(self, dataset, features=None):
+        super().prepare(dataset, features)
+        self.extra = nn.Parameter(torch.zeros(3))
+
+
 class NanEmbeddings(BPRMF):
     def embeddings(self):
         u, i = super().embeddings()
@@ -88,3 +98,51 @@ def test_numbers_beside_the_loss_are_logged(ds, tmp_path):
 def test_non_finite_embeddings_stop_the_run(ds):
     with pytest.raises(TrainingDiverged, match=r"40 user embeddings hold NaN or inf at epoch 0 \(first: user index 0\)"):
         NanEmbeddings.build(ds).fit(ds, CFG)
+
+
+# ------------------------------------------------------------------ every weight made by __init__
+def test_a_parameter_made_in_prepare_is_refused_when_the_model_is_built(ds):
+    """It trained and saved, and then `evaluate`, `export` and `load` refused the saved model with "does not match
+    weights.safetensors (parameters extra differ): was it edited?": a whole training lost, the cause unnamed."""
+    with pytest.raises(ConfigError, match=r"^bprmf: parameters extra are not created by __init__ \(created in "
+                                          r"prepare\(\)\?\), so a loaded model could not restore them .*: create "
+                                          r"every parameter and persistent buffer in ExtraInPrepare\.__init__"):
+        ExtraInPrepare.build(ds)
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda m: setattr(m, "extra", nn.Parameter(torch.zeros(3))),
+     r"parameters extra are not created by __init__ \(created after it: in prepare\(\), loss\(\) or "
+     r"on_epoch_start\(\)\?\)"),
+    (lambda m: m.register_buffer("counts", torch.zeros(2)), r"parameters or persistent buffers counts are not"),
+    (lambda m: setattr(m, "item_emb", nn.Embedding(m.n_items, 3)),
+     r"item_emb\.weight \[\d+, 64\] → \[\d+, 3\] changed shape after __init__"),
+])
+def test_save_refuses_weights_that_load_could_not_restore(ds, tmp_path, change, said):
+    model = BPRMF.build(ds)
+    change(model)
+    with pytest.raises(ConfigError, match=said + r".*; nothing was saved$"):
+        model.save(tmp_path / "m")
+    assert not (tmp_path / "m" / "model.json").exists()
+    fine = BPRMF.build(ds)
+    fine.register_buffer("scratch", torch.zeros(2), persistent=False)  # never saved: nothing to restore
+    Recommender.load(fine.save(tmp_path / "fine"))
+
+
+def test_loading_a_model_saved_with_such_parameters_names_the_likely_cause(ds, tmp_path, monkeypatch):
+    """A folder saved before save() refused them: the load blamed an edit ("was it edited?")."""
+    model = BPRMF.build(ds)
+    model.extra = nn.Parameter(torch.zeros(3))
+    monkeypatch.setattr(base, "_weights_not_built", lambda *a: None, raising=False)  # as versions before saved
+    folder = model.save(tmp_path / "m")
+    monkeypatch.undo()
+    with pytest.raises(DataError, match=r"does not match weights\.safetensors: it holds parameters extra, which "
+                                        r"bprmf's __init__ does not create \(created in prepare\(\)\?\)") as e:
+        Recommender.load(folder)
+    assert "was it edited" not in str(e.value)
+    # an edit that changes the weights __init__ makes is still told as one
+    meta = json.loads((folder / "model.json").read_text())
+    meta["config"]["embedding_dim"] = 8
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"was it edited\?"):
+        Recommender.load(folder)

@@ -191,11 +191,17 @@ class Recommender(nn.Module):
         self.feature_digests: dict[str, str] = {}
         # (features, their digests) that fit() has just computed, so prepare() does not hash them again
         self._known_digests: tuple[Any, dict[str, str]] | None = None
+        # the shapes of state_dict() once the whole __init__ has run (a subclass's too: _record_built_state)
+        self._built_state: dict[str, tuple[int, ...]] | None = None
+        if type(self).__init__ is Recommender.__init__:  # no subclass __init__ follows
+            self._built_state = _state_shapes(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _record_built_state(cls.__dict__["__init__"])
         if "prepare" in cls.__dict__:
-            cls.prepare = _restore_on_error(cls.__dict__["prepare"])
+            cls.prepare = _checked_prepare(cls.__dict__["prepare"])
 
     # ----------------------------------------------------------------- construction
     def init_id_embeddings(self, dim: int) -> None:
@@ -462,6 +468,10 @@ class Recommender(nn.Module):
         path = _as_path(path)
         if path.exists() and not path.is_dir():
             raise DataError(path, "is a file, not a model folder")
+        # weights load() could not restore: the saved model would be refused by every later command
+        problem = _weights_not_built(self, "created after it: in prepare(), loss() or on_epoch_start()?")
+        if problem:
+            raise ConfigError(f"{problem}; nothing was saved")
         meta = {
             "format_version": MODEL_FORMAT_VERSION,
             "model": self.name,
@@ -557,9 +567,18 @@ class Recommender(nn.Module):
         expected = model.state_dict()
         mismatch = sorted(set(expected) ^ set(state)) or sorted(
             k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape))
+        unbuilt = sorted(set(state) - set(expected))
+        if unbuilt and set(expected) <= set(state) and all(tuple(state[k].shape) == tuple(v.shape)
+                                                           for k, v in expected.items()):
+            # every weight __init__ makes is there, and more: a model (saved before save() refused them) that made
+            # parameters outside __init__ is likelier than an edit
+            raise DataError(meta_path, f"does not match {weights_path.name}: it holds parameters {_few(unbuilt)}, "
+                                       f"which {name}'s __init__ does not create (created in prepare()?), so "
+                                       f"this model cannot be restored: create them in __init__ and train again "
+                                       f"(or, if model.json's config or dims were edited, restore them)")
         if mismatch:  # sizes, hyper-parameters or feature dimensions edited after saving
-            raise DataError(meta_path, f"does not match {weights_path.name} (parameters {', '.join(mismatch[:3])}"
-                                       f"{'…' if len(mismatch) > 3 else ''} differ): was it edited?")
+            raise DataError(meta_path, f"does not match {weights_path.name} (parameters {_few(mismatch)} "
+                                       f"differ): was it edited?")
         model.load_state_dict(state, strict=True)
         u_emb, i_emb = tensors.get("final.user_emb"), tensors.get("final.item_emb")
         if u_emb is None or i_emb is None or u_emb.shape[0] != model.n_users or i_emb.shape[0] != model.n_items \
@@ -595,21 +614,78 @@ class Recommender(nn.Module):
 _PREPARE_STATE = ("_prepared", "_cached", "_cached_key", "_train_csr", "feature_digests")
 
 
-def _restore_on_error(prepare: Callable[..., None]) -> Callable[..., None]:
-    """A subclass's ``prepare`` that puts the base state back when it raises. ``Recommender.prepare`` records the
-    training matrix and feature digests before the subclass checks its features, so a refused call left a built
-    model with the refused features' digests (saved with it: its own features were then refused on load) and a
-    loaded one marked prepared, without the saved embeddings it scored from."""
+def _checked_prepare(prepare: Callable[..., None]) -> Callable[..., None]:
+    """A subclass's ``prepare`` that puts the base state back when it raises, and, once the outermost override
+    has run, refuses weights it made (:func:`_weights_not_built`).
+
+    ``Recommender.prepare`` records the training matrix and feature digests before the subclass checks its
+    features, so a refused call left a built model with the refused features' digests (saved with it: its own
+    features were then refused on load) and a loaded one marked prepared, without the saved embeddings it scored
+    from."""
     @functools.wraps(prepare)
     def wrapper(self: Recommender, *args: Any, **kwargs: Any) -> None:
         before = {k: self.__dict__.get(k) for k in _PREPARE_STATE}
         try:
-            return prepare(self, *args, **kwargs)
+            prepare(self, *args, **kwargs)
+            if type(self).prepare is wrapper:  # the outermost override: the whole prepare has run
+                problem = _weights_not_built(self, "created in prepare()?")
+                if problem:
+                    raise ConfigError(problem)
         except BaseException:
             self.__dict__.update(before)
             raise
 
     return wrapper
+
+
+def _record_built_state(init: Callable[..., None]) -> Callable[..., None]:
+    """A subclass's ``__init__`` that records the shapes of the model's state once the outermost ``__init__``
+    (the built class's own) has run: what ``load()`` rebuilds, and so all that a saved model can restore."""
+    @functools.wraps(init)
+    def wrapper(self: Recommender, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self).__init__ is wrapper:
+            self._built_state = _state_shapes(self)
+
+    return wrapper
+
+
+def _state_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor ``state_dict()`` holds, by name (what ``save()`` writes and ``load()`` expects)."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _weights_not_built(model: Recommender, guess: str) -> str | None:
+    """Why ``model``'s state is not the one its ``__init__`` built (None when it is), ``guess`` saying where the
+    extra ones likely came from. ``load()`` rebuilds a model with ``__init__`` alone and loads the weights
+    strictly: a parameter made in ``prepare`` trained and saved, and every later ``evaluate``, ``export`` and
+    ``load`` then failed with "does not match weights.safetensors … was it edited?"."""
+    built = model.__dict__.get("_built_state")
+    if built is None:  # never recorded (a model unpickled from an older version): nothing to compare
+        return None
+    now = _state_shapes(model)
+    added = [k for k in now if k not in built]
+    gone = [k for k in built if k not in now]
+    reshaped = [f"{k} {list(built[k])} → {list(now[k])}" for k in now if k in built and now[k] != built[k]]
+    if not (added or gone or reshaped):
+        return None
+    params = dict(model.named_parameters())
+    parts = []
+    if added:
+        kind = "parameters" if all(k in params for k in added) else "parameters or persistent buffers"
+        parts.append(f"{kind} {_few(added)} are not created by __init__ ({guess})")
+    if reshaped:
+        parts.append(f"{_few(reshaped)} changed shape after __init__")
+    if gone:
+        parts.append(f"{_few(gone)} created by __init__ are gone")
+    return (f"{model.name}: {'; '.join(parts)}, so a loaded model could not restore them (load() rebuilds it with "
+            f"__init__ alone): create every parameter and persistent buffer in {type(model).__name__}.__init__, "
+            f"with shapes from its arguments (docs/extending.md, \"What a model implements\"); a tensor rebuilt "
+            f"from the data belongs in a buffer registered with persistent=False")
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:3]) + ("…" if len(names) > 3 else "")
 
 
 def _as_path(path: Any) -> Path:
@@ -679,7 +755,7 @@ def _index_array(values: Any, n: int, kind: str) -> np.ndarray:
 def _caller_level() -> int:
     """The ``stacklevel`` of the first frame outside ``recgoat.models`` from the caller's caller on: a warning
     raised in ``prepare`` then points at the user's ``build``/``fit`` line, however many model frames (a
-    subclass's ``prepare``, ``_restore_on_error``) lie between."""
+    subclass's ``prepare``, ``_checked_prepare``) lie between."""
     level, frame = 1, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_MODELS_DIR):
         frame, level = frame.f_back, level + 1

@@ -16,7 +16,7 @@ from torch import nn
 import recgoat.models.base as base
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
 from recgoat.models.base import Recommender, get_model_class
-from recgoat.training.trainer import TrainConfig
+from recgoat.training.trainer import Trainer, TrainConfig
 
 from conftest import subset_users
 
@@ -60,6 +60,11 @@ class ExtraInPrepare(BPRMF):
     def prepare(self, dataset, features=None):
         super().prepare(dataset, features)
         self.extra = nn.Parameter(torch.zeros(3))
+
+
+class NoSuperPrepare(BPRMF):
+    def prepare(self, dataset, features=None):
+        self.stats = dataset.n_items  # forgets super().prepare(dataset, features)
 
 
 class NanEmbeddings(BPRMF):
@@ -146,3 +151,25 @@ def test_loading_a_model_saved_with_such_parameters_names_the_likely_cause(ds, t
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"was it edited\?"):
         Recommender.load(folder)
+
+
+# ------------------------------------------------------------------ prepare() calls the base class's
+def test_a_prepare_without_super_prepare_is_named(ds):
+    """`recgoat train` said the model "was prepared on another training split than the one of dataset …: build
+    the model from this dataset", of the model it had just built from that dataset."""
+    said = (r"^bprmf: NoSuperPrepare\.prepare\(\) did not call super\(\)\.prepare\(dataset, features\), which "
+            r"records the training split")
+    with pytest.raises(ConfigError, match=said):
+        NoSuperPrepare.build(ds)
+    model = NoSuperPrepare(ds.n_users, ds.n_items)
+    with pytest.raises(ConfigError, match=said):
+        model.fit(ds, CFG)
+    assert not model._prepared
+
+
+def test_the_trainer_tells_a_model_never_prepared_from_one_of_another_split(ds):
+    model = BPRMF(ds.n_users, ds.n_items)
+    model._prepared = True  # marked prepared without Recommender.prepare: no training split recorded
+    with pytest.raises(ConfigError, match=r"^bprmf was never prepared by the base class \(Recommender\.prepare\), "
+                                          r"so it has no training split: a prepare\(\) override must call super"):
+        Trainer(CFG).fit(model, ds)

@@ -191,6 +191,8 @@ class Recommender(nn.Module):
         self.feature_digests: dict[str, str] = {}
         # (features, their digests) that fit() has just computed, so prepare() does not hash them again
         self._known_digests: tuple[Any, dict[str, str]] | None = None
+        # calls of Recommender.prepare: an override that never calls super().prepare() is told apart by it
+        self._base_prepares = 0
         # the shapes of state_dict() once the whole __init__ has run (a subclass's too: _record_built_state)
         self._built_state: dict[str, tuple[int, ...]] | None = None
         if type(self).__init__ is Recommender.__init__:  # no subclass __init__ follows
@@ -277,6 +279,7 @@ class Recommender(nn.Module):
             warnings.warn(f"{self.name} reads no side features: the features given are not used", UserWarning,
                           stacklevel=_caller_level())
         self._prepared = True
+        self._base_prepares = self.__dict__.get("_base_prepares", 0) + 1
         self._cached = None  # embeddings of the graph and features before (a loaded model's saved ones)
         self.set_train_matrix(dataset.csr("train"))
         self.feature_digests = digests
@@ -616,7 +619,7 @@ _PREPARE_STATE = ("_prepared", "_cached", "_cached_key", "_train_csr", "feature_
 
 def _checked_prepare(prepare: Callable[..., None]) -> Callable[..., None]:
     """A subclass's ``prepare`` that puts the base state back when it raises, and, once the outermost override
-    has run, refuses weights it made (:func:`_weights_not_built`).
+    has run, refuses one that never called ``Recommender.prepare`` or made weights (:func:`_weights_not_built`).
 
     ``Recommender.prepare`` records the training matrix and feature digests before the subclass checks its
     features, so a refused call left a built model with the refused features' digests (saved with it: its own
@@ -625,9 +628,17 @@ def _checked_prepare(prepare: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(prepare)
     def wrapper(self: Recommender, *args: Any, **kwargs: Any) -> None:
         before = {k: self.__dict__.get(k) for k in _PREPARE_STATE}
+        base_runs = self.__dict__.get("_base_prepares", 0)
         try:
             prepare(self, *args, **kwargs)
             if type(self).prepare is wrapper:  # the outermost override: the whole prepare has run
+                if self.__dict__.get("_base_prepares", 0) == base_runs:
+                    # without it the model has no training split: the trainer then said it was "prepared on
+                    # another training split", of a model the CLI had just built from that very dataset
+                    raise ConfigError(f"{self.name}: {type(self).__name__}.prepare() did not call "
+                                      f"super().prepare(dataset, features), which records the training split "
+                                      f"(self._train_csr) and the features' digests: call it first (docs/"
+                                      f"extending.md, \"What a model implements\")")
                 problem = _weights_not_built(self, "created in prepare()?")
                 if problem:
                     raise ConfigError(problem)

@@ -326,7 +326,10 @@ def check_trained_on(model, dataset) -> None:
     holds out for validation and test, while being evaluated on ``dataset``'s splits (leakage)."""
     train = dataset.csr("train")
     ours = model._train_csr
-    if ours is None or ours.shape != train.shape or (ours.astype(bool) != train.astype(bool)).nnz:
+    if ours is None:  # not "another split": Recommender.prepare never ran (an override without super().prepare)
+        raise ConfigError(f"{model.name} was never prepared by the base class (Recommender.prepare), so it has no "
+                          f"training split: a prepare() override must call super().prepare(dataset, features) first")
+    if ours.shape != train.shape or (ours.astype(bool) != train.astype(bool)).nnz:
         raise DataError(None, f"{model.name} was prepared on another training split than the one of dataset "
                               f"{dataset.name!r}: build the model from this dataset (Model.build(dataset))")
 

@@ -173,3 +173,28 @@ def test_the_module_docstring_example_runs():
 
     result = doctest.testmod(catalogue)
     assert result.attempted == 2 and result.failed == 0
+
+
+def test_a_model_lacking_a_required_method_is_not_listed_as_training(monkeypatch):
+    """`models list` read `trainable` alone: a class without loss() (or embeddings()) showed "trains: yes", and
+    `recgoat train` then failed on it."""
+    from recgoat.models.base import Recommender
+
+    class NoLoss(Recommender):
+        def embeddings(self):
+            return self.user_emb.weight, self.item_emb.weight
+
+    class NoEmbeddings(Recommender):
+        def loss(self, users, pos, neg):
+            return {}
+
+    for name, cls, trains in (("m-noloss", NoLoss, "no (implements no loss())"),
+                              ("m-noemb", NoEmbeddings, "no (implements no embeddings())")):
+        monkeypatch.setitem(MODELS, name, cls)
+        monkeypatch.setattr(cls, "name", name, raising=False)
+        info = model_info(name)
+        assert not info.trainable and info.trains == trains
+        out = runner.invoke(app, ["models", "show", name])
+        assert out.exit_code == 0, out.output
+        assert f"trains: {trains}; reads:" in out.stdout
+    assert model_info("lightgcn").trains == "yes" and model_info("mostpop").trains == "no"

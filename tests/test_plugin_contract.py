@@ -8,6 +8,7 @@ trained on with every metric 0 and were refused only by `recgoat export`.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -15,10 +16,10 @@ from torch import nn
 
 import recgoat.models.base as base
 from recgoat.errors import ConfigError, DataError, TrainingDiverged
-from recgoat.models.base import Recommender, get_model_class
+from recgoat.models.base import MODELS, MissingMethod, Recommender, get_model_class
 from recgoat.training.trainer import Trainer, TrainConfig
 
-from conftest import subset_users
+from conftest import run_main, subset_users
 
 BPRMF = get_model_class("bprmf")
 CFG = TrainConfig(epochs=1, batch_size=512, num_threads=1, progress=False)
@@ -65,6 +66,29 @@ class ExtraInPrepare(BPRMF):
 class NoSuperPrepare(BPRMF):
     def prepare(self, dataset, features=None):
         self.stats = dataset.n_items  # forgets super().prepare(dataset, features)
+
+
+class NoEmbeddings(Recommender):
+    def __init__(self, n_users, n_items, config=None, **dims):
+        super().__init__(n_users, n_items, config, **dims)
+        self.init_id_embeddings(8)
+
+    def loss(self, users, pos, neg):
+        return {"loss": (self.user_emb(users) * (self.item_emb(neg) - self.item_emb(pos))).sum(-1).mean()}
+
+
+class NoLoss(Recommender):
+    def __init__(self, n_users, n_items, config=None, **dims):
+        super().__init__(n_users, n_items, config, **dims)
+        self.init_id_embeddings(8)
+
+    def embeddings(self):
+        return self.user_emb.weight, self.item_emb.weight
+
+
+class NoParametersNoLoss(Recommender):
+    def embeddings(self):
+        return torch.ones(self.n_users, 1), torch.arange(self.n_items, dtype=torch.float32)[:, None]
 
 
 class NanEmbeddings(BPRMF):
@@ -173,3 +197,40 @@ def test_the_trainer_tells_a_model_never_prepared_from_one_of_another_split(ds):
     with pytest.raises(ConfigError, match=r"^bprmf was never prepared by the base class \(Recommender\.prepare\), "
                                           r"so it has no training split: a prepare\(\) override must call super"):
         Trainer(CFG).fit(model, ds)
+
+
+# ------------------------------------------------------------------ the methods a model implements
+MISSING = {NoEmbeddings: r"implements no embeddings\(\): implement embeddings\(self\) -> \(Z_U, Z_I\)",
+           NoLoss: r"implements no loss\(\): implement loss\(self, users, pos, neg\)"}
+
+
+@pytest.mark.parametrize("cls", [NoEmbeddings, NoLoss])
+def test_a_missing_required_method_is_refused_before_the_run_starts(ds, tmp_path, monkeypatch, capsys, cls):
+    """Training reached the base class's method at the first validation or batch: a traceback ending in a bare
+    NotImplementedError (or "NoLoss is not trainable by gradient"), after the run folder was written."""
+    said = rf"^\w+ \({cls.__name__}\) {MISSING[cls]}.*; see docs/extending\.md, \"What a model implements\"$"
+    with pytest.raises(MissingMethod, match=said) as e:
+        cls.build(ds).fit(ds, CFG, run_dir=tmp_path / "run")
+    assert isinstance(e.value, ConfigError) and isinstance(e.value, NotImplementedError)
+    assert not (tmp_path / "run").exists()
+    # the command line: one line naming the model
+    monkeypatch.setitem(MODELS, "m-missing", cls)
+    monkeypatch.setattr(cls, "name", "m-missing", raising=False)
+    code, err = run_main(monkeypatch, capsys, "train", "--model", "m-missing", "--epochs", "1",
+                         "--run-dir", str(tmp_path / "cli"), "--set", "trainer.progress=false")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert re.match(rf"error: m-missing \({cls.__name__}\) {MISSING[cls]}", err), err
+
+
+def test_the_base_methods_raise_the_same_error(ds):
+    with pytest.raises(MissingMethod, match=MISSING[NoEmbeddings]):
+        NoEmbeddings.build(ds).recommend(0)
+    users = torch.zeros(1, dtype=torch.long)
+    with pytest.raises(MissingMethod, match=MISSING[NoLoss]):
+        NoLoss.build(ds).loss(users, users, users)
+
+
+def test_a_model_without_parameters_needs_no_loss(ds):
+    """The trainer evaluates it once, as a model with trainable = False: nothing to refuse."""
+    result = NoParametersNoLoss.build(ds).fit(ds, CFG)
+    assert result["epochs_run"] == 0

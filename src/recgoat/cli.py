@@ -189,7 +189,7 @@ def _print_models(infos, as_json: bool) -> None:
     if as_json:
         print(json.dumps([i.as_dict() for i in infos], default=str, indent=1))
         return
-    rows = [(i.name + ("" if i.builtin else " (plugin)"), "yes" if i.trainable else "no", ", ".join(i.reads) or "-",
+    rows = [(i.name + ("" if i.builtin else " (plugin)"), i.trains, ", ".join(i.reads) or "-",
              ", ".join(i.presets) or "-", i.summary) for i in infos]
     if console.width < 120:  # a pipe's 80 columns: one entry per model, as `models show` does its parameters
         for name, trains, reads, presets, summary in rows:
@@ -232,7 +232,7 @@ def models_show(
     reads = ", ".join(info.reads) or "no side features"
     console.print(f"[bold]{escape(info.name)}[/] ({escape(info.class_path)}): {escape(info.summary)}",
                   highlight=False, soft_wrap=True)
-    console.print(f"trains: {'yes' if info.trainable else 'no'}; reads: {escape(reads)}; presets: "
+    console.print(f"trains: {escape(info.trains)}; reads: {escape(reads)}; presets: "
                   f"{escape(', '.join(info.presets) or 'none')}", highlight=False, soft_wrap=True)
     if not info.params:
         console.print("no hyper-parameters", highlight=False)

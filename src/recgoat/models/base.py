@@ -84,6 +84,12 @@ class NaNScores(RecGOATError, FloatingPointError):
     such embeddings too."""
 
 
+class MissingMethod(ConfigError, NotImplementedError):
+    """A model class leaves a method the harness calls to :class:`Recommender`, which has none to give
+    (``embeddings``; ``loss`` for a model with parameters to train). Also a ``NotImplementedError``, which the base
+    methods raised bare before."""
+
+
 class ModelNameTaken(ConfigError):
     """A model name is already registered to another class (a built-in one, or another plugin's)."""
 
@@ -287,10 +293,29 @@ class Recommender(nn.Module):
     def set_train_matrix(self, train: sp.csr_matrix) -> None:
         self._train_csr = train.tocsr()
 
+    @classmethod
+    def unimplemented(cls) -> tuple[str, ...]:
+        """The required methods ``cls`` leaves to this base class, whose own only raise :class:`MissingMethod`:
+        ``embeddings``, and ``loss`` unless ``trainable`` is False. What ``recgoat models list`` shows a model's
+        training by, and what the trainer refuses before anything runs (``loss`` only for a model with parameters
+        to train: one without is evaluated once, as MostPop)."""
+        need = ("embeddings", "loss") if cls.trainable else ("embeddings",)
+        return tuple(m for m in need if getattr(cls, m) is getattr(Recommender, m))
+
+    @classmethod
+    def missing_method(cls, method: str) -> MissingMethod:
+        """The error for ``method`` of :meth:`unimplemented`, naming the model and what to write."""
+        what = {"embeddings": "embeddings(self) -> (Z_U, Z_I), the user and item representations whose inner "
+                              "products are the scores",
+                "loss": "loss(self, users, pos, neg) -> {'loss': ...}, the loss of a batch of BPR triples that "
+                        "training minimises (a model without gradient training sets trainable = False instead)"}
+        return MissingMethod(f"{cls.name} ({cls.__qualname__}) implements no {method}(): implement {what[method]}; "
+                             f"see docs/extending.md, \"What a model implements\"")
+
     # ----------------------------------------------------------------- training hooks
     def loss(self, users: Tensor, pos: Tensor, neg: Tensor) -> dict[str, Tensor]:
         """Loss terms for a batch of BPR triples; key ``loss`` is the total that is minimised."""
-        raise NotImplementedError(f"{type(self).__name__} is not trainable by gradient")
+        raise self.missing_method("loss")
 
     def on_epoch_start(self, epoch: int, rng: np.random.Generator) -> None:
         """Called before each training epoch (e.g. to resample a pruned graph)."""
@@ -307,7 +332,7 @@ class Recommender(nn.Module):
     # ----------------------------------------------------------------- inference
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final ``(Z_U, Z_I)``; the score of (u, i) is ``Z_U[u] · Z_I[i]``."""
-        raise NotImplementedError
+        raise self.missing_method("embeddings")
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
         """Embeddings in eval mode (dropout off), cached while the model stays in eval mode.

@@ -46,15 +46,22 @@ class ModelInfo:
     class_path: str  # module.Class
     summary: str  # the first paragraph of the class's own docstring, else its module's, on one line
     builtin: bool  # recgoat's own, not a plugin's
-    trainable: bool
+    trainable: bool  # trained by gradient: trainable, and implements what it needs (Recommender.unimplemented)
     reads: tuple[str, ...]  # feature kinds read with these settings (`recgoat encode`'s text, image, users)
     presets: tuple[str, ...]  # packaged presets (`model.preset`)
     preset: str | None  # the preset the values are shown with
     params: tuple[ParamInfo, ...]
+    unimplemented: tuple[str, ...] = ()  # required methods the class lacks: `recgoat train` refuses it
+
+    @property
+    def trains(self) -> str:
+        """The "trains" column: yes, no, or no with the methods the model lacks (it cannot train, or run)."""
+        missing = ", ".join(f"{m}()" for m in self.unimplemented)
+        return f"no (implements no {missing})" if missing else "yes" if self.trainable else "no"
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("name", "class_path", "summary", "builtin", "trainable", "preset")}
-        out.update(reads=list(self.reads), presets=list(self.presets))
+        out.update(reads=list(self.reads), presets=list(self.presets), unimplemented=list(self.unimplemented))
         out["params"] = [{"name": p.name, "type": p.type, "bounds": p.bounds, "default": p.default,
                           "value": p.value, "doc": p.doc} for p in self.params]
         return out
@@ -115,9 +122,11 @@ def model_info(name: str, preset: str | None = None) -> ModelInfo:
                   value=getattr(config, k), doc=one_line(f.description))
         for k, f in cls.Config.model_fields.items())
     return ModelInfo(name=name, class_path=f"{cls.__module__}.{cls.__qualname__}", summary=_summary(cls),
-                     builtin=is_builtin(cls), trainable=bool(cls.trainable),
+                     # a trainable class without loss() trains no epoch: the trainer refuses it (with
+                     # parameters) or evaluates it once (without), as one with trainable = False
+                     builtin=is_builtin(cls), trainable=bool(cls.trainable) and not cls.unimplemented(),
                      reads=tuple(cls.feature_kinds(config)), presets=tuple(packaged_presets(name)),
-                     preset=preset, params=params)
+                     preset=preset, params=params, unimplemented=cls.unimplemented())
 
 
 def list_models(failures: list[str] | None = None) -> list[ModelInfo]:

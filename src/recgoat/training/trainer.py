@@ -334,6 +334,15 @@ def check_trained_on(model, dataset) -> None:
                               f"{dataset.name!r}: build the model from this dataset (Model.build(dataset))")
 
 
+def check_implemented(model) -> None:
+    """A :class:`~recgoat.models.base.MissingMethod` naming the method ``model``'s class leaves to the base class
+    that this run would call: found at the first validation (``embeddings``) or batch (``loss``), it was a bare
+    NotImplementedError's traceback, after the run folder was written."""
+    for method in type(model).unimplemented():
+        if method != "loss" or _trains(model):
+            raise model.missing_method(method)
+
+
 def check_negatives(train, dataset) -> None:
     """BPR needs a non-interacted item per user: a :class:`DataError` naming the users who have every
     item in the training split (possible in pre-split data), instead of the sampler's ValueError."""
@@ -624,6 +633,7 @@ class Trainer:
         change what a live run in that folder owns (it deleted such a run's newly staged best/)."""
         if self.run_dir is not None:
             check_run_dir(self.run_dir)
+        check_implemented(model)
         check_held_out(dataset)
         check_trained_on(model, dataset)
         if _trains(model):

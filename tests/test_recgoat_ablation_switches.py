@@ -146,7 +146,8 @@ def test_a_built_or_loaded_model_given_other_features_still_says_what_it_was_bui
                                         r"features given have no text features$"):
         loaded.prepare(ds, Features(profile=feats.profile))
     with pytest.raises(ConfigError, match=r"^RecGOAT needs item features \(text, image\) and user profile features "
-                                          r"but none were given: encode them with `recgoat encode all <dataset>`"):
+                                          r"but none were given: let `recgoat train --features auto` .* or encode them "
+                                          r"with `recgoat encode all <dataset>`"):
         loaded.prepare(ds, None)
     loaded.prepare(ds, feats)  # its own features still do
 

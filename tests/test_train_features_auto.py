@@ -40,6 +40,16 @@ def test_train_auto_imports_an_mmrec_folders_features_and_evaluate_finds_them(tm
     assert code == 0, err
 
 
+def test_a_model_given_no_features_is_told_of_auto(tmp_path, monkeypatch, capsys):
+    """The error said to run `recgoat encode all` and pass --features FOLDER, never that --features auto does both."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(monkeypatch, capsys, "train", "--dataset", "ml-latest-small", "--model", "vbpr", *FAST)
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: vbpr needs item features (text and/or image) but none were given: let `recgoat "
+                          "train --features auto` (`features: auto` in a config file) encode them, or encode them "
+                          "with `recgoat encode all <dataset>` and give the folder: `--features FOLDER`"), err
+
+
 def test_train_auto_reuses_the_folder_and_encodes_nothing_for_an_id_model(tmp_path, monkeypatch, capsys):
     data = mmrec_folder(tmp_path / "baby")
     monkeypatch.chdir(tmp_path)

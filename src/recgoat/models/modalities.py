@@ -49,8 +49,10 @@ def item_modalities(features, model: str, n_items: int | None = None) -> dict[st
 
 def none_given_message(model: str, what: str = "item features (text and/or image)") -> str:
     """``model`` needs ``what`` but was given no features at all (shared with RecGOAT, whose views differ)."""
-    return (f"{model} needs {what} but none were given: encode them with `recgoat encode all <dataset>`, then give "
-            f"`--features FOLDER` (recgoat train/evaluate), `features: FOLDER` (a config file) or "
+    # `--features auto` first: the one step that does it all, which the README documents and this left out
+    return (f"{model} needs {what} but none were given: let `recgoat train --features auto` (`features: auto` in a "
+            f"config file) encode them, or encode them with `recgoat encode all <dataset>` and give the folder: "
+            f"`--features FOLDER` (recgoat train), `features: FOLDER` (a config file) or "
             f"features=load_features(dataset, folder) (Python)")
 
 

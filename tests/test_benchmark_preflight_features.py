@@ -266,3 +266,25 @@ def test_ttest_with_any_spread_is_scipys_bit_for_bit():
     ref = stats.ttest_rel(x.to_numpy(), y.to_numpy())
     assert res["p_value"] == float(ref.pvalue) and res["statistic"] == float(ref.statistic)
     assert "undefined" not in res and res["p_value"] > 0
+
+
+def test_a_model_class_lacking_loss_is_refused_before_any_cell_trains(tmp_path, trained_runs, monkeypatch):
+    """A plugin without loss() failed only when its own cell came, after the cells before it had trained."""
+    from recgoat.models.base import MODELS, Recommender
+
+    class NoLoss(Recommender):
+        name = "noloss_probe"
+
+        def __init__(self, n_users, n_items, config=None, **dims):
+            super().__init__(n_users, n_items, config, **dims)
+            self.init_id_embeddings(4)
+
+        def embeddings(self):
+            return self.user_emb.weight, self.item_emb.weight
+
+    monkeypatch.setitem(MODELS, "noloss_probe", NoLoss)
+    data, out = write_data(tmp_path / "plain"), tmp_path / "b"
+    with pytest.raises(ConfigError, match=r"^dataset plain: model 'noloss_probe' cannot train: noloss_probe "
+                                          r"\(.*NoLoss\) implements no loss\(\)"):
+        run_benchmark(config([{"name": str(data), "features": None}], out, ["mostpop", "noloss_probe"]))
+    assert trained_runs == [] and not out.exists()

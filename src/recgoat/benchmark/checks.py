@@ -129,16 +129,22 @@ def _stand_in_features(kinds: tuple[str, ...], folder: str | None = None):
 
 def build_problem(model: ModelSpec, features) -> str | None:
     """Why ``model`` cannot be built on ``features`` (a ConfigError of its ``dims_from`` or constructor: a
-    modality it needs is absent, a setting asks for a view the features lack), else None. It is built with one
-    user and one item, so it is cheap; the global random state is left as it was. Any other error (e.g. a
-    plugin's ``dims_from`` reading the stand-in's absent dataset) proves nothing: the cell reports its own."""
-    from recgoat.models.base import get_model_class
+    modality it needs is absent, a setting asks for a view the features lack) or trained (its class lacks a
+    method training calls: :func:`~recgoat.training.trainer.check_implemented`), said as "cannot be built: …" or
+    "cannot train: …"; else None. It is built with one user and one item, so it is cheap; the global random state
+    is left as it was. Any other error (e.g. a plugin's ``dims_from`` reading the stand-in's absent dataset) proves
+    nothing: the cell reports its own."""
+    from recgoat.models.base import MissingMethod, get_model_class
+    from recgoat.training.trainer import check_implemented
 
     cls = get_model_class(model.name)  # an unknown name is refused, not taken for "nothing to judge" below
     try:
-        probe_model(cls, model.params, None, features)
+        # a method the class lacks (a plugin without loss()) stopped its cell only, after earlier cells trained
+        check_implemented(probe_model(cls, model.params, None, features))
+    except MissingMethod as e:
+        return f"cannot train: {e}"
     except ConfigError as e:
-        return str(e)
+        return f"cannot be built: {e}"
     except Exception:  # noqa: BLE001 — not a configuration the stand-in can judge
         return None
     return None
@@ -211,7 +217,7 @@ def pair_problems(config: BenchmarkConfig, cells: list[Cell],
             where = "" if kinds is None else (
                 f" (`features: auto` encodes {' and '.join(kinds)} for it)" if spec.features == "auto"
                 else f" (its feature folder {spec.features} holds {' and '.join(kinds)})")
-            problems.append(f"dataset {label}: model {model.key!r} cannot be built: {built[key]}{where}")
+            problems.append(f"dataset {label}: model {model.key!r} {built[key]}{where}")
     return problems
 
 

@@ -429,7 +429,9 @@ class Recommender(nn.Module):
         ``user`` is an integer index ``0..n_users-1`` (Python or numpy integer); a model does not know the
         dataset's raw ids: map one with ``dataset.user_index(raw_id)`` and results back with
         ``dataset.item_ids[items]``. ``k`` must be >= 1; fewer come back when fewer items are left (none for a
-        user who has seen them all). Equal scores come in ascending item id
+        user who has seen them all). ``remove_seen`` leaves out the user's *training* items only (the model knows no
+        other split); an exported artefact, ``recgoat recommend`` and ``recgoat serve`` leave out every split's
+        by default (``recgoat export --seen``). Equal scores come in ascending item id
         (:func:`recgoat.evaluation.ranking.top_k`), as from the service; the service's faiss inner products
         round in the last bit differently from torch's, so two items whose scores differ by about float32's
         precision may come in the other order there. A model scoring any item NaN for ``user`` has no ranking

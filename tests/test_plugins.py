@@ -80,6 +80,23 @@ def test_the_documented_models_are_the_tested_fixtures(name):
     assert doc_block(f"tests/fixtures/plugins/{name}.py") == (PLUGINS / f"{name}.py").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("name", ["logmf", "contentmf"])
+def test_the_documented_models_compute_on_their_weights_device(plugins, name):
+    """The trainer moves a model to --device (cuda); the doc's models make no tensor on the CPU beside their
+    weights. PyTorch's shape-only ``meta`` device stands in for a GPU: a CPU tensor there is refused by torch."""
+    cls = getattr(__import__(name), {"logmf": "LogMF", "contentmf": "ContentMF"}[name])
+    dims = {"text_dim": 3, "image_dim": 0} if name == "contentmf" else {}
+    model = cls(4, 5, {"embedding_dim": 2}, **dims)
+    if name == "contentmf":
+        model.content = torch.zeros(5, 3)  # as prepare() sets it: a buffer, moved with the weights
+    model.to("meta")
+    users, items = model.embeddings()
+    assert users.device.type == items.device.type == "meta"
+    assert users.shape[0] == 4 and items.shape[0] == 5 and users.shape[1] == items.shape[1]
+    loss = model.loss(*(torch.tensor([0, 1], device="meta") for _ in range(3)))["loss"]
+    assert loss.device.type == "meta"
+
+
 def test_the_documented_python_example_runs(plugins):
     """The doc's Python session (build, fit, recommend, save, load) runs as written next to logmf.py."""
     session = [b for b in doc_python_blocks() if "LogMF.build" in b]

@@ -14,7 +14,11 @@ Endpoints (OpenAPI docs at ``/docs``):
   for a one-layer mean aggregator, a good proxy for MF). From a profile text ``t`` (runs exported with
   text features): encode ``t`` with the run's text encoder, take the ``m`` items whose text features are
   most cosine-similar, :math:`z = \sum_j w_j z_j` with :math:`w \propto \max(\cos, 0)`. Both given:
-  the mean of the two vectors.
+  the mean of the two vectors. A coordinate that every training user holds at the same value (the constant
+  1 of a bias written as an inner product, :math:`[p_u, 1]\cdot[q_i, b_i]`, as VBPR and MostPop do) keeps
+  that value instead of the items' mean. Fold-in is a heuristic: it assumes the user vectors live in the
+  item vectors' space; a model whose user side is built otherwise (user features, a learned user-only
+  transform) gets a vector it never trained on.
 - ``GET /users``, ``GET /users/{id}/history``, ``GET /items``, ``GET /items/{id}/image`` — what the web
   page needs; the image endpoint only serves files listed in the artefact's item table, with the content
   type their bytes show (a file that is no JPEG, PNG, GIF or WebP image is a 404 saying so).
@@ -366,6 +370,12 @@ class Service:
     def __init__(self, run: Run, index: str = "flat"):
         self.run = run
         self.index = ItemIndex(run.item_emb, index)
+        # user coordinates every training user holds at one value: the 1 of the bias trick ([p_u, 1]·[q_i, b_i],
+        # VBPR's, MostPop's), no preference of the user. Fold-in keeps them at that value; averaged like the
+        # rest they became the basket's mean bias, which ranked the catalogue anti-popular for a niche basket.
+        u = run.user_emb
+        fixed = (u == u[:1]).all(axis=0) if len(u) > 1 else np.zeros(u.shape[1], bool)  # one user: nothing known
+        self.fixed_user = (np.flatnonzero(fixed), u[0, fixed].copy())
         # what an approximate index loses on the lists as served: reported by /metadata and `serve`
         self.index_recall = {f"recall@{k}": 1.0 if index == "flat" else round(self._index_recall(k), 4)
                              for k in RECALL_KS}
@@ -523,7 +533,10 @@ class Service:
         if text:
             top, w = self.text_neighbours(text)
             parts.append(w @ self.run.item_emb[top])
-        return np.mean(parts, axis=0, dtype=np.float32)[None, :]
+        z = np.mean(parts, axis=0, dtype=np.float32)
+        cols, values = self.fixed_user
+        z[cols] = values
+        return z[None, :]
 
     def text_neighbours(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The items whose text features are nearest a profile text (by cosine), and their weights."""
@@ -617,6 +630,11 @@ def create_app(run: Run, index: str = "flat") -> FastAPI:
         and/or a profile text (runs exported with text features). ``item_ids`` may be JSON numbers for numeric
         ids (``[50, 181]`` is ``["50", "181"]``). Repeated ``item_ids`` count once; with
         ``exclude_seen`` the liked items are left out, and fewer than ``k`` items come back when fewer are left.
+
+        The new user's vector is the mean of the liked items' embeddings (a text: the weighted mean of the
+        items nearest it), except on coordinates every training user holds at one value (a bias written as
+        ``[p_u, 1]·[q_i, b_i]``), which keep it. It approximates a trained user well for models whose user and
+        item vectors share their space (MF, LightGCN); for a user side built otherwise it is a rough guess.
         """
         # each unknown id named once (a basket repeating one unknown id listed it as often)
         unknown = list(dict.fromkeys(i for i in body.item_ids if i not in run.item_index))

@@ -97,6 +97,31 @@ def test_every_error_body_is_declared_in_openapi(client, method, path, body, sta
     assert _conforms(r.json(), schema, spec), (r.json(), schema)
 
 
+@pytest.mark.parametrize("content_type, said", [
+    ("application/x-www-form-urlencoded", "Content-Type 'application/x-www-form-urlencoded'"),  # curl -d's
+    ("text/plain", "Content-Type 'text/plain'"),
+    (None, "no Content-Type"),
+])
+def test_a_json_body_sent_as_another_content_type_is_told_so(client, content_type, said):
+    """FastAPI parses a body as JSON only under a JSON Content-Type: `curl -X POST … -d '{"item_ids": […]}'`
+    (form-encoded) was a 422 "Input should be a valid dictionary or object to extract fields from". It now
+    says what to send, as one message of the declared string-detail 422."""
+    body = b'{"item_ids": ["i1"], "k": 3}'
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/recommend", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.json() == {"detail": f"the body must be JSON sent with Content-Type: application/json; this request "
+                                  f"has {said} (curl: add -H 'Content-Type: application/json')"}
+    spec = client.get("/openapi.json").json()
+    assert _conforms(r.json(), spec["paths"]["/recommend"]["post"]["responses"]["422"]["content"]
+                     ["application/json"]["schema"], spec)
+    ok = client.post("/recommend", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 3
+    # a JSON body of the wrong shape keeps its field error
+    wrong = client.post("/recommend", content=b"[1]", headers={"content-type": "application/json"})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["type"] == "model_attributes_type"
+
+
 def test_unknown_posted_ids_are_not_echoed_whole(client):
     """A POST with unknown item ids echoed each of up to 20 of them in full in the 404 (a 100,000-character
     id came back whole, twenty of them 2 MB), although every other error cuts an input to 200 characters."""

@@ -236,10 +236,26 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def _json_content_type(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this Content-Type as JSON (``*/json`` or ``*/*+json``)."""
+    subtype = (content_type or "").split(";")[0].strip().lower().partition("/")[2]
+    return subtype == "json" or subtype.endswith("+json")
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    content_type = request.headers.get("content-type")
+    if not _json_content_type(content_type) and any(e.get("loc", ())[:1] == ("body",) for e in errors):
+        # FastAPI reads a body as JSON only when its Content-Type says so: `curl -d '{...}'` sends
+        # application/x-www-form-urlencoded, and the JSON text came back as "Input should be a valid
+        # dictionary or object to extract fields from", which named no cause
+        got = f"Content-Type {_json_safe(content_type)!r}" if content_type else "no Content-Type"
+        return JSONResponse(status_code=422, content={
+            "detail": f"the body must be JSON sent with Content-Type: application/json; this request has {got} "
+                      f"(curl: add -H 'Content-Type: application/json')"})
     # FastAPI's own handler echoes the offending input, and Python's JSON parser reads NaN, Infinity and
     # 1e400 as floats, which the echo cannot write: a 500 for bad input. Same body, made writable.
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(errors))})
 
 
 class _RepeatedQuery:

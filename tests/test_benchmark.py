@@ -397,6 +397,19 @@ def test_progress_is_shown_while_it_runs(tmp_path, capfd):
     assert "bprmf:" in out and "epoch/s" in out  # the trainer's nested bar
 
 
+def test_progress_left_unset_draws_no_bars_outside_a_terminal(tmp_path, capfd):
+    """``progress`` unset means bars only on a terminal, from Python too: only the CLI checked, so a script's
+    run_benchmark drew the cell and epoch bars (carriage returns) into its log. A line per cell still comes."""
+    cfg = load_config(None, {"datasets": ["ml-latest-small"], "models": ["mostpop", "bprmf"], "seeds": [2026],
+                             "epochs": 1, "out": str(tmp_path / "b")}, SETS)
+    assert cfg.progress and "progress" not in cfg.model_fields_set
+    run = run_benchmark(cfg, write_report=False)
+    assert not run.failed
+    err = capfd.readouterr().err  # captured: not a terminal
+    assert "\r" not in err and "epoch/s" not in err and "cell/s" not in err, err
+    assert f"{DATASET}/bprmf/seed2026" in err and f"{DATASET}/mostpop/seed2026" in err
+
+
 def test_report_names_rows_with_fewer_seeds_than_the_header(bench):
     """A row averaged over fewer seeds than the header claims (its other cells failed) is named as such."""
     from recgoat.benchmark.report import aggregate, collect_runs, markdown, seed_shortfall

@@ -125,11 +125,6 @@ def benchmark(
         if print_config:  # before anything is read or written: the configuration only
             sys.stdout.write(benchmark_config_yaml(tree, cfg))
             return
-        asked = "progress" in cfg.model_fields_set or "progress" in cfg.train.model_fields_set
-        if not asked and not sys.stderr.isatty():
-            # tqdm redraws with carriage returns: in a log file or a pipe they are garbage (the file or --set
-            # may still ask for the bars)
-            cfg = cfg.model_copy(update={"progress": False})
         if report_only:
             from recgoat.benchmark.runner import report_only as _report_only
 

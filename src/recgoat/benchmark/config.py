@@ -18,6 +18,7 @@ import copy
 import itertools
 import json
 import os
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -246,7 +247,7 @@ class BenchmarkConfig(BaseModel):
     on_error: Literal["continue", "raise"] = "continue"
     """A cell that fails: continue (recorded in its folder's error.txt, the other cells run) or raise (stop)."""
     progress: bool = True
-    """Progress bars: left unset, only on a terminal; set true, always."""
+    """Progress bars: left unset, only on a terminal (or in Jupyter); set true, always."""
     # how a run is carried out, not a setting of its results
     jobs: int = Field(default=1, ge=1)
     """Cells trained at once, each in a worker process of its own (train.num_threads threads each; unset: the
@@ -341,6 +342,15 @@ class BenchmarkConfig(BaseModel):
     @property
     def ks_reported(self) -> list[int]:
         return list(self.report_ks) if self.report_ks else list(self.train.ks)
+
+    def where_watched(self) -> BenchmarkConfig:
+        """This configuration with ``progress`` off where nobody watches the bars (stderr no terminal, no Jupyter
+        kernel), unless it or ``train.progress`` was set. tqdm redraws with carriage returns, garbage in a log or
+        a pipe: only the CLI checked, so ``run_benchmark`` called from a script drew them there."""
+        asked = "progress" in self.model_fields_set or "progress" in self.train.model_fields_set
+        if asked or not self.progress or sys.stderr.isatty() or "ipykernel" in sys.modules:
+            return self
+        return self.model_copy(update={"progress": False})
 
     def cell_train_config(self, model: ModelSpec, seed: int) -> TrainConfig:
         base = self.train.model_dump()

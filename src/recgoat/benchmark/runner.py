@@ -180,7 +180,8 @@ def run_benchmark(config: BenchmarkConfig, on_cell: Callable[[Cell, str], None] 
     from recgoat.models.base import get_model_class
 
     model_classes = {m.key: get_model_class(m.name) for m in config.models}  # unknown names fail early
-    config = with_recorded_paths(config)  # relative paths of a benchmark run from another working folder
+    # bars only where someone watches them, unless asked for; relative paths of a run from another working folder
+    config = with_recorded_paths(config.where_watched())
     out = Path(config.out)
     cells = plan_cells(config)
     # finished under a smaller train.epochs: trained on to this one (only marked here; the folder is untouched)

@@ -428,6 +428,37 @@ def cli_error(*args) -> str:
     return one_line_error("export", *args).removeprefix("error: ")
 
 
+def cli_spelt(lines) -> list[str]:
+    """export_run_dir's notes as `recgoat export` prints them: its options for the Python arguments."""
+    spelt = {"dataset=NAME_OR_FOLDER": "--dataset NAME_OR_FOLDER", "(dataset=, ": "(--dataset, ",
+             "dataset= ": "--dataset ", "features= ": "--features ", "overwrite=True": "--overwrite"}
+    out = []
+    for line in lines:
+        for python, cli in spelt.items():
+            line = line.replace(python, cli)
+        out.append(line)
+    return out
+
+
+def test_export_run_dir_names_its_python_arguments_where_the_command_names_options(work, tmp_path):
+    """A Python caller was told to `pass --dataset NAME_OR_FOLDER` (or --overwrite), a flag it has no way to give;
+    it is told the argument, while the command still names its options."""
+    from recgoat.errors import DataError
+    from recgoat.serving import export_run_dir
+
+    with pytest.raises(DataError) as e:
+        export_run_dir(work / "plain" / "best", tmp_path / "art")
+    assert str(e.value).endswith(f"give the run folder {work / 'plain'} instead, or pass dataset=NAME_OR_FOLDER")
+    assert "--" not in str(e.value)
+    assert cli_error(work / "plain" / "best", "--out", tmp_path / "art").endswith(
+        "instead, or pass --dataset NAME_OR_FOLDER")
+    export_run_dir(work / "plain", tmp_path / "art", dataset=work / "cat")
+    with pytest.raises(DataError, match=r"already holds an artefact; pass overwrite=True to replace it$"):
+        export_run_dir(work / "plain", tmp_path / "art", dataset=work / "cat")
+    assert cli_error(work / "plain", "--dataset", work / "cat", "--out", tmp_path / "art").endswith(
+        "already holds an artefact; pass --overwrite to replace it")
+
+
 def test_export_run_dir_of_a_train_run_is_what_the_command_writes_and_says(work, tmp_path):
     """`recgoat export` held the run-folder logic (best/, the recorded dataset and its fingerprint): a Python user
     had export_run only, which takes a model and dataset in hand. export_run_dir is the command in one call."""
@@ -435,10 +466,11 @@ def test_export_run_dir_of_a_train_run_is_what_the_command_writes_and_says(work,
 
     done = export_run_dir(work / "run", tmp_path / "py")
     assert isinstance(done, RunExport) and (done.path, done.model, done.dataset) == (tmp_path / "py", "bprmf", "cat")
-    assert done.notes == (f"dataset: {work / 'cat'}, prepared as the run's run_config.json records (--dataset to "
+    # the same lines, each naming the option as its caller gives it
+    assert done.notes == (f"dataset: {work / 'cat'}, prepared as the run's run_config.json records (dataset= to "
                           f"choose another)",)
     assert cli_export(work / "run", "--out", tmp_path / "cli") == \
-        [*done.notes, f"exported bprmf on cat → {tmp_path / 'cli'}"]
+        [*cli_spelt(done.notes), f"exported bprmf on cat → {tmp_path / 'cli'}"]
     same_artefact(tmp_path / "py", tmp_path / "cli")
     given = export_run_dir(str(work / "plain"), str(tmp_path / "given"), dataset=work / "cat", seen="train")
     assert given.notes == () and given.path == tmp_path / "given"  # data given: no line, as the command
@@ -471,10 +503,10 @@ def test_export_run_dir_of_a_benchmark_cell_finds_its_data_and_auto_features(wor
     feats = write_text_features(work, tmp_path / "bench" / "features" / "mycat")
     done = export_run_dir(run, tmp_path / "py")
     assert (done.model, done.dataset) == ("bprmf", "mycat") and has_text(tmp_path / "py")
-    assert done.notes == ("dataset: cat, prepared as the run's cell.json records (--dataset to choose another)",
-                          f"features: {feats} (the cell's `features: auto` folder; --features to choose another)")
+    assert done.notes == ("dataset: cat, prepared as the run's cell.json records (dataset= to choose another)",
+                          f"features: {feats} (the cell's `features: auto` folder; features= to choose another)")
     assert cli_export(run, "--out", tmp_path / "cli") == \
-        [*done.notes, f"exported bprmf on mycat → {tmp_path / 'cli'}"]
+        [*cli_spelt(done.notes), f"exported bprmf on mycat → {tmp_path / 'cli'}"]
     same_artefact(tmp_path / "py", tmp_path / "cli")
 
 
@@ -490,11 +522,12 @@ def test_export_run_dir_refuses_with_the_commands_errors(work, tmp_path):
         return " ".join(str(e.value).split())
 
     other = other_data(work, tmp_path / "cat")
-    assert refused(work / "run", tmp_path / "a", dataset=other) == \
-        cli_error(work / "run", "--dataset", other, "--out", tmp_path / "a")
+    # the same message, naming the Python arguments where the command names its options
+    assert cli_spelt([refused(work / "run", tmp_path / "a", dataset=other)]) == \
+        [cli_error(work / "run", "--dataset", other, "--out", tmp_path / "a")]
     assert "fingerprint" in cli_error(work / "run", "--dataset", other, "--out", tmp_path / "a")
     best = work / "plain" / "best"
-    assert refused(best, tmp_path / "a") == cli_error(best, "--out", tmp_path / "a")
+    assert cli_spelt([refused(best, tmp_path / "a")]) == [cli_error(best, "--out", tmp_path / "a")]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     nowhere = tmp_path / "no-such-run"  # never looked at: the destination is refused first

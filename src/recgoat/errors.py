@@ -8,8 +8,28 @@ as well.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+
+_CLI_SPELLING: ContextVar[bool] = ContextVar("recgoat_cli_spelling", default=False)
+
+
+@contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Within it (a command calling a Python entry point), :func:`option` names the command's options."""
+    token = _CLI_SPELLING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_SPELLING.reset(token)
+
+
+def option(cli: str, python: str) -> str:
+    """How a message names an input: ``cli`` (``--dataset NAME_OR_FOLDER``) under :func:`cli_spelling`, else
+    ``python`` (``dataset=NAME_OR_FOLDER``): a Python caller was told to pass a flag it has no way to give."""
+    return cli if _CLI_SPELLING.get() else python
 
 
 def did_you_mean(given: str, choices: Iterable[str], canonical: Callable[[str], str] = str) -> str:

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
-from recgoat.errors import DataError
+from recgoat.errors import DataError, option
 from recgoat.evaluation.ranking import SAFE_SCORE_BOUND, score_bound
 from recgoat.io import (atomic_folder, check_folder_path, folder_entries, is_url, read_json, sha256_file,
                         write_json)
@@ -156,7 +156,7 @@ def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     if Path(os.path.abspath(out)) in (here, *here.parents):
         # the new folder is renamed into place as a whole: the old one, the shell's working folder, would go
         raise DataError(out, "is the current folder (or holds it); the artefact replaces its folder as a whole: "
-                             "give a new folder, e.g. --out ./artefact")
+                             f"give a new folder, e.g. {option('--out ./artefact', './artefact')}")
     names = folder_entries(out)
     if not names:
         return  # a new or empty folder
@@ -166,7 +166,8 @@ def check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
         raise DataError(out, f"exists and is not an artefact folder (it holds {shown}); refusing to overwrite it: "
                              f"choose a new or empty folder")
     if not overwrite:
-        raise DataError(out, "already holds an artefact; pass --overwrite to replace it")
+        raise DataError(out, f"already holds an artefact; pass {option('--overwrite', 'overwrite=True')} to replace "
+                             f"it")
 
 
 def check_seen(seen: str) -> None:

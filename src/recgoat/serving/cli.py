@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import RecGOATError, print_error, print_warning
+from recgoat.errors import RecGOATError, cli_spelling, print_error, print_warning
 
 app = typer.Typer(help="Export, query and serve trained runs.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -58,7 +58,8 @@ def export_command(
         print_warning(message)
 
     try:
-        done = export_run_dir(run_dir, out, dataset, features, overwrite=overwrite, seen=seen.value, warn=warn)
+        with cli_spelling():  # its messages name --dataset, --features, … rather than the Python arguments
+            done = export_run_dir(run_dir, out, dataset, features, overwrite=overwrite, seen=seen.value, warn=warn)
     except RecGOATError as e:
         _fail(e)
     for line in done.notes:

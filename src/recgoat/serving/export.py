@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from recgoat.errors import DataError, RecGOATError
+from recgoat.errors import DataError, RecGOATError, option
 
 if TYPE_CHECKING:
     from recgoat.datasets import Dataset
@@ -47,7 +47,7 @@ def export_run_dir(run_dir: str | Path, out: str | Path, dataset: str | Path | D
     The destination is checked first, before the slow loads; a run that has not finished (its best model so far
     is exported) is reported through ``warn`` (default: a ``UserWarning``, as ``evaluate`` gives) at once, so
     it is said also when the export then fails. Refusals are :class:`~recgoat.errors.RecGOATError` with the
-    command's messages.
+    command's messages, naming this function's arguments (``dataset=``) where the command names its options.
     """
     from recgoat.datasets import Dataset, load
     from recgoat.serving.artifacts import check_destination, check_seen, export_run
@@ -73,7 +73,7 @@ def export_run_dir(run_dir: str | Path, out: str | Path, dataset: str | Path | D
         # as `evaluate --dataset` loads it: prepared as the run's record says and under the run's name (part of the
         # fingerprint: a folder moved under another name holds the same data), which plain loading refused
         ds, used = read_run_record(run_dir, str(dataset)).load_dataset(), None
-        _check_trained_on(run_dir, f"{dataset} (--dataset, loaded as {ds.name!r})", ds)
+        _check_trained_on(run_dir, f"{dataset} ({option('--dataset', 'dataset=')}, loaded as {ds.name!r})", ds)
     note = None
     if features is None:  # the run's own feature folder, so a text-trained model keeps its text encoder
         features, note = _recorded_features(record)
@@ -119,17 +119,19 @@ def _recorded_dataset(run_dir: Path, record: RunRecord | None) -> tuple[Dataset,
         parent = run_dir.parent  # `export RUN/best`: the model folder, its records are one level up
         ran = run_dir.name == "best" and any((parent / f).is_file() for f in ("run_config.json", "cell.json"))
         hint = f"give the run folder {parent} instead, or " if ran else ""
+        given = option("--dataset NAME_OR_FOLDER", "dataset=NAME_OR_FOLDER")
         raise DataError(run_dir, f"records no dataset (no run_config.json or cell.json: not a `recgoat train` run "
-                                 f"or benchmark cell folder): {hint}pass --dataset NAME_OR_FOLDER")
+                                 f"or benchmark cell folder): {hint}pass {given}")
     name = record.dataset_name  # a cell's where it is now: an error naming the paths tried if nowhere
     ds = record.load_dataset()  # a recorded folder moved away: an error naming the record and --dataset
     where, fp = trained_fingerprint(run_dir)
     where, fp = (where, fp) if fp is not None else (record.path, record.recorded_fingerprint)
     if fp is not None and fp != ds.fingerprint():
         raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {name} (as {record.path.name} "
-                               f"records it) now has {ds.fingerprint()}: the data changed since; pass --dataset "
-                               f"with the data the run was trained on")
-    return ds, f"dataset: {name}, prepared as the run's {record.path.name} records (--dataset to choose another)"
+                               f"records it) now has {ds.fingerprint()}: the data changed since; pass "
+                               f"{option('--dataset', 'dataset=')} with the data the run was trained on")
+    return ds, (f"dataset: {name}, prepared as the run's {record.path.name} records "
+                f"({option('--dataset', 'dataset=')} to choose another)")
 
 
 def _recorded_features(record: RunRecord | None) -> tuple[Optional[Path], Optional[str]]:
@@ -141,12 +143,16 @@ def _recorded_features(record: RunRecord | None) -> tuple[Optional[Path], Option
     if not recorded:
         return None, None
     if Path(recorded).is_dir():
-        return Path(recorded), f"features: {recorded} (the run's, from run_config.json; --features to choose another)"
-    return None, (f"features: the run's folder {recorded} is not found from here; exporting without text "
-                  f"features (pass --features to enable profile texts)")
+        return Path(recorded), f"features: {recorded} (the run's, from run_config.json; {_choose_features()})"
+    return None, f"features: the run's folder {recorded} is not found from here; {_without()}"
 
 
-_WITHOUT = "exporting without text features (pass --features to enable profile texts)"
+def _without() -> str:
+    return f"exporting without text features (pass {option('--features', 'features=')} to enable profile texts)"
+
+
+def _choose_features() -> str:
+    return f"{option('--features', 'features=')} to choose another"
 
 
 def _cell_features(record: RunRecord) -> tuple[Optional[Path], Optional[str]]:
@@ -161,24 +167,24 @@ def _cell_features(record: RunRecord) -> tuple[Optional[Path], Optional[str]]:
     try:
         recorded = meta["data"].get("features")
     except (KeyError, TypeError, AttributeError):  # not readable (None), an older record, or not a dict
-        return None, f"features: cell.json records no feature folder; {_WITHOUT}"
+        return None, f"features: cell.json records no feature folder; {_without()}"
     if not recorded or not isinstance(recorded, str):  # null, or its model reads none (the runner records none)
-        return None, f"features: the cell trained without a feature folder (cell.json records none); {_WITHOUT}"
+        return None, f"features: the cell trained without a feature folder (cell.json records none); {_without()}"
     if recorded != "auto":
         # where cell.json's `paths` records it (absolute; moved with the benchmark folder), else as typed
         found, tried = locate_recorded(recorded, meta, "features", run_dir)
         if found is not None and Path(found).is_dir():
-            return Path(found), f"features: {found} (the cell's, from cell.json; --features to choose another)"
+            return Path(found), f"features: {found} (the cell's, from cell.json; {_choose_features()})"
         why = "" if Path(recorded).is_absolute() else \
             " (a relative path is relative to the folder the benchmark was started in)"
         looked = f"; looked for it at {', '.join(tried)}" if len(tried) > 1 else ""
-        return None, f"features: the cell's folder {recorded} is not found from here{why}; {_WITHOUT}{looked}"
+        return None, f"features: the cell's folder {recorded} is not found from here{why}; {_without()}{looked}"
     folder = _auto_features(run_dir.absolute())
     if folder is not None and folder.is_dir():
-        return folder, f"features: {folder} (the cell's `features: auto` folder; --features to choose another)"
+        return folder, f"features: {folder} (the cell's `features: auto` folder; {_choose_features()})"
     where = f" ({folder} does not exist)" if folder is not None else \
         " (the cell folder is not <benchmark out>/runs/<dataset>/<model>/seed<seed>)"
-    return None, f"features: the cell's `features: auto` folder is not found{where}; {_WITHOUT}"
+    return None, f"features: the cell's `features: auto` folder is not found{where}; {_without()}"
 
 
 def _auto_features(run_dir: Path) -> Optional[Path]:

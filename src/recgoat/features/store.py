@@ -972,7 +972,10 @@ class _Session:
         # re-fetched) and the URL itself is in the dataset fingerprint
         files = _file_identity([v for v in sources if v is not None and not is_url(v)], self.out / IMAGE_DIGESTS)
         key = _key({"encoder": identity, "fp": self.fp, "files": files, "decode": PREPROCESS_VERSION})
-        if not self.force and _up_to_date(self.out, "image", key, ds.n_items, self.fp):
+        # a matrix of zero rows only (an older recgoat wrote one when no image could be used) is made again: that
+        # is the error below, not "up to date"
+        if not self.force and _up_to_date(self.out, "image", key, ds.n_items, self.fp) \
+                and (read_manifest(self.out / "image.json").get("images") or {}).get("ok") != 0:
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
             failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
@@ -987,6 +990,15 @@ class _Session:
         if self.reuse_sibling("image", key, content):
             return
         paths, download_failed = self.image_paths(sources)
+
+        def named(problems: dict[int, str]) -> list[str]:  # the item's id first: what a person looks up
+            return [f"item {ds.item_ids[i]}: {problems[i]}" for i in sorted(problems)[:5]]
+
+        if all(p is None for p in paths):  # every image named is a failed download: no model loaded, no chunk kept
+            given = {i: NO_IMAGE_GIVEN for i, v in enumerate(sources) if v is None}
+            self.no_usable_image({"ok": 0, "missing": len(given), "unreadable": 0,
+                                  "download_failed": len(download_failed)},
+                                 {"missing": named(given), "unreadable": [], "download_failed": named(download_failed)})
         # a chunk holds zero rows for the images whose download failed in the run that made it: checkpoints
         # are kept apart per set of failed downloads, else a run resumed once the network is back (or with
         # --force) would keep those zero rows while an uninterrupted run encodes the images
@@ -1014,12 +1026,12 @@ class _Session:
             missing.pop(i, None)
         counts = {"ok": int(mask.sum()), "missing": len(missing), "unreadable": len(unreadable),
                   "download_failed": len(download_failed)}
-
-        def named(problems: dict[int, str]) -> list[str]:  # the item's id first: what a person looks up
-            return [f"item {ds.item_ids[i]}: {problems[i]}" for i in sorted(problems)[:5]]
-
         examples = {"missing": named(missing), "unreadable": named(unreadable),
                     "download_failed": named(download_failed)}
+        if not counts["ok"]:
+            # its chunks hold zero rows only: nothing to resume from (a rerun decodes the same files again, quickly)
+            shutil.rmtree(self.out / ".partial" / f"image-{ckpt}", ignore_errors=True)
+            self.no_usable_image(counts, examples)
         # a matrix with failed downloads is not offered to other folders: theirs retry them
         self.finish("image", key, arr, _manifest("image", ds, self.fp, arr, encoder.name, key, image_model=identity,
                                                  images=counts, problem_examples=examples,
@@ -1040,6 +1052,30 @@ class _Session:
                                                     f"{counts}; e.g. {first}{listed}" if bad else "")
                      + ("; --force retries the failed downloads" if counts["download_failed"] else ""),
                      always=bool(bad))
+
+    def no_usable_image(self, counts: dict[str, int], examples: dict[str, list[str]]) -> None:
+        """Raise the :class:`NothingToEncode` of a dataset naming images of which not one could be used (every
+        file missing or unreadable, every download failed), ``counts`` and ``examples`` by reason. An image.npy of
+        zero rows and a False mask was written and reported a success, and models trained on it. The image cache
+        is kept (what did download is not fetched again) and failed downloads are tried again by the next run; an
+        image.npy of this data holding zero rows only (an older recgoat wrote them) is removed, as no encode
+        replaces it."""
+        ds = self.dataset
+        man_path = self.out / "image.json"
+        try:
+            zero = man_path.is_file() and read_manifest(man_path).get("dataset_fingerprint") == self.fp \
+                and (read_manifest(man_path).get("images") or {}).get("ok") == 0
+        except DataError:
+            zero = False
+        if zero:  # the manifest first, as write_matrix does
+            for path in (man_path, self.out / "image.npy", self.out / "image_mask.npy"):
+                path.unlink(missing_ok=True)
+        reasons = ", ".join(f"{k}: {v}" for k, v in counts.items() if k != "ok" and v)
+        first = "; ".join(e[0] for e in examples.values() if e)
+        retry = "; the failed downloads are tried again by the next run" if counts["download_failed"] else ""
+        raise NothingToEncode(ds.info.get("source"), f"dataset {ds.name} has no item image that could be used: "
+                                                     f"none of its {plural(ds.n_items, 'item')} got one ({reasons}; "
+                                                     f"e.g. {first}); nothing to encode, no image.npy written{retry}")
 
     # -------------------------------------------------------------------------------------- users
     def encode_users(self) -> None:

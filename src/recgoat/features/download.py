@@ -5,6 +5,8 @@ network, and networks fail in many small ways (timeouts, 5xx, resets). Each URL 
 into ``cache_dir`` (its file name is a hash of the URL, written atomically so an interrupted run never
 leaves half an image), with bounded concurrency, per-request timeouts and retries with exponential
 backoff on transient failures only (a server's ``Retry-After`` is honoured, up to :data:`MAX_RETRY_AFTER`).
+A host that cannot be connected to :data:`HOST_DOWN_AFTER` times in a row (refused, its name not resolved) is
+taken as down for the rest of the run: its other URLs fail at once, with the same reason.
 A URL that still fails is reported, never raised: the image encoder then gives that item a zero row and a
 False mask. An answer that is not an image (an HTML error page served with status 200) is refused, not
 cached: once cached, a re-run would never fetch the real image again.
@@ -37,6 +39,9 @@ MAX_RETRY_AFTER = 60.0
 # one attempt's whole answer must arrive within this many `timeout`s: httpx's timeout bounds each read, so a
 # server trickling a byte a second would otherwise hold a download (and its worker) for hours
 DEADLINE_TIMEOUTS = 4.0
+# a host whose connections fail this many times in a row, none answered in between, is down for the rest of the
+# run: 1,558 URLs on a host refusing every connection took 5 minutes of retries and backoff, each URL on its own
+HOST_DOWN_AFTER = 5
 
 
 class TransientError(Exception):
@@ -135,15 +140,27 @@ class DownloadReport:
     failed: dict[str, str] = field(default_factory=dict)
     downloaded: int = 0
     cached: int = 0
+    hosts_down: dict[str, str] = field(default_factory=dict)  # host → why its URLs were given up
+
+
+def _host(url: str) -> str | None:
+    """``host[:port]`` of ``url``, the unit :data:`HOST_DOWN_AFTER` counts failed connections by (None: no host)."""
+    try:
+        return urlparse(url).netloc.rpartition("@")[2].lower() or None
+    except ValueError:
+        return None
 
 
 def fetch_images(urls: list[str], cache_dir: str | Path, concurrency: int = 8, timeout: float = 15.0,
                  retries: int = 2, backoff: float = 0.5,
                  on_progress: Callable[[int], None] | None = None,
                  client: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> DownloadReport:
+                 sleep: Callable[[float], None] = time.sleep,
+                 host_down_after: int = HOST_DOWN_AFTER) -> DownloadReport:
     """Make every URL in ``urls`` available under ``cache_dir``, downloading only those not cached yet.
-    ``sleep`` waits between retries (a parameter for tests)."""
+    ``sleep`` waits between retries (a parameter for tests). A host that cannot be connected to
+    ``host_down_after`` times in a row is given up for this run (``report.hosts_down``); its URLs are failures,
+    tried again by the next run. Timeouts and 5xx answers are not counted: they are retried, ``retries`` times."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     report = DownloadReport()
@@ -164,11 +181,20 @@ def fetch_images(urls: list[str], cache_dir: str | Path, concurrency: int = 8, t
     http = client or httpx.Client(timeout=timeout, follow_redirects=True,
                                   limits=httpx.Limits(max_connections=max(concurrency, 1)))
     lock = threading.Lock()
+    failed_connections: dict[str, int] = {}  # by host: connections failed in a row
 
     def fetch_once(url: str) -> bytes:
+        host = _host(url)
+        with lock:
+            down = report.hosts_down.get(host) if host is not None else None
+        if down is not None:
+            raise PermanentError(down)
         deadline = time.monotonic() + DEADLINE_TIMEOUTS * timeout
         try:
             with http.stream("GET", url, timeout=timeout) as resp:
+                if host is not None:
+                    with lock:  # it answered: up, whatever the answer
+                        failed_connections[host] = 0
                 resp.raise_for_status()
                 chunks: list[bytes] = []
                 size = 0
@@ -186,6 +212,16 @@ def fetch_images(urls: list[str], cache_dir: str | Path, concurrency: int = 8, t
             err = classify_http_error(exc)
             if isinstance(err, TransientError) and err.retry_after is not None:
                 err.args = (f"{err} (Retry-After: {err.retry_after:g} s)",)
+            # refused, the name not resolved, no route (a ConnectError; a ConnectTimeout is a timeout, retried)
+            if isinstance(exc, httpx.ConnectError) and host is not None and host_down_after > 0:
+                with lock:
+                    n = failed_connections[host] = failed_connections.get(host, 0) + 1
+                    if n >= host_down_after and host not in report.hosts_down:
+                        report.hosts_down[host] = f"{err} ({host} could not be connected to {n} times in a row: " \
+                                                  f"its other images are not tried in this run)"
+                    down = report.hosts_down.get(host)
+                if down is not None:
+                    raise PermanentError(down) from exc
             raise err from exc
         except (httpx.InvalidURL, ValueError) as exc:  # ValueError: UnicodeError/IDNAError of a bad host name
             raise PermanentError(f"invalid URL: {type(exc).__name__}: {exc}") from None

@@ -923,8 +923,11 @@ class _Session:
             report = fetch_images(urls, cache, cfg.download_concurrency, cfg.download_timeout,
                                   cfg.download_retries, on_progress=tick)
         local = {u: str(p) for u, p in report.paths.items()}
+        # a host given up for this run (download.HOST_DOWN_AFTER): its URLs failed without being tried
+        down = "".join(f"; {host} could not be connected to, its other URLs were not tried"
+                       for host in report.hosts_down)
         self.rep.say(f"image: {report.downloaded} downloaded, {report.cached} already cached, "
-                     f"{len(report.failed)} failed ({cache})")
+                     f"{len(report.failed)} failed ({cache}){down}")
         paths: list[str | None] = []
         failed: dict[int, str] = {}
         for i, v in enumerate(sources):

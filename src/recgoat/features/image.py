@@ -286,6 +286,42 @@ class EncodeInterrupted(KeyboardInterrupt):
         self.rows, self.feats, self.mask, self.problems = rows, feats, mask, problems
 
 
+def load_image(path: str | None, pre: ImagePreprocessor) -> tuple[np.ndarray | None, str | None, str | None]:
+    """The encoder's reading of one image: ``(array, None, None)``, or ``(None, kind, message)`` with kind
+    ``missing`` or ``unreadable``. The one verdict on an image file: export's own check (Pillow's ``verify()``,
+    headers only) passed a truncated JPEG the encoder refused, and the service then served a broken picture."""
+    if path is None or path == "":
+        return None, "missing", NO_IMAGE_GIVEN
+    p = Path(path)
+    if not p.is_file():
+        if p.is_dir():  # "file not found" would send the user looking for a file that is there
+            return None, "unreadable", f"{path}: is a folder, not an image file"
+        if p.exists():  # a FIFO or device: opening it could block forever
+            return None, "unreadable", f"{path}: not a regular file"
+        if p.is_symlink():  # "file not found" for a link that is there: say where it leads (or that it loops)
+            try:
+                os.stat(p)
+            except FileNotFoundError:
+                return None, "missing", f"{path}: a symbolic link to {os.readlink(p)}, which does not exist"
+            except OSError as exc:  # a loop (ELOOP)
+                return None, "unreadable", f"{path}: a symbolic link that leads to no file ({exc.strerror})"
+        return None, "missing", f"{path}: file not found{_not_found_hint(str(path))}"
+    _decoding.path = path  # names the file in the warnings its decoding raises (see encode)
+    try:
+        if p.stat().st_size == 0:  # else "cannot identify image file", as if it held something else
+            return None, "unreadable", f"{path}: empty file (0 bytes)"
+        return pre.load(path), None, None
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        return None, "unreadable", f"{path}: {type(exc).__name__}: {exc}"
+    finally:
+        _decoding.path = None
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why the image encoder could not use the file at ``path`` (its message, naming the file), None when it can."""
+    return load_image(str(path), ImagePreprocessor())[2]
+
+
 class ImageEncoder:
     """Image files → features with a backbone; bad images give zero rows and a False mask."""
 
@@ -315,31 +351,7 @@ class ImageEncoder:
         return y.reshape(y.shape[0], -1)
 
     def _try_load(self, path: str | None) -> tuple[np.ndarray | None, str | None, str | None]:
-        if path is None or path == "":
-            return None, "missing", NO_IMAGE_GIVEN
-        p = Path(path)
-        if not p.is_file():
-            if p.is_dir():  # "file not found" would send the user looking for a file that is there
-                return None, "unreadable", f"{path}: is a folder, not an image file"
-            if p.exists():  # a FIFO or device: opening it could block forever
-                return None, "unreadable", f"{path}: not a regular file"
-            if p.is_symlink():  # "file not found" for a link that is there: say where it leads (or that it loops)
-                try:
-                    os.stat(p)
-                except FileNotFoundError:
-                    return None, "missing", f"{path}: a symbolic link to {os.readlink(p)}, which does not exist"
-                except OSError as exc:  # a loop (ELOOP)
-                    return None, "unreadable", f"{path}: a symbolic link that leads to no file ({exc.strerror})"
-            return None, "missing", f"{path}: file not found{_not_found_hint(str(path))}"
-        _decoding.path = path  # names the file in the warnings its decoding raises (see encode)
-        try:
-            if p.stat().st_size == 0:  # else "cannot identify image file", as if it held something else
-                return None, "unreadable", f"{path}: empty file (0 bytes)"
-            return self.pre.load(path), None, None
-        except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            return None, "unreadable", f"{path}: {type(exc).__name__}: {exc}"
-        finally:
-            _decoding.path = None
+        return load_image(path, self.pre)
 
     def encode(self, paths: list[str | None], on_progress: Callable[[int], None] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, ImageProblems]:

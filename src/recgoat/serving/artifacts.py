@@ -70,7 +70,11 @@ ARTEFACT_NAMES = frozenset({ARTIFACT_FILE, "model", "embeddings.safetensors", "i
 
 # --------------------------------------------------------------------------------------------- export
 def _display_items(dataset, out: Path) -> pd.DataFrame:
-    """One row per internal item: original id, short display fields, and a servable image reference."""
+    """One row per internal item: original id, short display fields, and a servable image reference. An image
+    the image encoder cannot read is left out, by the encoder's own test (:func:`~recgoat.features.image.image_problem`:
+    a full decode; Pillow's ``verify()`` passed a truncated JPEG, which the service then served as a broken picture)."""
+    from recgoat.features.image import image_problem  # the feature stage: loaded by export only, not by serve
+
     table = pd.DataFrame({"item_id": [str(i) for i in dataset.item_ids]})
     src = dataset.items
     if src is not None:
@@ -92,8 +96,9 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
                 continue
             path = Path(ref)
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                if not _readable_image(path):  # served, it would be a broken picture on the page
-                    unreadable.append(f"item {table['item_id'][i]}: {path}")
+                problem = image_problem(path)
+                if problem is not None:  # served, it would be a broken picture on the page
+                    unreadable.append(f"item {table['item_id'][i]}: {problem}")
                     continue
                 rel = f"images/{i}{path.suffix.lower()}"
                 shutil.copyfile(path, out / rel)
@@ -103,18 +108,6 @@ def _display_items(dataset, out: Path) -> pd.DataFrame:
                       f"(those items are shown without a picture), e.g. {unreadable[0]}", UserWarning, stacklevel=3)
     table["image"] = pd.Series(images, dtype=object)
     return table
-
-
-def _readable_image(path: Path) -> bool:
-    """Whether Pillow can identify and verify the file (headers and, for PNG, checksums; not a full decode)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        return True
-    except Exception:  # noqa: BLE001 - any decoder complaint means the browser cannot show it either
-        return False
 
 
 def display_text(value: Any) -> str:

@@ -54,3 +54,36 @@ def test_the_example_is_not_repeated_when_it_is_already_the_first(tmp_path, caps
     err = " ".join(capsys.readouterr().err.split())
     assert f"e.g. item i0: {absent}: file not found" in err
     assert err.count("file not found") == 1 and "1 of the 5 missing names an image that is not there" in err
+
+
+def _folder_catalogue(root, items_table: bool):
+    """A generic-layout folder whose pictures are images/<item_id>.<ext>, found for i1 (.png) and i3 (.JPG) only,
+    with an items table without an image column, or none."""
+    (root / "images").mkdir(parents=True)
+    rows = ["user_id,item_id"] + [f"u{u},i{(u + j) % 6}" for u in range(8) for j in range(5)]
+    (root / "interactions.csv").write_text("\n".join(rows) + "\n")
+    if items_table:
+        (root / "items.csv").write_text("item_id,title\n" + "\n".join(f"i{k},Item {k}" for k in range(6)) + "\n")
+    _picture(root / "images" / "i1.png")
+    _picture(root / "images" / "i3.JPG")
+    return root
+
+
+def test_an_item_without_a_picture_in_images_names_the_file_looked_for(tmp_path, capsys):
+    """A catalogue of images/<item_id>.jpg: an item without a file there was reported as "no image path or URL in
+    the item metadata", of a catalogue with no metadata naming images at all."""
+    from recgoat.datasets import load
+
+    for table in (True, False):
+        root = _folder_catalogue(tmp_path / f"shop{table}", table)
+        ds = load(str(root))
+        encode_all(ds, tmp_path / f"f{table}", FeatureConfig(image_model=TinyNet()), which=("image",), progress=False)
+        err = " ".join(capsys.readouterr().err.split())
+        looked = f"item i0: no image: {root / 'images' / 'i0.jpg'} is not there (nor i0.jpeg, i0.png or i0.webp, " \
+                 f"in any letter case)"
+        assert f"e.g. {looked}" in err, err
+        # said only where there is item metadata to name one
+        assert (f"{looked}, and the item metadata names no image path or URL" in err) == table, err
+        man = load_features(ds, tmp_path / f"f{table}").manifests["image"]
+        assert man["images"] == {"ok": 2, "missing": 4, "unreadable": 0, "download_failed": 0}
+        assert man["problem_examples"]["missing"][0].startswith(looked)

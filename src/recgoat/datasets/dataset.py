@@ -102,7 +102,8 @@ class Dataset:
 
     def describe(self) -> dict[str, Any]:
         """:meth:`stats` and what else a first look at the data should show, as `recgoat datasets info` prints it:
-        ``image_files_absent`` (:meth:`absent_image_files`, when any), ``feature_files`` (an MMRec folder's
+        ``image_files_absent`` (:meth:`absent_image_files`, when any; ``images`` then counts only the images that are
+        there, where :meth:`stats` counts every item naming one), ``feature_files`` (an MMRec folder's
         ``text_feat.npy`` / ``image_feat.npy``: rows x dims, when any) and ``removed`` (one line per preparation
         step that removed something; [] when nothing was, absent when the preparation recorded no counts)."""
         from recgoat.datasets.mmrec import mmrec_feature_files  # they import this module
@@ -111,7 +112,9 @@ class Dataset:
         out = self.stats()
         absent = self.absent_image_files()
         if absent:
-            # "images" counts the items naming an image: a path whose file is not there was counted as one
+            # "images" counts the images there (a URL is taken as there: not fetched to check), as the absent ones
+            # are listed beside it: it counted every item naming one, and said "images": 1036 beside 1036 absent
+            out["images"] -= absent["count"]
             out["image_files_absent"] = absent
         feature_files = mmrec_feature_files(self)
         if feature_files:

@@ -18,6 +18,7 @@ MMRec's ``text_feat.npy`` / ``image_feat.npy`` in and out, :mod:`recgoat.feature
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -698,6 +699,27 @@ def nothing_encodable(dataset: Dataset, kinds: tuple[str, ...] | list[str] = KIN
                                                        f"{NOTHING_TO_ENCODE_FIX}")
 
 
+def _no_image_given(dataset: Dataset, row: int) -> str:
+    """Why item ``row`` has no image when its metadata names none: an ``images/`` folder beside its items was
+    searched too (the generic layout's ``images/<item_id>.jpg``), so the file looked for is named; else
+    :data:`~recgoat.features.image.NO_IMAGE_GIVEN` ("no image path or URL in the item metadata" misled about a
+    catalogue of pictures in images/ with no image column at all)."""
+    from recgoat.datasets.generic import IMAGE_SUFFIXES, ITEM_TABLE_SUFFIXES
+    from recgoat.features.image import NO_IMAGE_GIVEN
+
+    source = Path(str(dataset.info.get("source") or ""))
+    folder, item = source / "images", str(dataset.item_ids[row])
+    if not dataset.info.get("source") or not folder.is_dir():
+        return NO_IMAGE_GIVEN
+    if any(p.stem == item and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.glob(f"{glob.escape(item)}.*")):
+        return NO_IMAGE_GIVEN  # its picture is there: the image was taken away otherwise (in Python)
+    others = [f"{item}{s}" for s in IMAGE_SUFFIXES[1:]]
+    table = any((source / f"items{ext}").is_file() for ext in ITEM_TABLE_SUFFIXES)
+    return (f"no image: {folder / f'{item}{IMAGE_SUFFIXES[0]}'} is not there (nor {', '.join(others[:-1])} or "
+            f"{others[-1]}, in any letter case)"
+            + (", and the item metadata names no image path or URL" if table else ""))
+
+
 # ---------------------------------------------------------------------------------------------- encoders
 class _Session:
     """One encoding run: config, output folder, reporter, and the lazily loaded text encoder."""
@@ -995,7 +1017,8 @@ class _Session:
         paths, download_failed = self.image_paths(sources)
 
         def named(problems: dict[int, str]) -> list[str]:  # the item's id first: what a person looks up
-            return [f"item {ds.item_ids[i]}: {problems[i]}" for i in sorted(problems)[:5]]
+            return [f"item {ds.item_ids[i]}: {_no_image_given(ds, i) if problems[i] == NO_IMAGE_GIVEN else problems[i]}"
+                    for i in sorted(problems)[:5]]
 
         if all(p is None for p in paths):  # every image named is a failed download: no model loaded, no chunk kept
             given = {i: NO_IMAGE_GIVEN for i, v in enumerate(sources) if v is None}

@@ -114,12 +114,29 @@ def test_dates_with_and_without_time_keep_the_first_values_day_month_order(tmp_p
                                                                               DAY1 + 86400]
 
 
+def test_day_month_order_is_told_by_any_value_not_only_the_first(tmp_path):
+    # 04/12/1997 alone reads either way; 27/11/1997 further down tells day first: the file was refused
+    assert _times(tmp_path, "04/12/1997 15:55", "07/11/1997", "27/11/1997 05:02") == [
+        int(pd.Timestamp(t, tz="UTC").timestamp()) for t in ("1997-12-04 15:55", "1997-11-07", "1997-11-27 05:02")]
+    day_first = [DAY1 + 31 * 86400, DAY1 + 12 * 86400]  # 1 February, 13 January
+    assert _times(tmp_path, "01/02/2020", "13/01/2020") == day_first
+    assert _times(tmp_path, "01/02/2020 10:00", "13/01/2020") == [day_first[0] + 36000, day_first[1]]
+    assert _times(tmp_path, "2020-01-01", "01.02.2020", "13.01.2020") == [DAY1] + day_first
+    # and month first, told by the second number
+    assert _times(tmp_path, "02/01/2020", "01/13/2020") == day_first
+    # no value tells: read month first, as pandas infers from the first value (02/01/2020 is 1 February)
+    assert _times(tmp_path, "02/01/2020", "01/02/2020") == [DAY1 + 31 * 86400, DAY1 + 86400]
+    # a year written first or in two digits tells nothing: 97 is no day
+    assert _times(tmp_path, "02/01/2020", "2020/01/13")[0] == DAY1 + 31 * 86400
+
+
 @pytest.mark.parametrize("first", ["01/02/2020", "2020-01-01"])
-def test_a_date_only_readable_in_the_other_day_month_order_is_refused(tmp_path, first):
-    # 01/02/2020 was read as 2 January and 13/01/2020 as 13 January: two conventions in one column, silently
-    with pytest.raises(DataError, match=r"unparseable timestamps \(first at data row 2: '13/01/2020'\); day and "
-                                        "month in another order"):
-        _times(tmp_path, first, "13/01/2020")
+def test_dates_in_both_day_month_orders_are_refused_naming_one_of_each(tmp_path, first):
+    # 13/01/2020 is day first and 01/13/2020 month first: two conventions in one column
+    with pytest.raises(DataError, match=r"column 'timestamp' has dates with the day first \(data row 2: "
+                                        r"'13/01/2020'\) and with the month first \(data row 3: '01/13/2020'\): "
+                                        "write all dates in one order"):
+        _times(tmp_path, first, "13/01/2020", "01/13/2020", "14/01/2020")
 
 
 # --------------------------------------------------------------------------------------------- images

@@ -309,6 +309,7 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     which was then read as seconds.
     """
     ts = df[col]
+    dayfirst = False
     if pd.api.types.is_datetime64_any_dtype(ts.dtype):
         parsed = ts if getattr(ts.dt, "tz", None) is not None else ts.dt.tz_localize("UTC")
         bad = parsed.isna()
@@ -326,17 +327,18 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
                 return numeric.to_numpy(np.int64)
             return seconds_array(values)
         else:
+            dayfirst = _day_first(ts, col, path)
             with warnings.catch_warnings():
                 # pandas warns it parses element by element: the values are checked right below instead
                 warnings.filterwarnings("ignore", message="Could not infer format", category=UserWarning)
                 # and that 13/01/2020 is read day-first, telling to pass dayfirst=True (done: 13 is no month)
                 warnings.filterwarnings("ignore", message="Parsing dates in", category=UserWarning)
-                parsed = pd.to_datetime(ts, errors="coerce", utc=True)
+                parsed = pd.to_datetime(ts, errors="coerce", utc=True, dayfirst=dayfirst)
                 # the format is inferred from the first value: others in another (ISO) form, e.g. a date
                 # then a date with a time, come out NaT; only those are parsed again one by one
                 retry = parsed.isna() & ts.notna()
                 if retry.any():
-                    parsed[retry] = _retry_dates(ts, retry)
+                    parsed[retry] = _retry_dates(ts, retry, dayfirst)
             # report the first value that is neither a number nor a date (not a valid number before it)
             bad = parsed.isna() & numeric.isna()
             if not bad.any():
@@ -346,8 +348,9 @@ def timestamps(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
         value = ts.iloc[first]
         hint = ""
         if isinstance(value, str) and not pd.isna(pd.to_datetime(value, errors="coerce", format="mixed")):
-            hint = (f"; day and month in another order than in the first value {ts.dropna().iloc[0]!r}: write "
-                    "all dates in one order, or as ISO 8601 (2020-01-31)")
+            order = "day first" if dayfirst else "month first"
+            hint = (f"; day and month in another order than the column's other dates ({order}): write all dates "
+                    "in one order, or as ISO 8601 (2020-01-31)")
         raise DataError(path, f"column {col!r} has unparseable timestamps "
                               f"(first at data row {first + 1}: {value!r}){hint}")
     delta = parsed - _EPOCH
@@ -364,17 +367,40 @@ def seconds_array(values: np.ndarray) -> np.ndarray:
     return whole.astype(np.int64) if (values == whole).all() else values
 
 
-def _retry_dates(ts: pd.Series, retry: pd.Series) -> pd.Series:
-    """The ``retry`` values parsed one by one, day and month in the order of the format inferred from the
-    first value: read on its own, 01/02/2020 10:00 after 13/01/2020 was 2 January, not 1 February."""
-    first = str(ts.dropna().iloc[0])
+# the two leading numbers of a date such as 04/12/1997, 4.12.97 or 04-12-1997 15:55 (not 1997-12-04)
+_DAY_MONTH = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b"
+
+
+def _day_first(ts: pd.Series, col: str, path: Path) -> bool:
+    """Whether the column's dates are day first, decided by the whole column: a first or second number above
+    12 tells the order. The first value alone could not: 04/12/1997 before 27/11/1997 made the file refused.
+    Both orders in one column is a DataError naming one of each; when no value tells, the order pandas infers
+    from the first value stays (month first for 04/12/1997, as in the US)."""
+    values = ts[ts.notna()].astype(str)
+    parts = values.str.extract(_DAY_MONTH).astype(float)
+    # a part above 31 (97/12/04) is a year, no day
+    day = parts[0].between(13, 31) & (parts[1] <= 12)
+    month = parts[1].between(13, 31) & (parts[0] <= 12)
+    if day.any() and month.any():
+        rows = [ts.index.get_loc(values.index[int(np.flatnonzero(m.to_numpy())[0])]) for m in (day, month)]
+        raise DataError(path, f"column {col!r} has dates with the day first (data row {rows[0] + 1}: "
+                              f"{ts.iloc[rows[0]]!r}) and with the month first (data row {rows[1] + 1}: "
+                              f"{ts.iloc[rows[1]]!r}): write all dates in one order, or as ISO 8601 (2020-01-31)")
+    if day.any() or month.any():
+        return bool(day.any())
+    first = str(values.iloc[0]) if len(values) else ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Parsing dates in %d/%m/%Y format when dayfirst=False"
         fmt = guess_datetime_format(first) or ""
-    dayfirst = "%d" in fmt and "%m" in fmt and fmt.index("%d") < fmt.index("%m")
+    return "%d" in fmt and "%m" in fmt and fmt.index("%d") < fmt.index("%m")
+
+
+def _retry_dates(ts: pd.Series, retry: pd.Series, dayfirst: bool) -> pd.Series:
+    """The ``retry`` values parsed one by one, day and month in the column's order (:func:`_day_first`): read
+    on its own, 01/02/2020 10:00 after 13/01/2020 was 2 January, not 1 February."""
     values = ts[retry].astype(str)
-    # a value only readable in the other order (13/01/2020 after 01/02/2020) was silently read in it: refused
-    parts = values.str.extract(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b").astype(float)
+    # a value only readable in the other order was silently read in it: refused (kept as a guard)
+    parts = values.str.extract(_DAY_MONTH).astype(float)
     other_order = (parts[1] if dayfirst else parts[0]) > 12
     parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
     if dayfirst:  # which dateutil applies to year-first dates too: 2020-01-02 became 1 February

@@ -191,8 +191,8 @@ def test_items_missing_from_the_table_warn_once_with_the_count(tmp_path):
         warnings.simplefilter("always")
         ds = load(folder, PrepareConfig(k_core=0))
     msgs = [str(w.message) for w in caught if "no row in this table" in str(w.message)]
-    assert msgs == [f"{folder / 'items.csv'}: 2 of the 4 items in interactions.csv have no row in this table; "
-                    "they get no text or image features"]
+    assert msgs == [f"{folder / 'items.csv'}: 2 of the 4 items in interactions.csv have no row in this table "
+                    "(e.g. 'c', 'd'); they get no text or image features"]
     titles = dict(zip(ds.items["item_id"], ds.items["title"]))
     assert titles["a"] == "A" and pd.isna(titles["c"]) and pd.isna(titles["d"])
 

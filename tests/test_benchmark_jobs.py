@@ -177,8 +177,8 @@ def test_a_workers_warning_is_one_line_as_the_commands_own(tmp_path, monkeypatch
     assert len(warned) == 2 and all(line.startswith(f"warning: {PLATEAU}") for line in warned), err
     assert "UserWarning" not in err and "return self._fit" not in err and ".py:" not in err, err
     assert [line for line in err.splitlines() if "has no row in this table" in line] == [
-        f"warning: {shop / 'items.csv'}: 1 of the 15 items in interactions.csv has no row in this table; it gets no "
-        f"text or image features"], err
+        f"warning: {shop / 'items.csv'}: 1 of the 15 items in interactions.csv has no row in this table (e.g. '14'); it gets "
+        f"no text or image features"], err
 
 
 def test_workers_warn_under_the_parents_filters_and_display():

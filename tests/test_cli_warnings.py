@@ -37,7 +37,7 @@ def test_a_warning_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     assert code == 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines == [f"warning: {folder / 'items.csv'}: 1 of the 15 items in interactions.csv has no row in this "
-                     f"table; it gets no text or image features"]
+                     f"table (e.g. '14'); it gets no text or image features"]
     assert "UserWarning" not in err and "warnings.warn" not in err
 
 

@@ -115,10 +115,45 @@ def test_whole_number_float_ids_from_parquet_read_as_integers(tmp_path):
     ds = load(tmp_path, PrepareConfig(k_core=0))
     assert ds.items["title"].tolist() == ["Ten", "Eleven"] and ds.user_index(1) == 0
     # a column with one fractional id is no integer column: every id stays as written
-    pd.DataFrame({"user": [1.5, 2.0], "item": [3.0, 3.0]}).to_parquet(tmp_path / "interactions.parquet")
-    with pytest.warns(UserWarning, match="1 of the 1 items in interactions.parquet has no row"):
+    pd.DataFrame({"user": [1.5, 2.0], "item": [3.0, 10.0]}).to_parquet(tmp_path / "interactions.parquet")
+    with pytest.warns(UserWarning, match="1 of the 2 items in interactions.parquet has no row"):
         inter, _, _ = load_generic(tmp_path)
-    assert inter["user"].tolist() == ["1.5", "2.0"] and inter["item"].tolist() == ["3", "3"]
+    assert inter["user"].tolist() == ["1.5", "2.0"] and inter["item"].tolist() == ["3", "10"]
+
+
+@pytest.mark.parametrize(("table_ids", "inter_ids", "shown", "hint"), [
+    (["1 ", "2 ", "3 "], ["1", "2", "3"], r"\['1 ', '2 ', '3 '\], in interactions.csv \['1', '2', '3'\]",
+     r"the ids differ by spaces around them \(item '1 ' here, '1' in interactions.csv\)"),
+    (["1", "2", "3"], ["001", "002", "003"], r"\['1', '2', '3'\], in interactions.csv \['001', '002', '003'\]",
+     r"the ids differ by leading zeros \(item '1' here, '001' in interactions.csv\)"),
+    (["1.0", "2.0", "3.0", "4.0"], ["1", "2", "3"], r"\['1.0', '2.0', '3.0', …\], in interactions.csv",
+     r"the ids differ by a trailing '.0' \(ids written as floats\) \(item '1.0' here, '1' in interactions.csv"),
+    (["a", "b", "c"], ["1", "2", "3"], r"\['a', 'b', 'c'\], in interactions.csv \['1', '2', '3'\]",
+     "are both files of the same catalogue"),
+])
+def test_items_table_sharing_no_id_with_the_interactions_is_an_error_with_examples(
+        tmp_path, monkeypatch, capsys, table_ids, inter_ids, shown, hint):
+    # 1,507 of the 1,507 items had no row: only a warning, and the dataset loaded with no text or image
+    rows = "".join(f"u{u},{i}\n" for u in range(2) for i in inter_ids)
+    _write(tmp_path / "interactions.csv", "user_id,item_id\n" + rows)
+    _write(tmp_path / "items.csv", "item_id,title\n" + "".join(f"{i},T\n" for i in table_ids))
+    with pytest.raises(DataError, match=rf"none of the 3 items in interactions.csv have a row in this table: ids "
+                                        rf"here are e.g. {shown}.*; {hint}") as e:
+        load_generic(tmp_path)
+    assert e.value.path == str(tmp_path / "items.csv")
+    from conftest import run_main
+    code, err = run_main(monkeypatch, capsys, "datasets", "info", str(tmp_path))
+    assert code == 1 and err.startswith(f"error: {tmp_path / 'items.csv'}: none of") and "Traceback" not in err
+
+
+def test_items_partly_missing_from_the_table_stay_a_warning_with_examples_and_hint(tmp_path):
+    _write(tmp_path / "interactions.csv", "user_id,item_id\nu,1\nu,2\nu,3\n")
+    _write(tmp_path / "items.csv", "item_id,title\n1,A\n2 ,B\n")
+    with pytest.warns(UserWarning, match=r"2 of the 3 items in interactions.csv have no row in this table \(e.g. "
+                                         r"'2', '3'\); they get no text or image features; the ids differ by "
+                                         r"spaces around them \(item '2 ' here, '2' in interactions.csv\)"):
+        _, items, _ = load_generic(tmp_path)
+    assert items["item_id"].tolist() == ["1", "2 "]
 
 
 def test_mmrec_mapping_with_a_repeated_original_id_is_refused(tmp_path):

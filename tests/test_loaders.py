@@ -118,12 +118,14 @@ def test_amazon_price_kept_as_a_number(tmp_path):
         assert "price" not in read_amazon(*AMAZON[release])[2]  # a number, not a text field
     prices = {"B1": "$1,299.00", "B2": "£5", "B3": "", "B4": "$5.99 - $9.99", "B5": "<span>call</span>",
               "B6": 7, "B7": None, "B8": "-3"}
+    # B00002, one of the reviews' items: a meta file sharing no item with them is refused
     meta = _gz(tmp_path / "meta_X.json.gz",
-               [json.dumps({"asin": a, "title": "t", "price": v}) for a, v in prices.items()])
+               [json.dumps({"asin": a, "title": "t", "price": v}) for a, v in prices.items()]
+               + [json.dumps({"asin": "B00002", "title": "t"})])
     got = read_amazon(AMAZON["2018"][0], meta)[1].set_index("item_id")["price"]
     assert got.loc[["B1", "B2", "B6"]].tolist() == [1299.0, 5.0, 7.0]
     assert got.loc[["B3", "B4", "B5", "B7", "B8"]].isna().all()  # not one amount: NaN, never an error
-    no_price = _gz(tmp_path / "meta_Y.json.gz", [json.dumps({"asin": "B1", "title": "t"})])
+    no_price = _gz(tmp_path / "meta_Y.json.gz", [json.dumps({"asin": a, "title": "t"}) for a in ("B1", "B00002")])
     assert "price" not in read_amazon(AMAZON["2018"][0], no_price)[1].columns
 
 

@@ -183,8 +183,8 @@ def test_ratings_csv_with_its_meta_beside_it(tmp_path: Path) -> None:
     _check_ratings(inter)
     assert fields == ["title", "categories"] and items["item_id"].tolist() == ["0000031887", "B00001W0DI"]
     assert items["title"].tolist() == ["Tutu & Bow", "Bib"]
-    assert msgs == [f"{meta}: 1 of the 3 items in ratings_Baby.csv has no line in this file; it gets no text "
-                    "or image features"]
+    assert msgs == [f"{meta}: 1 of the 3 items in ratings_Baby.csv has no line in this file (e.g. "
+                    "'0000031852'); it gets no text or image features"]
     ds, _ = _read(load_amazon, path, meta, config=PrepareConfig(k_core=0))
     assert ds.name == "amazon-baby" and len(ds.interactions) == 4 and ds.text_fields == ["title", "categories"]
     assert ds.info["layout"] == "amazon" and ds.info["meta"] == str(meta.resolve())

@@ -633,10 +633,52 @@ def warn_missing_items(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Pat
                        entry: str = "row in this table") -> None:
     """Items absent from the item table are allowed (they get no text or image), but said once (``entry``:
     what the item file holds per item, e.g. an Amazon meta file's "line in this file"). Called by a loader,
-    so the warning points at the loader's caller."""
+    so the warning points at the loader's caller. When not one item has an entry (and the table has rows),
+    the two files spell their ids differently ('1 ' and '1', '00242' and '242', '1.0' and '1'): a DataError,
+    as the dataset would silently load with no text or image at all."""
     used = pd.unique(inter["item"])
-    n_missing = int((~pd.Index(used).isin(items["item_id"])).sum())
-    if n_missing:
-        warnings.warn(f"{items_path}: {n_missing} of the {len(used)} items in {Path(inter_path).name} "
-                      f"{agree(n_missing, 'has', 'have')} no {entry}; {agree(n_missing, 'it gets', 'they get')} no "
-                      f"text or image features", UserWarning, stacklevel=3)
+    table = pd.unique(items["item_id"])
+    missing = used[~pd.Index(used).isin(table)]
+    if not len(missing):
+        return
+    inter_name = Path(inter_path).name if Path(inter_path).parent == Path(items_path).parent else str(inter_path)
+    hint = _id_spelling_hint(missing, table, inter_name)
+    if len(missing) == len(used) and len(table):
+        raise DataError(items_path, f"none of the {plural(len(used), 'item')} in {inter_name} "
+                                    f"{agree(len(used), 'has', 'have')} a {entry}: ids here are e.g. "
+                                    f"{_examples(table)}, in {inter_name} {_examples(used)}"
+                                    + (f"; {hint}" if hint else "; are both files of the same catalogue?"))
+    warnings.warn(f"{items_path}: {len(missing):,} of the {len(used):,} items in {inter_name} "
+                  f"{agree(len(missing), 'has', 'have')} no {entry} (e.g. {_examples(missing)[1:-1]}); "
+                  f"{agree(len(missing), 'it gets', 'they get')} no text or image features"
+                  + (f"; {hint}" if hint else ""), UserWarning, stacklevel=3)
+
+
+def _examples(ids, n: int = 3) -> str:
+    """A few ids as Python literals, so that a space or a leading zero shows."""
+    shown = [repr(str(i)) for i in ids[:n]]
+    return "[" + ", ".join(shown) + (", …]" if len(ids) > n else "]")
+
+
+# how two files commonly spell one id differently, each with the normal form both are compared in
+_ID_SPELLINGS = (
+    ("spaces around them", lambda s: s.str.strip()),
+    ("leading zeros", lambda s: s.str.replace(r"^(\s*)0+(?=\d)", r"\1", regex=True)),
+    ("a trailing '.0' (ids written as floats)",
+     lambda s: s.str.replace(r"^(\s*[+-]?\d+)\.0+(?=\s*$)", r"\1", regex=True)),
+    ("upper/lower case", lambda s: s.str.lower()),
+)
+
+
+def _id_spelling_hint(missing, table, inter_name: str) -> str:
+    """Which spelling difference, if one, makes the missing ids match the table's: a hint for the message."""
+    missing, table = pd.Series(missing, dtype=object).astype(str), pd.Series(table, dtype=object).astype(str)
+    for what, normal in _ID_SPELLINGS:
+        a, b = normal(missing), normal(table)
+        hit = a.isin(set(b))
+        if hit.any():
+            first = int(np.flatnonzero(hit.to_numpy())[0])
+            theirs = table[b == a.iloc[first]].iloc[0]
+            return (f"the ids differ by {what} (item {theirs!r} here, {missing.iloc[first]!r} in {inter_name}): "
+                    "write them the same way in both files")
+    return ""

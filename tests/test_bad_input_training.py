@@ -90,7 +90,11 @@ def test_resume_with_changed_config_is_refused_and_changes_nothing(catalogue, fi
                 "other data (Python: TrainConfig(resume=False))") in msg, msg
         assert "to start afresh" not in msg
     else:
-        assert "(Python: TrainConfig(resume=False) or another run_dir)" in msg  # fit() callers have no --set
+        # another folder first (the earlier try is kept to compare with), overwriting it second; fit() callers
+        # have no --set
+        assert ("to start afresh give this run a folder of its own with --run-dir DIR (or another --out), or "
+                "overwrite that run with --set trainer.resume=false (Python: another run_dir, or "
+                "TrainConfig(resume=False))") in msg, msg
     assert snapshot(run_dir) == before  # run_config.json included
 
 

@@ -55,6 +55,10 @@ def test_resume_with_fewer_epochs_than_run_is_refused_and_changes_nothing(catalo
     msg = str(e.value)
     assert msg.startswith(f"{run_dir}: has already run 6 epochs, more than trainer.epochs=4")
     assert "trainer.epochs=6 or more" in msg and "trainer.resume=false" in msg and "\n" not in msg
+    # a folder of its own first (keeping the 6-epoch run), overwriting it second
+    assert ("to start afresh with 4 epochs give it a folder of its own with --run-dir DIR (or another --out), or "
+            "overwrite that run with --set trainer.resume=false (Python: another run_dir, or "
+            "TrainConfig(resume=False))") in msg, msg
     assert _snapshot(run_dir) == before  # run_config.json, log and result untouched
 
     # the two ways on that the message names: the same epochs report the run as it stands ...

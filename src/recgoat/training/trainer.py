@@ -613,9 +613,9 @@ class Trainer:
             raise ConfigError(f"{self.run_dir}: has already run {done} epochs, more than trainer.epochs="
                               f"{self.config.epochs}, and a resumed run cannot undo epochs; set trainer.epochs="
                               f"{done} or more to continue it ({done}: report it as it stands), or to start "
-                              f"afresh with {self.config.epochs} epochs use --set trainer.resume=false "
-                              f"(overwrites that run) or another --run-dir (Python: TrainConfig(resume=False) "
-                              f"or another run_dir)")
+                              f"afresh with {self.config.epochs} epochs give it a folder of its own with "
+                              f"--run-dir DIR (or another --out), or overwrite that run with --set "
+                              f"trainer.resume=false (Python: another run_dir, or TrainConfig(resume=False))")
         for key, f in self._checkpoint_files(state).items():
             if not f.is_file():
                 raise DataError(f, f"missing: the checkpoint is incomplete; {_AFRESH}")
@@ -1042,9 +1042,10 @@ def other_configuration(run_dir, changes: list[str]) -> ConfigError:
                            f"from that run's: give it a folder of its own with --run-dir DIR (or another --out) "
                            f"(Python: another run_dir); --set trainer.resume=false would overwrite that run of "
                            f"other data (Python: TrainConfig(resume=False))")
-    return ConfigError(f"{run_dir}: was run with a different configuration ({said}); to start afresh "
-                       f"use --set trainer.resume=false (overwrites that run) or another --run-dir (Python: "
-                       f"TrainConfig(resume=False) or another run_dir)")
+    # another folder first here too: an earlier try (other params, preset, learning rate) is worth comparing
+    return ConfigError(f"{run_dir}: was run with a different configuration ({said}); to start afresh give "
+                       f"this run a folder of its own with --run-dir DIR (or another --out), or overwrite that run "
+                       f"with --set trainer.resume=false (Python: another run_dir, or TrainConfig(resume=False))")
 
 
 def show_progress(cfg: TrainConfig) -> bool:

@@ -134,7 +134,7 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_resumes_to_the_same_numbers(tmp_pa
     time.sleep(8)  # start-up, the workers' start, a few epochs: each cell takes ~15 s more
     os.killpg(child.pid, signal.SIGINT)
     text, _ = child.communicate(timeout=120)
-    assert child.returncode == 130 and "interrupted; finished work is kept" in text, text
+    assert child.returncode == 130 and "interrupted; finished cells are kept" in text, text
     assert len(list(out.glob("runs/*/*/seed*/result.json"))) < 2  # stopped before both cells finished
 
     def same_run(folder: Path, jobs: int):  # what the command line above asks for, from Python

@@ -115,7 +115,7 @@ def _stopped_promptly(child: subprocess.Popen, out: Path, how: str) -> None:
         t0 = time.monotonic()
         text, _ = child.communicate(timeout=60)
         took = time.monotonic() - t0
-        assert child.returncode == 130 and "interrupted; finished work is kept" in text, (how, child.returncode, text)
+        assert child.returncode == 130 and "interrupted; finished cells are kept" in text, (how, child.returncode, text)
         assert took < 30, f"{how}: took {took:.0f}s to stop"  # the queued cells (15 s each) were not trained
         assert _wait_gone(child.pid, 10) == [], f"{how}: worker processes outlived the benchmark"
         time.sleep(2)  # an orphan or a queued cell would show up as a new cell folder
@@ -158,7 +158,7 @@ def test_ctrl_c_while_the_workers_start_up_prints_no_traceback(tmp_path):
         time.sleep(0.5)  # into the worker's imports (the interpreter's own start-up is over by then)
         os.killpg(child.pid, signal.SIGINT)
         text, _ = child.communicate(timeout=60)
-        assert child.returncode == 130 and "interrupted; finished work is kept" in text, (child.returncode, text)
+        assert child.returncode == 130 and "interrupted; finished cells are kept" in text, (child.returncode, text)
         assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
         assert _wait_gone(child.pid, 10) == [], "worker processes outlived the benchmark"
         assert _finished(out) == []

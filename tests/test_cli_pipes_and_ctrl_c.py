@@ -157,6 +157,73 @@ def test_ctrl_c_message_starts_on_its_own_line_below_an_open_progress_bar(monkey
     assert bars[0].disable  # closed: nothing redrawn at exit
 
 
+TRAIN_KEPT = ("interrupted; the run folder keeps the checkpoint of its last finished epoch (the epoch under way is "
+              "run again): the same command resumes from it")
+
+
+def test_ctrl_c_in_train_says_what_train_keeps_and_the_same_command_resumes_it(shop, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """`recgoat train` was told of encode chunks, LLM profile answers and benchmark cells: now of its own
+    checkpoint, which the same command does resume."""
+    import json
+
+    from recgoat.training.trainer import Trainer
+
+    real = Trainer._train_epoch
+
+    def ctrl_c_in_second_epoch(self, model, sampler, optimizer, epoch, run):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, model, sampler, optimizer, epoch, run)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", ctrl_c_in_second_epoch)
+    run = tmp_path / "run"
+    args = ("train", "--dataset", str(shop), "--model", "bprmf", "--epochs", "2", "--run-dir", str(run), *SMALL)
+    code, err = run_main(monkeypatch, capsys, *args)
+    assert (code, err.strip()) == (130, TRAIN_KEPT)
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["epoch"] == 0
+    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    code, err = run_main(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert json.loads((run / "result.json").read_text())["resumed_epochs"] == 1
+
+
+def test_ctrl_c_in_encode_speaks_of_its_chunks(shop, tmp_path, monkeypatch, capsys):
+    import recgoat.features.store as store
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "encode_all", interrupted)
+    code, err = run_main(monkeypatch, capsys, "encode", "text", str(shop), "--out", str(tmp_path / "feat"))
+    assert code == 130 and "Traceback" not in err
+    assert err.strip() == ("interrupted; the feature folder keeps its finished chunks of rows (chunk_size, default "
+                           "512; the chunk under way is done again): the same command resumes from them")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["train", "--model", "bprmf"], TRAIN_KEPT),
+    (["evaluate", "runs/x"], "interrupted; nothing was written"),
+    (["encode", "image", "shop"], "and of the image chunk under way the rows it finished"),
+    (["encode", "users", "shop"], "interrupted; the LLM profile answers received are kept"),
+    (["encode", "all", "shop"], "interrupted; the LLM profile answers received are kept"),
+    (["encode", "import-mmrec", "src", "shop"], "interrupted; nothing is half-written"),
+    (["benchmark", "--config", "b.yaml"], "interrupted; finished cells are kept, and the cells under way keep"),
+    (["datasets", "prepare", "shop", "--out", "x"], "interrupted; the --out folder is written whole or not at all"),
+    (["export", "runs/x", "--out", "art"], "interrupted; an artefact is swapped in only once complete"),
+    (["datasets", "info", "shop"], "interrupted; nothing is half-written"),
+    (["--help"], "interrupted; nothing is half-written"),
+])
+def test_each_command_is_told_what_it_keeps_when_interrupted(argv, said):
+    from recgoat.cli import _interrupted_message
+
+    message = _interrupted_message(argv)
+    assert message.startswith(said) or said in message, message
+    # no command is told of another's units (train of encode chunks, LLM answers and benchmark cells)
+    assert ("epoch" in message) == (argv[0] in ("train", "benchmark")), message
+    assert ("chunk" in message) == (argv[0] == "encode" and argv[1] != "import-mmrec"), message
+
+
 @pytest.mark.parametrize("module", ["recgoat.config", "recgoat.serving.cli"])
 def test_ctrl_c_while_recgoat_starts_exits_130_without_traceback(module):
     """The run configuration and the command groups import torch: a Ctrl-C in those first seconds raised

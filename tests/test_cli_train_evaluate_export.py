@@ -40,7 +40,7 @@ def test_ctrl_c_during_a_command_prints_that_work_is_kept_and_exits_130(monkeypa
     monkeypatch.setattr(run, "train", interrupted)
     code, err = run_main(monkeypatch, capsys, "train", "--model", "bprmf")
     assert code == 130
-    assert "interrupted; finished work is kept" in err and "Traceback" not in err
+    assert "interrupted; the run folder keeps the checkpoint" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------------------ relative paths

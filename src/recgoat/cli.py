@@ -52,14 +52,44 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
     """LLM-enhanced multimodal recommendation (RecGOAT) and its peers."""
 
 
+# What each command keeps when interrupted, and how it goes on: one line listing every command's units told a
+# `recgoat train` of encode chunks, LLM answers and benchmark cells. Every command writes through temp files, so
+# nothing is half-written; said by unit, as an encode stopped inside its first chunk keeps nothing.
+_CHUNKS = "finished chunks of rows (chunk_size, default 512; the chunk under way is done again)"
+_RESUMES = "the same command resumes from them"
+_INTERRUPTED = {
+    ("train",): "the run folder keeps the checkpoint of its last finished epoch (the epoch under way is run "
+                "again): the same command resumes from it",
+    ("evaluate",): "nothing was written (evaluate_*.json comes at the end): run the command again",
+    ("encode", "text"): f"the feature folder keeps its {_CHUNKS}: {_RESUMES}",
+    ("encode", "image"): f"the feature folder keeps its {_CHUNKS}, and of the image chunk under way the rows it "
+                         f"finished: {_RESUMES}",
+    ("encode", "users"): f"the LLM profile answers received are kept, and the feature folder's {_CHUNKS}: "
+                         f"{_RESUMES}",
+    ("encode", "all"): f"the LLM profile answers received are kept, and the feature folder's {_CHUNKS} (for "
+                       f"images, also the rows of the chunk under way): {_RESUMES}",
+    ("benchmark",): "finished cells are kept, and the cells under way keep the checkpoint of their last finished "
+                    "epoch: the same command resumes, training only what is left",
+    ("datasets", "prepare"): "the --out folder is written whole or not at all, so it is as it was: run the "
+                             "command again",
+    ("export",): "an artefact is swapped in only once complete, so the folder is as it was: run the command again",
+}
+
+
+def _interrupted_message(argv: list[str]) -> str:
+    """The Ctrl-C line for the command ``argv`` (``sys.argv[1:]``) names: what it keeps and how it goes on."""
+    words = []
+    for arg in argv:  # the command and its subcommand come first (the only global option, --version, exits)
+        if arg.startswith("-") or len(words) == 2:
+            break
+        words.append(arg)
+    said = _INTERRUPTED.get(tuple(words)) or _INTERRUPTED.get(tuple(words[:1]))
+    return f"interrupted; {said or 'nothing is half-written (files are written whole): run the command again'}"
+
+
 def _interrupted() -> None:
     _close_progress_bars()
-    # every command writes through temp files: what was finished is kept, nothing is half-written
-    # said by unit: an encode stopped inside its first chunk keeps nothing, which "finished work is kept" hid
-    Console(stderr=True).print("interrupted; finished work is kept, and resumed from when run again: train's "
-                               "finished epochs, encode's finished chunks of rows (chunk_size, default 512; the "
-                               "chunk under way is done again) and LLM profile answers, benchmark's finished cells",
-                               highlight=False, soft_wrap=True)
+    Console(stderr=True).print(_interrupted_message(sys.argv[1:]), highlight=False, soft_wrap=True)
     sys.exit(130)
 
 

@@ -99,6 +99,31 @@ def image_mask(features, n_items: int, model: str) -> np.ndarray:
     return mask.astype(bool)
 
 
+def view_presence(features, m: str, x: np.ndarray, n_items: int, model: str) -> np.ndarray:
+    """Which items have view ``m`` (``x``: its checked matrix): a row that is not all zero (the feature store, and
+    MMRec's import, write a zero row for an item without a text or an image), and for images ``image_mask`` too."""
+    present = np.linalg.norm(x, axis=1) > 0
+    if m == "image":
+        present &= image_mask(features, n_items, model)
+    return present
+
+
+def empty_views(features, found: dict[str, np.ndarray], n_items: int, model: str) -> list[str]:
+    """The views in ``found`` that no item has (every row zero): e.g. an image folder encoded where no image could
+    be read. The models read them as zeros; shared with RecGOAT so that every model reports them alike."""
+    return [m for m, x in found.items() if not view_presence(features, m, x, n_items, model).any()]
+
+
+def no_usable_view_message(model: str, empty: list[str]) -> str:
+    """``model`` was given features whose every view (``empty``) no item has: training would read zeros only."""
+    views = " and ".join(empty)
+    has = " or ".join("an image" if m == "image" else "a text" for m in empty)
+    return (f"{model} needs item text or image features, but no item has any: the {views} features given are "
+            f"empty (every row zero{', no image in image_mask' if 'image' in empty else ''}: no item has {has}), "
+            f"and a model trained on them would read zeros only; give features where items have a text or an image "
+            f"(`recgoat encode text` / `recgoat encode image`), or train a model that reads no features (lightgcn)")
+
+
 def register_item_features(model: Recommender, found: dict[str, np.ndarray]) -> None:
     """Each modality's frozen features as a non-persistent buffer ``feat_<m>`` (not saved): ``.double()`` and
     ``.to(device)`` move them with the weights, as RecGOAT's. Held in a plain dict, FREEDOM's and LGMRec's stayed
@@ -145,7 +170,16 @@ def item_features(model: Recommender, features) -> dict[str, np.ndarray]:
     model hands them to ``torch.from_numpy``, which refuses a reversed view such as ``features[::-1]``)."""
     found = item_modalities(features, model.name, model.n_items)
     check_dims(model, found)
+    # a view no item has (an image folder where no image could be read) is zeros: reported as empty, as RecGOAT
+    # does ("feature views used: image" alone read as if images were used); with no other view it is refused,
+    # as features not given at all are, rather than trained on
+    empty = empty_views(features, found, model.n_items, model.name)
+    if empty and len(empty) == len(found):
+        raise ConfigError(no_usable_view_message(model.name, empty))
     # the run summary names the views read (the CLI prints "feature views used: …"), as RecGOAT's does:
     # without it a peer trained on an image-only folder did not say that it saw no text
     model.summary["modalities_used"] = [m for m in MODALITIES if m in found]
+    model.summary.pop("empty_views", None)
+    if empty:
+        model.summary["empty_views"] = empty
     return {m: np.ascontiguousarray(x) for m, x in found.items()}

@@ -77,7 +77,7 @@ from recgoat.errors import ConfigError, DataError
 from recgoat.graphs.bipartite import normalized_bipartite, register_fixed
 from recgoat.graphs.knn import knn_graph
 from recgoat.models.base import ModelConfig, Recommender, register
-from recgoat.models.modalities import feature_matrix, image_mask, none_given_message, wrong_rows_message
+from recgoat.models.modalities import feature_matrix, none_given_message, view_presence, wrong_rows_message
 from recgoat.nn.alignment import oat_losses, symmetric_info_nce
 from recgoat.nn.layers import (AdaptiveMap, ConcatFusion, ModalityGATBranch, RatingAwareLightGCN, SimplexFusion,
                                SumFusion, csr_to_edge_index)
@@ -654,11 +654,10 @@ class RecGOAT(Recommender):
                 raise DataError(None, f"RecGOAT was built with {kind} of shape {want}; the features given have "
                                       f"{tuple(x.shape)}")
             mask = None
-            present = np.linalg.norm(x, axis=1) > 0  # an all-zero row is an absent text or image
-            if m == "image":
-                mask = image_mask(features, self.n_items, "RecGOAT") & present
-            elif m == "text" and not present.all():  # items without text (zero rows); else no mask, as before
-                mask = present
+            if m != "profile":  # an all-zero row is an absent text or image (the peers read it so too)
+                present = view_presence(features, m, x, self.n_items, "RecGOAT")
+                # images: always a mask; texts: only when some item has none (else no mask, as before)
+                mask = present if m == "image" or not present.all() else None
             out[m] = (x, mask)
         return out
 
@@ -669,9 +668,13 @@ class RecGOAT(Recommender):
         self._views_ready = False  # until every graph and buffer below is in place
         c = self.config
         asked = [*c.modalities, *(["profile"] if c.use_profile else [])]
-        if asked and not self.modalities and not self.use_profile:
+        # a view no item has is zeros: with no other view, the ID view alone trains, as with no features
+        empty = [m for m in self.modalities if views[m][1] is not None and not views[m][1].any()]
+        if asked and len(empty) == len(self.modalities) and not self.use_profile:
             # only a stdout line said it: a run named recgoat was LightGCN with rating attention
-            why = "no features were given" if features is None else "the features given hold none of them"
+            why = ("no features were given" if features is None else
+                   "the features given hold none of them" if not empty else
+                   f"no item has any of them (the {' and '.join(empty)} features given are all zero rows)")
             warnings.warn(f"recgoat: the {', '.join(asked)} views are asked for, but {why}: this trains the ID view "
                           f"alone (LightGCN with rating attention); encode them with `recgoat encode all` and pass "
                           f"the folder (--features)", UserWarning, stacklevel=2)

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from recgoat.datasets import Dataset, load  # noqa: E402
 from recgoat.datasets.registry import shared_root  # noqa: E402
-from recgoat.errors import DataError  # noqa: E402
+from recgoat.errors import ConfigError, DataError  # noqa: E402
 from recgoat.features.store import Features  # noqa: E402
 from recgoat.models.base import Recommender  # noqa: E402
 from recgoat.models.lightgcn import LightGCN, propagate  # noqa: E402
@@ -470,7 +470,11 @@ def test_missing_modalities_are_left_out_and_reported():
         bare = RecGOAT.build(sub, {"embedding_dim": 16}, None)
     assert len(said) == 1
     assert bare.modalities == [] and bare.summary["modalities_missing"] == ["text", "image"]
-    with pytest.warns(UserWarning, match=r"the text views are asked for, but the features given hold none of them"):
+    with pytest.warns(UserWarning, match=r"the text, image views are asked for, but the features given hold none of "
+                                         r"them"):
+        RecGOAT.build(sub, {"embedding_dim": 16, "use_profile": False}, Features(profile=f.profile))
+    # named by the config, a view the features lack is a request refused (test_recgoat_named_modalities.py)
+    with pytest.raises(ConfigError, match=r"model.params.modalities names \[text\], but the features given"):
         RecGOAT.build(sub, {"embedding_dim": 16, "modalities": ["text"], "use_profile": False}, Features(image=f.image))
     with warnings.catch_warnings():  # the ID-only ablation asks for no view: nothing to say
         warnings.simplefilter("error")

@@ -139,9 +139,10 @@ def test_an_image_view_without_images_is_reported_and_not_claimed_aligned(data):
     ``oat: sinkhorn divergence``, and nothing said the view was empty. Prepared again with real images, the
     model says OAT acts again and drops the note."""
     ds, feats = data
-    none = Features(text=feats.text, image=np.zeros_like(feats.image), image_mask=np.zeros(ds.n_items, bool),
-                    profile=feats.profile)
-    model = build(ds, none, modalities=["image"])
+    # modalities left at its default (named, an empty view is refused: test_recgoat_named_modalities.py), and no
+    # text: the image view alone
+    none = Features(image=np.zeros_like(feats.image), image_mask=np.zeros(ds.n_items, bool), profile=feats.profile)
+    model = build(ds, none)
     terms = model.loss(*_batch(ds))
     assert terms["oat"] == 0 and model.summary["oat"] is False
     assert model.summary["cmcl"] is True and terms["cmcl"] > 0  # the profile–ID term still acts
@@ -150,9 +151,11 @@ def test_an_image_view_without_images_is_reported_and_not_claimed_aligned(data):
     from recgoat.cli import _summary_lines
 
     assert "feature views used: image (empty: no item has one), profile" in _summary_lines(model.summary)
-    assert build(ds, none, modalities=["image"], use_profile=False).summary["cmcl"] is False
+    with pytest.warns(UserWarning, match="no item has any of them"):
+        assert build(ds, none, use_profile=False).summary["cmcl"] is False
     model.prepare(ds, feats)
-    assert model.summary["oat"] == "sinkhorn divergence" and "note" not in model.summary
+    assert model.summary["oat"] == "sinkhorn divergence"
+    assert model.summary["note"] == "features absent for text: the model runs without them"
     assert "empty_views" not in model.summary
     assert model.loss(*_batch(ds))["oat"] > 0
     # the note about absent features survives a prepare that adds its own

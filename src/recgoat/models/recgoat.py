@@ -40,7 +40,9 @@ the views are pulled onto the collaborative representation without that represen
 towards them. On ml100k-mm it is what lets the dual alignment help rather than hurt (docs/benchmarks.md).
 
 A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is left out and
-reported in ``self.summary``; with no features at all the model is LightGCN with rating attention.
+reported in ``self.summary``; with no features at all the model is LightGCN with rating attention. That is
+for ``modalities`` left at its default (the packaged presets leave it so too): a config that names
+``modalities`` itself asks for those views, and one the data lacks (or no item has) is refused.
 With ``modalities=[]``, ``use_profile=False``, ``rating_attention=False`` and both λ at 0 it is
 exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation of METHOD.md §7 as a
 config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid. Each component draws its
@@ -661,9 +663,41 @@ class RecGOAT(Recommender):
             out[m] = (x, mask)
         return out
 
+    def refuse_named_views_absent(self, dataset, features,
+                                  views: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """A :class:`ConfigError` when the config names ``modalities`` itself (an ablation: ``--set
+        model.params.modalities=[image]``) and one of them is absent from ``features`` or no item has it. Only
+        ``modalities`` left at its default falls back to the views that exist (with a note): an image-only run
+        on text-only data trained the ID view and profiles alone, and its results read as image-only ones. A
+        saved model's config sets every field, and was checked when it was trained."""
+        c = self.config
+        if "modalities" not in c.model_fields_set or is_full_config(c):
+            return
+        absent = [m for m in c.modalities if m not in self.modalities]
+        empty = [m for m in self.modalities if views[m][1] is not None and not views[m][1].any()]
+        if not absent and not empty:
+            return
+        problems = [*(f"no {m} features" for m in absent),
+                    *(f"{m} features that no item has (every row zero"
+                      f"{', no image in image_mask' if m == 'image' else ''})" for m in empty)]
+        held = [*(m for m in MODALITIES if getattr(features, m, None) is not None and m not in empty),
+                *(["user profiles"] if getattr(features, "profile", None) is not None else [])]
+        found = (f"no features were given for dataset {dataset.name!r}" if features is None else
+                 f"the features given for dataset {dataset.name!r} have {' and '.join(problems)}; usable there: "
+                 f"{' and '.join(held) or 'none'}")
+        if "image" in absent + empty and not getattr(dataset, "has_images", True):
+            found += ", and the dataset has no images"
+        lacking = " and ".join(absent + empty)
+        encode = "all" if len(absent + empty) > 1 else lacking
+        raise ConfigError(
+            f"recgoat: model.params.modalities names [{', '.join(c.modalities)}], but {found}. Drop {lacking} from "
+            f"modalities, or give features with {lacking} (`recgoat encode {encode}`); left unset (its default, "
+            f"which the packaged presets keep), modalities takes the views that exist and notes the others")
+
     def prepare(self, dataset, features=None) -> None:
         """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
         views = self.checked_features(features)
+        self.refuse_named_views_absent(dataset, features, views)  # before anything changes
         super().prepare(dataset, features)
         self._views_ready = False  # until every graph and buffer below is in place
         c = self.config

@@ -1,0 +1,104 @@
+"""RecGOAT's ``modalities`` named by the user is a request: a view named there that the features lack (or that no
+item has) is refused with one error naming the view, the dataset and what exists; left at its default (and the
+packaged presets leave it so) the model falls back to the views that exist and notes the others.
+
+Failed before its fix: ``recgoat train --set model.params.modalities=[image]`` on a text-only catalogue trained
+the ID view and the profiles, printed ``feature views used: profile`` and ``fusion: id_only``, and its results
+read as an image-only ablation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recgoat.cli import app
+from recgoat.config import preset_params
+from recgoat.datasets import load
+from recgoat.errors import ConfigError
+from recgoat.features import Features, import_mmrec
+from recgoat.models import Recommender
+from recgoat.models.recgoat import RecGOAT
+from test_cli_user_journey import _catalogue
+from test_features_store_validation import mmrec_mapping
+
+from recgoat_helpers import full_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A catalogue without images, with text features (imported, so no encoder runs) and random user profiles."""
+    tmp = tmp_path_factory.mktemp("named")
+    root = _catalogue(tmp / "shop")
+    ds = load(str(root))
+    rng = np.random.default_rng(0)
+    src = tmp / "mmrec"
+    src.mkdir()
+    np.save(src / "text_feat.npy", rng.normal(size=(ds.n_items, 6)).astype(np.float32))
+    mmrec_mapping(src, ds)
+    folder = import_mmrec(ds, src, tmp / "feats")
+    text = np.load(folder / "text.npy")
+    profile = rng.normal(size=(ds.n_users, 5)).astype(np.float32)
+    return root, folder, ds, Features(text=text, profile=profile)
+
+
+def test_a_named_modality_the_features_lack_is_refused(shop):
+    _, _, ds, feats = shop
+    with pytest.raises(ConfigError) as e:
+        RecGOAT.build(ds, {"embedding_dim": 8, "modalities": ["image"]}, feats)
+    msg = str(e.value)
+    assert msg.startswith("recgoat: model.params.modalities names [image], but the features given for dataset "
+                          "'shop' have no image features; usable there: text and user profiles, and the dataset "
+                          "has no images. Drop image from modalities"), msg
+    with pytest.raises(ConfigError, match=r"names \[text, image\], .* have no image features"):
+        RecGOAT.build(ds, {"embedding_dim": 8, "modalities": ["text", "image"]}, feats)
+    with pytest.raises(ConfigError, match=r"names \[text\], but no features were given for dataset 'shop'"):
+        RecGOAT.build(ds, {"embedding_dim": 8, "modalities": ["text"]}, None)
+
+
+def test_a_named_modality_no_item_has_is_refused(shop):
+    _, _, ds, feats = shop
+    empty = Features(text=feats.text, image=np.zeros((ds.n_items, 4), np.float32),
+                     image_mask=np.zeros(ds.n_items, bool))
+    with pytest.raises(ConfigError, match=r"have image features that no item has \(every row zero, no image in "
+                                          r"image_mask\); usable there: text"):
+        RecGOAT.build(ds, {"embedding_dim": 8, "modalities": ["text", "image"]}, empty)
+    assert RecGOAT.build(ds, {"embedding_dim": 8, "modalities": ["text"]}, empty).modalities == ["text"]
+
+
+def test_defaults_and_packaged_presets_fall_back_with_a_note(shop):
+    _, _, ds, feats = shop
+    model = RecGOAT.build(ds, {"embedding_dim": 8}, feats)
+    assert model.modalities == ["text"] and model.summary["modalities_missing"] == ["image"]
+    assert model.summary["note"].startswith("features absent for image: the model runs without them")
+    for preset in ("baby", "sports", "electronics", "ml100k"):  # the authors' text + image, left at the default
+        assert "modalities" not in preset_params("recgoat", preset)
+        params = {**preset_params("recgoat", preset), "embedding_dim": 8}
+        assert RecGOAT.build(ds, params, feats).modalities == ["text"]
+
+
+def test_a_saved_model_loads_and_prepares_as_before(shop, tmp_path):
+    """A saved config sets every field, modalities too: it is not a request made now (it was checked when the
+    model was trained, and names the views asked for then, absent ones included)."""
+    _, _, ds, feats = shop
+    model = RecGOAT.build(ds, full_config(), feats)  # every field given: as a saved model records it
+    assert model.modalities == ["text"]
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    loaded.prepare(ds, feats)
+    assert loaded.modalities == ["text"]
+
+
+def test_train_refuses_the_named_modality_in_one_line(shop, tmp_path):
+    root, folder, _, _ = shop
+    args = ["train", "--dataset", str(root), "--model", "recgoat", "--features", str(folder), "--epochs", "1",
+            "--set", "model.params.embedding_dim=8"]
+    res = CliRunner().invoke(app, [*args, "--run-dir", str(tmp_path / "a"), "--set", "model.params.modalities=[image]"])
+    assert res.exit_code == 1
+    assert "model.params.modalities names [image], but the features given for dataset" in str(res.exception)
+    assert not (tmp_path / "a" / "result.json").exists()
+    ok = CliRunner().invoke(app, [*args, "--run-dir", str(tmp_path / "b"), "--set", "model.preset=baby"])
+    assert ok.exit_code == 0, ok.output
+    assert "feature views used: text" in ok.output and "note: features absent for image" in ok.output

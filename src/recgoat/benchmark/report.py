@@ -25,14 +25,20 @@ first listed; with ``grid_seeds: N``, over the first N seeds only, the seeds eve
 named by the grid; the report shows these rows first, with their own significance line, then every point.
 ``tuned.csv`` holds the chosen rows.
 
-Every number comes from the cells' ``result.json`` / ``test_per_user.npz`` files, so a report can be
-rebuilt at any time (``write_report``) without training anything.
+What each model used (:func:`used_lines`): per dataset and model, the feature views its cells read (those absent or
+that no item has, and where the profiles came from), how many seeds stopped at the epoch cap rather than early, and
+how many learned next to nothing (the BPR loss at ln 2 throughout, the trainer's warning); ``used`` in
+``results.csv``.
+
+Every number comes from the cells' ``result.json`` / ``test_per_user.npz`` files (and ``log.jsonl`` for the loss
+terms), so a report can be rebuilt at any time (``write_report``) without training anything.
 """
 from __future__ import annotations
 
 import base64
 import html
 import io
+import json
 import math
 import zipfile
 import zlib
@@ -45,6 +51,7 @@ import pandas as pd
 
 from recgoat.errors import DataError
 from recgoat.io import atomic_path, read_json
+from recgoat.words import plural
 
 TIMINGS = {  # result column → (header, decimals)
     "seconds_per_epoch": ("s/epoch", 3),
@@ -92,9 +99,108 @@ def collect_runs(config, rows: dict[str, dict[str, Any]] | None = None) -> pd.Da
             "wall_seconds": float(r["wall_seconds"]),
         }
         row.update({k: float(v) for k, v in r["test"].items()})
+        row.update(cell_usage(r, cell.run_dir))  # after the metrics: runs.csv's earlier columns stay where they were
         known[str(cell.run_dir)] = row
         found.append(row)
     return pd.DataFrame(found)
+
+
+# ------------------------------------------------------------------------------------- what each model used
+def cell_usage(r: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """What one cell's model read and how its training ended, from its ``result.json`` (``r``): ``views`` (a short
+    text: :func:`views_text`), ``at_epoch_cap`` (it trained up to ``epochs`` without stopping early) and
+    ``plateau`` (the trainer's BPR-plateau warning, which went to stderr only: read again from ``log.jsonl``,
+    whose rows keep the loss terms that the result's history leaves out)."""
+    summary = r.get("summary") if isinstance(r.get("summary"), dict) else {}
+    cap = (r.get("train_config") or {}).get("epochs")
+    ran = int(r.get("epochs_run") or 0)
+    return {"views": views_text(summary), "at_epoch_cap": bool(ran and isinstance(cap, int) and ran >= cap),
+            "plateau": bool(ran) and _plateaued(str(r.get("model", "")), run_dir / "log.jsonl")}
+
+
+def views_text(summary: dict[str, Any]) -> str:
+    """The feature views a run summary says the model read, in the words of ``recgoat train``'s "feature views
+    used" line: empty ones (no item has them) marked, then those absent from the features."""
+    if "modalities_used" not in summary:
+        return "no side features"
+    used = list(summary.get("modalities_used") or [])
+    empty = summary.get("empty_views") or ()
+    views = [f"{m} (empty: no item has one)" if m in empty else m for m in used]
+    if summary.get("profile_branch"):
+        source = summary.get("profile_source")
+        views.append(f"profile {source}" if isinstance(source, str) and source.startswith("(") else
+                     f"profile ({source})" if source else "profile")
+    # RecGOAT lists the views asked for but absent; a peer reads every view the features hold
+    absent = list(summary["modalities_missing"]) if "modalities_missing" in summary else [
+        m for m in ("text", "image") if m not in used]
+    if summary.get("profile_missing"):
+        absent.append("profile")
+    text = ", ".join(views) or "none (ID embeddings only)"
+    return text + (f"; absent: {', '.join(absent)}" if absent else "")
+
+
+def _plateaued(model: str, log: Path) -> bool:
+    """Whether the trainer's :func:`~recgoat.training.trainer.plateau_message` holds for the rows of ``log``
+    (False when it cannot be read: a note, not a figure)."""
+    from recgoat.training.trainer import plateau_message
+
+    rows = []
+    try:
+        with open(log, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        return False
+    return plateau_message(model, [row for row in rows if isinstance(row, dict)]) is not None
+
+
+def used_lines(runs: pd.DataFrame, dataset: str) -> list[tuple[str, str]]:
+    """``(model, what it used)`` for each model of ``dataset``: its views (each different one, when seeds
+    differ), then how many of its seeds stopped at the epoch cap or learned next to nothing."""
+    if runs.empty or "views" not in runs.columns:
+        return []
+    out = []
+    for model, rows in runs[runs["dataset"] == dataset].groupby("model", sort=False):
+        n = len(rows)
+        parts = [f"views: {' | '.join(dict.fromkeys(rows['views'].astype(str)))}"]
+        capped = rows[rows["at_epoch_cap"].astype(bool)]
+        if len(capped):
+            caps = "/".join(str(int(e)) for e in dict.fromkeys(capped["epochs_run"]))
+            parts.append(f"stopped at the epoch cap ({caps} epochs) in {len(capped)} of {plural(n, 'seed')}, not by "
+                         f"early stopping: it may not have converged")
+        flat = int(rows["plateau"].astype(bool).sum())
+        if flat:
+            parts.append(f"BPR loss at ln 2 in every epoch in {flat} of {plural(n, 'seed')}: it learned next to "
+                         f"nothing (raise train.lr, or train longer)")
+        out.append((str(model), "; ".join(parts)))
+    return out
+
+
+def add_used(table: pd.DataFrame, runs: pd.DataFrame, label: str = "model") -> pd.DataFrame:
+    """``table`` (the aggregate rows, or the tuned ones) with a last column ``used``: :func:`used_lines` of each
+    row's model (of the point named in ``label``: a tuned row's ``chosen``, else its ``model``). Added last, so
+    that results.csv's and tuned.csv's other columns stay where they were; none on a table without rows."""
+    if table.empty:
+        return table
+    used = {(d, m): text for d in runs["dataset"].unique() for m, text in used_lines(runs, d)}
+    table = table.copy()
+    names = [c if label in table.columns and c else m for c, m in zip(table.get(label, table["model"]), table["model"])]
+    table["used"] = [used.get((d, n), "") for d, n in zip(table["dataset"], names)]
+    return table
+
+
+def _used(rows: pd.DataFrame, dataset: str) -> list[tuple[str, str]]:
+    """``(model, used)`` of ``dataset``'s rows that have a ``used`` text (:func:`add_used`)."""
+    if "used" not in rows.columns:
+        return []
+    part = rows[rows["dataset"] == dataset]
+    return [(str(m), str(u)) for m, u in zip(part["model"], part["used"]) if isinstance(u, str) and u]
+
+
+USED_TITLE = "What each model used"
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
@@ -571,7 +677,8 @@ def _md_table(table: Table, level: str) -> list[str]:
 def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, str] | None = None,
              grids: tuple[pd.DataFrame, dict[str, dict]] | None = None, versus: pd.DataFrame | None = None) -> str:
     """The report as Markdown; ``grids``: the :func:`tuned` rows and their significance, shown first; ``versus``:
-    :func:`versus_baseline` of the rows shown first (the tuned ones with grids), after their tables."""
+    :func:`versus_baseline` of the rows shown first (the tuned ones with grids), after their tables; each dataset's
+    section ends with what each model used (``agg``'s ``used``: :func:`add_used`)."""
     short = seed_shortfall(agg, config, grids[0] if grids is not None else None)
     by_grid = grid_seeds_note(config)
     parts = [f"# Benchmark results\n\nTest metrics at the best-validation epoch ({config.train.metric}), "
@@ -596,6 +703,10 @@ def markdown(agg: pd.DataFrame, sig: dict[str, dict], config, failed: dict[str, 
             parts.append("\n" + significance_line(sig[dataset]))
         if grids is None:
             parts.extend(_md_versus(versus, dataset, config, "###"))
+        used = _used(agg, dataset)
+        if used:
+            parts.append(f"\n### {USED_TITLE}\n")
+            parts.extend(f"- {model}: {_one_line(text)}" for model, text in used)
     if failed:
         parts.append("\n## Failed cells\n")
         parts.extend(f"- {k}: {_one_line(v)}" for k, v in failed.items())
@@ -642,6 +753,10 @@ def latex(agg: pd.DataFrame, config, grids: tuple[pd.DataFrame, dict[str, dict]]
                 parts.append(" & ".join(rf"\textbf{{{_tex(v)}}}" if b else _tex(v) for v, b in zip(line, marks))
                              + r" \\")
             parts += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+        # not typeset: what the figures above rest on, beside them for whoever puts them in a paper
+        used = _used(rows, dataset)
+        if used:
+            parts += [f"% {dataset}: {USED_TITLE.lower()}", *(f"%   {m}: {_one_line(u)}" for m, u in used), ""]
     return "\n".join(parts)
 
 
@@ -835,6 +950,10 @@ def html_report(runs: pd.DataFrame, agg: pd.DataFrame, sig: dict[str, dict], con
             body.append(f"<p class='sig'>{esc(significance_line(sig[dataset]))}</p>")
         if grids is None:
             body.extend(_html_versus(versus, dataset, config, "h3"))
+        used = _used(agg, dataset)
+        if used:
+            body.append(f"<h3>{USED_TITLE}</h3><ul class='used'>" + "".join(
+                f"<li><b>{esc(model)}</b>: {esc(text)}</li>" for model, text in used) + "</ul>")
         body.append(f"<img alt='learning curves {esc(str(dataset))}' src='{learning_curves(runs, dataset)}'>")
         body.append(f"<img alt='metric bars {esc(str(dataset))}' src='{metric_bars(agg, dataset, config)}'>")
         body.append(f"<img alt='timing bars {esc(str(dataset))}' src='{timing_bars(agg, dataset)}'>")
@@ -865,6 +984,7 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
     grids = None
     if has_grids(config):
         tagg, truns = tuned(agg, runs, config, picks)
+        tagg = add_used(tagg, runs, "chosen")  # a grid's row: what its chosen point used
         grids = (tagg, significance(truns, tagg, config) if not truns.empty else {})
         paths["tuned_csv"] = out / "tuned.csv"
         with atomic_path(paths["tuned_csv"]) as tmp:
@@ -876,6 +996,7 @@ def write_report(out: str | Path, config, failed: dict[str, str] | None = None, 
         paths["baseline_csv"] = out / "baseline.csv"
         with atomic_path(paths["baseline_csv"]) as tmp:
             versus.to_csv(tmp, index=False)
+    agg = add_used(agg, runs)
     with atomic_path(paths["csv"]) as tmp:
         agg.to_csv(tmp, index=False)
     with atomic_path(paths["runs_csv"]) as tmp:

@@ -7,6 +7,7 @@ User errors (:class:`RecGOATError`) are printed as one line with exit code 1.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -141,7 +142,23 @@ def _make_command(which: tuple[str, ...]):
             _fail(exc)
         _summary(folder, which)
 
+    _hide_options_not_read(command, which)
     return command
+
+
+def _hide_options_not_read(command, which: tuple[str, ...]) -> None:
+    """Hide from ``command``'s help the options its subcommand does not read (per ``_READ_BY``).
+
+    Why hidden rather than left out: `encode text --help` listed --image-batch-size, --llm-* and --char-budget,
+    which `encode text` then refused; declared but hidden, they are still parsed, so one given by mistake gets
+    `_check_options_apply`'s error naming the subcommands that read it rather than click's bare "No such option".
+    Each call of ``_make_command`` makes its own typer.Option objects, so hiding one here hides it in this
+    subcommand only."""
+    if len(which) != 1:  # `encode all` reads every option
+        return
+    for name, param in inspect.signature(command).parameters.items():
+        if which[0] not in _READ_BY.get(name, which):
+            param.default.hidden = True
 
 
 def _summary(folder: Path, which: tuple[str, ...]) -> None:

@@ -65,3 +65,50 @@ def test_options_an_encode_help_leaves_out_are_refused_naming_who_reads_them(sub
     for opt in sorted({*READS["all"]} - {*READS[sub]}):
         res = CliRunner().invoke(app, ["encode", sub, "no-such-dataset", opt, VALUES[opt]])
         assert res.exit_code == 1 and f"`encode {sub}` does not read {opt} (" in res.output, res.output
+
+
+# ---------------------------------------------------------------------------------------------- every command's help
+def command_paths() -> list[tuple[list[str], object]]:
+    """Every command and group of `recgoat` (the root too), as the words that name it and its click command."""
+    import typer
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+PATHS = command_paths()
+
+
+@pytest.mark.parametrize("path,cmd", PATHS, ids=[" ".join(p) or "recgoat" for p, _ in PATHS])
+def test_help_at_80_columns_shows_every_option_whole(path, cmd):
+    """No option name cut to `--no-exclude-se…` (rich shrinks the columns of a table out of room), no flag shown
+    as taking a value (`--json <bool>`), no reStructuredText ``quotes`` (the help is rich text)."""
+    text = help_text(*path)
+    assert not re.search(r"-[\w-]*…", text), text
+    assert "<bool>" not in text and "``" not in text, text
+    for param in cmd.params:
+        if getattr(param, "hidden", False) or param.param_type_name != "option":
+            continue
+        for opt in [*param.opts, *param.secondary_opts]:
+            assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w…-])", text), f"{opt} not shown whole:\n{text}"
+
+
+@pytest.mark.parametrize("path,cmd", PATHS, ids=[" ".join(p) or "recgoat" for p, _ in PATHS])
+def test_help_texts_have_no_line_break_inside_a_paragraph(path, cmd):
+    """typer's rich help keeps a single line break (in command lists, and past a help's first paragraph), so a
+    docstring wrapped in the source cut its sentences at every width: `--set` at one line's end,
+    `models.MODEL.params.NAME=VALUE` alone on the next. Paragraphs are separated by a blank line, nothing else."""
+    import inspect
+
+    texts = [cmd.help or "", *(getattr(p, "help", None) or "" for p in cmd.params)]
+    for t in texts:
+        assert not re.search(r"(?<!\n)\n(?!\n)", inspect.cleandoc(t)), repr(t)
+
+
+def test_models_show_help_keeps_the_set_example_on_one_line():
+    text = help_text("models", "show", columns=120)
+    assert "`--set models.MODEL.params.NAME=VALUE`" in text

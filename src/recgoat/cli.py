@@ -35,6 +35,28 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 
+def _show_flags_without_metavar() -> None:
+    """Show no metavar for a flag in the help: typer (0.29) gives every option its type in the rich help, so
+    `--json <bool>`, `--help <bool>` read as if they took a value (its plain, non-rich help shows flags without).
+    Here, not in each command: the `--help` option typer adds has no declaration of ours to give a metavar."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_recgoat", False):  # an older typer (no type for flags), or done
+        return
+
+    def display_type_rich(self, ctx):
+        if self.is_flag and not self.count and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._recgoat = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_show_flags_without_metavar()
+
+
 def _print_version(value: bool) -> None:
     if value:
         import torch
@@ -144,7 +166,11 @@ def datasets_list() -> None:
     console.print(table)
 
 
-@datasets_app.command("info")
+# help= rather than a docstring where the text runs past one source line: typer's rich help keeps a docstring's
+# line breaks (in command lists, and in all but the first paragraph), which then cut sentences at any width
+@datasets_app.command("info", help="Statistics of a dataset after preparation (users, items, interactions, sparsity, "
+                      "split), with the options `datasets prepare` takes.\n\nFor an MMRec folder also the feature "
+                      "files it brings (text_feat.npy, image_feat.npy: rows x dims).")
 def datasets_info(
     name: str = typer.Argument(..., help="dataset name or folder"),
     min_rating: Optional[float] = typer.Option(
@@ -153,9 +179,6 @@ def datasets_info(
     split: Optional[str] = typer.Option(None, help="random | temporal | loo | none \\[default: random]"),
     seed: Optional[int] = typer.Option(None, help="split seed \\[default: 2026]"),
 ) -> None:
-    """Statistics of a dataset after preparation (users, items, interactions, sparsity, split), with the
-    options `datasets prepare` takes; for an MMRec folder also the feature files it brings (text_feat.npy,
-    image_feat.npy: rows x dims)."""
     ds = _load_prepared(name, min_rating=min_rating, k_core=k_core, split=split, seed=seed)
     # removal lines inside the JSON: stdout stays parseable
     console.print_json(json.dumps(ds.describe()))
@@ -196,14 +219,13 @@ def _load_prepared(name: str, **given):
 
 
 # ---------------------------------------------------------------------------- models
-@models_app.command("list")
+@models_app.command("list", help="List every model: whether it trains, the features it reads, its presets and its "
+                    "paper.\n\nrecgoat's own first, then installed plugins' (marked \"(plugin)\"); the features are "
+                    "those read with the model's defaults. A plugin that fails to load is one error line after the "
+                    "others' listing (exit status 1).")
 def models_list(
     as_json: bool = typer.Option(False, "--json", help="print JSON (every model's full description) instead"),
 ) -> None:
-    """List every model: whether it trains, the features it reads, its presets and its paper.
-
-    recgoat's own first, then installed plugins' (marked "(plugin)"); the features are those read with the
-    model's defaults. A plugin that fails to load is one error line after the others' listing (exit status 1)."""
     from recgoat.models.catalogue import list_models
 
     failures: list[str] = []
@@ -242,17 +264,15 @@ def _print_entry(head: str, text: str) -> None:
         console.print(f"    {escape(line)}", highlight=False, soft_wrap=True)
 
 
-@models_app.command("show")
+@models_app.command("show", help="Show a model's hyper-parameters: type, bounds, default (or a preset's value), what "
+                    "each does.\n\nSet them with `recgoat train --set model.params.NAME=VALUE` (a benchmark: "
+                    "`--set models.MODEL.params.NAME=VALUE`).")
 def models_show(
     name: str = typer.Argument(..., help="model name (recgoat models list)"),
     preset: Optional[str] = typer.Option(None, "--preset", "-p",
                                          help="show the values a preset sets (a packaged name or a YAML file)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead"),
 ) -> None:
-    """Show a model's hyper-parameters: type, bounds, default (or a preset's value), what each does.
-
-    Set them with `recgoat train --set model.params.NAME=VALUE` (a benchmark: `--set
-    models.MODEL.params.NAME=VALUE`)."""
     from recgoat.models.catalogue import model_info
 
     info = model_info(name, preset)

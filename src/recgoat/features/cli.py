@@ -200,14 +200,15 @@ for _name, _which in _WHICH.items():
     app.command(_name, help=_HELP[_name])(_make_command(_which))
 
 
-@app.command("import-mmrec")
+# help= rather than a docstring: typer's rich help keeps a docstring's line breaks in `encode --help`'s list
+@app.command("import-mmrec", help="Import MMRec-layout item features (text_feat.npy, image_feat.npy) as a feature "
+             "folder with manifests.\n\nEach row is put on its item by SRC's i_id_mapping.csv (without one, only a "
+             "dataset whose item ids are the row numbers is accepted).")
 def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat.npy / image_feat.npy (and MMRec's "
                                                           "i_id_mapping.csv naming each row's item)"),
                      dataset: str = typer.Argument(..., help="dataset the rows belong to"),
                      out: Optional[Path] = typer.Option(None, "--out",
                                                         help="output folder \\[default: features/<dataset>]")) -> None:
-    """Import MMRec-layout item features as a feature folder with manifests, each row put on its item by
-    SRC's i_id_mapping.csv (without one, only a dataset whose item ids are the row numbers is accepted)."""
     from recgoat.datasets import load
     from recgoat.features.mmrec_io import check_import_source, import_mmrec
 
@@ -222,7 +223,11 @@ def import_mmrec_cmd(src: Path = typer.Argument(..., help="folder with text_feat
     typer.echo(f"features in {folder}")
 
 
-@app.command("export-mmrec")
+@app.command("export-mmrec", help="Write text_feat.npy / image_feat.npy (MMRec's layout) and i_id_mapping.csv "
+             "(each row's item) from a feature folder.\n\nInto an MMRec dataset folder the rows follow its own "
+             "item numbering. Without --dataset the rows' items are those the folder records (item_ids.json), else "
+             "those of the dataset its manifests name (a known name, a folder here, or the MMRec folder imported "
+             "from) when its fingerprint matches.")
 def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
                      dest: Optional[Path] = typer.Option(None, "--dest", help="folder to write text_feat.npy / "
                                                          "image_feat.npy to \\[default: the same folder]"),
@@ -230,10 +235,6 @@ def export_mmrec_cmd(folder: Path = typer.Argument(..., help="feature folder"),
                                                            "made for: checked against it, and its item ids name the "
                                                            "rows \\[default: the ids the folder records, else the "
                                                            "dataset its manifests name, when found]")) -> None:
-    """Write text_feat.npy / image_feat.npy (MMRec's layout) and i_id_mapping.csv (each row's item) from a
-    feature folder; into an MMRec dataset folder the rows follow its own item numbering. Without --dataset the
-    rows' items are those the folder records (item_ids.json), else those of the dataset its manifests name
-    (a known name, a folder here, or the MMRec folder imported from) when its fingerprint matches."""
     from recgoat.datasets import load
     from recgoat.features.mmrec_io import check_export_source, export_mmrec
 

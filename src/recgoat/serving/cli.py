@@ -34,7 +34,11 @@ class Seen(str, Enum):
     train = "train"
 
 
-@app.command("export")
+# help= rather than a docstring: typer's rich help keeps a docstring's line breaks past its first paragraph
+@app.command("export", help="Export a trained run with its id maps, item table and history as a servable artefact."
+             "\n\nEvery input (destination, run, dataset, fingerprint, features) is checked before anything is "
+             "written, and an existing artefact is replaced only with --overwrite and only once the new one is "
+             "complete.")
 def export_command(
     run_dir: Path = typer.Argument(..., help="trainer run folder (holding best/) or a saved model folder"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name or folder the run was trained "
@@ -47,11 +51,6 @@ def export_command(
                               "out by exclude_seen, listed by /users/{id}/history): all = train+valid+test, "
                               "train = the training split only (as evaluated)"),
 ) -> None:
-    """Export a trained run with its id maps, item table and history as a servable artefact.
-
-    Every input (destination, run, dataset, fingerprint, features) is checked before anything is written,
-    and an existing artefact is replaced only with --overwrite and only once the new one is complete.
-    """
     from recgoat.serving.export import export_run_dir
 
     def warn(message: str) -> None:  # as it is found, before the slow loads: also said when the export fails
@@ -106,14 +105,16 @@ def _unknown_id(kind: str, given: str, index: dict, n: int) -> str:
 @app.command("recommend")
 def recommend_command(
     run: Path = typer.Argument(..., help="artefact folder (from `recgoat export`)"),
-    user: Optional[str] = typer.Option(None, "--user", "-u", help="original user id"),
-    item: Optional[str] = typer.Option(None, "--item", "-i", help="original item id: show similar items"),
-    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="number of items"),
+    # short metavars: typer's `<int range> [1<=x<=1000]` widened the type column until rich, out of room at 80
+    # columns, cut `--no-exclude-seen` to `--no-exclude-se…`
+    user: Optional[str] = typer.Option(None, "--user", "-u", metavar="ID", help="original user id"),
+    item: Optional[str] = typer.Option(None, "--item", "-i", metavar="ID", help="original item id: show similar items"),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, metavar="N", help="number of items"),
     exclude_seen: bool = typer.Option(True, help="leave out the user's seen history (as the artefact records "
                                                   "it: see `export --seen`)"),
-    history: int = typer.Option(10, min=0, help="how many recent history items to show"),
+    history: int = typer.Option(10, min=0, metavar="N", help="how many recent history items to show"),
 ) -> None:
-    """Print a user's recent history and recommendations (``--user``) or similar items (``--item``)."""
+    """Print a user's recent history and recommendations (`--user`) or similar items (`--item`)."""
     from recgoat.serving.app import Service
     from recgoat.serving.artifacts import load_run
 

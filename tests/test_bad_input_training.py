@@ -240,8 +240,13 @@ def test_bad_yaml_trainer_value_names_the_file(tmp_path):
 
 # ------------------------------------------------------------------ 4. evaluate: split, run_config.json
 def test_evaluate_unknown_split_is_a_config_error(finished_run):
-    with pytest.raises(ConfigError, match="unknown split 'foo'"):
+    # evaluate's arguments, as a Python caller gives them; the command names --split and --test-mask (below)
+    with pytest.raises(ConfigError, match=r"^unknown split 'foo' \(split=\); expected valid or test$"):
         evaluate(finished_run, "foo")
+    with pytest.raises(ConfigError, match=r"^unknown test mask 'all' \(test_mask=\); expected "):
+        evaluate(finished_run, test_mask="all")
+    with pytest.raises(ConfigError, match=r"^test_mask= applies to the test split; "):
+        evaluate(finished_run, "valid", test_mask="train")
 
 
 @pytest.mark.parametrize("content, message", [
@@ -328,7 +333,9 @@ def test_empty_held_out_split_is_refused_before_training(catalogue, tmp_path, ra
 
 # ------------------------------------------------------------------ the CLI: one line, exit 1
 @pytest.mark.parametrize("args, message", [
-    (["evaluate", "RUN", "--split", "foo"], "unknown split 'foo'"),
+    (["evaluate", "RUN", "--split", "foo"], "unknown split 'foo' (--split)"),
+    (["evaluate", "RUN", "--test-mask", "all"], "unknown test mask 'all' (--test-mask)"),
+    (["evaluate", "RUN", "--split", "valid", "--test-mask", "train"], "error: --test-mask applies to the test split"),
     (["train", "--config", "."], "is a folder"),
     (["train", "--set", "trainer.epochs=0"], "trainer.epochs"),
 ])

@@ -74,6 +74,12 @@ def test_evaluate_dataset_takes_a_train_runs_data_moved_under_another_name(tmp_p
     # the folder given is named, not the run's name it was loaded under (session 15's audit)
     assert f"but {other} (--dataset, loaded as 'tiny') has" in str(r.exception)
     refused = str(r.exception).split(": ", 1)[1]
+    from recgoat.errors import DataError
+    from recgoat.training.run import evaluate
+
+    with pytest.raises(DataError) as e:  # the Python call names its argument where the command names --dataset
+        evaluate("run", dataset_source=str(other))
+    assert str(e.value).split(": ", 1)[1] == refused.replace("(--dataset, ", "(dataset_source=, ")
 
     r = cli.invoke(app, ["export", "run", "--dataset", str(tmp_path / "kept"), "--out", "art"])
     assert r.exit_code == 0, (r.output, r.exception)

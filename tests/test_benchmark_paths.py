@@ -154,8 +154,8 @@ def test_a_deleted_dataset_is_named_with_the_paths_tried_and_the_override(tmp_pa
         evaluate(run_dir)
     assert str(e.value) == (f"{record}: records dataset data/tiny (the benchmark ran in {tmp_path / 'p'}), which "
                             f"is not found at {absolute} nor {tmp_path / 'data' / 'tiny'}: moved or deleted; pass "
-                            f"--dataset with the data the cell was trained on (prepared, split and labelled as "
-                            f"cell.json records)")
+                            f"dataset_source= with the data the cell was trained on (prepared, split and labelled "
+                            f"as cell.json records)")  # evaluate's argument; the commands name --dataset
     r = cli.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "art")])
     assert r.exit_code == 1 and f"{record}: records dataset data/tiny" in " ".join(r.stderr.split())
     assert "pass --dataset" in r.stderr and not (tmp_path / "art").exists()

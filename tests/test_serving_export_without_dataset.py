@@ -130,19 +130,28 @@ def test_export_of_a_run_whose_dataset_folder_moved_says_to_pass_dataset(work, t
 
 
 def test_evaluate_of_a_run_whose_dataset_folder_moved_says_what_export_says(work, tmp_path):
-    """evaluate said only "…/moved/cat: no such dataset name or folder (known names: …)"."""
+    """evaluate said only "…/moved/cat: no such dataset name or folder (known names: …)". Each caller is told the
+    way it gives the data: a Python caller was told to `pass --dataset`, a flag it has no way to give."""
     run = tmp_path / "run"
     shutil.copytree(work / "plain", run)
     config = json.loads((run / "run_config.json").read_text())
     config["data"]["name"] = str(tmp_path / "moved" / "cat")
     (run / "run_config.json").write_text(json.dumps(config))
     from recgoat.errors import DataError
+    from recgoat.serving import export_run_dir
     from recgoat.training.run import evaluate
 
+    moved = f"{run / 'run_config.json'}: records dataset {tmp_path / 'moved' / 'cat'}, which is not found from here " \
+            f"(no such folder): pass "
     with pytest.raises(DataError) as e:
         evaluate(run)
-    assert str(e.value) == (f"{run / 'run_config.json'}: records dataset {tmp_path / 'moved' / 'cat'}, which is not "
-                            f"found from here (no such folder): pass --dataset with the data the run was trained on")
+    assert str(e.value) == f"{moved}dataset_source= with the data the run was trained on"  # evaluate's argument
+    r = runner.invoke(app, ["evaluate", str(run)])  # recgoat.cli's main prints the error line
+    assert r.exit_code == 1 and str(r.exception) == f"{moved}--dataset with the data the run was trained on"
+    with pytest.raises(DataError) as e:
+        export_run_dir(run, tmp_path / "art")
+    assert str(e.value) == f"{moved}dataset= with the data the run was trained on"  # export_run_dir's
+    assert not (tmp_path / "art").exists()
     want = json.loads((run / "result.json").read_text())["test"]["recall@20"]
     assert evaluate(run, dataset_source=str(work / "cat"))["recall@20"] == pytest.approx(want, abs=1e-6)
 

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recgoat.errors import ConfigError, RecGOATError, print_error, show_warning
+from recgoat.errors import ConfigError, RecGOATError, cli_spelling, print_error, show_warning
 
 app = typer.Typer(help="LLM-enhanced multimodal recommendation (RecGOAT) and its peers.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -391,7 +391,8 @@ def evaluate_cmd(
     """Recompute the metrics of a finished run's best checkpoint."""
     from recgoat.training.run import evaluate
 
-    means = evaluate(run_dir, split, test_mask=test_mask, dataset_source=dataset)
+    with cli_spelling():  # its errors name --dataset, --split, --test-mask rather than the Python arguments
+        means = evaluate(run_dir, split, test_mask=test_mask, dataset_source=dataset)
     _print_metrics({split: means})
 
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from recgoat.config import RunConfig, read_run_config, run_config_from
 from recgoat.datasets import Dataset, PrepareConfig, load
-from recgoat.errors import ConfigError, DataError
+from recgoat.errors import ConfigError, DataError, option
 from recgoat.evaluation.evaluator import Evaluator
 from recgoat.io import read_json, write_json
 from recgoat.models.base import Recommender, get_model_class
@@ -394,6 +394,12 @@ class RunRecord:
     content: Any  # its JSON as read; None when not readable (read_error says why)
     source: str | None = None  # the data to load instead of the recorded (--dataset: a name or folder)
     read_error: Exception | None = field(default=None, repr=False)
+    # how the caller gives `source`, named in messages: its Python argument (export_run_dir's dataset=, evaluate's
+    # dataset_source=), or --dataset under cli_spelling: a Python caller has no flag to pass
+    argument: str = "dataset="
+
+    def _pass_dataset(self) -> str:
+        return f"pass {option('--dataset', self.argument)}"
 
     @property
     def is_cell(self) -> bool:
@@ -440,7 +446,7 @@ class RunRecord:
         """The :class:`~recgoat.benchmark.config.DatasetSpec` of :func:`read_cell` with its dataset where it is now:
         ``source`` when given, else where ``cell.json`` records it (:func:`~recgoat.benchmark.paths.locate_recorded`:
         its absolute path, that path moved with the benchmark folder, then as typed); the label stays the cell's.
-        A DataError naming the record, the paths tried and ``--dataset`` when none exists."""
+        A DataError naming the record, the paths tried and how to give the data (``--dataset``) when none exists."""
         from recgoat.benchmark.config import dataset_label
         from recgoat.benchmark.paths import locate_recorded
 
@@ -451,9 +457,9 @@ class RunRecord:
                 cwd = self.content["paths"].get("cwd")
                 ran = f" (the benchmark ran in {cwd})" if isinstance(cwd, str) else ""
                 raise DataError(self.path, f"records dataset {spec.name}{ran}, which is not found at "
-                                           f"{' nor '.join(tried)}: moved or deleted; pass --dataset with the data "
-                                           f"the cell was trained on (prepared, split and labelled as cell.json "
-                                           f"records)")
+                                           f"{' nor '.join(tried)}: moved or deleted; {self._pass_dataset()} with "
+                                           f"the data the cell was trained on (prepared, split and labelled as "
+                                           f"cell.json records)")
             source = found
         if source == spec.name:
             return spec
@@ -484,8 +490,8 @@ class RunRecord:
             # a shared name says where it was looked for; a relative folder is relative to where the run started
             why = e.problem if name in SHARED else "no such folder" if Path(name).is_absolute() else \
                 "no such folder here; a relative path is relative to the folder the run was started in"
-            raise DataError(self.path, f"records dataset {name}, which is not found from here ({why}): pass "
-                                       f"--dataset with the data the run was trained on") from None
+            raise DataError(self.path, f"records dataset {name}, which is not found from here ({why}): "
+                                       f"{self._pass_dataset()} with the data the run was trained on") from None
 
     def load_dataset(self) -> Dataset:
         """The run's data, prepared as it was for training: a cell's under its label, split as the benchmark split
@@ -510,20 +516,21 @@ class RunRecord:
         return ds
 
 
-def read_run_record(run_dir: str | Path, source: str | None = None) -> RunRecord | None:
+def read_run_record(run_dir: str | Path, source: str | None = None, argument: str = "dataset=") -> RunRecord | None:
     """The record of the run in ``run_dir`` (:class:`RunRecord`): its run_config.json, else its cell.json; None when
-    it holds neither (a saved model folder, or no run). ``source``: the data to load instead of the recorded."""
+    it holds neither (a saved model folder, or no run). ``source``: the data to load instead of the recorded;
+    ``argument``: the caller's argument that gives it, as messages name it."""
     for name in RUN_RECORDS:
         if (Path(run_dir) / name).is_file():
-            return _read_record(Path(run_dir) / name, source)
+            return _read_record(Path(run_dir) / name, source, argument)
     return None
 
 
-def _read_record(path: Path, source: str | None = None) -> RunRecord:
+def _read_record(path: Path, source: str | None = None, argument: str = "dataset=") -> RunRecord:
     try:
-        return RunRecord(path, read_json(path), source)
+        return RunRecord(path, read_json(path), source, argument=argument)
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return RunRecord(path, None, source, e)
+        return RunRecord(path, None, source, e, argument)
 
 
 def read_cell(path: Path) -> tuple[dict, Any, int]:
@@ -541,17 +548,21 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
     the fingerprint is checked either way).
 
     ``test_mask="train"`` scores the test split with training items masked only (MMRec's convention)
-    instead of training and validation items; written to ``evaluate_test-mask-train.json``."""
+    instead of training and validation items; written to ``evaluate_test-mask-train.json``. Errors name these
+    arguments (``dataset_source=``) where `recgoat evaluate` names its options (``--dataset``)."""
     from recgoat.evaluation.evaluator import TEST_MASKS
 
     run_dir = Path(run_dir)
     if split not in EVAL_SPLITS:
-        raise ConfigError(f"unknown split {split!r} (--split); expected {' or '.join(EVAL_SPLITS)}")
+        raise ConfigError(f"unknown split {split!r} ({option('--split', 'split=')}); expected "
+                          f"{' or '.join(EVAL_SPLITS)}")
     if test_mask not in TEST_MASKS:
-        raise ConfigError(f"unknown test mask {test_mask!r} (--test-mask); expected {' or '.join(TEST_MASKS)}")
+        raise ConfigError(f"unknown test mask {test_mask!r} ({option('--test-mask', 'test_mask=')}); expected "
+                          f"{' or '.join(TEST_MASKS)}")
     if test_mask != "train+valid" and split != "test":
-        raise ConfigError("--test-mask applies to the test split; validation always masks training items only")
-    record = read_run_record(run_dir, dataset_source)
+        raise ConfigError(f"{option('--test-mask', 'test_mask=')} applies to the test split; validation always "
+                          f"masks training items only")
+    record = read_run_record(run_dir, dataset_source, "dataset_source=")
     if record is None:
         raise DataError(run_dir, "not a run folder written by `recgoat train` or a benchmark cell (no "
                                  "run_config.json or cell.json)")
@@ -573,8 +584,8 @@ def evaluate(run_dir: str | Path, split: str = "test", dataset: Dataset | None =
     where, fp = trained_fingerprint(run_dir)
     if fp is not None and fp != dataset.fingerprint():
         # data given by --dataset is loaded under the run's name (part of the fingerprint): name what was given
-        given = f"{dataset_source} (--dataset, loaded as {dataset.name!r})" if dataset_source is not None \
-            else repr(dataset.name)
+        given = f"{dataset_source} ({option('--dataset', 'dataset_source=')}, loaded as {dataset.name!r})" \
+            if dataset_source is not None else repr(dataset.name)
         raise DataError(where, f"the run was trained on dataset fingerprint {fp}, but {given} has "
                                f"{dataset.fingerprint()}: not the same data")
     if model.n_users != dataset.n_users or model.n_items != dataset.n_items:

@@ -68,6 +68,10 @@ def test_a_fixed_gamma_for_a_view_the_features_lack_is_refused_even_when_no_view
     no_text = Features(profile=feats.profile)
     with pytest.raises(ConfigError, match=r"model\.params\.gamma_t weights the text view, but the features given "
                                           r"have no text features"):
+        build(ds, no_text, gamma_t=0.3)
+    # modalities named itself asks for the view: that is the refusal then (the constructor's, before the gammas)
+    with pytest.raises(ConfigError, match=r"model\.params\.modalities names \[text\], but the features given .* "
+                                          r"have no text features"):
         build(ds, no_text, modalities=["text"], gamma_t=0.3)
     with pytest.raises(ConfigError, match=r"model\.params\.gamma_t, model\.params\.gamma_v weights the text and image"):
         build(ds, None, gamma_t=0.3, gamma_v=0.2)

@@ -12,6 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from recgoat.benchmark import run_benchmark
+from recgoat.benchmark.cells import plan_cells
+from recgoat.benchmark.checks import pair_problems
 from recgoat.cli import app
 from recgoat.config import preset_params
 from recgoat.datasets import load
@@ -19,6 +22,7 @@ from recgoat.errors import ConfigError
 from recgoat.features import Features, import_mmrec
 from recgoat.models import Recommender
 from recgoat.models.recgoat import RecGOAT
+from test_benchmark_preflight_features import config, no_encoding, write_data  # noqa: F401 (a fixture)
 from test_cli_user_journey import _catalogue
 from test_features_store_validation import mmrec_mapping
 
@@ -102,3 +106,31 @@ def test_train_refuses_the_named_modality_in_one_line(shop, tmp_path):
     ok = CliRunner().invoke(app, [*args, "--run-dir", str(tmp_path / "b"), "--set", "model.preset=baby"])
     assert ok.exit_code == 0, ok.output
     assert "feature views used: text" in ok.output and "note: features absent for image" in ok.output
+
+
+def test_benchmark_preflight_refuses_a_named_modality_the_features_lack(tmp_path, trained_runs, no_encoding):
+    """The refusal is judged from the kinds of features alone (the constructor's), so the benchmark's preflight,
+    which builds each model on stand-ins of the kinds a dataset has, lists it before anything trains. Failed before
+    its fix: refused in prepare only, mostpop trained and the recgoat cell failed after it."""
+    texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "text.npy", np.zeros((30, 6), np.float32))  # its header is all the preflight reads
+    datasets = [{"name": str(texty), "features": "auto"}, {"name": str(texty), "label": "given",
+                                                             "features": str(folder)}]
+    out = tmp_path / "b"
+    with pytest.raises(ConfigError) as e:
+        run_benchmark(config(datasets, out, ["mostpop", "recgoat"], ("models.recgoat.params.modalities=[image]",)))
+    msg = str(e.value)
+    assert msg.startswith("2 (dataset, model) pairs cannot run, so nothing was trained: dataset texty: model "
+                          "'recgoat' cannot be built: recgoat: model.params.modalities names [image], but the "
+                          "features given have no image features; usable there: text and user profiles. Drop image "
+                          "from modalities"), msg
+    assert "(`features: auto` encodes text and profile for it); dataset given: model 'recgoat' cannot be built: " \
+           "recgoat: model.params.modalities names [image], but the features given have no image features; usable " \
+           "there: text. Drop image" in msg
+    assert msg.endswith(f"(its feature folder {folder} holds text)")
+    assert trained_runs == [] and not out.exists()
+    # a view the features have passes: only the one asked for and absent is refused
+    ok = config(datasets, out, ["mostpop", "recgoat"], ("models.recgoat.params.modalities=[text]",))
+    assert pair_problems(ok, plan_cells(ok), {}) == []

@@ -42,7 +42,8 @@ towards them. On ml100k-mm it is what lets the dual alignment help rather than h
 A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is left out and
 reported in ``self.summary``; with no features at all the model is LightGCN with rating attention. That is
 for ``modalities`` left at its default (the packaged presets leave it so too): a config that names
-``modalities`` itself asks for those views, and one the data lacks (or no item has) is refused.
+``modalities`` itself asks for those views, and one the features lack is refused by the constructor (so from the
+kinds of features alone: the benchmark's preflight catches it), one no item has by :meth:`RecGOAT.prepare`.
 With ``modalities=[]``, ``use_profile=False``, ``rating_attention=False`` and both λ at 0 it is
 exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation of METHOD.md §7 as a
 config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid. Each component draws its
@@ -472,6 +473,49 @@ def _subsample(ids: Tensor, n: int) -> Tensor:
     return ids if len(ids) <= n else torch.sort(ids[torch.randperm(len(ids))[:n]]).values
 
 
+# ---------------------------------------------------------------------------------------------- requests
+def unmet_request_message(c: RecGOATConfig, absent: list[str], empty: list[str], held: list[str],
+                          dataset=None, given: bool = True) -> str:
+    """The refusal of views ``c`` names itself (``modalities``) that the features lack (``absent``) or that no item
+    has (``empty``); ``held``: the views the features can give. ``dataset`` (when known) is named, and said to have
+    no images where that is why; ``given``: features were given at all."""
+    of = f" for dataset {dataset.name!r}" if dataset is not None else ""
+    problems = [*(f"no {m} features" for m in absent),
+                *(f"{m} features that no item has (every row zero"
+                  f"{', no image in image_mask' if m == 'image' else ''})" for m in empty)]
+    found = (f"no features were given{of}" if not given else
+             f"the features given{of} have {' and '.join(problems)}; usable there: {' and '.join(held) or 'none'}")
+    if "image" in absent + empty and dataset is not None and not getattr(dataset, "has_images", True):
+        found += ", and the dataset has no images"
+    lacking = " and ".join(absent + empty)
+    encode = "all" if len(absent + empty) > 1 else lacking
+    return (f"recgoat: model.params.modalities names [{', '.join(c.modalities)}], but {found}. Drop {lacking} from "
+            f"modalities, or give features with {lacking} (`recgoat encode {encode}`); left unset (its default, "
+            f"which the packaged presets keep), modalities takes the views that exist and notes the others")
+
+
+def held_views(dims: dict[str, Any], empty: list[str] = ()) -> list[str]:
+    """The views features of these ``dims`` (``dims_from``'s) can give, less those no item has (``empty``)."""
+    return [*(m for m in MODALITIES if int(dims.get(f"{m}_dim", 0)) > 0 and m not in empty),
+            *(["user profiles"] if int(dims.get("profile_dim", 0)) > 0 else [])]
+
+
+class UnmetRequest(ConfigError):
+    """Views the config names itself that the features lack, refused by the constructor: judged from the kinds of
+    features alone (their ``dims``), so the benchmark's preflight, which builds each model on stand-in features of
+    the kinds a dataset has and never prepares it, refuses the pair before any cell trains (refused in
+    ``prepare``, the cell failed after earlier ones had trained). :meth:`RecGOAT.build`, which has the dataset and
+    the features, says it again naming them."""
+
+    def __init__(self, config: RecGOATConfig, absent: list[str], dims: dict[str, Any]):
+        self.config, self.absent, self.dims = config, absent, dims
+        super().__init__(unmet_request_message(config, absent, [], held_views(dims)))
+
+    def said_for(self, dataset, features) -> str:
+        return unmet_request_message(self.config, self.absent, [], held_views(self.dims), dataset,
+                                     features is not None)
+
+
 # ---------------------------------------------------------------------------------------------- model
 @register("recgoat")
 class RecGOAT(Recommender):
@@ -488,6 +532,14 @@ class RecGOAT(Recommender):
         self.init_id_embeddings(d)
         self._views_ready = False  # prepare() has given the graphs and feature buffers forward_all reads
         feat_dims = {"text": text_dim, "image": image_dim}
+        # modalities named in the config is a request (an ablation: --set model.params.modalities=[image]); only
+        # its default falls back to the views that exist. A saved model's config sets every field, and was checked
+        # when it was trained.
+        if "modalities" in c.model_fields_set and not is_full_config(c):
+            absent = [m for m in c.modalities if feat_dims[m] == 0]
+            if absent:
+                raise UnmetRequest(c, absent, {"text_dim": text_dim, "image_dim": image_dim,
+                                               "profile_dim": profile_dim})
         self.modalities = [m for m in c.modalities if feat_dims[m] > 0]
         item_layers = c.gat_layers if c.item_graph else 0
         self.proj_dtype = resolve_projection_dtype(c.projection_dtype)
@@ -612,6 +664,13 @@ class RecGOAT(Recommender):
         return (*config.modalities, *(("users",) if config.use_profile else ()))
 
     @classmethod
+    def build(cls, dataset, config: RecGOATConfig | dict[str, Any] | None = None, features=None) -> "RecGOAT":
+        try:
+            return super().build(dataset, config, features)
+        except UnmetRequest as e:  # the constructor's, from the kinds of features: said with the dataset's name
+            raise ConfigError(e.said_for(dataset, features)) from None
+
+    @classmethod
     def dims_from(cls, dataset, features=None) -> dict[str, Any]:
         def dim(name: str, per: str) -> int:
             x = getattr(features, name, None)
@@ -663,41 +722,23 @@ class RecGOAT(Recommender):
             out[m] = (x, mask)
         return out
 
-    def refuse_named_views_absent(self, dataset, features,
-                                  views: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> None:
-        """A :class:`ConfigError` when the config names ``modalities`` itself (an ablation: ``--set
-        model.params.modalities=[image]``) and one of them is absent from ``features`` or no item has it. Only
-        ``modalities`` left at its default falls back to the views that exist (with a note): an image-only run
-        on text-only data trained the ID view and profiles alone, and its results read as image-only ones. A
-        saved model's config sets every field, and was checked when it was trained."""
+    def refuse_named_views_empty(self, dataset, views: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """A :class:`ConfigError` when the config names ``modalities`` itself and no item has one of them (every
+        row zero): ``modalities`` left at its default runs on such a view's zeros with a note. Those the features
+        lack altogether the constructor refused (:class:`UnmetRequest`); emptiness needs the matrices, which the
+        benchmark's preflight does not read. A saved model's config sets every field, and was checked when it was
+        trained."""
         c = self.config
         if "modalities" not in c.model_fields_set or is_full_config(c):
             return
-        absent = [m for m in c.modalities if m not in self.modalities]
         empty = [m for m in self.modalities if views[m][1] is not None and not views[m][1].any()]
-        if not absent and not empty:
-            return
-        problems = [*(f"no {m} features" for m in absent),
-                    *(f"{m} features that no item has (every row zero"
-                      f"{', no image in image_mask' if m == 'image' else ''})" for m in empty)]
-        held = [*(m for m in MODALITIES if getattr(features, m, None) is not None and m not in empty),
-                *(["user profiles"] if getattr(features, "profile", None) is not None else [])]
-        found = (f"no features were given for dataset {dataset.name!r}" if features is None else
-                 f"the features given for dataset {dataset.name!r} have {' and '.join(problems)}; usable there: "
-                 f"{' and '.join(held) or 'none'}")
-        if "image" in absent + empty and not getattr(dataset, "has_images", True):
-            found += ", and the dataset has no images"
-        lacking = " and ".join(absent + empty)
-        encode = "all" if len(absent + empty) > 1 else lacking
-        raise ConfigError(
-            f"recgoat: model.params.modalities names [{', '.join(c.modalities)}], but {found}. Drop {lacking} from "
-            f"modalities, or give features with {lacking} (`recgoat encode {encode}`); left unset (its default, "
-            f"which the packaged presets keep), modalities takes the views that exist and notes the others")
+        if empty:
+            raise ConfigError(unmet_request_message(c, [], empty, held_views(self.dims, empty), dataset))
 
     def prepare(self, dataset, features=None) -> None:
         """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
         views = self.checked_features(features)
-        self.refuse_named_views_absent(dataset, features, views)  # before anything changes
+        self.refuse_named_views_empty(dataset, views)  # before anything changes
         super().prepare(dataset, features)
         self._views_ready = False  # until every graph and buffer below is in place
         c = self.config

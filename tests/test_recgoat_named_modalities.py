@@ -1,6 +1,8 @@
 """RecGOAT's ``modalities`` named by the user is a request: a view named there that the features lack (or that no
 item has) is refused with one error naming the view, the dataset and what exists; left at its default (and the
-packaged presets leave it so) the model falls back to the views that exist and notes the others.
+packaged presets leave it so) the model falls back to the views that exist and notes the others. ``use_profile:
+true`` given is a request likewise. Both are refused from the kinds of features alone (the constructor), so the
+benchmark's preflight lists them before any cell trains.
 
 Failed before its fix: ``recgoat train --set model.params.modalities=[image]`` on a text-only catalogue trained
 the ID view and the profiles, printed ``feature views used: profile`` and ``fusion: id_only``, and its results
@@ -134,3 +136,89 @@ def test_benchmark_preflight_refuses_a_named_modality_the_features_lack(tmp_path
     # a view the features have passes: only the one asked for and absent is refused
     ok = config(datasets, out, ["mostpop", "recgoat"], ("models.recgoat.params.modalities=[text]",))
     assert pair_problems(ok, plan_cells(ok), {}) == []
+
+
+# ---------------------------------------------------------------------------------------------- use_profile: true
+def test_use_profile_given_true_without_profiles_is_refused(shop):
+    """``use_profile: true`` given is a request as ``modalities`` is. Failed before its fix: on features without
+    user profiles the model trained without the profile branch, with a note only, and read as a run with it."""
+    _, _, ds, feats = shop
+    no_profile = Features(text=feats.text)
+    with pytest.raises(ConfigError) as e:
+        RecGOAT.build(ds, {"embedding_dim": 8, "use_profile": True}, no_profile)
+    assert str(e.value) == (
+        "recgoat: model.params.use_profile is true, but the features given for dataset 'shop' have no user "
+        "profiles; usable there: text, and the dataset has no item text (profiles are written from it). Set "
+        "use_profile: false, or give user profiles (`recgoat encode users "
+        "<dataset>` writes them into the feature folder, or `--features auto` (`features: auto` in a config file) "
+        "encodes them with the rest); left unset (its default, which the packaged presets keep), use_profile takes "
+        "the profiles the features have and notes their absence")
+    # both requests unmet: one error naming both
+    with pytest.raises(ConfigError, match=r"^recgoat: model\.params\.modalities names \[image\] and model\.params\."
+                                          r"use_profile is true, but the features given for dataset 'shop' have no "
+                                          r"image features and no user profiles; usable there: text, and the dataset "
+                                          r"has no images and no item text \(profiles are written from it\)\. Drop "
+                                          r"image from modalities.*\. Set use_profile: false"):
+        RecGOAT.build(ds, {"embedding_dim": 8, "modalities": ["image"], "use_profile": True}, no_profile)
+    with pytest.raises(ConfigError, match=r"use_profile is true, but no features were given for dataset 'shop', and "
+                                          r"the dataset has no item text"):
+        RecGOAT.build(ds, {"embedding_dim": 8, "modalities": [], "use_profile": True}, None)
+    # with profiles it is what it asks for
+    assert RecGOAT.build(ds, {"embedding_dim": 8, "use_profile": True}, feats).use_profile
+
+
+def test_use_profile_left_unset_or_from_a_preset_falls_back_with_a_note(shop):
+    _, _, ds, feats = shop
+    no_profile = Features(text=feats.text)
+    model = RecGOAT.build(ds, {"embedding_dim": 8}, no_profile)
+    assert not model.use_profile and model.summary["profile_missing"]
+    assert model.summary["note"].startswith("features absent for image, profile: the model runs without them")
+    assert not RecGOAT.build(ds, {"embedding_dim": 8, "use_profile": False}, no_profile).use_profile
+    for preset in ("baby", "sports", "electronics"):  # the authors' profile branch, left at the default
+        assert "use_profile" not in preset_params("recgoat", preset)
+        assert not RecGOAT.build(ds, {**preset_params("recgoat", preset), "embedding_dim": 8}, no_profile).use_profile
+    # a saved model's config sets every field (use_profile: true too): not a request made now
+    assert not RecGOAT.build(ds, full_config(use_profile=True), no_profile).use_profile
+
+
+def test_train_refuses_use_profile_true_without_profiles_in_one_line(shop, tmp_path):
+    root, folder, _, _ = shop  # the folder holds text only (imported)
+    args = ["train", "--dataset", str(root), "--model", "recgoat", "--features", str(folder), "--epochs", "1",
+            "--set", "model.params.embedding_dim=8", "--run-dir", str(tmp_path / "a")]
+    res = CliRunner().invoke(app, [*args, "--set", "model.params.use_profile=true"])
+    assert res.exit_code == 1
+    assert str(res.exception).startswith("recgoat: model.params.use_profile is true, but the features given for "
+                                         "dataset 'shop' have no user profiles; usable there: text, and the "
+                                         "dataset has no item text (profiles are written from it). Set "
+                                         "use_profile: false")
+    assert not (tmp_path / "a" / "result.json").exists()
+
+
+def test_benchmark_preflight_refuses_use_profile_true_without_profiles(tmp_path, trained_runs, no_encoding):
+    """A given folder without profile.npy, and `features: auto` on a dataset with images but no item text (profiles
+    are written from item text): both listed before anything trains, not failed in the cell after mostpop."""
+    texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
+    pictures = write_data(tmp_path / "pictures", {"image": [f"img/{i}.jpg" for i in range(30)]})
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "text.npy", np.zeros((30, 6), np.float32))
+    datasets = [{"name": str(texty), "label": "given", "features": str(folder)},
+                {"name": str(pictures), "features": "auto"}]
+    out = tmp_path / "b"
+    with pytest.raises(ConfigError) as e:
+        run_benchmark(config(datasets, out, ["mostpop", "recgoat"], ("models.recgoat.params.use_profile=true",)))
+    msg = str(e.value)
+    assert msg.startswith("2 (dataset, model) pairs cannot run, so nothing was trained: dataset given: model "
+                          "'recgoat' cannot be built: recgoat: model.params.use_profile is true, but the features "
+                          "given have no user profiles; usable there: text. Set use_profile: false"), msg
+    assert f"(its feature folder {folder} holds text); dataset pictures: model 'recgoat' cannot be built: " \
+           "recgoat: model.params.use_profile is true, but the features given have no user profiles; usable " \
+           "there: image. " in msg
+    assert msg.endswith("(`features: auto` encodes image for it)")
+    assert trained_runs == [] and not out.exists()
+    # with profiles in the folder the pair can run; left unset, use_profile falls back as before
+    np.save(folder / "profile.npy", np.zeros((40, 5), np.float32))
+    ok = config(datasets[:1], out, ["mostpop", "recgoat"], ("models.recgoat.params.use_profile=true",))
+    assert pair_problems(ok, plan_cells(ok), {}) == []
+    unset = config(datasets, out, ["mostpop", "recgoat"])
+    assert pair_problems(unset, plan_cells(unset), {}) == []

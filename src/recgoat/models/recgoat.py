@@ -43,7 +43,8 @@ A modality the dataset lacks (``text_dim``/``image_dim``/``profile_dim`` = 0) is
 reported in ``self.summary``; with no features at all the model is LightGCN with rating attention. That is
 for ``modalities`` left at its default (the packaged presets leave it so too): a config that names
 ``modalities`` itself asks for those views, and one the features lack is refused by the constructor (so from the
-kinds of features alone: the benchmark's preflight catches it), one no item has by :meth:`RecGOAT.prepare`.
+kinds of features alone: the benchmark's preflight catches it), one no item has by :meth:`RecGOAT.prepare`;
+``use_profile: true`` given likewise asks for the user profiles.
 With ``modalities=[]``, ``use_profile=False``, ``rating_attention=False`` and both λ at 0 it is
 exactly LightGCN (the ID-only ablation). :data:`ABLATIONS` lists every ablation of METHOD.md §7 as a
 config override; :func:`gamma_grid` gives the γ_t × γ_v sensitivity grid. Each component draws its
@@ -108,7 +109,9 @@ class RecGOATConfig(ModelConfig):
     modalities: list[Literal["text", "image"]] = ["text", "image"]
     """The item feature views used (ablations: [text], [image], or [] for the ID view alone)."""
     use_profile: bool = True
-    """The user-profile branch over the LLM profile embeddings (§3; false: users start from their ID alone)."""
+    """The user-profile branch over the LLM profile embeddings (§3; false: users start from their ID alone). Left
+    unset, it is dropped with a note where the features have no profiles; given as true, such features are
+    refused."""
     item_graph: bool = True
     """GAT over the item-item kNN graphs (false: the projection only)."""
     user_graph: bool = True
@@ -475,23 +478,40 @@ def _subsample(ids: Tensor, n: int) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- requests
 def unmet_request_message(c: RecGOATConfig, absent: list[str], empty: list[str], held: list[str],
-                          dataset=None, given: bool = True) -> str:
-    """The refusal of views ``c`` names itself (``modalities``) that the features lack (``absent``) or that no item
-    has (``empty``); ``held``: the views the features can give. ``dataset`` (when known) is named, and said to have
-    no images where that is why; ``given``: features were given at all."""
+                          dataset=None, given: bool = True, profile: bool = False) -> str:
+    """The refusal of views ``c`` asks for itself that the features lack (``absent`` modalities; ``profile``: the
+    user profiles of ``use_profile: true``) or that no item has (``empty``); ``held``: the views the features can
+    give. ``dataset`` (when known) is named, and said to lack images or item text where that is why; ``given``:
+    features were given at all."""
     of = f" for dataset {dataset.name!r}" if dataset is not None else ""
+    views = absent + empty
+    asked = [*([f"model.params.modalities names [{', '.join(c.modalities)}]"] if views else []),
+             *(["model.params.use_profile is true"] if profile else [])]
     problems = [*(f"no {m} features" for m in absent),
                 *(f"{m} features that no item has (every row zero"
-                  f"{', no image in image_mask' if m == 'image' else ''})" for m in empty)]
+                  f"{', no image in image_mask' if m == 'image' else ''})" for m in empty),
+                *(["no user profiles"] if profile else [])]
     found = (f"no features were given{of}" if not given else
              f"the features given{of} have {' and '.join(problems)}; usable there: {' and '.join(held) or 'none'}")
-    if "image" in absent + empty and dataset is not None and not getattr(dataset, "has_images", True):
-        found += ", and the dataset has no images"
-    lacking = " and ".join(absent + empty)
-    encode = "all" if len(absent + empty) > 1 else lacking
-    return (f"recgoat: model.params.modalities names [{', '.join(c.modalities)}], but {found}. Drop {lacking} from "
-            f"modalities, or give features with {lacking} (`recgoat encode {encode}`); left unset (its default, "
-            f"which the packaged presets keep), modalities takes the views that exist and notes the others")
+    if dataset is not None:  # why encoding them would not help either
+        lacks = [*(["images"] if "image" in views and not getattr(dataset, "has_images", True) else []),
+                 *(["item text (profiles are written from it)"] if profile and not getattr(dataset, "has_text", True)
+                   else [])]
+        if lacks:
+            found += f", and the dataset has no {' and no '.join(lacks)}"
+    fixes = []
+    if views:
+        lacking = " and ".join(views)
+        encode = "all" if len(views) > 1 else lacking
+        fixes.append(f"Drop {lacking} from modalities, or give features with {lacking} (`recgoat encode {encode}`); "
+                     f"left unset (its default, which the packaged presets keep), modalities takes the views that "
+                     f"exist and notes the others")
+    if profile:
+        fixes.append("Set use_profile: false, or give user profiles (`recgoat encode users <dataset>` writes them "
+                     "into the feature folder, or `--features auto` (`features: auto` in a config file) encodes them "
+                     "with the rest); left unset (its default, which the packaged presets keep), use_profile takes "
+                     "the profiles the features have and notes their absence")
+    return f"recgoat: {' and '.join(asked)}, but {found}. {'. '.join(fixes)}"
 
 
 def held_views(dims: dict[str, Any], empty: list[str] = ()) -> list[str]:
@@ -501,19 +521,20 @@ def held_views(dims: dict[str, Any], empty: list[str] = ()) -> list[str]:
 
 
 class UnmetRequest(ConfigError):
-    """Views the config names itself that the features lack, refused by the constructor: judged from the kinds of
+    """Views the config asks for itself (``modalities`` named, ``use_profile: true`` given) that the features lack,
+    refused by the constructor: judged from the kinds of
     features alone (their ``dims``), so the benchmark's preflight, which builds each model on stand-in features of
     the kinds a dataset has and never prepares it, refuses the pair before any cell trains (refused in
     ``prepare``, the cell failed after earlier ones had trained). :meth:`RecGOAT.build`, which has the dataset and
     the features, says it again naming them."""
 
-    def __init__(self, config: RecGOATConfig, absent: list[str], dims: dict[str, Any]):
-        self.config, self.absent, self.dims = config, absent, dims
-        super().__init__(unmet_request_message(config, absent, [], held_views(dims)))
+    def __init__(self, config: RecGOATConfig, absent: list[str], profile: bool, dims: dict[str, Any]):
+        self.config, self.absent, self.profile, self.dims = config, absent, profile, dims
+        super().__init__(unmet_request_message(config, absent, [], held_views(dims), profile=profile))
 
     def said_for(self, dataset, features) -> str:
         return unmet_request_message(self.config, self.absent, [], held_views(self.dims), dataset,
-                                     features is not None)
+                                     features is not None, self.profile)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -532,14 +553,17 @@ class RecGOAT(Recommender):
         self.init_id_embeddings(d)
         self._views_ready = False  # prepare() has given the graphs and feature buffers forward_all reads
         feat_dims = {"text": text_dim, "image": image_dim}
-        # modalities named in the config is a request (an ablation: --set model.params.modalities=[image]); only
-        # its default falls back to the views that exist. A saved model's config sets every field, and was checked
-        # when it was trained.
-        if "modalities" in c.model_fields_set and not is_full_config(c):
-            absent = [m for m in c.modalities if feat_dims[m] == 0]
-            if absent:
-                raise UnmetRequest(c, absent, {"text_dim": text_dim, "image_dim": image_dim,
-                                               "profile_dim": profile_dim})
+        # modalities named in the config is a request (an ablation: --set model.params.modalities=[image]), and so
+        # is use_profile: true given; only their defaults fall back to the views that exist, with a note (an
+        # explicit profile branch on data without profiles trained without it, and read as a run with it). A saved
+        # model's config sets every field, and was checked when it was trained.
+        if not is_full_config(c):
+            given = c.model_fields_set
+            absent = [m for m in c.modalities if feat_dims[m] == 0] if "modalities" in given else []
+            profile = "use_profile" in given and c.use_profile and profile_dim == 0
+            if absent or profile:
+                raise UnmetRequest(c, absent, profile, {"text_dim": text_dim, "image_dim": image_dim,
+                                                        "profile_dim": profile_dim})
         self.modalities = [m for m in c.modalities if feat_dims[m] > 0]
         item_layers = c.gat_layers if c.item_graph else 0
         self.proj_dtype = resolve_projection_dtype(c.projection_dtype)

@@ -13,15 +13,15 @@ from typer.testing import CliRunner  # noqa: E402
 from recgoat.cli import app  # noqa: E402
 
 COMMON = ["--out", "--mmrec", "--device", "--force", "--progress", "--help"]
-TEXT = ["--text-model", "--template", "--max-chars", "--batch-size"]
-IMAGE = ["--image-model", "--image-batch-size", "--image-cache"]
+TEXT = ["--text-model", "--template", "--max-chars", "--batch-size", "--reuse-from"]
+IMAGE = ["--image-model", "--image-batch-size", "--image-cache", "--reuse-from"]
 LLM = ["--llm-base-url", "--llm-model", "--llm-api-key-env", "--llm-concurrency", "--llm-timeout", "--llm-retries",
        "--llm-backoff", "--llm-max-tokens", "--llm-temperature"]
 USERS = ["--text-model", "--batch-size", "--backend", *LLM, "--char-budget"]  # profiles are embedded by the text model
 READS = {"text": TEXT, "image": IMAGE, "users": USERS, "all": [*TEXT, *IMAGE, *USERS]}
 # a valid value for each option taking one (LLM options need an LLM backend: --backend openai)
 VALUES = {"--text-model": "x", "--template": "{title}", "--max-chars": "900", "--batch-size": "3",
-          "--image-model": "x", "--image-batch-size": "3", "--image-cache": "cache", "--backend": "openai",
+          "--image-model": "x", "--image-batch-size": "3", "--image-cache": "cache", "--reuse-from": "feats", "--backend": "openai",
           "--llm-base-url": "http://127.0.0.1:9/v1", "--llm-model": "m", "--llm-api-key-env": "KEY",
           "--llm-concurrency": "2", "--llm-timeout": "5", "--llm-retries": "1", "--llm-backoff": "1",
           "--llm-max-tokens": "64", "--llm-temperature": "0", "--char-budget": "2000", "--device": "cpu"}

@@ -96,6 +96,7 @@ def test_train_with_a_split_of_its_own_says_how_to_encode_for_it(tmp_path):
     assert res.exit_code == 1, res.output
     assert "re-run `recgoat encode" not in flat, flat
     assert f"`recgoat datasets prepare {root} --split temporal --out DIR`), then encode and train on DIR" in flat
+    assert f"(`recgoat encode all DIR --reuse-from {feats}` copies its item text and image matrices" in flat
     # and that route works: prepared with the split, encoded (imported) for it, trained
     prepared = tmp_path / "prepared"
     assert CliRunner().invoke(app, ["datasets", "prepare", str(root), "--split", "temporal",

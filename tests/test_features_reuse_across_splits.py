@@ -151,3 +151,35 @@ def test_the_content_key_tells_apart_lists_that_run_together_alike(a, b):
 
     assert _rows_digest(a) != _rows_digest(b)
     assert _rows_digest(a) == _rows_digest(list(a))
+
+
+def test_reuse_from_copies_a_named_folder_of_other_data_and_says_when_it_cannot(first, tmp_path, monkeypatch,
+                                                                                capsys):
+    """`recgoat encode all DIR --reuse-from FOLDER`: the features of the same dataset prepared otherwise (another
+    split), named by the user, wherever it lies; what the fingerprint refusal of `train --set data.seed=7
+    --features FOLDER` advises, where re-encoding the images took minutes."""
+    from typer.testing import CliRunner
+
+    from recgoat.cli import app
+
+    ds, features = first
+    other = resplit(ds, 3)
+    encoders_forbidden(monkeypatch)
+    out = tmp_path / "elsewhere" / "seed3"  # not beside split1: only --reuse-from can find it
+    encode_all(other, out, which=("text", "image"), progress=False, reuse_from=features / "split1")
+    a, b = load_features(ds, features / "split1"), load_features(other, out)
+    assert np.array_equal(a.text, b.text) and np.array_equal(a.image, b.image)
+    assert json.loads((out / "image.json").read_text())["reused_from"] == str(features / "split1")
+    # a folder of other texts is not taken, and that is said (then it encodes: forbidden here, so it fails)
+    changed = resplit(ds, 4)
+    changed.items = ds.items.assign(title=[f"other {t}" for t in ds.items["title"]])
+    capsys.readouterr()
+    with pytest.raises(AssertionError, match="encoded again"):
+        encode_all(changed, tmp_path / "changed", which=("text",), progress=False, reuse_from=features / "split1")
+    assert f"text: not copied from {features / 'split1'}: it holds no text matrix of the same texts" \
+        in capsys.readouterr().err
+    # the command line: the option, and a folder that is not there named as such
+    monkeypatch.setattr("recgoat.datasets.load", lambda name, *a, **k: other)
+    res = CliRunner().invoke(app, ["encode", "all", "x", "--out", str(tmp_path / "cli"), "--reuse-from",
+                                   str(tmp_path / "nowhere"), "--no-progress"])
+    assert res.exit_code == 1 and f"error: {tmp_path / 'nowhere'}: feature folder to reuse not found" in res.output

@@ -30,7 +30,7 @@ _HELP = {"text": "Embed item text with a sentence-transformers model.",
 # --force, --progress) apply to every subcommand. The profiles are embedded with the text model.
 _READ_BY = {"text_model": ("text", "users"), "batch_size": ("text", "users"), "template": ("text",),
             "max_chars": ("text",), "image_model": ("image",), "image_batch_size": ("image",),
-            "image_cache": ("image",), "backend": ("users",), "char_budget": ("users",),
+            "image_cache": ("image",), "reuse_from": ("text", "image"), "backend": ("users",), "char_budget": ("users",),
             **{name: ("users",) for name in ("llm_base_url", "llm_model", "llm_api_key_env", "llm_concurrency",
                                              "llm_timeout", "llm_retries", "llm_backoff", "llm_max_tokens",
                                              "llm_temperature")}}
@@ -91,6 +91,9 @@ def _make_command(which: tuple[str, ...]):
         batch_size: int = typer.Option(64, help="text batch size"),
         image_batch_size: int = typer.Option(32, help="image batch size"),
         image_cache: Optional[Path] = typer.Option(None, help="download cache for image URLs"),
+        reuse_from: Optional[Path] = typer.Option(None, help="a feature folder of the same items encoded for other "
+                                                             "data (another split): its text and image matrices "
+                                                             "are copied when made of the same inputs and encoder"),
         backend: str = typer.Option("template", "--backend", help="profile backend: template | openai | transformers"),
         llm_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"),
         llm_model: Optional[str] = typer.Option(None, help="LLM name (openai) or path (transformers)"),
@@ -132,7 +135,7 @@ def _make_command(which: tuple[str, ...]):
             ds = load(dataset)
             try:  # `encode text` / `image` / `users` on a dataset without it: encode_all's error (nothing_to_encode)
                 folder = encode_all(ds, _out_folder(out or Path("features") / ds.name), config, which=which,
-                                    progress=progress, force=force)
+                                    progress=progress, force=force, reuse_from=reuse_from)
             except NothingToEncode as exc:
                 if exc.path is not None or not exc.of_items_file:
                     raise

@@ -306,22 +306,25 @@ def _rows_digest(values: Any) -> str:
     return h.hexdigest()[:20]
 
 
-def _reusable_sibling(out: Path, kind: str, content: str, rows: int, beside: Path
-                      ) -> tuple[np.ndarray, np.ndarray | None, dict, Path] | None:
-    """``kind``'s matrix from a feature folder in ``beside`` (other than ``out``) whose manifest records the same
-    ``content`` key (the same items, inputs and encoder, other data: another split of the dataset), checked as
-    load_features checks it: ``(matrix, image mask or None, manifest, folder)``, else None.
+def _reusable_sibling(out: Path, kind: str, content: str, rows: int, beside: Path | None,
+                      also: Path | None = None) -> tuple[np.ndarray, np.ndarray | None, dict, Path] | None:
+    """``kind``'s matrix from a feature folder in ``beside``, or the folder ``also`` (``encode --reuse-from``),
+    other than ``out``, whose manifest records the same ``content`` key (the same items, inputs and encoder, other
+    data: another split of the dataset), checked as load_features checks it: ``(matrix, image mask or None,
+    manifest, folder)``, else None.
 
     Why: item text and images do not depend on the split, but the store keys them on the dataset fingerprint,
     which does; each split of a benchmark with ``split_seeds: true``, or a run with ``--set data.seed=7``,
     encoded them again (on ml100k-mm, 100 s of the 126 s of an encode). The manifest is read again after the
     arrays: a folder another process re-encodes meanwhile drops it first (:func:`write_matrix`), and is passed by."""
+    here = Path(os.path.abspath(out))
     try:
-        here = Path(os.path.abspath(out))
-        siblings = sorted(p for p in beside.iterdir() if p.is_dir() and Path(os.path.abspath(p)) != here)
+        siblings = [] if beside is None else sorted(p for p in beside.iterdir() if p.is_dir())
     except OSError:
-        return None
-    for folder in siblings:
+        siblings = []
+    for folder in ([also] if also is not None else []) + siblings:
+        if Path(os.path.abspath(folder)) == here:
+            continue
         man_path = folder / f"{_FILE[kind]}.json"
         try:
             if not man_path.is_file() or read_json(man_path).get("content_key") != content:
@@ -725,9 +728,10 @@ class _Session:
     """One encoding run: config, output folder, reporter, and the lazily loaded text encoder."""
 
     def __init__(self, dataset: Dataset, out: Path, config: FeatureConfig, rep: _Reporter, force: bool,
-                 reuse_beside: Path | None = None):
+                 reuse_beside: Path | None = None, reuse_from: Path | None = None):
         self.dataset, self.out, self.config, self.rep, self.force = dataset, out, config, rep, force
         self.reuse_beside = reuse_beside  # a folder of feature folders to copy text and images from
+        self.reuse_from = reuse_from  # a feature folder to copy them from (`encode --reuse-from`)
         self._text_encoder = None
         self.fp = dataset.fingerprint()  # hashed once: every cache key and manifest check of the session uses it
         self.truncated: dict[str, int | None] = {}  # texts longer than the text model reads, by kind
@@ -846,9 +850,13 @@ class _Session:
         """``kind``'s matrix copied from a folder beside this one that encoded the same content for other data
         (:func:`_reusable_sibling`), written here under this data's ``key`` and fingerprint; False when none."""
         rows = self.dataset.n_users if kind == "users" else self.dataset.n_items
-        found = None if self.force or self.reuse_beside is None \
-            else _reusable_sibling(self.out, kind, content, rows, self.reuse_beside)
+        found = None if self.force or (self.reuse_beside is None and self.reuse_from is None) \
+            else _reusable_sibling(self.out, kind, content, rows, self.reuse_beside, self.reuse_from)
         if found is None:
+            if self.reuse_from is not None and not self.force:  # asked for: why it was not taken is news
+                self.rep.say(f"{kind}: not copied from {self.reuse_from}: it holds no {kind} matrix of the same "
+                             f"{'texts' if kind == 'text' else 'images'} and encoder (or one that fails its "
+                             f"checks); encoding", always=True)
             return False
         arr, mask, man, folder = found
         extra = {k: v for k, v in man.items() if k not in _MANIFEST_FIELDS}
@@ -1184,7 +1192,8 @@ def _truncated_total(encoder: Any, texts: list[str], metas: list[dict]) -> int |
 
 def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | None = None,
                which: str | tuple[str, ...] | list[str] = KINDS, progress: bool = True, force: bool = False,
-               reuse_beside: str | Path | None = None, skip_absent: bool = False) -> Path:
+               reuse_beside: str | Path | None = None, skip_absent: bool = False,
+               reuse_from: str | Path | None = None) -> Path:
     """Encode what the dataset has (``which`` ⊆ text, image, users; one kind may be given as a string) into
     ``out_dir``; reuse what is up to date; resume what was interrupted. Returns ``out_dir``.
 
@@ -1198,7 +1207,9 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
 
     ``reuse_beside``: a folder of feature folders (``features: auto``'s ``<out>/features``); item text and image
     matrices one of them made of the same content for other data (another split) are copied, not encoded again
-    (:func:`_reusable_sibling`). Off by default: a folder the user names is encoded as asked."""
+    (:func:`_reusable_sibling`). Off by default: a folder the user names is encoded as asked. ``reuse_from``: one
+    feature folder to copy them from in the same way (``recgoat encode --reuse-from``): the features of the same
+    dataset prepared otherwise (``--seed 7``), whose item text and images do not depend on the split."""
     from recgoat.features.mmrec_io import export_mmrec, has_exportable, record_item_ids  # it imports this module
 
     config = (config or FeatureConfig()).validate()
@@ -1208,6 +1219,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     if unknown:
         raise ConfigError(f"unknown feature kind(s) {unknown}; expected a subset of {KINDS}")
     out = Path(out_dir)
+    if reuse_from is not None and not Path(reuse_from).is_dir():
+        raise DataError(reuse_from, "feature folder to reuse not found (--reuse-from)")
     if len(set(which)) == 1 and not skip_absent:
         absent = nothing_to_encode(dataset, which[0], config.text_template)
         if absent is not None:  # before the lock makes the folder
@@ -1220,7 +1233,8 @@ def encode_all(dataset: Dataset, out_dir: str | Path, config: FeatureConfig | No
     with _writing_into(out, "the feature output"), _locked_output(out):
         with _Reporter(progress) as rep:
             session = _Session(dataset, out, config, rep, force,
-                               None if reuse_beside is None else Path(reuse_beside))
+                               None if reuse_beside is None else Path(reuse_beside),
+                               None if reuse_from is None else Path(reuse_from))
             if nothing is not None:
                 # a folder that was there: the matrices no encode of this dataset replaces are removed (as each
                 # kind's skip does), then the error; the folder and what it holds for this data are kept

@@ -62,7 +62,8 @@ def load_side_features(dataset: Dataset, folder: str | None, cfg: RunConfig | No
                                 f"with the default options, this run with "
                                 f"{', '.join(f'{k}={v}' for k, v in given.items())}; prepare the data once with them "
                                 f"(`recgoat datasets prepare {cfg.data.name} {opts} --out DIR`), then encode and "
-                                f"train on DIR") from None
+                                f"train on DIR (`recgoat encode all DIR --reuse-from {folder}` copies its item "
+                                f"text and image matrices, which do not depend on the split)") from None
 
 
 def default_run_dir(cfg: RunConfig, dataset: Dataset) -> Path:

@@ -110,14 +110,21 @@ def test_train_refuses_the_named_modality_in_one_line(shop, tmp_path):
     assert "feature views used: text" in ok.output and "note: features absent for image" in ok.output
 
 
+def text_only(tmp_path):
+    """A dataset with item text, and a feature folder holding its text.npy alone (whose header is all the
+    preflight reads)."""
+    texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    np.save(folder / "text.npy", np.zeros((30, 6), np.float32))
+    return texty, folder
+
+
 def test_benchmark_preflight_refuses_a_named_modality_the_features_lack(tmp_path, trained_runs, no_encoding):
     """The refusal is judged from the kinds of features alone (the constructor's), so the benchmark's preflight,
     which builds each model on stand-ins of the kinds a dataset has, lists it before anything trains. Failed before
     its fix: refused in prepare only, mostpop trained and the recgoat cell failed after it."""
-    texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
-    folder = tmp_path / "feats"
-    folder.mkdir()
-    np.save(folder / "text.npy", np.zeros((30, 6), np.float32))  # its header is all the preflight reads
+    texty, folder = text_only(tmp_path)
     datasets = [{"name": str(texty), "features": "auto"}, {"name": str(texty), "label": "given",
                                                              "features": str(folder)}]
     out = tmp_path / "b"
@@ -197,11 +204,8 @@ def test_train_refuses_use_profile_true_without_profiles_in_one_line(shop, tmp_p
 def test_benchmark_preflight_refuses_use_profile_true_without_profiles(tmp_path, trained_runs, no_encoding):
     """A given folder without profile.npy, and `features: auto` on a dataset with images but no item text (profiles
     are written from item text): both listed before anything trains, not failed in the cell after mostpop."""
-    texty = write_data(tmp_path / "texty", {"title": [f"t{i}" for i in range(30)]})
+    texty, folder = text_only(tmp_path)
     pictures = write_data(tmp_path / "pictures", {"image": [f"img/{i}.jpg" for i in range(30)]})
-    folder = tmp_path / "feats"
-    folder.mkdir()
-    np.save(folder / "text.npy", np.zeros((30, 6), np.float32))
     datasets = [{"name": str(texty), "label": "given", "features": str(folder)},
                 {"name": str(pictures), "features": "auto"}]
     out = tmp_path / "b"

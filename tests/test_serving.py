@@ -735,6 +735,11 @@ def test_export_defaults_to_the_runs_feature_folder(tmp_path):
     assert folder == feats and "the run's" in note
     (run / "run_config.json").write_text(json.dumps({"features": str(tmp_path / "gone")}))
     folder, note = _run_features(run)
-    assert folder is None and "not found" in note and "--features" in note
+    # called from Python: its argument's name (`recgoat export` says --features: cli_spelling)
+    assert folder is None and "not found" in note and "(pass features= to" in note
+    from recgoat.errors import cli_spelling
+
+    with cli_spelling():
+        assert "(pass --features to" in _run_features(run)[1]
     (run / "run_config.json").write_text(json.dumps({"features": None}))
     assert _run_features(run) == (None, None)

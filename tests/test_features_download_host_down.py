@@ -3,7 +3,8 @@
 1,558 image URLs on a host refusing every connection took 4 min 57 s: each URL was retried with backoff on its own,
 and nothing stopped once the host was clearly down. Now a host refusing HOST_DOWN_AFTER connections in a row (none
 answered in between) is down for the run: its other URLs fail at once with the same reason, are reported as download
-failures like any other, and are tried again by the next run. Timeouts and 5xx answers are retried as before.
+failures like any other, and are tried again by the next run. A connection not made in time counts as failed;
+read timeouts and 5xx answers (from a host that answered) are retried as before.
 """
 import os
 
@@ -79,3 +80,27 @@ def test_server_errors_are_retried_not_taken_for_a_host_down(tmp_path):
         srv.close()
     assert not rep.hosts_down and set(rep.failed.values()) == {"HTTP 503"}
     assert len(srv.requests) == 12 * 3
+
+
+def test_a_host_whose_connections_time_out_is_given_up_but_a_slow_answer_is_not(tmp_path):
+    """A firewall dropping packets: no connection is made, each attempt waits its whole timeout (1,558 URLs at
+    8 at a time and 3 attempts of 15 s: hours). A read timeout comes from a host that answered: retried only."""
+    import httpx
+
+    attempts = {"dropped": 0, "slow": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        attempts[host] += 1
+        if host == "dropped":
+            raise httpx.ConnectTimeout("timed out", request=request)
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    urls = [f"http://{host}/{i}.jpg" for i in range(40) for host in ("dropped", "slow")]
+    rep = fetch_images(urls, tmp_path, concurrency=1, retries=2, client=client, sleep=lambda s: None)
+    assert list(rep.hosts_down) == ["dropped"]
+    assert rep.hosts_down["dropped"].startswith("ConnectTimeout")
+    assert attempts["dropped"] == HOST_DOWN_AFTER  # then given up: its other URLs fail without a connection
+    assert attempts["slow"] == 40 * 3  # each URL its retries, never given up
+    assert len(rep.failed) == 80

@@ -5,8 +5,8 @@ network, and networks fail in many small ways (timeouts, 5xx, resets). Each URL 
 into ``cache_dir`` (its file name is a hash of the URL, written atomically so an interrupted run never
 leaves half an image), with bounded concurrency, per-request timeouts and retries with exponential
 backoff on transient failures only (a server's ``Retry-After`` is honoured, up to :data:`MAX_RETRY_AFTER`).
-A host that cannot be connected to :data:`HOST_DOWN_AFTER` times in a row (refused, its name not resolved) is
-taken as down for the rest of the run: its other URLs fail at once, with the same reason.
+A host that cannot be connected to :data:`HOST_DOWN_AFTER` times in a row (refused, its name not resolved, no
+connection made in time) is taken as down for the rest of the run: its other URLs fail at once, with the same reason.
 A URL that still fails is reported, never raised: the image encoder then gives that item a zero row and a
 False mask. An answer that is not an image (an HTML error page served with status 200) is refused, not
 cached: once cached, a re-run would never fetch the real image again.
@@ -160,7 +160,7 @@ def fetch_images(urls: list[str], cache_dir: str | Path, concurrency: int = 8, t
     """Make every URL in ``urls`` available under ``cache_dir``, downloading only those not cached yet.
     ``sleep`` waits between retries (a parameter for tests). A host that cannot be connected to
     ``host_down_after`` times in a row is given up for this run (``report.hosts_down``); its URLs are failures,
-    tried again by the next run. Timeouts and 5xx answers are not counted: they are retried, ``retries`` times."""
+    tried again by the next run. Read timeouts and 5xx answers are not counted: they are retried, ``retries`` times."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     report = DownloadReport()
@@ -212,8 +212,11 @@ def fetch_images(urls: list[str], cache_dir: str | Path, concurrency: int = 8, t
             err = classify_http_error(exc)
             if isinstance(err, TransientError) and err.retry_after is not None:
                 err.args = (f"{err} (Retry-After: {err.retry_after:g} s)",)
-            # refused, the name not resolved, no route (a ConnectError; a ConnectTimeout is a timeout, retried)
-            if isinstance(exc, httpx.ConnectError) and host is not None and host_down_after > 0:
+            # refused, the name not resolved, no route (ConnectError), or no connection made in time (ConnectTimeout:
+            # a firewall dropping packets; 1,558 URLs, each waiting out its timeouts, took hours). A read timeout
+            # or a 5xx comes from a host that answered: retried, never counted
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) and host is not None \
+                    and host_down_after > 0:
                 with lock:
                     n = failed_connections[host] = failed_connections.get(host, 0) + 1
                     if n >= host_down_after and host not in report.hosts_down:

@@ -426,12 +426,11 @@ def _print_result(result: dict) -> None:
 def _summary_lines(summary: dict) -> list[str]:
     """Which feature views a model used: a view silently left out (no image features in the folder, say)
     would otherwise show only in result.json."""
+    from recgoat.models.modalities import views_read
+
     lines = []
     if "modalities_used" in summary:
-        empty = summary.get("empty_views") or ()
-        views = [*(f"{m} (empty: no item has one)" if m in empty else m for m in summary["modalities_used"]),
-                 *(["profile"] if summary.get("profile_branch") else [])]
-        lines.append(f"feature views used: {', '.join(views) or 'none (ID embeddings only)'}")
+        lines.append(f"feature views used: {', '.join(views_read(summary)) or 'none (ID embeddings only)'}")
     if "fusion" in summary:  # RecGOAT: an ablation set by config alone shows what it switched off
         oat = summary.get("oat")
         align = [*(["CMCL"] if summary.get("cmcl") else []), *([f"OAT ({oat})"] if oat else [])]

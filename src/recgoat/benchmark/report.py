@@ -121,15 +121,12 @@ def cell_usage(r: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def views_text(summary: dict[str, Any]) -> str:
     """The feature views a run summary says the model read, in the words of ``recgoat train``'s "feature views
     used" line: empty ones (no item has them) marked, then those absent from the features."""
+    from recgoat.models.modalities import views_read
+
     if "modalities_used" not in summary:
         return "no side features"
     used = list(summary.get("modalities_used") or [])
-    empty = summary.get("empty_views") or ()
-    views = [f"{m} (empty: no item has one)" if m in empty else m for m in used]
-    if summary.get("profile_branch"):
-        source = summary.get("profile_source")
-        views.append(f"profile {source}" if isinstance(source, str) and source.startswith("(") else
-                     f"profile ({source})" if source else "profile")
+    views = views_read(summary, profile_source=True)
     # RecGOAT lists the views asked for but absent; a peer reads every view the features hold
     absent = list(summary["modalities_missing"]) if "modalities_missing" in summary else [
         m for m in ("text", "image") if m not in used]

@@ -124,6 +124,19 @@ def no_usable_view_message(model: str, empty: list[str]) -> str:
             f"(`recgoat encode text` / `recgoat encode image`), or train a model that reads no features (lightgcn)")
 
 
+def views_read(summary: dict[str, Any], profile_source: bool = False) -> list[str]:
+    """The feature views a run summary says its model read, as `recgoat train`'s "feature views used" line and the
+    benchmark report name them: ``modalities_used`` with those no item has marked (``empty_views``), then the
+    profile branch, with where its profiles came from when ``profile_source`` (``profile_source``)."""
+    empty = summary.get("empty_views") or ()
+    views = [f"{m} (empty: no item has one)" if m in empty else m for m in summary.get("modalities_used") or ()]
+    if summary.get("profile_branch"):
+        source = summary.get("profile_source") if profile_source else None
+        views.append(f"profile {source}" if isinstance(source, str) and source.startswith("(") else
+                     f"profile ({source})" if source else "profile")
+    return views
+
+
 def register_item_features(model: Recommender, found: dict[str, np.ndarray]) -> None:
     """Each modality's frozen features as a non-persistent buffer ``feat_<m>`` (not saved): ``.double()`` and
     ``.to(device)`` move them with the weights, as RecGOAT's. Held in a plain dict, FREEDOM's and LGMRec's stayed

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from recgoat.errors import RecGOATError
+from recgoat.errors import RecGOATError, print_error
 
 app = typer.Typer(help="Benchmark models over datasets and seeds; writes results.csv/.md/.tex and report.html.",
                   add_completion=False)
@@ -137,7 +137,7 @@ def benchmark(
                 run = run_benchmark(cfg)
             paths, failed = run.report, run.failed
     except RecGOATError as e:
-        typer.echo(f"error: {e}", err=True)
+        print_error(str(e))  # as every command prints it
         raise typer.Exit(1)
     typer.echo(Path(paths["md"]).read_text())
     typer.echo(f"HTML report: {paths['html']}\nLaTeX tables: {paths['tex']}")

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from recgoat.errors import ConfigError, DataError, RecGOATError
+from recgoat.errors import ConfigError, DataError, RecGOATError, print_error
 from recgoat.words import plural
 
 app = typer.Typer(help="Encode item text, item images and user profiles into cached feature matrices.",
@@ -65,7 +65,7 @@ def _check_options_apply(ctx: typer.Context, which: tuple[str, ...]) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
+    print_error(str(exc))  # as every command prints it (a path holding [brackets] kept as it is)
     raise typer.Exit(1)
 
 

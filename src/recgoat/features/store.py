@@ -1007,10 +1007,11 @@ class _Session:
         key = _key({"encoder": identity, "fp": self.fp, "files": files, "decode": PREPROCESS_VERSION})
         # a matrix of zero rows only (an older recgoat wrote one when no image could be used) is made again: that
         # is the error below, not "up to date"
-        if not self.force and _up_to_date(self.out, "image", key, ds.n_items, self.fp) \
-                and (read_manifest(self.out / "image.json").get("images") or {}).get("ok") != 0:
+        images = (read_manifest(self.out / "image.json").get("images") or {}) \
+            if not self.force and _up_to_date(self.out, "image", key, ds.n_items, self.fp) else None
+        if images is not None and images.get("ok") != 0:
             # failed downloads are not retried by themselves (offline, every run would wait on them again)
-            failed = (read_manifest(self.out / "image.json").get("images") or {}).get("download_failed", 0)
+            failed = images.get("download_failed", 0)
             self.rep.say(f"image: up to date ({self.out / 'image.npy'})"
                          + (f"; {plural(failed, 'image download')} had failed: --force retries them" if failed else ""))
             return
@@ -1097,10 +1098,10 @@ class _Session:
         ds = self.dataset
         man_path = self.out / "image.json"
         try:
-            zero = man_path.is_file() and read_manifest(man_path).get("dataset_fingerprint") == self.fp \
-                and (read_manifest(man_path).get("images") or {}).get("ok") == 0
+            man = read_manifest(man_path) if man_path.is_file() else {}
         except DataError:
-            zero = False
+            man = {}
+        zero = man.get("dataset_fingerprint") == self.fp and (man.get("images") or {}).get("ok") == 0
         if zero:  # the manifest first, as write_matrix does
             for path in (man_path, self.out / "image.npy", self.out / "image_mask.npy"):
                 path.unlink(missing_ok=True)

@@ -522,10 +522,10 @@ def held_views(dims: dict[str, Any], empty: list[str] = ()) -> list[str]:
 
 class UnmetRequest(ConfigError):
     """Views the config asks for itself (``modalities`` named, ``use_profile: true`` given) that the features lack,
-    refused by the constructor: judged from the kinds of
-    features alone (their ``dims``), so the benchmark's preflight, which builds each model on stand-in features of
-    the kinds a dataset has and never prepares it, refuses the pair before any cell trains (refused in
-    ``prepare``, the cell failed after earlier ones had trained). :meth:`RecGOAT.build`, which has the dataset and
+    refused by the constructor: judged from the kinds of features alone (their ``dims``), so the benchmark's
+    preflight, which builds each model on stand-in features of the kinds a dataset has and never prepares it,
+    refuses the pair before any cell trains (refused in ``prepare``, the cell failed after earlier ones had
+    trained). :meth:`RecGOAT.build`, which has the dataset and
     the features, says it again naming them."""
 
     def __init__(self, config: RecGOATConfig, absent: list[str], profile: bool, dims: dict[str, Any]):
@@ -746,29 +746,32 @@ class RecGOAT(Recommender):
             out[m] = (x, mask)
         return out
 
-    def refuse_named_views_empty(self, dataset, views: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> None:
-        """A :class:`ConfigError` when the config names ``modalities`` itself and no item has one of them (every
-        row zero): ``modalities`` left at its default runs on such a view's zeros with a note. Those the features
-        lack altogether the constructor refused (:class:`UnmetRequest`); emptiness needs the matrices, which the
-        benchmark's preflight does not read. A saved model's config sets every field, and was checked when it was
-        trained."""
+    def empty_views(self, views: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> list[str]:
+        """The used modalities of :meth:`checked_features`' ``views`` that no item has (their mask all False)."""
+        return [m for m in self.modalities if views[m][1] is not None and not views[m][1].any()]
+
+    def refuse_named_views_empty(self, dataset, empty: list[str]) -> None:
+        """A :class:`ConfigError` when the config names ``modalities`` itself and no item has one of them
+        (``empty``: :meth:`empty_views`, every row zero): ``modalities`` left at its default runs on such a view's
+        zeros with a note. Those the features lack altogether the constructor refused (:class:`UnmetRequest`);
+        emptiness needs the matrices, which the benchmark's preflight does not read. A saved model's config sets
+        every field, and was checked when it was trained."""
         c = self.config
         if "modalities" not in c.model_fields_set or is_full_config(c):
             return
-        empty = [m for m in self.modalities if views[m][1] is not None and not views[m][1].any()]
         if empty:
             raise ConfigError(unmet_request_message(c, [], empty, held_views(self.dims, empty), dataset))
 
     def prepare(self, dataset, features=None) -> None:
         """Training graphs (user-item with ratings) and the fixed kNN graphs; features become buffers."""
         views = self.checked_features(features)
-        self.refuse_named_views_empty(dataset, views)  # before anything changes
+        empty = self.empty_views(views)
+        self.refuse_named_views_empty(dataset, empty)  # before anything changes
         super().prepare(dataset, features)
         self._views_ready = False  # until every graph and buffer below is in place
         c = self.config
         asked = [*c.modalities, *(["profile"] if c.use_profile else [])]
         # a view no item has is zeros: with no other view, the ID view alone trains, as with no features
-        empty = [m for m in self.modalities if views[m][1] is not None and not views[m][1].any()]
         if asked and len(empty) == len(self.modalities) and not self.use_profile:
             # only a stdout line said it: a run named recgoat was LightGCN with rating attention
             why = ("no features were given" if features is None else

@@ -9,7 +9,7 @@ checks and messages rather than redoing them.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -72,7 +72,7 @@ def export_run_dir(run_dir: str | Path, out: str | Path, dataset: str | Path | D
     else:
         # as `evaluate --dataset` loads it: prepared as the run's record says and under the run's name (part of the
         # fingerprint: a folder moved under another name holds the same data), which plain loading refused
-        ds, used = read_run_record(run_dir, str(dataset)).load_dataset(), None
+        ds, used = replace(record, source=str(dataset)).load_dataset(), None  # the record read above
         _check_trained_on(run_dir, f"{dataset} ({option('--dataset', 'dataset=')}, loaded as {ds.name!r})", ds)
     note = None
     if features is None:  # the run's own feature folder, so a text-trained model keeps its text encoder

@@ -613,9 +613,7 @@ class Trainer:
             raise ConfigError(f"{self.run_dir}: has already run {done} epochs, more than trainer.epochs="
                               f"{self.config.epochs}, and a resumed run cannot undo epochs; set trainer.epochs="
                               f"{done} or more to continue it ({done}: report it as it stands), or to start "
-                              f"afresh with {self.config.epochs} epochs give it a folder of its own with "
-                              f"--run-dir DIR (or another --out), or overwrite that run with --set "
-                              f"trainer.resume=false (Python: another run_dir, or TrainConfig(resume=False))")
+                              f"afresh with {self.config.epochs} epochs give it {_OWN_FOLDER}")
         for key, f in self._checkpoint_files(state).items():
             if not f.is_file():
                 raise DataError(f, f"missing: the checkpoint is incomplete; {_AFRESH}")
@@ -1031,6 +1029,11 @@ def _check_finite_embeddings(model, epoch: int, run_dir: Path | None) -> None:
                                    f"every parameter is finite; check the model's embeddings()")
 
 
+# how a refused run folder is left for a fresh start: another folder first (an earlier try is worth comparing)
+_OWN_FOLDER = ("a folder of its own with --run-dir DIR (or another --out), or overwrite that run with --set "
+               "trainer.resume=false (Python: another run_dir, or TrainConfig(resume=False))")
+
+
 def other_configuration(run_dir, changes: list[str]) -> ConfigError:
     """The refusal of a run folder whose checkpoint was made with another configuration (``changes``: what
     differs, as :func:`signature_changes` words it). When the data differs (another dataset, split or version of
@@ -1044,8 +1047,7 @@ def other_configuration(run_dir, changes: list[str]) -> ConfigError:
                            f"other data (Python: TrainConfig(resume=False))")
     # another folder first here too: an earlier try (other params, preset, learning rate) is worth comparing
     return ConfigError(f"{run_dir}: was run with a different configuration ({said}); to start afresh give "
-                       f"this run a folder of its own with --run-dir DIR (or another --out), or overwrite that run "
-                       f"with --set trainer.resume=false (Python: another run_dir, or TrainConfig(resume=False))")
+                       f"this run {_OWN_FOLDER}")
 
 
 def show_progress(cfg: TrainConfig) -> bool:

@@ -65,7 +65,6 @@ def _warning_setup() -> tuple[bool, bytes | None]:
     Python's own display, in the workers too), and this process's warnings filters, pickled (None where one cannot
     be: the worker keeps its own, the defaults with ``-W``/``PYTHONWARNINGS``, which a spawned process inherits)."""
     import pickle
-    import warnings
 
     try:
         filters = pickle.dumps(list(warnings.filters))
@@ -79,7 +78,6 @@ def _warn_as_parent(one_line: bool, filters: bytes | None) -> None:
     error, is so here too; one it shows once is shown once by each worker) and, where the parent printed them as
     one ``warning: …`` line, printed so here (not Python's two lines with the library's file and source line)."""
     import pickle
-    import warnings
 
     if filters is not None:
         try:

@@ -13,6 +13,7 @@ model, not of the image): those rows are returned as they are and the feature st
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -350,9 +351,6 @@ class ImageEncoder:
             y = y.mean(dim=(2, 3))
         return y.reshape(y.shape[0], -1)
 
-    def _try_load(self, path: str | None) -> tuple[np.ndarray | None, str | None, str | None]:
-        return load_image(path, self.pre)
-
     def encode(self, paths: list[str | None], on_progress: Callable[[int], None] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, ImageProblems]:
         """(N×dim float32 features, N bool mask, problems) for N image paths (None = no image).
@@ -370,7 +368,7 @@ class ImageEncoder:
             with _warnings_name_the_file(), ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for start in range(0, n, self.batch_size):
                     idx = range(start, min(n, start + self.batch_size))
-                    loaded = list(pool.map(self._try_load, [paths[i] for i in idx]))
+                    loaded = list(pool.map(functools.partial(load_image, pre=self.pre), [paths[i] for i in idx]))
                     good = []
                     for i, (arr, kind, msg) in zip(idx, loaded):
                         if arr is None:
